@@ -1,0 +1,68 @@
+"""Settings from the environment (GIFTGRAPH_*) or a .env file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_JWT_SECRET = "changethis-dev-only-secret-key-0000"  # noqa: S105 - refused in production
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; one instance is passed to create_app()."""
+
+    model_config = SettingsConfigDict(env_prefix="GIFTGRAPH_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production", "test"] = "development"
+    # None: start the embedded PostgreSQL (pgserver) in data_dir.
+    database_url: str | None = None
+    data_dir: Path = Path(".giftgraph")
+    broadcast_url: str = "memory://"
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    statement_timeout_ms: int = Field(default=10_000, ge=0)
+
+    jwt_secret: str = DEFAULT_JWT_SECRET
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    access_token_ttl_seconds: int = Field(default=15 * 60, ge=5)
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    # argon2id cost; the defaults are argon2-cffi's (RFC 9106 low-memory profile).
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=65536, ge=8)
+    argon2_parallelism: int = Field(default=4, ge=1)
+
+    cors_origins: list[str] = Field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+
+    max_page_size: int = 100
+    default_page_size: int = 20
+    max_body_bytes: int = 1_000_000
+
+    @model_validator(mode="after")
+    def _refuse_default_secret_in_production(self) -> Settings:
+        if self.environment == "production" and (
+            not self.jwt_secret or self.jwt_secret == DEFAULT_JWT_SECRET
+        ):
+            raise ValueError(
+                "GIFTGRAPH_JWT_SECRET must be set to a strong secret in production "
+                "(the default development secret is refused)"
+            )
+        if self.environment == "production" and len(self.jwt_secret) < 32:
+            raise ValueError("GIFTGRAPH_JWT_SECRET must be at least 32 characters in production")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once from env/.env."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Database layer: engine, models, migrations, embedded PostgreSQL."""

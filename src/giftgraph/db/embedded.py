@@ -1,0 +1,40 @@
+"""The embedded default database: a real PostgreSQL from the pgserver wheel."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedPostgres:
+    """Starts (or reuses) a PostgreSQL server whose data lives in `data_dir`/pgdata."""
+
+    def __init__(self, data_dir: Path, database: str = "giftgraph") -> None:
+        self.pgdata = (data_dir / "pgdata").resolve()
+        self.database = database
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start the server if needed and return an asyncpg URL for `database`."""
+        import pgserver  # imported lazily: only the embedded default needs it
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode="stop": data is kept across restarts, the server stops on exit.
+        self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        exists = self._server.psql(
+            f"SELECT 1 FROM pg_database WHERE datname = '{self.database}';"
+        )
+        if "1 row" not in exists:
+            self._server.psql(f'CREATE DATABASE "{self.database}";')
+        return f"postgresql+asyncpg://postgres@/{self.database}?host={self.pgdata}"
+
+    def admin_url(self) -> str:
+        return f"postgresql+asyncpg://postgres@/postgres?host={self.pgdata}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
