@@ -1,0 +1,121 @@
+"""create_app(settings) -> Starlette: the lifespan owns the database and the broadcaster."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from giftgraph.config import Settings
+from giftgraph.context import Context
+from giftgraph.db.embedded import EmbeddedPostgres
+from giftgraph.db.engine import Database, create_database
+from giftgraph.db.migrate import upgrade
+from giftgraph.schema.schema import build_schema
+
+log = logging.getLogger("giftgraph")
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    database: Database | None = None
+    embedded: EmbeddedPostgres | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def db(self) -> Database:
+        assert self.database is not None, "the app's lifespan has not started"
+        return self.database
+
+
+class GraphQLApp(GraphQL[Context, None]):
+    """Strawberry's ASGI view with our typed context."""
+
+    def __init__(self, state: AppState) -> None:
+        settings = state.settings
+        super().__init__(
+            build_schema(),
+            graphql_ide="graphiql",
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            allowed_origins=settings.cors_origins,
+        )
+        self.state = state
+
+    async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
+        return Context(
+            settings=self.state.settings,
+            database=self.state.db(),
+            request=request,
+            response=response,
+            authorization=request.headers.get("authorization"),
+        )
+
+
+async def resolve_database_url(state: AppState) -> str:
+    """The configured URL, or the embedded PostgreSQL (started and migrated here)."""
+    if state.settings.database_url:
+        return state.settings.database_url
+    state.embedded = EmbeddedPostgres(state.settings.data_dir)
+    url = state.embedded.start()
+    await upgrade(url)
+    return url
+
+
+def create_app(settings: Settings) -> Starlette:
+    state = AppState(settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        url = await resolve_database_url(state)
+        state.database = create_database(url, settings)
+        try:
+            yield
+        finally:
+            await state.database.dispose()
+            if state.embedded is not None:
+                state.embedded.stop()
+
+    async def health(_: Request) -> Response:
+        db_ok = False
+        try:
+            async with state.db().engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            db_ok = True
+        except Exception:  # any failure means "not connected"; details go to the log
+            log.warning("health check: database unreachable", exc_info=True)
+        body = {
+            "status": "healthy" if db_ok else "unhealthy",
+            "db": "connected" if db_ok else "disconnected",
+            "broadcast": "connected",
+        }
+        return JSONResponse(body, status_code=200 if db_ok else 503)
+
+    graphql = GraphQLApp(state)
+    app = Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+        ],
+        middleware=[
+            Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                       allow_methods=["GET", "POST"],
+                       allow_headers=["authorization", "content-type"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.giftgraph = state
+    return app

@@ -1,0 +1,210 @@
+"""Tokens, password hashing, and authentication of HTTP requests and sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from giftgraph.config import Settings
+from giftgraph.db.models import RefreshToken, User
+from giftgraph.errors import Unauthenticated
+
+ACCESS = "access"
+REFRESH = "refresh"
+
+
+@lru_cache(maxsize=8)
+def _hasher(time_cost: int, memory_kib: int, parallelism: int) -> PasswordHasher:
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+
+
+def hasher(settings: Settings) -> PasswordHasher:
+    return _hasher(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
+
+
+async def hash_password(settings: Settings, password: str) -> str:
+    """argon2id hash, computed off the event loop."""
+    return await asyncio.to_thread(hasher(settings).hash, password)
+
+
+async def verify_password(settings: Settings, password_hash: str, password: str) -> bool:
+    def _verify() -> bool:
+        try:
+            return hasher(settings).verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(_verify)
+
+
+# A fixed hash to verify against when the email is unknown, so login takes as long
+# either way and does not reveal which emails exist.
+_DUMMY_PASSWORD = "giftgraph-timing-equaliser"  # noqa: S105 - not a credential
+
+
+@lru_cache(maxsize=8)
+def _dummy_hash(time_cost: int, memory_kib: int, parallelism: int) -> str:
+    return _hasher(time_cost, memory_kib, parallelism).hash(_DUMMY_PASSWORD)
+
+
+async def burn_password_check(settings: Settings, password: str) -> None:
+    dummy = _dummy_hash(settings.argon2_time_cost, settings.argon2_memory_kib,
+                        settings.argon2_parallelism)
+    await verify_password(settings, dummy, password)
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    family_id: uuid.UUID
+    role: str
+
+
+def _encode(settings: Settings, claims: dict[str, object], ttl: int) -> str:
+    now = datetime.now(UTC)
+    payload = {**claims, "iat": now, "exp": now + timedelta(seconds=ttl)}
+    return jwt.encode(payload, settings.jwt_secret, algorithm=settings.jwt_algorithm)
+
+
+def _decode(settings: Settings, token: str, expected_type: str) -> dict[str, object]:
+    try:
+        claims: dict[str, object] = jwt.decode(
+            token,
+            settings.jwt_secret,
+            algorithms=[settings.jwt_algorithm],  # a fixed list: `alg: none` never passes
+            options={"require": ["exp", "iat", "sub", "typ"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthenticated("Token has expired") from exc
+    except jwt.PyJWTError as exc:
+        raise Unauthenticated("Invalid token") from exc
+    if claims.get("typ") != expected_type:
+        raise Unauthenticated("Invalid token type")
+    return claims
+
+
+def create_access_token(settings: Settings, user: User) -> str:
+    return _encode(
+        settings,
+        {"sub": str(user.id), "fam": str(user.family_id), "role": user.role.value, "typ": ACCESS},
+        settings.access_token_ttl_seconds,
+    )
+
+
+def decode_access_token(settings: Settings, token: str) -> AccessClaims:
+    claims = _decode(settings, token, ACCESS)
+    try:
+        return AccessClaims(
+            user_id=uuid.UUID(str(claims["sub"])),
+            family_id=uuid.UUID(str(claims["fam"])),
+            role=str(claims["role"]),
+        )
+    except (KeyError, ValueError) as exc:
+        raise Unauthenticated("Invalid token") from exc
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value (None when absent)."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Authorization must be 'Bearer <token>'")
+    return token.strip()
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def issue_refresh_token(
+    session: AsyncSession, settings: Settings, user: User, chain_id: uuid.UUID | None = None
+) -> str:
+    """A new refresh token for `user`, stored hashed (never in clear)."""
+    token = _encode(
+        settings,
+        {"sub": str(user.id), "typ": REFRESH, "jti": secrets.token_urlsafe(24)},
+        settings.refresh_token_ttl_seconds,
+    )
+    session.add(
+        RefreshToken(
+            user_id=user.id,
+            chain_id=chain_id or uuid.uuid4(),
+            token_hash=_hash_token(token),
+            expires_at=datetime.now(UTC) + timedelta(seconds=settings.refresh_token_ttl_seconds),
+        )
+    )
+    return token
+
+
+class RefreshReuse(Unauthenticated):
+    """A rotated refresh token was presented again: its whole chain has been revoked."""
+
+
+async def consume_refresh_token(
+    session: AsyncSession, settings: Settings, token: str
+) -> tuple[User, uuid.UUID]:
+    """Validate and mark a refresh token used; return its user and chain.
+
+    Reusing an already rotated token revokes every token of its chain (theft detection).
+    The row is locked so two concurrent refreshes cannot both succeed.
+    """
+    _decode(settings, token, REFRESH)
+    row = await session.scalar(
+        select(RefreshToken).where(RefreshToken.token_hash == _hash_token(token)).with_for_update()
+    )
+    if row is None:
+        raise Unauthenticated("Invalid refresh token")
+    now = datetime.now(UTC)
+    if row.used_at is not None or row.revoked_at is not None:
+        await revoke_chain(session, row.chain_id)
+        raise RefreshReuse("Refresh token was already used; please log in again")
+    if row.expires_at <= now:
+        raise Unauthenticated("Refresh token has expired")
+    row.used_at = now
+    user = await session.get(User, row.user_id)
+    if user is None or not user.is_active:
+        raise Unauthenticated("Invalid refresh token")
+    return user, row.chain_id
+
+
+async def revoke_chain(session: AsyncSession, chain_id: uuid.UUID) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.chain_id == chain_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+
+
+async def revoke_user_tokens(session: AsyncSession, user_id: uuid.UUID) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+
+
+async def revoke_refresh_token(session: AsyncSession, settings: Settings, token: str) -> bool:
+    """Logout: revoke the chain of this token. False when the token is unknown."""
+    try:
+        _decode(settings, token, REFRESH)
+    except Unauthenticated:
+        return False
+    row = await session.scalar(
+        select(RefreshToken).where(RefreshToken.token_hash == _hash_token(token))
+    )
+    if row is None:
+        return False
+    await revoke_chain(session, row.chain_id)
+    return True

@@ -1,0 +1,112 @@
+"""The `giftgraph` command: serve | migrate | demo-data | export-schema | bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from giftgraph.config import Settings, get_settings
+
+
+def _database_url(settings: Settings) -> tuple[str, object | None]:
+    """The configured URL, or the embedded server's (started; caller stops it)."""
+    if settings.database_url:
+        return settings.database_url, None
+    from giftgraph.db.embedded import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(settings.data_dir)
+    return embedded.start(), embedded
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    workers = args.workers or settings.workers
+    if workers > 1 and not settings.database_url:
+        # Workers share one embedded server: start and migrate it once, here.
+        url, _embedded = _database_url(settings)
+        from giftgraph.db.migrate import upgrade
+
+        asyncio.run(upgrade(url))
+    print(f"GiftGraph serving on http://{host}:{port}/graphql", flush=True)
+    uvicorn.run(
+        "giftgraph.asgi:create", host=host, port=port, workers=workers, factory=True,
+        log_level="info", ws_ping_interval=20, ws_ping_timeout=20, proxy_headers=True,
+    )
+    return 0
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from giftgraph.db.migrate import upgrade
+
+    settings = get_settings()
+    url, embedded = _database_url(settings)
+    try:
+        asyncio.run(upgrade(url))
+    finally:
+        if embedded is not None:
+            embedded.stop()  # type: ignore[attr-defined]
+    print("database is at the latest migration")
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from giftgraph.db.migrate import upgrade
+    from giftgraph.demo import seed
+
+    settings = get_settings()
+    url, embedded = _database_url(settings)
+    try:
+        asyncio.run(upgrade(url))
+        login = asyncio.run(seed(url, settings, seed_value=args.seed))
+    finally:
+        if embedded is not None:
+            embedded.stop()  # type: ignore[attr-defined]
+    print(f"\nDemo family ready. Log in with email {login.email!r} and password {login.password!r}")
+    return 0
+
+
+def cmd_export_schema(args: argparse.Namespace) -> int:
+    from giftgraph.schema.schema import build_schema
+
+    sdl = build_schema().as_str() + "\n"
+    if args.output == "-":
+        sys.stdout.write(sdl)
+    else:
+        Path(args.output).write_text(sdl)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="giftgraph", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the API server (embedded PostgreSQL by default)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("demo-data", help="seed a realistic demo family and print its login")
+    p.add_argument("--seed", type=int, default=7, help="random seed (same seed, same data)")
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("export-schema", help="write the GraphQL SDL")
+    p.add_argument("output", nargs="?", default="schema.graphql")
+    p.set_defaults(func=cmd_export_schema)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""Keyset (cursor) pagination, for one list or batched over many parents."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Generic, TypeVar
+
+import orjson
+from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute, aliased
+from sqlalchemy.sql.elements import ColumnElement
+
+from giftgraph.errors import BadInput
+
+T = TypeVar("T")
+Key = InstrumentedAttribute[Any]
+
+
+@dataclass(frozen=True)
+class PageArgs:
+    """Normalised Relay arguments: `limit` rows after/before a cursor."""
+
+    limit: int
+    cursor: str | None = None
+    backward: bool = False
+
+    @classmethod
+    def parse(
+        cls,
+        first: int | None,
+        after: str | None,
+        last: int | None = None,
+        before: str | None = None,
+        *,
+        default: int = 20,
+        maximum: int = 100,
+    ) -> PageArgs:
+        errors: dict[str, str] = {}
+        if first is not None and last is not None:
+            errors["last"] = "use either first or last, not both"
+        if first is not None and first < 0:
+            errors["first"] = "must be zero or more"
+        if last is not None and last < 0:
+            errors["last"] = "must be zero or more"
+        if after is not None and before is not None:
+            errors["before"] = "use either after or before, not both"
+        if errors:
+            raise BadInput(errors)
+        backward = last is not None or (before is not None and first is None)
+        n = last if backward else first
+        limit = min(default if n is None else n, maximum)
+        return cls(limit=limit, cursor=before if backward else after, backward=backward)
+
+
+@dataclass
+class Page(Generic[T]):
+    rows: list[T]
+    cursors: list[str]
+    has_next: bool
+    has_previous: bool
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: SQLAlchemy attributes overload ==
+class Order:
+    """The sort keys of a connection; the last key must be unique (usually `id`)."""
+
+    keys: tuple[Key, ...]
+    desc: bool = False
+
+    def types(self) -> tuple[type, ...]:
+        return tuple(k.type.python_type for k in self.keys)
+
+    def encode(self, row: Any) -> str:
+        values = [_dump(getattr(row, k.key)) for k in self.keys]
+        return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
+
+    def decode(self, cursor: str, arg: str) -> tuple[Any, ...]:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            values = orjson.loads(raw)
+            types = self.types()
+            if not isinstance(values, list) or len(values) != len(types):
+                raise ValueError("shape")
+            return tuple(_load(t, v) for t, v in zip(types, values, strict=True))
+        except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+            raise BadInput({arg: "not a valid cursor for this connection"}) from exc
+
+    def clauses(self, args: PageArgs) -> tuple[list[ColumnElement[bool]], list[Any]]:
+        """WHERE clauses for the cursor and ORDER BY terms for the fetch direction."""
+        descending = self.desc != args.backward
+        where: list[ColumnElement[bool]] = []
+        if args.cursor is not None:
+            values = self.decode(args.cursor, "before" if args.backward else "after")
+            lhs = tuple_(*self.keys)
+            where.append(lhs < tuple_(*values) if descending else lhs > tuple_(*values))
+        order = [k.desc() if descending else k.asc() for k in self.keys]
+        return where, order
+
+
+def _dump(v: Any) -> Any:
+    if isinstance(v, datetime | date):
+        return v.isoformat()
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    return v
+
+
+def _load(t: type, v: Any) -> Any:
+    if t is datetime:
+        return datetime.fromisoformat(v)
+    if t is date:
+        return date.fromisoformat(v)
+    if t is uuid.UUID:
+        return uuid.UUID(v)
+    if t is int:
+        if not isinstance(v, int):
+            raise TypeError("int")
+        return v
+    if t is str:
+        if not isinstance(v, str):
+            raise TypeError("str")
+        return v
+    return t(v)
+
+
+def _page(rows: Sequence[Any], order: Order, args: PageArgs) -> Page[Any]:
+    more = len(rows) > args.limit
+    rows = list(rows[: args.limit])
+    if args.backward:
+        rows.reverse()
+        has_prev, has_next = more, args.cursor is not None
+    else:
+        has_prev, has_next = args.cursor is not None, more
+    return Page(rows, [order.encode(r) for r in rows], has_next, has_prev)
+
+
+def page_statement(base: Select[Any], order: Order, args: PageArgs) -> Select[Any]:
+    where, order_by = order.clauses(args)
+    return base.where(*where).order_by(*order_by).limit(args.limit + 1)
+
+
+def page_from_rows(rows: Sequence[Any], order: Order, args: PageArgs) -> Page[Any]:
+    return _page(rows, order, args)
+
+
+def pages_statement(
+    entity: Any,
+    base: Select[Any],
+    parent: ColumnElement[Any],
+    parent_ids: Sequence[Any],
+    order: Order,
+    args: PageArgs,
+) -> Select[Any]:
+    """One statement for the first page of every parent (window function per parent)."""
+    where, order_by = order.clauses(args)
+    rn = func.row_number().over(partition_by=parent, order_by=order_by).label("_rn")
+    sub = (
+        base.add_columns(parent.label("_parent"), rn)
+        .where(parent.in_(parent_ids), *where)
+        .subquery()
+    )
+    row = aliased(entity, sub)
+    return (
+        select(row, sub.c._parent)
+        .where(sub.c._rn <= args.limit + 1)
+        .order_by(sub.c._parent, sub.c._rn)
+    )
+
+
+def group_pages(
+    result_rows: Sequence[Any], parent_ids: Sequence[Any], order: Order, args: PageArgs
+) -> dict[Any, Page[Any]]:
+    grouped: dict[Any, list[Any]] = {pid: [] for pid in parent_ids}
+    for obj, pid in result_rows:
+        grouped[pid].append(obj)
+    return {pid: _page(rows, order, args) for pid, rows in grouped.items()}

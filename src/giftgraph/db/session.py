@@ -1,0 +1,75 @@
+"""One database session per GraphQL operation, safe for concurrent resolvers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from giftgraph.db.models import Event
+from giftgraph.events import take_pending
+
+T = TypeVar("T")
+Publisher = Callable[[list[Event]], Awaitable[None]]
+
+
+class OperationDb:
+    """Lazily opened session shared by an operation's resolvers.
+
+    Strawberry resolves sibling fields concurrently, and an AsyncSession must not be
+    used concurrently, so every use goes through one lock. DataLoaders batch the
+    reads, so the lock costs little and the statement count stays deterministic.
+    """
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], publish: Publisher | None = None
+    ) -> None:
+        self._sessions = sessions
+        self._publish = publish
+        self._session: AsyncSession | None = None
+        self._lock = asyncio.Lock()
+
+    def _get(self) -> AsyncSession:
+        if self._session is None:
+            self._session = self._sessions()
+        return self._session
+
+    async def scalars(self, stmt: Select[tuple[T]]) -> Sequence[T]:
+        async with self._lock:
+            return (await self._get().scalars(stmt)).all()
+
+    async def rows(self, stmt: Select[Any]) -> Sequence[Any]:
+        async with self._lock:
+            return (await self._get().execute(stmt)).all()
+
+    async def scalar(self, stmt: Select[tuple[T]]) -> T | None:
+        async with self._lock:
+            return await self._get().scalar(stmt)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """The unit of work of one mutation: committed once on success, else rolled back."""
+        async with self._lock:
+            session = self._get()
+            if session.in_transaction():
+                await session.rollback()  # end the read snapshot; writes start fresh
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                take_pending(session)  # rolled-back work publishes nothing
+                raise
+            events = take_pending(session)
+        # Publish only after COMMIT, outside the lock.
+        if events and self._publish is not None:
+            await self._publish(events)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

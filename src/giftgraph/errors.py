@@ -1,0 +1,72 @@
+"""Application errors: each carries a GraphQL `extensions.code`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    """An expected failure shown to the client as-is, with a code."""
+
+    code = "INTERNAL_SERVER_ERROR"
+
+    def __init__(self, message: str, *, code: str | None = None, **extensions: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.extensions = extensions
+
+
+class Unauthenticated(AppError):
+    code = "UNAUTHENTICATED"
+
+    def __init__(self, message: str = "Authentication required") -> None:
+        super().__init__(message)
+
+
+class Forbidden(AppError):
+    code = "FORBIDDEN"
+
+    def __init__(self, message: str = "You are not allowed to do this") -> None:
+        super().__init__(message)
+
+
+class NotFound(AppError):
+    code = "NOT_FOUND"
+
+    def __init__(self, what: str = "Node") -> None:
+        super().__init__(f"{what} not found")
+
+
+class BadInput(AppError):
+    code = "BAD_USER_INPUT"
+
+    def __init__(self, fields: dict[str, str], message: str = "Invalid input") -> None:
+        super().__init__(message, fields=fields)
+        self.fields = fields
+
+
+class Conflict(AppError):
+    code = "CONFLICT"
+
+    def __init__(self, message: str, **extensions: Any) -> None:
+        super().__init__(message, **extensions)
+
+
+class InvalidTransition(AppError):
+    code = "INVALID_TRANSITION"
+
+    def __init__(self, message: str, **extensions: Any) -> None:
+        super().__init__(message, **extensions)
+
+
+class RateLimited(AppError):
+    code = "RATE_LIMITED"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("Too many requests, retry later", retryAfter=retry_after)
+
+
+class QueryTooComplex(AppError):
+    code = "QUERY_TOO_COMPLEX"

@@ -1,0 +1,162 @@
+"""Topics and the Event log: written in the mutation's transaction, published after commit."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import inspect, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from giftgraph.db import models as m
+from giftgraph.ids import encode_id
+
+FAMILY_TOPIC = "family"
+LIST_ITEMS_TOPIC = "list-items:all"
+# Never part of an event snapshot.
+_SECRET_COLUMNS = frozenset({"password_hash"})
+
+ENTITY_TYPES: dict[type[m.Base], str] = {
+    m.Family: "Family",
+    m.User: "User",
+    m.Person: "Person",
+    m.Occasion: "Occasion",
+    m.GiftList: "GiftList",
+    m.Gift: "Gift",
+    m.ListItem: "ListItem",
+    m.Comment: "Comment",
+}
+MODELS: dict[str, type[m.Base]] = {v: k for k, v in ENTITY_TYPES.items()}
+
+
+def list_topic(list_id: uuid.UUID) -> str:
+    return f"list:{encode_id('GiftList', list_id)}"
+
+
+def person_topic(person_id: uuid.UUID) -> str:
+    return f"person:{encode_id('Person', person_id)}"
+
+
+def occasion_topic(occasion_id: uuid.UUID) -> str:
+    return f"occasion:{encode_id('Occasion', occasion_id)}"
+
+
+def comments_topic(target: m.CommentTarget, target_gid: str) -> str:
+    return f"comments:{target.value}:{target_gid}"
+
+
+def list_topics(gift_list: m.GiftList) -> list[str]:
+    """Topics that hear about a list and everything on it."""
+    topics = [list_topic(gift_list.id)]
+    if gift_list.person_id:
+        topics.append(person_topic(gift_list.person_id))
+    if gift_list.occasion_id:
+        topics.append(occasion_topic(gift_list.occasion_id))
+    return topics
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, uuid.UUID | Decimal):
+        return str(v)
+    if isinstance(v, datetime | date):
+        return v.isoformat()
+    if isinstance(v, Enum):
+        return v.value
+    return v
+
+
+def snapshot(obj: m.Base) -> dict[str, Any]:
+    """The row's column values as JSON (secrets left out)."""
+    return {
+        attr.key: _jsonable(getattr(obj, attr.key))
+        for attr in inspect(obj).mapper.column_attrs
+        if attr.key not in _SECRET_COLUMNS
+    }
+
+
+def from_snapshot(entity_type: str, data: dict[str, Any]) -> m.Base | None:
+    """A transient model instance rebuilt from a snapshot (no database round trip)."""
+    model = MODELS.get(entity_type)
+    if model is None:
+        return None
+    values: dict[str, Any] = {}
+    for attr in inspect(model).column_attrs:
+        if attr.key not in data:
+            continue
+        raw = data[attr.key]
+        column = attr.columns[0]
+        values[attr.key] = _parse(column.type.python_type, raw, column.type)
+    return model(**values)
+
+
+def _parse(py: type, raw: Any, sa_type: Any) -> Any:
+    if raw is None:
+        return None
+    enum_class = getattr(sa_type, "enum_class", None)
+    if enum_class is not None:
+        return enum_class(raw)
+    if py is uuid.UUID:
+        return uuid.UUID(raw)
+    if py is datetime:
+        return datetime.fromisoformat(raw)
+    if py is date:
+        return date.fromisoformat(raw)
+    if py is Decimal:
+        return Decimal(raw)
+    return raw
+
+
+PENDING_KEY = "giftgraph.pending_events"
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    family_id: uuid.UUID,
+    actor_id: uuid.UUID | None,
+    kind: m.EventKind,
+    entity: m.Base,
+    topics: Iterable[str],
+) -> list[m.Event]:
+    """Write one Event per topic (plus `family`) in the current transaction.
+
+    A per-family advisory lock, held until COMMIT, makes `seq` order equal commit
+    order within a family, so a subscriber resuming `since` a seq never skips an
+    event that committed late with a smaller seq.
+    """
+    await session.flush()
+    if not session.info.get("giftgraph.event_lock"):
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:f, 0))"), {"f": str(family_id)}
+        )
+        session.info["giftgraph.event_lock"] = True
+    payload = None if kind == m.EventKind.DELETED else snapshot(entity)
+    entity_type = ENTITY_TYPES[type(entity)]
+    entity_id = entity.id  # type: ignore[attr-defined]
+    unique_topics = list(dict.fromkeys([*topics, FAMILY_TOPIC]))
+    rows = [
+        m.Event(
+            family_id=family_id,
+            topic=topic,
+            kind=kind,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            actor_id=actor_id,
+            payload=payload,
+        )
+        for topic in unique_topics
+    ]
+    session.add_all(rows)
+    await session.flush()
+    session.info.setdefault(PENDING_KEY, []).extend(rows)
+    return rows
+
+
+def take_pending(session: AsyncSession) -> list[m.Event]:
+    """Events written by the transaction just committed (cleared for the next one)."""
+    session.info.pop("giftgraph.event_lock", None)
+    return session.info.pop(PENDING_KEY, [])

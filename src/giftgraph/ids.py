@@ -1,0 +1,41 @@
+"""Relay global IDs: base64url("Type:key")."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+
+from giftgraph.errors import NotFound
+
+
+def encode_id(type_name: str, key: uuid.UUID | int | str) -> str:
+    return base64.urlsafe_b64encode(f"{type_name}:{key}".encode()).decode().rstrip("=")
+
+
+def split_id(gid: str) -> tuple[str, str]:
+    """Return (type, key) of a global ID; any malformed ID is simply not found."""
+    try:
+        padded = gid + "=" * (-len(gid) % 4)
+        raw = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise NotFound() from exc
+    type_name, sep, key = raw.partition(":")
+    if not sep or not type_name or not key:
+        raise NotFound()
+    return type_name, key
+
+
+def decode_id(gid: str, expected: str) -> uuid.UUID:
+    """The UUID behind a global ID of type `expected`, or NOT_FOUND (as for a missing ID)."""
+    type_name, key = split_id(gid)
+    if type_name != expected:
+        raise NotFound(expected)
+    try:
+        return uuid.UUID(key)
+    except ValueError as exc:
+        raise NotFound(expected) from exc
+
+
+def decode_optional(gid: str | None, expected: str) -> uuid.UUID | None:
+    return None if gid is None else decode_id(gid, expected)

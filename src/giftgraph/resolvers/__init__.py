@@ -1,0 +1,1 @@
+"""Resolvers, one module per entity: thin, with one unit of work per mutation."""

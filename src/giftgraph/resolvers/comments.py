@@ -1,0 +1,88 @@
+"""Comments on lists, items, gifts, persons and occasions."""
+
+from __future__ import annotations
+
+import strawberry
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from giftgraph.context import Info
+from giftgraph.db import models as m
+from giftgraph.db import queries as q
+from giftgraph.errors import Forbidden, NotFound
+from giftgraph.events import comments_topic, record
+from giftgraph.ids import decode_id, encode_id
+from giftgraph.resolvers import crud
+from giftgraph.resolvers.common import list_connection, unit_of_work
+from giftgraph.schema.connection import Connection
+from giftgraph.schema.enums import CommentTarget
+from giftgraph.schema.inputs import CommentInput
+from giftgraph.schema.types import TARGET_TYPES, Comment
+from giftgraph.validation import CommentData, validate
+
+TARGET_MODELS: dict[m.CommentTarget, type[m.Owned]] = {
+    m.CommentTarget.LIST: m.GiftList,
+    m.CommentTarget.LIST_ITEM: m.ListItem,
+    m.CommentTarget.GIFT: m.Gift,
+    m.CommentTarget.PERSON: m.Person,
+    m.CommentTarget.OCCASION: m.Occasion,
+}
+
+
+def _topics(row: m.Comment) -> list[str]:
+    return [comments_topic(row.target, encode_id(TARGET_TYPES[row.target], row.target_id))]
+
+
+async def _target_exists(info: Info, target: m.CommentTarget, target_id: str) -> None:
+    pk = decode_id(target_id, TARGET_TYPES[target])
+    model = TARGET_MODELS[target]
+    loader = {
+        m.GiftList: info.context.loaders.gift_list, m.ListItem: info.context.loaders.list_item,
+        m.Gift: info.context.loaders.gift, m.Person: info.context.loaders.person,
+        m.Occasion: info.context.loaders.occasion,
+    }[model]
+    if await loader.load(pk) is None:
+        raise NotFound(TARGET_TYPES[target])
+
+
+async def comments(info: Info, target: CommentTarget, target_id: strawberry.ID,
+                   first: int | None = None, after: str | None = None,
+                   last: int | None = None, before: str | None = None) -> Connection[Comment]:
+    target = m.CommentTarget(target)
+    await _target_exists(info, target, target_id)
+    stmt = select(m.Comment).where(
+        m.Comment.family_id == info.context.family_id, m.Comment.target == target,
+        m.Comment.target_id == decode_id(target_id, TARGET_TYPES[target]),
+    )
+    return await list_connection(info, stmt, q.COMMENTS, Comment.from_model,
+                                 first, after, last, before)
+
+
+async def add_comment(info: Info, input: CommentInput) -> Comment:
+    user = info.context.require_user()
+    target = m.CommentTarget(input.target)
+    data = validate(CommentData, {"target": target, "body": input.body})
+    target_pk = decode_id(input.target_id, TARGET_TYPES[target])
+    async with unit_of_work(info) as session:
+        model = TARGET_MODELS[target]
+        found = await session.scalar(
+            select(model.id).where(model.id == target_pk, model.family_id == user.family_id)
+        )
+        if found is None:
+            raise NotFound(TARGET_TYPES[target])
+        row = m.Comment(family_id=user.family_id, target=target, target_id=target_pk,
+                        author_id=user.id, body=data.body)
+        session.add(row)
+        await record(session, family_id=user.family_id, actor_id=user.id,
+                     kind=m.EventKind.COMMENT_ADDED, entity=row, topics=_topics(row))
+    return Comment.from_model(row)
+
+
+async def delete_comment(info: Info, id: strawberry.ID) -> strawberry.ID:
+    async def author_or_admin(_: AsyncSession, row: m.Comment) -> None:
+        user = info.context.require_user()
+        if row.author_id != user.id and user.role != m.Role.ADMIN:
+            raise Forbidden("Only the comment's author or an ADMIN can delete it")
+
+    return await crud.remove(info, m.Comment, "Comment", id, _topics, None,
+                             guard=author_or_admin)

@@ -1,0 +1,82 @@
+"""Shared resolver helpers: family-scoped lookups, the unit of work, connections."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from giftgraph.context import Info
+from giftgraph.db import models as m
+from giftgraph.db.pagination import Order, page_from_rows, page_statement
+from giftgraph.errors import NotFound
+from giftgraph.ids import decode_id
+from giftgraph.schema.connection import Connection, connection
+from giftgraph.schema.types import page_args
+
+M = TypeVar("M", bound=m.Owned)
+T = TypeVar("T")
+
+
+async def get_owned(
+    session: AsyncSession, model: type[M], gid: str, type_name: str, *, lock: bool = True
+) -> M:
+    """The caller's family's row for a global ID; anything else is NOT_FOUND."""
+    family_id = session.info["family_id"]
+    pk = decode_id(gid, type_name)
+    stmt = select(model).where(model.id == pk, model.family_id == family_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = await session.scalar(stmt)
+    if row is None:
+        raise NotFound(type_name)
+    return row
+
+
+async def get_owned_by_pk(
+    session: AsyncSession, model: type[M], pk: uuid.UUID, type_name: str
+) -> M:
+    row = await session.scalar(
+        select(model).where(model.id == pk, model.family_id == session.info["family_id"])
+    )
+    if row is None:
+        raise NotFound(type_name)
+    return row
+
+
+@asynccontextmanager
+async def unit_of_work(info: Info) -> AsyncIterator[AsyncSession]:
+    """One transaction for one mutation, scoped to the caller's family."""
+    ctx = info.context
+    user = ctx.require_user()
+    async with ctx.db.write() as session:
+        session.info["family_id"] = user.family_id
+        yield session
+    if ctx.loaders is not None:
+        ctx.loaders.clear()
+
+
+async def list_connection(
+    info: Info,
+    base: Select[Any],
+    order: Order,
+    convert: Callable[[Any], T],
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+) -> Connection[T]:
+    """A top-level connection over `base` (already filtered to the family)."""
+    args = page_args(info, first, after, last, before)
+    db = info.context.db
+    rows = await db.scalars(page_statement(base, order, args))
+    page = page_from_rows(rows, order, args)
+
+    async def count() -> int:
+        return await db.scalar(select(func.count()).select_from(base.order_by(None).subquery())) or 0
+
+    return connection(page, convert, count)

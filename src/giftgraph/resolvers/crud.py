@@ -1,0 +1,76 @@
+"""Create/update/delete for entities whose rules are just their validated fields."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import strawberry
+from pydantic import BaseModel
+from sqlalchemy import delete
+
+from giftgraph.context import Info
+from giftgraph.db import models as m
+from giftgraph.events import record
+from giftgraph.resolvers.common import get_owned, unit_of_work
+from giftgraph.schema.inputs import provided
+from giftgraph.validation import validate
+
+M = TypeVar("M", bound=m.Owned)
+T = TypeVar("T")
+Topics = Callable[[Any], list[str]]
+
+
+def current_values(row: m.Base, data_model: type[BaseModel]) -> dict[str, Any]:
+    """A row's values for the fields of `data_model` (the base a patch applies to)."""
+    return {name: getattr(row, name) for name in data_model.model_fields if hasattr(row, name)}
+
+
+async def create(info: Info, model: type[M], data_model: type[BaseModel], inp: object,
+                 topics: Topics, convert: Callable[[M], T], **extra: Any) -> T:
+    data = validate(data_model, provided(inp))
+    user = info.context.require_user()
+    async with unit_of_work(info) as session:
+        row = model(family_id=user.family_id, **data.model_dump(), **extra)
+        session.add(row)
+        await session.flush()
+        await record(session, family_id=user.family_id, actor_id=user.id,
+                     kind=m.EventKind.ADDED, entity=row, topics=topics(row))
+    return convert(row)
+
+
+async def update(info: Info, model: type[M], type_name: str, data_model: type[BaseModel],
+                 gid: str, patch: object, topics: Topics, convert: Callable[[M], T]) -> T:
+    user = info.context.require_user()
+    async with unit_of_work(info) as session:
+        row = await get_owned(session, model, gid, type_name)
+        data = validate(data_model, {**current_values(row, data_model), **provided(patch)})
+        for key, value in data.model_dump().items():
+            setattr(row, key, value)
+        await record(session, family_id=user.family_id, actor_id=user.id,
+                     kind=m.EventKind.UPDATED, entity=row, topics=topics(row))
+    return convert(row)
+
+
+async def remove(info: Info, model: type[M], type_name: str, gid: str, topics: Topics,
+                 comment_target: m.CommentTarget | None,
+                 guard: Callable[[Any, M], Awaitable[None]] | None = None) -> strawberry.ID:
+    """Delete a row (locked first); `guard` may refuse, e.g. with CONFLICT or FORBIDDEN."""
+    user = info.context.require_user()
+    async with unit_of_work(info) as session:
+        row = await get_owned(session, model, gid, type_name)
+        if guard is not None:
+            await guard(session, row)
+        await record(session, family_id=user.family_id, actor_id=user.id,
+                     kind=m.EventKind.DELETED, entity=row, topics=topics(row))
+        if comment_target is not None:
+            await delete_comments(session, comment_target, row.id)
+        await session.delete(row)
+    return strawberry.ID(gid)
+
+
+async def delete_comments(session: Any, target: m.CommentTarget, target_id: Any) -> None:
+    """Comments have no foreign key to their target: remove them with it."""
+    await session.execute(
+        delete(m.Comment).where(m.Comment.target == target, m.Comment.target_id == target_id)
+    )

@@ -1,0 +1,85 @@
+"""Gifts: the things that can go on lists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from giftgraph.context import Info
+from giftgraph.db import models as m
+from giftgraph.db import queries as q
+from giftgraph.errors import Conflict
+from giftgraph.events import record
+from giftgraph.resolvers import crud
+from giftgraph.resolvers.common import get_owned, list_connection, unit_of_work
+from giftgraph.schema.connection import Connection
+from giftgraph.schema.inputs import GiftInput, GiftPatch, provided
+from giftgraph.schema.types import Gift
+from giftgraph.validation import GiftData, store_from_url, validate
+
+
+def _no_topics(_: Any) -> list[str]:
+    return []
+
+
+def gift_values(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Validated gift columns, with `store` derived from the URL."""
+    if data.get("currency") is None:
+        data = {**data, "currency": "USD"}
+    gift = validate(GiftData, data, prefix=prefix).model_dump()
+    gift["store"] = store_from_url(gift["url"])
+    return gift
+
+
+async def new_gift(session: AsyncSession, info: Info, inp: GiftInput, prefix: str = "") -> m.Gift:
+    """Insert a gift (and its ADDED event) inside the caller's unit of work."""
+    user = info.context.require_user()
+    row = m.Gift(family_id=user.family_id, **gift_values(provided(inp), prefix))
+    session.add(row)
+    await session.flush()
+    await record(session, family_id=user.family_id, actor_id=user.id,
+                 kind=m.EventKind.ADDED, entity=row, topics=())
+    return row
+
+
+async def gifts(info: Info, first: int | None = None, after: str | None = None,
+                last: int | None = None, before: str | None = None,
+                search: str | None = None) -> Connection[Gift]:
+    stmt = select(m.Gift).where(m.Gift.family_id == info.context.family_id)
+    if search:
+        stmt = stmt.where(m.Gift.name.ilike(q.like_pattern(search)))
+    return await list_connection(info, stmt, q.GIFTS, Gift.from_model, first, after, last, before)
+
+
+async def create_gift(info: Info, input: GiftInput) -> Gift:
+    gift_values(provided(input))  # validate before opening a transaction
+    async with unit_of_work(info) as session:
+        row = await new_gift(session, info, input)
+    return Gift.from_model(row)
+
+
+async def update_gift(info: Info, id: strawberry.ID, input: GiftPatch) -> Gift:
+    user = info.context.require_user()
+    async with unit_of_work(info) as session:
+        row = await get_owned(session, m.Gift, id, "Gift")
+        values = gift_values({**crud.current_values(row, GiftData), **provided(input)})
+        for key, value in values.items():
+            setattr(row, key, value)
+        await record(session, family_id=user.family_id, actor_id=user.id,
+                     kind=m.EventKind.UPDATED, entity=row, topics=())
+    return Gift.from_model(row)
+
+
+async def _not_on_lists(session: AsyncSession, row: m.Gift) -> None:
+    on_lists = await session.scalar(select(func.count()).where(m.ListItem.gift_id == row.id)) or 0
+    if on_lists:
+        raise Conflict(f"This gift is on {on_lists} list item(s); remove them first",
+                       listItems=on_lists)
+
+
+async def delete_gift(info: Info, id: strawberry.ID) -> strawberry.ID:
+    return await crud.remove(info, m.Gift, "Gift", id, _no_topics, m.CommentTarget.GIFT,
+                             guard=_not_on_lists)

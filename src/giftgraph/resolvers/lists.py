@@ -1,0 +1,218 @@
+"""Gift lists and the items on them (with the status pipeline)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import strawberry
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from giftgraph.context import Info
+from giftgraph.db import models as m
+from giftgraph.db import queries as q
+from giftgraph.errors import BadInput, Forbidden, InvalidTransition, NotFound
+from giftgraph.events import LIST_ITEMS_TOPIC, list_topics, record
+from giftgraph.ids import decode_id
+from giftgraph.resolvers import crud
+from giftgraph.resolvers.common import get_owned, get_owned_by_pk, list_connection, unit_of_work
+from giftgraph.resolvers.gifts import gift_values, new_gift
+from giftgraph.schema.connection import Connection
+from giftgraph.schema.enums import ItemStatus, ListKind
+from giftgraph.schema.inputs import (
+    GiftListInput,
+    GiftListPatch,
+    ListItemInput,
+    ListItemPatch,
+    provided,
+)
+from giftgraph.schema.types import GiftList, ListItem
+from giftgraph.validation import GiftListData, ListItemData, validate
+
+S = m.ItemStatus
+# One step forward or one step back along IDEA → SELECTED → PURCHASED → RECEIVED.
+TRANSITIONS: dict[m.ItemStatus, frozenset[m.ItemStatus]] = {
+    S.IDEA: frozenset({S.SELECTED}),
+    S.SELECTED: frozenset({S.IDEA, S.PURCHASED}),
+    S.PURCHASED: frozenset({S.SELECTED, S.RECEIVED}),
+    S.RECEIVED: frozenset({S.PURCHASED}),
+}
+
+
+async def _exists(info: Info, loader: Any, gid: str, type_name: str) -> uuid.UUID:
+    pk = decode_id(gid, type_name)
+    if await loader.load(pk) is None:
+        raise NotFound(type_name)
+    return pk
+
+
+async def lists(info: Info, first: int | None = None, after: str | None = None,
+                last: int | None = None, before: str | None = None,
+                kind: ListKind | None = None, person_id: strawberry.ID | None = None,
+                occasion_id: strawberry.ID | None = None) -> Connection[GiftList]:
+    loaders = info.context.loaders
+    stmt = select(m.GiftList).where(m.GiftList.family_id == info.context.family_id)
+    if kind is not None:
+        stmt = stmt.where(m.GiftList.kind == kind)
+    if person_id is not None:
+        pk = await _exists(info, loaders.person, person_id, "Person")
+        stmt = stmt.where(m.GiftList.person_id == pk)
+    if occasion_id is not None:
+        pk = await _exists(info, loaders.occasion, occasion_id, "Occasion")
+        stmt = stmt.where(m.GiftList.occasion_id == pk)
+    return await list_connection(info, stmt, q.LISTS, GiftList.from_model,
+                                 first, after, last, before)
+
+
+async def _list_values(session: AsyncSession, data: dict[str, Any]) -> dict[str, Any]:
+    values = validate(GiftListData, data).model_dump()
+    for key, model, type_name in (("person_id", m.Person, "Person"),
+                                  ("occasion_id", m.Occasion, "Occasion")):
+        ref = values[key]
+        if isinstance(ref, str):
+            values[key] = (await get_owned(session, model, ref, type_name, lock=False)).id
+    return values
+
+
+async def create_list(info: Info, input: GiftListInput) -> GiftList:
+    user = info.context.require_user()
+    validate(GiftListData, provided(input))
+    async with unit_of_work(info) as session:
+        row = m.GiftList(family_id=user.family_id, owner_id=user.id,
+                         **await _list_values(session, provided(input)))
+        session.add(row)
+        await record(session, family_id=user.family_id, actor_id=user.id,
+                     kind=m.EventKind.ADDED, entity=row, topics=list_topics(row))
+    return GiftList.from_model(row)
+
+
+async def update_list(info: Info, id: strawberry.ID, input: GiftListPatch) -> GiftList:
+    user = info.context.require_user()
+    async with unit_of_work(info) as session:
+        row = await get_owned(session, m.GiftList, id, "GiftList")
+        before = list_topics(row)
+        patch = provided(input)
+        current = crud.current_values(row, GiftListData)
+        values = await _list_values(session, {**current, **patch})
+        for key, value in values.items():
+            setattr(row, key, value)
+        # Old and new person/occasion topics both hear about a moved list.
+        await record(session, family_id=user.family_id, actor_id=user.id,
+                     kind=m.EventKind.UPDATED, entity=row, topics=before + list_topics(row))
+    return GiftList.from_model(row)
+
+
+async def _owner_or_admin(info: Info, row: m.GiftList) -> None:
+    user = info.context.require_user()
+    if row.owner_id != user.id and user.role != m.Role.ADMIN:
+        raise Forbidden("Only the list's owner or an ADMIN can delete it")
+
+
+async def delete_list(info: Info, id: strawberry.ID) -> strawberry.ID:
+    async def guard(session: AsyncSession, row: m.GiftList) -> None:
+        await _owner_or_admin(info, row)
+        item_ids = select(m.ListItem.id).where(m.ListItem.list_id == row.id)
+        await session.execute(delete(m.Comment).where(
+            m.Comment.target == m.CommentTarget.LIST_ITEM, m.Comment.target_id.in_(item_ids)))
+
+    return await crud.remove(info, m.GiftList, "GiftList", id, list_topics,
+                             m.CommentTarget.LIST, guard=guard)
+
+
+def _item_topics(gift_list: m.GiftList) -> list[str]:
+    return [*list_topics(gift_list), LIST_ITEMS_TOPIC]
+
+
+async def _record_item(info: Info, session: AsyncSession, item: m.ListItem,
+                       kind: m.EventKind) -> None:
+    user = info.context.require_user()
+    gift_list = await get_owned_by_pk(session, m.GiftList, item.list_id, "GiftList")
+    await record(session, family_id=user.family_id, actor_id=user.id, kind=kind,
+                 entity=item, topics=_item_topics(gift_list))
+
+
+async def _resolve_gift(info: Info, session: AsyncSession, patch: dict[str, Any]) -> uuid.UUID:
+    gift_id, gift = patch.get("gift_id"), patch.get("gift")
+    if (gift_id is None) == (gift is None):
+        raise BadInput({"giftId": "give exactly one of giftId or gift"})
+    if gift_id is not None:
+        return (await get_owned(session, m.Gift, gift_id, "Gift", lock=False)).id
+    return (await new_gift(session, info, gift, prefix="gift.")).id
+
+
+def _check_item_input(patch: dict[str, Any]) -> None:
+    """Validate everything that needs no database before a transaction starts."""
+    if patch.get("gift") is not None:
+        gift_values(provided(patch["gift"]), prefix="gift.")
+
+
+async def add_list_item(info: Info, list_id: strawberry.ID, input: ListItemInput) -> ListItem:
+    user = info.context.require_user()
+    patch = provided(input)
+    data = validate(ListItemData, {k: patch[k] for k in ("quantity", "notes") if k in patch})
+    _check_item_input(patch)
+    async with unit_of_work(info) as session:
+        gift_list = await get_owned(session, m.GiftList, list_id, "GiftList", lock=False)
+        gift_id = await _resolve_gift(info, session, patch)
+        item = m.ListItem(family_id=user.family_id, list_id=gift_list.id, gift_id=gift_id,
+                          status=m.ItemStatus.IDEA, **data.model_dump())
+        session.add(item)
+        await record(session, family_id=user.family_id, actor_id=user.id,
+                     kind=m.EventKind.ADDED, entity=item, topics=_item_topics(gift_list))
+    return ListItem.from_model(item)
+
+
+async def update_list_item(info: Info, id: strawberry.ID, input: ListItemPatch) -> ListItem:
+    patch = provided(input)
+    _check_item_input(patch)
+    async with unit_of_work(info) as session:
+        item = await get_owned(session, m.ListItem, id, "ListItem")
+        data = validate(ListItemData, {
+            **crud.current_values(item, ListItemData),
+            **{k: patch[k] for k in ("quantity", "notes") if k in patch},
+        })
+        item.quantity, item.notes = data.quantity, data.notes
+        if "gift_id" in patch or "gift" in patch:
+            item.gift_id = await _resolve_gift(info, session, patch)
+        await _record_item(info, session, item, m.EventKind.UPDATED)
+    return ListItem.from_model(item)
+
+
+async def remove_list_item(info: Info, id: strawberry.ID) -> strawberry.ID:
+    async with unit_of_work(info) as session:
+        item = await get_owned(session, m.ListItem, id, "ListItem")
+        await _record_item(info, session, item, m.EventKind.DELETED)
+        await crud.delete_comments(session, m.CommentTarget.LIST_ITEM, item.id)
+        await session.delete(item)
+    return id
+
+
+async def set_list_item_status(info: Info, id: strawberry.ID, status: ItemStatus) -> ListItem:
+    async with unit_of_work(info) as session:
+        item = await get_owned(session, m.ListItem, id, "ListItem")
+        new = m.ItemStatus(status)
+        if new not in TRANSITIONS[item.status]:
+            allowed = sorted(s.value for s in TRANSITIONS[item.status])
+            raise InvalidTransition(
+                f"Cannot move an item from {item.status.value} to {new.value}",
+                current=item.status.value, requested=new.value, allowed=allowed,
+            )
+        item.status = new
+        await _record_item(info, session, item, m.EventKind.STATUS_CHANGED)
+    return ListItem.from_model(item)
+
+
+async def assign_list_item(info: Info, id: strawberry.ID,
+                           user_id: strawberry.ID | None = None) -> ListItem:
+    async with unit_of_work(info) as session:
+        item = await get_owned(session, m.ListItem, id, "ListItem")
+        if user_id is None:
+            item.assignee_id = None
+        else:
+            assignee = await get_owned(session, m.User, user_id, "User", lock=False)
+            if not assignee.is_active:
+                raise BadInput({"userId": "this member is deactivated"})
+            item.assignee_id = assignee.id
+        await _record_item(info, session, item, m.EventKind.ASSIGNED)
+    return ListItem.from_model(item)

@@ -1,0 +1,85 @@
+"""Persons (gift recipients) and occasions."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+import strawberry
+from sqlalchemy import select
+
+from giftgraph.context import Info
+from giftgraph.db import models as m
+from giftgraph.db import queries as q
+from giftgraph.events import occasion_topic, person_topic
+from giftgraph.resolvers import crud
+from giftgraph.resolvers.common import list_connection
+from giftgraph.schema.connection import Connection
+from giftgraph.schema.enums import OccasionKind
+from giftgraph.schema.inputs import OccasionInput, OccasionPatch, PersonInput, PersonPatch
+from giftgraph.schema.types import Occasion, Person
+from giftgraph.validation import OccasionData, PersonData
+
+
+def _person_topics(row: m.Person) -> list[str]:
+    return [person_topic(row.id)]
+
+
+def _occasion_topics(row: m.Occasion) -> list[str]:
+    return [occasion_topic(row.id)]
+
+
+async def persons(info: Info, first: int | None = None, after: str | None = None,
+                  last: int | None = None, before: str | None = None,
+                  search: str | None = None) -> Connection[Person]:
+    stmt = select(m.Person).where(m.Person.family_id == info.context.family_id)
+    if search:
+        stmt = stmt.where(m.Person.name.ilike(q.like_pattern(search)))
+    return await list_connection(info, stmt, q.PERSONS, Person.from_model,
+                                 first, after, last, before)
+
+
+async def create_person(info: Info, input: PersonInput) -> Person:
+    return await crud.create(info, m.Person, PersonData, input, _person_topics,
+                             Person.from_model)
+
+
+async def update_person(info: Info, id: strawberry.ID, input: PersonPatch) -> Person:
+    return await crud.update(info, m.Person, "Person", PersonData, id, input, _person_topics,
+                             Person.from_model)
+
+
+async def delete_person(info: Info, id: strawberry.ID) -> strawberry.ID:
+    return await crud.remove(info, m.Person, "Person", id, _person_topics,
+                             m.CommentTarget.PERSON)
+
+
+async def occasions(info: Info, first: int | None = None, after: str | None = None,
+                    last: int | None = None, before: str | None = None,
+                    kind: OccasionKind | None = None,
+                    from_: Annotated[date | None, strawberry.argument(name="from")] = None,
+                    to: date | None = None) -> Connection[Occasion]:
+    stmt = select(m.Occasion).where(m.Occasion.family_id == info.context.family_id)
+    if kind is not None:
+        stmt = stmt.where(m.Occasion.kind == kind)
+    if from_ is not None:
+        stmt = stmt.where(m.Occasion.date >= from_)
+    if to is not None:
+        stmt = stmt.where(m.Occasion.date <= to)
+    return await list_connection(info, stmt, q.OCCASIONS, Occasion.from_model,
+                                 first, after, last, before)
+
+
+async def create_occasion(info: Info, input: OccasionInput) -> Occasion:
+    return await crud.create(info, m.Occasion, OccasionData, input, _occasion_topics,
+                             Occasion.from_model)
+
+
+async def update_occasion(info: Info, id: strawberry.ID, input: OccasionPatch) -> Occasion:
+    return await crud.update(info, m.Occasion, "Occasion", OccasionData, id, input,
+                             _occasion_topics, Occasion.from_model)
+
+
+async def delete_occasion(info: Info, id: strawberry.ID) -> strawberry.ID:
+    return await crud.remove(info, m.Occasion, "Occasion", id, _occasion_topics,
+                             m.CommentTarget.OCCASION)

@@ -1,0 +1,163 @@
+"""Cross-entity queries: node(id), the activity log, and the dashboard."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import strawberry
+from sqlalchemy import func, select
+
+from giftgraph.context import Info
+from giftgraph.db import models as m
+from giftgraph.db import queries as q
+from giftgraph.errors import NotFound
+from giftgraph.ids import split_id
+from giftgraph.resolvers.common import list_connection
+from giftgraph.schema.connection import Connection
+from giftgraph.schema.types import (
+    NODE_TYPES,
+    Event,
+    ListItem,
+    Node,
+    Occasion,
+    PersonProgress,
+    Pipeline,
+    to_node,
+)
+
+NEXT_OCCASIONS = 5
+RECENT_IDEAS = 10
+RECENT_ACTIVITY = 20
+
+
+async def node(info: Info, id: strawberry.ID) -> Node | None:
+    """Any object of the caller's family by global ID; anything else is NOT_FOUND."""
+    family_id = info.context.family_id
+    type_name, key = split_id(id)
+    if type_name == "Event":
+        if not key.isdigit():
+            raise NotFound()
+        row = await info.context.db.scalar(
+            select(m.Event).where(m.Event.seq == int(key), m.Event.family_id == family_id)
+        )
+        if row is None:
+            raise NotFound()
+        return Event.from_model(row)
+    if type_name not in NODE_TYPES:
+        raise NotFound()
+    try:
+        pk = uuid.UUID(key)
+    except ValueError as exc:
+        raise NotFound() from exc
+    loaders = info.context.loaders
+    loader = {
+        "Family": loaders.family, "User": loaders.user, "Person": loaders.person,
+        "Occasion": loaders.occasion, "GiftList": loaders.gift_list, "Gift": loaders.gift,
+        "ListItem": loaders.list_item, "Comment": loaders.comment,
+    }[type_name]
+    row = await loader.load(pk)
+    if row is None:
+        raise NotFound()
+    return to_node(type_name, row)
+
+
+async def events(info: Info, first: int | None = None, after: str | None = None,
+                 last: int | None = None, before: str | None = None,
+                 topic: str | None = None) -> Connection[Event]:
+    """The activity log, newest first: one event per change (topic `family`) by default."""
+    stmt = select(m.Event).where(
+        m.Event.family_id == info.context.family_id, m.Event.topic == (topic or "family")
+    )
+    return await list_connection(info, stmt, q.EVENTS, Event.from_model,
+                                 first, after, last, before)
+
+
+@strawberry.type(description="The family at a glance; each field is computed only if asked.")
+class Dashboard:
+    family_id: strawberry.Private[uuid.UUID]
+
+    def _today(self) -> datetime:
+        return datetime.now(UTC)
+
+    @strawberry.field(description="The next occasions from today on, soonest first.")
+    async def next_occasions(self, info: Info) -> list[Occasion]:
+        rows = await info.context.db.scalars(
+            select(m.Occasion)
+            .where(m.Occasion.family_id == self.family_id, q.upcoming(self._today().date()))
+            .order_by(m.Occasion.date, m.Occasion.id)
+            .limit(NEXT_OCCASIONS)
+        )
+        return [Occasion.from_model(r) for r in rows]
+
+    @strawberry.field(description="Items by status across the family.")
+    async def pipeline(self, info: Info) -> Pipeline:
+        rows = await info.context.db.rows(
+            select(m.ListItem.status, func.count())
+            .where(m.ListItem.family_id == self.family_id)
+            .group_by(m.ListItem.status)
+        )
+        counts = q.Pipeline()
+        for status, n in rows:
+            counts.add(status, n)
+        return Pipeline.from_counts(counts)
+
+    @strawberry.field(description="Every person with their items by status and money spent.")
+    async def people(self, info: Info) -> list[PersonProgress]:
+        rows = await info.context.db.rows(
+            select(m.Person.id, m.ListItem.status, func.count(m.ListItem.id), q.spent_expr())
+            .select_from(m.Person)
+            .outerjoin(m.GiftList, m.GiftList.person_id == m.Person.id)
+            .outerjoin(m.ListItem, m.ListItem.list_id == m.GiftList.id)
+            .outerjoin(m.Gift, m.Gift.id == m.ListItem.gift_id)
+            .where(m.Person.family_id == self.family_id)
+            .group_by(m.Person.id, m.Person.name, m.ListItem.status)
+            .order_by(m.Person.name, m.Person.id)
+        )
+        people, _ = q.fold_progress(rows)
+        return [PersonProgress.from_progress(p) for p in people.values()]
+
+    @strawberry.field(description="The newest items still at IDEA.")
+    async def recent_ideas(self, info: Info) -> list[ListItem]:
+        rows = await info.context.db.scalars(
+            select(m.ListItem)
+            .where(m.ListItem.family_id == self.family_id,
+                   m.ListItem.status == m.ItemStatus.IDEA)
+            .order_by(m.ListItem.created_at.desc(), m.ListItem.id.desc())
+            .limit(RECENT_IDEAS)
+        )
+        return [ListItem.from_model(r) for r in rows]
+
+    @strawberry.field(description="The latest changes, newest first.")
+    async def activity(self, info: Info) -> list[Event]:
+        rows = await info.context.db.scalars(
+            select(m.Event)
+            .where(m.Event.family_id == self.family_id, m.Event.topic == "family")
+            .order_by(m.Event.seq.desc())
+            .limit(RECENT_ACTIVITY)
+        )
+        return [Event.from_model(r) for r in rows]
+
+    @strawberry.field(description="Sum of the budgets of upcoming occasions (null if none set).")
+    async def budget(self, info: Info) -> Decimal | None:
+        return await info.context.db.scalar(
+            select(func.sum(m.Occasion.budget)).where(
+                m.Occasion.family_id == self.family_id, q.upcoming(self._today().date()))
+        )
+
+    @strawberry.field(description="Money spent on items of lists for upcoming occasions.")
+    async def spent(self, info: Info) -> Decimal:
+        value = await info.context.db.scalar(
+            select(q.spent_expr())
+            .select_from(m.ListItem)
+            .join(m.GiftList, m.GiftList.id == m.ListItem.list_id)
+            .join(m.Occasion, m.Occasion.id == m.GiftList.occasion_id)
+            .join(m.Gift, m.Gift.id == m.ListItem.gift_id)
+            .where(m.ListItem.family_id == self.family_id, q.upcoming(self._today().date()))
+        )
+        return Decimal(value or 0).quantize(q.ZERO)
+
+
+async def dashboard(info: Info) -> Dashboard:
+    return Dashboard(family_id=info.context.family_id)

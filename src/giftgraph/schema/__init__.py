@@ -1,0 +1,1 @@
+"""The Strawberry schema: types, inputs, enums, errors; schema.py assembles it."""

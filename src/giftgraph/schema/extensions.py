@@ -1,0 +1,92 @@
+"""Schema extensions: the per-operation scope (db, loaders, auth) and error formatting."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+from graphql import GraphQLError
+from sqlalchemy import select
+from strawberry.extensions import SchemaExtension
+
+from giftgraph import auth
+from giftgraph.context import Context
+from giftgraph.db import models as m
+from giftgraph.db.session import OperationDb
+from giftgraph.errors import AppError, Unauthenticated
+
+log = logging.getLogger("giftgraph.errors")
+
+
+async def authenticate(ctx: Context) -> None:
+    """Resolve the caller from its bearer token; failures are kept for resolvers to raise."""
+    try:
+        token = auth.bearer_token(ctx.authorization)
+        if token is None:
+            return
+        claims = auth.decode_access_token(ctx.settings, token)
+        user = await ctx.db.scalar(select(m.User).where(m.User.id == claims.user_id))
+        if user is None or not user.is_active or user.family_id != claims.family_id:
+            raise Unauthenticated("Invalid token")
+        ctx.user = user
+    except AppError as exc:
+        ctx.auth_error = exc
+
+
+class RequestScope(SchemaExtension):
+    """Gives each operation its own session, loaders and authenticated user."""
+
+    async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
+        from giftgraph.schema.loaders import Loaders
+
+        ctx: Context = self.execution_context.context
+        ctx.db = OperationDb(ctx.database.sessions, publish=ctx.publish)
+        try:
+            await authenticate(ctx)
+            if ctx.user is not None:
+                ctx.loaders = Loaders(ctx.db, ctx.user.family_id)
+            yield
+        finally:
+            await ctx.db.close()
+
+
+def _code(error: GraphQLError) -> str | None:
+    original = error.original_error
+    if isinstance(original, AppError):
+        return original.code
+    if original is None:
+        # Parse, validation and variable-coercion errors: the client's input is at fault.
+        return "BAD_USER_INPUT"
+    return None
+
+
+class FormatErrors(SchemaExtension):
+    """Adds `code` and `traceId` to every error; masks unexpected ones (logged in full)."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        errors = getattr(result, "errors", None)
+        if result is not None and errors:
+            result.errors = [self.format(e) for e in errors]
+
+    def format(self, error: GraphQLError) -> GraphQLError:
+        ctx = self.execution_context.context
+        trace_id = getattr(ctx, "trace_id", None)
+        code = _code(error)
+        if code is None:
+            log.error(
+                "unexpected error in %s (traceId=%s)", ".".join(map(str, error.path or [])),
+                trace_id, exc_info=error.original_error,
+            )
+            return GraphQLError(
+                "Internal server error", nodes=error.nodes, path=error.path,
+                extensions={"code": "INTERNAL_SERVER_ERROR", "traceId": trace_id},
+            )
+        original = error.original_error
+        extra = original.extensions if isinstance(original, AppError) else {}
+        return GraphQLError(
+            error.message, nodes=error.nodes, source=error.source, positions=error.positions,
+            path=error.path, original_error=original,
+            extensions={**(error.extensions or {}), **extra, "code": code, "traceId": trace_id},
+        )

@@ -1,0 +1,155 @@
+"""Per-operation DataLoaders: every relation and nested connection is batched."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.sql.elements import ColumnElement
+from strawberry.dataloader import DataLoader
+
+from giftgraph.db import models as m
+from giftgraph.db import queries as q
+from giftgraph.db.pagination import Order, Page, PageArgs, group_pages, pages_statement
+from giftgraph.db.session import OperationDb
+
+M = TypeVar("M", bound=m.Owned)
+Key = tuple[uuid.UUID, PageArgs, Hashable]
+CountKey = tuple[uuid.UUID, Hashable]
+
+
+class Loaders:
+    """All loaders of one operation, scoped to the caller's family."""
+
+    def __init__(self, db: OperationDb, family_id: uuid.UUID) -> None:
+        self.db = db
+        self.family_id = family_id
+        self.user = self._by_id(m.User)
+        self.person = self._by_id(m.Person)
+        self.occasion = self._by_id(m.Occasion)
+        self.gift_list = self._by_id(m.GiftList)
+        self.gift = self._by_id(m.Gift)
+        self.list_item = self._by_id(m.ListItem)
+        self.comment = self._by_id(m.Comment)
+        self.family = DataLoader(self._families)
+        self.list_items = DataLoader(self._item_pages)
+        self.list_item_counts = DataLoader(self._item_counts)
+        self.gift_history = DataLoader(self._history_pages)
+        self.gift_history_counts = DataLoader(self._history_counts)
+        self.occasion_progress = DataLoader(self._occasion_progress)
+
+    def clear(self) -> None:
+        """Forget cached rows (after a mutation changed them)."""
+        for loader in vars(self).values():
+            if isinstance(loader, DataLoader):
+                loader.clear_all()
+
+    def _by_id(self, model: type[M]) -> DataLoader[uuid.UUID, M | None]:
+        async def load(ids: list[uuid.UUID]) -> list[M | None]:
+            rows = await self.db.scalars(
+                select(model).where(model.id.in_(ids), model.family_id == self.family_id)
+            )
+            found = {r.id: r for r in rows}
+            return [found.get(i) for i in ids]
+
+        return DataLoader(load)
+
+    async def _families(self, ids: list[uuid.UUID]) -> list[m.Family | None]:
+        # A user only ever reaches its own family.
+        rows = await self.db.scalars(
+            select(m.Family).where(m.Family.id.in_(ids), m.Family.id == self.family_id)
+        )
+        found = {r.id: r for r in rows}
+        return [found.get(i) for i in ids]
+
+    # Nested connections: keys are (parent id, page args, filter); one query per distinct
+    # (page args, filter) however many parents ask.
+
+    async def _pages(
+        self,
+        keys: Sequence[Key],
+        entity: type[m.Base],
+        base: Callable[[Hashable], Select[Any]],
+        parent: ColumnElement[Any],
+        order: Order,
+    ) -> list[Page[Any]]:
+        groups: dict[tuple[PageArgs, Hashable], list[uuid.UUID]] = defaultdict(list)
+        for pid, args, flt in keys:
+            groups[(args, flt)].append(pid)
+        results: dict[Key, Page[Any]] = {}
+        for (args, flt), pids in groups.items():
+            unique = list(dict.fromkeys(pids))
+            rows = await self.db.rows(pages_statement(entity, base(flt), parent, unique, order, args))
+            for pid, page in group_pages(rows, unique, order, args).items():
+                results[(pid, args, flt)] = page
+        return [results[k] for k in keys]
+
+    async def _counts(
+        self, keys: Sequence[CountKey], base: Callable[[Hashable], Select[Any]],
+        parent: ColumnElement[Any],
+    ) -> list[int]:
+        groups: dict[Hashable, list[uuid.UUID]] = defaultdict(list)
+        for pid, flt in keys:
+            groups[flt].append(pid)
+        counts: dict[CountKey, int] = {}
+        for flt, pids in groups.items():
+            stmt = (
+                base(flt)
+                .with_only_columns(parent, func.count())
+                .where(parent.in_(pids))
+                .group_by(parent)
+            )
+            found = dict(await self.db.rows(stmt))  # type: ignore[arg-type]
+            for pid in pids:
+                counts[(pid, flt)] = found.get(pid, 0)
+        return [counts[k] for k in keys]
+
+    def _items_base(self, status: Hashable) -> Select[Any]:
+        stmt = select(m.ListItem).where(m.ListItem.family_id == self.family_id)
+        if status is not None:
+            stmt = stmt.where(m.ListItem.status == status)
+        return stmt
+
+    async def _item_pages(self, keys: list[Key]) -> list[Page[m.ListItem]]:
+        return await self._pages(keys, m.ListItem, self._items_base, m.ListItem.list_id, q.ITEMS)
+
+    async def _item_counts(self, keys: list[CountKey]) -> list[int]:
+        return await self._counts(keys, self._items_base, m.ListItem.list_id)
+
+    def _history_base(self, _: Hashable) -> Select[Any]:
+        return (
+            select(m.ListItem)
+            .join(m.GiftList, m.GiftList.id == m.ListItem.list_id)
+            .where(m.ListItem.family_id == self.family_id, m.ListItem.status.in_(q.SPENT_STATUSES))
+        )
+
+    async def _history_pages(self, keys: list[Key]) -> list[Page[m.ListItem]]:
+        return await self._pages(
+            keys, m.ListItem, self._history_base, m.GiftList.person_id, q.HISTORY
+        )
+
+    async def _history_counts(self, keys: list[CountKey]) -> list[int]:
+        return await self._counts(keys, self._history_base, m.GiftList.person_id)
+
+    async def _occasion_progress(
+        self, ids: list[uuid.UUID]
+    ) -> list[tuple[list[q.Progress], Decimal]]:
+        rows = await self.db.rows(
+            q.progress_statement(self.family_id, m.GiftList.occasion_id, m.GiftList.person_id)
+            .where(m.GiftList.occasion_id.in_(ids))
+        )
+        by_occasion: dict[uuid.UUID, list[Any]] = defaultdict(list)
+        for occasion_id, *rest in rows:
+            by_occasion[occasion_id].append(rest)
+        out = []
+        for oid in ids:
+            people, total = q.fold_progress(by_occasion.get(oid, []))
+            out.append((list(people.values()), total))
+        return out
+
+
+Loader = Callable[[uuid.UUID], Awaitable[Any]]

@@ -1,0 +1,177 @@
+"""Input validation (pydantic) mapped to BAD_USER_INPUT with per-field messages."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
+
+import pycountry
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from giftgraph.db.models import CommentTarget, ListKind, OccasionKind, Role
+from giftgraph.errors import BadInput
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _none_if_blank(v: str | None) -> str | None:
+    return v if v else None
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ShortText = Annotated[
+    str | None,
+    StringConstraints(strip_whitespace=True, max_length=100),
+    AfterValidator(_none_if_blank),
+]
+LongText = Annotated[
+    str | None,
+    StringConstraints(strip_whitespace=True, max_length=5000),
+    AfterValidator(_none_if_blank),
+]
+Money = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
+DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Interest = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+def _http_url(v: str | None) -> str | None:
+    if v is None or v == "":
+        return None
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s) URL with a host")
+    return v
+
+
+HttpUrl = Annotated[
+    str | None,
+    StringConstraints(strip_whitespace=True, max_length=2048),
+    AfterValidator(_http_url),
+]
+
+
+def _currency(v: str) -> str:
+    code = v.upper()
+    if len(code) != 3 or pycountry.currencies.get(alpha_3=code) is None:
+        raise ValueError("must be an ISO 4217 currency code such as USD")
+    return code
+
+
+Currency = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_currency)]
+
+
+def store_from_url(url: str | None) -> str | None:
+    """The store a gift comes from: the URL's host without a leading `www.`."""
+    if not url:
+        return None
+    host = (urlsplit(url).hostname or "").lower()
+    return host.removeprefix("www.") or None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignUpData(_Model):
+    family_name: Name
+    email: EmailStr
+    password: Password
+    display_name: DisplayName
+
+
+class UserData(_Model):
+    email: EmailStr
+    password: Password
+    display_name: DisplayName
+    role: Role = Role.MEMBER
+
+
+class UserPatchData(_Model):
+    email: EmailStr
+    display_name: DisplayName
+    role: Role
+    is_active: bool
+    password: Password | None = None
+
+
+class PersonData(_Model):
+    name: Name
+    relationship: ShortText = None
+    birthday: date | None = None
+    interests: Annotated[list[Interest], Field(max_length=50)] = []
+    notes: LongText = None
+
+    @model_validator(mode="after")
+    def _birthday_not_in_future(self) -> PersonData:
+        if self.birthday is not None and self.birthday > date.today():
+            raise ValueError("birthday: cannot be in the future")
+        return self
+
+
+class OccasionData(_Model):
+    name: Name
+    kind: OccasionKind
+    date: date
+    description: LongText = None
+    budget: Money | None = None
+
+
+class GiftListData(_Model):
+    name: Name
+    kind: ListKind
+    person_id: Any = None
+    occasion_id: Any = None
+    budget: Money | None = None
+
+
+class GiftData(_Model):
+    name: Name
+    url: HttpUrl = None
+    price: Money | None = None
+    currency: Currency = "USD"
+    image_url: HttpUrl = None
+    description: LongText = None
+
+
+class ListItemData(_Model):
+    quantity: Annotated[int, Field(ge=1, le=10_000)] = 1
+    notes: LongText = None
+
+
+class CommentData(_Model):
+    target: CommentTarget
+    body: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def validate(model: type[M], data: dict[str, Any], prefix: str = "") -> M:
+    """Validate `data` (snake_case keys) or raise BAD_USER_INPUT naming each bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields: dict[str, str] = {}
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if not loc and ": " in msg:  # model-level check naming its field
+                name, msg = msg.split(": ", 1)
+                loc = [name]
+            key = prefix + ".".join(_camel(p) for p in loc) if loc else prefix.rstrip(".") or "input"
+            fields.setdefault(key, msg)
+        raise BadInput(fields) from exc
