@@ -10,19 +10,29 @@ from urllib.parse import urlsplit
 import pycountry
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     BaseModel,
     ConfigDict,
     EmailStr,
     Field,
     StringConstraints,
     ValidationError,
-    model_validator,
 )
 
 from giftgraph.db.models import CommentTarget, ListKind, OccasionKind, Role
 from giftgraph.errors import BadInput
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _not_future(v: date | None) -> date | None:
+    if v is not None and v > date.today():
+        raise ValueError("cannot be in the future")
+    return v
+
+
+def _list_or_empty(v: Any) -> Any:
+    return [] if v is None else v
 
 
 def _none_if_blank(v: str | None) -> str | None:
@@ -109,15 +119,9 @@ class UserPatchData(_Model):
 class PersonData(_Model):
     name: Name
     relationship: ShortText = None
-    birthday: date | None = None
-    interests: Annotated[list[Interest], Field(max_length=50)] = []
+    birthday: Annotated[date | None, AfterValidator(_not_future)] = None
+    interests: Annotated[list[Interest], Field(max_length=50), BeforeValidator(_list_or_empty)] = []
     notes: LongText = None
-
-    @model_validator(mode="after")
-    def _birthday_not_in_future(self) -> PersonData:
-        if self.birthday is not None and self.birthday > date.today():
-            raise ValueError("birthday: cannot be in the future")
-        return self
 
 
 class OccasionData(_Model):
@@ -169,9 +173,6 @@ def validate(model: type[M], data: dict[str, Any], prefix: str = "") -> M:
         for err in exc.errors():
             loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
             msg = str(err["msg"]).removeprefix("Value error, ")
-            if not loc and ": " in msg:  # model-level check naming its field
-                name, msg = msg.split(": ", 1)
-                loc = [name]
             key = prefix + ".".join(_camel(p) for p in loc) if loc else prefix.rstrip(".") or "input"
             fields.setdefault(key, msg)
         raise BadInput(fields) from exc

@@ -158,17 +158,17 @@ def pages_statement(
 ) -> Select[Any]:
     """One statement for the first page of every parent (window function per parent)."""
     where, order_by = order.clauses(args)
-    rn = func.row_number().over(partition_by=parent, order_by=order_by).label("_rn")
+    rn = func.row_number().over(partition_by=parent, order_by=order_by).label("gg_rn")
     sub = (
-        base.add_columns(parent.label("_parent"), rn)
+        base.add_columns(parent.label("gg_parent"), rn)
         .where(parent.in_(parent_ids), *where)
         .subquery()
     )
     row = aliased(entity, sub)
     return (
-        select(row, sub.c._parent)
-        .where(sub.c._rn <= args.limit + 1)
-        .order_by(sub.c._parent, sub.c._rn)
+        select(row, sub.c.gg_parent)
+        .where(sub.c.gg_rn <= args.limit + 1)
+        .order_by(sub.c.gg_parent, sub.c.gg_rn)
     )
 
 

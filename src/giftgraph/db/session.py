@@ -56,7 +56,9 @@ class OperationDb:
         async with self._lock:
             session = self._get()
             if session.in_transaction():
-                await session.rollback()  # end the read snapshot; writes start fresh
+                # End the read snapshot so writes see fresh data. COMMIT, not ROLLBACK:
+                # a rollback would expire objects already loaded (such as the caller).
+                await session.commit()
             try:
                 yield session
                 await session.commit()

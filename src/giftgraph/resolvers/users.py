@@ -19,6 +19,7 @@ from giftgraph.events import record
 from giftgraph.resolvers.common import get_owned, list_connection, unit_of_work
 from giftgraph.db import queries as q
 from giftgraph.schema.connection import Connection
+from giftgraph.schema.loaders import Loaders
 from giftgraph.schema.inputs import RegisterUserInput, SignUpInput, UpdateUserInput, provided
 from giftgraph.schema.types import AuthPayload, Family, User
 from giftgraph.validation import SignUpData, UserData, UserPatchData, validate
@@ -43,6 +44,8 @@ async def _payload(info: Info, session: AsyncSession, user: m.User,
                    chain: uuid.UUID | None = None) -> AuthPayload:
     settings = info.context.settings
     refresh = await auth.issue_refresh_token(session, settings, user, chain)
+    if info.context.loaders is None:  # nested fields of the payload are the user's family's
+        info.context.loaders = Loaders(info.context.db, user.family_id)
     return AuthPayload(
         access_token=auth.create_access_token(settings, user),
         refresh_token=refresh,
