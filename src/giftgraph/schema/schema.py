@@ -75,6 +75,6 @@ def build_schema() -> strawberry.Schema:
         mutation=Mutation,
         types=[types.Family, types.User, types.Person, types.Occasion, types.GiftList,
                types.Gift, types.ListItem, types.Comment, types.Event, types.Presence],
-        extensions=[RequestScope, FormatErrors, ParserCache(maxsize=512),
-                    ValidationCache(maxsize=512)],
+        extensions=[RequestScope, FormatErrors, lambda: ParserCache(maxsize=512),
+                    lambda: ValidationCache(maxsize=512)],
     )

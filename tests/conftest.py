@@ -1,0 +1,195 @@
+"""Real-PostgreSQL fixtures: embedded (pgserver) by default, or GIFTGRAPH_TEST_DATABASE_URL.
+
+One database is created and migrated per test session; every test starts from empty
+tables (TRUNCATE), so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from giftgraph.app import create_app
+from giftgraph.config import Settings
+from giftgraph.db.embedded import EmbeddedPostgres
+from giftgraph.db.migrate import upgrade
+
+TABLES = ("events", "comments", "list_items", "gift_lists", "gifts", "occasions", "persons",
+          "refresh_tokens", "users", "families")
+
+
+def _dsn(url: str) -> str:
+    """A plain libpq/asyncpg DSN for a SQLAlchemy-style URL."""
+    u = make_url(url).set(drivername="postgresql")
+    return u.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server's admin URL: the env's, or an embedded one for this session."""
+    env = os.environ.get("GIFTGRAPH_TEST_DATABASE_URL")
+    if env:
+        yield env
+        return
+    embedded = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg", numbered=True)))
+    embedded.start()
+    try:
+        yield embedded.admin_url()
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test session (dropped afterwards)."""
+    name = f"giftgraph_test_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(_dsn(server_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    await upgrade(url)
+    yield url
+    admin = await asyncpg.connect(_dsn(server_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "environment": "test",
+        "database_url": database_url,
+        "jwt_secret": "test-secret-that-is-long-enough-0123456789",
+        # Cheap hashing keeps the suite fast; production uses argon2's defaults.
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 1024,
+        "argon2_parallelism": 1,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture(autouse=True)
+async def clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Empty every table before each test that uses the database."""
+    if "database_url" not in request.fixturenames:
+        yield
+        return
+    url = request.getfixturevalue("database_url")
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        await conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+    yield
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Any]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@dataclass
+class GQLResult:
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def data(self) -> Any:
+        assert not self.body.get("errors"), self.body.get("errors")
+        return self.body["data"]
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return self.body.get("errors") or []
+
+    @property
+    def codes(self) -> list[str]:
+        return [e.get("extensions", {}).get("code") for e in self.errors]
+
+
+class GQL:
+    """A GraphQL-over-HTTP client bound to a token (or anonymous)."""
+
+    def __init__(self, http: httpx.AsyncClient, token: str | None = None) -> None:
+        self.http = http
+        self.token = token
+
+    def as_(self, token: str | None) -> GQL:
+        return GQL(self.http, token)
+
+    async def __call__(self, query: str, variables: dict[str, Any] | None = None,
+                       **kw: Any) -> GQLResult:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        r = await self.http.post("/graphql", json={"query": query, "variables": variables or {}},
+                                 headers=headers, **kw)
+        return GQLResult(r.status_code, r.json())
+
+
+@pytest.fixture
+async def http(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+
+
+@pytest.fixture
+def gql(http: httpx.AsyncClient) -> GQL:
+    return GQL(http)
+
+
+SIGN_UP = """
+mutation($input: SignUpInput!) {
+  signUp(input: $input) { accessToken refreshToken expiresIn user { id email role } }
+}"""
+
+
+@dataclass
+class Account:
+    client: GQL
+    token: str
+    refresh: str
+    user_id: str
+    email: str
+    password: str
+
+
+async def sign_up(gql: GQL, family: str = "Family", email: str | None = None,
+                  password: str = "correct horse battery") -> Account:
+    email = email or f"{uuid.uuid4().hex[:8]}@example.com"
+    r = await gql(SIGN_UP, {"input": {"familyName": family, "email": email,
+                                      "password": password, "displayName": "Admin"}})
+    payload = r.data["signUp"]
+    return Account(gql.as_(payload["accessToken"]), payload["accessToken"],
+                   payload["refreshToken"], payload["user"]["id"], email, password)
+
+
+@pytest.fixture
+async def alice(gql: GQL) -> Account:
+    """The ADMIN of a first family."""
+    return await sign_up(gql, "Alice's family")
+
+
+@pytest.fixture
+async def mallory(gql: GQL) -> Account:
+    """The ADMIN of another family: must never see or touch Alice's data."""
+    return await sign_up(gql, "Mallory's family")

@@ -1,0 +1,82 @@
+"""Every relation and nested connection is batched: SQL count does not grow with the list."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+
+from tests.conftest import Account
+
+NESTED = """
+query($n: Int!) {
+  lists(first: $n) {
+    totalCount
+    edges { node {
+      name
+      person { name giftHistory(first: 3) { totalCount edges { node { id } } } }
+      occasion { name summary { spent people { person { name } spent } } }
+      owner { displayName }
+      items(first: 20) { totalCount edges { node {
+        status quantity
+        gift { name price store }
+        assignee { displayName }
+        list { name }
+      } } }
+    } }
+  }
+}"""
+
+
+@contextmanager
+def count_statements(app: Any) -> Iterator[list[str]]:
+    engine = app.state.giftgraph.db().engine.sync_engine
+    statements: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+
+
+async def _make_lists(c: Any, n: int, me: str) -> None:
+    for i in range(n):
+        person = (await c('mutation($n: String!) { createPerson(input: {name: $n}) { id } }',
+                          {"n": f"P{i}"})).data["createPerson"]["id"]
+        occasion = (await c(
+            'mutation { createOccasion(input: {name: "O", kind: BIRTHDAY, date: "2099-01-01"})'
+            " { id } }")).data["createOccasion"]["id"]
+        gl = (await c("mutation($p: ID, $o: ID) { createList(input: {name: \"L\", kind: IDEAS,"
+                      " personId: $p, occasionId: $o}) { id } }",
+                      {"p": person, "o": occasion})).data["createList"]["id"]
+        for j in range(2):
+            item = (await c("mutation($l: ID!, $n: String!) { addListItem(listId: $l, input:"
+                            " {gift: {name: $n, price: \"5.00\"}}) { id } }",
+                            {"l": gl, "n": f"G{i}-{j}"})).data["addListItem"]["id"]
+            await c("mutation($i: ID!, $u: ID) { assignListItem(id: $i, userId: $u) { id } }",
+                    {"i": item, "u": me})
+
+
+async def test_nested_query_statement_count_is_constant(app: Any, alice: Account) -> None:
+    counts = {}
+    made = 0
+    for n in (5, 50):
+        await _make_lists(alice.client, n - made, alice.user_id)
+        made = n
+        with count_statements(app) as statements:
+            r = await alice.client(NESTED, {"n": n})
+        data = r.data["lists"]
+        assert data["totalCount"] == n
+        assert len(data["edges"]) == n
+        assert all(len(e["node"]["items"]["edges"]) == 2 for e in data["edges"])
+        assert all(e["node"]["items"]["edges"][0]["node"]["assignee"] for e in data["edges"])
+        counts[n] = len(statements)
+    assert counts[5] == counts[50], counts
+    # One statement per relation/connection level, not per row (auth + ~12 batched loads).
+    assert counts[50] <= 20, counts
