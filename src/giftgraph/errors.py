@@ -70,3 +70,12 @@ class RateLimited(AppError):
 
 class QueryTooComplex(AppError):
     code = "QUERY_TOO_COMPLEX"
+
+
+class ServiceUnavailable(AppError):
+    """A dependency (the database) is down; the client may retry shortly."""
+
+    code = "INTERNAL_SERVER_ERROR"
+
+    def __init__(self) -> None:
+        super().__init__("Service temporarily unavailable, please retry", retryable=True)

@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator, Iterator
 
 from graphql import GraphQLError
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from strawberry.extensions import SchemaExtension
 
 from giftgraph import auth
 from giftgraph.context import Context
 from giftgraph.db import models as m
 from giftgraph.db.session import OperationDb
-from giftgraph.errors import AppError, Unauthenticated
+from giftgraph.errors import AppError, ServiceUnavailable, Unauthenticated
 
 log = logging.getLogger("giftgraph.errors")
 
@@ -31,6 +32,12 @@ async def authenticate(ctx: Context) -> None:
         ctx.user = user
     except AppError as exc:
         ctx.auth_error = exc
+    except (SQLAlchemyError, OSError) as exc:
+        # The database is unreachable: resolvers that need the caller fail with a code.
+        log.warning("authentication failed: database unavailable (traceId=%s)", ctx.trace_id,
+                    exc_info=True)
+        ctx.auth_error = ServiceUnavailable()
+        ctx.auth_error.__cause__ = exc
 
 
 class RequestScope(SchemaExtension):
