@@ -7,6 +7,10 @@ tables (TRUNCATE), so tests never see each other's rows.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -193,3 +197,46 @@ async def alice(gql: GQL) -> Account:
 async def mallory(gql: GQL) -> Account:
     """The ADMIN of another family: must never see or touch Alice's data."""
     return await sign_up(gql, "Mallory's family")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(database_url: str) -> Iterator[str]:
+    """The service under uvicorn in its own process, on a free port; yields its base URL."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "GIFTGRAPH_DATABASE_URL": database_url,
+        "GIFTGRAPH_ENVIRONMENT": "test",
+        "GIFTGRAPH_ARGON2_TIME_COST": "1",
+        "GIFTGRAPH_ARGON2_MEMORY_KIB": "1024",
+        "GIFTGRAPH_ARGON2_PARALLELISM": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "giftgraph.asgi:create",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, "server exited during startup"
+            assert time.monotonic() < deadline, "server did not become healthy"
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+

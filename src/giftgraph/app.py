@@ -17,10 +17,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UNSET, UnsetType
 
 from giftgraph.config import Settings
-from giftgraph.context import Context
+from giftgraph.context import Context, OperationState, begin_operation, end_operation
+from giftgraph.db.session import OperationDb
+from giftgraph.live import Hub
+from giftgraph.schema.extensions import authenticate
 from giftgraph.db.embedded import EmbeddedPostgres
 from giftgraph.db.engine import Database, create_database
 from giftgraph.db.migrate import upgrade
@@ -34,6 +39,7 @@ class AppState:
     settings: Settings
     database: Database | None = None
     embedded: EmbeddedPostgres | None = None
+    hub: Hub | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def db(self) -> Database:
@@ -55,13 +61,35 @@ class GraphQLApp(GraphQL[Context, None]):
         self.state = state
 
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
+        hub = self.state.hub
         return Context(
             settings=self.state.settings,
             database=self.state.db(),
             request=request,
             response=response,
             authorization=request.headers.get("authorization"),
+            hub=hub,
+            publish=hub.publish if hub is not None else None,
         )
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | None | dict[str, object]:
+        """Authenticate the socket from connection_init; reject (4403) before any operation."""
+        params = context.connection_params or {}
+        raw = params.get("authorization") or params.get("Authorization")
+        token = params.get("token")
+        if not isinstance(raw, str) and isinstance(token, str):
+            raw = f"Bearer {token}"
+        context.authorization = raw if isinstance(raw, str) else None
+        state = OperationState(OperationDb(context.database.sessions))
+        op = begin_operation(state)
+        try:
+            await authenticate(context)
+        finally:
+            await state.db.close()
+            end_operation(op)
+        if context.user is None:
+            raise ConnectionRejectionError()
+        return UNSET
 
 
 async def resolve_database_url(state: AppState) -> str:
@@ -81,9 +109,12 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         url = await resolve_database_url(state)
         state.database = create_database(url, settings)
+        state.hub = Hub(settings.broadcast_url)
+        await state.hub.connect()
         try:
             yield
         finally:
+            await state.hub.disconnect()
             await state.database.dispose()
             if state.embedded is not None:
                 state.embedded.stop()
@@ -99,9 +130,11 @@ def create_app(settings: Settings) -> Starlette:
         body = {
             "status": "healthy" if db_ok else "unhealthy",
             "db": "connected" if db_ok else "disconnected",
-            "broadcast": "connected",
+            "broadcast": "connected" if state.hub and state.hub.connected else "disconnected",
         }
-        return JSONResponse(body, status_code=200 if db_ok else 503)
+        healthy = db_ok and body["broadcast"] == "connected"
+        body["status"] = "healthy" if healthy else "unhealthy"
+        return JSONResponse(body, status_code=200 if healthy else 503)
 
     graphql = GraphQLApp(state)
     app = Starlette(

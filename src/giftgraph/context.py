@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,29 @@ from giftgraph.db.session import OperationDb, Publisher
 from giftgraph.errors import AppError, Forbidden, Unauthenticated
 
 if TYPE_CHECKING:
+    from giftgraph.live import Hub
     from giftgraph.schema.loaders import Loaders
+
+
+@dataclass
+class OperationState:
+    """What one GraphQL operation (or one subscription event) resolves with."""
+
+    db: OperationDb
+    loaders: Loaders | None = None
+
+
+# Strawberry shares one Context per WebSocket across concurrent operations, each run in
+# its own task; a ContextVar keeps every operation's session and loaders apart.
+_OPERATION: ContextVar[OperationState | None] = ContextVar("giftgraph_operation", default=None)
+
+
+def begin_operation(state: OperationState) -> object:
+    return _OPERATION.set(state)
+
+
+def end_operation(token: object) -> None:
+    _OPERATION.reset(token)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -29,13 +52,31 @@ class Context:
     authorization: str | None = None
     connection_params: dict[str, Any] | None = None
     trace_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    # Set per operation by the RequestScope extension.
-    db: OperationDb = None  # type: ignore[assignment]
-    loaders: Loaders = None  # type: ignore[assignment]
+    # Per request (HTTP) or per connection (WebSocket, from connection_init).
     user: User | None = None
     auth_error: AppError | None = None
     # Called with the events of each committed mutation (the live layer publishes them).
     publish: Publisher | None = None
+    hub: Hub | None = None
+
+    @property
+    def operation(self) -> OperationState:
+        state = _OPERATION.get()
+        assert state is not None, "no operation is running"
+        return state
+
+    @property
+    def db(self) -> OperationDb:
+        return self.operation.db
+
+    @property
+    def loaders(self) -> Loaders:
+        loaders = self.operation.loaders
+        if loaders is None:
+            from giftgraph.schema.loaders import Loaders
+
+            loaders = self.operation.loaders = Loaders(self.db, self.family_id)
+        return loaders
 
     def require_user(self) -> User:
         if self.user is None:

@@ -56,8 +56,8 @@ async def unit_of_work(info: Info) -> AsyncIterator[AsyncSession]:
     async with ctx.db.write() as session:
         session.info["family_id"] = user.family_id
         yield session
-    if ctx.loaders is not None:
-        ctx.loaders.clear()
+    if ctx.operation.loaders is not None:
+        ctx.operation.loaders.clear()
 
 
 async def list_connection(

@@ -44,8 +44,9 @@ async def _payload(info: Info, session: AsyncSession, user: m.User,
                    chain: uuid.UUID | None = None) -> AuthPayload:
     settings = info.context.settings
     refresh = await auth.issue_refresh_token(session, settings, user, chain)
-    if info.context.loaders is None:  # nested fields of the payload are the user's family's
-        info.context.loaders = Loaders(info.context.db, user.family_id)
+    operation = info.context.operation
+    if operation.loaders is None:  # nested fields of the payload are the user's family's
+        operation.loaders = Loaders(operation.db, user.family_id)
     return AuthPayload(
         access_token=auth.create_access_token(settings, user),
         refresh_token=refresh,

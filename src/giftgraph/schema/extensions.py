@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from graphql import GraphQLError
 from sqlalchemy import select
@@ -11,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from strawberry.extensions import SchemaExtension
 
 from giftgraph import auth
-from giftgraph.context import Context
+from giftgraph.context import Context, OperationState, begin_operation, end_operation
 from giftgraph.db import models as m
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import AppError, ServiceUnavailable, Unauthenticated
@@ -44,17 +45,16 @@ class RequestScope(SchemaExtension):
     """Gives each operation its own session, loaders and authenticated user."""
 
     async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
-        from giftgraph.schema.loaders import Loaders
-
         ctx: Context = self.execution_context.context
-        ctx.db = OperationDb(ctx.database.sessions, publish=ctx.publish)
+        state = OperationState(OperationDb(ctx.database.sessions, publish=ctx.publish))
+        token = begin_operation(state)
         try:
-            await authenticate(ctx)
-            if ctx.user is not None:
-                ctx.loaders = Loaders(ctx.db, ctx.user.family_id)
+            if ctx.connection_params is None:  # HTTP; sockets authenticate in connection_init
+                await authenticate(ctx)
             yield
         finally:
-            await ctx.db.close()
+            await state.db.close()
+            end_operation(token)
 
 
 def _code(error: GraphQLError) -> str | None:
@@ -71,8 +71,18 @@ class FormatErrors(SchemaExtension):
     """Adds `code` and `traceId` to every error; masks unexpected ones (logged in full)."""
 
     def on_operation(self) -> Iterator[None]:
+        self._streamed = False
         yield
-        result = self.execution_context.result
+        if not self._streamed:  # subscription results were formatted one by one
+            self._format_result(self.execution_context.result)
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        """Each subscription result (and its errors) on its way to the client."""
+        self._streamed = True
+        self._format_result(result)
+        yield None
+
+    def _format_result(self, result: Any) -> None:
         errors = getattr(result, "errors", None)
         if result is not None and errors:
             result.errors = [self.format(e) for e in errors]

@@ -13,6 +13,7 @@ from giftgraph.resolvers import lists as r_lists
 from giftgraph.resolvers import persons as r_persons
 from giftgraph.resolvers import queries as r_queries
 from giftgraph.resolvers import users as r_users
+from giftgraph.resolvers.subscriptions import Subscription
 from giftgraph.schema import types
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.extensions import FormatErrors, RequestScope
@@ -73,6 +74,7 @@ def build_schema() -> strawberry.Schema:
     return GiftGraphSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         types=[types.Family, types.User, types.Person, types.Occasion, types.GiftList,
                types.Gift, types.ListItem, types.Comment, types.Event, types.Presence],
         extensions=[RequestScope, FormatErrors, lambda: ParserCache(maxsize=512),
