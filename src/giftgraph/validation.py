@@ -50,7 +50,11 @@ LongText = Annotated[
     StringConstraints(strip_whitespace=True, max_length=5000),
     AfterValidator(_none_if_blank),
 ]
-Money = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
+Money = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=12, decimal_places=2),
+    AfterValidator(lambda d: d.quantize(Decimal("0.01"))),  # as stored: NUMERIC(12, 2)
+]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Interest = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]

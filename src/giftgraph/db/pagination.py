@@ -69,6 +69,7 @@ class Page(Generic[T]):
 class Order:
     """The sort keys of a connection; the last key must be unique (usually `id`)."""
 
+    name: str  # tags cursors so one connection's cursor is refused by another
     keys: tuple[Key, ...]
     desc: bool = False
 
@@ -76,16 +77,19 @@ class Order:
         return tuple(k.type.python_type for k in self.keys)
 
     def encode(self, row: Any) -> str:
-        values = [_dump(getattr(row, k.key)) for k in self.keys]
+        values = [self.name, *(_dump(getattr(row, k.key)) for k in self.keys)]
         return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
 
     def decode(self, cursor: str, arg: str) -> tuple[Any, ...]:
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-            values = orjson.loads(raw)
+            decoded = orjson.loads(raw)
             types = self.types()
-            if not isinstance(values, list) or len(values) != len(types):
+            if not isinstance(decoded, list) or len(decoded) != len(types) + 1:
                 raise ValueError("shape")
+            tag, *values = decoded
+            if tag != self.name:
+                raise ValueError("cursor of another connection")
             return tuple(_load(t, v) for t, v in zip(types, values, strict=True))
         except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
             raise BadInput({arg: "not a valid cursor for this connection"}) from exc

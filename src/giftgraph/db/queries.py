@@ -15,15 +15,15 @@ from sqlalchemy.sql.elements import ColumnElement
 from giftgraph.db import models as m
 from giftgraph.db.pagination import Order
 
-USERS = Order((m.User.created_at, m.User.id))
-PERSONS = Order((m.Person.name, m.Person.id))
-OCCASIONS = Order((m.Occasion.date, m.Occasion.id))
-LISTS = Order((m.GiftList.created_at, m.GiftList.id))
-GIFTS = Order((m.Gift.created_at, m.Gift.id))
-ITEMS = Order((m.ListItem.created_at, m.ListItem.id))
-HISTORY = Order((m.ListItem.updated_at, m.ListItem.id), desc=True)
-COMMENTS = Order((m.Comment.created_at, m.Comment.id))
-EVENTS = Order((m.Event.seq,), desc=True)
+USERS = Order("users", (m.User.created_at, m.User.id))
+PERSONS = Order("persons", (m.Person.name, m.Person.id))
+OCCASIONS = Order("occasions", (m.Occasion.date, m.Occasion.id))
+LISTS = Order("lists", (m.GiftList.created_at, m.GiftList.id))
+GIFTS = Order("gifts", (m.Gift.created_at, m.Gift.id))
+ITEMS = Order("items", (m.ListItem.created_at, m.ListItem.id))
+HISTORY = Order("history", (m.ListItem.updated_at, m.ListItem.id), desc=True)
+COMMENTS = Order("comments", (m.Comment.created_at, m.Comment.id))
+EVENTS = Order("events", (m.Event.seq,), desc=True)
 
 SPENT_STATUSES = (m.ItemStatus.PURCHASED, m.ItemStatus.RECEIVED)
 ZERO = Decimal("0.00")
