@@ -80,3 +80,23 @@ async def test_nested_query_statement_count_is_constant(app: Any, alice: Account
     assert counts[5] == counts[50], counts
     # One statement per relation/connection level, not per row (auth + ~12 batched loads).
     assert counts[50] <= 20, counts
+
+
+async def test_demo_data_nested_query_is_constant(app: Any, gql: Any, database_url: str,
+                                                  settings: Any) -> None:
+    from giftgraph.demo import seed
+
+    login = await seed(database_url, settings, show_progress=False)
+    again = await seed(database_url, settings, show_progress=False)  # safe to run twice
+    assert again == login
+    r = await gql("mutation($e: String!, $p: String!) { login(email: $e, password: $p)"
+                  " { accessToken } }", {"e": login.email, "p": login.password})
+    client = gql.as_(r.data["login"]["accessToken"])
+    counts = {}
+    for n in (5, 30):
+        with count_statements(app) as statements:
+            data = (await client(NESTED, {"n": n})).data["lists"]
+        assert data["totalCount"] == 30 and len(data["edges"]) == n
+        assert sum(len(e["node"]["items"]["edges"]) for e in data["edges"]) > n
+        counts[n] = len(statements)
+    assert counts[5] == counts[30], counts
