@@ -14,13 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from giftgraph import auth
 from giftgraph.context import Info
 from giftgraph.db import models as m
+from giftgraph.db import queries as q
 from giftgraph.errors import Conflict, Forbidden, Unauthenticated
 from giftgraph.events import record
 from giftgraph.resolvers.common import get_owned, list_connection, unit_of_work
-from giftgraph.db import queries as q
 from giftgraph.schema.connection import Connection
-from giftgraph.schema.loaders import Loaders
 from giftgraph.schema.inputs import RegisterUserInput, SignUpInput, UpdateUserInput, provided
+from giftgraph.schema.loaders import Loaders
 from giftgraph.schema.types import AuthPayload, Family, User
 from giftgraph.validation import SignUpData, UserData, UserPatchData, validate
 
@@ -33,15 +33,32 @@ async def _anonymous_unit(info: Info) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def _email_taken(session: AsyncSession, email: str, exclude: uuid.UUID | None = None) -> bool:
+def _email_conflict() -> Conflict:
+    return Conflict(EMAIL_TAKEN, fields={"email": EMAIL_TAKEN})
+
+
+async def _ensure_email_free(
+    session: AsyncSession, email: str, exclude: uuid.UUID | None = None
+) -> None:
     stmt = select(m.User.id).where(func.lower(m.User.email) == email.lower())
     if exclude is not None:
         stmt = stmt.where(m.User.id != exclude)
-    return (await session.scalar(stmt)) is not None
+    if (await session.scalar(stmt)) is not None:
+        raise _email_conflict()
 
 
-async def _payload(info: Info, session: AsyncSession, user: m.User,
-                   chain: uuid.UUID | None = None) -> AuthPayload:
+@asynccontextmanager
+async def _unique_email() -> AsyncIterator[None]:
+    """A concurrent writer that won the unique `lower(email)` index is a CONFLICT too."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise _email_conflict() from exc
+
+
+async def _payload(
+    info: Info, session: AsyncSession, user: m.User, chain: uuid.UUID | None = None
+) -> AuthPayload:
     settings = info.context.settings
     refresh = await auth.issue_refresh_token(session, settings, user, chain)
     operation = info.context.operation
@@ -55,28 +72,31 @@ async def _payload(info: Info, session: AsyncSession, user: m.User,
     )
 
 
-def _conflict_on_email(exc: IntegrityError) -> Conflict:
-    return Conflict(EMAIL_TAKEN, fields={"email": EMAIL_TAKEN})
-
-
 async def sign_up(info: Info, input: SignUpInput) -> AuthPayload:
     data = validate(SignUpData, provided(input))
     password_hash = await auth.hash_password(info.context.settings, data.password)
-    try:
-        async with _anonymous_unit(info) as session:
-            if await _email_taken(session, data.email):
-                raise Conflict(EMAIL_TAKEN, fields={"email": EMAIL_TAKEN})
-            family = m.Family(name=data.family_name)
-            session.add(family)
-            await session.flush()
-            user = m.User(family_id=family.id, email=data.email, display_name=data.display_name,
-                          role=m.Role.ADMIN, password_hash=password_hash)
-            session.add(user)
-            await record(session, family_id=family.id, actor_id=None, kind=m.EventKind.ADDED,
-                         entity=user, topics=())
-            payload = await _payload(info, session, user)
-    except IntegrityError as exc:  # a concurrent signUp won the unique email
-        raise _conflict_on_email(exc) from exc
+    async with _unique_email(), _anonymous_unit(info) as session:
+        await _ensure_email_free(session, data.email)
+        family = m.Family(name=data.family_name)
+        session.add(family)
+        await session.flush()
+        user = m.User(
+            family_id=family.id,
+            email=data.email,
+            display_name=data.display_name,
+            role=m.Role.ADMIN,
+            password_hash=password_hash,
+        )
+        session.add(user)
+        await record(
+            session,
+            family_id=family.id,
+            actor_id=None,
+            kind=m.EventKind.ADDED,
+            entity=user,
+            topics=(),
+        )
+        payload = await _payload(info, session, user)
     return payload
 
 
@@ -126,8 +146,13 @@ async def family(info: Info) -> Family:
     return Family.from_model(row)
 
 
-async def users(info: Info, first: int | None = None, after: str | None = None,
-                last: int | None = None, before: str | None = None) -> Connection[User]:
+async def users(
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
+) -> Connection[User]:
     stmt = select(m.User).where(m.User.family_id == info.context.family_id)
     return await list_connection(info, stmt, q.USERS, User.from_model, first, after, last, before)
 
@@ -136,18 +161,24 @@ async def register_user(info: Info, input: RegisterUserInput) -> User:
     admin = info.context.require_admin()
     data = validate(UserData, provided(input))
     password_hash = await auth.hash_password(info.context.settings, data.password)
-    try:
-        async with unit_of_work(info) as session:
-            if await _email_taken(session, data.email):
-                raise Conflict(EMAIL_TAKEN, fields={"email": EMAIL_TAKEN})
-            user = m.User(family_id=admin.family_id, email=data.email,
-                          display_name=data.display_name, role=data.role,
-                          password_hash=password_hash)
-            session.add(user)
-            await record(session, family_id=admin.family_id, actor_id=admin.id,
-                         kind=m.EventKind.ADDED, entity=user, topics=())
-    except IntegrityError as exc:
-        raise _conflict_on_email(exc) from exc
+    async with _unique_email(), unit_of_work(info) as session:
+        await _ensure_email_free(session, data.email)
+        user = m.User(
+            family_id=admin.family_id,
+            email=data.email,
+            display_name=data.display_name,
+            role=data.role,
+            password_hash=password_hash,
+        )
+        session.add(user)
+        await record(
+            session,
+            family_id=admin.family_id,
+            actor_id=admin.id,
+            kind=m.EventKind.ADDED,
+            entity=user,
+            topics=(),
+        )
     return User.from_model(user)
 
 
@@ -157,49 +188,64 @@ async def _lock_family(session: AsyncSession, family_id: uuid.UUID) -> None:
 
 
 async def _other_active_admins(session: AsyncSession, user: m.User) -> int:
-    return await session.scalar(
-        select(func.count()).where(
-            m.User.family_id == user.family_id, m.User.role == m.Role.ADMIN,
-            m.User.is_active.is_(True), m.User.id != user.id,
+    return (
+        await session.scalar(
+            select(func.count()).where(
+                m.User.family_id == user.family_id,
+                m.User.role == m.Role.ADMIN,
+                m.User.is_active.is_(True),
+                m.User.id != user.id,
+            )
         )
-    ) or 0
+        or 0
+    )
 
 
 async def update_user(info: Info, id: strawberry.ID, input: UpdateUserInput) -> User:
     actor = info.context.require_user()
     patch = provided(input)
-    try:
-        async with unit_of_work(info) as session:
-            await _lock_family(session, actor.family_id)
-            user = await get_owned(session, m.User, id, "User")
-            is_admin = actor.role == m.Role.ADMIN
-            if user.id != actor.id and not is_admin:
-                raise Forbidden("Only an ADMIN can change another member")
-            if not is_admin and ({"role", "is_active"} & patch.keys()):
-                raise Forbidden("Only an ADMIN can change roles or deactivate members")
-            data = validate(UserPatchData, {
-                "email": user.email, "display_name": user.display_name, "role": user.role,
-                "is_active": user.is_active, **patch,
-            })
-            loses_admin = user.role == m.Role.ADMIN and user.is_active and (
-                data.role != m.Role.ADMIN or not data.is_active)
-            if loses_admin and await _other_active_admins(session, user) == 0:
-                raise Conflict("The family must keep at least one active ADMIN")
-            if data.email.lower() != user.email.lower() and await _email_taken(
-                session, data.email, exclude=user.id
-            ):
-                raise Conflict(EMAIL_TAKEN, fields={"email": EMAIL_TAKEN})
-            if data.password is not None:
-                user.password_hash = await auth.hash_password(info.context.settings, data.password)
-            deactivated = user.is_active and not data.is_active
-            user.email, user.display_name = data.email, data.display_name
-            user.role, user.is_active = data.role, data.is_active
-            if deactivated or data.password is not None:
-                await auth.revoke_user_tokens(session, user.id)
-            await record(session, family_id=actor.family_id, actor_id=actor.id,
-                         kind=m.EventKind.UPDATED, entity=user, topics=())
-    except IntegrityError as exc:
-        raise _conflict_on_email(exc) from exc
+    async with _unique_email(), unit_of_work(info) as session:
+        await _lock_family(session, actor.family_id)
+        user = await get_owned(session, m.User, id, "User")
+        is_admin = actor.role == m.Role.ADMIN
+        if user.id != actor.id and not is_admin:
+            raise Forbidden("Only an ADMIN can change another member")
+        if not is_admin and ({"role", "is_active"} & patch.keys()):
+            raise Forbidden("Only an ADMIN can change roles or deactivate members")
+        data = validate(
+            UserPatchData,
+            {
+                "email": user.email,
+                "display_name": user.display_name,
+                "role": user.role,
+                "is_active": user.is_active,
+                **patch,
+            },
+        )
+        loses_admin = (
+            user.role == m.Role.ADMIN
+            and user.is_active
+            and (data.role != m.Role.ADMIN or not data.is_active)
+        )
+        if loses_admin and await _other_active_admins(session, user) == 0:
+            raise Conflict("The family must keep at least one active ADMIN")
+        if data.email.lower() != user.email.lower():
+            await _ensure_email_free(session, data.email, exclude=user.id)
+        if data.password is not None:
+            user.password_hash = await auth.hash_password(info.context.settings, data.password)
+        deactivated = user.is_active and not data.is_active
+        user.email, user.display_name = data.email, data.display_name
+        user.role, user.is_active = data.role, data.is_active
+        if deactivated or data.password is not None:
+            await auth.revoke_user_tokens(session, user.id)
+        await record(
+            session,
+            family_id=actor.family_id,
+            actor_id=actor.id,
+            kind=m.EventKind.UPDATED,
+            entity=user,
+            topics=(),
+        )
     return User.from_model(user)
 
 
@@ -208,23 +254,35 @@ async def delete_user(info: Info, id: strawberry.ID) -> strawberry.ID:
     async with unit_of_work(info) as session:
         await _lock_family(session, admin.family_id)
         user = await get_owned(session, m.User, id, "User")
-        if user.role == m.Role.ADMIN and user.is_active and await _other_active_admins(
-            session, user
-        ) == 0:
+        if (
+            user.role == m.Role.ADMIN
+            and user.is_active
+            and await _other_active_admins(session, user) == 0
+        ):
             raise Conflict("The family must keep at least one active ADMIN")
         # Lists must keep an owner: they pass to the admin who deletes the member.
         new_owner = admin.id if admin.id != user.id else None
         if new_owner is None:
             new_owner = await session.scalar(
-                select(m.User.id).where(
-                    m.User.family_id == admin.family_id, m.User.role == m.Role.ADMIN,
-                    m.User.is_active.is_(True), m.User.id != user.id,
-                ).limit(1)
+                select(m.User.id)
+                .where(
+                    m.User.family_id == admin.family_id,
+                    m.User.role == m.Role.ADMIN,
+                    m.User.is_active.is_(True),
+                    m.User.id != user.id,
+                )
+                .limit(1)
             )
         await session.execute(
             update(m.GiftList).where(m.GiftList.owner_id == user.id).values(owner_id=new_owner)
         )
-        await record(session, family_id=admin.family_id, actor_id=admin.id,
-                     kind=m.EventKind.DELETED, entity=user, topics=())
+        await record(
+            session,
+            family_id=admin.family_id,
+            actor_id=admin.id,
+            kind=m.EventKind.DELETED,
+            entity=user,
+            topics=(),
+        )
         await session.delete(user)
     return id
