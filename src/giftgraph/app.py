@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -23,12 +24,12 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from giftgraph.config import Settings
 from giftgraph.context import Context, OperationState, begin_operation, end_operation
-from giftgraph.db.session import OperationDb
-from giftgraph.live import Hub
-from giftgraph.schema.extensions import authenticate
 from giftgraph.db.embedded import EmbeddedPostgres
 from giftgraph.db.engine import Database, create_database
 from giftgraph.db.migrate import upgrade
+from giftgraph.db.session import OperationDb
+from giftgraph.live import Live
+from giftgraph.schema.extensions import authenticate
 from giftgraph.schema.schema import build_schema
 
 log = logging.getLogger("giftgraph")
@@ -39,7 +40,7 @@ class AppState:
     settings: Settings
     database: Database | None = None
     embedded: EmbeddedPostgres | None = None
-    hub: Hub | None = None
+    live: Live | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def db(self) -> Database:
@@ -57,19 +58,22 @@ class GraphQLApp(GraphQL[Context, None]):
             graphql_ide="graphiql",
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             allowed_origins=settings.cors_origins,
+            connection_init_wait_timeout=timedelta(
+                seconds=settings.ws_connection_init_timeout_seconds),
+            max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         )
         self.state = state
 
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
-        hub = self.state.hub
+        live = self.state.live
         return Context(
             settings=self.state.settings,
             database=self.state.db(),
             request=request,
             response=response,
             authorization=request.headers.get("authorization"),
-            hub=hub,
-            publish=hub.publish if hub is not None else None,
+            live=live,
+            publish=live.hub.publish if live is not None else None,
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | None | dict[str, object]:
@@ -89,6 +93,9 @@ class GraphQLApp(GraphQL[Context, None]):
             end_operation(op)
         if context.user is None:
             raise ConnectionRejectionError()
+        if self.state.live is not None and isinstance(context.request, WebSocket):
+            # Deactivating or deleting the user closes this socket (4403), on any instance.
+            self.state.live.hub.register_socket(context.user.id, context.request)
         return UNSET
 
 
@@ -109,12 +116,12 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         url = await resolve_database_url(state)
         state.database = create_database(url, settings)
-        state.hub = Hub(settings.broadcast_url)
-        await state.hub.connect()
+        state.live = Live.create(settings, url, state.database.sessions)
+        await state.live.start()
         try:
             yield
         finally:
-            await state.hub.disconnect()
+            await state.live.stop()
             await state.database.dispose()
             if state.embedded is not None:
                 state.embedded.stop()
@@ -130,7 +137,8 @@ def create_app(settings: Settings) -> Starlette:
         body = {
             "status": "healthy" if db_ok else "unhealthy",
             "db": "connected" if db_ok else "disconnected",
-            "broadcast": "connected" if state.hub and state.hub.connected else "disconnected",
+            "broadcast": "connected" if state.live and state.live.hub.connected
+            else "disconnected",
         }
         healthy = db_ok and body["broadcast"] == "connected"
         body["status"] = "healthy" if healthy else "unhealthy"

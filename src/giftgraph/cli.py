@@ -36,7 +36,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"GiftGraph serving on http://{host}:{port}/graphql", flush=True)
     uvicorn.run(
         "giftgraph.asgi:create", host=host, port=port, workers=workers, factory=True,
-        log_level="info", ws_ping_interval=20, ws_ping_timeout=20, proxy_headers=True,
+        log_level="info", ws_ping_interval=settings.ws_ping_interval_seconds,
+        ws_ping_timeout=settings.ws_ping_interval_seconds, proxy_headers=True,
     )
     return 0
 

@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = 1
 
+    # Live events
+    ws_connection_init_timeout_seconds: float = Field(default=10, gt=0)
+    ws_ping_interval_seconds: float = Field(default=20, gt=0)
+    max_subscriptions_per_connection: int = Field(default=100, ge=1)
+    subscriber_queue_size: int = Field(default=1000, ge=1)
+    dashboard_interval_ms: int = Field(default=250, ge=0)
+    presence_heartbeat_seconds: float = Field(default=5, gt=0)
+    presence_ttl_seconds: float = Field(default=15, gt=0)
+
     max_page_size: int = 100
     default_page_size: int = 20
     max_body_bytes: int = 1_000_000

@@ -18,7 +18,7 @@ from giftgraph.db.session import OperationDb, Publisher
 from giftgraph.errors import AppError, Forbidden, Unauthenticated
 
 if TYPE_CHECKING:
-    from giftgraph.live import Hub
+    from giftgraph.live import Live
     from giftgraph.schema.loaders import Loaders
 
 
@@ -57,7 +57,7 @@ class Context:
     auth_error: AppError | None = None
     # Called with the events of each committed mutation (the live layer publishes them).
     publish: Publisher | None = None
-    hub: Hub | None = None
+    live: Live | None = None
 
     @property
     def operation(self) -> OperationState:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -160,3 +160,15 @@ def take_pending(session: AsyncSession) -> list[m.Event]:
     """Events written by the transaction just committed (cleared for the next one)."""
     session.info.pop("giftgraph.event_lock", None)
     return session.info.pop(PENDING_KEY, [])
+
+
+AFTER_COMMIT_KEY = "giftgraph.after_commit"
+
+
+def after_commit(session: AsyncSession, hook: Callable[[], Awaitable[None]]) -> None:
+    """Run `hook` once the current transaction has committed (never after a rollback)."""
+    session.info.setdefault(AFTER_COMMIT_KEY, []).append(hook)
+
+
+def take_after_commit(session: AsyncSession) -> list[Callable[[], Awaitable[None]]]:
+    return session.info.pop(AFTER_COMMIT_KEY, [])

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import pycountry
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,

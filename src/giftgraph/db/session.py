@@ -11,7 +11,7 @@ from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from giftgraph.db.models import Event
-from giftgraph.events import take_pending
+from giftgraph.events import take_after_commit, take_pending
 
 T = TypeVar("T")
 Publisher = Callable[[list[Event]], Awaitable[None]]
@@ -65,11 +65,15 @@ class OperationDb:
             except BaseException:
                 await session.rollback()
                 take_pending(session)  # rolled-back work publishes nothing
+                take_after_commit(session)
                 raise
             events = take_pending(session)
+            hooks = take_after_commit(session)
         # Publish only after COMMIT, outside the lock.
         if events and self._publish is not None:
             await self._publish(events)
+        for hook in hooks:
+            await hook()
 
     async def close(self) -> None:
         if self._session is not None:

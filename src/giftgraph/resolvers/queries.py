@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 import strawberry
 from sqlalchemy import func, select
@@ -12,6 +14,7 @@ from sqlalchemy import func, select
 from giftgraph.context import Info
 from giftgraph.db import models as m
 from giftgraph.db import queries as q
+from giftgraph.db.session import OperationDb
 from giftgraph.errors import NotFound
 from giftgraph.ids import split_id
 from giftgraph.resolvers.common import list_connection
@@ -74,90 +77,136 @@ async def events(info: Info, first: int | None = None, after: str | None = None,
                                  first, after, last, before)
 
 
-@strawberry.type(description="The family at a glance; each field is computed only if asked.")
+async def _next_occasions(db: OperationDb, family_id: uuid.UUID, today: date) -> list[Occasion]:
+    rows = await db.scalars(
+        select(m.Occasion)
+        .where(m.Occasion.family_id == family_id, q.upcoming(today))
+        .order_by(m.Occasion.date, m.Occasion.id)
+        .limit(NEXT_OCCASIONS)
+    )
+    return [Occasion.from_model(r) for r in rows]
+
+
+async def _pipeline(db: OperationDb, family_id: uuid.UUID, today: date) -> Pipeline:
+    rows = await db.rows(
+        select(m.ListItem.status, func.count())
+        .where(m.ListItem.family_id == family_id)
+        .group_by(m.ListItem.status)
+    )
+    counts = q.Pipeline()
+    for status, n in rows:
+        counts.add(status, n)
+    return Pipeline.from_counts(counts)
+
+
+async def _people(db: OperationDb, family_id: uuid.UUID, today: date) -> list[PersonProgress]:
+    rows = await db.rows(
+        select(m.Person.id, m.ListItem.status, func.count(m.ListItem.id), q.spent_expr())
+        .select_from(m.Person)
+        .outerjoin(m.GiftList, m.GiftList.person_id == m.Person.id)
+        .outerjoin(m.ListItem, m.ListItem.list_id == m.GiftList.id)
+        .outerjoin(m.Gift, m.Gift.id == m.ListItem.gift_id)
+        .where(m.Person.family_id == family_id)
+        .group_by(m.Person.id, m.Person.name, m.ListItem.status)
+        .order_by(m.Person.name, m.Person.id)
+    )
+    people, _ = q.fold_progress(rows)
+    return [PersonProgress.from_progress(p) for p in people.values()]
+
+
+async def _recent_ideas(db: OperationDb, family_id: uuid.UUID, today: date) -> list[ListItem]:
+    rows = await db.scalars(
+        select(m.ListItem)
+        .where(m.ListItem.family_id == family_id, m.ListItem.status == m.ItemStatus.IDEA)
+        .order_by(m.ListItem.created_at.desc(), m.ListItem.id.desc())
+        .limit(RECENT_IDEAS)
+    )
+    return [ListItem.from_model(r) for r in rows]
+
+
+async def _activity(db: OperationDb, family_id: uuid.UUID, today: date) -> list[Event]:
+    rows = await db.scalars(
+        select(m.Event)
+        .where(m.Event.family_id == family_id, m.Event.topic == "family")
+        .order_by(m.Event.seq.desc())
+        .limit(RECENT_ACTIVITY)
+    )
+    return [Event.from_model(r) for r in rows]
+
+
+async def _budget(db: OperationDb, family_id: uuid.UUID, today: date) -> Decimal | None:
+    return await db.scalar(
+        select(func.sum(m.Occasion.budget))
+        .where(m.Occasion.family_id == family_id, q.upcoming(today))
+    )
+
+
+async def _spent(db: OperationDb, family_id: uuid.UUID, today: date) -> Decimal:
+    value = await db.scalar(
+        select(q.spent_expr())
+        .select_from(m.ListItem)
+        .join(m.GiftList, m.GiftList.id == m.ListItem.list_id)
+        .join(m.Occasion, m.Occasion.id == m.GiftList.occasion_id)
+        .join(m.Gift, m.Gift.id == m.ListItem.gift_id)
+        .where(m.ListItem.family_id == family_id, q.upcoming(today))
+    )
+    return Decimal(value or 0).quantize(q.ZERO)
+
+
+PARTS: dict[str, Callable[[OperationDb, uuid.UUID, date], Awaitable[Any]]] = {
+    "next_occasions": _next_occasions, "pipeline": _pipeline, "people": _people,
+    "recent_ideas": _recent_ideas, "activity": _activity, "budget": _budget, "spent": _spent,
+}
+
+
+@strawberry.type(description="The family at a glance; each part is computed once, if asked.")
 class Dashboard:
     family_id: strawberry.Private[uuid.UUID]
+    parts: strawberry.Private[dict[str, Any]]
 
-    def _today(self) -> datetime:
-        return datetime.now(UTC)
+    @classmethod
+    def for_family(cls, family_id: uuid.UUID) -> Dashboard:
+        return cls(family_id=family_id, parts={})
+
+    async def part(self, name: str, db: OperationDb) -> Any:
+        if name not in self.parts:
+            self.parts[name] = await PARTS[name](db, self.family_id, datetime.now(UTC).date())
+        return self.parts[name]
+
+    async def prefetch(self, db: OperationDb) -> Dashboard:
+        """Compute every part now (a snapshot shared by many subscribers)."""
+        for name in PARTS:
+            await self.part(name, db)
+        return self
 
     @strawberry.field(description="The next occasions from today on, soonest first.")
     async def next_occasions(self, info: Info) -> list[Occasion]:
-        rows = await info.context.db.scalars(
-            select(m.Occasion)
-            .where(m.Occasion.family_id == self.family_id, q.upcoming(self._today().date()))
-            .order_by(m.Occasion.date, m.Occasion.id)
-            .limit(NEXT_OCCASIONS)
-        )
-        return [Occasion.from_model(r) for r in rows]
+        return await self.part("next_occasions", info.context.db)  # type: ignore[no-any-return]
 
     @strawberry.field(description="Items by status across the family.")
     async def pipeline(self, info: Info) -> Pipeline:
-        rows = await info.context.db.rows(
-            select(m.ListItem.status, func.count())
-            .where(m.ListItem.family_id == self.family_id)
-            .group_by(m.ListItem.status)
-        )
-        counts = q.Pipeline()
-        for status, n in rows:
-            counts.add(status, n)
-        return Pipeline.from_counts(counts)
+        return await self.part("pipeline", info.context.db)  # type: ignore[no-any-return]
 
     @strawberry.field(description="Every person with their items by status and money spent.")
     async def people(self, info: Info) -> list[PersonProgress]:
-        rows = await info.context.db.rows(
-            select(m.Person.id, m.ListItem.status, func.count(m.ListItem.id), q.spent_expr())
-            .select_from(m.Person)
-            .outerjoin(m.GiftList, m.GiftList.person_id == m.Person.id)
-            .outerjoin(m.ListItem, m.ListItem.list_id == m.GiftList.id)
-            .outerjoin(m.Gift, m.Gift.id == m.ListItem.gift_id)
-            .where(m.Person.family_id == self.family_id)
-            .group_by(m.Person.id, m.Person.name, m.ListItem.status)
-            .order_by(m.Person.name, m.Person.id)
-        )
-        people, _ = q.fold_progress(rows)
-        return [PersonProgress.from_progress(p) for p in people.values()]
+        return await self.part("people", info.context.db)  # type: ignore[no-any-return]
 
     @strawberry.field(description="The newest items still at IDEA.")
     async def recent_ideas(self, info: Info) -> list[ListItem]:
-        rows = await info.context.db.scalars(
-            select(m.ListItem)
-            .where(m.ListItem.family_id == self.family_id,
-                   m.ListItem.status == m.ItemStatus.IDEA)
-            .order_by(m.ListItem.created_at.desc(), m.ListItem.id.desc())
-            .limit(RECENT_IDEAS)
-        )
-        return [ListItem.from_model(r) for r in rows]
+        return await self.part("recent_ideas", info.context.db)  # type: ignore[no-any-return]
 
     @strawberry.field(description="The latest changes, newest first.")
     async def activity(self, info: Info) -> list[Event]:
-        rows = await info.context.db.scalars(
-            select(m.Event)
-            .where(m.Event.family_id == self.family_id, m.Event.topic == "family")
-            .order_by(m.Event.seq.desc())
-            .limit(RECENT_ACTIVITY)
-        )
-        return [Event.from_model(r) for r in rows]
+        return await self.part("activity", info.context.db)  # type: ignore[no-any-return]
 
     @strawberry.field(description="Sum of the budgets of upcoming occasions (null if none set).")
     async def budget(self, info: Info) -> Decimal | None:
-        return await info.context.db.scalar(
-            select(func.sum(m.Occasion.budget)).where(
-                m.Occasion.family_id == self.family_id, q.upcoming(self._today().date()))
-        )
+        return await self.part("budget", info.context.db)  # type: ignore[no-any-return]
 
     @strawberry.field(description="Money spent on items of lists for upcoming occasions.")
     async def spent(self, info: Info) -> Decimal:
-        value = await info.context.db.scalar(
-            select(q.spent_expr())
-            .select_from(m.ListItem)
-            .join(m.GiftList, m.GiftList.id == m.ListItem.list_id)
-            .join(m.Occasion, m.Occasion.id == m.GiftList.occasion_id)
-            .join(m.Gift, m.Gift.id == m.ListItem.gift_id)
-            .where(m.ListItem.family_id == self.family_id, q.upcoming(self._today().date()))
-        )
-        return Decimal(value or 0).quantize(q.ZERO)
+        return await self.part("spent", info.context.db)  # type: ignore[no-any-return]
 
 
 async def dashboard(info: Info) -> Dashboard:
-    return Dashboard(family_id=info.context.family_id)
+    return Dashboard.for_family(info.context.family_id)

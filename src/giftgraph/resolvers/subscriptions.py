@@ -1,16 +1,16 @@
-"""Subscriptions: topic streams of Events with gap-free `since` resume."""
+"""Subscriptions: topic event streams (gap-free `since`), the live dashboard, presence."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncGenerator
-from typing import Any
 
 import strawberry
 
 from giftgraph.context import Info
 from giftgraph.db import models as m
-from giftgraph.errors import NotFound
+from giftgraph.errors import BadInput, NotFound
 from giftgraph.events import (
     FAMILY_TOPIC,
     LIST_ITEMS_TOPIC,
@@ -20,26 +20,53 @@ from giftgraph.events import (
     person_topic,
 )
 from giftgraph.ids import decode_id
-from giftgraph.live import Hub, event_stream
+from giftgraph.live import Live, event_stream
+from giftgraph.resolvers.queries import Dashboard
 from giftgraph.schema.enums import CommentTarget
-from giftgraph.schema.types import TARGET_TYPES, Event
+from giftgraph.schema.types import Event, Presence, User
+
+TOPIC_TYPES = {"list": "GiftList", "person": "Person", "occasion": "Occasion"}
+TOPIC = re.compile(r"^(list|person|occasion):([A-Za-z0-9_-]+)$|"
+                   r"^comments:(LIST|LIST_ITEM|GIFT|PERSON|OCCASION):([A-Za-z0-9_-]+)$")
 
 
-async def _stream(info: Info, topic: str, since: str | None) -> AsyncGenerator[Event, None]:
+def _live(info: Info) -> Live:
+    live = info.context.live
+    assert live is not None, "the live layer is started by the app's lifespan"
+    return live
+
+
+async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[Event, None]:
     ctx = info.context
-    hub: Hub | None = ctx.hub
-    assert hub is not None, "the live hub is started by the app's lifespan"
+    live = _live(info)
     await ctx.db.close()  # hold no connection while waiting for events
-    async for row in event_stream(ctx, hub, topic, since):
+    async for row in event_stream(ctx, live.hub, live.scopes, topic, since):
         yield Event.from_model(row)
 
 
-async def _require(info: Info, loader: Any, gid: str, type_name: str) -> uuid.UUID:
-    info.context.require_user()
-    pk = decode_id(gid, type_name)
-    if await loader.load(pk) is None:
+async def _exists(info: Info, gid: str, type_name: str) -> uuid.UUID:
+    """The entity's UUID if it is the caller's family's; otherwise NOT_FOUND."""
+    from giftgraph.resolvers.queries import node
+
+    if decode_id(gid, type_name) and await node(info, strawberry.ID(gid)) is None:
         raise NotFound(type_name)
-    return pk
+    return decode_id(gid, type_name)
+
+
+async def _check_topic(info: Info, topic: str) -> None:
+    """A topic the caller may watch: its family's, naming an entity of its family."""
+    if topic in (FAMILY_TOPIC, LIST_ITEMS_TOPIC):
+        return
+    match = TOPIC.match(topic)
+    if match is None:
+        raise BadInput({"topic": "not a known topic"})
+    kind, gid, target, target_id = match.groups()
+    if kind:
+        await _exists(info, gid, TOPIC_TYPES[kind])
+    else:
+        from giftgraph.resolvers.comments import _target_exists
+
+        await _target_exists(info, m.CommentTarget(target), target_id)
 
 
 @strawberry.type
@@ -48,47 +75,70 @@ class Subscription:
     async def family_events(self, info: Info,
                             since: str | None = None) -> AsyncGenerator[Event, None]:
         info.context.require_user()
-        async for e in _stream(info, FAMILY_TOPIC, since):
+        async for e in _events(info, FAMILY_TOPIC, since):
             yield e
 
     @strawberry.subscription(description="Changes to a list and its items (topic list:{id}).")
     async def list_events(self, info: Info, list_id: strawberry.ID,
                           since: str | None = None) -> AsyncGenerator[Event, None]:
-        pk = await _require(info, info.context.loaders.gift_list, list_id, "GiftList")
-        async for e in _stream(info, list_topic(pk), since):
+        topic = list_topic(await _exists(info, list_id, "GiftList"))
+        async for e in _events(info, topic, since):
             yield e
 
     @strawberry.subscription(description="Lists and items for an occasion (occasion:{id}).")
     async def occasion_events(self, info: Info, occasion_id: strawberry.ID,
                               since: str | None = None) -> AsyncGenerator[Event, None]:
-        pk = await _require(info, info.context.loaders.occasion, occasion_id, "Occasion")
-        async for e in _stream(info, occasion_topic(pk), since):
+        topic = occasion_topic(await _exists(info, occasion_id, "Occasion"))
+        async for e in _events(info, topic, since):
             yield e
 
     @strawberry.subscription(description="A person and the gifts planned for them (person:{id}).")
     async def person_events(self, info: Info, person_id: strawberry.ID,
                             since: str | None = None) -> AsyncGenerator[Event, None]:
-        pk = await _require(info, info.context.loaders.person, person_id, "Person")
-        async for e in _stream(info, person_topic(pk), since):
+        topic = person_topic(await _exists(info, person_id, "Person"))
+        async for e in _events(info, topic, since):
             yield e
 
     @strawberry.subscription(description="Every list item change in my family.")
     async def list_item_events(self, info: Info,
                                since: str | None = None) -> AsyncGenerator[Event, None]:
         info.context.require_user()
-        async for e in _stream(info, LIST_ITEMS_TOPIC, since):
+        async for e in _events(info, LIST_ITEMS_TOPIC, since):
             yield e
 
     @strawberry.subscription(description="Comments on one target (comments:{target}:{id}).")
     async def comment_events(self, info: Info, target: CommentTarget, target_id: strawberry.ID,
                              since: str | None = None) -> AsyncGenerator[Event, None]:
-        from giftgraph.resolvers.comments import _target_exists
-
-        info.context.require_user()
-        await _target_exists(info, m.CommentTarget(target), target_id)
         topic = comments_topic(m.CommentTarget(target), target_id)
-        async for e in _stream(info, topic, since):
+        await _check_topic(info, topic)
+        async for e in _events(info, topic, since):
             yield e
 
+    @strawberry.subscription(description="A snapshot now, then after changes (at most one per "
+                             "250 ms per family), shared by the family's dashboards.")
+    async def dashboard(self, info: Info) -> AsyncGenerator[Dashboard, None]:
+        family_id = info.context.family_id
+        live = _live(info)
+        await info.context.db.close()
+        async with live.dashboards.watch(family_id) as (snapshot, mailbox):
+            while True:
+                async with live.scopes.use(("dashboard", family_id, snapshot.version),
+                                           family_id):
+                    yield snapshot.dashboard  # type: ignore[misc]
+                snapshot = await mailbox.get()
 
-__all__ = ["TARGET_TYPES", "Subscription"]
+    @strawberry.subscription(description="Who is watching a topic right now (join, leave, "
+                             "disconnect; across instances).")
+    async def presence(self, info: Info, topic: str) -> AsyncGenerator[Presence, None]:
+        user = info.context.require_user()
+        await _check_topic(info, topic)
+        live = _live(info)
+        await info.context.db.close()
+        async with live.presence.join(user.family_id, topic, user.id) as viewers:
+            while True:
+                ids = await viewers.get()
+                async with live.scopes.use(("presence", user.family_id, topic, ids),
+                                           user.family_id):
+                    rows = await info.context.loaders.user.load_many(sorted(ids))
+                    yield Presence(topic=topic, viewers=[
+                        User.from_model(r) for r in rows if r is not None])

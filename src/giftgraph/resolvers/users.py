@@ -16,7 +16,7 @@ from giftgraph.context import Info
 from giftgraph.db import models as m
 from giftgraph.db import queries as q
 from giftgraph.errors import Conflict, Forbidden, Unauthenticated
-from giftgraph.events import record
+from giftgraph.events import after_commit, record
 from giftgraph.resolvers.common import get_owned, list_connection, unit_of_work
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.inputs import RegisterUserInput, SignUpInput, UpdateUserInput, provided
@@ -182,6 +182,12 @@ async def register_user(info: Info, input: RegisterUserInput) -> User:
     return User.from_model(user)
 
 
+def _close_sockets_after_commit(info: Info, session: AsyncSession, user_id: uuid.UUID) -> None:
+    live = info.context.live
+    if live is not None:
+        after_commit(session, lambda: live.hub.revoke_user(user_id))
+
+
 async def _lock_family(session: AsyncSession, family_id: uuid.UUID) -> None:
     """Serialise admin changes within a family (the last-ADMIN rule)."""
     await session.execute(select(m.Family.id).where(m.Family.id == family_id).with_for_update())
@@ -238,6 +244,8 @@ async def update_user(info: Info, id: strawberry.ID, input: UpdateUserInput) -> 
         user.role, user.is_active = data.role, data.is_active
         if deactivated or data.password is not None:
             await auth.revoke_user_tokens(session, user.id)
+        if deactivated:
+            _close_sockets_after_commit(info, session, user.id)
         await record(
             session,
             family_id=actor.family_id,
@@ -285,4 +293,5 @@ async def delete_user(info: Info, id: strawberry.ID) -> strawberry.ID:
             topics=(),
         )
         await session.delete(user)
+        _close_sockets_after_commit(info, session, user.id)
     return id

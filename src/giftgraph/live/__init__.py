@@ -1,0 +1,47 @@
+"""Live events: resilient broadcaster backends, the hub, subscription streams,
+the shared dashboard and presence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from giftgraph.config import Settings
+from giftgraph.live.dashboard import DashboardFeeds
+from giftgraph.live.hub import Hub, channel
+from giftgraph.live.presence import PresenceTracker
+from giftgraph.live.streams import SharedScopes, event_stream
+
+
+@dataclass
+class Live:
+    """Everything live in one process; started and stopped by the app's lifespan."""
+
+    hub: Hub
+    scopes: SharedScopes
+    dashboards: DashboardFeeds
+    presence: PresenceTracker
+
+    @classmethod
+    def create(cls, settings: Settings, database_url: str,
+               sessions: async_sessionmaker[AsyncSession]) -> Live:
+        hub = Hub(settings.broadcast_url, database_url,
+                  queue_size=settings.subscriber_queue_size)
+        return cls(
+            hub=hub,
+            scopes=SharedScopes(sessions),
+            dashboards=DashboardFeeds(hub, sessions, settings.dashboard_interval_ms / 1000),
+            presence=PresenceTracker(hub, settings.presence_heartbeat_seconds,
+                                     settings.presence_ttl_seconds),
+        )
+
+    async def start(self) -> None:
+        await self.hub.connect()
+
+    async def stop(self) -> None:
+        await self.presence.close()
+        await self.hub.disconnect()
+
+
+__all__ = ["Hub", "Live", "SharedScopes", "channel", "event_stream"]

@@ -1,0 +1,275 @@
+"""broadcaster backends that survive their broker: reconnect, resubscribe, report state.
+
+broadcaster 0.3.1's own backends end (or hang) their listener when the connection drops
+(encode/broadcaster #144, #66), its redis backend misses the first subscriber's messages
+with redis-py >= 8, and its postgres backend breaks on concurrent publishes (#22). These
+backends never raise from `next_published`: on a lost connection they reconnect with
+backoff, resubscribe every channel, then emit a RECONNECTED marker so subscribers can
+catch up from the Event table (nothing committed while the broker was away is lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from broadcaster import Event
+from broadcaster._backends.base import BroadcastBackend
+from broadcaster._backends.memory import MemoryBackend
+
+log = logging.getLogger("giftgraph.live")
+
+RECONNECTED = "giftgraph:reconnected"
+# PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; the hub sends larger events thin.
+PG_NOTIFY_LIMIT = 7900
+
+
+class Backoff:
+    """Exponential backoff with a cap: 0.1 s, 0.2 s, ... 5 s."""
+
+    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
+        self.first, self.cap, self.delay = first, cap, first
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, self.cap)
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+class ResilientBackend(BroadcastBackend):
+    """Shared state of the reconnecting backends."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.channels: set[str] = set()
+        self.connected = False
+        self.reconnects = 0
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def next_published(self) -> Event:
+        return await self._queue.get()
+
+    async def disconnect(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close()
+        self.connected = False
+
+    async def _close(self) -> None:
+        raise NotImplementedError
+
+    def _deliver(self, channel: str, message: str) -> None:
+        if channel in self.channels:
+            self._queue.put_nowait(Event(channel, message))
+
+    def _reconnected(self) -> None:
+        self.reconnects += 1
+        self._queue.put_nowait(Event(RECONNECTED, ""))
+
+
+class RedisBackend(ResilientBackend):
+    """Redis pub/sub (redis-py asyncio) with reconnect."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._client: Any = None
+        self._pubsub: Any = None
+
+    async def connect(self) -> None:
+        try:
+            await self._open()
+        except (OSError, ConnectionError) as exc:
+            log.warning("redis broadcast unavailable at start (%s); retrying", exc)
+        self._task = asyncio.create_task(self._read_forever())
+
+    async def _open(self) -> None:
+        import redis.asyncio as redis
+
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=2,
+                                      health_check_interval=5)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        # A pubsub needs one subscription before it can be read; this one is ours.
+        await pubsub.subscribe("giftgraph:keepalive", *self.channels)
+        self._client, self._pubsub = client, pubsub
+        self.connected = True
+
+    async def _close(self) -> None:
+        pubsub, client = self._pubsub, self._client
+        self._pubsub = self._client = None
+        for closer in (getattr(pubsub, "aclose", None), getattr(client, "aclose", None)):
+            if closer is not None:
+                with contextlib.suppress(Exception):  # already broken: nothing to release
+                    await closer()
+
+    async def _read_forever(self) -> None:
+        backoff = Backoff()
+        while not self._closing:
+            if not self.connected:
+                try:
+                    await self._open()
+                except (OSError, ConnectionError) as exc:
+                    log.info("redis broadcast reconnect failed: %s", exc)
+                    await backoff.wait()
+                    continue
+                backoff.reset()
+                log.warning("redis broadcast reconnected; subscribers will catch up")
+                self._reconnected()
+            try:
+                msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            except (OSError, ConnectionError, RuntimeError) as exc:
+                log.warning("redis broadcast connection lost: %s", exc)
+                self.connected = False
+                await self._close()
+                continue
+            if msg and msg.get("type") == "message":
+                channel = msg["channel"].decode() if isinstance(msg["channel"], bytes) \
+                    else msg["channel"]
+                data = msg["data"].decode() if isinstance(msg["data"], bytes) else msg["data"]
+                self._deliver(channel, data)
+
+    async def subscribe(self, channel: str) -> None:
+        self.channels.add(channel)
+        if self.connected:
+            with contextlib.suppress(OSError, ConnectionError):  # resubscribed on reconnect
+                await self._pubsub.subscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self.channels.discard(channel)
+        if self.connected:
+            with contextlib.suppress(OSError, ConnectionError):
+                await self._pubsub.unsubscribe(channel)
+
+    async def publish(self, channel: str, message: Any) -> None:
+        if self._client is None:
+            raise ConnectionError("redis broadcast is disconnected")
+        await self._client.publish(channel, message)
+
+
+class PostgresBackend(ResilientBackend):
+    """LISTEN/NOTIFY on the application database: one PG channel, logical channels inside."""
+
+    PG_CHANNEL = "giftgraph"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._listen: Any = None
+        self._pool: Any = None
+        self._lost = asyncio.Event()
+
+    async def connect(self) -> None:
+        import asyncpg
+
+        # A pool: one asyncpg connection can't run concurrent NOTIFYs (broadcaster #22).
+        self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4,
+                                               server_settings={"application_name":
+                                                                "giftgraph-notify"})
+        try:
+            await self._open()
+        except OSError as exc:
+            log.warning("postgres broadcast unavailable at start (%s); retrying", exc)
+        self._task = asyncio.create_task(self._watch())
+
+    async def _open(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url, server_settings={"application_name":
+                                                                "giftgraph-listen"})
+        conn.add_termination_listener(lambda _c: self._lost.set())
+        await conn.add_listener(self.PG_CHANNEL, self._on_notify)
+        self._listen = conn
+        self._lost.clear()
+        self.connected = True
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            envelope = orjson.loads(payload)
+            self._deliver(envelope["c"], envelope["m"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("ignoring a malformed NOTIFY payload")
+
+    async def _watch(self) -> None:
+        backoff = Backoff()
+        while not self._closing:
+            if self.connected:
+                # The termination listener fires on a clean close; polling catches the rest.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._lost.wait(), 1.0)
+                if self._listen is not None and not self._listen.is_closed() \
+                        and not self._lost.is_set():
+                    continue
+                log.warning("postgres broadcast LISTEN connection lost")
+                self.connected = False
+                await self._close_listen()
+            try:
+                await self._open()
+            except (OSError, Exception) as exc:  # noqa: BLE001 - asyncpg raises many types here
+                log.info("postgres broadcast reconnect failed: %s", exc)
+                await backoff.wait()
+                continue
+            backoff.reset()
+            log.warning("postgres broadcast reconnected; subscribers will catch up")
+            self._reconnected()
+
+    async def _close_listen(self) -> None:
+        conn, self._listen = self._listen, None
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(Exception):  # already broken: nothing to release
+                await conn.close(timeout=1)
+
+    async def _close(self) -> None:
+        await self._close_listen()
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                await self._pool.close()
+            self._pool = None
+
+    async def subscribe(self, channel: str) -> None:
+        self.channels.add(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self.channels.discard(channel)
+
+    async def publish(self, channel: str, message: Any) -> None:
+        payload = orjson.dumps({"c": channel, "m": message}).decode()
+        if len(payload.encode()) > PG_NOTIFY_LIMIT:
+            raise ValueError("NOTIFY payload too large")
+        await self._pool.execute("SELECT pg_notify($1, $2)", self.PG_CHANNEL, payload)
+
+
+class LocalBackend(MemoryBackend):
+    """broadcaster's in-process backend, with the `connected` flag the hub reports."""
+
+    connected = True
+    reconnects = 0
+
+
+def make_backend(url: str, database_url: str) -> BroadcastBackend:
+    """`memory://`, `redis://…`, or `postgres://` (bare: the application database)."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        return LocalBackend(url)
+    if scheme in ("redis", "rediss"):
+        return RedisBackend(url)
+    if scheme in ("postgres", "postgresql"):
+        parts = urlsplit(url)
+        target = url if parts.netloc or parts.path.strip("/") else database_url
+        return PostgresBackend(plain_dsn(target))
+    raise ValueError(f"unsupported broadcast URL scheme: {scheme!r}")
+
+
+def plain_dsn(url: str) -> str:
+    """A libpq/asyncpg DSN for a SQLAlchemy-style URL."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

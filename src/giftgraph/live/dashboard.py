@@ -1,0 +1,120 @@
+"""The live dashboard: one snapshot per family per change per process, coalesced."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from giftgraph.db.session import OperationDb
+from giftgraph.events import FAMILY_TOPIC
+from giftgraph.live.hub import Hub, channel
+
+
+@dataclass
+class Snapshot:
+    version: int
+    dashboard: object  # resolvers.queries.Dashboard, every part prefetched
+
+
+class Latest:
+    """A one-slot mailbox: a slow dashboard skips to the newest snapshot."""
+
+    def __init__(self) -> None:
+        self._item: Snapshot | None = None
+        self._ready = asyncio.Event()
+
+    def put(self, snap: Snapshot) -> None:
+        self._item = snap
+        self._ready.set()
+
+    async def get(self) -> Snapshot:
+        await self._ready.wait()
+        self._ready.clear()
+        assert self._item is not None
+        return self._item
+
+
+@dataclass
+class FamilyFeed:
+    family_id: uuid.UUID
+    watchers: set[Latest] = field(default_factory=set)
+    latest: Snapshot | None = None
+    dirty: bool = True
+    task: asyncio.Task[None] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class DashboardFeeds:
+    """Per family: listens to the `family` topic and recomputes at most every `interval`."""
+
+    def __init__(self, hub: Hub, sessions: async_sessionmaker[AsyncSession],
+                 interval: float = 0.25) -> None:
+        self.hub = hub
+        self.sessions = sessions
+        self.interval = interval
+        self.feeds: dict[uuid.UUID, FamilyFeed] = {}
+        self.computations = 0
+
+    async def _compute(self, feed: FamilyFeed) -> Snapshot:
+        from giftgraph.resolvers.queries import Dashboard
+
+        async with feed.lock:
+            if feed.latest is not None and not feed.dirty:
+                return feed.latest
+            feed.dirty = False
+            db = OperationDb(self.sessions)
+            try:
+                dash = await Dashboard.for_family(feed.family_id).prefetch(db)
+            finally:
+                await db.close()
+            self.computations += 1
+            version = feed.latest.version + 1 if feed.latest else 1
+            feed.latest = Snapshot(version, dash)
+            return feed.latest
+
+    async def _run(self, feed: FamilyFeed, ready: asyncio.Event) -> None:
+        async with self.hub.listen(channel(feed.family_id, FAMILY_TOPIC)) as sub:
+            ready.set()
+            last_emit = 0.0
+            while True:
+                await sub.get()  # an event, or a resync after a broker reconnect
+                feed.dirty = True
+                wait = last_emit + self.interval - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # changes meanwhile fold into this snapshot
+                while not sub.queue.empty():
+                    sub.queue.get_nowait()
+                sub.overflowed = False
+                snap = await self._compute(feed)
+                last_emit = time.monotonic()
+                for watcher in list(feed.watchers):
+                    watcher.put(snap)
+
+    @asynccontextmanager
+    async def watch(self, family_id: uuid.UUID) -> AsyncIterator[tuple[Snapshot, Latest]]:
+        """The current snapshot now, and a mailbox for the next ones."""
+        feed = self.feeds.get(family_id)
+        if feed is None:
+            feed = self.feeds[family_id] = FamilyFeed(family_id)
+            ready = asyncio.Event()
+            feed.task = asyncio.create_task(self._run(feed, ready))
+            await ready.wait()
+        mailbox = Latest()
+        feed.watchers.add(mailbox)
+        try:
+            yield await self._compute(feed), mailbox
+        finally:
+            feed.watchers.discard(mailbox)
+            if not feed.watchers and self.feeds.get(family_id) is feed:
+                del self.feeds[family_id]
+                assert feed.task is not None
+                feed.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feed.task

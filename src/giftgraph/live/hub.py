@@ -1,0 +1,246 @@
+"""The process's live hub: one broadcaster subscription per channel, fanned out to
+bounded per-subscriber queues; catch-up after broker reconnects; socket revocation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from broadcaster import Broadcast
+from broadcaster import Event as BroadcastEvent
+from starlette.websockets import WebSocket
+
+from giftgraph.db import models as m
+from giftgraph.live.backends import RECONNECTED, make_backend
+
+log = logging.getLogger("giftgraph.live")
+
+CONTROL = "giftgraph:control"
+THIN_OVER = 7000  # bytes; larger events travel as a reference and are loaded once here
+
+
+class Resync:
+    """Queue marker: the broker reconnected, so catch up from the Event table."""
+
+
+class Overflow:
+    """Queue marker: the subscriber fell too far behind and must resume with `since`."""
+
+
+RESYNC, OVERFLOW = Resync(), Overflow()
+
+
+def channel(family_id: uuid.UUID, topic: str) -> str:
+    """Broadcaster channels are scoped by family and topic."""
+    return f"gg:{family_id}:{topic}"
+
+
+def encode_event(e: m.Event) -> str:
+    return orjson.dumps({
+        "seq": e.seq, "family_id": str(e.family_id), "topic": e.topic, "kind": e.kind.value,
+        "entity_type": e.entity_type, "entity_id": str(e.entity_id),
+        "actor_id": str(e.actor_id) if e.actor_id else None, "at": e.at.isoformat(),
+        "payload": e.payload,
+    }).decode()
+
+
+def decode_event(d: dict[str, Any]) -> m.Event:
+    return m.Event(
+        seq=d["seq"], family_id=uuid.UUID(d["family_id"]), topic=d["topic"],
+        kind=m.EventKind(d["kind"]), entity_type=d["entity_type"],
+        entity_id=uuid.UUID(d["entity_id"]),
+        actor_id=uuid.UUID(d["actor_id"]) if d["actor_id"] else None,
+        at=datetime.fromisoformat(d["at"]), payload=d["payload"],
+    )
+
+
+class Subscription:
+    """One subscriber's bounded queue. When it is full the subscriber gets OVERFLOW
+    (and nothing more): it must resume with `since`, never silently miss events."""
+
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=size + 1)
+        self.size = size
+        self.overflowed = False
+
+    def offer(self, item: Any) -> None:
+        if self.overflowed:
+            return
+        if self.queue.qsize() >= self.size and item is not RESYNC:
+            self.overflowed = True
+            self.queue.put_nowait(OVERFLOW)  # the +1 slot is reserved for this
+            return
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(item)
+
+    async def get(self) -> Any:
+        return await self.queue.get()
+
+
+@dataclass
+class Feed:
+    """The process's single broadcaster subscription to one channel."""
+
+    subscribers: set[Subscription] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+
+
+class Hub:
+    """Publish committed events; let subscriptions listen to family/topic channels."""
+
+    def __init__(self, url: str, database_url: str, *, queue_size: int = 1000) -> None:
+        self.backend = make_backend(url, database_url)
+        self.broadcast = Broadcast(backend=self.backend)
+        self.queue_size = queue_size
+        self.feeds: dict[str, Feed] = {}
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.sockets: dict[uuid.UUID, weakref.WeakSet[WebSocket]] = {}
+        self.published = 0
+        self.publish_failures = 0
+        self.on_resync: list[Callable[[], None]] = []
+        self._control_ready = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return bool(getattr(self.backend, "connected", True))
+
+    async def connect(self) -> None:
+        await self.broadcast.connect()
+        self._tasks.append(asyncio.create_task(self._control_loop()))
+        await asyncio.wait_for(self._control_ready.wait(), 5)
+
+    async def disconnect(self) -> None:
+        for task in [*self._tasks, *(f.task for f in self.feeds.values() if f.task)]:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.broadcast.disconnect()
+
+    # Publishing -------------------------------------------------------------------
+
+    async def publish(self, events: list[m.Event]) -> None:
+        """Called after COMMIT. A broker failure is logged, not raised: the change is
+        committed, and subscribers catch up from the Event table when the broker returns."""
+        for e in events:
+            message = encode_event(e)
+            if len(message) > THIN_OVER:
+                message = orjson.dumps({"thin": True, "seq": e.seq}).decode()
+            try:
+                await self.broadcast.publish(channel(e.family_id, e.topic), message)
+                self.published += 1
+            except Exception:  # any broker error; the event is safe in the database
+                self.publish_failures += 1
+                log.warning("publish of event %s failed; subscribers will catch up", e.seq,
+                            exc_info=True)
+
+    async def revoke_user(self, user_id: uuid.UUID) -> None:
+        """Close every socket of a deactivated or deleted user, on every instance."""
+        msg = orjson.dumps({"revoke": str(user_id)}).decode()
+        try:
+            await self.broadcast.publish(CONTROL, msg)
+        except Exception:  # the broker is down: at least close this instance's sockets
+            log.warning("could not broadcast a socket revocation", exc_info=True)
+            await self._close_sockets(user_id)
+
+    # Sockets -----------------------------------------------------------------------
+
+    def register_socket(self, user_id: uuid.UUID, ws: WebSocket) -> None:
+        self.sockets.setdefault(user_id, weakref.WeakSet()).add(ws)
+
+    async def _close_sockets(self, user_id: uuid.UUID) -> None:
+        for ws in list(self.sockets.pop(user_id, ())):
+            with contextlib.suppress(Exception):  # the socket may be closing already
+                await ws.close(code=4403, reason="Forbidden")
+
+    async def _control_loop(self) -> None:
+        async with self.broadcast.subscribe(CONTROL) as control, \
+                self.broadcast.subscribe(RECONNECTED) as reconnected:
+            self._control_ready.set()
+            waits: dict[str, asyncio.Task[Any]] = {}
+            sources = {"control": control, "reconnected": reconnected}
+            while True:
+                for name, sub in sources.items():
+                    if name not in waits:
+                        waits[name] = asyncio.create_task(sub.get())
+                done, _ = await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
+                for name in [n for n, t in waits.items() if t in done]:
+                    event: BroadcastEvent = waits.pop(name).result()
+                    if name == "reconnected":
+                        self._resync_all()
+                    else:
+                        await self._on_control(event.message)
+
+    async def _on_control(self, message: str) -> None:
+        try:
+            data = orjson.loads(message)
+            user_id = uuid.UUID(data["revoke"])
+        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
+            log.warning("ignoring a malformed control message")
+            return
+        await self._close_sockets(user_id)
+
+    def _resync_all(self) -> None:
+        for feed in self.feeds.values():
+            for sub in feed.subscribers:
+                sub.offer(RESYNC)
+        for callback in self.on_resync:
+            callback()
+
+    # Listening ---------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def listen(self, name: str) -> AsyncIterator[Subscription]:
+        """A bounded subscription to a channel, live once this returns."""
+        sub = Subscription(self.queue_size)
+        async with self._lock:  # one broadcaster subscription per channel (broadcaster #142)
+            feed = self.feeds.get(name)
+            if feed is None:
+                feed = self.feeds[name] = Feed()
+                ready = asyncio.Event()
+                feed.task = asyncio.create_task(self._pump(name, feed, ready))
+                await ready.wait()
+            feed.subscribers.add(sub)
+        try:
+            yield sub
+        finally:
+            async with self._lock:
+                feed.subscribers.discard(sub)
+                if not feed.subscribers and self.feeds.get(name) is feed:
+                    del self.feeds[name]
+                    assert feed.task is not None
+                    feed.task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await feed.task
+
+    async def _pump(self, name: str, feed: Feed, ready: asyncio.Event) -> None:
+        async with self.broadcast.subscribe(name) as source:
+            ready.set()
+            while True:
+                event = await source.get()
+                try:
+                    item = orjson.loads(event.message)
+                except orjson.JSONDecodeError:
+                    log.warning("ignoring a malformed event on %s", name)
+                    continue
+                for sub in list(feed.subscribers):
+                    sub.offer(item)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "channels": len(self.feeds),
+            "subscribers": sum(len(f.subscribers) for f in self.feeds.values()),
+            "broadcaster_queues": sum(len(q) for q in self.broadcast._subscribers.values()),
+            "sockets": sum(len(s) for s in self.sockets.values()),
+        }
+

@@ -1,0 +1,162 @@
+"""Presence: who watches a topic, across instances, with heartbeats that expire."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from giftgraph.live.hub import OVERFLOW, RESYNC, Hub, channel
+
+Key = tuple[uuid.UUID, str]
+
+
+class Viewers:
+    """A one-slot mailbox of the newest viewer set."""
+
+    def __init__(self) -> None:
+        self.value: frozenset[uuid.UUID] | None = None
+        self._ready = asyncio.Event()
+
+    def put(self, value: frozenset[uuid.UUID]) -> None:
+        if value != self.value:
+            self.value = value
+            self._ready.set()
+
+    async def get(self) -> frozenset[uuid.UUID]:
+        await self._ready.wait()
+        self._ready.clear()
+        assert self.value is not None
+        return self.value
+
+
+@dataclass
+class Room:
+    local: Counter[uuid.UUID] = field(default_factory=Counter)
+    remote: dict[str, tuple[frozenset[uuid.UUID], float]] = field(default_factory=dict)
+    watchers: set[Viewers] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+
+    def viewers(self) -> frozenset[uuid.UUID]:
+        users = {u for u, n in self.local.items() if n > 0}
+        for remote_users, _ in self.remote.values():
+            users |= remote_users
+        return frozenset(users)
+
+
+class PresenceTracker:
+    """Each instance announces its local viewers of a topic on join, leave and every
+    `heartbeat` seconds; another instance's announcement expires after `ttl` seconds,
+    so the viewers of a crashed instance disappear."""
+
+    def __init__(self, hub: Hub, heartbeat: float = 5.0, ttl: float = 15.0) -> None:
+        self.hub = hub
+        self.heartbeat = heartbeat
+        self.ttl = ttl
+        self.instance = uuid.uuid4().hex
+        self.rooms: dict[Key, Room] = {}
+        self._ticker: asyncio.Task[None] | None = None
+
+    def _channel(self, key: Key) -> str:
+        return channel(key[0], f"presence:{key[1]}")
+
+    async def _announce(self, key: Key, sync: bool = False) -> None:
+        room = self.rooms.get(key)
+        users = sorted(str(u) for u in (room.local if room else {}) if room and room.local[u] > 0)
+        message = {"presence": self.instance, "users": users, "ttl": self.ttl, "sync": sync}
+        with contextlib.suppress(Exception):  # the broker is away: heartbeats resume later
+            await self.hub.broadcast.publish(self._channel(key), orjson.dumps(message).decode())
+
+    def _notify(self, room: Room) -> None:
+        viewers = room.viewers()
+        for watcher in room.watchers:
+            watcher.put(viewers)
+
+    async def _listen(self, key: Key, room: Room, ready: asyncio.Event) -> None:
+        while True:
+            async with self.hub.listen(self._channel(key)) as sub:
+                ready.set()
+                await self._announce(key, sync=True)  # ask the others to announce too
+                while True:
+                    item: Any = await sub.get()
+                    if item is OVERFLOW:
+                        break  # listen again from scratch
+                    if item is RESYNC:
+                        await self._announce(key, sync=True)
+                        continue
+                    self._on_message(key, room, item)
+
+    def _on_message(self, key: Key, room: Room, item: dict[str, Any]) -> None:
+        instance = item.get("presence")
+        if not isinstance(instance, str):
+            return
+        if instance != self.instance:
+            users = frozenset(uuid.UUID(u) for u in item.get("users", []))
+            if users:
+                room.remote[instance] = (users, time.monotonic() + float(item.get("ttl", 15)))
+            else:
+                room.remote.pop(instance, None)
+            self._notify(room)
+        if item.get("sync") and instance != self.instance:
+            asyncio.ensure_future(self._announce(key))
+
+    async def _tick(self) -> None:
+        last_beat = 0.0
+        while True:
+            await asyncio.sleep(min(1.0, self.heartbeat))
+            now = time.monotonic()
+            for room in list(self.rooms.values()):
+                stale = [i for i, (_, expires) in room.remote.items() if expires < now]
+                for instance in stale:
+                    del room.remote[instance]
+                if stale:
+                    self._notify(room)
+            if now - last_beat >= self.heartbeat:
+                last_beat = now
+                for key in list(self.rooms):
+                    await self._announce(key)
+
+    @asynccontextmanager
+    async def join(self, family_id: uuid.UUID, topic: str,
+                   user_id: uuid.UUID) -> AsyncIterator[Viewers]:
+        """Count `user_id` as watching `topic` while inside; yields viewer-set updates."""
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.create_task(self._tick())
+        key = (family_id, topic)
+        room = self.rooms.get(key)
+        if room is None:
+            room = self.rooms[key] = Room()
+            ready = asyncio.Event()
+            room.task = asyncio.create_task(self._listen(key, room, ready))
+            await ready.wait()
+        watcher = Viewers()
+        room.watchers.add(watcher)
+        room.local[user_id] += 1
+        self._notify(room)
+        await self._announce(key)
+        try:
+            yield watcher
+        finally:
+            room.local[user_id] -= 1
+            room.watchers.discard(watcher)
+            self._notify(room)
+            await self._announce(key)
+            if not room.watchers and self.rooms.get(key) is room:
+                del self.rooms[key]
+                assert room.task is not None
+                room.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await room.task
+
+    async def close(self) -> None:
+        for task in [self._ticker, *(r.task for r in self.rooms.values())]:
+            if task is not None:
+                task.cancel()

@@ -1,0 +1,147 @@
+"""Event streams for subscriptions: listen, replay `since`, then live — no gap, no duplicate."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from giftgraph.context import Context, OperationState, begin_operation, end_operation
+from giftgraph.db import models as m
+from giftgraph.db.session import OperationDb
+from giftgraph.errors import AppError, BadInput
+from giftgraph.live.hub import OVERFLOW, RESYNC, Hub, channel, decode_event
+
+KEEP_SCOPE_SECONDS = 2.0
+
+
+class ResumeRequired(AppError):
+    """The subscriber fell behind its bounded queue; it must resubscribe with `since`."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(self, last_seq: int) -> None:
+        super().__init__(
+            f"Too many events for this subscriber; resubscribe with since={last_seq}",
+            resumeSince=str(last_seq), retryAfter=0,
+        )
+
+
+def parse_since(since: str | None) -> int | None:
+    if since is None:
+        return None
+    if not since.isdigit() or len(since) > 19:
+        raise BadInput({"since": "must be the seq of an event"})
+    return int(since)
+
+
+class SharedScopes:
+    """One session and one set of DataLoaders per event per process, shared by every
+    subscriber resolving that event: nested fields load once, not once per subscriber."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._scopes: dict[Hashable, list[Any]] = {}
+        self._events: OrderedDict[int, asyncio.Future[m.Event | None]] = OrderedDict()
+
+    @asynccontextmanager
+    async def use(self, key: Hashable, family_id: uuid.UUID) -> AsyncIterator[None]:
+        from giftgraph.schema.loaders import Loaders
+
+        entry = self._scopes.get(key)
+        if entry is None:
+            db = OperationDb(self._sessions)
+            entry = self._scopes[key] = [OperationState(db, Loaders(db, family_id)), 0, None]
+        entry[1] += 1
+        if entry[2] is not None:
+            entry[2].cancel()
+            entry[2] = None
+        token = begin_operation(entry[0])
+        try:
+            yield
+        finally:
+            end_operation(token)
+            entry[1] -= 1
+            if entry[1] == 0:
+                entry[2] = asyncio.get_running_loop().call_later(
+                    KEEP_SCOPE_SECONDS, lambda: asyncio.ensure_future(self._drop(key, entry)))
+
+    async def _drop(self, key: Hashable, entry: list[Any]) -> None:
+        if entry[1] == 0 and self._scopes.get(key) is entry:
+            del self._scopes[key]
+            await entry[0].db.close()
+
+    async def event(self, seq: int, family_id: uuid.UUID) -> m.Event | None:
+        """An event row by seq, loaded once per process (for events sent by reference)."""
+        future = self._events.get(seq)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._events[seq] = future
+            while len(self._events) > 256:
+                self._events.popitem(last=False)
+            async with self._sessions() as session:
+                row = await session.scalar(
+                    select(m.Event).where(m.Event.seq == seq, m.Event.family_id == family_id))
+            future.set_result(row)
+        return await future
+
+    def stats(self) -> int:
+        return len(self._scopes)
+
+
+async def _after(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UUID, topic: str,
+                 seq: int) -> list[m.Event]:
+    async with sessions() as session:
+        return list((await session.scalars(
+            select(m.Event)
+            .where(m.Event.family_id == family_id, m.Event.topic == topic, m.Event.seq > seq)
+            .order_by(m.Event.seq)
+        )).all())
+
+
+async def _latest(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UUID) -> int:
+    async with sessions() as session:
+        value = await session.scalar(
+            select(func.max(m.Event.seq)).where(m.Event.family_id == family_id))
+    return int(value or 0)
+
+
+async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
+                       since: str | None) -> AsyncIterator[m.Event]:
+    """The caller's family's events on `topic`, each resolved inside a shared scope.
+
+    Without `since` the stream starts at the latest event now. It listens before it
+    replays, drops anything at or below the last seq it sent, replays again from the
+    Event table after a broker reconnect, and ends with ResumeRequired on overflow.
+    """
+    user = ctx.require_user()
+    family_id = user.family_id
+    sessions = ctx.database.sessions
+    last = parse_since(since)
+    if last is None:
+        last = await _latest(sessions, family_id)
+    async with hub.listen(channel(family_id, topic)) as sub:
+        pending = await _after(sessions, family_id, topic, last)
+        while True:
+            for event in pending:
+                if event.seq <= last:
+                    continue
+                last = event.seq
+                async with scopes.use(("event", event.seq), family_id):
+                    yield event
+            item = await sub.get()
+            if item is OVERFLOW:
+                raise ResumeRequired(last)
+            if item is RESYNC:
+                pending = await _after(sessions, family_id, topic, last)
+            elif item.get("thin"):
+                row = await scopes.event(int(item["seq"]), family_id)
+                pending = [row] if row is not None else []
+            else:
+                pending = [decode_event(item)]
