@@ -1,0 +1,310 @@
+"""The live dashboard, presence, socket revocation and resource hygiene, against a uvicorn
+server running in this process (so its internal counters can be read)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from giftgraph.app import create_app
+from giftgraph.live.hub import OVERFLOW, RESYNC, Subscription
+from tests.conftest import make_settings
+from tests.integration.test_live import PROTOCOL, WsClient
+
+
+class Server:
+    def __init__(self, base: str, app: Any) -> None:
+        self.base = base
+        self.app = app
+        self.http = httpx.AsyncClient(base_url=base, timeout=10)
+
+    @property
+    def live(self) -> Any:
+        return self.app.state.giftgraph.live
+
+    async def gql(self, query: str, variables: dict[str, Any] | None = None,
+                  token: str | None = None) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        r = await self.http.post("/graphql", json={"query": query,
+                                                   "variables": variables or {}},
+                                 headers=headers)
+        body: dict[str, Any] = r.json()
+        assert "errors" not in body, body
+        return body["data"]  # type: ignore[no-any-return]
+
+    async def signup(self, email: str) -> tuple[str, str]:
+        d = await self.gql("mutation($i: SignUpInput!) { signUp(input: $i)"
+                           " { accessToken user { id } } }",
+                           {"i": {"familyName": "F", "email": email,
+                                  "password": "long password", "displayName": email[:5]}})
+        return d["signUp"]["accessToken"], d["signUp"]["user"]["id"]
+
+
+@pytest.fixture
+async def live_server(database_url: str) -> AsyncIterator[Server]:
+    settings = make_settings(database_url, presence_heartbeat_seconds=0.3,
+                             presence_ttl_seconds=1.0)
+    app = create_app(settings)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and not task.done(), "server did not start"
+        await asyncio.sleep(0.05)
+    srv = Server(f"http://127.0.0.1:{port}", app)
+    try:
+        yield srv
+    finally:
+        await srv.http.aclose()
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+async def _item(srv: Server, token: str) -> tuple[str, str]:
+    gl = (await srv.gql('mutation { createList(input: {name: "L", kind: IDEAS}) { id } }',
+                        token=token))["createList"]["id"]
+    item = (await srv.gql('mutation($l: ID!) { addListItem(listId: $l, input: {gift: '
+                          '{name: "G", price: "10.00"}}) { id } }', {"l": gl},
+                          token))["addListItem"]["id"]
+    return gl, item
+
+
+async def _status(srv: Server, token: str, item: str, status: str) -> None:
+    await srv.gql("mutation($i: ID!, $s: ItemStatus!) { setListItemStatus(id: $i, status: $s)"
+                  " { id } }", {"i": item, "s": status}, token)
+
+
+DASH = "subscription { dashboard { pipeline { idea selected purchased } activity { seq } } }"
+
+
+async def test_dashboard_snapshot_now_then_coalesced_and_shared(live_server: Server) -> None:
+    srv = live_server
+    token, _ = await srv.signup("dash@example.com")
+    _, item = await _item(srv, token)
+    watchers = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+                for _ in range(5)]
+    for w in watchers:
+        await w.subscribe(DASH)
+    first = [(await w.receive())["payload"]["data"]["dashboard"] for w in watchers]
+    assert all(f["pipeline"] == {"idea": 1, "selected": 0, "purchased": 0} for f in first)
+    before = srv.live.dashboards.computations
+
+    await _status(srv, token, item, "SELECTED")
+    update = [(await w.receive(3))["payload"]["data"]["dashboard"] for w in watchers]
+    assert all(u["pipeline"] == {"idea": 0, "selected": 1, "purchased": 0} for u in update)
+    # Computed once for the family, not once per subscriber.
+    assert srv.live.dashboards.computations - before == 1
+
+    # A burst of changes: coalesced to at most one snapshot per 250 ms, ending current.
+    started = time.monotonic()
+    for status in ("PURCHASED", "SELECTED", "PURCHASED", "SELECTED", "PURCHASED"):
+        await _status(srv, token, item, status)
+    w = watchers[0]
+    seen: list[dict[str, Any]] = []
+    while not seen or seen[-1]["pipeline"]["purchased"] != 1:
+        seen.append((await w.receive(3))["payload"]["data"]["dashboard"])
+    elapsed = time.monotonic() - started
+    assert len(seen) <= int(elapsed / 0.25) + 2, (len(seen), elapsed)
+    assert len(seen) < 5  # fewer snapshots than changes
+    for w in watchers:
+        await w.ws.close()
+
+
+async def test_presence_join_leave_and_disconnect(live_server: Server) -> None:
+    srv = live_server
+    ann, ann_id = await srv.signup("ann@example.com")
+    d = await srv.gql('mutation($i: RegisterUserInput!) { registerUser(input: $i) { id } }',
+                      {"i": {"email": "bob@example.com", "password": "long password",
+                             "displayName": "Bob"}}, ann)
+    bob_id = d["registerUser"]["id"]
+    bob = (await srv.gql('mutation { login(email: "bob@example.com", password: "long password")'
+                         " { accessToken } }"))["login"]["accessToken"]
+    gl, _ = await _item(srv, ann)
+    topic = f"list:{gl}"
+    query = "subscription($t: String!) { presence(topic: $t) { topic viewers { id } } }"
+
+    a = await WsClient.connect(srv.base, {"authorization": f"Bearer {ann}"})
+    await a.subscribe(query, {"t": topic})
+
+    async def viewers_of(client: WsClient, want: set[str]) -> None:
+        while True:
+            p = (await client.receive(3))["payload"]["data"]["presence"]
+            assert p["topic"] == topic
+            if {v["id"] for v in p["viewers"]} == want:
+                return
+
+    await viewers_of(a, {ann_id})
+    b = await WsClient.connect(srv.base, {"authorization": f"Bearer {bob}"})
+    await b.subscribe(query, {"t": topic})
+    await viewers_of(b, {ann_id, bob_id})
+    await viewers_of(a, {ann_id, bob_id})
+    await b.ws.close()  # a disconnect counts as leaving
+    await viewers_of(a, {ann_id})
+
+    # Another family can't watch (or learn about) this topic.
+    eve, _ = await srv.signup("eve@example.com")
+    e = await WsClient.connect(srv.base, {"authorization": f"Bearer {eve}"})
+    await e.subscribe(query, {"t": topic})
+    msg = await e.receive()
+    assert msg["payload"]["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    await a.ws.close()
+    await e.ws.close()
+
+
+async def test_remote_viewers_expire_without_heartbeats(live_server: Server) -> None:
+    srv = live_server
+    token, me = await srv.signup("solo@example.com")
+    a = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    await a.subscribe("subscription { presence(topic: \"family\") { viewers { id } } }")
+    assert [v["id"] for v in (await a.receive())["payload"]["data"]["presence"]["viewers"]] \
+        == [me]
+    # A crashed instance: it announced a viewer once and then went silent.
+    ghost = "00000000-0000-0000-0000-00000000abcd"
+    family = srv.live.presence.rooms and next(iter(srv.live.presence.rooms))[0]
+    await srv.live.hub.broadcast.publish(
+        f"gg:{family}:presence:family",
+        json.dumps({"presence": "crashed-instance", "users": [ghost], "ttl": 1.0}))
+    # The ghost user is not in this family's users, so it resolves to no User; the
+    # viewer set still changes (and changes back when the heartbeat expires).
+    room = srv.live.presence.rooms[(family, "family")]
+    deadline = time.monotonic() + 3
+    while "crashed-instance" not in room.remote:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    while "crashed-instance" in room.remote:
+        assert time.monotonic() < deadline + 3, "a silent instance's viewers never expired"
+        await asyncio.sleep(0.1)
+    await a.ws.close()
+
+
+async def test_deactivated_member_socket_closes_4403_within_a_second(
+    live_server: Server,
+) -> None:
+    srv = live_server
+    admin, _ = await srv.signup("boss@example.com")
+    d = await srv.gql('mutation($i: RegisterUserInput!) { registerUser(input: $i) { id } }',
+                      {"i": {"email": "kid@example.com", "password": "long password",
+                             "displayName": "Kid"}}, admin)
+    kid_id = d["registerUser"]["id"]
+    kid = (await srv.gql('mutation { login(email: "kid@example.com", password: "long password")'
+                         " { accessToken } }"))["login"]["accessToken"]
+    for action in ("deactivate", "delete"):
+        ws = await WsClient.connect(srv.base, {"authorization": f"Bearer {kid}"})
+        await ws.subscribe("subscription { familyEvents { seq } }")
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        if action == "deactivate":
+            await srv.gql("mutation($id: ID!) { updateUser(id: $id, input: {isActive: false})"
+                          " { id } }", {"id": kid_id}, admin)
+        else:
+            await srv.gql("mutation($id: ID!) { deleteUser(id: $id) }", {"id": kid_id}, admin)
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.ws.recv(), 2)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+        assert time.monotonic() - started < 1.0
+        if action == "deactivate":  # reactivate for the delete round
+            await srv.gql("mutation($id: ID!) { updateUser(id: $id, input: {isActive: true})"
+                          " { id } }", {"id": kid_id}, admin)
+            kid = (await srv.gql('mutation { login(email: "kid@example.com", password: '
+                                 '"long password") { accessToken } }'))["login"]["accessToken"]
+
+
+async def test_closing_a_socket_releases_everything(live_server: Server) -> None:
+    srv = live_server
+    token, _ = await srv.signup("leak@example.com")
+    gl, item = await _item(srv, token)
+    await asyncio.sleep(0.3)
+    baseline = srv.live.hub.stats()
+    tasks_before = len(asyncio.all_tasks())
+    clients = []
+    for _ in range(3):
+        c = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+        await c.subscribe("subscription($l: ID!) { listEvents(listId: $l) { seq } }", {"l": gl})
+        await c.subscribe("subscription { familyEvents { seq } }")
+        await c.subscribe(DASH)
+        clients.append(c)
+    await _status(srv, token, item, "SELECTED")
+    for c in clients:
+        kinds = set()
+        while len(kinds) < 3:
+            kinds.add((await c.receive(3))["id"])
+    during = srv.live.hub.stats()
+    assert during["subscribers"] >= baseline["subscribers"] + 6
+    for c in clients:
+        await c.ws.close()
+    deadline = time.monotonic() + 5
+    while True:
+        now = srv.live.hub.stats()
+        done = (now["channels"] == baseline["channels"]
+                and now["subscribers"] == baseline["subscribers"]
+                and now["broadcaster_queues"] == baseline["broadcaster_queues"]
+                and not srv.live.dashboards.feeds
+                and len(asyncio.all_tasks()) <= tasks_before)
+        if done:
+            break
+        assert time.monotonic() < deadline, (baseline, now, len(asyncio.all_tasks()),
+                                             tasks_before)
+        await asyncio.sleep(0.1)
+
+
+async def test_subscriptions_per_connection_are_capped(live_server: Server) -> None:
+    srv = live_server
+    token, _ = await srv.signup("cap@example.com")
+    c = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    cap = srv.app.state.giftgraph.settings.max_subscriptions_per_connection
+    for _ in range(cap):
+        await c.subscribe("subscription { familyEvents { seq } }")
+    await c.subscribe("subscription { familyEvents { seq } }")
+    msg = await c.receive()
+    assert msg["type"] == "error" and msg["id"] == str(cap + 1), msg
+    await c.ws.close()
+
+
+async def test_connection_init_timeout_closes_4408(database_url: str) -> None:
+    settings = make_settings(database_url, ws_connection_init_timeout_seconds=0.5)
+    app = create_app(settings)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    try:
+        ws = await websockets.connect(f"ws://127.0.0.1:{port}/graphql",
+                                      subprotocols=[PROTOCOL])  # type: ignore[list-item]
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 3)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+
+
+def test_slow_subscriber_overflows_instead_of_growing() -> None:
+    sub = Subscription(size=3)
+    for i in range(10):
+        sub.offer({"seq": i})
+    items = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
+    assert items[:3] == [{"seq": 0}, {"seq": 1}, {"seq": 2}]
+    assert items[3] is OVERFLOW and len(items) == 4  # bounded, and told to resume
+    sub2 = Subscription(size=1)
+    sub2.offer({"seq": 1})
+    sub2.offer(RESYNC)  # a resync marker is never the thing that overflows
+    assert not sub2.overflowed
