@@ -308,3 +308,45 @@ def test_slow_subscriber_overflows_instead_of_growing() -> None:
     sub2.offer({"seq": 1})
     sub2.offer(RESYNC)  # a resync marker is never the thing that overflows
     assert not sub2.overflowed
+
+
+async def test_nested_event_fields_load_once_per_event_not_per_subscriber(
+    live_server: Server,
+) -> None:
+    from sqlalchemy import event as sa_event
+
+    srv = live_server
+    token, _ = await srv.signup("shared@example.com")
+    gl, item = await _item(srv, token)
+    engine = srv.app.state.giftgraph.db().engine.sync_engine
+    query = ("subscription($l: ID!) { listEvents(listId: $l) { seq actor { displayName }"
+             " node { ... on ListItem { status gift { name } list { name owner { email } } } }"
+             " } }")
+    counts = {}
+    for n, status in ((1, "SELECTED"), (6, "PURCHASED")):
+        clients = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+                   for _ in range(n)]
+        for c in clients:
+            await c.subscribe(query, {"l": gl})
+        await asyncio.sleep(0.3)
+        statements: list[str] = []
+
+        def before(_c: Any, _cur: Any, stmt: str, *_a: Any) -> None:
+            statements.append(stmt)
+
+        # Counted: the mutation (the same each round) plus the delivery to n subscribers.
+        sa_event.listen(engine, "before_cursor_execute", before)
+        try:
+            await _status(srv, token, item, status)
+            events = [(await c.receive(3))["payload"]["data"]["listEvents"] for c in clients]
+            await asyncio.sleep(0.2)
+        finally:
+            sa_event.remove(engine, "before_cursor_execute", before)
+        assert any("FROM gifts" in s for s in statements)  # nested fields were loaded
+        assert all(e["node"]["gift"] == {"name": "G"} for e in events)
+        assert all(e["node"]["list"]["owner"]["email"] == "shared@example.com" for e in events)
+        counts[n] = len(statements)
+        for c in clients:
+            await c.ws.close()
+        await asyncio.sleep(2.5)  # let the shared scope of that event expire
+    assert counts[6] == counts[1], counts
