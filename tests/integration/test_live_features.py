@@ -350,3 +350,48 @@ async def test_nested_event_fields_load_once_per_event_not_per_subscriber(
             await c.ws.close()
         await asyncio.sleep(2.5)  # let the shared scope of that event expire
     assert counts[6] == counts[1], counts
+
+
+async def test_overflowing_stream_ends_with_resume_error(database_url: str) -> None:
+    from sqlalchemy import select
+
+    from giftgraph.context import Context
+    from giftgraph.db import models as m
+    from giftgraph.live.streams import ResumeRequired, event_stream
+    from tests.conftest import GQL, sign_up
+
+    app = create_app(make_settings(database_url, subscriber_queue_size=2))
+    async with app.router.lifespan_context(app):
+        state = app.state.giftgraph
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            account = await sign_up(GQL(http), "Slow family")
+            async with state.db().sessions() as session:
+                user = await session.scalar(select(m.User).where(m.User.email == account.email))
+            ctx = Context(settings=state.settings, database=state.db(), request=None,  # type: ignore[arg-type]
+                          live=state.live, user=user)
+            got_first, go_on = asyncio.Event(), asyncio.Event()
+            delivered: list[int] = []
+
+            async def slow_subscriber() -> None:
+                async for event in event_stream(ctx, state.live.hub, state.live.scopes,
+                                                "family", None):
+                    delivered.append(event.seq)
+                    if len(delivered) == 1:
+                        got_first.set()
+                        await go_on.wait()  # reads nothing while changes pour in
+
+            consumer = asyncio.create_task(slow_subscriber())
+            await asyncio.sleep(0.2)  # listening
+            for i in range(6):
+                await account.client(
+                    f'mutation {{ createPerson(input: {{name: "P{i}"}}) {{ id }} }}')
+                if i == 0:
+                    await asyncio.wait_for(got_first.wait(), 3)
+            go_on.set()
+            with pytest.raises(ResumeRequired) as err:
+                await asyncio.wait_for(consumer, 5)
+            # Bounded: the first event, then what fit in the queue, then "resume with since".
+            assert len(delivered) == 3
+            assert err.value.extensions["resumeSince"] == str(delivered[-1])
+            assert err.value.code == "RATE_LIMITED"
