@@ -80,6 +80,10 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "argon2_time_cost": 1,
         "argon2_memory_kib": 1024,
         "argon2_parallelism": 1,
+        # Tests make many changes quickly; the rate-limit tests set their own budgets.
+        "mutation_rate": "100000/minute",
+        "login_rate": "100000/minute",
+        "login_ip_rate": "100000/minute",
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -216,6 +220,11 @@ def server(database_url: str) -> Iterator[str]:
         "GIFTGRAPH_ARGON2_TIME_COST": "1",
         "GIFTGRAPH_ARGON2_MEMORY_KIB": "1024",
         "GIFTGRAPH_ARGON2_PARALLELISM": "1",
+        "GIFTGRAPH_MUTATION_RATE": "100000/minute",
+        "GIFTGRAPH_LOGIN_RATE": "100000/minute",
+        "GIFTGRAPH_LOGIN_IP_RATE": "100000/minute",
+        # The fan-out test opens 1,000 sockets as one user.
+        "GIFTGRAPH_MAX_SOCKETS_PER_USER": "5000",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "giftgraph.asgi:create",

@@ -1,21 +1,25 @@
-"""create_app(settings) -> Starlette: the lifespan owns the database and the broadcaster."""
+"""create_app(settings) -> Starlette: the lifespan owns the database and the live layer."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -27,10 +31,14 @@ from giftgraph.context import Context, OperationState, begin_operation, end_oper
 from giftgraph.db.embedded import EmbeddedPostgres
 from giftgraph.db.engine import Database, create_database
 from giftgraph.db.migrate import upgrade
+from giftgraph.db.models import Event
 from giftgraph.db.session import OperationDb
 from giftgraph.live import Live
+from giftgraph.observability import Metrics, configure_logging
+from giftgraph.ratelimit import RateLimits
 from giftgraph.schema.extensions import authenticate
 from giftgraph.schema.schema import build_schema
+from giftgraph.web.http import BodyLimit, finish, negotiate, request_error
 
 log = logging.getLogger("giftgraph")
 
@@ -38,10 +46,11 @@ log = logging.getLogger("giftgraph")
 @dataclass
 class AppState:
     settings: Settings
+    metrics: Metrics
+    rate_limits: RateLimits
     database: Database | None = None
     embedded: EmbeddedPostgres | None = None
     live: Live | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def db(self) -> Database:
         assert self.database is not None, "the app's lifespan has not started"
@@ -49,12 +58,13 @@ class AppState:
 
 
 class GraphQLApp(GraphQL[Context, None]):
-    """Strawberry's ASGI view with our typed context."""
+    """Strawberry's ASGI view with our typed context, GraphQL-over-HTTP negotiation,
+    socket authentication in connection_init, and socket metrics."""
 
     def __init__(self, state: AppState) -> None:
         settings = state.settings
         super().__init__(
-            build_schema(),
+            build_schema(settings),
             graphql_ide="graphiql",
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             allowed_origins=settings.cors_origins,
@@ -64,17 +74,56 @@ class GraphQLApp(GraphQL[Context, None]):
         )
         self.state = state
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            self.state.metrics.socket_opened()
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                self.state.metrics.socket_closed()
+            return
+        request = Request(scope, receive)
+        accept = request.headers.get("accept", "")
+        if request.method == "GET" and "text/html" in accept and "query" not in request.query_params:
+            await super().__call__(scope, receive, send)  # GraphiQL
+            return
+        media = negotiate(accept)
+        if media is None:
+            response = request_error(406, "Accept application/graphql-response+json or "
+                                          "application/json")
+        else:
+            try:
+                response = finish(await self.run(request), request, media)
+            except HTTPException as exc:
+                response = self._request_error(exc, media)
+        await response(scope, receive, send)
+
+    def _request_error(self, exc: HTTPException, media: str) -> Response:
+        reason = str(exc.detail)
+        if "mutations are not allowed when using GET" in reason.lower():
+            return request_error(405, "Mutations must be sent with POST", media,
+                                 headers={"Allow": "POST"})
+        if "unsupported content type" in reason.lower():
+            return request_error(415, "Send application/json (or use GET for queries)", media)
+        return request_error(400 if exc.status_code < 500 else exc.status_code, reason, media)
+
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
-        live = self.state.live
         return Context(
             settings=self.state.settings,
             database=self.state.db(),
             request=request,
             response=response,
             authorization=request.headers.get("authorization"),
-            live=live,
-            publish=live.hub.publish if live is not None else None,
+            live=self.state.live,
+            publish=self._publish,
+            metrics=self.state.metrics,
+            rate_limits=self.state.rate_limits,
         )
+
+    async def _publish(self, events: list[Event]) -> None:
+        if self.state.live is not None:
+            await self.state.live.hub.publish(events)
+            self.state.metrics.events_published.inc(len(events))
 
     async def on_ws_connect(self, context: Context) -> UnsetType | None | dict[str, object]:
         """Authenticate the socket from connection_init; reject (4403) before any operation."""
@@ -93,10 +142,45 @@ class GraphQLApp(GraphQL[Context, None]):
             end_operation(op)
         if context.user is None:
             raise ConnectionRejectionError()
-        if self.state.live is not None and isinstance(context.request, WebSocket):
+        live = self.state.live
+        if live is not None and isinstance(context.request, WebSocket):
+            open_sockets = live.hub.sockets.get(context.user.id, ())
+            if len(open_sockets) >= self.state.settings.max_sockets_per_user:
+                log.warning("socket refused: user %s has too many open", context.user.id)
+                raise ConnectionRejectionError()
             # Deactivating or deleting the user closes this socket (4403), on any instance.
-            self.state.live.hub.register_socket(context.user.id, context.request)
+            live.hub.register_socket(context.user.id, context.request)
         return UNSET
+
+
+class HttpMetrics:
+    """Counts requests and their duration by path (known paths only: bounded labels)."""
+
+    PATHS = frozenset({"/graphql", "/health", "/metrics", "/"})
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"] if scope["path"] in self.PATHS else "other"
+        status = 500
+        started = time.perf_counter()
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+            self.metrics.request_seconds.labels(path).observe(time.perf_counter() - started)
 
 
 async def resolve_database_url(state: AppState) -> str:
@@ -110,7 +194,8 @@ async def resolve_database_url(state: AppState) -> str:
 
 
 def create_app(settings: Settings) -> Starlette:
-    state = AppState(settings=settings)
+    configure_logging(settings)
+    state = AppState(settings=settings, metrics=Metrics(), rate_limits=RateLimits(settings))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -118,6 +203,10 @@ def create_app(settings: Settings) -> Starlette:
         state.database = create_database(url, settings)
         state.live = Live.create(settings, url, state.database.sessions)
         await state.live.start()
+        hub = state.live.hub
+        state.metrics.bind(lambda: hub.connected,
+                           lambda: int(getattr(hub.backend, "reconnects", 0)),
+                           state.database.engine.pool)
         try:
             yield
         finally:
@@ -134,24 +223,29 @@ def create_app(settings: Settings) -> Starlette:
             db_ok = True
         except Exception:  # any failure means "not connected"; details go to the log
             log.warning("health check: database unreachable", exc_info=True)
+        broadcast_ok = state.live is not None and state.live.hub.connected
+        healthy = db_ok and broadcast_ok
         body = {
-            "status": "healthy" if db_ok else "unhealthy",
+            "status": "healthy" if healthy else "unhealthy",
             "db": "connected" if db_ok else "disconnected",
-            "broadcast": "connected" if state.live and state.live.hub.connected
-            else "disconnected",
+            "broadcast": "connected" if broadcast_ok else "disconnected",
         }
-        healthy = db_ok and body["broadcast"] == "connected"
-        body["status"] = "healthy" if healthy else "unhealthy"
         return JSONResponse(body, status_code=200 if healthy else 503)
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     graphql = GraphQLApp(state)
     app = Starlette(
         routes=[
             Route("/health", health),
+            Route("/metrics", metrics),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
         ],
         middleware=[
+            Middleware(HttpMetrics, metrics=state.metrics),
+            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
             Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                        allow_methods=["GET", "POST"],
                        allow_headers=["authorization", "content-type"]),

@@ -49,6 +49,20 @@ class Settings(BaseSettings):
     presence_heartbeat_seconds: float = Field(default=5, gt=0)
     presence_ttl_seconds: float = Field(default=15, gt=0)
 
+    # Hardening
+    max_query_depth: int = Field(default=10, ge=1)
+    max_aliases: int = Field(default=15, ge=0)
+    max_query_tokens: int = Field(default=2000, ge=10)
+    max_query_cost: int = Field(default=50_000, ge=1)
+    # None: introspection on, except in production.
+    introspection: bool | None = None
+    mutation_rate: str = "120/minute"
+    login_rate: str = "10/minute"
+    login_ip_rate: str = "60/minute"
+    rate_limit_storage_url: str = "memory://"
+    max_sockets_per_user: int = Field(default=20, ge=1)
+    log_json: bool | None = None  # None: JSON in production, console otherwise
+
     max_page_size: int = 100
     default_page_size: int = 20
     max_body_bytes: int = 1_000_000

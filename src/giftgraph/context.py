@@ -19,6 +19,8 @@ from giftgraph.errors import AppError, Forbidden, Unauthenticated
 
 if TYPE_CHECKING:
     from giftgraph.live import Live
+    from giftgraph.observability import Metrics
+    from giftgraph.ratelimit import RateLimits
     from giftgraph.schema.loaders import Loaders
 
 
@@ -58,6 +60,8 @@ class Context:
     # Called with the events of each committed mutation (the live layer publishes them).
     publish: Publisher | None = None
     live: Live | None = None
+    metrics: Metrics | None = None
+    rate_limits: RateLimits | None = None
 
     @property
     def operation(self) -> OperationState:
@@ -77,6 +81,11 @@ class Context:
 
             loaders = self.operation.loaders = Loaders(self.db, self.family_id)
         return loaders
+
+    @property
+    def client_ip(self) -> str:
+        client = getattr(self.request, "client", None)
+        return client.host if client is not None else "unknown"
 
     def require_user(self) -> User:
         if self.user is None:

@@ -11,6 +11,7 @@ import websockets
 from tests.integration.test_live import PROTOCOL, new_item, set_status, signup
 
 SUBSCRIBERS = 1000
+# One user opens every socket here; the per-user cap is raised for this test only.
 
 
 async def test_thousand_subscribers_all_receive_the_event(server: str) -> None:

@@ -50,6 +50,15 @@ class OperationDb:
         async with self._lock:
             return await self._get().scalar(stmt)
 
+    async def detached(self, stmt: Select[tuple[T]]) -> T | None:
+        """One row, expunged: later rollbacks in this session can't expire it."""
+        async with self._lock:
+            session = self._get()
+            row = await session.scalar(stmt)
+            if row is not None:
+                session.expunge(row)
+            return row
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """The unit of work of one mutation: committed once on success, else rolled back."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
+from datetime import UTC, datetime
 
 import strawberry
 
@@ -40,8 +42,21 @@ async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[E
     ctx = info.context
     live = _live(info)
     await ctx.db.close()  # hold no connection while waiting for events
-    async for row in event_stream(ctx, live.hub, live.scopes, topic, since):
-        yield Event.from_model(row)
+    async with _active(info):
+        async for row in event_stream(ctx, live.hub, live.scopes, topic, since):
+            if ctx.metrics is not None:
+                ctx.metrics.events_delivered.inc()
+                ctx.metrics.fanout_seconds.observe(
+                    max(0.0, (datetime.now(UTC) - row.at).total_seconds()))
+            yield Event.from_model(row)
+
+
+@asynccontextmanager
+async def _active(info: Info) -> AsyncIterator[None]:
+    """Counts the subscription in the active-subscriptions gauge while it runs."""
+    metrics = info.context.metrics
+    with metrics.subscriptions_active.track_inprogress() if metrics else nullcontext():
+        yield
 
 
 async def _exists(info: Info, gid: str, type_name: str) -> uuid.UUID:
@@ -120,7 +135,7 @@ class Subscription:
         family_id = info.context.family_id
         live = _live(info)
         await info.context.db.close()
-        async with live.dashboards.watch(family_id) as (snapshot, mailbox):
+        async with _active(info), live.dashboards.watch(family_id) as (snapshot, mailbox):
             while True:
                 async with live.scopes.use(("dashboard", family_id, snapshot.version),
                                            family_id):
@@ -134,7 +149,7 @@ class Subscription:
         await _check_topic(info, topic)
         live = _live(info)
         await info.context.db.close()
-        async with live.presence.join(user.family_id, topic, user.id) as viewers:
+        async with _active(info), live.presence.join(user.family_id, topic, user.id) as viewers:
             while True:
                 ids = await viewers.get()
                 async with live.scopes.use(("presence", user.family_id, topic, ids),

@@ -102,6 +102,8 @@ async def sign_up(info: Info, input: SignUpInput) -> AuthPayload:
 
 async def login(info: Info, email: str, password: str) -> AuthPayload:
     settings = info.context.settings
+    if info.context.rate_limits is not None:  # brute force: per IP, and per IP + email
+        await info.context.rate_limits.hit_login(info.context.client_ip, email)
     async with _anonymous_unit(info) as session:
         user = await session.scalar(
             select(m.User).where(func.lower(m.User.email) == email.strip().lower())

@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from graphql import GraphQLError
+from graphql import ExecutionResult, GraphQLError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from strawberry.extensions import SchemaExtension
@@ -27,7 +27,7 @@ async def authenticate(ctx: Context) -> None:
         if token is None:
             return
         claims = auth.decode_access_token(ctx.settings, token)
-        user = await ctx.db.scalar(select(m.User).where(m.User.id == claims.user_id))
+        user = await ctx.db.detached(select(m.User).where(m.User.id == claims.user_id))
         if user is None or not user.is_active or user.family_id != claims.family_id:
             raise Unauthenticated("Invalid token")
         ctx.user = user
@@ -107,3 +107,40 @@ class FormatErrors(SchemaExtension):
             path=error.path, original_error=original,
             extensions={**(error.extensions or {}), **extra, "code": code, "traceId": trace_id},
         )
+
+
+class MutationRateLimit(SchemaExtension):
+    """Each root mutation field counts against the caller's per-user mutation budget."""
+
+    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
+        ec = self.execution_context
+        ctx: Context = ec.context
+        limits = ctx.rate_limits
+        if limits is not None and ctx.user is not None and ec.operation_type.value == "mutation":
+            document = ec.graphql_document
+            fields = 0
+            for definition in document.definitions if document else ():
+                selection_set = getattr(definition, "selection_set", None)
+                operation = getattr(definition, "operation", None)
+                name = getattr(getattr(definition, "name", None), "value", None)
+                if operation is None or (ec.operation_name and name != ec.operation_name):
+                    continue
+                fields += len(selection_set.selections) if selection_set else 0
+            try:
+                await limits.hit_mutation(str(ctx.user.id), max(1, fields))
+            except AppError as exc:
+                refuse(self, exc)
+        yield
+
+
+def refuse(extension: SchemaExtension, error: AppError) -> None:
+    """Answer an operation with `error` instead of executing it (from `on_execute`).
+
+    Raising there would skip the error formatting of every extension; a query or mutation
+    gets a ready result instead, a subscription (whose runner formats it) gets the raise.
+    """
+    ec = extension.execution_context
+    if ec.operation_type.value == "subscription":
+        raise error
+    ec.result = ExecutionResult(data=None, errors=[GraphQLError(error.message,
+                                                                original_error=error)])

@@ -5,8 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxTokensLimiter,
+    ParserCache,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
 
+from giftgraph.config import Settings
+from giftgraph.observability import OperationLog
 from giftgraph.resolvers import comments as r_comments
 from giftgraph.resolvers import gifts as r_gifts
 from giftgraph.resolvers import lists as r_lists
@@ -16,7 +24,8 @@ from giftgraph.resolvers import users as r_users
 from giftgraph.resolvers.subscriptions import Subscription
 from giftgraph.schema import types
 from giftgraph.schema.connection import Connection
-from giftgraph.schema.extensions import FormatErrors, RequestScope
+from giftgraph.schema.extensions import FormatErrors, MutationRateLimit, RequestScope
+from giftgraph.schema.limits import QueryLimits
 
 
 @strawberry.type
@@ -70,13 +79,24 @@ class GiftGraphSchema(strawberry.Schema):
         """FormatErrors logs what matters (with traceId); skip Strawberry's default log."""
 
 
-def build_schema() -> strawberry.Schema:
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    settings = settings or Settings(_env_file=None)  # type: ignore[call-arg]
+    introspection = settings.introspection
+    if introspection is None:
+        introspection = not settings.is_production
+    extensions: list[Any] = [
+        OperationLog, RequestScope, FormatErrors, MutationRateLimit, QueryLimits,
+        lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
+        lambda: ParserCache(maxsize=512), lambda: ValidationCache(maxsize=512),
+    ]
+    if not introspection:
+        extensions.append(DisableIntrospection)
     return GiftGraphSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         types=[types.Family, types.User, types.Person, types.Occasion, types.GiftList,
                types.Gift, types.ListItem, types.Comment, types.Event, types.Presence],
-        extensions=[RequestScope, FormatErrors, lambda: ParserCache(maxsize=512),
-                    lambda: ValidationCache(maxsize=512)],
+        extensions=extensions,
+        config=StrawberryConfig(disable_field_suggestions=settings.is_production),
     )

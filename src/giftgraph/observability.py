@@ -1,0 +1,160 @@
+"""Logs (structlog: JSON in production, console in development) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from strawberry.extensions import SchemaExtension
+
+from giftgraph.config import Settings
+
+log = structlog.get_logger("giftgraph.operation")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MAX_OPERATION_NAMES = 200
+
+
+def configure_logging(settings: Settings) -> None:
+    """Route stdlib and structlog records through one renderer (process-wide)."""
+    as_json = settings.log_json if settings.log_json is not None else settings.is_production
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any = (structlog.processors.JSONRenderer() if as_json
+                     else structlog.dev.ConsoleRenderer(colors=False))
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer],
+    ))
+    root = logging.getLogger("giftgraph")
+    root.handlers = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+class Metrics:
+    """Every metric of one app, in its own registry (served at /metrics)."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("giftgraph_http_requests", "HTTP requests",
+                                ["method", "path", "status"], registry=r)
+        self.request_seconds = Histogram("giftgraph_http_request_duration_seconds",
+                                         "HTTP request duration", ["path"], registry=r)
+        self.operations = Counter("giftgraph_graphql_operations", "GraphQL operations",
+                                  ["name", "type", "outcome"], registry=r)
+        self.operation_seconds = Histogram("giftgraph_graphql_operation_duration_seconds",
+                                           "GraphQL operation duration", ["name", "type"],
+                                           registry=r)
+        self.errors = Counter("giftgraph_graphql_errors", "GraphQL errors by code", ["code"],
+                              registry=r)
+        self.sockets_active = Gauge("giftgraph_websockets_active", "Open WebSockets",
+                                    registry=r)
+        self.sockets_peak = Gauge("giftgraph_websockets_peak", "Most WebSockets open at once",
+                                  registry=r)
+        self.sockets_total = Counter("giftgraph_websockets", "WebSockets opened", registry=r)
+        self.subscriptions_active = Gauge("giftgraph_subscriptions_active",
+                                          "Running subscriptions", registry=r)
+        self.events_published = Counter("giftgraph_events_published", "Events published",
+                                        registry=r)
+        self.events_delivered = Counter("giftgraph_events_delivered",
+                                        "Events delivered to subscribers", registry=r)
+        self.fanout_seconds = Histogram(
+            "giftgraph_fanout_latency_seconds", "Commit-to-delivery latency of events",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+        self.broadcast_connected = Gauge("giftgraph_broadcast_connected",
+                                         "1 when the broadcast backend is connected", registry=r)
+        self.broadcast_reconnects = Gauge("giftgraph_broadcast_reconnects",
+                                          "Broadcast backend reconnects", registry=r)
+        self.db_pool_checked_out = Gauge("giftgraph_db_pool_checked_out",
+                                         "Database connections in use", registry=r)
+        self.db_pool_size = Gauge("giftgraph_db_pool_size", "Database pool size", registry=r)
+        self._names: set[str] = set()
+        self._open = 0
+
+    def operation_name(self, name: str | None) -> str:
+        """Bounded label values: client-chosen names beyond the first 200 become `other`."""
+        if not name or not _NAME.match(name):
+            return "anonymous" if not name else "other"
+        if name in self._names or len(self._names) < MAX_OPERATION_NAMES:
+            self._names.add(name)
+            return name
+        return "other"
+
+    def socket_opened(self) -> None:
+        self._open += 1
+        self.sockets_total.inc()
+        self.sockets_active.set(self._open)
+        if self._open > self.sockets_peak._value.get():
+            self.sockets_peak.set(self._open)
+
+    def socket_closed(self) -> None:
+        self._open -= 1
+        self.sockets_active.set(self._open)
+
+    def bind(self, broadcast_connected: Callable[[], bool], reconnects: Callable[[], int],
+             pool: Any) -> None:
+        self.broadcast_connected.set_function(lambda: 1.0 if broadcast_connected() else 0.0)
+        self.broadcast_reconnects.set_function(lambda: float(reconnects()))
+        self.db_pool_checked_out.set_function(lambda: float(pool.checkedout()))
+        self.db_pool_size.set_function(lambda: float(pool.size()))
+
+
+def error_codes(result: Any) -> list[str]:
+    codes = []
+    for error in getattr(result, "errors", None) or []:
+        code = (getattr(error, "extensions", None) or {}).get("code")
+        codes.append(str(code) if code else "INTERNAL_SERVER_ERROR")
+    return codes
+
+
+class OperationLog(SchemaExtension):
+    """One log line and one metrics sample per operation (never variables or tokens)."""
+
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        ec = self.execution_context
+        ctx = ec.context
+        seconds = time.perf_counter() - started
+        try:
+            op_type = ec.operation_type.value
+        except (RuntimeError, AttributeError, KeyError):
+            op_type = "unknown"  # the document did not parse
+        codes = error_codes(ec.result)
+        user = getattr(ctx, "user", None)
+        metrics: Metrics | None = getattr(ctx, "metrics", None)
+        name = ec.operation_name
+        if metrics is not None:
+            label = metrics.operation_name(name)
+            metrics.operations.labels(label, op_type, "error" if codes else "ok").inc()
+            metrics.operation_seconds.labels(label, op_type).observe(seconds)
+            for code in codes:
+                metrics.errors.labels(code).inc()
+        log.info(
+            "graphql.operation",
+            trace_id=getattr(ctx, "trace_id", None),
+            user_id=str(user.id) if user is not None else None,
+            family_id=str(user.family_id) if user is not None else None,
+            operation_name=name,
+            operation_type=op_type,
+            duration_ms=round(seconds * 1000, 2),
+            error_codes=codes or None,
+        )

@@ -1,0 +1,61 @@
+"""Rate limits (the `limits` library): per-user mutations, per-IP+email logins.
+
+Memory storage by default; with `GIFTGRAPH_RATE_LIMIT_STORAGE_URL=redis://…` every
+instance shares one budget. If the shared store is unreachable the limiter fails open
+(and logs): a broken Redis must not block all traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from limits import RateLimitItem, parse
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from giftgraph.config import Settings
+from giftgraph.errors import RateLimited
+
+log = logging.getLogger("giftgraph.ratelimit")
+
+
+class RateLimits:
+    def __init__(self, settings: Settings) -> None:
+        url = settings.rate_limit_storage_url
+        options: dict[str, object] = {}
+        if url.startswith(("redis://", "rediss://")):
+            url = "async+" + url
+            # redis-py (already a dependency), short timeouts so a dead Redis fails fast.
+            options = {"implementation": "redispy", "socket_timeout": 1,
+                       "socket_connect_timeout": 1}
+        elif url == "memory://":
+            url = "async+memory://"
+        self.storage = storage_from_string(url, **options)
+        self.limiter = MovingWindowRateLimiter(self.storage)
+        self.mutation = parse(settings.mutation_rate)
+        self.login = parse(settings.login_rate)
+        self.login_ip = parse(settings.login_ip_rate)
+        self.failures = 0
+
+    async def _hit(self, item: RateLimitItem, *keys: str) -> None:
+        try:
+            allowed = await self.limiter.hit(item, *keys)
+            if allowed:
+                return
+            stats = await self.limiter.get_window_stats(item, *keys)
+            retry = max(1, math.ceil(stats.reset_time - time.time()))
+        except Exception:  # the store is down: fail open rather than refuse everyone
+            self.failures += 1
+            log.warning("rate limit store unavailable; allowing the request", exc_info=True)
+            return
+        raise RateLimited(retry)
+
+    async def hit_mutation(self, user_id: str, count: int = 1) -> None:
+        for _ in range(count):
+            await self._hit(self.mutation, "mutation", user_id)
+
+    async def hit_login(self, ip: str, email: str) -> None:
+        await self._hit(self.login_ip, "login-ip", ip)
+        await self._hit(self.login, "login", ip, email.strip().lower())

@@ -1,0 +1,1 @@
+"""HTTP-level pieces: GraphQL-over-HTTP negotiation, body limits, the dashboard page."""

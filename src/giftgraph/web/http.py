@@ -1,0 +1,137 @@
+"""GraphQL over HTTP (graphql-over-http spec): media types, status codes, request errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+JSON = "application/json"
+
+
+def negotiate(accept: str | None) -> str | None:
+    """The response media type for an Accept header; None when nothing acceptable."""
+    if not accept or not accept.strip():
+        return JSON  # legacy clients send no Accept: answer as they expect
+    offers: list[tuple[float, int, str]] = []
+    for i, part in enumerate(accept.split(",")):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q <= 0:
+            continue
+        media = media.lower()
+        if media == GRAPHQL_RESPONSE:
+            offers.append((q, -i, GRAPHQL_RESPONSE))
+        elif media in (JSON, "application/*", "*/*"):
+            offers.append((q, -i, JSON))
+    return max(offers)[2] if offers else None
+
+
+def error_body(message: str, code: str = "BAD_USER_INPUT", **extensions: Any) -> bytes:
+    return orjson.dumps({"errors": [{"message": message,
+                                     "extensions": {"code": code, **extensions}}]})
+
+
+def request_error(status: int, message: str, media: str = JSON,
+                  headers: dict[str, str] | None = None) -> Response:
+    return Response(error_body(message), status_code=status, media_type=media, headers=headers)
+
+
+def is_request_error(body: dict[str, Any]) -> bool:
+    """Parse, validation and variable errors: no execution happened (no `data`, no `path`)."""
+    errors = body.get("errors") or []
+    return bool(errors) and body.get("data") is None and all("path" not in e for e in errors)
+
+
+def finish(response: Response, request: Request, media: str) -> Response:
+    """Apply the negotiated media type; request errors are 400 under graphql-response+json
+    and carry no `data` (they never executed)."""
+    if response.media_type not in (JSON, None) or response.status_code != 200:
+        return response
+    try:
+        body = orjson.loads(response.body)
+    except orjson.JSONDecodeError:
+        return response
+    if not isinstance(body, dict):
+        return response
+    masked = [_mask(e) for e in body.get("errors") or []]
+    if masked:
+        body["errors"] = masked
+    status = 200
+    headers = {k: v for k, v in response.headers.items()
+               if k.lower() not in ("content-length", "content-type")}
+    if is_request_error(body):
+        body.pop("data", None)
+        codes = {(e.get("extensions") or {}).get("code") for e in body["errors"]}
+        if codes == {"RATE_LIMITED"}:
+            retry = (body["errors"][0].get("extensions") or {}).get("retryAfter", 1)
+            headers["Retry-After"] = str(retry)
+            status = 429 if media == GRAPHQL_RESPONSE else 200
+        elif media == GRAPHQL_RESPONSE:
+            status = 400
+    return Response(orjson.dumps(body), status_code=status, media_type=media, headers=headers,
+                    background=response.background)
+
+
+class BodyLimit:
+    """Refuse request bodies over `max_bytes` with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+        seen = 0
+        too_large = False
+
+        async def limited() -> Message:
+            nonlocal seen, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    too_large = True
+                    raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except BodyTooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = error_body("Request body too large")
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", JSON.encode()),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _mask(error: Any) -> Any:
+    """Safety net: an error that escaped FormatErrors (no code) is masked here."""
+    if isinstance(error, dict) and (error.get("extensions") or {}).get("code"):
+        return error
+    return {"message": "Internal server error",
+            "extensions": {"code": "INTERNAL_SERVER_ERROR"}}
