@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from cross_web import HTTPException  # what Strawberry's view raises for bad requests
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -99,8 +99,8 @@ class GraphQLApp(GraphQL[Context, None]):
         await response(scope, receive, send)
 
     def _request_error(self, exc: HTTPException, media: str) -> Response:
-        reason = str(exc.detail)
-        if "mutations are not allowed when using GET" in reason.lower():
+        reason = str(exc.reason)
+        if "mutations are not allowed when using get" in reason.lower():
             return request_error(405, "Mutations must be sent with POST", media,
                                  headers={"Allow": "POST"})
         if "unsupported content type" in reason.lower():

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
+from graphql import GraphQLError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from strawberry.extensions import SchemaExtension
 
@@ -135,9 +136,9 @@ class OperationLog(SchemaExtension):
         ctx = ec.context
         seconds = time.perf_counter() - started
         try:
-            op_type = ec.operation_type.value
-        except (RuntimeError, AttributeError, KeyError):
-            op_type = "unknown"  # the document did not parse
+            op_type = ec.operation_type.value if not ec.pre_execution_errors else "invalid"
+        except (RuntimeError, GraphQLError):  # reading it re-parses an unparsable document
+            op_type = "invalid"
         codes = error_codes(ec.result)
         user = getattr(ctx, "user", None)
         metrics: Metrics | None = getattr(ctx, "metrics", None)

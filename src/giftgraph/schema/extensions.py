@@ -68,13 +68,26 @@ def _code(error: GraphQLError) -> str | None:
 
 
 class FormatErrors(SchemaExtension):
-    """Adds `code` and `traceId` to every error; masks unexpected ones (logged in full)."""
+    """Adds `code` and `traceId` to every error; masks unexpected ones (logged in full).
+
+    Errors are formatted in place: Strawberry builds some results (parse errors) from
+    the same error objects outside this hook's view, so mutating them reaches those too.
+    """
 
     def on_operation(self) -> Iterator[None]:
         self._streamed = False
-        yield
+        try:
+            yield
+        except GraphQLError as error:
+            # ParserCache parses inside its hook, so a syntax error escapes the operation
+            # (Strawberry turns it into the result afterwards): format it on its way out.
+            self.format(error)
+            raise
+        ec = self.execution_context
+        for error in ec.pre_execution_errors or []:
+            self.format(error)
         if not self._streamed:  # subscription results were formatted one by one
-            self._format_result(self.execution_context.result)
+            self._format_result(ec.result)
 
     def on_stream_result(self, result: Any) -> Iterator[None]:
         """Each subscription result (and its errors) on its way to the client."""
@@ -83,11 +96,12 @@ class FormatErrors(SchemaExtension):
         yield None
 
     def _format_result(self, result: Any) -> None:
-        errors = getattr(result, "errors", None)
-        if result is not None and errors:
-            result.errors = [self.format(e) for e in errors]
+        for error in getattr(result, "errors", None) or []:
+            self.format(error)
 
     def format(self, error: GraphQLError) -> GraphQLError:
+        if (error.extensions or {}).get("traceId"):
+            return error  # already done
         ctx = self.execution_context.context
         trace_id = getattr(ctx, "trace_id", None)
         code = _code(error)
@@ -96,17 +110,17 @@ class FormatErrors(SchemaExtension):
                 "unexpected error in %s (traceId=%s)", ".".join(map(str, error.path or [])),
                 trace_id, exc_info=error.original_error,
             )
-            return GraphQLError(
-                "Internal server error", nodes=error.nodes, path=error.path,
-                extensions={"code": "INTERNAL_SERVER_ERROR", "traceId": trace_id},
-            )
+            error.message = "Internal server error"
+            error.args = (error.message,)
+            error.locations = error.locations if error.path else None
+            error.original_error = None
+            error.extensions = {"code": "INTERNAL_SERVER_ERROR", "traceId": trace_id}
+            return error
         original = error.original_error
         extra = original.extensions if isinstance(original, AppError) else {}
-        return GraphQLError(
-            error.message, nodes=error.nodes, source=error.source, positions=error.positions,
-            path=error.path, original_error=original,
-            extensions={**(error.extensions or {}), **extra, "code": code, "traceId": trace_id},
-        )
+        error.extensions = {**(error.extensions or {}), **extra, "code": code,
+                            "traceId": trace_id}
+        return error
 
 
 class MutationRateLimit(SchemaExtension):
