@@ -175,23 +175,26 @@ class PostgresBroker:
         self.database = make_url(database_url).database
         self.terminated = 0
 
-    async def _admin(self, *statements: str) -> list[Any]:
-        conn = await asyncpg.connect(self.admin_dsn, timeout=10)
+    async def _admin(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.admin_dsn, timeout=10)
+
+    async def down(self) -> None:
+        conn = await self._admin()
         try:
-            return [await conn.fetchval(sql, self.database) if "$1" in sql
-                    else await conn.execute(sql) for sql in statements]
+            await conn.execute(f'ALTER DATABASE "{self.database}" ALLOW_CONNECTIONS false')
+            self.terminated = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'giftgraph-listen' AND datname = $1",
+                self.database)
         finally:
             await conn.close()
 
-    async def down(self) -> None:
-        _, self.terminated = await self._admin(
-            f'ALTER DATABASE "{self.database}" ALLOW_CONNECTIONS false',
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE application_name = 'giftgraph-listen' AND datname = $1",
-        )
-
     async def up(self) -> None:
-        await self._admin(f'ALTER DATABASE "{self.database}" ALLOW_CONNECTIONS true')
+        conn = await self._admin()
+        try:
+            await conn.execute(f'ALTER DATABASE "{self.database}" ALLOW_CONNECTIONS true')
+        finally:
+            await conn.close()
 
 
 def _redis_binary() -> str:
@@ -208,8 +211,8 @@ async def broker(request: pytest.FixtureRequest, server_url: str,
                  database_url: str) -> AsyncIterator[Broker]:
     if request.param == "redis":
         server = RedisServer(_redis_binary(), _free_port())
-        server.start()
         try:
+            server.start()
             yield RedisBroker(server)
         finally:
             server.stop()
@@ -325,7 +328,7 @@ async def test_events_reach_subscribers_on_the_other_instance(broker: Broker,
             await asyncio.sleep(0.5)  # every subscription is listening
 
             # A -> B
-            event = await mutate_and_receive(a, alice, item, "SELECTED", on_b, "1")
+            event = await mutate_and_receive(a, alice, item, "SELECTED", on_b, op_b)
             assert event["topic"] == f"list:{gl}"
             assert (await next_event(on_a, op_a, "listEvents", 2))["seq"] == event["seq"]
             # B -> A

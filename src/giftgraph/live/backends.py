@@ -79,38 +79,76 @@ class ResilientBackend(BroadcastBackend):
 
 
 class RedisBackend(ResilientBackend):
-    """Redis pub/sub (redis-py asyncio) with reconnect."""
+    """Redis pub/sub (redis-py asyncio) with reconnect.
+
+    redis-py raises its own `redis.exceptions.ConnectionError`, which is not the builtin
+    one, and by default retries a lost connection itself (reconnecting and resubscribing
+    without telling anyone). The subscriber connection therefore runs without retries, and
+    any loss of it surfaces here: reopen, resubscribe, then RECONNECTED, so what was
+    published while it was away is caught up from the Event table.
+    """
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self._client: Any = None
+        self._client: Any = None  # publishes; keeps a small retry of its own
+        self._sub_client: Any = None
         self._pubsub: Any = None
+        self._errors: tuple[type[BaseException], ...] = (OSError, ConnectionError,
+                                                         RuntimeError, TimeoutError)
 
     async def connect(self) -> None:
+        import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
+        from redis.exceptions import RedisError
+
+        self._errors = (*self._errors, RedisError)
+        self._client = redis.Redis.from_url(
+            self.url, socket_connect_timeout=2, socket_timeout=5,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1))
         try:
             await self._open()
-        except (OSError, ConnectionError) as exc:
+        except self._errors as exc:
             log.warning("redis broadcast unavailable at start (%s); retrying", exc)
+            await self._close_subscriber()
         self._task = asyncio.create_task(self._read_forever())
 
     async def _open(self) -> None:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         client = redis.Redis.from_url(self.url, socket_connect_timeout=2,
-                                      health_check_interval=5)
+                                      health_check_interval=5, retry=Retry(NoBackoff(), 0))
         pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self._sub_client, self._pubsub = client, pubsub
         # A pubsub needs one subscription before it can be read; this one is ours.
-        await pubsub.subscribe("giftgraph:keepalive", *self.channels)
-        self._client, self._pubsub = client, pubsub
+        channels = set(self.channels)
+        await pubsub.subscribe("giftgraph:keepalive", *channels)
+        while late := self.channels - channels:  # subscribed to while this was awaiting
+            channels |= late
+            await pubsub.subscribe(*late)
         self.connected = True
 
-    async def _close(self) -> None:
-        pubsub, client = self._pubsub, self._client
-        self._pubsub = self._client = None
+    def _subscriber_alive(self) -> bool:
+        conn = getattr(self._pubsub, "connection", None)
+        return conn is not None and bool(conn.is_connected)
+
+    async def _close_subscriber(self) -> None:
+        self.connected = False
+        pubsub, client = self._pubsub, self._sub_client
+        self._pubsub = self._sub_client = None
         for closer in (getattr(pubsub, "aclose", None), getattr(client, "aclose", None)):
             if closer is not None:
                 with contextlib.suppress(Exception):  # already broken: nothing to release
                     await closer()
+
+    async def _close(self) -> None:
+        await self._close_subscriber()
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
     async def _read_forever(self) -> None:
         backoff = Backoff()
@@ -118,19 +156,23 @@ class RedisBackend(ResilientBackend):
             if not self.connected:
                 try:
                     await self._open()
-                except (OSError, ConnectionError) as exc:
+                except self._errors as exc:
                     log.info("redis broadcast reconnect failed: %s", exc)
+                    await self._close_subscriber()
                     await backoff.wait()
                     continue
                 backoff.reset()
                 log.warning("redis broadcast reconnected; subscribers will catch up")
                 self._reconnected()
             try:
+                if not self._subscriber_alive():
+                    # e.g. a failed (un)subscribe dropped it: redis-py would silently
+                    # reconnect on the next read, and nobody would catch up.
+                    raise ConnectionError("redis pub/sub connection dropped")
                 msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            except (OSError, ConnectionError, RuntimeError) as exc:
+            except self._errors as exc:
                 log.warning("redis broadcast connection lost: %s", exc)
-                self.connected = False
-                await self._close()
+                await self._close_subscriber()
                 continue
             if msg and msg.get("type") == "message":
                 channel = msg["channel"].decode() if isinstance(msg["channel"], bytes) \
@@ -141,18 +183,18 @@ class RedisBackend(ResilientBackend):
     async def subscribe(self, channel: str) -> None:
         self.channels.add(channel)
         if self.connected:
-            with contextlib.suppress(OSError, ConnectionError):  # resubscribed on reconnect
+            with contextlib.suppress(*self._errors):  # resubscribed on reconnect
                 await self._pubsub.subscribe(channel)
 
     async def unsubscribe(self, channel: str) -> None:
         self.channels.discard(channel)
         if self.connected:
-            with contextlib.suppress(OSError, ConnectionError):
+            with contextlib.suppress(*self._errors):
                 await self._pubsub.unsubscribe(channel)
 
     async def publish(self, channel: str, message: Any) -> None:
         if self._client is None:
-            raise ConnectionError("redis broadcast is disconnected")
+            raise ConnectionError("redis broadcast is not connected")
         await self._client.publish(channel, message)
 
 
@@ -213,7 +255,7 @@ class PostgresBackend(ResilientBackend):
                 await self._close_listen()
             try:
                 await self._open()
-            except (OSError, Exception) as exc:  # noqa: BLE001 - asyncpg raises many types here
+            except Exception as exc:  # asyncpg raises many types here; all mean retry later
                 log.info("postgres broadcast reconnect failed: %s", exc)
                 await backoff.wait()
                 continue

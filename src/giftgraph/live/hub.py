@@ -169,17 +169,22 @@ class Hub:
             self._control_ready.set()
             waits: dict[str, asyncio.Task[Any]] = {}
             sources = {"control": control, "reconnected": reconnected}
-            while True:
-                for name, sub in sources.items():
-                    if name not in waits:
-                        waits[name] = asyncio.create_task(sub.get())
-                done, _ = await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
-                for name in [n for n, t in waits.items() if t in done]:
-                    event: BroadcastEvent = waits.pop(name).result()
-                    if name == "reconnected":
-                        self._resync_all()
-                    else:
-                        await self._on_control(event.message)
+            try:
+                while True:
+                    for name, sub in sources.items():
+                        if name not in waits:
+                            waits[name] = asyncio.create_task(sub.get())
+                    done, _ = await asyncio.wait(waits.values(),
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    for name in [n for n, t in waits.items() if t in done]:
+                        event: BroadcastEvent = waits.pop(name).result()
+                        if name == "reconnected":
+                            self._resync_all()
+                        else:
+                            await self._on_control(event.message)
+            finally:
+                for task in waits.values():
+                    task.cancel()
 
     async def _on_control(self, message: str) -> None:
         try:
