@@ -1,0 +1,135 @@
+"""The built-in dashboard page and GraphiQL in a real headless Chromium (Debian's),
+driven by Playwright while another client changes data."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import _free_port
+from tests.integration.test_live import new_item, post, set_status, signup
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+
+def _require_browser() -> None:
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        playwright = None  # type: ignore[assignment]
+    if CHROMIUM.exists() and playwright is not None:
+        return
+    if os.environ.get("GIFTGRAPH_REQUIRE_BROWSER") == "1":
+        pytest.fail("CI needs Debian's chromium (/usr/bin/chromium) and playwright")
+    pytest.skip("no /usr/bin/chromium (apt-get install chromium) or playwright")
+
+
+class Service:
+    """A uvicorn process on a fixed port that can be restarted (dropping every socket)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "GIFTGRAPH_DATABASE_URL": database_url,
+                    "GIFTGRAPH_ENVIRONMENT": "test", "GIFTGRAPH_ARGON2_TIME_COST": "1",
+                    "GIFTGRAPH_ARGON2_MEMORY_KIB": "1024", "GIFTGRAPH_ARGON2_PARALLELISM": "1",
+                    "GIFTGRAPH_MUTATION_RATE": "100000/minute"}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "giftgraph.asgi:create",
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            env=self.env)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert self.proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+async def service(database_url: str) -> AsyncIterator[Service]:
+    _require_browser()
+    svc = Service(database_url)
+    svc.start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def test_dashboard_page_is_live_and_recovers(service: Service, browser: object) -> None:
+    from playwright.async_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    base = service.base
+    token = await asyncio.to_thread(signup, base, "page@example.com")
+    _, item = await asyncio.to_thread(new_item, base, token)
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    await page.goto(base + "/")
+    await page.fill("#email", "page@example.com")
+    await page.fill("#password", "long password")
+    await page.click("#login")
+    await expect(page.locator("#status")).to_have_text("live", timeout=10_000)
+    await expect(page.locator("#pipeline-idea")).to_have_text("1")
+
+    # A change from another client shows up within a second.
+    started = time.monotonic()
+    await asyncio.to_thread(set_status, base, token, item, "SELECTED")
+    await expect(page.locator("#pipeline-selected")).to_have_text("1", timeout=1_000)
+    await expect(page.locator("#activity li").first).to_contain_text("status changed",
+                                                                     timeout=1_000)
+    assert time.monotonic() - started < 1.5
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+    # The server drops every socket (a restart); the page shows it and recovers, and a
+    # change made while it was reconnecting still appears (resumed with `since`).
+    await asyncio.to_thread(service.stop)
+    await expect(page.locator("#status")).not_to_have_text("live", timeout=5_000)
+    await asyncio.to_thread(service.start)
+    await asyncio.to_thread(set_status, base, token, item, "PURCHASED")
+    await expect(page.locator("#status")).to_have_text("live", timeout=15_000)
+    await expect(page.locator("#pipeline-purchased")).to_have_text("1", timeout=5_000)
+    await expect(page.locator("#activity li").first).to_contain_text("PURCHASED",
+                                                                     timeout=5_000)
+    seqs = await page.locator("#activity li").evaluate_all(
+        "els => els.map(e => Number(e.dataset.seq))")
+    assert len(seqs) == len(set(seqs)), seqs  # nothing shown twice
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-recovered.png"), full_page=True)
+    me = await asyncio.to_thread(post, base, "{ me { email } }", None, token)
+    assert me["data"]["me"]["email"] == "page@example.com"
