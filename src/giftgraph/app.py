@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from cross_web import HTTPException  # what Strawberry's view raises for bad requests
@@ -17,8 +18,15 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -41,6 +49,11 @@ from giftgraph.schema.schema import build_schema
 from giftgraph.web.http import BodyLimit, finish, negotiate, request_error
 
 log = logging.getLogger("giftgraph")
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+STATIC_DIR = WEB_DIR / "static"  # served at /static (vendored GraphiQL, React, graphql-ws)
+GRAPHIQL_PAGE = WEB_DIR / "graphiql.html"  # GraphiQL using only /static/vendor assets
+DASHBOARD_PAGE = STATIC_DIR / "dashboard.html"  # served at /
 
 
 @dataclass
@@ -73,6 +86,11 @@ class GraphQLApp(GraphQL[Context, None]):
             max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
         )
         self.state = state
+        self._graphiql_html = GRAPHIQL_PAGE.read_text(encoding="utf-8")
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """Our GraphiQL page: local assets only (works offline), auth for subscriptions."""
+        return HTMLResponse(self._graphiql_html)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -235,13 +253,20 @@ def create_app(settings: Settings) -> Starlette:
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def dashboard(_: Request) -> Response:
+        if not DASHBOARD_PAGE.is_file():
+            return PlainTextResponse("Not Found", status_code=404)
+        return FileResponse(DASHBOARD_PAGE, media_type="text/html")
+
     graphql = GraphQLApp(state)
     app = Starlette(
         routes=[
+            Route("/", dashboard, methods=["GET"]),
             Route("/health", health),
             Route("/metrics", metrics),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         middleware=[
             Middleware(HttpMetrics, metrics=state.metrics),

@@ -235,3 +235,11 @@ async def test_operation_log_line_has_ids_and_no_secrets(
     assert who["operation_name"] == "Who" and who["operation_type"] == "query"
     assert who["user_id"] and who["family_id"] and who["trace_id"]
     assert who["duration_ms"] >= 0 and who["error_codes"] is None
+
+
+async def test_standard_introspection_query_passes_the_limits(http: httpx.AsyncClient) -> None:
+    from graphql import get_introspection_query
+
+    r = await http.post("/graphql", json={"query": get_introspection_query()})
+    assert r.status_code == 200
+    assert r.json()["data"]["__schema"]["queryType"]["name"] == "Query"

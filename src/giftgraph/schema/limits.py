@@ -77,9 +77,13 @@ class Walker:
         self.measure.depth = max(self.measure.depth, depth)
         cost = 0
         for field in self._fields(sel, frozenset()):
+            name = field.name.value
+            if name.startswith("__"):
+                # Introspection is not data: GraphiQL's schema query is depth 15, and
+                # production turns introspection off altogether.
+                continue
             if field.alias is not None:
                 self.measure.aliases += 1
-            name = field.name.value
             definition = parent.fields.get(name) if isinstance(parent, GraphQLObjectType) \
                 or hasattr(parent, "fields") else None
             child_type = get_named_type(definition.type) if definition is not None else None
