@@ -29,7 +29,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
@@ -41,6 +41,7 @@ from giftgraph.db.engine import Database, create_database
 from giftgraph.db.migrate import upgrade
 from giftgraph.db.models import Event
 from giftgraph.db.session import OperationDb
+from giftgraph.errors import ServiceUnavailable
 from giftgraph.live import Live
 from giftgraph.observability import Metrics, configure_logging
 from giftgraph.ratelimit import RateLimits
@@ -70,6 +71,17 @@ class AppState:
         return self.database
 
 
+class SocketAdapter(ASGIWebSocketAdapter):
+    """Lets on_ws_connect choose the close code of a rejection (Strawberry always says 4403):
+    1013 "try again later" while the database is down, 4429 for too many sockets."""
+
+    async def close(self, code: int, reason: str) -> None:
+        override = getattr(self.ws.state, "close_with", None)
+        if override is not None:
+            code, reason = override
+        await self.ws.close(code=code, reason=reason)
+
+
 class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI view with our typed context, GraphQL-over-HTTP negotiation,
     socket authentication in connection_init, and socket metrics."""
@@ -87,6 +99,8 @@ class GraphQLApp(GraphQL[Context, None]):
         )
         self.state = state
         self._graphiql_html = GRAPHIQL_PAGE.read_text(encoding="utf-8")
+
+    websocket_adapter_class = SocketAdapter  # type: ignore[assignment]
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """Our GraphiQL page: local assets only (works offline), auth for subscriptions."""
@@ -159,12 +173,15 @@ class GraphQLApp(GraphQL[Context, None]):
             await state.db.close()
             end_operation(op)
         if context.user is None:
+            if isinstance(context.auth_error, ServiceUnavailable):
+                context.request.state.close_with = (1013, "Try again later")
             raise ConnectionRejectionError()
         live = self.state.live
         if live is not None and isinstance(context.request, WebSocket):
             open_sockets = live.hub.sockets.get(context.user.id, ())
             if len(open_sockets) >= self.state.settings.max_sockets_per_user:
                 log.warning("socket refused: user %s has too many open", context.user.id)
+                context.request.state.close_with = (4429, "Too many connections")
                 raise ConnectionRejectionError()
             # Deactivating or deleting the user closes this socket (4403), on any instance.
             live.hub.register_socket(context.user.id, context.request)

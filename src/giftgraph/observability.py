@@ -136,7 +136,7 @@ class OperationLog(SchemaExtension):
         ctx = ec.context
         seconds = time.perf_counter() - started
         try:
-            op_type = ec.operation_type.value if not ec.pre_execution_errors else "invalid"
+            op_type = ec.operation_type.value
         except (RuntimeError, GraphQLError):  # reading it re-parses an unparsable document
             op_type = "invalid"
         codes = error_codes(ec.result)

@@ -19,6 +19,7 @@ from giftgraph.config import Settings
 from giftgraph.errors import RateLimited
 
 log = logging.getLogger("giftgraph.ratelimit")
+SKIP_AFTER_FAILURE = 5.0  # seconds
 
 
 class RateLimits:
@@ -38,23 +39,27 @@ class RateLimits:
         self.login = parse(settings.login_rate)
         self.login_ip = parse(settings.login_ip_rate)
         self.failures = 0
+        self._skip_until = 0.0  # after a store failure, fail open at once for a while
 
-    async def _hit(self, item: RateLimitItem, *keys: str) -> None:
+    async def _hit(self, item: RateLimitItem, *keys: str, cost: int = 1) -> None:
+        if time.monotonic() < self._skip_until:
+            return
         try:
-            allowed = await self.limiter.hit(item, *keys)
+            allowed = await self.limiter.hit(item, *keys, cost=cost)
             if allowed:
                 return
             stats = await self.limiter.get_window_stats(item, *keys)
             retry = max(1, math.ceil(stats.reset_time - time.time()))
         except Exception:  # the store is down: fail open rather than refuse everyone
             self.failures += 1
-            log.warning("rate limit store unavailable; allowing the request", exc_info=True)
+            self._skip_until = time.monotonic() + SKIP_AFTER_FAILURE
+            log.warning("rate limit store unavailable; allowing requests for %ss",
+                        SKIP_AFTER_FAILURE, exc_info=True)
             return
         raise RateLimited(retry)
 
     async def hit_mutation(self, user_id: str, count: int = 1) -> None:
-        for _ in range(count):
-            await self._hit(self.mutation, "mutation", user_id)
+        await self._hit(self.mutation, "mutation", user_id, cost=count)
 
     async def hit_login(self, ip: str, email: str) -> None:
         await self._hit(self.login_ip, "login-ip", ip)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ from giftgraph.db.models import Event
 from giftgraph.events import take_after_commit, take_pending
 
 T = TypeVar("T")
+log = logging.getLogger("giftgraph.db")
 Publisher = Callable[[list[Event]], Awaitable[None]]
 
 
@@ -85,6 +87,11 @@ class OperationDb:
             await hook()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Release the session; a connection broken meanwhile is only logged."""
+        session, self._session = self._session, None
+        if session is None:
+            return
+        try:
+            await session.close()
+        except Exception:  # the connection died (database restart): the pool replaces it
+            log.warning("closing a session on a broken connection failed", exc_info=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from graphql import ExecutionResult, GraphQLError
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from strawberry.extensions import SchemaExtension
 
 from giftgraph import auth
@@ -55,6 +55,19 @@ class RequestScope(SchemaExtension):
         finally:
             await state.db.close()
             end_operation(token)
+
+
+def unavailable(exc: BaseException | None) -> bool:
+    """A lost or refused database connection: the client may simply retry."""
+    import asyncpg
+
+    if isinstance(exc, OSError | TimeoutError | asyncpg.PostgresConnectionError
+                  | asyncpg.InterfaceError | asyncpg.CannotConnectNowError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError) \
+            or unavailable(exc.orig)
+    return False
 
 
 def _code(error: GraphQLError) -> str | None:
@@ -105,6 +118,14 @@ class FormatErrors(SchemaExtension):
         ctx = self.execution_context.context
         trace_id = getattr(ctx, "trace_id", None)
         code = _code(error)
+        if code is None and unavailable(error.original_error):
+            log.warning("database unavailable (traceId=%s): %s", trace_id, error.original_error)
+            error.message = ServiceUnavailable().message
+            error.args = (error.message,)
+            error.original_error = None
+            error.extensions = {"code": "INTERNAL_SERVER_ERROR", "retryable": True,
+                                "traceId": trace_id}
+            return error
         if code is None:
             log.error(
                 "unexpected error in %s (traceId=%s)", ".".join(map(str, error.path or [])),
