@@ -84,6 +84,22 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    # bench/ lives beside src/ in the repository, not in the installed package.
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (root / "bench" / "runner.py").is_file():
+            sys.path.insert(0, str(root))
+            break
+    else:
+        print("giftgraph bench: run it from the repository (no bench/ directory found)")
+        return 2
+    runner = importlib.import_module("bench.runner")
+    return int(runner.run(args.workload, duration=args.duration, quick=args.quick,
+                          keep_db=args.keep_db))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="giftgraph", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("export-schema", help="write the GraphQL SDL")
     p.add_argument("output", nargs="?", default="schema.graphql")
     p.set_defaults(func=cmd_export_schema)
+
+    p = sub.add_parser("bench", help="benchmarks against real server processes (bench/)")
+    p.add_argument("workload", choices=("reads", "fanout", "memory", "writes", "all"))
+    p.add_argument("--duration", type=float, help="seconds per measured level (default 10)")
+    p.add_argument("--quick", action="store_true", help="short runs, fewer sizes (3 s levels)")
+    p.add_argument("--keep-db", action="store_true", help="keep the benchmark database")
+    p.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -1,0 +1,336 @@
+"""Plumbing shared by the workloads: a fresh seeded database, server subprocesses, GraphQL
+calls, statistics and machine facts."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import platform
+import resource
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository: uvicorn imports bench.* here
+RESULTS = Path(__file__).resolve().parent / "results"
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+PROTOCOL = "graphql-transport-ws"
+
+
+def raise_nofile() -> int:
+    """Raise this process's open-file soft limit to its hard limit (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of already sorted values; NaN when empty."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[rank]
+
+
+def summarize(seconds: Sequence[float]) -> dict[str, float]:
+    """count, mean, p50, p90, p99, max, in milliseconds, and a 101-point CDF (ms)."""
+    values = sorted(s * 1000 for s in seconds)
+    return {
+        "count": len(values),
+        "mean_ms": sum(values) / len(values) if values else float("nan"),
+        "p50_ms": percentile(values, 50),
+        "p90_ms": percentile(values, 90),
+        "p99_ms": percentile(values, 99),
+        "max_ms": values[-1] if values else float("nan"),
+        "cdf_ms": [round(percentile(values, q), 3) for q in range(101)],
+    }
+
+
+# ---------------------------------------------------------------- database
+
+
+def dsn(url: str) -> str:
+    """A libpq/asyncpg DSN for a SQLAlchemy-style URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _reachable(url: str) -> bool:
+    try:
+        conn = await asyncpg.connect(dsn(url), timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await conn.close()
+    return True
+
+
+async def _admin(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn(url))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def fresh_database(label: str, *, keep: bool = False) -> Iterator[str]:
+    """A new, migrated, demo-seeded database; dropped afterwards unless `keep`.
+
+    The server: GIFTGRAPH_BENCH_DATABASE_URL's, else the local one on 127.0.0.1:5432, else an
+    embedded pgserver in a temporary directory.
+    """
+    from giftgraph.config import Settings
+    from giftgraph.db.migrate import upgrade
+    from giftgraph.demo import seed
+
+    admin = os.environ.get("GIFTGRAPH_BENCH_DATABASE_URL") or LOCAL_SERVER
+    embedded = None
+    if not asyncio.run(_reachable(admin)):
+        from giftgraph.db.embedded import EmbeddedPostgres
+
+        embedded = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="giftgraph-bench-")))
+        embedded.start()
+        admin = embedded.admin_url()
+    name = f"giftgraph_bench_{label}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(admin, f'CREATE DATABASE "{name}"'))
+    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+    try:
+        asyncio.run(upgrade(url))
+        settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+        asyncio.run(seed(url, settings, show_progress=False))
+        asyncio.run(_admin(url, "ANALYZE"))  # planner statistics, as autovacuum would gather
+        yield url
+    finally:
+        if keep:
+            print(f"kept database {url}")
+        else:
+            asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if embedded is not None and not keep:
+            embedded.stop()
+
+
+# ---------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """An ASGI app under `python -m uvicorn` in its own process (raised fd limit inherited)."""
+
+    def __init__(self, app: str, env: dict[str, str], health: str = "/health") -> None:
+        self.app = app
+        self.env = env
+        self.health = health
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.ws = f"ws://127.0.0.1:{self.port}"
+        self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - lives with the server
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> Server:
+        """Launch the process (without waiting for it: start several, then enter each)."""
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", self.app, "--host", "127.0.0.1",
+               "--port", str(self.port), "--log-level", "warning", "--no-access-log",
+               "--timeout-graceful-shutdown", "3"]
+        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log,  # noqa: S603
+                                     stderr=subprocess.STDOUT)
+        atexit.register(self.__exit__)  # never left behind, even if never entered
+        return self
+
+    def __enter__(self) -> Server:
+        """Start (unless started) and wait until /health answers 200."""
+        if self.proc is None:
+            self.start()
+        assert self.proc is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.app} exited:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.base + self.health, timeout=2).status_code == 200:
+                    return self
+            time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError(f"{self.app} did not become healthy:\n{self.log_tail()}")
+
+    def __exit__(self, *_: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        self.log.seek(0)
+        return "\n".join(self.log.read().decode(errors="replace").splitlines()[-lines:])
+
+
+def api_env(database_url: str) -> dict[str, str]:
+    """Production settings for the API under test, with limits raised for load."""
+    return {
+        "GIFTGRAPH_DATABASE_URL": database_url,
+        "GIFTGRAPH_ENVIRONMENT": "production",
+        "GIFTGRAPH_JWT_SECRET": secrets.token_urlsafe(40)[:40],
+        "GIFTGRAPH_MUTATION_RATE": "10000000/minute",
+        "GIFTGRAPH_MAX_SOCKETS_PER_USER": "20000",
+        "GIFTGRAPH_ACCESS_TOKEN_TTL_SECONDS": "7200",
+    }
+
+
+def api_server(database_url: str) -> Server:
+    return Server("giftgraph.asgi:create", api_env(database_url))
+
+
+# ---------------------------------------------------------------- GraphQL calls
+
+
+HTTP = httpx.Client(timeout=30)  # one keep-alive client: timed calls pay no connection setup
+
+
+def gql(base: str, query: str, variables: dict[str, Any] | None = None,
+        token: str | None = None) -> dict[str, Any]:
+    """`data` of one GraphQL call; any error raises."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = HTTP.post(base + "/graphql", json={"query": query, "variables": variables or {}},
+                  headers=headers)
+    body = r.json()
+    if body.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {body['errors']}")
+    return body["data"]  # type: ignore[no-any-return]
+
+
+def login(base: str) -> str:
+    from giftgraph.demo import DEMO_EMAIL, DEMO_PASSWORD
+
+    data = gql(base, "mutation($e: String!, $p: String!) { login(email: $e, password: $p) "
+               "{ accessToken } }", {"e": DEMO_EMAIL, "p": DEMO_PASSWORD})
+    return data["login"]["accessToken"]  # type: ignore[no-any-return]
+
+
+@dataclass
+class Item:
+    id: str
+    status: str
+
+
+def biggest_list(base: str, token: str) -> tuple[str, list[Item]]:
+    """The demo list with the most items, and its items."""
+    data = gql(base, "{ lists(first: 100) { edges { node { id items(first: 100) "
+               "{ edges { node { id status } } } } } } }", token=token)
+    lists = [e["node"] for e in data["lists"]["edges"]]
+    best = max(lists, key=lambda gl: len(gl["items"]["edges"]))
+    return best["id"], [Item(**e["node"]) for e in best["items"]["edges"]]
+
+
+STEPS = ("IDEA", "SELECTED", "PURCHASED", "RECEIVED")
+SET_STATUS = ("mutation($i: ID!, $s: ItemStatus!) { setListItemStatus(id: $i, status: $s) "
+              "{ id status } }")
+
+
+def neighbour(status: str) -> str:
+    """A status one valid step away (forward if possible)."""
+    i = STEPS.index(status)
+    return STEPS[i + 1] if i + 1 < len(STEPS) else STEPS[i - 1]
+
+
+def metric(base: str, name: str) -> float:
+    """One unlabelled sample from the server's Prometheus /metrics."""
+    for line in HTTP.get(base + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return float("nan")
+
+
+def wait_for(check: Any, goal: float, timeout: float) -> float:
+    """Poll `check()` until it reaches `goal` or `timeout` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    value = check()
+    while value < goal and time.monotonic() < deadline:
+        time.sleep(0.1)
+        value = check()
+    return float(value)
+
+
+# ---------------------------------------------------------------- machine
+
+
+def machine_info(database_url: str) -> dict[str, Any]:
+    def cpu_model() -> str:
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+        return platform.processor() or "unknown"
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(["git", *args], cwd=ROOT,  # noqa: S603, S607 - read-only git
+                                 capture_output=True, text=True, timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return "unknown"
+        return out.stdout.strip()
+
+    async def pg_version() -> str:
+        conn = await asyncpg.connect(dsn(database_url))
+        try:
+            return str(await conn.fetchval("SHOW server_version"))
+        finally:
+            await conn.close()
+
+    import psutil
+
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "postgresql": asyncio.run(pg_version()),
+        "packages": {p: _version(p) for p in ("strawberry-graphql", "starlette", "uvicorn",
+                                              "uvloop", "httptools", "websockets", "asyncpg",
+                                              "sqlalchemy", "orjson", "httpx")},
+    }
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "-"
