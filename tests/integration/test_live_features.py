@@ -395,3 +395,53 @@ async def test_overflowing_stream_ends_with_resume_error(database_url: str) -> N
             assert len(delivered) == 3
             assert err.value.extensions["resumeSince"] == str(delivered[-1])
             assert err.value.code == "RATE_LIMITED"
+
+
+async def test_each_event_is_rendered_once_per_selection(live_server: Server) -> None:
+    """Subscribers sharing a selection get the same bytes from one execution per event;
+    a different selection (or a variable it uses) is rendered separately, and a
+    second family never shares the first one's renders."""
+    srv = live_server
+    token, _ = await srv.signup("render@example.com")
+    other, _ = await srv.signup("render-other@example.com")
+    gl, item = await _item(srv, token)
+    other_gl, other_item = await _item(srv, other)
+    same = ("subscription S($l: ID!, $since: String) { listEvents(listId: $l, since: $since)"
+            " { seq kind node { ... on ListItem { status gift { name } } } } }")
+    aliased = ("subscription($l: ID!, $n: Int) { listEvents(listId: $l) { seq"
+               " n: node { ... on ListItem { list { items(first: $n) { totalCount } } } } } }")
+    clients = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+               for _ in range(5)]
+    ids = [await clients[0].subscribe(same, {"l": gl, "since": None}),
+           # the same selection; root-field variables (here: none for since) don't matter
+           await clients[1].subscribe(same, {"l": gl}),
+           await clients[2].subscribe(same, {"l": gl}),
+           await clients[3].subscribe(aliased, {"l": gl, "n": 1}),
+           # a variable the selection itself uses makes a selection of its own
+           await clients[4].subscribe(aliased, {"l": gl, "n": 2})]
+    stranger = await WsClient.connect(srv.base, {"authorization": f"Bearer {other}"})
+    await stranger.subscribe(same, {"l": other_gl})
+    await asyncio.sleep(0.3)
+    renderer = srv.live.renderer
+    before = renderer.renders
+
+    await _status(srv, token, item, "SELECTED")
+    raw = []
+    for c in clients:
+        message = json.loads(await asyncio.wait_for(c.ws.recv(), 5))
+        assert message["type"] == "next", message
+        raw.append(message)
+    assert renderer.renders - before == 3  # `same` once, `aliased` once per value of $n
+    shared = [m["payload"] for m in raw[:3]]
+    assert shared[0] == shared[1] == shared[2]
+    assert shared[0]["data"]["listEvents"]["node"] == {"status": "SELECTED",
+                                                       "gift": {"name": "G"}}
+    assert raw[3]["payload"]["data"]["listEvents"]["n"] == {"list": {"items": {"totalCount": 1}}}
+    assert [m["id"] for m in raw] == ids
+
+    await _status(srv, other, other_item, "SELECTED")  # the other family renders its own
+    message = json.loads(await asyncio.wait_for(stranger.ws.recv(), 5))
+    assert message["payload"]["data"]["listEvents"]["node"]["status"] == "SELECTED"
+    assert renderer.renders - before == 4
+    for c in [*clients, stranger]:
+        await c.ws.close()

@@ -11,6 +11,7 @@ from giftgraph.config import Settings
 from giftgraph.live.dashboard import DashboardFeeds
 from giftgraph.live.hub import Hub, channel
 from giftgraph.live.presence import PresenceTracker
+from giftgraph.live.render import SharedRenderer
 from giftgraph.live.streams import SharedScopes, event_stream
 
 
@@ -22,18 +23,21 @@ class Live:
     scopes: SharedScopes
     dashboards: DashboardFeeds
     presence: PresenceTracker
+    renderer: SharedRenderer
 
     @classmethod
     def create(cls, settings: Settings, database_url: str,
                sessions: async_sessionmaker[AsyncSession]) -> Live:
         hub = Hub(settings.broadcast_url, database_url,
                   queue_size=settings.subscriber_queue_size)
+        scopes = SharedScopes(sessions)
         return cls(
             hub=hub,
-            scopes=SharedScopes(sessions),
+            scopes=scopes,
             dashboards=DashboardFeeds(hub, sessions, settings.dashboard_interval_ms / 1000),
             presence=PresenceTracker(hub, settings.presence_heartbeat_seconds,
                                      settings.presence_ttl_seconds),
+            renderer=SharedRenderer(scopes),
         )
 
     async def start(self) -> None:

@@ -235,7 +235,9 @@ class Hub:
                 event = await source.get()
                 try:
                     item = orjson.loads(event.message)
-                except orjson.JSONDecodeError:
+                    if isinstance(item, dict) and "entity_type" in item:
+                        item = decode_event(item)  # once here, not once per subscriber
+                except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
                     log.warning("ignoring a malformed event on %s", name)
                     continue
                 for sub in list(feed.subscribers):

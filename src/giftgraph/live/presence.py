@@ -64,6 +64,7 @@ class PresenceTracker:
         self.instance = uuid.uuid4().hex
         self.rooms: dict[Key, Room] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
 
     def _channel(self, key: Key) -> str:
         return channel(key[0], f"presence:{key[1]}")
@@ -106,7 +107,9 @@ class PresenceTracker:
                 room.remote.pop(instance, None)
             self._notify(room)
         if item.get("sync") and instance != self.instance:
-            asyncio.ensure_future(self._announce(key))
+            task = asyncio.ensure_future(self._announce(key))
+            self._pending.add(task)  # held until done: the loop keeps only weak references
+            task.add_done_callback(self._pending.discard)
 
     async def _tick(self) -> None:
         last_beat = 0.0

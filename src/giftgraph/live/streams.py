@@ -16,7 +16,7 @@ from giftgraph.context import Context, OperationState, begin_operation, end_oper
 from giftgraph.db import models as m
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import AppError, BadInput
-from giftgraph.live.hub import OVERFLOW, RESYNC, Hub, channel, decode_event
+from giftgraph.live.hub import OVERFLOW, RESYNC, Hub, channel
 
 KEEP_SCOPE_SECONDS = 2.0
 
@@ -113,8 +113,9 @@ async def _latest(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UU
 
 
 async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
-                       since: str | None) -> AsyncIterator[m.Event]:
-    """The caller's family's events on `topic`, each resolved inside a shared scope.
+                       since: str | None, *, scoped: bool = True) -> AsyncIterator[m.Event]:
+    """The caller's family's events on `topic`, each resolved inside a shared scope
+    (unless `scoped` is false: the caller renders through a shared plan instead).
 
     Without `since` the stream starts at the latest event now. It listens before it
     replays, drops anything at or below the last seq it sent, replays again from the
@@ -133,6 +134,9 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
                 if event.seq <= last:
                     continue
                 last = event.seq
+                if not scoped:
+                    yield event
+                    continue
                 async with scopes.use(("event", event.seq), family_id):
                     yield event
             item = await sub.get()
@@ -140,8 +144,8 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
                 raise ResumeRequired(last)
             if item is RESYNC:
                 pending = await _after(sessions, family_id, topic, last)
+            elif isinstance(item, m.Event):  # decoded once by the hub for all subscribers
+                pending = [item]
             elif item.get("thin"):
                 row = await scopes.event(int(item["seq"]), family_id)
                 pending = [row] if row is not None else []
-            else:
-                pending = [decode_event(item)]

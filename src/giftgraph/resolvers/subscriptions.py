@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -9,6 +10,7 @@ from contextlib import asynccontextmanager, nullcontext
 from datetime import UTC, datetime
 
 import strawberry
+from starlette.websockets import WebSocketDisconnect
 
 from giftgraph.context import Info
 from giftgraph.db import models as m
@@ -23,8 +25,10 @@ from giftgraph.events import (
 )
 from giftgraph.ids import decode_id
 from giftgraph.live import Live, event_stream
+from giftgraph.live.render import DIRECT_SINK
 from giftgraph.resolvers.queries import Dashboard
 from giftgraph.schema.enums import CommentTarget
+from giftgraph.schema.extensions import format_error
 from giftgraph.schema.types import Event, Presence, User
 
 TOPIC_TYPES = {"list": "GiftList", "person": "Person", "occasion": "Occasion"}
@@ -42,13 +46,37 @@ async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[E
     ctx = info.context
     live = _live(info)
     await ctx.db.close()  # hold no connection while waiting for events
+    sink = DIRECT_SINK.get()
+    plan = None
+    if sink is not None:
+        plan = live.renderer.plan(info, sink.operation.variables, ctx.family_id, format_error,
+                                  Event.from_model)
     async with _active(info):
+        if sink is not None and plan is not None:
+            # The shared path: each event rendered once per selection, written from here.
+            prefix = sink.prefix()
+            async for row in event_stream(ctx, live.hub, live.scopes, topic, since,
+                                          scoped=False):
+                payload = await plan.render(row)
+                if sink.closed:
+                    return
+                try:
+                    await sink.send_text(prefix + payload + "}")
+                except (WebSocketDisconnect, RuntimeError, OSError):
+                    # The socket is gone; the connection's shutdown cancels this task.
+                    await asyncio.get_running_loop().create_future()
+                _delivered(info, row)
+            return
         async for row in event_stream(ctx, live.hub, live.scopes, topic, since):
-            if ctx.metrics is not None:
-                ctx.metrics.events_delivered.inc()
-                ctx.metrics.fanout_seconds.observe(
-                    max(0.0, (datetime.now(UTC) - row.at).total_seconds()))
+            _delivered(info, row)
             yield Event.from_model(row)
+
+
+def _delivered(info: Info, row: m.Event) -> None:
+    metrics = info.context.metrics
+    if metrics is not None:
+        metrics.events_delivered.inc()
+        metrics.fanout_seconds.observe(max(0.0, (datetime.now(UTC) - row.at).total_seconds()))
 
 
 @asynccontextmanager

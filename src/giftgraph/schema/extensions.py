@@ -113,35 +113,37 @@ class FormatErrors(SchemaExtension):
             self.format(error)
 
     def format(self, error: GraphQLError) -> GraphQLError:
-        if (error.extensions or {}).get("traceId"):
-            return error  # already done
-        ctx = self.execution_context.context
-        trace_id = getattr(ctx, "trace_id", None)
-        code = _code(error)
-        if code is None and unavailable(error.original_error):
-            log.warning("database unavailable (traceId=%s): %s", trace_id, error.original_error)
-            error.message = ServiceUnavailable().message
-            error.args = (error.message,)
-            error.original_error = None
-            error.extensions = {"code": "INTERNAL_SERVER_ERROR", "retryable": True,
-                                "traceId": trace_id}
-            return error
-        if code is None:
-            log.error(
-                "unexpected error in %s (traceId=%s)", ".".join(map(str, error.path or [])),
-                trace_id, exc_info=error.original_error,
-            )
-            error.message = "Internal server error"
-            error.args = (error.message,)
-            error.locations = error.locations if error.path else None
-            error.original_error = None
-            error.extensions = {"code": "INTERNAL_SERVER_ERROR", "traceId": trace_id}
-            return error
-        original = error.original_error
-        extra = original.extensions if isinstance(original, AppError) else {}
-        error.extensions = {**(error.extensions or {}), **extra, "code": code,
+        return format_error(error, getattr(self.execution_context.context, "trace_id", None))
+
+
+def format_error(error: GraphQLError, trace_id: str | None) -> GraphQLError:
+    """Adds `code` and `traceId` to an error, in place; masks (and logs) unexpected ones."""
+    if (error.extensions or {}).get("traceId"):
+        return error  # already done
+    code = _code(error)
+    if code is None and unavailable(error.original_error):
+        log.warning("database unavailable (traceId=%s): %s", trace_id, error.original_error)
+        error.message = ServiceUnavailable().message
+        error.args = (error.message,)
+        error.original_error = None
+        error.extensions = {"code": "INTERNAL_SERVER_ERROR", "retryable": True,
                             "traceId": trace_id}
         return error
+    if code is None:
+        log.error(
+            "unexpected error in %s (traceId=%s)", ".".join(map(str, error.path or [])),
+            trace_id, exc_info=error.original_error,
+        )
+        error.message = "Internal server error"
+        error.args = (error.message,)
+        error.locations = error.locations if error.path else None
+        error.original_error = None
+        error.extensions = {"code": "INTERNAL_SERVER_ERROR", "traceId": trace_id}
+        return error
+    original = error.original_error
+    extra = original.extensions if isinstance(original, AppError) else {}
+    error.extensions = {**(error.extensions or {}), **extra, "code": code, "traceId": trace_id}
+    return error
 
 
 class MutationRateLimit(SchemaExtension):

@@ -1,0 +1,181 @@
+"""Shared rendering for event subscriptions: each event is executed and serialized once per
+distinct selection (family, document, operation, variables the selection uses) per process,
+and the same bytes go to every subscriber with that selection.
+
+Strawberry runs the whole execution pipeline (graphql-core execution, every extension's
+hooks, JSON encoding) once per event *per subscriber*; with thousands of subscribers on
+one list that is the fan-out's entire cost. A subscription running on our WebSocket handler
+(`DirectSink` in a ContextVar) skips it: its resolver asks `SharedRenderer` for the event's
+`next` payload and writes it to the socket itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    SelectionSetNode,
+    VariableNode,
+    print_ast,
+)
+from graphql.execution import Executor
+from graphql.language import Visitor, visit
+
+from giftgraph.db import models as m
+from giftgraph.live.streams import SharedScopes
+
+PLANS_KEPT = 256  # distinct selections remembered per process
+RESULTS_KEPT = 64  # rendered events remembered per selection (late subscribers reuse them)
+
+
+@dataclass
+class DirectSink:
+    """The graphql-transport-ws operation a subscription resolver may write to directly."""
+
+    operation: Any  # strawberry's graphql_transport_ws Operation
+    send_text: Callable[[str], Any]
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.operation.completed)
+
+    def prefix(self) -> str:
+        return '{"id":' + orjson.dumps(self.operation.id).decode() + ',"type":"next","payload":'
+
+
+DIRECT_SINK: ContextVar[DirectSink | None] = ContextVar("giftgraph_direct_sink", default=None)
+
+
+class _Variables(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+        self.spreads: set[str] = set()
+
+    def enter_variable(self, node: VariableNode, *_: Any) -> None:
+        self.names.add(node.name.value)
+
+    def enter_fragment_spread(self, node: FragmentSpreadNode, *_: Any) -> None:
+        self.spreads.add(node.name.value)
+
+
+def selection_variables(selection: SelectionSetNode | None,
+                        fragments: dict[str, Any]) -> set[str]:
+    """Names of the variables a selection set uses, following fragment spreads."""
+    names: set[str] = set()
+    seen: set[str] = set()
+    todo: list[Any] = [selection] if selection is not None else []
+    while todo:
+        visitor = _Variables()
+        visit(todo.pop(), visitor)
+        names |= visitor.names
+        for spread in visitor.spreads - seen:
+            seen.add(spread)
+            if spread in fragments:
+                todo.append(fragments[spread])
+    return names
+
+
+def _freeze(value: Any) -> Hashable:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+class Plan:
+    """One selection of one family: a graphql-core executor built (and its variables
+    coerced) once, and the rendered `next` payloads of recent events."""
+
+    def __init__(self, owner: SharedRenderer, executor: Executor, family_id: uuid.UUID,
+                 format_error: Callable[[GraphQLError, str], GraphQLError],
+                 to_root: Callable[[m.Event], Any]) -> None:
+        self.owner = owner
+        self.executor = executor
+        self.family_id = family_id
+        self.format_error = format_error
+        self.to_root = to_root
+        self.results: OrderedDict[int, asyncio.Task[str]] = OrderedDict()
+
+    async def render(self, row: m.Event) -> str:
+        """The `next` payload (JSON text) of this event for this selection, computed once
+        in its own task so that no subscriber's cancellation can abort the others'."""
+        task = self.results.get(row.seq)
+        if task is None:
+            task = asyncio.ensure_future(self._render(row))
+            self.results[row.seq] = task
+            while len(self.results) > RESULTS_KEPT:
+                self.results.popitem(last=False)
+        if task.done():  # every subscriber after the first: no waiting, no new future
+            return task.result()
+        return await asyncio.shield(task)
+
+    async def _render(self, row: m.Event) -> str:
+        self.owner.renders += 1
+        async with self.owner.scopes.use(("event", row.seq), self.family_id):
+            result = self.executor.build_per_event_executor(
+                self.to_root(row)).execute_operation(False)
+            if inspect.isawaitable(result):
+                result = await result
+        payload: dict[str, Any] = {"data": result.data}  # type: ignore[union-attr]
+        if result.errors:  # type: ignore[union-attr]
+            trace_id = uuid.uuid4().hex
+            payload["errors"] = [self.format_error(e, trace_id).formatted
+                                 for e in result.errors]  # type: ignore[union-attr]
+        return orjson.dumps(payload).decode()
+
+
+class SharedRenderer:
+    """The process's plans, keyed by family and selection."""
+
+    def __init__(self, scopes: SharedScopes) -> None:
+        self.scopes = scopes
+        self.plans: OrderedDict[Hashable, Plan] = OrderedDict()
+        self.renders = 0  # events executed and serialized, all plans together
+
+    def plan(self, info: Any, variables: dict[str, Any] | None, family_id: uuid.UUID,
+             format_error: Callable[[GraphQLError, str], GraphQLError],
+             to_root: Callable[[m.Event], Any]) -> Plan | None:
+        """The shared plan for this subscription's selection (`info` is Strawberry's,
+        `variables` the raw ones the client sent), or None when it can't be shared:
+        more than one root field, or directives on the root field."""
+        raw_info = info._raw_info
+        operation = raw_info.operation
+        field_nodes: list[FieldNode] = raw_info.field_nodes
+        root = operation.selection_set.selections
+        if len(field_nodes) != 1 or len(root) != 1 or not isinstance(root[0], FieldNode) \
+                or root[0].directives:
+            return None
+        fragments = dict(raw_info.fragments)
+        used = selection_variables(field_nodes[0].selection_set, fragments)
+        raw = variables or {}
+        selected = {k: raw[k] for k in sorted(used) if k in raw}
+        name = operation.name.value if operation.name else None
+        text = operation.loc.source.body if operation.loc is not None else print_ast(operation)
+        key = (family_id, text, name, _freeze(selected))
+        plan = self.plans.get(key)
+        if plan is not None:
+            self.plans.move_to_end(key)
+            return plan
+        document = DocumentNode(definitions=(operation, *fragments.values()))
+        executor_class = getattr(info.schema, "execution_context_class", Executor)
+        built = executor_class.build(
+            raw_info.schema, document, context_value=info.context,
+            raw_variable_values=raw, operation_name=name,  # root-field ones too: they coerce
+            is_awaitable=inspect.isawaitable,
+        )
+        if isinstance(built, list):  # variables did not coerce: let Strawberry answer
+            return None
+        plan = self.plans[key] = Plan(self, built, family_id, format_error, to_root)
+        while len(self.plans) > PLANS_KEPT:
+            self.plans.popitem(last=False)
+        return plan
