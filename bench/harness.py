@@ -160,7 +160,10 @@ class Server:
         """Launch the process (without waiting for it: start several, then enter each)."""
         cmd = [sys.executable, "-m", "uvicorn", "--factory", self.app, "--host", "127.0.0.1",
                "--port", str(self.port), "--log-level", "warning", "--no-access-log",
-               "--timeout-graceful-shutdown", "3"]
+               "--timeout-graceful-shutdown", "3",
+               # as `giftgraph serve` runs (GIFTGRAPH_WS_PER_MESSAGE_DEFLATE), the same for the
+               # raw baseline: every server here is measured on equal terms
+               "--ws-per-message-deflate", "false"]
         env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log,  # noqa: S603
                                      stderr=subprocess.STDOUT)

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from cross_web import HTTPException  # what Strawberry's view raises for bad requests
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -32,6 +33,9 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
 from strawberry.types.unset import UNSET, UnsetType
 
 from giftgraph.config import Settings
@@ -43,6 +47,7 @@ from giftgraph.db.models import Event
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import ServiceUnavailable
 from giftgraph.live import Live
+from giftgraph.live.render import DIRECT_SINK, DirectSink
 from giftgraph.observability import Metrics, configure_logging
 from giftgraph.ratelimit import RateLimits
 from giftgraph.schema.extensions import authenticate
@@ -82,6 +87,17 @@ class SocketAdapter(ASGIWebSocketAdapter):
         await self.ws.close(code=code, reason=reason)
 
 
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws with a direct sink per operation: event subscriptions write
+    shared, pre-rendered `next` messages themselves (see giftgraph.live.render)."""
+
+    async def run_operation(self, operation: Any) -> None:
+        adapter = self.websocket
+        assert isinstance(adapter, ASGIWebSocketAdapter)
+        DIRECT_SINK.set(DirectSink(operation, adapter.ws.send_text))  # this task's context
+        await super().run_operation(operation)
+
+
 class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI view with our typed context, GraphQL-over-HTTP negotiation,
     socket authentication in connection_init, and socket metrics."""
@@ -101,6 +117,18 @@ class GraphQLApp(GraphQL[Context, None]):
         self._graphiql_html = GRAPHIQL_PAGE.read_text(encoding="utf-8")
 
     websocket_adapter_class = SocketAdapter  # type: ignore[assignment]
+    graphql_transport_ws_handler_class = TransportWSHandler
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """A request body (or GET `variables`/`extensions`) must be a JSON object; orjson
+        also refuses invalid UTF-8 and nesting deeper than 1024 levels."""
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPException(400, "Unable to parse request body as JSON") from exc
+        if not isinstance(value, dict):
+            raise HTTPException(400, "Expected a JSON object")
+        return value
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """Our GraphiQL page: local assets only (works offline), auth for subscriptions."""
@@ -116,7 +144,8 @@ class GraphQLApp(GraphQL[Context, None]):
             return
         request = Request(scope, receive)
         accept = request.headers.get("accept", "")
-        if request.method == "GET" and "text/html" in accept and "query" not in request.query_params:
+        if request.method == "GET" and "text/html" in accept \
+                and "query" not in request.query_params:
             await super().__call__(scope, receive, send)  # GraphiQL
             return
         media = negotiate(accept)

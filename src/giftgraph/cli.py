@@ -38,6 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "giftgraph.asgi:create", host=host, port=port, workers=workers, factory=True,
         log_level="info", ws_ping_interval=settings.ws_ping_interval_seconds,
         ws_ping_timeout=settings.ws_ping_interval_seconds, proxy_headers=True,
+        ws_per_message_deflate=settings.ws_per_message_deflate,
     )
     return 0
 

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # Live events
     ws_connection_init_timeout_seconds: float = Field(default=10, gt=0)
     ws_ping_interval_seconds: float = Field(default=20, gt=0)
+    # Events are small JSON; permessage-deflate would keep ~60 KB of zlib state per socket
+    # and compress every event once per subscriber. Off unless asked for.
+    ws_per_message_deflate: bool = False
     max_subscriptions_per_connection: int = Field(default=100, ge=1)
     subscriber_queue_size: int = Field(default=1000, ge=1)
     dashboard_interval_ms: int = Field(default=250, ge=0)
