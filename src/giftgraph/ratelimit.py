@@ -19,7 +19,6 @@ from giftgraph.config import Settings
 from giftgraph.errors import RateLimited
 
 log = logging.getLogger("giftgraph.ratelimit")
-SKIP_AFTER_FAILURE = 5.0  # seconds
 
 
 class RateLimits:
@@ -39,11 +38,8 @@ class RateLimits:
         self.login = parse(settings.login_rate)
         self.login_ip = parse(settings.login_ip_rate)
         self.failures = 0
-        self._skip_until = 0.0  # after a store failure, fail open at once for a while
 
     async def _hit(self, item: RateLimitItem, *keys: str, cost: int = 1) -> None:
-        if time.monotonic() < self._skip_until:
-            return
         try:
             allowed = await self.limiter.hit(item, *keys, cost=cost)
             if allowed:
@@ -52,9 +48,9 @@ class RateLimits:
             retry = max(1, math.ceil(stats.reset_time - time.time()))
         except Exception:  # the store is down: fail open rather than refuse everyone
             self.failures += 1
-            self._skip_until = time.monotonic() + SKIP_AFTER_FAILURE
-            log.warning("rate limit store unavailable; allowing requests for %ss",
-                        SKIP_AFTER_FAILURE, exc_info=True)
+            # Each hit tries again: limits apply as soon as the store answers (a refused
+            # connection fails in milliseconds, a hung one after the 1 s socket timeout).
+            log.warning("rate limit store unavailable; allowing the request", exc_info=True)
             return
         raise RateLimited(retry)
 
