@@ -6,16 +6,16 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from graphql import ExecutionResult, GraphQLError
+from graphql import DocumentNode, ExecutionResult, GraphQLError, StringValueNode, Visitor, visit
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
-from strawberry.extensions import SchemaExtension
+from strawberry.extensions import SchemaExtension, ValidationCache
 
 from giftgraph import auth
 from giftgraph.context import Context, OperationState, begin_operation, end_operation
 from giftgraph.db import models as m
 from giftgraph.db.session import OperationDb
-from giftgraph.errors import AppError, ServiceUnavailable, Unauthenticated
+from giftgraph.errors import AppError, BadInput, ServiceUnavailable, Unauthenticated
 
 log = logging.getLogger("giftgraph.errors")
 
@@ -74,8 +74,9 @@ def _code(error: GraphQLError) -> str | None:
     original = error.original_error
     if isinstance(original, AppError):
         return original.code
-    if original is None:
-        # Parse, validation and variable-coercion errors: the client's input is at fault.
+    if original is None or (not error.path and isinstance(original, GraphQLError)):
+        # Parse, validation and variable-coercion errors (graphql-core keeps the scalar's
+        # own GraphQLError as the cause of the latter): the client's input is at fault.
         return "BAD_USER_INPUT"
     return None
 
@@ -144,6 +145,71 @@ def format_error(error: GraphQLError, trace_id: str | None) -> GraphQLError:
     extra = original.extensions if isinstance(original, AppError) else {}
     error.extensions = {**(error.extensions or {}), **extra, "code": code, "traceId": trace_id}
     return error
+
+
+def _clone(error: GraphQLError) -> GraphQLError:
+    return GraphQLError(error.message, nodes=error.nodes, source=error.source,
+                        positions=error.positions, path=error.path,
+                        original_error=error.original_error,
+                        extensions=dict(error.extensions or {}))
+
+
+class FreshValidationCache(ValidationCache):
+    """ValidationCache, but each operation gets its own copies of the cached errors: they
+    are formatted in place with that operation's traceId, never another request's."""
+
+    def on_validate(self) -> Iterator[None]:
+        ec = self.execution_context
+        errors = self.cached_validate_document(ec.schema._schema, ec.graphql_document,
+                                               ec.validation_rules)
+        ec.pre_execution_errors = [_clone(e) for e in errors] if errors else errors
+        yield
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """Where in a variable value a string holds U+0000, if anywhere."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _nul_path(item, f"{path}.{key}")
+        if found:
+            return found
+    return None
+
+
+def _nul_literal(document: DocumentNode | None) -> bool:
+    found = False
+
+    class Find(Visitor):
+        def enter_string_value(self, node: StringValueNode, *_: Any) -> None:
+            nonlocal found
+            found = found or "\x00" in node.value
+
+    if document is not None:
+        visit(document, Find())
+    return found
+
+
+class RefuseNul(SchemaExtension):
+    """PostgreSQL text can't hold U+0000: a string input with it is the client's error
+    (BAD_USER_INPUT), not a failed statement."""
+
+    def on_execute(self) -> Iterator[None]:
+        ec = self.execution_context
+        where = None
+        for name, value in (ec.variables or {}).items():
+            where = where or _nul_path(value, name)
+        if where is None and "\\u" in (ec.query or "") and _nul_literal(ec.graphql_document):
+            where = "query"
+        if where is not None:
+            refuse(self, BadInput({where: "must not contain the NUL character (U+0000)"}))
+        yield
 
 
 class MutationRateLimit(SchemaExtension):

@@ -9,7 +9,6 @@ from strawberry.extensions import (
     DisableIntrospection,
     MaxTokensLimiter,
     ParserCache,
-    ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
 
@@ -24,7 +23,13 @@ from giftgraph.resolvers import users as r_users
 from giftgraph.resolvers.subscriptions import Subscription
 from giftgraph.schema import types
 from giftgraph.schema.connection import Connection
-from giftgraph.schema.extensions import FormatErrors, MutationRateLimit, RequestScope
+from giftgraph.schema.extensions import (
+    FormatErrors,
+    FreshValidationCache,
+    MutationRateLimit,
+    RefuseNul,
+    RequestScope,
+)
 from giftgraph.schema.limits import QueryLimits
 
 
@@ -85,9 +90,9 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     if introspection is None:
         introspection = not settings.is_production
     extensions: list[Any] = [
-        OperationLog, RequestScope, FormatErrors, MutationRateLimit, QueryLimits,
+        OperationLog, RequestScope, FormatErrors, RefuseNul, MutationRateLimit, QueryLimits,
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-        lambda: ParserCache(maxsize=512), lambda: ValidationCache(maxsize=512),
+        lambda: ParserCache(maxsize=512), lambda: FreshValidationCache(maxsize=512),
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
