@@ -87,9 +87,30 @@ class SocketAdapter(ASGIWebSocketAdapter):
         await self.ws.close(code=code, reason=reason)
 
 
+def _valid_subscribe_payload(payload: Any) -> bool:
+    return (isinstance(payload, dict) and isinstance(payload.get("query"), str)
+            and isinstance(payload.get("variables") or {}, dict)
+            and isinstance(payload.get("extensions") or {}, dict)
+            and isinstance(payload.get("operationName") or "", str))
+
+
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws with a direct sink per operation: event subscriptions write
     shared, pre-rendered `next` messages themselves (see giftgraph.live.render)."""
+
+    async def handle_message(self, message: Any) -> None:
+        """Messages of the wrong shape close the socket with 4400, as the protocol says
+        (Strawberry checks only for missing keys)."""
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self.handle_invalid_message("Invalid message")
+            return
+        if message["type"] in ("subscribe", "complete") and not isinstance(message.get("id"), str):
+            await self.handle_invalid_message("Invalid message id")
+            return
+        if message["type"] == "subscribe" and not _valid_subscribe_payload(message.get("payload")):
+            await self.handle_invalid_message("Invalid subscribe payload")
+            return
+        await super().handle_message(message)
 
     async def run_operation(self, operation: Any) -> None:
         adapter = self.websocket
