@@ -147,11 +147,16 @@ async def test_graphiql_runs_a_query_offline(service: Service, browser: object) 
     editor = page.locator(".graphiql-query-editor .CodeMirror").first
     await expect(editor).to_be_visible(timeout=10_000)
     await editor.evaluate("el => el.CodeMirror.setValue('{ __typename }')")
-    await page.locator(".graphiql-execute-button").click()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 15
     # CodeMirror renders the result; its rendered text (not textContent) has the JSON.
-    while '"__typename": "Query"' not in await page.locator(".graphiql-response").inner_text():
-        assert time.monotonic() < deadline, "GraphiQL showed no result"
+    response = page.locator(".graphiql-response")
+    clicked = 0.0
+    while '"__typename":"Query"' not in "".join((await response.inner_text()).split()):
+        assert time.monotonic() < deadline, ("GraphiQL showed no result",
+                                             await response.inner_text())
+        if time.monotonic() - clicked > 2:  # GraphiQL ignores a run while it is starting up
+            await page.locator(".graphiql-execute-button").click()
+            clicked = time.monotonic()
         await asyncio.sleep(0.2)
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "graphiql.png"))
