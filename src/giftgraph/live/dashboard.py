@@ -89,8 +89,7 @@ class DashboardFeeds:
                 wait = last_emit + self.interval - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)  # changes meanwhile fold into this snapshot
-                while not sub.queue.empty():
-                    sub.queue.get_nowait()
+                sub.drain()
                 sub.overflowed = False
                 snap = await self._compute(feed)
                 last_emit = time.monotonic()

@@ -45,6 +45,7 @@ def _live(info: Info) -> Live:
 async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[Event, None]:
     ctx = info.context
     live = _live(info)
+    _idle(info)
     await ctx.db.close()  # hold no connection while waiting for events
     sink = DIRECT_SINK.get()
     plan = None
@@ -70,6 +71,12 @@ async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[E
         async for row in event_stream(ctx, live.hub, live.scopes, topic, since):
             _delivered(info, row)
             yield Event.from_model(row)
+
+
+def _idle(info: Info) -> None:
+    """Forget the subscribe step's DataLoaders (and their caches): a subscription may wait
+    for hours, and events resolve in shared scopes of their own."""
+    info.context.operation.loaders = None
 
 
 def _delivered(info: Info, row: m.Event) -> None:
@@ -162,6 +169,7 @@ class Subscription:
     async def dashboard(self, info: Info) -> AsyncGenerator[Dashboard, None]:
         family_id = info.context.family_id
         live = _live(info)
+        _idle(info)
         await info.context.db.close()
         async with _active(info), live.dashboards.watch(family_id) as (snapshot, mailbox):
             while True:
@@ -176,6 +184,7 @@ class Subscription:
         user = info.context.require_user()
         await _check_topic(info, topic)
         live = _live(info)
+        _idle(info)
         await info.context.db.close()
         async with _active(info), live.presence.join(user.family_id, topic, user.id) as viewers:
             while True:
