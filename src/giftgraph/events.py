@@ -9,7 +9,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import inspect, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.db import models as m
@@ -150,8 +150,18 @@ async def record(
         )
         for topic in unique_topics
     ]
+    # Each event names the previous event on its topic (under the lock: exact), so a
+    # subscriber that receives events out of order (two instances publishing through one
+    # broker) sees the gap and fetches what it lacks from this table instead of losing it.
+    previous = dict((await session.execute(
+        select(m.Event.topic, func.max(m.Event.seq))
+        .where(m.Event.family_id == family_id, m.Event.topic.in_(unique_topics))
+        .group_by(m.Event.topic)
+    )).tuples().all())
     session.add_all(rows)
     await session.flush()
+    for row in rows:
+        row.prev_seq = previous.get(row.topic) or 0
     session.info.setdefault(PENDING_KEY, []).extend(rows)
     return rows
 

@@ -447,3 +447,60 @@ async def test_each_event_is_rendered_once_per_selection(live_server: Server) ->
     assert renderer.renders - before == 4
     for c in [*clients, stranger]:
         await c.ws.close()
+
+
+async def test_events_crossing_in_the_broker_are_fetched_in_order(database_url: str) -> None:
+    """Two instances may publish through one broker in another order than they committed:
+    a subscriber that gets the later event first fetches the earlier one from the log, and
+    the late one is then a duplicate, dropped."""
+    from sqlalchemy import select
+
+    from giftgraph.context import Context
+    from giftgraph.db import models as m
+    from giftgraph.events import record, take_pending
+    from giftgraph.live.streams import event_stream
+    from tests.conftest import GQL, sign_up
+
+    app = create_app(make_settings(database_url))
+    async with app.router.lifespan_context(app):
+        state = app.state.giftgraph
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            account = await sign_up(GQL(http), "Crossing family")
+        async with state.db().sessions() as session:
+            user = await session.scalar(select(m.User).where(m.User.email == account.email))
+        assert user is not None
+        ctx = Context(settings=state.settings, database=state.db(), request=None,  # type: ignore[arg-type]
+                      live=state.live, user=user)
+        received: list[int] = []
+
+        async def subscriber() -> None:
+            async for event in event_stream(ctx, state.live.hub, state.live.scopes,
+                                            "family", None):
+                received.append(event.seq)
+
+        async def commit_unpublished(name: str) -> list[m.Event]:
+            async with state.db().sessions() as session:
+                person = m.Person(family_id=user.family_id, name=name)
+                session.add(person)
+                await record(session, family_id=user.family_id, actor_id=user.id,
+                             kind=m.EventKind.ADDED, entity=person, topics=[])
+                await session.commit()
+                return take_pending(session)
+
+        consumer = asyncio.create_task(subscriber())
+        try:
+            await asyncio.sleep(0.2)  # listening
+            first = await commit_unpublished("first")
+            second = await commit_unpublished("second")
+            assert second[0].prev_seq == first[0].seq
+            await state.live.hub.publish(second)  # the later one arrives first
+            deadline = time.monotonic() + 5
+            while len(received) < 2:
+                assert time.monotonic() < deadline, received
+                await asyncio.sleep(0.05)
+            await state.live.hub.publish(first)  # the earlier one, late: a duplicate now
+            await asyncio.sleep(0.3)
+            assert received == [first[0].seq, second[0].seq]
+        finally:
+            consumer.cancel()

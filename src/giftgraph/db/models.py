@@ -255,3 +255,6 @@ class Event(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # The entity as it was right after the change (None after DELETED).
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Not a column: the seq of the previous event on this topic, set when the event is
+    # written and carried by the live message (None on rows read back from the table).
+    prev_seq = None  # type: int | None

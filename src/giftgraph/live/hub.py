@@ -50,18 +50,20 @@ def encode_event(e: m.Event) -> str:
         "seq": e.seq, "family_id": str(e.family_id), "topic": e.topic, "kind": e.kind.value,
         "entity_type": e.entity_type, "entity_id": str(e.entity_id),
         "actor_id": str(e.actor_id) if e.actor_id else None, "at": e.at.isoformat(),
-        "payload": e.payload,
+        "payload": e.payload, "prev": e.prev_seq,
     }).decode()
 
 
 def decode_event(d: dict[str, Any]) -> m.Event:
-    return m.Event(
+    event = m.Event(
         seq=d["seq"], family_id=uuid.UUID(d["family_id"]), topic=d["topic"],
         kind=m.EventKind(d["kind"]), entity_type=d["entity_type"],
         entity_id=uuid.UUID(d["entity_id"]),
         actor_id=uuid.UUID(d["actor_id"]) if d["actor_id"] else None,
         at=datetime.fromisoformat(d["at"]), payload=d["payload"],
     )
+    event.prev_seq = d.get("prev")
+    return event
 
 
 class Subscription:
@@ -156,7 +158,7 @@ class Hub:
         for e in events:
             message = encode_event(e)
             if len(message) > THIN_OVER:
-                message = orjson.dumps({"thin": True, "seq": e.seq}).decode()
+                message = orjson.dumps({"thin": True, "seq": e.seq, "prev": e.prev_seq}).decode()
             try:
                 await self.broadcast.publish(channel(e.family_id, e.topic), message)
                 self.published += 1

@@ -112,6 +112,12 @@ async def _latest(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UU
     return int(value or 0)
 
 
+def _behind(item: Any, last: int) -> bool:
+    """Whether a live event says an event after `last` came before it on its topic."""
+    prev = item.prev_seq if isinstance(item, m.Event) else item.get("prev")
+    return isinstance(prev, int) and prev > last
+
+
 async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
                        since: str | None, *, scoped: bool = True) -> AsyncIterator[m.Event]:
     """The caller's family's events on `topic`, each resolved inside a shared scope
@@ -143,6 +149,11 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
             if item is OVERFLOW:
                 raise ResumeRequired(last)
             if item is RESYNC:
+                pending = await _after(sessions, family_id, topic, last)
+            elif _behind(item, last):
+                # An earlier event on this topic has not reached us (events published by two
+                # instances can cross in the broker): take everything after `last` from the
+                # log, in order; the late one is dropped as a duplicate when it arrives.
                 pending = await _after(sessions, family_id, topic, last)
             elif isinstance(item, m.Event):  # decoded once by the hub for all subscribers
                 pending = [item]
