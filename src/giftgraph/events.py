@@ -157,7 +157,7 @@ async def record(
         select(m.Event.topic, func.max(m.Event.seq))
         .where(m.Event.family_id == family_id, m.Event.topic.in_(unique_topics))
         .group_by(m.Event.topic)
-    )).tuples().all())
+    )).all())
     session.add_all(rows)
     await session.flush()
     for row in rows:
