@@ -7,10 +7,6 @@ tables (TRUNCATE), so tests never see each other's rows.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -26,6 +22,7 @@ from giftgraph.app import create_app
 from giftgraph.config import Settings
 from giftgraph.db.embedded import EmbeddedPostgres
 from giftgraph.db.migrate import upgrade
+from tests.support import serving
 
 TABLES = ("events", "comments", "list_items", "gift_lists", "gifts", "occasions", "persons",
           "refresh_tokens", "users", "families")
@@ -203,49 +200,11 @@ async def mallory(gql: GQL) -> Account:
     return await sign_up(gql, "Mallory's family")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(database_url: str) -> Iterator[str]:
     """The service under uvicorn in its own process, on a free port; yields its base URL."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "GIFTGRAPH_DATABASE_URL": database_url,
-        "GIFTGRAPH_ENVIRONMENT": "test",
-        "GIFTGRAPH_ARGON2_TIME_COST": "1",
-        "GIFTGRAPH_ARGON2_MEMORY_KIB": "1024",
-        "GIFTGRAPH_ARGON2_PARALLELISM": "1",
-        "GIFTGRAPH_MUTATION_RATE": "100000/minute",
-        "GIFTGRAPH_LOGIN_RATE": "100000/minute",
-        "GIFTGRAPH_LOGIN_IP_RATE": "100000/minute",
-        # The fan-out test opens 1,000 sockets as one user.
-        "GIFTGRAPH_MAX_SOCKETS_PER_USER": "5000",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "giftgraph.asgi:create",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, "server exited during startup"
-            assert time.monotonic() < deadline, "server did not become healthy"
-            time.sleep(0.2)
+    # The fan-out test opens 1,000 sockets as one user.
+    with serving(database_url, GIFTGRAPH_MAX_SOCKETS_PER_USER="5000") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 

@@ -6,16 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import _free_port
 from tests.integration.test_live import new_item, post, set_status, signup
+from tests.support import free_port, service_env, start_service, stop, wait_healthy
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -25,7 +23,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 def _require_browser() -> None:
     try:
-        import playwright  # noqa: F401
+        import playwright
     except ImportError:
         playwright = None  # type: ignore[assignment]
     if CHROMIUM.exists() and playwright is not None:
@@ -39,33 +37,18 @@ class Service:
     """A uvicorn process on a fixed port that can be restarted (dropping every socket)."""
 
     def __init__(self, database_url: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "GIFTGRAPH_DATABASE_URL": database_url,
-                    "GIFTGRAPH_ENVIRONMENT": "test", "GIFTGRAPH_ARGON2_TIME_COST": "1",
-                    "GIFTGRAPH_ARGON2_MEMORY_KIB": "1024", "GIFTGRAPH_ARGON2_PARALLELISM": "1",
-                    "GIFTGRAPH_MUTATION_RATE": "100000/minute"}
+        self.env = service_env(database_url)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "giftgraph.asgi:create",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            env=self.env)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        self.proc = start_service(self.port, self.env)
+        wait_healthy(self.base, self.proc, time.monotonic() + 30)
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+            stop(self.proc)
             self.proc = None
 
 

@@ -24,12 +24,8 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -45,8 +41,16 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from giftgraph.db.migrate import upgrade
-from tests.conftest import _free_port
 from tests.integration.test_live import WsClient, signup
+from tests.support import (
+    RedisServer,
+    free_port,
+    redis_binary,
+    service_env,
+    start_service,
+    stop,
+    wait_healthy,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -73,17 +77,6 @@ PERSON_NAMES = """query($a: String) { persons(first: 100, after: $a) {
 
 
 # Processes -----------------------------------------------------------------------------
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate a process we started; kill it if it does not exit in time."""
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 class OwnPostgres:
@@ -131,27 +124,12 @@ class Service:
 
 
 def _spawn(database_url: str, log: Path, extra_env: dict[str, str]) -> Service:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "GIFTGRAPH_DATABASE_URL": database_url,
-        "GIFTGRAPH_ENVIRONMENT": "test",
-        "GIFTGRAPH_BROADCAST_URL": "memory://",
-        "GIFTGRAPH_ARGON2_TIME_COST": "1",
-        "GIFTGRAPH_ARGON2_MEMORY_KIB": "1024",
-        "GIFTGRAPH_ARGON2_PARALLELISM": "1",
-        "GIFTGRAPH_MUTATION_RATE": "100000/minute",
-        "GIFTGRAPH_LOGIN_RATE": "100000/minute",
-        "GIFTGRAPH_LOGIN_IP_RATE": "100000/minute",
-        "GIFTGRAPH_RATE_LIMIT_STORAGE_URL": "memory://",
-        **extra_env,
-    }
+    port = free_port()
+    env = service_env(database_url, **{"GIFTGRAPH_BROADCAST_URL": "memory://",
+                                       "GIFTGRAPH_RATE_LIMIT_STORAGE_URL": "memory://",
+                                       **extra_env})
     with log.open("wb") as out:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed args
-            [sys.executable, "-m", "uvicorn", "--factory", "giftgraph.asgi:create",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
+        proc = start_service(port, env, out)
     return Service(f"http://127.0.0.1:{port}", proc, log)
 
 
@@ -165,76 +143,14 @@ def services(database_url: str, logs: list[Path],
             started.append(_spawn(database_url, log, extra_env or {}))
         deadline = time.monotonic() + 30
         for svc in started:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{svc.base}/health", timeout=1).status_code == 200:
-                        break
-                assert svc.proc.poll() is None, f"{svc.base} exited:\n{svc.log_tail()}"
-                assert time.monotonic() < deadline, f"{svc.base} not healthy:\n{svc.log_tail()}"
-                time.sleep(0.1)
+            wait_healthy(svc.base, svc.proc, deadline, f":\n{svc.log_tail()}")
         yield started
     finally:
         for svc in started:
             if svc.proc.poll() is None:
                 svc.proc.terminate()
         for svc in started:
-            _stop(svc.proc)
-
-
-class RedisServer:
-    """A private redis-server on a fixed port that can be stopped and started again."""
-
-    def __init__(self, binary: str, port: int) -> None:
-        self.binary, self.port = binary, port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(  # noqa: S603 - redis-server from PATH, fixed args
-            [self.binary, "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--bind", "127.0.0.1"],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not self.ping():
-            assert self.proc.poll() is None, "redis-server exited during startup"
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-
-    def freeze(self) -> None:
-        """SIGSTOP: the port still accepts connections, but nothing answers."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.thaw()  # a stopped process would not act on SIGTERM
-            _stop(self.proc)
-            self.proc = None
-
-
-def _redis_binary() -> str:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("GIFTGRAPH_REQUIRE_REDIS") == "1":
-            pytest.fail("redis-server is not installed but GIFTGRAPH_REQUIRE_REDIS=1")
-        pytest.skip("redis-server is not installed (set GIFTGRAPH_REQUIRE_REDIS=1 to fail)")
-    return binary
+            stop(svc.proc)
 
 
 # Fixtures: one private PostgreSQL + one service for the database outage tests ------------
@@ -741,7 +657,7 @@ def _limited(call: Call) -> bool:
 
 async def test_login_throttle_shared_through_redis_survives_restart(
         database_url: str, tmp_path: Path) -> None:
-    redis = RedisServer(_redis_binary(), _free_port())
+    redis = RedisServer(redis_binary(), free_port())
     redis.start()
     try:
         env = {"GIFTGRAPH_RATE_LIMIT_STORAGE_URL": redis.url,

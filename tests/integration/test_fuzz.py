@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -37,7 +34,8 @@ from websockets.exceptions import ConnectionClosed
 
 from giftgraph.ids import encode_id
 from giftgraph.schema.schema import build_schema
-from tests.conftest import Account, _free_port
+from tests.conftest import Account
+from tests.support import serving
 
 T = TypeVar("T")
 
@@ -633,40 +631,8 @@ PROTOCOL = "graphql-transport-ws"
 @pytest.fixture(scope="module")
 def ws_server(database_url: str) -> Iterator[str]:
     """The service under uvicorn (as conftest's `server`) with a 1 s connection_init timeout."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "GIFTGRAPH_DATABASE_URL": database_url,
-        "GIFTGRAPH_ENVIRONMENT": "test",
-        "GIFTGRAPH_ARGON2_TIME_COST": "1",
-        "GIFTGRAPH_ARGON2_MEMORY_KIB": "1024",
-        "GIFTGRAPH_ARGON2_PARALLELISM": "1",
-        "GIFTGRAPH_MUTATION_RATE": "100000/minute",
-        "GIFTGRAPH_LOGIN_RATE": "100000/minute",
-        "GIFTGRAPH_LOGIN_IP_RATE": "100000/minute",
-        "GIFTGRAPH_WS_CONNECTION_INIT_TIMEOUT_SECONDS": "1",
-    }
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-        [sys.executable, "-m", "uvicorn", "--factory", "giftgraph.asgi:create",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, "server exited during startup"
-            assert time.monotonic() < deadline, "server did not become healthy"
-            time.sleep(0.2)
+    with serving(database_url, GIFTGRAPH_WS_CONNECTION_INIT_TIMEOUT_SECONDS="1") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 async def ws_token(base: str) -> str:

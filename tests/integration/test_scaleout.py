@@ -18,11 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
-import shutil
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -33,13 +29,22 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import _dsn, _free_port
+from tests.conftest import _dsn
 from tests.integration.test_live import (
     EVENT_FIELDS,
     WsClient,
     new_item,
     set_status,
     signup,
+)
+from tests.support import (
+    RedisServer,
+    free_port,
+    redis_binary,
+    service_env,
+    start_service,
+    stop,
+    wait_healthy,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -55,92 +60,26 @@ DELIVERY_SECONDS = 1.0  # cross-instance delivery budget, from sending the mutat
 # Processes -----------------------------------------------------------------------------
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate a process we started; kill it if it does not exit in time."""
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
 @contextlib.contextmanager
 def instances(database_url: str, broadcast_url: str, count: int = 2) -> Iterator[list[str]]:
     """`count` uvicorn processes on free ports, sharing the database and the broadcaster."""
-    env = {
-        **os.environ,
-        "GIFTGRAPH_DATABASE_URL": database_url,
-        "GIFTGRAPH_BROADCAST_URL": broadcast_url,
-        "GIFTGRAPH_ENVIRONMENT": "test",
-        "GIFTGRAPH_ARGON2_TIME_COST": "1",
-        "GIFTGRAPH_ARGON2_MEMORY_KIB": "1024",
-        "GIFTGRAPH_ARGON2_PARALLELISM": "1",
-    }
+    env = service_env(database_url, GIFTGRAPH_BROADCAST_URL=broadcast_url)
     procs: list[subprocess.Popen[bytes]] = []
     bases: list[str] = []
     try:
         for _ in range(count):
-            port = _free_port()
-            procs.append(subprocess.Popen(  # noqa: S603 - our own interpreter, fixed args
-                [sys.executable, "-m", "uvicorn", "--factory", "giftgraph.asgi:create",
-                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                env=env,
-            ))
+            port = free_port()
+            procs.append(start_service(port, env))
             bases.append(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 30
         for proc, base in zip(procs, bases, strict=True):
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                        break
-                assert proc.poll() is None, f"{base} exited during startup"
-                assert time.monotonic() < deadline, f"{base} did not become healthy"
-                time.sleep(0.1)
+            wait_healthy(base, proc, deadline)
         yield bases
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            _stop(proc)
-
-
-class RedisServer:
-    """A private redis-server on a fixed port that can be stopped and started again."""
-
-    def __init__(self, binary: str, port: int) -> None:
-        self.binary, self.port = binary, port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def _ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(  # noqa: S603 - redis-server from PATH, fixed args
-            [self.binary, "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--bind", "127.0.0.1"],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not self._ping():
-            assert self.proc.poll() is None, "redis-server exited during startup"
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop(self.proc)
-            self.proc = None
+            stop(proc)
 
 
 class Broker(Protocol):
@@ -197,20 +136,11 @@ class PostgresBroker:
             await conn.close()
 
 
-def _redis_binary() -> str:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("GIFTGRAPH_REQUIRE_REDIS") == "1":
-            pytest.fail("redis-server is not installed but GIFTGRAPH_REQUIRE_REDIS=1")
-        pytest.skip("redis-server is not installed (set GIFTGRAPH_REQUIRE_REDIS=1 to fail)")
-    return binary
-
-
 @pytest.fixture(params=["redis", "postgres"])
 async def broker(request: pytest.FixtureRequest, server_url: str,
                  database_url: str) -> AsyncIterator[Broker]:
     if request.param == "redis":
-        server = RedisServer(_redis_binary(), _free_port())
+        server = RedisServer(redis_binary(), free_port())
         try:
             server.start()
             yield RedisBroker(server)

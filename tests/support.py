@@ -1,0 +1,141 @@
+"""Real processes for the tests: the service under uvicorn, and a private redis-server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import IO
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a test instance: fast password hashing, generous limits."""
+    return {
+        **os.environ,
+        "GIFTGRAPH_DATABASE_URL": database_url,
+        "GIFTGRAPH_ENVIRONMENT": "test",
+        "GIFTGRAPH_ARGON2_TIME_COST": "1",
+        "GIFTGRAPH_ARGON2_MEMORY_KIB": "1024",
+        "GIFTGRAPH_ARGON2_PARALLELISM": "1",
+        "GIFTGRAPH_MUTATION_RATE": "100000/minute",
+        "GIFTGRAPH_LOGIN_RATE": "100000/minute",
+        "GIFTGRAPH_LOGIN_IP_RATE": "100000/minute",
+        **extra,
+    }
+
+
+def start_service(port: int, env: dict[str, str],
+                  out: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+    """`python -m uvicorn` serving the app factory on 127.0.0.1:`port` (not yet healthy)."""
+    return subprocess.Popen(  # noqa: S603 - our own interpreter, fixed args
+        [sys.executable, "-m", "uvicorn", "--factory", "giftgraph.asgi:create",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        env=env, stdout=out, stderr=subprocess.STDOUT if out is not None else None,
+    )
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[bytes], deadline: float,
+                 describe: str = "") -> None:
+    """Until `base`/health answers 200; fails if the process exits or `deadline` passes."""
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        assert proc.poll() is None, f"{base} exited during startup{describe}"
+        assert time.monotonic() < deadline, f"{base} did not become healthy{describe}"
+        time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a process we started; kill it if it does not exit in time."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("GIFTGRAPH_REQUIRE_REDIS") == "1":
+            pytest.fail("redis-server is not installed but GIFTGRAPH_REQUIRE_REDIS=1")
+        pytest.skip("redis-server is not installed (set GIFTGRAPH_REQUIRE_REDIS=1 to fail)")
+    return binary
+
+
+class RedisServer:
+    """A private redis-server on a fixed port that can be stopped, started and frozen."""
+
+    def __init__(self, binary: str, port: int) -> None:
+        self.binary, self.port = binary, port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(  # noqa: S603 - redis-server from PATH, fixed args
+            [self.binary, "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--bind", "127.0.0.1"],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not self.ping():
+            assert self.proc.poll() is None, "redis-server exited during startup"
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the port still accepts connections, but nothing answers."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.thaw()  # a stopped process would not act on SIGTERM
+            stop(self.proc)
+            self.proc = None
+
+
+@contextlib.contextmanager
+def serving(database_url: str, **extra: str) -> Iterator[str]:
+    """The service in its own process on a free port, healthy; yields its base URL."""
+    port = free_port()
+    proc = start_service(port, service_env(database_url, **extra))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, proc, time.monotonic() + 30)
+        yield base
+    finally:
+        stop(proc)
