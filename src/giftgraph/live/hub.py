@@ -9,7 +9,7 @@ import logging
 import uuid
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,6 +66,15 @@ def decode_event(d: dict[str, Any]) -> m.Event:
     return event
 
 
+Deliver = Callable[[m.Event], Awaitable[None]]
+
+
+def behind(item: Any, last: int) -> bool:
+    """Whether a live event says an event after `last` came before it on its topic."""
+    prev = item.prev_seq if isinstance(item, m.Event) else item.get("prev")
+    return isinstance(prev, int) and prev > last
+
+
 class Subscription:
     """One subscriber's bounded queue. When it is full the subscriber gets OVERFLOW
     (and nothing more): it must resume with `since`, never silently miss events.
@@ -74,13 +83,33 @@ class Subscription:
     this for its whole life, and a Queue (three deques and an Event) is ~4 KB of it.
     """
 
-    __slots__ = ("_waiter", "items", "overflowed", "size")
+    __slots__ = ("_waiter", "direct", "items", "last", "overflowed", "size")
 
     def __init__(self, size: int) -> None:
         self.items: deque[Any] = deque()
         self.size = size
         self.overflowed = False
         self._waiter: asyncio.Future[None] | None = None
+        self.last = 0  # the seq of the newest event this subscriber has been sent
+        # Set while the subscriber is caught up and idle: the hub delivers through it.
+        self.direct: Deliver | None = None
+
+    async def accept(self, item: Any) -> None:
+        """Deliver directly when the subscriber is caught up and this is simply the next
+        live event; otherwise queue it (waking the subscriber, which handles it in order)."""
+        deliver = self.direct
+        if deliver is not None and isinstance(item, m.Event) and not self.items \
+                and not behind(item, self.last):
+            if item.seq <= self.last:
+                return  # sent already (a replay got there first)
+            previous, self.last = self.last, item.seq
+            try:
+                await deliver(item)
+                return
+            except Exception:  # e.g. the socket is going away: let the subscriber's own
+                log.debug("direct delivery failed", exc_info=True)  # task deal with it
+                self.last, self.direct = previous, None
+        self.offer(item)
 
     def offer(self, item: Any) -> None:
         if self.overflowed:
@@ -264,7 +293,7 @@ class Hub:
                     log.warning("ignoring a malformed event on %s", name)
                     continue
                 for sub in list(feed.subscribers):
-                    sub.offer(item)
+                    await sub.accept(item)
 
     def stats(self) -> dict[str, int]:
         return {

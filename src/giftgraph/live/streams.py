@@ -16,7 +16,7 @@ from giftgraph.context import Context, OperationState, begin_operation, end_oper
 from giftgraph.db import models as m
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import AppError, BadInput
-from giftgraph.live.hub import OVERFLOW, RESYNC, Hub, channel
+from giftgraph.live.hub import OVERFLOW, RESYNC, Deliver, Hub, behind, channel
 
 KEEP_SCOPE_SECONDS = 2.0
 
@@ -112,49 +112,54 @@ async def _latest(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UU
     return int(value or 0)
 
 
-def _behind(item: Any, last: int) -> bool:
-    """Whether a live event says an event after `last` came before it on its topic."""
-    prev = item.prev_seq if isinstance(item, m.Event) else item.get("prev")
-    return isinstance(prev, int) and prev > last
-
-
 async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
-                       since: str | None, *, scoped: bool = True) -> AsyncIterator[m.Event]:
+                       since: str | None, *, scoped: bool = True,
+                       direct: Deliver | None = None) -> AsyncIterator[m.Event]:
     """The caller's family's events on `topic`, each resolved inside a shared scope
     (unless `scoped` is false: the caller renders through a shared plan instead).
 
     Without `since` the stream starts at the latest event now. It listens before it
     replays, drops anything at or below the last seq it sent, replays again from the
     Event table after a broker reconnect, and ends with ResumeRequired on overflow.
+
+    With `direct`, whenever the stream is caught up the hub hands it live events itself
+    (`direct(event)`, no task woken, nothing yielded); anything else (a replay, a gap, a
+    resync, an event sent by reference) wakes the stream and comes through here, in order.
     """
     user = ctx.require_user()
     family_id = user.family_id
     sessions = ctx.database.sessions
-    last = parse_since(since)
-    if last is None:
-        last = await _latest(sessions, family_id)
+    start = parse_since(since)
+    if start is None:
+        start = await _latest(sessions, family_id)
     async with hub.listen(channel(family_id, topic)) as sub:
-        pending = await _after(sessions, family_id, topic, last)
+        sub.last = start
+        pending = await _after(sessions, family_id, topic, sub.last)
         while True:
             for event in pending:
-                if event.seq <= last:
+                if event.seq <= sub.last:
                     continue
-                last = event.seq
+                sub.last = event.seq
                 if not scoped:
                     yield event
                     continue
                 async with scopes.use(("event", event.seq), family_id):
                     yield event
-            item = await sub.get()
+            if direct is not None and not sub.items:
+                sub.direct = direct  # caught up: the hub may deliver by itself from here
+            try:
+                item = await sub.get()
+            finally:
+                sub.direct = None
             if item is OVERFLOW:
-                raise ResumeRequired(last)
+                raise ResumeRequired(sub.last)
             if item is RESYNC:
-                pending = await _after(sessions, family_id, topic, last)
-            elif _behind(item, last):
+                pending = await _after(sessions, family_id, topic, sub.last)
+            elif behind(item, sub.last):
                 # An earlier event on this topic has not reached us (events published by two
                 # instances can cross in the broker): take everything after `last` from the
                 # log, in order; the late one is dropped as a duplicate when it arrives.
-                pending = await _after(sessions, family_id, topic, last)
+                pending = await _after(sessions, family_id, topic, sub.last)
             elif isinstance(item, m.Event):  # decoded once by the hub for all subscribers
                 pending = [item]
             elif item.get("thin"):

@@ -54,19 +54,23 @@ async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[E
                                   Event.from_model)
     async with _active(info):
         if sink is not None and plan is not None:
-            # The shared path: each event rendered once per selection, written from here.
+            # The shared path: each event rendered once per selection and written by the
+            # hub itself while this stream is caught up (`deliver`), or from here otherwise.
             prefix = sink.prefix()
-            async for row in event_stream(ctx, live.hub, live.scopes, topic, since,
-                                          scoped=False):
+
+            async def deliver(row: m.Event) -> None:
                 payload = await plan.render(row)
-                if sink.closed:
-                    return
-                try:
+                if not sink.closed:
                     await sink.send_text(prefix + payload + "}")
+                    _delivered(info, row)
+
+            async for row in event_stream(ctx, live.hub, live.scopes, topic, since,
+                                          scoped=False, direct=deliver):
+                try:
+                    await deliver(row)
                 except (WebSocketDisconnect, RuntimeError, OSError):
                     # The socket is gone; the connection's shutdown cancels this task.
                     await asyncio.get_running_loop().create_future()
-                _delivered(info, row)
             return
         async for row in event_stream(ctx, live.hub, live.scopes, topic, since):
             _delivered(info, row)
