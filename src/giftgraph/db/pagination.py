@@ -12,13 +12,14 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 from sqlalchemy import Select, func, select, tuple_
-from sqlalchemy.orm import InstrumentedAttribute, aliased
+from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
 from giftgraph.errors import BadInput
 
 T = TypeVar("T")
 Key = InstrumentedAttribute[Any]
+_URLSAFE = bytes.maketrans(b"+/", b"-_")  # base64 → base64url
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,13 @@ class Order:
         return tuple(k.type.python_type for k in self.keys)
 
     def encode(self, row: Any) -> str:
-        values = [self.name, *(_dump(getattr(row, k.key)) for k in self.keys)]
-        return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
+        # orjson writes datetimes and dates exactly as isoformat() would (and asyncpg's
+        # UUID subclass via str), and binascii skips base64's Python layers: this runs
+        # for every row of every page.
+        values = orjson.dumps([self.name, *(getattr(row, k.key) for k in self.keys)],
+                              default=str)
+        return binascii.b2a_base64(values, newline=False).translate(_URLSAFE).rstrip(b"=") \
+            .decode()
 
     def decode(self, cursor: str, arg: str) -> tuple[Any, ...]:
         try:
@@ -104,14 +110,6 @@ class Order:
             where.append(lhs < tuple_(*values) if descending else lhs > tuple_(*values))
         order = [k.desc() if descending else k.asc() for k in self.keys]
         return where, order
-
-
-def _dump(v: Any) -> Any:
-    if isinstance(v, datetime | date):
-        return v.isoformat()
-    if isinstance(v, uuid.UUID):
-        return str(v)
-    return v
 
 
 def _load(t: type, v: Any) -> Any:
@@ -153,14 +151,15 @@ def page_from_rows(rows: Sequence[Any], order: Order, args: PageArgs) -> Page[An
 
 
 def pages_statement(
-    entity: Any,
     base: Select[Any],
     parent: ColumnElement[Any],
     parent_ids: Sequence[Any],
     order: Order,
     args: PageArgs,
 ) -> Select[Any]:
-    """One statement for the first page of every parent (window function per parent)."""
+    """One statement for the first page of every parent (window function per parent).
+
+    `base` selects columns (not entities); each result row has them plus `gg_parent`."""
     where, order_by = order.clauses(args)
     rn = func.row_number().over(partition_by=parent, order_by=order_by).label("gg_rn")
     sub = (
@@ -168,9 +167,8 @@ def pages_statement(
         .where(parent.in_(parent_ids), *where)
         .subquery()
     )
-    row = aliased(entity, sub)
     return (
-        select(row, sub.c.gg_parent)
+        select(*(c for c in sub.c if c.key != "gg_rn"))
         .where(sub.c.gg_rn <= args.limit + 1)
         .order_by(sub.c.gg_parent, sub.c.gg_rn)
     )
@@ -180,6 +178,6 @@ def group_pages(
     result_rows: Sequence[Any], parent_ids: Sequence[Any], order: Order, args: PageArgs
 ) -> dict[Any, Page[Any]]:
     grouped: dict[Any, list[Any]] = {pid: [] for pid in parent_ids}
-    for obj, pid in result_rows:
-        grouped[pid].append(obj)
+    for row in result_rows:
+        grouped[row.gg_parent].append(row)
     return {pid: _page(rows, order, args) for pid, rows in grouped.items()}

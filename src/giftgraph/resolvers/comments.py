@@ -55,7 +55,8 @@ async def comments(info: Info, target: CommentTarget, target_id: strawberry.ID,
         m.Comment.target_id == decode_id(target_id, TARGET_TYPES[target]),
     )
     return await list_connection(info, stmt, q.COMMENTS, Comment.from_model,
-                                 first, after, last, before)
+                                 first, after, last, before,
+                                 {"author": (info.context.loaders.user, "author_id")})
 
 
 async def add_comment(info: Info, input: CommentInput) -> Comment:

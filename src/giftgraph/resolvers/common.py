@@ -16,6 +16,7 @@ from giftgraph.db.pagination import Order, page_from_rows, page_statement
 from giftgraph.errors import NotFound
 from giftgraph.ids import decode_id
 from giftgraph.schema.connection import Connection, connection
+from giftgraph.schema.lookahead import Relations, prefetch_selected
 from giftgraph.schema.types import page_args
 
 M = TypeVar("M", bound=m.Owned)
@@ -69,8 +70,10 @@ async def list_connection(
     after: str | None,
     last: int | None,
     before: str | None,
+    relations: Relations | None = None,
 ) -> Connection[T]:
-    """A top-level connection over `base` (already filtered to the family)."""
+    """A top-level connection over `base` (already filtered to the family); the
+    `relations` of its nodes that the operation selects are loaded with the page."""
     args = page_args(info, first, after, last, before)
     db = info.context.db
     rows = await db.scalars(page_statement(base, order, args))
@@ -79,4 +82,6 @@ async def list_connection(
     async def count() -> int:
         return await db.scalar(select(func.count()).select_from(base.order_by(None).subquery())) or 0
 
+    if relations:
+        await prefetch_selected(info, page.rows, relations, "edges", "node")
     return connection(page, convert, count)

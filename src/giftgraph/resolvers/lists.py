@@ -27,7 +27,7 @@ from giftgraph.schema.inputs import (
     ListItemPatch,
     provided,
 )
-from giftgraph.schema.types import GiftList, ListItem
+from giftgraph.schema.types import GiftList, ListItem, list_relations
 from giftgraph.validation import GiftListData, ListItemData, validate
 
 S = m.ItemStatus
@@ -62,7 +62,7 @@ async def lists(info: Info, first: int | None = None, after: str | None = None,
         pk = await _exists(info, loaders.occasion, occasion_id, "Occasion")
         stmt = stmt.where(m.GiftList.occasion_id == pk)
     return await list_connection(info, stmt, q.LISTS, GiftList.from_model,
-                                 first, after, last, before)
+                                 first, after, last, before, list_relations(loaders))
 
 
 async def _list_values(session: AsyncSession, data: dict[str, Any]) -> dict[str, Any]:

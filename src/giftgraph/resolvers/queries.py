@@ -19,6 +19,7 @@ from giftgraph.errors import NotFound
 from giftgraph.ids import split_id
 from giftgraph.resolvers.common import list_connection
 from giftgraph.schema.connection import Connection
+from giftgraph.schema.lookahead import prefetch_selected
 from giftgraph.schema.types import (
     NODE_TYPES,
     Event,
@@ -27,6 +28,7 @@ from giftgraph.schema.types import (
     Occasion,
     PersonProgress,
     Pipeline,
+    item_relations,
     to_node,
 )
 
@@ -74,7 +76,8 @@ async def events(info: Info, first: int | None = None, after: str | None = None,
         m.Event.family_id == info.context.family_id, m.Event.topic == (topic or "family")
     )
     return await list_connection(info, stmt, q.EVENTS, Event.from_model,
-                                 first, after, last, before)
+                                 first, after, last, before,
+                                 {"actor": (info.context.loaders.user, "actor_id")})
 
 
 async def _next_occasions(db: OperationDb, family_id: uuid.UUID, today: date) -> list[Occasion]:
@@ -189,15 +192,22 @@ class Dashboard:
 
     @strawberry.field(description="Every person with their items by status and money spent.")
     async def people(self, info: Info) -> list[PersonProgress]:
-        return await self.part("people", info.context.db)  # type: ignore[no-any-return]
+        people = await self.part("people", info.context.db)
+        await prefetch_selected(info, people, {"person": (info.context.loaders.person,
+                                                          "person_id")})
+        return people  # type: ignore[no-any-return]
 
     @strawberry.field(description="The newest items still at IDEA.")
     async def recent_ideas(self, info: Info) -> list[ListItem]:
-        return await self.part("recent_ideas", info.context.db)  # type: ignore[no-any-return]
+        items = await self.part("recent_ideas", info.context.db)
+        await prefetch_selected(info, items, item_relations(info.context.loaders))
+        return items  # type: ignore[no-any-return]
 
     @strawberry.field(description="The latest changes, newest first.")
     async def activity(self, info: Info) -> list[Event]:
-        return await self.part("activity", info.context.db)  # type: ignore[no-any-return]
+        events = await self.part("activity", info.context.db)
+        await prefetch_selected(info, events, {"actor": (info.context.loaders.user, "actor_id")})
+        return events  # type: ignore[no-any-return]
 
     @strawberry.field(description="Sum of the budgets of upcoming occasions (null if none set).")
     async def budget(self, info: Info) -> Decimal | None:

@@ -23,6 +23,8 @@ from giftgraph.schema.enums import (
     OccasionKind,
     Role,
 )
+from giftgraph.schema.loaders import Loaders, MaybeAwaitable, load_now
+from giftgraph.schema.lookahead import Relations, prefetch_selected
 
 
 def page_args(info: Info, first: int | None, after: str | None,
@@ -65,18 +67,18 @@ class User(Node):
                    display_name=r.display_name, role=r.role, is_active=r.is_active,
                    created_at=r.created_at, updated_at=r.updated_at, family_id=r.family_id)
 
-    @strawberry.field
-    async def family(self, info: Info) -> Family:
-        row = await info.context.loaders.family.load(self.family_id)
-        assert row is not None  # a user's family always exists
-        return Family.from_model(row)
+    # Relations are plain (not async) resolvers that return the object at once when the
+    # loader already holds its row, else an awaitable (see `load_now`). A required relation
+    # can only be None if a foreign key were broken; graphql-core then reports the null.
+    @strawberry.field(graphql_type=Family)
+    def family(self, info: Info) -> MaybeAwaitable[Family | None]:
+        return load_now(info.context.loaders.family, self.family_id, Family.from_model)
 
 
-async def _user(info: Info, user_id: uuid.UUID | None) -> User | None:
+def _user(info: Info, user_id: uuid.UUID | None) -> MaybeAwaitable[User | None]:
     if user_id is None:
         return None
-    row = await info.context.loaders.user.load(user_id)
-    return User.from_model(row) if row else None
+    return load_now(info.context.loaders.user, user_id, User.from_model)
 
 
 @strawberry.type
@@ -105,15 +107,15 @@ class Person(Node):
         args = page_args(info, first, after, last, before)
         loaders = info.context.loaders
         page = await loaders.gift_history.load((self.pk, args, None))
+        await prefetch_selected(info, page.rows, item_relations(loaders), "edges", "node")
         return connection(page, ListItem.from_model,
                           lambda: loaders.gift_history_counts.load((self.pk, None)))
 
 
-async def _person(info: Info, person_id: uuid.UUID | None) -> Person | None:
+def _person(info: Info, person_id: uuid.UUID | None) -> MaybeAwaitable[Person | None]:
     if person_id is None:
         return None
-    row = await info.context.loaders.person.load(person_id)
-    return Person.from_model(row) if row else None
+    return load_now(info.context.loaders.person, person_id, Person.from_model)
 
 
 @strawberry.type
@@ -138,11 +140,9 @@ class PersonProgress:
     def from_progress(cls, p: q.Progress) -> PersonProgress:
         return cls(pipeline=Pipeline.from_counts(p.pipeline), spent=p.spent, person_id=p.person_id)
 
-    @strawberry.field
-    async def person(self, info: Info) -> Person:
-        person = await _person(info, self.person_id)
-        assert person is not None  # progress rows come from this family's persons
-        return person
+    @strawberry.field(graphql_type=Person)  # progress rows come from this family's persons
+    def person(self, info: Info) -> MaybeAwaitable[Person | None]:
+        return _person(info, self.person_id)
 
 
 @strawberry.type
@@ -216,22 +216,19 @@ class GiftList(Node):
                    budget=r.budget, created_at=r.created_at, updated_at=r.updated_at, pk=r.id,
                    person_id=r.person_id, occasion_id=r.occasion_id, owner_id=r.owner_id)
 
-    @strawberry.field
-    async def person(self, info: Info) -> Person | None:
-        return await _person(info, self.person_id)
+    @strawberry.field(graphql_type=Person | None)
+    def person(self, info: Info) -> MaybeAwaitable[Person | None]:
+        return _person(info, self.person_id)
 
-    @strawberry.field
-    async def occasion(self, info: Info) -> Occasion | None:
+    @strawberry.field(graphql_type=Occasion | None)
+    def occasion(self, info: Info) -> MaybeAwaitable[Occasion | None]:
         if self.occasion_id is None:
             return None
-        row = await info.context.loaders.occasion.load(self.occasion_id)
-        return Occasion.from_model(row) if row else None
+        return load_now(info.context.loaders.occasion, self.occasion_id, Occasion.from_model)
 
-    @strawberry.field
-    async def owner(self, info: Info) -> User:
-        user = await _user(info, self.owner_id)
-        assert user is not None  # owner_id is a RESTRICT foreign key within the family
-        return user
+    @strawberry.field(graphql_type=User)  # owner_id: a RESTRICT foreign key in the family
+    def owner(self, info: Info) -> MaybeAwaitable[User | None]:
+        return _user(info, self.owner_id)
 
     @strawberry.field
     async def items(
@@ -241,6 +238,7 @@ class GiftList(Node):
         args = page_args(info, first, after, last, before)
         loaders = info.context.loaders
         page = await loaders.list_items.load((self.pk, args, status))
+        await prefetch_selected(info, page.rows, item_relations(loaders), "edges", "node")
         return connection(page, ListItem.from_model,
                           lambda: loaders.list_item_counts.load((self.pk, status)))
 
@@ -263,21 +261,29 @@ class ListItem(Node):
                    updated_at=r.updated_at, list_id=r.list_id, gift_id=r.gift_id,
                    assignee_id=r.assignee_id)
 
-    @strawberry.field
-    async def list(self, info: Info) -> GiftList:
-        row = await info.context.loaders.gift_list.load(self.list_id)
-        assert row is not None  # list_id is a CASCADE foreign key within the family
-        return GiftList.from_model(row)
+    @strawberry.field(graphql_type=GiftList)  # list_id: a CASCADE foreign key in the family
+    def list(self, info: Info) -> MaybeAwaitable[GiftList | None]:
+        return load_now(info.context.loaders.gift_list, self.list_id, GiftList.from_model)
 
-    @strawberry.field
-    async def gift(self, info: Info) -> Gift:
-        row = await info.context.loaders.gift.load(self.gift_id)
-        assert row is not None  # gift_id is a RESTRICT foreign key within the family
-        return Gift.from_model(row)
+    @strawberry.field(graphql_type=Gift)  # gift_id: a RESTRICT foreign key in the family
+    def gift(self, info: Info) -> MaybeAwaitable[Gift | None]:
+        return load_now(info.context.loaders.gift, self.gift_id, Gift.from_model)
 
-    @strawberry.field
-    async def assignee(self, info: Info) -> User | None:
-        return await _user(info, self.assignee_id)
+    @strawberry.field(graphql_type=User | None)
+    def assignee(self, info: Info) -> MaybeAwaitable[User | None]:
+        return _user(info, self.assignee_id)
+
+
+def item_relations(loaders: Loaders) -> Relations:
+    """What a list item's relation fields load (for `prefetch_selected`)."""
+    return {"gift": (loaders.gift, "gift_id"), "assignee": (loaders.user, "assignee_id"),
+            "list": (loaders.gift_list, "list_id")}
+
+
+def list_relations(loaders: Loaders) -> Relations:
+    """What a gift list's relation fields load (for `prefetch_selected`)."""
+    return {"person": (loaders.person, "person_id"), "owner": (loaders.user, "owner_id"),
+            "occasion": (loaders.occasion, "occasion_id")}
 
 
 @strawberry.type
@@ -296,9 +302,10 @@ class Comment(Node):
                    body=r.body, created_at=r.created_at, updated_at=r.updated_at,
                    author_id=r.author_id)
 
-    @strawberry.field(description="Null once the author's account was deleted.")
-    async def author(self, info: Info) -> User | None:
-        return await _user(info, self.author_id)
+    @strawberry.field(graphql_type=User | None,
+                      description="Null once the author's account was deleted.")
+    def author(self, info: Info) -> MaybeAwaitable[User | None]:
+        return _user(info, self.author_id)
 
 
 TARGET_TYPES: dict[m.CommentTarget, str] = {
@@ -337,9 +344,9 @@ class Event(Node):
                    entity_id=strawberry.ID(encode_id(r.entity_type, r.entity_id)), at=r.at,
                    actor_id=r.actor_id, payload=r.payload)
 
-    @strawberry.field
-    async def actor(self, info: Info) -> User | None:
-        return await _user(info, self.actor_id)
+    @strawberry.field(graphql_type=User | None)
+    def actor(self, info: Info) -> MaybeAwaitable[User | None]:
+        return _user(info, self.actor_id)
 
     @strawberry.field(description="The entity as it was right after the change; null after DELETED.")
     def node(self) -> Node | None:

@@ -59,6 +59,13 @@ def finish(response: Response, request: Request, media: str) -> Response:
     and carry no `data` (they never executed)."""
     if response.media_type not in (JSON, None) or response.status_code != 200:
         return response
+    raw = response.body
+    if isinstance(raw, bytes) and raw.startswith(b"{") and b'"errors"' not in raw:
+        # No `errors` key anywhere (it can't be written without these bytes): nothing to
+        # mask and no request error, so the body goes out as it is, not decoded and
+        # re-encoded (a nested read's body is tens of kilobytes).
+        return Response(raw, media_type=media, headers=_passed_on(response),
+                        background=response.background)
     try:
         body = orjson.loads(response.body)
     except orjson.JSONDecodeError:
@@ -69,8 +76,7 @@ def finish(response: Response, request: Request, media: str) -> Response:
     if masked:
         body["errors"] = masked
     status = 200
-    headers = {k: v for k, v in response.headers.items()
-               if k.lower() not in ("content-length", "content-type")}
+    headers = _passed_on(response)
     if is_request_error(body):
         body.pop("data", None)
         codes = {(e.get("extensions") or {}).get("code") for e in body["errors"]}
@@ -82,6 +88,12 @@ def finish(response: Response, request: Request, media: str) -> Response:
             status = 400
     return Response(orjson.dumps(body), status_code=status, media_type=media, headers=headers,
                     background=response.background)
+
+
+def _passed_on(response: Response) -> dict[str, str]:
+    """The headers of Strawberry's response that still hold for the one we send."""
+    return {k: v for k, v in response.headers.items()
+            if k.lower() not in ("content-length", "content-type")}
 
 
 class BodyLimit:
