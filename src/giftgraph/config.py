@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     max_page_size: int = 100
     default_page_size: int = 20
     max_body_bytes: int = 1_000_000
+    # Read-query results kept per process (JSON bytes), reused while the caller's family is
+    # unchanged (see giftgraph.schema.cache); 0 turns the cache off.
+    result_cache_bytes: int = Field(default=32 * 2**20, ge=0)
 
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> Settings:

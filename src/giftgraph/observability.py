@@ -66,6 +66,9 @@ class Metrics:
                                            registry=r)
         self.errors = Counter("giftgraph_graphql_errors", "GraphQL errors by code", ["code"],
                               registry=r)
+        self.result_cache = Counter("giftgraph_result_cache_lookups",
+                                    "Read queries looked up in the result cache", ["outcome"],
+                                    registry=r)
         self.sockets_active = Gauge("giftgraph_websockets_active", "Open WebSockets",
                                     registry=r)
         self.sockets_peak = Gauge("giftgraph_websockets_peak", "Most WebSockets open at once",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -48,9 +48,10 @@ class OperationDb:
         async with self._lock:
             return (await self._get().execute(stmt)).all()
 
-    async def scalar(self, stmt: Select[tuple[T]]) -> T | None:
+    async def scalar(self, stmt: Select[tuple[T]],
+                     params: Mapping[str, Any] | None = None) -> T | None:
         async with self._lock:
-            return await self._get().scalar(stmt)
+            return await self._get().scalar(stmt, params)
 
     async def detached(self, stmt: Select[tuple[T]]) -> T | None:
         """One row, expunged: later rollbacks in this session can't expire it."""

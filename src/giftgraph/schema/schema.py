@@ -22,6 +22,7 @@ from giftgraph.resolvers import queries as r_queries
 from giftgraph.resolvers import users as r_users
 from giftgraph.resolvers.subscriptions import Subscription
 from giftgraph.schema import types
+from giftgraph.schema.cache import ResultCache, ResultStore
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.extensions import (
     FormatErrors,
@@ -94,6 +95,9 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
         lambda: ParserCache(maxsize=512), lambda: FreshValidationCache(maxsize=512),
     ]
+    if settings.result_cache_bytes:
+        store = ResultStore(settings.result_cache_bytes)  # one per schema: per app
+        extensions.append(lambda: ResultCache(store))  # last: after every refusal
     if not introspection:
         extensions.append(DisableIntrospection)
     return GiftGraphSchema(

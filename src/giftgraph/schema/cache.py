@@ -1,0 +1,131 @@
+"""A per-family cache of read-query results, validated against the family's event log.
+
+Every change to a family's data commits an Event on the family's `family` topic in the
+same transaction, and `events.record` holds a per-family lock until COMMIT, so within a
+family `seq` order is commit order. The family's newest `family` seq is therefore a
+version of everything the family can read: a result stored with the version read before
+it was computed is exact for as long as that version is still the newest.
+
+Each request still authenticates (the user lookup) and reads the version (one index-only
+lookup) before it may use a stored result. Nothing depends on pub/sub delivery: a change
+committed by another instance or process makes the next read a miss just the same.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Hashable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from graphql import ExecutionResult
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.exc import SQLAlchemyError
+from strawberry.extensions import SchemaExtension
+
+from giftgraph.context import Context
+from giftgraph.db import models as m
+from giftgraph.events import FAMILY_TOPIC
+
+
+@dataclass(frozen=True)
+class Entry:
+    version: int | None
+    data: bytes  # the result's `data`, as JSON: compact, and every hit decodes its own copy
+
+
+class ResultStore:
+    """Stored results, least recently used evicted first, at most `max_bytes` of JSON."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[Hashable, Entry] = OrderedDict()
+        self.size = 0
+
+    def get(self, key: Hashable, version: int | None) -> Any | None:
+        """The stored `data` for `key` if it was stored at `version`, else None."""
+        entry = self.entries.get(key)
+        if entry is None or entry.version != version:
+            return None
+        self.entries.move_to_end(key)
+        return orjson.loads(entry.data)
+
+    def put(self, key: Hashable, version: int | None, data: Any) -> None:
+        body = orjson.dumps(data)
+        if len(body) > self.max_bytes // 8:
+            return  # one huge result would evict everything else
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.size -= len(old.data)
+        self.entries[key] = Entry(version, body)
+        self.size += len(body)
+        while self.size > self.max_bytes:
+            _, evicted = self.entries.popitem(last=False)
+            self.size -= len(evicted.data)
+
+
+# Built once: building a statement and its cache key costs more than running this one.
+VERSION = select(func.max(m.Event.seq)).where(m.Event.family_id == bindparam("family_id"),
+                                              m.Event.topic == FAMILY_TOPIC)
+
+
+async def family_version(ctx: Context) -> int | None:
+    """The seq of the family's newest change (None before any): an index-only lookup."""
+    return await ctx.db.scalar(VERSION, {"family_id": ctx.family_id})
+
+
+class ResultCache(SchemaExtension):
+    """Answers a repeated query from `store` while the caller's family is unchanged.
+
+    Runs after the extensions that may refuse an operation (limits, rate limits), so a
+    stored result never skips a check. Only error-free query results are stored, keyed by
+    the caller (results may depend on who asks), the document, operation name, variables
+    and today's date (the dashboard's "upcoming" is relative to it).
+    """
+
+    def __init__(self, store: ResultStore) -> None:
+        super().__init__()
+        self.store = store
+
+    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
+        ec = self.execution_context
+        ctx: Context = ec.context
+        key = None
+        if ec.result is None and ec.operation_type.value == "query" and ctx.user is not None \
+                and not ec.pre_execution_errors:
+            key = _key(ctx.user.id, ec.query, ec.operation_name, ec.variables)
+        if key is None:
+            yield
+            return
+        try:
+            version = await family_version(ctx)
+        except (SQLAlchemyError, OSError):
+            # The database is failing: execute uncached, on a fresh session, so that the
+            # fields report it as they would without the cache (retryable errors).
+            await ctx.db.close()
+            yield
+            return
+        data = self.store.get(key, version)
+        if data is not None:
+            ec.result = ExecutionResult(data=data)
+        if ctx.metrics is not None:
+            ctx.metrics.result_cache.labels("miss" if data is None else "hit").inc()
+        yield
+        if data is None:
+            self._keep(key, version, ec.result)
+
+    def _keep(self, key: Hashable, version: int | None, result: Any) -> None:
+        if isinstance(result, ExecutionResult) and not result.errors and result.data is not None:
+            self.store.put(key, version, result.data)
+
+
+def _key(user_id: uuid.UUID, query: str | None, operation_name: str | None,
+         variables: dict[str, Any] | None) -> Hashable | None:
+    try:
+        canonical = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # not JSON (never over HTTP or sockets): simply not cached
+        return None
+    return (user_id, datetime.now(UTC).date(), query, operation_name, canonical)
