@@ -140,6 +140,11 @@ class GraphQLApp(GraphQL[Context, None]):
     websocket_adapter_class = SocketAdapter  # type: ignore[assignment]
     graphql_transport_ws_handler_class = TransportWSHandler
 
+    def encode_json(self, data: object) -> str:
+        """orjson (several times faster than json.dumps on a large result); text, because
+        a WebSocket message must go out as a text frame."""
+        return orjson.dumps(data).decode()
+
     def parse_json(self, data: str | bytes) -> Any:
         """A request body (or GET `variables`/`extensions`) must be a JSON object; orjson
         also refuses invalid UTF-8 and nesting deeper than 1024 levels."""
@@ -207,7 +212,7 @@ class GraphQLApp(GraphQL[Context, None]):
             await self.state.live.hub.publish(events)
             self.state.metrics.events_published.inc(len(events))
 
-    async def on_ws_connect(self, context: Context) -> UnsetType | None | dict[str, object]:
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Authenticate the socket from connection_init; reject (4403) before any operation."""
         params = context.connection_params or {}
         raw = params.get("authorization") or params.get("Authorization")
