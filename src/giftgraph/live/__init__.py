@@ -46,6 +46,7 @@ class Live:
     async def stop(self) -> None:
         await self.presence.close()
         await self.hub.disconnect()
+        await self.scopes.close()
 
 
 __all__ = ["Hub", "Live", "SharedScopes", "channel", "event_stream"]

@@ -91,6 +91,14 @@ class SharedScopes:
             future.set_result(row)
         return await future
 
+    async def close(self) -> None:
+        """At shutdown: return every shared scope's connection to the pool."""
+        entries, self._scopes = list(self._scopes.values()), {}
+        for entry in entries:
+            if entry[2] is not None:
+                entry[2].cancel()
+            await entry[0].db.close()
+
     def stats(self) -> int:
         return len(self._scopes)
 
