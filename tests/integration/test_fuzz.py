@@ -623,6 +623,18 @@ async def test_nul_characters_are_bad_input(client: httpx.AsyncClient, alice: Ac
     await assert_me(client, alice)
 
 
+async def test_nul_character_in_a_string_literal_is_bad_input(client: httpx.AsyncClient,
+                                                              alice: Account) -> None:
+    """The same through an escape in the document itself: refused before anything runs."""
+    query = 'mutation { createPerson(input: {name: "a\\u0000b"}) { id } }'
+    body = checked(await send(client, alice.token, body={"query": query}), query)
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["BAD_USER_INPUT"], body
+    assert body["errors"][0]["extensions"]["fields"] == {
+        "query": "must not contain the NUL character (U+0000)"}
+    persons = await send(client, alice.token, body={"query": "{ persons { totalCount } }"})
+    assert persons.json()["data"]["persons"]["totalCount"] == 0  # nothing half-applied
+
+
 # --- graphql-transport-ws: malformed messages -----------------------------------------------
 
 PROTOCOL = "graphql-transport-ws"

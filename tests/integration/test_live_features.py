@@ -8,6 +8,8 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -354,49 +356,67 @@ async def test_nested_event_fields_load_once_per_event_not_per_subscriber(
     assert counts[6] == counts[1], counts
 
 
-async def test_overflowing_stream_ends_with_resume_error(database_url: str) -> None:
+@dataclass
+class InProcess:
+    """A lifespan-started app (no server) and a stream context for one signed-up member."""
+
+    state: Any
+    account: Any
+    ctx: Any
+
+
+@asynccontextmanager
+async def in_process(database_url: str, family: str, **settings: Any) -> AsyncIterator[InProcess]:
     from sqlalchemy import select
 
     from giftgraph.context import Context
     from giftgraph.db import models as m
-    from giftgraph.live.streams import ResumeRequired, event_stream
     from tests.conftest import GQL, sign_up
 
-    app = create_app(make_settings(database_url, subscriber_queue_size=2))
+    app = create_app(make_settings(database_url, **settings))
     async with app.router.lifespan_context(app):
         state = app.state.giftgraph
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            account = await sign_up(GQL(http), "Slow family")
+            account = await sign_up(GQL(http), family)
             async with state.db().sessions() as session:
                 user = await session.scalar(select(m.User).where(m.User.email == account.email))
+            assert user is not None
             ctx = Context(settings=state.settings, database=state.db(), request=None,  # type: ignore[arg-type]
                           live=state.live, user=user)
-            got_first, go_on = asyncio.Event(), asyncio.Event()
-            delivered: list[int] = []
+            yield InProcess(state, account, ctx)
 
-            async def slow_subscriber() -> None:
-                async for event in event_stream(ctx, state.live.hub, state.live.scopes,
-                                                "family", None):
-                    delivered.append(event.seq)
-                    if len(delivered) == 1:
-                        got_first.set()
-                        await go_on.wait()  # reads nothing while changes pour in
 
-            consumer = asyncio.create_task(slow_subscriber())
-            await asyncio.sleep(0.2)  # listening
-            for i in range(6):
-                await account.client(
-                    f'mutation {{ createPerson(input: {{name: "P{i}"}}) {{ id }} }}')
-                if i == 0:
-                    await asyncio.wait_for(got_first.wait(), 3)
-            go_on.set()
-            with pytest.raises(ResumeRequired) as err:
-                await asyncio.wait_for(consumer, 5)
-            # Bounded: the first event, then what fit in the queue, then "resume with since".
-            assert len(delivered) == 3
-            assert err.value.extensions["resumeSince"] == str(delivered[-1])
-            assert err.value.code == "RATE_LIMITED"
+async def test_overflowing_stream_ends_with_resume_error(database_url: str) -> None:
+    from giftgraph.live.streams import ResumeRequired, event_stream
+
+    async with in_process(database_url, "Slow family", subscriber_queue_size=2) as env:
+        state, account, ctx = env.state, env.account, env.ctx
+        got_first, go_on = asyncio.Event(), asyncio.Event()
+        delivered: list[int] = []
+
+        async def slow_subscriber() -> None:
+            async for event in event_stream(ctx, state.live.hub, state.live.scopes,
+                                            "family", None):
+                delivered.append(event.seq)
+                if len(delivered) == 1:
+                    got_first.set()
+                    await go_on.wait()  # reads nothing while changes pour in
+
+        consumer = asyncio.create_task(slow_subscriber())
+        await asyncio.sleep(0.2)  # listening
+        for i in range(6):
+            await account.client(
+                f'mutation {{ createPerson(input: {{name: "P{i}"}}) {{ id }} }}')
+            if i == 0:
+                await asyncio.wait_for(got_first.wait(), 3)
+        go_on.set()
+        with pytest.raises(ResumeRequired) as err:
+            await asyncio.wait_for(consumer, 5)
+        # Bounded: the first event, then what fit in the queue, then "resume with since".
+        assert len(delivered) == 3
+        assert err.value.extensions["resumeSince"] == str(delivered[-1])
+        assert err.value.code == "RATE_LIMITED"
 
 
 async def test_each_event_is_rendered_once_per_selection(live_server: Server) -> None:
@@ -453,25 +473,12 @@ async def test_events_crossing_in_the_broker_are_fetched_in_order(database_url: 
     """Two instances may publish through one broker in another order than they committed:
     a subscriber that gets the later event first fetches the earlier one from the log, and
     the late one is then a duplicate, dropped."""
-    from sqlalchemy import select
-
-    from giftgraph.context import Context
     from giftgraph.db import models as m
     from giftgraph.events import record, take_pending
     from giftgraph.live.streams import event_stream
-    from tests.conftest import GQL, sign_up
 
-    app = create_app(make_settings(database_url))
-    async with app.router.lifespan_context(app):
-        state = app.state.giftgraph
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            account = await sign_up(GQL(http), "Crossing family")
-        async with state.db().sessions() as session:
-            user = await session.scalar(select(m.User).where(m.User.email == account.email))
-        assert user is not None
-        ctx = Context(settings=state.settings, database=state.db(), request=None,  # type: ignore[arg-type]
-                      live=state.live, user=user)
+    async with in_process(database_url, "Crossing family") as env:
+        state, ctx, user = env.state, env.ctx, env.ctx.user
         received: list[int] = []
 
         async def subscriber() -> None:

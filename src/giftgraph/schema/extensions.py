@@ -6,7 +6,15 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from graphql import DocumentNode, ExecutionResult, GraphQLError, StringValueNode, Visitor, visit
+from graphql import (
+    BREAK,
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    StringValueNode,
+    Visitor,
+    visit,
+)
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from strawberry.extensions import SchemaExtension, ValidationCache
@@ -183,17 +191,23 @@ def _nul_path(value: Any, path: str) -> str | None:
     return None
 
 
-def _nul_literal(document: DocumentNode | None) -> bool:
+class _FindNul(Visitor):
+    """Stops at the first string literal holding U+0000 (written as a \\u escape)."""
+
     found = False
 
-    class Find(Visitor):
-        def enter_string_value(self, node: StringValueNode, *_: Any) -> None:
-            nonlocal found
-            found = found or "\x00" in node.value
+    def enter_string_value(self, node: StringValueNode, *_: Any) -> Any:
+        if "\x00" in node.value:
+            self.found = True
+            return BREAK
+        return None
 
+
+def _nul_literal(document: DocumentNode | None) -> bool:
+    finder = _FindNul()
     if document is not None:
-        visit(document, Find())
-    return found
+        visit(document, finder)
+    return finder.found
 
 
 class RefuseNul(SchemaExtension):
