@@ -48,6 +48,7 @@ from giftgraph.db.session import OperationDb
 from giftgraph.errors import ServiceUnavailable
 from giftgraph.live import Live
 from giftgraph.live.render import DIRECT_SINK, DirectSink
+from giftgraph.live.wire import Wire, WireCapture
 from giftgraph.observability import Metrics, configure_logging
 from giftgraph.ratelimit import RateLimits
 from giftgraph.schema.extensions import authenticate
@@ -115,7 +116,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def run_operation(self, operation: Any) -> None:
         adapter = self.websocket
         assert isinstance(adapter, ASGIWebSocketAdapter)
-        DIRECT_SINK.set(DirectSink(operation, adapter.ws.send_text))  # this task's context
+        sink = DirectSink(operation, adapter.ws.send_text, Wire.of(adapter.ws.scope))
+        DIRECT_SINK.set(sink)  # this task's context
         await super().run_operation(operation)
 
 
@@ -294,6 +296,7 @@ def create_app(settings: Settings) -> Starlette:
         state.live = Live.create(settings, url, state.database.sessions)
         await state.live.start()
         hub = state.live.hub
+        hub.on_fanout = lambda event, count: state.metrics.delivered(event.at, count)
         state.metrics.bind(lambda: hub.connected,
                            lambda: int(getattr(hub.backend, "reconnects", 0)),
                            state.database.engine.pool)
@@ -341,6 +344,7 @@ def create_app(settings: Settings) -> Starlette:
             Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         middleware=[
+            Middleware(WireCapture),  # first: it must see uvicorn's own `send`
             Middleware(HttpMetrics, metrics=state.metrics),
             Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
             Middleware(CORSMiddleware, allow_origins=settings.cors_origins,

@@ -60,8 +60,9 @@ async def live_server(database_url: str) -> AsyncIterator[Server]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(  # as `giftgraph serve` configures it
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+        ws_per_message_deflate=settings.ws_per_message_deflate))
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 20
     while not server.started:
@@ -511,3 +512,59 @@ async def test_events_crossing_in_the_broker_are_fetched_in_order(database_url: 
             assert received == [first[0].seq, second[0].seq]
         finally:
             consumer.cancel()
+
+
+async def test_events_are_written_pre_framed_and_busy_sockets_fall_back(
+        live_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fan-out writes each subscriber's `next` frame onto its socket itself; a socket
+    that can't take it now (here: every socket, by a zero buffer allowance) gets its events
+    through the subscription's own task instead, all of them, in order."""
+    from giftgraph.live import wire
+
+    srv = live_server
+    token, _ = await srv.signup("wire@example.com")
+    gl, item = await _item(srv, token)
+    query = ("subscription($l: ID!) { listEvents(listId: $l)"
+             " { seq kind node { ... on ListItem { status } } } }")
+    clients = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+               for _ in range(3)]
+    for c in clients:
+        await c.subscribe(query, {"l": gl})
+    await asyncio.sleep(0.3)
+
+    async def statuses(count: int) -> list[list[str]]:
+        got = []
+        for c in clients:
+            seen = []
+            for _ in range(count):
+                message = json.loads(await asyncio.wait_for(c.ws.recv(), 5))
+                assert message["type"] == "next", message
+                seen.append(message["payload"]["data"]["listEvents"]["node"]["status"])
+            got.append(seen)
+        return got
+
+    registry = srv.app.state.giftgraph.metrics.registry
+
+    def delivered() -> float:
+        return registry.get_sample_value("giftgraph_events_delivered_total") or 0.0
+
+    before, counted = wire.Wire.written, delivered()
+    await _status(srv, token, item, "SELECTED")
+    assert await statuses(1) == [["SELECTED"]] * 3
+    assert wire.Wire.written - before == 3  # pre-framed, one write per subscriber
+    assert delivered() - counted == 3
+
+    monkeypatch.setattr(wire, "HIGH_WATER", -1)  # no socket can take a frame "now"
+    before = wire.Wire.written
+    for status in ("PURCHASED", "RECEIVED", "PURCHASED"):
+        await _status(srv, token, item, status)
+    assert await statuses(3) == [["PURCHASED", "RECEIVED", "PURCHASED"]] * 3
+    assert wire.Wire.written == before  # every one of them went through the ASGI send
+    assert delivered() - counted == 3 + 9
+
+    monkeypatch.setattr(wire, "HIGH_WATER", 256 * 1024)  # and back to the direct path
+    await _status(srv, token, item, "RECEIVED")
+    assert await statuses(1) == [["RECEIVED"]] * 3
+    assert wire.Wire.written - before == 3
+    for c in clients:
+        await c.ws.close()

@@ -94,22 +94,25 @@ class Subscription:
         # Set while the subscriber is caught up and idle: the hub delivers through it.
         self.direct: Deliver | None = None
 
-    async def accept(self, item: Any) -> None:
+    async def accept(self, item: Any) -> bool:
         """Deliver directly when the subscriber is caught up and this is simply the next
-        live event; otherwise queue it (waking the subscriber, which handles it in order)."""
+        live event (True); otherwise queue it (waking the subscriber, which handles it in
+        order)."""
         deliver = self.direct
         if deliver is not None and isinstance(item, m.Event) and not self.items \
                 and not behind(item, self.last):
-            if item.seq <= self.last:
-                return  # sent already (a replay got there first)
-            previous, self.last = self.last, item.seq
+            seq = item.seq
+            if seq <= self.last:
+                return False  # sent already (a replay got there first)
+            previous, self.last = self.last, seq
             try:
                 await deliver(item)
-                return
-            except Exception:  # e.g. the socket is going away: let the subscriber's own
-                log.debug("direct delivery failed", exc_info=True)  # task deal with it
+                return True
+            except Exception:  # a busy socket, or one going away: the subscriber's own
+                log.debug("direct delivery failed", exc_info=True)  # task takes over
                 self.last, self.direct = previous, None
         self.offer(item)
+        return False
 
     def offer(self, item: Any) -> None:
         if self.overflowed:
@@ -160,6 +163,8 @@ class Hub:
         self.published = 0
         self.publish_failures = 0
         self.on_resync: list[Callable[[], None]] = []
+        # Called after an event went to its caught-up subscribers, with how many.
+        self.on_fanout: Callable[[m.Event, int], None] | None = None
         self._control_ready = asyncio.Event()
 
     @property
@@ -292,8 +297,11 @@ class Hub:
                 except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
                     log.warning("ignoring a malformed event on %s", name)
                     continue
+                delivered = 0
                 for sub in list(feed.subscribers):
-                    await sub.accept(item)
+                    delivered += await sub.accept(item)
+                if delivered and self.on_fanout is not None:
+                    self.on_fanout(item, delivered)
 
     def stats(self) -> dict[str, int]:
         return {

@@ -15,7 +15,7 @@ import asyncio
 import inspect
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +35,7 @@ from graphql.language import Visitor, visit
 
 from giftgraph.db import models as m
 from giftgraph.live.streams import SharedScopes
+from giftgraph.live.wire import Wire
 
 PLANS_KEPT = 256  # distinct selections remembered per process
 RESULTS_KEPT = 64  # rendered events remembered per selection (late subscribers reuse them)
@@ -42,17 +43,20 @@ RESULTS_KEPT = 64  # rendered events remembered per selection (late subscribers 
 
 @dataclass
 class DirectSink:
-    """The graphql-transport-ws operation a subscription resolver may write to directly."""
+    """The graphql-transport-ws operation a subscription resolver may write to directly:
+    pre-framed onto the connection's transport when it can take it (`wire`), else through
+    the ASGI `send_text`."""
 
     operation: Any  # strawberry's graphql_transport_ws Operation
-    send_text: Callable[[str], Any]
+    send_text: Callable[[str], Awaitable[None]]
+    wire: Wire | None = None
 
     @property
     def closed(self) -> bool:
         return bool(self.operation.completed)
 
-    def prefix(self) -> str:
-        return '{"id":' + orjson.dumps(self.operation.id).decode() + ',"type":"next","payload":'
+    def prefix(self) -> bytes:
+        return b'{"id":' + orjson.dumps(self.operation.id) + b',"type":"next","payload":'
 
 
 DIRECT_SINK: ContextVar[DirectSink | None] = ContextVar("giftgraph_direct_sink", default=None)
@@ -104,10 +108,10 @@ class Plan:
         self.family_id = family_id
         self.format_error = format_error
         self.to_root = to_root
-        self.results: OrderedDict[int, asyncio.Task[str]] = OrderedDict()
+        self.results: OrderedDict[int, asyncio.Task[bytes]] = OrderedDict()
 
-    async def render(self, row: m.Event) -> str:
-        """The `next` payload (JSON text) of this event for this selection, computed once
+    async def render(self, row: m.Event) -> bytes:
+        """The `next` payload (UTF-8 JSON) of this event for this selection, computed once
         in its own task so that no subscriber's cancellation can abort the others'."""
         task = self.results.get(row.seq)
         if task is None:
@@ -119,7 +123,7 @@ class Plan:
             return task.result()
         return await asyncio.shield(task)
 
-    async def _render(self, row: m.Event) -> str:
+    async def _render(self, row: m.Event) -> bytes:
         self.owner.renders += 1
         async with self.owner.scopes.use(("event", row.seq), self.family_id):
             result = self.executor.build_per_event_executor(
@@ -131,7 +135,7 @@ class Plan:
             trace_id = uuid.uuid4().hex
             payload["errors"] = [self.format_error(e, trace_id).formatted
                                  for e in result.errors]  # type: ignore[union-attr]
-        return orjson.dumps(payload).decode()
+        return orjson.dumps(payload)
 
 
 class SharedRenderer:

@@ -7,7 +7,6 @@ import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
-from datetime import UTC, datetime
 
 import strawberry
 from starlette.websockets import WebSocketDisconnect
@@ -26,6 +25,7 @@ from giftgraph.events import (
 from giftgraph.ids import decode_id
 from giftgraph.live import Live, event_stream
 from giftgraph.live.render import DIRECT_SINK
+from giftgraph.live.wire import SocketBusy
 from giftgraph.resolvers.queries import Dashboard
 from giftgraph.schema.enums import CommentTarget
 from giftgraph.schema.extensions import format_error
@@ -56,18 +56,30 @@ async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[E
         if sink is not None and plan is not None:
             # The shared path: each event rendered once per selection and written by the
             # hub itself while this stream is caught up (`deliver`), or from here otherwise.
-            prefix = sink.prefix()
+            prefix, wire = sink.prefix(), sink.wire
 
-            async def deliver(row: m.Event) -> None:
+            async def send(row: m.Event, wait: bool) -> None:
                 payload = await plan.render(row)
-                if not sink.closed:
-                    await sink.send_text(prefix + payload + "}")
-                    _delivered(info, row)
+                if sink.closed:
+                    return
+                message = prefix + payload + b"}"
+                if wire is not None and wire.write_text(message):
+                    return
+                if not wait:
+                    raise SocketBusy
+                await sink.send_text(message.decode())
+
+            async def deliver_now(row: m.Event) -> None:
+                """From the hub, for each caught-up subscriber in turn (it counts them):
+                never waits on one socket. A socket that can't take the frame now raises,
+                and the hub queues the event for this subscription's own task instead."""
+                await send(row, wait=wire is None)
 
             async for row in event_stream(ctx, live.hub, live.scopes, topic, since,
-                                          scoped=False, direct=deliver):
+                                          scoped=False, direct=deliver_now):
                 try:
-                    await deliver(row)
+                    await send(row, wait=True)  # may wait for the socket to drain
+                    _delivered(info, row)
                 except (WebSocketDisconnect, RuntimeError, OSError):
                     # The socket is gone; the connection's shutdown cancels this task.
                     await asyncio.get_running_loop().create_future()
@@ -86,8 +98,7 @@ def _idle(info: Info) -> None:
 def _delivered(info: Info, row: m.Event) -> None:
     metrics = info.context.metrics
     if metrics is not None:
-        metrics.events_delivered.inc()
-        metrics.fanout_seconds.observe(max(0.0, (datetime.now(UTC) - row.at).total_seconds()))
+        metrics.delivered(row.at)
 
 
 @asynccontextmanager
