@@ -24,6 +24,7 @@ from giftgraph.resolvers.subscriptions import Subscription
 from giftgraph.schema import types
 from giftgraph.schema.cache import ResultCache, ResultStore
 from giftgraph.schema.connection import Connection
+from giftgraph.schema.execution import ExecutionContext
 from giftgraph.schema.extensions import (
     FormatErrors,
     FreshValidationCache,
@@ -107,5 +108,6 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         types=[types.Family, types.User, types.Person, types.Occasion, types.GiftList,
                types.Gift, types.ListItem, types.Comment, types.Event, types.Presence],
         extensions=extensions,
+        execution_context_class=ExecutionContext,
         config=StrawberryConfig(disable_field_suggestions=settings.is_production),
     )
