@@ -156,17 +156,22 @@ class Server:
         assert self.proc is not None
         return self.proc.pid
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "uvicorn", "--factory", self.app, "--host", "127.0.0.1",
+                "--port", str(self.port), "--log-level", "warning", "--no-access-log",
+                "--timeout-graceful-shutdown", "3",
+                # as `giftgraph serve` runs (GIFTGRAPH_WS_PER_MESSAGE_DEFLATE), the same for
+                # the raw baseline: every server here is measured on equal terms
+                "--ws-per-message-deflate", "false"]
+
+    def ready(self) -> bool:
+        return httpx.get(self.base + self.health, timeout=2).status_code == 200
+
     def start(self) -> Server:
         """Launch the process (without waiting for it: start several, then enter each)."""
-        cmd = [sys.executable, "-m", "uvicorn", "--factory", self.app, "--host", "127.0.0.1",
-               "--port", str(self.port), "--log-level", "warning", "--no-access-log",
-               "--timeout-graceful-shutdown", "3",
-               # as `giftgraph serve` runs (GIFTGRAPH_WS_PER_MESSAGE_DEFLATE), the same for the
-               # raw baseline: every server here is measured on equal terms
-               "--ws-per-message-deflate", "false"]
         env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log,  # noqa: S603
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env,  # noqa: S603
+                                     stdout=self.log, stderr=subprocess.STDOUT)
         atexit.register(self.__exit__)  # never left behind, even if never entered
         return self
 
@@ -180,7 +185,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.app} exited:\n{self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.base + self.health, timeout=2).status_code == 200:
+                if self.ready():
                     return self
             time.sleep(0.2)
         self.__exit__()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +10,11 @@ import httpx
 import orjson
 from rich.table import Table
 
+from bench import pgl
 from bench.harness import Server, api_server, dsn, login
 from bench.report import Options, Outcome, Target, few_replies, ms, rate
 from bench.workers import measure_http
+from giftgraph.demo import DEMO_EMAIL
 
 DASHBOARD = """query Dashboard { dashboard {
   budget spent pipeline { idea selected purchased received }
@@ -35,29 +38,52 @@ def run(database_url: str, opt: Options) -> Outcome:
                                           "GIFTGRAPH_JWT_SECRET": api.env["GIFTGRAPH_JWT_SECRET"]})
     results: list[dict[str, Any]] = []
     notes: list[str] = []
-    api.start()
-    uncached.start()
-    floor.start()
-    with api, uncached, floor, opt.progress() as progress:
+    # PostGraphile on the same database and data, for the nested query (its generated API
+    # has no equivalent of the dashboard's aggregates).
+    missing = pgl.install()
+    postgraphile = None if missing else pgl.PostGraphile(database_url)
+    if missing:
+        notes.append(missing)
+    servers = [s for s in (api, uncached, floor, postgraphile) if s is not None]
+    for server in servers:
+        server.start()
+    with contextlib.ExitStack() as stack, opt.progress() as progress:
+        for server in servers:
+            stack.enter_context(server)
         token = login(api.base)
         headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
         targets = {"graphql": f"{api.base}/graphql", "uncached": f"{uncached.base}/graphql",
                    "floor": f"{floor.base}/"}
-        steps = progress.add_task("W1 reads",
-                                  total=len(QUERIES) * len(CONCURRENCY) * len(targets))
-        for name, query in QUERIES.items():
-            body = orjson.dumps({"query": query})
-            ours = httpx.post(targets["graphql"], content=body, headers=headers).json()
-            theirs = httpx.post(targets["floor"] + name, content=body, headers=headers).json()
+        bodies = {(server, name): orjson.dumps({"query": query})
+                  for name, query in QUERIES.items() for server in targets}
+        if postgraphile is not None:
+            targets["postgraphile"] = f"{postgraphile.base}/graphql"
+            family = pgl.family_of(database_url, DEMO_EMAIL)
+            bodies["postgraphile", "nested"] = orjson.dumps(
+                {"query": pgl.NESTED, "variables": {"f": family}})
+        steps = progress.add_task("W1 reads", total=len(bodies) * len(CONCURRENCY))
+        for name in QUERIES:
+            ours = httpx.post(targets["graphql"], content=bodies["graphql", name],
+                              headers=headers).json()
+            theirs = httpx.post(targets["floor"] + name, content=bodies["floor", name],
+                                headers=headers).json()
             if ours.get("data") != theirs.get("data"):
                 notes.append(f"{name}: the floor's JSON differs from the API's")
+            if ("postgraphile", name) in bodies:
+                answer = httpx.post(targets["postgraphile"], headers=headers,
+                                    content=bodies["postgraphile", name]).json()
+                if "data" not in answer or pgl.as_ours(answer["data"]) != ours.get("data"):
+                    notes.append(f"{name}: PostGraphile's answer differs from the API's: "
+                                 f"{str(answer)[:300]}")
             for c in CONCURRENCY:
                 row: dict[str, Any] = {"query": name, "concurrency": c,
                                        "response_bytes": len(orjson.dumps(ours))}
                 for server, url in targets.items():
+                    if (server, name) not in bodies:
+                        continue
                     url = url + name if server == "floor" else url
-                    row[server] = measure_http(url, [[body]] * c, headers, opt.duration,
-                                               progress, f"{name} c={c} {server}")
+                    row[server] = measure_http(url, [[bodies[server, name]]] * c, headers,
+                                               opt.duration, progress, f"{name} c={c} {server}")
                     if note := few_replies(f"{name} c={c} {server}", row[server]):
                         notes.append(note)
                     if row[server]["errors"]:
@@ -66,18 +92,23 @@ def run(database_url: str, opt: Options) -> Outcome:
                     progress.advance(steps)
                 row["ratio"] = row["graphql"]["rps"] / row["floor"]["rps"]
                 row["ratio_uncached"] = row["uncached"]["rps"] / row["floor"]["rps"]
+                if "postgraphile" in row:
+                    row["ratio_postgraphile"] = row["postgraphile"]["rps"] / row["floor"]["rps"]
                 results.append(row)
 
-    table = Table(title=f"W1 reads ({opt.duration:g} s per cell)")
+    table = Table(title=f"W1 reads ({opt.duration:g} s per cell; ratios: throughput / floor)")
     for col in ("query", "conc.", "GraphQL req/s", "p50 ms", "p99 ms", "ratio",
-                "no cache req/s", "p50 ms", "ratio", "floor req/s", "p50 ms", "p99 ms"):
+                "no cache req/s", "p50 ms", "ratio", "PostGraphile req/s", "p50 ms", "ratio",
+                "floor req/s", "p50 ms", "p99 ms"):
         table.add_column(col, justify="left" if col == "query" else "right")
     for r in results:
-        g, u, f = r["graphql"], r["uncached"], r["floor"]
+        g, u, f, p = r["graphql"], r["uncached"], r["floor"], r.get("postgraphile")
         table.add_row(r["query"], str(r["concurrency"]), rate(g["rps"]), ms(g["p50_ms"]),
                       ms(g["p99_ms"]), f"{r['ratio']:.2f}x", rate(u["rps"]), ms(u["p50_ms"]),
-                      f"{r['ratio_uncached']:.2f}x", rate(f["rps"]), ms(f["p50_ms"]),
-                      ms(f["p99_ms"]))
+                      f"{r['ratio_uncached']:.2f}x",
+                      *((rate(p["rps"]), ms(p["p50_ms"]), f"{r['ratio_postgraphile']:.2f}x")
+                        if p else ("—", "—", "—")),
+                      rate(f["rps"]), ms(f["p50_ms"]), ms(f["p99_ms"]))
     nested16 = next(r for r in results if r["query"] == "nested" and r["concurrency"] == 16)
     targets_met = [
         Target("W1 nested at c=16, throughput vs floor", f"{nested16['ratio']:.2f}x",
@@ -85,9 +116,20 @@ def run(database_url: str, opt: Options) -> Outcome:
         Target("W1 nested at c=16, result cache off", f"{nested16['ratio_uncached']:.2f}x",
                "≥ 0.50x", nested16["ratio_uncached"] >= 0.5),
     ]
+    if "postgraphile" in nested16:
+        faster = nested16["graphql"]["rps"] / nested16["postgraphile"]["rps"]
+        uncached16 = nested16["uncached"]["rps"] / nested16["postgraphile"]["rps"]
+        targets_met += [
+            Target("W1 nested at c=16, throughput vs PostGraphile", f"{faster:.2f}x",
+                   "≥ 1.00x", faster >= 1),
+            Target("W1 nested at c=16, cache off, vs PostGraphile", f"{uncached16:.2f}x",
+                   "≥ 1.00x", uncached16 >= 1),
+        ]
     return Outcome("reads", "W1 reads",
                    {"duration_s": opt.duration, "concurrency": CONCURRENCY, "queries": QUERIES,
-                    "client_processes": "1 at c=1, else 2", "quick": opt.quick},
+                    "client_processes": "1 at c=1, else 2", "quick": opt.quick,
+                    "postgraphile": {"version": pgl.version(), "query": pgl.NESTED}
+                    if postgraphile is not None else None},
                    results, table, targets_met, plot, notes)
 
 
@@ -99,26 +141,31 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         rows = [r for r in results if r["query"] == name]
         xs = range(len(rows))
         top, bottom = axes[0][col], axes[1][col]
-        series = (("graphql", "tab:blue", "GiftGraph"),
-                  ("uncached", "tab:orange", "GiftGraph, cache off"),
-                  ("floor", "tab:gray", "floor"))
+        series = [(server, colour, label) for server, colour, label in (
+            ("graphql", "tab:blue", "GiftGraph"),
+            ("uncached", "tab:orange", "GiftGraph, cache off"),
+            ("postgraphile", "tab:green", "PostGraphile"),
+            ("floor", "tab:gray", "floor")) if server in rows[0]]
+        width = 0.8 / len(series)
         for k, (server, colour, label) in enumerate(series):
-            bars = top.bar([x + (k - 1) * 0.27 for x in xs], [r[server]["rps"] for r in rows],
-                           0.27, label=label, color=colour)
+            offset = (k - (len(series) - 1) / 2) * width
+            bars = top.bar([x + offset for x in xs], [r[server]["rps"] for r in rows],
+                           width, label=label, color=colour)
             if server == "graphql":
                 for bar, r in zip(bars, rows, strict=True):
                     top.annotate(f"{r['ratio']:.2f}x", (bar.get_x() + bar.get_width() / 2,
                                                         bar.get_height()),
-                                 ha="center", va="bottom", fontsize=9)
+                                 ha="center", va="bottom", fontsize=8)
             for q, style in (("p50_ms", "-o"), ("p99_ms", "--s")):
                 bottom.plot(list(xs), [r[server][q] for r in rows], style, color=colour,
                             label=f"{label} {q[:3]}")
+        top.set_ylim(0, 1.45 * max(r[s]["rps"] for r in rows for s, _, _ in series))
         for ax in (top, bottom):
             ax.set_xticks(list(xs), [f"c={r['concurrency']}" for r in rows])
             ax.grid(axis="y", alpha=0.3)
         top.set_title(f"{name}: throughput (ratio to floor)")
         top.set_ylabel("requests/s")
-        top.legend()
+        top.legend(loc="upper left", fontsize=8, ncol=2)
         bottom.set_title(f"{name}: latency")
         bottom.set_ylabel("ms")
         bottom.set_yscale("log")
