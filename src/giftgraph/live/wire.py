@@ -1,12 +1,12 @@
 """Pre-framed WebSocket writes for the event fan-out.
 
 One event goes to thousands of sockets as the same `next` payload (only the operation id
-differs). Sending it through the ASGI interface costs ~25 µs per socket: Starlette's
-state checks, uvicorn's `send`, a websockets `Frame` object and its serialization. Here
-the frame header and message are put together with two concatenations and written to the
-socket's transport: the same bytes the protocol library would write (a final,
-unmasked, uncompressed text frame), a few µs per socket. This is what Gorilla's
-`PreparedMessage` and uWebSockets' `publish` do.
+differs). Through the ASGI interface each socket costs a chain of awaits: Starlette's state
+checks, uvicorn's `send`, a websockets `Frame` object and its serialization. Here the frame
+header and message are put together with two concatenations and written to the socket's
+transport: the same bytes the protocol library would write (a final, unmasked,
+uncompressed text frame). Gorilla's `PreparedMessage` and uWebSockets' `publish` do the
+same. What is left per socket is mostly the `send` system call itself.
 
 It is used only where it is exactly equivalent: uvicorn's websockets-sansio protocol
 (its default), an open connection with no extension negotiated (no permessage-deflate)
