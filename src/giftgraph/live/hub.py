@@ -67,6 +67,7 @@ def decode_event(d: dict[str, Any]) -> m.Event:
 
 
 Deliver = Callable[[m.Event], Awaitable[None]]
+FANOUT_SLICE = 128  # subscribers written between two yields to the event loop
 
 
 def behind(item: Any, last: int) -> bool:
@@ -298,8 +299,10 @@ class Hub:
                     log.warning("ignoring a malformed event on %s", name)
                     continue
                 delivered = 0
-                for sub in list(feed.subscribers):
+                for k, sub in enumerate(list(feed.subscribers), 1):
                     delivered += await sub.accept(item)
+                    if k % FANOUT_SLICE == 0:
+                        await asyncio.sleep(0)  # let requests (and other feeds) run between slices
                 if delivered and self.on_fanout is not None:
                     self.on_fanout(item, delivered)
 
