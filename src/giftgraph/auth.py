@@ -30,7 +30,8 @@ def _hasher(time_cost: int, memory_kib: int, parallelism: int) -> PasswordHasher
 
 
 def hasher(settings: Settings) -> PasswordHasher:
-    return _hasher(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
+    return _hasher(settings.argon2_time_cost, settings.argon2_memory_kib,
+                   settings.argon2_parallelism)
 
 
 async def hash_password(settings: Settings, password: str) -> str:

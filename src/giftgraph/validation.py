@@ -177,6 +177,7 @@ def validate(model: type[M], data: dict[str, Any], prefix: str = "") -> M:
         for err in exc.errors():
             loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
             msg = str(err["msg"]).removeprefix("Value error, ")
-            key = prefix + ".".join(_camel(p) for p in loc) if loc else prefix.rstrip(".") or "input"
+            key = (prefix + ".".join(_camel(p) for p in loc) if loc
+                   else prefix.rstrip(".") or "input")
             fields.setdefault(key, msg)
         raise BadInput(fields) from exc

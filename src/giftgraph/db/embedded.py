@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ class EmbeddedPostgres:
     """Starts (or reuses) a PostgreSQL server whose data lives in `data_dir`/pgdata."""
 
     def __init__(self, data_dir: Path, database: str = "giftgraph") -> None:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", database):
+            raise ValueError(f"not a plain database name: {database!r}")
         self.pgdata = (data_dir / "pgdata").resolve()
-        self.database = database
+        self.database = database  # a plain identifier: safe to put in the psql text below
         self._server: Any = None
 
     def start(self) -> str:
@@ -25,7 +28,7 @@ class EmbeddedPostgres:
         # cleanup_mode="stop": data is kept across restarts, the server stops on exit.
         self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
         exists = self._server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{self.database}';"
+            f"SELECT 1 FROM pg_database WHERE datname = '{self.database}';"  # noqa: S608
         )
         if "1 row" not in exists:
             self._server.psql(f'CREATE DATABASE "{self.database}";')

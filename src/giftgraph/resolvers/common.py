@@ -80,7 +80,8 @@ async def list_connection(
     page = page_from_rows(rows, order, args)
 
     async def count() -> int:
-        return await db.scalar(select(func.count()).select_from(base.order_by(None).subquery())) or 0
+        counted = select(func.count()).select_from(base.order_by(None).subquery())
+        return await db.scalar(counted) or 0
 
     if relations:
         await prefetch_selected(info, page.rows, relations, "edges", "node")

@@ -84,7 +84,7 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 elif value is not _MISSING:
                     try:
                         serialized = leaf.serialize(value)
-                    except Exception:  # noqa: BLE001 - graphql-core's path reports it
+                    except Exception:  # graphql-core's own path reports it
                         serialized = None
                     if serialized is not None and serialized is not Undefined:
                         return serialized

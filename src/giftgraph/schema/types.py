@@ -99,7 +99,8 @@ class Person(Node):
                    interests=list(r.interests or []), notes=r.notes,
                    created_at=r.created_at, updated_at=r.updated_at, pk=r.id)
 
-    @strawberry.field(description="Items for this person that were PURCHASED or RECEIVED, newest first.")
+    @strawberry.field(
+        description="Items for this person that were PURCHASED or RECEIVED, newest first.")
     async def gift_history(
         self, info: Info, first: int | None = None, after: str | None = None,
         last: int | None = None, before: str | None = None,
@@ -348,7 +349,8 @@ class Event(Node):
     def actor(self, info: Info) -> MaybeAwaitable[User | None]:
         return _user(info, self.actor_id)
 
-    @strawberry.field(description="The entity as it was right after the change; null after DELETED.")
+    @strawberry.field(
+        description="The entity as it was right after the change; null after DELETED.")
     def node(self) -> Node | None:
         from giftgraph.events import from_snapshot
 
