@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -94,6 +93,3 @@ def fold_progress(rows: Sequence[Any]) -> tuple[dict[uuid.UUID, Progress], Decim
         p.spent += Decimal(spent)
     return people, total
 
-
-def upcoming(today: date) -> ColumnElement[bool]:
-    return m.Occasion.date >= today

@@ -40,13 +40,15 @@ class OperationDb:
             self._session = self._sessions()
         return self._session
 
-    async def scalars(self, stmt: Select[tuple[T]]) -> Sequence[T]:
+    async def scalars(self, stmt: Select[tuple[T]],
+                      params: Mapping[str, Any] | None = None) -> Sequence[T]:
         async with self._lock:
-            return (await self._get().scalars(stmt)).all()
+            return (await self._get().scalars(stmt, params)).all()
 
-    async def rows(self, stmt: Select[Any]) -> Sequence[Any]:
+    async def rows(self, stmt: Select[Any],
+                   params: Mapping[str, Any] | None = None) -> Sequence[Any]:
         async with self._lock:
-            return (await self._get().execute(stmt)).all()
+            return (await self._get().execute(stmt, params)).all()
 
     async def scalar(self, stmt: Select[tuple[T]],
                      params: Mapping[str, Any] | None = None) -> T | None:
