@@ -47,6 +47,20 @@ class Query:
         return ROWS  # type: ignore[return-value]
 
 
+@strawberry.type
+class Loud:
+    @strawberry.field
+    def name(self) -> str:
+        return "LOUD"
+
+
+@strawberry.type
+class LoudQuery:
+    @strawberry.field
+    def thing(self) -> Loud:
+        return Loud()
+
+
 QUERY = "{ things { name note colour count shout } }"
 
 
@@ -76,3 +90,14 @@ def test_same_answers_and_errors_as_graphql_core() -> None:
         assert run(rows, fast=True) == run(rows, fast=False), rows
     assert run(cases[1], fast=True)["errors"][0] == (
         "Cannot return null for non-nullable field Thing.name.", ["things", 0, "name"])
+
+
+def test_each_schema_has_its_own_plain_fields() -> None:
+    """Remembered per schema object (weakly), never by a reusable id()."""
+    for _ in range(30):  # rebuilt schemas may reuse a freed schema's address
+        plain = strawberry.Schema(Query)
+        assert "name" in plain_fields(plain._schema)["Thing"]
+        del plain
+        loud = strawberry.Schema(LoudQuery, execution_context_class=ExecutionContext)
+        assert "Loud" not in plain_fields(loud._schema)
+        assert loud.execute_sync("{ thing { name } }").data == {"thing": {"name": "LOUD"}}

@@ -66,7 +66,16 @@ def decode_event(d: dict[str, Any]) -> m.Event:
     return event
 
 
-Deliver = Callable[[m.Event], Awaitable[None]]
+@dataclass(slots=True)
+class Direct:
+    """How the hub delivers a live event to a caught-up subscriber by itself: `prepare`
+    makes its message (it may wait, e.g. for the shared render), `write` sends it now,
+    synchronously, or returns False when it can't (the event is then queued instead)."""
+
+    prepare: Callable[[m.Event], Awaitable[Any]]
+    write: Callable[[m.Event, Any], bool]
+
+
 FANOUT_SLICE = 32  # subscribers written between two yields to the event loop (~1 ms)
 
 
@@ -93,27 +102,35 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         self.last = 0  # the seq of the newest event this subscriber has been sent
         # Set while the subscriber is caught up and idle: the hub delivers through it.
-        self.direct: Deliver | None = None
+        self.direct: Direct | None = None
 
     async def accept(self, item: Any) -> bool:
         """Deliver directly when the subscriber is caught up and this is simply the next
         live event (True); otherwise queue it (waking the subscriber, which handles it in
-        order)."""
-        deliver = self.direct
-        if deliver is not None and isinstance(item, m.Event) and not self.items \
-                and not behind(item, self.last):
-            seq = item.seq
-            if seq <= self.last:
-                return False  # sent already (a replay got there first)
-            previous, self.last = self.last, seq
+        order).
+
+        The message is prepared first; whether the event is still simply the next one is
+        checked again after that wait, and `last` is claimed only together with the
+        synchronous write. So a resync or another event that arrives meanwhile can never
+        make the subscriber skip this one: it is either written in order here or queued.
+        """
+        direct = self.direct
+        if direct is not None and isinstance(item, m.Event) and self._next(item):
             try:
-                await deliver(item)
-                return True
-            except Exception:  # a busy socket, or one going away: the subscriber's own
-                log.debug("direct delivery failed", exc_info=True)  # task takes over
-                self.last, self.direct = previous, None
+                message = await direct.prepare(item)
+            except Exception:  # e.g. rendering failed: the subscriber's own task reports it
+                log.debug("preparing a direct delivery failed", exc_info=True)
+            else:
+                if self.direct is direct and self._next(item) and direct.write(item, message):
+                    self.last = item.seq
+                    return True
+        if isinstance(item, m.Event) and item.seq <= self.last and not self.items:
+            return False  # sent already (a replay got there first)
         self.offer(item)
         return False
+
+    def _next(self, item: m.Event) -> bool:
+        return not self.items and item.seq > self.last and not behind(item, self.last)
 
     def offer(self, item: Any) -> None:
         if self.overflowed:
@@ -304,7 +321,10 @@ class Hub:
                     if k % FANOUT_SLICE == 0:
                         await asyncio.sleep(0)  # let requests (and other feeds) run between slices
                 if delivered and self.on_fanout is not None:
-                    self.on_fanout(item, delivered)
+                    try:
+                        self.on_fanout(item, delivered)
+                    except Exception:  # metrics must never stop a channel's events
+                        log.warning("on_fanout failed", exc_info=True)
 
     def stats(self) -> dict[str, int]:
         return {

@@ -53,7 +53,10 @@ class DirectSink:
 
     @property
     def closed(self) -> bool:
-        return bool(self.operation.completed)
+        """Completed, or being cancelled (the client sent `complete`: Strawberry has
+        dropped the operation and cancelled its task, which has not run since)."""
+        task = self.operation.task
+        return bool(self.operation.completed) or task is None or task.cancelling() > 0
 
     def prefix(self) -> bytes:
         return b'{"id":' + orjson.dumps(self.operation.id) + b',"type":"next","payload":'

@@ -16,7 +16,7 @@ from giftgraph.context import Context, OperationState, begin_operation, end_oper
 from giftgraph.db import models as m
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import AppError, BadInput
-from giftgraph.live.hub import OVERFLOW, RESYNC, Deliver, Hub, behind, channel
+from giftgraph.live.hub import OVERFLOW, RESYNC, Direct, Hub, behind, channel
 
 KEEP_SCOPE_SECONDS = 2.0
 
@@ -122,7 +122,7 @@ async def _latest(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UU
 
 async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
                        since: str | None, *, scoped: bool = True,
-                       direct: Deliver | None = None) -> AsyncIterator[m.Event]:
+                       direct: Direct | None = None) -> AsyncIterator[m.Event]:
     """The caller's family's events on `topic`, each resolved inside a shared scope
     (unless `scoped` is false: the caller renders through a shared plan instead).
 
@@ -130,9 +130,10 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
     replays, drops anything at or below the last seq it sent, replays again from the
     Event table after a broker reconnect, and ends with ResumeRequired on overflow.
 
-    With `direct`, whenever the stream is caught up the hub hands it live events itself
-    (`direct(event)`, no task woken, nothing yielded); anything else (a replay, a gap, a
-    resync, an event sent by reference) wakes the stream and comes through here, in order.
+    With `direct`, whenever the stream is caught up the hub delivers live events itself
+    (`Subscription.accept`: no task woken, nothing yielded); anything else (a replay, a gap,
+    a resync, an event sent by reference, a socket that can't take a frame now) wakes the
+    stream and comes through here, in order.
     """
     user = ctx.require_user()
     family_id = user.family_id

@@ -35,10 +35,6 @@ SCOPE_KEY = "giftgraph.wire"
 HIGH_WATER = 256 * 1024  # bytes buffered for one socket before it counts as not reading
 
 
-class SocketBusy(Exception):
-    """The socket can't take a frame without waiting (see `Wire.write_text`)."""
-
-
 def frame(payload: bytes) -> bytes:
     """A final, unmasked text frame (RFC 6455 5.2) carrying `payload` (valid UTF-8)."""
     n = len(payload)
@@ -60,8 +56,12 @@ class Wire:
 
     @classmethod
     def of(cls, scope: Scope) -> Wire | None:
+        """The accepted connection's wire, or None: not uvicorn's sansio protocol, or an
+        extension (permessage-deflate) negotiated, whose frames must be compressed."""
         protocol = scope.get(SCOPE_KEY)
-        return None if protocol is None else cls(protocol)
+        if protocol is None or protocol.conn.extensions:
+            return None
+        return cls(protocol)
 
     def write_text(self, payload: bytes) -> bool:
         """Write one text message now, or return False (nothing written) when this

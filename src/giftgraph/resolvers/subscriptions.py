@@ -24,8 +24,8 @@ from giftgraph.events import (
 )
 from giftgraph.ids import decode_id
 from giftgraph.live import Live, event_stream
+from giftgraph.live.hub import Direct
 from giftgraph.live.render import DIRECT_SINK
-from giftgraph.live.wire import SocketBusy
 from giftgraph.resolvers.queries import Dashboard
 from giftgraph.schema.enums import CommentTarget
 from giftgraph.schema.extensions import format_error
@@ -58,31 +58,28 @@ async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[E
             # hub itself while this stream is caught up (`deliver`), or from here otherwise.
             prefix, wire = sink.prefix(), sink.wire
 
-            async def send(row: m.Event, wait: bool) -> None:
+            def write(row: m.Event, payload: bytes) -> bool:
+                """Now or never (the hub's path, which counts its deliveries): False when
+                the socket can't take it."""
+                return wire is not None and not sink.closed \
+                    and wire.write_text(prefix + payload + b"}")
+
+            # Direct delivery by the hub needs the pre-framed wire (uvicorn, no deflate):
+            # anywhere else every event comes through this task, in order.
+            direct = Direct(plan.render, write) if wire is not None else None
+            async for row in event_stream(ctx, live.hub, live.scopes, topic, since,
+                                          scoped=False, direct=direct):
                 payload = await plan.render(row)
                 if sink.closed:
-                    return
+                    continue
                 message = prefix + payload + b"}"
-                if wire is not None and wire.write_text(message):
-                    return
-                if not wait:
-                    raise SocketBusy
-                await sink.send_text(message.decode())
-
-            async def deliver_now(row: m.Event) -> None:
-                """From the hub, for each caught-up subscriber in turn (it counts them):
-                never waits on one socket. A socket that can't take the frame now raises,
-                and the hub queues the event for this subscription's own task instead."""
-                await send(row, wait=wire is None)
-
-            async for row in event_stream(ctx, live.hub, live.scopes, topic, since,
-                                          scoped=False, direct=deliver_now):
-                try:
-                    await send(row, wait=True)  # may wait for the socket to drain
-                    _delivered(info, row)
-                except (WebSocketDisconnect, RuntimeError, OSError):
-                    # The socket is gone; the connection's shutdown cancels this task.
-                    await asyncio.get_running_loop().create_future()
+                if wire is None or not wire.write_text(message):
+                    try:  # waits while the socket drains
+                        await sink.send_text(message.decode())
+                    except (WebSocketDisconnect, RuntimeError, OSError):
+                        # The socket is gone; the connection's shutdown cancels this task.
+                        await asyncio.get_running_loop().create_future()
+                _delivered(info, row)
             return
         async for row in event_stream(ctx, live.hub, live.scopes, topic, since):
             _delivered(info, row)

@@ -14,6 +14,7 @@ the standard result or error.
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from graphql import (
     GraphQLEnumType,
@@ -30,12 +31,12 @@ _MISSING = object()
 
 # For each object type, its plain scalar fields: name -> (attribute, type, nullable).
 Plain = dict[str, dict[str, tuple[str, GraphQLScalarType | GraphQLEnumType, bool]]]
-_plain_fields: dict[int, Plain] = {}
+_plain_fields: WeakKeyDictionary[GraphQLSchema, Plain] = WeakKeyDictionary()
 
 
 def plain_fields(schema: GraphQLSchema) -> Plain:
     """The fields of `schema` the fast path may serve (computed once per schema)."""
-    found = _plain_fields.get(id(schema))
+    found = _plain_fields.get(schema)
     if found is not None:
         return found
     plain: Plain = {}
@@ -57,7 +58,7 @@ def plain_fields(schema: GraphQLSchema) -> Plain:
                 fields[name] = (definition.python_name, leaf, nullable)
         if fields:
             plain[type_name] = fields
-    _plain_fields[id(schema)] = plain
+    _plain_fields[schema] = plain
     return plain
 
 
@@ -77,7 +78,10 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
             spec = fields.get(field_details_list[0].node.name.value)
             if spec is not None:
                 attribute, leaf, nullable = spec
-                value = getattr(source, attribute, _MISSING)
+                try:
+                    value = getattr(source, attribute, _MISSING)
+                except Exception:  # a property that raised: graphql-core's path reports it
+                    value = _MISSING
                 if value is None:
                     if nullable:
                         return None
