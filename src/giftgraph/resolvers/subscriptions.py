@@ -55,7 +55,7 @@ async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[E
     async with _active(info):
         if sink is not None and plan is not None:
             # The shared path: each event rendered once per selection and written by the
-            # hub itself while this stream is caught up (`deliver`), or from here otherwise.
+            # hub itself while this stream is caught up (`direct`), or from here otherwise.
             prefix, wire = sink.prefix(), sink.wire
 
             def write(row: m.Event, payload: bytes) -> bool:
@@ -72,10 +72,9 @@ async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[E
                 payload = await plan.render(row)
                 if sink.closed:
                     continue
-                message = prefix + payload + b"}"
-                if wire is None or not wire.write_text(message):
+                if not write(row, payload):
                     try:  # waits while the socket drains
-                        await sink.send_text(message.decode())
+                        await sink.send_text((prefix + payload + b"}").decode())
                     except (WebSocketDisconnect, RuntimeError, OSError):
                         # The socket is gone; the connection's shutdown cancels this task.
                         await asyncio.get_running_loop().create_future()
