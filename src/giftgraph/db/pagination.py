@@ -11,7 +11,7 @@ from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
 import orjson
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import ARRAY, Integer, Select, any_, bindparam, func, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -153,23 +153,25 @@ def page_from_rows(rows: Sequence[Any], order: Order, args: PageArgs) -> Page[An
 def pages_statement(
     base: Select[Any],
     parent: ColumnElement[Any],
-    parent_ids: Sequence[Any],
     order: Order,
     args: PageArgs,
 ) -> Select[Any]:
     """One statement for the first page of every parent (window function per parent).
 
-    `base` selects columns (not entities); each result row has them plus `gg_parent`."""
+    `base` selects columns (not entities); each result row has them plus `gg_parent`. The
+    parents' ids and the rows per parent are parameters (`parents`, a list, and `limit`:
+    `args.limit + 1`), so without a cursor the statement is the same for every call and
+    can be built once (`= ANY(:parents)`: one prepared statement however many parents)."""
     where, order_by = order.clauses(args)
     rn = func.row_number().over(partition_by=parent, order_by=order_by).label("gg_rn")
     sub = (
         base.add_columns(parent.label("gg_parent"), rn)
-        .where(parent.in_(parent_ids), *where)
+        .where(parent == any_(bindparam("parents", type_=ARRAY(parent.type))), *where)
         .subquery()
     )
     return (
         select(*(c for c in sub.c if c.key != "gg_rn"))
-        .where(sub.c.gg_rn <= args.limit + 1)
+        .where(sub.c.gg_rn <= bindparam("limit", type_=Integer()))
         .order_by(sub.c.gg_parent, sub.c.gg_rn)
     )
 

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar, Union
 
-from sqlalchemy import Column, Row, Select, func, select
+from sqlalchemy import ARRAY, Column, Row, Select, any_, bindparam, func, select
 from sqlalchemy.sql.elements import ColumnElement
 from strawberry.dataloader import DataLoader
 
@@ -29,11 +29,27 @@ Record = Any  # a loaded row: a named tuple of the model's columns (see `records
 UNREAD = frozenset({"password_hash"})  # columns no GraphQL type reads
 
 
+# Loader statements are built once, with their values as parameters: building and
+# cache-keying a SELECT costs more than running it through SQLAlchemy's compiled cache.
+FAMILY = bindparam("family_id")
+_PAGE_STATEMENTS: dict[tuple[str, Hashable, bool], Select[Any]] = {}
+_COUNT_STATEMENTS: dict[tuple[str, Hashable, str], Select[Any]] = {}
+
+
 def columns(model: type[m.Base]) -> list[Column[Any]]:
     """What loaders select: plain rows of the columns, not ORM entities. The GraphQL types
     only read attributes, and a row costs a fraction of an entity (no identity map,
     instance state or attribute instrumentation), which counted with hundreds per page."""
     return [c for c in model.__table__.c if c.key not in UNREAD]
+
+
+@functools.cache
+def by_id_statement(model: type[m.Base]) -> Select[Any]:
+    """The rows of the `ids` that belong to the family `family_id` (parameters)."""
+    pk = model.__table__.c.id
+    family = pk if model is m.Family else model.__table__.c.family_id
+    return select(*columns(model)).where(pk == any_(bindparam("ids", type_=ARRAY(pk.type))),
+                                         family == FAMILY)
 
 
 @functools.cache
@@ -111,20 +127,17 @@ class Loaders:
 
     def _by_id(self, model: type[m.Owned]) -> DataLoader[uuid.UUID, Record | None]:
         async def load(ids: list[uuid.UUID]) -> list[Record | None]:
-            rows = await self.db.rows(
-                select(*columns(model))
-                .where(model.id.in_(ids), model.family_id == self.family_id)
-            )
+            rows = await self.db.rows(by_id_statement(model),
+                                      {"ids": ids, "family_id": self.family_id})
             found = {r.id: r for r in records(rows)}
             return [found.get(i) for i in ids]
 
         return DataLoader(load)
 
     async def _families(self, ids: list[uuid.UUID]) -> list[Record | None]:
-        # A user only ever reaches its own family.
-        rows = await self.db.rows(
-            select(*columns(m.Family)).where(m.Family.id.in_(ids), m.Family.id == self.family_id)
-        )
+        # A user only ever reaches its own family (`family_id` is the caller's).
+        rows = await self.db.rows(by_id_statement(m.Family),
+                                  {"ids": ids, "family_id": self.family_id})
         found = {r.id: r for r in records(rows)}
         return [found.get(i) for i in ids]
 
@@ -144,8 +157,16 @@ class Loaders:
         results: dict[Key, Page[Any]] = {}
         for (args, flt), pids in groups.items():
             unique = list(dict.fromkeys(pids))
-            rows = records(await self.db.rows(pages_statement(base(flt), parent, unique, order,
-                                                              args)))
+            if args.cursor is None:  # the usual case: the same statement every time
+                cached = (order.name, flt, args.backward)
+                stmt = _PAGE_STATEMENTS.get(cached)
+                if stmt is None:
+                    stmt = _PAGE_STATEMENTS[cached] = pages_statement(base(flt), parent,
+                                                                      order, args)
+            else:  # the cursor's values are part of the statement
+                stmt = pages_statement(base(flt), parent, order, args)
+            rows = records(await self.db.rows(stmt, {"parents": unique, "limit": args.limit + 1,
+                                                     "family_id": self.family_id}))
             for pid, page in group_pages(rows, unique, order, args).items():
                 results[(pid, args, flt)] = page
         return [results[k] for k in keys]
@@ -159,19 +180,24 @@ class Loaders:
             groups[flt].append(pid)
         counts: dict[CountKey, int] = {}
         for flt, pids in groups.items():
-            stmt = (
-                base(flt)
-                .with_only_columns(parent, func.count())
-                .where(parent.in_(pids))
-                .group_by(parent)
-            )
-            found = dict(await self.db.rows(stmt))  # type: ignore[arg-type]
+            cached = (base.__name__, flt, "count")
+            stmt = _COUNT_STATEMENTS.get(cached)
+            if stmt is None:
+                stmt = _COUNT_STATEMENTS[cached] = (
+                    base(flt)
+                    .with_only_columns(parent, func.count())
+                    .where(parent == any_(bindparam("parents", type_=ARRAY(parent.type))))
+                    .group_by(parent)
+                )
+            found = dict(await self.db.rows(stmt, {"parents": list(dict.fromkeys(pids)),
+                                                   "family_id": self.family_id}))
             for pid in pids:
                 counts[(pid, flt)] = found.get(pid, 0)
         return [counts[k] for k in keys]
 
-    def _items_base(self, status: Hashable) -> Select[Any]:
-        stmt = select(*columns(m.ListItem)).where(m.ListItem.family_id == self.family_id)
+    @staticmethod
+    def _items_base(status: Hashable) -> Select[Any]:
+        stmt = select(*columns(m.ListItem)).where(m.ListItem.family_id == FAMILY)
         if status is not None:
             stmt = stmt.where(m.ListItem.status == status)
         return stmt
@@ -182,11 +208,12 @@ class Loaders:
     async def _item_counts(self, keys: list[CountKey]) -> list[int]:
         return await self._counts(keys, self._items_base, m.ListItem.list_id)
 
-    def _history_base(self, _: Hashable) -> Select[Any]:
+    @staticmethod
+    def _history_base(_: Hashable) -> Select[Any]:
         return (
             select(*columns(m.ListItem))
             .join(m.GiftList, m.GiftList.id == m.ListItem.list_id)
-            .where(m.ListItem.family_id == self.family_id, m.ListItem.status.in_(q.SPENT_STATUSES))
+            .where(m.ListItem.family_id == FAMILY, m.ListItem.status.in_(q.SPENT_STATUSES))
         )
 
     async def _history_pages(self, keys: list[Key]) -> list[Page[Record]]:
