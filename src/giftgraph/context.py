@@ -31,6 +31,12 @@ class OperationState:
     db: OperationDb
     loaders: Loaders | None = None
 
+    def release(self) -> None:
+        """At the operation's end: free what the loaders hold now (see `Loaders.close`)."""
+        loaders, self.loaders = self.loaders, None
+        if loaders is not None:
+            loaders.close()
+
 
 # Strawberry shares one Context per WebSocket across concurrent operations, each run in
 # its own task; a ContextVar keeps every operation's session and loaders apart.

@@ -76,6 +76,7 @@ class SharedScopes:
         if entry[1] == 0 and self._scopes.get(key) is entry:
             del self._scopes[key]
             await entry[0].db.close()
+            entry[0].release()
 
     async def event(self, seq: int, family_id: uuid.UUID) -> m.Event | None:
         """An event row by seq, loaded once per process (for events sent by reference)."""

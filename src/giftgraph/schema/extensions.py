@@ -62,6 +62,7 @@ class RequestScope(SchemaExtension):
             yield
         finally:
             await state.db.close()
+            state.release()
             end_operation(token)
 
 

@@ -125,6 +125,14 @@ class Loaders:
             if isinstance(loader, DataLoader):
                 loader.clear_all()
 
+    def close(self) -> None:
+        """At the operation's end. Each loader's batch function refers back to this object,
+        a reference cycle that holds every row, future and batch the loaders kept (thousands
+        per nested read) until the garbage collector's next pass; dropping the loaders
+        breaks it, so all of that is freed at once instead (and the collector runs less)."""
+        self.clear()
+        vars(self).clear()
+
     def _by_id(self, model: type[m.Owned]) -> DataLoader[uuid.UUID, Record | None]:
         async def load(ids: list[uuid.UUID]) -> list[Record | None]:
             rows = await self.db.rows(by_id_statement(model),
