@@ -8,7 +8,7 @@ from typing import Any
 
 import strawberry
 
-from giftgraph.schema.execution import ExecutionContext, plain_fields
+from giftgraph.schema.execution import ExecutionContext, install_lean_resolvers, plain_fields
 
 
 @strawberry.enum
@@ -101,3 +101,95 @@ def test_each_schema_has_its_own_plain_fields() -> None:
         loud = strawberry.Schema(LoudQuery, execution_context_class=ExecutionContext)
         assert "Loud" not in plain_fields(loud._schema)
         assert loud.execute_sync("{ thing { name } }").data == {"thing": {"name": "LOUD"}}
+
+
+# Lean resolvers -----------------------------------------------------------------------
+
+
+class Deny(strawberry.BasePermission):
+    message = "no"
+
+    def has_permission(self, source: Any, info: strawberry.Info, **kwargs: Any) -> bool:
+        return False
+
+
+@strawberry.type
+class Pet:
+    name: str
+
+    @strawberry.field
+    def loud(self) -> str:
+        return self.name.upper()
+
+    @strawberry.field
+    def where(self, info: strawberry.Info) -> str:
+        return f"{info.path.key}:{info.field_name}:{info.context['tag']}"
+
+    @strawberry.field
+    def by_root(root: Pet) -> str:  # Strawberry passes the source as `root`
+        return root.name * 2
+
+    @strawberry.field
+    def broken(self) -> str:
+        raise ValueError(f"{self.name} is broken")
+
+    @strawberry.field
+    def repeat(self, times: int) -> str:  # arguments: Strawberry's wrapper converts them
+        return self.name * times
+
+    @strawberry.field
+    async def later(self) -> str:
+        return self.name
+
+    @strawberry.field(permission_classes=[Deny])
+    def secret(self) -> str:
+        return "hidden"
+
+
+@strawberry.type
+class PetQuery:
+    @strawberry.field
+    def pets(self) -> list[Pet]:
+        return [Pet(name="rex"), Pet(name="tom")]
+
+
+PETS = "{ pets { name loud where byRoot broken repeat(times: 2) later secret } }"
+
+
+async def _answer(lean: bool) -> dict[str, Any]:
+    schema = strawberry.Schema(PetQuery, execution_context_class=ExecutionContext)
+    if lean:
+        assert install_lean_resolvers(schema) == 5  # pets, loud, where, byRoot, broken
+    result = await schema.execute(PETS, context_value={"tag": "t"})
+    return {"data": result.data,
+            "errors": sorted((e.message, tuple(e.path or ())) for e in result.errors or [])}
+
+
+async def test_lean_resolvers_answer_as_strawberry_does() -> None:
+    lean, wrapped = await _answer(lean=True), await _answer(lean=False)
+    assert lean == wrapped
+    assert lean["data"] is None  # `broken` is non-null: its error nulls up to the root
+    assert ("rex is broken", ("pets", 0, "broken")) in lean["errors"]
+
+
+async def test_lean_resolvers_values() -> None:
+    schema = strawberry.Schema(PetQuery, execution_context_class=ExecutionContext)
+    install_lean_resolvers(schema)
+    result = await schema.execute("{ pets { loud where byRoot repeat(times: 3) later } }",
+                                  context_value={"tag": "t"})
+    assert result.errors is None
+    assert result.data == {"pets": [
+        {"loud": "REX", "where": "where:where:t", "byRoot": "rexrex", "repeat": "rexrexrex",
+         "later": "rex"},
+        {"loud": "TOM", "where": "where:where:t", "byRoot": "tomtom", "repeat": "tomtomtom",
+         "later": "tom"}]}
+
+
+def test_lean_resolvers_are_installed_on_the_app_schema() -> None:
+    from giftgraph.schema.schema import build_schema
+
+    schema = build_schema()
+    fields = schema._schema.type_map["ListItem"].fields  # type: ignore[union-attr]
+    assert fields["gift"].resolve.__name__ == "resolve_with_info"
+    lists = schema._schema.type_map["GiftList"].fields  # type: ignore[union-attr]
+    assert lists["items"].resolve.__name__ != "resolve_with_info"  # arguments: wrapped

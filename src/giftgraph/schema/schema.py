@@ -24,7 +24,7 @@ from giftgraph.resolvers.subscriptions import Subscription
 from giftgraph.schema import types
 from giftgraph.schema.cache import ResultCache, ResultStore
 from giftgraph.schema.connection import Connection
-from giftgraph.schema.execution import ExecutionContext
+from giftgraph.schema.execution import ExecutionContext, install_lean_resolvers
 from giftgraph.schema.extensions import (
     FormatErrors,
     FreshValidationCache,
@@ -101,7 +101,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         extensions.append(lambda: ResultCache(store))  # last: after every refusal
     if not introspection:
         extensions.append(DisableIntrospection)
-    return GiftGraphSchema(
+    schema = GiftGraphSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -111,3 +111,5 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         execution_context_class=ExecutionContext,
         config=StrawberryConfig(disable_field_suggestions=settings.is_production),
     )
+    install_lean_resolvers(schema)
+    return schema
