@@ -9,8 +9,14 @@ import uuid
 from giftgraph.errors import NotFound
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")  # base64 → base64url
+
+
 def encode_id(type_name: str, key: uuid.UUID | int | str) -> str:
-    return base64.urlsafe_b64encode(f"{type_name}:{key}".encode()).decode().rstrip("=")
+    # binascii, not base64.urlsafe_b64encode (same bytes, without its Python layers): this
+    # runs for every object of every page.
+    return binascii.b2a_base64(f"{type_name}:{key}".encode(), newline=False) \
+        .translate(_URLSAFE).rstrip(b"=").decode()
 
 
 def split_id(gid: str) -> tuple[str, str]:

@@ -61,7 +61,7 @@ class PageArgs:
 @dataclass
 class Page(Generic[T]):
     rows: list[T]
-    cursors: list[str]
+    order: Order  # encodes a row's cursor: only the cursors a query selects are made
     has_next: bool
     has_previous: bool
 
@@ -138,7 +138,7 @@ def _page(rows: Sequence[Any], order: Order, args: PageArgs) -> Page[Any]:
         has_prev, has_next = more, args.cursor is not None
     else:
         has_prev, has_next = args.cursor is not None, more
-    return Page(rows, [order.encode(r) for r in rows], has_next, has_prev)
+    return Page(rows, order, has_next, has_prev)
 
 
 def page_statement(base: Select[Any], order: Order, args: PageArgs) -> Select[Any]:

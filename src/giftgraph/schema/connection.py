@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 
 import strawberry
 
-from giftgraph.db.pagination import Page
+from giftgraph.db.pagination import Order, Page
 
 T = TypeVar("T")
 
@@ -20,10 +20,17 @@ class PageInfo:
     end_cursor: str | None
 
 
+def _cursor(root: Edge[Any]) -> str:
+    return root.order.encode(root.row)
+
+
 @strawberry.type
 class Edge(Generic[T]):
-    cursor: str
+    # Made when selected: most reads of a page never ask for their edges' cursors.
+    cursor: str = strawberry.field(resolver=_cursor)
     node: T
+    row: strawberry.Private[Any]
+    order: strawberry.Private[Order]
 
 
 @strawberry.type
@@ -40,14 +47,14 @@ class Connection(Generic[T]):
 def connection(
     page: Page[Any], convert: Callable[[Any], T], count: Callable[[], Awaitable[int]]
 ) -> Connection[T]:
-    edges = [Edge(cursor=c, node=convert(r)) for r, c in zip(page.rows, page.cursors, strict=True)]
+    order, rows = page.order, page.rows
     return Connection(
-        edges=edges,
+        edges=[Edge(node=convert(r), row=r, order=order) for r in rows],
         page_info=PageInfo(
             has_next_page=page.has_next,
             has_previous_page=page.has_previous,
-            start_cursor=page.cursors[0] if page.cursors else None,
-            end_cursor=page.cursors[-1] if page.cursors else None,
+            start_cursor=order.encode(rows[0]) if rows else None,
+            end_cursor=order.encode(rows[-1]) if rows else None,
         ),
         count=count,
     )
