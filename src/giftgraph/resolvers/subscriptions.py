@@ -88,7 +88,7 @@ async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[E
 def _idle(info: Info) -> None:
     """Forget the subscribe step's DataLoaders (and their caches): a subscription may wait
     for hours, and events resolve in shared scopes of their own."""
-    info.context.operation.loaders = None
+    info.context.operation.release()
 
 
 def _delivered(info: Info, row: m.Event) -> None:
