@@ -316,8 +316,27 @@ def measure_http(url: str, cycles: list[list[bytes]], headers: dict[str, str], d
 
     Returns the latencies summary plus rps, errors and ok_total.
     """
+    return summarize_runs([run_http(url, cycles, headers, duration, progress, label)])
+
+
+def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary of several `run_http` runs against the same target (their latencies
+    pooled, throughput over their total duration)."""
     from bench.harness import summarize
 
+    latencies = [x for r in runs for x in r["latencies"]]
+    duration = sum(r["duration"] for r in runs)
+    stats = summarize(latencies)
+    stats.update(rps=len(latencies) / duration, errors=sum(r["errors"] for r in runs),
+                 error_sample=[e for r in runs for e in r["error_sample"]][:3],
+                 ok_total=sum(r["ok_total"] for r in runs), concurrency=runs[0]["concurrency"],
+                 runs=len(runs))
+    return stats
+
+
+def run_http(url: str, cycles: list[list[bytes]], headers: dict[str, str], duration: float,
+             progress: Any, label: str) -> dict[str, Any]:
+    """One timed run of `cycles` (see `measure_http`): the raw latencies and counts."""
     procs = 1 if len(cycles) == 1 else 2
     params = [{"url": url, "headers": headers, "duration": duration,
                "cycles": cycles[sum(split(len(cycles), procs)[:i]):][:n]}
@@ -331,9 +350,7 @@ def measure_http(url: str, cycles: list[list[bytes]], headers: dict[str, str], d
             progress.update(task, completed=max(0.0, min(duration, now - start)))
         results = crew.finish(timeout=duration + 60)
     progress.remove_task(task)
-    latencies = [x for r in results for x in r["latencies"]]
-    stats = summarize(latencies)
-    stats.update(rps=len(latencies) / duration, errors=sum(r["errors"] for r in results),
-                 error_sample=[e for r in results for e in r["error_sample"]][:3],
-                 ok_total=sum(r["ok_total"] for r in results), concurrency=len(cycles))
-    return stats
+    return {"latencies": [x for r in results for x in r["latencies"]], "duration": duration,
+            "errors": sum(r["errors"] for r in results),
+            "error_sample": [e for r in results for e in r["error_sample"]][:3],
+            "ok_total": sum(r["ok_total"] for r in results), "concurrency": len(cycles)}
