@@ -8,7 +8,6 @@ import uuid
 
 from giftgraph.errors import NotFound
 
-
 _URLSAFE = bytes.maketrans(b"+/", b"-_")  # base64 → base64url
 
 

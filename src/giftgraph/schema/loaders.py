@@ -78,9 +78,36 @@ def load_now(loader: DataLoader[K, V | None], key: K,
     """
     future = loader.cache_map.get(key)
     if future is not None and future.done() and not future.cancelled():
+        memo = loader.converted if isinstance(loader, RowLoader) else None
+        if memo is not None and (found := memo.get((convert, key), _NONE)) is not _NONE:
+            return found  # type: ignore[no-any-return]
         row = future.result()
-        return None if row is None else convert(row)
+        value = None if row is None else convert(row)
+        if memo is not None:
+            memo[(convert, key)] = value
+        return value
     return _convert(loader.load(key), convert)
+
+
+_NONE = object()
+
+
+class RowLoader(DataLoader[K, V]):
+    """A loader of rows by key that also keeps what `load_now` made of them: a row many
+    parents point to (the gift of many items, the assignee of many) becomes one object,
+    not one per parent. The objects are read-only, like the rows."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.converted: dict[tuple[Callable[[Any], Any], Hashable], Any] = {}
+
+    def clear(self, key: K) -> None:
+        super().clear(key)
+        self.converted.clear()
+
+    def clear_all(self) -> None:
+        super().clear_all()
+        self.converted.clear()
 
 
 async def _convert(pending: Awaitable[V | None], convert: Callable[[V], R]) -> R | None:
@@ -112,7 +139,7 @@ class Loaders:
         self.gift = self._by_id(m.Gift)
         self.list_item = self._by_id(m.ListItem)
         self.comment = self._by_id(m.Comment)
-        self.family = DataLoader(self._families)
+        self.family = RowLoader(self._families)
         self.list_items = DataLoader(self._item_pages)
         self.list_item_counts = DataLoader(self._item_counts)
         self.gift_history = DataLoader(self._history_pages)
@@ -133,14 +160,14 @@ class Loaders:
         self.clear()
         vars(self).clear()
 
-    def _by_id(self, model: type[m.Owned]) -> DataLoader[uuid.UUID, Record | None]:
+    def _by_id(self, model: type[m.Owned]) -> RowLoader[uuid.UUID, Record | None]:
         async def load(ids: list[uuid.UUID]) -> list[Record | None]:
             rows = await self.db.rows(by_id_statement(model),
                                       {"ids": ids, "family_id": self.family_id})
             found = {r.id: r for r in records(rows)}
             return [found.get(i) for i in ids]
 
-        return DataLoader(load)
+        return RowLoader(load)
 
     async def _families(self, ids: list[uuid.UUID]) -> list[Record | None]:
         # A user only ever reaches its own family (`family_id` is the caller's).

@@ -1,0 +1,37 @@
+"""`load_now`: a loaded row is converted once per operation, however many parents share it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from giftgraph.schema.loaders import RowLoader, load_now, prefetch
+
+
+async def test_a_shared_row_is_converted_once() -> None:
+    batches: list[list[int]] = []
+
+    async def load(keys: list[int]) -> list[dict[str, int] | None]:
+        batches.append(keys)
+        return [{"k": k} if k != 3 else None for k in keys]
+
+    loader: RowLoader[int, Any] = RowLoader(load)
+    made: list[int] = []
+
+    def convert(row: dict[str, int]) -> tuple[str, int]:
+        made.append(row["k"])
+        return ("object", row["k"])
+
+    await prefetch((loader, [1, 2, 3, 1]))
+    first = [load_now(loader, k, convert) for k in (1, 2, 1, 1, 3)]
+    assert first == [("object", 1), ("object", 2), ("object", 1), ("object", 1), None]
+    assert first[0] is first[2] is first[3]  # one object for the row 1
+    assert made == [1, 2]  # each row converted once; the missing one stays None
+    assert batches == [[1, 2, 3]]
+    # Another conversion of the same row is its own object.
+    assert load_now(loader, 1, lambda r: ("other", r["k"])) == ("other", 1)
+    # After clear_all (a mutation changed rows), rows load and convert afresh.
+    loader.clear_all()
+    pending = load_now(loader, 1, convert)
+    assert await pending == ("object", 1)  # type: ignore[misc]
+    assert made == [1, 2, 1]
+    assert batches == [[1, 2, 3], [1]]
