@@ -94,6 +94,36 @@ async def _status(srv: Server, token: str, item: str, status: str) -> None:
 DASH = "subscription { dashboard { pipeline { idea selected purchased } activity { seq } } }"
 
 
+async def test_a_recreated_dashboard_feed_never_reuses_an_old_snapshot_scope(
+        live_server: Server) -> None:
+    """A dashboard's nested fields resolve in a shared scope keyed by the snapshot's version,
+    kept a moment after its last use. The feed stops with its last watcher; a new one within
+    that moment must not get the old scope's rows back (the version is unique per process)."""
+    srv = live_server
+    token, _ = await srv.signup("dash-again@example.com")
+    await _item(srv, token)
+    query = "subscription { dashboard { recentIdeas { gift { id name } } } }"
+
+    async def snapshot() -> dict[str, Any]:
+        client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+        await client.subscribe(query)
+        data = (await client.receive())["payload"]["data"]["dashboard"]
+        await client.ws.close()
+        deadline = time.monotonic() + 5
+        while srv.live.dashboards.feeds:  # the feed stops with its last watcher
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        return data  # type: ignore[no-any-return]
+
+    first = await snapshot()
+    gift = first["recentIdeas"][0]["gift"]
+    assert gift["name"] == "G"
+    await srv.gql('mutation($g: ID!) { updateGift(id: $g, input: {name: "Renamed"}) { id } }',
+                  {"g": gift["id"]}, token)
+    again = await snapshot()  # well within the old scope's keep-alive
+    assert again["recentIdeas"][0]["gift"] == {"id": gift["id"], "name": "Renamed"}
+
+
 async def test_dashboard_snapshot_now_then_coalesced_and_shared(live_server: Server) -> None:
     srv = live_server
     token, _ = await srv.signup("dash@example.com")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -61,6 +62,7 @@ class DashboardFeeds:
         self.interval = interval
         self.feeds: dict[uuid.UUID, FamilyFeed] = {}
         self.computations = 0
+        self._versions = itertools.count(1)
 
     async def _compute(self, feed: FamilyFeed) -> Snapshot:
         from giftgraph.resolvers.queries import Dashboard
@@ -75,8 +77,10 @@ class DashboardFeeds:
             finally:
                 await db.close()
             self.computations += 1
-            version = feed.latest.version + 1 if feed.latest else 1
-            feed.latest = Snapshot(version, dash)
+            # Unique in the process, not per feed: a snapshot's version keys the shared scope
+            # its nested fields resolve in, and a feed recreated within that scope's keep-
+            # alive must not meet the previous feed's scope (and its rows) again.
+            feed.latest = Snapshot(next(self._versions), dash)
             return feed.latest
 
     async def _run(self, feed: FamilyFeed, ready: asyncio.Event) -> None:
