@@ -61,9 +61,11 @@ class RequestScope(SchemaExtension):
                 await authenticate(ctx)
             yield
         finally:
-            await state.db.close()
-            state.release()
-            end_operation(token)
+            try:
+                await state.db.close()
+            finally:  # even when the close is cancelled
+                state.release()
+                end_operation(token)
 
 
 def unavailable(exc: BaseException | None) -> bool:
