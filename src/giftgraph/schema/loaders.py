@@ -32,8 +32,9 @@ UNREAD = frozenset({"password_hash"})  # columns no GraphQL type reads
 # Loader statements are built once, with their values as parameters: building and
 # cache-keying a SELECT costs more than running it through SQLAlchemy's compiled cache.
 FAMILY = bindparam("family_id")
-_PAGE_STATEMENTS: dict[tuple[str, Hashable, bool], Select[Any]] = {}
-_COUNT_STATEMENTS: dict[tuple[str, Hashable, str], Select[Any]] = {}
+# Keyed by the base statement's builder and everything else that shapes the statement.
+_PAGE_STATEMENTS: dict[tuple[str, str, Hashable, bool], Select[Any]] = {}
+_COUNT_STATEMENTS: dict[tuple[str, Hashable], Select[Any]] = {}
 
 
 def columns(model: type[m.Base]) -> list[Column[Any]]:
@@ -193,7 +194,7 @@ class Loaders:
         for (args, flt), pids in groups.items():
             unique = list(dict.fromkeys(pids))
             if args.cursor is None:  # the usual case: the same statement every time
-                cached = (order.name, flt, args.backward)
+                cached = (base.__name__, order.name, flt, args.backward)
                 stmt = _PAGE_STATEMENTS.get(cached)
                 if stmt is None:
                     stmt = _PAGE_STATEMENTS[cached] = pages_statement(base(flt), parent,
@@ -215,7 +216,7 @@ class Loaders:
             groups[flt].append(pid)
         counts: dict[CountKey, int] = {}
         for flt, pids in groups.items():
-            cached = (base.__name__, flt, "count")
+            cached = (base.__name__, flt)
             stmt = _COUNT_STATEMENTS.get(cached)
             if stmt is None:
                 stmt = _COUNT_STATEMENTS[cached] = (
