@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 import orjson
-import websockets
-from websockets.asyncio.client import ClientConnection, connect
 
+from bench import wsclient
 from bench.harness import PROTOCOL, raise_nofile
+from bench.wsclient import LeanSocket
 
 WAVE = 50  # sockets opened concurrently per worker (the server has 10 s for connection_init)
 
@@ -225,70 +225,81 @@ async def subscribers(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
     protocol "graphql": graphql-transport-ws; `subs_per_socket` subscriptions of `query`.
     protocol "raw": a plain WebSocket; messages are JSON with a `seq`.
     With `record`, each socket keeps (seq, CLOCK_MONOTONIC arrival) of every message; the
-    progress count is the number of messages received.
+    progress count is the number of messages received. The sockets are `LeanSocket`s
+    (bench/wsclient.py): a few µs per message, so that the clients leave the CPU to the
+    server they measure.
     """
     graphql = p["protocol"] == "graphql"
+    record = p.get("record", True)
     init = orjson.dumps({"type": "connection_init", "payload": {"token": p.get("token")}})
     subscribe = [orjson.dumps({"id": str(k + 1), "type": "subscribe", "payload": {
         "query": p.get("query"), "variables": p.get("variables", {})}})
         for k in range(p.get("subs_per_socket", 1))]
-    sockets: list[ClientConnection] = []
+    sockets: list[LeanSocket] = []
     failures: list[str] = []
     arrivals: list[list[tuple[int, float]]] = []
     received = 0
     bad: list[str] = []
     sample_bytes = 0
 
-    async def open_one() -> None:
-        try:
-            ws = await connect(p["url"], subprotocols=[PROTOCOL] if graphql else None,  # type: ignore[list-item]
-                               open_timeout=60, ping_interval=None, close_timeout=2,
-                               max_queue=None, local_addr=(p["source"], 0))
-            if graphql:
-                await ws.send(init.decode())
-                ack = orjson.loads(await asyncio.wait_for(ws.recv(), 60))
-                if ack.get("type") != "connection_ack":
-                    raise RuntimeError(f"no connection_ack: {ack}")
-                for msg in subscribe:
-                    await ws.send(msg.decode())
-            sockets.append(ws)
-        except (OSError, TimeoutError, RuntimeError, websockets.WebSocketException) as exc:
-            failures.append(repr(exc))
-
-    async def read(ws: ClientConnection, log: list[tuple[int, float]]) -> None:
-        nonlocal received, sample_bytes
-        try:
-            async for raw in ws:
-                t = time.monotonic()
-                received += 1
+    def reader(log: list[tuple[int, float]], ack: asyncio.Future[bytes] | None
+               ) -> Callable[[bytes], None]:
+        def on_text(raw: bytes) -> None:
+            nonlocal received, sample_bytes
+            t = time.monotonic()
+            if ack is not None and not ack.done():
+                ack.set_result(raw)
+                return
+            received += 1
+            try:
                 msg = orjson.loads(raw)
                 if graphql:
                     if msg.get("type") != "next" or msg["payload"].get("errors"):
-                        bad.append(str(raw)[:300])
-                        continue
+                        bad.append(raw[:300].decode(errors="replace"))
+                        return
                     seq = int(next(iter(msg["payload"]["data"].values()))["seq"])
                 else:
                     seq = int(msg["seq"])
-                sample_bytes = sample_bytes or len(raw if isinstance(raw, bytes) else raw.encode())
-                if p.get("record", True):
-                    log.append((seq, t))
-        except websockets.ConnectionClosed:
-            pass
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, StopIteration,
+                    AttributeError):
+                bad.append(raw[:300].decode(errors="replace"))
+                return
+            sample_bytes = sample_bytes or len(raw)
+            if record:
+                log.append((seq, t))
+        return on_text
+
+    async def open_one() -> None:
+        log: list[tuple[int, float]] = []
+        ack = asyncio.get_running_loop().create_future() if graphql else None
+        try:
+            ws = await wsclient.connect(p["url"], reader(log, ack),
+                                        subprotocol=PROTOCOL if graphql else None,
+                                        local_addr=(p["source"], 0), wait=60)
+            if ack is not None:
+                ws.send_text(init)
+                reply = orjson.loads(await asyncio.wait_for(ack, 60))
+                if reply.get("type") != "connection_ack":
+                    ws.transport.close()  # type: ignore[union-attr]
+                    raise RuntimeError(f"no connection_ack: {reply}")
+                for msg in subscribe:
+                    ws.send_text(msg)
+            sockets.append(ws)
+            arrivals.append(log)
+        except (OSError, TimeoutError, RuntimeError) as exc:
+            failures.append(repr(exc))
 
     for start in range(0, p["count"], WAVE):
         await asyncio.gather(*(open_one() for _ in range(start, min(start + WAVE, p["count"]))))
         ch.send("progress", len(sockets))
-    arrivals = [[] for _ in sockets]
-    readers = [asyncio.create_task(read(ws, log)) for ws, log in zip(sockets, arrivals,
-                                                                     strict=True)]
     ch.send("ready", {"connected": len(sockets), "failures": failures[:3],
                       "failed": len(failures)})
     await ch.until_stopped(lambda: received)
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-    await asyncio.gather(*readers, return_exceptions=True)
+    errors = [ws.error for ws in sockets if ws.error]
     return {"connected": len(sockets), "failed": len(failures), "received": received,
-            "bad": len(bad), "bad_sample": bad[:3], "sample_bytes": sample_bytes,
-            "arrivals": arrivals if p.get("record", True) else []}
+            "bad": len(bad) + len(errors), "bad_sample": (bad + errors)[:3],
+            "sample_bytes": sample_bytes, "arrivals": arrivals if record else []}
 
 
 WORKERS: dict[str, WorkerFn] = {"http_load": http_load, "subscribers": subscribers}

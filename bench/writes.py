@@ -42,6 +42,9 @@ def run(database_url: str, opt: Options) -> Outcome:
         with Crew("subscribers", params) as subs:
             ready = subs.wait_ready(120, lambda: progress.update(task, completed=subs.total))
             connected = sum(r["connected"] for r in ready)
+            if connected < SUBSCRIBERS:
+                raise RuntimeError(f"{SUBSCRIBERS - connected} subscribers could not connect, "
+                                   f"e.g. {[f for r in ready for f in r['failures']][:1]}")
             wait_for(lambda: metric(api.base, "giftgraph_subscriptions_active"), connected, 60)
             progress.remove_task(task)
             for c in levels:
