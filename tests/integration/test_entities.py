@@ -555,6 +555,33 @@ async def test_status_transitions(alice: Account, start: str, target: str) -> No
         assert await event_count(c) == before
 
 
+async def test_each_root_mutation_commits_on_its_own(alice: Account) -> None:
+    """Root mutations run one by one, each its own transaction, though they share the
+    operation's session with its reads (the caller, `a`'s nested selection): a later
+    failure rolls back only itself, and what `a` read and wrote stands."""
+    c = alice.client
+    gl = await create_list(c, name="Xmas")
+    item = await add_item(c, gl["id"], gift={"name": "Bike"})
+    before = await event_count(c)
+    r = await c(
+        "mutation($i: ID!) {"
+        " a: setListItemStatus(id: $i, status: SELECTED) { id status list { name"
+        "   items(first: 5) { edges { node { id status gift { name } } } } } }"
+        " b: setListItemStatus(id: $i, status: RECEIVED) { id }"
+        ' c: createPerson(input: {name: "Dad"}) { id } }', {"i": item["id"]})
+    assert r.codes == ["INVALID_TRANSITION"], r.body
+    assert r.errors[0]["path"] == ["b"]
+    assert r.body["data"] is None  # `b` is non-null: its error nulls the whole result
+    current = (await node(c, item["id"], "... on ListItem { status }")).data["node"]["status"]
+    assert current == "SELECTED"  # `a` committed before `b` failed
+    assert await event_count(c) == before + 1
+    latest = (await ok(c, LATEST))["events"]["edges"][0]["node"]
+    assert (latest["kind"], latest["entityId"]) == ("STATUS_CHANGED", item["id"])
+    # the next operation starts clean
+    assert (await set_status(c, item["id"], "PURCHASED")).data["setListItemStatus"]["status"] \
+        == "PURCHASED"
+
+
 # --- Comments ------------------------------------------------------------------------------
 
 

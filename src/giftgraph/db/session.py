@@ -69,9 +69,13 @@ class OperationDb:
         """The unit of work of one mutation: committed once on success, else rolled back."""
         async with self._lock:
             session = self._get()
-            if session.in_transaction():
-                # End the read snapshot so writes see fresh data. COMMIT, not ROLLBACK:
-                # a rollback would expire objects already loaded (such as the caller).
+            if session.in_transaction() and session.identity_map:
+                # A failed write's ROLLBACK would expire the objects the operation's reads
+                # loaded: end their transaction first (COMMIT, which expires nothing). With
+                # none loaded (the usual case: the caller is expunged, loaders read plain
+                # rows) the write continues the transaction and keeps its connection:
+                # no COMMIT, pool checkout, ping and BEGIN in between. Each statement reads
+                # fresh data either way (READ COMMITTED).
                 await session.commit()
             try:
                 yield session
