@@ -9,7 +9,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import ARRAY, BigInteger, String, bindparam, column, inspect, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.db import models as m
@@ -138,32 +138,55 @@ async def record(
     entity_type = ENTITY_TYPES[type(entity)]
     entity_id = entity.id  # type: ignore[attr-defined]
     unique_topics = list(dict.fromkeys([*topics, FAMILY_TOPIC]))
-    rows = [
-        m.Event(
-            family_id=family_id,
-            topic=topic,
-            kind=kind,
-            entity_type=entity_type,
-            entity_id=entity_id,
-            actor_id=actor_id,
-            payload=payload,
-        )
-        for topic in unique_topics
-    ]
+    at = m.utcnow()
     # Each event names the previous event on its topic (under the lock: exact), so a
     # subscriber that receives events out of order (two instances publishing through one
     # broker) sees the gap and fetches what it lacks from this table instead of losing it.
-    previous = dict((await session.execute(
-        select(m.Event.topic, func.max(m.Event.seq))
-        .where(m.Event.family_id == family_id, m.Event.topic.in_(unique_topics))
-        .group_by(m.Event.topic)
-    )).all())
-    session.add_all(rows)
-    await session.flush()
-    for row in rows:
-        row.prev_seq = previous.get(row.topic) or 0
+    inserted = (await session.execute(INSERT_EVENTS, {
+        "topics": unique_topics, "family_id": family_id, "kind": kind,
+        "entity_type": entity_type, "entity_id": entity_id, "actor_id": actor_id, "at": at,
+        "payload": payload,
+    })).all()
+    rows = []
+    for seq, topic, prev in inserted:
+        row = m.Event(seq=seq, family_id=family_id, topic=topic, kind=kind,
+                      entity_type=entity_type, entity_id=entity_id, actor_id=actor_id, at=at,
+                      payload=payload)
+        row.prev_seq = prev or 0
+        rows.append(row)
     session.info.setdefault(PENDING_KEY, []).extend(rows)
     return rows
+
+
+_EVENT = m.Event.__table__.c
+# One row per topic, in the topics' order, and with each the seq of the previous event on
+# its topic (the sub-statements of one statement share its snapshot, so `prev` cannot see
+# the rows being inserted). One round trip, no ORM unit of work: it ran as a SELECT of the
+# previous seqs plus an ORM flush of the new rows (~2.8 ms of a mutation's ~12).
+INSERT_EVENTS = text("""
+    WITH t AS (
+        SELECT u.topic, u.ord FROM unnest(:topics) WITH ORDINALITY AS u(topic, ord)
+    ), ins AS (
+        INSERT INTO events (family_id, topic, kind, entity_type, entity_id, actor_id, at,
+                            payload)
+        SELECT :family_id, t.topic, :kind, :entity_type, :entity_id, :actor_id, :at, :payload
+        FROM t ORDER BY t.ord
+        RETURNING seq, topic
+    )
+    SELECT ins.seq, ins.topic,
+           (SELECT max(e.seq) FROM events e
+            WHERE e.family_id = :family_id AND e.topic = ins.topic) AS prev
+    FROM ins ORDER BY ins.seq
+""").bindparams(
+    bindparam("topics", type_=ARRAY(_EVENT.topic.type)),
+    bindparam("family_id", type_=_EVENT.family_id.type),
+    bindparam("kind", type_=_EVENT.kind.type),
+    bindparam("entity_type", type_=_EVENT.entity_type.type),
+    bindparam("entity_id", type_=_EVENT.entity_id.type),
+    bindparam("actor_id", type_=_EVENT.actor_id.type),
+    bindparam("at", type_=_EVENT.at.type),
+    bindparam("payload", type_=_EVENT.payload.type),
+).columns(column("seq", BigInteger), column("topic", String), column("prev", BigInteger))
 
 
 def take_pending(session: AsyncSession) -> list[m.Event]:

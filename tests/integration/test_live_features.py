@@ -500,6 +500,44 @@ async def test_each_event_is_rendered_once_per_selection(live_server: Server) ->
         await c.ws.close()
 
 
+async def test_each_event_names_the_previous_one_on_its_topic(database_url: str) -> None:
+    """`record` writes one row per topic, in the topics' order, each naming the previous
+    event on its own topic, also when one transaction records twice; what it returns is
+    exactly what the table holds."""
+    from sqlalchemy import select
+
+    from giftgraph.db import models as m
+    from giftgraph.events import record
+
+    async with in_process(database_url, "Prev family") as env:
+        state, user = env.state, env.ctx.user
+        async with state.db().sessions() as session:
+            recorded = []
+            for name in ("a", "b"):
+                person = m.Person(family_id=user.family_id, name=name)
+                session.add(person)
+                recorded.append(await record(
+                    session, family_id=user.family_id, actor_id=user.id,
+                    kind=m.EventKind.ADDED, entity=person, topics=[f"t:{name}", "t:shared"]))
+            await session.commit()
+            first, second = recorded
+            assert [e.topic for e in first] == ["t:a", "t:shared", "family"]
+            assert [e.topic for e in second] == ["t:b", "t:shared", "family"]
+            seqs = [e.seq for e in first + second]
+            assert seqs == sorted(seqs) and len(set(seqs)) == 6
+            assert [e.prev_seq for e in first[:2]] == [0, 0]  # new topics
+            assert first[2].prev_seq < first[0].seq  # the family's earlier events
+            assert [e.prev_seq for e in second] == [0, first[1].seq, first[2].seq]
+            stored = {e.seq: e for e in (await session.scalars(
+                select(m.Event).where(m.Event.seq.in_(seqs)))).all()}
+            for e in first + second:
+                row = stored[e.seq]
+                assert (row.topic, row.kind, row.entity_type, row.entity_id, row.actor_id,
+                        row.at, row.payload) == (e.topic, e.kind, e.entity_type, e.entity_id,
+                                                 e.actor_id, e.at, e.payload)
+            assert second[0].payload["name"] == "b"
+
+
 async def test_events_crossing_in_the_broker_are_fetched_in_order(database_url: str) -> None:
     """Two instances may publish through one broker in another order than they committed:
     a subscriber that gets the later event first fetches the earlier one from the log, and
