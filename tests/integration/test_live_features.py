@@ -582,6 +582,58 @@ async def test_events_crossing_in_the_broker_are_fetched_in_order(database_url: 
             consumer.cancel()
 
 
+async def test_a_backlog_of_events_reaches_each_socket_in_one_write(
+        live_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events that find others of their channel already waiting (they came faster than one
+    fan-out takes) are fanned out together: every subscriber gets all of them, in order,
+    with one write per socket."""
+    from giftgraph.live import wire
+
+    srv = live_server
+    token, _ = await srv.signup("backlog@example.com")
+    gl, item = await _item(srv, token)
+    query = ("subscription($l: ID!) { listEvents(listId: $l)"
+             " { seq node { ... on ListItem { status } } } }")
+    clients = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+               for _ in range(3)]
+    for c in clients:
+        await c.subscribe(query, {"l": gl})
+    await asyncio.sleep(0.3)
+    hub = srv.app.state.giftgraph.live.hub
+    held: list[Any] = []
+
+    async def hold(events: list[Any]) -> None:
+        held.extend(events)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(hub, "publish", hold)  # commit three changes, publish none yet
+        for status in ("SELECTED", "PURCHASED", "RECEIVED"):
+            await _status(srv, token, item, status)
+    writes: list[int] = []
+    write_texts = wire.Wire.write_texts
+
+    def spy(self: Any, payloads: list[bytes]) -> bool:
+        writes.append(len(payloads))
+        return write_texts(self, payloads)
+
+    monkeypatch.setattr(wire.Wire, "write_texts", spy)
+    backlog, written = hub.backlog_events, wire.Wire.written
+    await hub.publish(held)  # all at once: the channel's fan-out finds them waiting
+    for c in clients:
+        got = [(await c.receive())["payload"]["data"]["listEvents"] for _ in range(3)]
+        assert [g["node"]["status"] for g in got] == ["SELECTED", "PURCHASED", "RECEIVED"]
+        seqs = [int(g["seq"]) for g in got]
+        assert seqs == sorted(set(seqs))
+    assert hub.backlog_events - backlog == 3
+    assert writes == [3, 3, 3]  # one write per socket for the three events
+    assert wire.Wire.written - written == 9
+    await _status(srv, token, item, "PURCHASED")  # and single events as before
+    for c in clients:
+        assert (await c.receive())["payload"]["data"]["listEvents"]["node"]["status"] \
+            == "PURCHASED"
+        await c.ws.close()
+
+
 async def test_events_are_written_pre_framed_and_busy_sockets_fall_back(
         live_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fan-out writes each subscriber's `next` frame onto its socket itself; a socket

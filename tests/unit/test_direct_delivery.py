@@ -82,3 +82,94 @@ async def test_a_gap_is_never_delivered_directly() -> None:
     assert await sub.accept(event(8, 7)) is False  # 7 has not reached us yet
     assert written == []
     assert [i.seq for i in sub.items] == [8]
+
+
+# -- a backlog of events, fanned out together (Hub._fan_out_many) -----------------------------
+
+
+def batching(socket_takes_it: bool, written: list[int],
+             writes: list[list[int]]) -> Direct:
+    """A Direct whose `write_many` records each call (one call = one system call)."""
+    async def prepare(row: m.Event) -> bytes:
+        await asyncio.sleep(0)
+        return b"message"
+
+    def write(row: m.Event, message: Any) -> bool:
+        if socket_takes_it:
+            written.append(row.seq)
+            writes.append([row.seq])
+        return socket_takes_it
+
+    def write_many(rows: list[m.Event], messages: list[Any]) -> bool:
+        if socket_takes_it:
+            written.extend(r.seq for r in rows)
+            writes.append([r.seq for r in rows])
+        return socket_takes_it
+
+    return Direct(prepare, write, write_many)
+
+
+async def test_a_backlog_goes_out_in_one_write_in_order() -> None:
+    sub, written, writes = Subscription(10), [], []
+    sub.last = 5
+    sub.direct = batching(True, written, writes)
+    assert await sub.accept_many([event(6, 5), event(7, 6), event(8, 7)]) == [True] * 3
+    assert (writes, sub.last, list(sub.items)) == ([[6, 7, 8]], 8, [])
+
+
+async def test_a_gap_in_a_backlog_ends_the_direct_run_and_queues_the_rest() -> None:
+    sub, written, writes = Subscription(10), [], []
+    sub.last = 5
+    sub.direct = batching(True, written, writes)
+    # 9 says 8 came before it, and 8 has not reached this process yet
+    result = await sub.accept_many([event(6, 5), event(7, 6), event(9, 8), event(10, 9)])
+    assert result == [True, True, False, False]
+    assert (writes, sub.last) == ([[6, 7]], 7)
+    assert [i.seq for i in sub.items] == [9, 10]  # for the stream, which fetches 8 first
+
+
+async def test_duplicates_in_a_backlog_are_dropped() -> None:
+    sub, written, writes = Subscription(10), [], []
+    sub.last = 7
+    sub.direct = batching(True, written, writes)
+    assert await sub.accept_many([event(6, 5), event(7, 6), event(8, 7)]) == [False, False, True]
+    assert (written, sub.last, list(sub.items)) == ([8], 8, [])
+
+
+async def test_a_busy_socket_gets_the_backlog_queued_in_order() -> None:
+    sub, written, writes = Subscription(10), [], []
+    sub.last = 5
+    sub.direct = batching(False, written, writes)
+    assert await sub.accept_many([event(6, 5), event(7, 6)]) == [False, False]
+    assert (written, sub.last) == ([], 5)
+    assert [i.seq for i in sub.items] == [6, 7]
+
+
+async def test_a_resync_while_preparing_a_backlog_queues_it_behind_the_replay() -> None:
+    sub, written, writes = Subscription(10), [], []
+    sub.last = 5
+    sub.direct = batching(True, written, writes)
+    accepting = asyncio.create_task(sub.accept_many([event(6, 5), event(7, 6)]))
+    await asyncio.sleep(0)  # preparing the first message
+    sub.offer(RESYNC)
+    assert await accepting == [False, False]
+    assert (written, sub.last) == ([], 5)
+    assert [i if i is RESYNC else i.seq for i in sub.items] == [RESYNC, 6, 7]
+
+
+async def test_waiting_takes_what_is_queued_and_leaves_the_end_marker() -> None:
+    from broadcaster import Event as BroadcastEvent
+    from broadcaster._base import Subscriber
+
+    from giftgraph.live.hub import waiting
+
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    source = Subscriber(queue)
+    assert waiting(source) == []
+    events = [BroadcastEvent("c", str(k)) for k in range(3)]
+    for e in events:
+        queue.put_nowait(e)
+    queue.put_nowait(None)  # broadcaster's "unsubscribed"
+    assert waiting(source, limit=2) == events[:2]
+    assert waiting(source) == events[2:]
+    assert queue.get_nowait() is None  # still there for the next get()

@@ -64,9 +64,13 @@ async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[E
                 return wire is not None and not sink.closed \
                     and wire.write_text(prefix + payload + b"}")
 
+            def write_many(rows: list[m.Event], payloads: list[bytes]) -> bool:
+                return wire is not None and not sink.closed \
+                    and wire.write_texts([prefix + p + b"}" for p in payloads])
+
             # Direct delivery by the hub needs the pre-framed wire (uvicorn, no deflate):
             # anywhere else every event comes through this task, in order.
-            direct = Direct(plan.render, write) if wire is not None else None
+            direct = Direct(plan.render, write, write_many) if wire is not None else None
             async for row in event_stream(ctx, live.hub, live.scopes, topic, since,
                                           scoped=False, direct=direct):
                 payload = await plan.render(row)
