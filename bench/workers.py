@@ -12,8 +12,10 @@ import multiprocessing as mp
 import queue
 import time
 import traceback
+from array import array
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
@@ -225,7 +227,9 @@ async def subscribers(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
     protocol "graphql": graphql-transport-ws; `subs_per_socket` subscriptions of `query`.
     protocol "raw": a plain WebSocket; messages are JSON with a `seq`.
     With `record`, each socket keeps (seq, CLOCK_MONOTONIC arrival) of every message; the
-    progress count is the number of messages received. The sockets are `LeanSocket`s
+    progress count is the number of messages received. With `lag`, every message's
+    delivery lag (arrival wall-clock time minus the event's `at`, its commit time on the
+    same machine's clock) is kept with its CLOCK_MONOTONIC arrival. The sockets are `LeanSocket`s
     (bench/wsclient.py): a few µs per message, so that the clients leave the CPU to the
     server they measure.
     """
@@ -241,6 +245,8 @@ async def subscribers(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
     received = 0
     bad: list[str] = []
     sample_bytes = 0
+    lag = p.get("lag", False)
+    lag_arrivals, lags = array("d"), array("d")
 
     def reader(log: list[tuple[int, float]], ack: asyncio.Future[bytes] | None
                ) -> Callable[[bytes], None]:
@@ -257,7 +263,11 @@ async def subscribers(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
                     if msg.get("type") != "next" or msg["payload"].get("errors"):
                         bad.append(raw[:300].decode(errors="replace"))
                         return
-                    seq = int(next(iter(msg["payload"]["data"].values()))["seq"])
+                    event = next(iter(msg["payload"]["data"].values()))
+                    seq = int(event["seq"])
+                    if lag:
+                        lags.append(time.time() - datetime.fromisoformat(event["at"]).timestamp())
+                        lag_arrivals.append(t)
                 else:
                     seq = int(msg["seq"])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, StopIteration,
@@ -299,7 +309,8 @@ async def subscribers(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
     errors = [ws.error for ws in sockets if ws.error]
     return {"connected": len(sockets), "failed": len(failures), "received": received,
             "bad": len(bad) + len(errors), "bad_sample": (bad + errors)[:3],
-            "sample_bytes": sample_bytes, "arrivals": arrivals if record else []}
+            "sample_bytes": sample_bytes, "arrivals": arrivals if record else [],
+            "lag_arrivals": lag_arrivals.tobytes(), "lags": lags.tobytes()}
 
 
 WORKERS: dict[str, WorkerFn] = {"http_load": http_load, "subscribers": subscribers}

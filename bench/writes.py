@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from bench.harness import (
     login,
     metric,
     neighbour,
+    summarize,
     wait_for,
 )
 from bench.report import Options, Outcome, Target, few_replies, ms, pct, rate
@@ -31,6 +33,7 @@ DRAIN = 30.0  # seconds to wait for the last events to reach every subscriber
 def run(database_url: str, opt: Options) -> Outcome:
     levels = QUICK_CONCURRENCY if opt.quick else CONCURRENCY
     results: list[dict[str, Any]] = []
+    windows: list[tuple[float, float]] = []  # CLOCK_MONOTONIC span of each level and its drain
     with api_server(database_url) as api, opt.progress() as progress:
         token = login(api.base)
         headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
@@ -38,7 +41,7 @@ def run(database_url: str, opt: Options) -> Outcome:
         task = progress.add_task(f"{SUBSCRIBERS} subscribers: connecting", total=SUBSCRIBERS)
         params = subscriber_params(SUBSCRIBERS, PER_WORKER // 2, protocol="graphql",
                                    url=f"{api.ws}/graphql", token=token, query=SUBSCRIPTION,
-                                   variables={"l": list_id}, record=False)
+                                   variables={"l": list_id}, record=False, lag=True)
         with Crew("subscribers", params) as subs:
             ready = subs.wait_ready(120, lambda: progress.update(task, completed=subs.total))
             connected = sum(r["connected"] for r in ready)
@@ -55,6 +58,7 @@ def run(database_url: str, opt: Options) -> Outcome:
                            for s in (neighbour(it.status), it.status)] for it in items[:c]]
                 subs.pump(0.3)
                 before = subs.total
+                began = time.monotonic()
                 row = measure_http(f"{api.base}/graphql", cycles, headers, opt.duration,
                                    progress, f"setListItemStatus c={c}")
                 expected = row["ok_total"] * connected
@@ -64,21 +68,25 @@ def run(database_url: str, opt: Options) -> Outcome:
                     subs.pump(0.1)
                     progress.update(drain, completed=subs.total - before)
                 progress.remove_task(drain)
+                windows.append((began, time.monotonic()))
                 row.update(subscribers=connected, events_expected=expected,
                            events_delivered=subs.total - before,
                            delivered_share=(subs.total - before) / expected if expected else 0)
                 results.append(row)
-            subs.finish()
+            finished = subs.finish()
+        for row, window in zip(results, windows, strict=True):
+            row.update(delivery_lag(finished, window))
 
     table = Table(title=f"W4 writes: setListItemStatus with {SUBSCRIBERS:,} subscribers on the "
                         f"list ({opt.duration:g} s per level)")
     for col in ("concurrency", "mutations/s", "p50 ms", "p99 ms", "max ms", "errors",
-                "events delivered"):
+                "events delivered", "event lag p50 ms", "p99 ms"):
         table.add_column(col, justify="right")
     for r in results:
         table.add_row(str(r["concurrency"]), rate(r["rps"]), ms(r["p50_ms"]), ms(r["p99_ms"]),
                       ms(r["max_ms"]), str(r["errors"]),
-                      f"{r['events_delivered']:,} ({pct(r['delivered_share'])})")
+                      f"{r['events_delivered']:,} ({pct(r['delivered_share'])})",
+                      ms(r["lag_p50_ms"]), ms(r["lag_p99_ms"]))
     targets = [Target(f"W4 p99 latency at concurrency {r['concurrency']}",
                       f"{ms(r['p99_ms'])} ms", "≤ 50 ms", r["p99_ms"] <= 50) for r in results]
     notes = [f"c={r['concurrency']}: {r['errors']} errors, e.g. {r['error_sample'][0]}"
@@ -89,6 +97,21 @@ def run(database_url: str, opt: Options) -> Outcome:
                     "concurrency": levels, "mutation": SET_STATUS,
                     "subscription": SUBSCRIPTION, "quick": opt.quick},
                    results, table, targets, plot, notes)
+
+
+def delivery_lag(workers: list[dict[str, Any]], window: tuple[float, float]) -> dict[str, Any]:
+    """Commit-to-receipt lag of the events that arrived within `window` (all subscribers):
+    how far the live view trails the writes. Not a target of the issue; reported because
+    mutation latency alone would hide a fan-out that falls behind."""
+    lags: list[float] = []
+    for w in workers:
+        arrivals, values = array("d"), array("d")
+        arrivals.frombytes(w["lag_arrivals"])
+        values.frombytes(w["lags"])
+        lags += [v for t, v in zip(arrivals, values, strict=True) if window[0] <= t <= window[1]]
+    stats = summarize(lags)
+    return {"lag_p50_ms": stats["p50_ms"], "lag_p99_ms": stats["p99_ms"],
+            "lag_max_ms": stats["max_ms"], "lag_samples": len(lags)}
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
