@@ -33,6 +33,7 @@ class OperationDb:
         self._sessions = sessions
         self._publish = publish
         self._session: AsyncSession | None = None
+        self._read_failed = False  # a read raised since the last write began
         self._lock = asyncio.Lock()
 
     def _get(self) -> AsyncSession:
@@ -43,23 +44,39 @@ class OperationDb:
     async def scalars(self, stmt: Select[tuple[T]],
                       params: Mapping[str, Any] | None = None) -> Sequence[T]:
         async with self._lock:
-            return (await self._get().scalars(stmt, params)).all()
+            try:
+                return (await self._get().scalars(stmt, params)).all()
+            except BaseException:
+                self._read_failed = True
+                raise
 
     async def rows(self, stmt: Select[Any],
                    params: Mapping[str, Any] | None = None) -> Sequence[Any]:
         async with self._lock:
-            return (await self._get().execute(stmt, params)).all()
+            try:
+                return (await self._get().execute(stmt, params)).all()
+            except BaseException:
+                self._read_failed = True
+                raise
 
     async def scalar(self, stmt: Select[tuple[T]],
                      params: Mapping[str, Any] | None = None) -> T | None:
         async with self._lock:
-            return await self._get().scalar(stmt, params)
+            try:
+                return await self._get().scalar(stmt, params)
+            except BaseException:
+                self._read_failed = True
+                raise
 
     async def detached(self, stmt: Select[tuple[T]]) -> T | None:
         """One row, expunged: later rollbacks in this session can't expire it."""
         async with self._lock:
             session = self._get()
-            row = await session.scalar(stmt)
+            try:
+                row = await session.scalar(stmt)
+            except BaseException:
+                self._read_failed = True
+                raise
             if row is not None:
                 session.expunge(row)
             return row
@@ -69,14 +86,16 @@ class OperationDb:
         """The unit of work of one mutation: committed once on success, else rolled back."""
         async with self._lock:
             session = self._get()
-            if session.in_transaction() and session.identity_map:
+            if session.in_transaction() and (session.identity_map or self._read_failed):
                 # A failed write's ROLLBACK would expire the objects the operation's reads
-                # loaded: end their transaction first (COMMIT, which expires nothing). With
-                # none loaded (the usual case: the caller is expunged, loaders read plain
-                # rows) the write continues the transaction and keeps its connection:
-                # no COMMIT, pool checkout, ping and BEGIN in between. Each statement reads
-                # fresh data either way (READ COMMITTED).
+                # loaded, and a read that failed left the transaction aborted: end it first
+                # (COMMIT, which expires nothing; PostgreSQL rolls an aborted one back).
+                # Otherwise (the usual case: the caller is expunged, loaders read plain rows)
+                # the write continues the transaction and keeps its connection: no COMMIT,
+                # pool checkout, ping and BEGIN in between. Each statement reads fresh data
+                # either way (READ COMMITTED).
                 await session.commit()
+            self._read_failed = False
             try:
                 yield session
                 await session.commit()

@@ -1,0 +1,76 @@
+"""An operation's session: reads, then a mutation's unit of work, on a real PostgreSQL.
+
+`now()` is the start of the current transaction: equal values in the reads and in the write
+mean the write continued the reads' transaction; different ones, that it began its own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
+
+from giftgraph.config import Settings
+from giftgraph.db import models as m
+from giftgraph.db.engine import Database, create_database
+from giftgraph.db.session import OperationDb
+
+NOW: Any = text("SELECT now()")
+
+
+@pytest.fixture
+async def database(settings: Settings, database_url: str) -> AsyncIterator[Database]:
+    db = create_database(database_url, settings)
+    yield db
+    await db.dispose()
+
+
+async def add_family(op: OperationDb, name: str) -> Any:
+    async with op.write() as session:
+        family = m.Family(name=name)
+        session.add(family)
+        started = (await session.execute(NOW)).scalar()
+    assert await op.scalar(select(m.Family.name).where(m.Family.id == family.id)) == name
+    return started
+
+
+async def test_a_write_after_plain_reads_continues_their_transaction(database: Database) -> None:
+    op = OperationDb(database.sessions)
+    try:
+        read_started = await op.scalar(NOW)
+        await op.rows(select(m.Family.id, m.Family.name))  # plain rows: nothing to expire
+        assert await add_family(op, "Continued") == read_started
+    finally:
+        await op.close()
+
+
+async def test_a_write_after_reads_that_loaded_objects_begins_its_own(database: Database) -> None:
+    """A failed write's ROLLBACK would expire objects the reads loaded, so their transaction
+    is committed first."""
+    op = OperationDb(database.sessions)
+    try:
+        await add_family(op, "Loaded")
+        read_started = await op.scalar(NOW)
+        loaded = await op.scalars(select(m.Family).where(m.Family.name == "Loaded"))
+        assert await add_family(op, "Second") != read_started
+        assert loaded[0].name == "Loaded"  # still readable: nothing expired
+    finally:
+        await op.close()
+
+
+async def test_a_write_after_a_failed_read_begins_a_clean_transaction(
+        database: Database) -> None:
+    """PostgreSQL aborts the transaction of a failed statement: the mutation that follows
+    (say, the next root field of the same operation) must not run in it."""
+    op = OperationDb(database.sessions)
+    try:
+        with pytest.raises(DBAPIError):
+            await op.scalar(text("SELECT 1 / 0"))  # type: ignore[call-overload]
+        await add_family(op, "After a failed read")
+        # the failure is spent: a write after plain reads continues them again
+        read_started = await op.scalar(NOW)
+        assert await add_family(op, "Then continued") == read_started
+    finally:
+        await op.close()
