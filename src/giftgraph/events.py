@@ -9,7 +9,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, String, bindparam, column, inspect, text
+from sqlalchemy import ARRAY, BigInteger, String, Text, bindparam, column, inspect, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.db import models as m
@@ -178,7 +178,9 @@ INSERT_EVENTS = text("""
             WHERE e.family_id = :family_id AND e.topic = ins.topic) AS prev
     FROM ins ORDER BY ins.seq
 """).bindparams(
-    bindparam("topics", type_=ARRAY(_EVENT.topic.type)),
+    # text[], not varchar(200)[]: an explicit cast would silently cut a longer topic, while
+    # the INSERT's assignment to the column rejects it.
+    bindparam("topics", type_=ARRAY(Text())),
     bindparam("family_id", type_=_EVENT.family_id.type),
     bindparam("kind", type_=_EVENT.kind.type),
     bindparam("entity_type", type_=_EVENT.entity_type.type),
