@@ -90,11 +90,11 @@ class Metrics:
                                          "1 when the broadcast backend is connected", registry=r)
         self.broadcast_reconnects = Gauge("giftgraph_broadcast_reconnects",
                                           "Broadcast backend reconnects", registry=r)
-        self.events_in_backlog = Gauge(
+        self.events_in_backlog = Counter(
             "giftgraph_fanout_backlog_events",
             "Events that found others of their channel already waiting and were fanned out "
             "with them, one write per socket (a channel's events arrived faster than one "
-            "fan-out takes); a running total", registry=r)
+            "fan-out takes)", registry=r)
         self.db_pool_checked_out = Gauge("giftgraph_db_pool_checked_out",
                                          "Database connections in use", registry=r)
         self.db_pool_size = Gauge("giftgraph_db_pool_size", "Database pool size", registry=r)
@@ -127,10 +127,9 @@ class Metrics:
         self.fanout_seconds.observe(max(0.0, (datetime.now(UTC) - at).total_seconds()))
 
     def bind(self, broadcast_connected: Callable[[], bool], reconnects: Callable[[], int],
-             pool: Any, backlog_events: Callable[[], int] = lambda: 0) -> None:
+             pool: Any) -> None:
         self.broadcast_connected.set_function(lambda: 1.0 if broadcast_connected() else 0.0)
         self.broadcast_reconnects.set_function(lambda: float(reconnects()))
-        self.events_in_backlog.set_function(lambda: float(backlog_events()))
         self.db_pool_checked_out.set_function(lambda: float(pool.checkedout()))
         self.db_pool_size.set_function(lambda: float(pool.size()))
 

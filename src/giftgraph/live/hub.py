@@ -228,6 +228,7 @@ class Hub:
         self.sockets: dict[uuid.UUID, weakref.WeakSet[WebSocket]] = {}
         self.published = 0
         self.backlog_events = 0  # events fanned out in a batch with others already waiting
+        self.on_backlog: Callable[[int], None] | None = None  # called with each batch's size
         self.publish_failures = 0
         self.on_resync: list[Callable[[], None]] = []
         # Called after an event went to its caught-up subscribers, with how many.
@@ -387,6 +388,11 @@ class Hub:
 
     async def _fan_out_many(self, feed: Feed, items: list[Any]) -> None:
         self.backlog_events += len(items)
+        if self.on_backlog is not None:
+            try:
+                self.on_backlog(len(items))
+            except Exception:  # metrics must never stop a channel's events
+                log.warning("on_backlog failed", exc_info=True)
         delivered = [0] * len(items)
         for k, sub in enumerate(list(feed.subscribers), 1):
             for i, direct in enumerate(await sub.accept_many(items)):
