@@ -70,6 +70,7 @@ class LeanSocket(asyncio.Protocol):
         self._buf = bytearray()
         self._fragments: list[bytes] = []
         self._open = False
+        self._close_sent = False
 
     # -- handshake -----------------------------------------------------------------------
 
@@ -176,7 +177,8 @@ class LeanSocket(asyncio.Protocol):
         elif opcode == PING:
             self._send(PONG, payload)
         elif opcode == CLOSE:
-            self._send(CLOSE, payload[:2])
+            if not self._close_sent:  # the server's close: answer it (else it is our echo)
+                self._send(CLOSE, payload[:2])
             self._open = False
             assert self.transport is not None
             self.transport.close()
@@ -188,6 +190,7 @@ class LeanSocket(asyncio.Protocol):
     def _send(self, opcode: int, payload: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(client_frame(opcode, payload))
+            self._close_sent = self._close_sent or opcode == CLOSE
 
     def send_text(self, payload: bytes) -> None:
         self._send(TEXT, payload)
@@ -219,5 +222,10 @@ async def connect(url: str, on_text: Callable[[bytes], None], *, subprotocol: st
         lambda: LeanSocket(on_text), parts.hostname, parts.port or 80, local_addr=local_addr),
         wait)
     sock.handshake(url, subprotocol)
-    await asyncio.wait_for(asyncio.shield(sock.opened), wait)
+    try:
+        await asyncio.wait_for(asyncio.shield(sock.opened), wait)
+    except BaseException:
+        if sock.transport is not None:
+            sock.transport.close()
+        raise
     return sock
