@@ -86,6 +86,21 @@ async def _item(srv: Server, token: str) -> tuple[str, str]:
     return gl, item
 
 
+async def _list_watchers(srv: Server, email: str, count: int = 3
+                         ) -> tuple[str, str, list[WsClient]]:
+    """A new account's list item, and `count` sockets watching the list's events."""
+    token, _ = await srv.signup(email)
+    gl, item = await _item(srv, token)
+    query = ("subscription($l: ID!) { listEvents(listId: $l)"
+             " { seq kind node { ... on ListItem { status } } } }")
+    clients = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+               for _ in range(count)]
+    for c in clients:
+        await c.subscribe(query, {"l": gl})
+    await asyncio.sleep(0.3)  # listening
+    return token, item, clients
+
+
 async def _status(srv: Server, token: str, item: str, status: str) -> None:
     await srv.gql("mutation($i: ID!, $s: ItemStatus!) { setListItemStatus(id: $i, status: $s)"
                   " { id } }", {"i": item, "s": status}, token)
@@ -524,7 +539,8 @@ async def test_each_event_names_the_previous_one_on_its_topic(database_url: str)
             assert [e.topic for e in first] == ["t:a", "t:shared", "family"]
             assert [e.topic for e in second] == ["t:b", "t:shared", "family"]
             seqs = [e.seq for e in first + second]
-            assert seqs == sorted(seqs) and len(set(seqs)) == 6
+            assert seqs == sorted(seqs)
+            assert len(set(seqs)) == 6
             assert [e.prev_seq for e in first[:2]] == [0, 0]  # new topics
             assert first[2].prev_seq < first[0].seq  # the family's earlier events
             assert [e.prev_seq for e in second] == [0, first[1].seq, first[2].seq]
@@ -590,15 +606,7 @@ async def test_a_backlog_of_events_reaches_each_socket_in_one_write(
     from giftgraph.live import wire
 
     srv = live_server
-    token, _ = await srv.signup("backlog@example.com")
-    gl, item = await _item(srv, token)
-    query = ("subscription($l: ID!) { listEvents(listId: $l)"
-             " { seq node { ... on ListItem { status } } } }")
-    clients = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
-               for _ in range(3)]
-    for c in clients:
-        await c.subscribe(query, {"l": gl})
-    await asyncio.sleep(0.3)
+    token, item, clients = await _list_watchers(srv, "backlog@example.com")
     hub = srv.app.state.giftgraph.live.hub
     held: list[Any] = []
 
@@ -642,15 +650,7 @@ async def test_events_are_written_pre_framed_and_busy_sockets_fall_back(
     from giftgraph.live import wire
 
     srv = live_server
-    token, _ = await srv.signup("wire@example.com")
-    gl, item = await _item(srv, token)
-    query = ("subscription($l: ID!) { listEvents(listId: $l)"
-             " { seq kind node { ... on ListItem { status } } } }")
-    clients = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
-               for _ in range(3)]
-    for c in clients:
-        await c.subscribe(query, {"l": gl})
-    await asyncio.sleep(0.3)
+    token, item, clients = await _list_watchers(srv, "wire@example.com")
 
     async def statuses(count: int) -> list[list[str]]:
         got = []

@@ -63,30 +63,29 @@ class Wire:
             return None
         return cls(protocol)
 
+    def _can_take(self) -> bool:
+        """Open, uncompressed, not closing, and its buffer not over `HIGH_WATER`."""
+        protocol = self._protocol
+        transport = protocol.transport
+        return not (protocol.close_sent or protocol.conn.state is not State.OPEN
+                    or protocol.conn.extensions or transport.is_closing()
+                    or not protocol.writable.is_set()
+                    or transport.get_write_buffer_size() > HIGH_WATER)
+
     def write_text(self, payload: bytes) -> bool:
         """Write one text message now, or return False (nothing written) when this
         connection can't take it here: closing, compressed, or its buffer is full."""
-        protocol = self._protocol
-        transport = protocol.transport
-        if protocol.close_sent or protocol.conn.state is not State.OPEN \
-                or protocol.conn.extensions or transport.is_closing() \
-                or not protocol.writable.is_set() \
-                or transport.get_write_buffer_size() > HIGH_WATER:
+        if not self._can_take():
             return False
-        transport.write(frame(payload))
+        self._protocol.transport.write(frame(payload))
         Wire.written += 1
         return True
 
     def write_texts(self, payloads: list[bytes]) -> bool:
         """`write_text` for several messages, in order, with one write (one system call)."""
-        protocol = self._protocol
-        transport = protocol.transport
-        if protocol.close_sent or protocol.conn.state is not State.OPEN \
-                or protocol.conn.extensions or transport.is_closing() \
-                or not protocol.writable.is_set() \
-                or transport.get_write_buffer_size() > HIGH_WATER:
+        if not self._can_take():
             return False
-        transport.write(b"".join([frame(p) for p in payloads]))
+        self._protocol.transport.write(b"".join([frame(p) for p in payloads]))
         Wire.written += len(payloads)
         return True
 
