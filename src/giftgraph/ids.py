@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import uuid
 
 from giftgraph.errors import NotFound
@@ -11,9 +12,10 @@ from giftgraph.errors import NotFound
 _URLSAFE = bytes.maketrans(b"+/", b"-_")  # base64 → base64url
 
 
+@functools.lru_cache(maxsize=16384, typed=True)  # typed: 1 and True are different keys
 def encode_id(type_name: str, key: uuid.UUID | int | str) -> str:
-    # binascii, not base64.urlsafe_b64encode (same bytes, without its Python layers): this
-    # runs for every object of every page.
+    # Runs for every object of every page: remembered for the ones read again (~3 MB at
+    # most), and binascii, not base64.urlsafe_b64encode (same bytes, without its layers).
     return binascii.b2a_base64(f"{type_name}:{key}".encode(), newline=False) \
         .translate(_URLSAFE).rstrip(b"=").decode()
 
