@@ -79,6 +79,13 @@ class Context:
     def db(self) -> OperationDb:
         return self.operation.db
 
+    async def recover_reads(self) -> None:
+        """Before the lean executor's query runs again in graphql-core (see
+        schema/execution.py): a read that failed in the first run must not fail the second."""
+        state = _OPERATION.get()
+        if state is not None:
+            await state.db.recover()
+
     @property
     def loaders(self) -> Loaders:
         loaders = self.operation.loaders

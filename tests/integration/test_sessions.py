@@ -74,3 +74,20 @@ async def test_a_write_after_a_failed_read_begins_a_clean_transaction(
         assert await add_family(op, "Then continued") == read_started
     finally:
         await op.close()
+
+
+async def test_reads_work_again_after_recover(database: Database) -> None:
+    """The lean executor's rerun of a query (schema/execution.py) after a failed read."""
+    op = OperationDb(database.sessions)
+    try:
+        await op.recover()  # nothing failed: nothing to do
+        first = await op.scalar(NOW)
+        assert await op.scalar(NOW) == first  # still one transaction
+        with pytest.raises(DBAPIError):
+            await op.scalar(text("SELECT 1 / 0"))  # type: ignore[call-overload]
+        with pytest.raises(DBAPIError, match="aborted"):
+            await op.scalar(text("SELECT 1"))  # type: ignore[call-overload]
+        await op.recover()
+        assert await op.scalar(text("SELECT 1")) == 1  # type: ignore[call-overload]
+    finally:
+        await op.close()

@@ -112,6 +112,23 @@ class OperationDb:
         for hook in hooks:
             await hook()
 
+    async def recover(self) -> None:
+        """After a failed read: end the transaction it aborted (PostgreSQL refuses every
+        later statement in it), so that the operation's next reads work. COMMIT, which
+        expires nothing (PostgreSQL rolls an aborted transaction back); a session whose
+        connection broke is closed, and the next read opens a new one."""
+        async with self._lock:
+            if not self._read_failed:
+                return
+            self._read_failed = False
+            session = self._session
+            if session is None or not session.in_transaction():
+                return
+            try:
+                await session.commit()
+            except Exception:  # the connection broke: the next read opens a new session
+                await self.close()
+
     async def close(self) -> None:
         """Release the session; a connection broken meanwhile is only logged."""
         session, self._session = self._session, None
