@@ -1,4 +1,5 @@
-"""Execution with a fast path for plain scalar fields, and lean resolvers.
+"""Execution with a lean executor for queries, a fast path for plain scalar fields, and lean
+resolvers.
 
 Most fields of a read are scalars read straight off an object (`name`, `status`,
 `price`...). Strawberry already gives them a bare `getattr` resolver, but graphql-core still
@@ -9,22 +10,50 @@ scalar or enum type, no graphql-core middleware) the value is read and serialize
 directly; whenever the result is not an ordinary value (missing, null where null is not
 allowed, a serializer error), the field goes through graphql-core's own path, which produces
 the standard result or error.
+
+A query is first run by a lean executor (`ExecutionContext.execute_operation`): the same
+field collection, resolvers, argument coercion and serialization as graphql-core's, without
+its per-field machinery (a `Path` and a coroutine per field, error handling, incremental
+delivery). Awaitable results are taken in waves: every awaitable a wave uncovers (all the
+`items` pages of a page of lists, then all their gifts...) is awaited together, which is
+also what lets DataLoaders batch them. Interfaces and unions resolve their runtime type as
+graphql-core does. It serves only the ordinary case: on any error, null in a non-null
+position, iterable other than a list or tuple (it may be readable only once), coroutine in a
+list or other exception to the rule it declines, and graphql-core runs the query from the
+start and produces the standard result and errors. A query changes nothing, so running it
+again is safe; its DataLoaders already hold what the first attempt loaded, and a read that
+failed is first cleared from the operation's transaction (`before_rerun`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import enum
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from graphql import (
+    GraphQLBoolean,
     GraphQLEnumType,
+    GraphQLField,
+    GraphQLID,
+    GraphQLInterfaceType,
+    GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLResolveInfo,
     GraphQLScalarType,
     GraphQLSchema,
+    GraphQLString,
+    GraphQLUnionType,
+    OperationType,
     Undefined,
 )
+from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet, collect_fields
+from graphql.execution.values import get_argument_values
+from graphql.pyutils import Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
 
@@ -39,6 +68,19 @@ Plain = dict[str, dict[str, tuple[str, GraphQLScalarType | GraphQLEnumType, bool
 _plain_fields: WeakKeyDictionary[GraphQLSchema, Plain] = WeakKeyDictionary()
 
 
+def attribute_of(field: GraphQLField) -> str | None:
+    """The attribute a field reads, when that is all it does: Strawberry's default
+    resolver (`getattr`), no arguments, no field extensions."""
+    definition = (field.extensions or {}).get(DEFINITION)
+    resolve = field.resolve
+    if definition is None or field.args or resolve is None \
+            or not getattr(resolve, "_is_default", False) \
+            or not definition.is_basic_field \
+            or definition.default_resolver is not getattr:
+        return None
+    return definition.python_name  # type: ignore[no-any-return]
+
+
 def plain_fields(schema: GraphQLSchema) -> Plain:
     """The fields of `schema` the fast path may serve (computed once per schema)."""
     found = _plain_fields.get(schema)
@@ -50,31 +92,217 @@ def plain_fields(schema: GraphQLSchema) -> Plain:
             continue
         fields = {}
         for name, field in gtype.fields.items():
-            definition = (field.extensions or {}).get(DEFINITION)
-            resolve = field.resolve
-            if definition is None or field.args or resolve is None \
-                    or not getattr(resolve, "_is_default", False) \
-                    or not definition.is_basic_field \
-                    or definition.default_resolver is not getattr:
+            attribute = attribute_of(field)
+            if attribute is None:
                 continue
             nullable = not isinstance(field.type, GraphQLNonNull)
             leaf = field.type if nullable else field.type.of_type
             if isinstance(leaf, GraphQLScalarType | GraphQLEnumType):
-                fields[name] = (definition.python_name, leaf, nullable)
+                fields[name] = (attribute, leaf, nullable)
         if fields:
             plain[type_name] = fields
     _plain_fields[schema] = plain
     return plain
 
 
+class Decline(Exception):
+    """The lean executor leaves this query to graphql-core."""
+
+
+# An awaitable result waiting for its wave: (awaitable, field type, field details, info,
+# path, container, key).
+Later = tuple[Awaitable[Any], GraphQLOutputType, FieldDetailsList,
+              GraphQLResolveInfo | None, Path, Any, Any]
+
+
 class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's execution context, plus the plain-scalar fast path."""
+    """Strawberry's execution context, plus the lean query executor and the plain-scalar
+    fast path."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         manager = self.middleware_manager  # Strawberry passes one, empty unless an
         wrapped = manager is not None and bool(manager.middlewares)  # extension resolves
         self.plain = {} if wrapped else plain_fields(self.schema)
+        self.lean = not wrapped
+        self.lean_plans: dict[tuple[GraphQLObjectType, int], Any] = {}
+
+    # ------------------------------------------------------------ the lean executor
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        if not self.lean or self.operation.operation is not OperationType.QUERY \
+                or serially or self.abort_signal is not None:
+            return super().execute_operation(serially)
+        later: list[Later] = []
+        try:
+            data = self.lean_root(later)
+        except Exception:  # Decline, or any error: graphql-core's run reports it
+            _discard(later)
+            return super().execute_operation(serially)
+        if not later:
+            return self.finish(self.build_response(data))
+        return self.lean_waves(data, later, serially)
+
+    async def lean_waves(self, data: dict[str, Any], later: list[Later],
+                         serially: bool | None) -> Any:
+        while later:
+            wave, later = later, []
+            values = await asyncio.gather(*(entry[0] for entry in wave), return_exceptions=True)
+            try:
+                for entry, value in zip(wave, values, strict=True):
+                    if isinstance(value, BaseException):
+                        if not isinstance(value, Exception):
+                            raise value  # cancellation: not ours to handle
+                        raise Decline from value
+                    _, rtype, details, info, path, container, key = entry
+                    container[key] = self.lean_value(rtype, details, info, path, value, later)
+            except Exception:  # Decline, or any error: graphql-core's run reports it
+                _discard(later)
+                await self.before_rerun()
+                result = super().execute_operation(serially)
+                return await result if self.is_awaitable(result) else result
+        return self.finish(self.build_response(data))
+
+    async def before_rerun(self) -> None:
+        """A read that failed in the lean run may have aborted the operation's transaction:
+        the context ends it (`recover_reads`), so that graphql-core's run of the query reads
+        as it would have on its own. DataLoaders keep their failed loads: those fail again
+        without a statement."""
+        recover = getattr(self.context_value, "recover_reads", None)
+        if recover is not None:
+            await recover()
+
+    def lean_root(self, later: list[Later]) -> dict[str, Any]:
+        root_type = self.schema.get_root_type(OperationType.QUERY)
+        if root_type is None:
+            raise Decline
+        try:
+            grouped, defers, _ = collect_fields(self.schema, self.fragments,
+                                                self.variable_values, root_type,
+                                                self.operation, self.hide_suggestions)
+        except RecursionError:
+            grouped, defers = None, None
+        if grouped is None or defers:
+            raise Decline
+        return self.lean_fields(root_type, self.root_value, None, grouped, later)
+
+    def lean_fields(self, parent: GraphQLObjectType, source: Any, path: Path | None,
+                    grouped: GroupedFieldSet, later: list[Later]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        plan = self.lean_plans.get((parent, id(grouped)))
+        if plan is None:
+            plan = self.lean_plan(parent, grouped)
+        for key, spec, field, details, nodes, args, attribute in plan[1]:
+            if spec is not None:  # a plain scalar
+                python_name, leaf, nullable = spec
+                value = getattr(source, python_name, _MISSING)
+                if value is None:
+                    if not nullable:
+                        raise Decline
+                    result[key] = None
+                    continue
+                if value is _MISSING:
+                    raise Decline
+                kind = type(value)
+                result[key] = value if (leaf, kind) in _AS_IS else _leaf(leaf, value)
+                continue
+            field_path = Path(path, key, parent.name)
+            if attribute is not None:  # an object or list read off the source (`edges`,
+                value = getattr(source, attribute, _MISSING)  # `node`): no resolver to call
+                if value is _MISSING:
+                    raise Decline
+                result[key] = self.lean_value(field.type, details, None, field_path, value,
+                                              later)
+                continue
+            info = self.build_resolve_info(field, nodes, parent, field_path)
+            value = (field.resolve or self.field_resolver)(source, info, **args)
+            if self.is_awaitable(value):
+                result[key] = None
+                later.append((value, field.type, details, info, field_path, result, key))
+            else:
+                result[key] = self.lean_value(field.type, details, info, field_path, value,
+                                              later)
+        return result
+
+    def lean_plan(self, parent: GraphQLObjectType, grouped: GroupedFieldSet) -> Any:
+        """What lean_fields does for each field of `grouped` on `parent`, worked out once
+        per operation: the plain scalar's spec, or the field and its coerced arguments
+        (the same for every object: they depend only on the node and the variables)."""
+        plain = self.plain.get(parent.name) or {}
+        steps = []
+        for key, details in grouped.items():
+            node = details[0].node
+            name = node.name.value
+            spec = plain.get(name)
+            if spec is not None:
+                steps.append((key, spec, None, details, None, None, None))
+                continue
+            field = self.schema.get_field(parent, name)
+            if field is None:
+                continue  # graphql-core leaves an unknown field out, as here
+            args = get_argument_values(field, node, self.variable_values,
+                                       details[0].fragment_variable_values,
+                                       self.hide_suggestions) \
+                if field.args or node.arguments else {}
+            steps.append((key, None, field, details, [d.node for d in details], args,
+                          attribute_of(field)))
+        plan = (grouped, steps)  # holds `grouped`, so that its id() is not reused
+        self.lean_plans[parent, id(grouped)] = plan
+        return plan
+
+    def lean_value(self, rtype: GraphQLOutputType, details: FieldDetailsList,
+                   info: GraphQLResolveInfo | None, path: Path, value: Any,
+                   later: list[Later]) -> Any:
+        """`value` completed as `rtype`. `info` is None for a field read off its source:
+        Strawberry's `is_type_of` does not look at it (and any that does fails here, which
+        declines to graphql-core)."""
+        if isinstance(rtype, GraphQLNonNull):
+            if value is None or value is Undefined:
+                raise Decline
+            rtype = rtype.of_type
+        elif value is None or value is Undefined:
+            return None
+        if isinstance(value, Exception):
+            raise Decline
+        if isinstance(rtype, GraphQLScalarType | GraphQLEnumType):
+            return value if (rtype, type(value)) in _AS_IS else _leaf(rtype, value)
+        if isinstance(rtype, GraphQLList):
+            if not isinstance(value, list | tuple):
+                raise Decline  # graphql-core's run reads it (it may be readable only once)
+            item_type = rtype.of_type
+            items: list[Any] = []
+            for index, item in enumerate(value):
+                item_path = path.add_key(index)
+                if asyncio.iscoroutine(item):
+                    raise Decline  # awaitable once: left for graphql-core's run, unawaited
+                if self.is_awaitable(item):  # a future: completed in the next wave, in place
+                    items.append(None)
+                    later.append((item, item_type, details, info, item_path, items, index))
+                else:
+                    items.append(self.lean_value(item_type, details, info, item_path, item,
+                                                 later))
+            return items
+        if isinstance(rtype, GraphQLObjectType):
+            if rtype.is_type_of is not None:
+                matches = rtype.is_type_of(value, info)
+                if matches is not True:
+                    _close(matches)
+                    raise Decline
+            grouped, defers, _ = self.collect_subfields(rtype, details)
+            if defers:
+                raise Decline
+            return self.lean_fields(rtype, value, path, grouped, later)
+        if isinstance(rtype, GraphQLInterfaceType | GraphQLUnionType) and info is not None:
+            # graphql-core's own resolution of the runtime type (an invalid one raises)
+            name = (rtype.resolve_type or self.type_resolver)(value, info, rtype)
+            if self.is_awaitable(name):
+                _close(name)
+                raise Decline
+            runtime = self.ensure_valid_runtime_type(name, rtype, details, info, value)
+            return self.lean_value(runtime, details, info, path, value, later)
+        raise Decline
+
+    # ------------------------------------------------------------ graphql-core's path
 
     def execute_field(self, parent_type: GraphQLObjectType, source: Any,
                       field_details_list: Any, path: Any, position_context: Any) -> Any:
@@ -90,7 +318,7 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 if value is None:
                     if nullable:
                         return None
-                elif value is not _MISSING:
+                elif value is not _MISSING and not isinstance(value, Exception):
                     try:
                         serialized = leaf.serialize(value)
                     except Exception:  # graphql-core's own path reports it
@@ -99,6 +327,63 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
                         return serialized
         return super().execute_field(parent_type, source, field_details_list, path,
                                      position_context)
+
+
+# Values graphql-core's built-in scalars return as they are (Int and Float check more).
+_AS_IS = {(GraphQLString, str), (GraphQLID, str), (GraphQLBoolean, bool)}
+
+
+# Each enum type's names of the members met so far (Strawberry's enum serializer scans
+# every value of the type on each call).
+_enum_names: WeakKeyDictionary[GraphQLEnumType, dict[enum.Enum, Any]] = WeakKeyDictionary()
+
+
+def _leaf(leaf: GraphQLScalarType | GraphQLEnumType, value: Any) -> Any:
+    """The serialized value, or Decline where graphql-core would report an error."""
+    if isinstance(value, enum.Enum) and isinstance(leaf, GraphQLEnumType):
+        names = _enum_names.get(leaf)
+        if names is None:
+            names = _enum_names[leaf] = {}
+        name = names.get(value)
+        if name is None:
+            name = names[value] = _coerce(leaf, value)
+        return name
+    return _coerce(leaf, value)
+
+
+def _coerce(leaf: GraphQLScalarType | GraphQLEnumType, value: Any) -> Any:
+    if isinstance(value, Exception):  # graphql-core raises it as the field's error
+        raise Decline
+    try:
+        serialized = leaf.coerce_output_value(value)
+    except Exception as exc:
+        raise Decline from exc
+    if serialized is None or serialized is Undefined:
+        raise Decline
+    return serialized
+
+
+def _discard(later: list[Any]) -> None:
+    """Awaitables the lean executor will not await: close the coroutines resolvers returned
+    (graphql-core's run calls the resolvers again), and mark futures' exceptions as seen
+    (graphql-core's run loads them again from the same DataLoaders). List items (futures)
+    are left alone: the list may be an attribute that graphql-core's run reads again."""
+    for entry in later:
+        if not isinstance(entry[5], list):
+            _close(entry[0])
+
+
+def _close(awaitable: Any) -> None:
+    """Leave an awaitable unawaited without a warning or an unseen exception."""
+    if asyncio.iscoroutine(awaitable):
+        awaitable.close()
+    elif isinstance(awaitable, asyncio.Future):
+        awaitable.add_done_callback(_seen)
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def install_lean_resolvers(schema: strawberry.Schema) -> int:
