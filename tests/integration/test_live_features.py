@@ -51,6 +51,18 @@ class Server:
                                   "password": "long password", "displayName": email[:5]}})
         return d["signUp"]["accessToken"], d["signUp"]["user"]["id"]
 
+    def subscribers(self) -> int:
+        return self.live.hub.stats()["subscribers"]  # type: ignore[no-any-return]
+
+    async def listening(self, subscribers: int, timeout: float = 10) -> None:
+        """Until the hub holds `subscribers` subscriptions. A subscribe message has no reply
+        until an event, and a slow machine may still be authorizing it when the test's
+        mutation commits."""
+        deadline = time.monotonic() + timeout
+        while self.subscribers() < subscribers:
+            assert time.monotonic() < deadline, (self.subscribers(), subscribers)
+            await asyncio.sleep(0.02)
+
 
 @pytest.fixture
 async def live_server(database_url: str) -> AsyncIterator[Server]:
@@ -95,9 +107,10 @@ async def _list_watchers(srv: Server, email: str, count: int = 3
              " { seq kind node { ... on ListItem { status } } } }")
     clients = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
                for _ in range(count)]
+    listening = srv.subscribers() + count
     for c in clients:
         await c.subscribe(query, {"l": gl})
-    await asyncio.sleep(0.3)  # listening
+    await srv.listening(listening)
     return token, item, clients
 
 
@@ -286,6 +299,7 @@ async def test_closing_a_socket_releases_everything(live_server: Server) -> None
         await c.subscribe("subscription { familyEvents { seq } }")
         await c.subscribe(DASH)
         clients.append(c)
+    await srv.listening(baseline["subscribers"] + 6)
     await _status(srv, token, item, "SELECTED")
     for c in clients:
         kinds: set[str] = set()
@@ -376,9 +390,10 @@ async def test_nested_event_fields_load_once_per_event_not_per_subscriber(
     for n, status in ((1, "SELECTED"), (6, "PURCHASED")):
         clients = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
                    for _ in range(n)]
+        listening = srv.subscribers() + n
         for c in clients:
             await c.subscribe(query, {"l": gl})
-        await asyncio.sleep(0.3)
+        await srv.listening(listening)
         statements: list[str] = []
 
         def before(_c: Any, _cur: Any, stmt: str, *_a: Any) -> None:
@@ -480,6 +495,7 @@ async def test_each_event_is_rendered_once_per_selection(live_server: Server) ->
                " n: node { ... on ListItem { list { items(first: $n) { totalCount } } } } } }")
     clients = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
                for _ in range(5)]
+    listening = srv.subscribers() + 6
     ids = [await clients[0].subscribe(same, {"l": gl, "since": None}),
            # the same selection; root-field variables (here: none for since) don't matter
            await clients[1].subscribe(same, {"l": gl}),
@@ -489,7 +505,7 @@ async def test_each_event_is_rendered_once_per_selection(live_server: Server) ->
            await clients[4].subscribe(aliased, {"l": gl, "n": 2})]
     stranger = await WsClient.connect(srv.base, {"authorization": f"Bearer {other}"})
     await stranger.subscribe(same, {"l": other_gl})
-    await asyncio.sleep(0.3)
+    await srv.listening(listening)
     renderer = srv.live.renderer
     before = renderer.renders
 
