@@ -42,6 +42,7 @@ class Owner:
 
 
 LOADS: list[list[str]] = []
+INFOS: list[Any] = []
 
 
 async def load_owners(keys: list[str]) -> list[Owner | None]:
@@ -72,6 +73,11 @@ class Pet(Named):
     @strawberry.field
     def owner_now(self, info: strawberry.Info) -> Owner | None:  # a future, not a coroutine
         return info.context["owners"].load(self.name)  # type: ignore[no-any-return]
+
+    @strawberry.field
+    def keeper(self, info: strawberry.Info) -> str:
+        INFOS.append(info)
+        return f"{info.field_name} of {self.name}"
 
     @strawberry.field
     async def friends(self) -> list[Pet]:
@@ -182,7 +188,8 @@ def pets() -> list[Pet]:
             Pet(name="stray", mood=Mood.HAPPY, age=1, tags=["b"])]
 
 
-FIELDS = "name mood age tags chew { name squeaks } loud repeat(times: 3) owner { name since } friends { name }"
+FIELDS = ("name mood age tags chew { name squeaks } loud repeat(times: 3) keeper"
+          " owner { name since } friends { name }")
 ORDINARY = [
     f"{{ pets {{ {FIELDS} }} count }}",
     "query($n: Int!, $loud: Boolean!) { first: pets(limit: $n) { nick: name "
@@ -266,6 +273,23 @@ async def test_a_wave_batches_every_sibling_load() -> None:
     lean = await answer("{ pets { owner { name } ownerNow { name } } }", ExecutionContext)
     assert lean["loads"] == [["rex", "tom", "stray"]]
     assert lean["data"]["pets"][2] == {"owner": None, "ownerNow": None}
+
+
+async def test_a_resolver_step_builds_its_info_once_for_all_its_objects() -> None:
+    """A plain `def field(self, info)` resolver gets its step's one Info (the same field,
+    nodes, parent type and context for every object), not one built per object."""
+    query = "{ pets { keeper } again: pets(limit: 2) { keeper } }"
+    INFOS.clear()
+    lean = await answer(query, ExecutionContext)
+    assert [p["keeper"] for p in lean["data"]["pets"]] == [
+        "keeper of rex", "keeper of tom", "keeper of stray"]
+    assert len(INFOS) == 5
+    assert len({id(i) for i in INFOS}) == 2  # one per step: each root field has its own
+    assert all(i.context is INFOS[0].context for i in INFOS)
+    INFOS.clear()
+    reference = await answer(query, StrawberryGraphQLCoreExecutionContext)
+    assert reference["data"] == lean["data"]
+    assert len({id(i) for i in INFOS}) == 5  # graphql-core's path: one per object
 
 
 async def test_errors_are_reported_once_with_their_paths() -> None:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from graphql import (
+    FieldNode,
     GraphQLBoolean,
     GraphQLEnumType,
     GraphQLField,
@@ -192,7 +193,7 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
         plan = self.lean_plans.get((parent, id(grouped)))
         if plan is None:
             plan = self.lean_plan(parent, grouped)
-        for key, spec, field, details, nodes, args, attribute in plan[1]:
+        for key, spec, field, details, nodes, args, attribute, shared in plan[1]:
             if spec is not None:  # a plain scalar
                 python_name, leaf, nullable = spec
                 value = getattr(source, python_name, _MISSING)
@@ -214,8 +215,12 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 result[key] = self.lean_value(field.type, details, None, field_path, value,
                                               later)
                 continue
-            info = self.build_resolve_info(field, nodes, parent, field_path)
-            value = (field.resolve or self.field_resolver)(source, info, **args)
+            info = shared[0]
+            if info is None:  # the first object: the step's info, for every object after it
+                info = self.lean_info(shared, field, nodes, parent, field_path)
+            call = shared[1]
+            value = call(source, **shared[2]) if call is not None \
+                else (field.resolve or self.field_resolver)(source, info, **args)
             if self.is_awaitable(value):
                 result[key] = None
                 later.append((value, field.type, details, info, field_path, result, key))
@@ -235,7 +240,7 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
             name = node.name.value
             spec = plain.get(name)
             if spec is not None:
-                steps.append((key, spec, None, details, None, None, None))
+                steps.append((key, spec, None, details, None, None, None, None))
                 continue
             field = self.schema.get_field(parent, name)
             if field is None:
@@ -245,10 +250,26 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
                                        self.hide_suggestions) \
                 if field.args or node.arguments else {}
             steps.append((key, None, field, details, [d.node for d in details], args,
-                          attribute_of(field)))
+                          attribute_of(field), [None, None, None]))
         plan = (grouped, steps)  # holds `grouped`, so that its id() is not reused
         self.lean_plans[parent, id(grouped)] = plan
         return plan
+
+    def lean_info(self, shared: list[Any], field: GraphQLField, nodes: list[FieldNode],
+                  parent: GraphQLObjectType, path: Path) -> GraphQLResolveInfo:
+        """A resolver step's info, built at its first object and passed to every object
+        after it: the field, its nodes, the parent type, the operation, the variables and
+        the context are the same for all of them; only `path` (the first object's) is not,
+        and no resolver reads it (an error declines, and graphql-core's run has the real
+        paths). A plain resolver (`def relation(self, info)`, see `install_lean_resolvers`)
+        is then called with the step's one Strawberry Info, without its wrapper."""
+        info = shared[0] = self.build_resolve_info(field, nodes, parent, path)
+        lean = getattr(field.resolve, "lean_call", None)
+        if lean is not None:
+            func, info_name, definition, info_class = lean
+            shared[1] = func
+            shared[2] = {info_name: info_class(_raw_info=info, _field=definition)}
+        return info
 
     def lean_value(self, rtype: GraphQLOutputType, details: FieldDetailsList,
                    info: GraphQLResolveInfo | None, path: Path, value: Any,
@@ -429,6 +450,7 @@ def _lean(definition: StrawberryField, info_class: type) -> Callable[..., Any]:
         def resolve_with_info(source: Any, info: Any) -> Any:
             return func(source, **{info_name: info_class(_raw_info=info, _field=definition)})
 
+        resolve_with_info.lean_call = (func, info_name, definition, info_class)  # type: ignore[attr-defined]
         return resolve_with_info
 
     def resolve(source: Any, info: Any) -> Any:
