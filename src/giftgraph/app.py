@@ -299,7 +299,8 @@ def create_app(settings: Settings) -> Starlette:
         hub.on_fanout = lambda event, count: state.metrics.delivered(event.at, count)
         state.metrics.bind(lambda: hub.connected,
                            lambda: int(getattr(hub.backend, "reconnects", 0)),
-                           state.database.engine.pool)
+                           state.database.engine.pool,
+                           lambda: hub.stats()["subscribers"])
         hub.on_backlog = state.metrics.events_in_backlog.inc
         try:
             yield

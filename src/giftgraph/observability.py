@@ -77,6 +77,10 @@ class Metrics:
         self.sockets_total = Counter("giftgraph_websockets", "WebSockets opened", registry=r)
         self.subscriptions_active = Gauge("giftgraph_subscriptions_active",
                                           "Running subscriptions", registry=r)
+        self.subscriptions_listening = Gauge(
+            "giftgraph_subscriptions_listening",
+            "Event subscriptions listening on this process's hub (live from here on)",
+            registry=r)
         self.events_published = Counter("giftgraph_events_published", "Events published",
                                         registry=r)
         self.events_delivered = Counter("giftgraph_events_delivered",
@@ -127,8 +131,9 @@ class Metrics:
         self.fanout_seconds.observe(max(0.0, (datetime.now(UTC) - at).total_seconds()))
 
     def bind(self, broadcast_connected: Callable[[], bool], reconnects: Callable[[], int],
-             pool: Any) -> None:
+             pool: Any, listening: Callable[[], int]) -> None:
         self.broadcast_connected.set_function(lambda: 1.0 if broadcast_connected() else 0.0)
+        self.subscriptions_listening.set_function(lambda: float(listening()))
         self.broadcast_reconnects.set_function(lambda: float(reconnects()))
         self.db_pool_checked_out.set_function(lambda: float(pool.checkedout()))
         self.db_pool_size.set_function(lambda: float(pool.size()))

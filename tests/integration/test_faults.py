@@ -41,7 +41,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from giftgraph.db.migrate import upgrade
-from tests.integration.test_live import WsClient, signup
+from tests.integration.test_live import WsClient, listening, signup
 from tests.support import (
     RedisServer,
     free_port,
@@ -558,7 +558,7 @@ async def test_no_committed_event_lost_across_postgres_outage(own_pg: OwnPostgre
             dropped = await WsClient.connect(base, {"authorization": f"Bearer {token}"})
             clients.append(dropped)
             d_op = await dropped.subscribe(FAMILY_EVENTS, {})
-            await asyncio.sleep(0.3)  # both are listening
+            await listening(base, 2)
             readers += [
                 asyncio.create_task(_record(steady, s_op, steady_seqs, other["steady"])),
                 asyncio.create_task(_record(dropped, d_op, dropped_seqs, other["dropped"])),

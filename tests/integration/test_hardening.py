@@ -206,7 +206,8 @@ async def test_metrics_expose_operations_errors_sockets_and_pool(
         "giftgraph_graphql_operation_duration_seconds_bucket",
         'giftgraph_http_requests_total{method="POST",path="/graphql",status="200"}',
         "giftgraph_websockets_active 0.0", "giftgraph_websockets_peak",
-        "giftgraph_subscriptions_active 0.0", "giftgraph_events_published_total",
+        "giftgraph_subscriptions_active 0.0", "giftgraph_subscriptions_listening 0.0",
+        "giftgraph_events_published_total",
         "giftgraph_events_delivered_total", "giftgraph_fanout_latency_seconds_bucket",
         "giftgraph_broadcast_connected 1.0", "giftgraph_db_pool_checked_out",
     ):

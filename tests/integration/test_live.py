@@ -45,6 +45,24 @@ class WsClient:
         return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))  # type: ignore[no-any-return]
 
 
+async def listening(base: str, count: int, within: float = 10) -> None:
+    """Until the server's hub holds `count` event subscriptions (its
+    `giftgraph_subscriptions_listening` gauge). A subscribe message has no reply until an
+    event, and on a slow machine a subscription may still be starting when the test's
+    mutation commits: that event would then come before the subscription's start."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+        while True:
+            text = (await http.get("/metrics")).text
+            now = next(float(line.split()[1]) for line in text.splitlines()
+                       if line.startswith("giftgraph_subscriptions_listening "))
+            if now >= count:
+                return
+            assert loop.time() < deadline, f"{now:.0f} of {count} subscriptions listening"
+            await asyncio.sleep(0.02)
+
+
 def post(base: str, query: str, variables: dict[str, Any] | None = None,
          token: str | None = None) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -84,7 +102,7 @@ async def test_list_events_delivered_and_isolated(server: str) -> None:
                                  {"l": gl})
     spy = await WsClient.connect(server, {"token": mallory})  # the {"token": ...} form
     await spy.subscribe(f"subscription {{ familyEvents {{ {EVENT_FIELDS} }} }}")
-    await asyncio.sleep(0.3)  # subscriptions are listening
+    await listening(server, 2)
 
     set_status(server, alice, item, "SELECTED")
     msg = await watcher.receive()
@@ -132,7 +150,7 @@ async def test_resume_with_since_misses_nothing_and_repeats_nothing(server: str)
 
     client = await WsClient.connect(server, {"authorization": f"Bearer {alice}"})
     await client.subscribe(query, {"l": gl})
-    await asyncio.sleep(0.3)
+    await listening(server, 1)
     set_status(server, alice, item, "SELECTED")
     first = (await client.receive())["payload"]["data"]["listEvents"]
     await client.ws.close()  # the dashboard loses its socket...
