@@ -285,6 +285,33 @@ async def test_deactivated_member_socket_closes_4403_within_a_second(
                                  '"long password") { accessToken } }'))["login"]["accessToken"]
 
 
+async def test_a_query_over_the_socket_is_answered_from_the_result_cache(
+        live_server: Server) -> None:
+    """A repeated query over graphql-transport-ws is a cache hit, written by the socket's
+    JSON encoder exactly as HTTP answers it."""
+    srv = live_server
+    token, _ = await srv.signup("cached-socket@example.com")
+    await _item(srv, token)
+    query = "query Read { lists(first: 5) { edges { node { name items(first: 5)" \
+            " { edges { node { status gift { name price } } } } } } } }"
+    expected = await srv.gql(query, token=token)
+    registry = srv.app.state.giftgraph.metrics.registry
+
+    def hits() -> float:
+        return registry.get_sample_value("giftgraph_result_cache_lookups_total",  # type: ignore[no-any-return]
+                                         {"outcome": "hit"}) or 0.0
+
+    before = hits()
+    client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    for _ in range(2):
+        op = await client.subscribe(query)
+        message = await client.receive()
+        assert message == {"id": op, "type": "next", "payload": {"data": expected}}
+        assert (await client.receive()) == {"id": op, "type": "complete"}
+    assert hits() - before == 2  # HTTP stored it; both socket reads hit
+    await client.ws.close()
+
+
 async def test_closing_a_socket_releases_everything(live_server: Server) -> None:
     srv = live_server
     token, _ = await srv.signup("leak@example.com")

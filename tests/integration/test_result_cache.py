@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from giftgraph.app import create_app
@@ -105,27 +106,35 @@ async def test_results_with_errors_and_other_variables_are_not_reused(
     assert (await c(by_id, {"id": "bm9wZQ"})).codes == ["NOT_FOUND"]
 
 
+def _hit(store: ResultStore, key: str, version: int) -> Any:
+    found = store.get(key, version)
+    return None if found is None else orjson.loads(orjson.dumps(found))
+
+
 def test_store_is_bounded_least_recently_used_first() -> None:
     store = ResultStore(max_bytes=800)  # entries of up to 100 bytes of JSON
     value = "x" * 80  # 82 bytes as JSON
     for key in "abcdefgh":
         store.put(key, 1, value)
-    assert store.get("a", 1) == value  # now the most recently used
-    assert store.get("a", 2) is None  # stored at another version: a miss
+    assert _hit(store, "a", 1) == value  # now the most recently used
+    assert _hit(store, "a", 2) is None  # stored at another version: a miss
     store.put("i", 1, value)
     store.put("j", 1, value)  # over 800 bytes: "b", the least recently used, goes
-    assert store.get("b", 1) is None
-    assert store.get("a", 1) == value
+    assert _hit(store, "b", 1) is None
+    assert _hit(store, "a", 1) == value
     assert store.size <= store.max_bytes
     store.put("huge", 1, "x" * 200)  # over an eighth of the budget: never kept
-    assert store.get("huge", 1) is None
+    assert _hit(store, "huge", 1) is None
 
 
-def test_every_hit_gets_its_own_copy() -> None:
+def test_a_hit_is_the_stored_json_as_it_is() -> None:
+    """Written into the response by orjson without being decoded and encoded again (and
+    immutable: no hit can change what the next one gets)."""
     store = ResultStore(max_bytes=800)
-    store.put("k", 1, {"lists": [1, 2]})
-    store.get("k", 1)["lists"].append(3)
-    assert store.get("k", 1) == {"lists": [1, 2]}
+    store.put("k", 1, {"lists": [1, 2], "name": "é"})
+    hit = store.get("k", 1)
+    assert isinstance(hit, orjson.Fragment)
+    assert orjson.dumps({"data": hit}) == '{"data":{"lists":[1,2],"name":"é"}}'.encode()
 
 
 async def test_a_failing_version_lookup_only_skips_the_cache(
