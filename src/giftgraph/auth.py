@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -79,11 +80,16 @@ def _encode(settings: Settings, claims: dict[str, object], ttl: int) -> str:
 
 
 def _decode(settings: Settings, token: str, expected_type: str) -> dict[str, object]:
+    return _decode_with(settings.jwt_secret, settings.jwt_algorithm, token, expected_type)
+
+
+def _decode_with(secret: str, algorithm: str, token: str,
+                 expected_type: str) -> dict[str, object]:
     try:
         claims: dict[str, object] = jwt.decode(
             token,
-            settings.jwt_secret,
-            algorithms=[settings.jwt_algorithm],  # a fixed list: `alg: none` never passes
+            secret,
+            algorithms=[algorithm],  # a fixed list: `alg: none` never passes
             options={"require": ["exp", "iat", "sub", "typ"]},
         )
     except jwt.ExpiredSignatureError as exc:
@@ -104,14 +110,26 @@ def create_access_token(settings: Settings, user: User) -> str:
 
 
 def decode_access_token(settings: Settings, token: str) -> AccessClaims:
-    claims = _decode(settings, token, ACCESS)
+    """The claims of a valid access token. Its signature is verified (and its claims read)
+    once per process, as a client sends the same token with every request: later uses only
+    check that it has not expired since."""
+    claims, expires = _verified_access(settings.jwt_secret, settings.jwt_algorithm, token)
+    if expires <= time.time():  # as PyJWT decides it (no leeway)
+        raise Unauthenticated("Token has expired")
+    return claims
+
+
+@lru_cache(maxsize=4096)
+def _verified_access(secret: str, algorithm: str, token: str) -> tuple[AccessClaims, float]:
+    """A pure function of its arguments (failures raise, and are not remembered)."""
+    claims = _decode_with(secret, algorithm, token, ACCESS)
     try:
         return AccessClaims(
             user_id=uuid.UUID(str(claims["sub"])),
             family_id=uuid.UUID(str(claims["fam"])),
             role=str(claims["role"]),
-        )
-    except (KeyError, ValueError) as exc:
+        ), float(claims["exp"])  # type: ignore[arg-type]
+    except (KeyError, ValueError, TypeError) as exc:
         raise Unauthenticated("Invalid token") from exc
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -259,6 +260,22 @@ async def test_bad_access_token_is_rejected(
     assert_unauthenticated(GQLResult(r.status_code, r.json()))
     persons = (await alice.client("{ persons { totalCount } }")).data["persons"]
     assert persons["totalCount"] == 0
+
+
+async def test_a_token_that_was_accepted_is_refused_once_it_expires(
+    http: httpx.AsyncClient, alice: Account
+) -> None:
+    """The signature of a token is verified once per process (decode_access_token): every
+    later use still checks its expiry."""
+    expires = int(time.time()) + 2
+    token = jwt.encode({**_claims(alice.token), "iat": expires - 60, "exp": expires}, SECRET,
+                       algorithm="HS256")
+    for _ in range(2):  # the second use: the remembered verification
+        assert (await _me_with(http, f"Bearer {token}")).data["me"]["id"] == alice.user_id
+    await asyncio.sleep(expires - time.time() + 0.05)
+    result = await _me_with(http, f"Bearer {token}")
+    assert_unauthenticated(result)
+    assert result.body["errors"][0]["message"] == "Token has expired"
 
 
 async def test_tampered_role_does_not_grant_admin(alice: Account) -> None:
