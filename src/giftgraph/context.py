@@ -30,6 +30,9 @@ class OperationState:
 
     db: OperationDb
     loaders: Loaders | None = None
+    # The caller's family's version (schema/cache.py), when authentication read it with
+    # the caller's row: (version,), version None before the family's first change.
+    family_version: tuple[int | None] | None = None
 
     def release(self) -> None:
         """At the operation's end: free what the loaders hold now (see `Loaders.close`)."""

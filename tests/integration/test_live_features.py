@@ -288,10 +288,11 @@ async def test_deactivated_member_socket_closes_4403_within_a_second(
 async def test_a_query_over_the_socket_is_answered_from_the_result_cache(
         live_server: Server) -> None:
     """A repeated query over graphql-transport-ws is a cache hit, written by the socket's
-    JSON encoder exactly as HTTP answers it."""
+    JSON encoder exactly as HTTP answers it; after a change, never a stale one (a socket
+    authenticates once, so each of its operations reads the family's version itself)."""
     srv = live_server
     token, _ = await srv.signup("cached-socket@example.com")
-    await _item(srv, token)
+    _, item = await _item(srv, token)
     query = "query Read { lists(first: 5) { edges { node { name items(first: 5)" \
             " { edges { node { status gift { name price } } } } } } } }"
     expected = await srv.gql(query, token=token)
@@ -309,6 +310,12 @@ async def test_a_query_over_the_socket_is_answered_from_the_result_cache(
         assert message == {"id": op, "type": "next", "payload": {"data": expected}}
         assert (await client.receive()) == {"id": op, "type": "complete"}
     assert hits() - before == 2  # HTTP stored it; both socket reads hit
+    await _status(srv, token, item, "SELECTED")
+    op = await client.subscribe(query)
+    data = (await client.receive())["payload"]["data"]
+    assert data["lists"]["edges"][0]["node"]["items"]["edges"][0]["node"]["status"] \
+        == "SELECTED"
+    assert hits() - before == 2  # a miss
     await client.ws.close()
 
 

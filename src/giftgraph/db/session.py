@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import Row, Select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from giftgraph.db.models import Event
@@ -79,6 +79,20 @@ class OperationDb:
                 raise
             if row is not None:
                 session.expunge(row)
+            return row
+
+    async def detached_row(self, stmt: Select[Any],
+                           params: Mapping[str, Any] | None = None) -> Row[Any] | None:
+        """One row whose first column is an entity, expunged (as `detached`)."""
+        async with self._lock:
+            session = self._get()
+            try:
+                row = (await session.execute(stmt, params)).first()
+            except BaseException:
+                self._read_failed = True
+                raise
+            if row is not None:
+                session.expunge(row[0])
             return row
 
     @asynccontextmanager

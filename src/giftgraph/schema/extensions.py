@@ -15,15 +15,14 @@ from graphql import (
     Visitor,
     visit,
 )
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from strawberry.extensions import SchemaExtension, ValidationCache
 
 from giftgraph import auth
 from giftgraph.context import Context, OperationState, begin_operation, end_operation
-from giftgraph.db import models as m
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import AppError, BadInput, ServiceUnavailable, Unauthenticated
+from giftgraph.schema.cache import USER_AND_VERSION
 
 log = logging.getLogger("giftgraph.errors")
 
@@ -35,10 +34,12 @@ async def authenticate(ctx: Context) -> None:
         if token is None:
             return
         claims = auth.decode_access_token(ctx.settings, token)
-        user = await ctx.db.detached(select(m.User).where(m.User.id == claims.user_id))
+        row = await ctx.db.detached_row(USER_AND_VERSION, {"user_id": claims.user_id})
+        user = None if row is None else row[0]
         if user is None or not user.is_active or user.family_id != claims.family_id:
             raise Unauthenticated("Invalid token")
         ctx.user = user
+        ctx.operation.family_version = (row[1],)
     except AppError as exc:
         ctx.auth_error = exc
     except (SQLAlchemyError, OSError) as exc:
