@@ -120,7 +120,7 @@ def decode_access_token(settings: Settings, token: str) -> AccessClaims:
 
 
 @lru_cache(maxsize=4096)
-def _verified_access(secret: str, algorithm: str, token: str) -> tuple[AccessClaims, float]:
+def _verified_access(secret: str, algorithm: str, token: str) -> tuple[AccessClaims, int]:
     """A pure function of its arguments (failures raise, and are not remembered)."""
     claims = _decode_with(secret, algorithm, token, ACCESS)
     try:
@@ -128,7 +128,7 @@ def _verified_access(secret: str, algorithm: str, token: str) -> tuple[AccessCla
             user_id=uuid.UUID(str(claims["sub"])),
             family_id=uuid.UUID(str(claims["fam"])),
             role=str(claims["role"]),
-        ), float(claims["exp"])  # type: ignore[arg-type]
+        ), int(claims["exp"])  # type: ignore[call-overload]  # PyJWT compares int(exp)
     except (KeyError, ValueError, TypeError) as exc:
         raise Unauthenticated("Invalid token") from exc
 

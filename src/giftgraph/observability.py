@@ -79,7 +79,8 @@ class Metrics:
                                           "Running subscriptions", registry=r)
         self.subscriptions_listening = Gauge(
             "giftgraph_subscriptions_listening",
-            "Event subscriptions listening on this process's hub (live from here on)",
+            "Listeners on this process's hub (event subscriptions, presence rooms, one per "
+            "family dashboard feed): live from here on",
             registry=r)
         self.events_published = Counter("giftgraph_events_published", "Events published",
                                         registry=r)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
 import uuid
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import jwt
 import pytest
 
+from giftgraph import auth
 from tests.conftest import GQL, SIGN_UP, Account, GQLResult, sign_up
 
 SECRET = "test-secret-that-is-long-enough-0123456789"  # make_settings' jwt_secret
@@ -263,19 +264,29 @@ async def test_bad_access_token_is_rejected(
 
 
 async def test_a_token_that_was_accepted_is_refused_once_it_expires(
-    http: httpx.AsyncClient, alice: Account
+    http: httpx.AsyncClient, alice: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The signature of a token is verified once per process (decode_access_token): every
-    later use still checks its expiry."""
-    expires = int(time.time()) + 2
-    token = jwt.encode({**_claims(alice.token), "iat": expires - 60, "exp": expires}, SECRET,
+    later use still checks its expiry, as PyJWT does (`exp <= now` is expired)."""
+    expires = int(time.time()) + 600
+    token = jwt.encode({**_claims(alice.token), "iat": expires - 700, "exp": expires}, SECRET,
                        algorithm="HS256")
-    for _ in range(2):  # the second use: the remembered verification
+    verified: list[str] = []
+    decode = jwt.decode
+
+    def counting(raw: str, *args: Any, **kwargs: Any) -> Any:
+        verified.append(raw)
+        return decode(raw, *args, **kwargs)
+
+    monkeypatch.setattr(auth.jwt, "decode", counting)
+    for _ in range(2):
         assert (await _me_with(http, f"Bearer {token}")).data["me"]["id"] == alice.user_id
-    await asyncio.sleep(expires - time.time() + 0.05)
+    assert verified.count(token) == 1  # the second use: the remembered verification
+    monkeypatch.setattr(auth, "time", SimpleNamespace(time=lambda: float(expires)))
     result = await _me_with(http, f"Bearer {token}")
     assert_unauthenticated(result)
     assert result.body["errors"][0]["message"] == "Token has expired"
+    assert verified.count(token) == 1
 
 
 async def test_tampered_role_does_not_grant_admin(alice: Account) -> None:

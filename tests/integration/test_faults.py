@@ -41,7 +41,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from giftgraph.db.migrate import upgrade
-from tests.integration.test_live import WsClient, listening, signup
+from tests.integration.test_live import WsClient, listeners, listening, signup
 from tests.support import (
     RedisServer,
     free_port,
@@ -552,13 +552,14 @@ async def test_no_committed_event_lost_across_postgres_outage(own_pg: OwnPostgre
                                                                    "events")), default=0)
             # `steady` keeps its socket through the outage; `dropped` loses it when the
             # database goes away and resumes afterwards with since = the last seq it saw.
+            before = await listeners(base)
             steady = await WsClient.connect(base, {"authorization": f"Bearer {token}"})
             clients.append(steady)
             s_op = await steady.subscribe(FAMILY_EVENTS, {})
             dropped = await WsClient.connect(base, {"authorization": f"Bearer {token}"})
             clients.append(dropped)
             d_op = await dropped.subscribe(FAMILY_EVENTS, {})
-            await listening(base, 2)
+            await listening(base, before + 2)
             readers += [
                 asyncio.create_task(_record(steady, s_op, steady_seqs, other["steady"])),
                 asyncio.create_task(_record(dropped, d_op, dropped_seqs, other["dropped"])),

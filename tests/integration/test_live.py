@@ -45,22 +45,23 @@ class WsClient:
         return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))  # type: ignore[no-any-return]
 
 
+async def listeners(base: str) -> int:
+    """The server's hub listeners now (its `giftgraph_subscriptions_listening` gauge)."""
+    async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+        text = (await http.get("/metrics")).text
+    return next(int(float(line.split()[1])) for line in text.splitlines()
+                if line.startswith("giftgraph_subscriptions_listening "))
+
+
 async def listening(base: str, count: int, within: float = 10) -> None:
-    """Until the server's hub holds `count` event subscriptions (its
-    `giftgraph_subscriptions_listening` gauge). A subscribe message has no reply until an
-    event, and on a slow machine a subscription may still be starting when the test's
-    mutation commits: that event would then come before the subscription's start."""
+    """Until the server's hub holds `count` listeners. A subscribe message has no reply
+    until an event, and on a slow machine a subscription may still be starting when the
+    test's mutation commits: that event would then come before the subscription's start."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    async with httpx.AsyncClient(base_url=base, timeout=5) as http:
-        while True:
-            text = (await http.get("/metrics")).text
-            now = next(float(line.split()[1]) for line in text.splitlines()
-                       if line.startswith("giftgraph_subscriptions_listening "))
-            if now >= count:
-                return
-            assert loop.time() < deadline, f"{now:.0f} of {count} subscriptions listening"
-            await asyncio.sleep(0.02)
+    while (now := await listeners(base)) < count:
+        assert loop.time() < deadline, f"{now} of {count} subscriptions listening"
+        await asyncio.sleep(0.02)
 
 
 def post(base: str, query: str, variables: dict[str, Any] | None = None,

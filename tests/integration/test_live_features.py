@@ -333,7 +333,9 @@ async def test_closing_a_socket_releases_everything(live_server: Server) -> None
         await c.subscribe("subscription { familyEvents { seq } }")
         await c.subscribe(DASH)
         clients.append(c)
-    await srv.listening(baseline["subscribers"] + 6)
+    # Six event subscriptions, and the family's dashboard feed listening for the three
+    # dashboards.
+    await srv.listening(baseline["subscribers"] + 7)
     await _status(srv, token, item, "SELECTED")
     for c in clients:
         kinds: set[str] = set()

@@ -126,6 +126,9 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
         wrapped = manager is not None and bool(manager.middlewares)  # extension resolves
         self.plain = {} if wrapped else plain_fields(self.schema)
         self.lean = not wrapped
+        # Per operation. graphql-core's per-event executors of a subscription are shallow
+        # copies of this context (sharing this dict), but they never run the lean path
+        # (queries only).
         self.lean_plans: dict[tuple[GraphQLObjectType, int], Any] = {}
 
     # ------------------------------------------------------------ the lean executor
