@@ -54,6 +54,26 @@ class Server:
     def subscribers(self) -> int:
         return self.live.hub.stats()["subscribers"]  # type: ignore[no-any-return]
 
+    async def watchers(self, token: str, query: str, variables: dict[str, Any],
+                       count: int) -> list[WsClient]:
+        """`count` sockets of `token`, each subscribed to `query`, all of them listening."""
+        clients = [await WsClient.connect(self.base, {"authorization": f"Bearer {token}"})
+                   for _ in range(count)]
+        listening = self.subscribers() + count
+        for c in clients:
+            await c.subscribe(query, variables)
+        await self.listening(listening)
+        return clients
+
+    async def caught_up(self, timeout: float = 10) -> None:
+        """Until every hub subscriber is caught up and idle, its subscribe step's reads
+        (the replay after it started listening) done: the hub delivers to it directly."""
+        deadline = time.monotonic() + timeout
+        while any(sub.direct is None for feed in self.live.hub.feeds.values()
+                  for sub in feed.subscribers):
+            assert time.monotonic() < deadline, "a subscription never caught up"
+            await asyncio.sleep(0.02)
+
     async def listening(self, subscribers: int, timeout: float = 10) -> None:
         """Until the hub holds `subscribers` subscriptions. A subscribe message has no reply
         until an event, and a slow machine may still be authorizing it when the test's
@@ -105,13 +125,7 @@ async def _list_watchers(srv: Server, email: str, count: int = 3
     gl, item = await _item(srv, token)
     query = ("subscription($l: ID!) { listEvents(listId: $l)"
              " { seq kind node { ... on ListItem { status } } } }")
-    clients = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
-               for _ in range(count)]
-    listening = srv.subscribers() + count
-    for c in clients:
-        await c.subscribe(query, {"l": gl})
-    await srv.listening(listening)
-    return token, item, clients
+    return token, item, await srv.watchers(token, query, {"l": gl}, count)
 
 
 async def _status(srv: Server, token: str, item: str, status: str) -> None:
@@ -424,12 +438,8 @@ async def test_nested_event_fields_load_once_per_event_not_per_subscriber(
              " } }")
     counts = {}
     for n, status in ((1, "SELECTED"), (6, "PURCHASED")):
-        clients = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
-                   for _ in range(n)]
-        listening = srv.subscribers() + n
-        for c in clients:
-            await c.subscribe(query, {"l": gl})
-        await srv.listening(listening)
+        clients = await srv.watchers(token, query, {"l": gl}, n)
+        await srv.caught_up()  # no subscribe step's statement is counted below
         statements: list[str] = []
 
         def before(_c: Any, _cur: Any, stmt: str, *_a: Any) -> None:
