@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # Read-query results kept per process (JSON bytes), reused while the caller's family is
     # unchanged (see giftgraph.schema.cache); 0 turns the cache off.
     result_cache_bytes: int = Field(default=32 * 2**20, ge=0)
+    # Read queries the SQL compiler translates run as one statement that builds the JSON
+    # (see giftgraph.schema.compiled); false: every query runs field by field.
+    compile_reads: bool = True
 
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> Settings:

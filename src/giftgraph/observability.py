@@ -70,6 +70,11 @@ class Metrics:
         self.result_cache = Counter("giftgraph_result_cache_lookups",
                                     "Read queries looked up in the result cache", ["outcome"],
                                     registry=r)
+        self.compiled_reads = Counter(
+            "giftgraph_compiled_reads",
+            "Read queries executed: as one compiled statement (compiled), field by field "
+            "because they do not compile (executor), or field by field after the compiled "
+            "statement failed (fallback)", ["outcome"], registry=r)
         self.sockets_active = Gauge("giftgraph_websockets_active", "Open WebSockets",
                                     registry=r)
         self.sockets_peak = Gauge("giftgraph_websockets_peak", "Most WebSockets open at once",

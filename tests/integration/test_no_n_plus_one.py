@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
-from tests.conftest import Account
+from tests.conftest import Account, make_settings
 
 NESTED = """
 query($n: Int!) {
@@ -44,6 +45,13 @@ query($n: Int!) {
     } } }
   } } }
 }"""
+
+
+@pytest.fixture(params=[True, False], ids=["compiled", "executor"])
+def settings(database_url: str, request: pytest.FixtureRequest) -> Any:
+    """Each test twice: with the SQL compiler (a query it translates is one statement) and
+    without it (the executor, whose DataLoaders batch each level)."""
+    return make_settings(database_url, compile_reads=request.param)
 
 
 @contextmanager
@@ -116,6 +124,8 @@ async def test_demo_data_nested_query_is_constant(app: Any, gql: Any, database_u
         assert sum(len(e["node"]["items"]["edges"]) for e in data["edges"]) > n
         counts[n] = len(statements)
     assert counts[5] == counts[30], counts
+    if settings.compile_reads:
+        assert counts[5] == 2, counts  # the caller's row, then the whole read
 
 
 async def test_loaded_rows_are_freed_when_the_operation_ends(app: Any, alice: Account) -> None:

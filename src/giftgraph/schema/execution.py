@@ -58,6 +58,8 @@ from graphql.pyutils import Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
 
+from giftgraph.schema.compiled import PLANS, Plan
+
 if TYPE_CHECKING:
     import strawberry
 
@@ -137,6 +139,36 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
         if not self.lean or self.operation.operation is not OperationType.QUERY \
                 or serially or self.abort_signal is not None:
             return super().execute_operation(serially)
+        settings = getattr(self.context_value, "settings", None)
+        if settings is not None and settings.compile_reads:
+            plan = PLANS.get(self)
+            if plan is not None:
+                return self.run_compiled(plan, serially)
+            self.count_compiled("executor")
+        return self.lean_operation(serially)
+
+    async def run_compiled(self, plan: Plan, serially: bool | None) -> Any:
+        """The query as one statement (schema/compiled.py). If the statement fails (the
+        database, a timeout) or a required root object is missing, the lean executor runs
+        it from the start and reports what it finds."""
+        try:
+            data = await plan.run(self)
+        except Exception:
+            data = None
+        if data is not None:
+            self.count_compiled("compiled")
+            return self.finish(self.build_response(data))
+        self.count_compiled("fallback")
+        await self.before_rerun()
+        result = self.lean_operation(serially)
+        return await result if self.is_awaitable(result) else result
+
+    def count_compiled(self, outcome: str) -> None:
+        metrics = getattr(self.context_value, "metrics", None)
+        if metrics is not None:
+            metrics.compiled_reads.labels(outcome).inc()
+
+    def lean_operation(self, serially: bool | None) -> Any:
         later: list[Later] = []
         try:
             data = self.lean_root(later)

@@ -1,0 +1,492 @@
+"""Read queries compiled to one SQL statement whose result is the response's JSON.
+
+A nested read (lists, each with its person and a page of items, each with its gift and
+assignee) resolves a few thousand fields. Executed field by field, the Python around each
+of them costs more than the data: the DataLoaders, the objects built from rows, the
+executor's per-field work and the serialization. Here, as PostGraphile and Hasura do, the
+operation becomes one statement in which PostgreSQL builds the JSON (`json_build_object`
+for an object, `json_agg` for a page of a connection, a correlated subquery for a
+relation), and the server only parses that JSON into the result.
+
+Only what the tables below describe compiles: the Relay connections over the family's
+users, persons, occasions, gift lists and gifts, a list's items, the relations between
+them, their plain fields, `me` and `family`. Anything else in the operation (another root
+field, an argument this file does not translate, a field with its own resolver, a cursor
+that does not decode, page arguments that are an error) leaves the whole operation to the
+executor (schema/execution.py), which produces exactly what it always has, errors
+included. The compiled statement reads what the resolvers read, scoped the same way: every
+table is read with `family_id` = the caller's family, so a relation or a page can never
+reach another family's rows.
+
+Values are written as the GraphQL layer serializes them (checked field by field against
+the executor in tests/integration/test_compiled_reads.py): global IDs are
+base64url("Type:uuid") without padding, DateTime is `datetime.isoformat()` in UTC, Date is
+ISO, Decimal is its text, enums are their names (which equal the stored values), and
+cursors are the executor's bytes (`Order.encode`).
+
+The statement is text: table and column names come from the tables below, aliases are
+generated, response keys are GraphQL names (checked), and every value from the operation
+or the caller (family, user, page sizes, cursors, filters) is a bound parameter.
+"""
+# ruff: noqa: S608 - statements built from the tables' names, never from values (above)
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from graphql import (
+    GraphQLField,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    OperationType,
+)
+from graphql.execution.collect_fields import FieldDetailsList, collect_fields
+from graphql.execution.values import get_argument_values
+from sqlalchemy import TextClause, text
+
+from giftgraph.db import queries as q
+from giftgraph.db.pagination import Order, PageArgs
+
+if TYPE_CHECKING:
+    from giftgraph.schema.execution import ExecutionContext
+
+# How a column becomes its JSON value (see `_scalar`).
+ID, PLAIN, ENUM, MONEY, TIMESTAMP, DATE, ARRAY = (
+    "id", "plain", "enum", "money", "timestamp", "date", "array")  # plain: JSON as it is
+
+Scalars = dict[str, tuple[str, str]]  # GraphQL field -> (column, kind)
+_COMMON: Scalars = {"id": ("id", ID), "createdAt": ("created_at", TIMESTAMP),
+                    "updatedAt": ("updated_at", TIMESTAMP)}
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A Relay connection over `table`, in `order`; nested under a parent row through the
+    `parent` column (None at the root)."""
+
+    table: str
+    node: str
+    order: Order
+    parent: str | None = None
+    # argument -> (column, SQL operator): a filter when the argument is given
+    filters: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # arguments the statement does not translate: given (not null), the executor serves
+    unsupported: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    scalars: Scalars
+    relations: dict[str, tuple[str, str]] = field(default_factory=dict)  # -> (type, column)
+    connections: dict[str, Connection] = field(default_factory=dict)
+    family: str = "family_id"  # the column that scopes a row to a family
+
+
+ITEMS = Connection("list_items", "ListItem", q.ITEMS, parent="list_id",
+                   filters={"status": ("status", "=")})
+
+TABLES: dict[str, Table] = {
+    "Family": Table("families", {**_COMMON, "name": ("name", PLAIN)}, family="id"),
+    "User": Table("users", {**_COMMON, "email": ("email", PLAIN),
+                            "displayName": ("display_name", PLAIN), "role": ("role", ENUM),
+                            "isActive": ("is_active", PLAIN)},
+                  relations={"family": ("Family", "family_id")}),
+    "Person": Table("persons", {**_COMMON, "name": ("name", PLAIN),
+                                "relationship": ("relationship", PLAIN),
+                                "birthday": ("birthday", DATE),
+                                "interests": ("interests", ARRAY), "notes": ("notes", PLAIN)}),
+    "Occasion": Table("occasions", {**_COMMON, "name": ("name", PLAIN), "kind": ("kind", ENUM),
+                                    "date": ("date", DATE),
+                                    "description": ("description", PLAIN),
+                                    "budget": ("budget", MONEY)}),
+    "Gift": Table("gifts", {**_COMMON, "name": ("name", PLAIN), "url": ("url", PLAIN),
+                            "store": ("store", PLAIN), "price": ("price", MONEY),
+                            "currency": ("currency", PLAIN), "imageUrl": ("image_url", PLAIN),
+                            "description": ("description", PLAIN)}),
+    "GiftList": Table("gift_lists", {**_COMMON, "name": ("name", PLAIN), "kind": ("kind", ENUM),
+                                     "budget": ("budget", MONEY)},
+                      relations={"person": ("Person", "person_id"),
+                                 "occasion": ("Occasion", "occasion_id"),
+                                 "owner": ("User", "owner_id")},
+                      connections={"items": ITEMS}),
+    "ListItem": Table("list_items", {**_COMMON, "status": ("status", ENUM),
+                                     "quantity": ("quantity", PLAIN), "notes": ("notes", PLAIN)},
+                      relations={"list": ("GiftList", "list_id"), "gift": ("Gift", "gift_id"),
+                                 "assignee": ("User", "assignee_id")}),
+}
+
+ROOT_CONNECTIONS: dict[str, Connection] = {
+    "users": Connection("users", "User", q.USERS),
+    "persons": Connection("persons", "Person", q.PERSONS, unsupported=frozenset({"search"})),
+    "occasions": Connection("occasions", "Occasion", q.OCCASIONS,
+                            filters={"kind": ("kind", "="), "from": ("date", ">="),
+                                     "to": ("date", "<=")}),
+    "lists": Connection("gift_lists", "GiftList", q.LISTS, filters={"kind": ("kind", "=")},
+                        unsupported=frozenset({"personId", "occasionId"})),
+    "gifts": Connection("gifts", "Gift", q.GIFTS, unsupported=frozenset({"search"})),
+}
+# Root objects: (type, the condition that picks the row)
+ROOT_OBJECTS: dict[str, tuple[str, str]] = {"me": ("User", "id = :gg_user"),
+                                            "family": ("Family", "id = :gg_family")}
+
+MAX_KEYS = 50  # json_build_object takes at most 100 arguments
+MAX_KEY_CHARS = 16 * 1024  # plans are kept for documents and variables up to this size
+
+
+class NotCompiled(Exception):
+    """The operation has something this compiler does not translate."""
+
+
+def lit(value: str) -> str:
+    """A SQL string literal. `text()` reads `:name` as a parameter: colons are escaped."""
+    return "'" + value.replace("'", "''").replace(":", "\\:") + "'"
+
+
+def _base64url(expr: str) -> str:
+    """base64url without padding, as ids.encode_id (PostgreSQL breaks lines at 76)."""
+    return (f"rtrim(translate(encode(convert_to({expr}, 'UTF8'), 'base64'), "
+            f"'+/' || chr(10), '-_'), '=')")
+
+
+ISO_FORMAT = lit('YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+
+
+def _iso(expr: str) -> str:
+    """A timestamptz as Python's isoformat() of asyncpg's UTC datetime writes it (no
+    fraction when the microseconds are zero)."""
+    return f"replace(to_char({expr} AT TIME ZONE 'UTC', {ISO_FORMAT}), '.000000+', '+')"
+
+
+def _scalar(kind: str, expr: str, type_name: str) -> str:
+    if kind == ID:
+        return _base64url(f"{lit(type_name + ':')} || {expr}::text")
+    if kind in (ENUM, MONEY):
+        return f"{expr}::text"
+    if kind == TIMESTAMP:
+        return _iso(expr)
+    if kind == DATE:
+        return f"to_char({expr}, 'YYYY-MM-DD')"
+    if kind == ARRAY:
+        return f"coalesce(array_to_json({expr}), '[]'::json)"
+    return expr
+
+
+def _cursor(order: Order, alias: str) -> str:
+    """`Order.encode` of the row: base64url of orjson's `[name, *keys]`."""
+    parts = [lit(orjson.dumps(order.name).decode())]
+    for key, python_type in zip(order.keys, order.types(), strict=True):
+        column = f"{alias}.{key.key}"
+        if python_type is datetime:
+            parts.append(f"'\"' || {_iso(column)} || '\"'")
+        elif python_type is date:
+            parts.append(f"'\"' || to_char({column}, 'YYYY-MM-DD') || '\"'")
+        elif python_type is int:
+            parts.append(f"{column}::text")
+        elif python_type is str:
+            parts.append(f"to_json({column})::text")
+        else:  # uuid
+            parts.append(f"'\"' || {column}::text || '\"'")
+    return _base64url("'[' || " + " || ',' || ".join(parts) + " || ']'")
+
+
+_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
+
+
+def _object(pairs: list[tuple[str, str]]) -> str:
+    if len(pairs) > MAX_KEYS:
+        raise NotCompiled("too many keys in one object")
+    if not all(_NAME.fullmatch(key) for key, _ in pairs):  # GraphQL names, as parsed
+        raise NotCompiled("not a name")
+    return "json_build_object(" + ", ".join(f"{lit(k)}, {v}" for k, v in pairs) + ")"
+
+
+def _object_type(gtype: GraphQLOutputType) -> GraphQLObjectType:
+    if isinstance(gtype, GraphQLNonNull):
+        gtype = gtype.of_type
+    if not isinstance(gtype, GraphQLObjectType):
+        raise NotCompiled("not an object type")
+    return gtype
+
+
+def _value(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+class Compiler:
+    """One operation's statement. Every value from the operation is a parameter."""
+
+    def __init__(self, ec: ExecutionContext) -> None:
+        self.ec = ec
+        self.params: dict[str, Any] = {}
+        self.aliases = 0
+        settings = ec.context_value.settings
+        self.default_page, self.max_page = settings.default_page_size, settings.max_page_size
+
+    def param(self, value: Any) -> str:
+        name = f"gg_{len(self.params)}"
+        self.params[name] = value
+        return ":" + name
+
+    def alias(self) -> str:
+        self.aliases += 1
+        return f"t{self.aliases}"
+
+    def root(self) -> tuple[str, list[str]]:
+        """The statement, and the response keys whose value must not be null."""
+        ec = self.ec
+        root_type = ec.schema.get_root_type(OperationType.QUERY)
+        if root_type is None:
+            raise NotCompiled("no query type")
+        grouped, defers, _ = collect_fields(ec.schema, ec.fragments, ec.variable_values,
+                                            root_type, ec.operation, ec.hide_suggestions)
+        if defers:
+            raise NotCompiled("@defer")
+        pairs, required = [], []
+        for key, details in grouped.items():
+            node = details[0].node
+            name = node.name.value
+            if name == "__typename":
+                pairs.append((key, lit(root_type.name)))
+                continue
+            gfield = root_type.fields.get(name)
+            if gfield is None:
+                raise NotCompiled(name)
+            if isinstance(gfield.type, GraphQLNonNull):
+                required.append(key)
+            if name in ROOT_CONNECTIONS:
+                args = self.arguments(gfield, details)
+                pairs.append((key, self.connection(ROOT_CONNECTIONS[name], None, args,
+                                                   gfield.type, details)))
+            elif name in ROOT_OBJECTS:
+                type_name, condition = ROOT_OBJECTS[name]
+                table, a = TABLES[type_name], self.alias()
+                fields = self.fields(type_name, a, _object_type(gfield.type), details)
+                pairs.append((key, f"(SELECT {fields} FROM {table.name} {a} "
+                                   f"WHERE {a}.{condition} AND {a}.{table.family} = :gg_family)"))
+            else:
+                raise NotCompiled(name)
+        return f"SELECT {_object(pairs)}::text", required
+
+    def arguments(self, gfield: GraphQLField, details: FieldDetailsList) -> dict[str, Any]:
+        node = details[0].node
+        if not (gfield.args or node.arguments):
+            return {}
+        return get_argument_values(gfield, node, self.ec.variable_values,
+                                   details[0].fragment_variable_values,
+                                   self.ec.hide_suggestions)
+
+    def fields(self, type_name: str, alias: str, rtype: GraphQLObjectType,
+               details: FieldDetailsList) -> str:
+        """The JSON object of the row `alias` (of `type_name`) with the selected fields."""
+        if rtype.name != type_name:
+            raise NotCompiled(rtype.name)
+        table = TABLES[type_name]
+        grouped, defers, _ = self.ec.collect_subfields(rtype, details)
+        if defers:
+            raise NotCompiled("@defer")
+        pairs = []
+        for key, sub in grouped.items():
+            name = sub[0].node.name.value
+            if name == "__typename":
+                pairs.append((key, lit(type_name)))
+            elif name in table.scalars:
+                column, kind = table.scalars[name]
+                pairs.append((key, _scalar(kind, f"{alias}.{column}", type_name)))
+            elif name in table.relations:
+                target, column = table.relations[name]
+                pairs.append((key, self.relation(target, alias, column,
+                                                 _object_type(rtype.fields[name].type), sub)))
+            elif name in table.connections:
+                gfield = rtype.fields[name]
+                pairs.append((key, self.connection(table.connections[name], alias,
+                                                   self.arguments(gfield, sub), gfield.type,
+                                                   sub)))
+            else:
+                raise NotCompiled(f"{type_name}.{name}")
+        return _object(pairs)
+
+    def relation(self, type_name: str, parent: str, column: str, rtype: GraphQLObjectType,
+                 details: FieldDetailsList) -> str:
+        table, a = TABLES[type_name], self.alias()
+        fields = self.fields(type_name, a, rtype, details)
+        return (f"(SELECT {fields} FROM {table.name} {a} "
+                f"WHERE {a}.id = {parent}.{column} AND {a}.{table.family} = :gg_family)")
+
+    def connection(self, conn: Connection, parent: str | None, args: dict[str, Any],
+                   gtype: GraphQLOutputType, details: FieldDetailsList) -> str:
+        for name in conn.unsupported:
+            if args.get(name) is not None:
+                raise NotCompiled(name)
+        page = PageArgs.parse(args.get("first"), args.get("after"), args.get("last"),
+                              args.get("before"), default=self.default_page,
+                              maximum=self.max_page)  # BadInput: the executor reports it
+        order = conn.order
+        cursor = None if page.cursor is None \
+            else order.decode(page.cursor, "before" if page.backward else "after")
+        a = self.alias()
+        table = TABLES[conn.node]
+        where = [f"{a}.{table.family} = :gg_family"]
+        if parent is not None:
+            where.append(f"{a}.{conn.parent} = {parent}.id")
+        for name, (column, operator) in conn.filters.items():
+            value = args.get(name)
+            if value is not None:
+                where.append(f"{a}.{column} {operator} {self.param(_value(value))}")
+        counted = list(where)
+        descending = order.desc != page.backward
+        keys = [f"{a}.{k.key}" for k in order.keys]
+        if cursor is not None:
+            values = ", ".join(self.param(v) for v in cursor)
+            where.append(f"({', '.join(keys)}) {'<' if descending else '>'} ({values})")
+        order_by = ", ".join(f"{k} {'DESC' if descending else 'ASC'}" for k in keys)
+        limit = self.param(page.limit)
+        rows = (f"SELECT {a}.*, row_number() OVER (ORDER BY {order_by}) AS gg_rn "
+                f"FROM {table.name} {a} WHERE {' AND '.join(where)} "
+                f"ORDER BY {order_by} LIMIT {self.param(page.limit + 1)}")
+        shown = f"FILTER (WHERE {a}.gg_rn <= {limit})"
+        # The page is shown in the connection's order: for `last`/`before` the rows were
+        # fetched backwards (row 1 is the last shown).
+        shown_order = f"{a}.gg_rn {'DESC' if page.backward else 'ASC'}"
+        reverse_order = f"{a}.gg_rn {'ASC' if page.backward else 'DESC'}"
+        more = f"(count(*) > {limit})"
+        has_cursor = "true" if cursor is not None else "false"
+
+        ctype = _object_type(gtype)
+        grouped, defers, _ = self.ec.collect_subfields(ctype, details)
+        if defers:
+            raise NotCompiled("@defer")
+        pairs = []
+        for key, sub in grouped.items():
+            name = sub[0].node.name.value
+            if name == "__typename":
+                pairs.append((key, lit(ctype.name)))
+            elif name == "totalCount":
+                pairs.append((key, f"(SELECT count(*) FROM {table.name} {a} "
+                                   f"WHERE {' AND '.join(counted)})"))
+            elif name == "edges":
+                edge = self.edge(conn, a, ctype.fields[name].type, sub)
+                pairs.append((key, f"coalesce(json_agg({edge} ORDER BY {shown_order}) {shown}, "
+                                   f"'[]'::json)"))
+            elif name == "pageInfo":
+                info_type = _object_type(ctype.fields[name].type)
+                info_fields, info_defers, _ = self.ec.collect_subfields(info_type, sub)
+                if info_defers:
+                    raise NotCompiled("@defer")
+                info = []
+                for info_key, info_sub in info_fields.items():
+                    info_name = info_sub[0].node.name.value
+                    if info_name == "__typename":
+                        info.append((info_key, lit(info_type.name)))
+                    elif info_name == "hasNextPage":
+                        info.append((info_key, has_cursor if page.backward else more))
+                    elif info_name == "hasPreviousPage":
+                        info.append((info_key, more if page.backward else has_cursor))
+                    elif info_name in ("startCursor", "endCursor"):
+                        by = shown_order if info_name == "startCursor" else reverse_order
+                        info.append((info_key, f"(array_agg({_cursor(order, a)} ORDER BY {by}) "
+                                               f"{shown})[1]"))
+                    else:
+                        raise NotCompiled(f"PageInfo.{info_name}")
+                pairs.append((key, _object(info)))
+            else:
+                raise NotCompiled(f"{ctype.name}.{name}")
+        return f"(SELECT {_object(pairs)} FROM ({rows}) AS {a})"
+
+    def edge(self, conn: Connection, alias: str, gtype: GraphQLOutputType,
+             details: FieldDetailsList) -> str:
+        if not isinstance(gtype, GraphQLNonNull) or not isinstance(gtype.of_type, GraphQLList):
+            raise NotCompiled("edges")
+        etype = _object_type(gtype.of_type.of_type)
+        grouped, defers, _ = self.ec.collect_subfields(etype, details)
+        if defers:
+            raise NotCompiled("@defer")
+        pairs = []
+        for key, sub in grouped.items():
+            name = sub[0].node.name.value
+            if name == "__typename":
+                pairs.append((key, lit(etype.name)))
+            elif name == "cursor":
+                pairs.append((key, _cursor(conn.order, alias)))
+            elif name == "node":
+                pairs.append((key, self.fields(conn.node, alias,
+                                               _object_type(etype.fields[name].type), sub)))
+            else:
+                raise NotCompiled(f"{etype.name}.{name}")
+        return _object(pairs)
+
+
+@dataclass(frozen=True)
+class Plan:
+    statement: TextClause
+    params: dict[str, Any]
+    required: list[str]  # root keys that may not be null (else the executor serves)
+
+    async def run(self, ec: ExecutionContext) -> dict[str, Any] | None:
+        """The result's data, or None where the executor must serve (a required root
+        object that is not there: it reports the error)."""
+        ctx = ec.context_value
+        user = ctx.user
+        params = {**self.params, "gg_family": user.family_id, "gg_user": user.id}
+        body = await ctx.db.scalar(self.statement, params)
+        data: dict[str, Any] = orjson.loads(body)
+        if any(data.get(key) is None for key in self.required):
+            return None
+        return data
+
+
+class Plans:
+    """Compiled statements by document, operation, variables and page sizes (least
+    recently used evicted): compiling walks the whole selection, a repeated read only
+    looks it up. A plan holds no family or user: those are parameters of each run."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self.plans: OrderedDict[Any, Plan | None] = OrderedDict()
+
+    def get(self, ec: ExecutionContext) -> Plan | None:
+        """The operation's plan, or None: it does not compile (or is not a query by a
+        signed-in user, whose family scopes the statement)."""
+        ctx = ec.context_value
+        if getattr(ctx, "user", None) is None or ec.operation.operation is not OperationType.QUERY:
+            return None
+        loc = ec.operation.loc
+        settings = ctx.settings
+        try:
+            key = None if loc is None else (
+                loc.source.body, loc.start, settings.default_page_size, settings.max_page_size,
+                orjson.dumps(ec.variable_values, option=orjson.OPT_SORT_KEYS, default=str),
+            )
+        except TypeError:
+            key = None
+        if key is not None and len(key[0]) + len(key[4]) > MAX_KEY_CHARS:
+            key = None  # a huge document or variables: compiled each time, never held
+        if key is not None and key in self.plans:
+            self.plans.move_to_end(key)
+            return self.plans[key]
+        plan = compile_plan(ec)
+        if key is not None:
+            self.plans[key] = plan
+            if len(self.plans) > self.size:
+                self.plans.popitem(last=False)
+        return plan
+
+
+def compile_plan(ec: ExecutionContext) -> Plan | None:
+    compiler = Compiler(ec)
+    try:
+        sql, required = compiler.root()
+    except Exception:  # NotCompiled, or an argument that is an error: the executor's
+        return None
+    return Plan(text(sql), compiler.params, required)
+
+
+PLANS = Plans()

@@ -1,0 +1,344 @@
+"""Read queries compiled to one SQL statement (giftgraph.schema.compiled) answer exactly as
+the executor does: the same data for every field the compiler translates, the same errors
+(it leaves those to the executor), the caller's family only, and one statement however
+long the lists are."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from graphql import GraphQLEnumType, GraphQLList, GraphQLNonNull, GraphQLScalarType
+from sqlalchemy import text
+
+from giftgraph.app import create_app
+from giftgraph.db import models as m
+from giftgraph.schema import compiled
+from giftgraph.schema.compiled import PLANS, ROOT_CONNECTIONS, ROOT_OBJECTS, TABLES, Plan
+from giftgraph.schema.schema import build_schema
+from tests.conftest import GQL, Account, _dsn, make_settings, sign_up
+from tests.integration.test_no_n_plus_one import count_statements
+
+
+@pytest.fixture
+def settings(database_url: str) -> Any:
+    # No result cache: every read below executes.
+    return make_settings(database_url, result_cache_bytes=0)
+
+
+@pytest.fixture
+async def executor(database_url: str, alice: Account) -> AsyncIterator[GQL]:
+    """The same service with the compiler off, on the same database, as Alice."""
+    application = create_app(make_settings(database_url, result_cache_bytes=0,
+                                           compile_reads=False))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield GQL(client, alice.token)
+
+
+def outcomes(app: Any) -> dict[str, float]:
+    counter = app.state.giftgraph.metrics.compiled_reads
+    return {s.labels["outcome"]: s.value for metric in counter.collect() for s in metric.samples
+            if s.name.endswith("_total")}
+
+
+# ---------------------------------------------------------------- data
+
+
+async def _family(c: GQL, database_url: str, tag: str) -> dict[str, Any]:
+    """A family with every kind of value: nulls and not, unicode, quotes and control
+    characters, money, dates, arrays, timestamps with and without a fraction."""
+    odd = f"{tag} \"quoted\" back\\slash \u00e9\u4e2d\U0001f381 tab\there\nnew line"
+    people = []
+    for name, extra in ((f"{tag} Ann", {"relationship": odd, "birthday": "1990-02-28",
+                                         "interests": ["kites", "caf\u00e9"],
+                                         "notes": odd}),
+                        (f"{tag} Bob", {}), (f"{tag} \u00c5sa", {"interests": []})):
+        r = await c("mutation($i: PersonInput!) { createPerson(input: $i) { id } }",
+                    {"i": {"name": name, **extra}})
+        people.append(r.data["createPerson"]["id"])
+    occasions = []
+    for extra in ({"description": odd, "budget": "150.50"}, {}):
+        r = await c("mutation($i: OccasionInput!) { createOccasion(input: $i) { id } }",
+                    {"i": {"name": f"{tag} Party", "kind": "BIRTHDAY", "date": "2030-05-01",
+                           **extra}})
+        occasions.append(r.data["createOccasion"]["id"])
+    lists = []
+    for kind, extra in (("GIFT_PLAN", {"personId": people[0], "occasionId": occasions[0],
+                                       "budget": "99.99"}),
+                        ("IDEAS", {"personId": people[1]}), ("WISHLIST", {})):
+        r = await c("mutation($i: GiftListInput!) { createList(input: $i) { id } }",
+                    {"i": {"name": f"{tag} {kind}", "kind": kind, **extra}})
+        lists.append(r.data["createList"]["id"])
+    me = (await c("{ me { id } }")).data["me"]["id"]
+    items = []
+    gifts = [{"name": odd, "url": "https://www.example.com/kite?x=1", "price": "19.90",
+              "currency": "EUR", "imageUrl": "https://img.example.com/k.png",
+              "description": odd},
+             {"name": f"{tag} plain gift"}, {"name": f"{tag} cheap", "price": "0.00"}]
+    for n in range(7):
+        r = await c("mutation($l: ID!, $i: ListItemInput!) { addListItem(listId: $l, input: $i)"
+                    " { id } }", {"l": lists[n % 2], "i": {"gift": gifts[n % 3], "quantity": n + 1,
+                                                           "notes": odd if n % 2 else None}})
+        items.append(r.data["addListItem"]["id"])
+    for n, status in enumerate(("SELECTED", "PURCHASED", "RECEIVED")):
+        await c("mutation($i: ID!, $s: ItemStatus!) { setListItemStatus(id: $i, status: $s)"
+                " { id } }", {"i": items[n], "s": status})
+    await c("mutation($i: ID!, $u: ID) { assignListItem(id: $i, userId: $u) { id } }",
+            {"i": items[1], "u": me})
+    # Timestamps on a whole second and on a whole millisecond: isoformat() writes no
+    # fraction for the first and all six digits for the second.
+    conn = await asyncpg.connect(_dsn(database_url))
+    try:
+        await conn.execute("UPDATE list_items SET created_at = date_trunc('second', created_at)"
+                           " WHERE notes IS NULL")
+        await conn.execute("UPDATE persons SET updated_at = date_trunc('milliseconds', "
+                           "updated_at) + interval '120 milliseconds'")
+        await conn.execute("UPDATE gift_lists SET created_at = date_trunc('second', created_at)")
+        await conn.execute("UPDATE persons SET interests = interests || ARRAY['', 'a\"b\\c']"
+                           " WHERE cardinality(interests) > 0")
+    finally:
+        await conn.close()
+    return {"people": people, "occasions": occasions, "lists": lists, "items": items}
+
+
+# ---------------------------------------------------------------- queries
+
+
+def _selection(type_name: str, depth: int) -> str:
+    """Every field the compiler translates on `type_name`, relations `depth` levels deep."""
+    table = TABLES[type_name]
+    parts = ["__typename", *table.scalars]
+    if depth > 0:
+        parts += [f"{name} {{ {_selection(target, depth - 1)} }}"
+                  for name, (target, _) in table.relations.items()]
+        parts += [f"{name}(first: 3) {{ {_connection(conn.node, depth - 1)} }}"
+                  for name, conn in table.connections.items()]
+    return " ".join(parts)
+
+
+def _connection(node: str, depth: int) -> str:
+    return ("__typename totalCount pageInfo { __typename hasNextPage hasPreviousPage "
+            "startCursor endCursor } edges { __typename cursor "
+            f"node {{ {_selection(node, depth)} }} }}")
+
+
+EVERYTHING = "{ " + " ".join(
+    [f"{name} {{ {_selection(type_name, 2)} }}" for name, (type_name, _) in ROOT_OBJECTS.items()]
+    + [f"{name}(first: 100) {{ {_connection(conn.node, 2)} }}"
+       for name, conn in ROOT_CONNECTIONS.items()]) + " }"
+
+NESTED = """{ lists(first: 20) { edges { node { name person { name } items(first: 20) {
+  edges { node { status gift { name price store } assignee { displayName } } } } } } } }"""
+
+
+async def same(compiled_client: GQL, executor: GQL, query: str,
+               variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    a = await compiled_client(query, variables)
+    b = await executor(query, variables)
+    for error in a.errors + b.errors:
+        error["extensions"].pop("traceId")  # per request
+    assert a.body == b.body
+    assert a.status == b.status
+    return a.body
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_the_tables_match_the_schema() -> None:
+    """Every field the compiler translates is a field of the GraphQL type, and a scalar
+    where the compiler writes one; enums are written by their stored value, which must be
+    their GraphQL name."""
+    schema = build_schema()._schema
+    for type_name, table in TABLES.items():
+        gtype = schema.type_map[type_name]
+        for name in table.scalars:
+            ftype = gtype.fields[name].type
+            while isinstance(ftype, GraphQLNonNull | GraphQLList):
+                ftype = ftype.of_type
+            assert isinstance(ftype, GraphQLScalarType | GraphQLEnumType), (type_name, name)
+            assert not gtype.fields[name].args
+        for name, (target, _) in table.relations.items():
+            ftype = gtype.fields[name].type
+            assert getattr(ftype, "of_type", ftype).name == target
+        for name, conn in table.connections.items():
+            assert schema.type_map[f"{conn.node}Connection"] is not None
+            assert name in gtype.fields
+    for enum_type in (m.Role, m.OccasionKind, m.ListKind, m.ItemStatus):
+        assert all(member.name == member.value for member in enum_type)
+
+
+async def test_every_compiled_field_reads_as_the_executor_does(
+    app: Any, alice: Account, executor: GQL, database_url: str
+) -> None:
+    await _family(alice.client, database_url, "A")
+    before = outcomes(app)
+    body = await same(alice.client, executor, EVERYTHING)
+    assert outcomes(app).get("compiled", 0) == before.get("compiled", 0) + 1
+    data = body["data"]
+    assert len(data["lists"]["edges"]) == 3
+    assert data["lists"]["totalCount"] == 3
+    assert data["me"]["family"]["name"] == "Alice's family"
+    plan_items = next(e["node"]["items"] for e in data["lists"]["edges"]
+                      if e["node"]["kind"] == "GIFT_PLAN")
+    assert plan_items["totalCount"] == 4
+    assert len(plan_items["edges"]) == 3
+    assert plan_items["pageInfo"]["hasNextPage"] is True
+
+
+async def test_pages_filters_aliases_fragments_and_directives(
+    app: Any, alice: Account, executor: GQL, database_url: str
+) -> None:
+    await _family(alice.client, database_url, "A")
+    page = """query($first: Int, $after: String, $last: Int, $before: String) {
+      lists(first: $first, after: $after, last: $last, before: $before) {
+        totalCount pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+        edges { cursor node { name } } } }"""
+    # Forward, page by page, to the end; then backward from there.
+    seen, after = [], None
+    while True:
+        d = (await same(alice.client, executor, page, {"first": 1, "after": after}))["data"]
+        seen += [e["node"]["name"] for e in d["lists"]["edges"]]
+        after = d["lists"]["pageInfo"]["endCursor"]
+        if not d["lists"]["pageInfo"]["hasNextPage"]:
+            break
+    assert len(seen) == 3
+    back, before = [], None
+    while True:
+        d = (await same(alice.client, executor, page, {"last": 2, "before": before}))["data"]
+        back = [e["node"]["name"] for e in d["lists"]["edges"]] + back
+        before = d["lists"]["pageInfo"]["startCursor"]
+        if not d["lists"]["pageInfo"]["hasPreviousPage"]:
+            break
+    assert back == seen
+    for variables in ({"first": 0}, {"first": 1000}, {"last": 0}, {"last": 1},
+                      {"first": 2, "before": after}):
+        await same(alice.client, executor, page, variables)
+
+    items = """query($s: ItemStatus, $k: ListKind) { lists(kind: $k) { edges { node {
+      items(status: $s) { totalCount edges { cursor node { status quantity } } }
+      newest: items(last: 1) { edges { node { quantity } } } } } } }"""
+    for variables in ({"s": "IDEA"}, {"s": "RECEIVED", "k": "GIFT_PLAN"}, {"k": "WISHLIST"}):
+        await same(alice.client, executor, items, variables)
+    occasions = """query($k: OccasionKind, $f: Date, $t: Date) {
+      occasions(kind: $k, from: $f, to: $t) { totalCount edges { node { name date budget } } } }"""
+    for variables in ({"k": "BIRTHDAY"}, {"k": "HOLIDAY"}, {"f": "2030-05-01", "t": "2030-05-01"},
+                      {"f": "2031-01-01"}):
+        await same(alice.client, executor, occasions, variables)
+
+    shapes = """query($with: Boolean!, $without: Boolean!) {
+      first: lists(first: 1) { ...L }
+      ... on Query { me { ... on User { displayName } role @include(if: $with) } }
+      again: lists(first: 1) { edges { node { id @skip(if: $without) name @include(if: $with) } } }
+      __typename
+    }
+    fragment L on GiftListConnection { edges { node { kind ...Items } } }
+    fragment Items on GiftList { items(first: 2) { edges { node { gift { ...G } } } } }
+    fragment G on Gift { n: name name p: price }"""
+    before = outcomes(app)
+    for flags in ({"with": True, "without": False}, {"with": False, "without": True}):
+        await same(alice.client, executor, shapes, flags)
+    assert outcomes(app).get("compiled", 0) == before.get("compiled", 0) + 2
+
+
+async def test_errors_and_untranslated_fields_are_the_executors(
+    app: Any, alice: Account, executor: GQL, database_url: str
+) -> None:
+    await _family(alice.client, database_url, "A")
+    other_cursor = (await alice.client("{ gifts(first: 1) { pageInfo { endCursor } } }")
+                    ).data["gifts"]["pageInfo"]["endCursor"]
+    before = outcomes(app)
+    for query, code in (
+        ("{ lists(first: -1) { totalCount } }", "BAD_USER_INPUT"),
+        ("{ lists(first: 1, last: 1) { totalCount } }", "BAD_USER_INPUT"),
+        ('{ lists(after: "not a cursor") { totalCount } }', "BAD_USER_INPUT"),
+        (f'{{ lists(after: "{other_cursor}") {{ totalCount }} }}', "BAD_USER_INPUT"),
+        ('{ lists(personId: "bm9wZQ") { totalCount } }', "NOT_FOUND"),
+    ):
+        body = await same(alice.client, executor, query)
+        assert [e["extensions"]["code"] for e in body["errors"]] == [code], body
+    # Fields the compiler does not translate: the executor serves the whole operation.
+    for query in ("{ lists { edges { node { name person { giftHistory { totalCount } } } } } }",
+                  "{ lists { edges { node { occasion { summary { spent } } } } } }",
+                  '{ persons(search: "ann") { edges { node { name } } } }',
+                  "{ dashboard { spent } lists { totalCount } }",
+                  "{ __schema { queryType { name } } }"):
+        await same(alice.client, executor, query)
+    after = outcomes(app)
+    assert after.get("compiled", 0) == before.get("compiled", 0)
+    assert after.get("executor", 0) == before.get("executor", 0) + 10
+
+    anonymous = alice.client.as_(None)
+    r = await anonymous(NESTED)
+    assert r.codes == ["UNAUTHENTICATED"]
+
+
+async def test_only_the_callers_family_and_one_statement_however_long(
+    app: Any, gql: GQL, alice: Account, executor: GQL, database_url: str
+) -> None:
+    mallory = await sign_up(gql, "Mallory's family")
+    await _family(alice.client, database_url, "A")
+    await _family(mallory.client, database_url, "M")
+    for who in (alice, mallory):
+        data = (await who.client(EVERYTHING)).data
+        names = [e["node"]["name"] for e in data["persons"]["edges"]] \
+            + [e["node"]["name"] for e in data["lists"]["edges"]]
+        mine = "A" if who is alice else "M"
+        assert names
+        assert all(n.startswith(mine) for n in names), names
+        assert data["users"]["totalCount"] == 1
+    # Alice's cursor in Mallory's query positions a page of Mallory's rows, nothing more.
+    cursor = (await alice.client("{ lists(first: 1) { pageInfo { endCursor } } }")
+              ).data["lists"]["pageInfo"]["endCursor"]
+    d = (await mallory.client("query($c: String) { lists(after: $c) { edges { node { name } } } }",
+                              {"c": cursor})).data
+    assert all(e["node"]["name"].startswith("M") for e in d["lists"]["edges"])
+
+    counts = {}
+    for n in (1, 3):
+        with count_statements(app) as statements:
+            r = await alice.client(NESTED.replace("first: 20) { edges",
+                                                  f"first: {n}) {{ edges", 1))
+        assert len(r.data["lists"]["edges"]) == n
+        counts[n] = len(statements)
+    assert counts == {1: 2, 3: 2}  # the caller's row, then the whole read
+    await same(alice.client, executor, NESTED)
+
+
+async def test_a_failing_statement_falls_back_to_the_executor(
+    app: Any, alice: Account, executor: GQL, database_url: str
+) -> None:
+    """The compiled statement fails in PostgreSQL (here: a plan replaced by one that
+    divides by zero): the operation's transaction is recovered and the executor answers."""
+    await _family(alice.client, database_url, "A")
+    expected = (await executor(NESTED)).body
+    assert (await alice.client(NESTED)).body == expected
+    keys = [k for k in PLANS.plans if k[0] == NESTED]
+    assert keys
+    for key in keys:
+        PLANS.plans[key] = Plan(text("SELECT (1 / 0)::text"), {}, [])
+    try:
+        before = outcomes(app)
+        assert (await alice.client(NESTED)).body == expected
+        assert outcomes(app).get("fallback", 0) == before.get("fallback", 0) + 1
+    finally:
+        for key in keys:
+            PLANS.plans.pop(key, None)
+    assert (await alice.client(NESTED)).body == expected
+
+
+async def test_plans_are_kept_for_small_documents_only(app: Any, alice: Account) -> None:
+    """Plans are kept by document text and variables: a huge document (a long string
+    argument) is compiled each time and never held, so the plans' memory stays bounded."""
+    small = "{ lists(first: 1) { totalCount } }"
+    huge = '{ lists(after: "' + "x" * compiled.MAX_KEY_CHARS + '") { totalCount } }'
+    assert (await alice.client(small)).data["lists"]["totalCount"] == 0
+    assert (await alice.client(huge)).codes == ["BAD_USER_INPUT"]
+    kept = {key[0] for key in PLANS.plans}
+    assert small in kept
+    assert huge not in kept
