@@ -180,6 +180,7 @@ async def test_every_compiled_field_reads_as_the_executor_does(
     before = outcomes(app)
     body = await same(alice.client, executor, EVERYTHING)
     assert outcomes(app).get("compiled", 0) == before.get("compiled", 0) + 1
+    assert outcomes(app).get("fallback", 0) == 0
     data = body["data"]
     assert len(data["lists"]["edges"]) == 3
     assert data["lists"]["totalCount"] == 3
@@ -244,6 +245,14 @@ async def test_pages_filters_aliases_fragments_and_directives(
     for flags in ({"with": True, "without": False}, {"with": False, "without": True}):
         await same(alice.client, executor, shapes, flags)
     assert outcomes(app).get("compiled", 0) == before.get("compiled", 0) + 2
+
+    # Connections with no page rows selected, on empty and full tables.
+    bare = """{ a: lists { totalCount } b: lists(first: 1) { __typename }
+      c: lists { pageInfo { hasPreviousPage } } e: users(first: 0) { totalCount edges { cursor } }
+      f: gifts { __typename } g: lists(kind: WISHLIST) { edges { node { items { totalCount } } } }
+      h: lists(first: 1) { edges { node { items(status: RECEIVED) { __typename } } } } }"""
+    await same(alice.client, executor, bare)
+    assert outcomes(app).get("fallback", 0) == 0
 
 
 async def test_errors_and_untranslated_fields_are_the_executors(
@@ -321,7 +330,7 @@ async def test_a_failing_statement_falls_back_to_the_executor(
     keys = [k for k in PLANS.plans if k[0] == NESTED]
     assert keys
     for key in keys:
-        PLANS.plans[key] = Plan(text("SELECT (1 / 0)::text"), {}, [])
+        PLANS.plans[key] = Plan(text("SELECT (1 / 0)::text, false"), {})
     try:
         before = outcomes(app)
         assert (await alice.client(NESTED)).body == expected
@@ -330,6 +339,25 @@ async def test_a_failing_statement_falls_back_to_the_executor(
         for key in keys:
             PLANS.plans.pop(key, None)
     assert (await alice.client(NESTED)).body == expected
+
+
+async def test_a_missing_root_object_is_the_executors(app: Any, alice: Account) -> None:
+    """`me` may not be null: if the statement finds no row for it (the account deleted
+    between authentication and the read; here a plan that says so), the executor runs
+    the operation and reports what it finds."""
+    query = "{ me { displayName } }"
+    assert (await alice.client(query)).data == {"me": {"displayName": "Admin"}}
+    keys = [k for k in PLANS.plans if k[0] == query]
+    assert keys
+    for key in keys:
+        PLANS.plans[key] = Plan(text("""SELECT '{"me": null}', true"""), {})
+    try:
+        before = outcomes(app)
+        assert (await alice.client(query)).data == {"me": {"displayName": "Admin"}}
+        assert outcomes(app).get("fallback", 0) == before.get("fallback", 0) + 1
+    finally:
+        for key in keys:
+            PLANS.plans.pop(key, None)
 
 
 async def test_plans_are_kept_for_small_documents_only(app: Any, alice: Account) -> None:

@@ -240,8 +240,10 @@ class Compiler:
         self.aliases += 1
         return f"t{self.aliases}"
 
-    def root(self) -> tuple[str, list[str]]:
-        """The statement, and the response keys whose value must not be null."""
+    def root(self) -> str:
+        """The statement: one row of the response's `data` as JSON text, and whether a
+        root object that may not be null is missing (then the executor serves, and
+        reports it)."""
         ec = self.ec
         root_type = ec.schema.get_root_type(OperationType.QUERY)
         if root_type is None:
@@ -250,7 +252,7 @@ class Compiler:
                                             root_type, ec.operation, ec.hide_suggestions)
         if defers:
             raise NotCompiled("@defer")
-        pairs, required = [], []
+        pairs, columns, missing = [], [], []
         for key, details in grouped.items():
             node = details[0].node
             name = node.name.value
@@ -260,21 +262,26 @@ class Compiler:
             gfield = root_type.fields.get(name)
             if gfield is None:
                 raise NotCompiled(name)
-            if isinstance(gfield.type, GraphQLNonNull):
-                required.append(key)
             if name in ROOT_CONNECTIONS:
                 args = self.arguments(gfield, details)
-                pairs.append((key, self.connection(ROOT_CONNECTIONS[name], None, args,
-                                                   gfield.type, details)))
+                expr = self.connection(ROOT_CONNECTIONS[name], None, args, gfield.type, details)
             elif name in ROOT_OBJECTS:
                 type_name, condition = ROOT_OBJECTS[name]
                 table, a = TABLES[type_name], self.alias()
                 fields = self.fields(type_name, a, _object_type(gfield.type), details)
-                pairs.append((key, f"(SELECT {fields} FROM {table.name} {a} "
-                                   f"WHERE {a}.{condition} AND {a}.{table.family} = :gg_family)"))
+                expr = (f"(SELECT {fields} FROM {table.name} {a} "
+                        f"WHERE {a}.{condition} AND {a}.{table.family} = :gg_family)")
+                if isinstance(gfield.type, GraphQLNonNull):
+                    missing.append(f"r.c{len(columns)} IS NULL")
             else:
                 raise NotCompiled(name)
-        return f"SELECT {_object(pairs)}::text", required
+            pairs.append((key, f"r.c{len(columns)}"))
+            columns.append(f"{expr} AS c{len(columns)}")
+        # Each root field is computed once, in `r` (OFFSET 0: not merged into the outer
+        # query, where the null check would compute it again).
+        inner = f"(SELECT {', '.join(columns)} OFFSET 0) AS r" if columns else "(SELECT) AS r"
+        return (f"SELECT {_object(pairs)}::text, {' OR '.join(missing) or 'false'} "
+                f"FROM {inner}")
 
     def arguments(self, gfield: GraphQLField, details: FieldDetailsList) -> dict[str, Any]:
         node = details[0].node
@@ -399,7 +406,9 @@ class Compiler:
                 pairs.append((key, _object(info)))
             else:
                 raise NotCompiled(f"{ctype.name}.{name}")
-        return f"(SELECT {_object(pairs)} FROM ({rows}) AS {a})"
+        # HAVING: a grouped query, one row even for an empty page (and when no aggregate
+        # is selected, e.g. only `totalCount`).
+        return f"(SELECT {_object(pairs)} FROM ({rows}) AS {a} HAVING true)"
 
     def edge(self, conn: Connection, alias: str, gtype: GraphQLOutputType,
              details: FieldDetailsList) -> str:
@@ -428,19 +437,17 @@ class Compiler:
 class Plan:
     statement: TextClause
     params: dict[str, Any]
-    required: list[str]  # root keys that may not be null (else the executor serves)
 
-    async def run(self, ec: ExecutionContext) -> dict[str, Any] | None:
-        """The result's data, or None where the executor must serve (a required root
-        object that is not there: it reports the error)."""
+    async def run(self, ec: ExecutionContext) -> orjson.Fragment | None:
+        """The result's `data` as the JSON PostgreSQL wrote (`orjson.Fragment`: the
+        transports write it into the response as it is, as they do a cached result), or
+        None where the executor must serve (a root object that may not be null is
+        missing: it reports the error)."""
         ctx = ec.context_value
         user = ctx.user
         params = {**self.params, "gg_family": user.family_id, "gg_user": user.id}
-        body = await ctx.db.scalar(self.statement, params)
-        data: dict[str, Any] = orjson.loads(body)
-        if any(data.get(key) is None for key in self.required):
-            return None
-        return data
+        ((body, missing),) = await ctx.db.rows(self.statement, params)
+        return None if missing else orjson.Fragment(body)
 
 
 class Plans:
@@ -483,10 +490,10 @@ class Plans:
 def compile_plan(ec: ExecutionContext) -> Plan | None:
     compiler = Compiler(ec)
     try:
-        sql, required = compiler.root()
+        sql = compiler.root()
     except Exception:  # NotCompiled, or an argument that is an error: the executor's
         return None
-    return Plan(text(sql), compiler.params, required)
+    return Plan(text(sql), compiler.params)
 
 
 PLANS = Plans()
