@@ -333,6 +333,37 @@ async def test_a_query_over_the_socket_is_answered_from_the_result_cache(
     await client.ws.close()
 
 
+async def test_socket_queries_are_compiled_and_me_is_the_connections_user(
+        live_server: Server) -> None:
+    """A query over the socket runs as one compiled statement, as over HTTP. `me` on a
+    socket is the user its connection_init authenticated (the executor answers it so),
+    not the row as it is now: a query with `me` is the executor's there."""
+    srv = live_server
+    token, user_id = await srv.signup("compiled-socket@example.com")
+    registry = srv.app.state.giftgraph.metrics.registry
+
+    def runs(outcome: str) -> float:
+        return registry.get_sample_value("giftgraph_compiled_reads_total",  # type: ignore[no-any-return]
+                                         {"outcome": outcome}) or 0.0
+
+    client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    await srv.gql("mutation($id: ID!) { updateUser(id: $id, input: {displayName: \"Renamed\"})"
+                  " { id } }", {"id": user_id}, token)
+    compiled, executor = runs("compiled"), runs("executor")
+    op = await client.subscribe("{ users { edges { node { displayName } } } }")
+    assert (await client.receive()) == {"id": op, "type": "next", "payload": {"data": {
+        "users": {"edges": [{"node": {"displayName": "Renamed"}}]}}}}
+    assert (await client.receive()) == {"id": op, "type": "complete"}
+    assert runs("compiled") == compiled + 1
+    op = await client.subscribe("{ me { displayName } users { totalCount } }")
+    assert (await client.receive()) == {"id": op, "type": "next", "payload": {"data": {
+        "me": {"displayName": "compi"}, "users": {"totalCount": 1}}}}
+    assert (await client.receive()) == {"id": op, "type": "complete"}
+    assert runs("executor") == executor + 1
+    assert runs("compiled") == compiled + 1
+    await client.ws.close()
+
+
 async def test_closing_a_socket_releases_everything(live_server: Server) -> None:
     srv = live_server
     token, _ = await srv.signup("leak@example.com")

@@ -51,6 +51,7 @@ from graphql import (
 from graphql.execution.collect_fields import FieldDetailsList, collect_fields
 from graphql.execution.values import get_argument_values
 from sqlalchemy import TextClause, text
+from starlette.websockets import WebSocket
 
 from giftgraph.db import queries as q
 from giftgraph.db.pagination import Order, PageArgs
@@ -140,6 +141,12 @@ ROOT_OBJECTS: dict[str, tuple[str, str]] = {"me": ("User", "id = :gg_user"),
 
 MAX_KEYS = 50  # json_build_object takes at most 100 arguments
 MAX_KEY_CHARS = 16 * 1024  # plans are kept for documents and variables up to this size
+# A longer statement is not compiled. Statements are prepared (SQLAlchemy keeps 100 per
+# connection) and PostgreSQL holds each in ~80 bytes of memory per character of SQL (the
+# benchmark's nested read: 1.3 KB of SQL, 130 KB), while a few kilobytes of document
+# (aliased fragments) can make hundreds of kilobytes of SQL. At this cap a connection's
+# cached statements hold at most ~100 MB, whatever the documents.
+MAX_SQL_CHARS = 12 * 1024
 
 
 class NotCompiled(Exception):
@@ -166,6 +173,14 @@ def _iso(expr: str) -> str:
     return f"replace(to_char({expr} AT TIME ZONE 'UTC', {ISO_FORMAT}), '.000000+', '+')"
 
 
+def _date(expr: str) -> str:
+    """A date as isoformat() writes it. asyncpg stores date.min and date.max as -infinity
+    and infinity (and reads them back as such), where to_char() gives null."""
+    return (f"CASE WHEN isfinite({expr}) THEN to_char({expr}, 'YYYY-MM-DD') "
+            f"WHEN {expr} < 'epoch' THEN '0001-01-01' WHEN {expr} > 'epoch' THEN '9999-12-31' "
+            f"END")
+
+
 def _scalar(kind: str, expr: str, type_name: str) -> str:
     if kind == ID:
         return _base64url(f"{lit(type_name + ':')} || {expr}::text")
@@ -174,7 +189,7 @@ def _scalar(kind: str, expr: str, type_name: str) -> str:
     if kind == TIMESTAMP:
         return _iso(expr)
     if kind == DATE:
-        return f"to_char({expr}, 'YYYY-MM-DD')"
+        return _date(expr)
     if kind == ARRAY:
         return f"coalesce(array_to_json({expr}), '[]'::json)"
     return expr
@@ -188,7 +203,7 @@ def _cursor(order: Order, alias: str) -> str:
         if python_type is datetime:
             parts.append(f"'\"' || {_iso(column)} || '\"'")
         elif python_type is date:
-            parts.append(f"'\"' || to_char({column}, 'YYYY-MM-DD') || '\"'")
+            parts.append(f"'\"' || {_date(column)} || '\"'")
         elif python_type is int:
             parts.append(f"{column}::text")
         elif python_type is str:
@@ -266,6 +281,11 @@ class Compiler:
                 args = self.arguments(gfield, details)
                 expr = self.connection(ROOT_CONNECTIONS[name], None, args, gfield.type, details)
             elif name in ROOT_OBJECTS:
+                if name == "me" and isinstance(getattr(ec.context_value, "request", None),
+                                               WebSocket):
+                    # A socket's `me` is the user its connection_init authenticated, as the
+                    # executor answers it, not the row as it is now.
+                    raise NotCompiled("me on a socket")
                 type_name, condition = ROOT_OBJECTS[name]
                 table, a = TABLES[type_name], self.alias()
                 fields = self.fields(type_name, a, _object_type(gfield.type), details)
@@ -492,6 +512,8 @@ def compile_plan(ec: ExecutionContext) -> Plan | None:
     try:
         sql = compiler.root()
     except Exception:  # NotCompiled, or an argument that is an error: the executor's
+        return None
+    if len(sql) > MAX_SQL_CHARS:
         return None
     return Plan(text(sql), compiler.params)
 

@@ -1,5 +1,9 @@
-"""Execution with a lean executor for queries, a fast path for plain scalar fields, and lean
-resolvers.
+"""Execution: compiled reads, a lean executor for queries, a fast path for plain scalar
+fields, and lean resolvers.
+
+A query the SQL compiler translates (schema/compiled.py) runs as one statement that
+returns the response's JSON; everything below is for the queries it does not translate
+(and for a compiled statement that failed).
 
 Most fields of a read are scalars read straight off an object (`name`, `status`,
 `price`...). Strawberry already gives them a bare `getattr` resolver, but graphql-core still
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
@@ -63,6 +68,7 @@ from giftgraph.schema.compiled import PLANS, Plan
 if TYPE_CHECKING:
     import strawberry
 
+log = logging.getLogger("giftgraph.execution")
 DEFINITION = "strawberry-definition"
 _MISSING = object()
 
@@ -154,6 +160,9 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
         try:
             data = await plan.run(self)
         except Exception:
+            # Logged, never sent: the executor's answer is the client's.
+            log.warning("compiled read failed, the executor serves it (traceId=%s)",
+                        getattr(self.context_value, "trace_id", None), exc_info=True)
             data = None
         if data is not None:
             self.count_compiled("compiled")
