@@ -87,11 +87,13 @@ async def _family(c: GQL, database_url: str, tag: str) -> dict[str, Any]:
                     " { id } }", {"l": lists[n % 2], "i": {"gift": gifts[n % 3], "quantity": n + 1,
                                                            "notes": odd if n % 2 else None}})
         items.append(r.data["addListItem"]["id"])
-    for n, status in enumerate(("SELECTED", "PURCHASED", "RECEIVED")):
-        await c("mutation($i: ID!, $s: ItemStatus!) { setListItemStatus(id: $i, status: $s)"
-                " { id } }", {"i": items[n], "s": status})
-    await c("mutation($i: ID!, $u: ID) { assignListItem(id: $i, userId: $u) { id } }",
-            {"i": items[1], "u": me})
+    steps = ("SELECTED", "PURCHASED", "RECEIVED")
+    for n, last in ((0, 1), (1, 2), (2, 3), (6, 2), (3, 3)):  # one step at a time
+        for status in steps[:last]:
+            assert (await c("mutation($i: ID!, $s: ItemStatus!) { setListItemStatus(id: $i,"
+                            " status: $s) { id } }", {"i": items[n], "s": status})).data
+    assert (await c("mutation($i: ID!, $u: ID) { assignListItem(id: $i, userId: $u) { id } }",
+                    {"i": items[1], "u": me})).data
     # Timestamps on a whole second and on a whole millisecond: isoformat() writes no
     # fraction for the first and all six digits for the second.
     conn = await asyncpg.connect(_dsn(database_url))
@@ -135,6 +137,13 @@ EVERYTHING = [f"{{ {name} {{ {_selection(type_name, 2)} }} }}"
     + [f"{{ {name}(first: 100) {{ {_connection(conn.node, 2)} }} }}"
        for name, conn in ROOT_CONNECTIONS.items()]
 
+DASHBOARD = """{ dashboard { __typename budget spent
+  pipeline { __typename idea selected purchased received }
+  people { __typename spent person { id name } pipeline { idea selected purchased received } }
+  nextOccasions { """ + _selection("Occasion", 1) + """ }
+  recentIdeas { """ + _selection("ListItem", 1) + """ }
+  activity { """ + _selection("Event", 1) + """ } } }"""
+
 NESTED = """{ lists(first: 20) { edges { node { name person { name } items(first: 20) {
   edges { node { status gift { name price store } assignee { displayName } } } } } } } }"""
 
@@ -177,8 +186,10 @@ def test_the_tables_match_the_schema() -> None:
     # extensions or permissions) and a relation or connection stays a plain resolver.
     for type_name, table in TABLES.items():
         gtype = schema.type_map[type_name]
-        for name, (column, _) in table.scalars.items():
-            assert attribute_of(gtype.fields[name]) == column, (type_name, name)
+        for name, (column, kind) in table.scalars.items():
+            attribute = attribute_of(gtype.fields[name])
+            assert attribute is not None, (type_name, name)
+            assert kind == compiled.ID or attribute == column, (type_name, name)
         for name in [*table.relations, *table.connections]:
             definition = gtype.fields[name].extensions[DEFINITION]
             assert not definition.permission_classes, (type_name, name)
@@ -205,6 +216,35 @@ async def test_every_compiled_field_reads_as_the_executor_does(
     assert plan_items["totalCount"] == 4
     assert len(plan_items["edges"]) == 3
     assert plan_items["pageInfo"]["hasNextPage"] is True
+
+
+async def test_the_dashboard_reads_as_the_executor_does(
+    app: Any, alice: Account, executor: GQL, database_url: str
+) -> None:
+    before = outcomes(app)
+    empty = (await same(alice.client, executor, DASHBOARD))["data"]["dashboard"]
+    assert outcomes(app).get("compiled", 0) == before.get("compiled", 0) + 1
+    assert empty["spent"] == "0.00"
+    assert empty["budget"] is None
+    assert empty["people"] == []
+    await _family(alice.client, database_url, "A")
+    before = outcomes(app)
+    data = (await same(alice.client, executor, DASHBOARD))["data"]["dashboard"]
+    assert outcomes(app).get("compiled", 0) == before.get("compiled", 0) + 1
+    assert outcomes(app).get("fallback", 0) == 0
+    assert [p["person"]["name"] for p in data["people"]] == ["A Ann", "A Bob", "A \u00c5sa"]
+    assert data["budget"] == "150.50"
+    assert data["spent"] == "139.30"  # 7 x 19.90, received, on the list for the party
+    assert data["pipeline"] == {"__typename": "Pipeline", "idea": 2, "selected": 1,
+                                "purchased": 2, "received": 2}
+    assert [o["date"] for o in data["nextOccasions"]] == ["2030-05-01", "2030-05-01",
+                                                          "9999-12-31"]
+    assert len(data["recentIdeas"]) == 2
+    assert len(data["activity"]) == 20
+    # An event's `node` is the executor's (a snapshot of the row, as it was).
+    await same(alice.client, executor,
+               "{ dashboard { spent activity { kind node { id ... on ListItem { status } } } } }")
+    assert outcomes(app).get("executor", 0) == before.get("executor", 0) + 1
 
 
 async def test_pages_filters_aliases_fragments_and_directives(
@@ -290,7 +330,7 @@ async def test_errors_and_untranslated_fields_are_the_executors(
     for query in ("{ lists { edges { node { name person { giftHistory { totalCount } } } } } }",
                   "{ lists { edges { node { occasion { summary { spent } } } } } }",
                   '{ persons(search: "ann") { edges { node { name } } } }',
-                  "{ dashboard { spent } lists { totalCount } }",
+                  "{ events { totalCount } lists { totalCount } }",
                   "{ __schema { queryType { name } } }"):
         await same(alice.client, executor, query)
     after = outcomes(app)

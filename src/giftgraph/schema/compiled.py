@@ -6,17 +6,18 @@ of them costs more than the data: the DataLoaders, the objects built from rows, 
 executor's per-field work and the serialization. Here, as PostGraphile and Hasura do, the
 operation becomes one statement in which PostgreSQL builds the JSON (`json_build_object`
 for an object, `json_agg` for a page of a connection, a correlated subquery for a
-relation), and the server only parses that JSON into the result.
+relation), and the server writes that JSON into the response as it is.
 
 Only what the tables below describe compiles: the Relay connections over the family's
 users, persons, occasions, gift lists and gifts, a list's items, the relations between
-them, their plain fields, `me` and `family`. Anything else in the operation (another root
-field, an argument this file does not translate, a field with its own resolver, a cursor
-that does not decode, page arguments that are an error) leaves the whole operation to the
-executor (schema/execution.py), which produces exactly what it always has, errors
-included. The compiled statement reads what the resolvers read, scoped the same way: every
-table is read with `family_id` = the caller's family, so a relation or a page can never
-reach another family's rows.
+them, their plain fields, `me`, `family` and the `dashboard` (its lists, counts and sums as
+resolvers/queries.py computes them; an event's `node`, a snapshot, is not compiled).
+Anything else in the operation (another root field, an argument this file does not
+translate, a field with its own resolver, a cursor that does not decode, page arguments
+that are an error) leaves the whole operation to the executor (schema/execution.py),
+which produces exactly what it always has, errors included. The compiled statement reads
+what the resolvers read, scoped the same way: every table is read with `family_id` = the
+caller's family, so a relation or a page can never reach another family's rows.
 
 Values are written as the GraphQL layer serializes them (checked field by field against
 the executor in tests/integration/test_compiled_reads.py): global IDs are
@@ -36,7 +37,7 @@ import enum
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -54,14 +55,19 @@ from sqlalchemy import TextClause, text
 from starlette.websockets import WebSocket
 
 from giftgraph.db import queries as q
+from giftgraph.db.models import ItemStatus
 from giftgraph.db.pagination import Order, PageArgs
+from giftgraph.events import FAMILY_TOPIC
+from giftgraph.resolvers import queries as q_dashboard
 
 if TYPE_CHECKING:
     from giftgraph.schema.execution import ExecutionContext
 
 # How a column becomes its JSON value (see `_scalar`).
-ID, PLAIN, ENUM, MONEY, TIMESTAMP, DATE, ARRAY = (
-    "id", "plain", "enum", "money", "timestamp", "date", "array")  # plain: JSON as it is
+ID, PLAIN, ENUM, MONEY, TIMESTAMP, DATE, ARRAY, TEXT, ENTITY_ID = (
+    "id", "plain", "enum", "money", "timestamp", "date", "array", "text", "entity_id")
+# plain: JSON as it is; text: the column's text (an Event's seq); entity_id: the global ID
+# of the row an event is about (its type is the event's `entity_type`)
 
 Scalars = dict[str, tuple[str, str]]  # GraphQL field -> (column, kind)
 _COMMON: Scalars = {"id": ("id", ID), "createdAt": ("created_at", TIMESTAMP),
@@ -119,6 +125,12 @@ TABLES: dict[str, Table] = {
                                  "occasion": ("Occasion", "occasion_id"),
                                  "owner": ("User", "owner_id")},
                       connections={"items": ITEMS}),
+    "Event": Table("events", {"id": ("seq", ID), "seq": ("seq", TEXT),
+                              "topic": ("topic", PLAIN), "kind": ("kind", ENUM),
+                              "entityType": ("entity_type", PLAIN),
+                              "entityId": ("entity_id", ENTITY_ID),
+                              "at": ("at", TIMESTAMP)},
+                   relations={"actor": ("User", "actor_id")}),
     "ListItem": Table("list_items", {**_COMMON, "status": ("status", ENUM),
                                      "quantity": ("quantity", PLAIN), "notes": ("notes", PLAIN)},
                       relations={"list": ("GiftList", "list_id"), "gift": ("Gift", "gift_id"),
@@ -184,8 +196,11 @@ def _date(expr: str) -> str:
 def _scalar(kind: str, expr: str, type_name: str) -> str:
     if kind == ID:
         return _base64url(f"{lit(type_name + ':')} || {expr}::text")
-    if kind in (ENUM, MONEY):
+    if kind in (ENUM, MONEY, TEXT):
         return f"{expr}::text"
+    if kind == ENTITY_ID:
+        table = expr.rpartition(".")[0]
+        return _base64url(f"{table}.entity_type || {lit(':')} || {expr}::text")
     if kind == TIMESTAMP:
         return _iso(expr)
     if kind == DATE:
@@ -234,6 +249,21 @@ def _object_type(gtype: GraphQLOutputType) -> GraphQLObjectType:
 
 def _value(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
+
+
+# The dashboard's lists: (type, condition, order, limit), as resolvers/queries.py
+_DASHBOARD_LISTS: dict[str, tuple[str, str, str, int]] = {
+    "nextOccasions": ("Occasion", "{a}.date >= :gg_today", "{a}.date, {a}.id",
+                      q_dashboard.NEXT_OCCASIONS),
+    "recentIdeas": ("ListItem", "{a}.status = 'IDEA'", "{a}.created_at DESC, {a}.id DESC",
+                    q_dashboard.RECENT_IDEAS),
+    "activity": ("Event", f"{{a}}.topic = {lit(FAMILY_TOPIC)}", "{a}.seq DESC",
+                 q_dashboard.RECENT_ACTIVITY),
+}
+_STATUSES = {s.value.lower(): s.value for s in ItemStatus}  # Pipeline field -> status
+# Money spent on the rows of list items `i` and gifts `g`: as queries.spent_expr()
+_SPENT = ("coalesce(sum(CASE WHEN i.status IN ('PURCHASED', 'RECEIVED') "
+          "THEN coalesce(g.price, 0) * i.quantity ELSE 0 END), 0)")
 
 
 class Compiler:
@@ -293,6 +323,8 @@ class Compiler:
                         f"WHERE {a}.{condition} AND {a}.{table.family} = :gg_family)")
                 if isinstance(gfield.type, GraphQLNonNull):
                     missing.append(f"r.c{len(columns)} IS NULL")
+            elif name == "dashboard":
+                expr = self.dashboard(_object_type(gfield.type), details)
             else:
                 raise NotCompiled(name)
             pairs.append((key, f"r.c{len(columns)}"))
@@ -302,6 +334,98 @@ class Compiler:
         inner = f"(SELECT {', '.join(columns)} OFFSET 0) AS r" if columns else "(SELECT) AS r"
         return (f"SELECT {_object(pairs)}::text, {' OR '.join(missing) or 'false'} "
                 f"FROM {inner}")
+
+    def dashboard(self, dtype: GraphQLObjectType, details: FieldDetailsList) -> str:
+        """`Query.dashboard`, as resolvers/queries.py computes each part (`:gg_today`: the
+        UTC date when the statement runs)."""
+        grouped, defers, _ = self.ec.collect_subfields(dtype, details)
+        if defers:
+            raise NotCompiled("@defer")
+        pairs = []
+        for key, sub in grouped.items():
+            name = sub[0].node.name.value
+            if name == "__typename":
+                expr = lit(dtype.name)
+            elif name in _DASHBOARD_LISTS:
+                type_name, where, order, limit = _DASHBOARD_LISTS[name]
+                table, a = TABLES[type_name], self.alias()
+                ftype = dtype.fields[name].type
+                item = _object_type(ftype.of_type.of_type)  # [X!]!
+                fields = self.fields(type_name, a, item, sub)
+                order_by = order.format(a=a)
+                expr = (f"coalesce((SELECT json_agg({fields} ORDER BY {order_by}) FROM "
+                        f"(SELECT * FROM {table.name} {a} WHERE {a}.family_id = :gg_family "
+                        f"AND {where.format(a=a)} ORDER BY {order_by} LIMIT {limit}) {a}), "
+                        f"'[]'::json)")
+            elif name == "pipeline":
+                a = self.alias()
+                counts = self.pipeline(
+                    _object_type(dtype.fields[name].type), sub,
+                    lambda status, a=a: f"count(*) FILTER (WHERE {a}.status = {lit(status)})")
+                expr = f"(SELECT {counts} FROM list_items {a} WHERE {a}.family_id = :gg_family)"
+            elif name == "people":
+                expr = self.people(_object_type(dtype.fields[name].type.of_type.of_type), sub)
+            elif name == "budget":
+                expr = ("(SELECT sum(o.budget)::text FROM occasions o "
+                        "WHERE o.family_id = :gg_family AND o.date >= :gg_today)")
+            elif name == "spent":
+                expr = (f"(SELECT round({_SPENT}, 2)::text FROM list_items i "
+                        "JOIN gift_lists gl ON gl.id = i.list_id "
+                        "JOIN occasions o ON o.id = gl.occasion_id "
+                        "JOIN gifts g ON g.id = i.gift_id "
+                        "WHERE i.family_id = :gg_family AND o.date >= :gg_today)")
+            else:
+                raise NotCompiled(f"Dashboard.{name}")
+            pairs.append((key, expr))
+        return _object(pairs)
+
+    def pipeline(self, ptype: GraphQLObjectType, details: FieldDetailsList,
+                 count: Any) -> str:
+        """A Pipeline object; `count(status)` is the SQL of the count of that status."""
+        grouped, defers, _ = self.ec.collect_subfields(ptype, details)
+        if defers:
+            raise NotCompiled("@defer")
+        pairs = []
+        for key, sub in grouped.items():
+            name = sub[0].node.name.value
+            if name == "__typename":
+                pairs.append((key, lit(ptype.name)))
+            elif name in _STATUSES:
+                pairs.append((key, count(_STATUSES[name])))
+            else:
+                raise NotCompiled(f"Pipeline.{name}")
+        return _object(pairs)
+
+    def people(self, ptype: GraphQLObjectType, details: FieldDetailsList) -> str:
+        """Every person with their items by status and money spent, by name: each
+        person's counts and money in a grouped query, then its object."""
+        grouped, defers, _ = self.ec.collect_subfields(ptype, details)
+        if defers:
+            raise NotCompiled("@defer")
+        p = self.alias()
+        pairs = []
+        for key, sub in grouped.items():
+            name = sub[0].node.name.value
+            if name == "__typename":
+                pairs.append((key, lit(ptype.name)))
+            elif name == "person":
+                pairs.append((key, self.relation("Person", p, "id",
+                                                 _object_type(ptype.fields[name].type), sub)))
+            elif name == "pipeline":
+                pairs.append((key, self.pipeline(_object_type(ptype.fields[name].type), sub,
+                                                 lambda status: f"{p}.gg_{status.lower()}")))
+            elif name == "spent":
+                pairs.append((key, f"{p}.gg_spent::text"))
+            else:
+                raise NotCompiled(f"PersonProgress.{name}")
+        counts = ", ".join(f"count(i.id) FILTER (WHERE i.status = {lit(status)}) "
+                           f"AS gg_{status.lower()}" for status in _STATUSES.values())
+        return (f"coalesce((SELECT json_agg({_object(pairs)} ORDER BY {p}.name, {p}.id) FROM "
+                f"(SELECT {p}.id, {p}.name, {counts}, 0.00 + {_SPENT} AS gg_spent "
+                f"FROM persons {p} LEFT JOIN gift_lists gl ON gl.person_id = {p}.id "
+                "LEFT JOIN list_items i ON i.list_id = gl.id "
+                "LEFT JOIN gifts g ON g.id = i.gift_id "
+                f"WHERE {p}.family_id = :gg_family GROUP BY {p}.id) {p}), '[]'::json)")
 
     def arguments(self, gfield: GraphQLField, details: FieldDetailsList) -> dict[str, Any]:
         node = details[0].node
@@ -465,7 +589,8 @@ class Plan:
         missing: it reports the error)."""
         ctx = ec.context_value
         user = ctx.user
-        params = {**self.params, "gg_family": user.family_id, "gg_user": user.id}
+        params = {**self.params, "gg_family": user.family_id, "gg_user": user.id,
+                  "gg_today": datetime.now(UTC).date()}
         ((body, missing),) = await ctx.db.rows(self.statement, params)
         return None if missing else orjson.Fragment(body)
 
