@@ -362,7 +362,9 @@ class Compiler:
                 counts = self.pipeline(
                     _object_type(dtype.fields[name].type), sub,
                     lambda status, a=a: f"count(*) FILTER (WHERE {a}.status = {lit(status)})")
-                expr = f"(SELECT {counts} FROM list_items {a} WHERE {a}.family_id = :gg_family)"
+                # HAVING: one row even when no count is selected (only `__typename`)
+                expr = (f"(SELECT {counts} FROM list_items {a} "
+                        f"WHERE {a}.family_id = :gg_family HAVING true)")
             elif name == "people":
                 expr = self.people(_object_type(dtype.fields[name].type.of_type.of_type), sub)
             elif name == "budget":
