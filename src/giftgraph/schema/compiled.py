@@ -9,7 +9,7 @@ for an object, `json_agg` for a page of a connection, a correlated subquery for 
 relation), and the server writes that JSON into the response as it is.
 
 Only what the tables below describe compiles: the Relay connections over the family's
-users, persons, occasions, gift lists and gifts, a list's items, the relations between
+users, persons, occasions, gift lists, gifts and events, a list's items, the relations between
 them, their plain fields, `me`, `family` and the `dashboard` (its lists, counts and sums as
 resolvers/queries.py computes them; an event's `node`, a snapshot, is not compiled).
 Anything else in the operation (another root field, an argument this file does not
@@ -87,6 +87,8 @@ class Connection:
     filters: dict[str, tuple[str, str]] = field(default_factory=dict)
     # arguments the statement does not translate: given (not null), the executor serves
     unsupported: frozenset[str] = frozenset()
+    # filters that apply with this value when their argument is null or empty
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,9 @@ ROOT_CONNECTIONS: dict[str, Connection] = {
     "lists": Connection("gift_lists", "GiftList", q.LISTS, filters={"kind": ("kind", "=")},
                         unsupported=frozenset({"personId", "occasionId"})),
     "gifts": Connection("gifts", "Gift", q.GIFTS, unsupported=frozenset({"search"})),
+    # the activity log: one topic's events, newest first (`family` by default)
+    "events": Connection("events", "Event", q.EVENTS, filters={"topic": ("topic", "=")},
+                         defaults={"topic": FAMILY_TOPIC}),
 }
 # Root objects: (type, the condition that picks the row)
 ROOT_OBJECTS: dict[str, tuple[str, str]] = {"me": ("User", "id = :gg_user"),
@@ -492,6 +497,8 @@ class Compiler:
             where.append(f"{a}.{conn.parent} = {parent}.id")
         for name, (column, operator) in conn.filters.items():
             value = args.get(name)
+            if name in conn.defaults and not value:
+                value = conn.defaults[name]
             if value is not None:
                 where.append(f"{a}.{column} {operator} {self.param(_value(value))}")
         counted = list(where)
