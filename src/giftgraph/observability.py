@@ -74,7 +74,8 @@ class Metrics:
             "giftgraph_compiled_reads",
             "Read queries executed: as one compiled statement (compiled), field by field "
             "because they do not compile (executor), or field by field after the compiled "
-            "statement failed (fallback)", ["outcome"], registry=r)
+            "statement failed or found a required root object missing (fallback)",
+            ["outcome"], registry=r)
         self.sockets_active = Gauge("giftgraph_websockets_active", "Open WebSockets",
                                     registry=r)
         self.sockets_peak = Gauge("giftgraph_websockets_peak", "Most WebSockets open at once",

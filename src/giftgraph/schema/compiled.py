@@ -36,6 +36,7 @@ from __future__ import annotations
 import enum
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -340,94 +341,89 @@ class Compiler:
         return (f"SELECT {_object(pairs)}::text, {' OR '.join(missing) or 'false'} "
                 f"FROM {inner}")
 
-    def dashboard(self, dtype: GraphQLObjectType, details: FieldDetailsList) -> str:
-        """`Query.dashboard`, as resolvers/queries.py computes each part (`:gg_today`: the
-        UTC date when the statement runs)."""
-        grouped, defers, _ = self.ec.collect_subfields(dtype, details)
+    def object(self, otype: GraphQLObjectType, details: FieldDetailsList,
+               part: Callable[[str, FieldDetailsList], str]) -> str:
+        """The JSON object of the fields selected on `otype`: `__typename` is the type's
+        name, any other field's SQL is `part(name, its details)`, which raises NotCompiled
+        for a field it does not translate."""
+        grouped, defers, _ = self.ec.collect_subfields(otype, details)
         if defers:
             raise NotCompiled("@defer")
         pairs = []
         for key, sub in grouped.items():
             name = sub[0].node.name.value
-            if name == "__typename":
-                expr = lit(dtype.name)
-            elif name in _DASHBOARD_LISTS:
+            pairs.append((key, lit(otype.name) if name == "__typename" else part(name, sub)))
+        return _object(pairs)
+
+    def dashboard(self, dtype: GraphQLObjectType, details: FieldDetailsList) -> str:
+        """`Query.dashboard`, as resolvers/queries.py computes each part (`:gg_today`: the
+        UTC date when the statement runs)."""
+
+        def part(name: str, sub: FieldDetailsList) -> str:
+            if name in _DASHBOARD_LISTS:
                 type_name, where, order, limit = _DASHBOARD_LISTS[name]
                 table, a = TABLES[type_name], self.alias()
-                ftype = dtype.fields[name].type
-                item = _object_type(ftype.of_type.of_type)  # [X!]!
+                item = _object_type(dtype.fields[name].type.of_type.of_type)  # [X!]!
                 fields = self.fields(type_name, a, item, sub)
                 order_by = order.format(a=a)
-                expr = (f"coalesce((SELECT json_agg({fields} ORDER BY {order_by}) FROM "
+                return (f"coalesce((SELECT json_agg({fields} ORDER BY {order_by}) FROM "
                         f"(SELECT * FROM {table.name} {a} WHERE {a}.family_id = :gg_family "
                         f"AND {where.format(a=a)} ORDER BY {order_by} LIMIT {limit}) {a}), "
                         f"'[]'::json)")
-            elif name == "pipeline":
+            if name == "pipeline":
                 a = self.alias()
                 counts = self.pipeline(
                     _object_type(dtype.fields[name].type), sub,
-                    lambda status, a=a: f"count(*) FILTER (WHERE {a}.status = {lit(status)})")
+                    lambda status: f"count(*) FILTER (WHERE {a}.status = {lit(status)})")
                 # HAVING: one row even when no count is selected (only `__typename`)
-                expr = (f"(SELECT {counts} FROM list_items {a} "
+                return (f"(SELECT {counts} FROM list_items {a} "
                         f"WHERE {a}.family_id = :gg_family HAVING true)")
-            elif name == "people":
-                expr = self.people(_object_type(dtype.fields[name].type.of_type.of_type), sub)
-            elif name == "budget":
-                expr = ("(SELECT sum(o.budget)::text FROM occasions o "
+            if name == "people":
+                return self.people(_object_type(dtype.fields[name].type.of_type.of_type), sub)
+            if name == "budget":
+                return ("(SELECT sum(o.budget)::text FROM occasions o "
                         "WHERE o.family_id = :gg_family AND o.date >= :gg_today)")
-            elif name == "spent":
-                expr = (f"(SELECT round({_SPENT}, 2)::text FROM list_items i "
+            if name == "spent":
+                return (f"(SELECT round({_SPENT}, 2)::text FROM list_items i "
                         "JOIN gift_lists gl ON gl.id = i.list_id "
                         "JOIN occasions o ON o.id = gl.occasion_id "
                         "JOIN gifts g ON g.id = i.gift_id "
                         "WHERE i.family_id = :gg_family AND o.date >= :gg_today)")
-            else:
-                raise NotCompiled(f"Dashboard.{name}")
-            pairs.append((key, expr))
-        return _object(pairs)
+            raise NotCompiled(f"Dashboard.{name}")
+
+        return self.object(dtype, details, part)
 
     def pipeline(self, ptype: GraphQLObjectType, details: FieldDetailsList,
-                 count: Any) -> str:
+                 count: Callable[[str], str]) -> str:
         """A Pipeline object; `count(status)` is the SQL of the count of that status."""
-        grouped, defers, _ = self.ec.collect_subfields(ptype, details)
-        if defers:
-            raise NotCompiled("@defer")
-        pairs = []
-        for key, sub in grouped.items():
-            name = sub[0].node.name.value
-            if name == "__typename":
-                pairs.append((key, lit(ptype.name)))
-            elif name in _STATUSES:
-                pairs.append((key, count(_STATUSES[name])))
-            else:
+
+        def part(name: str, _: FieldDetailsList) -> str:
+            if name not in _STATUSES:
                 raise NotCompiled(f"Pipeline.{name}")
-        return _object(pairs)
+            return count(_STATUSES[name])
+
+        return self.object(ptype, details, part)
 
     def people(self, ptype: GraphQLObjectType, details: FieldDetailsList) -> str:
         """Every person with their items by status and money spent, by name: each
         person's counts and money in a grouped query, then its object."""
-        grouped, defers, _ = self.ec.collect_subfields(ptype, details)
-        if defers:
-            raise NotCompiled("@defer")
         p = self.alias()
-        pairs = []
-        for key, sub in grouped.items():
-            name = sub[0].node.name.value
-            if name == "__typename":
-                pairs.append((key, lit(ptype.name)))
-            elif name == "person":
-                pairs.append((key, self.relation("Person", p, "id",
-                                                 _object_type(ptype.fields[name].type), sub)))
-            elif name == "pipeline":
-                pairs.append((key, self.pipeline(_object_type(ptype.fields[name].type), sub,
-                                                 lambda status: f"{p}.gg_{status.lower()}")))
-            elif name == "spent":
-                pairs.append((key, f"{p}.gg_spent::text"))
-            else:
-                raise NotCompiled(f"PersonProgress.{name}")
+
+        def part(name: str, sub: FieldDetailsList) -> str:
+            if name == "person":
+                return self.relation("Person", p, "id", _object_type(ptype.fields[name].type),
+                                     sub)
+            if name == "pipeline":
+                return self.pipeline(_object_type(ptype.fields[name].type), sub,
+                                     lambda status: f"{p}.gg_{status.lower()}")
+            if name == "spent":
+                return f"{p}.gg_spent::text"
+            raise NotCompiled(f"PersonProgress.{name}")
+
+        progress = self.object(ptype, details, part)
         counts = ", ".join(f"count(i.id) FILTER (WHERE i.status = {lit(status)}) "
                            f"AS gg_{status.lower()}" for status in _STATUSES.values())
-        return (f"coalesce((SELECT json_agg({_object(pairs)} ORDER BY {p}.name, {p}.id) FROM "
+        return (f"coalesce((SELECT json_agg({progress} ORDER BY {p}.name, {p}.id) FROM "
                 f"(SELECT {p}.id, {p}.name, {counts}, 0.00 + {_SPENT} AS gg_spent "
                 f"FROM persons {p} LEFT JOIN gift_lists gl ON gl.person_id = {p}.id "
                 "LEFT JOIN list_items i ON i.list_id = gl.id "
@@ -448,29 +444,22 @@ class Compiler:
         if rtype.name != type_name:
             raise NotCompiled(rtype.name)
         table = TABLES[type_name]
-        grouped, defers, _ = self.ec.collect_subfields(rtype, details)
-        if defers:
-            raise NotCompiled("@defer")
-        pairs = []
-        for key, sub in grouped.items():
-            name = sub[0].node.name.value
-            if name == "__typename":
-                pairs.append((key, lit(type_name)))
-            elif name in table.scalars:
+
+        def part(name: str, sub: FieldDetailsList) -> str:
+            if name in table.scalars:
                 column, kind = table.scalars[name]
-                pairs.append((key, _scalar(kind, f"{alias}.{column}", type_name)))
-            elif name in table.relations:
+                return _scalar(kind, f"{alias}.{column}", type_name)
+            if name in table.relations:
                 target, column = table.relations[name]
-                pairs.append((key, self.relation(target, alias, column,
-                                                 _object_type(rtype.fields[name].type), sub)))
-            elif name in table.connections:
+                return self.relation(target, alias, column,
+                                     _object_type(rtype.fields[name].type), sub)
+            if name in table.connections:
                 gfield = rtype.fields[name]
-                pairs.append((key, self.connection(table.connections[name], alias,
-                                                   self.arguments(gfield, sub), gfield.type,
-                                                   sub)))
-            else:
-                raise NotCompiled(f"{type_name}.{name}")
-        return _object(pairs)
+                return self.connection(table.connections[name], alias,
+                                       self.arguments(gfield, sub), gfield.type, sub)
+            raise NotCompiled(f"{type_name}.{name}")
+
+        return self.object(rtype, details, part)
 
     def relation(self, type_name: str, parent: str, column: str, rtype: GraphQLObjectType,
                  details: FieldDetailsList) -> str:
@@ -519,71 +508,46 @@ class Compiler:
         reverse_order = f"{a}.gg_rn {'ASC' if page.backward else 'DESC'}"
         more = f"(count(*) > {limit})"
         has_cursor = "true" if cursor is not None else "false"
-
         ctype = _object_type(gtype)
-        grouped, defers, _ = self.ec.collect_subfields(ctype, details)
-        if defers:
-            raise NotCompiled("@defer")
-        pairs = []
-        for key, sub in grouped.items():
-            name = sub[0].node.name.value
-            if name == "__typename":
-                pairs.append((key, lit(ctype.name)))
-            elif name == "totalCount":
-                pairs.append((key, f"(SELECT count(*) FROM {table.name} {a} "
-                                   f"WHERE {' AND '.join(counted)})"))
-            elif name == "edges":
+
+        def page_info(name: str, _: FieldDetailsList) -> str:
+            if name == "hasNextPage":
+                return has_cursor if page.backward else more
+            if name == "hasPreviousPage":
+                return more if page.backward else has_cursor
+            if name in ("startCursor", "endCursor"):
+                by = shown_order if name == "startCursor" else reverse_order
+                return f"(array_agg({_cursor(order, a)} ORDER BY {by}) {shown})[1]"
+            raise NotCompiled(f"PageInfo.{name}")
+
+        def part(name: str, sub: FieldDetailsList) -> str:
+            if name == "totalCount":
+                return f"(SELECT count(*) FROM {table.name} {a} WHERE {' AND '.join(counted)})"
+            if name == "edges":
                 edge = self.edge(conn, a, ctype.fields[name].type, sub)
-                pairs.append((key, f"coalesce(json_agg({edge} ORDER BY {shown_order}) {shown}, "
-                                   f"'[]'::json)"))
-            elif name == "pageInfo":
-                info_type = _object_type(ctype.fields[name].type)
-                info_fields, info_defers, _ = self.ec.collect_subfields(info_type, sub)
-                if info_defers:
-                    raise NotCompiled("@defer")
-                info = []
-                for info_key, info_sub in info_fields.items():
-                    info_name = info_sub[0].node.name.value
-                    if info_name == "__typename":
-                        info.append((info_key, lit(info_type.name)))
-                    elif info_name == "hasNextPage":
-                        info.append((info_key, has_cursor if page.backward else more))
-                    elif info_name == "hasPreviousPage":
-                        info.append((info_key, more if page.backward else has_cursor))
-                    elif info_name in ("startCursor", "endCursor"):
-                        by = shown_order if info_name == "startCursor" else reverse_order
-                        info.append((info_key, f"(array_agg({_cursor(order, a)} ORDER BY {by}) "
-                                               f"{shown})[1]"))
-                    else:
-                        raise NotCompiled(f"PageInfo.{info_name}")
-                pairs.append((key, _object(info)))
-            else:
-                raise NotCompiled(f"{ctype.name}.{name}")
+                return f"coalesce(json_agg({edge} ORDER BY {shown_order}) {shown}, '[]'::json)"
+            if name == "pageInfo":
+                return self.object(_object_type(ctype.fields[name].type), sub, page_info)
+            raise NotCompiled(f"{ctype.name}.{name}")
+
         # HAVING: a grouped query, one row even for an empty page (and when no aggregate
         # is selected, e.g. only `totalCount`).
-        return f"(SELECT {_object(pairs)} FROM ({rows}) AS {a} HAVING true)"
+        return f"(SELECT {self.object(ctype, details, part)} FROM ({rows}) AS {a} HAVING true)"
 
     def edge(self, conn: Connection, alias: str, gtype: GraphQLOutputType,
              details: FieldDetailsList) -> str:
         if not isinstance(gtype, GraphQLNonNull) or not isinstance(gtype.of_type, GraphQLList):
             raise NotCompiled("edges")
         etype = _object_type(gtype.of_type.of_type)
-        grouped, defers, _ = self.ec.collect_subfields(etype, details)
-        if defers:
-            raise NotCompiled("@defer")
-        pairs = []
-        for key, sub in grouped.items():
-            name = sub[0].node.name.value
-            if name == "__typename":
-                pairs.append((key, lit(etype.name)))
-            elif name == "cursor":
-                pairs.append((key, _cursor(conn.order, alias)))
-            elif name == "node":
-                pairs.append((key, self.fields(conn.node, alias,
-                                               _object_type(etype.fields[name].type), sub)))
-            else:
-                raise NotCompiled(f"{etype.name}.{name}")
-        return _object(pairs)
+
+        def part(name: str, sub: FieldDetailsList) -> str:
+            if name == "cursor":
+                return _cursor(conn.order, alias)
+            if name == "node":
+                return self.fields(conn.node, alias, _object_type(etype.fields[name].type), sub)
+            raise NotCompiled(f"{etype.name}.{name}")
+
+        return self.object(etype, details, part)
 
 
 @dataclass(frozen=True)
