@@ -120,6 +120,16 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         DIRECT_SINK.set(sink)  # this task's context
         await super().run_operation(operation)
 
+    async def _send_result_stream(self, operation: Any, result_source: Any) -> None:
+        """Strawberry's, then a parked event subscription (`DirectSink.park`) in the same
+        task: Strawberry's stream has ended by then and its execution state is freed
+        (~10 KB per idle subscription); `complete` follows when the park returns."""
+        await super()._send_result_stream(operation, result_source)
+        sink = DIRECT_SINK.get()
+        if sink is not None and sink.park is not None:
+            park, sink.park = sink.park, None
+            await park()
+
 
 class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI view with our typed context, GraphQL-over-HTTP negotiation,

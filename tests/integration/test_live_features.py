@@ -781,3 +781,72 @@ async def test_events_are_written_pre_framed_and_busy_sockets_fall_back(
     assert wire.Wire.written - before == 3
     for c in clients:
         await c.ws.close()
+
+
+def _alive(kind: type) -> int:
+    import gc
+
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is kind)
+
+
+async def test_idle_event_subscriptions_hold_no_execution_state(live_server: Server) -> None:
+    """An event subscription parks once it has started: its operation's extension hooks
+    and graphql-core context are freed (W3 memory), and it still delivers, counts in the
+    gauge, and completes on request."""
+    from giftgraph.observability import OperationLog
+    from giftgraph.schema.extensions import FormatErrors, RequestScope
+
+    srv = live_server
+    token, _ = await srv.signup("park@example.com")
+    gl, item = await _item(srv, token)
+    query = "subscription($l: ID!) { listEvents(listId: $l) { seq kind } }"
+    before = {k: _alive(k) for k in (RequestScope, FormatErrors, OperationLog)}
+    client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    listening = srv.subscribers() + 5
+    ids = [await client.subscribe(query, {"l": gl}) for _ in range(5)]
+    await srv.listening(listening)
+    await srv.caught_up()
+    # Each subscription's operation ran through every extension; none is held now.
+    assert {k: _alive(k) for k in before} == before
+    await srv.gql('mutation($i: ID!) { setListItemStatus(id: $i, status: SELECTED) { id } }',
+                  {"i": item}, token)
+    got = [await client.receive() for _ in ids]
+    assert sorted(m["id"] for m in got) == sorted(ids)
+    assert all(m["type"] == "next" and m["payload"]["data"]["listEvents"]["kind"] == "STATUS_CHANGED"
+               for m in got)
+    assert srv.app.state.giftgraph.metrics.subscriptions_active._value.get() >= 5
+    await client.ws.send(json.dumps({"id": ids[0], "type": "complete"}))
+    await srv.listening(listening - 1)
+    await client.ws.close()
+    await srv.listening(listening - 5)
+
+
+async def test_event_subscription_error_is_sent_then_completed(live_server: Server) -> None:
+    """A parked subscription that fails (here: a `since` that is no seq) ends as Strawberry
+    ends a failed source stream: one `next` with the formatted error, then `complete`;
+    the socket stays open for the next operation."""
+    srv = live_server
+    token, _ = await srv.signup("park-error@example.com")
+    gl, item = await _item(srv, token)
+    client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    bad = await client.subscribe("subscription($l: ID!) { listEvents(listId: $l, since: \"x\")"
+                                 " { seq } }", {"l": gl})
+    first, second = await client.receive(), await client.receive()
+    assert first["id"] == bad and first["type"] == "next"
+    assert first["payload"]["data"] is None
+    [error] = first["payload"]["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["fields"] == {"since": "must be the seq of an event"}
+    assert error["extensions"]["traceId"]
+    assert "locations" not in error and "path" not in error
+    assert second == {"id": bad, "type": "complete"}
+    listening = srv.subscribers() + 1
+    good = await client.subscribe("subscription($l: ID!) { listEvents(listId: $l) { kind } }",
+                                  {"l": gl})
+    await srv.listening(listening)
+    await srv.gql('mutation($i: ID!) { setListItemStatus(id: $i, status: SELECTED) { id } }',
+                  {"i": item}, token)
+    assert await client.receive() == {"id": good, "type": "next",
+                                      "payload": {"data": {"listEvents": {"kind": "STATUS_CHANGED"}}}}
+    await client.ws.close()

@@ -50,6 +50,10 @@ class DirectSink:
     operation: Any  # strawberry's graphql_transport_ws Operation
     send_text: Callable[[str], Awaitable[None]]
     wire: Wire | None = None
+    # Set by an event subscription's resolver instead of yielding: the rest of the
+    # subscription, run by the socket handler once Strawberry's execution (its extension
+    # hooks, graphql-core's context, the resolver's generators) has ended and been freed.
+    park: Callable[[], Awaitable[None]] | None = None
 
     @property
     def closed(self) -> bool:

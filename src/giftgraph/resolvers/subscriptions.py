@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from collections.abc import AsyncGenerator
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
+import orjson
 import strawberry
+from graphql import GraphQLError
 from starlette.websockets import WebSocketDisconnect
 
-from giftgraph.context import Info
+from giftgraph.context import Context, Info
 from giftgraph.db import models as m
 from giftgraph.errors import BadInput, NotFound
 from giftgraph.events import (
@@ -25,7 +29,8 @@ from giftgraph.events import (
 from giftgraph.ids import decode_id
 from giftgraph.live import Live, event_stream
 from giftgraph.live.hub import Direct
-from giftgraph.live.render import DIRECT_SINK
+from giftgraph.live.render import DIRECT_SINK, DirectSink, Plan
+from giftgraph.observability import Metrics
 from giftgraph.resolvers.queries import Dashboard
 from giftgraph.schema.enums import CommentTarget
 from giftgraph.schema.extensions import format_error
@@ -52,41 +57,69 @@ async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[E
     if sink is not None:
         plan = live.renderer.plan(info, sink.operation.variables, ctx.family_id, format_error,
                                   Event.from_model)
-    async with _active(info):
-        if sink is not None and plan is not None:
-            # The shared path: each event rendered once per selection and written by the
-            # hub itself while this stream is caught up (`direct`), or from here otherwise.
-            prefix, wire = sink.prefix(), sink.wire
+    if sink is not None and plan is not None:
+        # The shared path, parked: this generator ends without a result, and the socket
+        # handler runs the stream once Strawberry's execution is over. An idle subscription
+        # then holds the stream's own state, not the operation's extension hooks,
+        # graphql-core context and generators (~10 of its ~20 KB).
+        sink.park = functools.partial(_serve, ctx, live, topic, since, plan, sink)
+        return
+    with _active(ctx.metrics):
+        async for row in event_stream(ctx, live.hub, live.scopes, topic, since):
+            _delivered(ctx.metrics, row)
+            yield Event.from_model(row)
 
-            def write(row: m.Event, payload: bytes) -> bool:
-                """Now or never (the hub's path, which counts its deliveries): False when
-                the socket can't take it."""
-                return wire is not None and not sink.closed \
-                    and wire.write_text(prefix + payload + b"}")
 
-            def write_many(rows: list[m.Event], payloads: list[bytes]) -> bool:
-                return wire is not None and not sink.closed \
-                    and wire.write_texts([prefix + p + b"}" for p in payloads])
+async def _serve(ctx: Context, live: Live, topic: str, since: str | None, plan: Plan,
+                 sink: DirectSink) -> None:
+    """A parked event subscription: each event rendered once per selection (`plan`) and
+    written by the hub itself while the stream is caught up (`direct`), or from here
+    otherwise. An error ends it with a `next` carrying the error, formatted as Strawberry
+    would have (the socket handler then sends `complete`)."""
+    prefix, wire = sink.prefix(), sink.wire
 
-            # Direct delivery by the hub needs the pre-framed wire (uvicorn, no deflate):
-            # anywhere else every event comes through this task, in order.
-            direct = Direct(plan.render, write, write_many) if wire is not None else None
+    def write(row: m.Event, payload: bytes) -> bool:
+        """Now or never (the hub's path, which counts its deliveries): False when the
+        socket can't take it."""
+        return wire is not None and not sink.closed \
+            and wire.write_text(prefix + payload + b"}")
+
+    def write_many(rows: list[m.Event], payloads: list[bytes]) -> bool:
+        return wire is not None and not sink.closed \
+            and wire.write_texts([prefix + p + b"}" for p in payloads])
+
+    # Direct delivery by the hub needs the pre-framed wire (uvicorn, no deflate):
+    # anywhere else every event comes through this task, in order.
+    direct = Direct(plan.render, write, write_many) if wire is not None else None
+    try:
+        with _active(ctx.metrics):
             async for row in event_stream(ctx, live.hub, live.scopes, topic, since,
                                           scoped=False, direct=direct):
                 payload = await plan.render(row)
                 if sink.closed:
                     continue
                 if not write(row, payload):
-                    try:  # waits while the socket drains
-                        await sink.send_text((prefix + payload + b"}").decode())
-                    except (WebSocketDisconnect, RuntimeError, OSError):
-                        # The socket is gone; the connection's shutdown cancels this task.
-                        await asyncio.get_running_loop().create_future()
-                _delivered(info, row)
-            return
-        async for row in event_stream(ctx, live.hub, live.scopes, topic, since):
-            _delivered(info, row)
-            yield Event.from_model(row)
+                    await _send_or_wait(sink, prefix + payload + b"}")
+                _delivered(ctx.metrics, row)
+    except Exception as exc:  # as Strawberry ends a subscription whose source failed
+        error = format_error(exc if isinstance(exc, GraphQLError)
+                             else GraphQLError(str(exc), original_error=exc), ctx.trace_id)
+        code = (error.extensions or {}).get("code")
+        if ctx.metrics is not None and isinstance(code, str):
+            ctx.metrics.errors.labels(code).inc()
+        if not sink.closed:
+            message = {"id": sink.operation.id, "type": "next",
+                       "payload": {"data": None, "errors": [error.formatted]}}
+            await _send_or_wait(sink, orjson.dumps(message))
+
+
+async def _send_or_wait(sink: DirectSink, message: bytes) -> None:
+    """Send through the ASGI `send` (waits while the socket drains); if the socket is gone,
+    wait for the connection's shutdown to cancel this task."""
+    try:
+        await sink.send_text(message.decode())
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        await asyncio.get_running_loop().create_future()
 
 
 def _idle(info: Info) -> None:
@@ -95,18 +128,14 @@ def _idle(info: Info) -> None:
     info.context.operation.release()
 
 
-def _delivered(info: Info, row: m.Event) -> None:
-    metrics = info.context.metrics
+def _delivered(metrics: Metrics | None, row: m.Event) -> None:
     if metrics is not None:
         metrics.delivered(row.at)
 
 
-@asynccontextmanager
-async def _active(info: Info) -> AsyncIterator[None]:
+def _active(metrics: Metrics | None) -> AbstractContextManager[Any]:
     """Counts the subscription in the active-subscriptions gauge while it runs."""
-    metrics = info.context.metrics
-    with metrics.subscriptions_active.track_inprogress() if metrics else nullcontext():
-        yield
+    return metrics.subscriptions_active.track_inprogress() if metrics else nullcontext()
 
 
 async def _exists(info: Info, gid: str, type_name: str) -> uuid.UUID:
@@ -186,12 +215,13 @@ class Subscription:
         live = _live(info)
         _idle(info)
         await info.context.db.close()
-        async with _active(info), live.dashboards.watch(family_id) as (snapshot, mailbox):
-            while True:
-                async with live.scopes.use(("dashboard", family_id, snapshot.version),
-                                           family_id):
-                    yield snapshot.dashboard  # type: ignore[misc]
-                snapshot = await mailbox.get()
+        with _active(info.context.metrics):
+            async with live.dashboards.watch(family_id) as (snapshot, mailbox):
+                while True:
+                    async with live.scopes.use(("dashboard", family_id, snapshot.version),
+                                               family_id):
+                        yield snapshot.dashboard  # type: ignore[misc]
+                    snapshot = await mailbox.get()
 
     @strawberry.subscription(description="Who is watching a topic right now (join, leave, "
                              "disconnect; across instances).")
@@ -201,11 +231,12 @@ class Subscription:
         live = _live(info)
         _idle(info)
         await info.context.db.close()
-        async with _active(info), live.presence.join(user.family_id, topic, user.id) as viewers:
-            while True:
-                ids = await viewers.get()
-                async with live.scopes.use(("presence", user.family_id, topic, ids),
-                                           user.family_id):
-                    rows = await info.context.loaders.user.load_many(sorted(ids))
-                    yield Presence(topic=topic, viewers=[
-                        User.from_model(r) for r in rows if r is not None])
+        with _active(info.context.metrics):
+            async with live.presence.join(user.family_id, topic, user.id) as viewers:
+                while True:
+                    ids = await viewers.get()
+                    async with live.scopes.use(("presence", user.family_id, topic, ids),
+                                               user.family_id):
+                        rows = await info.context.loaders.user.load_many(sorted(ids))
+                        yield Presence(topic=topic, viewers=[
+                            User.from_model(r) for r in rows if r is not None])
