@@ -48,7 +48,7 @@ from giftgraph.db.session import OperationDb
 from giftgraph.errors import ServiceUnavailable
 from giftgraph.live import Live
 from giftgraph.live.render import DIRECT_SINK, DirectSink
-from giftgraph.live.wire import Wire, WireCapture
+from giftgraph.live.wire import Wire, WireCapture, release_handshake
 from giftgraph.observability import Metrics, configure_logging
 from giftgraph.ratelimit import RateLimits
 from giftgraph.schema.extensions import authenticate
@@ -252,6 +252,7 @@ class GraphQLApp(GraphQL[Context, None]):
                 raise ConnectionRejectionError()
             # Deactivating or deleting the user closes this socket (4403), on any instance.
             live.hub.register_socket(context.user.id, context.request)
+            release_handshake(context.request.scope)
         return UNSET
 
 
@@ -356,7 +357,8 @@ def create_app(settings: Settings) -> Starlette:
             Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         middleware=[
-            Middleware(WireCapture),  # first: it must see uvicorn's own `send`
+            # first: it must see uvicorn's own `send`; GraphQL sockets go straight on
+            Middleware(WireCapture, sockets={"/graphql": graphql}),
             Middleware(HttpMetrics, metrics=state.metrics),
             Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
             Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
