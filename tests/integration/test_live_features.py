@@ -813,8 +813,8 @@ async def test_idle_event_subscriptions_hold_no_execution_state(live_server: Ser
                   {"i": item}, token)
     got = [await client.receive() for _ in ids]
     assert sorted(m["id"] for m in got) == sorted(ids)
-    assert all(m["type"] == "next" and m["payload"]["data"]["listEvents"]["kind"] == "STATUS_CHANGED"
-               for m in got)
+    assert all(m["type"] == "next"
+               and m["payload"]["data"]["listEvents"]["kind"] == "STATUS_CHANGED" for m in got)
     assert srv.app.state.giftgraph.metrics.subscriptions_active._value.get() >= 5
     await client.ws.send(json.dumps({"id": ids[0], "type": "complete"}))
     await srv.listening(listening - 1)
@@ -847,6 +847,36 @@ async def test_event_subscription_error_is_sent_then_completed(live_server: Serv
     await srv.listening(listening)
     await srv.gql('mutation($i: ID!) { setListItemStatus(id: $i, status: SELECTED) { id } }',
                   {"i": item}, token)
-    assert await client.receive() == {"id": good, "type": "next",
-                                      "payload": {"data": {"listEvents": {"kind": "STATUS_CHANGED"}}}}
+    changed = {"data": {"listEvents": {"kind": "STATUS_CHANGED"}}}
+    assert await client.receive() == {"id": good, "type": "next", "payload": changed}
     await client.ws.close()
+
+
+async def test_graphql_socket_keeps_no_handshake_and_other_paths_still_route(
+        live_server: Server) -> None:
+    """A GraphQL socket goes straight to the GraphQL app and, once authenticated, no longer
+    holds uvicorn's handshake request and response; a socket to any other path still goes
+    through the router, which refuses it."""
+    from giftgraph.live.wire import SCOPE_KEY
+
+    srv = live_server
+    token, _ = await srv.signup("handshake@example.com")
+    client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    [ws] = [w for sockets in srv.live.hub.sockets.values() for w in sockets]
+    protocol = ws.scope[SCOPE_KEY]
+    assert protocol.handshake_complete
+    assert protocol.request is None
+    assert protocol.response is None
+    gl, item = await _item(srv, token)
+    listening = srv.subscribers() + 1
+    op = await client.subscribe("subscription($l: ID!) { listEvents(listId: $l) { kind } }",
+                                {"l": gl})
+    await srv.listening(listening)
+    await srv.gql('mutation($i: ID!) { setListItemStatus(id: $i, status: SELECTED) { id } }',
+                  {"i": item}, token)
+    assert (await client.receive())["id"] == op
+    await client.ws.close()
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        await websockets.connect(srv.base.replace("http", "ws") + "/graphql/other",
+                                 subprotocols=[PROTOCOL])  # type: ignore[list-item]
+    assert refused.value.response.status_code == 403
