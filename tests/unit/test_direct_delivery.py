@@ -173,3 +173,45 @@ async def test_waiting_takes_what_is_queued_and_leaves_the_end_marker() -> None:
     assert waiting(source, limit=2) == events[:2]
     assert waiting(source) == events[2:]
     assert queue.get_nowait() is None  # still there for the next get()
+
+
+async def test_listen_cancelled_while_joining_leaves_no_feed_behind() -> None:
+    """A subscription cancelled while its channel's feed is starting (a client that sends
+    `complete` at once; with Redis the start is a network round trip) leaves no feed, no
+    pump task and no broker subscription behind."""
+    import contextlib
+
+    from giftgraph.live.hub import Hub
+
+    hub = Hub("memory://", "postgresql://unused")
+    await hub.connect()
+    try:
+        entered = asyncio.Event()
+
+        async def listener() -> None:
+            async with hub.listen("gg:family:topic"):
+                entered.set()
+                await asyncio.sleep(60)
+
+        task = asyncio.create_task(listener())
+        await asyncio.sleep(0)  # inside the join: the feed exists, its pump not yet ready
+        assert "gg:family:topic" in hub.feeds
+        pump = hub.feeds["gg:family:topic"].task
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert not entered.is_set()
+        await asyncio.sleep(0.05)
+        assert hub.feeds == {}
+        assert pump is not None
+        assert pump.done()
+        # The channel still works for the next subscriber.
+        task = asyncio.create_task(listener())
+        await asyncio.wait_for(entered.wait(), 2)
+        assert len(hub.feeds["gg:family:topic"].subscribers) == 1
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert hub.feeds == {}
+    finally:
+        await hub.disconnect()

@@ -364,7 +364,13 @@ class Hub:
                 feed = self.feeds[name] = Feed()
                 ready = asyncio.Event()
                 feed.task = asyncio.create_task(self._pump(name, feed, ready))
-                await ready.wait()
+                try:
+                    await ready.wait()
+                except BaseException:  # cancelled while the feed starts: undo it
+                    if not feed.subscribers and self.feeds.get(name) is feed:
+                        del self.feeds[name]
+                        feed.task.cancel()
+                    raise
             feed.subscribers.add(sub)
         return feed
 
