@@ -215,3 +215,41 @@ async def test_listen_cancelled_while_joining_leaves_no_feed_behind() -> None:
         assert hub.feeds == {}
     finally:
         await hub.disconnect()
+
+
+async def test_dashboard_and_presence_cancelled_while_starting_leave_nothing_behind() -> None:
+    """The same for a family's dashboard feed and a presence room: cancelled while its
+    worker starts, it is gone, worker and all; the next watcher starts it afresh."""
+    import contextlib
+
+    from giftgraph.live.dashboard import DashboardFeeds
+    from giftgraph.live.hub import Hub
+    from giftgraph.live.presence import PresenceTracker
+
+    hub = Hub("memory://", "postgresql://unused")
+    await hub.connect()
+    dashboards = DashboardFeeds(hub, None)  # type: ignore[arg-type]  # never computes here
+    presences = PresenceTracker(hub, heartbeat=60)
+    family = uuid.uuid4()
+    try:
+        for registry, enter in (
+                (dashboards.feeds, lambda: dashboards.watch(family)),
+                (presences.rooms, lambda: presences.join(family, "family", uuid.uuid4()))):
+
+            async def watcher(enter: Any = enter) -> None:
+                async with enter():
+                    await asyncio.sleep(60)
+
+            task = asyncio.create_task(watcher())
+            await asyncio.sleep(0)  # inside the start: registered, its worker not ready
+            [holder] = registry.values()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(0.05)
+            assert registry == {}
+            assert holder.task.done()
+        assert hub.feeds == {}  # and so no channel is left listened to
+    finally:
+        await presences.close()
+        await hub.disconnect()

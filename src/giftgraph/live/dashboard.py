@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
 import uuid
@@ -15,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from giftgraph.db.session import OperationDb
 from giftgraph.events import FAMILY_TOPIC
-from giftgraph.live.hub import Hub, channel
+from giftgraph.live.hub import Hub, channel, start_worker, stop_worker
 
 
 @dataclass
@@ -106,18 +105,13 @@ class DashboardFeeds:
         feed = self.feeds.get(family_id)
         if feed is None:
             feed = self.feeds[family_id] = FamilyFeed(family_id)
-            ready = asyncio.Event()
-            feed.task = asyncio.create_task(self._run(feed, ready))
-            await ready.wait()
+            await start_worker(self.feeds, family_id, feed,
+                               lambda ready: self._run(feed, ready), lambda: not feed.watchers)
         mailbox = Latest()
         feed.watchers.add(mailbox)
         try:
             yield await self._compute(feed), mailbox
         finally:
             feed.watchers.discard(mailbox)
-            if not feed.watchers and self.feeds.get(family_id) is feed:
-                del self.feeds[family_id]
-                assert feed.task is not None
-                feed.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await feed.task
+            if not feed.watchers:
+                await stop_worker(self.feeds, family_id, feed)

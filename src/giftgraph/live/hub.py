@@ -8,7 +8,7 @@ import contextlib
 import logging
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -207,6 +207,33 @@ class Subscription:
         return self.items.pop(0)
 
 
+async def start_worker(registry: dict[Any, Any], key: Any, holder: Any,
+                       run: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+                       idle: Callable[[], bool]) -> None:
+    """Start `holder.task` (`run(ready)`) for the holder registered under `key`, and wait
+    until it is ready. Cancelled meanwhile (a client that completes at once), the holder is
+    unregistered and its task stopped, unless someone else uses it by then (`idle`)."""
+    ready = asyncio.Event()
+    holder.task = asyncio.create_task(run(ready))
+    try:
+        await ready.wait()
+    except BaseException:
+        if idle() and registry.get(key) is holder:
+            del registry[key]
+            holder.task.cancel()
+        raise
+
+
+async def stop_worker(registry: dict[Any, Any], key: Any, holder: Any) -> None:
+    """Its last user is gone: unregister the holder under `key` and stop its task."""
+    if registry.get(key) is holder:
+        del registry[key]
+        assert holder.task is not None
+        holder.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await holder.task
+
+
 @dataclass
 class Feed:
     """The process's single broadcaster subscription to one channel."""
@@ -362,27 +389,17 @@ class Hub:
             feed = self.feeds.get(name)
             if feed is None:
                 feed = self.feeds[name] = Feed()
-                ready = asyncio.Event()
-                feed.task = asyncio.create_task(self._pump(name, feed, ready))
-                try:
-                    await ready.wait()
-                except BaseException:  # cancelled while the feed starts: undo it
-                    if not feed.subscribers and self.feeds.get(name) is feed:
-                        del self.feeds[name]
-                        feed.task.cancel()
-                    raise
+                await start_worker(self.feeds, name, feed,
+                                   lambda ready: self._pump(name, feed, ready),
+                                   lambda: not feed.subscribers)
             feed.subscribers.add(sub)
         return feed
 
     async def _leave(self, name: str, feed: Feed, sub: Subscription) -> None:
         async with self._lock:
             feed.subscribers.discard(sub)
-            if not feed.subscribers and self.feeds.get(name) is feed:
-                del self.feeds[name]
-                assert feed.task is not None
-                feed.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await feed.task
+            if not feed.subscribers:
+                await stop_worker(self.feeds, name, feed)
 
     async def _pump(self, name: str, feed: Feed, ready: asyncio.Event) -> None:
         async with self.broadcast.subscribe(name) as source:

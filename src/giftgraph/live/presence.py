@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from giftgraph.live.hub import OVERFLOW, RESYNC, Hub, channel
+from giftgraph.live.hub import OVERFLOW, RESYNC, Hub, channel, start_worker, stop_worker
 
 Key = tuple[uuid.UUID, str]
 
@@ -137,9 +137,8 @@ class PresenceTracker:
         room = self.rooms.get(key)
         if room is None:
             room = self.rooms[key] = Room()
-            ready = asyncio.Event()
-            room.task = asyncio.create_task(self._listen(key, room, ready))
-            await ready.wait()
+            await start_worker(self.rooms, key, room, lambda ready: self._listen(key, room, ready),
+                               lambda: not room.watchers)
         watcher = Viewers()
         room.watchers.add(watcher)
         room.local[user_id] += 1
@@ -152,12 +151,8 @@ class PresenceTracker:
             room.watchers.discard(watcher)
             self._notify(room)
             await self._announce(key)
-            if not room.watchers and self.rooms.get(key) is room:
-                del self.rooms[key]
-                assert room.task is not None
-                room.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await room.task
+            if not room.watchers:
+                await stop_worker(self.rooms, key, room)
 
     async def close(self) -> None:
         for task in [self._ticker, *(r.task for r in self.rooms.values())]:
