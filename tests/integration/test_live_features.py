@@ -841,15 +841,21 @@ async def test_event_subscription_error_is_sent_then_completed(live_server: Serv
     assert error["extensions"]["traceId"]
     assert "locations" not in error and "path" not in error
     assert second == {"id": bad, "type": "complete"}
+    await _subscribe_and_change(srv, client, token, gl, item)
+    await client.ws.close()
+
+
+async def _subscribe_and_change(srv: Server, client: WsClient, token: str, gl: str,
+                                item: str) -> None:
+    """Subscribe to the list's event kinds, change the item's status, and get that event."""
     listening = srv.subscribers() + 1
-    good = await client.subscribe("subscription($l: ID!) { listEvents(listId: $l) { kind } }",
-                                  {"l": gl})
+    op = await client.subscribe("subscription($l: ID!) { listEvents(listId: $l) { kind } }",
+                                {"l": gl})
     await srv.listening(listening)
     await srv.gql('mutation($i: ID!) { setListItemStatus(id: $i, status: SELECTED) { id } }',
                   {"i": item}, token)
     changed = {"data": {"listEvents": {"kind": "STATUS_CHANGED"}}}
-    assert await client.receive() == {"id": good, "type": "next", "payload": changed}
-    await client.ws.close()
+    assert await client.receive() == {"id": op, "type": "next", "payload": changed}
 
 
 async def test_graphql_socket_keeps_no_handshake_and_other_paths_still_route(
@@ -868,13 +874,7 @@ async def test_graphql_socket_keeps_no_handshake_and_other_paths_still_route(
     assert protocol.request is None
     assert protocol.response is None
     gl, item = await _item(srv, token)
-    listening = srv.subscribers() + 1
-    op = await client.subscribe("subscription($l: ID!) { listEvents(listId: $l) { kind } }",
-                                {"l": gl})
-    await srv.listening(listening)
-    await srv.gql('mutation($i: ID!) { setListItemStatus(id: $i, status: SELECTED) { id } }',
-                  {"i": item}, token)
-    assert (await client.receive())["id"] == op
+    await _subscribe_and_change(srv, client, token, gl, item)
     await client.ws.close()
     with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
         await websockets.connect(srv.base.replace("http", "ws") + "/graphql/other",
