@@ -91,9 +91,10 @@ class Wire:
 
 
 def release_handshake(scope: Scope) -> None:
-    """Drop the handshake's request and response (their header objects: ~3 KB) that
-    uvicorn's sansio protocol keeps for the connection's whole life, though it reads them
-    only until the handshake response is sent. Only once it has been sent."""
+    """Drop the handshake's request and response that uvicorn's sansio protocol keeps for
+    the connection's whole life, though it reads them only until the handshake response is
+    sent (only once it has been). ~1.8 KB per socket by tracemalloc: the response and its
+    headers; the request's headers stay referenced by the websockets parser's frame."""
     protocol = scope.get(SCOPE_KEY)
     if protocol is not None and protocol.handshake_complete:
         protocol.request = protocol.response = None
