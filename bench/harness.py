@@ -141,9 +141,11 @@ def free_port() -> int:
 class Server:
     """An ASGI app under `python -m uvicorn` in its own process (raised fd limit inherited)."""
 
-    def __init__(self, app: str, env: dict[str, str], health: str = "/health") -> None:
+    def __init__(self, app: str, env: dict[str, str], health: str = "/health",
+                 args: tuple[str, ...] = ()) -> None:
         self.app = app
         self.env = env
+        self.args = args  # more uvicorn options
         self.health = health
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -162,7 +164,7 @@ class Server:
                 "--timeout-graceful-shutdown", "3",
                 # as `giftgraph serve` runs (GIFTGRAPH_WS_PER_MESSAGE_DEFLATE), the same for
                 # the raw baseline: every server here is measured on equal terms
-                "--ws-per-message-deflate", "false"]
+                "--ws-per-message-deflate", "false", *self.args]
 
     def ready(self) -> bool:
         return httpx.get(self.base + self.health, timeout=2).status_code == 200
@@ -219,7 +221,10 @@ def api_env(database_url: str) -> dict[str, str]:
 
 
 def api_server(database_url: str) -> Server:
-    return Server("giftgraph.asgi:create", api_env(database_url))
+    """The API as `giftgraph serve` runs it: with its WebSocket protocol class."""
+    from giftgraph.live.wire import WS_PROTOCOL
+
+    return Server("giftgraph.asgi:create", api_env(database_url), args=("--ws", WS_PROTOCOL))
 
 
 # ---------------------------------------------------------------- GraphQL calls

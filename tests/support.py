@@ -16,6 +16,8 @@ from typing import IO
 import httpx
 import pytest
 
+from giftgraph.live.wire import WS_PROTOCOL
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -41,10 +43,12 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
 
 def start_service(port: int, env: dict[str, str],
                   out: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
-    """`python -m uvicorn` serving the app factory on 127.0.0.1:`port` (not yet healthy)."""
+    """`python -m uvicorn` serving the app factory on 127.0.0.1:`port` (not yet healthy),
+    with the WebSocket protocol class `giftgraph serve` uses."""
     return subprocess.Popen(  # noqa: S603 - our own interpreter, fixed args
         [sys.executable, "-m", "uvicorn", "--factory", "giftgraph.asgi:create",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+         "--ws", WS_PROTOCOL],
         env=env, stdout=out, stderr=subprocess.STDOUT if out is not None else None,
     )
 

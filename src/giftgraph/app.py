@@ -48,7 +48,7 @@ from giftgraph.db.session import OperationDb
 from giftgraph.errors import ServiceUnavailable
 from giftgraph.live import Live
 from giftgraph.live.render import DIRECT_SINK, DirectSink
-from giftgraph.live.wire import Wire, WireCapture, release_handshake
+from giftgraph.live.wire import Wire, capture, release_handshake
 from giftgraph.observability import Metrics, configure_logging
 from giftgraph.ratelimit import RateLimits
 from giftgraph.schema.extensions import authenticate
@@ -296,6 +296,28 @@ async def resolve_database_url(state: AppState) -> str:
     return url
 
 
+class App(Starlette):
+    """Starlette, but a WebSocket to one of `sockets`' paths goes straight to its app, past
+    the middleware and the router: their coroutines (error handling, CORS, metrics,
+    routing; all pass-throughs for a WebSocket) would otherwise stay suspended for the
+    socket's whole life, ~1 KB of each idle connection. Every WebSocket's uvicorn protocol
+    is recorded first (`wire.capture`), while `send` is still uvicorn's own."""
+
+    def __init__(self, *, sockets: dict[str, ASGIApp], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sockets = sockets
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            capture(scope, send)
+            socket_app = None if scope.get("root_path") else self.sockets.get(scope["path"])
+            if socket_app is not None:
+                scope["app"] = self
+                await socket_app(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings) -> Starlette:
     configure_logging(settings)
     state = AppState(settings=settings, metrics=Metrics(), rate_limits=RateLimits(settings))
@@ -347,7 +369,8 @@ def create_app(settings: Settings) -> Starlette:
         return FileResponse(DASHBOARD_PAGE, media_type="text/html")
 
     graphql = GraphQLApp(state)
-    app = Starlette(
+    app = App(
+        sockets={"/graphql": graphql},
         routes=[
             Route("/", dashboard, methods=["GET"]),
             Route("/health", health),
@@ -357,8 +380,6 @@ def create_app(settings: Settings) -> Starlette:
             Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
         ],
         middleware=[
-            # first: it must see uvicorn's own `send`; GraphQL sockets go straight on
-            Middleware(WireCapture, sockets={"/graphql": graphql}),
             Middleware(HttpMetrics, metrics=state.metrics),
             Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
             Middleware(CORSMiddleware, allow_origins=settings.cors_origins,

@@ -23,6 +23,8 @@ def _database_url(settings: Settings) -> tuple[str, object | None]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from giftgraph.live.wire import WS_PROTOCOL
+
     settings = get_settings()
     host = args.host or settings.host
     port = args.port or settings.port
@@ -38,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "giftgraph.asgi:create", host=host, port=port, workers=workers, factory=True,
         log_level="info", ws_ping_interval=settings.ws_ping_interval_seconds,
         ws_ping_timeout=settings.ws_ping_interval_seconds, proxy_headers=True,
-        ws_per_message_deflate=settings.ws_per_message_deflate,
+        ws_per_message_deflate=settings.ws_per_message_deflate, ws=WS_PROTOCOL,
     )
     return 0
 

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from giftgraph.app import create_app
 from giftgraph.live.hub import OVERFLOW, RESYNC, Subscription
+from giftgraph.live.wire import WS_PROTOCOL
 from tests.conftest import make_settings
 from tests.integration.test_live import PROTOCOL, WsClient
 
@@ -94,7 +95,7 @@ async def live_server(database_url: str) -> AsyncIterator[Server]:
         port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(  # as `giftgraph serve` configures it
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-        ws_per_message_deflate=settings.ws_per_message_deflate))
+        ws_per_message_deflate=settings.ws_per_message_deflate, ws=WS_PROTOCOL))
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 20
     while not server.started:
