@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
+from json import JSONDecodeError
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,19 @@ from starlette.responses import (
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    _OperationStreamClosed as OperationStreamClosed,
+)
 from strawberry.types.unset import UNSET, UnsetType
+from strawberry.utils.aio import aclosing
 
 from giftgraph.config import Settings
 from giftgraph.context import Context, OperationState, begin_operation, end_operation
@@ -81,6 +87,21 @@ class SocketAdapter(ASGIWebSocketAdapter):
     """Lets on_ws_connect choose the close code of a rejection (Strawberry always says 4403):
     1013 "try again later" while the database is down, 4429 for too many sockets."""
 
+    async def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object]:
+        """Strawberry's, without keeping the last message's text (a subscribe's, for the
+        subscription's whole life) while it waits for the next."""
+        try:
+            while self.ws.application_state != WebSocketState.DISCONNECTED:
+                try:
+                    yield self.view.decode_json(await self.ws.receive_text())
+                except JSONDecodeError as e:
+                    if not ignore_parsing_errors:
+                        raise NonJsonMessageReceived from e
+        except KeyError as e:
+            raise NonTextMessageReceived from e
+        except WebSocketDisconnect:
+            pass
+
     async def close(self, code: int, reason: str) -> None:
         override = getattr(self.ws.state, "close_with", None)
         if override is not None:
@@ -112,23 +133,42 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.handle_invalid_message("Invalid subscribe payload")
             return
         await super().handle_message(message)
+        # Strawberry's read loop holds the last message until the next one arrives, for a
+        # subscription's whole life if it was the subscribe: what it needed is copied out.
+        message.clear()
+        if self.connection_acknowledged:  # the init timeout's task ended; drop it
+            self.connection_init_timeout_task = None
 
     async def run_operation(self, operation: Any) -> None:
+        """Strawberry's, with a direct sink in the operation task's context; a parked event
+        subscription (`DirectSink.park`) then runs in this task once Strawberry's stream has
+        ended, been closed and been let go (its execution state, ~10 KB per idle
+        subscription, is freed); `complete` follows when the park returns."""
         adapter = self.websocket
         assert isinstance(adapter, ASGIWebSocketAdapter)
         sink = DirectSink(operation, adapter.ws.send_text, Wire.of(adapter.ws.scope))
         DIRECT_SINK.set(sink)  # this task's context
-        await super().run_operation(operation)
-
-    async def _send_result_stream(self, operation: Any, result_source: Any) -> None:
-        """Strawberry's, then a parked event subscription (`DirectSink.park`) in the same
-        task: Strawberry's stream has ended by then and its execution state is freed
-        (~10 KB per idle subscription); `complete` follows when the park returns."""
-        await super()._send_result_stream(operation, result_source)
-        sink = DIRECT_SINK.get()
-        if sink is not None and sink.park is not None:
-            park, sink.park = sink.park, None
-            await park()
+        try:
+            result_source = await self.schema.stream(
+                operation.query, variable_values=operation.variables,
+                context_value=self.context, root_value=self.root_value,
+                operation_name=operation.operation_name)
+            async with aclosing(result_source):
+                await self._send_result_stream(operation, result_source)
+            del result_source
+            if sink.park is not None:
+                park, sink.park = sink.park, None
+                operation.query = operation.variables = None  # parsed and coerced long ago
+                await park()
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
+        except OperationStreamClosed:
+            return
+        except Exception as error:  # as Strawberry's: log, complete, forget, re-raise
+            await self.handle_task_exception(error)
+            with suppress(Exception):
+                await operation.send_operation_message({"id": operation.id, "type": "complete"})
+            self.operations.pop(operation.id, None)
+            raise
 
 
 class GraphQLApp(GraphQL[Context, None]):
@@ -253,6 +293,8 @@ class GraphQLApp(GraphQL[Context, None]):
             # Deactivating or deleting the user closes this socket (4403), on any instance.
             live.hub.register_socket(context.user.id, context.request)
             release_handshake(context.request.scope)
+        # The socket is authenticated once, here: its token need not live as long as it.
+        context.authorization, context.connection_params = None, {}
         return UNSET
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
@@ -251,7 +252,7 @@ class Listening:
 
     def __init__(self, hub: Hub, name: str) -> None:
         self.hub = hub
-        self.name = name
+        self.name = sys.intern(name)  # one string per channel, however many listen
         self.sub = Subscription(hub.queue_size)
         self.feed: Feed | None = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import sys
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import AbstractContextManager, nullcontext
@@ -62,7 +63,8 @@ async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[E
         # handler runs the stream once Strawberry's execution is over. An idle subscription
         # then holds the stream's own state, not the operation's extension hooks,
         # graphql-core context and generators (~10 of its ~20 KB).
-        sink.park = functools.partial(_serve, ctx, live, topic, since, plan, sink)
+        # Interned: thousands of subscriptions to one topic share its string.
+        sink.park = functools.partial(_serve, ctx, live, sys.intern(topic), since, plan, sink)
         return
     with _active(ctx.metrics):
         async for row in event_stream(ctx, live.hub, live.scopes, topic, since):
