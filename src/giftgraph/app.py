@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
@@ -120,6 +120,17 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws with a direct sink per operation: event subscriptions write
     shared, pre-rendered `next` messages themselves (see giftgraph.live.render)."""
 
+    def on_request_accepted(self) -> None:
+        """The socket is open (accepted with our subprotocol): count it until `shutdown`."""
+        self.context.metrics.socket_opened()
+        super().on_request_accepted()
+
+    async def shutdown(self) -> None:
+        try:
+            await super().shutdown()
+        finally:
+            self.context.metrics.socket_closed()
+
     async def handle_message(self, message: Any) -> None:
         """Messages of the wrong shape close the socket with 4400, as the protocol says
         (Strawberry checks only for missing keys)."""
@@ -212,13 +223,14 @@ class GraphQLApp(GraphQL[Context, None]):
         """Our GraphiQL page: local assets only (works offline), auth for subscriptions."""
         return HTMLResponse(self._graphiql_html)
 
+    def socket(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Strawberry's WebSocket handling, for `App` to await with no frame of ours in
+        between: an idle socket's suspended stack is part of its memory."""
+        return super().__call__(scope, receive, send)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            self.state.metrics.socket_opened()
-            try:
-                await super().__call__(scope, receive, send)
-            finally:
-                self.state.metrics.socket_closed()
+            await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive)
         accept = request.headers.get("accept", "")
@@ -412,7 +424,7 @@ def create_app(settings: Settings) -> Starlette:
 
     graphql = GraphQLApp(state)
     app = App(
-        sockets={"/graphql": graphql},
+        sockets={"/graphql": graphql.socket},
         routes=[
             Route("/", dashboard, methods=["GET"]),
             Route("/health", health),
