@@ -45,7 +45,13 @@ from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
 
 from giftgraph.config import Settings
-from giftgraph.context import Context, OperationState, begin_operation, end_operation
+from giftgraph.context import (
+    Caller,
+    Context,
+    OperationState,
+    begin_operation,
+    end_operation,
+)
 from giftgraph.db.embedded import EmbeddedPostgres
 from giftgraph.db.engine import Database, create_database
 from giftgraph.db.migrate import upgrade
@@ -305,8 +311,10 @@ class GraphQLApp(GraphQL[Context, None]):
             # Deactivating or deleting the user closes this socket (4403), on any instance.
             live.hub.register_socket(context.user.id, context.request)
             release_handshake(context.request.scope)
-        # The socket is authenticated once, here: its token need not live as long as it.
+        # The socket is authenticated once, here: its token need not live as long as it,
+        # nor its user's ORM row.
         context.authorization, context.connection_params = None, {}
+        context.user = Caller.of(context.user)
         return UNSET
 
 

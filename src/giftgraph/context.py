@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -54,6 +55,28 @@ def end_operation(token: object) -> None:
     _OPERATION.reset(token)  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A WebSocket's caller, as authenticated at connect: the user row's values, not the
+    ORM instance (its SQLAlchemy state, ~1 KB, and its password hash would otherwise live
+    as long as the socket). Read like the row: `id`, `family_id`, `role`, …"""
+
+    id: uuid.UUID
+    family_id: uuid.UUID
+    email: str
+    display_name: str
+    role: Role
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, user: User) -> Caller:
+        return cls(id=user.id, family_id=user.family_id, email=user.email,
+                   display_name=user.display_name, role=user.role, is_active=user.is_active,
+                   created_at=user.created_at, updated_at=user.updated_at)
+
+
 @dataclass
 class Context:
     settings: Settings
@@ -64,7 +87,7 @@ class Context:
     connection_params: dict[str, Any] | None = None
     trace_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Per request (HTTP) or per connection (WebSocket, from connection_init).
-    user: User | None = None
+    user: User | Caller | None = None
     auth_error: AppError | None = None
     # Called with the events of each committed mutation (the live layer publishes them).
     publish: Publisher | None = None
@@ -103,12 +126,12 @@ class Context:
         client = getattr(self.request, "client", None)
         return client.host if client is not None else "unknown"
 
-    def require_user(self) -> User:
+    def require_user(self) -> User | Caller:
         if self.user is None:
             raise self.auth_error or Unauthenticated()
         return self.user
 
-    def require_admin(self) -> User:
+    def require_admin(self) -> User | Caller:
         user = self.require_user()
         if user.role != Role.ADMIN:
             raise Forbidden("Only an ADMIN can do this")

@@ -9,7 +9,7 @@ from typing import Any
 
 import strawberry
 
-from giftgraph.context import Info
+from giftgraph.context import Caller, Info
 from giftgraph.db import models as m
 from giftgraph.db import queries as q
 from giftgraph.db.pagination import PageArgs
@@ -62,7 +62,7 @@ class User(Node):
     family_id: strawberry.Private[uuid.UUID]
 
     @classmethod
-    def from_model(cls, r: m.User) -> User:
+    def from_model(cls, r: m.User | Caller) -> User:
         return cls(id=strawberry.ID(encode_id("User", r.id)), email=r.email,
                    display_name=r.display_name, role=r.role, is_active=r.is_active,
                    created_at=r.created_at, updated_at=r.updated_at, family_id=r.family_id)
