@@ -41,7 +41,7 @@ PLANS_KEPT = 256  # distinct selections remembered per process
 RESULTS_KEPT = 64  # rendered events remembered per selection (late subscribers reuse them)
 
 
-@dataclass
+@dataclass(slots=True)
 class DirectSink:
     """The graphql-transport-ws operation a subscription resolver may write to directly:
     pre-framed onto the connection's transport when it can take it (`wire`), else through

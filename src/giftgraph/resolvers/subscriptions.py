@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import re
 import sys
 import uuid
@@ -64,7 +63,7 @@ async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[E
         # then holds the stream's own state, not the operation's extension hooks,
         # graphql-core context and generators (~10 of its ~20 KB).
         # Interned: thousands of subscriptions to one topic share its string.
-        sink.park = functools.partial(_serve, ctx, live, sys.intern(topic), since, plan, sink)
+        sink.park = _Parked(ctx, live, sys.intern(topic), since, plan, sink).run
         return
     with _active(ctx.metrics):
         async for row in event_stream(ctx, live.hub, live.scopes, topic, since):
@@ -72,47 +71,59 @@ async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[E
             yield Event.from_model(row)
 
 
-async def _serve(ctx: Context, live: Live, topic: str, since: str | None, plan: Plan,
-                 sink: DirectSink) -> None:
-    """A parked event subscription: each event rendered once per selection (`plan`) and
-    written by the hub itself while the stream is caught up (`direct`), or from here
-    otherwise. An error ends it with a `next` carrying the error, formatted as Strawberry
-    would have (the socket handler then sends `complete`)."""
-    prefix, wire = sink.prefix(), sink.wire
+class _Parked:
+    """A parked event subscription (`run`): each event rendered once per selection (`plan`)
+    and written by the hub itself while the stream is caught up (`write`, `write_many`), or
+    from here otherwise. An error ends it with a `next` carrying the error, formatted as
+    Strawberry would have (the socket handler then sends `complete`). One slotted object
+    rather than a closure per writer and a partial: an idle subscription holds it."""
 
-    def write(row: m.Event, payload: bytes) -> bool:
+    __slots__ = ("ctx", "live", "plan", "prefix", "since", "sink", "topic", "wire")
+
+    def __init__(self, ctx: Context, live: Live, topic: str, since: str | None, plan: Plan,
+                 sink: DirectSink) -> None:
+        self.ctx, self.live, self.topic, self.since = ctx, live, topic, since
+        self.plan, self.sink = plan, sink
+        self.prefix, self.wire = sink.prefix(), sink.wire
+
+    def write(self, row: m.Event, payload: bytes) -> bool:
         """Now or never (the hub's path, which counts its deliveries): False when the
         socket can't take it."""
-        return wire is not None and not sink.closed \
-            and wire.write_text(prefix + payload + b"}")
+        wire = self.wire
+        return wire is not None and not self.sink.closed \
+            and wire.write_text(self.prefix + payload + b"}")
 
-    def write_many(rows: list[m.Event], payloads: list[bytes]) -> bool:
-        return wire is not None and not sink.closed \
+    def write_many(self, rows: list[m.Event], payloads: list[bytes]) -> bool:
+        wire, prefix = self.wire, self.prefix
+        return wire is not None and not self.sink.closed \
             and wire.write_texts([prefix + p + b"}" for p in payloads])
 
-    # Direct delivery by the hub needs the pre-framed wire (uvicorn, no deflate):
-    # anywhere else every event comes through this task, in order.
-    direct = Direct(plan.render, write, write_many) if wire is not None else None
-    try:
-        with _active(ctx.metrics):
-            async for row in event_stream(ctx, live.hub, live.scopes, topic, since,
-                                          scoped=False, direct=direct):
-                payload = await plan.render(row)
-                if sink.closed:
-                    continue
-                if not write(row, payload):
-                    await _send_or_wait(sink, prefix + payload + b"}")
-                _delivered(ctx.metrics, row)
-    except Exception as exc:  # as Strawberry ends a subscription whose source failed
-        error = format_error(exc if isinstance(exc, GraphQLError)
-                             else GraphQLError(str(exc), original_error=exc), ctx.trace_id)
-        code = (error.extensions or {}).get("code")
-        if ctx.metrics is not None and isinstance(code, str):
-            ctx.metrics.errors.labels(code).inc()
-        if not sink.closed:
-            message = {"id": sink.operation.id, "type": "next",
-                       "payload": {"data": None, "errors": [error.formatted]}}
-            await _send_or_wait(sink, orjson.dumps(message))
+    async def run(self) -> None:
+        ctx, live, plan, sink = self.ctx, self.live, self.plan, self.sink
+        # Direct delivery by the hub needs the pre-framed wire (uvicorn, no deflate):
+        # anywhere else every event comes through this task, in order.
+        direct = Direct(plan.render, self.write, self.write_many) \
+            if self.wire is not None else None
+        try:
+            with _active(ctx.metrics):
+                async for row in event_stream(ctx, live.hub, live.scopes, self.topic,
+                                              self.since, scoped=False, direct=direct):
+                    payload = await plan.render(row)
+                    if sink.closed:
+                        continue
+                    if not self.write(row, payload):
+                        await _send_or_wait(sink, self.prefix + payload + b"}")
+                    _delivered(ctx.metrics, row)
+        except Exception as exc:  # as Strawberry ends a subscription whose source failed
+            error = format_error(exc if isinstance(exc, GraphQLError)
+                                 else GraphQLError(str(exc), original_error=exc), ctx.trace_id)
+            code = (error.extensions or {}).get("code")
+            if ctx.metrics is not None and isinstance(code, str):
+                ctx.metrics.errors.labels(code).inc()
+            if not sink.closed:
+                message = {"id": sink.operation.id, "type": "next",
+                           "payload": {"data": None, "errors": [error.formatted]}}
+                await _send_or_wait(sink, orjson.dumps(message))
 
 
 async def _send_or_wait(sink: DirectSink, message: bytes) -> None:
