@@ -863,38 +863,56 @@ async def test_graphql_socket_keeps_no_handshake_and_other_paths_still_route(
         live_server: Server) -> None:
     """A GraphQL socket goes straight to the GraphQL app and, once authenticated, no longer
     holds uvicorn's handshake request and response (nor the request's headers, which the
-    websockets parser still references), its token, or its last message; its protocol is
-    the lean one. A socket to any other path still goes through the router, which refuses
-    it."""
+    websockets parser still references, nor the scope's), its token, its user's ORM row,
+    or its last message; its protocol is the lean one, and it counts as an open socket
+    until it closes. A socket to any other path still goes through the router, which
+    refuses it."""
     import gc
 
     from giftgraph.app import TransportWSHandler
-    from giftgraph.context import Context
+    from giftgraph.context import Caller, Context
     from giftgraph.live.wire import SCOPE_KEY, Flag, Inbox, LeanWebSocketProtocol
 
     srv = live_server
+    open_sockets = srv.app.state.giftgraph.metrics.sockets_active
     token, _ = await srv.signup("handshake@example.com")
+    before = open_sockets._value.get()
     client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    assert open_sockets._value.get() == before + 1
     [ws] = [w for sockets in srv.live.hub.sockets.values() for w in sockets]
+    assert ws.scope["headers"] == []
+    assert not ws.headers
     protocol = ws.scope[SCOPE_KEY]
     assert isinstance(protocol, LeanWebSocketProtocol)
-    assert isinstance(protocol.queue, Inbox) and isinstance(protocol.writable, Flag)
+    assert isinstance(protocol.queue, Inbox)
+    assert isinstance(protocol.writable, Flag)
     assert protocol.handshake_complete
     assert protocol.request is None
     assert protocol.response is None
     parsed = protocol.conn.parser.gi_frame.f_locals["request"]  # websockets' own reference
-    assert parsed.path and not parsed.headers
+    assert parsed.path == "/graphql"
+    assert not parsed.headers
     gl, item = await _item(srv, token)
     await _subscribe_and_change(srv, client, token, gl, item)
     [context] = [o for o in gc.get_objects() if type(o) is Context and o.request is ws]
-    assert context.user is not None
-    assert context.authorization is None and context.connection_params == {}
+    assert type(context.user) is Caller  # the values, not the row (no password hash)
+    assert context.authorization is None
+    assert context.connection_params == {}
     [handler] = [o for o in gc.get_objects()
                  if type(o) is TransportWSHandler and o.context is context]
     assert handler.connection_init_timeout_task is None
     [operation] = handler.operations.values()  # parked: query and variables let go
-    assert operation.query is None and operation.variables is None
+    assert operation.query is None
+    assert operation.variables is None
+    me = await client.subscribe("{ me { email role displayName } }")  # the Caller answers
+    assert await client.receive() == {"id": me, "type": "next", "payload": {"data": {"me": {
+        "email": "handshake@example.com", "role": "ADMIN", "displayName": "hands"}}}}
+    assert await client.receive() == {"id": me, "type": "complete"}
     await client.ws.close()
+    deadline = time.monotonic() + 5
+    while open_sockets._value.get() != before:
+        assert time.monotonic() < deadline, "the socket still counts as open"
+        await asyncio.sleep(0.02)
     with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
         await websockets.connect(srv.base.replace("http", "ws") + "/graphql/other",
                                  subprotocols=[PROTOCOL])  # type: ignore[list-item]
