@@ -177,7 +177,11 @@ class Flag:
             if self._waiters is None:
                 self._waiters = []
             self._waiters.append(waiter)
-            await waiter
+            try:
+                await waiter
+            finally:  # cancelled: gone now, not at the next set()
+                if self._waiters is not None and waiter in self._waiters:
+                    self._waiters.remove(waiter)
         return True
 
 
