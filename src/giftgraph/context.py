@@ -81,6 +81,8 @@ class Caller:
 class Context:
     settings: Settings
     database: Database
+    # A WebSocket's headers are let go once it is authenticated (live/wire.py,
+    # release_handshake): read them in get_context or on_ws_connect.
     request: Request | WebSocket
     response: Any = None
     authorization: str | None = None
