@@ -136,14 +136,16 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     def on_request_accepted(self) -> None:
         """The socket is open (accepted with our subprotocol): count it until `shutdown`."""
-        self.context.metrics.socket_opened()
+        if self.context.metrics is not None:
+            self.context.metrics.socket_opened()
         super().on_request_accepted()
 
     async def shutdown(self) -> None:
         try:
             await super().shutdown()
         finally:
-            self.context.metrics.socket_closed()
+            if self.context.metrics is not None:
+                self.context.metrics.socket_closed()
 
     async def handle_message(self, message: Any) -> None:
         """Messages of the wrong shape close the socket with 4400, as the protocol says
