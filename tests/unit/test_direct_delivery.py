@@ -253,3 +253,49 @@ async def test_dashboard_and_presence_cancelled_while_starting_leave_nothing_beh
     finally:
         await presences.close()
         await hub.disconnect()
+
+
+async def test_stopping_a_worker_passes_on_the_callers_own_cancellation() -> None:
+    """`stop_worker` waits for the worker to stop and swallows the worker's cancellation,
+    but not the caller's: a caller cancelled meanwhile ends cancelled, and the worker still
+    stops."""
+    from giftgraph.live.hub import stop_worker
+
+    release, stopped = asyncio.Event(), asyncio.Event()
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await release.wait()  # a cleanup that takes a while
+            stopped.set()
+
+    class Holder:
+        task: asyncio.Task[None] | None = None
+
+    registry: dict[str, Holder] = {}
+    for cancel_the_caller in (False, True):
+        holder = registry["k"] = Holder()
+        holder.task = asyncio.create_task(slow_to_stop())
+        await asyncio.sleep(0)
+        release.clear()
+        stopped.clear()
+        caller = asyncio.create_task(stop_worker(registry, "k", holder))
+        await asyncio.sleep(0)
+        assert "k" not in registry
+        if cancel_the_caller:
+            caller.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        await stopped.wait()
+        if cancel_the_caller:
+            try:
+                await caller
+            except asyncio.CancelledError:
+                pass
+            else:
+                raise AssertionError("the caller's cancellation was swallowed")
+            assert caller.cancelled()
+        else:
+            assert await caller is None
+        assert holder.task.done()

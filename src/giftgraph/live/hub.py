@@ -226,13 +226,19 @@ async def start_worker(registry: dict[Any, Any], key: Any, holder: Any,
 
 
 async def stop_worker(registry: dict[Any, Any], key: Any, holder: Any) -> None:
-    """Its last user is gone: unregister the holder under `key` and stop its task."""
+    """Its last user is gone: unregister the holder under `key` and stop its task. The
+    task's own CancelledError ends here; the caller's (it was cancelled while waiting for
+    the task to stop) goes on up."""
     if registry.get(key) is holder:
         del registry[key]
         assert holder.task is not None
         holder.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await holder.task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
 
 
 @dataclass
