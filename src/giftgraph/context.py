@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -72,9 +72,7 @@ class Caller:
 
     @classmethod
     def of(cls, user: User) -> Caller:
-        return cls(id=user.id, family_id=user.family_id, email=user.email,
-                   display_name=user.display_name, role=user.role, is_active=user.is_active,
-                   created_at=user.created_at, updated_at=user.updated_at)
+        return cls(**{f.name: getattr(user, f.name) for f in fields(cls)})
 
 
 @dataclass

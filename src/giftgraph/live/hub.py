@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket
 
 from giftgraph.db import models as m
 from giftgraph.live.backends import RECONNECTED, make_backend
+from giftgraph.live.wire import Inbox
 
 log = logging.getLogger("giftgraph.live")
 
@@ -104,23 +105,17 @@ def behind(item: Any, last: int) -> bool:
     return isinstance(prev, int) and prev > last
 
 
-class Subscription:
-    """One subscriber's bounded queue. When it is full the subscriber gets OVERFLOW
-    (and nothing more): it must resume with `since`, never silently miss events.
+class Subscription(Inbox):
+    """One subscriber's bounded queue (an `Inbox`, not an asyncio.Queue: an idle
+    subscription holds it for its whole life). When it is full the subscriber gets OVERFLOW
+    (and nothing more): it must resume with `since`, never silently miss events."""
 
-    A list and one waiter future rather than an asyncio.Queue: an idle subscription holds
-    this for its whole life, and a Queue (three deques and an Event) is ~4 KB of it. A list,
-    not a deque: an empty deque is 760 bytes, an empty list 56, and the queue is bounded
-    (`size`) and almost always empty, so `pop(0)` costs nothing that matters.
-    """
-
-    __slots__ = ("_waiter", "direct", "items", "last", "overflowed", "size")
+    __slots__ = ("direct", "last", "overflowed", "size")
 
     def __init__(self, size: int) -> None:
-        self.items: list[Any] = []
+        super().__init__()
         self.size = size
         self.overflowed = False
-        self._waiter: asyncio.Future[None] | None = None
         self.last = 0  # the seq of the newest event this subscriber has been sent
         # Set while the subscriber is caught up and idle: the hub delivers through it.
         self.direct: Direct | None = None
@@ -190,22 +185,10 @@ class Subscription:
         elif len(self.items) >= self.size:
             self.overflowed = True
             item = OVERFLOW
-        self.items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self.put_nowait(item)
 
     def drain(self) -> None:
         self.items.clear()
-
-    async def get(self) -> Any:
-        while not self.items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self.items.pop(0)
 
 
 async def start_worker(registry: dict[Any, Any], key: Any, holder: Any,
