@@ -36,14 +36,18 @@ SCOPE_KEY = "giftgraph.wire"
 HIGH_WATER = 256 * 1024  # bytes buffered for one socket before it counts as not reading
 
 
-def frame(payload: bytes) -> bytes:
-    """A final, unmasked text frame (RFC 6455 5.2) carrying `payload` (valid UTF-8)."""
-    n = len(payload)
+def header(n: int) -> bytes:
+    """The header of a final, unmasked text frame (RFC 6455 5.2) of `n` payload bytes."""
     if n < 126:
-        return b"\x81" + n.to_bytes(1, "big") + payload
+        return b"\x81" + n.to_bytes(1, "big")
     if n < 65536:
-        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+        return b"\x81\x7e" + n.to_bytes(2, "big")
+    return b"\x81\x7f" + n.to_bytes(8, "big")
+
+
+def frame(payload: bytes) -> bytes:
+    """A final, unmasked text frame carrying `payload` (valid UTF-8)."""
+    return header(len(payload)) + payload
 
 
 class Wire:
@@ -68,17 +72,20 @@ class Wire:
         """Open, uncompressed, not closing, and its buffer not over `HIGH_WATER`."""
         protocol = self._protocol
         transport = protocol.transport
-        return not (protocol.close_sent or protocol.conn.state is not State.OPEN
-                    or protocol.conn.extensions or transport.is_closing()
-                    or not protocol.writable.is_set()
+        conn = protocol.conn
+        return not (protocol.close_sent or conn.state is not State.OPEN or conn.extensions
+                    or transport.is_closing() or not protocol.writable.is_set()
                     or transport.get_write_buffer_size() > HIGH_WATER)
 
-    def write_text(self, payload: bytes) -> bool:
-        """Write one text message now, or return False (nothing written) when this
-        connection can't take it here: closing, compressed, or its buffer is full."""
+    def write_text(self, head: bytes, body: bytes = b"", tail: bytes = b"") -> bool:
+        """Write one text message, `head + body + tail` (the fan-out's: a per-operation
+        head, the shared payload and a brace), put together with its frame header in one
+        join; or return False (nothing written) when this connection can't take it here:
+        closing, compressed, or its buffer is full."""
         if not self._can_take():
             return False
-        self._protocol.transport.write(frame(payload))
+        n = len(head) + len(body) + len(tail)
+        self._protocol.transport.write(b"".join((header(n), head, body, tail)))
         Wire.written += 1
         return True
 
