@@ -84,6 +84,81 @@ async def test_a_gap_is_never_delivered_directly() -> None:
     assert [i.seq for i in sub.items] == [8]
 
 
+# -- the fan-out's synchronous path (Subscription.deliver_now) ---------------------------------
+
+
+def made(written: list[int], *, takes: bool = True, message: bytes | None = b"message",
+         prepared: list[int] | None = None) -> Direct:
+    """A Direct whose message is made already (`ready`), recording each `prepare` call."""
+    async def prepare(row: m.Event) -> bytes:
+        if prepared is not None:
+            prepared.append(row.seq)
+        return b"message"
+
+    def write(row: m.Event, msg: Any) -> bool:
+        if takes:
+            written.append(row.seq)
+        return takes
+
+    return Direct(prepare, write, None, lambda seq: message)
+
+
+def test_a_made_message_is_written_at_once_in_order() -> None:
+    sub, written = Subscription(10), []
+    sub.last = 5
+    sub.direct = made(written)
+    assert sub.deliver_now(event(6, 5), 6, 5) is True
+    assert (written, sub.last, list(sub.items)) == ([6], 6, [])
+    assert sub.deliver_now(event(6, 5), 6, 5) is False  # a duplicate
+    assert sub.deliver_now(event(8, 7), 8, 7) is False  # 7 has not reached us yet
+    assert (written, sub.last, list(sub.items)) == ([6], 6, [])
+
+
+def test_deliver_now_changes_nothing_when_it_cannot_write() -> None:
+    """Each case the synchronous path declines leaves the subscription as it was, for
+    `accept` to handle: no stream to write to, a queue that must be emptied first, a
+    message not made yet, a socket that can't take it."""
+    cases = {
+        "no direct path": None,
+        "not made": made([], message=None),
+        "busy socket": made([], takes=False),
+    }
+    for name, path in cases.items():
+        sub = Subscription(10)
+        sub.last, sub.direct = 5, path
+        assert sub.deliver_now(event(6, 5), 6, 5) is False, name
+        assert (sub.last, list(sub.items)) == (5, []), name
+    sub, written = Subscription(10), []
+    sub.last, sub.direct = 5, made(written)
+    sub.offer(RESYNC)  # the stream has a replay to do first
+    assert sub.deliver_now(event(6, 5), 6, 5) is False
+    assert (written, sub.last, list(sub.items)) == ([], 5, [RESYNC])
+
+
+async def test_fan_out_writes_made_messages_without_preparing_and_falls_back_in_order() -> None:
+    """`Hub._fan_out`: subscribers whose message is made get it with no `prepare`; one whose
+    socket is busy gets the event queued by `accept`, after its own queued RESYNC."""
+    from giftgraph.live.hub import Feed, Hub
+
+    hub = Hub("memory://", "postgresql://unused")
+    feed, written, busy_written, prepared = Feed(), [], [], []
+    subs = [Subscription(10) for _ in range(70)]  # more than one FANOUT_SLICE
+    for sub in subs:
+        sub.last, sub.direct = 5, made(written, prepared=prepared)
+    busy = Subscription(10)
+    busy.last, busy.direct = 5, made(busy_written, takes=False, prepared=prepared)
+    behind = Subscription(10)
+    behind.last, behind.direct = 5, made(written, prepared=prepared)
+    behind.offer(RESYNC)
+    feed.subscribers.update([*subs, busy, behind])
+    await hub._fan_out(feed, event(6, 5))
+    assert written == [6] * 70
+    assert all(s.last == 6 for s in subs)
+    assert prepared == [6]  # only the busy socket's fall-back went through accept's prepare
+    assert (busy.last, [i.seq for i in busy.items]) == (5, [6])
+    assert [i if i is RESYNC else i.seq for i in behind.items] == [RESYNC, 6]
+
+
 # -- a backlog of events, fanned out together (Hub._fan_out_many) -----------------------------
 
 
@@ -299,3 +374,41 @@ async def test_stopping_a_worker_passes_on_the_callers_own_cancellation() -> Non
         else:
             assert await caller is None
         assert holder.task.done()
+
+
+async def test_a_plan_offers_finished_renders_only_while_it_keeps_them() -> None:
+    """`Plan.ready`: nothing before the render, its bytes after, nothing for a render
+    that failed, and nothing once the event has been dropped from the plan's results."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from giftgraph.live.render import RESULTS_KEPT, Plan
+
+    class Executor:
+        def build_per_event_executor(self, row: m.Event) -> Executor:
+            self.row = row
+            return self
+
+        def execute_operation(self, _: bool) -> Any:
+            if self.row.seq == 0:
+                raise RuntimeError("render failed")
+            return SimpleNamespace(data={"seq": self.row.seq}, errors=None)
+
+    class Scopes:
+        @contextlib.asynccontextmanager
+        async def use(self, *_: Any) -> Any:
+            yield
+
+    plan = Plan(SimpleNamespace(scopes=Scopes(), renders=0), Executor(),  # type: ignore[arg-type]
+                uuid.uuid4(), lambda e, _: e, lambda row: row)
+    assert plan.ready(1) is None
+    assert await plan.render(event(1, 0)) == b'{"data":{"seq":1}}'
+    assert plan.ready(1) == b'{"data":{"seq":1}}'
+    with contextlib.suppress(RuntimeError):
+        await plan.render(event(0, 0))
+    assert plan.ready(0) is None
+    for seq in range(2, RESULTS_KEPT + 2):
+        await plan.render(event(seq, seq - 1))
+    assert plan.ready(1) is None  # dropped together with its result
+    assert plan.ready(RESULTS_KEPT + 1) is not None
+    assert set(plan.made) <= set(plan.results)

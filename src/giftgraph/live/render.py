@@ -116,6 +116,11 @@ class Plan:
         self.format_error = format_error
         self.to_root = to_root
         self.results: OrderedDict[int, asyncio.Task[bytes]] = OrderedDict()
+        self.made: dict[int, bytes] = {}  # the finished ones among `results`
+
+    def ready(self, seq: int) -> bytes | None:
+        """The payload of the event with this seq if it is rendered already, else None."""
+        return self.made.get(seq)
 
     async def render(self, row: m.Event) -> bytes:
         """The `next` payload (UTF-8 JSON) of this event for this selection, computed once
@@ -125,7 +130,7 @@ class Plan:
             task = asyncio.ensure_future(self._render(row))
             self.results[row.seq] = task
             while len(self.results) > RESULTS_KEPT:
-                self.results.popitem(last=False)
+                self.made.pop(self.results.popitem(last=False)[0], None)
         if task.done():  # every subscriber after the first: no waiting, no new future
             return task.result()
         return await asyncio.shield(task)
@@ -142,7 +147,10 @@ class Plan:
             trace_id = uuid.uuid4().hex
             payload["errors"] = [self.format_error(e, trace_id).formatted
                                  for e in result.errors]  # type: ignore[union-attr]
-        return orjson.dumps(payload)
+        rendered = orjson.dumps(payload)
+        if row.seq in self.results:  # still kept (not dropped while it was rendering)
+            self.made[row.seq] = rendered
+        return rendered
 
 
 class SharedRenderer:

@@ -91,7 +91,7 @@ class _Parked:
         socket can't take it."""
         wire = self.wire
         return wire is not None and not self.sink.closed \
-            and wire.write_text(self.prefix + payload + b"}")
+            and wire.write_text(self.prefix, payload, b"}")
 
     def write_many(self, rows: list[m.Event], payloads: list[bytes]) -> bool:
         wire, prefix = self.wire, self.prefix
@@ -102,7 +102,7 @@ class _Parked:
         ctx, live, plan, sink = self.ctx, self.live, self.plan, self.sink
         # Direct delivery by the hub needs the pre-framed wire (uvicorn, no deflate):
         # anywhere else every event comes through this task, in order.
-        direct = Direct(plan.render, self.write, self.write_many) \
+        direct = Direct(plan.render, self.write, self.write_many, plan.ready) \
             if self.wire is not None else None
         try:
             with _active(ctx.metrics):
