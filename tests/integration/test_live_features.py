@@ -714,9 +714,9 @@ async def test_a_backlog_of_events_reaches_each_socket_in_one_write(
     writes: list[int] = []
     write_texts = wire.Wire.write_texts
 
-    def spy(self: Any, payloads: list[bytes]) -> bool:
-        writes.append(len(payloads))
-        return write_texts(self, payloads)
+    def spy(self: Any, head: bytes, bodies: list[bytes], tail: bytes = b"") -> bool:
+        writes.append(len(bodies))
+        return write_texts(self, head, bodies, tail)
 
     monkeypatch.setattr(wire.Wire, "write_texts", spy)
     backlog, written = hub.backlog_events, wire.Wire.written

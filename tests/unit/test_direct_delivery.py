@@ -232,6 +232,64 @@ async def test_a_resync_while_preparing_a_backlog_queues_it_behind_the_replay() 
     assert [i if i is RESYNC else i.seq for i in sub.items] == [RESYNC, 6, 7]
 
 
+def made_batching(written: list[int], writes: list[list[int]], *, takes: bool = True,
+                  unmade: frozenset[int] = frozenset()) -> Direct:
+    """`batching` whose messages are made already, except those of the `unmade` seqs."""
+    path = batching(takes, written, writes)
+    path.ready = lambda seq: None if seq in unmade else b"message"
+    return path
+
+
+def backlog(*pairs: tuple[int, int]) -> tuple[list[m.Event], list[int], list[int]]:
+    """Events from (seq, prev) pairs, with their seqs and prevs as the fan-out reads them."""
+    return [event(seq, prev) for seq, prev in pairs], [p[0] for p in pairs], \
+        [p[1] for p in pairs]
+
+
+def test_a_made_backlog_goes_out_in_one_write_at_once() -> None:
+    sub, written, writes = Subscription(10), [], []
+    sub.last, sub.direct = 5, made_batching(written, writes)
+    assert sub.deliver_many_now(*backlog((6, 5), (7, 6), (8, 7))) == 3
+    assert (writes, sub.last, list(sub.items)) == ([[6, 7, 8]], 8, [])
+
+
+def test_a_made_backlog_stops_where_an_event_is_not_simply_the_next() -> None:
+    """The run ends at a duplicate, at a gap and at a message not made yet; what comes
+    after is left to `accept_many`, and a socket that can't take the run changes nothing."""
+    for pairs, unmade, done, last in [
+        ([(6, 5), (7, 6), (9, 8), (10, 9)], frozenset(), 2, 7),  # 9 says 8 came first
+        ([(5, 4), (6, 5), (7, 6)], frozenset(), 0, 5),  # 5 was sent already
+        ([(6, 5), (7, 6), (8, 7)], frozenset({7}), 1, 6),  # 7 is still rendering
+        ([(6, 5), (7, 6), (8, 7)], frozenset({6}), 0, 5),
+    ]:
+        sub, written, writes = Subscription(10), [], []
+        sub.last, sub.direct = 5, made_batching(written, writes, unmade=unmade)
+        assert sub.deliver_many_now(*backlog(*pairs)) == done, pairs
+        assert (written, sub.last, list(sub.items)) == ([p[0] for p in pairs[:done]], last, [])
+    sub, written, writes = Subscription(10), [], []
+    sub.last, sub.direct = 5, made_batching(written, writes, takes=False)
+    assert sub.deliver_many_now(*backlog((6, 5), (7, 6))) == 0
+    assert (written, sub.last, list(sub.items)) == ([], 5, [])
+
+
+async def test_fan_out_many_writes_made_runs_and_queues_the_rest_in_order() -> None:
+    from giftgraph.live.hub import Feed, Hub
+
+    hub = Hub("memory://", "postgresql://unused")
+    feed, written, writes = Feed(), [], []
+    ready = Subscription(10)
+    ready.last, ready.direct = 5, made_batching(written, writes)
+    gap = Subscription(10)  # has not seen 6 yet: 7 and 8 are queued for its stream
+    gap.last, gap.direct = 4, made_batching(written, writes)
+    feed.subscribers.update([ready, gap])
+    rows, _, _ = backlog((6, 5), (7, 6), (8, 7))
+    await hub._fan_out_many(feed, rows)
+    assert (ready.last, list(ready.items)) == (8, [])
+    assert writes == [[6, 7, 8]]  # the other subscriber's went to its queue
+    assert gap.last == 4
+    assert [i.seq for i in gap.items] == [6, 7, 8]
+
+
 async def test_waiting_takes_what_is_queued_and_leaves_the_end_marker() -> None:
     from broadcaster import Event as BroadcastEvent
     from broadcaster._base import Subscriber

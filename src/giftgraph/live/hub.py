@@ -193,6 +193,28 @@ class Subscription(Inbox):
         self.last = seq
         return True
 
+    def deliver_many_now(self, items: list[m.Event], seqs: list[int], prevs: list[int]) -> int:
+        """`deliver_now` for a backlog (`seqs` and `prevs` are its events'): the leading
+        events that are simply the next ones and whose messages are made, written in one
+        write. How many were written; 0 changed nothing. The caller hands the rest (or
+        all) to `accept_many`."""
+        direct = self.direct
+        if direct is None or self.items or direct.ready is None or direct.write_many is None:
+            return 0
+        ready, last = direct.ready, self.last
+        messages = []
+        for seq, prev in zip(seqs, prevs, strict=True):
+            if seq <= last or prev > last or (message := ready(seq)) is None:
+                break
+            messages.append(message)
+            last = seq
+        n = len(messages)
+        if n == 0 or not (direct.write(items[0], messages[0]) if n == 1 else
+                          direct.write_many(items if n == len(items) else items[:n], messages)):
+            return 0
+        self.last = last
+        return n
+
     def _next(self, item: m.Event) -> bool:
         return not self.items and item.seq > self.last and not behind(item, self.last)
 
@@ -460,9 +482,18 @@ class Hub:
             except Exception:  # metrics must never stop a channel's events
                 log.warning("on_backlog failed", exc_info=True)
         delivered = [0] * len(items)
+        events = all(type(item) is m.Event for item in items)
+        seqs = [item.seq for item in items] if events else []  # read once (ORM attributes)
+        prevs = [p if isinstance(p := item.prev_seq, int) else -1 for item in items] \
+            if events else []
         for k, sub in enumerate(list(feed.subscribers), 1):
-            for i, direct in enumerate(await sub.accept_many(items)):
-                delivered[i] += direct
+            # No coroutine per subscriber when the backlog can simply be written now.
+            done = sub.deliver_many_now(items, seqs, prevs) if events else 0
+            for i in range(done):
+                delivered[i] += 1
+            if done < len(items):
+                for i, direct in enumerate(await sub.accept_many(items[done:]), done):
+                    delivered[i] += direct
             if k % FANOUT_SLICE == 0:
                 await asyncio.sleep(0)
         for item, count in zip(items, delivered, strict=True):

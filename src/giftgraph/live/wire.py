@@ -45,11 +45,6 @@ def header(n: int) -> bytes:
     return b"\x81\x7f" + n.to_bytes(8, "big")
 
 
-def frame(payload: bytes) -> bytes:
-    """A final, unmasked text frame carrying `payload` (valid UTF-8)."""
-    return header(len(payload)) + payload
-
-
 class Wire:
     """Direct writes to one uvicorn websockets-sansio connection."""
 
@@ -89,12 +84,17 @@ class Wire:
         Wire.written += 1
         return True
 
-    def write_texts(self, payloads: list[bytes]) -> bool:
-        """`write_text` for several messages, in order, with one write (one system call)."""
+    def write_texts(self, head: bytes, bodies: list[bytes], tail: bytes = b"") -> bool:
+        """`write_text(head, body, tail)` for each of `bodies`, in order, in one write (one
+        system call)."""
         if not self._can_take():
             return False
-        self._protocol.transport.write(b"".join([frame(p) for p in payloads]))
-        Wire.written += len(payloads)
+        extra = len(head) + len(tail)
+        parts: list[bytes] = []
+        for body in bodies:
+            parts += (header(extra + len(body)), head, body, tail)
+        self._protocol.transport.write(b"".join(parts))
+        Wire.written += len(bodies)
         return True
 
 

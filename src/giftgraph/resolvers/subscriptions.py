@@ -94,9 +94,9 @@ class _Parked:
             and wire.write_text(self.prefix, payload, b"}")
 
     def write_many(self, rows: list[m.Event], payloads: list[bytes]) -> bool:
-        wire, prefix = self.wire, self.prefix
+        wire = self.wire
         return wire is not None and not self.sink.closed \
-            and wire.write_texts([prefix + p + b"}" for p in payloads])
+            and wire.write_texts(self.prefix, payloads, b"}")
 
     async def run(self) -> None:
         ctx, live, plan, sink = self.ctx, self.live, self.plan, self.sink
