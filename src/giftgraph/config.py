@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
     statement_timeout_ms: int = Field(default=10_000, ge=0)
+    # A pooled connection idle this long is checked (pinged) before use; 0: before every use.
+    db_ping_after_idle_seconds: float = Field(default=1.0, ge=0)
 
     jwt_secret: str = DEFAULT_JWT_SECRET
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"

@@ -5,6 +5,7 @@ mean the write continued the reads' transaction; different ones, that it began i
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from giftgraph.config import Settings
 from giftgraph.db import models as m
 from giftgraph.db.engine import Database, create_database
 from giftgraph.db.session import OperationDb
+from tests.conftest import make_settings
 
 NOW: Any = text("SELECT now()")
 
@@ -91,3 +93,78 @@ async def test_reads_work_again_after_recover(database: Database) -> None:
         assert await op.scalar(text("SELECT 1")) == 1  # type: ignore[call-overload]
     finally:
         await op.close()
+
+
+# -- the pool's idle check (`ping_when_idle`) ---------------------------------------------------
+
+PID: Any = text("SELECT pg_backend_pid()")
+
+
+async def _pid(db: Database) -> int:
+    async with db.engine.connect() as conn:
+        return int((await conn.execute(PID)).scalar_one())
+
+
+async def _kill(database_url: str, pid: int) -> None:
+    async with create_database(database_url, make_settings(database_url)).engine.connect() as c:
+        assert (await c.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})).scalar()
+        await c.close()
+
+
+async def test_an_idle_connection_killed_meanwhile_is_replaced_before_use(
+        database_url: str) -> None:
+    """A connection idle for longer than `db_ping_after_idle_seconds` is pinged before use:
+    one the server dropped meanwhile (a restart, an idle timeout) is replaced, and the
+    request never sees it."""
+    db = create_database(database_url, make_settings(database_url,
+                                                     db_ping_after_idle_seconds=0.2))
+    try:
+        first = await _pid(db)
+        await _kill(database_url, first)
+        await asyncio.sleep(0.3)
+        assert await _pid(db) != first
+    finally:
+        await db.dispose()
+
+
+async def test_a_recently_used_connection_is_not_pinged_and_a_dead_one_fails_once(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within the idle window there is no ping (no round trips before the statement); a
+    connection the server dropped within it fails that one statement as a disconnect,
+    which invalidates the pool, and the next request gets a new connection."""
+    db = create_database(database_url, make_settings(database_url,
+                                                     db_ping_after_idle_seconds=60))
+    pings: list[Any] = []
+    ping = db.engine.dialect.do_ping
+    monkeypatch.setattr(db.engine.dialect, "do_ping",
+                        lambda conn: pings.append(conn) or ping(conn))
+    try:
+        first = await _pid(db)
+        assert await _pid(db) == first
+        assert pings == []
+        await _kill(database_url, first)
+        with pytest.raises(DBAPIError) as failed:
+            await _pid(db)
+        assert failed.value.connection_invalidated
+        assert await _pid(db) != first
+        assert pings == []
+    finally:
+        await db.dispose()
+
+
+async def test_ping_after_zero_seconds_checks_every_checkout(database_url: str,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             ) -> None:
+    db = create_database(database_url, make_settings(database_url,
+                                                     db_ping_after_idle_seconds=0))
+    pings: list[Any] = []
+    ping = db.engine.dialect.do_ping
+    monkeypatch.setattr(db.engine.dialect, "do_ping",
+                        lambda conn: pings.append(conn) or ping(conn))
+    try:
+        await _pid(db)  # a new connection: no ping
+        await _pid(db)
+        await _pid(db)
+        assert len(pings) == 2
+    finally:
+        await db.dispose()
