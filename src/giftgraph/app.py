@@ -16,6 +16,7 @@ import orjson
 from cross_web import HTTPException  # what Strawberry's view raises for bad requests
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -417,12 +418,20 @@ def create_app(settings: Settings) -> Starlette:
 
     async def health(_: Request) -> Response:
         db_ok = False
-        try:
-            async with state.db().engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            db_ok = True
-        except Exception:  # any failure means "not connected"; details go to the log
-            log.warning("health check: database unreachable", exc_info=True)
+        for attempt in (1, 2):
+            try:
+                async with state.db().engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+                db_ok = True
+            except DBAPIError as exc:
+                # A pooled connection the server dropped within the pool's idle window
+                # (db_ping_after_idle_seconds): the pool has been renewed; ask once more.
+                if attempt == 1 and exc.connection_invalidated:
+                    continue
+                log.warning("health check: database unreachable", exc_info=True)
+            except Exception:  # any failure means "not connected"; details go to the log
+                log.warning("health check: database unreachable", exc_info=True)
+            break
         broadcast_ok = state.live is not None and state.live.hub.connected
         healthy = db_ok and broadcast_ok
         body = {

@@ -24,6 +24,34 @@ async def test_health_reports_connected_db(http: httpx.AsyncClient) -> None:
     assert r.json() == {"status": "healthy", "db": "connected", "broadcast": "connected"}
 
 
+async def test_health_is_200_after_the_server_dropped_pooled_connections(
+        database_url: str) -> None:
+    """A connection used within the pool's idle window is not pinged: if the server dropped
+    it meanwhile (a restart), the health check's statement finds out, the pool is renewed,
+    and the check asks once more instead of reporting a healthy database as down."""
+    import asyncpg
+
+    from tests.conftest import _dsn
+
+    app = create_app(make_settings(database_url, db_ping_after_idle_seconds=60))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.get("/health")).status_code == 200
+            admin = await asyncpg.connect(_dsn(database_url))
+            try:
+                ended = await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND application_name = 'giftgraph'")
+            finally:
+                await admin.close()
+            assert ended >= 1
+            r = await client.get("/health")
+            assert r.status_code == 200, r.json()
+            assert r.json()["db"] == "connected"
+
+
 @pytest.fixture
 async def dead_db_client() -> httpx.AsyncClient:
     app = create_app(make_settings(DEAD_DB))

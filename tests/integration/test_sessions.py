@@ -106,9 +106,15 @@ async def _pid(db: Database) -> int:
 
 
 async def _kill(database_url: str, pid: int) -> None:
-    async with create_database(database_url, make_settings(database_url)).engine.connect() as c:
-        assert (await c.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})).scalar()
-        await c.close()
+    """End a server process, and wait until it has exited (PostgreSQL 14+)."""
+    db = create_database(database_url, make_settings(database_url))
+    try:
+        async with db.engine.connect() as c:
+            ended = await c.execute(text("SELECT pg_terminate_backend(:p, 5000)"), {"p": pid})
+            assert ended.scalar()
+    finally:
+        await db.dispose()
+    await asyncio.sleep(0.05)  # the socket's end reaches the client
 
 
 async def test_an_idle_connection_killed_meanwhile_is_replaced_before_use(

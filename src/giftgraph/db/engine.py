@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import InvalidatePoolError
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -65,10 +65,11 @@ def ping_when_idle(pool: Any, dialect: Dialect, after: float) -> None:
     """Check a pooled connection before use only when it has been idle `after` seconds, as
     PgBouncer's `server_check_delay` does, instead of SQLAlchemy's `pool_pre_ping` on every
     checkout: asyncpg's ping is three round trips (BEGIN, an empty statement, ROLLBACK),
-    ~10% of a small request. A connection that fails its ping invalidates the pool, and
-    the checkout goes on with a new connection. One used within `after` seconds is taken
-    as it is: if the server restarted just then, the statement fails with a retryable
-    SERVICE_UNAVAILABLE, which invalidates the pool in the same way."""
+    ~10% of a small request. A connection that fails its ping is replaced, and the
+    checkout goes on with a new one. One used within `after` seconds is taken as it is:
+    if the server restarted just then, its statement fails (a coded, masked error:
+    SERVICE_UNAVAILABLE, retryable, when the driver has seen the connection close), and
+    that disconnect makes the pool replace every connection opened before it."""
 
     @event.listens_for(pool, "connect")
     def connected(_: Any, record: Any) -> None:
@@ -85,5 +86,5 @@ def ping_when_idle(pool: Any, dialect: Dialect, after: float) -> None:
             return
         try:
             dialect.do_ping(dbapi_connection)
-        except Exception as exc:
-            raise InvalidatePoolError("the pooled connection failed its ping") from exc
+        except Exception as exc:  # the pool replaces this connection and checks out anew
+            raise DisconnectionError("the pooled connection failed its ping") from exc
