@@ -3,7 +3,7 @@
 One event goes to thousands of sockets as the same `next` payload (only the operation id
 differs). Through the ASGI interface each socket costs a chain of awaits: Starlette's state
 checks, uvicorn's `send`, a websockets `Frame` object and its serialization. Here the frame
-header and message are put together with two concatenations and written to the socket's
+header and the message's parts are put together in one join and written to the socket's
 transport: the same bytes the protocol library would write (a final, unmasked,
 uncompressed text frame). Gorilla's `PreparedMessage` and uWebSockets' `publish` do the
 same. What is left per socket is mostly the `send` system call itself.
