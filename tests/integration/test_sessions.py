@@ -117,6 +117,18 @@ async def _kill(database_url: str, pid: int) -> None:
     await asyncio.sleep(0.05)  # the socket's end reaches the client
 
 
+def _counting_pings(database_url: str, after: float,
+                    monkeypatch: pytest.MonkeyPatch) -> tuple[Database, list[Any]]:
+    """A pool that pings connections idle `after` seconds, and the list of its pings."""
+    db = create_database(database_url, make_settings(database_url,
+                                                     db_ping_after_idle_seconds=after))
+    pings: list[Any] = []
+    ping = db.engine.dialect.do_ping
+    monkeypatch.setattr(db.engine.dialect, "do_ping",
+                        lambda conn: pings.append(conn) or ping(conn))
+    return db, pings
+
+
 async def test_an_idle_connection_killed_meanwhile_is_replaced_before_use(
         database_url: str) -> None:
     """A connection idle for longer than `db_ping_after_idle_seconds` is pinged before use:
@@ -138,12 +150,7 @@ async def test_a_recently_used_connection_is_not_pinged_and_a_dead_one_fails_onc
     """Within the idle window there is no ping (no round trips before the statement); a
     connection the server dropped within it fails that one statement as a disconnect,
     which invalidates the pool, and the next request gets a new connection."""
-    db = create_database(database_url, make_settings(database_url,
-                                                     db_ping_after_idle_seconds=60))
-    pings: list[Any] = []
-    ping = db.engine.dialect.do_ping
-    monkeypatch.setattr(db.engine.dialect, "do_ping",
-                        lambda conn: pings.append(conn) or ping(conn))
+    db, pings = _counting_pings(database_url, 60, monkeypatch)
     try:
         first = await _pid(db)
         assert await _pid(db) == first
@@ -161,12 +168,7 @@ async def test_a_recently_used_connection_is_not_pinged_and_a_dead_one_fails_onc
 async def test_ping_after_zero_seconds_checks_every_checkout(database_url: str,
                                                              monkeypatch: pytest.MonkeyPatch,
                                                              ) -> None:
-    db = create_database(database_url, make_settings(database_url,
-                                                     db_ping_after_idle_seconds=0))
-    pings: list[Any] = []
-    ping = db.engine.dialect.do_ping
-    monkeypatch.setattr(db.engine.dialect, "do_ping",
-                        lambda conn: pings.append(conn) or ping(conn))
+    db, pings = _counting_pings(database_url, 0, monkeypatch)
     try:
         await _pid(db)  # a new connection: no ping
         await _pid(db)
