@@ -148,3 +148,45 @@ async def test_loaded_rows_are_freed_when_the_operation_ends(app: Any, alice: Ac
     kept = [t.__name__ for t in cyclic
             if t.__module__ in ("giftgraph.schema.loaders", "strawberry.dataloader")]
     assert kept == [], sorted(set(kept))
+
+
+async def test_item_mutations_read_the_item_and_its_list_in_one_statement(
+        app: Any, alice: Account) -> None:
+    """An item mutation locks the item and reads its list (whose topics its event goes to)
+    in one statement; the list used to be a second round trip. The event still reaches the
+    list's, the person's and the occasion's topics."""
+    from sqlalchemy import text
+
+    await _make_lists(alice.client, 1, alice.user_id)
+    lists = (await alice.client("{ lists(first: 1) { edges { node { id person { id }"
+                                " occasion { id } items(first: 1) { edges { node { id } } } }"
+                                " } } }")).data["lists"]["edges"]
+    node = lists[0]["node"]
+    item = node["items"]["edges"][0]["node"]["id"]
+    calls = [
+        ("mutation($i: ID!) { setListItemStatus(id: $i, status: SELECTED) { status } }", "UPDATE"),
+        ("mutation($i: ID!) { assignListItem(id: $i) { id } }", "UPDATE"),
+        ("mutation($i: ID!) { updateListItem(id: $i, input: {quantity: 3}) { quantity } }",
+         "UPDATE"),
+        ("mutation($i: ID!) { removeListItem(id: $i) }", "DELETE FROM list_items"),
+    ]
+    engine = app.state.giftgraph.db().engine
+    last_seq = text("SELECT coalesce(max(seq), 0) FROM events")
+    for query, change in calls:
+        async with engine.connect() as conn:
+            before = (await conn.execute(last_seq)).scalar_one()
+        with count_statements(app) as statements:
+            r = await alice.client(query, {"i": item})
+        assert not r.errors, r.errors
+        flat = [" ".join(s.split()) for s in statements]
+        selects = [s for s in flat if s.startswith("SELECT") and "FROM users" not in s
+                   and "pg_advisory_xact_lock" not in s]
+        assert len(selects) == 1, flat
+        assert "JOIN gift_lists" in selects[0]
+        assert "FOR UPDATE OF list_items" in selects[0]
+        assert any(s.startswith(change) for s in flat), flat
+        async with engine.connect() as conn:
+            topics = set((await conn.execute(
+                text("SELECT topic FROM events WHERE seq > :s"), {"s": before})).scalars())
+        assert topics == {f"list:{node['id']}", f"person:{node['person']['id']}",
+                          f"occasion:{node['occasion']['id']}", "list-items:all", "family"}

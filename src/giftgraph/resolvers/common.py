@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -33,17 +32,6 @@ async def get_owned(
     if lock:
         stmt = stmt.with_for_update()
     row = await session.scalar(stmt)
-    if row is None:
-        raise NotFound(type_name)
-    return row
-
-
-async def get_owned_by_pk(
-    session: AsyncSession, model: type[M], pk: uuid.UUID, type_name: str
-) -> M:
-    row = await session.scalar(
-        select(model).where(model.id == pk, model.family_id == session.info["family_id"])
-    )
     if row is None:
         raise NotFound(type_name)
     return row

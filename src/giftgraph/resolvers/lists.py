@@ -16,7 +16,7 @@ from giftgraph.errors import BadInput, Forbidden, InvalidTransition, NotFound
 from giftgraph.events import LIST_ITEMS_TOPIC, list_topics, record
 from giftgraph.ids import decode_id
 from giftgraph.resolvers import crud
-from giftgraph.resolvers.common import get_owned, get_owned_by_pk, list_connection, unit_of_work
+from giftgraph.resolvers.common import get_owned, list_connection, unit_of_work
 from giftgraph.resolvers.gifts import gift_values, new_gift
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.enums import ItemStatus, ListKind
@@ -124,10 +124,25 @@ def _item_topics(gift_list: m.GiftList) -> list[str]:
     return [*list_topics(gift_list), LIST_ITEMS_TOPIC]
 
 
+async def _get_item(session: AsyncSession, gid: str) -> tuple[m.ListItem, m.GiftList]:
+    """The caller's family's item, locked, and its list (whose topics its events go to):
+    one statement, where an item and then its list were two round trips."""
+    family_id = session.info["family_id"]
+    row = (await session.execute(
+        select(m.ListItem, m.GiftList)
+        .join(m.GiftList, (m.GiftList.id == m.ListItem.list_id)
+              & (m.GiftList.family_id == family_id))
+        .where(m.ListItem.id == decode_id(gid, "ListItem"), m.ListItem.family_id == family_id)
+        .with_for_update(of=m.ListItem)
+    )).first()
+    if row is None:
+        raise NotFound("ListItem")
+    return row[0], row[1]
+
+
 async def _record_item(info: Info, session: AsyncSession, item: m.ListItem,
-                       kind: m.EventKind) -> None:
+                       gift_list: m.GiftList, kind: m.EventKind) -> None:
     user = info.context.require_user()
-    gift_list = await get_owned_by_pk(session, m.GiftList, item.list_id, "GiftList")
     await record(session, family_id=user.family_id, actor_id=user.id, kind=kind,
                  entity=item, topics=_item_topics(gift_list))
 
@@ -167,7 +182,7 @@ async def update_list_item(info: Info, id: strawberry.ID, input: ListItemPatch) 
     patch = provided(input)
     _check_item_input(patch)
     async with unit_of_work(info) as session:
-        item = await get_owned(session, m.ListItem, id, "ListItem")
+        item, gift_list = await _get_item(session, id)
         data = validate(ListItemData, {
             **crud.current_values(item, ListItemData),
             **{k: patch[k] for k in ("quantity", "notes") if k in patch},
@@ -175,14 +190,14 @@ async def update_list_item(info: Info, id: strawberry.ID, input: ListItemPatch) 
         item.quantity, item.notes = data.quantity, data.notes
         if "gift_id" in patch or "gift" in patch:
             item.gift_id = await _resolve_gift(info, session, patch)
-        await _record_item(info, session, item, m.EventKind.UPDATED)
+        await _record_item(info, session, item, gift_list, m.EventKind.UPDATED)
     return ListItem.from_model(item)
 
 
 async def remove_list_item(info: Info, id: strawberry.ID) -> strawberry.ID:
     async with unit_of_work(info) as session:
-        item = await get_owned(session, m.ListItem, id, "ListItem")
-        await _record_item(info, session, item, m.EventKind.DELETED)
+        item, gift_list = await _get_item(session, id)
+        await _record_item(info, session, item, gift_list, m.EventKind.DELETED)
         await crud.delete_comments(session, m.CommentTarget.LIST_ITEM, item.id)
         await session.delete(item)
     return id
@@ -190,7 +205,7 @@ async def remove_list_item(info: Info, id: strawberry.ID) -> strawberry.ID:
 
 async def set_list_item_status(info: Info, id: strawberry.ID, status: ItemStatus) -> ListItem:
     async with unit_of_work(info) as session:
-        item = await get_owned(session, m.ListItem, id, "ListItem")
+        item, gift_list = await _get_item(session, id)
         new = m.ItemStatus(status)
         if new not in TRANSITIONS[item.status]:
             allowed = sorted(s.value for s in TRANSITIONS[item.status])
@@ -199,14 +214,14 @@ async def set_list_item_status(info: Info, id: strawberry.ID, status: ItemStatus
                 current=item.status.value, requested=new.value, allowed=allowed,
             )
         item.status = new
-        await _record_item(info, session, item, m.EventKind.STATUS_CHANGED)
+        await _record_item(info, session, item, gift_list, m.EventKind.STATUS_CHANGED)
     return ListItem.from_model(item)
 
 
 async def assign_list_item(info: Info, id: strawberry.ID,
                            user_id: strawberry.ID | None = None) -> ListItem:
     async with unit_of_work(info) as session:
-        item = await get_owned(session, m.ListItem, id, "ListItem")
+        item, gift_list = await _get_item(session, id)
         if user_id is None:
             item.assignee_id = None
         else:
@@ -214,5 +229,5 @@ async def assign_list_item(info: Info, id: strawberry.ID,
             if not assignee.is_active:
                 raise BadInput({"userId": "this member is deactivated"})
             item.assignee_id = assignee.id
-        await _record_item(info, session, item, m.EventKind.ASSIGNED)
+        await _record_item(info, session, item, gift_list, m.EventKind.ASSIGNED)
     return ListItem.from_model(item)
