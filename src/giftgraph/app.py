@@ -301,7 +301,7 @@ class GraphQLApp(GraphQL[Context, None]):
         if not isinstance(raw, str) and isinstance(token, str):
             raw = f"Bearer {token}"
         context.authorization = raw if isinstance(raw, str) else None
-        state = OperationState(OperationDb(context.database.sessions))
+        state = OperationState(OperationDb(context.database))
         op = begin_operation(state)
         try:
             await authenticate(context)
@@ -399,7 +399,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         url = await resolve_database_url(state)
         state.database = create_database(url, settings)
-        state.live = Live.create(settings, url, state.database.sessions)
+        state.live = Live.create(settings, url, state.database)
         await state.live.start()
         hub = state.live.hub
         hub.on_fanout = lambda event, count: state.metrics.delivered(event.at, count)

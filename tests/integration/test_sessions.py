@@ -1,7 +1,5 @@
-"""An operation's session: reads, then a mutation's unit of work, on a real PostgreSQL.
-
-`now()` is the start of the current transaction: equal values in the reads and in the write
-mean the write continued the reads' transaction; different ones, that it began its own."""
+"""An operation's sessions: reads in autocommit, then a mutation's unit of work in a
+transaction, on a real PostgreSQL. `now()` is the start of the current transaction."""
 
 from __future__ import annotations
 
@@ -20,6 +18,7 @@ from giftgraph.db.session import OperationDb
 from tests.conftest import make_settings
 
 NOW: Any = text("SELECT now()")
+PID: Any = text("SELECT pg_backend_pid()")
 
 
 @pytest.fixture
@@ -38,67 +37,93 @@ async def add_family(op: OperationDb, name: str) -> Any:
     return started
 
 
-async def test_a_write_after_plain_reads_continues_their_transaction(database: Database) -> None:
-    op = OperationDb(database.sessions)
+
+
+async def _state(db: Database, pid: int) -> str:
+    """What the server says a backend is doing, asked on another connection."""
+    async with db.engine.connect() as conn:
+        return str((await conn.execute(
+            text("SELECT state FROM pg_stat_activity WHERE pid = :p"), {"p": pid})).scalar())
+
+
+async def test_reads_run_without_begin_and_a_write_in_its_own_transaction(
+        database: Database) -> None:
+    """Reads are autocommit: no BEGIN and ROLLBACK round trips around them. The write is
+    one transaction, on the connection the reads gave back: one connection at a time."""
+    op = OperationDb(database)
     try:
-        read_started = await op.scalar(NOW)
-        await op.rows(select(m.Family.id, m.Family.name))  # plain rows: nothing to expire
-        assert await add_family(op, "Continued") == read_started
+        assert await op.scalar(NOW) != await op.scalar(NOW)  # a transaction each
+        read_pid = await op.scalar(PID)
+        assert await _state(database, read_pid) == "idle"  # not "idle in transaction"
+        async with op.write() as session:
+            began = (await session.execute(NOW)).scalar()
+            assert database.engine.sync_engine.pool.checkedout() == 1
+            session.add(m.Family(name="Written"))
+            await session.flush()
+            assert (await session.execute(NOW)).scalar() == began
+            assert (await session.execute(PID)).scalar() == read_pid
+            assert await _state(database, read_pid) == "idle in transaction"
+        assert await op.scalar(select(m.Family.name).where(m.Family.name == "Written"))
+        assert await _state(database, read_pid) == "idle"  # reads after the write: autocommit
     finally:
         await op.close()
+    assert database.engine.sync_engine.pool.checkedout() == 0
 
 
-async def test_a_write_after_reads_that_loaded_objects_begins_its_own(database: Database) -> None:
-    """A failed write's ROLLBACK would expire objects the reads loaded, so their transaction
-    is committed first."""
-    op = OperationDb(database.sessions)
+async def _failing_write(op: OperationDb) -> None:
+    async with op.write() as session:
+        session.add(m.Family(name="Never"))
+        await session.flush()
+        raise RuntimeError("the resolver failed")
+
+
+async def test_objects_the_reads_loaded_survive_a_failed_write(database: Database) -> None:
+    op = OperationDb(database)
     try:
         await add_family(op, "Loaded")
-        read_started = await op.scalar(NOW)
         loaded = await op.scalars(select(m.Family).where(m.Family.name == "Loaded"))
-        assert await add_family(op, "Second") != read_started
+        with pytest.raises(RuntimeError, match="the resolver failed"):
+            await _failing_write(op)
         assert loaded[0].name == "Loaded"  # still readable: nothing expired
+        assert await op.scalar(select(m.Family.id).where(m.Family.name == "Never")) is None
+        await add_family(op, "Second")
     finally:
         await op.close()
 
 
-async def test_a_write_after_a_failed_read_begins_a_clean_transaction(
-        database: Database) -> None:
-    """PostgreSQL aborts the transaction of a failed statement: the mutation that follows
-    (say, the next root field of the same operation) must not run in it."""
-    op = OperationDb(database.sessions)
+async def test_a_failed_read_spoils_nothing_after_it(database: Database) -> None:
+    """In a transaction, PostgreSQL refuses every statement after a failed one; in
+    autocommit the next read and the next write simply work."""
+    op = OperationDb(database)
     try:
+        with pytest.raises(DBAPIError):
+            await op.scalar(text("SELECT 1 / 0"))  # type: ignore[call-overload]
+        assert await op.scalar(text("SELECT 1")) == 1  # type: ignore[call-overload]
         with pytest.raises(DBAPIError):
             await op.scalar(text("SELECT 1 / 0"))  # type: ignore[call-overload]
         await add_family(op, "After a failed read")
-        # the failure is spent: a write after plain reads continues them again
-        read_started = await op.scalar(NOW)
-        assert await add_family(op, "Then continued") == read_started
     finally:
         await op.close()
 
 
-async def test_reads_work_again_after_recover(database: Database) -> None:
+async def test_recover_after_a_failed_read_opens_a_new_session(database: Database) -> None:
     """The lean executor's rerun of a query (schema/execution.py) after a failed read."""
-    op = OperationDb(database.sessions)
+    op = OperationDb(database)
     try:
         await op.recover()  # nothing failed: nothing to do
-        first = await op.scalar(NOW)
-        assert await op.scalar(NOW) == first  # still one transaction
+        pid = await op.scalar(PID)
+        await op.recover()
+        assert database.engine.sync_engine.pool.checkedout() == 1  # kept
         with pytest.raises(DBAPIError):
             await op.scalar(text("SELECT 1 / 0"))  # type: ignore[call-overload]
-        with pytest.raises(DBAPIError, match="aborted"):
-            await op.scalar(text("SELECT 1"))  # type: ignore[call-overload]
         await op.recover()
-        assert await op.scalar(text("SELECT 1")) == 1  # type: ignore[call-overload]
+        assert database.engine.sync_engine.pool.checkedout() == 0  # given back
+        assert await op.scalar(PID) == pid  # the pool's most recent connection again
     finally:
         await op.close()
 
 
 # -- the pool's idle check (`ping_when_idle`) ---------------------------------------------------
-
-PID: Any = text("SELECT pg_backend_pid()")
-
 
 async def _pid(db: Database) -> int:
     async with db.engine.connect() as conn:

@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Row, Select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from giftgraph.db.engine import Database
 from giftgraph.db.models import Event
 from giftgraph.events import take_after_commit, take_pending
 
@@ -20,25 +21,28 @@ Publisher = Callable[[list[Event]], Awaitable[None]]
 
 
 class OperationDb:
-    """Lazily opened session shared by an operation's resolvers.
+    """Lazily opened sessions shared by an operation's resolvers.
+
+    Reads go through one session in autocommit (`Database.reads`): no BEGIN and ROLLBACK
+    around them, and no transaction left open while a shared scope keeps its session. A
+    mutation's unit of work (`write`) runs in a session and transaction of its own.
 
     Strawberry resolves sibling fields concurrently, and an AsyncSession must not be
     used concurrently, so every use goes through one lock. DataLoaders batch the
     reads, so the lock costs little and the statement count stays deterministic.
     """
 
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], publish: Publisher | None = None
-    ) -> None:
-        self._sessions = sessions
+    def __init__(self, database: Database, publish: Publisher | None = None) -> None:
+        self._reads = database.reads
+        self._writes = database.sessions
         self._publish = publish
-        self._session: AsyncSession | None = None
-        self._read_failed = False  # a read raised since the last write began
+        self._session: AsyncSession | None = None  # the reads'
+        self._read_failed = False  # a read raised since the session was opened
         self._lock = asyncio.Lock()
 
     def _get(self) -> AsyncSession:
         if self._session is None:
-            self._session = self._sessions()
+            self._session = self._reads()
         return self._session
 
     async def scalars(self, stmt: Select[tuple[T]],
@@ -99,27 +103,24 @@ class OperationDb:
     async def write(self) -> AsyncIterator[AsyncSession]:
         """The unit of work of one mutation: committed once on success, else rolled back."""
         async with self._lock:
-            session = self._get()
-            if session.in_transaction() and (session.identity_map or self._read_failed):
-                # A failed write's ROLLBACK would expire the objects the operation's reads
-                # loaded, and a read that failed left the transaction aborted: end it first
-                # (COMMIT, which expires nothing; PostgreSQL rolls an aborted one back).
-                # Otherwise (the usual case: the caller is expunged, loaders read plain rows)
-                # the write continues the transaction and keeps its connection: no COMMIT,
-                # pool checkout, ping and BEGIN in between. Each statement reads fresh data
-                # either way (READ COMMITTED).
-                await session.commit()
-            self._read_failed = False
+            # The reads' connection goes back to the pool first (no round trip: nothing is
+            # open on it), and the write takes it again (the pool is LIFO): an operation
+            # holds one connection at a time. Objects the reads loaded stay readable.
+            await self._close_reads()
+            session = self._writes()
             try:
-                yield session
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                take_pending(session)  # rolled-back work publishes nothing
-                take_after_commit(session)
-                raise
-            events = take_pending(session)
-            hooks = take_after_commit(session)
+                try:
+                    yield session
+                    await session.commit()
+                except BaseException:
+                    await session.rollback()
+                    take_pending(session)  # rolled-back work publishes nothing
+                    take_after_commit(session)
+                    raise
+                events = take_pending(session)
+                hooks = take_after_commit(session)
+            finally:
+                await _close(session)
         # Publish only after COMMIT, outside the lock.
         if events and self._publish is not None:
             await self._publish(events)
@@ -127,28 +128,27 @@ class OperationDb:
             await hook()
 
     async def recover(self) -> None:
-        """After a failed read: end the transaction it aborted (PostgreSQL refuses every
-        later statement in it), so that the operation's next reads work. COMMIT, which
-        expires nothing (PostgreSQL rolls an aborted transaction back); a session whose
-        connection broke is closed, and the next read opens a new one."""
+        """After a failed read, before the operation's reads run again: the session is
+        closed (a connection that broke goes back to the pool, which replaces it) and the
+        next read opens a new one. A failed statement in autocommit aborted nothing else."""
         async with self._lock:
-            if not self._read_failed:
-                return
-            self._read_failed = False
-            session = self._session
-            if session is None or not session.in_transaction():
-                return
-            try:
-                await session.commit()
-            except Exception:  # the connection broke: the next read opens a new session
-                await self.close()
+            if self._read_failed:
+                await self._close_reads()
+
+    async def _close_reads(self) -> None:
+        session, self._session = self._session, None
+        self._read_failed = False
+        if session is not None:
+            await _close(session)
 
     async def close(self) -> None:
-        """Release the session; a connection broken meanwhile is only logged."""
-        session, self._session = self._session, None
-        if session is None:
-            return
-        try:
-            await session.close()
-        except Exception:  # the connection died (database restart): the pool replaces it
-            log.warning("closing a session on a broken connection failed", exc_info=True)
+        """Release the reads' session (and with it its connection)."""
+        await self._close_reads()
+
+
+async def _close(session: AsyncSession) -> None:
+    """Close a session; a connection broken meanwhile is only logged."""
+    try:
+        await session.close()
+    except Exception:  # the connection died (database restart): the pool replaces it
+        log.warning("closing a session on a broken connection failed", exc_info=True)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from giftgraph.config import Settings
+from giftgraph.db.engine import Database
 from giftgraph.live.dashboard import DashboardFeeds
 from giftgraph.live.hub import Hub, channel
 from giftgraph.live.presence import PresenceTracker
@@ -27,14 +26,14 @@ class Live:
 
     @classmethod
     def create(cls, settings: Settings, database_url: str,
-               sessions: async_sessionmaker[AsyncSession]) -> Live:
+               database: Database) -> Live:
         hub = Hub(settings.broadcast_url, database_url,
                   queue_size=settings.subscriber_queue_size)
-        scopes = SharedScopes(sessions)
+        scopes = SharedScopes(database)
         return cls(
             hub=hub,
             scopes=scopes,
-            dashboards=DashboardFeeds(hub, sessions, settings.dashboard_interval_ms / 1000),
+            dashboards=DashboardFeeds(hub, database, settings.dashboard_interval_ms / 1000),
             presence=PresenceTracker(hub, settings.presence_heartbeat_seconds,
                                      settings.presence_ttl_seconds),
             renderer=SharedRenderer(scopes),

@@ -10,8 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
+from giftgraph.db.engine import Database
 from giftgraph.db.session import OperationDb
 from giftgraph.events import FAMILY_TOPIC
 from giftgraph.live.hub import Hub, channel, start_worker, stop_worker
@@ -54,10 +53,9 @@ class FamilyFeed:
 class DashboardFeeds:
     """Per family: listens to the `family` topic and recomputes at most every `interval`."""
 
-    def __init__(self, hub: Hub, sessions: async_sessionmaker[AsyncSession],
-                 interval: float = 0.25) -> None:
+    def __init__(self, hub: Hub, database: Database, interval: float = 0.25) -> None:
         self.hub = hub
-        self.sessions = sessions
+        self.database = database
         self.interval = interval
         self.feeds: dict[uuid.UUID, FamilyFeed] = {}
         self.computations = 0
@@ -70,7 +68,7 @@ class DashboardFeeds:
             if feed.latest is not None and not feed.dirty:
                 return feed.latest
             feed.dirty = False
-            db = OperationDb(self.sessions)
+            db = OperationDb(self.database)
             try:
                 dash = await Dashboard.for_family(feed.family_id).prefetch(db)
             finally:

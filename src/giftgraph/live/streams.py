@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from giftgraph.context import Context, OperationState, begin_operation, end_operation
 from giftgraph.db import models as m
+from giftgraph.db.engine import Database
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import AppError, BadInput
 from giftgraph.live.hub import OVERFLOW, RESYNC, Direct, Hub, behind, channel
@@ -45,8 +46,8 @@ class SharedScopes:
     """One session and one set of DataLoaders per event per process, shared by every
     subscriber resolving that event: nested fields load once, not once per subscriber."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+    def __init__(self, database: Database) -> None:
+        self._database = database
         self._scopes: dict[Hashable, list[Any]] = {}
         self._events: OrderedDict[int, asyncio.Future[m.Event | None]] = OrderedDict()
 
@@ -56,7 +57,7 @@ class SharedScopes:
 
         entry = self._scopes.get(key)
         if entry is None:
-            db = OperationDb(self._sessions)
+            db = OperationDb(self._database)
             entry = self._scopes[key] = [OperationState(db, Loaders(db, family_id)), 0, None]
         entry[1] += 1
         if entry[2] is not None:
@@ -86,7 +87,7 @@ class SharedScopes:
             self._events[seq] = future
             while len(self._events) > 256:
                 self._events.popitem(last=False)
-            async with self._sessions() as session:
+            async with self._database.reads() as session:
                 row = await session.scalar(
                     select(m.Event).where(m.Event.seq == seq, m.Event.family_id == family_id))
             future.set_result(row)
@@ -138,7 +139,7 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
     """
     user = ctx.require_user()
     family_id = user.family_id
-    sessions = ctx.database.sessions
+    sessions = ctx.database.reads
     start = parse_since(since)
     if start is None:
         start = await _latest(sessions, family_id)

@@ -55,7 +55,7 @@ class RequestScope(SchemaExtension):
 
     async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
         ctx: Context = self.execution_context.context
-        state = OperationState(OperationDb(ctx.database.sessions, publish=ctx.publish))
+        state = OperationState(OperationDb(ctx.database, publish=ctx.publish))
         token = begin_operation(state)
         try:
             if ctx.connection_params is None:  # HTTP; sockets authenticate in connection_init
