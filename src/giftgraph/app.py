@@ -45,7 +45,6 @@ from strawberry.utils.aio import aclosing
 
 from giftgraph.config import Settings
 from giftgraph.context import (
-    Caller,
     Context,
     OperationState,
     begin_operation,
@@ -322,10 +321,9 @@ class GraphQLApp(GraphQL[Context, None]):
             # Deactivating or deleting the user closes this socket (4403), on any instance.
             live.hub.register_socket(context.user.id, context.request)
             release_handshake(context.request.scope)
-        # The socket is authenticated once, here: its token need not live as long as it,
-        # nor its user's ORM row.
+        # The socket is authenticated once, here: its token need not live as long as it.
+        # (Its caller is a plain `Caller`, as every authenticated caller is.)
         context.authorization, context.connection_params = None, {}
-        context.user = Caller.of(context.user)
         return UNSET
 
 

@@ -57,9 +57,10 @@ def end_operation(token: object) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """A WebSocket's caller, as authenticated at connect: the user row's values, not the
-    ORM instance (its SQLAlchemy state, ~1 KB, and its password hash would otherwise live
-    as long as the socket). Read like the row: `id`, `family_id`, `role`, …"""
+    """The authenticated caller (of a request, or of a socket at connect): the user row's
+    values, read as plain columns, not an ORM instance (whose SQLAlchemy state, ~1 KB, and
+    password hash would otherwise live as long as a socket, and whose loading costs more).
+    Read like the row: `id`, `family_id`, `role`, …"""
 
     id: uuid.UUID
     family_id: uuid.UUID
@@ -70,9 +71,9 @@ class Caller:
     created_at: datetime
     updated_at: datetime
 
-    @classmethod
-    def of(cls, user: User) -> Caller:
-        return cls(**{f.name: getattr(user, f.name) for f in fields(cls)})
+
+# The users columns a `Caller` is made of, in its fields' order: `Caller(*row)`.
+CALLER_COLUMNS = tuple(getattr(User, f.name) for f in fields(Caller))
 
 
 @dataclass
@@ -87,7 +88,7 @@ class Context:
     connection_params: dict[str, Any] | None = None
     trace_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Per request (HTTP) or per connection (WebSocket, from connection_init).
-    user: User | Caller | None = None
+    user: Caller | None = None
     auth_error: AppError | None = None
     # Called with the events of each committed mutation (the live layer publishes them).
     publish: Publisher | None = None
@@ -126,12 +127,12 @@ class Context:
         client = getattr(self.request, "client", None)
         return client.host if client is not None else "unknown"
 
-    def require_user(self) -> User | Caller:
+    def require_user(self) -> Caller:
         if self.user is None:
             raise self.auth_error or Unauthenticated()
         return self.user
 
-    def require_admin(self) -> User | Caller:
+    def require_admin(self) -> Caller:
         user = self.require_user()
         if user.role != Role.ADMIN:
             raise Forbidden("Only an ADMIN can do this")

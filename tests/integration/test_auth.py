@@ -543,3 +543,29 @@ async def test_sign_up_accounts_are_independent(gql: GQL) -> None:
     fa = (await a.client("{ family { id } }")).data["family"]["id"]
     fb = (await b.client("{ family { id } }")).data["family"]["id"]
     assert fa != fb
+
+
+async def test_a_request_authenticates_in_one_statement_without_the_password_hash(
+        app: Any, alice: Account) -> None:
+    """The caller is read as plain columns (a `Caller`), with the family's version, in one
+    statement, and the password hash is not among them."""
+    from sqlalchemy import event
+
+    engine = app.state.giftgraph.db().engine.sync_engine
+    statements: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        r = await alice.client("{ me { id email displayName role } }")
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+    assert r.data["me"]["email"] == alice.email
+    assert r.data["me"]["role"] == "ADMIN"
+    first = statements[0]  # authentication comes before anything executes
+    assert "FROM users" in first
+    assert "max(events.seq)" in first
+    assert "password_hash" not in first
+    assert not any("max(events.seq)" in s for s in statements[1:]), statements

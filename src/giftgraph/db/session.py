@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, Select
+from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.db.engine import Database
@@ -71,33 +71,6 @@ class OperationDb:
             except BaseException:
                 self._read_failed = True
                 raise
-
-    async def detached(self, stmt: Select[tuple[T]]) -> T | None:
-        """One row, expunged: later rollbacks in this session can't expire it."""
-        async with self._lock:
-            session = self._get()
-            try:
-                row = await session.scalar(stmt)
-            except BaseException:
-                self._read_failed = True
-                raise
-            if row is not None:
-                session.expunge(row)
-            return row
-
-    async def detached_row(self, stmt: Select[Any],
-                           params: Mapping[str, Any] | None = None) -> Row[Any] | None:
-        """One row whose first column is an entity, expunged (as `detached`)."""
-        async with self._lock:
-            session = self._get()
-            try:
-                row = (await session.execute(stmt, params)).first()
-            except BaseException:
-                self._read_failed = True
-                raise
-            if row is not None:
-                session.expunge(row[0])
-            return row
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

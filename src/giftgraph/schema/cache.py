@@ -26,7 +26,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from strawberry.extensions import SchemaExtension
 
-from giftgraph.context import Context
+from giftgraph.context import CALLER_COLUMNS, Context
 from giftgraph.db import models as m
 from giftgraph.events import FAMILY_TOPIC
 
@@ -73,9 +73,10 @@ class ResultStore:
 VERSION = select(func.max(m.Event.seq)).where(m.Event.family_id == bindparam("family_id"),
                                               m.Event.topic == FAMILY_TOPIC)
 # The caller's row and its family's version in one statement: HTTP authentication reads
-# both, so that a cached read costs one round trip to the database, not two.
+# both, so that a cached read costs one round trip to the database, not two. Columns, not
+# the entity: the caller is a plain `Caller` (no ORM state, no password hash).
 USER_AND_VERSION = select(
-    m.User,
+    *CALLER_COLUMNS,
     select(func.max(m.Event.seq))
     .where(m.Event.family_id == m.User.family_id, m.Event.topic == FAMILY_TOPIC)
     .correlate(m.User).scalar_subquery(),

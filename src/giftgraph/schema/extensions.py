@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from strawberry.extensions import SchemaExtension, ValidationCache
 
 from giftgraph import auth
-from giftgraph.context import Context, OperationState, begin_operation, end_operation
+from giftgraph.context import Caller, Context, OperationState, begin_operation, end_operation
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import AppError, BadInput, ServiceUnavailable, Unauthenticated
 from giftgraph.schema.cache import USER_AND_VERSION
@@ -34,12 +34,12 @@ async def authenticate(ctx: Context) -> None:
         if token is None:
             return
         claims = auth.decode_access_token(ctx.settings, token)
-        row = await ctx.db.detached_row(USER_AND_VERSION, {"user_id": claims.user_id})
-        user = None if row is None else row[0]
+        rows = await ctx.db.rows(USER_AND_VERSION, {"user_id": claims.user_id})
+        user = Caller(*rows[0][:-1]) if rows else None
         if user is None or not user.is_active or user.family_id != claims.family_id:
             raise Unauthenticated("Invalid token")
         ctx.user = user
-        ctx.operation.family_version = (row[1],)
+        ctx.operation.family_version = (rows[0][-1],)
     except AppError as exc:
         ctx.auth_error = exc
     except (SQLAlchemyError, OSError) as exc:
