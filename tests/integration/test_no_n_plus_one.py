@@ -153,8 +153,9 @@ async def test_loaded_rows_are_freed_when_the_operation_ends(app: Any, alice: Ac
 async def test_item_mutations_read_the_item_and_its_list_in_one_statement(
         app: Any, alice: Account) -> None:
     """An item mutation locks the item and reads its list (whose topics its event goes to)
-    in one statement; the list used to be a second round trip. The event still reaches the
-    list's, the person's and the occasion's topics."""
+    in one statement; the list used to be a second round trip. A change is one UPDATE that
+    also takes the family's event lock (an ORM flush and the lock were two). The event still
+    reaches the list's, the person's and the occasion's topics."""
     from sqlalchemy import text
 
     await _make_lists(alice.client, 1, alice.user_id)
@@ -179,14 +180,50 @@ async def test_item_mutations_read_the_item_and_its_list_in_one_statement(
             r = await alice.client(query, {"i": item})
         assert not r.errors, r.errors
         flat = [" ".join(s.split()) for s in statements]
-        selects = [s for s in flat if s.startswith("SELECT") and "FROM users" not in s
-                   and "pg_advisory_xact_lock" not in s]
-        assert len(selects) == 1, flat
+        selects = [s for s in flat if s.startswith("SELECT") and "FROM users" not in s]
+        assert len(selects) == (1 if change == "UPDATE" else 2), flat  # delete: + the lock
         assert "JOIN gift_lists" in selects[0]
         assert "FOR UPDATE OF list_items" in selects[0]
         assert any(s.startswith(change) for s in flat), flat
+        if change == "UPDATE":  # the UPDATE takes the family's event lock: no round trip of its own
+            assert [s for s in flat if "pg_advisory_xact_lock" in s] == \
+                [s for s in flat if s.startswith("UPDATE list_items")], flat
         async with engine.connect() as conn:
             topics = set((await conn.execute(
                 text("SELECT topic FROM events WHERE seq > :s"), {"s": before})).scalars())
         assert topics == {f"list:{node['id']}", f"person:{node['person']['id']}",
                           f"occasion:{node['occasion']['id']}", "list-items:all", "family"}
+
+
+async def test_concurrent_item_changes_chain_their_events_exactly(
+        app: Any, alice: Account, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The family's event lock, taken by each change's UPDATE, orders the changes: every
+    event published on the `family` topic names the one just before it (its `prev`, which
+    subscribers check for gaps), however the changes interleaved."""
+    import asyncio
+    import itertools
+
+    await _make_lists(alice.client, 4, alice.user_id)
+    data = (await alice.client("{ lists(first: 4) { edges { node { items(first: 2) { edges {"
+                               " node { id } } } } } } }")).data["lists"]["edges"]
+    items = [e["node"]["id"] for gl in data for e in gl["node"]["items"]["edges"]]
+    assert len(items) == 8
+    hub = app.state.giftgraph.live.hub
+    published: list[Any] = []
+    original = hub.publish
+
+    async def spy(events: list[Any]) -> None:
+        published.extend(events)
+        await original(events)
+
+    monkeypatch.setattr(hub, "publish", spy)
+    results = await asyncio.gather(*(
+        alice.client("mutation($i: ID!) { assignListItem(id: $i) { id } }", {"i": i})
+        for i in items), *(
+        alice.client("mutation($i: ID!) { setListItemStatus(id: $i, status: SELECTED)"
+                     " { status } }", {"i": i}) for i in items))
+    assert all(not r.errors for r in results), [r.errors for r in results if r.errors]
+    family = sorted((e.seq, e.prev_seq) for e in published if e.topic == "family")
+    assert len(family) == 16
+    for (seq, _), (_, prev) in itertools.pairwise(family):
+        assert prev == seq, family

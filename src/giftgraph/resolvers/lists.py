@@ -141,10 +141,11 @@ async def _get_item(session: AsyncSession, gid: str) -> tuple[m.ListItem, m.Gift
 
 
 async def _record_item(info: Info, session: AsyncSession, item: m.ListItem,
-                       gift_list: m.GiftList, kind: m.EventKind) -> None:
+                       gift_list: m.GiftList, kind: m.EventKind,
+                       changes: dict[str, Any] | None = None) -> None:
     user = info.context.require_user()
     await record(session, family_id=user.family_id, actor_id=user.id, kind=kind,
-                 entity=item, topics=_item_topics(gift_list))
+                 entity=item, topics=_item_topics(gift_list), changes=changes)
 
 
 async def _resolve_gift(info: Info, session: AsyncSession, patch: dict[str, Any]) -> uuid.UUID:
@@ -187,10 +188,10 @@ async def update_list_item(info: Info, id: strawberry.ID, input: ListItemPatch) 
             **crud.current_values(item, ListItemData),
             **{k: patch[k] for k in ("quantity", "notes") if k in patch},
         })
-        item.quantity, item.notes = data.quantity, data.notes
+        changes: dict[str, Any] = {"quantity": data.quantity, "notes": data.notes}
         if "gift_id" in patch or "gift" in patch:
-            item.gift_id = await _resolve_gift(info, session, patch)
-        await _record_item(info, session, item, gift_list, m.EventKind.UPDATED)
+            changes["gift_id"] = await _resolve_gift(info, session, patch)
+        await _record_item(info, session, item, gift_list, m.EventKind.UPDATED, changes=changes)
     return ListItem.from_model(item)
 
 
@@ -213,8 +214,8 @@ async def set_list_item_status(info: Info, id: strawberry.ID, status: ItemStatus
                 f"Cannot move an item from {item.status.value} to {new.value}",
                 current=item.status.value, requested=new.value, allowed=allowed,
             )
-        item.status = new
-        await _record_item(info, session, item, gift_list, m.EventKind.STATUS_CHANGED)
+        await _record_item(info, session, item, gift_list, m.EventKind.STATUS_CHANGED,
+                           changes={"status": new})
     return ListItem.from_model(item)
 
 
@@ -222,12 +223,12 @@ async def assign_list_item(info: Info, id: strawberry.ID,
                            user_id: strawberry.ID | None = None) -> ListItem:
     async with unit_of_work(info) as session:
         item, gift_list = await _get_item(session, id)
-        if user_id is None:
-            item.assignee_id = None
-        else:
+        assignee_id = None
+        if user_id is not None:
             assignee = await get_owned(session, m.User, user_id, "User", lock=False)
             if not assignee.is_active:
                 raise BadInput({"userId": "this member is deactivated"})
-            item.assignee_id = assignee.id
-        await _record_item(info, session, item, gift_list, m.EventKind.ASSIGNED)
+            assignee_id = assignee.id
+        await _record_item(info, session, item, gift_list, m.EventKind.ASSIGNED,
+                           changes={"assignee_id": assignee_id})
     return ListItem.from_model(item)
