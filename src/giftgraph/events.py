@@ -144,10 +144,14 @@ async def record(
     `changes` (attribute -> new value), for a row loaded and locked already: they are
     written by one UPDATE that also takes the lock (its RETURNING), one round trip where
     an ORM flush and the lock were two; the entity then holds them as committed values.
+    Not when a foreign key is among them: PostgreSQL checks it (a KEY SHARE lock on the
+    referenced row) at the end of the statement, after the RETURNING, and every mutation
+    must take row locks before the family's lock (else `updateGift`, which holds the gift
+    and waits for the family, and an item moving to that gift, which holds the family and
+    waits for the gift, deadlock); the lock is then a statement of its own, after it.
     """
     await session.flush()
-    if changes:
-        await _update_and_lock(session, entity, changes, family_id)
+    if changes and await _update(session, entity, changes, family_id):
         session.info["giftgraph.event_lock"] = True
     elif not session.info.get("giftgraph.event_lock"):
         await session.execute(
@@ -178,22 +182,26 @@ async def record(
     return rows
 
 
-async def _update_and_lock(session: AsyncSession, entity: m.Base, changes: dict[str, Any],
-                           family_id: uuid.UUID) -> None:
+async def _update(session: AsyncSession, entity: m.Base, changes: dict[str, Any],
+                  family_id: uuid.UUID) -> bool:
+    """Write `changes` to the entity's row; True when the family's lock came with it."""
     mapper = inspect(type(entity))
     values = dict(changes)
     if "updated_at" in mapper.column_attrs:
         values["updated_at"] = m.utcnow()
-    table = mapper.local_table
+    columns = {key: mapper.column_attrs[key].columns[0] for key in values}
+    with_lock = not any(col.foreign_keys for col in columns.values())
     pk = mapper.primary_key[0]
-    await session.execute(
-        update(table)
-        .where(pk == getattr(entity, mapper.get_property_by_column(pk).key))
-        .values({mapper.column_attrs[key].columns[0].name: v for key, v in values.items()})
-        .returning(func.pg_advisory_xact_lock(func.hashtextextended(str(family_id), 0)))
-    )
+    stmt = (update(mapper.local_table)
+            .where(pk == getattr(entity, mapper.get_property_by_column(pk).key))
+            .values({col.name: values[key] for key, col in columns.items()})
+            .returning(func.pg_advisory_xact_lock(func.hashtextextended(str(family_id), 0))
+                       if with_lock else pk))
+    if len((await session.execute(stmt)).all()) != 1:  # no row, no lock: never go on
+        raise RuntimeError(f"{mapper.class_.__name__} row to update not found")
     for key, value in values.items():
         set_committed_value(entity, key, value)
+    return with_lock
 
 
 _EVENT = m.Event.__table__.c

@@ -154,40 +154,53 @@ async def test_item_mutations_read_the_item_and_its_list_in_one_statement(
         app: Any, alice: Account) -> None:
     """An item mutation locks the item and reads its list (whose topics its event goes to)
     in one statement; the list used to be a second round trip. A change is one UPDATE that
-    also takes the family's event lock (an ORM flush and the lock were two). The event still
-    reaches the list's, the person's and the occasion's topics."""
+    also takes the family's event lock (an ORM flush and the lock were two), unless it
+    changes a foreign key: then the lock comes after it. The event still reaches the
+    list's, the person's and the occasion's topics."""
     from sqlalchemy import text
 
     await _make_lists(alice.client, 1, alice.user_id)
     lists = (await alice.client("{ lists(first: 1) { edges { node { id person { id }"
-                                " occasion { id } items(first: 1) { edges { node { id } } } }"
-                                " } } }")).data["lists"]["edges"]
+                                " occasion { id } items(first: 2) { edges { node { id"
+                                " gift { id } } } } } } } }")).data["lists"]["edges"]
     node = lists[0]["node"]
     item = node["items"]["edges"][0]["node"]["id"]
+    other_gift = node["items"]["edges"][1]["node"]["gift"]["id"]
+    # (mutation, the statement that changes the row, whether the family's lock rides on it:
+    # not when a foreign key changes, whose check must come before the lock)
     calls = [
-        ("mutation($i: ID!) { setListItemStatus(id: $i, status: SELECTED) { status } }", "UPDATE"),
-        ("mutation($i: ID!) { assignListItem(id: $i) { id } }", "UPDATE"),
+        ("mutation($i: ID!) { setListItemStatus(id: $i, status: SELECTED) { status } }",
+         "UPDATE", True),
+        ("mutation($i: ID!) { assignListItem(id: $i) { id } }", "UPDATE", False),
         ("mutation($i: ID!) { updateListItem(id: $i, input: {quantity: 3}) { quantity } }",
-         "UPDATE"),
-        ("mutation($i: ID!) { removeListItem(id: $i) }", "DELETE FROM list_items"),
+         "UPDATE", True),
+        ("mutation($i: ID!, $g: ID) { updateListItem(id: $i, input: {giftId: $g})"
+         " { gift { id } } }", "UPDATE", False),
+        ("mutation($i: ID!) { removeListItem(id: $i) }", "DELETE FROM list_items", False),
     ]
     engine = app.state.giftgraph.db().engine
     last_seq = text("SELECT coalesce(max(seq), 0) FROM events")
-    for query, change in calls:
+    for query, change, merged in calls:
         async with engine.connect() as conn:
             before = (await conn.execute(last_seq)).scalar_one()
         with count_statements(app) as statements:
-            r = await alice.client(query, {"i": item})
+            r = await alice.client(query, {"i": item, "g": other_gift})
         assert not r.errors, r.errors
         flat = [" ".join(s.split()) for s in statements]
-        selects = [s for s in flat if s.startswith("SELECT") and "FROM users" not in s]
-        assert len(selects) == (1 if change == "UPDATE" else 2), flat  # delete: + the lock
+        selects = [s for s in flat if s.startswith("SELECT")
+                   and "FROM users" not in s and "FROM gifts" not in s]
+        assert len(selects) == (1 if merged else 2), flat  # else + the lock
         assert "JOIN gift_lists" in selects[0]
         assert "FOR UPDATE OF list_items" in selects[0]
         assert any(s.startswith(change) for s in flat), flat
-        if change == "UPDATE":  # the UPDATE takes the family's event lock: no round trip of its own
-            assert [s for s in flat if "pg_advisory_xact_lock" in s] == \
-                [s for s in flat if s.startswith("UPDATE list_items")], flat
+        locks = [i for i, s in enumerate(flat) if "pg_advisory_xact_lock" in s]
+        changed = [i for i, s in enumerate(flat) if s.startswith(change)]
+        assert len(locks) == 1, flat
+        assert len(changed) == 1, flat
+        if merged:
+            assert locks == changed, flat
+        elif change == "UPDATE":  # a foreign key's check (at the UPDATE's end) comes first
+            assert locks[0] > changed[0], flat
         async with engine.connect() as conn:
             topics = set((await conn.execute(
                 text("SELECT topic FROM events WHERE seq > :s"), {"s": before})).scalars())
@@ -227,3 +240,41 @@ async def test_concurrent_item_changes_chain_their_events_exactly(
     assert len(family) == 16
     for (seq, _), (_, prev) in itertools.pairwise(family):
         assert prev == seq, family
+
+
+async def test_moving_an_item_to_a_gift_being_edited_does_not_deadlock(
+        app: Any, alice: Account) -> None:
+    """Row locks come before the family's event lock in every mutation. An item moving to
+    a gift checks its foreign key (a KEY SHARE lock on the gift) at the end of its UPDATE;
+    a transaction holding that gift (as `updateGift` does, FOR UPDATE) and then asking for
+    the family's lock must get it, not deadlock with the item's change."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from giftgraph.ids import decode_id
+
+    await _make_lists(alice.client, 1, alice.user_id)
+    items = (await alice.client("{ lists(first: 1) { edges { node { items(first: 2) { edges {"
+                                " node { id gift { id } } } } } } } }")
+             ).data["lists"]["edges"][0]["node"]["items"]["edges"]
+    item, target = items[0]["node"]["id"], items[1]["node"]["gift"]["id"]
+    engine = app.state.giftgraph.db().engine
+    async with engine.connect() as conn:
+        family = (await conn.execute(text("SELECT family_id::text FROM users WHERE email = :e"),
+                                     {"e": alice.email})).scalar_one()
+    gift = decode_id(target, "Gift")
+    async with engine.connect() as other:
+        await other.execute(text("SET LOCAL lock_timeout = '5s'"))
+        await other.execute(text("SELECT id FROM gifts WHERE id = :g FOR UPDATE"), {"g": gift})
+        move = asyncio.create_task(alice.client(
+            "mutation($i: ID!, $g: ID) { updateListItem(id: $i, input: {giftId: $g})"
+            " { gift { id } } }", {"i": item, "g": target}))
+        await asyncio.sleep(0.5)  # the move waits for the gift, at its UPDATE
+        assert not move.done()
+        await other.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:f, 0))"),
+                            {"f": family})
+        await other.commit()
+    r = await asyncio.wait_for(move, 10)
+    assert not r.errors, r.errors
+    assert r.data["updateListItem"]["gift"]["id"] == target

@@ -191,8 +191,12 @@ def _close_sockets_after_commit(info: Info, session: AsyncSession, user_id: uuid
 
 
 async def _lock_family(session: AsyncSession, family_id: uuid.UUID) -> None:
-    """Serialise admin changes within a family (the last-ADMIN rule)."""
-    await session.execute(select(m.Family.id).where(m.Family.id == family_id).with_for_update())
+    """Serialise admin changes within a family (the last-ADMIN rule). NO KEY UPDATE: it
+    still excludes other callers, but not the KEY SHARE lock that inserting an event (its
+    foreign key to the family) takes after the family's event lock, which another mutation
+    may hold while it waits for that key share: FOR UPDATE made that a deadlock."""
+    await session.execute(  # key_share: PostgreSQL's FOR NO KEY UPDATE
+        select(m.Family.id).where(m.Family.id == family_id).with_for_update(key_share=True))
 
 
 async def _other_active_admins(session: AsyncSession, user: m.User) -> int:
