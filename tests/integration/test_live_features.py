@@ -917,3 +917,25 @@ async def test_graphql_socket_keeps_no_handshake_and_other_paths_still_route(
         await websockets.connect(srv.base.replace("http", "ws") + "/graphql/other",
                                  subprotocols=[PROTOCOL])  # type: ignore[list-item]
     assert refused.value.response.status_code == 403
+
+
+async def test_a_failed_event_load_does_not_strand_the_others_waiting_for_it() -> None:
+    """`SharedScopes.event` loads an event once for every subscriber that needs it; when
+    the load fails (the database is unreachable here), each waiter gets an error of its
+    own instead of waiting forever."""
+    import uuid
+
+    from giftgraph.db.engine import create_database
+    from giftgraph.live.streams import SharedScopes
+    from tests.conftest import make_settings
+
+    url = "postgresql://postgres@127.0.0.1:1/nothing"  # nothing listens on port 1
+    database = create_database(url, make_settings(url))
+    scopes = SharedScopes(database)
+    try:
+        results = await asyncio.wait_for(asyncio.gather(
+            *(scopes.event(7, uuid.uuid4()) for _ in range(3)), return_exceptions=True), 20)
+    finally:
+        await database.dispose()
+    assert len(results) == 3
+    assert all(isinstance(r, OSError) for r in results), results

@@ -80,18 +80,32 @@ class SharedScopes:
             entry[0].release()
 
     async def event(self, seq: int, family_id: uuid.UUID) -> m.Event | None:
-        """An event row by seq, loaded once per process (for events sent by reference)."""
-        future = self._events.get(seq)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._events[seq] = future
-            while len(self._events) > 256:
-                self._events.popitem(last=False)
-            async with self._database.reads() as session:
-                row = await session.scalar(
-                    select(m.Event).where(m.Event.seq == seq, m.Event.family_id == family_id))
-            future.set_result(row)
-        return await future
+        """An event row by seq, loaded once per process (for events sent by reference).
+        If the load fails (or its caller is cancelled), it is forgotten: its error goes to
+        its caller, and each other caller waiting for it loads it again itself."""
+        while True:
+            future = self._events.get(seq)
+            if future is None:
+                future = asyncio.get_running_loop().create_future()
+                self._events[seq] = future
+                while len(self._events) > 256:
+                    self._events.popitem(last=False)
+                try:
+                    async with self._database.reads() as session:
+                        row = await session.scalar(select(m.Event).where(
+                            m.Event.seq == seq, m.Event.family_id == family_id))
+                except BaseException:
+                    if self._events.get(seq) is future:
+                        del self._events[seq]
+                    future.cancel()  # wakes the waiters: they try again
+                    raise
+                future.set_result(row)
+                return row
+            try:
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                if not future.cancelled():
+                    raise  # this caller was cancelled, not the load
 
     async def close(self) -> None:
         """At shutdown: return every shared scope's connection to the pool."""
