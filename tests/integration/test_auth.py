@@ -549,19 +549,10 @@ async def test_a_request_authenticates_in_one_statement_without_the_password_has
         app: Any, alice: Account) -> None:
     """The caller is read as plain columns (a `Caller`), with the family's version, in one
     statement, and the password hash is not among them."""
-    from sqlalchemy import event
+    from tests.integration.test_no_n_plus_one import count_statements
 
-    engine = app.state.giftgraph.db().engine.sync_engine
-    statements: list[str] = []
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", before)
-    try:
+    with count_statements(app) as statements:
         r = await alice.client("{ me { id email displayName role } }")
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
     assert r.data["me"]["email"] == alice.email
     assert r.data["me"]["role"] == "ADMIN"
     first = statements[0]  # authentication comes before anything executes

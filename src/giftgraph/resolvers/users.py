@@ -194,7 +194,8 @@ async def _lock_family(session: AsyncSession, family_id: uuid.UUID) -> None:
     """Serialise admin changes within a family (the last-ADMIN rule). NO KEY UPDATE: it
     still excludes other callers, but not the KEY SHARE lock that inserting an event (its
     foreign key to the family) takes after the family's event lock, which another mutation
-    may hold while it waits for that key share: FOR UPDATE made that a deadlock."""
+    may hold while it waits for that key share: with FOR UPDATE the two could deadlock
+    (found by reading PostgreSQL's lock table, not reproduced in a test)."""
     await session.execute(  # key_share: PostgreSQL's FOR NO KEY UPDATE
         select(m.Family.id).where(m.Family.id == family_id).with_for_update(key_share=True))
 
