@@ -72,10 +72,11 @@ def ping_when_idle(pool: Any, dialect: Dialect, after: float) -> None:
     PgBouncer's `server_check_delay` does, instead of SQLAlchemy's `pool_pre_ping` on every
     checkout: asyncpg's ping is three round trips (BEGIN, an empty statement, ROLLBACK),
     ~10% of a small request. A connection that fails its ping is replaced, and the
-    checkout goes on with a new one. One used within `after` seconds is taken as it is:
-    if the server restarted just then, its statement fails (a coded, masked error:
-    SERVICE_UNAVAILABLE, retryable, when the driver has seen the connection close), and
-    that disconnect makes the pool replace every connection opened before it."""
+    checkout goes on with a new one. One used within `after` seconds is taken as it is,
+    unless the driver has seen it close (checked without a round trip): if the server
+    dropped it just then and the client has not seen that yet, its statement fails (a
+    coded, masked error), and that disconnect makes the pool replace every connection
+    opened before it."""
 
     @event.listens_for(pool, "connect")
     def connected(_: Any, record: Any) -> None:
@@ -87,6 +88,12 @@ def ping_when_idle(pool: Any, dialect: Dialect, after: float) -> None:
 
     @event.listens_for(pool, "checkout")
     def checked_out(dbapi_connection: Any, record: Any, _: Any) -> None:
+        # Closed on our side (asyncpg closes a connection it can no longer trust, e.g. after
+        # a cancelled statement): known without a round trip. Reads in autocommit end with
+        # no ROLLBACK at checkin, which would have failed on it and dropped it there.
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if driver is not None and driver.is_closed():
+            raise DisconnectionError("the pooled connection was closed")
         idle_since = record.info.get(IDLE_SINCE)
         if idle_since is None or time.monotonic() - idle_since < after:
             return
