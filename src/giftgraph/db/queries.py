@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Select, case, func, select
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from giftgraph.db import models as m
 from giftgraph.db.pagination import Order
@@ -52,26 +52,28 @@ class Progress:
     spent: Decimal = ZERO
 
 
-def spent_expr() -> ColumnElement[Any]:
-    """Money spent on an item: price x quantity once PURCHASED or RECEIVED."""
-    return func.coalesce(
-        func.sum(
-            case(
-                (
-                    m.ListItem.status.in_(SPENT_STATUSES),
-                    func.coalesce(m.Gift.price, 0) * m.ListItem.quantity,
-                ),
-                else_=0,
-            )
-        ),
-        0,
-    )
+# Money spent on an item: price x quantity once PURCHASED or RECEIVED. Built once: an
+# operator on a derived expression (`coalesce(...) * quantity`) memoizes a comparator that
+# refers back to it, a reference cycle in every statement that built it anew.
+SPENT: ColumnElement[Any] = func.coalesce(
+    func.sum(
+        case(
+            (
+                m.ListItem.status.in_(SPENT_STATUSES),
+                func.coalesce(m.Gift.price, 0) * m.ListItem.quantity,
+            ),
+            else_=0,
+        )
+    ),
+    0,
+)
 
 
-def progress_statement(family_id: uuid.UUID, *group: ColumnElement[Any]) -> Select[Any]:
+def progress_statement(family_id: uuid.UUID | BindParameter[Any],
+                       *group: ColumnElement[Any]) -> Select[Any]:
     """Per (group..., status): item count and money spent, over lists with their items."""
     return (
-        select(*group, m.ListItem.status, func.count(m.ListItem.id), spent_expr())
+        select(*group, m.ListItem.status, func.count(m.ListItem.id), SPENT)
         .select_from(m.GiftList)
         .outerjoin(m.ListItem, m.ListItem.list_id == m.GiftList.id)
         .outerjoin(m.Gift, m.Gift.id == m.ListItem.gift_id)

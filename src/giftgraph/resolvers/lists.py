@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 import strawberry
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.context import Info
@@ -130,8 +130,8 @@ async def _get_item(session: AsyncSession, gid: str) -> tuple[m.ListItem, m.Gift
     family_id = session.info["family_id"]
     row = (await session.execute(
         select(m.ListItem, m.GiftList)
-        .join(m.GiftList, (m.GiftList.id == m.ListItem.list_id)
-              & (m.GiftList.family_id == family_id))
+        .join(m.GiftList, and_(m.GiftList.id == m.ListItem.list_id,  # not `&`: that
+                               m.GiftList.family_id == family_id))  # makes a ref cycle
         .where(m.ListItem.id == decode_id(gid, "ListItem"), m.ListItem.family_id == family_id)
         .with_for_update(of=m.ListItem)
     )).first()

@@ -267,7 +267,7 @@ _DASHBOARD_LISTS: dict[str, tuple[str, str, str, int]] = {
                  q_dashboard.RECENT_ACTIVITY),
 }
 _STATUSES = {s.value.lower(): s.value for s in ItemStatus}  # Pipeline field -> status
-# Money spent on the rows of list items `i` and gifts `g`: as queries.spent_expr()
+# Money spent on the rows of list items `i` and gifts `g`: as queries.SPENT
 _SPENT = ("coalesce(sum(CASE WHEN i.status IN ('PURCHASED', 'RECEIVED') "
           "THEN coalesce(g.price, 0) * i.quantity ELSE 0 END), 0)")
 

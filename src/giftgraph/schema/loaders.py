@@ -53,6 +53,13 @@ def by_id_statement(model: type[m.Base]) -> Select[Any]:
                                          family == FAMILY)
 
 
+# Per (occasion, person, status) of the occasions `ids`: item count and money spent.
+OCCASION_PROGRESS = (
+    q.progress_statement(FAMILY, m.GiftList.occasion_id, m.GiftList.person_id)
+    .where(m.GiftList.occasion_id == any_(bindparam("ids", type_=ARRAY(m.GiftList.id.type))))
+)
+
+
 @functools.cache
 def _record_type(fields: tuple[str, ...]) -> Any:
     return namedtuple("Record", fields)
@@ -261,10 +268,7 @@ class Loaders:
     async def _occasion_progress(
         self, ids: list[uuid.UUID]
     ) -> list[tuple[list[q.Progress], Decimal]]:
-        rows = await self.db.rows(
-            q.progress_statement(self.family_id, m.GiftList.occasion_id, m.GiftList.person_id)
-            .where(m.GiftList.occasion_id.in_(ids))
-        )
+        rows = await self.db.rows(OCCASION_PROGRESS, {"family_id": self.family_id, "ids": ids})
         by_occasion: dict[uuid.UUID, list[Any]] = defaultdict(list)
         for occasion_id, *rest in rows:
             by_occasion[occasion_id].append(rest)
