@@ -76,6 +76,10 @@ class Metrics:
             "because they do not compile (executor), or field by field after the compiled "
             "statement failed or found a required root object missing (fallback)",
             ["outcome"], registry=r)
+        self.transaction_retries = Counter(
+            "giftgraph_transaction_retries",
+            "Mutations run again because PostgreSQL aborted their transaction for a "
+            "concurrent one (deadlock, serialization failure)", ["reason"], registry=r)
         self.sockets_active = Gauge("giftgraph_websockets_active", "Open WebSockets",
                                     registry=r)
         self.sockets_peak = Gauge("giftgraph_websockets_peak", "Most WebSockets open at once",

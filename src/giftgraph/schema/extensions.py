@@ -23,6 +23,7 @@ from giftgraph.context import Caller, Context, OperationState, begin_operation, 
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import AppError, BadInput, ServiceUnavailable, Unauthenticated
 from giftgraph.schema.cache import USER_AND_VERSION
+from giftgraph.schema.retry import ATTEMPTS, transient
 
 log = logging.getLogger("giftgraph.errors")
 
@@ -136,12 +137,12 @@ def format_error(error: GraphQLError, trace_id: str | None) -> GraphQLError:
     code = _code(error)
     if code is None and unavailable(error.original_error):
         log.warning("database unavailable (traceId=%s): %s", trace_id, error.original_error)
-        error.message = ServiceUnavailable().message
-        error.args = (error.message,)
-        error.original_error = None
-        error.extensions = {"code": "INTERNAL_SERVER_ERROR", "retryable": True,
-                            "traceId": trace_id}
-        return error
+        return _retryable(error, ServiceUnavailable().message, trace_id)
+    if code is None and (reason := transient(error.original_error)) is not None:
+        log.warning("%s: aborted for a concurrent transaction (%s) on its last attempt of "
+                    "%d (traceId=%s)", ".".join(map(str, error.path or [])), reason, ATTEMPTS,
+                    trace_id)
+        return _retryable(error, COLLIDED, trace_id)
     if code is None:
         log.error(
             "unexpected error in %s (traceId=%s)", ".".join(map(str, error.path or [])),
@@ -156,6 +157,19 @@ def format_error(error: GraphQLError, trace_id: str | None) -> GraphQLError:
     original = error.original_error
     extra = original.extensions if isinstance(original, AppError) else {}
     error.extensions = {**(error.extensions or {}), **extra, "code": code, "traceId": trace_id}
+    return error
+
+
+COLLIDED = "The change collided with concurrent changes and was not applied, please retry"
+
+
+def _retryable(error: GraphQLError, message: str, trace_id: str | None) -> GraphQLError:
+    """A failure that is nobody's fault and may pass (the database down, transactions
+    colliding): said so, `retryable`, with nothing of the cause."""
+    error.message = message
+    error.args = (message,)
+    error.original_error = None
+    error.extensions = {"code": "INTERNAL_SERVER_ERROR", "retryable": True, "traceId": trace_id}
     return error
 
 

@@ -33,6 +33,7 @@ from giftgraph.schema.extensions import (
     RequestScope,
 )
 from giftgraph.schema.limits import QueryLimits
+from giftgraph.schema.retry import install_retries
 
 
 @strawberry.type
@@ -112,4 +113,5 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         config=StrawberryConfig(disable_field_suggestions=settings.is_production),
     )
     install_lean_resolvers(schema)
+    install_retries(schema)
     return schema

@@ -1,0 +1,77 @@
+"""Mutations that collide with a concurrent transaction are run again.
+
+PostgreSQL may abort a transaction that did nothing wrong: a deadlock between two
+transactions (40P01, one of them is chosen to give way) or a serialization failure
+(40001). Its changes are rolled back as a whole and nothing was published (events go out
+only after COMMIT), so running the mutation again from the start is safe, and it is what
+PostgreSQL's documentation asks of applications. Each root mutation field is run up to
+`ATTEMPTS` times, after a short random pause; if it still collides, the client gets
+INTERNAL_SERVER_ERROR with `retryable: true` (extensions.format_error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+
+log = logging.getLogger("giftgraph.db")
+
+ATTEMPTS = 3
+# SQLSTATE -> the `reason` label of giftgraph_transaction_retries_total
+TRANSIENT = {"40P01": "deadlock", "40001": "serialization"}
+
+
+def transient(exc: BaseException | None) -> str | None:
+    """Why the database aborted this transaction for a concurrent one, or None when it did
+    not (any other error)."""
+    if isinstance(exc, DBAPIError):
+        exc = exc.orig
+    return TRANSIENT.get(getattr(exc, "sqlstate", None) or "")
+
+
+def pause(attempt: int) -> float:
+    """Seconds before attempt `attempt + 1`: random, so that the two transactions that
+    collided do not meet again in step (5-20 ms, then 20-80 ms)."""
+    return random.uniform(0.005, 0.02) * 4 ** (attempt - 1)  # noqa: S311 - jitter, not a secret
+
+
+def retrying(resolve: Callable[..., Any]) -> Callable[..., Any]:
+    """`resolve` (a root mutation field's graphql-core resolver), run again when its
+    transaction is aborted for a concurrent one."""
+
+    async def resolve_again_on_collision(source: Any, info: Any, **args: Any) -> Any:
+        attempt = 1
+        while True:
+            try:
+                result = resolve(source, info, **args)
+                return await result if inspect.isawaitable(result) else result
+            except DBAPIError as exc:
+                reason = transient(exc)
+                if reason is None or attempt >= ATTEMPTS:
+                    raise
+                metrics = getattr(info.context, "metrics", None)
+                if metrics is not None:
+                    metrics.transaction_retries.labels(reason).inc()
+                log.info("%s: %s (attempt %d of %d), running it again",
+                         info.field_name, reason, attempt, ATTEMPTS)
+                await asyncio.sleep(pause(attempt))
+                attempt += 1
+
+    return resolve_again_on_collision
+
+
+def install_retries(schema: Any) -> int:
+    """Wrap every root mutation field's resolver of a Strawberry schema; how many."""
+    mutation = schema._schema.mutation_type
+    if mutation is None:
+        return 0
+    for field in mutation.fields.values():
+        if field.resolve is not None:
+            field.resolve = retrying(field.resolve)
+    return len(mutation.fields)

@@ -1,0 +1,134 @@
+"""A mutation whose transaction PostgreSQL aborts for a concurrent one (deadlock,
+serialization failure) runs again; one that keeps colliding fails cleanly, retryable."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from giftgraph.ids import decode_id
+from tests.conftest import Account, _dsn
+
+SET_STATUS = ("mutation($i: ID!, $s: ItemStatus!) { setListItemStatus(id: $i, status: $s)"
+              " { id status } }")
+
+
+async def _item(alice: Account) -> tuple[str, str]:
+    """A new item of Alice's and her family's ID."""
+    c = alice.client
+    gl = (await c('mutation { createList(input: {name: "L", kind: IDEAS}) { id } }')
+          ).data["createList"]["id"]
+    item = (await c('mutation($l: ID!) { addListItem(listId: $l, input: {gift: {name: "G"}})'
+                    " { id } }", {"l": gl})).data["addListItem"]["id"]
+    family = (await c("{ me { family { id } } }")).data["me"]["family"]["id"]
+    return item, str(decode_id(family, "Family"))
+
+
+def retries(app: Any, reason: str) -> float:
+    registry = app.state.giftgraph.metrics.registry
+    return registry.get_sample_value("giftgraph_transaction_retries_total",
+                                     {"reason": reason}) or 0.0
+
+
+async def _events(database_url: str, item: str) -> int:
+    """How many status changes of the item were committed."""
+    conn = await asyncpg.connect(_dsn(database_url))
+    try:
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM events WHERE entity_id = $1 AND kind = 'STATUS_CHANGED'"
+            " AND topic = 'family'",  # one row per topic: one change, one on `family`
+            decode_id(item, "ListItem")))
+    finally:
+        await conn.close()
+
+
+async def test_a_mutation_chosen_as_a_deadlock_victim_runs_again(
+        app: Any, alice: Account, database_url: str) -> None:
+    """A real deadlock: another transaction holds the family's event lock and then asks
+    for the item the mutation has locked. PostgreSQL aborts the mutation (the first to
+    wait, so the first to check: the other's deadlock_timeout is long); it runs again once
+    the other commits, and the client sees only its success (it got
+    INTERNAL_SERVER_ERROR before). One change, one event."""
+    item, family = await _item(alice)
+    other = await asyncpg.connect(_dsn(database_url))
+    try:
+        await other.execute("SET deadlock_timeout = '60s'")
+        tx = other.transaction()
+        await tx.start()
+        await other.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", family)
+        change = asyncio.create_task(alice.client(SET_STATUS, {"i": item, "s": "SELECTED"}))
+        for _ in range(200):  # until the mutation waits for the family's lock
+            waiting = await other.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"
+                " AND datname = current_database()")
+            if waiting:
+                break
+            await asyncio.sleep(0.025)
+        assert waiting == 1
+        # The item the mutation holds: a deadlock, which the mutation loses (in ~1 s).
+        await asyncio.wait_for(other.execute(
+            "SELECT id FROM list_items WHERE id = $1 FOR UPDATE", decode_id(item, "ListItem")),
+            20)
+        await tx.commit()
+    finally:
+        await other.close()
+    r = await asyncio.wait_for(change, 20)
+    assert not r.errors, r.errors
+    assert r.data["setListItemStatus"]["status"] == "SELECTED"
+    assert retries(app, "deadlock") == 1
+    assert await _events(database_url, item) == 1
+    listed = await alice.client("query($i: ID!) { node(id: $i) { ... on ListItem { status } } }",
+                                {"i": item})
+    assert listed.data["node"]["status"] == "SELECTED"
+
+
+async def test_a_mutation_that_keeps_colliding_fails_retryable_and_changes_nothing(
+        app: Any, alice: Account, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each attempt is aborted by PostgreSQL with a serialization failure (raised by the
+    database itself inside the mutation's transaction): after 3 attempts the client gets
+    INTERNAL_SERVER_ERROR, retryable, with no SQL in the message; nothing is applied or
+    published. Any other database error is not retried."""
+    from giftgraph.resolvers import lists
+
+    item, _ = await _item(alice)
+    attempts = 0
+    original = lists._record_item
+
+    async def collide(info: Any, session: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal attempts
+        attempts += 1
+        await original(info, session, *args, **kwargs)
+        await session.execute(text(
+            "DO $$ BEGIN RAISE EXCEPTION 'could not serialize access' "
+            "USING ERRCODE = 'serialization_failure'; END $$"))
+
+    monkeypatch.setattr(lists, "_record_item", collide)
+    r = await alice.client(SET_STATUS, {"i": item, "s": "SELECTED"})
+    assert attempts == 3
+    assert retries(app, "serialization") == 2
+    error = r.body["errors"][0]
+    assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert error["extensions"]["retryable"] is True
+    assert "serialize" not in error["message"].lower()
+    assert "RAISE" not in str(r.body)
+    assert await _events(database_url, item) == 0
+
+    async def fail(info: Any, session: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal attempts
+        attempts += 1
+        await session.execute(text("SELECT 1/0"))
+
+    attempts = 0
+    monkeypatch.setattr(lists, "_record_item", fail)
+    r = await alice.client(SET_STATUS, {"i": item, "s": "SELECTED"})
+    assert attempts == 1
+    assert r.body["errors"][0]["extensions"] == {
+        "code": "INTERNAL_SERVER_ERROR", "traceId": r.body["errors"][0]["extensions"]["traceId"]}
+    monkeypatch.undo()
+    r = await alice.client(SET_STATUS, {"i": item, "s": "SELECTED"})
+    assert r.data["setListItemStatus"]["status"] == "SELECTED"
+    assert await _events(database_url, item) == 1
