@@ -132,3 +132,41 @@ async def test_a_mutation_that_keeps_colliding_fails_retryable_and_changes_nothi
     r = await alice.client(SET_STATUS, {"i": item, "s": "SELECTED"})
     assert r.data["setListItemStatus"]["status"] == "SELECTED"
     assert await _events(database_url, item) == 1
+
+
+async def test_a_collision_after_the_commit_is_not_retried(
+        app: Any, alice: Account, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transient error that surfaces after the unit of work committed (here from the
+    publish step, which runs after COMMIT) must not run the mutation again: that would
+    apply the change twice. The client gets an unexpected error, not "retry"."""
+    item, _ = await _item(alice)
+    hub = app.state.giftgraph.live.hub
+    engine = app.state.giftgraph.db().engine
+
+    async def publish(events: list[Any]) -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text(
+                "DO $$ BEGIN RAISE EXCEPTION 'could not serialize access' "
+                "USING ERRCODE = 'serialization_failure'; END $$"))
+
+    monkeypatch.setattr(hub, "publish", publish)
+    r = await alice.client(SET_STATUS, {"i": item, "s": "SELECTED"})
+    assert r.body["errors"][0]["extensions"] == {
+        "code": "INTERNAL_SERVER_ERROR", "traceId": r.body["errors"][0]["extensions"]["traceId"]}
+    assert await _events(database_url, item) == 1  # applied once
+    assert retries(app, "serialization") == 0
+
+
+def test_sign_in_mutations_are_not_retried() -> None:
+    """`login` and the other sign-in mutations do work outside their transaction (the login
+    rate limit's hit, password hashing) that another attempt would repeat; every other
+    mutation is retried."""
+    from giftgraph.schema.retry import NOT_RETRIED
+    from giftgraph.schema.schema import build_schema
+
+    fields = build_schema()._schema.mutation_type.fields
+    wrapped = {name for name, f in fields.items()
+               if getattr(f.resolve, "__name__", "") == "resolve_again_on_collision"}
+    assert {"signUp", "login", "refreshToken", "logout"} == NOT_RETRIED
+    assert wrapped == set(fields) - NOT_RETRIED
+    assert "setListItemStatus" in wrapped

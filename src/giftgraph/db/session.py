@@ -39,6 +39,7 @@ class OperationDb:
         self._session: AsyncSession | None = None  # the reads'
         self._read_failed = False  # a read raised since the session was opened
         self._lock = asyncio.Lock()
+        self.commits = 0  # units of work committed (a retry must not repeat one)
 
     def _get(self) -> AsyncSession:
         if self._session is None:
@@ -85,6 +86,7 @@ class OperationDb:
                 try:
                     yield session
                     await session.commit()
+                    self.commits += 1
                 except BaseException:
                     await session.rollback()
                     take_pending(session)  # rolled-back work publishes nothing

@@ -23,7 +23,7 @@ from giftgraph.context import Caller, Context, OperationState, begin_operation, 
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import AppError, BadInput, ServiceUnavailable, Unauthenticated
 from giftgraph.schema.cache import USER_AND_VERSION
-from giftgraph.schema.retry import ATTEMPTS, transient
+from giftgraph.schema.retry import transient
 
 log = logging.getLogger("giftgraph.errors")
 
@@ -139,9 +139,8 @@ def format_error(error: GraphQLError, trace_id: str | None) -> GraphQLError:
         log.warning("database unavailable (traceId=%s): %s", trace_id, error.original_error)
         return _retryable(error, ServiceUnavailable().message, trace_id)
     if code is None and (reason := transient(error.original_error)) is not None:
-        log.warning("%s: aborted for a concurrent transaction (%s) on its last attempt of "
-                    "%d (traceId=%s)", ".".join(map(str, error.path or [])), reason, ATTEMPTS,
-                    trace_id)
+        log.warning("%s: aborted for a concurrent transaction (%s), not retried further "
+                    "(traceId=%s)", ".".join(map(str, error.path or [])), reason, trace_id)
         return _retryable(error, COLLIDED, trace_id)
     if code is None:
         log.error(
@@ -160,7 +159,7 @@ def format_error(error: GraphQLError, trace_id: str | None) -> GraphQLError:
     return error
 
 
-COLLIDED = "The change collided with concurrent changes and was not applied, please retry"
+COLLIDED = "The operation collided with concurrent changes and was not applied, please retry"
 
 
 def _retryable(error: GraphQLError, message: str, trace_id: str | None) -> GraphQLError:

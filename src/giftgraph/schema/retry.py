@@ -7,6 +7,11 @@ only after COMMIT), so running the mutation again from the start is safe, and it
 PostgreSQL's documentation asks of applications. Each root mutation field is run up to
 `ATTEMPTS` times, after a short random pause; if it still collides, the client gets
 INTERNAL_SERVER_ERROR with `retryable: true` (extensions.format_error).
+
+Not retried: a failure after the attempt committed a unit of work (running it again would
+apply the change twice), and the sign-in mutations (`NOT_RETRIED`), which do work outside
+their transaction that an attempt would repeat (the login rate limit's hit, password hashing
+and verification) and take no lock another family member's change could hold.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 log = logging.getLogger("giftgraph.db")
 
 ATTEMPTS = 3
+NOT_RETRIED = frozenset({"signUp", "login", "refreshToken", "logout"})
 # SQLSTATE -> the `reason` label of giftgraph_transaction_retries_total
 TRANSIENT = {"40P01": "deadlock", "40001": "serialization"}
 
@@ -46,13 +52,18 @@ def retrying(resolve: Callable[..., Any]) -> Callable[..., Any]:
     transaction is aborted for a concurrent one."""
 
     async def resolve_again_on_collision(source: Any, info: Any, **args: Any) -> Any:
+        db = info.context.db
         attempt = 1
         while True:
+            committed = db.commits
             try:
                 result = resolve(source, info, **args)
                 return await result if inspect.isawaitable(result) else result
             except DBAPIError as exc:
                 reason = transient(exc)
+                if reason is not None and db.commits != committed:
+                    # The change is in: not "not applied, retry" (an unexpected error).
+                    raise RuntimeError(f"{reason} after the mutation committed") from exc
                 if reason is None or attempt >= ATTEMPTS:
                     raise
                 metrics = getattr(info.context, "metrics", None)
@@ -67,11 +78,12 @@ def retrying(resolve: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def install_retries(schema: Any) -> int:
-    """Wrap every root mutation field's resolver of a Strawberry schema; how many."""
+    """Wrap the root mutation fields' resolvers of a Strawberry schema (all but
+    `NOT_RETRIED`); how many."""
     mutation = schema._schema.mutation_type
-    if mutation is None:
-        return 0
-    for field in mutation.fields.values():
-        if field.resolve is not None:
+    wrapped = 0
+    for name, field in (mutation.fields.items() if mutation is not None else ()):
+        if field.resolve is not None and name not in NOT_RETRIED:
             field.resolve = retrying(field.resolve)
-    return len(mutation.fields)
+            wrapped += 1
+    return wrapped
