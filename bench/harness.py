@@ -138,6 +138,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+TROUBLE = ("Traceback", "Error", "Exception", '"level": "error"', '"level": "warning"',
+           "WARNING", "ERROR")
+
+
 class Server:
     """An ASGI app under `python -m uvicorn` in its own process (raised fd limit inherited)."""
 
@@ -206,6 +210,17 @@ class Server:
     def log_tail(self, lines: int = 30) -> str:
         self.log.seek(0)
         return "\n".join(self.log.read().decode(errors="replace").splitlines()[-lines:])
+
+    def trouble(self, since: int = 0, limit: int = 3) -> tuple[int, list[str]]:
+        """Lines of the server's log after byte `since` that report a problem (a traceback,
+        an error or a warning; not the per-operation info lines), at most `limit`, and the
+        log's size now: a cell's errors are explained by what the server said meanwhile,
+        or by its silence (the connection failed outside the application)."""
+        self.log.seek(since)
+        text = self.log.read()
+        found = [line[:300] for line in text.decode(errors="replace").splitlines()
+                 if any(word in line for word in TROUBLE)]
+        return since + len(text), found[:limit]
 
 
 def api_env(database_url: str) -> dict[str, str]:

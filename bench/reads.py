@@ -62,6 +62,9 @@ def run(database_url: str, opt: Options) -> Outcome:
             family = pgl.family_of(database_url, DEMO_EMAIL)
             bodies["postgraphile", "nested"] = orjson.dumps(
                 {"query": pgl.NESTED, "variables": {"f": family}})
+        processes = {"graphql": api, "uncached": uncached, "floor": floor,
+                     "postgraphile": postgraphile}
+        log_at = {key: p.trouble()[0] for key, p in processes.items() if p is not None}
         steps = progress.add_task("W1 reads", total=len(bodies) * len(CONCURRENCY))
         for name in QUERIES:
             ours = httpx.post(targets["graphql"], content=bodies["graphql", name],
@@ -93,6 +96,12 @@ def run(database_url: str, opt: Options) -> Outcome:
                         progress.advance(steps, 0.5)
                 for server in servers:
                     row[server] = summarize_runs(runs[server])
+                    process = processes[server]
+                    assert process is not None
+                    log_at[server], said = process.trouble(log_at[server])
+                    if row[server]["errors"]:
+                        notes.append(f"{name} c={c} {server}: its log meanwhile: "
+                                     + (" | ".join(said) if said else "no error or warning"))
                     if note := few_replies(f"{name} c={c} {server}", row[server]):
                         notes.append(note)
                     if row[server]["errors"]:
