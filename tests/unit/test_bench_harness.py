@@ -1,0 +1,21 @@
+"""The benchmark harness's reading of a server's log."""
+
+from __future__ import annotations
+
+from bench.harness import Server
+
+
+def test_trouble_quotes_what_a_server_logged_about_problems_since_a_mark() -> None:
+    server = Server("app:create", {})
+    server.log.write(b'{"event": "startup", "level": "warning"}\n')
+    mark, said = server.trouble()
+    assert said == ['{"event": "startup", "level": "warning"}']
+    server.log.write(b'{"event": "graphql.operation", "level": "info"}\n'
+                     b"Traceback (most recent call last):\n"
+                     b'  File "x.py", line 1\n'
+                     b"ConnectionResetError: [Errno 104] Connection reset by peer\n")
+    mark2, said = server.trouble(mark)
+    assert said == ["Traceback (most recent call last):",
+                    "ConnectionResetError: [Errno 104] Connection reset by peer"]
+    assert mark2 > mark
+    assert server.trouble(mark2) == (mark2, [])  # nothing new: the server said nothing
