@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -128,24 +128,33 @@ async def test_demo_data_nested_query_is_constant(app: Any, gql: Any, database_u
         assert counts[5] == 2, counts  # the caller's row, then the whole read
 
 
+async def cyclic_garbage(work: Awaitable[None]) -> list[type]:
+    """The types of the objects `work` left in reference cycles: it runs with the cyclic
+    collector off, and one collection then keeps what it finds (DEBUG_SAVEALL)."""
+    gc.collect()
+    gc.disable()
+    try:
+        await work
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        return [type(o) for o in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
 async def test_loaded_rows_are_freed_when_the_operation_ends(app: Any, alice: Account) -> None:
     """The loaders' rows, futures and batches go back by reference counting when the
     operation ends, not at the garbage collector's next pass (they used to wait in a
     reference cycle: thousands of objects per nested read, and slow collections)."""
     await _make_lists(alice.client, 3, alice.user_id)
-    gc.collect()
-    gc.disable()
-    try:
+
+    async def read() -> None:
         r = await alice.client(NESTED, {"n": 3})
         assert len(r.data["lists"]["edges"]) == 3
-        gc.set_debug(gc.DEBUG_SAVEALL)  # keep what a collection finds, to look at it
-        gc.collect()
-        cyclic = [type(o) for o in gc.garbage]
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
-    kept = [t.__name__ for t in cyclic
+
+    kept = [t.__name__ for t in await cyclic_garbage(read())
             if t.__module__ in ("giftgraph.schema.loaders", "strawberry.dataloader")]
     assert kept == [], sorted(set(kept))
 
@@ -177,19 +186,13 @@ async def test_operations_leave_no_cyclic_garbage(app: Any, alice: Account) -> N
         assert r.data["setListItemStatus"]["status"] == status
 
     await read_and_change("SELECTED")  # parsed and validated once, then cached (validation
-    gc.collect()                       # makes cycles of its own: once per document)
-    gc.disable()
-    try:
+    #                                    makes cycles of its own: once per document)
+
+    async def twice() -> None:
         await read_and_change("IDEA")
         await read_and_change("SELECTED")
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        gc.collect()
-        cyclic = [type(o) for o in gc.garbage]
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
-    kept = [f"{t.__module__}.{t.__qualname__}" for t in cyclic
+
+    kept = [f"{t.__module__}.{t.__qualname__}" for t in await cyclic_garbage(twice())
             if t.__module__.startswith(SERVER_MODULES)]
     assert kept == [], sorted(set(kept))
 
