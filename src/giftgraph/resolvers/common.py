@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.context import Info
@@ -26,15 +27,20 @@ async def get_owned(
     session: AsyncSession, model: type[M], gid: str, type_name: str, *, lock: bool = True
 ) -> M:
     """The caller's family's row for a global ID; anything else is NOT_FOUND."""
-    family_id = session.info["family_id"]
     pk = decode_id(gid, type_name)
-    stmt = select(model).where(model.id == pk, model.family_id == family_id)
-    if lock:
-        stmt = stmt.with_for_update()
-    row = await session.scalar(stmt)
+    row = await session.scalar(_owned_statement(model, lock),
+                               {"id": pk, "family_id": session.info["family_id"]})
     if row is None:
         raise NotFound(type_name)
-    return row
+    return row  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _owned_statement(model: type[m.Owned], lock: bool) -> Select[Any]:
+    """A row of `model` by ID within a family, built once per model (and lock)."""
+    stmt = select(model).where(model.id == bindparam("id"),
+                               model.family_id == bindparam("family_id"))
+    return stmt.with_for_update() if lock else stmt
 
 
 @asynccontextmanager

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 import strawberry
-from sqlalchemy import and_, delete, select
+from sqlalchemy import and_, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.context import Info
@@ -124,17 +124,21 @@ def _item_topics(gift_list: m.GiftList) -> list[str]:
     return [*list_topics(gift_list), LIST_ITEMS_TOPIC]
 
 
+# The caller's family's item, locked, and its list (whose topics its events go to): one
+# statement, where an item and then its list were two round trips. Built once: building and
+# keying it per call was ~5% of a mutation's CPU.
+ITEM_AND_LIST = (
+    select(m.ListItem, m.GiftList)
+    .join(m.GiftList, and_(m.GiftList.id == m.ListItem.list_id,  # not `&`: that makes a
+                           m.GiftList.family_id == bindparam("family_id")))  # ref cycle
+    .where(m.ListItem.id == bindparam("id"), m.ListItem.family_id == bindparam("family_id"))
+    .with_for_update(of=m.ListItem)
+)
+
+
 async def _get_item(session: AsyncSession, gid: str) -> tuple[m.ListItem, m.GiftList]:
-    """The caller's family's item, locked, and its list (whose topics its events go to):
-    one statement, where an item and then its list were two round trips."""
-    family_id = session.info["family_id"]
-    row = (await session.execute(
-        select(m.ListItem, m.GiftList)
-        .join(m.GiftList, and_(m.GiftList.id == m.ListItem.list_id,  # not `&`: that
-                               m.GiftList.family_id == family_id))  # makes a ref cycle
-        .where(m.ListItem.id == decode_id(gid, "ListItem"), m.ListItem.family_id == family_id)
-        .with_for_update(of=m.ListItem)
-    )).first()
+    row = (await session.execute(ITEM_AND_LIST, {
+        "id": decode_id(gid, "ListItem"), "family_id": session.info["family_id"]})).first()
     if row is None:
         raise NotFound("ListItem")
     return row[0], row[1]
