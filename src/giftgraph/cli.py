@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_export_schema)
 
     p = sub.add_parser("bench", help="benchmarks against real server processes (bench/)")
-    p.add_argument("workload", choices=("reads", "fanout", "memory", "writes", "all"))
+    p.add_argument("workload", nargs="?", default="all",
+                   choices=("reads", "fanout", "memory", "writes", "all"),
+                   help="one workload, or all of them (the default)")
     p.add_argument("--duration", type=float, help="seconds per measured level (default 10)")
     p.add_argument("--quick", action="store_true", help="short runs, fewer sizes (3 s levels)")
     p.add_argument("--keep-db", action="store_true", help="keep the benchmark database")

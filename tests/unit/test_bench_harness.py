@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from bench.harness import Server
 
 
@@ -19,3 +20,17 @@ def test_trouble_quotes_what_a_server_logged_about_problems_since_a_mark() -> No
                     "ConnectionResetError: [Errno 104] Connection reset by peer"]
     assert mark2 > mark
     assert server.trouble(mark2) == (mark2, [])  # nothing new: the server said nothing
+
+
+def test_giftgraph_bench_without_a_workload_runs_them_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.runner
+
+    from giftgraph import cli
+
+    calls: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr(bench.runner, "run",
+                        lambda workload, **kw: calls.append((workload, kw)) or 0)
+    assert cli.main(["bench"]) == 0
+    assert cli.main(["bench", "reads", "--quick"]) == 0
+    assert calls == [("all", {"duration": None, "quick": False, "keep_db": False}),
+                     ("reads", {"duration": None, "quick": True, "keep_db": False})]
