@@ -174,11 +174,9 @@ async def record(
     })).all()
     rows = []
     for seq, topic, prev in inserted:
-        row = m.Event(seq=seq, family_id=family_id, topic=topic, kind=kind,
-                      entity_type=entity_type, entity_id=entity_id, actor_id=actor_id, at=at,
-                      payload=payload)
-        row.prev_seq = prev or 0
-        rows.append(row)
+        rows.append(m.Event.published(
+            seq=seq, family_id=family_id, topic=topic, kind=kind, entity_type=entity_type,
+            entity_id=entity_id, actor_id=actor_id, at=at, payload=payload, prev_seq=prev or 0))
     session.info.setdefault(PENDING_KEY, []).extend(rows)
     return rows
 

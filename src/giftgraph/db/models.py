@@ -25,7 +25,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column
 
 
 def utcnow() -> datetime:
@@ -258,3 +258,20 @@ class Event(Base):
     # Not a column: the seq of the previous event on this topic, set when the event is
     # written and carried by the live message (None on rows read back from the table).
     prev_seq = None  # type: int | None
+
+    @classmethod
+    def published(cls, *, seq: int, family_id: uuid.UUID, topic: str, kind: EventKind,
+                  entity_type: str, entity_id: uuid.UUID, actor_id: uuid.UUID | None,
+                  at: datetime, payload: dict[str, Any] | None,
+                  prev_seq: int | None) -> Event:
+        """A transient Event as written or received, for publishing only (never added to a
+        session): its values go straight into the instance's dict, without the ORM's
+        constructor and its attribute events (~5 µs against ~58; 5 per item change, and
+        again on receipt)."""
+        if not cls.__mapper__.configured:  # the constructor would have seen to it
+            configure_mappers()
+        event: Event = cls.__mapper__.class_manager.new_instance()
+        event.__dict__.update(seq=seq, family_id=family_id, topic=topic, kind=kind,
+                              entity_type=entity_type, entity_id=entity_id, actor_id=actor_id,
+                              at=at, payload=payload, prev_seq=prev_seq)
+        return event

@@ -55,15 +55,13 @@ def encode_event(e: m.Event) -> str:
 
 
 def decode_event(d: dict[str, Any]) -> m.Event:
-    event = m.Event(
+    return m.Event.published(
         seq=d["seq"], family_id=uuid.UUID(d["family_id"]), topic=d["topic"],
         kind=m.EventKind(d["kind"]), entity_type=d["entity_type"],
         entity_id=uuid.UUID(d["entity_id"]),
         actor_id=uuid.UUID(d["actor_id"]) if d["actor_id"] else None,
-        at=datetime.fromisoformat(d["at"]), payload=d["payload"],
+        at=datetime.fromisoformat(d["at"]), payload=d["payload"], prev_seq=d.get("prev"),
     )
-    event.prev_seq = d.get("prev")
-    return event
 
 
 @dataclass(slots=True)
