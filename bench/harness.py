@@ -315,6 +315,43 @@ def wait_for(check: Any, goal: float, timeout: float) -> float:
 # ---------------------------------------------------------------- machine
 
 
+@dataclass(frozen=True)
+class CpuMark:
+    """CPU time used so far by one process and by the machine's cores (Linux /proc)."""
+
+    at: float  # time.monotonic()
+    process: float  # the process's user + system seconds
+    busy: float  # all cores' non-idle seconds
+    total: float  # all cores' seconds
+
+
+def cpu_mark(pid: int) -> CpuMark | None:
+    """Now's CpuMark of `pid`; None where /proc can't tell (not Linux, process gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        with open("/proc/stat") as f:
+            cores = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = cores[3] + cores[4]  # idle + iowait
+    return CpuMark(time.monotonic(), (int(fields[11]) + int(fields[12])) / tick,
+                   (sum(cores[:8]) - idle) / tick, sum(cores[:8]) / tick)
+
+
+def cpu_use(before: CpuMark | None, after: CpuMark | None) -> dict[str, float]:
+    """Between two marks: the process's share of one core and the machine's busy share."""
+    if before is None or after is None or after.total <= before.total:
+        return {"server_cpu_share": float("nan"), "machine_busy_share": float("nan"),
+                "server_cpu_s": float("nan")}
+    return {"server_cpu_share": (after.process - before.process) / (after.at - before.at),
+            "machine_busy_share": (after.busy - before.busy) / (after.total - before.total),
+            "server_cpu_s": after.process - before.process}
+
+
+
+
 def machine_info(database_url: str) -> dict[str, Any]:
     def cpu_model() -> str:
         with contextlib.suppress(OSError):

@@ -68,7 +68,9 @@ def rate(value: float) -> str:
 
 
 def pct(value: float) -> str:
-    return f"{100 * value:.1f}%" if value < 1 else "100%"
+    if math.isnan(value):
+        return "-"
+    return f"{100 * value:.1f}%" if value < 1 else f"{100 * value:.0f}%"
 
 
 def verdict(ok: bool | None) -> str:

@@ -15,6 +15,8 @@ from bench.harness import (
     SET_STATUS,
     api_server,
     biggest_list,
+    cpu_mark,
+    cpu_use,
     login,
     metric,
     neighbour,
@@ -59,8 +61,10 @@ def run(database_url: str, opt: Options) -> Outcome:
                 subs.pump(0.3)
                 before = subs.total
                 began = time.monotonic()
+                mark = cpu_mark(api.pid)
                 row = measure_http(f"{api.base}/graphql", cycles, headers, opt.duration,
                                    progress, f"setListItemStatus c={c}")
+                row.update(cpu_use(mark, cpu_mark(api.pid)))  # while the load lasted
                 expected = row["ok_total"] * connected
                 drain = progress.add_task(f"c={c}: events reaching subscribers", total=expected)
                 deadline = time.monotonic() + DRAIN
@@ -69,6 +73,10 @@ def run(database_url: str, opt: Options) -> Outcome:
                     progress.update(drain, completed=subs.total - before)
                 progress.remove_task(drain)
                 windows.append((began, time.monotonic()))
+                # the server's CPU for each mutation, its fan-out to every subscriber included
+                row["server_cpu_ms_per_mutation"] = (
+                    1000 * cpu_use(mark, cpu_mark(api.pid))["server_cpu_s"] / row["ok_total"]
+                    if row["ok_total"] else float("nan"))
                 row.update(subscribers=connected, events_expected=expected,
                            events_delivered=subs.total - before,
                            delivered_share=(subs.total - before) / expected if expected else 0)
@@ -80,18 +88,25 @@ def run(database_url: str, opt: Options) -> Outcome:
     table = Table(title=f"W4 writes: setListItemStatus with {SUBSCRIBERS:,} subscribers on the "
                         f"list ({opt.duration:g} s per level)")
     for col in ("concurrency", "mutations/s", "p50 ms", "p99 ms", "max ms", "errors",
-                "events delivered", "event lag p50 ms", "p99 ms"):
+                "events delivered", "event lag p50 ms", "p99 ms", "server CPU",
+                "CPU ms/mutation", "machine busy"):
         table.add_column(col, justify="right")
     for r in results:
         table.add_row(str(r["concurrency"]), rate(r["rps"]), ms(r["p50_ms"]), ms(r["p99_ms"]),
                       ms(r["max_ms"]), str(r["errors"]),
                       f"{r['events_delivered']:,} ({pct(r['delivered_share'])})",
-                      ms(r["lag_p50_ms"]), ms(r["lag_p99_ms"]))
+                      ms(r["lag_p50_ms"]), ms(r["lag_p99_ms"]), pct(r["server_cpu_share"]),
+                      ms(r["server_cpu_ms_per_mutation"]), pct(r["machine_busy_share"]))
     targets = [Target(f"W4 p99 latency at concurrency {r['concurrency']}",
                       f"{ms(r['p99_ms'])} ms", "≤ 50 ms", r["p99_ms"] <= 50) for r in results]
     notes = [f"c={r['concurrency']}: {r['errors']} errors, e.g. {r['error_sample'][0]}"
              for r in results if r["errors"]]
     notes += [n for r in results if (n := few_replies(f"c={r['concurrency']}", r))]
+    notes.append("server CPU: the server process's CPU time over the level's duration (one "
+                 "core = 100%); CPU ms/mutation: its CPU per mutation, the fan-out to every "
+                 "subscriber included; machine busy: all cores' busy share meanwhile (server, "
+                 "PostgreSQL, load generator and subscriber processes): near 100%, the "
+                 "machine is the limit, not the server")
     return Outcome("writes", "W4 writes",
                    {"duration_s": opt.duration, "subscribers": SUBSCRIBERS,
                     "concurrency": levels, "mutation": SET_STATUS,

@@ -34,3 +34,25 @@ def test_giftgraph_bench_without_a_workload_runs_them_all(monkeypatch: pytest.Mo
     assert cli.main(["bench", "reads", "--quick"]) == 0
     assert calls == [("all", {"duration": None, "quick": False, "keep_db": False}),
                      ("reads", {"duration": None, "quick": True, "keep_db": False})]
+
+
+def test_cpu_use_measures_a_process_that_computes_and_one_that_waits() -> None:
+    import math
+    import os
+    import time
+
+    from bench.harness import cpu_mark, cpu_use
+
+    before = cpu_mark(os.getpid())
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:  # computes
+        pass
+    busy = cpu_use(before, cpu_mark(os.getpid()))
+    assert 0.2 < busy["server_cpu_share"] <= 1.05
+    assert busy["server_cpu_s"] > 0.05
+    assert 0 < busy["machine_busy_share"] <= 1
+
+    before = cpu_mark(os.getpid())
+    time.sleep(0.3)  # waits
+    assert cpu_use(before, cpu_mark(os.getpid()))["server_cpu_share"] < 0.1
+    assert math.isnan(cpu_use(None, before)["server_cpu_share"])  # off Linux: unknown
