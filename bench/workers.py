@@ -175,7 +175,11 @@ async def http_load(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
     """
     cycles: list[list[bytes]] = p["cycles"]
     headers = {"content-type": "application/json", **p.get("headers", {})}
-    limits = httpx.Limits(max_connections=len(cycles), max_keepalive_connections=len(cycles))
+    # Idle connections are let go after 2 s, before the servers' 5 s keep-alive timeout
+    # (uvicorn's and Node's): at httpx's default, also 5 s, a request could go out on a
+    # connection the server was closing that instant and fail with a ReadError.
+    limits = httpx.Limits(max_connections=len(cycles), max_keepalive_connections=len(cycles),
+                          keepalive_expiry=2.0)
     latencies: list[float] = []
     errors: list[str] = []
     ok_total = warmed = 0
