@@ -386,7 +386,9 @@ def machine_info(database_url: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        # changes outside the results, which `bench all` itself rewrites as it goes
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                              ":(exclude)bench/results")),
         "postgresql": asyncio.run(pg_version()),
         "packages": {p: _version(p) for p in ("strawberry-graphql", "starlette", "uvicorn",
                                               "uvloop", "httptools", "websockets", "asyncpg",
