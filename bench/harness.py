@@ -350,8 +350,6 @@ def cpu_use(before: CpuMark | None, after: CpuMark | None) -> dict[str, float]:
             "server_cpu_s": after.process - before.process}
 
 
-
-
 def machine_info(database_url: str) -> dict[str, Any]:
     def cpu_model() -> str:
         with contextlib.suppress(OSError):
