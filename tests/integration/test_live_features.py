@@ -719,7 +719,7 @@ async def test_a_backlog_of_events_reaches_each_socket_in_one_write(
         return write_texts(self, head, bodies, tail)
 
     monkeypatch.setattr(wire.Wire, "write_texts", spy)
-    backlog, written = hub.backlog_events, wire.Wire.written
+    backlog, written = hub.backlog_events, wire.written
     await hub.publish(held)  # all at once: the channel's fan-out finds them waiting
     for c in clients:
         got = [(await c.receive())["payload"]["data"]["listEvents"] for _ in range(3)]
@@ -728,7 +728,7 @@ async def test_a_backlog_of_events_reaches_each_socket_in_one_write(
         assert seqs == sorted(set(seqs))
     assert hub.backlog_events - backlog == 3
     assert writes == [3, 3, 3]  # one write per socket for the three events
-    assert wire.Wire.written - written == 9
+    assert wire.written - written == 9
     await _status(srv, token, item, "PURCHASED")  # and single events as before
     for c in clients:
         assert (await c.receive())["payload"]["data"]["listEvents"]["node"]["status"] \
@@ -762,24 +762,24 @@ async def test_events_are_written_pre_framed_and_busy_sockets_fall_back(
     def delivered() -> float:
         return registry.get_sample_value("giftgraph_events_delivered_total") or 0.0
 
-    before, counted = wire.Wire.written, delivered()
+    before, counted = wire.written, delivered()
     await _status(srv, token, item, "SELECTED")
     assert await statuses(1) == [["SELECTED"]] * 3
-    assert wire.Wire.written - before == 3  # pre-framed, one write per subscriber
+    assert wire.written - before == 3  # pre-framed, one write per subscriber
     assert delivered() - counted == 3
 
     monkeypatch.setattr(wire, "HIGH_WATER", -1)  # no socket can take a frame "now"
-    before = wire.Wire.written
+    before = wire.written
     for status in ("PURCHASED", "RECEIVED", "PURCHASED"):
         await _status(srv, token, item, status)
     assert await statuses(3) == [["PURCHASED", "RECEIVED", "PURCHASED"]] * 3
-    assert wire.Wire.written == before  # every one of them went through the ASGI send
+    assert wire.written == before  # every one of them went through the ASGI send
     assert delivered() - counted == 3 + 9
 
     monkeypatch.setattr(wire, "HIGH_WATER", 256 * 1024)  # and back to the direct path
     await _status(srv, token, item, "RECEIVED")
     assert await statuses(1) == [["RECEIVED"]] * 3
-    assert wire.Wire.written - before == 3
+    assert wire.written - before == 3
     for c in clients:
         await c.ws.close()
 

@@ -4,6 +4,8 @@ uvicorn's sansio WebSocket protocol keeps per socket (`LeanWebSocketProtocol`)."
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -61,3 +63,88 @@ async def test_flag_is_set_until_cleared_and_releases_every_waiter() -> None:
     assert await asyncio.wait_for(asyncio.gather(*waiters), 1) == [True] * 3
     assert cancelled.cancelled()
     assert flag.is_set()
+
+
+class _Transport:
+    """What `Wire` uses of a transport, recording each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def _wire() -> tuple[Any, _Transport]:
+    from websockets.protocol import State
+
+    from giftgraph.live.wire import Wire
+
+    transport = _Transport()
+    conn = SimpleNamespace(state=State.OPEN, extensions=[])
+    protocol = SimpleNamespace(transport=transport, conn=conn, close_sent=False,
+                               writable=Flag())
+    return Wire(protocol), transport
+
+
+def _messages(data: bytes) -> list[bytes]:
+    """The payloads of the final, unmasked text frames in `data` (RFC 6455 5.2)."""
+    out, pos = [], 0
+    while pos < len(data):
+        assert data[pos] == 0x81  # FIN, text
+        n, pos = data[pos + 1], pos + 2
+        assert not n & 0x80  # a server's frames are unmasked
+        if n == 126:
+            n, pos = int.from_bytes(data[pos:pos + 2], "big"), pos + 2
+        elif n == 127:
+            n, pos = int.from_bytes(data[pos:pos + 8], "big"), pos + 8
+        out.append(data[pos:pos + n])
+        pos += n
+    return out
+
+
+def test_a_fan_out_frames_each_message_once_and_never_mixes_two_up() -> None:
+    """The fan-out writes one event's payload to every socket: the frame is made once for
+    a run of sockets whose operation has the same id, and a socket with another id, another
+    payload (however equal its bytes) or a backlog gets its own message, exactly."""
+    wire_a, a = _wire()
+    wire_b, b = _wire()
+    payload = b'{"data":{"listEvents":{"seq":"7"}}' + b" " * 300  # a 2-byte length
+    one, two = b'{"id":"1","type":"next","payload":', b'{"id":"2","type":"next","payload":'
+    assert wire_a.write_text(one, payload, b"}")
+    assert wire_b.write_text(bytes(one), payload, b"}")  # equal head, another object
+    assert a.writes[0] is b.writes[0]  # framed once, the same bytes for both sockets
+    assert _messages(a.writes[0]) == [one + payload + b"}"]
+    assert wire_b.write_text(two, payload, b"}")
+    assert _messages(b.writes[1]) == [two + payload + b"}"]
+    copy = bytes(bytearray(payload)).replace(b'"7"', b'"8"')
+    assert wire_a.write_text(one, copy, b"}")  # another event's payload
+    assert _messages(a.writes[1]) == [one + copy + b"}"]
+    short = b'{"id":"1"}'
+    assert wire_a.write_text(short)
+    assert _messages(a.writes[2]) == [short]
+    # A backlog: every event in order, in one write, the same bytes for the next socket.
+    assert wire_a.write_texts(one, [payload, copy], b"}")
+    assert wire_b.write_texts(one, [payload, copy], b"}")
+    assert a.writes[3] == b.writes[2]
+    assert _messages(a.writes[3]) == [one + payload + b"}", one + copy + b"}"]
+    assert wire_b.write_texts(two, [payload, copy], b"}")
+    assert _messages(b.writes[3]) == [two + payload + b"}", two + copy + b"}"]
+
+
+def test_a_socket_that_cannot_take_a_message_is_not_written() -> None:
+    from websockets.protocol import State
+
+    wire, transport = _wire()
+    wire._protocol.writable.clear()  # its buffer is full: the caller falls back to the send
+    assert not wire.write_text(b"{}")
+    wire._protocol.writable.set()
+    wire._conn.state = State.CLOSING
+    assert not wire.write_texts(b"{", [b"}"])
+    assert transport.writes == []

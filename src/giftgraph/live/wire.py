@@ -45,14 +45,51 @@ def header(n: int) -> bytes:
     return b"\x81\x7f" + n.to_bytes(8, "big")
 
 
+written = 0  # messages pre-framed onto a transport, this process (stats, tests)
+# The frame last put together and what it was made of (head, body, tail, frame), and the
+# same for a backlog's frames: the fan-out writes one event's message to every subscriber
+# whose operation has the same id (all but a few), so it is framed once per event rather
+# than once per socket. Each is one tuple, replaced whole: a reader never sees parts of two.
+_last: tuple[bytes, bytes, bytes, bytes] = (b"", b"", b"", b"")
+_last_many: tuple[tuple[bytes, ...], bytes, bytes, bytes] = ((), b"", b"", b"")
+
+
+def frame(head: bytes, body: bytes, tail: bytes) -> bytes:
+    """The text frame of `head + body + tail`, made once for a run of equal messages: `body`
+    (an event's shared payload) is compared by identity, which holding it makes safe."""
+    global _last
+    last = _last
+    if body is last[1] and head == last[0] and tail == last[2]:
+        return last[3]
+    data = b"".join((header(len(head) + len(body) + len(tail)), head, body, tail))
+    _last = (head, body, tail, data)
+    return data
+
+
+def frames(head: bytes, bodies: list[bytes], tail: bytes) -> bytes:
+    """`frame` of each of `bodies`, joined; made once for a run of equal backlogs."""
+    global _last_many
+    last = _last_many
+    same = last[0]
+    if len(same) == len(bodies) and head == last[1] and tail == last[2] \
+            and all(a is b for a, b in zip(same, bodies, strict=True)):
+        return last[3]
+    data = b"".join([frame(head, body, tail) for body in bodies])
+    _last_many = (tuple(bodies), head, tail, data)
+    return data
+
+
 class Wire:
     """Direct writes to one uvicorn websockets-sansio connection."""
 
-    __slots__ = ("_protocol",)
-    written = 0  # messages pre-framed onto a transport, this process (stats, tests)
+    # The protocol's transport and websockets connection, read once (they are the
+    # connection's for its whole life): a write reads them per socket of every fan-out.
+    __slots__ = ("_conn", "_protocol", "_transport")
 
     def __init__(self, protocol: Any) -> None:
         self._protocol = protocol
+        self._transport = protocol.transport
+        self._conn = protocol.conn
 
     @classmethod
     def of(cls, scope: Scope) -> Wire | None:
@@ -65,36 +102,38 @@ class Wire:
 
     def _can_take(self) -> bool:
         """Open, uncompressed, not closing, and its buffer not over `HIGH_WATER`."""
-        protocol = self._protocol
-        transport = protocol.transport
-        conn = protocol.conn
+        protocol, transport, conn = self._protocol, self._transport, self._conn
         return not (protocol.close_sent or conn.state is not State.OPEN or conn.extensions
                     or transport.is_closing() or not protocol.writable.is_set()
                     or transport.get_write_buffer_size() > HIGH_WATER)
 
     def write_text(self, head: bytes, body: bytes = b"", tail: bytes = b"") -> bool:
         """Write one text message, `head + body + tail` (the fan-out's: a per-operation
-        head, the shared payload and a brace), put together with its frame header in one
-        join; or return False (nothing written) when this connection can't take it here:
-        closing, compressed, or its buffer is full."""
-        if not self._can_take():
+        head, the shared payload and a brace), as one frame (`frame`); or return False
+        (nothing written) when this connection can't take it here: closing, compressed,
+        or its buffer is full."""
+        # The fan-out's path, once per socket per event: `_can_take` and `frame`'s reuse
+        # of the last frame are written out here (two calls fewer per delivery).
+        global written
+        protocol, transport, conn = self._protocol, self._transport, self._conn
+        if (protocol.close_sent or conn.state is not State.OPEN or conn.extensions
+                or transport.is_closing() or not protocol.writable.is_set()
+                or transport.get_write_buffer_size() > HIGH_WATER):
             return False
-        n = len(head) + len(body) + len(tail)
-        self._protocol.transport.write(b"".join((header(n), head, body, tail)))
-        Wire.written += 1
+        last = _last
+        transport.write(last[3] if body is last[1] and head == last[0] and tail == last[2]
+                        else frame(head, body, tail))
+        written += 1
         return True
 
     def write_texts(self, head: bytes, bodies: list[bytes], tail: bytes = b"") -> bool:
         """`write_text(head, body, tail)` for each of `bodies`, in order, in one write (one
         system call)."""
+        global written
         if not self._can_take():
             return False
-        extra = len(head) + len(tail)
-        parts: list[bytes] = []
-        for body in bodies:
-            parts += (header(extra + len(body)), head, body, tail)
-        self._protocol.transport.write(b"".join(parts))
-        Wire.written += len(bodies)
+        self._transport.write(frames(head, bodies, tail))
+        written += len(bodies)
         return True
 
 
