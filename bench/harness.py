@@ -92,6 +92,18 @@ async def _admin(url: str, sql: str) -> None:
         await conn.close()
 
 
+def fetchval(url: str, sql: str) -> Any:
+    """The first column of the first row of `sql` on the database at `url`."""
+    async def go() -> Any:
+        conn = await asyncpg.connect(dsn(url))
+        try:
+            return await conn.fetchval(sql)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
 @contextlib.contextmanager
 def fresh_database(label: str, *, keep: bool = False) -> Iterator[str]:
     """A new, migrated, demo-seeded database; dropped afterwards unless `keep`.

@@ -240,7 +240,7 @@ async def subscribers(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
     """`count` sockets to `url`, from source address `source`, each reading until stopped.
 
     protocol "graphql": graphql-transport-ws; `subs_per_socket` subscriptions of `query`.
-    protocol "raw": a plain WebSocket; messages are JSON with a `seq`.
+    protocol "raw": a plain WebSocket; messages are JSON with a `seq` (and an `at`, with `lag`).
     With `record`, each socket keeps (seq, CLOCK_MONOTONIC arrival) of every message; the
     progress count is the number of messages received. With `lag`, every message's
     delivery lag (arrival wall-clock time minus the event's `at`, its commit time on the
@@ -285,6 +285,9 @@ async def subscribers(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
                         lag_arrivals.append(t)
                 else:
                     seq = int(msg["seq"])
+                    if lag:
+                        lags.append(time.time() - datetime.fromisoformat(msg["at"]).timestamp())
+                        lag_arrivals.append(t)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, StopIteration,
                     AttributeError):
                 bad.append(raw[:300].decode(errors="replace"))
