@@ -4,6 +4,8 @@ uvicorn's sansio WebSocket protocol keeps per socket (`LeanWebSocketProtocol`)."
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from types import SimpleNamespace
 from typing import Any
 
@@ -148,3 +150,16 @@ def test_a_socket_that_cannot_take_a_message_is_not_written() -> None:
     wire._conn.state = State.CLOSING
     assert not wire.write_texts(b"{", [b"}"])
     assert transport.writes == []
+
+
+def test_an_empty_message_is_still_a_frame() -> None:
+    """Also as the first message a process frames (a fresh interpreter: nothing framed
+    before it to be reused)."""
+    script = ("from giftgraph.live import wire; print(wire.frame(b'', b'', b'').hex(), "
+              "wire.frames(b'', [b''], b'').hex())")
+    out = subprocess.run([sys.executable, "-c", script],  # noqa: S603 - our own interpreter
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["8100", "8100"]
+    wire, transport = _wire()
+    assert wire.write_text(b"")
+    assert transport.writes == [b"\x81\x00"]

@@ -50,7 +50,7 @@ written = 0  # messages pre-framed onto a transport, this process (stats, tests)
 # same for a backlog's frames: the fan-out writes one event's message to every subscriber
 # whose operation has the same id (all but a few), so it is framed once per event rather
 # than once per socket. Each is one tuple, replaced whole: a reader never sees parts of two.
-_last: tuple[bytes, bytes, bytes, bytes] = (b"", b"", b"", b"")
+_last: tuple[bytes, bytes, bytes, bytes] = (b"", b"", b"", header(0))  # the empty message
 _last_many: tuple[tuple[bytes, ...], bytes, bytes, bytes] = ((), b"", b"", b"")
 
 
