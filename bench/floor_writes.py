@@ -36,7 +36,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bench.floor import USER, gid
+from bench.floor import USER, gid, keep_session
 
 ITEM = """
 SELECT li.status, gl.id AS list_id, gl.person_id, gl.occasion_id
@@ -112,7 +112,8 @@ def create() -> Any:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         nonlocal pool
         # The API's pool: 10 connections plus 10 overflow.
-        pool = await asyncpg.create_pool(os.environ["BENCH_FLOOR_DSN"], min_size=10, max_size=20)
+        pool = await asyncpg.create_pool(os.environ["BENCH_FLOOR_DSN"], min_size=10, max_size=20,
+                                         reset=keep_session)
         task = asyncio.create_task(fan_out())
         try:
             yield
@@ -143,8 +144,8 @@ def create() -> Any:
                 item = None if pk is None else await conn.fetchrow(ITEM, pk, family_id)
                 if item is None or status not in TRANSITIONS[item["status"]]:
                     return Response(b'{"errors":[{"message":"not found or not allowed"}]}')
-                at = datetime.now(UTC)
-                row = await conn.fetchrow(UPDATE, pk, status, at, str(family_id))
+                row = await conn.fetchrow(UPDATE, pk, status, datetime.now(UTC), str(family_id))
+                at = datetime.now(UTC)  # under the family's lock, as the API takes it
                 list_topic = f"list:{gid('GiftList', item['list_id'])}"
                 topics = [list_topic]
                 if item["person_id"]:
