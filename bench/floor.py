@@ -129,6 +129,25 @@ async def dashboard(conn: asyncpg.Connection, family_id: uuid.UUID) -> dict[str,
     }}
 
 
+def claims_of(request: Request, secret: str) -> dict[str, Any] | None:
+    """The bearer token's claims, verified as the API verifies them, or None."""
+    token = request.headers.get("authorization", "").removeprefix("Bearer ")
+    try:
+        return jwt.decode(token, secret, algorithms=["HS256"],
+                          options={"require": ["exp", "iat", "sub", "typ"]})
+    except jwt.PyJWTError:
+        return None
+
+
+async def family_of(conn: asyncpg.Connection, claims: dict[str, Any]) -> uuid.UUID | None:
+    """The caller's family: an active user of the token's family, with an access token."""
+    user = await conn.fetchrow(USER, uuid.UUID(claims["sub"]))
+    if (claims["typ"] != "access" or user is None or not user["is_active"]
+            or str(user["family_id"]) != claims["fam"]):
+        return None
+    return user["family_id"]  # type: ignore[no-any-return]
+
+
 async def keep_session(_: asyncpg.Connection) -> None:
     """The pool's reset when a connection goes back: none. asyncpg's default sends a reset
     query then (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`), a round trip
@@ -152,19 +171,15 @@ def create() -> Starlette:
 
     def endpoint(query: Any) -> Any:
         async def handle(request: Request) -> Response:
-            token = request.headers.get("authorization", "").removeprefix("Bearer ")
-            try:
-                claims = jwt.decode(token, secret, algorithms=["HS256"],
-                                    options={"require": ["exp", "iat", "sub", "typ"]})
-            except jwt.PyJWTError:
+            claims = claims_of(request, secret)
+            if claims is None:
                 return Response(b'{"error":"unauthenticated"}', 401)
             assert pool is not None
             async with pool.acquire() as conn:
-                user = await conn.fetchrow(USER, uuid.UUID(claims["sub"]))
-                if (claims["typ"] != "access" or user is None or not user["is_active"]
-                        or str(user["family_id"]) != claims["fam"]):
+                family_id = await family_of(conn, claims)
+                if family_id is None:
                     return Response(b'{"error":"unauthenticated"}', 401)
-                data = await query(conn, user["family_id"])
+                data = await query(conn, family_id)
             return Response(orjson.dumps({"data": data}), media_type="application/json")
 
         return handle

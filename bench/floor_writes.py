@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import jwt
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -36,7 +35,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bench.floor import USER, gid, keep_session
+from bench.floor import claims_of, family_of, gid, keep_session
 
 ITEM = """
 SELECT li.status, gl.id AS list_id, gl.person_id, gl.occasion_id
@@ -124,22 +123,17 @@ def create() -> Any:
             await pool.close()
 
     async def set_status(request: Request) -> Response:
-        token = request.headers.get("authorization", "").removeprefix("Bearer ")
-        try:
-            claims = jwt.decode(token, secret, algorithms=["HS256"],
-                                options={"require": ["exp", "iat", "sub", "typ"]})
-        except jwt.PyJWTError:
+        claims = claims_of(request, secret)
+        if claims is None:
             return UNAUTHENTICATED
         variables = orjson.loads(await request.body()).get("variables") or {}
         pk, status = item_id(str(variables.get("i", ""))), variables.get("s")
         caller = uuid.UUID(claims["sub"])
         assert pool is not None
         async with pool.acquire() as conn:
-            user = await conn.fetchrow(USER, caller)
-            if (claims["typ"] != "access" or user is None or not user["is_active"]
-                    or str(user["family_id"]) != claims["fam"]):
+            family_id = await family_of(conn, claims)
+            if family_id is None:
                 return UNAUTHENTICATED
-            family_id = user["family_id"]
             async with conn.transaction():
                 item = None if pk is None else await conn.fetchrow(ITEM, pk, family_id)
                 if item is None or status not in TRANSITIONS[item["status"]]:
