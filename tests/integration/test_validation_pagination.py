@@ -4,6 +4,7 @@ NOT_FOUND; Relay pagination (caps, cursors both ways, totalCount, nested connect
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -526,6 +527,10 @@ async def _cursor_of(c: GQL, connection: str) -> str:
     return data[connection]["edges"][0]["cursor"]  # type: ignore[no-any-return]
 
 
+def _crafted(value: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+
+
 @pytest.mark.parametrize(
     ("cursor_kind", "used_on"),
     [
@@ -540,6 +545,10 @@ async def _cursor_of(c: GQL, connection: str) -> str:
         ("gifts", "persons"),
         ("lists", "gifts"),
         ("gifts", "users"),
+        ("nul-in-name", "persons"),
+        ("seq-too-big", "events"),
+        ("seq-bool", "events"),
+        ("year-zero", "occasions"),
     ],
 )
 @pytest.mark.parametrize("arg", ["after", "before"])
@@ -552,6 +561,12 @@ async def test_bad_cursors_are_bad_input(alice: Account, world: World, cursor_ki
         "base64-garbage": base64.urlsafe_b64encode(b"\xff\xfe garbage").decode(),
         "json-object": base64.urlsafe_b64encode(b'{"name": "P01"}').decode(),
         "wrong-arity": base64.urlsafe_b64encode(b'["P01"]').decode(),
+        # Well-formed cursors whose values the database can't take: PostgreSQL text holds
+        # no NUL, a seq is a bigint, and no date is in year 0.
+        "nul-in-name": _crafted(["persons", "P\u0000", str(uuid.UUID(int=0))]),
+        "seq-too-big": _crafted(["events", 2**63]),
+        "seq-bool": _crafted(["events", True]),
+        "year-zero": _crafted(["occasions", "0000-01-01", str(uuid.UUID(int=0))]),
     }.get(cursor_kind) or await _cursor_of(c, cursor_kind)
     size = "first" if arg == "after" else "last"
     r = await c(f"query($c: String) {{ {used_on}({size}: 5, {arg}: $c) {{ totalCount"

@@ -119,12 +119,12 @@ def _load(t: type, v: Any) -> Any:
         return date.fromisoformat(v)
     if t is uuid.UUID:
         return uuid.UUID(v)
-    if t is int:
-        if not isinstance(v, int):
+    if t is int:  # a bigint column: a bool or an int out of its range is no cursor
+        if type(v) is not int or not -(2**63) <= v < 2**63:
             raise TypeError("int")
         return v
-    if t is str:
-        if not isinstance(v, str):
+    if t is str:  # PostgreSQL text holds no NUL character
+        if not isinstance(v, str) or "\x00" in v:
             raise TypeError("str")
         return v
     return t(v)
