@@ -846,6 +846,31 @@ async def test_event_subscription_error_is_sent_then_completed(live_server: Serv
     await client.ws.close()
 
 
+async def test_since_must_be_an_ascii_seq_within_bigint(live_server: Server) -> None:
+    """`since` values that look numeric to Python but are no seq the Event table can hold
+    (superscripts, other scripts' digits, past bigint) are BAD_USER_INPUT, not a server
+    error; the largest bigint is a valid (future) seq."""
+    srv = live_server
+    token, _ = await srv.signup("since-range@example.com")
+    gl, _ = await _item(srv, token)
+    client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    query = "subscription($l: ID!, $s: String) { listEvents(listId: $l, since: $s) { seq } }"
+    for since in ["\u00b2", "\u0661\u0662\u0663", str(2**63), "9" * 19, "", "-1", " 1"]:
+        op = await client.subscribe(query, {"l": gl, "s": since})
+        first, second = await client.receive(), await client.receive()
+        assert first["id"] == op, since
+        [error] = first["payload"]["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT", (since, error)
+        assert error["extensions"]["fields"] == {"since": "must be the seq of an event"}
+        assert second == {"id": op, "type": "complete"}
+    # 2**63 - 1 is a seq: accepted (nothing to replay), the subscription stays open.
+    op = await client.subscribe(query, {"l": gl, "s": str(2**63 - 1)})
+    with pytest.raises(TimeoutError):
+        await client.receive(timeout=0.5)
+    await client.ws.send(json.dumps({"id": op, "type": "complete"}))
+    await client.ws.close()
+
+
 async def _subscribe_and_change(srv: Server, client: WsClient, token: str, gl: str,
                                 item: str) -> None:
     """Subscribe to the list's event kinds, change the item's status, and get that event."""

@@ -34,10 +34,15 @@ class ResumeRequired(AppError):
         )
 
 
+BIGINT_MAX = 2**63 - 1
+
+
 def parse_since(since: str | None) -> int | None:
     if since is None:
         return None
-    if not since.isdigit() or len(since) > 19:
+    # ASCII digits only (str.isdigit() also takes "²" and "١٢٣"), and a seq fits a bigint.
+    if not (0 < len(since) <= 19 and since.isascii() and since.isdigit()) \
+            or int(since) > BIGINT_MAX:
         raise BadInput({"since": "must be the seq of an event"})
     return int(since)
 
