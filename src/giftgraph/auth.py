@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
 import secrets
 import time
 import uuid
@@ -71,6 +73,31 @@ class AccessClaims:
     user_id: uuid.UUID
     family_id: uuid.UUID
     role: str
+    stamp: str  # the user's `password_stamp` when the token was issued
+
+
+def password_stamp(settings: Settings, password_digest: str) -> str:
+    """What an access token carries of its user's password (claim `pst`): a new password
+    changes it, so every access token issued before stops working at once, as the user row
+    is read on every request anyway (`schema.extensions.authenticate`). Made of the hash's
+    MD5 (`password_digest`), which the database computes: the hash itself is not read for
+    authentication. Keyed: the token tells nothing about the password or its hash."""
+    return _stamp(settings.jwt_secret, password_digest)
+
+
+def password_digest(password_hash: str) -> str:
+    """PostgreSQL's `md5(users.password_hash)`, computed here."""
+    return hashlib.md5(password_hash.encode(), usedforsecurity=False).hexdigest()
+
+
+@lru_cache(maxsize=4096)
+def _stamp(secret: str, password_digest: str) -> str:
+    digest = hmac.digest(secret.encode(), password_digest.encode(), "sha256")
+    return base64.urlsafe_b64encode(digest[:12]).decode()
+
+
+def stamp_matches(settings: Settings, claims: AccessClaims, password_digest: str) -> bool:
+    return hmac.compare_digest(claims.stamp, password_stamp(settings, password_digest))
 
 
 def _encode(settings: Settings, claims: dict[str, object], ttl: int) -> str:
@@ -104,7 +131,8 @@ def _decode_with(secret: str, algorithm: str, token: str,
 def create_access_token(settings: Settings, user: User) -> str:
     return _encode(
         settings,
-        {"sub": str(user.id), "fam": str(user.family_id), "role": user.role.value, "typ": ACCESS},
+        {"sub": str(user.id), "fam": str(user.family_id), "role": user.role.value, "typ": ACCESS,
+         "pst": password_stamp(settings, password_digest(user.password_hash))},
         settings.access_token_ttl_seconds,
     )
 
@@ -128,9 +156,16 @@ def _verified_access(secret: str, algorithm: str, token: str) -> tuple[AccessCla
             user_id=uuid.UUID(str(claims["sub"])),
             family_id=uuid.UUID(str(claims["fam"])),
             role=str(claims["role"]),
+            stamp=_text(claims["pst"]),
         ), int(claims["exp"])  # type: ignore[call-overload]  # PyJWT compares int(exp)
     except (KeyError, ValueError, TypeError) as exc:
         raise Unauthenticated("Invalid token") from exc
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
 
 
 def bearer_token(authorization: str | None) -> str | None:

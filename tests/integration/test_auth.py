@@ -196,6 +196,17 @@ def _no_exp(a: Account) -> str:
     return "Bearer " + jwt.encode(claims, SECRET, algorithm="HS256")
 
 
+def _no_stamp(a: Account) -> str:
+    """Signed with the right key, but without the password stamp (`pst`)."""
+    claims = {k: v for k, v in _claims(a.token).items() if k != "pst"}
+    return "Bearer " + jwt.encode(_fresh(claims), SECRET, algorithm="HS256")
+
+
+def _stamp_of_another_password(a: Account) -> str:
+    claims = {**_claims(a.token), "pst": "AAAAAAAAAAAAAAAA"}
+    return "Bearer " + jwt.encode(_fresh(claims), SECRET, algorithm="HS256")
+
+
 def _garbage(_: Account) -> str:
     return "Bearer not-a-jwt"
 
@@ -222,6 +233,8 @@ BAD_AUTHORIZATION: dict[str, Callable[[Account], str]] = {
     "tampered-exp": _tampered,
     "tampered-sub": _tampered_user,
     "missing-exp": _no_exp,
+    "missing-password-stamp": _no_stamp,
+    "stamp-of-another-password": _stamp_of_another_password,
     "garbage": _garbage,
     "basic-scheme": _basic,
     "no-scheme": _bare_token,
@@ -536,6 +549,29 @@ async def test_admin_password_reset_of_member_revokes_its_refresh_tokens(
     assert (await login(gql, member.email, "reset by admin")).data["login"]
 
 
+@pytest.mark.parametrize("by", ["self", "admin"])
+async def test_password_change_ends_earlier_access_tokens_at_once(
+    gql: GQL, alice: Account, by: str
+) -> None:
+    """An access token issued before a password change is refused on its next request
+    (not when it expires); one issued after works; other profile changes end nothing."""
+    member = await register(alice)
+    other_session = (await login(gql, member.email, member.password)).data["login"]
+    r = await member.client(UPDATE_USER, {"id": member.user_id,
+                                          "input": {"displayName": "Renamed"}})
+    assert r.data["updateUser"]["displayName"] == "Renamed"
+    assert (await member.client(ME)).data["me"]["id"] == member.user_id
+    changer = member.client if by == "self" else alice.client
+    r = await changer(UPDATE_USER, {"id": member.user_id, "input": {"password": "new pass 42"}})
+    assert r.data["updateUser"]["id"] == member.user_id
+    assert_unauthenticated(await member.client(ME))
+    assert_unauthenticated(await member.client.as_(other_session["accessToken"])(ME))
+    assert (await alice.client(ME)).data["me"]["id"] == alice.user_id  # others unaffected
+    fresh = (await login(gql, member.email, "new pass 42")).data["login"]
+    assert (await member.client.as_(fresh["accessToken"])(ME)).data["me"]["id"] == \
+        member.user_id
+
+
 async def test_sign_up_accounts_are_independent(gql: GQL) -> None:
     """Two sign-ups make two families, each with its own ADMIN."""
     a = await sign_up(gql, "One")
@@ -548,7 +584,7 @@ async def test_sign_up_accounts_are_independent(gql: GQL) -> None:
 async def test_a_request_authenticates_in_one_statement_without_the_password_hash(
         app: Any, alice: Account) -> None:
     """The caller is read as plain columns (a `Caller`), with the family's version, in one
-    statement, and the password hash is not among them."""
+    statement, and the password hash is not among them (only its MD5)."""
     from tests.integration.test_no_n_plus_one import count_statements
 
     with count_statements(app) as statements:
@@ -558,5 +594,7 @@ async def test_a_request_authenticates_in_one_statement_without_the_password_has
     first = statements[0]  # authentication comes before anything executes
     assert "FROM users" in first
     assert "max(events.seq)" in first
-    assert "password_hash" not in first
+    # Only its MD5, for the token's password stamp, not the hash itself.
+    assert first.count("password_hash") == 1
+    assert "md5(users.password_hash)" in first
     assert not any("max(events.seq)" in s for s in statements[1:]), statements

@@ -74,9 +74,11 @@ VERSION = select(func.max(m.Event.seq)).where(m.Event.family_id == bindparam("fa
                                               m.Event.topic == FAMILY_TOPIC)
 # The caller's row and its family's version in one statement: HTTP authentication reads
 # both, so that a cached read costs one round trip to the database, not two. Columns, not
-# the entity: the caller is a plain `Caller` (no ORM state, no password hash).
+# the entity: the caller is a plain `Caller` (no ORM state, no password hash: only the
+# hash's MD5, for the token's stamp, `auth.stamp_matches`).
 USER_AND_VERSION = select(
     *CALLER_COLUMNS,
+    func.md5(m.User.password_hash),
     select(func.max(m.Event.seq))
     .where(m.Event.family_id == m.User.family_id, m.Event.topic == FAMILY_TOPIC)
     .correlate(m.User).scalar_subquery(),

@@ -36,8 +36,9 @@ async def authenticate(ctx: Context) -> None:
             return
         claims = auth.decode_access_token(ctx.settings, token)
         rows = await ctx.db.rows(USER_AND_VERSION, {"user_id": claims.user_id})
-        user = Caller(*rows[0][:-1]) if rows else None
-        if user is None or not user.is_active or user.family_id != claims.family_id:
+        user = Caller(*rows[0][:-2]) if rows else None
+        if user is None or not user.is_active or user.family_id != claims.family_id \
+                or not auth.stamp_matches(ctx.settings, claims, rows[0][-2]):
             raise Unauthenticated("Invalid token")
         ctx.user = user
         ctx.operation.family_version = (rows[0][-1],)
