@@ -270,6 +270,7 @@ async def test_remote_viewers_expire_without_heartbeats(live_server: Server) -> 
 async def test_deactivated_member_socket_closes_4403_within_a_second(
     live_server: Server,
 ) -> None:
+    """Deactivated, deleted, or its password changed: the member's open sockets close."""
     srv = live_server
     admin, _ = await srv.signup("boss@example.com")
     d = await srv.gql('mutation($i: RegisterUserInput!) { registerUser(input: $i) { id } }',
@@ -278,12 +279,15 @@ async def test_deactivated_member_socket_closes_4403_within_a_second(
     kid_id = d["registerUser"]["id"]
     kid = (await srv.gql('mutation { login(email: "kid@example.com", password: "long password")'
                          " { accessToken } }"))["login"]["accessToken"]
-    for action in ("deactivate", "delete"):
+    for action in ("password", "deactivate", "delete"):
         ws = await WsClient.connect(srv.base, {"authorization": f"Bearer {kid}"})
         await ws.subscribe("subscription { familyEvents { seq } }")
         await asyncio.sleep(0.2)
         started = time.monotonic()
-        if action == "deactivate":
+        if action == "password":
+            await srv.gql('mutation($id: ID!) { updateUser(id: $id, input: {password: '
+                          '"long password 2"}) { id } }', {"id": kid_id}, admin)
+        elif action == "deactivate":
             await srv.gql("mutation($id: ID!) { updateUser(id: $id, input: {isActive: false})"
                           " { id } }", {"id": kid_id}, admin)
         else:
@@ -296,8 +300,9 @@ async def test_deactivated_member_socket_closes_4403_within_a_second(
         if action == "deactivate":  # reactivate for the delete round
             await srv.gql("mutation($id: ID!) { updateUser(id: $id, input: {isActive: true})"
                           " { id } }", {"id": kid_id}, admin)
+        if action != "delete":  # a new token for the next round (the old one has ended)
             kid = (await srv.gql('mutation { login(email: "kid@example.com", password: '
-                                 '"long password") { accessToken } }'))["login"]["accessToken"]
+                                 '"long password 2") { accessToken } }'))["login"]["accessToken"]
 
 
 async def test_a_query_over_the_socket_is_answered_from_the_result_cache(

@@ -250,8 +250,9 @@ async def update_user(info: Info, id: strawberry.ID, input: UpdateUserInput) -> 
         user.email, user.display_name = data.email, data.display_name
         user.role, user.is_active = data.role, data.is_active
         if deactivated or data.password is not None:
+            # Refresh tokens revoked; access tokens end with the password's stamp, and so
+            # do the sockets opened with them.
             await auth.revoke_user_tokens(session, user.id)
-        if deactivated:
             _close_sockets_after_commit(info, session, user.id)
         await record(
             session,
