@@ -73,7 +73,7 @@ async def test_db_failure_is_masked_with_code_and_trace_id(
     settings = make_settings(DEAD_DB)
     token = jwt.encode({"sub": "00000000-0000-0000-0000-000000000001",
                         "fam": "00000000-0000-0000-0000-000000000002", "role": "ADMIN",
-                        "typ": "access", "iat": 1, "exp": 4_000_000_000},
+                        "typ": "access", "pst": "stamp", "iat": 1, "exp": 4_000_000_000},
                        settings.jwt_secret, algorithm="HS256")
     for query, headers in (
         ("{ me { id } }", {"Authorization": f"Bearer {token}"}),
