@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 
 import orjson
 from cross_web import HTTPException  # what Strawberry's view raises for bad requests
+from graphql import GraphQLError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -55,13 +57,13 @@ from giftgraph.db.engine import Database, create_database
 from giftgraph.db.migrate import upgrade
 from giftgraph.db.models import Event
 from giftgraph.db.session import OperationDb
-from giftgraph.errors import ServiceUnavailable
+from giftgraph.errors import QueryTooComplex, ServiceUnavailable
 from giftgraph.live import Live
 from giftgraph.live.render import DIRECT_SINK, DirectSink
 from giftgraph.live.wire import Wire, capture, release_handshake
 from giftgraph.observability import Metrics, configure_logging
 from giftgraph.ratelimit import RateLimits
-from giftgraph.schema.extensions import authenticate
+from giftgraph.schema.extensions import authenticate, format_error
 from giftgraph.schema.schema import build_schema
 from giftgraph.web.http import BodyLimit, finish, negotiate, request_error
 
@@ -166,6 +168,24 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if self.connection_acknowledged:  # the init timeout's task ended; drop it
             self.connection_init_timeout_task = None
 
+    async def handle_subscribe(self, message: Any) -> None:
+        """Strawberry's, but the operation over the socket's limit is refused with a code and
+        a traceId (Strawberry's error has neither). QUERY_TOO_COMPLEX, as the other limits:
+        waiting does not help (RATE_LIMITED's `retryAfter` would), completing one does."""
+        limit = self.max_subscriptions_per_connection
+        if self.connection_acknowledged and message["id"] not in self.operations \
+                and limit is not None and len(self.operations) >= limit:
+            trace_id = uuid.uuid4().hex
+            refusal = QueryTooComplex("Subscription limit reached", limit=limit,
+                                      actual=len(self.operations) + 1, measure="subscriptions")
+            log.info("subscription refused: %d open on the socket (traceId=%s)",
+                     len(self.operations), trace_id)
+            error = format_error(GraphQLError(refusal.message, original_error=refusal), trace_id)
+            await self.send_message({"id": message["id"], "type": "error",
+                                     "payload": [error.formatted]})
+            return
+        await super().handle_subscribe(message)
+
     async def run_operation(self, operation: Any) -> None:
         """Strawberry's, with a direct sink in the operation task's context; a parked event
         subscription (`DirectSink.park`) then runs in this task once Strawberry's stream has
@@ -190,6 +210,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
         except OperationStreamClosed:
             return
+        except GraphQLError as error:
+            # Refused while parsing (a syntax error, the token limit): the parse hook's error
+            # escapes Strawberry's stream, formatted (FormatErrors); it is the operation's
+            # `error` message, as a validation error is.
+            await operation.send_initial_errors(
+                [format_error(error, getattr(self.context, "trace_id", None))])
         except Exception as error:  # as Strawberry's: log, complete, forget, re-raise
             await self.handle_task_exception(error)
             with suppress(Exception):

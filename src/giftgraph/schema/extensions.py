@@ -11,6 +11,7 @@ from graphql import (
     DocumentNode,
     ExecutionResult,
     GraphQLError,
+    OperationDefinitionNode,
     StringValueNode,
     Visitor,
     visit,
@@ -189,6 +190,50 @@ class FreshValidationCache(ValidationCache):
         errors = self.cached_validate_document(ec.schema._schema, ec.graphql_document,
                                                ec.validation_rules)
         ec.pre_execution_errors = [_clone(e) for e in errors] if errors else errors
+        yield
+
+
+def operation_of(document: DocumentNode,
+                 operation_name: str | None) -> OperationDefinitionNode | None:
+    """The operation a request runs, as the GraphQL spec's GetOperation chooses it: the
+    named one, or the only one; None when there is none to choose (several and no name)."""
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name is None:
+        return operations[0] if len(operations) == 1 else None
+    return next((o for o in operations if o.name and o.name.value == operation_name), None)
+
+
+MANY_OPERATIONS = "Must provide operation name if query contains multiple operations."
+SUBSCRIPTIONS_OVER_HTTP = ("Subscriptions are served over WebSocket (graphql-transport-ws)"
+                           " at /graphql")
+
+
+class ChooseOperation(SchemaExtension):
+    """Refuses, as a request error (BAD_USER_INPUT, nothing run), a document of several
+    operations without `operationName` (Strawberry would run the first) and a subscription
+    over HTTP (it can only be served over a socket).
+
+    From `on_validate`, after the validation cache (it would overwrite the errors set here):
+    the errors then go out as any validation error does, over HTTP and over a socket.
+    """
+
+    def on_validate(self) -> Iterator[None]:
+        ec = self.execution_context
+        document = ec.graphql_document
+        if document is not None and not ec.pre_execution_errors:
+            # The name the client sent: `ec.operation_name` falls back to the first one's
+            # (and is all there is to read, were Strawberry to drop its private field).
+            requested = ec._provided_operation_name \
+                if hasattr(ec, "_provided_operation_name") else ec.operation_name
+            operation = operation_of(document, requested)
+            message = None
+            if operation is None and requested is None:
+                message = MANY_OPERATIONS
+            elif operation is not None and operation.operation.value == "subscription" \
+                    and getattr(ec.context, "connection_params", None) is None:
+                message = SUBSCRIPTIONS_OVER_HTTP
+            if message is not None:
+                ec.pre_execution_errors = [GraphQLError(message)]
         yield
 
 

@@ -1,4 +1,4 @@
-"""Query limits: depth, aliases (fragments included) and cost → QUERY_TOO_COMPLEX.
+"""Query limits: tokens, depth, aliases (fragments included) and cost → QUERY_TOO_COMPLEX.
 
 Cost is counted like GitHub's: every field costs 1, and a connection's subtree counts
 once per node it may return (its `first`/`last`, or the default page size). Variables are
@@ -15,18 +15,19 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLError,
     GraphQLObjectType,
+    GraphQLSyntaxError,
     InlineFragmentNode,
     IntValueNode,
-    OperationDefinitionNode,
     SelectionSetNode,
     VariableNode,
     get_named_type,
 )
-from strawberry.extensions import SchemaExtension
+from strawberry.extensions import ParserCache, SchemaExtension
 
 from giftgraph.errors import QueryTooComplex
-from giftgraph.schema.extensions import refuse
+from giftgraph.schema.extensions import operation_of, refuse
 
 
 @dataclass
@@ -104,12 +105,9 @@ class Walker:
 
 def measure(schema: Any, document: Any, operation_name: str | None,
             variables: dict[str, Any], default_page: int, max_page: int) -> Measure | None:
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    if operation_name:
-        operations = [o for o in operations if o.name and o.name.value == operation_name]
-    if len(operations) != 1:
-        return None  # graphql-core reports the ambiguity
-    op = operations[0]
+    op = operation_of(document, operation_name)
+    if op is None:
+        return None  # nothing runs: ChooseOperation or graphql-core refuses the request
     fragments = {d.name.value: d for d in document.definitions
                  if isinstance(d, FragmentDefinitionNode)}
     root = {"query": schema.query_type, "mutation": schema.mutation_type,
@@ -117,6 +115,34 @@ def measure(schema: Any, document: Any, operation_name: str | None,
     walker = Walker(schema, fragments, variables, default_page, max_page)
     walker.measure.cost = walker.walk(op.selection_set, root, 1)
     return walker.measure
+
+
+class ParseWithTokenLimit(ParserCache):
+    """ParserCache with the token limit: the parser stops at the limit's next token (an
+    over-long document is never parsed whole), and the refusal is QUERY_TOO_COMPLEX like
+    the other limits', not a syntax error. `actual` is where parsing stopped."""
+
+    def __init__(self, max_tokens: int, maxsize: int) -> None:
+        super().__init__(maxsize=maxsize)
+        self.max_tokens = max_tokens
+
+    def on_parse(self) -> Iterator[None]:
+        ec = self.execution_context
+        try:
+            ec.graphql_document = self.cached_parse_document(ec.query,
+                                                             max_tokens=self.max_tokens)
+        except GraphQLSyntaxError as error:
+            # graphql-core's own words for this one case (its parser and its lexer).
+            if f"Document contains more than {self.max_tokens} tokens" not in error.message:
+                raise
+            limit = self.max_tokens
+            raise GraphQLError(
+                f"Query tokens exceed the limit of {limit}",
+                original_error=QueryTooComplex(f"Query tokens exceed the limit of {limit}",
+                                               limit=limit, actual=limit + 1,
+                                               measure="tokens"),
+            ) from None
+        yield
 
 
 class QueryLimits(SchemaExtension):

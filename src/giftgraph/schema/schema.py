@@ -5,11 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from strawberry.extensions import (
-    DisableIntrospection,
-    MaxTokensLimiter,
-    ParserCache,
-)
+from graphql import GraphQLError
+from strawberry.extensions import DisableIntrospection
 from strawberry.schema.config import StrawberryConfig
 
 from giftgraph.config import Settings
@@ -26,13 +23,14 @@ from giftgraph.schema.cache import ResultCache, ResultStore
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.execution import ExecutionContext, install_lean_resolvers
 from giftgraph.schema.extensions import (
+    ChooseOperation,
     FormatErrors,
     FreshValidationCache,
     MutationRateLimit,
     RefuseNul,
     RequestScope,
 )
-from giftgraph.schema.limits import QueryLimits
+from giftgraph.schema.limits import ParseWithTokenLimit, QueryLimits
 from giftgraph.schema.retry import install_retries
 
 
@@ -86,6 +84,16 @@ class GiftGraphSchema(strawberry.Schema):
     def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
         """FormatErrors logs what matters (with traceId); skip Strawberry's default log."""
 
+    @staticmethod
+    def remove_field_suggestion(error: GraphQLError) -> None:
+        """Where field suggestions are off (production), every suggestion is: of an enum
+        value, an argument, a type or an input field too, each a piece of the schema.
+        graphql-core always ends a message with its suggestion (`did_you_mean`)."""
+        head, found, tail = error.message.rpartition(" Did you mean ")
+        if found and tail.endswith("?"):
+            error.message = head
+            error.args = (head,)
+
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings(_env_file=None)  # type: ignore[call-arg]
@@ -94,8 +102,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         introspection = not settings.is_production
     extensions: list[Any] = [
         OperationLog, RequestScope, FormatErrors, RefuseNul, MutationRateLimit, QueryLimits,
-        lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-        lambda: ParserCache(maxsize=512), lambda: FreshValidationCache(maxsize=512),
+        lambda: ParseWithTokenLimit(settings.max_query_tokens, maxsize=512),
+        lambda: FreshValidationCache(maxsize=512), ChooseOperation,  # after the cache
     ]
     if settings.result_cache_bytes:
         store = ResultStore(settings.result_cache_bytes)  # one per schema: per app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Any
 
 import orjson
@@ -11,6 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
+
+log = logging.getLogger("giftgraph.errors")
 
 
 def negotiate(accept: str | None) -> str | None:
@@ -39,8 +43,11 @@ def negotiate(accept: str | None) -> str | None:
 
 
 def error_body(message: str, code: str = "BAD_USER_INPUT", **extensions: Any) -> bytes:
-    return orjson.dumps({"errors": [{"message": message,
-                                     "extensions": {"code": code, **extensions}}]})
+    """A request error refused before any operation: a fresh traceId, logged with it."""
+    trace_id = uuid.uuid4().hex
+    log.info("request refused: %s (code=%s, traceId=%s)", message, code, trace_id)
+    return orjson.dumps({"errors": [{"message": message, "extensions": {
+        "code": code, **extensions, "traceId": trace_id}}]})
 
 
 def request_error(status: int, message: str, media: str = JSON,
@@ -145,5 +152,7 @@ def _mask(error: Any) -> Any:
     """Safety net: an error that escaped FormatErrors (no code) is masked here."""
     if isinstance(error, dict) and (error.get("extensions") or {}).get("code"):
         return error
+    trace_id = uuid.uuid4().hex
+    log.error("an error without a code was masked (traceId=%s): %r", trace_id, error)
     return {"message": "Internal server error",
-            "extensions": {"code": "INTERNAL_SERVER_ERROR"}}
+            "extensions": {"code": "INTERNAL_SERVER_ERROR", "traceId": trace_id}}
