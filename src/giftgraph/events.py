@@ -154,11 +154,8 @@ async def record(
     await session.flush()
     if changes and await _update(session, entity, changes, family_id):
         session.info["giftgraph.event_lock"] = True
-    elif not session.info.get("giftgraph.event_lock"):
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:f, 0))"), {"f": str(family_id)}
-        )
-        session.info["giftgraph.event_lock"] = True
+    else:
+        await _lock_family_events(session, family_id)
     payload = None if kind == m.EventKind.DELETED else snapshot(entity)
     entity_type = ENTITY_TYPES[type(entity)]
     entity_id = entity.id  # type: ignore[attr-defined]
@@ -177,6 +174,56 @@ async def record(
         rows.append(m.Event.published(
             seq=seq, family_id=family_id, topic=topic, kind=kind, entity_type=entity_type,
             entity_id=entity_id, actor_id=actor_id, at=at, payload=payload, prev_seq=prev or 0))
+    session.info.setdefault(PENDING_KEY, []).extend(rows)
+    return rows
+
+
+async def _lock_family_events(session: AsyncSession, family_id: uuid.UUID) -> None:
+    """The family's event lock (see `record`), once per transaction."""
+    if not session.info.get("giftgraph.event_lock"):
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:f, 0))"), {"f": str(family_id)}
+        )
+        session.info["giftgraph.event_lock"] = True
+
+
+Cascaded = tuple[m.EventKind, m.Base, Iterable[str]]
+
+
+async def record_many(
+    session: AsyncSession,
+    *,
+    family_id: uuid.UUID,
+    actor_id: uuid.UUID | None,
+    entries: Iterable[Cascaded],
+) -> list[m.Event]:
+    """`record` for many rows at once (those a change cascaded to: lists unlinked from a
+    deleted person, items deleted with their list, …): each (kind, row, topics) gets its
+    events, on its topics plus `family`, as `record` would write them, and all of them in
+    one statement. The rows were changed already (and so locked: row locks come before the
+    family's lock)."""
+    batch = []
+    for kind, entity, topics in entries:
+        batch.append({
+            "kind": kind.value, "entity_type": ENTITY_TYPES[type(entity)],
+            "entity_id": str(entity.id),  # type: ignore[attr-defined]
+            "payload": None if kind == m.EventKind.DELETED else snapshot(entity),
+            "topics": list(dict.fromkeys([*topics, FAMILY_TOPIC])),
+        })
+    if not batch:
+        return []
+    await session.flush()
+    await _lock_family_events(session, family_id)
+    at = m.utcnow()
+    inserted = (await session.execute(INSERT_MANY_EVENTS, {
+        "batch": batch, "family_id": family_id, "actor_id": actor_id, "at": at})).all()
+    order = [entry for entry in batch for _ in entry["topics"]]  # seq order
+    rows = []
+    for (seq, topic, prev), entry in zip(inserted, order, strict=True):
+        rows.append(m.Event.published(
+            seq=seq, family_id=family_id, topic=topic, kind=m.EventKind(entry["kind"]),
+            entity_type=entry["entity_type"], entity_id=uuid.UUID(entry["entity_id"]),
+            actor_id=actor_id, at=at, payload=entry["payload"], prev_seq=prev or 0))
     session.info.setdefault(PENDING_KEY, []).extend(rows)
     return rows
 
@@ -248,6 +295,38 @@ INSERT_EVENTS = text("""
     bindparam("actor_id", type_=_EVENT.actor_id.type),
     bindparam("at", type_=_EVENT.at.type),
     bindparam("payload", type_=_EVENT.payload.type),
+).columns(column("seq", BigInteger), column("topic", String), column("prev", BigInteger))
+
+
+# INSERT_EVENTS for many rows: `batch` is a JSON array of {kind, entity_type, entity_id,
+# payload, topics}; one event per row and topic, in that order (seq order). `prev` is the
+# previous event on the topic: one written earlier by this statement (lag), else the stored
+# one.
+INSERT_MANY_EVENTS = text("""
+    WITH t AS (
+        SELECT b.entry, b.n, u.topic, u.ord
+        FROM jsonb_array_elements(:batch) WITH ORDINALITY AS b(entry, n)
+        CROSS JOIN LATERAL jsonb_array_elements_text(b.entry -> 'topics')
+            WITH ORDINALITY AS u(topic, ord)
+    ), ins AS (
+        INSERT INTO events (family_id, topic, kind, entity_type, entity_id, actor_id, at,
+                            payload)
+        SELECT :family_id, t.topic, (t.entry ->> 'kind')::event_kind,
+               t.entry ->> 'entity_type', (t.entry ->> 'entity_id')::uuid, :actor_id, :at,
+               nullif(t.entry -> 'payload', 'null'::jsonb)
+        FROM t ORDER BY t.n, t.ord
+        RETURNING seq, topic
+    )
+    SELECT ins.seq, ins.topic,
+           coalesce(lag(ins.seq) OVER (PARTITION BY ins.topic ORDER BY ins.seq),
+                    (SELECT max(e.seq) FROM events e
+                     WHERE e.family_id = :family_id AND e.topic = ins.topic)) AS prev
+    FROM ins ORDER BY ins.seq
+""").bindparams(
+    bindparam("batch", type_=_EVENT.payload.type),
+    bindparam("family_id", type_=_EVENT.family_id.type),
+    bindparam("actor_id", type_=_EVENT.actor_id.type),
+    bindparam("at", type_=_EVENT.at.type),
 ).columns(column("seq", BigInteger), column("topic", String), column("prev", BigInteger))
 
 

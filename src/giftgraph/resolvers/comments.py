@@ -10,8 +10,8 @@ from giftgraph.context import Info
 from giftgraph.db import models as m
 from giftgraph.db import queries as q
 from giftgraph.errors import Forbidden, NotFound
-from giftgraph.events import comments_topic, record
-from giftgraph.ids import decode_id, encode_id
+from giftgraph.events import record
+from giftgraph.ids import decode_id
 from giftgraph.resolvers import crud
 from giftgraph.resolvers.common import list_connection, unit_of_work
 from giftgraph.schema.connection import Connection
@@ -27,10 +27,6 @@ TARGET_MODELS: dict[m.CommentTarget, type[m.Owned]] = {
     m.CommentTarget.PERSON: m.Person,
     m.CommentTarget.OCCASION: m.Occasion,
 }
-
-
-def _topics(row: m.Comment) -> list[str]:
-    return [comments_topic(row.target, encode_id(TARGET_TYPES[row.target], row.target_id))]
 
 
 async def _target_exists(info: Info, target: m.CommentTarget, target_id: str) -> None:
@@ -66,8 +62,11 @@ async def add_comment(info: Info, input: CommentInput) -> Comment:
     target_pk = decode_id(input.target_id, TARGET_TYPES[target])
     async with unit_of_work(info) as session:
         model = TARGET_MODELS[target]
+        # KEY SHARE, as a foreign key's check would: the target's delete (which removes
+        # its comments) waits for this comment, or has committed and it is NOT_FOUND.
         found = await session.scalar(
             select(model.id).where(model.id == target_pk, model.family_id == user.family_id)
+            .with_for_update(read=True, key_share=True)
         )
         if found is None:
             raise NotFound(TARGET_TYPES[target])
@@ -75,7 +74,7 @@ async def add_comment(info: Info, input: CommentInput) -> Comment:
                         author_id=user.id, body=data.body)
         session.add(row)
         await record(session, family_id=user.family_id, actor_id=user.id,
-                     kind=m.EventKind.COMMENT_ADDED, entity=row, topics=_topics(row))
+                     kind=m.EventKind.COMMENT_ADDED, entity=row, topics=crud.comment_topics(row))
     return Comment.from_model(row)
 
 
@@ -85,5 +84,5 @@ async def delete_comment(info: Info, id: strawberry.ID) -> strawberry.ID:
         if row.author_id != user.id and user.role != m.Role.ADMIN:
             raise Forbidden("Only the comment's author or an ADMIN can delete it")
 
-    return await crud.remove(info, m.Comment, "Comment", id, _topics, None,
+    return await crud.remove(info, m.Comment, "Comment", id, crud.comment_topics, None,
                              guard=author_or_admin)

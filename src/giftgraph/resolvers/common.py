@@ -21,10 +21,13 @@ from giftgraph.schema.types import page_args
 
 M = TypeVar("M", bound=m.Owned)
 T = TypeVar("T")
+# get_owned's `lock` for a row about to be referenced: FOR KEY SHARE (see get_referenced).
+KEY_SHARE = "key_share"
 
 
 async def get_owned(
-    session: AsyncSession, model: type[M], gid: str, type_name: str, *, lock: bool = True
+    session: AsyncSession, model: type[M], gid: str, type_name: str, *,
+    lock: bool | str = True,
 ) -> M:
     """The caller's family's row for a global ID; anything else is NOT_FOUND."""
     pk = decode_id(gid, type_name)
@@ -35,11 +38,23 @@ async def get_owned(
     return row  # type: ignore[no-any-return]
 
 
+async def get_referenced(session: AsyncSession, model: type[M], gid: str, type_name: str) -> M:
+    """The caller's family's row that a write is about to point a foreign key at, locked
+    FOR KEY SHARE until COMMIT: a concurrent delete of it either waits for this transaction
+    or has committed, and then the row is NOT_FOUND here, exactly as an unknown ID (where
+    a plain read let the write go on to a foreign-key violation, INTERNAL_SERVER_ERROR).
+    The lock blocks no other change of the row but its key's, and comes, as every row
+    lock, before the family's event lock."""
+    return await get_owned(session, model, gid, type_name, lock=KEY_SHARE)
+
+
 @functools.cache
-def _owned_statement(model: type[m.Owned], lock: bool) -> Select[Any]:
+def _owned_statement(model: type[m.Owned], lock: bool | str) -> Select[Any]:
     """A row of `model` by ID within a family, built once per model (and lock)."""
     stmt = select(model).where(model.id == bindparam("id"),
                                model.family_id == bindparam("family_id"))
+    if lock == KEY_SHARE:
+        return stmt.with_for_update(read=True, key_share=True)
     return stmt.with_for_update() if lock else stmt
 
 

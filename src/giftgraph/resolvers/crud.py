@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 import strawberry
 from pydantic import BaseModel
 from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.context import Info
 from giftgraph.db import models as m
-from giftgraph.events import record
+from giftgraph.events import Cascaded, comments_topic, record, record_many
+from giftgraph.ids import encode_id
 from giftgraph.resolvers.common import get_owned, unit_of_work
 from giftgraph.schema.inputs import provided
+from giftgraph.schema.types import TARGET_TYPES
 from giftgraph.validation import validate
 
 M = TypeVar("M", bound=m.Owned)
@@ -52,25 +55,49 @@ async def update(info: Info, model: type[M], type_name: str, data_model: type[Ba
     return convert(row)
 
 
+Cascade = Callable[[AsyncSession, Any], Awaitable[list[Cascaded]]]
+
+
 async def remove(info: Info, model: type[M], type_name: str, gid: str, topics: Topics,
                  comment_target: m.CommentTarget | None,
-                 guard: Callable[[Any, M], Awaitable[None]] | None = None) -> strawberry.ID:
-    """Delete a row (locked first); `guard` may refuse, e.g. with CONFLICT or FORBIDDEN."""
+                 guard: Callable[[Any, M], Awaitable[None]] | None = None,
+                 cascade: Cascade | None = None) -> strawberry.ID:
+    """Delete a row (locked first); `guard` may refuse, e.g. with CONFLICT or FORBIDDEN.
+
+    What the delete would change or remove in other rows (`cascade`, and the comments on
+    it) is changed first, a statement per kind of row, and each such row gets the events
+    a direct change of it would (its row locks, taken by those statements, come before
+    the family's event lock, as in every mutation)."""
     user = info.context.require_user()
     async with unit_of_work(info) as session:
         row = await get_owned(session, model, gid, type_name)
         if guard is not None:
             await guard(session, row)
+        cascaded = await cascade(session, row) if cascade is not None else []
+        if comment_target is not None:
+            cascaded += await delete_comments(session, comment_target, [row.id])
+        await record_many(session, family_id=user.family_id, actor_id=user.id,
+                          entries=cascaded)
         await record(session, family_id=user.family_id, actor_id=user.id,
                      kind=m.EventKind.DELETED, entity=row, topics=topics(row))
-        if comment_target is not None:
-            await delete_comments(session, comment_target, row.id)
         await session.delete(row)
     return strawberry.ID(gid)
 
 
-async def delete_comments(session: Any, target: m.CommentTarget, target_id: Any) -> None:
-    """Comments have no foreign key to their target: remove them with it."""
-    await session.execute(
-        delete(m.Comment).where(m.Comment.target == target, m.Comment.target_id == target_id)
+def comment_topics(row: m.Comment) -> list[str]:
+    return [comments_topic(row.target, encode_id(TARGET_TYPES[row.target], row.target_id))]
+
+
+async def delete_comments(session: AsyncSession, target: m.CommentTarget,
+                          target_ids: Collection[Any]) -> list[Cascaded]:
+    """Comments have no foreign key to their target: remove them with it (one statement
+    for any number of targets); their DELETED events, for `record_many`."""
+    if not target_ids:
+        return []
+    removed = await session.scalars(
+        delete(m.Comment)
+        .where(m.Comment.target == target, m.Comment.target_id.in_(target_ids))
+        .returning(m.Comment)
+        .execution_options(synchronize_session=False)
     )
+    return [(m.EventKind.DELETED, c, comment_topics(c)) for c in removed]

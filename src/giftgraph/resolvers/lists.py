@@ -13,10 +13,15 @@ from giftgraph.context import Info
 from giftgraph.db import models as m
 from giftgraph.db import queries as q
 from giftgraph.errors import BadInput, Forbidden, InvalidTransition, NotFound
-from giftgraph.events import LIST_ITEMS_TOPIC, list_topics, record
+from giftgraph.events import LIST_ITEMS_TOPIC, Cascaded, list_topics, record, record_many
 from giftgraph.ids import decode_id
 from giftgraph.resolvers import crud
-from giftgraph.resolvers.common import get_owned, list_connection, unit_of_work
+from giftgraph.resolvers.common import (
+    get_owned,
+    get_referenced,
+    list_connection,
+    unit_of_work,
+)
 from giftgraph.resolvers.gifts import gift_values, new_gift
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.enums import ItemStatus, ListKind
@@ -71,7 +76,7 @@ async def _list_values(session: AsyncSession, data: dict[str, Any]) -> dict[str,
                                   ("occasion_id", m.Occasion, "Occasion")):
         ref = values[key]
         if isinstance(ref, str):
-            values[key] = (await get_owned(session, model, ref, type_name, lock=False)).id
+            values[key] = (await get_referenced(session, model, ref, type_name)).id
     return values
 
 
@@ -109,15 +114,23 @@ async def _owner_or_admin(info: Info, row: m.GiftList) -> None:
         raise Forbidden("Only the list's owner or an ADMIN can delete it")
 
 
+async def _delete_items(session: AsyncSession, row: m.GiftList) -> list[Cascaded]:
+    """A list's items go with it (the foreign key's ON DELETE CASCADE, done here first),
+    and the comments on them: each with its DELETED event, as `removeListItem` writes."""
+    items = list(await session.scalars(
+        delete(m.ListItem).where(m.ListItem.list_id == row.id)
+        .returning(m.ListItem).execution_options(synchronize_session=False)))
+    comments = await crud.delete_comments(session, m.CommentTarget.LIST_ITEM,
+                                          [item.id for item in items])
+    return [*comments, *((m.EventKind.DELETED, item, _item_topics(row)) for item in items)]
+
+
 async def delete_list(info: Info, id: strawberry.ID) -> strawberry.ID:
-    async def guard(session: AsyncSession, row: m.GiftList) -> None:
+    async def guard(_: AsyncSession, row: m.GiftList) -> None:
         await _owner_or_admin(info, row)
-        item_ids = select(m.ListItem.id).where(m.ListItem.list_id == row.id)
-        await session.execute(delete(m.Comment).where(
-            m.Comment.target == m.CommentTarget.LIST_ITEM, m.Comment.target_id.in_(item_ids)))
 
     return await crud.remove(info, m.GiftList, "GiftList", id, list_topics,
-                             m.CommentTarget.LIST, guard=guard)
+                             m.CommentTarget.LIST, guard=guard, cascade=_delete_items)
 
 
 def _item_topics(gift_list: m.GiftList) -> list[str]:
@@ -157,7 +170,7 @@ async def _resolve_gift(info: Info, session: AsyncSession, patch: dict[str, Any]
     if (gift_id is None) == (gift is None):
         raise BadInput({"giftId": "give exactly one of giftId or gift"})
     if gift_id is not None:
-        return (await get_owned(session, m.Gift, gift_id, "Gift", lock=False)).id
+        return (await get_referenced(session, m.Gift, gift_id, "Gift")).id
     return (await new_gift(session, info, gift, prefix="gift.")).id
 
 
@@ -173,7 +186,7 @@ async def add_list_item(info: Info, list_id: strawberry.ID, input: ListItemInput
     data = validate(ListItemData, {k: patch[k] for k in ("quantity", "notes") if k in patch})
     _check_item_input(patch)
     async with unit_of_work(info) as session:
-        gift_list = await get_owned(session, m.GiftList, list_id, "GiftList", lock=False)
+        gift_list = await get_referenced(session, m.GiftList, list_id, "GiftList")
         gift_id = await _resolve_gift(info, session, patch)
         item = m.ListItem(family_id=user.family_id, list_id=gift_list.id, gift_id=gift_id,
                           status=m.ItemStatus.IDEA, **data.model_dump())
@@ -202,8 +215,11 @@ async def update_list_item(info: Info, id: strawberry.ID, input: ListItemPatch) 
 async def remove_list_item(info: Info, id: strawberry.ID) -> strawberry.ID:
     async with unit_of_work(info) as session:
         item, gift_list = await _get_item(session, id)
+        user = info.context.require_user()
+        await record_many(session, family_id=user.family_id, actor_id=user.id,
+                          entries=await crud.delete_comments(
+                              session, m.CommentTarget.LIST_ITEM, [item.id]))
         await _record_item(info, session, item, gift_list, m.EventKind.DELETED)
-        await crud.delete_comments(session, m.CommentTarget.LIST_ITEM, item.id)
         await session.delete(item)
     return id
 
@@ -229,7 +245,7 @@ async def assign_list_item(info: Info, id: strawberry.ID,
         item, gift_list = await _get_item(session, id)
         assignee_id = None
         if user_id is not None:
-            assignee = await get_owned(session, m.User, user_id, "User", lock=False)
+            assignee = await get_referenced(session, m.User, user_id, "User")
             if not assignee.is_active:
                 raise BadInput({"userId": "this member is deactivated"})
             assignee_id = assignee.id

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.context import Info
 from giftgraph.db import models as m
 from giftgraph.db import queries as q
-from giftgraph.events import occasion_topic, person_topic
+from giftgraph.events import Cascaded, list_topics, occasion_topic, person_topic
 from giftgraph.resolvers import crud
 from giftgraph.resolvers.common import list_connection
 from giftgraph.schema.connection import Connection
@@ -27,6 +30,24 @@ def _person_topics(row: m.Person) -> list[str]:
 
 def _occasion_topics(row: m.Occasion) -> list[str]:
     return [occasion_topic(row.id)]
+
+
+def _unlink_lists(column: Any, topic: Callable[[uuid.UUID], str]) -> crud.Cascade:
+    """Deleting a person or occasion keeps its lists, unlinked (the foreign key's ON DELETE
+    SET NULL, done here first): each gets an UPDATED event with its new state, on its
+    topics and the old person's/occasion's, as a list moved by `updateList`."""
+    async def cascade(session: AsyncSession, row: m.Owned) -> list[Cascaded]:
+        unlinked = await session.scalars(
+            update(m.GiftList)
+            .where(column == row.id, m.GiftList.family_id == row.family_id)
+            .values({column: None, m.GiftList.updated_at: m.utcnow()})
+            .returning(m.GiftList)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        return [(m.EventKind.UPDATED, gl, [*list_topics(gl), topic(row.id)])
+                for gl in unlinked]
+
+    return cascade
 
 
 async def persons(info: Info, first: int | None = None, after: str | None = None,
@@ -51,7 +72,8 @@ async def update_person(info: Info, id: strawberry.ID, input: PersonPatch) -> Pe
 
 async def delete_person(info: Info, id: strawberry.ID) -> strawberry.ID:
     return await crud.remove(info, m.Person, "Person", id, _person_topics,
-                             m.CommentTarget.PERSON)
+                             m.CommentTarget.PERSON,
+                             cascade=_unlink_lists(m.GiftList.person_id, person_topic))
 
 
 async def occasions(info: Info, first: int | None = None, after: str | None = None,
@@ -82,4 +104,5 @@ async def update_occasion(info: Info, id: strawberry.ID, input: OccasionPatch) -
 
 async def delete_occasion(info: Info, id: strawberry.ID) -> strawberry.ID:
     return await crud.remove(info, m.Occasion, "Occasion", id, _occasion_topics,
-                             m.CommentTarget.OCCASION)
+                             m.CommentTarget.OCCASION,
+                             cascade=_unlink_lists(m.GiftList.occasion_id, occasion_topic))

@@ -16,8 +16,16 @@ from giftgraph.context import Info
 from giftgraph.db import models as m
 from giftgraph.db import queries as q
 from giftgraph.errors import Conflict, Forbidden, Unauthenticated
-from giftgraph.events import after_commit, record
+from giftgraph.events import (
+    LIST_ITEMS_TOPIC,
+    Cascaded,
+    after_commit,
+    list_topics,
+    record,
+    record_many,
+)
 from giftgraph.resolvers.common import get_owned, list_connection, unit_of_work
+from giftgraph.resolvers.crud import comment_topics
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.inputs import RegisterUserInput, SignUpInput, UpdateUserInput, provided
 from giftgraph.schema.loaders import Loaders
@@ -265,6 +273,41 @@ async def update_user(info: Info, id: strawberry.ID, input: UpdateUserInput) -> 
     return User.from_model(user)
 
 
+async def _release(
+    session: AsyncSession, user_id: uuid.UUID, new_owner: uuid.UUID | None
+) -> list[Cascaded]:
+    """What a member's delete changes in other rows, a statement per kind (before the
+    family's event lock, as every row lock), each row with the event a direct change of it
+    would get: their lists pass to `new_owner` (UPDATED), their items are unassigned
+    (ASSIGNED to nobody, as `assignListItem(userId: null)`; the foreign key's ON DELETE SET
+    NULL, done first) and their comments lose their author (UPDATED; likewise)."""
+    now = m.utcnow()
+    options = {"synchronize_session": False, "populate_existing": True}
+    lists = list(await session.scalars(
+        update(m.GiftList).where(m.GiftList.owner_id == user_id)
+        .values(owner_id=new_owner, updated_at=now)
+        .returning(m.GiftList).execution_options(**options)))
+    items = list(await session.scalars(
+        update(m.ListItem).where(m.ListItem.assignee_id == user_id)
+        .values(assignee_id=None, updated_at=now)
+        .returning(m.ListItem).execution_options(**options)))
+    comments = list(await session.scalars(
+        update(m.Comment).where(m.Comment.author_id == user_id)
+        .values(author_id=None, updated_at=now)
+        .returning(m.Comment).execution_options(**options)))
+    item_lists = {gl.id: gl for gl in lists}
+    wanted = {item.list_id for item in items} - item_lists.keys()
+    if wanted:
+        item_lists.update((gl.id, gl) for gl in await session.scalars(
+            select(m.GiftList).where(m.GiftList.id.in_(wanted))))
+    return [
+        *((m.EventKind.UPDATED, gl, list_topics(gl)) for gl in lists),
+        *((m.EventKind.ASSIGNED, item, [*list_topics(item_lists[item.list_id]),
+                                        LIST_ITEMS_TOPIC]) for item in items),
+        *((m.EventKind.UPDATED, c, comment_topics(c)) for c in comments),
+    ]
+
+
 async def delete_user(info: Info, id: strawberry.ID) -> strawberry.ID:
     admin = info.context.require_admin()
     async with unit_of_work(info) as session:
@@ -289,9 +332,9 @@ async def delete_user(info: Info, id: strawberry.ID) -> strawberry.ID:
                 )
                 .limit(1)
             )
-        await session.execute(
-            update(m.GiftList).where(m.GiftList.owner_id == user.id).values(owner_id=new_owner)
-        )
+        cascaded = await _release(session, user.id, new_owner)
+        await record_many(session, family_id=admin.family_id, actor_id=admin.id,
+                          entries=cascaded)
         await record(
             session,
             family_id=admin.family_id,

@@ -20,10 +20,14 @@ import asyncio
 import inspect
 import logging
 import random
+import re
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
+
+from giftgraph.errors import AppError, NotFound, Unauthenticated
+from giftgraph.events import ENTITY_TYPES
 
 log = logging.getLogger("giftgraph.db")
 
@@ -39,6 +43,37 @@ def transient(exc: BaseException | None) -> str | None:
     if isinstance(exc, DBAPIError):
         exc = exc.orig
     return TRANSIENT.get(getattr(exc, "sqlstate", None) or "")
+
+
+# PostgreSQL's detail of a foreign-key violation by the referencing row (a RESTRICT one,
+# by the referenced row, says "is still referenced from table").
+_NOT_PRESENT = re.compile(
+    r'^Key \((?P<column>[^)]*)\)=\((?P<key>.*)\) is not present in table "(?P<table>[^"]+)"')
+_TYPE_OF_TABLE = {model.__tablename__: name for model, name in ENTITY_TYPES.items()}
+
+
+def missing_reference(exc: DBAPIError, context: Any) -> AppError | None:
+    """The error a client gets when its change pointed at a row that a concurrent
+    transaction deleted (foreign-key violation, 23503), or None for any other error.
+
+    A safety net: resolvers take a KEY SHARE lock on each row they are about to reference
+    (resolvers/common.py, get_referenced), so they answer NOT_FOUND themselves. A row
+    referenced without one (the caller's own user: an event's actor, a list's owner) can
+    still go: the client gets the error of an ID that does not exist, NOT_FOUND, or for the
+    caller's own row the UNAUTHENTICATED of its next request; nothing else of it."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) != "23503":
+        return None
+    cause = getattr(orig, "__cause__", None)
+    detail = getattr(cause, "detail", None) or getattr(orig, "detail", None) or ""
+    found = _NOT_PRESENT.match(detail)
+    type_name = _TYPE_OF_TABLE.get(found["table"]) if found else None
+    if found is None or type_name is None:
+        return None
+    caller = getattr(context, "user", None)
+    if type_name == "User" and caller is not None and found["key"] == str(caller.id):
+        return Unauthenticated()
+    return NotFound(type_name)
 
 
 def pause(attempt: int) -> float:
@@ -60,6 +95,10 @@ def retrying(resolve: Callable[..., Any]) -> Callable[..., Any]:
                 result = resolve(source, info, **args)
                 return await result if inspect.isawaitable(result) else result
             except DBAPIError as exc:
+                refused = missing_reference(exc, info.context)
+                if refused is not None and db.commits == committed:
+                    log.info("%s: %s", info.field_name, exc.orig)
+                    raise refused from exc
                 reason = transient(exc)
                 if reason is not None and db.commits != committed:
                     # The change is in: not "not applied, retry" (an unexpected error).
