@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -143,3 +143,16 @@ def serving(database_url: str, **extra: str) -> Iterator[str]:
         yield base
     finally:
         stop(proc)
+
+
+def spy_published(hub: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every event `hub` publishes from now on, in order (publishing goes on as before)."""
+    published: list[Any] = []
+    original = hub.publish
+
+    async def spy(events: list[Any]) -> None:
+        published.extend(events)
+        await original(events)
+
+    monkeypatch.setattr(hub, "publish", spy)
+    return published

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import event
 
 from tests.conftest import Account, make_settings
+from tests.support import spy_published
 
 NESTED = """
 query($n: Int!) {
@@ -269,14 +270,7 @@ async def test_concurrent_item_changes_chain_their_events_exactly(
     items = [e["node"]["id"] for gl in data for e in gl["node"]["items"]["edges"]]
     assert len(items) == 8
     hub = app.state.giftgraph.live.hub
-    published: list[Any] = []
-    original = hub.publish
-
-    async def spy(events: list[Any]) -> None:
-        published.extend(events)
-        await original(events)
-
-    monkeypatch.setattr(hub, "publish", spy)
+    published = spy_published(hub, monkeypatch)
     results = await asyncio.gather(*(
         alice.client("mutation($i: ID!) { assignListItem(id: $i) { id } }", {"i": i})
         for i in items), *(

@@ -22,6 +22,7 @@ import pytest
 from giftgraph.ids import decode_id, encode_id, split_id
 from tests.conftest import _dsn
 from tests.integration.test_live import WsClient, listening
+from tests.support import spy_published
 
 ROUNDS = 20
 
@@ -462,14 +463,7 @@ async def test_cascaded_events_chain_on_each_topic(
         for _ in range(3):
             await _list(admin, person)
         hub = app.state.giftgraph.live.hub
-        published: list[Any] = []
-        original = hub.publish
-
-        async def spy(events: list[Any]) -> None:
-            published.extend(events)
-            await original(events)
-
-        monkeypatch.setattr(hub, "publish", spy)
+        published = spy_published(hub, monkeypatch)
         before = await _last_seq(db)
         await admin.data(DELETE["Person"], {"i": person})
     by_topic: dict[str, list[tuple[int, int]]] = {}
