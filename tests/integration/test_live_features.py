@@ -176,11 +176,13 @@ async def test_dashboard_snapshot_now_then_coalesced_and_shared(live_server: Ser
     for w in watchers:
         await w.subscribe(DASH)
     first = [(await w.receive())["payload"]["data"]["dashboard"] for w in watchers]
+    first_at = time.monotonic()  # the last watcher's: the first one's came before
     assert all(f["pipeline"] == {"idea": 1, "selected": 0, "purchased": 0} for f in first)
     before = srv.live.dashboards.computations
 
-    await _status(srv, token, item, "SELECTED")
+    await _status(srv, token, item, "SELECTED")  # at once: still in the first 250 ms
     update = [(await w.receive(3))["payload"]["data"]["dashboard"] for w in watchers]
+    assert time.monotonic() - first_at >= 0.2  # not sooner than the family's window allows
     assert all(u["pipeline"] == {"idea": 0, "selected": 1, "purchased": 0} for u in update)
     # Computed once for the family, not once per subscriber.
     assert srv.live.dashboards.computations - before == 1

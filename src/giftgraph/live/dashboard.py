@@ -83,7 +83,9 @@ class DashboardFeeds:
     async def _run(self, feed: FamilyFeed, ready: asyncio.Event) -> None:
         async with self.hub.listen(channel(feed.family_id, FAMILY_TOPIC)) as sub:
             ready.set()
-            last_emit = 0.0
+            # The feed starts as its first watcher gets its snapshot: the family's 250 ms
+            # window starts with it, not with the first change after it.
+            last_emit = time.monotonic()
             while True:
                 await sub.get()  # an event, or a resync after a broker reconnect
                 feed.dirty = True
