@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from giftgraph.config import Settings, get_settings
 
@@ -29,6 +31,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
+    if workers > 1:
+        _share_between_workers(settings, workers)
     if workers > 1 and not settings.database_url:
         # Workers share one embedded server: start and migrate it once, here.
         url, _embedded = _database_url(settings)
@@ -43,6 +47,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ws_per_message_deflate=settings.ws_per_message_deflate, ws=WS_PROTOCOL,
     )
     return 0
+
+
+def _share_between_workers(settings: Settings, workers: int) -> None:
+    """Workers are processes: what a `memory://` backend holds is each worker's own. The
+    broadcaster then goes over the database (LISTEN/NOTIFY), which every worker shares, so
+    that an event committed through one worker reaches the sockets of all; the workers read
+    it from the environment. Rate-limit budgets can't go there (`limits` has no PostgreSQL
+    storage): said, with what shares them."""
+    if urlsplit(settings.broadcast_url).scheme == "memory":
+        os.environ["GIFTGRAPH_BROADCAST_URL"] = "postgres://"
+        print(f"--workers {workers}: events go between the workers over PostgreSQL "
+              "LISTEN/NOTIFY (GIFTGRAPH_BROADCAST_URL=postgres://; redis://... for Redis)",
+              file=sys.stderr, flush=True)
+    if urlsplit(settings.rate_limit_storage_url).scheme == "memory":
+        print(f"--workers {workers}: rate limits are counted by each worker (memory://), so "
+              f"a client may get up to {workers}x each budget; "
+              "GIFTGRAPH_RATE_LIMIT_STORAGE_URL=redis://... shares them",
+              file=sys.stderr, flush=True)
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:

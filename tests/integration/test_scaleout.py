@@ -22,6 +22,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import asyncpg
@@ -338,3 +339,46 @@ async def test_broker_outage_loses_nothing_and_repeats_nothing(broker: Broker,
             assert [int(e["seq"]) for e in [first, *missed, live, last]] == stored
         finally:
             await _close_all(clients)
+
+
+async def test_serve_with_workers_shares_events_between_them(database_url: str) -> None:
+    """`giftgraph serve --workers 2` with the default `memory://` broadcaster: each worker
+    is a process, so it goes over the database (LISTEN/NOTIFY) instead, and an event
+    committed through one worker reaches the sockets of both (12 sockets: all on one worker
+    would be a 1-in-2,048 chance)."""
+    import shutil
+    import sys
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in service_env(database_url).items()
+           if k not in ("GIFTGRAPH_BROADCAST_URL", "GIFTGRAPH_RATE_LIMIT_STORAGE_URL")}
+    command = shutil.which("giftgraph", path=str(Path(sys.executable).parent)) or "giftgraph"
+    proc = subprocess.Popen(  # noqa: S603, ASYNC220 - our own console script, fixed args
+        [command, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    clients: list[WsClient] = []
+    try:
+        wait_healthy(base, proc, time.monotonic() + 40)
+        token = signup(base, _email("workers"))
+        gl, item = new_item(base, token)
+        ops = []
+        for _ in range(12):
+            client = await _connect(base, token, clients)
+            ops.append(await client.subscribe(LIST_EVENTS, {"l": gl, "s": "0"}))
+        # The replay of the list's event so far (its item added): after it, each
+        # subscription is live.
+        for client, op in zip(clients, ops, strict=True):
+            replay = await next_event(client, op, "listEvents", 10)
+            assert (replay["kind"], replay["entityType"]) == ("ADDED", "ListItem"), replay
+        set_status(base, token, item, "SELECTED")
+        for client, op in zip(clients, ops, strict=True):
+            event = await next_event(client, op, "listEvents", 5)
+            assert event["kind"] == "STATUS_CHANGED", event
+            assert event["node"]["status"] == "SELECTED"
+    finally:
+        await _close_all(clients)
+        stop(proc)
+    output = proc.stdout.read().decode() if proc.stdout else ""
+    assert "LISTEN/NOTIFY" in output
+    assert "rate limits are counted by each worker" in output
