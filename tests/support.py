@@ -150,9 +150,9 @@ def spy_published(hub: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     published: list[Any] = []
     original = hub.publish
 
-    async def spy(events: list[Any]) -> None:
+    async def spy(events: list[Any]) -> int:
         published.extend(events)
-        await original(events)
+        return int(await original(events))
 
     monkeypatch.setattr(hub, "publish", spy)
     return published

@@ -315,8 +315,9 @@ class GraphQLApp(GraphQL[Context, None]):
 
     async def _publish(self, events: list[Event]) -> None:
         if self.state.live is not None:
+            # events_published counts only what goes out, now or when published again: the
+            # hub reports it (`hub.on_published`, wired in create_app).
             await self.state.live.hub.publish(events)
-            self.state.metrics.events_published.inc(len(events))
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Authenticate the socket from connection_init; reject (4403) before any operation."""
@@ -432,6 +433,9 @@ def create_app(settings: Settings) -> Starlette:
                            state.database.engine.pool,
                            lambda: hub.stats()["subscribers"])
         hub.on_backlog = state.metrics.events_in_backlog.inc
+        hub.on_published = state.metrics.events_published.inc
+        state.metrics.events_publish_failures.set_function(
+            lambda: float(hub.publish_failures))
         try:
             yield
         finally:

@@ -94,6 +94,10 @@ class Metrics:
             registry=r)
         self.events_published = Counter("giftgraph_events_published", "Events published",
                                         registry=r)
+        self.events_publish_failures = Gauge(
+            "giftgraph_events_publish_failures",
+            "Messages (events, socket revocations) the broadcast backend refused when first "
+            "published: kept and published again once it takes them", registry=r)
         self.events_delivered = Counter("giftgraph_events_delivered",
                                         "Events delivered to subscribers", registry=r)
         self.fanout_seconds = Histogram(

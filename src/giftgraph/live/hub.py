@@ -9,6 +9,7 @@ import logging
 import sys
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,12 @@ log = logging.getLogger("giftgraph.live")
 
 CONTROL = "giftgraph:control"
 THIN_OVER = 7000  # bytes; larger events travel as a reference and are loaded once here
+# Messages kept while the broker can't take them (events and revocations), published again
+# in order once it can. Past this bound new events are not kept: other instances'
+# subscribers still catch up, at the next event on the topic, through gap detection
+# (`behind`); revocations are always kept (one per deactivated or deleted user).
+PENDING_MAX = 10_000
+REPUBLISH_EVERY = 0.5  # seconds between attempts while anything is pending
 
 
 class Resync:
@@ -309,7 +316,14 @@ class Hub:
         self.published = 0
         self.backlog_events = 0  # events fanned out in a batch with others already waiting
         self.on_backlog: Callable[[int], None] | None = None  # called with each batch's size
-        self.publish_failures = 0
+        self.publish_failures = 0  # messages the broker refused at first (kept, or dropped)
+        self.publish_dropped = 0  # events not kept: PENDING_MAX were pending already
+        # Called with how many events went out, each time some did: at once from `publish`
+        # or later from `_republish` (never for events the broker refused).
+        self.on_published: Callable[[int], None] | None = None
+        # (channel, message, is_event), oldest first: published again from `_republish_loop`.
+        self.pending: deque[tuple[str, str, bool]] = deque()
+        self._retry_now = asyncio.Event()
         self.on_resync: list[Callable[[], None]] = []
         # Called after an event went to its caught-up subscribers, with how many.
         self.on_fanout: Callable[[m.Event, int], None] | None = None
@@ -322,6 +336,7 @@ class Hub:
     async def connect(self) -> None:
         await self.broadcast.connect()
         self._tasks.append(asyncio.create_task(self._control_loop()))
+        self._tasks.append(asyncio.create_task(self._republish_loop()))
         await asyncio.wait_for(self._control_ready.wait(), 5)
 
     async def disconnect(self) -> None:
@@ -330,33 +345,107 @@ class Hub:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.pending:  # a last chance for what the broker refused
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._republish(), 2)
         await self.broadcast.disconnect()
 
     # Publishing -------------------------------------------------------------------
 
-    async def publish(self, events: list[m.Event]) -> None:
-        """Called after COMMIT. A broker failure is logged, not raised: the change is
-        committed, and subscribers catch up from the Event table when the broker returns."""
+    async def publish(self, events: list[m.Event]) -> int:
+        """Called after COMMIT; how many of `events` went out now. A broker failure is
+        logged, not raised: the change is committed, and what the broker refused is kept
+        and published again (in order, before anything newer) when it takes messages again.
+        """
+        messages = []
         for e in events:
             message = encode_event(e)
             if len(message) > THIN_OVER:
                 message = orjson.dumps({"thin": True, "seq": e.seq, "prev": e.prev_seq}).decode()
-            try:
-                await self.broadcast.publish(channel(e.family_id, e.topic), message)
-                self.published += 1
-            except Exception:  # any broker error; the event is safe in the database
-                self.publish_failures += 1
-                log.warning("publish of event %s failed; subscribers will catch up", e.seq,
-                            exc_info=True)
+            messages.append((channel(e.family_id, e.topic), message, True))
+        sent = await self._send(messages)
+        self._count_published(sent)
+        return sent
 
     async def revoke_user(self, user_id: uuid.UUID) -> None:
         """Close every socket of a deactivated or deleted user, on every instance."""
         msg = orjson.dumps({"revoke": str(user_id)}).decode()
-        try:
-            await self.broadcast.publish(CONTROL, msg)
-        except Exception:  # the broker is down: at least close this instance's sockets
-            log.warning("could not broadcast a socket revocation", exc_info=True)
+        if not await self._send([(CONTROL, msg, False)]):
+            # Kept for the other instances; close this instance's sockets now.
             await self._close_sockets(user_id)
+
+    async def _send(self, messages: list[tuple[str, str, bool]]) -> int:
+        """Publish `messages` in order, or keep them (and any after a failure) pending; how
+        many went out. Behind anything pending, they wait their turn: order per channel."""
+        sent = 0
+        for i, (name, message, _) in enumerate(messages):
+            if self.pending:
+                self._keep(messages[i:])
+                break
+            try:
+                await self.broadcast.publish(name, message)
+            except Exception:  # any broker error; the event is safe in the database
+                log.warning("publish on %s failed; kept to publish again", name,
+                            exc_info=True)
+                self._keep(messages[i:])
+                break
+            sent += 1
+        return sent
+
+    def _keep(self, messages: list[tuple[str, str, bool]]) -> None:
+        if not self.pending:
+            self._retry_now.set()
+        self.publish_failures += len(messages)
+        dropped = 0
+        for item in messages:
+            if item[2] and len(self.pending) >= PENDING_MAX:
+                dropped += 1
+                continue
+            self.pending.append(item)
+        if dropped:
+            self.publish_dropped += dropped
+            log.warning("%d unpublished events dropped (%d pending already); subscribers "
+                        "catch up at their topic's next event", dropped, PENDING_MAX)
+
+    async def _republish(self) -> bool:
+        """Publish what is pending, oldest first, until done (True) or the first failure
+        (False: the rest stays pending). Only one caller at a time (`_republish_loop`)."""
+        events = 0
+        try:
+            while self.pending:
+                name, message, is_event = self.pending[0]
+                try:
+                    await self.broadcast.publish(name, message)
+                except Exception:  # the broker still refuses: keep it, try again later
+                    log.info("publishing %d pending messages again failed", len(self.pending),
+                             exc_info=True)
+                    return False
+                self.pending.popleft()
+                events += is_event
+            return True
+        finally:
+            if events:
+                log.warning("published %d pending events again", events)
+                self._count_published(events)
+
+    def _count_published(self, count: int) -> None:
+        self.published += count
+        if count and self.on_published is not None:
+            try:
+                self.on_published(count)
+            except Exception:  # metrics must never stop publishing
+                log.warning("on_published failed", exc_info=True)
+
+    async def _republish_loop(self) -> None:
+        """Publish pending messages again: when the first is kept, when the backend
+        reconnects, and every REPUBLISH_EVERY seconds while anything is pending."""
+        while True:
+            await self._retry_now.wait()
+            self._retry_now.clear()
+            while self.pending and not await self._republish():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._retry_now.wait(), REPUBLISH_EVERY)
+                self._retry_now.clear()
 
     # Sockets -----------------------------------------------------------------------
 
@@ -385,6 +474,8 @@ class Hub:
                         event: BroadcastEvent = waits.pop(name).result()
                         if name == "reconnected":
                             self._resync_all()
+                            if self.pending:
+                                self._retry_now.set()
                         else:
                             await self._on_control(event.message)
             finally:
