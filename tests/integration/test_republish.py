@@ -15,7 +15,8 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -156,30 +157,45 @@ async def close_code(client: WsClient, within: float) -> int | None:
         return closed.rcvd.code if closed.rcvd is not None else None
 
 
+@dataclass
+class Watch:
+    token: str
+    item: str
+    client: WsClient
+    op: str
+
+
+@contextlib.asynccontextmanager
+async def watching_a_list(a: str, via: str) -> AsyncIterator[Watch]:
+    """A new family's list with an item (made through `via`), watched on instance `a`."""
+    token = signup(via, _email("alice"))
+    gl, item = new_item(via, token)
+    clients: list[WsClient] = []
+    try:
+        client = await _connect(a, token, clients)
+        op = await client.subscribe(LIST_EVENTS, {"l": gl})
+        await listening(a, 1)
+        yield Watch(token, item, client, op)
+    finally:
+        await _close_all(clients)
+
+
 async def test_event_committed_while_link_down_reaches_other_instance(
         relayed: tuple[RedisServer, Relay], database_url: str) -> None:
     server, relay = relayed
     with a_and_e(database_url, server, relay) as (a, e):
-        alice = signup(a, _email("alice"))
-        gl, item = new_item(a, alice)
-        clients: list[WsClient] = []
-        try:
-            on_a = await _connect(a, alice, clients)
-            op = await on_a.subscribe(LIST_EVENTS, {"l": gl})
-            await listening(a, 1)
+        async with watching_a_list(a, via=a) as w:
             async with link_down(relay, e):
-                set_status(e, alice, item, "SELECTED")  # committed; E can't publish it
-                await assert_silent(on_a, 0.5)
+                set_status(e, w.token, w.item, "SELECTED")  # committed; E can't publish it
+                await assert_silent(w.client, 0.5)
             # No other event: the kept one goes out once E's link is back.
             try:
-                event = await next_event(on_a, op, "listEvents", AFTER_RESTORE_SECONDS)
+                event = await next_event(w.client, w.op, "listEvents", AFTER_RESTORE_SECONDS)
             except TimeoutError:
                 pytest.fail("the event committed through E never reached A's subscriber")
             assert event["kind"] == "STATUS_CHANGED", event
-            assert event["node"] == {"id": item, "status": "SELECTED"}, event
-            await assert_silent(on_a, 0.5)  # once
-        finally:
-            await _close_all(clients)
+            assert event["node"] == {"id": w.item, "status": "SELECTED"}, event
+            await assert_silent(w.client, 0.5)  # once
 
 
 async def test_user_deactivated_while_link_down_loses_socket_on_other_instance(
@@ -217,23 +233,15 @@ async def test_published_metric_counts_only_what_went_out(
         relayed: tuple[RedisServer, Relay], database_url: str) -> None:
     server, relay = relayed
     with a_and_e(database_url, server, relay) as (a, e):
-        alice = signup(e, _email("alice"))
-        gl, item = new_item(e, alice)
-        clients: list[WsClient] = []
-        try:
-            on_a = await _connect(a, alice, clients)
-            op = await on_a.subscribe(LIST_EVENTS, {"l": gl})
-            await listening(a, 1)
+        async with watching_a_list(a, via=e) as w:
             before, failures_before = await published_total(e)
             async with link_down(relay, e):
-                set_status(e, alice, item, "SELECTED")
+                set_status(e, w.token, w.item, "SELECTED")
                 during, failures = await published_total(e)
                 assert during == before, "an event the broker refused counted as published"
                 refused = failures - failures_before  # the mutation's events (one a topic)
                 assert refused >= 1
-            await next_event(on_a, op, "listEvents", AFTER_RESTORE_SECONDS)
+            await next_event(w.client, w.op, "listEvents", AFTER_RESTORE_SECONDS)
             after, failures_after = await published_total(e)
             assert after == before + refused, "each event published again is counted, once"
             assert failures_after == failures
-        finally:
-            await _close_all(clients)
