@@ -81,6 +81,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "mutation_rate": "100000/minute",
         "login_rate": "100000/minute",
         "login_ip_rate": "100000/minute",
+        "signup_ip_rate": "100000/minute",
+        "token_ip_rate": "100000/minute",
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

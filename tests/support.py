@@ -37,6 +37,8 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
         "GIFTGRAPH_MUTATION_RATE": "100000/minute",
         "GIFTGRAPH_LOGIN_RATE": "100000/minute",
         "GIFTGRAPH_LOGIN_IP_RATE": "100000/minute",
+        "GIFTGRAPH_SIGNUP_IP_RATE": "100000/minute",
+        "GIFTGRAPH_TOKEN_IP_RATE": "100000/minute",
         **extra,
     }
 

@@ -66,6 +66,17 @@ class Settings(BaseSettings):
     login_ip_rate: str = "60/minute"
     rate_limit_storage_url: str = "memory://"
     max_sockets_per_user: int = Field(default=20, ge=1)
+    # The admission layer (giftgraph.admission): every bound named there has its setting here.
+    signup_ip_rate: str = "10/minute"
+    token_ip_rate: str = "60/minute"
+    max_concurrent_hashes: int = Field(default=2, ge=1)
+    hash_wait_seconds: float = Field(default=5, gt=0)
+    max_socket_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_search_length: int = Field(default=100, ge=1)
+    max_replay_events: int = Field(default=10_000, ge=1)
+    max_connections: int = Field(default=4096, ge=1)
+    http_header_timeout_seconds: float = Field(default=10, gt=0)
+    http_idle_timeout_seconds: float = Field(default=5, gt=0)
     log_json: bool | None = None  # None: JSON in production, console otherwise
 
     max_page_size: int = 100

@@ -15,6 +15,7 @@ from graphql import GraphQLError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from strawberry.extensions import SchemaExtension
 
+from giftgraph.admission import Refusals
 from giftgraph.config import Settings
 
 log = structlog.get_logger("giftgraph.operation")
@@ -117,6 +118,7 @@ class Metrics:
         self.db_pool_checked_out = Gauge("giftgraph_db_pool_checked_out",
                                          "Database connections in use", registry=r)
         self.db_pool_size = Gauge("giftgraph_db_pool_size", "Database pool size", registry=r)
+        self.refusals = Refusals(r)
         self._names: set[str] = set()
         self._open = 0
 

@@ -1,0 +1,78 @@
+"""The admission layer: every bound on what one request, socket, user or IP may cost.
+
+Each bound is named here once, with the setting that sets it. It is checked before the work
+it protects (parsing, analysis, hashing, a query, a replay), and each refusal is counted in
+`giftgraph_admission_refused_total{bound}`. The checks themselves live beside this module:
+
+- `documents`: a GraphQL document's tokens, depth, aliases, cost and root mutation fields,
+  measured in one pass per fragment (linear in the document);
+- `sockets`: socket message size and shape, sockets per user, subscriptions per socket;
+- `throttle`: per-IP budgets of the anonymous mutations and the bound on concurrent
+  password hashing;
+- `server`: connections, header and idle timeouts of `giftgraph serve`.
+
+Replay (`since`), search and page sizes are bounded where those reads are built, under the
+names below. docs/hardening.md lists every bound with its default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """One limit: its metric label, its `Settings` field and what it bounds."""
+
+    name: str
+    setting: str
+    what: str
+
+
+BOUNDS: tuple[Bound, ...] = (
+    Bound("body_bytes", "max_body_bytes", "an HTTP request body (413)"),
+    Bound("tokens", "max_query_tokens", "a document's tokens; the parser stops there"),
+    Bound("depth", "max_query_depth", "a selection's depth, fragments expanded"),
+    Bound("aliases", "max_aliases", "aliases in the expanded selection"),
+    Bound("cost", "max_query_cost", "fields in the expanded selection, a connection's "
+          "subtree counted once per node it may return"),
+    Bound("mutation_rate", "mutation_rate", "root mutation fields per user, fragments "
+          "expanded"),
+    Bound("login_rate", "login_rate", "login attempts per IP and email"),
+    Bound("login_ip_rate", "login_ip_rate", "login attempts per IP"),
+    Bound("signup_ip_rate", "signup_ip_rate", "signUp per IP"),
+    Bound("token_ip_rate", "token_ip_rate", "refreshToken and logout per IP"),
+    Bound("hashing", "max_concurrent_hashes", "password hashes computed at once (others "
+          "wait, up to hash_wait_seconds, then RATE_LIMITED)"),
+    Bound("socket_message_bytes", "max_socket_message_bytes", "one WebSocket message "
+          "(close 1009)"),
+    Bound("sockets_per_user", "max_sockets_per_user", "open WebSockets per user (4429)"),
+    Bound("subscriptions_per_socket", "max_subscriptions_per_connection",
+          "operations on one socket"),
+    Bound("search_length", "max_search_length", "a `search` argument's characters"),
+    Bound("page_size", "max_page_size", "`first`/`last` of a connection (capped)"),
+    Bound("replay_events", "max_replay_events", "events a `since` may replay; further "
+          "back is refused: refetch and resume from now"),
+    Bound("connections", "max_connections", "open connections of `giftgraph serve`"),
+    Bound("header_timeout", "http_header_timeout_seconds", "time to send a request's "
+          "headers"),
+    Bound("idle_timeout", "http_idle_timeout_seconds", "an idle keep-alive connection"),
+)
+BY_NAME: dict[str, Bound] = {b.name: b for b in BOUNDS}
+
+
+class Refusals:
+    """`giftgraph_admission_refused_total{bound}` of one app."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.counter = Counter("giftgraph_admission_refused",
+                               "Requests, sockets and messages refused by a bound",
+                               ["bound"], registry=registry)
+        for bound in BOUNDS:  # every label present from the start, at 0
+            self.counter.labels(bound.name)
+
+    def count(self, bound: str) -> None:
+        """One refusal by `bound` (a name of BOUNDS)."""
+        self.counter.labels(BY_NAME[bound].name).inc()
