@@ -114,6 +114,8 @@ class User(Owned, Base):
     role: Mapped[Role] = mapped_column(_enum(Role, "user_role"), default=Role.MEMBER)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     password_hash: Mapped[str] = mapped_column(Text)
+    # Access tokens carry it; deactivation moves it on, so reactivation revives none of them.
+    token_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class RefreshToken(Base):
