@@ -45,6 +45,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
 
+from giftgraph.admission import sockets as admission
 from giftgraph.config import Settings
 from giftgraph.context import (
     Context,
@@ -145,7 +146,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def shutdown(self) -> None:
         try:
             await super().shutdown()
-        finally:
+        finally:  # every way the socket ends (closed by either side, failed, cancelled)
+            slot = getattr(self.context.request.state, "socket_slot", None)
+            if slot is not None:
+                slot.release()
             if self.context.metrics is not None:
                 self.context.metrics.socket_closed()
 
@@ -180,6 +184,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                                       actual=len(self.operations) + 1, measure="subscriptions")
             log.info("subscription refused: %d open on the socket (traceId=%s)",
                      len(self.operations), trace_id)
+            if self.context.metrics is not None:
+                self.context.metrics.refusals.count("subscriptions_per_socket")
             error = format_error(GraphQLError(refusal.message, original_error=refusal), trace_id)
             await self.send_message({"id": message["id"], "type": "error",
                                      "payload": [error.formatted]})
@@ -340,13 +346,16 @@ class GraphQLApp(GraphQL[Context, None]):
             raise ConnectionRejectionError()
         live = self.state.live
         if live is not None and isinstance(context.request, WebSocket):
-            open_sockets = live.hub.sockets.get(context.user.id, ())
-            if len(open_sockets) >= self.state.settings.max_sockets_per_user:
+            # Counted until the handler's shutdown; deactivating or deleting the user closes
+            # it (4403), on any instance.
+            slot = admission.admit(live.hub, context.user.id, context.request,
+                                   self.state.settings.max_sockets_per_user,
+                                   self.state.metrics.refusals)
+            if slot is None:
                 log.warning("socket refused: user %s has too many open", context.user.id)
                 context.request.state.close_with = (4429, "Too many connections")
                 raise ConnectionRejectionError()
-            # Deactivating or deleting the user closes this socket (4403), on any instance.
-            live.hub.register_socket(context.user.id, context.request)
+            context.request.state.socket_slot = slot
             release_handshake(context.request.scope)
         # The socket is authenticated once, here: its token need not live as long as it.
         # (Its caller is a plain `Caller`, as every authenticated caller is.)
