@@ -16,6 +16,7 @@ from typing import IO, Any
 import httpx
 import pytest
 
+from giftgraph.config import Settings
 from giftgraph.live.wire import WS_PROTOCOL
 
 
@@ -46,13 +47,19 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
 def start_service(port: int, env: dict[str, str],
                   out: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
     """`python -m uvicorn` serving the app factory on 127.0.0.1:`port` (not yet healthy),
-    with the WebSocket protocol class `giftgraph serve` uses."""
+    with the WebSocket protocol class and message size cap `giftgraph serve` uses."""
     return subprocess.Popen(  # noqa: S603 - our own interpreter, fixed args
         [sys.executable, "-m", "uvicorn", "--factory", "giftgraph.asgi:create",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-         "--ws", WS_PROTOCOL],
+         "--ws", WS_PROTOCOL, "--ws-max-size", ws_max_size(env)],
         env=env, stdout=out, stderr=subprocess.STDOUT if out is not None else None,
     )
+
+
+def ws_max_size(env: dict[str, str]) -> str:
+    """The WebSocket message cap `giftgraph serve` would pass uvicorn under `env`."""
+    configured = env.get("GIFTGRAPH_MAX_SOCKET_MESSAGE_BYTES")
+    return configured or str(Settings.model_fields["max_socket_message_bytes"].default)
 
 
 def wait_healthy(base: str, proc: subprocess.Popen[bytes], deadline: float,

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
-from json import JSONDecodeError
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +33,10 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnected as SendAfterClose
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
+from strawberry.http.exceptions import NonTextMessageReceived, WebSocketDisconnected
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws import handlers as strawberry_ws
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
@@ -45,6 +45,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
 
+from giftgraph.admission import sockets as admission
 from giftgraph.config import Settings
 from giftgraph.context import (
     Context,
@@ -90,29 +91,48 @@ class AppState:
 
 
 class SocketAdapter(ASGIWebSocketAdapter):
-    """Lets on_ws_connect choose the close code of a rejection (Strawberry always says 4403):
+    """Strawberry's, with the socket admission checks on every message (size, JSON, depth:
+    `admission.sockets`), sends and closes that are no error once the socket is closed, and
+    on_ws_connect choosing the close code of a rejection (Strawberry always says 4403):
     1013 "try again later" while the database is down, 4429 for too many sockets."""
 
     async def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object]:
-        """Strawberry's, without keeping the last message's text (a subscribe's, for the
-        subscription's whole life) while it waits for the next."""
+        """Each message, parsed (`admission.sockets.parse_message`); a refused one closes
+        the socket (1009 too big, 4400 not JSON or too deep) and ends the stream. Unlike
+        Strawberry's, the last message's text (a subscribe's, for the subscription's whole
+        life) is not kept while it waits for the next."""
+        state = self.view.state  # type: ignore[attr-defined]
+        limit, refusals = state.settings.max_socket_message_bytes, state.metrics.refusals
         try:
             while self.ws.application_state != WebSocketState.DISCONNECTED:
                 try:
-                    yield self.view.decode_json(await self.ws.receive_text())
-                except JSONDecodeError as e:
-                    if not ignore_parsing_errors:
-                        raise NonJsonMessageReceived from e
+                    message = admission.parse_message(await self.ws.receive_text(), limit,
+                                                      refusals)
+                except admission.MessageRefused as refused:
+                    log.info("socket message refused: %s", refused.reason)
+                    await self.close(refused.code, refused.reason)
+                    return
+                yield message
         except KeyError as e:
             raise NonTextMessageReceived from e
-        except WebSocketDisconnect:
-            pass
+        except WebSocketDisconnect as e:
+            if e.code == admission.TOO_BIG:  # the server refused a frame over ws_max_size
+                refusals.count("socket_message_bytes")
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        """Strawberry's; a send after the socket was closed (by another task: revocation,
+        a refused message) is a disconnected socket too, not an error."""
+        try:
+            await super().send_json(message)
+        except SendAfterClose as exc:
+            raise WebSocketDisconnected from exc
 
     async def close(self, code: int, reason: str) -> None:
         override = getattr(self.ws.state, "close_with", None)
         if override is not None:
             code, reason = override
-        await self.ws.close(code=code, reason=reason)
+        if self.ws.application_state != WebSocketState.DISCONNECTED:  # closed once
+            await self.ws.close(code=code, reason=reason)
 
 
 def _valid_subscribe_payload(payload: Any) -> bool:
@@ -145,23 +165,34 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def shutdown(self) -> None:
         try:
             await super().shutdown()
-        finally:
+        finally:  # every way the socket ends (closed by either side, failed, cancelled)
+            slot = getattr(self.context.request.state, "socket_slot", None)
+            if slot is not None:
+                slot.release()
             if self.context.metrics is not None:
                 self.context.metrics.socket_closed()
 
     async def handle_message(self, message: Any) -> None:
         """Messages of the wrong shape close the socket with 4400, as the protocol says
-        (Strawberry checks only for missing keys)."""
+        (Strawberry checks only for missing keys); one whose handling fails, 1011."""
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             await self.handle_invalid_message("Invalid message")
             return
-        if message["type"] in ("subscribe", "complete") and not isinstance(message.get("id"), str):
+        if message["type"] in ("subscribe", "complete") \
+                and not admission.valid_id(message.get("id")):
             await self.handle_invalid_message("Invalid message id")
             return
         if message["type"] == "subscribe" and not _valid_subscribe_payload(message.get("payload")):
             await self.handle_invalid_message("Invalid subscribe payload")
             return
-        await super().handle_message(message)
+        try:
+            await super().handle_message(message)
+        except WebSocketDisconnected:
+            raise
+        except Exception:  # a bug: logged once; the client gets a close code, not a drop
+            log.exception("socket message %r failed", message["type"][:32])
+            await self.websocket.close(1011, "Internal server error")
+            return
         # Strawberry's read loop holds the last message until the next one arrives, for a
         # subscription's whole life if it was the subscribe: what it needed is copied out.
         message.clear()
@@ -180,6 +211,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                                       actual=len(self.operations) + 1, measure="subscriptions")
             log.info("subscription refused: %d open on the socket (traceId=%s)",
                      len(self.operations), trace_id)
+            if self.context.metrics is not None:
+                self.context.metrics.refusals.count("subscriptions_per_socket")
             error = format_error(GraphQLError(refusal.message, original_error=refusal), trace_id)
             await self.send_message({"id": message["id"], "type": "error",
                                      "payload": [error.formatted]})
@@ -210,6 +243,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
         except OperationStreamClosed:
             return
+        except WebSocketDisconnected:  # closed meanwhile: its shutdown cleans up
+            self.operations.pop(operation.id, None)
         except GraphQLError as error:
             # Refused while parsing (a syntax error, the token limit): the parse hook's error
             # escapes Strawberry's stream, formatted (FormatErrors); it is the operation's
@@ -249,6 +284,11 @@ class GraphQLApp(GraphQL[Context, None]):
         """orjson (several times faster than json.dumps on a large result); text, because
         a WebSocket message must go out as a text frame."""
         return orjson.dumps(data).decode()
+
+    def decode_json(self, data: str | bytes) -> object:
+        """orjson: no recursion in Python (the stdlib's raises RecursionError on deep
+        nesting), and several times faster."""
+        return orjson.loads(data)
 
     def parse_json(self, data: str | bytes) -> Any:
         """A request body (or GET `variables`/`extensions`) must be a JSON object; orjson
@@ -340,13 +380,16 @@ class GraphQLApp(GraphQL[Context, None]):
             raise ConnectionRejectionError()
         live = self.state.live
         if live is not None and isinstance(context.request, WebSocket):
-            open_sockets = live.hub.sockets.get(context.user.id, ())
-            if len(open_sockets) >= self.state.settings.max_sockets_per_user:
+            # Counted until the handler's shutdown; deactivating or deleting the user closes
+            # it (4403), on any instance.
+            slot = admission.admit(live.hub, context.user.id, context.request,
+                                   self.state.settings.max_sockets_per_user,
+                                   self.state.metrics.refusals)
+            if slot is None:
                 log.warning("socket refused: user %s has too many open", context.user.id)
                 context.request.state.close_with = (4429, "Too many connections")
                 raise ConnectionRejectionError()
-            # Deactivating or deleting the user closes this socket (4403), on any instance.
-            live.hub.register_socket(context.user.id, context.request)
+            context.request.state.socket_slot = slot
             release_handshake(context.request.scope)
         # The socket is authenticated once, here: its token need not live as long as it.
         # (Its caller is a plain `Caller`, as every authenticated caller is.)

@@ -45,6 +45,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level="info", ws_ping_interval=settings.ws_ping_interval_seconds,
         ws_ping_timeout=settings.ws_ping_interval_seconds, proxy_headers=True,
         ws_per_message_deflate=settings.ws_per_message_deflate, ws=WS_PROTOCOL,
+        # The protocol's parser refuses a larger frame (or fragmented message) from its
+        # header, before buffering it, and closes 1009 (admission bound socket_message_bytes).
+        ws_max_size=settings.max_socket_message_bytes,
     )
     return 0
 

@@ -95,7 +95,8 @@ async def live_server(database_url: str) -> AsyncIterator[Server]:
         port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(  # as `giftgraph serve` configures it
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-        ws_per_message_deflate=settings.ws_per_message_deflate, ws=WS_PROTOCOL))
+        ws_per_message_deflate=settings.ws_per_message_deflate, ws=WS_PROTOCOL,
+        ws_max_size=settings.max_socket_message_bytes))
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 20
     while not server.started:

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import sys
 import uuid
-import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -312,7 +311,10 @@ class Hub:
         self.feeds: dict[str, Feed] = {}
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
-        self.sockets: dict[uuid.UUID, weakref.WeakSet[WebSocket]] = {}
+        # Each user's open sockets, for revocation and the per-user limit: registered when
+        # authenticated, unregistered when closed (`admission.sockets.SocketSlot`). Plain
+        # sets, not weak ones: a closed socket must leave now, not at the next collection.
+        self.sockets: dict[uuid.UUID, set[WebSocket]] = {}
         self.published = 0
         self.backlog_events = 0  # events fanned out in a batch with others already waiting
         self.on_backlog: Callable[[int], None] | None = None  # called with each batch's size
@@ -450,10 +452,21 @@ class Hub:
     # Sockets -----------------------------------------------------------------------
 
     def register_socket(self, user_id: uuid.UUID, ws: WebSocket) -> None:
-        self.sockets.setdefault(user_id, weakref.WeakSet()).add(ws)
+        self.sockets.setdefault(user_id, set()).add(ws)
+
+    def unregister_socket(self, user_id: uuid.UUID, ws: WebSocket) -> None:
+        sockets = self.sockets.get(user_id)
+        if sockets is not None:
+            sockets.discard(ws)
+            if not sockets:
+                del self.sockets[user_id]
+
+    def open_sockets(self, user_id: uuid.UUID) -> int:
+        return len(self.sockets.get(user_id, ()))
 
     async def _close_sockets(self, user_id: uuid.UUID) -> None:
-        for ws in list(self.sockets.pop(user_id, ())):
+        # Each socket leaves the registry when its handler ends, closed here or not.
+        for ws in list(self.sockets.get(user_id, ())):
             with contextlib.suppress(Exception):  # the socket may be closing already
                 await ws.close(code=4403, reason="Forbidden")
 

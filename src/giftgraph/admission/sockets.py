@@ -1,0 +1,133 @@
+"""Socket admission: what one WebSocket message, user and socket may take.
+
+- A message's size (`socket_message_bytes`): uvicorn refuses a larger frame from its header,
+  before buffering it (`ws_max_size`, which `giftgraph serve` sets from the setting: close
+  1009); the app checks again before parsing (`oversized`), for servers that don't.
+- A message's shape: JSON (orjson: no recursion in Python, invalid UTF-8 refused), nested at
+  most `MAX_DEPTH` levels, an operation id of at most `MAX_ID_CHARS`; otherwise close 4400.
+  Deeper input would reach code that recurses over it (a RecursionError drops the socket
+  without a close frame), a long id is echoed in every message of its operation.
+- Sockets per user (`sockets_per_user`, close 4429): a slot is taken when the socket is
+  authenticated and given back exactly once when its handler ends (`SocketSlot`), so the
+  count is the sockets open now, never ones waiting for the garbage collector.
+- Subscriptions per socket (`subscriptions_per_socket`) are refused where Strawberry's
+  handler starts operations (`app.TransportWSHandler.handle_subscribe`).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
+
+    from giftgraph.admission import Refusals
+    from giftgraph.live.hub import Hub
+
+# Levels of nesting one message may have: its envelope is 3 (message, payload, variables),
+# the deepest input object of the schema a few more. Well below the interpreter's recursion
+# limit (1000), which code walking the value (coercion, cache keys, logging) would reach.
+MAX_DEPTH = 32
+MAX_ID_CHARS = 128  # a client's operation id (graphql-ws sends a UUID: 36)
+
+TOO_BIG = 1009  # RFC 6455 "message too big", as uvicorn closes for ws_max_size
+INVALID = 4400  # graphql-transport-ws: an invalid message
+
+
+class MessageRefused(Exception):
+    """A message refused before it is handled: the socket is closed with `code`."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def oversized(text: str, limit: int) -> bool:
+    """Whether `text` is more than `limit` bytes as UTF-8 (encoded only when its length in
+    characters leaves it open: at most 4 bytes each)."""
+    n = len(text)
+    if n <= limit // 4:
+        return False
+    if n > limit:
+        return True
+    return len(text.encode("utf-8", "surrogatepass")) > limit
+
+
+# Nesting is measured on the text, in C-speed passes (a walk over the parsed value in
+# Python takes ~10 ms for a 64 KiB message of empty arrays): strings are dropped (their
+# brackets are not structure), the rest reduced to its brackets, all of one kind (valid
+# JSON is balanced), and each pass removes the innermost pairs: one level.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+
+
+def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
+    """Whether arrays and objects nest more than `limit` levels in `text`, valid JSON."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    data = text.encode("utf-8", "surrogatepass")
+    if b'"' in data:
+        data = _STRING.sub(b"", data)
+    data = data.translate(_BRACKETS, _NOT_BRACKETS)
+    for _ in range(limit):
+        data = data.replace(b"[]", b"")
+        if not data:
+            return False
+    return True
+
+
+def parse_message(text: str, limit: int, refusals: Refusals | None = None) -> Any:
+    """One socket message, parsed: refused (`MessageRefused`) when over `limit` bytes
+    (counted), not JSON, or nested deeper than MAX_DEPTH."""
+    if oversized(text, limit):
+        if refusals is not None:
+            refusals.count("socket_message_bytes")
+        raise MessageRefused(TOO_BIG, "Message too big")
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:  # also nesting over 1024, invalid UTF-8
+        raise MessageRefused(INVALID, "WebSocket message must be valid JSON") from exc
+    if too_deep(text):
+        raise MessageRefused(INVALID, "WebSocket message nested too deeply")
+    return value
+
+
+def valid_id(value: object) -> bool:
+    """An operation id: a string of at most MAX_ID_CHARS."""
+    return isinstance(value, str) and len(value) <= MAX_ID_CHARS
+
+
+class SocketSlot:
+    """One open socket's place in its user's count (and in the hub's registry, where
+    revocation finds it): taken by `admit`, given back by `release`, exactly once."""
+
+    __slots__ = ("hub", "user_id", "ws")
+
+    def __init__(self, hub: Hub, user_id: uuid.UUID, ws: WebSocket) -> None:
+        self.hub: Hub | None = hub
+        self.user_id = user_id
+        self.ws = ws
+
+    def release(self) -> None:
+        """Leave the registry (no-op the second time)."""
+        hub, self.hub = self.hub, None
+        if hub is not None:
+            hub.unregister_socket(self.user_id, self.ws)
+
+
+def admit(hub: Hub, user_id: uuid.UUID, ws: WebSocket, limit: int,
+          refusals: Refusals | None = None) -> SocketSlot | None:
+    """A slot for this authenticated socket, or None (counted) when its user has `limit`
+    open. Checked and taken in one step: no await between them."""
+    if hub.open_sockets(user_id) >= limit:
+        if refusals is not None:
+            refusals.count("sockets_per_user")
+        return None
+    hub.register_socket(user_id, ws)
+    return SocketSlot(hub, user_id, ws)
