@@ -45,6 +45,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
 
+from giftgraph.admission.server import STATE_KEY as SERVER_REFUSALS
 from giftgraph.config import Settings
 from giftgraph.context import (
     Context,
@@ -421,7 +422,7 @@ def create_app(settings: Settings) -> Starlette:
     state = AppState(settings=settings, metrics=Metrics(), rate_limits=RateLimits(settings))
 
     @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+    async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
         url = await resolve_database_url(state)
         state.database = create_database(url, settings)
         state.live = Live.create(settings, url, state.database)
@@ -437,7 +438,9 @@ def create_app(settings: Settings) -> Starlette:
         state.metrics.events_publish_failures.set_function(
             lambda: float(hub.publish_failures))
         try:
-            yield
+            # The lifespan state reaches uvicorn's protocol instances too: the connection
+            # bounds (giftgraph.admission.server) count their refusals here.
+            yield {SERVER_REFUSALS: state.metrics.refusals}
         finally:
             await state.live.stop()
             await state.database.dispose()

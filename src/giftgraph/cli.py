@@ -25,6 +25,7 @@ def _database_url(settings: Settings) -> tuple[str, object | None]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from giftgraph.admission.server import serve_protocol
     from giftgraph.live.wire import WS_PROTOCOL
 
     settings = get_settings()
@@ -45,6 +46,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level="info", ws_ping_interval=settings.ws_ping_interval_seconds,
         ws_ping_timeout=settings.ws_ping_interval_seconds, proxy_headers=True,
         ws_per_message_deflate=settings.ws_per_message_deflate, ws=WS_PROTOCOL,
+        # Connection cap, request and idle timeouts (giftgraph.admission.server); the idle
+        # timeout is uvicorn's keep-alive timer, also set here for its plain protocol.
+        http=serve_protocol(), timeout_keep_alive=settings.http_idle_timeout_seconds,
     )
     return 0
 
