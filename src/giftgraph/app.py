@@ -17,7 +17,6 @@ import orjson
 from cross_web import HTTPException  # what Strawberry's view raises for bad requests
 from graphql import GraphQLError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -55,7 +54,7 @@ from giftgraph.context import (
 )
 from giftgraph.db.embedded import EmbeddedPostgres
 from giftgraph.db.engine import Database, create_database
-from giftgraph.db.migrate import upgrade
+from giftgraph.db.migrate import database_revisions, head_revisions, schema_state, upgrade
 from giftgraph.db.models import Event
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import QueryTooComplex, ServiceUnavailable
@@ -447,12 +446,18 @@ def create_app(settings: Settings) -> Starlette:
             if state.embedded is not None:
                 state.embedded.stop()
 
+    head = schema_state(head_revisions())  # this code's head revision, from its scripts
+
     async def health(_: Request) -> Response:
         db_ok = False
+        schema = "unknown"
         for attempt in (1, 2):
             try:
                 async with state.db().engine.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
+                    # Its statements are the liveness check too. Not at this code's head
+                    # revision (e.g. an external database never migrated): every write
+                    # would fail, so unhealthy.
+                    schema = schema_state(await database_revisions(conn))
                 db_ok = True
             except DBAPIError as exc:
                 # A pooled connection the server dropped within the pool's idle window
@@ -464,10 +469,11 @@ def create_app(settings: Settings) -> Starlette:
                 log.warning("health check: database unreachable", exc_info=True)
             break
         broadcast_ok = state.live is not None and state.live.hub.connected
-        healthy = db_ok and broadcast_ok
+        healthy = db_ok and schema == head and broadcast_ok
         body = {
             "status": "healthy" if healthy else "unhealthy",
             "db": "connected" if db_ok else "disconnected",
+            "schema": schema,
             "broadcast": "connected" if broadcast_ok else "disconnected",
         }
         return JSONResponse(body, status_code=200 if healthy else 503)
