@@ -143,7 +143,9 @@ class _Throttled:
         if now - self.last < self.every:
             self.quiet += 1
             return
-        log.warning(message + " (%d more since the last warning)", *args, self.quiet)
+        if self.quiet:
+            message, args = message + " (and %d more since the last warning)", (*args, self.quiet)
+        log.warning(message, *args)
         self.last, self.quiet = now, 0
 
 
