@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import (
     FileResponse,
     HTMLResponse,
@@ -289,6 +289,10 @@ class GraphQLApp(GraphQL[Context, None]):
                 response = finish(await self.run(request), request, media)
             except HTTPException as exc:
                 response = self._request_error(exc, media)
+            except ClientDisconnect:
+                # Gone before its body was in (or cut off by the request timeout,
+                # giftgraph.admission.server): no one to answer, nothing to log.
+                return
         await response(scope, receive, send)
 
     def _request_error(self, exc: HTTPException, media: str) -> Response:
