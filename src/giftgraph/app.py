@@ -372,7 +372,8 @@ class HttpMetrics:
             await self.app(scope, receive, send)
             return
         path = scope["path"] if scope["path"] in self.PATHS else "other"
-        status = 500
+        status = 0
+        gone = False  # the client disconnected (no response to it: 499, as nginx logs it)
         started = time.perf_counter()
 
         async def record(message: Message) -> None:
@@ -381,10 +382,17 @@ class HttpMetrics:
                 status = message["status"]
             await send(message)
 
+        async def watch() -> Message:
+            nonlocal gone
+            message = await receive()
+            gone = gone or message["type"] == "http.disconnect"
+            return message
+
         try:
-            await self.app(scope, receive, record)
+            await self.app(scope, watch, record)
         finally:
-            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+            label = str(status) if status else "499" if gone else "500"
+            self.metrics.requests.labels(scope["method"], path, label).inc()
             self.metrics.request_seconds.labels(path).observe(time.perf_counter() - started)
 
 

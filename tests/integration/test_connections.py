@@ -122,6 +122,10 @@ def test_slow_body_is_cut_off(database_url: str, tmp_path: Path) -> None:
         with connect(base) as sock:
             sock.sendall(head + body)
             assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        # Counted as the client's leaving, not as a server error.
+        requests = httpx.get(f"{base}/metrics", timeout=5).text
+        assert 'path="/graphql",status="499"} 1.0' in requests, requests
+        assert 'path="/graphql",status="500"' not in requests
     assert "Traceback" not in log.read_text(), log.read_text()
 
 
