@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
+import subprocess
+import sys
 
 import pytest
 from uvicorn.config import Config
@@ -88,3 +91,17 @@ def test_refusals_go_to_the_app_state_or_are_kept() -> None:
     before = server.unreported["idle_timeout"]
     server.count({}, "idle_timeout")
     assert server.unreported["idle_timeout"] == before + 1
+
+
+def test_open_file_limit_is_raised_to_the_hard_limit() -> None:
+    """In a process started with a low soft limit (as a shell's `ulimit -Sn 256`)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.skip(f"hard limit {hard}: nothing to raise to")
+    script = ("import resource; from giftgraph.admission.server import raise_nofile; "
+              "print(raise_nofile(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+        capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert out == [str(hard), str(hard)]
