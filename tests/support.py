@@ -16,6 +16,7 @@ from typing import IO, Any
 import httpx
 import pytest
 
+from giftgraph.admission.server import HTTP_PROTOCOL
 from giftgraph.config import Settings
 from giftgraph.live.wire import WS_PROTOCOL
 
@@ -47,11 +48,12 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
 def start_service(port: int, env: dict[str, str],
                   out: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
     """`python -m uvicorn` serving the app factory on 127.0.0.1:`port` (not yet healthy),
-    with the WebSocket protocol class and message size cap `giftgraph serve` uses."""
+    with the HTTP and WebSocket protocol classes `giftgraph serve` uses (the HTTP one
+    applies the connection bounds and the idle timeout from the environment's settings)."""
     return subprocess.Popen(  # noqa: S603 - our own interpreter, fixed args
         [sys.executable, "-m", "uvicorn", "--factory", "giftgraph.asgi:create",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-         "--ws", WS_PROTOCOL, "--ws-max-size", ws_max_size(env)],
+         "--http", HTTP_PROTOCOL, "--ws", WS_PROTOCOL, "--ws-max-size", ws_max_size(env)],
         env=env, stdout=out, stderr=subprocess.STDOUT if out is not None else None,
     )
 

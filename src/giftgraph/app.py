@@ -16,12 +16,11 @@ import orjson
 from cross_web import HTTPException  # what Strawberry's view raises for bad requests
 from graphql import GraphQLError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import (
     FileResponse,
     HTMLResponse,
@@ -46,6 +45,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
 
 from giftgraph.admission import sockets as admission
+from giftgraph.admission.server import STATE_KEY as SERVER_REFUSALS
 from giftgraph.config import Settings
 from giftgraph.context import (
     Context,
@@ -55,7 +55,7 @@ from giftgraph.context import (
 )
 from giftgraph.db.embedded import EmbeddedPostgres
 from giftgraph.db.engine import Database, create_database
-from giftgraph.db.migrate import upgrade
+from giftgraph.db.migrate import database_revisions, head_revisions, schema_state, upgrade
 from giftgraph.db.models import Event
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import QueryTooComplex, ServiceUnavailable
@@ -329,6 +329,10 @@ class GraphQLApp(GraphQL[Context, None]):
                 response = finish(await self.run(request), request, media)
             except HTTPException as exc:
                 response = self._request_error(exc, media)
+            except ClientDisconnect:
+                # Gone before its body was in (or cut off by the request timeout,
+                # giftgraph.admission.server): no one to answer, nothing to log.
+                return
         await response(scope, receive, send)
 
     def _request_error(self, exc: HTTPException, media: str) -> Response:
@@ -411,7 +415,8 @@ class HttpMetrics:
             await self.app(scope, receive, send)
             return
         path = scope["path"] if scope["path"] in self.PATHS else "other"
-        status = 500
+        status = 0
+        gone = False  # the client disconnected (no response to it: 499, as nginx logs it)
         started = time.perf_counter()
 
         async def record(message: Message) -> None:
@@ -420,10 +425,17 @@ class HttpMetrics:
                 status = message["status"]
             await send(message)
 
+        async def watch() -> Message:
+            nonlocal gone
+            message = await receive()
+            gone = gone or message["type"] == "http.disconnect"
+            return message
+
         try:
-            await self.app(scope, receive, record)
+            await self.app(scope, watch, record)
         finally:
-            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+            label = str(status) if status else "499" if gone else "500"
+            self.metrics.requests.labels(scope["method"], path, label).inc()
             self.metrics.request_seconds.labels(path).observe(time.perf_counter() - started)
 
 
@@ -464,7 +476,7 @@ def create_app(settings: Settings) -> Starlette:
     state = AppState(settings=settings, metrics=Metrics(), rate_limits=RateLimits(settings))
 
     @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+    async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
         url = await resolve_database_url(state)
         state.database = create_database(url, settings)
         state.live = Live.create(settings, url, state.database)
@@ -480,19 +492,27 @@ def create_app(settings: Settings) -> Starlette:
         state.metrics.events_publish_failures.set_function(
             lambda: float(hub.publish_failures))
         try:
-            yield
+            # The lifespan state reaches uvicorn's protocol instances too: the connection
+            # bounds (giftgraph.admission.server) count their refusals here.
+            yield {SERVER_REFUSALS: state.metrics.refusals}
         finally:
             await state.live.stop()
             await state.database.dispose()
             if state.embedded is not None:
                 state.embedded.stop()
 
+    head = schema_state(head_revisions())  # this code's head revision, from its scripts
+
     async def health(_: Request) -> Response:
         db_ok = False
+        schema = "unknown"
         for attempt in (1, 2):
             try:
                 async with state.db().engine.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
+                    # Its statements are the liveness check too. Not at this code's head
+                    # revision (e.g. an external database never migrated): every write
+                    # would fail, so unhealthy.
+                    schema = schema_state(await database_revisions(conn))
                 db_ok = True
             except DBAPIError as exc:
                 # A pooled connection the server dropped within the pool's idle window
@@ -504,10 +524,11 @@ def create_app(settings: Settings) -> Starlette:
                 log.warning("health check: database unreachable", exc_info=True)
             break
         broadcast_ok = state.live is not None and state.live.hub.connected
-        healthy = db_ok and broadcast_ok
+        healthy = db_ok and schema == head and broadcast_ok
         body = {
             "status": "healthy" if healthy else "unhealthy",
             "db": "connected" if db_ok else "disconnected",
+            "schema": schema,
             "broadcast": "connected" if broadcast_ok else "disconnected",
         }
         return JSONResponse(body, status_code=200 if healthy else 503)

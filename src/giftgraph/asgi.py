@@ -4,6 +4,7 @@ import gc
 
 from starlette.applications import Starlette
 
+from giftgraph.admission.server import limits
 from giftgraph.app import create_app
 from giftgraph.config import get_settings
 
@@ -24,5 +25,6 @@ def tune_gc() -> None:
 def create() -> Starlette:
     """Build the app from env/.env settings (called once per worker)."""
     app = create_app(get_settings())
+    limits()  # the connection bounds, and the open-file limit raised, before serving
     tune_gc()
     return app

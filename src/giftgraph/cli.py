@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 from giftgraph.config import Settings, get_settings
 
+SCHEMA_CHECK_SECONDS = 15  # `serve`: reading an external database's schema revision
+
 
 def _database_url(settings: Settings) -> tuple[str, object | None]:
     """The configured URL, or the embedded server's (started; caller stops it)."""
@@ -25,12 +27,15 @@ def _database_url(settings: Settings) -> tuple[str, object | None]:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from giftgraph.admission.server import serve_protocol
     from giftgraph.live.wire import WS_PROTOCOL
 
     settings = get_settings()
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
+    if settings.database_url and not _schema_at_head(settings.database_url):
+        return 2
     if workers > 1:
         _share_between_workers(settings, workers)
     if workers > 1 and not settings.database_url:
@@ -48,8 +53,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # The protocol's parser refuses a larger frame (or fragmented message) from its
         # header, before buffering it, and closes 1009 (admission bound socket_message_bytes).
         ws_max_size=settings.max_socket_message_bytes,
+        # Connection cap, request and idle timeouts (giftgraph.admission.server); the idle
+        # timeout is uvicorn's keep-alive timer, also set here for its plain protocol.
+        http=serve_protocol(), timeout_keep_alive=settings.http_idle_timeout_seconds,
     )
     return 0
+
+
+def _schema_at_head(url: str) -> bool:
+    """An external database is served only at this code's head revision: else every write
+    would fail while /health said healthy. Migrating it is the operator's step (`giftgraph
+    migrate`, as the Dockerfile runs before `serve`), so that several instances never
+    migrate on their own at start. Unreachable now: served (warned), /health says so."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from giftgraph.db.migrate import describe, head_revisions, schema_revisions
+
+    try:
+        found = asyncio.run(asyncio.wait_for(schema_revisions(url), SCHEMA_CHECK_SECONDS))
+    except (OSError, SQLAlchemyError, TimeoutError) as exc:
+        print(f"giftgraph serve: could not read the database's schema revision "
+              f"({type(exc).__name__}); serving, /health reports the database until it is "
+              "reachable and migrated", file=sys.stderr, flush=True)
+        return True
+    if found == head_revisions():
+        return True
+    print(f"giftgraph serve: the database is at schema revision {describe(found)}, this "
+          f"release needs {describe(head_revisions())}: run `giftgraph migrate` first",
+          file=sys.stderr, flush=True)
+    return False
 
 
 def _share_between_workers(settings: Settings, workers: int) -> None:
@@ -132,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="giftgraph", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", help="run the API server (embedded PostgreSQL by default)")
+    p = sub.add_parser(
+        "serve", help="run the API server (embedded PostgreSQL by default, migrated at "
+        "start)",
+        description="Run the API server. The embedded PostgreSQL is migrated at start. An "
+        "external database (GIFTGRAPH_DATABASE_URL) must be at this release's schema "
+        "revision: run `giftgraph migrate` first; if it is not, serve refuses to start "
+        "(exit code 2).")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int)

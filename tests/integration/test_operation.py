@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from giftgraph.app import create_app
 from giftgraph.config import DEFAULT_JWT_SECRET, Settings
+from giftgraph.db.migrate import head_revisions
 from giftgraph.schema.schema import build_schema
 from tests.conftest import Account, make_settings
 
@@ -21,7 +22,8 @@ DEAD_DB = "postgresql://postgres@127.0.0.1:1/nothing"
 async def test_health_reports_connected_db(http: httpx.AsyncClient) -> None:
     r = await http.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "healthy", "db": "connected", "broadcast": "connected"}
+    assert r.json() == {"status": "healthy", "db": "connected",
+                        "schema": ",".join(sorted(head_revisions())), "broadcast": "connected"}
 
 
 async def test_health_is_200_after_the_server_dropped_pooled_connections(

@@ -8,6 +8,8 @@ from gql import Client, gql
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.httpx import HTTPXAsyncTransport
 
+from giftgraph.db.migrate import head_revisions
+
 
 async def test_served_api_end_to_end(server: str) -> None:
     anon = HTTPXAsyncTransport(url=f"{server}/graphql")
@@ -34,6 +36,7 @@ async def test_served_api_end_to_end(server: str) -> None:
         assert me["me"] == {"email": "e2e@example.com", "family": {"name": "E2E"}}
 
     health = httpx.get(f"{server}/health").json()
-    assert health == {"status": "healthy", "db": "connected", "broadcast": "connected"}
+    assert health == {"status": "healthy", "db": "connected",
+                      "schema": ",".join(sorted(head_revisions())), "broadcast": "connected"}
     ide = httpx.get(f"{server}/graphql", headers={"Accept": "text/html"})
     assert ide.status_code == 200 and "graphiql" in ide.text.lower()

@@ -57,7 +57,7 @@ BOUNDS: tuple[Bound, ...] = (
           "back is refused: refetch and resume from now"),
     Bound("connections", "max_connections", "open connections of `giftgraph serve`"),
     Bound("header_timeout", "http_header_timeout_seconds", "time to send a request's "
-          "headers"),
+          "headers, and as long again for its body"),
     Bound("idle_timeout", "http_idle_timeout_seconds", "an idle keep-alive connection"),
 )
 BY_NAME: dict[str, Bound] = {b.name: b for b in BOUNDS}

@@ -1,12 +1,16 @@
-"""Run Alembic migrations programmatically (used by `giftgraph migrate` and `serve`)."""
+"""Run Alembic migrations programmatically (used by `giftgraph migrate` and `serve`), and
+tell whether a database is at this code's head revision (`serve`, `/health`)."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.ext.asyncio import create_async_engine
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from giftgraph.db.engine import async_url
 
@@ -36,3 +40,53 @@ async def upgrade(url: str, revision: str = "head") -> None:
             await conn.run_sync(_upgrade)
     finally:
         await engine.dispose()
+
+
+@lru_cache(maxsize=1)
+def _scripts() -> tuple[frozenset[str], frozenset[str]]:
+    """The head revisions of this code's migration scripts, and every revision they know."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    scripts = ScriptDirectory.from_config(cfg)
+    return (frozenset(scripts.get_heads()),
+            frozenset(s.revision for s in scripts.walk_revisions()))
+
+
+def head_revisions() -> frozenset[str]:
+    """What `giftgraph migrate` brings a database to (read from the scripts, once)."""
+    return _scripts()[0]
+
+
+async def database_revisions(conn: AsyncConnection) -> frozenset[str]:
+    """The revisions recorded in the database (empty: never migrated)."""
+    if not await conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL")):
+        return frozenset()
+    return frozenset((await conn.execute(text("SELECT version_num FROM alembic_version")))
+                     .scalars())
+
+
+async def schema_revisions(url: str) -> frozenset[str]:
+    """`database_revisions` of the database at `url`, over a connection of its own."""
+    engine = create_async_engine(async_url(url))
+    try:
+        async with engine.connect() as conn:
+            return await database_revisions(conn)
+    finally:
+        await engine.dispose()
+
+
+def schema_state(revisions: frozenset[str]) -> str:
+    """What /health says of a database's schema: its revision when it is this code's head;
+    `outdated` when it is older or was never migrated; `unknown` when this code has no
+    such revision (a newer release migrated it)."""
+    heads, known = _scripts()
+    if revisions == heads:
+        return ",".join(sorted(heads))
+    if revisions <= known:
+        return "outdated"
+    return "unknown"
+
+
+def describe(revisions: frozenset[str]) -> str:
+    """`0001`, `0001,0002`, or `never migrated`, for messages."""
+    return ",".join(sorted(revisions)) or "never migrated"

@@ -1,0 +1,246 @@
+"""Connections of `giftgraph serve`: a cap, a request (header and body) timeout, an idle
+timeout, in uvicorn's HTTP protocol.
+
+What uvicorn does alone (0.3x-0.5x, `protocols/http/httptools_impl.py` and `h11_impl.py`):
+its only timer is `timeout_keep_alive`, armed when a response completes and cancelled by the
+next byte. A new connection that sends nothing has no timer at all, nor does a request whose
+headers or body come a byte at a time; `limit_concurrency` answers 503 only once a
+request's headers are complete, so connections that never send them are never refused.
+One client's idle sockets then hold the process's descriptors until accept() fails for
+everyone.
+
+`HttpProtocol` (uvicorn's own protocol class, subclassed; `serve` passes it as `http=`):
+
+- `max_connections`: a connection accepted while the process already holds that many
+  (HTTP and WebSocket: uvicorn's `server_state.connections` holds both) is answered 503
+  and closed at once, before it is read. The cap is kept below the descriptor limit, whose
+  soft value is first raised to the hard one (`limits`).
+- `http_header_timeout_seconds`: from a connection's start, or from the first byte of a
+  later request on it, its headers must be complete within it; then the body, if any,
+  within as long again from the end of the headers. Else the connection is closed.
+- `http_idle_timeout_seconds`: uvicorn's keep-alive timer, between requests.
+
+A WebSocket leaves this protocol at its upgrade (uvicorn hands the transport to its
+WebSocket protocol): its timers end there; pings and the connection_init timeout bound it.
+
+Refusals are counted in the app's `giftgraph_admission_refused_total{bound}`: the app's
+lifespan puts its `Refusals` in the lifespan state (`STATE_KEY`), which uvicorn hands to
+every protocol instance (`app_state`). Without it (no lifespan), counts are kept in
+`unreported`. Everything that reaches into uvicorn is here; `unsupported()` says whether
+the installed uvicorn still has the shape relied on, and `serve` falls back to its plain
+protocol (with a warning) when it does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import resource
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from giftgraph.config import get_settings
+
+try:
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol as _Base
+except ImportError:  # pragma: no cover - uvicorn moved it: `serve` falls back
+    _Base = asyncio.Protocol  # type: ignore[misc,assignment]
+
+log = logging.getLogger("giftgraph.admission.server")
+
+HTTP_PROTOCOL = "giftgraph.admission.server:HttpProtocol"
+STATE_KEY = "giftgraph.refusals"
+# Descriptors kept for what is not a client connection: the database pool (its size and
+# overflow are added), the broker, listening sockets, logs, files being served.
+RESERVED_FDS = 64
+# The uvicorn names relied on: methods of its HTTP protocol class, attributes its instances
+# set in __init__ (checked again on the first connection of each process).
+METHODS = ("connection_made", "connection_lost", "data_received", "timeout_keep_alive_handler")
+ATTRIBUTES = ("cycle", "transport", "connections", "timeout_keep_alive", "app_state", "loop")
+REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+           b"content-length: 20\r\nconnection: close\r\n\r\nToo many connections")
+unreported: collections.Counter[str] = collections.Counter()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """This process's bounds, from its settings and its descriptor limit."""
+
+    max_connections: int
+    header_timeout: float
+    idle_timeout: float
+
+
+def raise_nofile() -> int | None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; the soft limit now (None: unlimited)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # e.g. macOS refuses RLIM_INFINITY: keep the soft one
+            log.warning("could not raise the open-file limit from %d to %d", soft, hard)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+@lru_cache(maxsize=1)
+def limits() -> Limits:
+    """Computed once per process (every worker is one), raising the descriptor limit."""
+    settings = get_settings()
+    cap = settings.max_connections
+    nofile = raise_nofile()
+    if nofile is not None:
+        room = nofile - RESERVED_FDS - settings.db_pool_size - settings.db_max_overflow
+        if cap > room:
+            log.warning("max_connections %d lowered to %d: the open-file limit is %d",
+                        cap, max(1, room), nofile)
+            cap = max(1, room)
+    return Limits(cap, settings.http_header_timeout_seconds,
+                  settings.http_idle_timeout_seconds)
+
+
+def unsupported() -> str | None:
+    """Why the installed uvicorn can't take `HttpProtocol`, or None when it can."""
+    if _Base is asyncio.Protocol:
+        return "uvicorn.protocols.http.auto.AutoHTTPProtocol is gone"
+    missing = [m for m in METHODS if not callable(getattr(_Base, m, None))]
+    if missing:
+        return f"{_Base.__name__} has no {', '.join(missing)}"
+    return None
+
+
+def serve_protocol() -> str:
+    """What `serve` passes as uvicorn's `http=`: ours, or uvicorn's own (warned) when the
+    installed uvicorn changed shape."""
+    reason = unsupported()
+    if reason is None:
+        return HTTP_PROTOCOL
+    log.warning("connection bounds off (max_connections, header and idle timeouts): %s; "
+                "serving with uvicorn's own HTTP protocol", reason)
+    return "auto"
+
+
+def count(app_state: dict[str, Any], bound: str) -> None:
+    """One refusal, in the app's metrics when its lifespan handed them over."""
+    refusals = app_state.get(STATE_KEY)
+    if refusals is not None:
+        refusals.count(bound)
+    else:
+        unreported[bound] += 1
+
+
+class _Throttled:
+    """A warning at most every `every` seconds, with how many were left unsaid."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every, self.last, self.quiet = every, -every, 0
+
+    def warn(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            self.quiet += 1
+            return
+        if self.quiet:
+            message, args = message + " (and %d more since the last warning)", (*args, self.quiet)
+        log.warning(message, *args)
+        self.last, self.quiet = now, 0
+
+
+_at_cap = _Throttled()
+_shape_checked = False
+_enabled = True
+
+
+HEADERS = object()  # what a connection waits for before a request's headers are complete
+
+
+class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
+    """uvicorn's HTTP protocol with the connection cap and the request deadline; the idle
+    timeout is its keep-alive timer, set from our setting."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = limits()
+        self._refused = False
+        self._deadline: asyncio.TimerHandle | None = None
+        self._waiting: object = None  # HEADERS, a cycle (its body), or None
+        if _check_shape(self):
+            self.timeout_keep_alive = self._limits.idle_timeout
+
+    def connection_made(self, transport: Any) -> None:
+        if _enabled and len(self.connections) >= self._limits.max_connections:
+            self._refused = True
+            count(self.app_state, "connections")
+            _at_cap.warn("connection refused: %d open (max_connections)",
+                         len(self.connections))
+            transport.write(REFUSED)
+            transport.close()
+            return
+        super().connection_made(transport)
+        if _enabled:
+            self._wait(HEADERS)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return
+        self._stop()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if _enabled:
+            self._track()
+
+    def timeout_keep_alive_handler(self) -> None:
+        if _enabled and not self.transport.is_closing():
+            count(self.app_state, "idle_timeout")
+        super().timeout_keep_alive_handler()
+
+    def _track(self) -> None:
+        """After bytes were parsed: what this connection now waits for from the client."""
+        transport = self.transport
+        if transport.is_closing() or transport.get_protocol() is not self:
+            self._stop()  # closed, or upgraded to a WebSocket: no longer ours
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.more_body:  # headers in, body coming: as long again for it
+                if self._waiting is not cycle:
+                    self._wait(cycle)
+            else:  # the request is in; the app has it
+                self._stop()
+        elif self._waiting is not HEADERS:  # bytes of the next request's headers
+            self._wait(HEADERS)
+
+    def _wait(self, what: object) -> None:
+        self._stop()
+        self._waiting = what
+        self._deadline = self.loop.call_later(self._limits.header_timeout, self._expired)
+
+    def _stop(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self._waiting = None
+
+    def _expired(self) -> None:
+        self._deadline = self._waiting = None
+        if not self.transport.is_closing():
+            count(self.app_state, "header_timeout")
+            self.transport.close()
+
+
+def _check_shape(protocol: Any) -> bool:
+    """On the first connection of the process: are uvicorn's attributes still there? If
+    not, every connection of the process is served as uvicorn alone would (warned once)."""
+    global _shape_checked, _enabled
+    if not _shape_checked:
+        _shape_checked = True
+        missing = [a for a in ATTRIBUTES if not hasattr(protocol, a)]
+        if missing:
+            _enabled = False
+            log.warning("connection bounds off: uvicorn's HTTP protocol has no %s",
+                        ", ".join(missing))
+    return _enabled

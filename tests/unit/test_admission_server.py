@@ -1,0 +1,107 @@
+"""The contract of giftgraph.admission.server with the installed uvicorn, and its fallback
+when uvicorn changed shape (the behaviour itself: tests/integration/test_connections.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import subprocess
+import sys
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from giftgraph.admission import server
+from giftgraph.config import Settings
+
+
+async def _app(scope: object, receive: object, send: object) -> None:
+    raise NotImplementedError
+
+
+@pytest.fixture
+def bounds(monkeypatch: pytest.MonkeyPatch) -> server.Limits:
+    wanted = server.Limits(max_connections=7, header_timeout=3.5, idle_timeout=1.5)
+    monkeypatch.setattr(server, "limits", lambda: wanted)
+    return wanted
+
+
+async def test_installed_uvicorn_has_every_name_relied_on(bounds: server.Limits) -> None:
+    assert server.unsupported() is None
+    assert server.serve_protocol() == server.HTTP_PROTOCOL
+    config = Config(app=_app, http=server.HttpProtocol, log_config=None, lifespan="off")
+    protocol = server.HttpProtocol(config=config, server_state=ServerState(), app_state={},
+                                   _loop=asyncio.get_running_loop())
+    for name in server.ATTRIBUTES:
+        assert hasattr(protocol, name), name
+    assert protocol.connections is not None
+    assert protocol.timeout_keep_alive == bounds.idle_timeout  # uvicorn's timer, our value
+    assert server._enabled
+
+
+def test_changed_uvicorn_is_served_plain_with_a_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    class Changed:  # no timeout_keep_alive_handler, no data_received
+        def connection_made(self) -> None: ...
+        def connection_lost(self) -> None: ...
+
+    monkeypatch.setattr(server, "_Base", Changed)
+    with caplog.at_level(logging.WARNING, logger=server.log.name):
+        assert server.serve_protocol() == "auto"
+    assert "data_received, timeout_keep_alive_handler" in caplog.text
+
+
+def test_instances_without_uvicorn_attributes_turn_the_bounds_off(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(server, "_shape_checked", False)
+    monkeypatch.setattr(server, "_enabled", True)
+    with caplog.at_level(logging.WARNING, logger=server.log.name):
+        assert not server._check_shape(object())
+    assert not server._enabled
+    assert "connection bounds off" in caplog.text
+
+
+def test_cap_is_kept_below_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(_env_file=None, max_connections=4096, db_pool_size=10,  # type: ignore[call-arg]
+                        db_max_overflow=10, http_header_timeout_seconds=4,
+                        http_idle_timeout_seconds=2)
+    monkeypatch.setattr(server, "get_settings", lambda: settings)
+    monkeypatch.setattr(server, "raise_nofile", lambda: 1024)
+    server.limits.cache_clear()
+    try:
+        assert server.limits() == server.Limits(1024 - server.RESERVED_FDS - 20, 4, 2)
+        monkeypatch.setattr(server, "raise_nofile", lambda: None)  # unlimited
+        server.limits.cache_clear()
+        assert server.limits().max_connections == 4096
+    finally:
+        server.limits.cache_clear()
+
+
+def test_refusals_go_to_the_app_state_or_are_kept() -> None:
+    counted: list[str] = []
+
+    class Refusals:
+        def count(self, bound: str) -> None:
+            counted.append(bound)
+
+    server.count({server.STATE_KEY: Refusals()}, "connections")
+    assert counted == ["connections"]
+    before = server.unreported["idle_timeout"]
+    server.count({}, "idle_timeout")
+    assert server.unreported["idle_timeout"] == before + 1
+
+
+def test_open_file_limit_is_raised_to_the_hard_limit() -> None:
+    """In a process started with a low soft limit (as a shell's `ulimit -Sn 256`)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.skip(f"hard limit {hard}: nothing to raise to")
+    script = ("import resource; from giftgraph.admission.server import raise_nofile; "
+              "print(raise_nofile(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    out = subprocess.run(  # noqa: S603 - our own interpreter, fixed args
+        [sys.executable, "-c", script],
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+        capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert out == [str(hard), str(hard)]
