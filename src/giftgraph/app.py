@@ -433,9 +433,7 @@ def create_app(settings: Settings) -> Starlette:
                            state.database.engine.pool,
                            lambda: hub.stats()["subscribers"])
         hub.on_backlog = state.metrics.events_in_backlog.inc
-        hub.on_published = state.metrics.events_published.inc
-        state.metrics.events_publish_failures.set_function(
-            lambda: float(hub.publish_failures))
+        state.metrics.bind_publisher(hub)
         try:
             yield
         finally:
@@ -445,6 +443,10 @@ def create_app(settings: Settings) -> Starlette:
                 state.embedded.stop()
 
     async def health(_: Request) -> Response:
+        """`status`, `db` and `broadcast`; 503 unless healthy. `broadcast` is `connected`,
+        `disconnected`, or `stuck`: connected, but the messages this instance keeps to
+        publish again have gone `Hub.stuck_after` seconds without one going out, or it
+        dropped one that recently (its events do not reach other instances live)."""
         db_ok = False
         for attempt in (1, 2):
             try:
@@ -460,12 +462,14 @@ def create_app(settings: Settings) -> Starlette:
             except Exception:  # any failure means "not connected"; details go to the log
                 log.warning("health check: database unreachable", exc_info=True)
             break
-        broadcast_ok = state.live is not None and state.live.hub.connected
-        healthy = db_ok and broadcast_ok
+        hub = state.live.hub if state.live is not None else None
+        broadcast = "disconnected" if hub is None or not hub.connected else \
+            "stuck" if hub.stuck else "connected"
+        healthy = db_ok and broadcast == "connected"
         body = {
             "status": "healthy" if healthy else "unhealthy",
             "db": "connected" if db_ok else "disconnected",
-            "broadcast": "connected" if broadcast_ok else "disconnected",
+            "broadcast": broadcast,
         }
         return JSONResponse(body, status_code=200 if healthy else 503)
 
