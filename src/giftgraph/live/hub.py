@@ -572,7 +572,7 @@ class Hub:
         try:
             data = orjson.loads(message)
             user_id = uuid.UUID(data["revoke"])
-        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
+        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError):
             log.warning("ignoring a malformed control message")
             return
         await self._close_sockets(user_id)
@@ -582,7 +582,10 @@ class Hub:
             for sub in feed.subscribers:
                 sub.offer(RESYNC)
         for callback in self.on_resync:
-            callback()
+            try:
+                callback()
+            except Exception:  # never the end of the control loop (revocations, resyncs)
+                log.warning("on_resync failed", exc_info=True)
 
     # Listening ---------------------------------------------------------------------
 
@@ -617,19 +620,34 @@ class Hub:
                 # instead of one per event, which is most of a fan-out's cost.
                 events = [await source.get(), *waiting(source)]
                 items = [item for e in events if (item := self._decode(name, e)) is not None]
-                if len(items) == 1:
-                    await self._fan_out(feed, items[0])
-                elif items:
-                    await self._fan_out_many(feed, items)
+                try:
+                    if len(items) == 1:
+                        await self._fan_out(feed, items[0])
+                    elif items:
+                        await self._fan_out_many(feed, items)
+                except Exception:
+                    # Never the end of the channel's feed (every subscriber of it, now and
+                    # later, would wait forever): whoever may have missed these catches up
+                    # from the Event table.
+                    log.exception("fanning out on %s failed; its subscribers resync", name)
+                    for sub in list(feed.subscribers):
+                        sub.offer(RESYNC)
 
     @staticmethod
     def _decode(name: str, event: BroadcastEvent) -> Any:
+        """An event (decoded once here, not once per subscriber) or another message (a
+        JSON object: a reference, presence); None, logged, for anything else."""
         try:
             item = orjson.loads(event.message)
-            if isinstance(item, dict) and "entity_type" in item:
-                item = decode_event(item)  # once here, not once per subscriber
-        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
-            log.warning("ignoring a malformed event on %s", name)
+            if not isinstance(item, dict):
+                raise TypeError("not a JSON object")
+            if ("entity_type" in item or item.get("thin")) \
+                    and not isinstance(item.get("seq"), int):
+                raise TypeError("an event or reference without a seq")
+            if "entity_type" in item:
+                item = decode_event(item)
+        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError):
+            log.warning("ignoring a malformed message on %s", name)
             return None
         return item
 
@@ -640,11 +658,14 @@ class Hub:
             seq = item.seq
             prev = item.prev_seq if isinstance(item.prev_seq, int) else -1
         for k, sub in enumerate(list(feed.subscribers), 1):
-            # No coroutine per subscriber when it can simply be written now.
-            if seq >= 0 and sub.deliver_now(item, seq, prev):
-                delivered += 1
-            else:
-                delivered += await sub.accept(item)
+            try:
+                # No coroutine per subscriber when it can simply be written now.
+                if seq >= 0 and sub.deliver_now(item, seq, prev):
+                    delivered += 1
+                else:
+                    delivered += await sub.accept(item)
+            except Exception:
+                self._failed(sub)
             if k % FANOUT_SLICE == 0:
                 await asyncio.sleep(0)  # let requests (and other feeds) run between slices
         self._fanned_out(item, delivered)
@@ -662,17 +683,27 @@ class Hub:
         prevs = [p if isinstance(p := item.prev_seq, int) else -1 for item in items] \
             if events else []
         for k, sub in enumerate(list(feed.subscribers), 1):
-            # No coroutine per subscriber when the backlog can simply be written now.
-            done = sub.deliver_many_now(items, seqs, prevs) if events else 0
-            for i in range(done):
-                delivered[i] += 1
-            if done < len(items):
-                for i, direct in enumerate(await sub.accept_many(items[done:]), done):
-                    delivered[i] += direct
+            try:
+                # No coroutine per subscriber when the backlog can simply be written now.
+                done = sub.deliver_many_now(items, seqs, prevs) if events else 0
+                for i in range(done):
+                    delivered[i] += 1
+                if done < len(items):
+                    for i, direct in enumerate(await sub.accept_many(items[done:]), done):
+                        delivered[i] += direct
+            except Exception:
+                self._failed(sub)
             if k % FANOUT_SLICE == 0:
                 await asyncio.sleep(0)
         for item, count in zip(items, delivered, strict=True):
             self._fanned_out(item, count)
+
+    @staticmethod
+    def _failed(sub: Subscription) -> None:
+        """Delivering to `sub` raised (e.g. its socket's write): that subscriber alone
+        catches up from the Event table; the others, and the channel, go on."""
+        log.warning("delivering to a subscriber failed; it resyncs", exc_info=True)
+        sub.offer(RESYNC)
 
     def _fanned_out(self, item: Any, delivered: int) -> None:
         if delivered and self.on_fanout is not None:
