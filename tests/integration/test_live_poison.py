@@ -17,7 +17,8 @@ from sqlalchemy.engine import make_url
 
 from giftgraph.db import models as m
 from giftgraph.ids import decode_id
-from giftgraph.live.hub import RESYNC, Direct, Hub, channel, encode_event
+from giftgraph.live.backends import RECONNECTED
+from giftgraph.live.hub import CONTROL, RESYNC, Direct, Hub, channel, encode_event
 from giftgraph.live.presence import PresenceTracker
 from tests.conftest import GQL, Account, _dsn
 from tests.support import RedisServer, free_port, redis_binary
@@ -179,3 +180,19 @@ async def test_a_failed_dashboard_snapshot_is_not_the_end_of_the_familys_feed(
             assert snap.version > first.version
             if person in {p.person_id for p in snap.dashboard.parts["people"]}:
                 break
+
+
+async def test_a_malformed_control_message_is_not_the_end_of_the_control_loop() -> None:
+    """The control loop (revocations, resyncs after a broker reconnect) goes on after a
+    revocation it can't read and a resync callback that fails."""
+    async with memory_hub() as hub, hub.listen("gg:f:t") as sub:
+        def failing_callback() -> None:
+            raise RuntimeError("a callback's bug")
+
+        hub.on_resync.append(failing_callback)
+        for message in ('{"revoke": 5}', '{"revoke": null}', "[1]"):
+            await hub.broadcast.publish(CONTROL, message)
+        await hub.broadcast.publish(RECONNECTED, "")  # resync: the callback fails
+        assert await asyncio.wait_for(sub.get(), 2) is RESYNC
+        await hub.broadcast.publish(RECONNECTED, "")  # the loop is still there
+        assert await asyncio.wait_for(sub.get(), 2) is RESYNC
