@@ -444,9 +444,10 @@ def create_app(settings: Settings) -> Starlette:
 
     async def health(_: Request) -> Response:
         """`status`, `db` and `broadcast`; 503 unless healthy. `broadcast` is `connected`,
-        `disconnected`, or `stuck`: connected, but the messages this instance keeps to
-        publish again have gone `Hub.stuck_after` seconds without one going out, or it
-        dropped one that recently (its events do not reach other instances live)."""
+        `disconnected`, or `stuck`: connected, but this instance's publishing has made no
+        progress for `Hub.stuck_after` seconds (kept messages not going out, or a publish
+        waiting that long for the broker's answer), or it dropped a message that recently:
+        its events do not reach other instances live (`Hub.stuck`)."""
         db_ok = False
         for attempt in (1, 2):
             try:

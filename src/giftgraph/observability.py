@@ -118,8 +118,9 @@ class Metrics:
             registry=r)
         self.events_publish_backlog_seconds = Gauge(
             "giftgraph_events_publish_backlog_seconds",
-            "How long the kept messages have gone without one being published (0: none "
-            "kept); /health reports the broadcast `stuck` past a bound", registry=r)
+            "How long publishing has gone without progress: kept messages since one last "
+            "went out, or the oldest publish still waiting for the broker's answer (0: "
+            "neither); /health reports the broadcast `stuck` past a bound", registry=r)
         self.events_delivered = Counter("giftgraph_events_delivered",
                                         "Events delivered to subscribers", registry=r)
         self.fanout_seconds = Histogram(

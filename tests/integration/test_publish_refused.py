@@ -253,3 +253,31 @@ async def test_a_publisher_that_cannot_publish_shows_as_stuck(server_url: str,
 
         await until(drained, 10)
         assert (await state())[2]["giftgraph_events_publish_backlog"] == 0
+
+
+async def test_a_publish_the_broker_does_not_answer_shows_as_stuck(database_url: str) -> None:
+    """A broker that stops answering (SIGSTOP) keeps nothing pending, but holds every
+    publish: that is no progress too."""
+    server = RedisServer(redis_binary(), free_port())
+    server.start()
+    try:
+        async with hub_on(server.url, database_url) as hub:
+            hub.stuck_after = 0.5
+            server.freeze()
+            try:
+                task = asyncio.create_task(hub.revoke_user(uuid.uuid4()))
+                await asyncio.sleep(1.0)
+                assert not task.done()  # still waiting for the broker's answer
+                assert not hub.pending
+                assert hub.stuck
+                assert hub.backlog_seconds >= 0.5
+            finally:
+                server.thaw()
+            await asyncio.wait_for(task, 15)
+
+            async def moving() -> bool:
+                return not hub.stuck
+
+            await until(moving, 10)
+    finally:
+        server.stop()

@@ -353,6 +353,7 @@ class Hub:
         self.pending: deque[Outgoing] = deque()
         self.stuck_after = STUCK_AFTER
         self._waiting_since: float | None = None  # when pending last made no progress
+        self._publishing: dict[object, float] = {}  # each publish awaiting the broker: since
         self._dropped_at = -float("inf")
         self._retry_now = asyncio.Event()
         self.on_resync: list[Callable[[], None]] = []
@@ -417,14 +418,20 @@ class Hub:
 
     @property
     def backlog_seconds(self) -> float:
-        """How long the kept messages have gone without one going out (0: none kept)."""
-        since = self._waiting_since
-        return time.monotonic() - since if self.pending and since is not None else 0.0
+        """How long the publisher has gone without progress: the kept messages since one
+        last went out, or the oldest publish still waiting for the broker's answer (a
+        broker that stopped answering keeps nothing, but holds every publish); 0 when
+        neither."""
+        now, since = time.monotonic(), self._waiting_since
+        kept = now - since if self.pending and since is not None else 0.0
+        waiting = now - min(self._publishing.values()) if self._publishing else 0.0
+        return max(kept, waiting)
 
     @property
     def stuck(self) -> bool:
-        """Kept messages have gone `stuck_after` seconds without one going out, or a
-        message was dropped within the last `stuck_after` seconds."""
+        """The publisher has gone `stuck_after` seconds without progress
+        (`backlog_seconds`), or a message was dropped within the last `stuck_after`
+        seconds."""
         return (self.backlog_seconds >= self.stuck_after
                 or time.monotonic() - self._dropped_at < self.stuck_after)
 
@@ -450,6 +457,8 @@ class Hub:
         did; False when it was refused with nothing smaller to send (dropped: logged and
         counted). Raises when the broker could not take it for now (the caller keeps it)."""
         while True:
+            token = object()
+            self._publishing[token] = time.monotonic()
             try:
                 await self.broadcast.publish(out.channel, out.message)
             except Refused as exc:
@@ -463,6 +472,8 @@ class Hub:
                             "by reference instead", out.channel, exc)
                 out.message, out.reference = out.reference, None
                 continue
+            finally:
+                del self._publishing[token]
             return True
 
     def _keep(self, messages: list[Outgoing]) -> None:
