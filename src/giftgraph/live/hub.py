@@ -37,8 +37,9 @@ THIN_OVER = 7000
 # (`behind`); revocations are always kept (one per deactivated or deleted user).
 PENDING_MAX = 10_000
 REPUBLISH_EVERY = 0.5  # seconds between attempts while anything is pending
-# The publisher is stuck (`Hub.stuck`) when kept messages have gone this long without one
-# going out, or when one was dropped this recently.
+# The publisher is stuck (`Hub.stuck`, /health) after this long without progress (kept
+# messages not going out, or a publish waiting for the broker's answer), or when it dropped
+# a message this recently.
 STUCK_AFTER = 10.0
 
 
