@@ -488,9 +488,7 @@ def create_app(settings: Settings) -> Starlette:
                            state.database.engine.pool,
                            lambda: hub.stats()["subscribers"])
         hub.on_backlog = state.metrics.events_in_backlog.inc
-        hub.on_published = state.metrics.events_published.inc
-        state.metrics.events_publish_failures.set_function(
-            lambda: float(hub.publish_failures))
+        state.metrics.bind_publisher(hub)
         try:
             # The lifespan state reaches uvicorn's protocol instances too: the connection
             # bounds (giftgraph.admission.server) count their refusals here.
@@ -504,6 +502,11 @@ def create_app(settings: Settings) -> Starlette:
     head = schema_state(head_revisions())  # this code's head revision, from its scripts
 
     async def health(_: Request) -> Response:
+        """`status`, `db`, `schema` and `broadcast`; 503 unless healthy. `broadcast` is `connected`,
+        `disconnected`, or `stuck`: connected, but this instance's publishing has made no
+        progress for `Hub.stuck_after` seconds (kept messages not going out, or a publish
+        waiting that long for the broker's answer), or it dropped a message that recently:
+        its events do not reach other instances live (`Hub.stuck`)."""
         db_ok = False
         schema = "unknown"
         for attempt in (1, 2):
@@ -523,13 +526,15 @@ def create_app(settings: Settings) -> Starlette:
             except Exception:  # any failure means "not connected"; details go to the log
                 log.warning("health check: database unreachable", exc_info=True)
             break
-        broadcast_ok = state.live is not None and state.live.hub.connected
-        healthy = db_ok and schema == head and broadcast_ok
+        hub = state.live.hub if state.live is not None else None
+        broadcast = "disconnected" if hub is None or not hub.connected else \
+            "stuck" if hub.stuck else "connected"
+        healthy = db_ok and schema == head and broadcast == "connected"
         body = {
             "status": "healthy" if healthy else "unhealthy",
             "db": "connected" if db_ok else "disconnected",
             "schema": schema,
-            "broadcast": "connected" if broadcast_ok else "disconnected",
+            "broadcast": broadcast,
         }
         return JSONResponse(body, status_code=200 if healthy else 503)
 

@@ -99,6 +99,28 @@ class Metrics:
             "giftgraph_events_publish_failures",
             "Messages (events, socket revocations) the broadcast backend refused when first "
             "published: kept and published again once it takes them", registry=r)
+        self.events_publish_refused = Gauge(
+            "giftgraph_events_publish_refused",
+            "Messages the broadcast backend refused for their content (too large once "
+            "encoded, not encodable), never retried: events went by reference instead, "
+            "anything else was dropped", registry=r)
+        self.events_publish_dropped = Counter(
+            "giftgraph_events_publish_dropped",
+            "Messages never published: refused for their content even by reference "
+            "(refused), or events not kept while PENDING_MAX were kept already "
+            "(backlog_full); subscribers elsewhere catch up at their topic's next event",
+            ["reason"], registry=r)
+        for reason in ("refused", "backlog_full"):
+            self.events_publish_dropped.labels(reason)
+        self.events_publish_backlog = Gauge(
+            "giftgraph_events_publish_backlog",
+            "Messages kept to publish again, in order, once the broadcast backend takes them",
+            registry=r)
+        self.events_publish_backlog_seconds = Gauge(
+            "giftgraph_events_publish_backlog_seconds",
+            "How long publishing has gone without progress: kept messages since one last "
+            "went out, or the oldest publish still waiting for the broker's answer (0: "
+            "neither); /health reports the broadcast `stuck` past a bound", registry=r)
         self.events_delivered = Counter("giftgraph_events_delivered",
                                         "Events delivered to subscribers", registry=r)
         self.fanout_seconds = Histogram(
@@ -154,6 +176,18 @@ class Metrics:
         self.broadcast_reconnects.set_function(lambda: float(reconnects()))
         self.db_pool_checked_out.set_function(lambda: float(pool.checkedout()))
         self.db_pool_size.set_function(lambda: float(pool.size()))
+
+
+    def bind_publisher(self, hub: Any) -> None:
+        """The publishing metrics of `hub` (a live.Hub): what went out, what waits, what the
+        backend refused or was dropped."""
+        hub.on_published = self.events_published.inc
+        hub.on_dropped = lambda reason, count: self.events_publish_dropped.labels(reason).inc(
+            count)
+        self.events_publish_failures.set_function(lambda: float(hub.publish_failures))
+        self.events_publish_refused.set_function(lambda: float(hub.publish_refused))
+        self.events_publish_backlog.set_function(lambda: float(len(hub.pending)))
+        self.events_publish_backlog_seconds.set_function(lambda: float(hub.backlog_seconds))
 
 
 def error_codes(result: Any) -> list[str]:

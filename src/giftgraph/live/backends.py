@@ -6,6 +6,12 @@ with redis-py >= 8, and its postgres backend breaks on concurrent publishes (#22
 backends never raise from `next_published`: on a lost connection they reconnect with
 backoff, resubscribe every channel, then emit a RECONNECTED marker so subscribers can
 catch up from the Event table (nothing committed while the broker was away is lost).
+
+Publishing tells two failures apart. `Refused`: the broker will never take this message (too
+large once encoded, not encodable, refused as invalid); retrying cannot help, and the hub sends
+an event by reference instead or drops the message. Any other error: the broker is away for
+now, and the hub keeps the message (in order) to publish again. `payload_size` is what the
+backend sends, in bytes, after its own encoding and escaping: what its limit applies to.
 """
 
 from __future__ import annotations
@@ -24,8 +30,26 @@ from broadcaster._backends.memory import MemoryBackend
 log = logging.getLogger("giftgraph.live")
 
 RECONNECTED = "giftgraph:reconnected"
-# PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; the hub sends larger events thin.
-PG_NOTIFY_LIMIT = 7900
+# PostgreSQL refuses a NOTIFY payload of 8000 bytes or more (BLCKSZ - NAMEDATALEN - 128 with
+# the default 8 KB pages), counted in the server encoding's bytes.
+PG_NOTIFY_LIMIT = 7999
+# Redis refuses a PUBLISH over `proto-max-bulk-len` (512 MB by default, at least 1 MB) and
+# drops the connection that sent it; subscribers whose unread messages pass
+# `client-output-buffer-limit pubsub` (8 MB for a minute, 32 MB at once) are disconnected.
+# Far below both whatever the server's configuration.
+REDIS_MESSAGE_LIMIT = 512 * 1024
+
+
+class Refused(Exception):
+    """The broker will never take this message, however often it is sent again."""
+
+
+def utf8(message: str) -> bytes:
+    """`message` as a broker sends it; Refused when it can't be (a lone surrogate)."""
+    try:
+        return message.encode()
+    except UnicodeEncodeError as exc:
+        raise Refused(f"not encodable: {exc}") from exc
 
 
 class Backoff:
@@ -45,6 +69,8 @@ class Backoff:
 class ResilientBackend(BroadcastBackend):
     """Shared state of the reconnecting backends."""
 
+    max_payload = 0  # bytes of `payload_size`: larger messages are Refused
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.channels: set[str] = set()
@@ -56,6 +82,14 @@ class ResilientBackend(BroadcastBackend):
 
     async def next_published(self) -> Event:
         return await self._queue.get()
+
+    def payload_size(self, channel: str, message: str) -> int:
+        """The bytes this backend sends to publish `message` on `channel`."""
+        raise NotImplementedError
+
+    def _refuse_over_limit(self, size: int) -> None:
+        if size > self.max_payload:
+            raise Refused(f"a message of {size} bytes; the broker takes {self.max_payload}")
 
     async def disconnect(self) -> None:
         self._closing = True
@@ -86,7 +120,14 @@ class RedisBackend(ResilientBackend):
     without telling anyone). The subscriber connection therefore runs without retries, and
     any loss of it surfaces here: reopen, resubscribe, then RECONNECTED, so what was
     published while it was away is caught up from the Event table.
+
+    A message goes out as its UTF-8 bytes, unchanged; over REDIS_MESSAGE_LIMIT it is Refused
+    before it is sent, as is one the server answers with an error (a protocol error, no
+    permission on the channel), which no retry would change; the transient ones (loading,
+    out of memory, read-only, try again) are not refusals.
     """
+
+    max_payload = REDIS_MESSAGE_LIMIT
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -95,14 +136,28 @@ class RedisBackend(ResilientBackend):
         self._pubsub: Any = None
         self._errors: tuple[type[BaseException], ...] = (OSError, ConnectionError,
                                                          RuntimeError, TimeoutError)
+        self._refusals: tuple[type[BaseException], ...] = ()
+        self._transient: tuple[type[BaseException], ...] = ()
 
     async def connect(self) -> None:
         import redis.asyncio as redis
         from redis.asyncio.retry import Retry
         from redis.backoff import ExponentialBackoff
-        from redis.exceptions import RedisError
+        from redis.exceptions import (
+            BusyLoadingError,
+            ClusterDownError,
+            DataError,
+            OutOfMemoryError,
+            ReadOnlyError,
+            RedisError,
+            ResponseError,
+            TryAgainError,
+        )
 
         self._errors = (*self._errors, RedisError)
+        self._refusals = (DataError, ResponseError)
+        self._transient = (BusyLoadingError, ClusterDownError, OutOfMemoryError, ReadOnlyError,
+                           TryAgainError)
         self._client = redis.Redis.from_url(
             self.url, socket_connect_timeout=2, socket_timeout=5,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1))
@@ -192,25 +247,45 @@ class RedisBackend(ResilientBackend):
             with contextlib.suppress(*self._errors):
                 await self._pubsub.unsubscribe(channel)
 
+    def payload_size(self, channel: str, message: str) -> int:
+        return len(utf8(message))
+
     async def publish(self, channel: str, message: Any) -> None:
+        payload = utf8(message)
+        self._refuse_over_limit(len(payload))
         if self._client is None:
             raise ConnectionError("redis broadcast is not connected")
-        await self._client.publish(channel, message)
+        try:
+            await self._client.publish(channel, payload)
+        except self._transient:
+            raise
+        except self._refusals as exc:
+            raise Refused(f"redis refused the message: {exc}") from exc
 
 
 class PostgresBackend(ResilientBackend):
-    """LISTEN/NOTIFY on the application database: one PG channel, logical channels inside."""
+    """LISTEN/NOTIFY on the application database: one PG channel, logical channels inside.
+
+    A message goes out inside a JSON envelope (`{"c": channel, "m": message}`: the message's
+    quotes and backslashes are escaped once more); over PG_NOTIFY_LIMIT bytes it is Refused
+    before it is sent, as is one the server refuses as invalid data (SQLSTATE class 22: too
+    long for another page size, not representable in the server encoding).
+    """
 
     PG_CHANNEL = "giftgraph"
+    max_payload = PG_NOTIFY_LIMIT
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self._listen: Any = None
         self._pool: Any = None
         self._lost = asyncio.Event()
+        self._refusals: tuple[type[BaseException], ...] = ()
 
     async def connect(self) -> None:
         import asyncpg
+
+        self._refusals = (asyncpg.exceptions.DataError,)
 
         # A pool: one asyncpg connection can't run concurrent NOTIFYs (broadcaster #22).
         self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=4,
@@ -282,11 +357,26 @@ class PostgresBackend(ResilientBackend):
     async def unsubscribe(self, channel: str) -> None:
         self.channels.discard(channel)
 
+    @staticmethod
+    def _payload(channel: str, message: str) -> bytes:
+        try:
+            return orjson.dumps({"c": channel, "m": message})
+        except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate
+            raise Refused(f"not encodable: {exc}") from exc
+
+    def payload_size(self, channel: str, message: str) -> int:
+        return len(self._payload(channel, message))
+
     async def publish(self, channel: str, message: Any) -> None:
-        payload = orjson.dumps({"c": channel, "m": message}).decode()
-        if len(payload.encode()) > PG_NOTIFY_LIMIT:
-            raise ValueError("NOTIFY payload too large")
-        await self._pool.execute("SELECT pg_notify($1, $2)", self.PG_CHANNEL, payload)
+        payload = self._payload(channel, message)
+        self._refuse_over_limit(len(payload))
+        if self._pool is None:
+            raise ConnectionError("postgres broadcast is not connected")
+        try:
+            await self._pool.execute("SELECT pg_notify($1, $2)", self.PG_CHANNEL,
+                                     payload.decode())
+        except self._refusals as exc:
+            raise Refused(f"postgres refused the NOTIFY: {exc}") from exc
 
 
 class LocalBackend(MemoryBackend):
@@ -294,6 +384,9 @@ class LocalBackend(MemoryBackend):
 
     connected = True
     reconnects = 0
+
+    def payload_size(self, channel: str, message: str) -> int:
+        return len(utf8(message))
 
 
 def make_backend(url: str, database_url: str) -> BroadcastBackend:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,7 +14,10 @@ from dataclasses import dataclass, field
 from giftgraph.db.engine import Database
 from giftgraph.db.session import OperationDb
 from giftgraph.events import FAMILY_TOPIC
-from giftgraph.live.hub import Hub, channel, start_worker, stop_worker
+from giftgraph.live.backends import Backoff
+from giftgraph.live.hub import RESYNC, Hub, channel, start_worker, stop_worker
+
+log = logging.getLogger("giftgraph.live")
 
 
 @dataclass
@@ -71,6 +75,9 @@ class DashboardFeeds:
             db = OperationDb(self.database)
             try:
                 dash = await Dashboard.for_family(feed.family_id).prefetch(db)
+            except BaseException:
+                feed.dirty = True  # the snapshot kept is not current: the next call computes
+                raise
             finally:
                 await db.close()
             self.computations += 1
@@ -86,6 +93,7 @@ class DashboardFeeds:
             # The feed starts as its first watcher gets its snapshot: the family's 250 ms
             # window starts with it, not with the first change after it.
             last_emit = time.monotonic()
+            backoff = Backoff(first=self.interval)
             while True:
                 await sub.get()  # an event, or a resync after a broker reconnect
                 feed.dirty = True
@@ -94,7 +102,17 @@ class DashboardFeeds:
                     await asyncio.sleep(wait)  # changes meanwhile fold into this snapshot
                 sub.drain()
                 sub.overflowed = False
-                snap = await self._compute(feed)
+                try:
+                    snap = await self._compute(feed)
+                except Exception:
+                    # Never the end of the family's feed (its watchers, now and later,
+                    # would get no snapshot again): computed again after a backoff.
+                    log.warning("dashboard snapshot failed; computing it again",
+                                exc_info=True)
+                    await backoff.wait()
+                    sub.offer(RESYNC)
+                    continue
+                backoff.reset()
                 last_emit = time.monotonic()
                 for watcher in list(feed.watchers):
                     watcher.put(snap)

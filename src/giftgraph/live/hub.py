@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -20,19 +21,25 @@ from broadcaster import Event as BroadcastEvent
 from starlette.websockets import WebSocket
 
 from giftgraph.db import models as m
-from giftgraph.live.backends import RECONNECTED, make_backend
+from giftgraph.live.backends import RECONNECTED, Refused, make_backend
 from giftgraph.live.wire import Inbox
 
 log = logging.getLogger("giftgraph.live")
 
 CONTROL = "giftgraph:control"
-THIN_OVER = 7000  # bytes; larger events travel as a reference and are loaded once here
+# Bytes of what the backend sends for an event (`payload_size`: after its own encoding and
+# escaping); a larger event travels as a reference and is loaded once by each instance.
+THIN_OVER = 7000
 # Messages kept while the broker can't take them (events and revocations), published again
 # in order once it can. Past this bound new events are not kept: other instances'
 # subscribers still catch up, at the next event on the topic, through gap detection
 # (`behind`); revocations are always kept (one per deactivated or deleted user).
 PENDING_MAX = 10_000
 REPUBLISH_EVERY = 0.5  # seconds between attempts while anything is pending
+# The publisher is stuck (`Hub.stuck`, /health) after this long without progress (kept
+# messages not going out, or a publish waiting for the broker's answer), or when it dropped
+# a message this recently.
+STUCK_AFTER = 10.0
 
 
 class Resync:
@@ -58,6 +65,25 @@ def encode_event(e: m.Event) -> str:
         "actor_id": str(e.actor_id) if e.actor_id else None, "at": e.at.isoformat(),
         "payload": e.payload, "prev": e.prev_seq,
     }).decode()
+
+
+def reference(e: m.Event) -> str:
+    """An event sent by reference: each instance loads it from the Event table."""
+    return orjson.dumps({"thin": True, "seq": e.seq, "prev": e.prev_seq}).decode()
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A message for the broker: an event, or a control message (a revocation).
+
+    An event's `reference` goes instead when the broker refuses the event itself for its
+    content; None when there is nothing smaller to send (a control message, or an event
+    that already is its reference)."""
+
+    channel: str
+    message: str
+    event: bool
+    reference: str | None = None
 
 
 def decode_event(d: dict[str, Any]) -> m.Event:
@@ -318,13 +344,20 @@ class Hub:
         self.published = 0
         self.backlog_events = 0  # events fanned out in a batch with others already waiting
         self.on_backlog: Callable[[int], None] | None = None  # called with each batch's size
-        self.publish_failures = 0  # messages the broker refused at first (kept, or dropped)
-        self.publish_dropped = 0  # events not kept: PENDING_MAX were pending already
+        self.publish_failures = 0  # messages the broker could not take at first (kept)
+        self.publish_refused = 0  # refused for their content: sent by reference, or dropped
+        self.publish_dropped = 0  # never sent: refused even by reference, or past PENDING_MAX
         # Called with how many events went out, each time some did: at once from `publish`
         # or later from `_republish` (never for events the broker refused).
         self.on_published: Callable[[int], None] | None = None
-        # (channel, message, is_event), oldest first: published again from `_republish_loop`.
-        self.pending: deque[tuple[str, str, bool]] = deque()
+        # Called with a reason ("refused", "backlog_full") and how many messages were dropped.
+        self.on_dropped: Callable[[str, int], None] | None = None
+        # Oldest first: published again from `_republish_loop`.
+        self.pending: deque[Outgoing] = deque()
+        self.stuck_after = STUCK_AFTER
+        self._waiting_since: float | None = None  # when pending last made no progress
+        self._publishing: dict[object, float] = {}  # each publish awaiting the broker: since
+        self._dropped_at = -float("inf")
         self._retry_now = asyncio.Event()
         self.on_resync: list[Callable[[], None]] = []
         # Called after an event went to its caught-up subscribers, with how many.
@@ -356,15 +389,16 @@ class Hub:
 
     async def publish(self, events: list[m.Event]) -> int:
         """Called after COMMIT; how many of `events` went out now. A broker failure is
-        logged, not raised: the change is committed, and what the broker refused is kept
-        and published again (in order, before anything newer) when it takes messages again.
-        """
+        logged, not raised: the change is committed, and what the broker could not take is
+        kept and published again (in order, before anything newer) when it takes messages
+        again. An event the broker refuses for its content goes by reference at once."""
         messages = []
         for e in events:
-            message = encode_event(e)
-            if len(message) > THIN_OVER:
-                message = orjson.dumps({"thin": True, "seq": e.seq, "prev": e.prev_seq}).decode()
-            messages.append((channel(e.family_id, e.topic), message, True))
+            name, message, ref = channel(e.family_id, e.topic), encode_event(e), reference(e)
+            if self._payload_size(name, message) > THIN_OVER:
+                messages.append(Outgoing(name, ref, True))
+            else:
+                messages.append(Outgoing(name, message, True, ref))
         sent = await self._send(messages)
         self._count_published(sent)
         return sent
@@ -372,58 +406,122 @@ class Hub:
     async def revoke_user(self, user_id: uuid.UUID) -> None:
         """Close every socket of a deactivated or deleted user, on every instance."""
         msg = orjson.dumps({"revoke": str(user_id)}).decode()
-        if not await self._send([(CONTROL, msg, False)]):
-            # Kept for the other instances; close this instance's sockets now.
+        if not await self._send([Outgoing(CONTROL, msg, False)]):
+            # Kept for the other instances (or dropped); close this instance's sockets now.
             await self._close_sockets(user_id)
 
-    async def _send(self, messages: list[tuple[str, str, bool]]) -> int:
+    def _payload_size(self, name: str, message: str) -> int:
+        """The bytes the backend sends for `message` (a broadcaster backend of its own:
+        the UTF-8 bytes); unencodable counts as too large."""
+        size = getattr(self.backend, "payload_size", None)
+        try:
+            return int(size(name, message)) if size is not None else len(message.encode())
+        except (Refused, UnicodeEncodeError):
+            return sys.maxsize
+
+    @property
+    def backlog_seconds(self) -> float:
+        """How long the publisher has gone without progress: the kept messages since one
+        last went out, or the oldest publish still waiting for the broker's answer (a
+        broker that stopped answering keeps nothing, but holds every publish); 0 when
+        neither."""
+        now, since = time.monotonic(), self._waiting_since
+        kept = now - since if self.pending and since is not None else 0.0
+        waiting = now - min(self._publishing.values()) if self._publishing else 0.0
+        return max(kept, waiting)
+
+    @property
+    def stuck(self) -> bool:
+        """The publisher has gone `stuck_after` seconds without progress
+        (`backlog_seconds`), or a message was dropped within the last `stuck_after`
+        seconds."""
+        return (self.backlog_seconds >= self.stuck_after
+                or time.monotonic() - self._dropped_at < self.stuck_after)
+
+    async def _send(self, messages: list[Outgoing]) -> int:
         """Publish `messages` in order, or keep them (and any after a failure) pending; how
         many went out. Behind anything pending, they wait their turn: order per channel."""
         sent = 0
-        for i, (name, message, _) in enumerate(messages):
+        for i, out in enumerate(messages):
             if self.pending:
                 self._keep(messages[i:])
                 break
             try:
-                await self.broadcast.publish(name, message)
+                sent += await self._publish_one(out)
             except Exception:  # any broker error; the event is safe in the database
-                log.warning("publish on %s failed; kept to publish again", name,
+                log.warning("publish on %s failed; kept to publish again", out.channel,
                             exc_info=True)
                 self._keep(messages[i:])
                 break
-            sent += 1
         return sent
 
-    def _keep(self, messages: list[tuple[str, str, bool]]) -> None:
+    async def _publish_one(self, out: Outgoing) -> bool:
+        """Publish `out`: True when it went out, or, refused for its content, its reference
+        did; False when it was refused with nothing smaller to send (dropped: logged and
+        counted). Raises when the broker could not take it for now (the caller keeps it)."""
+        while True:
+            token = object()
+            self._publishing[token] = time.monotonic()
+            try:
+                await self.broadcast.publish(out.channel, out.message)
+            except Refused as exc:
+                self.publish_refused += 1
+                if out.reference is None:
+                    log.error("the broker refused a message on %s for its content (%s); "
+                              "dropped", out.channel, exc)
+                    self._dropped("refused", 1)
+                    return False
+                log.warning("the broker refused an event on %s for its content (%s); sent "
+                            "by reference instead", out.channel, exc)
+                out.message, out.reference = out.reference, None
+                continue
+            finally:
+                del self._publishing[token]
+            return True
+
+    def _keep(self, messages: list[Outgoing]) -> None:
         if not self.pending:
             self._retry_now.set()
+            self._waiting_since = time.monotonic()
         self.publish_failures += len(messages)
         dropped = 0
         for item in messages:
-            if item[2] and len(self.pending) >= PENDING_MAX:
+            if item.event and len(self.pending) >= PENDING_MAX:
                 dropped += 1
                 continue
             self.pending.append(item)
         if dropped:
-            self.publish_dropped += dropped
+            self._dropped("backlog_full", dropped)
             log.warning("%d unpublished events dropped (%d pending already); subscribers "
                         "catch up at their topic's next event", dropped, PENDING_MAX)
 
+    def _dropped(self, reason: str, count: int) -> None:
+        self.publish_dropped += count
+        self._dropped_at = time.monotonic()
+        if self.on_dropped is not None:
+            try:
+                self.on_dropped(reason, count)
+            except Exception:  # metrics must never stop publishing
+                log.warning("on_dropped failed", exc_info=True)
+
     async def _republish(self) -> bool:
         """Publish what is pending, oldest first, until done (True) or the first failure
-        (False: the rest stays pending). Only one caller at a time (`_republish_loop`)."""
+        (False: the rest stays pending). A message refused for its content goes by
+        reference or is dropped, never retried. Only one caller at a time
+        (`_republish_loop`)."""
         events = 0
         try:
             while self.pending:
-                name, message, is_event = self.pending[0]
+                out = self.pending[0]
                 try:
-                    await self.broadcast.publish(name, message)
-                except Exception:  # the broker still refuses: keep it, try again later
+                    went = await self._publish_one(out)
+                except Exception:  # the broker still can't take it: keep it, try again later
                     log.info("publishing %d pending messages again failed", len(self.pending),
                              exc_info=True)
                     return False
                 self.pending.popleft()
-                events += is_event
+                self._waiting_since = time.monotonic()
+                events += went and out.event
             return True
         finally:
             if events:
@@ -499,7 +597,7 @@ class Hub:
         try:
             data = orjson.loads(message)
             user_id = uuid.UUID(data["revoke"])
-        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
+        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError):
             log.warning("ignoring a malformed control message")
             return
         await self._close_sockets(user_id)
@@ -509,7 +607,10 @@ class Hub:
             for sub in feed.subscribers:
                 sub.offer(RESYNC)
         for callback in self.on_resync:
-            callback()
+            try:
+                callback()
+            except Exception:  # never the end of the control loop (revocations, resyncs)
+                log.warning("on_resync failed", exc_info=True)
 
     # Listening ---------------------------------------------------------------------
 
@@ -544,19 +645,34 @@ class Hub:
                 # instead of one per event, which is most of a fan-out's cost.
                 events = [await source.get(), *waiting(source)]
                 items = [item for e in events if (item := self._decode(name, e)) is not None]
-                if len(items) == 1:
-                    await self._fan_out(feed, items[0])
-                elif items:
-                    await self._fan_out_many(feed, items)
+                try:
+                    if len(items) == 1:
+                        await self._fan_out(feed, items[0])
+                    elif items:
+                        await self._fan_out_many(feed, items)
+                except Exception:
+                    # Never the end of the channel's feed (every subscriber of it, now and
+                    # later, would wait forever): whoever may have missed these catches up
+                    # from the Event table.
+                    log.exception("fanning out on %s failed; its subscribers resync", name)
+                    for sub in list(feed.subscribers):
+                        sub.offer(RESYNC)
 
     @staticmethod
     def _decode(name: str, event: BroadcastEvent) -> Any:
+        """An event (decoded once here, not once per subscriber) or another message (a
+        JSON object: a reference, presence); None, logged, for anything else."""
         try:
             item = orjson.loads(event.message)
-            if isinstance(item, dict) and "entity_type" in item:
-                item = decode_event(item)  # once here, not once per subscriber
-        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
-            log.warning("ignoring a malformed event on %s", name)
+            if not isinstance(item, dict):
+                raise TypeError("not a JSON object")
+            if ("entity_type" in item or item.get("thin")) \
+                    and not isinstance(item.get("seq"), int):
+                raise TypeError("an event or reference without a seq")
+            if "entity_type" in item:
+                item = decode_event(item)
+        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError):
+            log.warning("ignoring a malformed message on %s", name)
             return None
         return item
 
@@ -567,11 +683,14 @@ class Hub:
             seq = item.seq
             prev = item.prev_seq if isinstance(item.prev_seq, int) else -1
         for k, sub in enumerate(list(feed.subscribers), 1):
-            # No coroutine per subscriber when it can simply be written now.
-            if seq >= 0 and sub.deliver_now(item, seq, prev):
-                delivered += 1
-            else:
-                delivered += await sub.accept(item)
+            try:
+                # No coroutine per subscriber when it can simply be written now.
+                if seq >= 0 and sub.deliver_now(item, seq, prev):
+                    delivered += 1
+                else:
+                    delivered += await sub.accept(item)
+            except Exception:
+                self._failed(sub)
             if k % FANOUT_SLICE == 0:
                 await asyncio.sleep(0)  # let requests (and other feeds) run between slices
         self._fanned_out(item, delivered)
@@ -589,17 +708,27 @@ class Hub:
         prevs = [p if isinstance(p := item.prev_seq, int) else -1 for item in items] \
             if events else []
         for k, sub in enumerate(list(feed.subscribers), 1):
-            # No coroutine per subscriber when the backlog can simply be written now.
-            done = sub.deliver_many_now(items, seqs, prevs) if events else 0
-            for i in range(done):
-                delivered[i] += 1
-            if done < len(items):
-                for i, direct in enumerate(await sub.accept_many(items[done:]), done):
-                    delivered[i] += direct
+            try:
+                # No coroutine per subscriber when the backlog can simply be written now.
+                done = sub.deliver_many_now(items, seqs, prevs) if events else 0
+                for i in range(done):
+                    delivered[i] += 1
+                if done < len(items):
+                    for i, direct in enumerate(await sub.accept_many(items[done:]), done):
+                        delivered[i] += direct
+            except Exception:
+                self._failed(sub)
             if k % FANOUT_SLICE == 0:
                 await asyncio.sleep(0)
         for item, count in zip(items, delivered, strict=True):
             self._fanned_out(item, count)
+
+    @staticmethod
+    def _failed(sub: Subscription) -> None:
+        """Delivering to `sub` raised (e.g. its socket's write): that subscriber alone
+        catches up from the Event table; the others, and the channel, go on."""
+        log.warning("delivering to a subscriber failed; it resyncs", exc_info=True)
+        sub.offer(RESYNC)
 
     def _fanned_out(self, item: Any, delivered: int) -> None:
         if delivered and self.on_fanout is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import time
 import uuid
 from collections import Counter
@@ -14,7 +14,10 @@ from typing import Any
 
 import orjson
 
+from giftgraph.live.backends import Refused
 from giftgraph.live.hub import OVERFLOW, RESYNC, Hub, channel, start_worker, stop_worker
+
+log = logging.getLogger("giftgraph.live")
 
 Key = tuple[uuid.UUID, str]
 
@@ -69,12 +72,22 @@ class PresenceTracker:
     def _channel(self, key: Key) -> str:
         return channel(key[0], f"presence:{key[1]}")
 
-    async def _announce(self, key: Key, sync: bool = False) -> None:
+    async def _announce(self, key: Key, sync: bool = False) -> bool:
+        """Publish this instance's viewers of `key`; False when the broker is away (the
+        heartbeats resume later). A message the broker refuses (too many viewers for a
+        NOTIFY) is logged and counts as done: retrying would not help."""
         room = self.rooms.get(key)
         users = sorted(str(u) for u in (room.local if room else {}) if room and room.local[u] > 0)
         message = {"presence": self.instance, "users": users, "ttl": self.ttl, "sync": sync}
-        with contextlib.suppress(Exception):  # the broker is away: heartbeats resume later
+        try:
             await self.hub.broadcast.publish(self._channel(key), orjson.dumps(message).decode())
+        except Refused as exc:
+            log.error("presence of %d viewers on %s refused by the broker: %s", len(users),
+                      key[1], exc)
+        except Exception:  # the broker is away
+            log.debug("presence announcement failed", exc_info=True)
+            return False
+        return True
 
     def _notify(self, room: Room) -> None:
         viewers = room.viewers()
@@ -97,35 +110,53 @@ class PresenceTracker:
 
     def _on_message(self, key: Key, room: Room, item: dict[str, Any]) -> None:
         instance = item.get("presence")
-        if not isinstance(instance, str):
+        if not isinstance(instance, str) or instance == self.instance:
             return
-        if instance != self.instance:
+        try:
             users = frozenset(uuid.UUID(u) for u in item.get("users", []))
-            if users:
-                room.remote[instance] = (users, time.monotonic() + float(item.get("ttl", 15)))
-            else:
-                room.remote.pop(instance, None)
-            self._notify(room)
-        if item.get("sync") and instance != self.instance:
+            ttl = float(item.get("ttl", 15))
+        except (TypeError, ValueError, AttributeError):  # never the end of the room
+            log.warning("ignoring a malformed presence message on %s", key[1])
+            return
+        if users:
+            room.remote[instance] = (users, time.monotonic() + ttl)
+        else:
+            room.remote.pop(instance, None)
+        self._notify(room)
+        if item.get("sync"):
             task = asyncio.ensure_future(self._announce(key))
             self._pending.add(task)  # held until done: the loop keeps only weak references
             task.add_done_callback(self._pending.discard)
 
     async def _tick(self) -> None:
+        """Expire other instances' viewers every second; start a heartbeat round every
+        `heartbeat` seconds, in a task of its own: a broker that takes long to answer
+        delays the round, never the expiry (nor a second round on top of it)."""
         last_beat = 0.0
-        while True:
-            await asyncio.sleep(min(1.0, self.heartbeat))
-            now = time.monotonic()
-            for room in list(self.rooms.values()):
-                stale = [i for i, (_, expires) in room.remote.items() if expires < now]
-                for instance in stale:
-                    del room.remote[instance]
-                if stale:
-                    self._notify(room)
-            if now - last_beat >= self.heartbeat:
-                last_beat = now
-                for key in list(self.rooms):
-                    await self._announce(key)
+        beat: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(min(1.0, self.heartbeat))
+                now = time.monotonic()
+                for room in list(self.rooms.values()):
+                    stale = [i for i, (_, expires) in room.remote.items() if expires < now]
+                    for instance in stale:
+                        del room.remote[instance]
+                    if stale:
+                        self._notify(room)
+                if now - last_beat >= self.heartbeat and (beat is None or beat.done()):
+                    last_beat = now
+                    beat = asyncio.create_task(self._beat())
+        finally:
+            if beat is not None:
+                beat.cancel()
+
+    async def _beat(self) -> None:
+        for key in list(self.rooms):
+            if not await self._announce(key):
+                # The broker is away: every other room would wait as long for the same
+                # answer. The next round tries again.
+                break
 
     @asynccontextmanager
     async def join(self, family_id: uuid.UUID, topic: str,
