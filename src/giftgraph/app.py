@@ -45,6 +45,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
 
+from giftgraph.admission.throttle import Throttle
 from giftgraph.config import Settings
 from giftgraph.context import (
     Context,
@@ -80,6 +81,7 @@ class AppState:
     settings: Settings
     metrics: Metrics
     rate_limits: RateLimits
+    throttle: Throttle
     database: Database | None = None
     embedded: EmbeddedPostgres | None = None
     live: Live | None = None
@@ -311,6 +313,7 @@ class GraphQLApp(GraphQL[Context, None]):
             publish=self._publish,
             metrics=self.state.metrics,
             rate_limits=self.state.rate_limits,
+            throttle=self.state.throttle,
         )
 
     async def _publish(self, events: list[Event]) -> None:
@@ -418,7 +421,9 @@ class App(Starlette):
 
 def create_app(settings: Settings) -> Starlette:
     configure_logging(settings)
-    state = AppState(settings=settings, metrics=Metrics(), rate_limits=RateLimits(settings))
+    metrics, rate_limits = Metrics(), RateLimits(settings)
+    state = AppState(settings=settings, metrics=metrics, rate_limits=rate_limits,
+                     throttle=Throttle(settings, rate_limits, metrics.refusals))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -441,6 +446,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await state.live.stop()
             await state.database.dispose()
+            state.throttle.hashing.close()
             if state.embedded is not None:
                 state.embedded.stop()
 

@@ -21,6 +21,7 @@ from broadcaster import Event as BroadcastEvent
 from starlette.websockets import WebSocket
 
 from giftgraph.db import models as m
+from giftgraph.live import credentials
 from giftgraph.live.backends import RECONNECTED, make_backend
 from giftgraph.live.wire import Inbox
 
@@ -367,12 +368,17 @@ class Hub:
         self._count_published(sent)
         return sent
 
-    async def revoke_user(self, user_id: uuid.UUID) -> None:
-        """Close every socket of a deactivated or deleted user, on every instance."""
-        msg = orjson.dumps({"revoke": str(user_id)}).decode()
+    async def revoke_user(self, user_id: uuid.UUID, chain: uuid.UUID | None = None) -> None:
+        """Close every socket of a deactivated or deleted user, on every instance; with
+        `chain`, only those authenticated with that refresh chain's access tokens (it was
+        revoked: logout, reuse detection)."""
+        message: dict[str, str] = {"revoke": str(user_id)}
+        if chain is not None:
+            message["chain"] = str(chain)
+        msg = orjson.dumps(message).decode()
         if not await self._send([(CONTROL, msg, False)]):
             # Kept for the other instances; close this instance's sockets now.
-            await self._close_sockets(user_id)
+            await self._close_sockets(user_id, chain)
 
     async def _send(self, messages: list[tuple[str, str, bool]]) -> int:
         """Publish `messages` in order, or keep them (and any after a failure) pending; how
@@ -452,10 +458,16 @@ class Hub:
     def register_socket(self, user_id: uuid.UUID, ws: WebSocket) -> None:
         self.sockets.setdefault(user_id, weakref.WeakSet()).add(ws)
 
-    async def _close_sockets(self, user_id: uuid.UUID) -> None:
-        for ws in list(self.sockets.pop(user_id, ())):
-            with contextlib.suppress(Exception):  # the socket may be closing already
-                await ws.close(code=4403, reason="Forbidden")
+    async def _close_sockets(self, user_id: uuid.UUID, chain: uuid.UUID | None = None) -> None:
+        if chain is None:
+            targets = list(self.sockets.pop(user_id, ()))
+        else:
+            sockets = self.sockets.get(user_id, weakref.WeakSet())
+            targets = [ws for ws in sockets if credentials.chain_of(ws) == chain]
+            for ws in targets:
+                sockets.discard(ws)
+        for ws in targets:
+            await credentials.close(ws, *credentials.FORBIDDEN)
 
     async def _control_loop(self) -> None:
         async with self.broadcast.subscribe(CONTROL) as control, \
@@ -486,10 +498,11 @@ class Hub:
         try:
             data = orjson.loads(message)
             user_id = uuid.UUID(data["revoke"])
-        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
+            chain = uuid.UUID(data["chain"]) if data.get("chain") is not None else None
+        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError):
             log.warning("ignoring a malformed control message")
             return
-        await self._close_sockets(user_id)
+        await self._close_sockets(user_id, chain)
 
     def _resync_all(self) -> None:
         for feed in self.feeds.values():
