@@ -59,7 +59,7 @@ from giftgraph.db.migrate import upgrade
 from giftgraph.db.models import Event
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import QueryTooComplex, ServiceUnavailable
-from giftgraph.live import Live
+from giftgraph.live import Live, credentials
 from giftgraph.live.render import DIRECT_SINK, DirectSink
 from giftgraph.live.wire import Wire, capture, release_handshake
 from giftgraph.observability import Metrics, configure_logging
@@ -148,8 +148,20 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         try:
             await super().shutdown()
         finally:
+            credentials.release(self.context.request)
             if self.context.metrics is not None:
                 self.context.metrics.socket_closed()
+
+    async def handle_ping(self, message: Any) -> None:
+        """A ping may re-authenticate the socket (see giftgraph.live.credentials)."""
+        if not self.connection_acknowledged:
+            await super().handle_ping(message)
+            return
+        answer = await credentials.renew(self.context, message.get("payload"))
+        if isinstance(answer, dict):
+            await self.send_message({"type": "pong", "payload": answer})
+        elif answer:
+            await super().handle_ping(message)
 
     async def handle_message(self, message: Any) -> None:
         """Messages of the wrong shape close the socket with 4400, as the protocol says
@@ -333,7 +345,7 @@ class GraphQLApp(GraphQL[Context, None]):
         state = OperationState(OperationDb(context.database))
         op = begin_operation(state)
         try:
-            await authenticate(context)
+            claims = await authenticate(context)
         finally:
             await state.db.close()
             end_operation(op)
@@ -348,8 +360,11 @@ class GraphQLApp(GraphQL[Context, None]):
                 log.warning("socket refused: user %s has too many open", context.user.id)
                 context.request.state.close_with = (4429, "Too many connections")
                 raise ConnectionRejectionError()
-            # Deactivating or deleting the user closes this socket (4403), on any instance.
+            # Deactivating or deleting the user closes this socket (4403), on any instance;
+            # so does revoking its token's refresh chain, and its token's expiry (4401).
             live.hub.register_socket(context.user.id, context.request)
+            if claims is not None:
+                credentials.hold(context.request, claims)
             release_handshake(context.request.scope)
         # The socket is authenticated once, here: its token need not live as long as it.
         # (Its caller is a plain `Caller`, as every authenticated caller is.)
