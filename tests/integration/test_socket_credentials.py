@@ -16,8 +16,9 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.integration import test_live_features
 from tests.integration.test_auth import SECRET, _claims
-from tests.integration.test_live import PROTOCOL, WsClient
+from tests.integration.test_live import PROTOCOL, WsClient, listening, post, signup
 from tests.integration.test_live_features import Server
+from tests.integration.test_scaleout import _close_all, _connect, instances
 
 live_server = test_live_features.live_server  # the fixture: an app under uvicorn, in-process
 
@@ -157,3 +158,28 @@ async def test_a_socket_can_not_be_opened_with_a_token_of_a_logged_out_chain(
     await ws.send(json.dumps({"type": "connection_init",
                               "payload": {"authorization": f"Bearer {session['accessToken']}"}}))
     assert await _closed_with(WsClient(ws), 5) == (4403, "Forbidden")
+
+
+async def test_logout_on_one_instance_closes_the_chains_socket_on_another(
+        database_url: str) -> None:
+    """The revocation travels through the broker (here PostgreSQL LISTEN/NOTIFY)."""
+    with instances(database_url, "postgres://") as (a, b):
+        signup(a, "two-instances@example.com")
+        login = {"e": "two-instances@example.com"}
+        ended, kept = (post(a, LOGIN, login)["data"]["login"] for _ in range(2))
+        clients: list[WsClient] = []
+        try:
+            closing = await _connect(b, ended["accessToken"], clients)
+            staying = await _connect(b, kept["accessToken"], clients)
+            for ws in (closing, staying):
+                await ws.subscribe(EVENTS)
+            await listening(b, 2)
+            r = post(a, "mutation($t: String!) { logout(refreshToken: $t) }",
+                     {"t": ended["refreshToken"]})
+            assert r["data"]["logout"] is True
+            assert (await _closed_with(closing, 3))[0] == 4403
+            post(a, PERSON, token=kept["accessToken"])
+            message = await staying.receive(5)
+            assert message["payload"]["data"]["familyEvents"]["entityType"] == "Person"
+        finally:
+            await _close_all(clients)
