@@ -188,8 +188,9 @@ async def test_hashing_is_bounded_off_the_loop_and_a_long_wait_is_refused(
 
 async def test_a_password_change_hashes_outside_its_transaction(
         database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No connection, transaction or family lock is held while argon2 runs for updateUser
-    (and the current password is checked before the new one is hashed)."""
+    """No connection, transaction or family lock is held while argon2 runs for updateUser:
+    checking the current password, or hashing an ADMIN's reset (whose request has read
+    the caller's row first)."""
     blocked = BlockedHashing(monkeypatch)
     async with serving(database_url) as app, client(app) as http:
         blocked.release()
@@ -203,3 +204,10 @@ async def test_a_password_change_hashes_outside_its_transaction(
         assert pool.checkedout() == 0
         blocked.release()
         assert (await change).data["updateUser"]["id"] == member.user_id
+        blocked.block()
+        reset = asyncio.create_task(admin.client(UPDATE_USER, {"id": member.user_id, "input": {
+            "password": "reset by the admin"}}))  # authenticated: a connection was used
+        await blocked.wait_started()
+        assert pool.checkedout() == 0
+        blocked.release()
+        assert (await reset).data["updateUser"]["id"] == member.user_id

@@ -86,7 +86,10 @@ async def _payload(
     )
 
 
-def _hashing(info: Info) -> Hashing | None:
+async def _hashing(info: Info) -> Hashing | None:
+    """The app's bounded hashing, once the operation's reads have given their connection
+    back: none is held while argon2 runs, or waits for a thread (up to hash_wait_seconds)."""
+    await info.context.db.close()
     throttle = info.context.throttle
     return throttle.hashing if throttle is not None else None
 
@@ -97,7 +100,7 @@ async def sign_up(info: Info, input: SignUpInput) -> AuthPayload:
         await throttle.sign_up(info.context.client_ip)
     data = validate(SignUpData, provided(input))
     password_hash = await auth.hash_password(info.context.settings, data.password,
-                                             _hashing(info))
+                                             await _hashing(info))
     async with _unique_email(), _anonymous_unit(info) as session:
         await _ensure_email_free(session, data.email)
         family = m.Family(name=data.family_name)
@@ -132,14 +135,13 @@ async def login(info: Info, email: str, password: str) -> AuthPayload:
     throttle = info.context.throttle
     if throttle is not None:  # brute force: per IP, and per IP + email
         await throttle.login(info.context.client_ip, email)
-    db = info.context.db
-    found = await db.scalar(
+    found = await info.context.db.scalar(
         select(m.User).where(func.lower(m.User.email) == email.strip().lower()))
-    await db.close()  # no connection held while the password is checked
+    gate = await _hashing(info)
     if found is None:
-        await auth.burn_password_check(settings, password, _hashing(info))
+        await auth.burn_password_check(settings, password, gate)
         raise Unauthenticated(INVALID_LOGIN)
-    ok = await auth.verify_password(settings, found.password_hash, password, _hashing(info))
+    ok = await auth.verify_password(settings, found.password_hash, password, gate)
     if not ok or not found.is_active:
         raise Unauthenticated(INVALID_LOGIN)
     async with _anonymous_unit(info) as session:
@@ -217,7 +219,7 @@ async def register_user(info: Info, input: RegisterUserInput) -> User:
     admin = info.context.require_admin()
     data = validate(UserData, provided(input))
     password_hash = await auth.hash_password(info.context.settings, data.password,
-                                             _hashing(info))
+                                             await _hashing(info))
     async with _unique_email(), unit_of_work(info) as session:
         await _ensure_email_free(session, data.email)
         user = m.User(
@@ -291,7 +293,7 @@ async def _new_password(info: Info, actor: Caller, user_id: uuid.UUID, password:
     if user_id != actor.id and actor.role != m.Role.ADMIN:
         return None
     validate(PasswordData, {"password": password})
-    settings, db = info.context.settings, info.context.db
+    settings = info.context.settings
     checked = None
     if user_id == actor.id:
         if not current:
@@ -299,12 +301,13 @@ async def _new_password(info: Info, actor: Caller, user_id: uuid.UUID, password:
         throttle = info.context.throttle
         if throttle is not None:  # a guess of the password, as a login is
             await throttle.login(info.context.client_ip, actor.email)
-        checked = await db.scalar(select(m.User.password_hash).where(m.User.id == actor.id))
-        await db.close()  # no connection held while argon2 runs
-        if checked is None or not await auth.verify_password(settings, checked, current,
-                                                             _hashing(info)):
+        checked = await info.context.db.scalar(
+            select(m.User.password_hash).where(m.User.id == actor.id))
+        gate = await _hashing(info)
+        if checked is None or not await auth.verify_password(settings, checked, current, gate):
             raise BadInput({"currentPassword": NOT_CURRENT})
-    return NewPassword(await auth.hash_password(settings, password, _hashing(info)), checked)
+    new_hash = await auth.hash_password(settings, password, await _hashing(info))
+    return NewPassword(new_hash, checked)
 
 
 async def update_user(info: Info, id: strawberry.ID, input: UpdateUserInput) -> User:
