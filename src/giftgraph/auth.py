@@ -95,7 +95,8 @@ class AccessClaims:
     role: str
     stamp: str  # the user's `password_stamp` when the token was issued
     # The user's `token_epoch` when the token was issued (claim `tep`; 0 when absent, as
-    # every epoch was before it existed): deactivation moves it on, ending the token.
+    # every epoch was before it existed): deactivation and a new password move it on,
+    # ending the token.
     epoch: int = 0
     # The refresh chain the token was issued with (claim `sid`: its `chain_id`); None for
     # a token from before the claim. `logout` and reuse detection end it, and the sockets
