@@ -46,6 +46,7 @@ from strawberry.utils.aio import aclosing
 
 from giftgraph.admission import sockets as admission
 from giftgraph.admission.server import STATE_KEY as SERVER_REFUSALS
+from giftgraph.admission.throttle import Throttle
 from giftgraph.config import Settings
 from giftgraph.context import (
     Context,
@@ -59,7 +60,7 @@ from giftgraph.db.migrate import database_revisions, head_revisions, schema_stat
 from giftgraph.db.models import Event
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import QueryTooComplex, ServiceUnavailable
-from giftgraph.live import Live
+from giftgraph.live import Live, credentials
 from giftgraph.live.render import DIRECT_SINK, DirectSink
 from giftgraph.live.wire import Wire, capture, release_handshake
 from giftgraph.observability import Metrics, configure_logging
@@ -81,6 +82,7 @@ class AppState:
     settings: Settings
     metrics: Metrics
     rate_limits: RateLimits
+    throttle: Throttle
     database: Database | None = None
     embedded: EmbeddedPostgres | None = None
     live: Live | None = None
@@ -169,8 +171,20 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             slot = getattr(self.context.request.state, "socket_slot", None)
             if slot is not None:
                 slot.release()
+            credentials.release(self.context.request)
             if self.context.metrics is not None:
                 self.context.metrics.socket_closed()
+
+    async def handle_ping(self, message: Any) -> None:
+        """A ping may re-authenticate the socket (see giftgraph.live.credentials)."""
+        if not self.connection_acknowledged:
+            await super().handle_ping(message)
+            return
+        answer = await credentials.renew(self.context, message.get("payload"))
+        if isinstance(answer, dict):
+            await self.send_message({"type": "pong", "payload": answer})
+        elif answer:
+            await super().handle_ping(message)
 
     async def handle_message(self, message: Any) -> None:
         """Messages of the wrong shape close the socket with 4400, as the protocol says
@@ -355,6 +369,7 @@ class GraphQLApp(GraphQL[Context, None]):
             publish=self._publish,
             metrics=self.state.metrics,
             rate_limits=self.state.rate_limits,
+            throttle=self.state.throttle,
         )
 
     async def _publish(self, events: list[Event]) -> None:
@@ -374,7 +389,7 @@ class GraphQLApp(GraphQL[Context, None]):
         state = OperationState(OperationDb(context.database))
         op = begin_operation(state)
         try:
-            await authenticate(context)
+            claims = await authenticate(context)
         finally:
             await state.db.close()
             end_operation(op)
@@ -394,6 +409,10 @@ class GraphQLApp(GraphQL[Context, None]):
                 context.request.state.close_with = (4429, "Too many connections")
                 raise ConnectionRejectionError()
             context.request.state.socket_slot = slot
+            # Revoking its token's refresh chain closes it too (4403), and its token's
+            # expiry (4401) unless a ping renews it (giftgraph.live.credentials).
+            if claims is not None:
+                credentials.hold(context.request, claims)
             release_handshake(context.request.scope)
         # The socket is authenticated once, here: its token need not live as long as it.
         # (Its caller is a plain `Caller`, as every authenticated caller is.)
@@ -473,7 +492,9 @@ class App(Starlette):
 
 def create_app(settings: Settings) -> Starlette:
     configure_logging(settings)
-    state = AppState(settings=settings, metrics=Metrics(), rate_limits=RateLimits(settings))
+    metrics, rate_limits = Metrics(), RateLimits(settings)
+    state = AppState(settings=settings, metrics=metrics, rate_limits=rate_limits,
+                     throttle=Throttle(settings, rate_limits, metrics.refusals))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -496,6 +517,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await state.live.stop()
             await state.database.dispose()
+            state.throttle.hashing.close()
             if state.embedded is not None:
                 state.embedded.stop()
 

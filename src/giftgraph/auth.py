@@ -9,22 +9,28 @@ import hmac
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.config import Settings
 from giftgraph.db.models import RefreshToken, User
 from giftgraph.errors import Unauthenticated
 
+if TYPE_CHECKING:
+    from giftgraph.admission.throttle import Hashing
+
 ACCESS = "access"
 REFRESH = "refresh"
+T = TypeVar("T")
 
 
 @lru_cache(maxsize=8)
@@ -37,19 +43,29 @@ def hasher(settings: Settings) -> PasswordHasher:
                    settings.argon2_parallelism)
 
 
-async def hash_password(settings: Settings, password: str) -> str:
+async def _run(gate: Hashing | None, work: Callable[[], T]) -> T:
+    """`work` off the event loop: through the app's bounded `Hashing` when given (every
+    request), else a plain worker thread (the CLI's demo data)."""
+    if gate is not None:
+        return await gate.run(work)
+    return await asyncio.to_thread(work)
+
+
+async def hash_password(settings: Settings, password: str, gate: Hashing | None = None) -> str:
     """argon2id hash, computed off the event loop."""
-    return await asyncio.to_thread(hasher(settings).hash, password)
+    return await _run(gate, lambda: hasher(settings).hash(password))
 
 
-async def verify_password(settings: Settings, password_hash: str, password: str) -> bool:
-    def _verify() -> bool:
-        try:
-            return hasher(settings).verify(password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False
+def _verify(settings: Settings, password_hash: str, password: str) -> bool:
+    try:
+        return hasher(settings).verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
 
-    return await asyncio.to_thread(_verify)
+
+async def verify_password(settings: Settings, password_hash: str, password: str,
+                          gate: Hashing | None = None) -> bool:
+    return await _run(gate, lambda: _verify(settings, password_hash, password))
 
 
 # A fixed hash to verify against when the email is unknown, so login takes as long
@@ -62,10 +78,14 @@ def _dummy_hash(time_cost: int, memory_kib: int, parallelism: int) -> str:
     return _hasher(time_cost, memory_kib, parallelism).hash(_DUMMY_PASSWORD)
 
 
-async def burn_password_check(settings: Settings, password: str) -> None:
-    dummy = _dummy_hash(settings.argon2_time_cost, settings.argon2_memory_kib,
-                        settings.argon2_parallelism)
-    await verify_password(settings, dummy, password)
+async def burn_password_check(settings: Settings, password: str,
+                              gate: Hashing | None = None) -> None:
+    def burn() -> None:  # the dummy hash too is made in the thread, the first time
+        dummy = _dummy_hash(settings.argon2_time_cost, settings.argon2_memory_kib,
+                            settings.argon2_parallelism)
+        _verify(settings, dummy, password)
+
+    await _run(gate, burn)
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,15 @@ class AccessClaims:
     family_id: uuid.UUID
     role: str
     stamp: str  # the user's `password_stamp` when the token was issued
+    # The user's `token_epoch` when the token was issued (claim `tep`; 0 when absent, as
+    # every epoch was before it existed): deactivation and a new password move it on,
+    # ending the token.
+    epoch: int = 0
+    # The refresh chain the token was issued with (claim `sid`: its `chain_id`); None for
+    # a token from before the claim. `logout` and reuse detection end it, and the sockets
+    # authenticated with it.
+    chain: uuid.UUID | None = None
+    expires: int = 0  # `exp`, seconds since the epoch
 
 
 def password_stamp(settings: Settings, password_digest: str) -> str:
@@ -128,11 +157,13 @@ def _decode_with(secret: str, algorithm: str, token: str,
     return claims
 
 
-def create_access_token(settings: Settings, user: User) -> str:
+def create_access_token(settings: Settings, user: User, chain: uuid.UUID) -> str:
+    """An access token of `user`, issued with the refresh chain `chain`."""
     return _encode(
         settings,
         {"sub": str(user.id), "fam": str(user.family_id), "role": user.role.value, "typ": ACCESS,
-         "pst": password_stamp(settings, password_digest(user.password_hash))},
+         "pst": password_stamp(settings, password_digest(user.password_hash)),
+         "tep": user.token_epoch, "sid": str(chain)},
         settings.access_token_ttl_seconds,
     )
 
@@ -141,25 +172,37 @@ def decode_access_token(settings: Settings, token: str) -> AccessClaims:
     """The claims of a valid access token. Its signature is verified (and its claims read)
     once per process, as a client sends the same token with every request: later uses only
     check that it has not expired since."""
-    claims, expires = _verified_access(settings.jwt_secret, settings.jwt_algorithm, token)
-    if expires <= time.time():  # as PyJWT decides it (no leeway)
+    claims = _verified_access(settings.jwt_secret, settings.jwt_algorithm, token)
+    if claims.expires <= time.time():  # as PyJWT decides it (no leeway)
         raise Unauthenticated("Token has expired")
     return claims
 
 
 @lru_cache(maxsize=4096)
-def _verified_access(secret: str, algorithm: str, token: str) -> tuple[AccessClaims, int]:
+def _verified_access(secret: str, algorithm: str, token: str) -> AccessClaims:
     """A pure function of its arguments (failures raise, and are not remembered)."""
     claims = _decode_with(secret, algorithm, token, ACCESS)
     try:
+        sid = claims.get("sid")
         return AccessClaims(
             user_id=uuid.UUID(str(claims["sub"])),
             family_id=uuid.UUID(str(claims["fam"])),
             role=str(claims["role"]),
             stamp=_text(claims["pst"]),
-        ), int(claims["exp"])  # type: ignore[call-overload]  # PyJWT compares int(exp)
+            epoch=_epoch(claims),
+            chain=None if sid is None else uuid.UUID(_text(sid)),
+            expires=int(claims["exp"]),  # type: ignore[call-overload]  # as PyJWT compares it
+        )
     except (KeyError, ValueError, TypeError) as exc:
         raise Unauthenticated("Invalid token") from exc
+
+
+def _epoch(claims: dict[str, object]) -> int:
+    """A token's `tep` claim: 0 when absent (issued before the claim existed)."""
+    value = claims.get("tep", 0)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("not an integer")
+    return value
 
 
 def _text(value: object) -> str:
@@ -182,28 +225,55 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+class Chain(NamedTuple):
+    """A refresh chain (every token descended from one login) and its user."""
+
+    user_id: uuid.UUID
+    chain_id: uuid.UUID
+
+
 async def issue_refresh_token(
     session: AsyncSession, settings: Settings, user: User, chain_id: uuid.UUID | None = None
-) -> str:
-    """A new refresh token for `user`, stored hashed (never in clear)."""
+) -> tuple[str, uuid.UUID]:
+    """A new refresh token for `user`, stored hashed (never in clear), and its chain: a new
+    one unless `chain_id` is given. A new chain's first row takes the chain's id as its own,
+    so whether a chain has been revoked is one primary-key lookup (`CHAIN_REVOKED`): every
+    row of a revoked chain is. The token carries its user's `token_epoch` (claim `tep`)."""
+    chain = chain_id or uuid.uuid4()
     token = _encode(
         settings,
-        {"sub": str(user.id), "typ": REFRESH, "jti": secrets.token_urlsafe(24)},
+        {"sub": str(user.id), "typ": REFRESH, "jti": secrets.token_urlsafe(24),
+         "tep": user.token_epoch},
         settings.refresh_token_ttl_seconds,
     )
     session.add(
         RefreshToken(
+            id=uuid.uuid4() if chain_id else chain,
             user_id=user.id,
-            chain_id=chain_id or uuid.uuid4(),
+            chain_id=chain,
             token_hash=_hash_token(token),
             expires_at=datetime.now(UTC) + timedelta(seconds=settings.refresh_token_ttl_seconds),
         )
     )
-    return token
+    return token, chain
+
+
+# Whether the chain `chain_id` has been revoked (logout, reuse, deactivation, a new
+# password): its first row's `revoked_at`, by primary key. NULL (no such row) for a chain
+# begun before first rows took the chain's id: those can't be told revoked here.
+CHAIN_REVOKED = (
+    select(RefreshToken.revoked_at.is_not(None))
+    .where(RefreshToken.id == bindparam("chain_id", type_=RefreshToken.id.type))
+    .scalar_subquery()
+)
 
 
 class RefreshReuse(Unauthenticated):
     """A rotated refresh token was presented again: its whole chain has been revoked."""
+
+    def __init__(self, chain: Chain) -> None:
+        super().__init__("Refresh token was already used; please log in again")
+        self.chain = chain
 
 
 async def consume_refresh_token(
@@ -212,9 +282,16 @@ async def consume_refresh_token(
     """Validate and mark a refresh token used; return its user and chain.
 
     Reusing an already rotated token revokes every token of its chain (theft detection).
-    The row is locked so two concurrent refreshes cannot both succeed.
+    The row is locked so two concurrent refreshes cannot both succeed. A token of a revoked
+    chain is refused even if its own row escaped the revocation (a refresh that committed
+    while `logout` ran), and so is one issued before its user's `token_epoch` moved on (a
+    refresh that crossed a deactivation or a password change).
     """
-    _decode(settings, token, REFRESH)
+    claims = _decode(settings, token, REFRESH)
+    try:
+        epoch = _epoch(claims)
+    except TypeError as exc:
+        raise Unauthenticated("Invalid refresh token") from exc
     row = await session.scalar(
         select(RefreshToken).where(RefreshToken.token_hash == _hash_token(token)).with_for_update()
     )
@@ -223,12 +300,15 @@ async def consume_refresh_token(
     now = datetime.now(UTC)
     if row.used_at is not None or row.revoked_at is not None:
         await revoke_chain(session, row.chain_id)
-        raise RefreshReuse("Refresh token was already used; please log in again")
+        raise RefreshReuse(Chain(row.user_id, row.chain_id))
     if row.expires_at <= now:
         raise Unauthenticated("Refresh token has expired")
+    if row.id != row.chain_id and await session.scalar(
+            select(CHAIN_REVOKED), {"chain_id": row.chain_id}):
+        raise Unauthenticated("Invalid refresh token")
     row.used_at = now
     user = await session.get(User, row.user_id)
-    if user is None or not user.is_active:
+    if user is None or not user.is_active or user.token_epoch != epoch:
         raise Unauthenticated("Invalid refresh token")
     return user, row.chain_id
 
@@ -249,16 +329,18 @@ async def revoke_user_tokens(session: AsyncSession, user_id: uuid.UUID) -> None:
     )
 
 
-async def revoke_refresh_token(session: AsyncSession, settings: Settings, token: str) -> bool:
-    """Logout: revoke the chain of this token. False when the token is unknown."""
+async def revoke_refresh_token(session: AsyncSession, settings: Settings,
+                               token: str) -> Chain | None:
+    """Logout: revoke the chain of this token; the chain, or None when the token is
+    unknown."""
     try:
         _decode(settings, token, REFRESH)
     except Unauthenticated:
-        return False
+        return None
     row = await session.scalar(
         select(RefreshToken).where(RefreshToken.token_hash == _hash_token(token))
     )
     if row is None:
-        return False
+        return None
     await revoke_chain(session, row.chain_id)
-    return True
+    return Chain(row.user_id, row.chain_id)

@@ -19,6 +19,7 @@ from giftgraph.db.session import OperationDb, Publisher
 from giftgraph.errors import AppError, Forbidden, Unauthenticated
 
 if TYPE_CHECKING:
+    from giftgraph.admission.throttle import Throttle
     from giftgraph.live import Live
     from giftgraph.observability import Metrics
     from giftgraph.ratelimit import RateLimits
@@ -95,6 +96,8 @@ class Context:
     live: Live | None = None
     metrics: Metrics | None = None
     rate_limits: RateLimits | None = None
+    # The anonymous mutations' per-IP budgets and the bound on concurrent password hashing.
+    throttle: Throttle | None = None
 
     @property
     def operation(self) -> OperationState:

@@ -1,4 +1,5 @@
-"""Rate limits (the `limits` library): per-user mutations, per-IP+email logins.
+"""Rate limits (the `limits` library): per-user mutations, and the per-IP budgets of the
+anonymous mutations (login, signUp, refreshToken and logout; see admission/throttle.py).
 
 Memory storage by default; with `GIFTGRAPH_RATE_LIMIT_STORAGE_URL=redis://…` every
 instance shares one budget. If the shared store is unreachable the limiter fails open
@@ -20,6 +21,15 @@ from giftgraph.errors import RateLimited
 
 log = logging.getLogger("giftgraph.ratelimit")
 
+# The budgets by their admission bound's name (giftgraph.admission.BOUNDS), each with the
+# key prefix its counters are stored under (shared by every instance through Redis).
+PREFIXES = {
+    "login_ip_rate": "login-ip",
+    "login_rate": "login",
+    "signup_ip_rate": "signup-ip",
+    "token_ip_rate": "token-ip",
+}
+
 
 class RateLimits:
     def __init__(self, settings: Settings) -> None:
@@ -35,8 +45,8 @@ class RateLimits:
         self.storage = storage_from_string(url, **options)
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.mutation = parse(settings.mutation_rate)
-        self.login = parse(settings.login_rate)
-        self.login_ip = parse(settings.login_ip_rate)
+        self.budgets: dict[str, RateLimitItem] = {
+            bound: parse(getattr(settings, bound)) for bound in PREFIXES}
         self.failures = 0
 
     async def _hit(self, item: RateLimitItem, *keys: str, cost: int = 1) -> None:
@@ -57,6 +67,7 @@ class RateLimits:
     async def hit_mutation(self, user_id: str, count: int = 1) -> None:
         await self._hit(self.mutation, "mutation", user_id, cost=count)
 
-    async def hit_login(self, ip: str, email: str) -> None:
-        await self._hit(self.login_ip, "login-ip", ip)
-        await self._hit(self.login, "login", ip, email.strip().lower())
+    async def hit(self, bound: str, *keys: str) -> None:
+        """One use of the budget `bound` (a name of PREFIXES) by `keys` (an IP, and the
+        email for `login_rate`); RateLimited when it is spent."""
+        await self._hit(self.budgets[bound], PREFIXES[bound], *keys)

@@ -120,6 +120,10 @@ class UserPatchData(_Model):
     password: Password | None = None
 
 
+class PasswordData(_Model):
+    password: Password
+
+
 class PersonData(_Model):
     name: Name
     relationship: ShortText = None

@@ -10,12 +10,14 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import asyncpg
 import httpx
 import jwt
 import pytest
 
 from giftgraph import auth
-from tests.conftest import GQL, SIGN_UP, Account, GQLResult, sign_up
+from giftgraph.ids import decode_id
+from tests.conftest import GQL, SIGN_UP, Account, GQLResult, _dsn, sign_up
 
 SECRET = "test-secret-that-is-long-enough-0123456789"  # make_settings' jwt_secret
 
@@ -207,6 +209,12 @@ def _stamp_of_another_password(a: Account) -> str:
     return "Bearer " + jwt.encode(_fresh(claims), SECRET, algorithm="HS256")
 
 
+def _another_epoch(a: Account) -> str:
+    """Signed with the right key, but of another `token_epoch` than its user's."""
+    claims = {**_claims(a.token), "tep": 7}
+    return "Bearer " + jwt.encode(_fresh(claims), SECRET, algorithm="HS256")
+
+
 def _garbage(_: Account) -> str:
     return "Bearer not-a-jwt"
 
@@ -235,6 +243,7 @@ BAD_AUTHORIZATION: dict[str, Callable[[Account], str]] = {
     "missing-exp": _no_exp,
     "missing-password-stamp": _no_stamp,
     "stamp-of-another-password": _stamp_of_another_password,
+    "another-token-epoch": _another_epoch,
     "garbage": _garbage,
     "basic-scheme": _basic,
     "no-scheme": _bare_token,
@@ -528,8 +537,8 @@ async def test_deleted_author_comment_keeps_body_with_null_author(alice: Account
 async def test_password_change_revokes_refresh_tokens(gql: GQL, alice: Account) -> None:
     member = await register(alice)
     other_session = (await login(gql, member.email, member.password)).data["login"]
-    r = await member.client(UPDATE_USER, {"id": member.user_id,
-                                          "input": {"password": "brand new password"}})
+    r = await member.client(UPDATE_USER, {"id": member.user_id, "input": {
+        "password": "brand new password", "currentPassword": member.password}})
     assert r.data["updateUser"]["id"] == member.user_id
     assert_unauthenticated(await gql(REFRESH, {"t": member.refresh}))
     assert_unauthenticated(await gql(REFRESH, {"t": other_session["refreshToken"]}))
@@ -562,7 +571,10 @@ async def test_password_change_ends_earlier_access_tokens_at_once(
     assert r.data["updateUser"]["displayName"] == "Renamed"
     assert (await member.client(ME)).data["me"]["id"] == member.user_id
     changer = member.client if by == "self" else alice.client
-    r = await changer(UPDATE_USER, {"id": member.user_id, "input": {"password": "new pass 42"}})
+    change = {"password": "new pass 42"}
+    if by == "self":
+        change["currentPassword"] = member.password
+    r = await changer(UPDATE_USER, {"id": member.user_id, "input": change})
     assert r.data["updateUser"]["id"] == member.user_id
     assert_unauthenticated(await member.client(ME))
     assert_unauthenticated(await member.client.as_(other_session["accessToken"])(ME))
@@ -598,3 +610,103 @@ async def test_a_request_authenticates_in_one_statement_without_the_password_has
     assert first.count("password_hash") == 1
     assert "md5(users.password_hash)" in first
     assert not any("max(events.seq)" in s for s in statements[1:]), statements
+
+
+# --- token epoch: reactivation revives nothing ---------------------------------------------
+
+async def _refresh_rows(database_url: str, sql: str, *args: Any) -> None:
+    """Change refresh_tokens rows directly: the state a race would leave behind."""
+    conn = await asyncpg.connect(_dsn(database_url))
+    try:
+        await conn.execute(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def test_reactivation_revives_no_token_issued_before_the_deactivation(
+        gql: GQL, alice: Account) -> None:
+    member = await register(alice)
+    for active in (False, True):
+        r = await alice.client(UPDATE_USER, {"id": member.user_id,
+                                             "input": {"isActive": active}})
+        assert r.data["updateUser"]["isActive"] is active
+    assert_unauthenticated(await member.client(ME))
+    assert_unauthenticated(await gql(REFRESH, {"t": member.refresh}))
+    fresh = (await login(gql, member.email, member.password)).data["login"]
+    assert (await gql.as_(fresh["accessToken"])(ME)).data["me"]["id"] == member.user_id
+    assert (await gql(REFRESH, {"t": fresh["refreshToken"]})).data["refreshToken"]
+
+
+async def test_a_refresh_token_that_escaped_the_deactivation_ends_with_it(
+        gql: GQL, alice: Account, database_url: str) -> None:
+    """A refresh that commits while the member is being deactivated issues a token whose
+    row the revocation does not see (its statement's snapshot is older). It carries the
+    epoch from before, and is refused after the reactivation."""
+    member = await register(alice)
+    for active in (False, True):
+        await alice.client(UPDATE_USER, {"id": member.user_id, "input": {"isActive": active}})
+    await _refresh_rows(database_url, "UPDATE refresh_tokens SET revoked_at = NULL"
+                        " WHERE user_id = $1", decode_id(member.user_id, "User"))
+    assert_unauthenticated(await gql(REFRESH, {"t": member.refresh}))
+
+
+# --- the refresh chain of an access token (`sid`) ----------------------------------------
+
+async def test_logout_ends_the_access_tokens_of_its_chain_only(gql: GQL, alice: Account) -> None:
+    other = (await login(gql, alice.email, alice.password)).data["login"]
+    rotated = (await gql(REFRESH, {"t": alice.refresh})).data["refreshToken"]
+    assert (await gql(LOGOUT, {"t": rotated["refreshToken"]})).data["logout"] is True
+    assert_unauthenticated(await alice.client(ME))  # issued with the chain's first token
+    assert_unauthenticated(await gql.as_(rotated["accessToken"])(ME))
+    assert (await gql.as_(other["accessToken"])(ME)).data["me"]["id"] == alice.user_id
+
+
+async def test_reuse_detection_ends_the_access_tokens_of_the_chain(
+        gql: GQL, alice: Account) -> None:
+    rotated = (await gql(REFRESH, {"t": alice.refresh})).data["refreshToken"]
+    assert (await gql.as_(rotated["accessToken"])(ME)).data["me"]["id"] == alice.user_id
+    assert_unauthenticated(await gql(REFRESH, {"t": alice.refresh}))  # stolen and replayed
+    assert_unauthenticated(await gql.as_(rotated["accessToken"])(ME))
+
+
+async def test_a_refresh_token_that_escaped_the_logout_ends_with_its_chain(
+        gql: GQL, alice: Account, database_url: str) -> None:
+    """A refresh that commits while `logout` revokes its chain leaves a new row unrevoked
+    (the revocation's snapshot is older): it is refused, its chain being revoked."""
+    rotated = (await gql(REFRESH, {"t": alice.refresh})).data["refreshToken"]
+    assert (await gql(LOGOUT, {"t": alice.refresh})).data["logout"] is True
+    await _refresh_rows(database_url, "UPDATE refresh_tokens SET revoked_at = NULL"
+                        " WHERE id <> chain_id")
+    assert_unauthenticated(await gql(REFRESH, {"t": rotated["refreshToken"]}))
+
+
+# --- currentPassword -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("current", [None, "not my password"], ids=["missing", "wrong"])
+@pytest.mark.parametrize("who", ["member", "admin"])
+async def test_changing_ones_own_password_needs_the_current_one(
+        gql: GQL, alice: Account, who: str, current: str | None) -> None:
+    account = await register(alice) if who == "member" else alice
+    change: dict[str, Any] = {"password": "taken over 123"}
+    if current is not None:
+        change["currentPassword"] = current
+    r = await account.client(UPDATE_USER, {"id": account.user_id, "input": change})
+    assert r.codes == ["BAD_USER_INPUT"], r.body
+    assert set(r.errors[0]["extensions"]["fields"]) == {"currentPassword"}
+    assert r.body.get("data") is None
+    assert (await account.client(ME)).data["me"]["id"] == account.user_id  # nothing ended
+    assert_unauthenticated(await login(gql, account.email, "taken over 123"))
+    assert (await login(gql, account.email, account.password)).data["login"]
+    change["currentPassword"] = account.password
+    r = await account.client(UPDATE_USER, {"id": account.user_id, "input": change})
+    assert r.data["updateUser"]["id"] == account.user_id
+    assert (await login(gql, account.email, "taken over 123")).data["login"]
+
+
+async def test_a_member_cannot_set_another_members_password_even_knowing_its_own(
+        gql: GQL, alice: Account) -> None:
+    member, other = await register(alice), await register(alice)
+    r = await member.client(UPDATE_USER, {"id": other.user_id, "input": {
+        "password": "taken over 123", "currentPassword": member.password}})
+    assert r.codes == ["FORBIDDEN"], r.body
+    assert (await login(gql, other.email, other.password)).data["login"]

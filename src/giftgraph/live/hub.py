@@ -21,6 +21,7 @@ from broadcaster import Event as BroadcastEvent
 from starlette.websockets import WebSocket
 
 from giftgraph.db import models as m
+from giftgraph.live import credentials
 from giftgraph.live.backends import RECONNECTED, Refused, make_backend
 from giftgraph.live.wire import Inbox
 
@@ -403,12 +404,17 @@ class Hub:
         self._count_published(sent)
         return sent
 
-    async def revoke_user(self, user_id: uuid.UUID) -> None:
-        """Close every socket of a deactivated or deleted user, on every instance."""
-        msg = orjson.dumps({"revoke": str(user_id)}).decode()
+    async def revoke_user(self, user_id: uuid.UUID, chain: uuid.UUID | None = None) -> None:
+        """Close every socket of a deactivated or deleted user, on every instance; with
+        `chain`, only those authenticated with that refresh chain's access tokens (it was
+        revoked: logout, reuse detection)."""
+        message: dict[str, str] = {"revoke": str(user_id)}
+        if chain is not None:
+            message["chain"] = str(chain)
+        msg = orjson.dumps(message).decode()
         if not await self._send([Outgoing(CONTROL, msg, False)]):
             # Kept for the other instances (or dropped); close this instance's sockets now.
-            await self._close_sockets(user_id)
+            await self._close_sockets(user_id, chain)
 
     def _payload_size(self, name: str, message: str) -> int:
         """The bytes the backend sends for `message` (a broadcaster backend of its own:
@@ -562,11 +568,12 @@ class Hub:
     def open_sockets(self, user_id: uuid.UUID) -> int:
         return len(self.sockets.get(user_id, ()))
 
-    async def _close_sockets(self, user_id: uuid.UUID) -> None:
+    async def _close_sockets(self, user_id: uuid.UUID, chain: uuid.UUID | None = None) -> None:
         # Each socket leaves the registry when its handler ends, closed here or not.
-        for ws in list(self.sockets.get(user_id, ())):
-            with contextlib.suppress(Exception):  # the socket may be closing already
-                await ws.close(code=4403, reason="Forbidden")
+        targets = [ws for ws in list(self.sockets.get(user_id, ()))
+                   if chain is None or credentials.chain_of(ws) == chain]
+        for ws in targets:
+            await credentials.close(ws, *credentials.FORBIDDEN)
 
     async def _control_loop(self) -> None:
         async with self.broadcast.subscribe(CONTROL) as control, \
@@ -597,10 +604,11 @@ class Hub:
         try:
             data = orjson.loads(message)
             user_id = uuid.UUID(data["revoke"])
+            chain = uuid.UUID(data["chain"]) if data.get("chain") is not None else None
         except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError):
             log.warning("ignoring a malformed control message")
             return
-        await self._close_sockets(user_id)
+        await self._close_sockets(user_id, chain)
 
     def _resync_all(self) -> None:
         for feed in self.feeds.values():

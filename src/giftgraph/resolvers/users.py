@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import strawberry
 from sqlalchemy import func, select, update
@@ -12,10 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph import auth
-from giftgraph.context import Info
+from giftgraph.context import Caller, Info
 from giftgraph.db import models as m
 from giftgraph.db import queries as q
-from giftgraph.errors import Conflict, Forbidden, Unauthenticated
+from giftgraph.errors import BadInput, Conflict, Forbidden, Unauthenticated
 from giftgraph.events import (
     LIST_ITEMS_TOPIC,
     Cascaded,
@@ -24,13 +26,17 @@ from giftgraph.events import (
     record,
     record_many,
 )
+from giftgraph.ids import decode_id
 from giftgraph.resolvers.common import get_owned, list_connection, unit_of_work
 from giftgraph.resolvers.crud import comment_topics
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.inputs import RegisterUserInput, SignUpInput, UpdateUserInput, provided
 from giftgraph.schema.loaders import Loaders
 from giftgraph.schema.types import AuthPayload, Family, User
-from giftgraph.validation import SignUpData, UserData, UserPatchData, validate
+from giftgraph.validation import PasswordData, SignUpData, UserData, UserPatchData, validate
+
+if TYPE_CHECKING:
+    from giftgraph.admission.throttle import Hashing
 
 EMAIL_TAKEN = "an account with this email already exists"
 
@@ -68,21 +74,33 @@ async def _payload(
     info: Info, session: AsyncSession, user: m.User, chain: uuid.UUID | None = None
 ) -> AuthPayload:
     settings = info.context.settings
-    refresh = await auth.issue_refresh_token(session, settings, user, chain)
+    refresh, chain = await auth.issue_refresh_token(session, settings, user, chain)
     operation = info.context.operation
     if operation.loaders is None:  # nested fields of the payload are the user's family's
         operation.loaders = Loaders(operation.db, user.family_id)
     return AuthPayload(
-        access_token=auth.create_access_token(settings, user),
+        access_token=auth.create_access_token(settings, user, chain),
         refresh_token=refresh,
         expires_in=settings.access_token_ttl_seconds,
         user=User.from_model(user),
     )
 
 
+async def _hashing(info: Info) -> Hashing | None:
+    """The app's bounded hashing, once the operation's reads have given their connection
+    back: none is held while argon2 runs, or waits for a thread (up to hash_wait_seconds)."""
+    await info.context.db.close()
+    throttle = info.context.throttle
+    return throttle.hashing if throttle is not None else None
+
+
 async def sign_up(info: Info, input: SignUpInput) -> AuthPayload:
+    throttle = info.context.throttle
+    if throttle is not None:  # before anything costs: one argon2 hash is 64 MiB
+        await throttle.sign_up(info.context.client_ip)
     data = validate(SignUpData, provided(input))
-    password_hash = await auth.hash_password(info.context.settings, data.password)
+    password_hash = await auth.hash_password(info.context.settings, data.password,
+                                             await _hashing(info))
     async with _unique_email(), _anonymous_unit(info) as session:
         await _ensure_email_free(session, data.email)
         family = m.Family(name=data.family_name)
@@ -94,6 +112,7 @@ async def sign_up(info: Info, input: SignUpInput) -> AuthPayload:
             display_name=data.display_name,
             role=m.Role.ADMIN,
             password_hash=password_hash,
+            token_epoch=0,
         )
         session.add(user)
         await record(
@@ -108,31 +127,54 @@ async def sign_up(info: Info, input: SignUpInput) -> AuthPayload:
     return payload
 
 
+INVALID_LOGIN = "Invalid email or password"
+
+
 async def login(info: Info, email: str, password: str) -> AuthPayload:
     settings = info.context.settings
-    if info.context.rate_limits is not None:  # brute force: per IP, and per IP + email
-        await info.context.rate_limits.hit_login(info.context.client_ip, email)
+    throttle = info.context.throttle
+    if throttle is not None:  # brute force: per IP, and per IP + email
+        await throttle.login(info.context.client_ip, email)
+    found = await info.context.db.scalar(
+        select(m.User).where(func.lower(m.User.email) == email.strip().lower()))
+    gate = await _hashing(info)
+    if found is None:
+        await auth.burn_password_check(settings, password, gate)
+        raise Unauthenticated(INVALID_LOGIN)
+    ok = await auth.verify_password(settings, found.password_hash, password, gate)
+    if not ok or not found.is_active:
+        raise Unauthenticated(INVALID_LOGIN)
     async with _anonymous_unit(info) as session:
-        user = await session.scalar(
-            select(m.User).where(func.lower(m.User.email) == email.strip().lower())
-        )
-        if user is None:
-            await auth.burn_password_check(settings, password)
-            raise Unauthenticated("Invalid email or password")
-        ok = await auth.verify_password(settings, user.password_hash, password)
-        if not ok or not user.is_active:
-            raise Unauthenticated("Invalid email or password")
+        # Still the password just checked, and still active: a change committed meanwhile
+        # is seen here, and one that commits later waits for this transaction and then
+        # revokes the refresh token issued in it (FOR SHARE).
+        user = await session.get(m.User, found.id, with_for_update={"read": True})
+        if user is None or not user.is_active or user.password_hash != found.password_hash:
+            raise Unauthenticated(INVALID_LOGIN)
         return await _payload(info, session, user)
+
+
+def _close_chain_sockets_after_commit(info: Info, session: AsyncSession,
+                                      chain: auth.Chain) -> None:
+    """Sockets authenticated with the chain's access tokens close (4403) once it is
+    revoked, on every instance; so do its access tokens over HTTP (`CHAIN_REVOKED`)."""
+    live = info.context.live
+    if live is not None:
+        after_commit(session, lambda: live.hub.revoke_user(chain.user_id, chain.chain_id))
 
 
 async def refresh_token(info: Info, refresh_token: str) -> AuthPayload:
     settings = info.context.settings
+    throttle = info.context.throttle
+    if throttle is not None:
+        await throttle.token(info.context.client_ip)
     reuse: auth.RefreshReuse | None = None
     async with _anonymous_unit(info) as session:
         try:
             user, chain = await auth.consume_refresh_token(session, settings, refresh_token)
         except auth.RefreshReuse as exc:
             reuse = exc  # commit the chain's revocation, then refuse
+            _close_chain_sockets_after_commit(info, session, exc.chain)
         else:
             payload = await _payload(info, session, user, chain)
     if reuse is not None:
@@ -141,8 +183,14 @@ async def refresh_token(info: Info, refresh_token: str) -> AuthPayload:
 
 
 async def logout(info: Info, refresh_token: str) -> bool:
+    throttle = info.context.throttle
+    if throttle is not None:
+        await throttle.token(info.context.client_ip)
     async with _anonymous_unit(info) as session:
-        return await auth.revoke_refresh_token(session, info.context.settings, refresh_token)
+        chain = await auth.revoke_refresh_token(session, info.context.settings, refresh_token)
+        if chain is not None:
+            _close_chain_sockets_after_commit(info, session, chain)
+    return chain is not None
 
 
 async def me(info: Info) -> User:
@@ -170,7 +218,8 @@ async def users(
 async def register_user(info: Info, input: RegisterUserInput) -> User:
     admin = info.context.require_admin()
     data = validate(UserData, provided(input))
-    password_hash = await auth.hash_password(info.context.settings, data.password)
+    password_hash = await auth.hash_password(info.context.settings, data.password,
+                                             await _hashing(info))
     async with _unique_email(), unit_of_work(info) as session:
         await _ensure_email_free(session, data.email)
         user = m.User(
@@ -179,6 +228,7 @@ async def register_user(info: Info, input: RegisterUserInput) -> User:
             display_name=data.display_name,
             role=data.role,
             password_hash=password_hash,
+            token_epoch=0,
         )
         session.add(user)
         await record(
@@ -222,9 +272,52 @@ async def _other_active_admins(session: AsyncSession, user: m.User) -> int:
     )
 
 
+NEEDS_CURRENT = "required to change your own password"
+NOT_CURRENT = "is not your current password"
+
+
+@dataclass(frozen=True, slots=True)
+class NewPassword:
+    """A new password, hashed before the unit of work (no locks held while argon2 runs);
+    for one's own, the hash that `currentPassword` was checked against."""
+
+    hash: str
+    checked_against: str | None
+
+
+async def _new_password(info: Info, actor: Caller, user_id: uuid.UUID, password: str,
+                        current: str | None) -> NewPassword | None:
+    """The new password's hash, computed before the transaction; None when the change
+    will be refused anyway (another member's, by a MEMBER: FORBIDDEN in the transaction).
+    One's own password needs the current one (BAD_USER_INPUT `currentPassword`)."""
+    if user_id != actor.id and actor.role != m.Role.ADMIN:
+        return None
+    validate(PasswordData, {"password": password})
+    settings = info.context.settings
+    checked = None
+    if user_id == actor.id:
+        if not current:
+            raise BadInput({"currentPassword": NEEDS_CURRENT})
+        throttle = info.context.throttle
+        if throttle is not None:  # a guess of the password, as a login is
+            await throttle.login(info.context.client_ip, actor.email)
+        checked = await info.context.db.scalar(
+            select(m.User.password_hash).where(m.User.id == actor.id))
+        gate = await _hashing(info)
+        if checked is None or not await auth.verify_password(settings, checked, current, gate):
+            raise BadInput({"currentPassword": NOT_CURRENT})
+    new_hash = await auth.hash_password(settings, password, await _hashing(info))
+    return NewPassword(new_hash, checked)
+
+
 async def update_user(info: Info, id: strawberry.ID, input: UpdateUserInput) -> User:
     actor = info.context.require_user()
     patch = provided(input)
+    current = patch.pop("current_password", None)
+    new_password = None
+    if patch.get("password") is not None:
+        new_password = await _new_password(info, actor, decode_id(id, "User"),
+                                           patch["password"], current)
     async with _unique_email(), unit_of_work(info) as session:
         await _lock_family(session, actor.family_id)
         user = await get_owned(session, m.User, id, "User")
@@ -253,13 +346,19 @@ async def update_user(info: Info, id: strawberry.ID, input: UpdateUserInput) -> 
         if data.email.lower() != user.email.lower():
             await _ensure_email_free(session, data.email, exclude=user.id)
         if data.password is not None:
-            user.password_hash = await auth.hash_password(info.context.settings, data.password)
+            assert new_password is not None  # hashed above for whoever may change it
+            if new_password.checked_against not in (None, user.password_hash):
+                # Changed since `currentPassword` was checked (the row is locked now).
+                raise BadInput({"currentPassword": NOT_CURRENT})
+            user.password_hash = new_password.hash
         deactivated = user.is_active and not data.is_active
         user.email, user.display_name = data.email, data.display_name
         user.role, user.is_active = data.role, data.is_active
         if deactivated or data.password is not None:
-            # Refresh tokens revoked; access tokens end with the password's stamp, and so
-            # do the sockets opened with them.
+            # Every token issued before ends: refresh tokens are revoked, and access tokens
+            # (and refresh tokens a concurrent refresh issued) carry the old `token_epoch`
+            # (and the old password's stamp); the sockets opened with them close.
+            user.token_epoch += 1
             await auth.revoke_user_tokens(session, user.id)
             _close_sockets_after_commit(info, session, user.id)
         await record(

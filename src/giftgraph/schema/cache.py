@@ -26,6 +26,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from strawberry.extensions import SchemaExtension
 
+from giftgraph.auth import CHAIN_REVOKED
 from giftgraph.context import CALLER_COLUMNS, Context
 from giftgraph.db import models as m
 from giftgraph.events import FAMILY_TOPIC
@@ -75,13 +76,17 @@ VERSION = select(func.max(m.Event.seq)).where(m.Event.family_id == bindparam("fa
 # The caller's row and its family's version in one statement: HTTP authentication reads
 # both, so that a cached read costs one round trip to the database, not two. Columns, not
 # the entity: the caller is a plain `Caller` (no ORM state, no password hash: only the
-# hash's MD5, for the token's stamp, `auth.stamp_matches`).
+# hash's MD5, for the token's stamp, `auth.stamp_matches`). With them, what else may have
+# ended the token: its user's `token_epoch` and whether its refresh chain (`:chain_id`,
+# NULL for none) has been revoked, a primary-key lookup (`auth.CHAIN_REVOKED`).
 USER_AND_VERSION = select(
     *CALLER_COLUMNS,
-    func.md5(m.User.password_hash),
+    func.md5(m.User.password_hash).label("password_digest"),
+    m.User.token_epoch,
+    CHAIN_REVOKED.label("chain_revoked"),
     select(func.max(m.Event.seq))
     .where(m.Event.family_id == m.User.family_id, m.Event.topic == FAMILY_TOPIC)
-    .correlate(m.User).scalar_subquery(),
+    .correlate(m.User).scalar_subquery().label("version"),
 ).where(m.User.id == bindparam("user_id"))
 
 

@@ -20,7 +20,14 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from strawberry.extensions import SchemaExtension, ValidationCache
 
 from giftgraph import auth
-from giftgraph.context import Caller, Context, OperationState, begin_operation, end_operation
+from giftgraph.context import (
+    CALLER_COLUMNS,
+    Caller,
+    Context,
+    OperationState,
+    begin_operation,
+    end_operation,
+)
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import AppError, BadInput, ServiceUnavailable, Unauthenticated
 from giftgraph.schema.cache import USER_AND_VERSION
@@ -29,20 +36,18 @@ from giftgraph.schema.retry import transient
 log = logging.getLogger("giftgraph.errors")
 
 
-async def authenticate(ctx: Context) -> None:
-    """Resolve the caller from its bearer token; failures are kept for resolvers to raise."""
+async def authenticate(ctx: Context) -> auth.AccessClaims | None:
+    """Resolve the caller from its bearer token; failures are kept for resolvers to raise.
+    The token's claims when it is accepted."""
     try:
         token = auth.bearer_token(ctx.authorization)
         if token is None:
-            return
+            return None
         claims = auth.decode_access_token(ctx.settings, token)
-        rows = await ctx.db.rows(USER_AND_VERSION, {"user_id": claims.user_id})
-        user = Caller(*rows[0][:-2]) if rows else None
-        if user is None or not user.is_active or user.family_id != claims.family_id \
-                or not auth.stamp_matches(ctx.settings, claims, rows[0][-2]):
-            raise Unauthenticated("Invalid token")
+        user, version = await caller_of(ctx, claims)
         ctx.user = user
-        ctx.operation.family_version = (rows[0][-1],)
+        ctx.operation.family_version = (version,)
+        return claims
     except AppError as exc:
         ctx.auth_error = exc
     except (SQLAlchemyError, OSError) as exc:
@@ -51,6 +56,24 @@ async def authenticate(ctx: Context) -> None:
                     exc_info=True)
         ctx.auth_error = ServiceUnavailable()
         ctx.auth_error.__cause__ = exc
+    return None
+
+
+async def caller_of(ctx: Context, claims: auth.AccessClaims) -> tuple[Caller, int | None]:
+    """The user of a verified token and its family's version, in one statement; Invalid
+    token when the token has ended: its user deleted, deactivated, moved to another family,
+    its password changed, its `token_epoch` moved on, or its refresh chain revoked."""
+    rows = await ctx.db.rows(USER_AND_VERSION, {"user_id": claims.user_id,
+                                                "chain_id": claims.chain})
+    row = rows[0] if rows else None
+    if row is None:
+        raise Unauthenticated("Invalid token")
+    user = Caller(*row[:len(CALLER_COLUMNS)])
+    if not user.is_active or user.family_id != claims.family_id \
+            or row.token_epoch != claims.epoch or row.chain_revoked \
+            or not auth.stamp_matches(ctx.settings, claims, row.password_digest):
+        raise Unauthenticated("Invalid token")
+    return user, row.version
 
 
 class RequestScope(SchemaExtension):

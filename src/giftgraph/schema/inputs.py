@@ -43,6 +43,10 @@ class RegisterUserInput:
 class UpdateUserInput:
     email: str | None = UNSET
     password: str | None = UNSET
+    current_password: str | None = strawberry.field(
+        default=UNSET,
+        description="Your current password: required to change your own `password` (an "
+                    "ADMIN resetting another member's password does not give it).")
     display_name: str | None = UNSET
     role: Role | None = UNSET
     is_active: bool | None = UNSET

@@ -1,0 +1,146 @@
+"""What an open socket is authenticated with, and for how long.
+
+A socket authenticates once, in `connection_init`, with an access token, and is then held
+to that token: when it expires the socket is closed with 4401 "Token expired"
+(graphql-transport-ws' Unauthorized: authenticate again), unless the client has
+re-authenticated on the open socket first. To do so it sends a `ping` whose payload is
+`{"authorization": "Bearer <access token>"}` (or `{"token": "<access token>"}`): a valid
+token of the same user moves the socket's deadline to that token's expiry, ties the
+socket to the token's refresh chain and refreshes its caller (role, name); the `pong`
+carries `{"expiresAt": <its exp, seconds since the epoch>}`. A token that is not valid
+(expired, revoked, malformed) or is another user's closes the socket with 4403. A `ping`
+without those keys is answered as before, and changes nothing.
+
+Revocation closes sockets with 4403 on every instance, through the hub (`Hub.revoke_user`):
+all of a user's when it is deactivated, deleted or given a new password, and those whose
+token came from one refresh chain when `logout` or reuse detection revokes that chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+import weakref
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.websockets import WebSocket
+
+from giftgraph import auth
+from giftgraph.context import Context, OperationState, begin_operation, end_operation
+from giftgraph.db.session import OperationDb
+from giftgraph.errors import AppError, Unauthenticated
+
+log = logging.getLogger("giftgraph.live")
+
+KEY = "giftgraph.credentials"  # where a socket's `Credentials` are kept, in its scope
+EXPIRED = (4401, "Token expired")
+FORBIDDEN = (4403, "Forbidden")
+
+
+class Credentials:
+    """A socket's refresh chain and the timer that closes it when its token expires."""
+
+    __slots__ = ("chain", "timer")
+
+    def __init__(self) -> None:
+        self.chain: uuid.UUID | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
+_closing: set[asyncio.Task[None]] = set()  # closes under way (a task must be referenced)
+
+
+async def close(ws: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):  # the socket may be closing already
+        await ws.close(code=code, reason=reason)
+
+
+def _expire(ref: weakref.ref[WebSocket]) -> None:
+    ws = ref()
+    if ws is not None:
+        task = asyncio.get_running_loop().create_task(close(ws, *EXPIRED))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+
+def hold(ws: WebSocket, claims: auth.AccessClaims) -> None:
+    """Hold an authenticated socket to its token: it closes (4401) when the token expires,
+    and with the token's refresh chain (4403)."""
+    credentials = ws.scope.get(KEY)
+    if credentials is None:
+        credentials = ws.scope[KEY] = Credentials()
+    if credentials.timer is not None:
+        credentials.timer.cancel()
+    credentials.chain = claims.chain
+    credentials.timer = asyncio.get_running_loop().call_later(
+        max(0.0, claims.expires - time.time()), _expire, weakref.ref(ws))
+
+
+def chain_of(ws: WebSocket) -> uuid.UUID | None:
+    """The refresh chain of the token `ws` is authenticated with (None: not known)."""
+    credentials = ws.scope.get(KEY)
+    return credentials.chain if credentials is not None else None
+
+
+def release(ws: Any) -> None:
+    """The socket has closed: its timer is cancelled (it would hold the socket until then)."""
+    scope = getattr(ws, "scope", None)
+    credentials = scope.get(KEY) if isinstance(scope, dict) else None
+    if credentials is not None and credentials.timer is not None:
+        credentials.timer.cancel()
+        credentials.timer = None
+
+
+def _authorization(payload: Any) -> str | None:
+    """The bearer credentials a ping's payload carries, or None for a plain ping."""
+    if not isinstance(payload, dict):
+        return None
+    raw = payload.get("authorization", payload.get("Authorization"))
+    token = payload.get("token")
+    if raw is None and isinstance(token, str):
+        raw = f"Bearer {token}"
+    if raw is None and "token" not in payload:
+        return None
+    return raw if isinstance(raw, str) else ""  # present but not a string: not valid
+
+
+async def renew(context: Context, payload: Any) -> bool | dict[str, Any]:
+    """A `ping` on an authenticated socket: its re-authentication, if its payload carries
+    a token. What to answer: True, a plain `pong`; a dict, a `pong` with that payload;
+    False, nothing: the socket has been closed (4403)."""
+    from giftgraph.schema.extensions import caller_of  # the schema imports the live layer
+
+    ws = context.request
+    raw = _authorization(payload)
+    if raw is None or context.user is None or not isinstance(ws, WebSocket):
+        return True
+    state = OperationState(OperationDb(context.database))
+    operation = begin_operation(state)
+    try:
+        token = auth.bearer_token(raw)
+        if token is None:
+            raise Unauthenticated()
+        claims = auth.decode_access_token(context.settings, token)
+        user, _ = await caller_of(context, claims)
+        if user.id != context.user.id:
+            raise Unauthenticated("Another user's token")
+    except AppError as exc:
+        log.info("socket of user %s closed: re-authentication refused (%s)",
+                 context.user.id, exc.message)
+        await close(ws, *FORBIDDEN)
+        return False
+    except (SQLAlchemyError, OSError):
+        # The database is down: nothing renewed (the `pong` says no new expiry); the
+        # socket keeps its current deadline.
+        log.warning("socket re-authentication: database unavailable", exc_info=True)
+        return True
+    finally:
+        await state.db.close()
+        end_operation(operation)
+    context.user = user
+    hold(ws, claims)
+    return {"expiresAt": claims.expires}

@@ -1,0 +1,213 @@
+"""The anonymous mutations' per-IP budgets and the bound on concurrent password hashing
+(giftgraph.admission.throttle), on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from giftgraph import auth
+from giftgraph.app import create_app
+from tests.conftest import GQL, SIGN_UP, Account, make_settings, sign_up
+from tests.integration.test_auth import LOGIN, LOGOUT, REFRESH, UPDATE_USER, register
+from tests.integration.test_no_n_plus_one import count_statements
+
+
+@asynccontextmanager
+async def serving(database_url: str, **overrides: Any) -> AsyncIterator[Any]:
+    app = create_app(make_settings(database_url, **overrides))
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def client(app: Any, ip: str = "192.0.2.1") -> httpx.AsyncClient:
+    """An HTTP client of `app` whose requests come from `ip`."""
+    transport = httpx.ASGITransport(app=app, client=(ip, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+async def refusals(http: httpx.AsyncClient, bound: str) -> float:
+    text = (await http.get("/metrics")).text
+    line = f'giftgraph_admission_refused_total{{bound="{bound}"}} '
+    return next(float(row.removeprefix(line)) for row in text.splitlines()
+                if row.startswith(line))
+
+
+def sign_up_vars(email: str) -> dict[str, Any]:
+    return {"input": {"familyName": "F", "email": email, "password": "long password",
+                      "displayName": "D"}}
+
+
+def assert_rate_limited(r: Any) -> None:
+    assert r.codes == ["RATE_LIMITED"], r.body
+    assert r.errors[0]["extensions"]["retryAfter"] >= 1
+    assert r.body.get("data") is None
+
+
+async def test_sign_up_is_throttled_per_ip_before_any_hashing_or_query(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    hashed: list[str] = []
+    hash_password = auth.hash_password
+
+    async def counting(settings: Any, password: str, *args: Any) -> str:
+        hashed.append(password)
+        return await hash_password(settings, password, *args)
+
+    monkeypatch.setattr(auth, "hash_password", counting)
+    async with serving(database_url, signup_ip_rate="2/minute") as app, \
+            client(app) as http, client(app, "192.0.2.2") as other:
+        gql = GQL(http)
+        for n in range(2):
+            assert (await gql(SIGN_UP, sign_up_vars(f"s{n}@example.com"))).errors == []
+        assert len(hashed) == 2
+        with count_statements(app) as statements:
+            refused = await gql(SIGN_UP, sign_up_vars("s3@example.com"))
+        assert_rate_limited(refused)
+        assert statements == []
+        assert len(hashed) == 2
+        assert await refusals(http, "signup_ip_rate") == 1
+        login = await gql(LOGIN, {"email": "s3@example.com", "password": "long password"})
+        assert login.codes == ["UNAUTHENTICATED"]  # nothing was created
+        # Another address has its own budget.
+        assert (await GQL(other)(SIGN_UP, sign_up_vars("s4@example.com"))).errors == []
+
+
+async def test_refresh_and_logout_share_one_per_ip_budget(database_url: str) -> None:
+    async with serving(database_url, token_ip_rate="3/minute") as app, \
+            client(app) as http, client(app, "192.0.2.2") as other:
+        gql = GQL(http)
+        account = await sign_up(gql)
+        rotated = (await gql(REFRESH, {"t": account.refresh})).data["refreshToken"]
+        rotated = (await gql(REFRESH, {"t": rotated["refreshToken"]})).data["refreshToken"]
+        assert (await gql(LOGOUT, {"t": "not-a-token"})).data["logout"] is False
+        with count_statements(app) as statements:
+            assert_rate_limited(await gql(REFRESH, {"t": rotated["refreshToken"]}))
+            assert_rate_limited(await gql(LOGOUT, {"t": rotated["refreshToken"]}))
+        assert statements == []
+        assert await refusals(http, "token_ip_rate") == 2
+        # The token was neither used nor revoked: from another address it still works.
+        assert (await GQL(other)(REFRESH, {"t": rotated["refreshToken"]})).data
+
+
+async def test_login_refusals_are_counted_by_bound(database_url: str) -> None:
+    async with serving(database_url, login_rate="1/minute", login_ip_rate="2/minute") as app, \
+            client(app) as http:
+        gql = GQL(http)
+        account = await sign_up(gql)
+        assert (await gql(LOGIN, {"email": account.email, "password": "wrong one"})).codes \
+            == ["UNAUTHENTICATED"]
+        assert_rate_limited(await gql(LOGIN, {"email": account.email,
+                                              "password": account.password}))
+        assert await refusals(http, "login_rate") == 1
+        assert_rate_limited(await gql(LOGIN, {"email": "x@example.com", "password": "p"}))
+        assert await refusals(http, "login_ip_rate") == 1
+
+
+class BlockedHashing:
+    """argon2, held in its worker thread until `release`: while it is held the test sees
+    what a request that is hashing holds (a connection? the event loop?) and what others
+    get meanwhile."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.gate = threading.Event()
+        self.started = threading.Semaphore(0)
+        self.threads: list[str] = []
+        real = auth.hasher
+
+        def hasher(settings: Any) -> Any:
+            inner = real(settings)
+            held = self
+
+            class Held:
+                def hash(self, password: str) -> str:
+                    return held._hold(lambda: inner.hash(password))
+
+                def verify(self, digest: str, password: str) -> bool:
+                    return held._hold(lambda: inner.verify(digest, password))
+
+            return Held()
+
+        monkeypatch.setattr(auth, "hasher", hasher)
+
+    def _hold(self, work: Callable[[], Any]) -> Any:
+        self.threads.append(threading.current_thread().name)
+        self.started.release()
+        assert self.gate.wait(30), "never released"
+        return work()
+
+    def block(self) -> None:
+        """Hold every hash from now on (until `release`)."""
+        self.gate.clear()
+        self.started = threading.Semaphore(0)
+        self.threads.clear()
+
+    async def wait_started(self, count: int = 1) -> None:
+        for _ in range(count):
+            assert await asyncio.to_thread(self.started.acquire, True, 10)
+
+    def release(self) -> None:
+        self.gate.set()
+
+
+async def test_hashing_is_bounded_off_the_loop_and_a_long_wait_is_refused(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `max_concurrent_hashes` hashing, the next request waits `hash_wait_seconds` at
+    most, then gets RATE_LIMITED (counted, nothing written); meanwhile the event loop
+    serves other requests and no database connection is held by the hashing ones."""
+    blocked = BlockedHashing(monkeypatch)
+    async with serving(database_url, max_concurrent_hashes=2, hash_wait_seconds=0.3) as app, \
+            client(app) as http:
+        gql = GQL(http)
+        blocked.release()
+        account = await sign_up(gql)
+        blocked.block()
+        pool = app.state.giftgraph.db().engine.sync_engine.pool
+        first = asyncio.create_task(gql(SIGN_UP, sign_up_vars("one@example.com")))
+        second = asyncio.create_task(gql(LOGIN, {"email": account.email,
+                                                 "password": account.password}))
+        await blocked.wait_started(2)
+        assert pool.checkedout() == 0  # login checks the password holding no connection
+        me = await account.client("{ me { id } }")  # the loop is free
+        assert me.data["me"]["id"] == account.user_id
+        refused = await gql(SIGN_UP, sign_up_vars("three@example.com"))
+        assert_rate_limited(refused)
+        assert await refusals(http, "hashing") == 1
+        blocked.release()
+        assert (await first).errors == []
+        assert (await second).errors == []
+        assert all(name.startswith("giftgraph-hash") for name in blocked.threads)
+        login = await gql(LOGIN, {"email": "three@example.com", "password": "long password"})
+        assert login.codes == ["UNAUTHENTICATED"]  # the refused sign-up wrote nothing
+
+
+async def test_a_password_change_hashes_outside_its_transaction(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No connection, transaction or family lock is held while argon2 runs for updateUser:
+    checking the current password, or hashing an ADMIN's reset (whose request has read
+    the caller's row first)."""
+    blocked = BlockedHashing(monkeypatch)
+    async with serving(database_url) as app, client(app) as http:
+        blocked.release()
+        admin: Account = await sign_up(GQL(http))
+        member = await register(admin)
+        blocked.block()
+        pool = app.state.giftgraph.db().engine.sync_engine.pool
+        change = asyncio.create_task(member.client(UPDATE_USER, {"id": member.user_id, "input": {
+            "password": "a new password", "currentPassword": member.password}}))
+        await blocked.wait_started()  # checking the current password
+        assert pool.checkedout() == 0
+        blocked.release()
+        assert (await change).data["updateUser"]["id"] == member.user_id
+        blocked.block()
+        reset = asyncio.create_task(admin.client(UPDATE_USER, {"id": member.user_id, "input": {
+            "password": "reset by the admin"}}))  # authenticated: a connection was used
+        await blocked.wait_started()
+        assert pool.checkedout() == 0
+        blocked.release()
+        assert (await reset).data["updateUser"]["id"] == member.user_id
