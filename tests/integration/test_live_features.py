@@ -4,9 +4,11 @@ server running in this process (so its internal counters can be read)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from giftgraph.app import create_app
+from giftgraph.ids import encode_id
 from giftgraph.live.hub import OVERFLOW, RESYNC, Subscription
 from giftgraph.live.wire import WS_PROTOCOL
 from tests.conftest import make_settings
@@ -971,3 +974,66 @@ async def test_a_failed_event_load_does_not_strand_the_others_waiting_for_it() -
         await database.dispose()
     assert len(results) == 3
     assert all(isinstance(r, OSError) for r in results), results
+
+
+def _spellings(type_name: str, gid: str) -> dict[str, str]:
+    """Other texts Python's lenient parsers read as the entity `gid` names (base64 padding,
+    the standard alphabet, the UUID in upper case, without hyphens, in braces, as a URN)."""
+    key = uuid.UUID(base64.urlsafe_b64decode(gid + "=" * (-len(gid) % 4)).decode()
+                    .partition(":")[2])
+    braces = f"{type_name}:{{{key}}}".encode()
+    return {
+        "upper": encode_id(type_name, str(key).upper()),
+        "hex": encode_id(type_name, key.hex),
+        "urn": encode_id(type_name, f"urn:uuid:{key}"),
+        "braces-padded": base64.urlsafe_b64encode(braces).decode(),
+        "braces-standard": base64.b64encode(braces).decode(),
+    }
+
+
+async def test_other_spellings_of_an_id_hear_the_events_or_are_refused(
+    live_server: Server,
+) -> None:
+    """A topic is built from the decoded ID, never from the client's text: another spelling
+    of the same ID either subscribes to the topic the events go to or is refused; it never
+    listens, accepted, to a topic that hears nothing (nor splits a presence room)."""
+    srv = live_server
+    token, _ = await srv.signup("spellings@example.com")
+    gl, _ = await _item(srv, token)
+    canonical = f"comments:LIST:{gl}"
+    client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    events = ("subscription($t: ID!) { commentEvents(target: LIST, targetId: $t)"
+              " { kind topic } }")
+    presence = "subscription($t: String!) { presence(topic: $t) { topic } }"
+    listening: dict[str, str] = {}
+    for name, spelling in {"canonical": gl, **_spellings("GiftList", gl)}.items():
+        op = await client.subscribe(events, {"t": spelling})
+        try:
+            refusal = await client.receive(timeout=0.5)
+        except TimeoutError:
+            listening[op] = name
+            continue
+        assert refusal["id"] == op, refusal
+        [error] = refusal["payload"]["errors"]
+        assert error["extensions"]["code"] in ("NOT_FOUND", "BAD_USER_INPUT"), (name, refusal)
+        assert await client.receive() == {"id": op, "type": "complete"}
+        assert name != "canonical"
+        op = await client.subscribe(presence, {"t": f"comments:LIST:{spelling}"})
+        answer = await client.receive()
+        if "errors" in answer["payload"]:
+            assert answer["payload"]["errors"][0]["extensions"]["code"] in (
+                "NOT_FOUND", "BAD_USER_INPUT"), (name, answer)
+            assert await client.receive() == {"id": op, "type": "complete"}
+        else:  # accepted: the room of the published topic, not one of its own
+            assert answer["payload"]["data"]["presence"]["topic"] == canonical, name
+            await client.ws.send(json.dumps({"id": op, "type": "complete"}))
+    assert "canonical" in listening.values()
+    await srv.gql('mutation($t: ID!) { addComment(input: {target: LIST, targetId: $t,'
+                  ' body: "hi"}) { id } }', {"t": gl}, token)
+    heard: dict[str, dict[str, Any]] = {}
+    while len(heard) < len(listening):
+        msg = await client.receive(timeout=5)  # a silent one fails here
+        if msg["id"] in listening and msg["type"] == "next":
+            heard[listening[msg["id"]]] = msg["payload"]["data"]["commentEvents"]
+    assert all(e == {"kind": "COMMENT_ADDED", "topic": canonical} for e in heard.values()), heard
+    await client.ws.close()
