@@ -30,7 +30,7 @@ from giftgraph.schema.connection import Connection
 from giftgraph.schema.inputs import RegisterUserInput, SignUpInput, UpdateUserInput, provided
 from giftgraph.schema.loaders import Loaders
 from giftgraph.schema.types import AuthPayload, Family, User
-from giftgraph.validation import SignUpData, UserData, UserPatchData, validate
+from giftgraph.validation import SignUpData, UserData, UserPatchData, normalized_email, validate
 
 EMAIL_TAKEN = "an account with this email already exists"
 
@@ -114,7 +114,8 @@ async def login(info: Info, email: str, password: str) -> AuthPayload:
         await info.context.rate_limits.hit_login(info.context.client_ip, email)
     async with _anonymous_unit(info) as session:
         user = await session.scalar(
-            select(m.User).where(func.lower(m.User.email) == email.strip().lower())
+            select(m.User).where(func.lower(m.User.email)
+                                 == (normalized_email(email) or email.strip()).lower())
         )
         if user is None:
             await auth.burn_password_check(settings, password)
