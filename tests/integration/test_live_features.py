@@ -1037,3 +1037,30 @@ async def test_other_spellings_of_an_id_hear_the_events_or_are_refused(
             heard[listening[msg["id"]]] = msg["payload"]["data"]["commentEvents"]
     assert all(e == {"kind": "COMMENT_ADDED", "topic": canonical} for e in heard.values()), heard
     await client.ws.close()
+
+
+async def test_malformed_presence_announcements_are_ignored(live_server: Server) -> None:
+    """A message on a presence channel that is no announcement (a user that is no UUID, a
+    ttl that never expires) neither ends the room's listener nor leaves a viewer forever."""
+    srv = live_server
+    token, me = await srv.signup("presence-garbage@example.com")
+    a = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    await a.subscribe("subscription { presence(topic: \"family\") { viewers { id } } }")
+    assert [v["id"] for v in (await a.receive())["payload"]["data"]["presence"]["viewers"]] \
+        == [me]
+    family = next(iter(srv.live.presence.rooms))[0]
+    room = srv.live.presence.rooms[(family, "family")]
+    ghost = "00000000-0000-0000-0000-00000000abcd"
+    for n, bad in enumerate([{"users": ["not-a-uuid"]}, {"users": [5]}, {"users": "x"},
+                             {"users": [ghost], "ttl": "nan"}, {"users": [ghost], "ttl": 1e999},
+                             {"users": [ghost], "ttl": -1}, {"users": [ghost], "ttl": True}]):
+        message = json.dumps({"presence": f"bad-{n}", **bad}).replace("1e999", "Infinity")
+        await srv.live.hub.broadcast.publish(f"gg:{family}:presence:family", message)
+    await srv.live.hub.broadcast.publish(f"gg:{family}:presence:family", json.dumps(
+        {"presence": "good", "users": [ghost], "ttl": 1.0}))
+    deadline = time.monotonic() + 3
+    while "good" not in room.remote:  # the listener outlived the garbage before it
+        assert time.monotonic() < deadline, room.remote
+        await asyncio.sleep(0.05)
+    assert [i for i in room.remote if i.startswith("bad-")] == []
+    await a.ws.close()
