@@ -67,7 +67,7 @@ from giftgraph.observability import Metrics, configure_logging
 from giftgraph.ratelimit import RateLimits
 from giftgraph.schema.extensions import authenticate, format_error
 from giftgraph.schema.schema import build_schema
-from giftgraph.web.http import BodyLimit, finish, negotiate, request_error
+from giftgraph.web.http import BodyLimit, finish, is_json_body, negotiate, request_error
 
 log = logging.getLogger("giftgraph")
 
@@ -338,6 +338,9 @@ class GraphQLApp(GraphQL[Context, None]):
         if media is None:
             response = request_error(406, "Accept application/graphql-response+json or "
                                           "application/json")
+        elif request.method == "POST" and not is_json_body(request.headers.get("content-type")):
+            # Strawberry takes any content type containing "application/json".
+            response = request_error(415, "Send application/json (or use GET for queries)", media)
         else:
             try:
                 response = finish(await self.run(request), request, media)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
+import email_validator
+import idna
 import pycountry
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    EmailStr,
     Field,
     StringConstraints,
     ValidationError,
@@ -50,22 +53,74 @@ LongText = Annotated[
     StringConstraints(strip_whitespace=True, max_length=5000),
     AfterValidator(_none_if_blank),
 ]
-Money = Annotated[
-    Decimal,
-    Field(ge=0, max_digits=12, decimal_places=2),
-    AfterValidator(lambda d: d.quantize(Decimal("0.01"))),  # as stored: NUMERIC(12, 2)
-]
+def _money(d: Decimal) -> Decimal:
+    """As stored (NUMERIC(12, 2)); -0 passes ge=0 but is 0 (PostgreSQL has no -0)."""
+    d = d.quantize(Decimal("0.01"))
+    return d.copy_abs() if d.is_zero() else d
+
+
+Money = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2), AfterValidator(_money)]
+def normalized_email(v: str) -> str | None:
+    """The address in ASCII (the domain in its IDNA form), or None when it is none. An
+    ASCII local part keeps Unicode lookalikes out (`alice` spelt with a Cyrillic a), and
+    PostgreSQL's and Python's lower() agree on it (the unique index is on lower(email))."""
+    try:
+        return email_validator.validate_email(v.strip(), check_deliverability=False,
+                                              allow_smtputf8=False).ascii_email
+    except email_validator.EmailNotValidError:
+        return None
+
+
+def _email(v: str) -> str:
+    email = normalized_email(v)
+    if email is None:
+        raise ValueError("must be an email address (ASCII before the @-sign)")
+    return email
+
+
+Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(_email)]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Interest = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
 
+# A DNS label in its ASCII (IDNA) form: letters, digits, inner hyphens, 1-63 characters.
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _valid_host(host: str) -> bool:
+    """An IP address or a host name (IDNA: Unicode names are taken in their ASCII form)."""
+    if host.startswith("["):  # urlsplit keeps the brackets off `hostname`, not `netloc`
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return True
+    try:
+        ascii_host = idna.encode(host.removesuffix("."), uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return False
+    labels = ascii_host.split(".")
+    return len(ascii_host) <= 253 and all(_LABEL.fullmatch(label) for label in labels) \
+        and not labels[-1].isdigit()  # "1.2.3.999" is no address and no name
+
+
 def _http_url(v: str | None) -> str | None:
     if v is None or v == "":
         return None
-    parts = urlsplit(v)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if any(c.isspace() or not c.isprintable() for c in v):
+        raise ValueError("must be an http(s) URL without spaces or control characters")
+    try:
+        parts = urlsplit(v)
+        host, _port = parts.hostname, parts.port  # .port raises for a port that is none
+    except ValueError as exc:
+        raise ValueError("must be an http(s) URL with a valid host") from exc
+    if parts.scheme not in ("http", "https") or not host:
         raise ValueError("must be an http(s) URL with a host")
+    if not _valid_host(host):
+        raise ValueError("must be an http(s) URL with a valid host name or IP address")
     return v
 
 
@@ -77,8 +132,8 @@ HttpUrl = Annotated[
 
 
 def _currency(v: str) -> str:
-    code = v.upper()
-    if len(code) != 3 or pycountry.currencies.get(alpha_3=code) is None:
+    code = v.upper()  # ASCII only: str.upper() makes "INR" of a dotless "\u0131nr"
+    if len(code) != 3 or not v.isascii() or pycountry.currencies.get(alpha_3=code) is None:
         raise ValueError("must be an ISO 4217 currency code such as USD")
     return code
 
@@ -100,20 +155,20 @@ class _Model(BaseModel):
 
 class SignUpData(_Model):
     family_name: Name
-    email: EmailStr
+    email: Email
     password: Password
     display_name: DisplayName
 
 
 class UserData(_Model):
-    email: EmailStr
+    email: Email
     password: Password
     display_name: DisplayName
     role: Role = Role.MEMBER
 
 
 class UserPatchData(_Model):
-    email: EmailStr
+    email: Email
     display_name: DisplayName
     role: Role
     is_active: bool

@@ -45,6 +45,10 @@ def test_graphql_http_audit_suite_passes(server: str) -> None:
     ("application/json", "application/json", 200),
     (None, "application/json", 200),
     (f"application/json;q=0.5, {GQL_RESPONSE}", GQL_RESPONSE, 400),
+    # A qvalue is 0 to 1 with three decimals at most: "nan" or "1e3" is no weight.
+    (f"{GQL_RESPONSE};q=nan, application/json;q=0.1", "application/json", 200),
+    (f"{GQL_RESPONSE};q=1e3, application/json;q=0.9", "application/json", 200),
+    (f"application/json;q=0.5, {GQL_RESPONSE};Q=1", GQL_RESPONSE, 400),
 ])
 async def test_validation_failure_status_depends_on_media_type(
     http: httpx.AsyncClient, accept: str | None, media: str, status: int,
@@ -70,6 +74,12 @@ async def test_http_request_errors(http: httpx.AsyncClient, alice: Account) -> N
           "headers": {"content-type": "text/plain"}}, 415),
         ({"method": "POST", "url": "/graphql", "json": {"query": "{ me { id } }"},
           "headers": {"accept": "text/xml"}}, 406),
+        ({"method": "POST", "url": "/graphql", "json": {"query": "{ me { id } }"},
+          "headers": {"accept": "application/jsonx"}}, 406),
+        ({"method": "POST", "url": "/graphql", "json": {"query": "{ me { id } }"},
+          "headers": {"accept": "application/graphql-response+jsonx"}}, 406),
+        ({"method": "POST", "url": "/graphql", "content": '{"query": "{ me { id } }"}',
+          "headers": {"content-type": "application/jsonx"}}, 415),
     ]
     for request, status in cases:
         headers = {**auth, **request.pop("headers", {})}

@@ -4,9 +4,11 @@ server running in this process (so its internal counters can be read)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from giftgraph.app import create_app
+from giftgraph.ids import encode_id
 from giftgraph.live.hub import OVERFLOW, RESYNC, Subscription
 from giftgraph.live.wire import WS_PROTOCOL
 from tests.conftest import make_settings
@@ -972,3 +975,93 @@ async def test_a_failed_event_load_does_not_strand_the_others_waiting_for_it() -
         await database.dispose()
     assert len(results) == 3
     assert all(isinstance(r, OSError) for r in results), results
+
+
+def _spellings(type_name: str, gid: str) -> dict[str, str]:
+    """Other texts Python's lenient parsers read as the entity `gid` names (base64 padding,
+    the standard alphabet, the UUID in upper case, without hyphens, in braces, as a URN)."""
+    key = uuid.UUID(base64.urlsafe_b64decode(gid + "=" * (-len(gid) % 4)).decode()
+                    .partition(":")[2])
+    braces = f"{type_name}:{{{key}}}".encode()
+    return {
+        "upper": encode_id(type_name, str(key).upper()),
+        "hex": encode_id(type_name, key.hex),
+        "urn": encode_id(type_name, f"urn:uuid:{key}"),
+        "braces-padded": base64.urlsafe_b64encode(braces).decode(),
+        "braces-standard": base64.b64encode(braces).decode(),
+    }
+
+
+async def test_other_spellings_of_an_id_hear_the_events_or_are_refused(
+    live_server: Server,
+) -> None:
+    """A topic is built from the decoded ID, never from the client's text: another spelling
+    of the same ID either subscribes to the topic the events go to or is refused; it never
+    listens, accepted, to a topic that hears nothing (nor splits a presence room)."""
+    srv = live_server
+    token, _ = await srv.signup("spellings@example.com")
+    gl, _ = await _item(srv, token)
+    canonical = f"comments:LIST:{gl}"
+    client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    events = ("subscription($t: ID!) { commentEvents(target: LIST, targetId: $t)"
+              " { kind topic } }")
+    presence = "subscription($t: String!) { presence(topic: $t) { topic } }"
+    listening: dict[str, str] = {}
+    for name, spelling in {"canonical": gl, **_spellings("GiftList", gl)}.items():
+        op = await client.subscribe(events, {"t": spelling})
+        try:
+            refusal = await client.receive(timeout=0.5)
+        except TimeoutError:
+            listening[op] = name
+            continue
+        assert refusal["id"] == op, refusal
+        [error] = refusal["payload"]["errors"]
+        assert error["extensions"]["code"] in ("NOT_FOUND", "BAD_USER_INPUT"), (name, refusal)
+        assert await client.receive() == {"id": op, "type": "complete"}
+        assert name != "canonical"
+        op = await client.subscribe(presence, {"t": f"comments:LIST:{spelling}"})
+        answer = await client.receive()
+        if "errors" in answer["payload"]:
+            assert answer["payload"]["errors"][0]["extensions"]["code"] in (
+                "NOT_FOUND", "BAD_USER_INPUT"), (name, answer)
+            assert await client.receive() == {"id": op, "type": "complete"}
+        else:  # accepted: the room of the published topic, not one of its own
+            assert answer["payload"]["data"]["presence"]["topic"] == canonical, name
+            await client.ws.send(json.dumps({"id": op, "type": "complete"}))
+    assert "canonical" in listening.values()
+    await srv.gql('mutation($t: ID!) { addComment(input: {target: LIST, targetId: $t,'
+                  ' body: "hi"}) { id } }', {"t": gl}, token)
+    heard: dict[str, dict[str, Any]] = {}
+    while len(heard) < len(listening):
+        msg = await client.receive(timeout=5)  # a silent one fails here
+        if msg["id"] in listening and msg["type"] == "next":
+            heard[listening[msg["id"]]] = msg["payload"]["data"]["commentEvents"]
+    assert all(e == {"kind": "COMMENT_ADDED", "topic": canonical} for e in heard.values()), heard
+    await client.ws.close()
+
+
+async def test_malformed_presence_announcements_are_ignored(live_server: Server) -> None:
+    """A message on a presence channel that is no announcement (a user that is no UUID, a
+    ttl that never expires) neither ends the room's listener nor leaves a viewer forever."""
+    srv = live_server
+    token, me = await srv.signup("presence-garbage@example.com")
+    a = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    await a.subscribe("subscription { presence(topic: \"family\") { viewers { id } } }")
+    assert [v["id"] for v in (await a.receive())["payload"]["data"]["presence"]["viewers"]] \
+        == [me]
+    family = next(iter(srv.live.presence.rooms))[0]
+    room = srv.live.presence.rooms[(family, "family")]
+    ghost = "00000000-0000-0000-0000-00000000abcd"
+    for n, bad in enumerate([{"users": ["not-a-uuid"]}, {"users": [5]}, {"users": "x"},
+                             {"users": [ghost], "ttl": "nan"}, {"users": [ghost], "ttl": 1e999},
+                             {"users": [ghost], "ttl": -1}, {"users": [ghost], "ttl": True}]):
+        message = json.dumps({"presence": f"bad-{n}", **bad}).replace("1e999", "Infinity")
+        await srv.live.hub.broadcast.publish(f"gg:{family}:presence:family", message)
+    await srv.live.hub.broadcast.publish(f"gg:{family}:presence:family", json.dumps(
+        {"presence": "good", "users": [ghost], "ttl": 1.0}))
+    deadline = time.monotonic() + 3
+    while "good" not in room.remote:  # the listener outlived the garbage before it
+        assert time.monotonic() < deadline, room.remote
+        await asyncio.sleep(0.05)
+    assert [i for i in room.remote if i.startswith("bad-")] == []
+    await a.ws.close()

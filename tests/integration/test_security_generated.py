@@ -803,6 +803,12 @@ SIMPLE_REQUESTS: dict[str, tuple[str, str]] = {
     "form-urlencoded": ("application/x-www-form-urlencoded",
                         str(httpx.QueryParams({"query": CSRF_MUTATION}))),
     "multipart": ("multipart/form-data; boundary=xyzzy", _multipart("xyzzy")),
+    # Types that merely contain "application/json": another media type, never JSON.
+    "jsonx": ("application/jsonx", json.dumps({"query": CSRF_MUTATION})),
+    "json-patch": ("application/json-patch+json", json.dumps({"query": CSRF_MUTATION})),
+    "text-with-json-param": ("text/plain; x=application/json",
+                             json.dumps({"query": CSRF_MUTATION})),
+    "json-list": ("application/json, text/plain", json.dumps({"query": CSRF_MUTATION})),
 }
 
 
@@ -818,9 +824,13 @@ async def test_mutation_with_simple_content_type_is_415_and_not_executed(
     assert await persons_named(alice, "CSRF victim") == 0
 
 
-async def test_mutation_with_json_is_executed(alice: Account, http: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          " application/json ;charset=UTF-8"])
+async def test_mutation_with_json_is_executed(alice: Account, http: httpx.AsyncClient,
+                                              content_type: str) -> None:
     """Control for the CSRF tests: the same mutation as application/json runs."""
-    r = await http.post("/graphql", json={"query": CSRF_MUTATION},
-                        headers={"Authorization": f"Bearer {alice.token}"})
+    r = await http.post("/graphql", content=json.dumps({"query": CSRF_MUTATION}),
+                        headers={"Authorization": f"Bearer {alice.token}",
+                                 "Content-Type": content_type})
     assert r.status_code == 200, r.text
     assert await persons_named(alice, "CSRF victim") == 1

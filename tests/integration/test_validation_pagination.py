@@ -123,13 +123,24 @@ CREATE_CASES: list[tuple[str, str, Any, str]] = [
     ("gift-negative-price", CREATE_GIFT, lambda w: {"i": {"name": "G", "price": "-0.01"}},
      "price"),
     ("gift-3-decimals", CREATE_GIFT, lambda w: {"i": {"name": "G", "price": "1.999"}}, "price"),
-    ("gift-nan-price", CREATE_GIFT, lambda w: {"i": {"name": "G", "price": "NaN"}}, "price"),
-    ("gift-infinite-price", CREATE_GIFT, lambda w: {"i": {"name": "G", "price": "Infinity"}},
-     "price"),
+    ("gift-space-in-host", CREATE_GIFT,
+     lambda w: {"i": {"name": "G", "url": "http://exa mple.com"}}, "url"),
+    ("gift-underscore-host", CREATE_GIFT,
+     lambda w: {"i": {"name": "G", "url": "http://exa_mple.com/x"}}, "url"),
+    ("gift-empty-label-host", CREATE_GIFT,
+     lambda w: {"i": {"name": "G", "url": "https://shop..example/x"}}, "url"),
+    ("gift-bad-port", CREATE_GIFT,
+     lambda w: {"i": {"name": "G", "url": "https://shop.example:99999/x"}}, "url"),
+    ("gift-percent-host", CREATE_GIFT,
+     lambda w: {"i": {"name": "G", "url": "https://exa%20mple.com/x"}}, "url"),
+    ("gift-image-space-in-host", CREATE_GIFT,
+     lambda w: {"i": {"name": "G", "imageUrl": "https://img. example.com/a.png"}}, "imageUrl"),
     ("gift-bogus-currency", CREATE_GIFT, lambda w: {"i": {"name": "G", "currency": "XXQ"}},
      "currency"),
     ("gift-long-currency", CREATE_GIFT, lambda w: {"i": {"name": "G", "currency": "USDX"}},
      "currency"),
+    ("gift-dotless-i-currency", CREATE_GIFT,  # str.upper() makes "INR" of it
+     lambda w: {"i": {"name": "G", "currency": "\u0131nr"}}, "currency"),
     ("item-quantity-0", ADD_ITEM,
      lambda w: {"l": w.gift_list, "i": {"giftId": w.gift, "quantity": 0}}, "quantity"),
     ("item-both-gift-sources", ADD_ITEM,
@@ -153,6 +164,8 @@ CREATE_CASES: list[tuple[str, str, Any, str]] = [
      lambda w: {"i": {"target": "PERSON", "targetId": w.person, "body": "b" * 2001}}, "body"),
     ("register-bad-email", REGISTER, lambda w: {"i": {**USER, "email": "not-an-email"}},
      "email"),
+    ("register-lookalike-email", REGISTER,  # a Cyrillic a (U+0430) for the Latin one
+     lambda w: {"i": {**USER, "email": "\u0430lice@example.com"}}, "email"),
     ("register-short-password", REGISTER, lambda w: {"i": {**USER, "password": "short"}},
      "password"),
     ("register-empty-display-name", REGISTER, lambda w: {"i": {**USER, "displayName": ""}},
@@ -197,8 +210,10 @@ UPDATE_CASES: list[tuple[str, str, str, dict[str, Any], str, str]] = [
     ("gift-bogus-currency", "updateGift", "gift", {"currency": "XXQ"}, "currency", GIFT_FIELDS),
     ("item-quantity-0", "updateListItem", "item", {"quantity": 0, "notes": "changed"},
      "quantity", ITEM_FIELDS),
-    ("item-inline-bad-gift", "updateListItem", "item", {"gift": {"name": "G", "price": "NaN"}},
+    ("item-inline-bad-gift", "updateListItem", "item", {"gift": {"name": "G", "price": "-2"}},
      "gift.price", ITEM_FIELDS),
+    ("gift-space-in-host", "updateGift", "gift", {"url": "https://www.bo oks.com/1"}, "url",
+     GIFT_FIELDS),
 ]
 
 
@@ -244,7 +259,8 @@ MONEY_CREATES = {
 
 @pytest.mark.parametrize("where", list(MONEY_CREATES))
 @pytest.mark.parametrize(
-    ("value", "stored"), [("0", "0.00"), ("0.5", "0.50"), ("19.99", "19.99"), ("7", "7.00")]
+    ("value", "stored"), [("0", "0.00"), ("0.5", "0.50"), ("19.99", "19.99"), ("7", "7.00"),
+                          ("-0", "0.00"), ("-0.00", "0.00"), ("007.10", "7.10")]
 )
 async def test_money_is_accepted_and_returned_with_two_decimals(
     alice: Account, where: str, value: str, stored: str
@@ -256,6 +272,80 @@ async def test_money_is_accepted_and_returned_with_two_decimals(
                     {"id": made["id"]})
     assert read["node"]["v"] == stored
     assert made["v"] == stored
+
+
+# Values Python's Decimal() and date.fromisoformat() take that are not the scalars' form.
+SCALAR_FORMS = {
+    "Decimal": ["\u0661\u0662", "\u0661.\u0665\u0660", "1_000", "1e3", "1E-2", "+1", " 1",
+                "1 ", "1.", ".5", "--1", "NaN", "sNaN", "Infinity", "-Infinity", "", "0x10",
+                "\uff11", 5, 1.5, True, ["1"], "1" * 65],
+    "Date": ["\u0662\u0660\u0662\u0664-01-01", "20240101", "2024-W01-1", "2024-001",
+             "0000-01-01", "2024-1-1", "2024-02-30", "2024-01-01T00:00:00", " 2024-01-01",
+             "+2024-01-01", "\uff12024-01-01", 20240101, ""],
+}
+SCALAR_SITES = {
+    "Decimal": [
+        (CREATE_GIFT, lambda v: {"i": {"name": "G", "price": v}}),
+        (CREATE_OCCASION, lambda v: {"i": {**OCC, "budget": v}}),
+        (CREATE_LIST, lambda v: {"i": {"name": "L", "kind": "IDEAS", "budget": v}}),
+    ],
+    "Date": [
+        (CREATE_OCCASION, lambda v: {"i": {**OCC, "date": v}}),
+        (CREATE_PERSON, lambda v: {"i": {"name": "P", "birthday": v}}),
+        ("query($v: Date) { occasions(from: $v) { totalCount } }", lambda v: {"v": v}),
+    ],
+}
+SCALAR_CASES = [(scalar, value) for scalar, values in SCALAR_FORMS.items() for value in values]
+
+
+@pytest.mark.parametrize(("scalar", "value"), SCALAR_CASES,
+                         ids=[f"{s}-{v!r}" for s, v in SCALAR_CASES])
+async def test_scalars_take_only_their_ascii_form(alice: Account, world: World, scalar: str,
+                                                  value: Any) -> None:
+    """Refused while coercing the variables (BAD_USER_INPUT naming the scalar), at every
+    place the scalar is taken; nothing is written."""
+    c = alice.client
+    before = await counts(c, world)
+    for query, make in SCALAR_SITES[scalar]:
+        r = await c(query, make(value))
+        assert r.codes == ["BAD_USER_INPUT"], (query, r.body)
+        assert scalar in r.errors[0]["message"], r.body
+        assert r.body.get("data") is None
+    assert await counts(c, world) == before
+
+
+async def test_money_patch_of_minus_zero_is_zero(alice: Account, world: World) -> None:
+    c = alice.client
+    made = await ok(c, "mutation($id: ID!) { updateGift(id: $id, input: {price: \"-0\"})"
+                       " { price } }", {"id": world.gift})
+    assert made["updateGift"]["price"] == "0.00"
+    read = await ok(c, "mutation($id: ID!) { updateOccasion(id: $id, input: {budget: \"-0.0\"})"
+                       " { budget } }", {"id": world.occasion})
+    assert read["updateOccasion"]["budget"] == "0.00"
+
+
+@pytest.mark.parametrize("url", ["https://b\u00fccher.example/buch", "http://[::1]:8080/x",
+                                 "http://127.0.0.1/x", "https://SHOP.Example./x",
+                                 "https://xn--bcher-kva.example/", "http://localhost:8000/a?b=c"])
+async def test_urls_with_valid_hosts_are_accepted(alice: Account, url: str) -> None:
+    made = await ok(alice.client, "mutation($u: String) { createGift(input: {name: \"G\","
+                                  " url: $u, imageUrl: $u}) { url imageUrl store } }", {"u": url})
+    assert made["createGift"]["url"] == url
+    assert made["createGift"]["imageUrl"] == url
+
+
+async def test_email_is_stored_in_ascii_and_logs_in_either_way(alice: Account,
+                                                               gql: GQL) -> None:
+    """An internationalized domain is kept in its IDNA form (lower(email) then means the
+    same in Python and PostgreSQL); logging in with the Unicode form finds the user."""
+    made = await ok(alice.client, REGISTER, {"i": {**USER, "email": "Bob@B\u00fccher.Example"}})
+    user = await ok(alice.client, "query($id: ID!) { node(id: $id) { ... on User { email } } }",
+                    {"id": made["registerUser"]["id"]})
+    assert user["node"]["email"] == "Bob@xn--bcher-kva.example"
+    for email in ("bob@b\u00fccher.example", "BOB@XN--BCHER-KVA.EXAMPLE"):
+        r = await gql("mutation($e: String!, $p: String!) { login(email: $e, password: $p)"
+                      " { accessToken } }", {"e": email, "p": USER["password"]})
+        assert r.errors == [], (email, r.body)
 
 
 async def test_limits_are_inclusive(alice: Account, world: World) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,10 +15,10 @@ from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
 from giftgraph.errors import BadInput
+from giftgraph.ids import b64url_decode, b64url_encode, parse_uuid
 
 T = TypeVar("T")
 Key = InstrumentedAttribute[Any]
-_URLSAFE = bytes.maketrans(b"+/", b"-_")  # base64 → base64url
 
 
 @dataclass(frozen=True)
@@ -79,16 +78,18 @@ class Order:
 
     def encode(self, row: Any) -> str:
         # orjson writes datetimes and dates exactly as isoformat() would (and asyncpg's
-        # UUID subclass via str), and binascii skips base64's Python layers: this runs
-        # for every row of every page.
-        values = orjson.dumps([self.name, *(getattr(row, k.key) for k in self.keys)],
-                              default=str)
-        return binascii.b2a_base64(values, newline=False).translate(_URLSAFE).rstrip(b"=") \
-            .decode()
+        # UUID subclass via str): this runs for every row of every page.
+        return b64url_encode(orjson.dumps([self.name, *(getattr(row, k.key) for k in self.keys)],
+                                          default=str))
 
     def decode(self, cursor: str, arg: str) -> tuple[Any, ...]:
+        """The key values of a cursor this connection wrote, or BAD_USER_INPUT naming `arg`:
+        every value is read back only in the one form `encode` (or its SQL twin in
+        schema/compiled.py) writes, so no value reaches the database that it can't take."""
         try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            raw = b64url_decode(cursor)
+            if raw is None:
+                raise ValueError("not base64url")
             decoded = orjson.loads(raw)
             types = self.types()
             if not isinstance(decoded, list) or len(decoded) != len(types) + 1:
@@ -97,7 +98,7 @@ class Order:
             if tag != self.name:
                 raise ValueError("cursor of another connection")
             return tuple(_load(t, v) for t, v in zip(types, values, strict=True))
-        except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        except (ValueError, TypeError, OverflowError, orjson.JSONDecodeError) as exc:
             raise BadInput({arg: "not a valid cursor for this connection"}) from exc
 
     def clauses(self, args: PageArgs) -> tuple[list[ColumnElement[bool]], list[Any]]:
@@ -112,13 +113,29 @@ class Order:
         return where, order
 
 
+# What `encode` writes for a key (isoformat() of asyncpg's UTC datetimes, date.isoformat()),
+# in ASCII: fromisoformat() alone would also take other offsets (year 1 at +14:00 is no
+# UTC instant), week dates and basic formats.
+_DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+                       r"(\.[0-9]{6})?\+00:00")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def _load(t: type, v: Any) -> Any:
+    """A key value as its column takes it; TypeError or ValueError for anything else."""
     if t is datetime:
+        if not isinstance(v, str) or not _DATETIME.fullmatch(v):
+            raise ValueError("datetime")
         return datetime.fromisoformat(v)
     if t is date:
+        if not isinstance(v, str) or not _DATE.fullmatch(v):
+            raise ValueError("date")
         return date.fromisoformat(v)
     if t is uuid.UUID:
-        return uuid.UUID(v)
+        key = parse_uuid(v) if isinstance(v, str) else None
+        if key is None:
+            raise ValueError("uuid")
+        return key
     if t is int:  # a bigint column: a bool or an int out of its range is no cursor
         if type(v) is not int or not -(2**63) <= v < 2**63:
             raise TypeError("int")
@@ -127,7 +144,7 @@ def _load(t: type, v: Any) -> Any:
         if not isinstance(v, str) or "\x00" in v:
             raise TypeError("str")
         return v
-    return t(v)
+    raise TypeError(f"no cursor value of type {t.__name__}")
 
 
 def _page(rows: Sequence[Any], order: Order, args: PageArgs) -> Page[Any]:

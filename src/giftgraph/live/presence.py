@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -14,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from giftgraph.ids import parse_uuid
 from giftgraph.live.backends import Refused
 from giftgraph.live.hub import OVERFLOW, RESYNC, Hub, channel, start_worker, stop_worker
 
@@ -53,6 +55,19 @@ class Room:
         for remote_users, _ in self.remote.values():
             users |= remote_users
         return frozenset(users)
+
+
+def _announcement(item: dict[str, Any]) -> tuple[frozenset[uuid.UUID], float] | None:
+    """(users, ttl) of another instance's announcement, or None when malformed: a bad
+    user id would end the room's listener, and a NaN or infinite ttl would never expire."""
+    users, ttl = item.get("users", []), item.get("ttl", 15)
+    if not isinstance(users, list) or not all(isinstance(u, str) for u in users) \
+            or type(ttl) not in (int, float) or not (math.isfinite(ttl) and ttl > 0):
+        return None
+    parsed = [parse_uuid(u) for u in users]
+    if any(u is None for u in parsed):
+        return None
+    return frozenset(u for u in parsed if u is not None), float(ttl)
 
 
 class PresenceTracker:
@@ -112,12 +127,11 @@ class PresenceTracker:
         instance = item.get("presence")
         if not isinstance(instance, str) or instance == self.instance:
             return
-        try:
-            users = frozenset(uuid.UUID(u) for u in item.get("users", []))
-            ttl = float(item.get("ttl", 15))
-        except (TypeError, ValueError, AttributeError):  # never the end of the room
+        announced = _announcement(item)
+        if announced is None:  # never the end of the room
             log.warning("ignoring a malformed presence message on %s", key[1])
             return
+        users, ttl = announced
         if users:
             room.remote[instance] = (users, time.monotonic() + ttl)
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import strawberry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +31,8 @@ TARGET_MODELS: dict[m.CommentTarget, type[m.Owned]] = {
 }
 
 
-async def _target_exists(info: Info, target: m.CommentTarget, target_id: str) -> None:
+async def _target_exists(info: Info, target: m.CommentTarget, target_id: str) -> uuid.UUID:
+    """The target's UUID if it is the caller's family's; otherwise NOT_FOUND."""
     pk = decode_id(target_id, TARGET_TYPES[target])
     model = TARGET_MODELS[target]
     loader = {
@@ -39,16 +42,17 @@ async def _target_exists(info: Info, target: m.CommentTarget, target_id: str) ->
     }[model]
     if await loader.load(pk) is None:
         raise NotFound(TARGET_TYPES[target])
+    return pk
 
 
 async def comments(info: Info, target: CommentTarget, target_id: strawberry.ID,
                    first: int | None = None, after: str | None = None,
                    last: int | None = None, before: str | None = None) -> Connection[Comment]:
     target = m.CommentTarget(target)
-    await _target_exists(info, target, target_id)
+    pk = await _target_exists(info, target, target_id)
     stmt = select(m.Comment).where(
         m.Comment.family_id == info.context.family_id, m.Comment.target == target,
-        m.Comment.target_id == decode_id(target_id, TARGET_TYPES[target]),
+        m.Comment.target_id == pk,
     )
     return await list_connection(info, stmt, q.COMMENTS, Comment.from_model,
                                  first, after, last, before,

@@ -16,7 +16,7 @@ from giftgraph.db import models as m
 from giftgraph.db import queries as q
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import NotFound
-from giftgraph.ids import split_id
+from giftgraph.ids import parse_id
 from giftgraph.resolvers.common import list_connection
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.lookahead import prefetch_selected
@@ -40,22 +40,17 @@ RECENT_ACTIVITY = 20
 async def node(info: Info, id: strawberry.ID) -> Node | None:
     """Any object of the caller's family by global ID; anything else is NOT_FOUND."""
     family_id = info.context.family_id
-    type_name, key = split_id(id)
+    type_name, key = parse_id(id)
     if type_name == "Event":
-        if not key.isdigit():
-            raise NotFound()
         row = await info.context.db.scalar(
-            select(m.Event).where(m.Event.seq == int(key), m.Event.family_id == family_id)
+            select(m.Event).where(m.Event.seq == key, m.Event.family_id == family_id)
         )
         if row is None:
             raise NotFound()
         return Event.from_model(row)
-    if type_name not in NODE_TYPES:
+    if type_name not in NODE_TYPES or not isinstance(key, uuid.UUID):
         raise NotFound()
-    try:
-        pk = uuid.UUID(key)
-    except ValueError as exc:
-        raise NotFound() from exc
+    pk = key
     loaders = info.context.loaders
     loader = {
         "Family": loaders.family, "User": loaders.user, "Person": loaders.person,

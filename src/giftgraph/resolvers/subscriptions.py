@@ -26,7 +26,7 @@ from giftgraph.events import (
     occasion_topic,
     person_topic,
 )
-from giftgraph.ids import decode_id
+from giftgraph.ids import decode_id, encode_id
 from giftgraph.live import Live, event_stream
 from giftgraph.live.hub import Direct
 from giftgraph.live.render import DIRECT_SINK, DirectSink, Plan
@@ -34,11 +34,12 @@ from giftgraph.observability import Metrics
 from giftgraph.resolvers.queries import Dashboard
 from giftgraph.schema.enums import CommentTarget
 from giftgraph.schema.extensions import format_error
-from giftgraph.schema.types import Event, Presence, User
+from giftgraph.schema.types import TARGET_TYPES, Event, Presence, User
 
 TOPIC_TYPES = {"list": "GiftList", "person": "Person", "occasion": "Occasion"}
-TOPIC = re.compile(r"^(list|person|occasion):([A-Za-z0-9_-]+)$|"
-                   r"^comments:(LIST|LIST_ITEM|GIFT|PERSON|OCCASION):([A-Za-z0-9_-]+)$")
+TOPIC_BUILDERS = {"list": list_topic, "person": person_topic, "occasion": occasion_topic}
+TOPIC = re.compile(r"(list|person|occasion):([A-Za-z0-9_-]+)|"
+                   r"comments:(LIST|LIST_ITEM|GIFT|PERSON|OCCASION):([A-Za-z0-9_-]+)")
 
 
 def _live(info: Info) -> Live:
@@ -155,25 +156,34 @@ async def _exists(info: Info, gid: str, type_name: str) -> uuid.UUID:
     """The entity's UUID if it is the caller's family's; otherwise NOT_FOUND."""
     from giftgraph.resolvers.queries import node
 
-    if decode_id(gid, type_name) and await node(info, strawberry.ID(gid)) is None:
+    pk = decode_id(gid, type_name)
+    if await node(info, strawberry.ID(gid)) is None:
         raise NotFound(type_name)
-    return decode_id(gid, type_name)
+    return pk
 
 
-async def _check_topic(info: Info, topic: str) -> None:
-    """A topic the caller may watch: its family's, naming an entity of its family."""
+async def _comments_topic(info: Info, target: m.CommentTarget, target_id: str) -> str:
+    """The topic of comments on an entity of the caller's family (otherwise NOT_FOUND),
+    built from its decoded ID: the very string the events are published on."""
+    from giftgraph.resolvers.comments import _target_exists
+
+    pk = await _target_exists(info, target, target_id)
+    return comments_topic(target, encode_id(TARGET_TYPES[target], pk))
+
+
+async def _check_topic(info: Info, topic: str) -> str:
+    """A topic the caller may watch (its family's, naming an entity of its family), in the
+    form its events are published on."""
     if topic in (FAMILY_TOPIC, LIST_ITEMS_TOPIC):
-        return
-    match = TOPIC.match(topic)
+        return topic
+    match = TOPIC.fullmatch(topic)
     if match is None:
         raise BadInput({"topic": "not a known topic"})
     kind, gid, target, target_id = match.groups()
     if kind:
-        await _exists(info, gid, TOPIC_TYPES[kind])
-    else:
-        from giftgraph.resolvers.comments import _target_exists
-
-        await _target_exists(info, m.CommentTarget(target), target_id)
+        pk = await _exists(info, gid, TOPIC_TYPES[kind])
+        return TOPIC_BUILDERS[kind](pk)
+    return await _comments_topic(info, m.CommentTarget(target), target_id)
 
 
 @strawberry.type
@@ -216,8 +226,7 @@ class Subscription:
     @strawberry.subscription(description="Comments on one target (comments:{target}:{id}).")
     async def comment_events(self, info: Info, target: CommentTarget, target_id: strawberry.ID,
                              since: str | None = None) -> AsyncGenerator[Event, None]:
-        topic = comments_topic(m.CommentTarget(target), target_id)
-        await _check_topic(info, topic)
+        topic = await _comments_topic(info, m.CommentTarget(target), target_id)
         async for e in _events(info, topic, since):
             yield e
 
@@ -240,7 +249,7 @@ class Subscription:
                              "disconnect; across instances).")
     async def presence(self, info: Info, topic: str) -> AsyncGenerator[Presence, None]:
         user = info.context.require_user()
-        await _check_topic(info, topic)
+        topic = await _check_topic(info, topic)
         live = _live(info)
         _idle(info)
         await info.context.db.close()

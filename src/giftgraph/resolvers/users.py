@@ -33,7 +33,14 @@ from giftgraph.schema.connection import Connection
 from giftgraph.schema.inputs import RegisterUserInput, SignUpInput, UpdateUserInput, provided
 from giftgraph.schema.loaders import Loaders
 from giftgraph.schema.types import AuthPayload, Family, User
-from giftgraph.validation import PasswordData, SignUpData, UserData, UserPatchData, validate
+from giftgraph.validation import (
+    PasswordData,
+    SignUpData,
+    UserData,
+    UserPatchData,
+    normalized_email,
+    validate,
+)
 
 if TYPE_CHECKING:
     from giftgraph.admission.throttle import Hashing
@@ -136,7 +143,8 @@ async def login(info: Info, email: str, password: str) -> AuthPayload:
     if throttle is not None:  # brute force: per IP, and per IP + email
         await throttle.login(info.context.client_ip, email)
     found = await info.context.db.scalar(
-        select(m.User).where(func.lower(m.User.email) == email.strip().lower()))
+        select(m.User).where(func.lower(m.User.email)
+                             == (normalized_email(email) or email.strip()).lower()))
     gate = await _hashing(info)
     if found is None:
         await auth.burn_password_check(settings, password, gate)

@@ -32,6 +32,7 @@ from giftgraph.schema.extensions import (
 )
 from giftgraph.schema.limits import ParseWithTokenLimit, QueryLimits
 from giftgraph.schema.retry import install_retries
+from giftgraph.schema.scalars import SCALAR_OVERRIDES
 
 
 @strawberry.type
@@ -119,6 +120,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         extensions=extensions,
         execution_context_class=ExecutionContext,
         config=StrawberryConfig(disable_field_suggestions=settings.is_production),
+        scalar_overrides=SCALAR_OVERRIDES,
     )
     install_lean_resolvers(schema)
     install_retries(schema)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -17,6 +18,22 @@ JSON = "application/json"
 log = logging.getLogger("giftgraph.errors")
 
 
+# RFC 9110 qvalue: 0 to 1 with at most three decimals (float() would also take "nan",
+# "inf", "1e3", "1_0" and other scripts' digits).
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
+
+
+def media_type(value: str) -> str:
+    """The `type/subtype` of a media range or Content-Type, lower case, without parameters."""
+    return value.split(";", 1)[0].strip().lower()
+
+
+def is_json_body(content_type: str | None) -> bool:
+    """A request body in `application/json` (parameters such as charset allowed): the media
+    type itself, not any type that merely contains it (`application/jsonx`)."""
+    return content_type is not None and media_type(content_type) == JSON
+
+
 def negotiate(accept: str | None) -> str | None:
     """The response media type for an Accept header; None when nothing acceptable."""
     if not accept or not accept.strip():
@@ -27,11 +44,9 @@ def negotiate(accept: str | None) -> str | None:
         q = 1.0
         for param in params:
             key, _, value = param.partition("=")
-            if key.strip() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
+            if key.strip().lower() == "q":
+                value = value.strip()
+                q = float(value) if _QVALUE.fullmatch(value) else 0.0
         if q <= 0:
             continue
         media = media.lower()
