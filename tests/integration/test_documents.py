@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
-from graphql import parse
+from graphql import get_introspection_query, parse
 
-from giftgraph.admission.documents import measure
+from giftgraph.admission.documents import measure, over_limit
 from giftgraph.app import create_app
 from giftgraph.schema.schema import build_schema
 from tests.conftest import GQL, Account, make_settings, sign_up
@@ -79,6 +79,46 @@ async def test_depth_and_aliases_count_through_fragments(alice: Account) -> None
     assert r.codes == ["QUERY_TOO_COMPLEX"], r.body
     assert (r.errors[0]["extensions"]["measure"], r.errors[0]["extensions"]["actual"]) \
         == ("aliases", 16)
+
+
+def _args(n: int) -> str:
+    return "{ " + " ".join(f"persons(first: {i}) {{ totalCount }}" for i in range(n)) + " }"
+
+
+def _repeated(n: int) -> str:
+    return "{ " + " ".join(["persons { edges { node { id name } } }"] * n) + " }"
+
+
+def _inline(n: int) -> str:
+    return "{ " + " ".join("... on Query { me { id } }" for _ in range(n)) + " }"
+
+
+def _fragments(n: int) -> str:
+    return ("{ " + " ".join(f"...G{i}" for i in range(n)) + " } "
+            + " ".join(f"fragment G{i} on Query {{ me {{ id }} }}" for i in range(n)))
+
+
+@pytest.mark.parametrize(("wide", "n"), [(_args, 200), (_repeated, 150), (_inline, 200),
+                                         (_fragments, 150)])
+async def test_what_validation_compares_is_bounded(
+    http: httpx.AsyncClient, alice: Account, wide: Any, n: int,
+) -> None:
+    """Quadratic for graphql-core's OverlappingFieldsCanBeMerged (a second or more of
+    the event loop), within the token limit: refused before validation."""
+    r = await alice.client(wide(n))
+    assert r.codes == ["QUERY_TOO_COMPLEX"], r.body
+    assert r.errors[0]["extensions"]["measure"] == "overlaps"
+    assert r.errors[0]["extensions"]["limit"] == 5000
+    assert refused_metric((await http.get("/metrics")).text, "overlaps") == 1
+    assert (await alice.client(wide(10))).codes != ["QUERY_TOO_COMPLEX"]
+
+
+def test_graphiql_introspection_is_within_every_bound() -> None:
+    schema = build_schema()._schema
+    found = measure(schema, parse(get_introspection_query()), None, {}, 20, 100)
+    assert over_limit(found, make_settings("postgresql://unused")) is None
+    assert found.overlaps == 0
+    assert found.worst.cost > 100  # counted, field by field
 
 
 LISTS = ("query($n: Int) { lists(first: $n) { edges { node { items(first: 100) { edges {"

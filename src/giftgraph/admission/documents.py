@@ -21,7 +21,14 @@ document at most once.
 - depth: levels of selection sets, fragments expanded; not counted below `__schema` and
   `__type` (GraphiQL's type references are nested that deep);
 - aliases: aliased fields of the expanded selection;
-- fields: root fields of the operation, fragments expanded: what a mutation is charged.
+- fields: root fields of the operation, fragments expanded: what a mutation is charged;
+- overlaps: what graphql-core's OverlappingFieldsCanBeMerged will compare, in selections.
+  It compares, in each selection set, every field with every other of the same response
+  name and every fragment spread with every other, through their selections: quadratic
+  in a set's width (220 `persons(first: i) { totalCount }`, within the token limit, took
+  it a second). Counted per selection set as written (graphql-core compares each set
+  once and remembers fragment pairs), the fields and fragments of a set's inline
+  fragments with the set's own.
 
 Every operation of the document is measured and bounded (validation reads all of them),
 and the limits apply to each; the mutation budget is charged for the one that runs.
@@ -59,6 +66,8 @@ from giftgraph.schema.extensions import refuse, requested_operation
 # multiplies its fragments.
 CAP = 1 << 48
 META = frozenset(("__schema", "__type"))
+# What comparing two fragments costs graphql-core beyond their selections, in selections.
+PAIR = 8
 
 
 @dataclass(slots=True)
@@ -89,6 +98,14 @@ class _Frame:
     pages: int = 0  # a field's set: its field costs 1 + pages * the set's cost
     meta: bool = False  # a field's set below `__schema`/`__type`: adds no depth
     fragment: str | None = None  # a fragment's set: kept for every further spread
+    # For the overlaps (see `Walker.overlaps`): selections within, as written; the fields
+    # of this set by response name ([count, their selections]) and the fragments spread
+    # in it, both shared with its inline fragments (graphql-core compares them as one).
+    response: str | None = None  # a field's set: the field's response name
+    inline: bool = False
+    nodes: int = 0
+    names: dict[str, list[int]] = field(default_factory=dict)
+    spreads: set[str] = field(default_factory=set)
 
 
 class Walker:
@@ -105,7 +122,9 @@ class Walker:
         self.max_page = max_page
         self.done: dict[str, Measure] = {}
         self.open: set[str] = set()
+        self.sizes: dict[str, int] = {}  # a fragment's selections, as written
         self.visits = 0  # selections visited: at most the document's
+        self.overlaps = 0
 
     def operation(self, op: OperationDefinitionNode) -> Measure:
         root = {"query": self.schema.query_type, "mutation": self.schema.mutation_type,
@@ -121,11 +140,17 @@ class Walker:
             if frame.index == len(frame.selections):
                 stack.pop()
                 done = frame.measure
+                if not frame.inline:
+                    self.overlaps = min(CAP, self.overlaps + self._overlaps(frame))
                 if frame.fragment is not None:
                     self.done[frame.fragment] = done
+                    self.sizes[frame.fragment] = frame.nodes
                     self.open.discard(frame.fragment)
                 if not stack:
                     return done
+                stack[-1].nodes = min(CAP, stack[-1].nodes + frame.nodes)
+                if frame.response is not None:
+                    _named(stack[-1].names, frame.response, 1 + frame.nodes)
                 below = stack[-1].measure
                 if frame.pages:  # a field's selection set
                     below.cost = min(CAP, below.cost + 1 + done.cost * frame.pages)
@@ -137,6 +162,7 @@ class Walker:
                 continue
             node = frame.selections[frame.index]
             frame.index += 1
+            frame.nodes += 1
             self.visits += 1
             if isinstance(node, FieldNode):
                 child = self._field(frame, node)
@@ -146,12 +172,15 @@ class Walker:
                 condition = node.type_condition
                 parent = self.schema.get_type(condition.name.value) if condition \
                     else frame.parent
-                stack.append(_Frame(node.selection_set.selections, parent))
+                stack.append(_Frame(node.selection_set.selections, parent, inline=True,
+                                    names=frame.names, spreads=frame.spreads))
             elif isinstance(node, FragmentSpreadNode):
                 name = node.name.value
+                frame.spreads.add(name)
                 known = self.done.get(name)
                 if known is not None:
                     frame.measure.add(known)
+                    frame.nodes = min(CAP, frame.nodes + self.sizes[name])
                 elif name not in self.open and name in self.definitions:
                     # (a spread of an unknown fragment or a cycle adds nothing here:
                     # validation refuses both)
@@ -182,8 +211,10 @@ class Walker:
             measure.aliases = min(CAP, measure.aliases + 1)
         if not name.startswith("__"):
             measure.fields = min(CAP, measure.fields + 1)
+        response = node.alias.value if node.alias is not None else name
         if node.selection_set is None:
             measure.cost = min(CAP, measure.cost + 1)
+            _named(frame.names, response, 1)
             return None
         fields = getattr(frame.parent, "fields", None)
         definition = fields.get(name) if isinstance(fields, dict) else None
@@ -195,7 +226,21 @@ class Walker:
         pages = 1
         if child is not None and child.name.endswith("Connection") and not meta:
             pages = max(1, self._page_size(node))
-        return _Frame(node.selection_set.selections, child, pages=pages, meta=meta)
+        return _Frame(node.selection_set.selections, child, pages=pages, meta=meta,
+                      response=response)
+
+    def _overlaps(self, frame: _Frame) -> int:
+        """What graphql-core's OverlappingFieldsCanBeMerged compares in a selection set:
+        each field with every other of its response name, each fragment spread with every
+        other, each comparison going through their selections."""
+        found = 0
+        for count, nodes in frame.names.values():
+            if count > 1:
+                found += (count - 1) * nodes
+        if len(frame.spreads) > 1:
+            found += (len(frame.spreads) - 1) * sum(PAIR + self.sizes.get(name, 0)
+                                                    for name in frame.spreads)
+        return found
 
     def _page_size(self, node: FieldNode) -> int:
         size = None
@@ -227,6 +272,16 @@ class Walker:
         return self.max_page
 
 
+def _named(names: dict[str, list[int]], response: str, nodes: int) -> None:
+    """One more field of this response name, with `nodes` selections (itself included)."""
+    entry = names.get(response)
+    if entry is None:
+        names[response] = [1, nodes]
+    else:
+        entry[0] += 1
+        entry[1] += nodes
+
+
 @dataclass(slots=True)
 class Found:
     """A document's measure: the largest of its operations', and the one that runs."""
@@ -234,6 +289,7 @@ class Found:
     worst: Measure
     running: Measure | None
     visits: int
+    overlaps: int
 
 
 def measure(schema: GraphQLSchema, document: DocumentNode, running: str | None,
@@ -256,15 +312,17 @@ def measure(schema: GraphQLSchema, document: DocumentNode, running: str | None,
             chosen = found
     for name in walker.definitions:
         walker.fragment(name)
-    return Found(worst, chosen, walker.visits)
+    return Found(worst, chosen, walker.visits, walker.overlaps)
 
 
-def over_limit(found: Measure, settings: Any) -> QueryTooComplex | None:
+def over_limit(found: Found, settings: Any) -> QueryTooComplex | None:
     """The first bound `found` exceeds, as the error to answer with."""
+    worst = found.worst
     for what, value, limit in (
-        ("depth", found.depth, settings.max_query_depth),
-        ("aliases", found.aliases, settings.max_aliases),
-        ("cost", found.cost, settings.max_query_cost),
+        ("depth", worst.depth, settings.max_query_depth),
+        ("aliases", worst.aliases, settings.max_aliases),
+        ("cost", worst.cost, settings.max_query_cost),
+        ("overlaps", found.overlaps, settings.max_query_overlaps),
     ):
         if value > limit:
             return QueryTooComplex(f"Query {what} {value} exceeds the limit of {limit}",
@@ -328,7 +386,7 @@ class DocumentBounds(SchemaExtension):
             self.found = measure(ec.schema._schema, document, requested_operation(ec),
                                  ec.variables, settings.default_page_size,
                                  settings.max_page_size)
-            refusal = over_limit(self.found.worst, settings)
+            refusal = over_limit(self.found, settings)
             if refusal is not None:
                 count_refusal(ec.context, refusal.extensions["measure"])
                 ec.pre_execution_errors = [GraphQLError(refusal.message,
