@@ -61,6 +61,9 @@ async def test_fragment_doubling_is_refused_before_validation(
     metrics = (await http.get("/metrics")).text
     assert refused_metric(metrics, "cost") == 2
     assert (await alice.client("{ me { id } }")).errors == []
+    long = await alice.client("{ me { " + " id" * 3000 + " } }")
+    assert long.codes == ["QUERY_TOO_COMPLEX"]
+    assert refused_metric((await http.get("/metrics")).text, "tokens") == 1
 
 
 async def test_depth_and_aliases_count_through_fragments(alice: Account) -> None:

@@ -1,4 +1,4 @@
-"""A GraphQL document's bounds: tokens, depth, aliases, cost and root mutation fields.
+"""A GraphQL document's bounds: tokens, depth, aliases, cost, overlaps, mutation fields.
 
 The order is the order of their price. The parser stops at the token limit
 (`ParseWithTokenLimit`); the measure below is linear in the document; only then does
@@ -19,16 +19,16 @@ document at most once.
   priced by its value, anything but an integer or null at the largest page) or the default
   page size. Introspection (`__schema`, `__type`) counts its fields but no pages;
 - depth: levels of selection sets, fragments expanded; not counted below `__schema` and
-  `__type` (GraphiQL's type references are nested that deep);
+  `__type` (GraphiQL's type references are nested that deep; graphql-core's
+  MaxIntrospectionDepthRule bounds the nesting of introspection's lists);
 - aliases: aliased fields of the expanded selection;
 - fields: root fields of the operation, fragments expanded: what a mutation is charged;
 - overlaps: what graphql-core's OverlappingFieldsCanBeMerged will compare, in selections.
   It compares, in each selection set, every field with every other of the same response
   name and every fragment spread with every other, through their selections: quadratic
-  in a set's width (220 `persons(first: i) { totalCount }`, within the token limit, took
-  it a second). Counted per selection set as written (graphql-core compares each set
-  once and remembers fragment pairs), the fields and fragments of a set's inline
-  fragments with the set's own.
+  in a set's width (200 `persons(first: i) { totalCount }` fit in the token limit).
+  Counted per selection set as written (graphql-core compares each set once and
+  remembers fragment pairs), a set's inline fragments with the set.
 
 Every operation of the document is measured and bounded (validation reads all of them),
 and the limits apply to each; the mutation budget is charged for the one that runs.
@@ -79,11 +79,11 @@ class Measure:
     aliases: int = 0
     fields: int = 0  # fields at this level, outside introspection
 
-    def add(self, other: Measure, times: int = 1) -> None:
-        """`other` selected at this level (a fragment), `times` over."""
-        self.cost = min(CAP, self.cost + other.cost * times)
-        self.aliases = min(CAP, self.aliases + other.aliases * times)
-        self.fields = min(CAP, self.fields + other.fields * times)
+    def add(self, other: Measure) -> None:
+        """`other` selected at this level (a fragment's selections)."""
+        self.cost = min(CAP, self.cost + other.cost)
+        self.aliases = min(CAP, self.aliases + other.aliases)
+        self.fields = min(CAP, self.fields + other.fields)
         self.depth = max(self.depth, other.depth)
 
 
