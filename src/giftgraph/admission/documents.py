@@ -37,7 +37,7 @@ and the limits apply to each; the mutation budget is charged for the one that ru
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
@@ -55,7 +55,6 @@ from graphql import (
     SelectionNode,
     ValueNode,
     VariableNode,
-    get_named_type,
 )
 from strawberry.extensions import ParserCache, SchemaExtension
 
@@ -87,25 +86,31 @@ class Measure:
         self.depth = max(self.depth, other.depth)
 
 
-@dataclass(slots=True)
 class _Frame:
     """A selection set being measured; what it adds to the frame below when done."""
 
-    selections: Sequence[SelectionNode]
-    parent: Any  # the named type its fields are looked up on (None: unknown)
-    measure: Measure = field(default_factory=Measure)
-    index: int = 0
-    pages: int = 0  # a field's set: its field costs 1 + pages * the set's cost
-    meta: bool = False  # a field's set below `__schema`/`__type`: adds no depth
-    fragment: str | None = None  # a fragment's set: kept for every further spread
-    # For the overlaps (see `Walker.overlaps`): selections within, as written; the fields
-    # of this set by response name ([count, their selections]) and the fragments spread
-    # in it, both shared with its inline fragments (graphql-core compares them as one).
-    response: str | None = None  # a field's set: the field's response name
-    inline: bool = False
-    nodes: int = 0
-    names: dict[str, list[int]] = field(default_factory=dict)
-    spreads: set[str] = field(default_factory=set)
+    __slots__ = ("fragment", "index", "inline", "measure", "meta", "names", "nodes", "pages",
+                 "parent", "response", "selections", "spreads")
+
+    def __init__(self, selections: Sequence[SelectionNode], parent: Any, *, pages: int = 0,
+                 meta: bool = False, fragment: str | None = None, response: str | None = None,
+                 shared: _Frame | None = None) -> None:
+        self.selections = selections
+        self.parent = parent  # the named type its fields are looked up on (None: unknown)
+        self.measure = Measure()
+        self.index = 0
+        self.pages = pages  # a field's set: its field costs 1 + pages * the set's cost
+        self.meta = meta  # a field's set below `__schema`/`__type`: adds no depth
+        self.fragment = fragment  # a fragment's set: kept for every further spread
+        # For the overlaps (see `Walker._overlaps`): selections within, as written; the
+        # fields of this set by response name ([count, their selections]) and the fragments
+        # spread in it, both shared with its inline fragments (graphql-core compares them
+        # as one set).
+        self.response = response  # a field's set: the field's response name
+        self.inline = shared is not None
+        self.nodes = 0
+        self.names: dict[str, list[int]] = shared.names if shared is not None else {}
+        self.spreads: set[str] = shared.spreads if shared is not None else set()
 
 
 class Walker:
@@ -172,8 +177,7 @@ class Walker:
                 condition = node.type_condition
                 parent = self.schema.get_type(condition.name.value) if condition \
                     else frame.parent
-                stack.append(_Frame(node.selection_set.selections, parent, inline=True,
-                                    names=frame.names, spreads=frame.spreads))
+                stack.append(_Frame(node.selection_set.selections, parent, shared=frame))
             elif isinstance(node, FragmentSpreadNode):
                 name = node.name.value
                 frame.spreads.add(name)
@@ -207,18 +211,24 @@ class Walker:
         measure = frame.measure
         name = node.name.value
         meta = frame.meta or name in META
+        # (one at a time, a frame's counts stay within its selections: only what a
+        # fragment or a page multiplies is capped)
         if node.alias is not None:
-            measure.aliases = min(CAP, measure.aliases + 1)
-        if not name.startswith("__"):
-            measure.fields = min(CAP, measure.fields + 1)
-        response = node.alias.value if node.alias is not None else name
+            measure.aliases += 1
+            response = node.alias.value
+        else:
+            response = name
+        if name[:2] != "__":
+            measure.fields += 1
         if node.selection_set is None:
-            measure.cost = min(CAP, measure.cost + 1)
+            measure.cost += 1
             _named(frame.names, response, 1)
             return None
         fields = getattr(frame.parent, "fields", None)
         definition = fields.get(name) if isinstance(fields, dict) else None
-        child = get_named_type(definition.type) if definition is not None else None
+        child = definition.type if definition is not None else None
+        while child is not None and hasattr(child, "of_type"):  # list, non-null
+            child = child.of_type
         if name == "__schema":
             child = self.schema.get_type("__Schema")
         elif name == "__type":
