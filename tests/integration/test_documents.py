@@ -96,13 +96,17 @@ def _inline(n: int) -> str:
     return "{ " + " ".join("... on Query { me { id } }" for _ in range(n)) + " }"
 
 
+def _leaves(n: int) -> str:
+    return "{ me { " + " id" * n + " } }"
+
+
 def _fragments(n: int) -> str:
     return ("{ " + " ".join(f"...G{i}" for i in range(n)) + " } "
             + " ".join(f"fragment G{i} on Query {{ me {{ id }} }}" for i in range(n)))
 
 
 @pytest.mark.parametrize(("wide", "n"), [(_args, 200), (_repeated, 150), (_inline, 200),
-                                         (_fragments, 150)])
+                                         (_fragments, 150), (_leaves, 600)])
 async def test_what_validation_compares_is_bounded(
     http: httpx.AsyncClient, alice: Account, wide: Any, n: int,
 ) -> None:
