@@ -8,8 +8,8 @@ not) of every request, over HTTP and over a socket alike, so that nothing cached
 document skip it.
 
 The measure of a selection set is computed once: an operation's sets as they are walked,
-a fragment's the first time it is spread, and reused (multiplied) at every further spread,
-never expanded again. `fragment F1 on Query { ...F0 ...F0 }`, F2 of F1 and so on select
+a fragment's the first time it is spread, then added again at every further spread, never
+expanded again. `fragment F1 on Query { ...F0 ...F0 }`, F2 of F1 and so on select
 2^k fields in ~10·k tokens: each is counted, none is visited. The walk is iterative (a
 document may nest hundreds of levels within its tokens) and visits each selection of the
 document at most once.
