@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     max_aliases: int = Field(default=15, ge=0)
     max_query_tokens: int = Field(default=2000, ge=10)
     max_query_cost: int = Field(default=50_000, ge=1)
+    max_query_overlaps: int = Field(default=5_000, ge=1)
     # None: introspection on, except in production.
     introspection: bool | None = None
     mutation_rate: str = "120/minute"

@@ -610,9 +610,14 @@ async def _missing_typ(k: TokenKit) -> str:
 
 
 async def _revoked_refresh(k: TokenKit) -> str:
-    token = k.alice.account.refresh
-    r = await k.alice.account.client("mutation($t: String!) { logout(refreshToken: $t) }",
-                                     {"t": token})
+    """A second session's refresh token, logged out (the first session, whose access token
+    counts the events, stays signed in: a logout ends its own chain's access tokens)."""
+    account = k.alice.account
+    login = await k.gql("mutation($e: String!, $p: String!) { login(email: $e, password: $p)"
+                        " { refreshToken } }", {"e": account.email, "p": account.password})
+    token = login.data["login"]["refreshToken"]
+    r = await account.client("mutation($t: String!) { logout(refreshToken: $t) }",
+                             {"t": token})
     assert r.data == {"logout": True}
     return token
 

@@ -4,8 +4,8 @@ Each bound is named here once, with the setting that sets it. It is checked befo
 it protects (parsing, analysis, hashing, a query, a replay), and each refusal is counted in
 `giftgraph_admission_refused_total{bound}`. The checks themselves live beside this module:
 
-- `documents`: a GraphQL document's tokens, depth, aliases, cost and root mutation fields,
-  measured in one pass per fragment (linear in the document);
+- `documents`: a GraphQL document's tokens, depth, aliases, cost, overlaps and root
+  mutation fields, measured in one pass per fragment (linear in the document);
 - `sockets`: socket message size and shape, sockets per user, subscriptions per socket;
 - `throttle`: per-IP budgets of the anonymous mutations and the bound on concurrent
   password hashing;
@@ -38,6 +38,9 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("aliases", "max_aliases", "aliases in the expanded selection"),
     Bound("cost", "max_query_cost", "fields in the expanded selection, a connection's "
           "subtree counted once per node it may return"),
+    Bound("overlaps", "max_query_overlaps", "what validation compares pairwise: fields of "
+          "one response name in a selection set, fragments spread in one, through their "
+          "selections"),
     Bound("mutation_rate", "mutation_rate", "root mutation fields per user, fragments "
           "expanded"),
     Bound("login_rate", "login_rate", "login attempts per IP and email"),

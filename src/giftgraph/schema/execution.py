@@ -35,7 +35,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from weakref import WeakKeyDictionary
 
 from graphql import (
@@ -128,6 +128,20 @@ Later = tuple[Awaitable[Any], GraphQLOutputType, FieldDetailsList,
 class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """Strawberry's execution context, plus the lean query executor and the plain-scalar
     fast path."""
+
+    # False (`quiet`): no error of the variables' coercion or of execution suggests a
+    # name (graphql-core's `hide_suggestions`, which Strawberry never passes).
+    suggest: ClassVar[bool] = True
+
+    @classmethod
+    def build(cls, *args: Any, hide_suggestions: bool = False, **kwargs: Any) -> Any:
+        return super().build(*args, hide_suggestions=hide_suggestions or not cls.suggest,
+                             **kwargs)
+
+    @classmethod
+    def quiet(cls) -> type[ExecutionContext]:
+        """This class, suggesting nothing (production)."""
+        return type("QuietExecutionContext", (cls,), {"suggest": False})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

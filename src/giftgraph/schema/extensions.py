@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import lru_cache
 from typing import Any
 
 from graphql import (
@@ -11,13 +12,18 @@ from graphql import (
     DocumentNode,
     ExecutionResult,
     GraphQLError,
+    GraphQLSchema,
     OperationDefinitionNode,
     StringValueNode,
     Visitor,
+    validate,
     visit,
 )
+from graphql.validation import ASTValidationRule
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
-from strawberry.extensions import SchemaExtension, ValidationCache
+from strawberry.extensions import SchemaExtension
+from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
+from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 from giftgraph import auth
 from giftgraph.context import (
@@ -34,6 +40,9 @@ from giftgraph.schema.cache import USER_AND_VERSION
 from giftgraph.schema.retry import transient
 
 log = logging.getLogger("giftgraph.errors")
+# What Strawberry's own validation adds to the rules (strawberry.schema.schema
+# .validate_document), which `validation_cache` replaces.
+STRAWBERRY_RULES = (MaybeNullValidationRule, OneOfInputValidationRule)
 
 
 async def authenticate(ctx: Context) -> auth.AccessClaims | None:
@@ -204,15 +213,40 @@ def _clone(error: GraphQLError) -> GraphQLError:
                         extensions=dict(error.extensions or {}))
 
 
-class FreshValidationCache(ValidationCache):
-    """ValidationCache, but each operation gets its own copies of the cached errors: they
-    are formatted in place with that operation's traceId, never another request's."""
+Validate = Callable[[GraphQLSchema, DocumentNode, tuple[type[ASTValidationRule], ...]],
+                   list[GraphQLError]]
+
+
+def validation_cache(maxsize: int, *, suggest: bool) -> Validate:
+    """graphql-core's validation, with the rules Strawberry adds to every validation, its
+    results kept for `maxsize` documents (one cache per schema). Without `suggest` no
+    error suggests a name (graphql-core's `hide_suggestions`: field, argument, type, enum
+    value and input field names alike)."""
+
+    @lru_cache(maxsize=maxsize)
+    def validate_document(schema: GraphQLSchema, document: DocumentNode,
+                          rules: tuple[type[ASTValidationRule], ...]) -> list[GraphQLError]:
+        return validate(schema, document, (*rules, *STRAWBERRY_RULES),
+                        hide_suggestions=not suggest)
+
+    return validate_document
+
+
+class FreshValidationCache(SchemaExtension):
+    """Validation through `validate` (a `validation_cache`), but each operation gets its
+    own copies of the cached errors: they are formatted in place with that operation's
+    traceId, never another request's. A document already refused (`DocumentBounds`) is
+    not validated."""
+
+    def __init__(self, validate: Validate) -> None:
+        super().__init__()
+        self.validate = validate
 
     def on_validate(self) -> Iterator[None]:
         ec = self.execution_context
-        errors = self.cached_validate_document(ec.schema._schema, ec.graphql_document,
-                                               ec.validation_rules)
-        ec.pre_execution_errors = [_clone(e) for e in errors] if errors else errors
+        if ec.pre_execution_errors is None:
+            errors = self.validate(ec.schema._schema, ec.graphql_document, ec.validation_rules)
+            ec.pre_execution_errors = [_clone(e) for e in errors] if errors else errors
         yield
 
 
@@ -224,6 +258,14 @@ def operation_of(document: DocumentNode,
     if operation_name is None:
         return operations[0] if len(operations) == 1 else None
     return next((o for o in operations if o.name and o.name.value == operation_name), None)
+
+
+def requested_operation(ec: Any) -> str | None:
+    """The operation name the client sent: `ec.operation_name` falls back to the first
+    operation's (and is all there is to read, were Strawberry to drop its private field)."""
+    if hasattr(ec, "_provided_operation_name"):
+        return ec._provided_operation_name  # type: ignore[no-any-return]
+    return ec.operation_name  # type: ignore[no-any-return]
 
 
 MANY_OPERATIONS = "Must provide operation name if query contains multiple operations."
@@ -244,10 +286,7 @@ class ChooseOperation(SchemaExtension):
         ec = self.execution_context
         document = ec.graphql_document
         if document is not None and not ec.pre_execution_errors:
-            # The name the client sent: `ec.operation_name` falls back to the first one's
-            # (and is all there is to read, were Strawberry to drop its private field).
-            requested = ec._provided_operation_name \
-                if hasattr(ec, "_provided_operation_name") else ec.operation_name
+            requested = requested_operation(ec)
             operation = operation_of(document, requested)
             message = None
             if operation is None and requested is None:
@@ -309,30 +348,6 @@ class RefuseNul(SchemaExtension):
             where = "query"
         if where is not None:
             refuse(self, BadInput({where: "must not contain the NUL character (U+0000)"}))
-        yield
-
-
-class MutationRateLimit(SchemaExtension):
-    """Each root mutation field counts against the caller's per-user mutation budget."""
-
-    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
-        ec = self.execution_context
-        ctx: Context = ec.context
-        limits = ctx.rate_limits
-        if limits is not None and ctx.user is not None and ec.operation_type.value == "mutation":
-            document = ec.graphql_document
-            fields = 0
-            for definition in document.definitions if document else ():
-                selection_set = getattr(definition, "selection_set", None)
-                operation = getattr(definition, "operation", None)
-                name = getattr(getattr(definition, "name", None), "value", None)
-                if operation is None or (ec.operation_name and name != ec.operation_name):
-                    continue
-                fields += len(selection_set.selections) if selection_set else 0
-            try:
-                await limits.hit_mutation(str(ctx.user.id), max(1, fields))
-            except AppError as exc:
-                refuse(self, exc)
         yield
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
 from strawberry.extensions import DisableIntrospection
-from strawberry.schema.config import StrawberryConfig
 
+from giftgraph.admission.documents import DocumentBounds, ParseWithTokenLimit
 from giftgraph.config import Settings
 from giftgraph.observability import OperationLog
 from giftgraph.resolvers import comments as r_comments
@@ -26,11 +25,10 @@ from giftgraph.schema.extensions import (
     ChooseOperation,
     FormatErrors,
     FreshValidationCache,
-    MutationRateLimit,
     RefuseNul,
     RequestScope,
+    validation_cache,
 )
-from giftgraph.schema.limits import ParseWithTokenLimit, QueryLimits
 from giftgraph.schema.retry import install_retries
 from giftgraph.schema.scalars import SCALAR_OVERRIDES
 
@@ -85,26 +83,21 @@ class GiftGraphSchema(strawberry.Schema):
     def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
         """FormatErrors logs what matters (with traceId); skip Strawberry's default log."""
 
-    @staticmethod
-    def remove_field_suggestion(error: GraphQLError) -> None:
-        """Where field suggestions are off (production), every suggestion is: of an enum
-        value, an argument, a type or an input field too, each a piece of the schema.
-        graphql-core always ends a message with its suggestion (`did_you_mean`)."""
-        head, found, tail = error.message.rpartition(" Did you mean ")
-        if found and tail.endswith("?"):
-            error.message = head
-            error.args = (head,)
-
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings(_env_file=None)  # type: ignore[call-arg]
     introspection = settings.introspection
     if introspection is None:
         introspection = not settings.is_production
+    # Production suggests no name in any error (graphql-core's `hide_suggestions`, in
+    # validation and in execution): the names are pieces of the schema.
+    suggest = not settings.is_production
+    validate = validation_cache(512, suggest=suggest)
     extensions: list[Any] = [
-        OperationLog, RequestScope, FormatErrors, RefuseNul, MutationRateLimit, QueryLimits,
+        OperationLog, RequestScope, FormatErrors, RefuseNul,
         lambda: ParseWithTokenLimit(settings.max_query_tokens, maxsize=512),
-        lambda: FreshValidationCache(maxsize=512), ChooseOperation,  # after the cache
+        DocumentBounds,  # measures before validation; charges mutations before execution
+        lambda: FreshValidationCache(validate), ChooseOperation,  # after the validation
     ]
     if settings.result_cache_bytes:
         store = ResultStore(settings.result_cache_bytes)  # one per schema: per app
@@ -118,8 +111,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         types=[types.Family, types.User, types.Person, types.Occasion, types.GiftList,
                types.Gift, types.ListItem, types.Comment, types.Event, types.Presence],
         extensions=extensions,
-        execution_context_class=ExecutionContext,
-        config=StrawberryConfig(disable_field_suggestions=settings.is_production),
+        execution_context_class=ExecutionContext if suggest else ExecutionContext.quiet(),
         scalar_overrides=SCALAR_OVERRIDES,
     )
     install_lean_resolvers(schema)

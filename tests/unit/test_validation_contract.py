@@ -1,0 +1,41 @@
+"""Contracts with the libraries `validation_cache` and the quiet execution context rely on:
+the rules Strawberry adds to every validation, graphql-core's `hide_suggestions`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import strawberry.schema.schema as strawberry_schema
+from graphql import parse, specified_rules
+
+from giftgraph.schema.execution import ExecutionContext
+from giftgraph.schema.extensions import STRAWBERRY_RULES, validation_cache
+from giftgraph.schema.schema import build_schema
+
+
+def test_strawberry_adds_exactly_these_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr(strawberry_schema, "validate",
+                        lambda _schema, _document, rules, *_a, **_k: seen.append(rules) or [])
+    schema = build_schema()._schema
+    strawberry_schema.validate_document(schema, parse("{ me { id } }"), ())
+    assert tuple(seen[0]) == STRAWBERRY_RULES
+
+
+@pytest.mark.parametrize("suggest", [True, False])
+def test_validation_suggests_only_when_asked(suggest: bool) -> None:
+    schema = build_schema()._schema
+    validate = validation_cache(4, suggest=suggest)
+    errors = validate(schema, parse("{ mee { id } }"), tuple(specified_rules))
+    assert ("Did you mean 'me'?" in errors[0].message) is suggest
+
+
+@pytest.mark.parametrize("suggest", [True, False])
+def test_execution_suggests_only_when_asked(suggest: bool) -> None:
+    schema = build_schema()._schema
+    cls = ExecutionContext if suggest else ExecutionContext.quiet()
+    built = cls.build(schema, parse("query($k: ListKind) { lists(kind: $k) { totalCount } }"),
+                      raw_variable_values={"k": "WISHLISTT"})
+    assert isinstance(built, list)  # the variables' coercion errors
+    assert ("Did you mean" in built[0].message) is suggest
