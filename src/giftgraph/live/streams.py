@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from giftgraph.context import Context, OperationState, begin_operation, end_operation
@@ -124,14 +124,66 @@ class SharedScopes:
         return len(self._scopes)
 
 
-async def _after(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UUID, topic: str,
-                 seq: int) -> list[m.Event]:
+# Events per replay statement. A replay (`since`, or a catch-up after a gap or a broker
+# reconnect) reads the log in keyset pages and sends each page before it reads the next:
+# a replaying subscriber holds one page, however far back it starts.
+REPLAY_PAGE = 200
+
+
+def _page_statement() -> Any:
+    return (select(m.Event)
+            .where(m.Event.family_id == bindparam("family_id"),
+                   m.Event.topic == bindparam("topic"), m.Event.seq > bindparam("after"))
+            .order_by(m.Event.seq).limit(bindparam("page", type_=Integer())))
+
+
+PAGE_AFTER = _page_statement()
+
+
+async def _page(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UUID, topic: str,
+                after: int) -> list[m.Event]:
+    """The next REPLAY_PAGE events on `topic` after seq `after`, on a session of its own."""
     async with sessions() as session:
-        return list((await session.scalars(
-            select(m.Event)
-            .where(m.Event.family_id == family_id, m.Event.topic == topic, m.Event.seq > seq)
-            .order_by(m.Event.seq)
-        )).all())
+        return list((await session.scalars(PAGE_AFTER, {
+            "family_id": family_id, "topic": topic, "after": after, "page": REPLAY_PAGE,
+        })).all())
+
+
+async def _replay(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UUID,
+                  topic: str, after: int) -> AsyncIterator[m.Event]:
+    """Every stored event on `topic` after seq `after`, page by page, in seq order."""
+    while True:
+        page = await _page(sessions, family_id, topic, after)
+        if not page:
+            return
+        after, full = page[-1].seq, len(page) == REPLAY_PAGE
+        for event in page:
+            yield event
+        del page  # not held while the next page is read
+        if not full:
+            return
+
+
+# How far back a `since` is: the seq of the event `max` events after it on the topic, if
+# there is one (then the replay would be longer than `max`). One index-only probe of at
+# most `max` + 1 entries of ix_events_family_topic_seq, before anything is replayed.
+BEYOND = (select(m.Event.seq)
+          .where(m.Event.family_id == bindparam("family_id"),
+                 m.Event.topic == bindparam("topic"), m.Event.seq > bindparam("after"))
+          .order_by(m.Event.seq)
+          .offset(bindparam("max", type_=Integer())).limit(1))
+
+
+async def _admit_replay(ctx: Context, family_id: uuid.UUID, topic: str, after: int) -> None:
+    """Refuse (and count) a `since` further back than `max_replay_events` on its topic."""
+    limit = ctx.settings.max_replay_events
+    async with ctx.database.reads() as session:
+        beyond = await session.scalar(BEYOND, {"family_id": family_id, "topic": topic,
+                                               "after": after, "max": limit})
+    if beyond is not None:
+        ctx.count_refusal("replay_events")
+        raise BadInput({"since": "too far back: refetch, then subscribe without since"},
+                       f"More than {limit} events to replay")
 
 
 async def _latest(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UUID) -> int:
@@ -147,9 +199,12 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
     """The caller's family's events on `topic`, each resolved inside a shared scope
     (unless `scoped` is false: the caller renders through a shared plan instead).
 
-    Without `since` the stream starts at the latest event now. It listens before it
-    replays, drops anything at or below the last seq it sent, replays again from the
-    Event table after a broker reconnect, and ends with ResumeRequired on overflow.
+    Without `since` the stream starts at the latest event now. A `since` further back than
+    `max_replay_events` events of the topic is refused (BAD_USER_INPUT: refetch, then
+    subscribe without since) before anything is replayed. It listens before it replays
+    (in pages: one held at a time), drops anything at or below the last seq it sent,
+    replays again from the Event table after a gap or a broker reconnect, and ends with
+    ResumeRequired on overflow.
 
     With `direct`, whenever the stream is caught up the hub delivers live events itself
     (`Subscription.accept`: no task woken, nothing yielded); anything else (a replay, a gap,
@@ -162,11 +217,19 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
     start = parse_since(since)
     if start is None:
         start = await _latest(sessions, family_id)
+    else:
+        await _admit_replay(ctx, family_id, topic, start)
     async with hub.listen(channel(family_id, topic)) as sub:
         sub.last = start
-        pending = await _after(sessions, family_id, topic, sub.last)
+        # Listening first, then the log: whatever commits meanwhile is in one or the other
+        # (or both: anything at or below `sub.last` is a duplicate, and dropped).
+        replay = True
+        pending: list[m.Event] = []
         while True:
-            for event in pending:
+            events = _replay(sessions, family_id, topic, sub.last) if replay \
+                else _each(pending)
+            replay, pending = False, []
+            async for event in events:
                 if event.seq <= sub.last:
                     continue
                 sub.last = event.seq
@@ -184,14 +247,19 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
             if item is OVERFLOW:
                 raise ResumeRequired(sub.last)
             if item is RESYNC:
-                pending = await _after(sessions, family_id, topic, sub.last)
+                replay = True
             elif behind(item, sub.last):
                 # An earlier event on this topic has not reached us (events published by two
                 # instances can cross in the broker): take everything after `last` from the
                 # log, in order; the late one is dropped as a duplicate when it arrives.
-                pending = await _after(sessions, family_id, topic, sub.last)
+                replay = True
             elif isinstance(item, m.Event):  # decoded once by the hub for all subscribers
                 pending = [item]
             elif item.get("thin"):
                 row = await scopes.event(int(item["seq"]), family_id)
                 pending = [row] if row is not None else []
+
+
+async def _each(events: list[m.Event]) -> AsyncIterator[m.Event]:
+    for event in events:
+        yield event
