@@ -46,3 +46,23 @@ def decode_id(gid: str, expected: str) -> uuid.UUID:
 
 def decode_optional(gid: str | None, expected: str) -> uuid.UUID | None:
     return None if gid is None else decode_id(gid, expected)
+
+
+BIGINT_MAX = 2**63 - 1
+
+
+def event_id(family_id: uuid.UUID, seq: int) -> str:
+    """An Event's global ID: its family and its seq (seqs count per family)."""
+    return encode_id("Event", f"{family_id}:{seq}")
+
+
+def decode_event_key(key: str) -> tuple[uuid.UUID, int]:
+    """(family, seq) of an Event ID's key (`split_id`); anything else is NOT_FOUND."""
+    family, _, seq = key.rpartition(":")
+    if not (0 < len(seq) <= 19 and seq.isascii() and seq.isdigit()) \
+            or int(seq) > BIGINT_MAX:
+        raise NotFound()
+    try:
+        return uuid.UUID(family), int(seq)
+    except ValueError as exc:
+        raise NotFound() from exc

@@ -17,6 +17,7 @@ from giftgraph.db import models as m
 from giftgraph.db.engine import Database
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import AppError, BadInput
+from giftgraph.ids import BIGINT_MAX
 from giftgraph.live.hub import OVERFLOW, RESYNC, Direct, Hub, behind, channel
 
 KEEP_SCOPE_SECONDS = 2.0
@@ -32,9 +33,6 @@ class ResumeRequired(AppError):
             f"Too many events for this subscriber; resubscribe with since={last_seq}",
             resumeSince=str(last_seq), retryAfter=0,
         )
-
-
-BIGINT_MAX = 2**63 - 1
 
 
 def parse_since(since: str | None) -> int | None:
@@ -54,7 +52,9 @@ class SharedScopes:
     def __init__(self, database: Database) -> None:
         self._database = database
         self._scopes: dict[Hashable, list[Any]] = {}
-        self._events: OrderedDict[int, asyncio.Future[m.Event | None]] = OrderedDict()
+        # Keyed by (family, seq): seqs count per family.
+        self._events: OrderedDict[tuple[uuid.UUID, int], asyncio.Future[m.Event | None]] = \
+            OrderedDict()
 
     @asynccontextmanager
     async def use(self, key: Hashable, family_id: uuid.UUID) -> AsyncIterator[None]:
@@ -85,14 +85,15 @@ class SharedScopes:
             entry[0].release()
 
     async def event(self, seq: int, family_id: uuid.UUID) -> m.Event | None:
-        """An event row by seq, loaded once per process (for events sent by reference).
-        If the load fails (or its caller is cancelled), it is forgotten: its error goes to
-        its caller, and each other caller waiting for it loads it again itself."""
+        """A family's event row by seq, loaded once per process (for events sent by
+        reference). If the load fails (or its caller is cancelled), it is forgotten: its
+        error goes to its caller, and each other caller waiting for it loads it again."""
+        key = (family_id, seq)
         while True:
-            future = self._events.get(seq)
+            future = self._events.get(key)
             if future is None:
                 future = asyncio.get_running_loop().create_future()
-                self._events[seq] = future
+                self._events[key] = future
                 while len(self._events) > 256:
                     self._events.popitem(last=False)
                 try:
@@ -100,8 +101,8 @@ class SharedScopes:
                         row = await session.scalar(select(m.Event).where(
                             m.Event.seq == seq, m.Event.family_id == family_id))
                 except BaseException:
-                    if self._events.get(seq) is future:
-                        del self._events[seq]
+                    if self._events.get(key) is future:
+                        del self._events[key]
                     future.cancel()  # wakes the waiters: they try again
                     raise
                 future.set_result(row)
@@ -164,22 +165,30 @@ async def _replay(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UU
             return
 
 
-# How far back a `since` is: the seq of the event `max` events after it on the topic, if
-# there is one (then the replay would be longer than `max`). One index-only probe of at
-# most `max` + 1 entries of ix_events_family_topic_seq, before anything is replayed.
+# Whether a `since` can be replayed, in one statement before anything is: `beyond`, the
+# seq of the event `max` events after it on the topic, if there is one (then the replay
+# would be longer than `max`: an index-only probe of at most `max` + 1 entries of
+# ix_events_family_topic_seq), and `latest`, the family's newest seq (a since past it is
+# no event of this log: one given out before seqs counted per family, say).
 BEYOND = (select(m.Event.seq)
           .where(m.Event.family_id == bindparam("family_id"),
                  m.Event.topic == bindparam("topic"), m.Event.seq > bindparam("after"))
           .order_by(m.Event.seq)
           .offset(bindparam("max", type_=Integer())).limit(1))
+LATEST = select(func.max(m.Event.seq)).where(m.Event.family_id == bindparam("family_id"))
+REPLAY_PROBE = select(BEYOND.scalar_subquery().label("beyond"),
+                      LATEST.scalar_subquery().label("latest"))
 
 
 async def _admit_replay(ctx: Context, family_id: uuid.UUID, topic: str, after: int) -> None:
-    """Refuse (and count) a `since` further back than `max_replay_events` on its topic."""
+    """Refuse (and count) a `since` further back than `max_replay_events` on its topic;
+    refuse one past the family's newest event."""
     limit = ctx.settings.max_replay_events
     async with ctx.database.reads() as session:
-        beyond = await session.scalar(BEYOND, {"family_id": family_id, "topic": topic,
-                                               "after": after, "max": limit})
+        beyond, latest = (await session.execute(REPLAY_PROBE, {
+            "family_id": family_id, "topic": topic, "after": after, "max": limit})).one()
+    if after > (latest or 0):
+        raise BadInput({"since": "no such event: refetch, then subscribe without since"})
     if beyond is not None:
         ctx.count_refusal("replay_events")
         raise BadInput({"since": "too far back: refetch, then subscribe without since"},
@@ -188,8 +197,7 @@ async def _admit_replay(ctx: Context, family_id: uuid.UUID, topic: str, after: i
 
 async def _latest(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UUID) -> int:
     async with sessions() as session:
-        value = await session.scalar(
-            select(func.max(m.Event.seq)).where(m.Event.family_id == family_id))
+        value = await session.scalar(LATEST, {"family_id": family_id})
     return int(value or 0)
 
 
@@ -236,7 +244,7 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
                 if not scoped:
                     yield event
                     continue
-                async with scopes.use(("event", event.seq), family_id):
+                async with scopes.use(("event", family_id, event.seq), family_id):
                     yield event
             if direct is not None and not sub.items:
                 sub.direct = direct  # caught up: the hub may deliver by itself from here

@@ -18,7 +18,7 @@ from giftgraph.db import models as m
 from giftgraph.db import queries as q
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import BadInput, NotFound
-from giftgraph.ids import split_id
+from giftgraph.ids import decode_event_key, split_id
 from giftgraph.resolvers.common import list_connection
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.lookahead import prefetch_selected
@@ -57,10 +57,11 @@ async def node(info: Info, id: strawberry.ID) -> Node | None:
     family_id = info.context.family_id
     type_name, key = split_id(id)
     if type_name == "Event":
-        if not key.isdigit():
+        event_family, seq = decode_event_key(key)
+        if event_family != family_id:
             raise NotFound()
         row = await info.context.db.scalar(
-            select(m.Event).where(m.Event.seq == int(key), m.Event.family_id == family_id)
+            select(m.Event).where(m.Event.family_id == family_id, m.Event.seq == seq)
         )
         if row is None:
             raise NotFound()

@@ -1,4 +1,10 @@
-"""Trigram indexes for `search`, where the server ships pg_trgm.
+"""Event `seq` per family; trigram indexes for `search`, where the server ships pg_trgm.
+
+`events.seq` was one identity for all families, so a family's seqs had gaps that measured
+the other families' writes. It becomes a per-family counter (1, 2, 3, … within each
+family; `events.record` numbers each transaction's events after the family's last one,
+under the family's event lock), backfilled here in the old order. The old global number
+stays as the primary key `id` (nothing outside the table uses it).
 
 `persons(search:)` and `gifts(search:)` are `name ILIKE '%…%'`: without an index every
 search reads all of a family's rows. A trigram GIN index serves such a pattern. pg_trgm
@@ -41,10 +47,31 @@ def _create_trgm_indexes() -> None:
                    "USING gin (name gin_trgm_ops)")
 
 
+def _seq_per_family() -> None:
+    op.alter_column("events", "seq", new_column_name="id")  # keeps its identity and the PK
+    op.add_column("events", sa.Column("seq", sa.BigInteger(), nullable=True))
+    op.execute("""
+        UPDATE events e SET seq = n.seq
+        FROM (SELECT id, row_number() OVER (PARTITION BY family_id ORDER BY id) AS seq
+              FROM events) n
+        WHERE e.id = n.id
+    """)
+    op.alter_column("events", "seq", nullable=False)
+    op.create_unique_constraint("uq_events_family_seq", "events", ["family_id", "seq"])
+    op.drop_index("ix_events_family_topic_seq", table_name="events")  # it followed the rename
+    op.create_index("ix_events_family_topic_seq", "events", ["family_id", "topic", "seq"])
+
+
 def upgrade() -> None:
+    _seq_per_family()
     _create_trgm_indexes()
 
 
 def downgrade() -> None:
     for name, _ in TRGM_INDEXES:
         op.execute(f"DROP INDEX IF EXISTS {name}")
+    op.drop_index("ix_events_family_topic_seq", table_name="events")
+    op.drop_constraint("uq_events_family_seq", "events", type_="unique")
+    op.drop_column("events", "seq")
+    op.alter_column("events", "id", new_column_name="seq")
+    op.create_index("ix_events_family_topic_seq", "events", ["family_id", "topic", "seq"])
