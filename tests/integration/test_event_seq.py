@@ -161,3 +161,28 @@ async def test_the_migration_numbers_existing_events_per_family_in_their_order(
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_two_families_events_with_one_seq_resolve_each_in_its_own_family(
+        database_url: str) -> None:
+    """Events are rendered in scopes shared per event (one session and DataLoaders, which
+    are the family's): two families' events with the same seq must not share one."""
+    query = "subscription { familyEvents { seq actor { displayName } } }"
+    async with serving(database_url) as srv:
+        alice, _ = await srv.signup("alice-scope@example.com")
+        bob, _ = await srv.signup("bobby-scope@example.com")
+        watchers = []
+        for token in (alice, bob):
+            client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+            await client.subscribe(query)
+            watchers.append(client)
+        await srv.listening(2)
+        await srv.gql(CREATE_PERSON, {"n": "A"}, alice)
+        await srv.gql(CREATE_PERSON, {"n": "B"}, bob)
+        got = []
+        for client in watchers:
+            event = (await client.receive())["payload"]["data"]["familyEvents"]
+            got.append(event)
+            await client.ws.close()
+    assert got[0]["seq"] == got[1]["seq"], got  # both families' third event
+    assert [e["actor"] for e in got] == [{"displayName": "alice"}, {"displayName": "bobby"}]
