@@ -3,6 +3,7 @@ commit order; Event IDs, `since` and the migration of an existing log."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -186,3 +187,24 @@ async def test_two_families_events_with_one_seq_resolve_each_in_its_own_family(
             await client.ws.close()
     assert got[0]["seq"] == got[1]["seq"], got  # both families' third event
     assert [e["actor"] for e in got] == [{"displayName": "alice"}, {"displayName": "bobby"}]
+
+
+async def test_concurrent_changes_of_one_family_are_numbered_densely(
+        alice: Account, mallory: Account, database_url: str) -> None:
+    """Concurrent mutations (plain writes, updates, cascades) of two families: each family
+    still counts 1..n, every mutation succeeded, and none was numbered twice."""
+    people = [(await alice.client(CREATE_PERSON, {"n": f"P{i}"})).data["createPerson"]["id"]
+              for i in range(4)]
+    gl = (await alice.client('mutation($p: ID!) { createList(input: {name: "L", kind: IDEAS,'
+                             " personId: $p}) { id } }", {"p": people[0]})).data["createList"]
+    calls = [alice.client(CREATE_PERSON, {"n": f"N{i}"}) for i in range(8)]
+    calls += [mallory.client(CREATE_PERSON, {"n": f"M{i}"}) for i in range(8)]
+    calls += [alice.client('mutation($id: ID!) { updatePerson(id: $id, input: {notes: "x"})'
+                           " { id } }", {"id": p}) for p in people[1:]]
+    calls.append(alice.client("mutation($id: ID!) { deletePerson(id: $id) }",
+                              {"id": people[0]}))  # unlinks the list: a cascade's events
+    results = await asyncio.gather(*calls)
+    assert all(not r.errors for r in results), [r.errors for r in results if r.errors]
+    assert gl["id"]
+    for seqs in (await seqs_of(database_url)).values():
+        assert seqs == list(range(1, len(seqs) + 1)), seqs
