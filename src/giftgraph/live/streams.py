@@ -131,14 +131,10 @@ class SharedScopes:
 REPLAY_PAGE = 200
 
 
-def _page_statement() -> Any:
-    return (select(m.Event)
-            .where(m.Event.family_id == bindparam("family_id"),
-                   m.Event.topic == bindparam("topic"), m.Event.seq > bindparam("after"))
-            .order_by(m.Event.seq).limit(bindparam("page", type_=Integer())))
-
-
-PAGE_AFTER = _page_statement()
+PAGE_AFTER = (select(m.Event)
+              .where(m.Event.family_id == bindparam("family_id"),
+                     m.Event.topic == bindparam("topic"), m.Event.seq > bindparam("after"))
+              .order_by(m.Event.seq).limit(bindparam("page", type_=Integer())))
 
 
 async def _page(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UUID, topic: str,
@@ -148,21 +144,6 @@ async def _page(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UUID
         return list((await session.scalars(PAGE_AFTER, {
             "family_id": family_id, "topic": topic, "after": after, "page": REPLAY_PAGE,
         })).all())
-
-
-async def _replay(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UUID,
-                  topic: str, after: int) -> AsyncIterator[m.Event]:
-    """Every stored event on `topic` after seq `after`, page by page, in seq order."""
-    while True:
-        page = await _page(sessions, family_id, topic, after)
-        if not page:
-            return
-        after, full = page[-1].seq, len(page) == REPLAY_PAGE
-        for event in page:
-            yield event
-        del page  # not held while the next page is read
-        if not full:
-            return
 
 
 # Whether a `since` can be replayed, in one statement before anything is: `beyond`, the
@@ -231,21 +212,25 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
         sub.last = start
         # Listening first, then the log: whatever commits meanwhile is in one or the other
         # (or both: anything at or below `sub.last` is a duplicate, and dropped).
-        replay = True
+        after: int | None = sub.last  # replay the log after this seq, page by page
         pending: list[m.Event] = []
         while True:
-            events = _replay(sessions, family_id, topic, sub.last) if replay \
-                else _each(pending)
-            replay, pending = False, []
-            async for event in events:
-                if event.seq <= sub.last:
-                    continue
-                sub.last = event.seq
-                if not scoped:
-                    yield event
-                    continue
-                async with scopes.use(("event", family_id, event.seq), family_id):
-                    yield event
+            while True:
+                if after is not None:
+                    pending = await _page(sessions, family_id, topic, after)
+                    after = pending[-1].seq if len(pending) == REPLAY_PAGE else None
+                for event in pending:
+                    if event.seq <= sub.last:
+                        continue
+                    sub.last = event.seq
+                    if not scoped:
+                        yield event
+                        continue
+                    async with scopes.use(("event", family_id, event.seq), family_id):
+                        yield event
+                pending = []  # a page is let go before the next one is read
+                if after is None:
+                    break
             if direct is not None and not sub.items:
                 sub.direct = direct  # caught up: the hub may deliver by itself from here
             try:
@@ -255,19 +240,15 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
             if item is OVERFLOW:
                 raise ResumeRequired(sub.last)
             if item is RESYNC:
-                replay = True
+                after = sub.last
             elif behind(item, sub.last):
                 # An earlier event on this topic has not reached us (events published by two
                 # instances can cross in the broker): take everything after `last` from the
                 # log, in order; the late one is dropped as a duplicate when it arrives.
-                replay = True
+                after = sub.last
             elif isinstance(item, m.Event):  # decoded once by the hub for all subscribers
                 pending = [item]
             elif item.get("thin"):
                 row = await scopes.event(int(item["seq"]), family_id)
                 pending = [row] if row is not None else []
 
-
-async def _each(events: list[m.Event]) -> AsyncIterator[m.Event]:
-    for event in events:
-        yield event
