@@ -48,10 +48,12 @@ RETURNING list_id, gift_id, status, assignee_id, quantity, notes, family_id, id,
           updated_at, pg_advisory_xact_lock(hashtextextended($4, 0)) AS locked"""
 EVENTS = """
 WITH t AS (SELECT u.topic, u.ord FROM unnest($1::text[]) WITH ORDINALITY AS u(topic, ord)),
+last AS (SELECT coalesce(max(seq), 0) AS seq FROM events WHERE family_id = $2),
 ins AS (
-    INSERT INTO events (family_id, topic, kind, entity_type, entity_id, actor_id, at, payload)
-    SELECT $2, t.topic, 'STATUS_CHANGED', 'ListItem', $3, $4, $5, $6::jsonb
-    FROM t ORDER BY t.ord
+    INSERT INTO events (family_id, seq, topic, kind, entity_type, entity_id, actor_id, at,
+                        payload)
+    SELECT $2, last.seq + t.ord, t.topic, 'STATUS_CHANGED', 'ListItem', $3, $4, $5, $6::jsonb
+    FROM t CROSS JOIN last ORDER BY t.ord
     RETURNING seq, topic
 )
 SELECT ins.seq, ins.topic,

@@ -1025,11 +1025,11 @@ def _comment_history(
 def _events(family_id: uuid.UUID, changes: list[_Change]) -> list[m.Event]:
     """Feed rows, oldest first so `seq` follows time, each with the row as it was then."""
     events: list[m.Event] = []
-    for change in sorted(changes, key=lambda c: c.at):
+    for seq, change in enumerate(sorted(changes, key=lambda c: c.at), 1):  # a new family
         payload = snapshot(change.row) | {"updated_at": change.at.isoformat(),
                                           **change.overrides}
         events.append(m.Event(
-            family_id=family_id, topic=FAMILY_TOPIC, kind=change.kind,
+            family_id=family_id, seq=seq, topic=FAMILY_TOPIC, kind=change.kind,
             entity_type=ENTITY_TYPES[type(change.row)],
             entity_id=change.row.id,
             actor_id=change.actor_id, at=change.at, payload=payload,

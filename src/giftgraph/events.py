@@ -140,7 +140,9 @@ async def record(
 
     A per-family advisory lock, held until COMMIT, makes `seq` order equal commit
     order within a family, so a subscriber resuming `since` a seq never skips an
-    event that committed late with a smaller seq.
+    event that committed late with a smaller seq. Under it each transaction numbers its
+    events after the family's last committed one: `seq` counts 1, 2, 3, … per family,
+    with no gap, not even for a transaction that rolled back.
 
     `changes` (attribute -> new value), for a row loaded and locked already: they are
     written by one UPDATE that also takes the lock (its RETURNING), one round trip where
@@ -266,18 +268,24 @@ def _update_statement(model: type[m.Base], keys: tuple[str, ...]) -> tuple[Any, 
 
 
 _EVENT = m.Event.__table__.c
-# One row per topic, in the topics' order, and with each the seq of the previous event on
-# its topic (the sub-statements of one statement share its snapshot, so `prev` cannot see
-# the rows being inserted). One round trip, no ORM unit of work: it ran as a SELECT of the
-# previous seqs plus an ORM flush of the new rows (~2.8 ms of a mutation's ~12).
+# One row per topic, in the topics' order, numbered after the family's last event (`seq`
+# is the family's own counter: under the family's lock this statement's snapshot holds
+# every committed event of the family, and a rolled-back transaction's numbers are used
+# again by the next, so there is no gap), and with each the seq of the previous event
+# on its topic (the sub-statements of one statement share its snapshot, so neither
+# `last` nor `prev` can see the rows being inserted). One round trip, no ORM unit of
+# work: it ran as a SELECT of the previous seqs plus an ORM flush of the new rows.
 INSERT_EVENTS = text("""
     WITH t AS (
         SELECT u.topic, u.ord FROM unnest(:topics) WITH ORDINALITY AS u(topic, ord)
+    ), last AS (
+        SELECT coalesce(max(seq), 0) AS seq FROM events WHERE family_id = :family_id
     ), ins AS (
-        INSERT INTO events (family_id, topic, kind, entity_type, entity_id, actor_id, at,
-                            payload)
-        SELECT :family_id, t.topic, :kind, :entity_type, :entity_id, :actor_id, :at, :payload
-        FROM t ORDER BY t.ord
+        INSERT INTO events (family_id, seq, topic, kind, entity_type, entity_id, actor_id,
+                            at, payload)
+        SELECT :family_id, last.seq + t.ord, t.topic, :kind, :entity_type, :entity_id,
+               :actor_id, :at, :payload
+        FROM t CROSS JOIN last ORDER BY t.ord
         RETURNING seq, topic
     )
     SELECT ins.seq, ins.topic,
@@ -308,13 +316,16 @@ INSERT_MANY_EVENTS = text("""
         FROM jsonb_array_elements(:batch) WITH ORDINALITY AS b(entry, n)
         CROSS JOIN LATERAL jsonb_array_elements_text(b.entry -> 'topics')
             WITH ORDINALITY AS u(topic, ord)
+    ), last AS (
+        SELECT coalesce(max(seq), 0) AS seq FROM events WHERE family_id = :family_id
     ), ins AS (
-        INSERT INTO events (family_id, topic, kind, entity_type, entity_id, actor_id, at,
-                            payload)
-        SELECT :family_id, t.topic, (t.entry ->> 'kind')::event_kind,
-               t.entry ->> 'entity_type', (t.entry ->> 'entity_id')::uuid, :actor_id, :at,
+        INSERT INTO events (family_id, seq, topic, kind, entity_type, entity_id, actor_id,
+                            at, payload)
+        SELECT :family_id, last.seq + row_number() OVER (ORDER BY t.n, t.ord), t.topic,
+               (t.entry ->> 'kind')::event_kind, t.entry ->> 'entity_type',
+               (t.entry ->> 'entity_id')::uuid, :actor_id, :at,
                nullif(t.entry -> 'payload', 'null'::jsonb)
-        FROM t ORDER BY t.n, t.ord
+        FROM t CROSS JOIN last ORDER BY t.n, t.ord
         RETURNING seq, topic
     )
     SELECT ins.seq, ins.topic,

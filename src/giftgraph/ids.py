@@ -22,8 +22,9 @@ _URLSAFE = bytes.maketrans(b"+/", b"-_")  # base64 → base64url
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")  # ASCII only (no re.UNICODE class in it)
 MAX_TOKEN = 4096  # characters; a cursor holds at most a 200-character name and two keys
 BIGINT_MAX = 2**63 - 1
-# Types whose key is a positive bigint (an event's seq); every other type's is a UUID.
-INT_KEYED = frozenset({"Event"})
+# An Event's key is its family and its seq ("<uuid>:<seq>", seqs count per family); every
+# other type's is a UUID.
+EventKey = tuple[uuid.UUID, int]
 
 
 def b64url_encode(raw: bytes) -> str:
@@ -70,12 +71,19 @@ def parse_seq(text: str) -> int | None:
     return seq if seq <= BIGINT_MAX else None
 
 
-def parse_key(type_name: str, key: str) -> uuid.UUID | int | None:
+def parse_event_key(key: str) -> EventKey | None:
+    """(family, seq) of an Event's key in its one spelling, or None."""
+    family, sep, seq = key.rpartition(":")
+    family_id, number = parse_uuid(family), parse_seq(seq)
+    return (family_id, number) if sep and family_id and number else None
+
+
+def parse_key(type_name: str, key: str) -> uuid.UUID | EventKey | None:
     """The key of a `type_name` ID in its one canonical spelling, or None."""
-    return parse_seq(key) if type_name in INT_KEYED else parse_uuid(key)
+    return parse_event_key(key) if type_name == "Event" else parse_uuid(key)
 
 
-def parse_id(gid: object) -> tuple[str, uuid.UUID | int]:
+def parse_id(gid: object) -> tuple[str, uuid.UUID | EventKey]:
     """(type, key) of a well-formed global ID; anything else is NOT_FOUND, as a missing ID."""
     raw = b64url_decode(gid)
     if raw is None:
@@ -112,3 +120,8 @@ def split_id(gid: object) -> tuple[str, str]:
     """(type, key as written) of a well-formed global ID, or NOT_FOUND."""
     type_name, key = parse_id(gid)
     return type_name, str(key)
+
+
+def event_id(family_id: uuid.UUID, seq: int) -> str:
+    """An Event's global ID: its family and its seq (seqs count per family)."""
+    return encode_id("Event", f"{family_id}:{seq}")

@@ -65,6 +65,7 @@ async def service(database_url: str) -> AsyncIterator[Service]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[object]:
+    _require_browser()
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -144,3 +145,52 @@ async def test_graphiql_runs_a_query_offline(service: Service, browser: object) 
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "graphiql.png"))
     assert outside == []  # works with no internet: every asset is local
+
+
+async def test_dashboard_page_refetches_when_its_since_is_refused(database_url: str,
+                                                                   browser: object) -> None:
+    """Back from a drop with more changes missed than the server replays, the page is told
+    to refetch: it takes a fresh snapshot and follows the events from now on."""
+    from playwright.async_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    service = Service(database_url)
+    service.env["GIFTGRAPH_MAX_REPLAY_EVENTS"] = "1"
+    await asyncio.to_thread(service.start)
+    try:
+        base = service.base
+        token = await asyncio.to_thread(signup, base, "refetch@example.com")
+        _, item = await asyncio.to_thread(new_item, base, token)
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(base + "/")
+        await page.fill("#email", "refetch@example.com")
+        await page.fill("#password", "long password")
+        await page.click("#login")
+        await expect(page.locator("#status")).to_have_text("live", timeout=10_000)
+        await asyncio.to_thread(set_status, base, token, item, "SELECTED")
+        await expect(page.locator("#activity li").first).to_contain_text("SELECTED",
+                                                                         timeout=5_000)
+
+        await asyncio.to_thread(service.stop)
+        await expect(page.locator("#status")).not_to_have_text("live", timeout=5_000)
+        other = Service(database_url)  # changes made through another instance meanwhile
+        await asyncio.to_thread(other.start)
+        try:
+            for status in ("PURCHASED", "RECEIVED", "PURCHASED"):  # 3 missed: more than 1
+                await asyncio.to_thread(set_status, other.base, token, item, status)
+        finally:
+            await asyncio.to_thread(other.stop)
+        await asyncio.to_thread(service.start)
+        await expect(page.locator("#status")).to_have_text("live", timeout=15_000)
+        await expect(page.locator("#pipeline-purchased")).to_have_text("1", timeout=5_000)
+        await expect(page.locator("#activity li").first).to_contain_text("PURCHASED",
+                                                                         timeout=5_000)
+        # And live again afterwards.
+        await asyncio.to_thread(set_status, base, token, item, "RECEIVED")
+        await expect(page.locator("#activity li").first).to_contain_text("RECEIVED",
+                                                                         timeout=5_000)
+        seqs = await page.locator("#activity li").evaluate_all(
+            "els => els.map(e => Number(e.dataset.seq))")
+        assert len(seqs) == len(set(seqs)), seqs
+    finally:
+        await asyncio.to_thread(service.stop)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
@@ -242,8 +243,13 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         Index("ix_events_family_topic_seq", "family_id", "topic", "seq"),
+        UniqueConstraint("family_id", "seq", name="uq_events_family_seq"),
     )
-    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    # The row's key; never shown (its numbers would measure every family's writes).
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    # The family's own event counter, 1, 2, 3, … in commit order, with no gaps: numbered
+    # by `events.record` under the family's event lock.
+    seq: Mapped[int] = mapped_column(BigInteger)
     family_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("families.id", ondelete="CASCADE")
     )

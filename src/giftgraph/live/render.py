@@ -137,7 +137,7 @@ class Plan:
 
     async def _render(self, row: m.Event) -> bytes:
         self.owner.renders += 1
-        async with self.owner.scopes.use(("event", row.seq), self.family_id):
+        async with self.owner.scopes.use(("event", self.family_id, row.seq), self.family_id):
             result = self.executor.build_per_event_executor(
                 self.to_root(row)).execute_operation(False)
             if inspect.isawaitable(result):

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from giftgraph.context import Context, OperationState, begin_operation, end_operation
@@ -17,6 +17,7 @@ from giftgraph.db import models as m
 from giftgraph.db.engine import Database
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import AppError, BadInput
+from giftgraph.ids import BIGINT_MAX
 from giftgraph.live.hub import OVERFLOW, RESYNC, Direct, Hub, behind, channel
 
 KEEP_SCOPE_SECONDS = 2.0
@@ -32,9 +33,6 @@ class ResumeRequired(AppError):
             f"Too many events for this subscriber; resubscribe with since={last_seq}",
             resumeSince=str(last_seq), retryAfter=0,
         )
-
-
-BIGINT_MAX = 2**63 - 1
 
 
 def parse_since(since: str | None) -> int | None:
@@ -54,7 +52,9 @@ class SharedScopes:
     def __init__(self, database: Database) -> None:
         self._database = database
         self._scopes: dict[Hashable, list[Any]] = {}
-        self._events: OrderedDict[int, asyncio.Future[m.Event | None]] = OrderedDict()
+        # Keyed by (family, seq): seqs count per family.
+        self._events: OrderedDict[tuple[uuid.UUID, int], asyncio.Future[m.Event | None]] = \
+            OrderedDict()
 
     @asynccontextmanager
     async def use(self, key: Hashable, family_id: uuid.UUID) -> AsyncIterator[None]:
@@ -85,14 +85,15 @@ class SharedScopes:
             entry[0].release()
 
     async def event(self, seq: int, family_id: uuid.UUID) -> m.Event | None:
-        """An event row by seq, loaded once per process (for events sent by reference).
-        If the load fails (or its caller is cancelled), it is forgotten: its error goes to
-        its caller, and each other caller waiting for it loads it again itself."""
+        """A family's event row by seq, loaded once per process (for events sent by
+        reference). If the load fails (or its caller is cancelled), it is forgotten: its
+        error goes to its caller, and each other caller waiting for it loads it again."""
+        key = (family_id, seq)
         while True:
-            future = self._events.get(seq)
+            future = self._events.get(key)
             if future is None:
                 future = asyncio.get_running_loop().create_future()
-                self._events[seq] = future
+                self._events[key] = future
                 while len(self._events) > 256:
                     self._events.popitem(last=False)
                 try:
@@ -100,8 +101,8 @@ class SharedScopes:
                         row = await session.scalar(select(m.Event).where(
                             m.Event.seq == seq, m.Event.family_id == family_id))
                 except BaseException:
-                    if self._events.get(seq) is future:
-                        del self._events[seq]
+                    if self._events.get(key) is future:
+                        del self._events[key]
                     future.cancel()  # wakes the waiters: they try again
                     raise
                 future.set_result(row)
@@ -124,20 +125,60 @@ class SharedScopes:
         return len(self._scopes)
 
 
-async def _after(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UUID, topic: str,
-                 seq: int) -> list[m.Event]:
+# Events per replay statement. A replay (`since`, or a catch-up after a gap or a broker
+# reconnect) reads the log in keyset pages and sends each page before it reads the next:
+# a replaying subscriber holds one page, however far back it starts.
+REPLAY_PAGE = 200
+
+
+PAGE_AFTER = (select(m.Event)
+              .where(m.Event.family_id == bindparam("family_id"),
+                     m.Event.topic == bindparam("topic"), m.Event.seq > bindparam("after"))
+              .order_by(m.Event.seq).limit(bindparam("page", type_=Integer())))
+
+
+async def _page(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UUID, topic: str,
+                after: int) -> list[m.Event]:
+    """The next REPLAY_PAGE events on `topic` after seq `after`, on a session of its own."""
     async with sessions() as session:
-        return list((await session.scalars(
-            select(m.Event)
-            .where(m.Event.family_id == family_id, m.Event.topic == topic, m.Event.seq > seq)
-            .order_by(m.Event.seq)
-        )).all())
+        return list((await session.scalars(PAGE_AFTER, {
+            "family_id": family_id, "topic": topic, "after": after, "page": REPLAY_PAGE,
+        })).all())
+
+
+# Whether a `since` can be replayed, in one statement before anything is: `beyond`, the
+# seq of the event `max` events after it on the topic, if there is one (then the replay
+# would be longer than `max`: an index-only probe of at most `max` + 1 entries of
+# ix_events_family_topic_seq), and `latest`, the family's newest seq (a since past it is
+# no event of this log: one given out before seqs counted per family, say).
+BEYOND = (select(m.Event.seq)
+          .where(m.Event.family_id == bindparam("family_id"),
+                 m.Event.topic == bindparam("topic"), m.Event.seq > bindparam("after"))
+          .order_by(m.Event.seq)
+          .offset(bindparam("max", type_=Integer())).limit(1))
+LATEST = select(func.max(m.Event.seq)).where(m.Event.family_id == bindparam("family_id"))
+REPLAY_PROBE = select(BEYOND.scalar_subquery().label("beyond"),
+                      LATEST.scalar_subquery().label("latest"))
+
+
+async def _admit_replay(ctx: Context, family_id: uuid.UUID, topic: str, after: int) -> None:
+    """Refuse (and count) a `since` further back than `max_replay_events` on its topic;
+    refuse one past the family's newest event."""
+    limit = ctx.settings.max_replay_events
+    async with ctx.database.reads() as session:
+        beyond, latest = (await session.execute(REPLAY_PROBE, {
+            "family_id": family_id, "topic": topic, "after": after, "max": limit})).one()
+    if after > (latest or 0):
+        raise BadInput({"since": "no such event: refetch, then subscribe without since"})
+    if beyond is not None:
+        ctx.count_refusal("replay_events")
+        raise BadInput({"since": "too far back: refetch, then subscribe without since"},
+                       f"More than {limit} events to replay")
 
 
 async def _latest(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UUID) -> int:
     async with sessions() as session:
-        value = await session.scalar(
-            select(func.max(m.Event.seq)).where(m.Event.family_id == family_id))
+        value = await session.scalar(LATEST, {"family_id": family_id})
     return int(value or 0)
 
 
@@ -147,9 +188,12 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
     """The caller's family's events on `topic`, each resolved inside a shared scope
     (unless `scoped` is false: the caller renders through a shared plan instead).
 
-    Without `since` the stream starts at the latest event now. It listens before it
-    replays, drops anything at or below the last seq it sent, replays again from the
-    Event table after a broker reconnect, and ends with ResumeRequired on overflow.
+    Without `since` the stream starts at the latest event now. A `since` further back than
+    `max_replay_events` events of the topic is refused (BAD_USER_INPUT: refetch, then
+    subscribe without since) before anything is replayed. It listens before it replays
+    (in pages: one held at a time), drops anything at or below the last seq it sent,
+    replays again from the Event table after a gap or a broker reconnect, and ends with
+    ResumeRequired on overflow.
 
     With `direct`, whenever the stream is caught up the hub delivers live events itself
     (`Subscription.accept`: no task woken, nothing yielded); anything else (a replay, a gap,
@@ -162,19 +206,31 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
     start = parse_since(since)
     if start is None:
         start = await _latest(sessions, family_id)
+    else:
+        await _admit_replay(ctx, family_id, topic, start)
     async with hub.listen(channel(family_id, topic)) as sub:
         sub.last = start
-        pending = await _after(sessions, family_id, topic, sub.last)
+        # Listening first, then the log: whatever commits meanwhile is in one or the other
+        # (or both: anything at or below `sub.last` is a duplicate, and dropped).
+        after: int | None = sub.last  # replay the log after this seq, page by page
+        pending: list[m.Event] = []
         while True:
-            for event in pending:
-                if event.seq <= sub.last:
-                    continue
-                sub.last = event.seq
-                if not scoped:
-                    yield event
-                    continue
-                async with scopes.use(("event", event.seq), family_id):
-                    yield event
+            while True:
+                if after is not None:
+                    pending = await _page(sessions, family_id, topic, after)
+                    after = pending[-1].seq if len(pending) == REPLAY_PAGE else None
+                for event in pending:
+                    if event.seq <= sub.last:
+                        continue
+                    sub.last = event.seq
+                    if not scoped:
+                        yield event
+                        continue
+                    async with scopes.use(("event", family_id, event.seq), family_id):
+                        yield event
+                pending = []  # a page is let go before the next one is read
+                if after is None:
+                    break
             if direct is not None and not sub.items:
                 sub.direct = direct  # caught up: the hub may deliver by itself from here
             try:
@@ -184,14 +240,15 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
             if item is OVERFLOW:
                 raise ResumeRequired(sub.last)
             if item is RESYNC:
-                pending = await _after(sessions, family_id, topic, sub.last)
+                after = sub.last
             elif behind(item, sub.last):
                 # An earlier event on this topic has not reached us (events published by two
                 # instances can cross in the broker): take everything after `last` from the
                 # log, in order; the late one is dropped as a duplicate when it arrives.
-                pending = await _after(sessions, family_id, topic, sub.last)
+                after = sub.last
             elif isinstance(item, m.Event):  # decoded once by the hub for all subscribers
                 pending = [item]
             elif item.get("thin"):
                 row = await scopes.event(int(item["seq"]), family_id)
                 pending = [row] if row is not None else []
+

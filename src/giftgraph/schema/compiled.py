@@ -65,10 +65,12 @@ if TYPE_CHECKING:
     from giftgraph.schema.execution import ExecutionContext
 
 # How a column becomes its JSON value (see `_scalar`).
-ID, PLAIN, ENUM, MONEY, TIMESTAMP, DATE, ARRAY, TEXT, ENTITY_ID = (
-    "id", "plain", "enum", "money", "timestamp", "date", "array", "text", "entity_id")
+ID, PLAIN, ENUM, MONEY, TIMESTAMP, DATE, ARRAY, TEXT, ENTITY_ID, EVENT_ID = (
+    "id", "plain", "enum", "money", "timestamp", "date", "array", "text", "entity_id",
+    "event_id")
 # plain: JSON as it is; text: the column's text (an Event's seq); entity_id: the global ID
-# of the row an event is about (its type is the event's `entity_type`)
+# of the row an event is about (its type is the event's `entity_type`); event_id: an
+# Event's global ID, of its family and seq (`ids.event_id`)
 
 Scalars = dict[str, tuple[str, str]]  # GraphQL field -> (column, kind)
 _COMMON: Scalars = {"id": ("id", ID), "createdAt": ("created_at", TIMESTAMP),
@@ -128,7 +130,7 @@ TABLES: dict[str, Table] = {
                                  "occasion": ("Occasion", "occasion_id"),
                                  "owner": ("User", "owner_id")},
                       connections={"items": ITEMS}),
-    "Event": Table("events", {"id": ("seq", ID), "seq": ("seq", TEXT),
+    "Event": Table("events", {"id": ("seq", EVENT_ID), "seq": ("seq", TEXT),
                               "topic": ("topic", PLAIN), "kind": ("kind", ENUM),
                               "entityType": ("entity_type", PLAIN),
                               "entityId": ("entity_id", ENTITY_ID),
@@ -207,6 +209,10 @@ def _scalar(kind: str, expr: str, type_name: str) -> str:
     if kind == ENTITY_ID:
         table = expr.rpartition(".")[0]
         return _base64url(f"{table}.entity_type || {lit(':')} || {expr}::text")
+    if kind == EVENT_ID:
+        table = expr.rpartition(".")[0]
+        return _base64url(f"{lit('Event:')} || {table}.family_id::text || {lit(':')} "
+                          f"|| {expr}::text")
     if kind == TIMESTAMP:
         return _iso(expr)
     if kind == DATE:

@@ -13,7 +13,7 @@ from giftgraph.context import Caller, Info
 from giftgraph.db import models as m
 from giftgraph.db import queries as q
 from giftgraph.db.pagination import PageArgs
-from giftgraph.ids import encode_id
+from giftgraph.ids import encode_id, event_id
 from giftgraph.schema.connection import Connection, connection
 from giftgraph.schema.enums import (
     CommentTarget,
@@ -340,8 +340,8 @@ class Event(Node):
 
     @classmethod
     def from_model(cls, r: m.Event) -> Event:
-        return cls(id=strawberry.ID(encode_id("Event", r.seq)), seq=str(r.seq), topic=r.topic,
-                   kind=r.kind, entity_type=r.entity_type,
+        return cls(id=strawberry.ID(event_id(r.family_id, r.seq)), seq=str(r.seq),
+                   topic=r.topic, kind=r.kind, entity_type=r.entity_type,
                    entity_id=strawberry.ID(encode_id(r.entity_type, r.entity_id)), at=r.at,
                    actor_id=r.actor_id, payload=r.payload)
 

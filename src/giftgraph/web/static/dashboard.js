@@ -113,12 +113,32 @@
     while (list.children.length > 30) list.lastElementChild.remove();
   }
 
+  // A `since` the server will not replay (too far back, or no event of this log): refetch
+  // the snapshot (it anchors the feed again) and follow the events from now on.
+  const sinceRefused = (errors) => (errors || []).some(
+    (e) => e.extensions && e.extensions.fields && e.extensions.fields.since);
+
+  function refetch() {
+    lastSeq = null;
+    store.removeItem('gg.lastSeq');
+    subscribeDashboard();
+    subscribeActivity();
+  }
+
   function subscribeActivity() {
     if (stopActivity) stopActivity();
+    const since = lastSeq;
     stopActivity = client.subscribe(
-      { query: EVENTS, variables: { since: lastSeq } },
-      { next: (r) => r.data && onEvent(r.data.familyEvents),
-        error: (err) => console.warn('familyEvents', err), complete: () => {} });
+      { query: EVENTS, variables: { since } },
+      { next: (r) => {
+          if (since !== null && sinceRefused(r.errors)) refetch();
+          else if (r.data) onEvent(r.data.familyEvents);
+        },
+        error: (err) => {
+          if (since !== null && sinceRefused(Array.isArray(err) ? err : [])) refetch();
+          else console.warn('familyEvents', err);
+        },
+        complete: () => {} });
   }
 
   function subscribeDashboard() {
