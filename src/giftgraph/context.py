@@ -34,6 +34,9 @@ class OperationState:
     # The caller's family's version (schema/cache.py), when authentication read it with
     # the caller's row: (version,), version None before the family's first change.
     family_version: tuple[int | None] | None = None
+    # Admission bounds that refused this operation, counted once: a query's resolver that
+    # refuses runs again when graphql-core reruns the query after the lean executor.
+    refused: set[str] | None = None
 
     def release(self) -> None:
         """At the operation's end: free what the loaders hold now (see `Loaders.close`)."""
@@ -121,6 +124,18 @@ class Context:
 
             loaders = self.operation.loaders = Loaders(self.db, self.family_id)
         return loaders
+
+    def count_refusal(self, bound: str) -> None:
+        """One refusal by the admission bound `bound`, once per operation."""
+        state = _OPERATION.get()
+        if state is not None:
+            if state.refused is None:
+                state.refused = set()
+            elif bound in state.refused:
+                return
+            state.refused.add(bound)
+        if self.metrics is not None:
+            self.metrics.refusals.count(bound)
 
     @property
     def client_ip(self) -> str:

@@ -15,6 +15,7 @@ from giftgraph.errors import Conflict
 from giftgraph.events import record
 from giftgraph.resolvers import crud
 from giftgraph.resolvers.common import get_owned, list_connection, unit_of_work
+from giftgraph.resolvers.queries import search_condition
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.inputs import GiftInput, GiftPatch, provided
 from giftgraph.schema.types import Gift
@@ -49,8 +50,9 @@ async def gifts(info: Info, first: int | None = None, after: str | None = None,
                 last: int | None = None, before: str | None = None,
                 search: str | None = None) -> Connection[Gift]:
     stmt = select(m.Gift).where(m.Gift.family_id == info.context.family_id)
-    if search:
-        stmt = stmt.where(m.Gift.name.ilike(q.like_pattern(search)))
+    condition = search_condition(info, m.Gift.name, search)
+    if condition is not None:
+        stmt = stmt.where(condition)
     return await list_connection(info, stmt, q.GIFTS, Gift.from_model, first, after, last, before)
 
 

@@ -17,6 +17,7 @@ from giftgraph.db import queries as q
 from giftgraph.events import Cascaded, list_topics, occasion_topic, person_topic
 from giftgraph.resolvers import crud
 from giftgraph.resolvers.common import list_connection
+from giftgraph.resolvers.queries import search_condition
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.enums import OccasionKind
 from giftgraph.schema.inputs import OccasionInput, OccasionPatch, PersonInput, PersonPatch
@@ -54,8 +55,9 @@ async def persons(info: Info, first: int | None = None, after: str | None = None
                   last: int | None = None, before: str | None = None,
                   search: str | None = None) -> Connection[Person]:
     stmt = select(m.Person).where(m.Person.family_id == info.context.family_id)
-    if search:
-        stmt = stmt.where(m.Person.name.ilike(q.like_pattern(search)))
+    condition = search_condition(info, m.Person.name, search)
+    if condition is not None:
+        stmt = stmt.where(condition)
     return await list_connection(info, stmt, q.PERSONS, Person.from_model,
                                  first, after, last, before)
 

@@ -10,12 +10,14 @@ from typing import Any
 
 import strawberry
 from sqlalchemy import bindparam, func, select
+from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.elements import ColumnElement
 
 from giftgraph.context import Info
 from giftgraph.db import models as m
 from giftgraph.db import queries as q
 from giftgraph.db.session import OperationDb
-from giftgraph.errors import NotFound
+from giftgraph.errors import BadInput, NotFound
 from giftgraph.ids import split_id
 from giftgraph.resolvers.common import list_connection
 from giftgraph.schema.connection import Connection
@@ -35,6 +37,19 @@ from giftgraph.schema.types import (
 NEXT_OCCASIONS = 5
 RECENT_IDEAS = 10
 RECENT_ACTIVITY = 20
+
+
+def search_condition(info: Info, column: InstrumentedAttribute[str],
+                     search: str | None) -> ColumnElement[bool] | None:
+    """`column` contains `search`, case-insensitively (None: no search). A search longer
+    than `max_search_length` is refused (and counted) before any SQL is built or run."""
+    if not search:
+        return None
+    ctx = info.context
+    if len(search) > ctx.settings.max_search_length:
+        ctx.count_refusal("search_length")
+        raise BadInput({"search": f"at most {ctx.settings.max_search_length} characters"})
+    return column.ilike(q.like_pattern(search))
 
 
 async def node(info: Info, id: strawberry.ID) -> Node | None:
