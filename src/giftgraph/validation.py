@@ -103,6 +103,12 @@ class SignUpData(_Model):
     email: EmailStr
     password: Password
     display_name: DisplayName
+    currency: Currency = "USD"
+
+
+class FamilyData(_Model):
+    name: Name
+    currency: Currency
 
 
 class UserData(_Model):
@@ -148,7 +154,7 @@ class GiftData(_Model):
     name: Name
     url: HttpUrl = None
     price: Money | None = None
-    currency: Currency = "USD"
+    currency: Currency  # none given: the family's (resolvers/gifts.py)
     image_url: HttpUrl = None
     description: LongText = None
 
