@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -178,16 +179,31 @@ PARTS: dict[str, Callable[[OperationDb, uuid.UUID, date], Awaitable[Any]]] = {
 @strawberry.type(description="The family at a glance; each part is computed once, if asked.")
 class Dashboard:
     family_id: strawberry.Private[uuid.UUID]
-    parts: strawberry.Private[dict[str, Any]]
+    parts: strawberry.Private[dict[str, asyncio.Future[Any]]]
 
     @classmethod
     def for_family(cls, family_id: uuid.UUID) -> Dashboard:
         return cls(family_id=family_id, parts={})
 
     async def part(self, name: str, db: OperationDb) -> Any:
-        if name not in self.parts:
-            self.parts[name] = await PARTS[name](db, self.family_id, datetime.now(UTC).date())
-        return self.parts[name]
+        """The part, computed by its first reader. Sibling fields resolve concurrently
+        (`spent` and `spentByCurrency` read one part): the others wait for that first one."""
+        pending = self.parts.get(name)
+        if pending is not None:
+            return await pending
+        pending = self.parts[name] = asyncio.get_running_loop().create_future()
+        try:
+            value = await PARTS[name](db, self.family_id, datetime.now(UTC).date())
+        except BaseException as exc:
+            del self.parts[name]  # a later reader computes it again
+            if isinstance(exc, Exception):
+                pending.set_exception(exc)
+                pending.exception()  # retrieved: only the waiting readers (if any) raise it
+            else:  # cancelled: so are the readers waiting for it
+                pending.cancel()
+            raise
+        pending.set_result(value)
+        return value
 
     async def prefetch(self, db: OperationDb) -> Dashboard:
         """Compute every part now (a snapshot shared by many subscribers)."""
