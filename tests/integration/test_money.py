@@ -5,14 +5,20 @@ alike, in queries and in the dashboard subscription's snapshots."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from alembic import command
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from giftgraph.app import create_app
+from giftgraph.db.engine import async_url
+from giftgraph.db.migrate import alembic_config, upgrade
 from tests.conftest import GQL, Account, _dsn, make_settings, sign_up
 from tests.integration.test_compiled_reads import outcomes, same
 from tests.integration.test_live import WsClient
@@ -24,7 +30,7 @@ SUMMARY = f"""query($o: ID!) {{ node(id: $o) {{ ... on Occasion {{ summary {{ bu
   people {{ person {{ name }} {MONEY} }} }} }} }} }}"""
 DASHBOARD = f"{{ dashboard {{ budget {MONEY} people {{ person {{ name }} {MONEY} }} }} }}"
 FAMILY = "{ family { name currency } }"
-UPDATE_FAMILY = """mutation($i: FamilyPatch!) { updateFamily(input: $i) { id name currency } }"""
+UPDATE_FAMILY = "mutation($i: FamilyPatch!) { updateFamily(input: $i) { id name currency } }"
 
 # 34.99 USD and 2 x 4.50 EUR, both purchased, in a USD family.
 MIXED = {"spent": "34.99", "spentByCurrency": [{"amount": "9.00", "currency": "EUR"},
@@ -148,9 +154,12 @@ async def test_update_family_changes_what_spent_counts(
     Family event on the family topic."""
     ids = await _mixed(Client(alice.client))
     assert (await _reads(alice, executor, ids["occasion"]))["dashboard"] == MIXED  # cached
-    r = await alice.client(UPDATE_FAMILY, {"i": {"currency": "eur"}})
-    assert r.data["updateFamily"] == {"id": r.data["updateFamily"]["id"],
-                                      "name": "Alice's family", "currency": "EUR"}
+    before = (await alice.client("{ family { updatedAt } }")).data["family"]["updatedAt"]
+    r = await alice.client("mutation($i: FamilyPatch!) { updateFamily(input: $i)"
+                           " { id name currency updatedAt } }", {"i": {"currency": "eur"}})
+    changed = r.data["updateFamily"]
+    assert (changed["name"], changed["currency"]) == ("Alice's family", "EUR")
+    assert changed["updatedAt"] > before
     eur = {"spent": "9.00", "spentByCurrency": MIXED["spentByCurrency"]}
     assert await _reads(alice, executor, ids["occasion"]) == {
         "summary": eur, "summary_person": eur, "dashboard": eur, "dashboard_person": eur}
@@ -314,3 +323,39 @@ async def test_the_dashboard_subscription_counts_the_family_currency(
         assert _money(nxt["people"][0]) == eur
     finally:
         await client.ws.close()
+
+
+async def test_migration_0004_gives_existing_families_usd(server_url: str) -> None:
+    """Families that existed before 0004 get USD (what every gift defaulted to); the
+    column then refuses what is not a code, and the migration goes down and up again."""
+    name = f"giftgraph_test_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(_dsn(server_url))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        await upgrade(url, "0003")
+        conn = await asyncpg.connect(_dsn(url))
+        try:
+            await conn.execute("INSERT INTO families (id, name, created_at, updated_at) "
+                               "VALUES (gen_random_uuid(), 'Old', now(), now())")
+            await upgrade(url)
+            assert await conn.fetchval("SELECT currency FROM families") == "USD"
+            with pytest.raises(asyncpg.CheckViolationError):
+                await conn.execute("UPDATE families SET currency = 'usd'")
+        finally:
+            await conn.close()
+        engine = create_async_engine(async_url(url))
+        try:
+            async with engine.begin() as sa_conn:
+                def _down(sync_conn: object) -> None:
+                    cfg = alembic_config(url)
+                    cfg.attributes["connection"] = sync_conn
+                    command.downgrade(cfg, "0003")
+
+                await sa_conn.run_sync(_down)
+        finally:
+            await engine.dispose()
+        await upgrade(url)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
