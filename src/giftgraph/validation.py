@@ -158,6 +158,12 @@ class SignUpData(_Model):
     email: Email
     password: Password
     display_name: DisplayName
+    currency: Currency = "USD"
+
+
+class FamilyData(_Model):
+    name: Name
+    currency: Currency
 
 
 class UserData(_Model):
@@ -207,7 +213,7 @@ class GiftData(_Model):
     name: Name
     url: HttpUrl = None
     price: Money | None = None
-    currency: Currency = "USD"
+    currency: Currency  # none given: the family's (resolvers/gifts.py)
     image_url: HttpUrl = None
     description: LongText = None
 

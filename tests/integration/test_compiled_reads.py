@@ -138,9 +138,11 @@ EVERYTHING = [f"{{ {name} {{ {_selection(type_name, 2)} }} }}"
     + [f"{{ {name}(first: 100) {{ {_connection(conn.node, 2)} }} }}"
        for name, conn in ROOT_CONNECTIONS.items()]
 
-DASHBOARD = """{ dashboard { __typename budget spent
+MONEY = "spentByCurrency { __typename amount currency }"
+DASHBOARD = """{ dashboard { __typename budget spent """ + MONEY + """
   pipeline { __typename idea selected purchased received }
-  people { __typename spent person { id name } pipeline { idea selected purchased received } }
+  people { __typename spent """ + MONEY + """ person { id name }
+    pipeline { idea selected purchased received } }
   nextOccasions { """ + _selection("Occasion", 1) + """ }
   recentIdeas { """ + _selection("ListItem", 1) + """ }
   activity { """ + _selection("Event", 1) + """ } } }"""
@@ -236,6 +238,7 @@ async def test_the_dashboard_reads_as_the_executor_does(
     assert outcomes(app).get("compiled", 0) == before.get("compiled", 0) + 1
     await _no_counts(alice.client, executor)
     assert empty["spent"] == "0.00"
+    assert empty["spentByCurrency"] == []
     assert empty["budget"] is None
     assert empty["people"] == []
     await _family(alice.client, database_url, "A")
@@ -245,7 +248,19 @@ async def test_the_dashboard_reads_as_the_executor_does(
     assert outcomes(app).get("fallback", 0) == 0
     assert [p["person"]["name"] for p in data["people"]] == ["A Ann", "A Bob", "A \u00c5sa"]
     assert data["budget"] == "150.50"
-    assert data["spent"] == "139.30"  # 7 x 19.90, received, on the list for the party
+    # On the list for the party: 7 x 19.90 EUR, purchased, and 3 x 0.00 USD, received. The
+    # family's currency is USD: EUR is not added to `spent`.
+    assert data["spent"] == "0.00"
+    assert data["spentByCurrency"] == [
+        {"__typename": "Money", "amount": "139.30", "currency": "EUR"},
+        {"__typename": "Money", "amount": "0.00", "currency": "USD"}]
+    assert [p["spentByCurrency"] for p in data["people"]] == [
+        [{"__typename": "Money", "amount": "139.30", "currency": "EUR"},
+         {"__typename": "Money", "amount": "0.00", "currency": "USD"}],
+        [{"__typename": "Money", "amount": "79.60", "currency": "EUR"},
+         {"__typename": "Money", "amount": "0.00", "currency": "USD"}],
+        []]
+    assert [p["spent"] for p in data["people"]] == ["0.00", "0.00", "0.00"]
     assert data["pipeline"] == {"__typename": "Pipeline", "idea": 2, "selected": 1,
                                 "purchased": 2, "received": 2}
     assert [o["date"] for o in data["nextOccasions"]] == ["2030-05-01", "2030-05-01",
@@ -388,6 +403,7 @@ async def test_random_queries_read_as_the_executor_does(
     rng = random.Random(20261123)
     roots = [*ROOT_CONNECTIONS, *ROOT_OBJECTS]
     before = outcomes(app)
+    refused = 0
     for n in range(60):
         parts = []
         for index, root in enumerate(rng.sample(roots, rng.randint(1, 2))):
@@ -401,10 +417,15 @@ async def test_random_queries_read_as_the_executor_does(
                              f"{{ {_random_page(rng, conn.node, 2)} }}")
         query = "{ " + " ".join(parts) + " }"
         body = await same(alice.client, executor, query)
+        if [e["extensions"]["code"] for e in body.get("errors", [])] == ["QUERY_TOO_COMPLEX"]:
+            refused += 1  # the draws follow TABLES: a new field draws other queries
+            continue
         assert "errors" not in body, (n, query, body)
+    assert refused <= 3
     after = outcomes(app)
     assert after.get("fallback", 0) == 0
-    assert after.get("compiled", 0) - before.get("compiled", 0) >= 55  # the rest too large
+    # the rest too large, or refused
+    assert after.get("compiled", 0) - before.get("compiled", 0) >= 55 - refused
 
 
 async def test_errors_and_untranslated_fields_are_the_executors(

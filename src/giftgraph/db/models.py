@@ -96,7 +96,10 @@ class Timestamped:
 
 class Family(Timestamped, Base):
     __tablename__ = "families"
+    __table_args__ = (CheckConstraint("currency ~ '^[A-Z]{3}$'", name="ck_families_currency"),)
     name: Mapped[str] = mapped_column(String(200))
+    # ISO 4217: budgets are in it, and `spent` sums the items priced in it.
+    currency: Mapped[str] = mapped_column(String(3), default="USD", server_default="USD")
 
 
 class Owned(Timestamped):

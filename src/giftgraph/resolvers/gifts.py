@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.context import Info
@@ -27,7 +27,8 @@ def _no_topics(_: Any) -> list[str]:
 
 
 def gift_values(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Validated gift columns, with `store` derived from the URL."""
+    """Validated gift columns, with `store` derived from the URL. A currency still missing
+    here (a check of the other fields before the transaction) is taken as USD."""
     if data.get("currency") is None:
         data = {**data, "currency": "USD"}
     gift = validate(GiftData, data, prefix=prefix).model_dump()
@@ -35,10 +36,23 @@ def gift_values(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return gift
 
 
+FAMILY_CURRENCY = select(m.Family.currency).where(m.Family.id == bindparam("family_id"))
+
+
+async def with_family_currency(session: AsyncSession, data: dict[str, Any]) -> dict[str, Any]:
+    """A gift's fields, its currency the family's when none is given (or null): read in
+    the transaction, as of the change (a round trip only then)."""
+    if data.get("currency") is not None:
+        return data
+    currency = await session.scalar(FAMILY_CURRENCY, {"family_id": session.info["family_id"]})
+    return {**data, "currency": currency}
+
+
 async def new_gift(session: AsyncSession, info: Info, inp: GiftInput, prefix: str = "") -> m.Gift:
     """Insert a gift (and its ADDED event) inside the caller's unit of work."""
     user = info.context.require_user()
-    row = m.Gift(family_id=user.family_id, **gift_values(provided(inp), prefix))
+    data = await with_family_currency(session, provided(inp))
+    row = m.Gift(family_id=user.family_id, **gift_values(data, prefix))
     session.add(row)
     await session.flush()
     await record(session, family_id=user.family_id, actor_id=user.id,
@@ -67,7 +81,8 @@ async def update_gift(info: Info, id: strawberry.ID, input: GiftPatch) -> Gift:
     user = info.context.require_user()
     async with unit_of_work(info) as session:
         row = await get_owned(session, m.Gift, id, "Gift")
-        values = gift_values({**crud.current_values(row, GiftData), **provided(input)})
+        values = gift_values(await with_family_currency(
+            session, {**crud.current_values(row, GiftData), **provided(input)}))
         for key, value in values.items():
             setattr(row, key, value)
         await record(session, family_id=user.family_id, actor_id=user.id,

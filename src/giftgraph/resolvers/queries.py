@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -24,8 +25,10 @@ from giftgraph.schema.connection import Connection
 from giftgraph.schema.lookahead import prefetch_selected
 from giftgraph.schema.types import (
     NODE_TYPES,
+    SPENT_BY_CURRENCY,
     Event,
     ListItem,
+    Money,
     Node,
     Occasion,
     PersonProgress,
@@ -100,13 +103,14 @@ NEXT_OCCASIONS_SQL = (select(m.Occasion)
                       .order_by(m.Occasion.date, m.Occasion.id).limit(NEXT_OCCASIONS))
 PIPELINE_SQL = (select(m.ListItem.status, func.count())
                 .where(m.ListItem.family_id == FAMILY).group_by(m.ListItem.status))
-PEOPLE_SQL = (select(m.Person.id, m.ListItem.status, func.count(m.ListItem.id), q.SPENT)
+PEOPLE_SQL = (select(m.Person.id, m.ListItem.status, m.Gift.currency,
+                     func.count(m.ListItem.id), q.SPENT, q.family_currency(FAMILY))
               .select_from(m.Person)
               .outerjoin(m.GiftList, m.GiftList.person_id == m.Person.id)
               .outerjoin(m.ListItem, m.ListItem.list_id == m.GiftList.id)
               .outerjoin(m.Gift, m.Gift.id == m.ListItem.gift_id)
               .where(m.Person.family_id == FAMILY)
-              .group_by(m.Person.id, m.Person.name, m.ListItem.status)
+              .group_by(m.Person.id, m.Person.name, m.ListItem.status, m.Gift.currency)
               .order_by(m.Person.name, m.Person.id))
 RECENT_IDEAS_SQL = (select(m.ListItem)
                     .where(m.ListItem.family_id == FAMILY,
@@ -117,12 +121,15 @@ ACTIVITY_SQL = (select(m.Event).where(m.Event.family_id == FAMILY, m.Event.topic
                 .order_by(m.Event.seq.desc()).limit(RECENT_ACTIVITY))
 BUDGET_SQL = (select(func.sum(m.Occasion.budget))
               .where(m.Occasion.family_id == FAMILY, m.Occasion.date >= TODAY))
-SPENT_SQL = (select(q.SPENT)
+# Per currency: money spent on items of lists for upcoming occasions.
+SPENT_SQL = (select(m.Gift.currency, q.SPENT, q.family_currency(FAMILY))
              .select_from(m.ListItem)
              .join(m.GiftList, m.GiftList.id == m.ListItem.list_id)
              .join(m.Occasion, m.Occasion.id == m.GiftList.occasion_id)
              .join(m.Gift, m.Gift.id == m.ListItem.gift_id)
-             .where(m.ListItem.family_id == FAMILY, m.Occasion.date >= TODAY))
+             .where(m.ListItem.family_id == FAMILY, m.Occasion.date >= TODAY,
+                    m.ListItem.status.in_(q.SPENT_STATUSES))
+             .group_by(m.Gift.currency))
 
 
 async def _next_occasions(db: OperationDb, family_id: uuid.UUID, today: date) -> list[Occasion]:
@@ -156,9 +163,8 @@ async def _budget(db: OperationDb, family_id: uuid.UUID, today: date) -> Decimal
     return await db.scalar(BUDGET_SQL, {"family_id": family_id, "today": today})
 
 
-async def _spent(db: OperationDb, family_id: uuid.UUID, today: date) -> Decimal:
-    value = await db.scalar(SPENT_SQL, {"family_id": family_id, "today": today})
-    return Decimal(value or 0).quantize(q.ZERO)
+async def _spent(db: OperationDb, family_id: uuid.UUID, today: date) -> q.Spending:
+    return q.fold_spending(await db.rows(SPENT_SQL, {"family_id": family_id, "today": today}))
 
 
 PARTS: dict[str, Callable[[OperationDb, uuid.UUID, date], Awaitable[Any]]] = {
@@ -170,16 +176,31 @@ PARTS: dict[str, Callable[[OperationDb, uuid.UUID, date], Awaitable[Any]]] = {
 @strawberry.type(description="The family at a glance; each part is computed once, if asked.")
 class Dashboard:
     family_id: strawberry.Private[uuid.UUID]
-    parts: strawberry.Private[dict[str, Any]]
+    parts: strawberry.Private[dict[str, asyncio.Future[Any]]]
 
     @classmethod
     def for_family(cls, family_id: uuid.UUID) -> Dashboard:
         return cls(family_id=family_id, parts={})
 
     async def part(self, name: str, db: OperationDb) -> Any:
-        if name not in self.parts:
-            self.parts[name] = await PARTS[name](db, self.family_id, datetime.now(UTC).date())
-        return self.parts[name]
+        """The part, computed by its first reader. Sibling fields resolve concurrently
+        (`spent` and `spentByCurrency` read one part): the others wait for that first one."""
+        pending = self.parts.get(name)
+        if pending is not None:
+            return await pending
+        pending = self.parts[name] = asyncio.get_running_loop().create_future()
+        try:
+            value = await PARTS[name](db, self.family_id, datetime.now(UTC).date())
+        except BaseException as exc:
+            del self.parts[name]  # a later reader computes it again
+            if isinstance(exc, Exception):
+                pending.set_exception(exc)
+                pending.exception()  # retrieved: only the waiting readers (if any) raise it
+            else:  # cancelled: so are the readers waiting for it
+                pending.cancel()
+            raise
+        pending.set_result(value)
+        return value
 
     async def prefetch(self, db: OperationDb) -> Dashboard:
         """Compute every part now (a snapshot shared by many subscribers)."""
@@ -214,13 +235,21 @@ class Dashboard:
         await prefetch_selected(info, events, {"actor": (info.context.loaders.user, "actor_id")})
         return events  # type: ignore[no-any-return]
 
-    @strawberry.field(description="Sum of the budgets of upcoming occasions (null if none set).")
+    @strawberry.field(description="Sum of the budgets of upcoming occasions, in the family's "
+                                  "currency (null if none set).")
     async def budget(self, info: Info) -> Decimal | None:
         return await self.part("budget", info.context.db)  # type: ignore[no-any-return]
 
-    @strawberry.field(description="Money spent on items of lists for upcoming occasions.")
+    @strawberry.field(description="Money spent on items of lists for upcoming occasions, in "
+                                  "the family's currency only (see spentByCurrency). Two "
+                                  "decimal places.")
     async def spent(self, info: Info) -> Decimal:
-        return await self.part("spent", info.context.db)  # type: ignore[no-any-return]
+        spending: q.Spending = await self.part("spent", info.context.db)
+        return spending.spent
+
+    @strawberry.field(description=SPENT_BY_CURRENCY)
+    async def spent_by_currency(self, info: Info) -> list[Money]:
+        return Money.list_of(await self.part("spent", info.context.db))
 
 
 async def dashboard(info: Info) -> Dashboard:

@@ -30,10 +30,17 @@ from giftgraph.ids import decode_id
 from giftgraph.resolvers.common import get_owned, list_connection, unit_of_work
 from giftgraph.resolvers.crud import comment_topics
 from giftgraph.schema.connection import Connection
-from giftgraph.schema.inputs import RegisterUserInput, SignUpInput, UpdateUserInput, provided
+from giftgraph.schema.inputs import (
+    FamilyPatch,
+    RegisterUserInput,
+    SignUpInput,
+    UpdateUserInput,
+    provided,
+)
 from giftgraph.schema.loaders import Loaders
 from giftgraph.schema.types import AuthPayload, Family, User
 from giftgraph.validation import (
+    FamilyData,
     PasswordData,
     SignUpData,
     UserData,
@@ -110,7 +117,7 @@ async def sign_up(info: Info, input: SignUpInput) -> AuthPayload:
                                              await _hashing(info))
     async with _unique_email(), _anonymous_unit(info) as session:
         await _ensure_email_free(session, data.email)
-        family = m.Family(name=data.family_name)
+        family = m.Family(name=data.family_name, currency=data.currency)
         session.add(family)
         await session.flush()
         user = m.User(
@@ -210,6 +217,30 @@ async def family(info: Info) -> Family:
     row = await info.context.loaders.family.load(user.family_id)
     assert row is not None  # the caller's own family
     return Family.from_model(row)
+
+
+async def update_family(info: Info, input: FamilyPatch) -> Family:
+    """An ADMIN changes the family's name or currency (omitted: unchanged; null refused,
+    both being required). Every change of the family's data is an event on its topic,
+    which also moves the family's version on (the result cache, live queries, the
+    dashboard feed)."""
+    admin = info.context.require_admin()
+    patch = provided(input)
+    for name in ("name", "currency"):  # explicit null: they are required
+        if name in patch and patch[name] is None:
+            raise BadInput({name: "cannot be null"})
+    validate(FamilyData, {"name": "-", "currency": "USD", **patch})  # before the transaction
+    async with unit_of_work(info) as session:
+        family = await session.scalar(
+            select(m.Family).where(m.Family.id == admin.family_id)
+            .with_for_update(key_share=True))  # as _lock_family: FOR NO KEY UPDATE
+        assert family is not None  # the caller's own family
+        data = validate(FamilyData, {"name": family.name, "currency": family.currency,
+                                     **patch})
+        family.name, family.currency = data.name, data.currency
+        await record(session, family_id=admin.family_id, actor_id=admin.id,
+                     kind=m.EventKind.UPDATED, entity=family, topics=())
+    return Family.from_model(family)
 
 
 async def users(

@@ -107,7 +107,8 @@ ITEMS = Connection("list_items", "ListItem", q.ITEMS, parent="list_id",
                    filters={"status": ("status", "=")})
 
 TABLES: dict[str, Table] = {
-    "Family": Table("families", {**_COMMON, "name": ("name", PLAIN)}, family="id"),
+    "Family": Table("families", {**_COMMON, "name": ("name", PLAIN),
+                                 "currency": ("currency", PLAIN)}, family="id"),
     "User": Table("users", {**_COMMON, "email": ("email", PLAIN),
                             "displayName": ("display_name", PLAIN), "role": ("role", ENUM),
                             "isActive": ("is_active", PLAIN)},
@@ -273,9 +274,18 @@ _DASHBOARD_LISTS: dict[str, tuple[str, str, str, int]] = {
                  q_dashboard.RECENT_ACTIVITY),
 }
 _STATUSES = {s.value.lower(): s.value for s in ItemStatus}  # Pipeline field -> status
-# Money spent on the rows of list items `i` and gifts `g`: as queries.SPENT
-_SPENT = ("coalesce(sum(CASE WHEN i.status IN ('PURCHASED', 'RECEIVED') "
-          "THEN coalesce(g.price, 0) * i.quantity ELSE 0 END), 0)")
+# Money on the rows of list items `i` and gifts `g`, as resolvers/queries.py and
+# queries.Spending: an item's amount; what counts as spent; `spent`, the sum of the items
+# priced in the family's currency.
+_AMOUNT = "coalesce(g.price, 0) * i.quantity"
+_SPENT_ITEM = "i.status IN ('PURCHASED', 'RECEIVED')"
+_FAMILY_CURRENCY = "(SELECT f.currency FROM families f WHERE f.id = :gg_family)"
+_SPENT = (f"coalesce(sum(CASE WHEN {_SPENT_ITEM} AND g.currency = {_FAMILY_CURRENCY} "
+          f"THEN {_AMOUNT} ELSE 0 END), 0)")
+# The items of lists for upcoming occasions (the dashboard's money), joined to their gifts.
+_UPCOMING_ITEMS = ("FROM list_items i JOIN gift_lists gl ON gl.id = i.list_id "
+                   "JOIN occasions o ON o.id = gl.occasion_id JOIN gifts g ON g.id = i.gift_id "
+                   "WHERE i.family_id = :gg_family AND o.date >= :gg_today")
 
 
 class Compiler:
@@ -390,11 +400,9 @@ class Compiler:
                 return ("(SELECT sum(o.budget)::text FROM occasions o "
                         "WHERE o.family_id = :gg_family AND o.date >= :gg_today)")
             if name == "spent":
-                return (f"(SELECT round({_SPENT}, 2)::text FROM list_items i "
-                        "JOIN gift_lists gl ON gl.id = i.list_id "
-                        "JOIN occasions o ON o.id = gl.occasion_id "
-                        "JOIN gifts g ON g.id = i.gift_id "
-                        "WHERE i.family_id = :gg_family AND o.date >= :gg_today)")
+                return f"(SELECT round({_SPENT}, 2)::text {_UPCOMING_ITEMS})"
+            if name == "spentByCurrency":
+                return self.spent_by_currency(dtype.fields[name].type, sub, _UPCOMING_ITEMS)
             raise NotCompiled(f"Dashboard.{name}")
 
         return self.object(dtype, details, part)
@@ -410,6 +418,27 @@ class Compiler:
 
         return self.object(ptype, details, part)
 
+    def spent_by_currency(self, gtype: GraphQLOutputType, details: FieldDetailsList,
+                          items: str) -> str:
+        """`[Money!]!` of the PURCHASED and RECEIVED items among `items` (a FROM ... WHERE
+        over list items `i` and their gifts `g`): per currency, sorted by its code (codes
+        are [A-Z]{3}: "C" orders them as Python's `sorted`)."""
+        if not isinstance(gtype, GraphQLNonNull) or not isinstance(gtype.of_type, GraphQLList):
+            raise NotCompiled("spentByCurrency")
+        a = self.alias()
+
+        def part(name: str, _: FieldDetailsList) -> str:
+            if name == "amount":
+                return f"{a}.amount::text"
+            if name == "currency":
+                return f"{a}.currency"
+            raise NotCompiled(f"Money.{name}")
+
+        money = self.object(_object_type(gtype.of_type.of_type), details, part)
+        return (f"coalesce((SELECT json_agg({money} ORDER BY {a}.currency COLLATE \"C\") "
+                f"FROM (SELECT g.currency, round(sum({_AMOUNT}), 2) AS amount {items} "
+                f"AND {_SPENT_ITEM} GROUP BY g.currency) {a}), '[]'::json)")
+
     def people(self, ptype: GraphQLObjectType, details: FieldDetailsList) -> str:
         """Every person with their items by status and money spent, by name: each
         person's counts and money in a grouped query, then its object."""
@@ -424,6 +453,12 @@ class Compiler:
                                      lambda status: f"{p}.gg_{status.lower()}")
             if name == "spent":
                 return f"{p}.gg_spent::text"
+            if name == "spentByCurrency":
+                items = ("FROM gift_lists gl JOIN list_items i ON i.list_id = gl.id "
+                         "JOIN gifts g ON g.id = i.gift_id "
+                         f"WHERE gl.person_id = {p}.id AND gl.family_id = :gg_family "
+                         "AND i.family_id = :gg_family")
+                return self.spent_by_currency(ptype.fields[name].type, sub, items)
             raise NotCompiled(f"PersonProgress.{name}")
 
         progress = self.object(ptype, details, part)

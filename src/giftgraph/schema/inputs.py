@@ -29,6 +29,18 @@ class SignUpInput:
     email: str
     password: str
     display_name: str
+    currency: str = strawberry.field(
+        default="USD", description="The family's currency, an ISO 4217 code (any case).")
+
+
+@strawberry.input(description="The family's settings; omitted fields stay as they are.")
+class FamilyPatch:
+    name: str | None = strawberry.field(
+        default=UNSET, description="The family's name; it cannot be null.")
+    currency: str | None = strawberry.field(
+        default=UNSET,
+        description="The family's currency, an ISO 4217 code (any case); it cannot be null. "
+                    "From then on every `spent` counts the items priced in it.")
 
 
 @strawberry.input
@@ -111,7 +123,10 @@ class GiftInput:
     name: str
     url: str | None = None
     price: Decimal | None = None
-    currency: str | None = None
+    currency: str | None = strawberry.field(
+        default=None,
+        description="ISO 4217 code of the price (any case). Omitted or null: the family's "
+                    "currency.")
     image_url: str | None = None
     description: str | None = None
 
@@ -121,7 +136,10 @@ class GiftPatch:
     name: str | None = UNSET
     url: str | None = UNSET
     price: Decimal | None = UNSET
-    currency: str | None = UNSET
+    currency: str | None = strawberry.field(
+        default=UNSET,
+        description="ISO 4217 code of the price (any case). Null: the family's "
+                    "currency at the time of the change; omitted: unchanged.")
     image_url: str | None = UNSET
     description: str | None = UNSET
 

@@ -7,7 +7,6 @@ import functools
 import uuid
 from collections import defaultdict, namedtuple
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
-from decimal import Decimal
 from typing import Any, TypeVar, Union
 
 from sqlalchemy import ARRAY, Column, Row, Select, any_, bindparam, func, select
@@ -53,7 +52,8 @@ def by_id_statement(model: type[m.Base]) -> Select[Any]:
                                          family == FAMILY)
 
 
-# Per (occasion, person, status) of the occasions `ids`: item count and money spent.
+# Per (occasion, person, status, currency) of the occasions `ids`: item count, money spent
+# and the family's currency.
 OCCASION_PROGRESS = (
     q.progress_statement(FAMILY, m.GiftList.occasion_id, m.GiftList.person_id)
     .where(m.GiftList.occasion_id == any_(bindparam("ids", type_=ARRAY(m.GiftList.id.type))))
@@ -267,7 +267,7 @@ class Loaders:
 
     async def _occasion_progress(
         self, ids: list[uuid.UUID]
-    ) -> list[tuple[list[q.Progress], Decimal]]:
+    ) -> list[tuple[list[q.Progress], q.Spending]]:
         rows = await self.db.rows(OCCASION_PROGRESS, {"family_id": self.family_id, "ids": ids})
         by_occasion: dict[uuid.UUID, list[Any]] = defaultdict(list)
         for occasion_id, *rest in rows:

@@ -54,6 +54,9 @@ class Mutation:
     login: types.AuthPayload = strawberry.mutation(resolver=r_users.login)
     refresh_token: types.AuthPayload = strawberry.mutation(resolver=r_users.refresh_token)
     logout: bool = strawberry.mutation(resolver=r_users.logout)
+    update_family: types.Family = strawberry.mutation(
+        resolver=r_users.update_family,
+        description="An ADMIN changes the family's name or currency (FORBIDDEN for a member).")
     register_user: types.User = strawberry.mutation(resolver=r_users.register_user)
     update_user: types.User = strawberry.mutation(resolver=r_users.update_user)
     delete_user: strawberry.ID = strawberry.mutation(resolver=r_users.delete_user)

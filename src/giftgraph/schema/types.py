@@ -39,16 +39,23 @@ class Node:
     id: strawberry.ID
 
 
+FAMILY_CURRENCY = (
+    "The family's currency, an ISO 4217 code such as USD (USD unless chosen at signUp or "
+    "changed by an ADMIN with updateFamily). Budgets are in it, and every `spent` counts "
+    "only the items priced in it.")
+
+
 @strawberry.type
 class Family(Node):
     name: str
+    currency: str = strawberry.field(description=FAMILY_CURRENCY)
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def from_model(cls, r: m.Family) -> Family:
         return cls(id=strawberry.ID(encode_id("Family", r.id)), name=r.name,
-                   created_at=r.created_at, updated_at=r.updated_at)
+                   currency=r.currency, created_at=r.created_at, updated_at=r.updated_at)
 
 
 @strawberry.type
@@ -131,27 +138,55 @@ class Pipeline:
         return cls(idea=p.idea, selected=p.selected, purchased=p.purchased, received=p.received)
 
 
+SPENT = ("Money spent (price x quantity of the PURCHASED and RECEIVED items) in the family's "
+         "currency: items priced in another currency are not added (see spentByCurrency). "
+         "Two decimal places.")
+SPENT_BY_CURRENCY = (
+    "Money spent per currency: one entry for each currency that at least one PURCHASED or "
+    "RECEIVED item is priced in (its gift's currency; an item without a price counts 0), "
+    "sorted by currency code (A to Z). No entry is added for a currency with nothing spent in it, "
+    "the family's included: [] when nothing was spent; where there is an entry for the "
+    "family's currency, its amount is `spent`.")
+
+
+@strawberry.type(description="An amount of money in one currency.")
+class Money:
+    amount: Decimal = strawberry.field(description="With two decimal places, e.g. \"9.00\".")
+    currency: str = strawberry.field(description="An ISO 4217 code, e.g. EUR.")
+
+    @classmethod
+    def list_of(cls, spending: q.Spending) -> list[Money]:
+        return [cls(amount=amount, currency=currency)
+                for currency, amount in spending.per_currency()]
+
+
 @strawberry.type
 class PersonProgress:
     pipeline: Pipeline
-    spent: Decimal
+    spent: Decimal = strawberry.field(description=SPENT)
+    spent_by_currency: list[Money] = strawberry.field(description=SPENT_BY_CURRENCY)
     person_id: strawberry.Private[uuid.UUID]
 
     @classmethod
     def from_progress(cls, p: q.Progress) -> PersonProgress:
-        return cls(pipeline=Pipeline.from_counts(p.pipeline), spent=p.spent, person_id=p.person_id)
+        return cls(pipeline=Pipeline.from_counts(p.pipeline), spent=p.spending.spent,
+                   spent_by_currency=Money.list_of(p.spending), person_id=p.person_id)
 
     @strawberry.field(graphql_type=Person)  # progress rows come from this family's persons
     def person(self, info: Info) -> MaybeAwaitable[Person | None]:
         return _person(info, self.person_id)
 
 
+BUDGET = "In the family's currency (null: none set)."
+
+
 @strawberry.type
 class OccasionSummary:
     occasion: Occasion
     people: list[PersonProgress]
-    budget: Decimal | None
-    spent: Decimal
+    budget: Decimal | None = strawberry.field(description=BUDGET)
+    spent: Decimal = strawberry.field(description=SPENT)
+    spent_by_currency: list[Money] = strawberry.field(description=SPENT_BY_CURRENCY)
 
 
 @strawberry.type
@@ -160,7 +195,7 @@ class Occasion(Node):
     kind: OccasionKind
     date: date
     description: str | None
-    budget: Decimal | None
+    budget: Decimal | None = strawberry.field(description=BUDGET)
     created_at: datetime
     updated_at: datetime
     pk: strawberry.Private[uuid.UUID]
@@ -173,10 +208,11 @@ class Occasion(Node):
 
     @strawberry.field(description="Per person: counts by status and money spent, vs the budget.")
     async def summary(self, info: Info) -> OccasionSummary:
-        people, spent = await info.context.loaders.occasion_progress.load(self.pk)
+        people, spending = await info.context.loaders.occasion_progress.load(self.pk)
         return OccasionSummary(
             occasion=self, people=[PersonProgress.from_progress(p) for p in people],
-            budget=self.budget, spent=spent,
+            budget=self.budget, spent=spending.spent,
+            spent_by_currency=Money.list_of(spending),
         )
 
 
@@ -186,7 +222,10 @@ class Gift(Node):
     url: str | None
     store: str | None = strawberry.field(description="The shop, parsed from the URL's host.")
     price: Decimal | None
-    currency: str
+    currency: str = strawberry.field(
+        description="ISO 4217 code of the price. A gift created without one, or updated with "
+                    "null, takes the family's currency at that moment (it does not follow "
+                    "later changes of the family's currency).")
     image_url: str | None
     description: str | None
     created_at: datetime
@@ -203,7 +242,7 @@ class Gift(Node):
 class GiftList(Node):
     name: str
     kind: ListKind
-    budget: Decimal | None
+    budget: Decimal | None = strawberry.field(description=BUDGET)
     created_at: datetime
     updated_at: datetime
     pk: strawberry.Private[uuid.UUID]
