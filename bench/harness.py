@@ -363,7 +363,9 @@ def cpu_use(before: CpuMark | None, after: CpuMark | None) -> dict[str, float]:
         return {"server_cpu_share": float("nan"), "machine_busy_share": float("nan"),
                 "server_cpu_s": float("nan")}
     return {"server_cpu_share": (after.process - before.process) / (after.at - before.at),
-            "machine_busy_share": (after.busy - before.busy) / (after.total - before.total),
+            # at most 1: the tick counts are summed as floats
+            "machine_busy_share": min(1.0, (after.busy - before.busy)
+                                      / (after.total - before.total)),
             "server_cpu_s": after.process - before.process}
 
 
