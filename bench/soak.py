@@ -153,6 +153,7 @@ class Sub:
 async def family_load(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
     """Writers, readers and subscribed sockets of `p["families"]`, until stopped."""
     counts: Counter[str] = Counter()
+    made: Counter[str] = Counter()  # acknowledged mutations by family
     errors: list[str] = []
     subs: list[Sub] = []
     replays: list[dict[str, Any]] = []
@@ -200,6 +201,7 @@ async def family_load(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
             else:
                 ok = await call(client, fam["token"], COMMENT, {"p": person, "b": f"soak {n}"})
             counts["mutations"] += ok is not None
+            made[fam["name"]] += ok is not None
         return step
 
     def reader(client: httpx.AsyncClient, fam: dict[str, Any]) -> Any:
@@ -339,7 +341,7 @@ async def family_load(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
         await stop(socket_tasks)
     return {"subs": [vars(s) for s in subs],
             "replays": [{k: v for k, v in r.items() if k != "open"} for r in replays],
-            "counts": dict(counts), "errors": errors}
+            "counts": dict(counts), "errors": errors, "mutations": dict(made)}
 
 
 # ---------------------------------------------------------------- set-up and the run
@@ -428,7 +430,7 @@ def run(database_url: str, opt: Options) -> Outcome:
     errors = [e for r in results for e in r["errors"]]
     summary = {"samples": samples, "rss": rss, "fds": fds, "totals": dict(totals),
                "errors": totals["errors"], "error_sample": errors[:5], **checks}
-    table = Table(title=f"Soak: {opt.duration / 60:g} min of mixed load on {FAMILIES} families "
+    table = Table(title=f"Soak: {opt.duration / 60:.3g} min of mixed load on {FAMILIES} families "
                         f"({SOCKETS} sockets each, reconnecting with `since`)")
     for col in ("", "first", "last", "growth (last 2/3)", "per hour", "flat"):
         table.add_column(col, justify="right")
@@ -454,6 +456,9 @@ def run(database_url: str, opt: Options) -> Outcome:
     notes += [f"{d['family']} {d['topic']}: lost {d['lost']} e.g. {d['lost_sample']}, "
               f"twice {d['duplicates']}, unexpected {d['unexpected']}"
               for d in checks["deliveries"] if d["lost"] or d["duplicates"] or d["unexpected"]]
+    notes += [f"{name}: {listed} family events listed for {made} acknowledged mutations"
+              for name, (listed, made) in checks["family_events_vs_mutations"].items()
+              if listed != made]
     notes.append(f"server CPU (mean of samples): "
                  f"{pct(sum(s['server_cpu_share'] for s in samples) / max(1, len(samples)))}")
     return Outcome("soak", "Soak",
@@ -490,7 +495,15 @@ def verify(base: str, families: list[dict[str, Any]], results: list[dict[str, An
                                  x["seqs"])
         except KeyError:
             bad += 1
-    return {"deliveries": deliveries, "lost": sum(d["lost"] for d in deliveries),
+    # each mutation here writes one `family` event: the listing must hold all of them
+    made: Counter[str] = Counter()
+    for r in results:
+        made.update(r["mutations"])
+    starts = {s["family"]: s["start"] for s in subs if s["topic"] == "family"}
+    listed = {name: len(newer_than(listings[(name, "family")], start))
+              for name, start in starts.items()}
+    return {"family_events_vs_mutations": {n: (listed[n], made[n]) for n in listed},
+            "deliveries": deliveries, "lost": sum(d["lost"] for d in deliveries),
             "duplicates": sum(d["duplicates"] for d in deliveries),
             "unexpected": sum(d["unexpected"] for d in deliveries),
             "events_checked": sum(d["received"] for d in deliveries),
