@@ -80,8 +80,10 @@ def test_giftgraph_bench_knows_fairness_and_soak(monkeypatch: pytest.MonkeyPatch
 def test_fairness_ratios_windows_and_schedule() -> None:
     import math
 
-    from bench.fairness import ratio, refusals, schedule, within
+    from bench.fairness import baseline, ratio, refusals, schedule, within
 
+    assert baseline([20.0, 681.0, 25.0, float("nan"), 30.0]) == 27.5  # one noisy idle phase
+    assert math.isnan(baseline([float("nan")]))
     assert ratio(30.0, 10.0) == 3.0
     assert math.isnan(ratio(30.0, 0.0))
     assert math.isnan(ratio(float("nan"), 10.0))
