@@ -187,7 +187,10 @@ class Server:
 
     def start(self) -> Server:
         """Launch the process (without waiting for it: start several, then enter each)."""
-        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        # this checkout's package first: an editable install of another checkout (a git
+        # worktree's shared virtualenv) would otherwise be the server measured
+        env = {**os.environ, **self.env,
+               "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT)))}
         self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env,  # noqa: S603
                                      stdout=self.log, stderr=subprocess.STDOUT)
         atexit.register(self.__exit__)  # never left behind, even if never entered

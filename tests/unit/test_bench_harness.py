@@ -162,3 +162,20 @@ def test_soak_trend_tells_a_leak_from_a_flat_line_after_warm_up() -> None:
     assert r["flat"] is False
     assert trend(leak, floor=25.0)["flat"] is True
     assert trend([])["flat"] is None
+
+
+def test_a_bench_server_runs_this_checkouts_package() -> None:
+    import sys
+
+    from bench.harness import ROOT, Server
+
+    server = Server("app:create", {})
+    server.command = lambda: [sys.executable, "-c",  # type: ignore[method-assign]
+                              "import giftgraph, bench; print(giftgraph.__file__)"]
+    server.start()
+    assert server.proc is not None
+    server.proc.wait(30)
+    server.log.seek(0)
+    printed = server.log.read().decode().strip()
+    server.__exit__()
+    assert printed == str(ROOT / "src" / "giftgraph" / "__init__.py")
