@@ -229,12 +229,16 @@ async def family_load(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
                     by_id[op].received.append(seq)
                 elif op in replay_ids and replay_ids[op]["open"]:
                     replay_ids[op]["seqs"].append(seq)
-            elif kind in ("ping", "pong") or (kind == "complete" and op in replay_ids):
+            elif kind == "ping":  # the protocol's keep-alive: answered
+                if current:
+                    current[0].send_text(b'{"type": "pong"}')
+            elif kind == "pong" or (kind == "complete" and op in replay_ids):
                 pass
             else:
                 error(f"socket: {raw[:200].decode(errors='replace')}")
 
         generation = 0
+        current: list[wsclient.LeanSocket] = []  # the socket now open
         while not state["closing"]:
             generation += 1
             acked = asyncio.get_running_loop().create_future()
@@ -248,6 +252,7 @@ async def family_load(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
                 error(f"socket open: {exc!r}")
                 await asyncio.sleep(1)
                 continue
+            current[:] = [ws]
             by_id.clear()
             for k, sub in enumerate(mine):
                 op = f"{generation}-{k}"
