@@ -187,7 +187,10 @@ class Server:
 
     def start(self) -> Server:
         """Launch the process (without waiting for it: start several, then enter each)."""
-        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        # this checkout's package first: an editable install of another checkout (a git
+        # worktree's shared virtualenv) would otherwise be the server measured
+        env = {**os.environ, **self.env,
+               "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT)))}
         self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env,  # noqa: S603
                                      stdout=self.log, stderr=subprocess.STDOUT)
         atexit.register(self.__exit__)  # never left behind, even if never entered
@@ -363,7 +366,9 @@ def cpu_use(before: CpuMark | None, after: CpuMark | None) -> dict[str, float]:
         return {"server_cpu_share": float("nan"), "machine_busy_share": float("nan"),
                 "server_cpu_s": float("nan")}
     return {"server_cpu_share": (after.process - before.process) / (after.at - before.at),
-            "machine_busy_share": (after.busy - before.busy) / (after.total - before.total),
+            # at most 1: the tick counts are summed as floats
+            "machine_busy_share": min(1.0, (after.busy - before.busy)
+                                      / (after.total - before.total)),
             "server_cpu_s": after.process - before.process}
 
 

@@ -66,7 +66,7 @@ def _entry(name: str, params: dict[str, Any], channel: Channel) -> None:
     except ImportError:
         run = asyncio.run
     try:
-        channel.send("result", run(WORKERS[name](params, channel)))
+        channel.send("result", run(worker(name)(params, channel)))
     except BaseException:
         channel.send("error", traceback.format_exc())
 
@@ -335,6 +335,17 @@ async def subscribers(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
 
 
 WORKERS: dict[str, WorkerFn] = {"http_load": http_load, "subscribers": subscribers}
+
+
+def worker(name: str) -> WorkerFn:
+    """A worker by name: one of WORKERS, or "module:function" (a workload's own workers,
+    imported in the worker process)."""
+    if ":" not in name:
+        return WORKERS[name]
+    import importlib
+
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------- parent-side helpers

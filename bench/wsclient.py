@@ -62,8 +62,12 @@ class LeanSocket(asyncio.Protocol):
         self.on_text = on_text
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # a failure to open is raised by connect(); if it was cancelled meanwhile, let the
+        # future's exception go unremarked ("Future exception was never retrieved")
+        self.opened.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.error: str | None = None
+        self.close_code: int | None = None  # the server's close frame's code, if it sent one
         self._key = ""
         self._protocol: str | None = None
         self._head = b""  # response bytes before the handshake is complete
@@ -177,6 +181,8 @@ class LeanSocket(asyncio.Protocol):
         elif opcode == PING:
             self._send(PONG, payload)
         elif opcode == CLOSE:
+            if self.close_code is None and len(payload) >= 2:
+                self.close_code = int.from_bytes(payload[:2], "big")
             if not self._close_sent:  # the server's close: answer it (else it is our echo)
                 self._send(CLOSE, payload[:2])
             self._open = False

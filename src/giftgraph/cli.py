@@ -189,9 +189,12 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("bench", help="benchmarks against real server processes (bench/)")
     p.add_argument("workload", nargs="?", default="all",
-                   choices=("reads", "fanout", "memory", "writes", "all"),
-                   help="one workload, or all of them (the default)")
-    p.add_argument("--duration", type=float, help="seconds per measured level (default 10)")
+                   choices=("reads", "fanout", "memory", "writes", "fairness", "soak", "all"),
+                   help="one workload, or all of W1-W4 (the default); fairness and soak "
+                        "only by name")
+    p.add_argument("--duration", type=float,
+                   help="seconds per measured level (default 10), per fairness phase "
+                        "(default 12), or of the whole soak (default 1800)")
     p.add_argument("--quick", action="store_true", help="short runs, fewer sizes (3 s levels)")
     p.add_argument("--keep-db", action="store_true", help="keep the benchmark database")
     p.set_defaults(func=cmd_bench)
