@@ -39,6 +39,7 @@ from bench.harness import (
     PROTOCOL,
     Server,
     api_env,
+    api_server,
     cpu_mark,
     cpu_use,
     dsn,
@@ -70,7 +71,7 @@ SETTINGS_LIMITS = ("max_query_tokens", "max_aliases", "max_socket_message_bytes"
 # api_env raises these for the load benchmarks; here the attacker meets the defaults.
 RAISED = ("GIFTGRAPH_MUTATION_RATE", "GIFTGRAPH_MAX_SOCKETS_PER_USER",
           "GIFTGRAPH_SIGNUP_IP_RATE", "GIFTGRAPH_TOKEN_IP_RATE", "GIFTGRAPH_LOGIN_IP_RATE",
-          "GIFTGRAPH_LOGIN_RATE")
+          "GIFTGRAPH_LOGIN_RATE", "GIFTGRAPH_MAX_CONNECTIONS")
 RSS_CAP = 1536 * 2**20  # an attack phase ends early once the server grew this much
 SETTLE_MAX = 60.0  # seconds to wait for the server to go quiet after an attack
 SETTLE_ANSWER = 0.2  # seconds: a prompt /health answer
@@ -320,10 +321,8 @@ class Api:
     """The server under test; restarted on the same port when an attack left it busy."""
 
     def __init__(self, database_url: str) -> None:
-        from giftgraph.live.wire import WS_PROTOCOL
-
-        self.server = Server("giftgraph.asgi:create", fairness_env(database_url),
-                             args=("--ws", WS_PROTOCOL))
+        served = api_server(database_url)  # as `giftgraph serve` runs it
+        self.server = Server(served.app, fairness_env(database_url), args=served.args)
         self.restarts = 0
 
     def __enter__(self) -> Api:

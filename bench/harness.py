@@ -246,6 +246,8 @@ def api_env(database_url: str) -> dict[str, str]:
         "GIFTGRAPH_JWT_SECRET": secrets.token_urlsafe(40)[:40],
         "GIFTGRAPH_MUTATION_RATE": "10000000/minute",
         "GIFTGRAPH_MAX_SOCKETS_PER_USER": "20000",
+        # W2 opens 10,000 sockets on one process (the default cap is 4,096).
+        "GIFTGRAPH_MAX_CONNECTIONS": "30000",
         "GIFTGRAPH_ACCESS_TOKEN_TTL_SECONDS": "7200",
         # The bench signs up and logs in its users from one address.
         "GIFTGRAPH_SIGNUP_IP_RATE": "10000000/minute",
@@ -256,10 +258,15 @@ def api_env(database_url: str) -> dict[str, str]:
 
 
 def api_server(database_url: str) -> Server:
-    """The API as `giftgraph serve` runs it: with its WebSocket protocol class."""
+    """The API as `giftgraph serve` runs it: its HTTP protocol (connection cap, header and
+    idle timeouts), its WebSocket protocol and message cap."""
+    from giftgraph.admission.server import HTTP_PROTOCOL
+    from giftgraph.config import Settings
     from giftgraph.live.wire import WS_PROTOCOL
 
-    return Server("giftgraph.asgi:create", api_env(database_url), args=("--ws", WS_PROTOCOL))
+    ws_max = str(Settings(_env_file=None).max_socket_message_bytes)  # type: ignore[call-arg]
+    return Server("giftgraph.asgi:create", api_env(database_url),
+                  args=("--http", HTTP_PROTOCOL, "--ws", WS_PROTOCOL, "--ws-max-size", ws_max))
 
 
 # ---------------------------------------------------------------- GraphQL calls
