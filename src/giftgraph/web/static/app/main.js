@@ -83,7 +83,7 @@ async function start() {
   setCurrency(app.me.family.currency);
   await loadMembers();
   $('family').textContent = `${app.me.family.name} · ${app.me.displayName}`;
-  $('auth').hidden = true;
+  authSection.remove(); // out of the document, so its fields never clash with a view's
   $('page').hidden = false;
   $('nav').hidden = false;
   $('logout').hidden = false;
@@ -113,16 +113,16 @@ function logout(message) {
   $('page').replaceChildren();
   $('page').hidden = true;
   $('nav').hidden = true;
-  $('auth').hidden = false;
+  if (!authSection.isConnected) $('view').prepend(authSection);
   $('logout').hidden = true;
   $('family').textContent = '';
   setMode(false);
-  $('login-form').reset();
+  loginForm.reset();
   clearAuthErrors();
-  $('auth-error').textContent = message || '';
+  authError.textContent = message || '';
   setStatus('offline');
   if (location.hash) history.replaceState(null, '', location.pathname);
-  $('email').focus();
+  authInputs.email.focus();
 }
 
 // ---- routing ----
@@ -157,31 +157,35 @@ setInterval(() => {
 }, 30000);
 
 // ---- the log in / sign up form ----
+// Looked up once: the section is out of the document while someone is logged in.
+const authSection = $('auth');
+const [loginForm, loginButton, authTitle, switchText, toggleButton, authError, currencyField] = [
+  'login-form', 'login', 'auth-title', 'switch-text', 'toggle-signup', 'auth-error', 'currency-field'].map($);
 const AUTH_FIELDS = { familyName: 'family-name', displayName: 'display-name', email: 'email', password: 'password', currency: 'currency' };
 const authInputs = Object.fromEntries(Object.entries(AUTH_FIELDS).map(([k, id]) => [k, $(id)]));
 const authErrors = Object.fromEntries(Object.entries(AUTH_FIELDS).map(([k, id]) => [k, $(`${id}-err`)]));
-const signingUp = () => $('login-form').classList.contains('signup');
+const signingUp = () => loginForm.classList.contains('signup');
 
 function clearAuthErrors() {
-  $('auth-error').textContent = '';
+  authError.textContent = '';
   for (const k of Object.keys(AUTH_FIELDS)) { authErrors[k].textContent = ''; authInputs[k].removeAttribute('aria-invalid'); }
 }
 
 function setMode(signup) {
-  $('login-form').classList.toggle('signup', signup);
-  $('auth-title').textContent = signup ? 'Sign up' : 'Log in';
-  $('login').textContent = signup ? 'Sign up' : 'Log in';
-  $('switch-text').textContent = signup ? 'Have an account?' : 'New family?';
-  $('toggle-signup').textContent = signup ? 'Log in' : 'Sign up';
-  $('password').autocomplete = signup ? 'new-password' : 'current-password';
+  loginForm.classList.toggle('signup', signup);
+  authTitle.textContent = signup ? 'Sign up' : 'Log in';
+  loginButton.textContent = signup ? 'Sign up' : 'Log in';
+  switchText.textContent = signup ? 'Have an account?' : 'New family?';
+  toggleButton.textContent = signup ? 'Log in' : 'Sign up';
+  authInputs.password.autocomplete = signup ? 'new-password' : 'current-password';
   for (const el of document.querySelectorAll('#login-form .signup-only input')) el.required = signup;
   document.title = signup ? 'Sign up — GiftGraph' : 'GiftGraph — our family\'s gifts';
   clearAuthErrors();
 }
 
-$('toggle-signup').addEventListener('click', () => { setMode(!signingUp()); (signingUp() ? $('family-name') : $('email')).focus(); });
+toggleButton.addEventListener('click', () => { setMode(!signingUp()); (signingUp() ? authInputs.familyName : authInputs.email).focus(); });
 
-$('login-form').addEventListener('submit', async (ev) => {
+loginForm.addEventListener('submit', async (ev) => {
   ev.preventDefault();
   clearAuthErrors();
   const v = Object.fromEntries(Object.entries(authInputs).map(([k, el]) => [k, el.value.trim()]));
@@ -196,12 +200,12 @@ $('login-form').addEventListener('submit', async (ev) => {
     authInputs[missing[0]].focus();
     return;
   }
-  $('login').disabled = true;
+  loginButton.disabled = true;
   try {
     let payload;
     if (signingUp()) {
       const input = { email: v.email, password: v.password, familyName: v.familyName, displayName: v.displayName };
-      if (!$('currency-field').hidden && v.currency) input.currency = v.currency.toUpperCase();
+      if (!currencyField.hidden && v.currency) input.currency = v.currency.toUpperCase();
       payload = (await post(`mutation($i: SignUpInput!) { signUp(input: $i)
         { accessToken refreshToken expiresIn } }`, { i: input }, false)).signUp;
     } else {
@@ -209,13 +213,13 @@ $('login-form').addEventListener('submit', async (ev) => {
         { accessToken refreshToken expiresIn } }`, { e: v.email, p: v.password }, false)).login;
     }
     saveTokens(payload);
-    $('login-form').reset();
+    loginForm.reset();
     await start();
   } catch (err) {
     if (!(err instanceof ApiError)) console.error(err);
-    showErrors(err, authErrors, authInputs, $('auth-error'));
+    showErrors(err, authErrors, authInputs, authError);
   } finally {
-    $('login').disabled = false;
+    loginButton.disabled = false;
   }
 });
 
@@ -225,5 +229,5 @@ $('logout').addEventListener('click', () => {
   logout();
 });
 
-hasCurrency().then((yes) => { $('currency-field').hidden = !yes; });
+hasCurrency().then((yes) => { currencyField.hidden = !yes; });
 if (loggedIn()) start().catch(() => logout());
