@@ -55,12 +55,15 @@ async def audit(page: Any, name: str) -> None:
 
 
 async def log_in(page: Any, base: str, email: str) -> None:
+    """By keyboard alone: the email field has the focus, Tab, Enter."""
     from playwright.async_api import expect
 
     await page.goto(base + "/")
-    await page.get_by_label("Email").fill(email)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Log in", exact=True).click()
+    await expect(page.get_by_label("Email")).to_be_focused()
+    await page.keyboard.type(email)
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
     await expect(page.locator("#status")).to_have_text("live", timeout=10_000)
 
 
@@ -144,6 +147,10 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await item.get_by_role("button", name="Post").click()
     await expect(item.locator(".comments")).to_contain_text("Ann: Wrapped, in the attic")
     await audit(page, "list")
+    await item.get_by_role("button", name="Edit Scarf").click()
+    await item.get_by_label("Price").fill("55")
+    await item.get_by_role("button", name="Save gift").click()
+    await expect(item_of(page, "Scarf").locator(".meta")).to_contain_text("55.00")
 
     await page.get_by_role("link", name="Overview").click()
     await expect(page.locator("#pipeline-purchased")).to_have_text("1")
@@ -165,6 +172,17 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await page.get_by_role("link", name="Family").click()
     await expect(page.get_by_role("button", name="Invite member")).to_be_visible()
     await audit(page, "family")
+
+    # A person is deleted with a second, explicit press.
+    await page.get_by_role("link", name="People").click()
+    await page.get_by_label("Name", exact=True).fill("Uncle Joe")
+    await page.get_by_role("button", name="Add person").click()
+    await page.get_by_role("link", name="Uncle Joe").click()
+    await page.get_by_role("button", name="Delete Uncle Joe").click()
+    await page.get_by_role("button", name="Really delete Uncle Joe?").click()
+    await expect(page.get_by_role("heading", name="People")).to_be_visible()
+    await expect(page.get_by_role("link", name="Grandma")).to_be_visible()
+    await expect(page.get_by_role("link", name="Uncle Joe")).to_have_count(0)
 
     # Logging out leaves nothing behind: login mode, every field empty, offline.
     await page.get_by_role("button", name="Log out").click()

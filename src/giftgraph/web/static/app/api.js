@@ -74,10 +74,24 @@ export async function hasCurrency() {
       await post('{ family { currency } }', {}, false, 'application/json');
       currencyFeature = true;
     } catch (err) {
-      currencyFeature = err.code === 'OFFLINE' ? false : !err.validation;
+      currencyFeature = err.code === 'UNAUTHENTICATED'; // anything else: plain amounts
     }
   }
   return currencyFeature;
+}
+
+// The query as written when the server has currencies, else without them: `withIt`
+// and `without` are the two forms; a validation refusal also switches to plain amounts.
+export async function postMoney(withIt, without, variables) {
+  if (await hasCurrency()) {
+    try {
+      return await post(withIt, variables);
+    } catch (err) {
+      if (!err.validation || err.code === 'OFFLINE') throw err;
+      currencyFeature = false;
+    }
+  }
+  return post(without, variables);
 }
 
 // One graphql-ws client (window.graphqlWs, vendored) that retries forever; `on` gets

@@ -2,7 +2,7 @@
 // #/occasions, #/occasion/ID, #/lists, #/list/ID, #/family), all kept live by a
 // `dashboard` subscription (the overview) and `familyEvents` (activity; every change
 // refreshes the open view), resumed with `since` after a drop so nothing is missed.
-import { post, saveTokens, clearTokens, loggedIn, hasCurrency, connect, ApiError } from './api.js';
+import { post, postMoney, saveTokens, clearTokens, loggedIn, hasCurrency, connect, ApiError } from './api.js';
 import { $, h, activityLine, ago, setCurrency, showErrors } from './ui.js';
 import { VIEWS } from './views.js';
 
@@ -77,8 +77,9 @@ async function loadMembers() {
 
 // ---- session ----
 async function start() {
+  const me = await postMoney('{ me { id displayName role family { name currency } } }',
+    '{ me { id displayName role family { name } } }');
   app.currency = await hasCurrency();
-  const me = await post(`{ me { id displayName role family { name ${app.currency ? 'currency' : ''} } } }`);
   app.me = me.me;
   setCurrency(app.me.family.currency);
   await loadMembers();
@@ -138,9 +139,11 @@ async function route() {
   const view = make(app, id ? decodeURIComponent(id) : null);
   app.view = view;
   $('page').replaceChildren(view.el);
+  document.title = `${view.el.querySelector('h2').textContent} — GiftGraph`;
   try {
     if (view.refresh) await view.refresh();
     if (view.onDashboard && app.dashboard) view.onDashboard(app.dashboard);
+    document.title = `${view.el.querySelector('h2').textContent} — GiftGraph`;
   } catch (err) {
     if (err.code === 'UNAUTHENTICATED') { logout('Please log in again.'); return; }
     view.el.append(h('p.error', { role: 'alert', text: err.code === 'NOT_FOUND' ? 'This was deleted or does not exist.' : err.message }));
