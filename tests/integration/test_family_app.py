@@ -103,7 +103,8 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await expect(page.locator("#activity")).to_contain_text("Ann joined")
     await audit(page, "overview-empty")
 
-    await page.get_by_role("link", name="People").click()
+    await page.get_by_role("link", name="Add person").click()  # a quick link to the form
+    await expect(page.get_by_label("Name", exact=True)).to_be_focused()
     await page.get_by_label("Name", exact=True).fill("Grandma")
     await page.get_by_label("Relationship").fill("Grandmother")
     await page.get_by_role("button", name="Add person").click()

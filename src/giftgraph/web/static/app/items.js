@@ -32,7 +32,7 @@ const LIST_FIELDS = (c, l = {}) => [
 const listInput = (v) => ({ name: v.name, kind: v.kind, personId: v.personId || null, occasionId: v.occasionId || null, budget: v.budget || null });
 
 export function listView(app, id) {
-  return id ? oneList(app, id) : allLists();
+  return id && id !== 'new' ? oneList(app, id) : allLists();
 }
 
 function allLists() {

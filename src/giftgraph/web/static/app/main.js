@@ -37,7 +37,7 @@ function onEvent(e) {
   }
   if (e.entityType === 'User') loadMembers();
   clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(() => app.view && app.view.refresh && app.view.refresh(e), 60);
+  refreshTimer = setTimeout(() => refreshView(e), 60);
   if (app.view && app.view.onEvent) app.view.onEvent(e);
 }
 
@@ -127,6 +127,18 @@ function logout(message) {
 }
 
 // ---- routing ----
+// Redraw the open view after a change; one deleted elsewhere says so instead.
+async function refreshView(e) {
+  const view = app.view;
+  if (!view || !view.refresh) return;
+  try {
+    await view.refresh(e);
+  } catch (err) {
+    if (view !== app.view || view.el.querySelector('.gone')) return;
+    view.el.append(h('p.error.gone', { role: 'alert', text: err.code === 'NOT_FOUND' ? 'This was deleted or does not exist.' : err.message }));
+  }
+}
+
 async function route() {
   if (!app.me) return;
   const [, name = '', id] = (location.hash.replace(/^#\/?/, '/') || '/').split('/');
@@ -146,8 +158,10 @@ async function route() {
     document.title = `${view.el.querySelector('h2').textContent} — GiftGraph`;
   } catch (err) {
     if (err.code === 'UNAUTHENTICATED') { logout('Please log in again.'); return; }
-    view.el.append(h('p.error', { role: 'alert', text: err.code === 'NOT_FOUND' ? 'This was deleted or does not exist.' : err.message }));
+    view.el.append(h('p.error.gone', { role: 'alert', text: err.code === 'NOT_FOUND' ? 'This was deleted or does not exist.' : err.message }));
   }
+  const first = id === 'new' && view.el.querySelector('form input, form select');
+  if (first) { first.focus(); return; } // from a quick "Add …" link
   const heading = view.el.querySelector('h2');
   if (heading && document.activeElement && document.activeElement.closest('#nav')) {
     heading.tabIndex = -1;

@@ -36,7 +36,9 @@ function overview(app) {
   const people = h('ul');
   const ideas = h('ul');
   const activity = h('ul', { id: 'activity' });
-  const el = h('div', {}, h('h2', { text: 'Overview' }), counts, spent,
+  const quick = h('p.quick', {}, h('a', { href: '#/people/new', text: 'Add person' }), h('a', { href: '#/occasions/new', text: 'Add occasion' }),
+    h('a', { href: '#/lists/new', text: 'New list' }), app.me.role === 'ADMIN' ? h('a', { href: '#/family/new', text: 'Invite member' }) : '');
+  const el = h('div', {}, h('h2', { text: 'Overview' }), quick, counts, spent,
     h('div.grid', {}, section('Next occasions', occasions),
       section('People', h('p.legend', { text: 'Items for each person by status, and what was spent on them.' }), people),
       section('Recent ideas', ideas), section('Activity', activity)));
