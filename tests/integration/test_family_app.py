@@ -289,3 +289,36 @@ async def test_a_rate_limited_login_says_when_to_retry(database_url: str, browse
     finally:
         svc.stop()
 
+
+
+async def test_money_without_server_currencies_falls_back(service: Service, browser: Any) -> None:
+    """A probe that says `Family.currency` exists while the server refuses it (a stale or
+    mixed deployment): the page drops to plain amounts and still works."""
+    from playwright.async_api import expect
+
+    base = service.base
+    admin = await asyncio.to_thread(_family, base, "cur@one.example", "Cur")
+    await asyncio.to_thread(
+        post, base, 'mutation { createOccasion(input: {name: "Feast", kind: OTHER, '
+        'date: "2099-01-01", budget: "10"}) { id } }', None, admin)
+    page = await browser.new_page(viewport=PHONE)
+
+    async def probe(route: Any) -> None:
+        if route.request.post_data and "{ family { currency } }" in route.request.post_data:
+            await route.fulfill(status=200, content_type="application/json", body=(
+                '{"data":null,"errors":[{"message":"Authentication required",'
+                '"path":["family"],"extensions":{"code":"UNAUTHENTICATED"}}]}'))
+        else:
+            await route.continue_()
+
+    await page.route(base + "/graphql", probe)
+    await page.goto(base + "/")
+    await page.get_by_role("button", name="Sign up", exact=True).click()
+    await expect(page.get_by_label("Currency")).to_be_visible()  # the probe said yes
+    await page.get_by_role("button", name="Log in", exact=True).click()
+    await page.get_by_label("Email").fill("cur@one.example")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Log in", exact=True).click()
+    await expect(page.locator("#status")).to_have_text("live", timeout=10_000)
+    await expect(page.locator("main")).to_contain_text("Feast")
+    await expect(page.locator("#budget")).to_have_text("10.00")
