@@ -82,6 +82,9 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     page = await browser.new_page(viewport=PHONE)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url)
+            if not r.url.startswith((base, "data:")) else None)
     await page.goto(base + "/")
     await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
     await audit(page, "login")
@@ -196,6 +199,7 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     assert await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('gg.'))") == []
     assert await page.locator("#page").inner_html() == ""
     assert errors == []
+    assert outside == []  # works offline: nothing from a CDN
 
 
 def _family(base: str, email: str, name: str) -> str:
@@ -228,6 +232,9 @@ async def test_two_browsers_of_one_family_and_a_stranger(service: Service, brows
     await ann.get_by_label("First password").fill(PASSWORD)
     await ann.get_by_role("button", name="Invite member").click()
     await expect(ann.locator("section", has_text="Members")).to_contain_text("bob@one.example")
+    await expect(ann.locator("#activity")).to_have_count(0)
+    await ann.get_by_role("link", name="Overview").click()
+    await expect(ann.locator("#activity")).to_contain_text("Ann invited Bob")
     await log_in(bob, base, "bob@one.example")
     await log_in(eve, base, "eve@two.example")
     for p in (ann, bob):

@@ -2,7 +2,7 @@
 // Each view is { el, refresh(event?), onDashboard? }: forms are built once, the data
 // parts are redrawn on every change so typing is never lost.
 import { post } from './api.js';
-import { h, money, moneyList, day, activityLine, statusWord } from './ui.js';
+import { h, money, moneyList, day, activityLine, statusWord, setCurrency } from './ui.js';
 import { form } from './ui.js';
 import { listView, listRow } from './items.js';
 
@@ -192,13 +192,23 @@ function family(app) {
     { name: 'role', label: 'Role', type: 'select', options: [['MEMBER', 'Member'], ['ADMIN', 'Admin']] }],
   onSubmit: async (v) => { await post('mutation($i: RegisterUserInput!) { registerUser(input: $i) { id } }', { i: v }); await refresh(); } })
     : h('p', { text: 'Ask an admin of your family to invite new members.' });
+  // Family name and currency: only where the server has currencies (updateFamily).
+  const settings = admin && app.currency ? form({ title: 'Family settings', submit: 'Save family', reset: false, fields: [
+    { name: 'name', label: 'Family name', required: true, value: app.me.family.name },
+    { name: 'currency', label: 'Currency (3 letters, e.g. EUR)', required: true, value: app.me.family.currency }],
+  onSubmit: async (v) => {
+    const d = await post('mutation($n: String!, $c: String!) { updateFamily(input: {name: $n, currency: $c}) { name currency } }',
+      { n: v.name, c: v.currency.toUpperCase() });
+    Object.assign(app.me.family, d.updateFamily);
+    setCurrency(d.updateFamily.currency);
+  } }) : '';
   async function refresh() {
     const d = await post('{ users(first: 100) { edges { node { id displayName email role isActive } } } }');
     app.members = edges(d.users);
     list.replaceChildren(...app.members.map((u) => h('li', {}, h('span', { text: u.displayName }),
       h('small', { text: `${u.email} · ${u.role === 'ADMIN' ? 'admin' : 'member'}${u.isActive ? '' : ' · inactive'}` }))));
   }
-  return { el: h('div', {}, h('h2', { text: `Family: ${app.me.family.name}` }), h('div.split', {}, section('Members', list), invite)), refresh };
+  return { el: h('div', {}, h('h2', { text: `Family: ${app.me.family.name}` }), h('div.split', {}, section('Members', list), h('div.stack', {}, invite, settings))), refresh };
 }
 
 export const VIEWS = { '': overview, people, person, occasions, occasion, lists: listView, list: listView, family };
