@@ -261,9 +261,14 @@ async def test_two_browsers_of_one_family_and_a_stranger(service: Service, brows
     await expect(item_of(bob, "Kite").locator(".comments")).to_contain_text("Blue, please",
                                                                             timeout=1_000)
     await expect(item_of(bob, "Kite").get_by_label("Message")).to_have_value("half-typed")
+    # A change to the item itself redraws Bob's row; his comment box and text stay.
+    await item_of(ann, "Kite").get_by_role("combobox", name="Status").select_option("PURCHASED")
+    await expect(item_of(bob, "Kite").locator(".badge")).to_have_text("Purchased", timeout=1_000)
+    await expect(item_of(bob, "Kite").get_by_label("Message")).to_have_value("half-typed")
 
     await bob.get_by_role("link", name="Overview").click()
     await expect(bob.locator("#activity")).to_contain_text("Bob moved Kite to Selected")
+    await expect(bob.locator("#activity")).to_contain_text("Ann moved Kite to Purchased")
     await expect(bob.locator("#activity")).to_contain_text("Ann assigned Kite to Bob")
 
     # Eve, of another family, saw none of it.

@@ -93,7 +93,7 @@ function oneList(app, id) {
       const sig = JSON.stringify([it, app.members.map((m) => m.id)]);
       const row = rows.get(it.id);
       if (row && row.sig === sig) continue;
-      const fresh = itemRow(app, it, refresh, row && row.comments);
+      const fresh = itemRow(app, it, refresh, row);
       if (row) row.el.replaceWith(fresh.el);
       rows.set(it.id, { ...fresh, sig });
     }
@@ -136,10 +136,14 @@ function itemRow(app, it, refresh, prior) {
   h('option', { value: '', text: 'Nobody' }), app.members.filter((m) => m.isActive || (it.assignee && it.assignee.id === m.id))
     .map((m) => h('option', { value: m.id, selected: it.assignee && it.assignee.id === m.id, text: m.displayName })));
   assign.reset = () => { assign.value = it.assignee ? it.assignee.id : ''; };
-  const comments = commentsPanel(it, uid, prior && prior.open);
-  const editor = h('div.editor', { hidden: true, id: `ed-${uid}` }, form({ fields: GIFT_FIELDS(g), submit: 'Save gift', reset: false, cls: 'inline-form',
+  // A change made elsewhere redraws the row but keeps an open comment box or gift editor
+  // (and whatever is typed in it).
+  const comments = prior ? prior.comments : commentsPanel(it, uid);
+  const keep = prior && !prior.editor.hidden;
+  const editor = keep ? prior.editor : h('div.editor', { hidden: true, id: `ed-${uid}` }, form({ fields: GIFT_FIELDS(g), submit: 'Save gift',
+    reset: false, cls: 'inline-form',
     onSubmit: (v) => run(() => post('mutation($id: ID!, $i: GiftPatch!) { updateGift(id: $id, input: $i) { id } }', { id: g.id, i: giftInput(v) })) }));
-  const edit = h('button.secondary', { type: 'button', 'aria-expanded': 'false', 'aria-controls': `ed-${uid}`, 'aria-label': `Edit ${g.name}`, text: 'Edit',
+  const edit = h('button.secondary', { type: 'button', 'aria-expanded': String(Boolean(keep)), 'aria-controls': `ed-${uid}`, 'aria-label': `Edit ${g.name}`, text: 'Edit',
     onclick: () => { editor.hidden = !editor.hidden; edit.setAttribute('aria-expanded', String(!editor.hidden)); } });
   const remove = deleteButton(g.name, () => run(() => post('mutation($i: ID!) { removeListItem(id: $i) }', { i: it.id })));
   remove.textContent = 'Remove';
@@ -154,14 +158,14 @@ function itemRow(app, it, refresh, prior) {
       h('div.field', {}, h('label', { for: `as-${uid}`, text: 'Assign' }), assign),
       h('div.buttons', {}, comments.toggle, edit, remove)),
     error, editor, comments.el);
-  return { el, comments };
+  return { el, comments, editor };
 }
 
-function commentsPanel(it, uid, open) {
+function commentsPanel(it, uid) {
   const list = h('ul.comments');
-  const panel = h('div.comments-panel', { id: `cm-${uid}`, hidden: !open });
-  const api = { el: panel, open: Boolean(open), load };
-  const toggle = h('button.secondary', { type: 'button', 'aria-expanded': String(Boolean(open)), 'aria-controls': `cm-${uid}`, text: 'Comment',
+  const panel = h('div.comments-panel', { id: `cm-${uid}`, hidden: true });
+  const api = { el: panel, open: false, load };
+  const toggle = h('button.secondary', { type: 'button', 'aria-expanded': 'false', 'aria-controls': `cm-${uid}`, text: 'Comment',
     onclick: () => {
       api.open = panel.hidden;
       panel.hidden = !api.open;
@@ -177,7 +181,6 @@ function commentsPanel(it, uid, open) {
   }
   panel.append(list, form({ fields: [{ name: 'body', label: 'Message', type: 'textarea', required: true }], submit: 'Post', cls: 'inline-form',
     onSubmit: async (v) => { await post('mutation($i: CommentInput!) { addComment(input: $i) { id } }', { i: { target: 'LIST_ITEM', targetId: it.id, body: v.body } }); await load(); } }));
-  if (open) load();
   api.toggle = toggle;
   return api;
 }
