@@ -129,8 +129,8 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await page.get_by_role("button", name="New list").click()
     await expect(page.get_by_role("heading", name="Grandma's Christmas")).to_be_visible()
 
-    await page.get_by_label("Gift", exact=True).fill("Scarf")
-    await page.get_by_label("Link (shop page)").fill("https://www.woolshop.example/scarf")
+    await page.get_by_label("Name", exact=True).fill("Scarf")
+    await page.get_by_label("Link").fill("https://www.woolshop.example/scarf")
     await page.get_by_label("Price").fill("49.90")
     await page.get_by_role("button", name="Add gift").click()
     item = item_of(page, "Scarf")
@@ -155,6 +155,12 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await item.get_by_label("Price").fill("55")
     await item.get_by_role("button", name="Save gift").click()
     await expect(item_of(page, "Scarf").locator(".meta")).to_contain_text("55.00")
+    await page.get_by_role("button", name="Edit list").click()
+    editor = page.locator("form", has=page.get_by_role("button", name="Save list"))
+    await expect(editor.get_by_label("Name")).to_be_focused()
+    await editor.get_by_label("Name").fill("Grandma's presents")
+    await editor.get_by_role("button", name="Save list").click()
+    await expect(page.get_by_role("heading", name="Grandma's presents")).to_be_visible()
 
     await page.get_by_role("link", name="Overview").click()
     await expect(page.locator("#pipeline-purchased")).to_have_text("1")
@@ -241,7 +247,7 @@ async def test_two_browsers_of_one_family_and_a_stranger(service: Service, brows
         await p.goto(f"{base}/#/list/{gl}")
         await expect(p.get_by_role("heading", name="Wishes")).to_be_visible()
 
-    await ann.get_by_label("Gift", exact=True).fill("Kite")
+    await ann.get_by_label("Name", exact=True).fill("Kite")
     await ann.get_by_role("button", name="Add gift").click()
     await expect(item_of(bob, "Kite")).to_be_visible(timeout=1_000)
 

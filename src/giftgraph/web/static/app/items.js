@@ -1,7 +1,7 @@
 // Lists: every list with a "New list" form, and one list with its items, each with
 // Status (one step back or forward), Assign, Comment, edit and remove controls.
 import { post } from './api.js';
-import { h, money, ago, form, statusWord, STATUSES } from './ui.js';
+import { h, money, ago, day, form, reveal, statusWord, STATUSES } from './ui.js';
 import { deleteButton } from './views.js';
 
 const edges = (c) => c.edges.map((e) => e.node);
@@ -19,7 +19,7 @@ export function listRow(l) {
 async function choices() {
   const d = await post('{ persons(first: 100) { edges { node { id name } } } occasions(first: 100) { edges { node { id name date } } } }');
   return { persons: [['', 'Nobody in particular'], ...edges(d.persons).map((p) => [p.id, p.name])],
-    occasions: [['', 'No occasion'], ...edges(d.occasions).map((o) => [o.id, `${o.name} (${o.date})`])] };
+    occasions: [['', 'No occasion'], ...edges(d.occasions).map((o) => [o.id, `${o.name} (${day(o.date)})`])] };
 }
 
 const LIST_FIELDS = (c, l = {}) => [
@@ -43,8 +43,15 @@ function allLists() {
       post('{ lists(first: 100) { edges { node { id name kind person { name } occasion { name } items { totalCount } } } } }'), choices()]);
     const rows = edges(d.lists).map(listRow);
     list.replaceChildren(...(rows.length ? rows : [empty('No lists yet')]));
-    if (!slot.firstChild || slot.dataset.sig !== JSON.stringify(c)) {
-      slot.dataset.sig = JSON.stringify(c);
+    if (slot.firstChild) {
+      // New people or occasions: new choices, keeping what is typed and chosen.
+      for (const [name, options] of [['personId', c.persons], ['occasionId', c.occasions]]) {
+        const select = slot.firstChild.inputs[name];
+        const chosen = select.value;
+        select.replaceChildren(...options.map(([v, t]) => h('option', { value: v, text: t })));
+        select.value = options.some(([v]) => v === chosen) ? chosen : '';
+      }
+    } else {
       slot.replaceChildren(form({ title: 'Start a list', fields: LIST_FIELDS(c), submit: 'New list',
         onSubmit: async (v) => {
           const r = await post('mutation($i: GiftListInput!) { createList(input: $i) { id } }', { i: listInput(v) });
@@ -56,8 +63,8 @@ function allLists() {
 }
 
 const GIFT_FIELDS = (g = {}) => [
-  { name: 'name', label: 'Gift', required: true, value: g.name },
-  { name: 'url', label: 'Link (shop page)', type: 'url', value: g.url },
+  { name: 'name', label: 'Name', required: true, value: g.name },
+  { name: 'url', label: 'Link (URL of the shop page)', type: 'url', value: g.url },
   { name: 'price', label: 'Price', inputmode: 'decimal', value: g.price },
 ];
 const giftInput = (v) => ({ name: v.name, url: v.url || null, price: v.price || null });
@@ -66,9 +73,12 @@ function oneList(app, id) {
   const head = h('h2', { text: 'List' });
   const about = h('p.about');
   const items = h('ul.items', { 'aria-label': 'Items' });
-  const rows = new Map(); // item id -> { el, sig, comments }
-  const slot = h('div');
-  let built = false;
+  const rows = new Map(); // item id -> { el, sig, comments, editor }
+  let latest = null;
+  const editList = reveal('Edit list', async () => form({ title: 'Edit list', fields: LIST_FIELDS(await choices(), latest),
+    submit: 'Save list', reset: false,
+    onSubmit: (v) => post('mutation($id: ID!, $i: GiftListPatch!) { updateList(id: $id, input: $i) { id } }', { id, i: listInput(v) }),
+    extra: deleteButton(latest.name, async () => { await post('mutation($id: ID!) { deleteList(id: $id) }', { id }); location.hash = '#/lists'; }) }));
   const add = form({ title: 'Add a gift', fields: GIFT_FIELDS(), submit: 'Add gift',
     onSubmit: async (v) => {
       await post('mutation($l: ID!, $i: ListItemInput!) { addListItem(listId: $l, input: $i) { id } }', { l: id, i: { gift: giftInput(v) } });
@@ -76,12 +86,13 @@ function oneList(app, id) {
     } });
 
   async function refresh() {
-    const [d, c] = await Promise.all([post(`query($id: ID!) { node(id: $id) { ... on GiftList { id name kind budget
+    const d = await post(`query($id: ID!) { node(id: $id) { ... on GiftList { id name kind budget
       person { id name } occasion { id name date }
       items(first: 100) { edges { node { id status quantity notes assignee { id displayName }
-        gift { id name url store price currency } } } } } } }`, { id }), built ? null : choices()]);
+        gift { id name url store price currency } } } } } } }`, { id });
     const l = d.node;
     if (!l) throw Object.assign(new Error('gone'), { code: 'NOT_FOUND' });
+    latest = l;
     head.textContent = l.name;
     about.replaceChildren(kindWord(l.kind), l.person ? ' for ' : '', l.person ? h('a', { href: `#/person/${l.person.id}`, text: l.person.name }) : '',
       l.occasion ? ' · ' : '', l.occasion ? h('a', { href: `#/occasion/${l.occasion.id}`, text: l.occasion.name }) : '',
@@ -100,12 +111,6 @@ function oneList(app, id) {
     for (const [k, row] of rows) if (!seen.has(k)) { row.el.remove(); rows.delete(k); }
     items.replaceChildren(...order.map((it) => rows.get(it.id).el));
     if (!order.length) items.append(empty('No gifts yet: add the first one.'));
-    if (!built) {
-      built = true;
-      slot.replaceChildren(form({ title: 'Edit list', fields: LIST_FIELDS(c, l), submit: 'Save list', reset: false,
-        onSubmit: (v) => post('mutation($id: ID!, $i: GiftListPatch!) { updateList(id: $id, input: $i) { id } }', { id, i: listInput(v) }),
-        extra: deleteButton(l.name, async () => { await post('mutation($id: ID!) { deleteList(id: $id) }', { id }); location.hash = '#/lists'; }) }));
-    }
   }
   function onEvent(e) {
     if (e.entityType !== 'Comment' || !e.node) return;
@@ -113,7 +118,7 @@ function oneList(app, id) {
     if (row && row.comments.open) row.comments.load();
   }
   return { el: h('div', {}, h('p.crumbs', {}, h('a', { href: '#/lists', text: 'Lists' })), head, about,
-    h('div.split', {}, section('Gifts', items), add), slot), refresh, onEvent };
+    h('div.split', {}, section('Gifts', items), h('div.stack', {}, add, h('div.card', {}, editList.button, editList.panel)))), refresh, onEvent };
 }
 
 function itemRow(app, it, refresh, prior) {
@@ -139,12 +144,10 @@ function itemRow(app, it, refresh, prior) {
   // A change made elsewhere redraws the row but keeps an open comment box or gift editor
   // (and whatever is typed in it).
   const comments = prior ? prior.comments : commentsPanel(it, uid);
-  const keep = prior && !prior.editor.hidden;
-  const editor = keep ? prior.editor : h('div.editor', { hidden: true, id: `ed-${uid}` }, form({ fields: GIFT_FIELDS(g), submit: 'Save gift',
-    reset: false, cls: 'inline-form',
-    onSubmit: (v) => run(() => post('mutation($id: ID!, $i: GiftPatch!) { updateGift(id: $id, input: $i) { id } }', { id: g.id, i: giftInput(v) })) }));
-  const edit = h('button.secondary', { type: 'button', 'aria-expanded': String(Boolean(keep)), 'aria-controls': `ed-${uid}`, 'aria-label': `Edit ${g.name}`, text: 'Edit',
-    onclick: () => { editor.hidden = !editor.hidden; edit.setAttribute('aria-expanded', String(!editor.hidden)); } });
+  const keep = prior && !prior.editor.panel.hidden;
+  const editor = keep ? prior.editor : reveal('Edit', () => form({ fields: GIFT_FIELDS(g), submit: 'Save gift', reset: false, cls: 'inline-form',
+    onSubmit: (v) => run(() => post('mutation($id: ID!, $i: GiftPatch!) { updateGift(id: $id, input: $i) { id } }', { id: g.id, i: giftInput(v) })) }),
+  { 'aria-label': `Edit ${g.name}` });
   const remove = deleteButton(g.name, () => run(() => post('mutation($i: ID!) { removeListItem(id: $i) }', { i: it.id })));
   remove.textContent = 'Remove';
   remove.setAttribute('aria-label', `Remove ${g.name}`);
@@ -156,8 +159,8 @@ function itemRow(app, it, refresh, prior) {
     h('div.controls', {},
       h('div.field', {}, h('label', { for: `st-${uid}`, text: 'Status' }), status),
       h('div.field', {}, h('label', { for: `as-${uid}`, text: 'Assign' }), assign),
-      h('div.buttons', {}, comments.toggle, edit, remove)),
-    error, editor, comments.el);
+      h('div.buttons', {}, comments.toggle, editor.button, remove)),
+    error, editor.panel, comments.el);
   return { el, comments, editor };
 }
 

@@ -171,3 +171,18 @@ export function showErrors(err, errors, inputs, general) {
   const bad = Object.values(inputs).find((i) => i.getAttribute('aria-invalid'));
   if (bad) bad.focus();
 }
+
+// A button that shows and hides a panel, whose content is built on first opening (so a
+// closed editor adds no fields to the page). build() may be async.
+export function reveal(text, build, attrs = {}) {
+  const panel = h('div.editor', { hidden: true, id: `r${++uid}` });
+  const button = h('button.secondary', { type: 'button', 'aria-expanded': 'false', 'aria-controls': panel.id, text, ...attrs });
+  let built = false;
+  button.addEventListener('click', async () => {
+    if (!built) { built = true; panel.replaceChildren(await build()); }
+    panel.hidden = !panel.hidden;
+    button.setAttribute('aria-expanded', String(!panel.hidden));
+    if (!panel.hidden) { const first = panel.querySelector('input, select, textarea'); if (first) first.focus(); }
+  });
+  return { button, panel };
+}
