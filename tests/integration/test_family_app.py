@@ -235,7 +235,7 @@ async def test_two_browsers_of_one_family_and_a_stranger(service: Service, brows
     await ann.get_by_role("link", name="Family").click()
     await ann.get_by_label("Name", exact=True).fill("Bob")
     await ann.get_by_label("Email").fill("bob@one.example")
-    await ann.get_by_label("First password").fill(PASSWORD)
+    await ann.get_by_label("Password").fill(PASSWORD)
     await ann.get_by_role("button", name="Invite member").click()
     await expect(ann.locator("section", has_text="Members")).to_contain_text("bob@one.example")
     await expect(ann.locator("#activity")).to_have_count(0)

@@ -115,7 +115,9 @@ export function form({ title, fields, submit, onSubmit, cls = 'card-form', reset
     }
     if (f.value !== undefined && f.value !== null) input.value = f.value;
     inputs[f.name] = input;
-    return h(`div.field${f.cls ? `.${f.cls}` : ''}`, {}, h('label', { for: fid, text: f.label }), input, err);
+    const hint = f.hint ? h('small', { id: `${fid}-hint`, text: f.hint }) : null;
+    if (hint) input.setAttribute('aria-describedby', `${fid}-err ${fid}-hint`);
+    return h(`div.field${f.cls ? `.${f.cls}` : ''}`, {}, h('label', { for: fid, text: f.label }), input, err, hint);
   });
   const button = h('button', { type: 'submit', text: submit });
   const el = h(`form.${cls}`, { novalidate: true, 'aria-labelledby': title ? `${id}-title` : null },

@@ -2,7 +2,7 @@
 // Each view is { el, refresh(event?), onDashboard? }: forms are built once, the data
 // parts are redrawn on every change so typing is never lost.
 import { post } from './api.js';
-import { h, money, moneyList, day, activityLine, statusWord, setCurrency } from './ui.js';
+import { h, money, moneyList, day, activityLine, statusWord, setCurrency, reveal } from './ui.js';
 import { form } from './ui.js';
 import { listView, listRow } from './items.js';
 
@@ -188,27 +188,28 @@ function family(app) {
   const invite = admin ? form({ title: 'Invite a member', submit: 'Invite member', fields: [
     { name: 'displayName', label: 'Name', required: true },
     { name: 'email', label: 'Email', type: 'email', required: true },
-    { name: 'password', label: 'First password (they can change it)', type: 'password', required: true, autocomplete: 'new-password' },
+    { name: 'password', label: 'Password', type: 'password', required: true, autocomplete: 'new-password', hint: 'At least 8 characters; they can change it later.' },
     { name: 'role', label: 'Role', type: 'select', options: [['MEMBER', 'Member'], ['ADMIN', 'Admin']] }],
   onSubmit: async (v) => { await post('mutation($i: RegisterUserInput!) { registerUser(input: $i) { id } }', { i: v }); await refresh(); } })
     : h('p', { text: 'Ask an admin of your family to invite new members.' });
   // Family name and currency: only where the server has currencies (updateFamily).
-  const settings = admin && app.currency ? form({ title: 'Family settings', submit: 'Save family', reset: false, fields: [
-    { name: 'name', label: 'Family name', required: true, value: app.me.family.name },
-    { name: 'currency', label: 'Currency (3 letters, e.g. EUR)', required: true, value: app.me.family.currency }],
-  onSubmit: async (v) => {
-    const d = await post('mutation($n: String!, $c: String!) { updateFamily(input: {name: $n, currency: $c}) { name currency } }',
-      { n: v.name, c: v.currency.toUpperCase() });
-    Object.assign(app.me.family, d.updateFamily);
-    setCurrency(d.updateFamily.currency);
-  } }) : '';
+  const settings = admin && app.currency ? reveal('Family settings', () => form({ title: 'Family settings', submit: 'Save family', reset: false,
+    fields: [{ name: 'name', label: 'Family name', required: true, value: app.me.family.name },
+      { name: 'currency', label: 'Currency (3 letters, e.g. EUR)', required: true, value: app.me.family.currency }],
+    onSubmit: async (v) => {
+      const d = await post('mutation($n: String!, $c: String!) { updateFamily(input: {name: $n, currency: $c}) { name currency } }',
+        { n: v.name, c: v.currency.toUpperCase() });
+      Object.assign(app.me.family, d.updateFamily);
+      setCurrency(d.updateFamily.currency);
+    } })) : null;
+
   async function refresh() {
     const d = await post('{ users(first: 100) { edges { node { id displayName email role isActive } } } }');
     app.members = edges(d.users);
     list.replaceChildren(...app.members.map((u) => h('li', {}, h('span', { text: u.displayName }),
       h('small', { text: `${u.email} · ${u.role === 'ADMIN' ? 'admin' : 'member'}${u.isActive ? '' : ' · inactive'}` }))));
   }
-  return { el: h('div', {}, h('h2', { text: `Family: ${app.me.family.name}` }), h('div.split', {}, section('Members', list), h('div.stack', {}, invite, settings))), refresh };
+  return { el: h('div', {}, h('h2', { text: `Family: ${app.me.family.name}` }), h('div.split', {}, section('Members', list), h('div.stack', {}, invite, settings ? h('div.card', {}, settings.button, settings.panel) : ''))), refresh };
 }
 
 export const VIEWS = { '': overview, people, person, occasions, occasion, lists: listView, list: listView, family };
