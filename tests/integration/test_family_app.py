@@ -340,3 +340,24 @@ async def test_money_without_server_currencies_falls_back(service: Service, brow
     await expect(page.locator("#status")).to_have_text("live", timeout=10_000)
     await expect(page.locator("main")).to_contain_text("Feast")
     await expect(page.locator("#budget")).to_have_text("10.00")
+
+
+async def test_an_ended_session_returns_to_the_login(service: Service, browser: Any) -> None:
+    """The refresh token is revoked elsewhere and the access token has expired: the next
+    action brings back the login form, saying why, and keeps nothing."""
+    from playwright.async_api import expect
+
+    base = service.base
+    await asyncio.to_thread(_family, base, "end@one.example", "End")
+    page = await browser.new_page(viewport=PHONE)
+    await log_in(page, base, "end@one.example")
+    refresh = await page.evaluate("localStorage.getItem('gg.refresh')")
+    r = await asyncio.to_thread(post, base, "mutation($r: String!) { logout(refreshToken: $r) }",
+                                {"r": refresh})
+    assert r["data"]["logout"] is True
+    await page.evaluate("localStorage.setItem('gg.expires', '0')")
+    await page.get_by_role("link", name="People").click()
+    await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    await expect(page.locator("#auth-error")).to_contain_text("session ended")
+    await expect(page.locator("#status")).to_have_text("offline")
+    assert await page.evaluate("localStorage.getItem('gg.refresh')") is None

@@ -18,7 +18,14 @@ export class ApiError extends Error {
 
 export async function post(query, variables = {}, auth = true, accept = 'application/graphql-response+json') {
   const headers = { 'content-type': 'application/json', accept };
-  if (auth) headers.authorization = `Bearer ${await accessToken()}`;
+  if (auth) {
+    try {
+      headers.authorization = `Bearer ${await accessToken()}`;
+    } catch (err) {
+      if (err.code === 'UNAUTHENTICATED') sessionEnded();
+      throw err;
+    }
+  }
   let res;
   try {
     res = await fetch(HTTP, { method: 'POST', headers, body: JSON.stringify({ query, variables }) });
@@ -31,9 +38,17 @@ export async function post(query, variables = {}, auth = true, accept = 'applica
   } catch {
     throw new ApiError({ message: `The server answered ${res.status}; please try again.`, path: [] });
   }
-  if (body.errors && body.errors.length) throw new ApiError(body.errors[0]);
+  if (body.errors && body.errors.length) {
+    const err = new ApiError(body.errors[0]);
+    if (auth && err.code === 'UNAUTHENTICATED') sessionEnded();
+    throw err;
+  }
   return body.data;
 }
+
+// Called when a logged-in request is refused for its token (expired session, revoked).
+let sessionEnded = () => {};
+export function onSessionEnded(fn) { sessionEnded = fn; }
 
 export function saveTokens(p) {
   store.setItem('gg.access', p.accessToken);

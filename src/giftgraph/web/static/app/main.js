@@ -2,7 +2,7 @@
 // #/occasions, #/occasion/ID, #/lists, #/list/ID, #/family), all kept live by a
 // `dashboard` subscription (the overview) and `familyEvents` (activity; every change
 // refreshes the open view), resumed with `since` after a drop so nothing is missed.
-import { post, postMoney, saveTokens, clearTokens, loggedIn, hasCurrency, connect, ApiError } from './api.js';
+import { post, postMoney, saveTokens, clearTokens, loggedIn, hasCurrency, connect, onSessionEnded, ApiError } from './api.js';
 import { $, h, activityLine, ago, setCurrency, showErrors } from './ui.js';
 import { VIEWS } from './views.js';
 
@@ -157,7 +157,7 @@ async function route() {
     if (view.onDashboard && app.dashboard) view.onDashboard(app.dashboard);
     document.title = `${view.el.querySelector('h2').textContent} — GiftGraph`;
   } catch (err) {
-    if (err.code === 'UNAUTHENTICATED') { logout('Please log in again.'); return; }
+    if (err.code === 'UNAUTHENTICATED' || view !== app.view) return; // logged out already (onSessionEnded)
     view.el.append(h('p.error.gone', { role: 'alert', text: err.code === 'NOT_FOUND' ? 'This was deleted or does not exist.' : err.message }));
   }
   const first = id === 'new' && view.el.querySelector('form input, form select');
@@ -246,5 +246,6 @@ $('logout').addEventListener('click', () => {
   logout();
 });
 
+onSessionEnded(() => { if (app.me) logout('Your session ended; please log in again.'); });
 hasCurrency().then((yes) => { currencyField.hidden = !yes; });
 if (loggedIn()) start().catch(() => logout());
