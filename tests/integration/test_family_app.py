@@ -158,6 +158,9 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await page.get_by_role("button", name="Edit list").click()
     editor = page.locator("form", has=page.get_by_role("button", name="Save list"))
     await expect(editor.get_by_label("Name")).to_be_focused()
+    await item_of(page, "Scarf").get_by_role("button", name="Edit Scarf").click()
+    await audit(page, "list-editing")  # both editors open
+    await item_of(page, "Scarf").get_by_role("button", name="Edit Scarf").click()
     await editor.get_by_label("Name").fill("Grandma's presents")
     await editor.get_by_role("button", name="Save list").click()
     await expect(page.get_by_role("heading", name="Grandma's presents")).to_be_visible()

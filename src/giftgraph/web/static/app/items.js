@@ -126,7 +126,7 @@ function itemRow(app, it, refresh, prior) {
   const error = h('p.error', { role: 'alert' });
   const run = async (fn, control) => {
     error.textContent = '';
-    try { await fn(); await refresh(); } catch (err) { error.textContent = err.message; if (control) control.reset(); }
+    try { await fn(); await refresh(); return true; } catch (err) { error.textContent = err.message; if (control) control.reset(); return false; }
   };
   const uid = it.id.replace(/[^a-zA-Z0-9]/g, '');
   // Status: the current one, and only the statuses one step back or forward.
@@ -146,7 +146,12 @@ function itemRow(app, it, refresh, prior) {
   const comments = prior ? prior.comments : commentsPanel(it, uid);
   const keep = prior && !prior.editor.panel.hidden;
   const editor = keep ? prior.editor : reveal('Edit', () => form({ fields: GIFT_FIELDS(g), submit: 'Save gift', reset: false, cls: 'inline-form',
-    onSubmit: (v) => run(() => post('mutation($id: ID!, $i: GiftPatch!) { updateGift(id: $id, input: $i) { id } }', { id: g.id, i: giftInput(v) })) }),
+    onSubmit: async (v) => {
+      if (!await run(() => post('mutation($id: ID!, $i: GiftPatch!) { updateGift(id: $id, input: $i) { id } }', { id: g.id, i: giftInput(v) }))) return;
+      editor.panel.hidden = true; // saved: close the editor (the row was redrawn around it)
+      editor.button.setAttribute('aria-expanded', 'false');
+      editor.button.focus();
+    } }),
   { 'aria-label': `Edit ${g.name}` });
   const remove = deleteButton(g.name, () => run(() => post('mutation($i: ID!) { removeListItem(id: $i) }', { i: it.id })));
   remove.textContent = 'Remove';
