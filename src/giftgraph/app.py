@@ -75,6 +75,7 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 STATIC_DIR = WEB_DIR / "static"  # served at /static (vendored GraphiQL, React, graphql-ws)
 GRAPHIQL_PAGE = WEB_DIR / "graphiql.html"  # GraphiQL using only /static/vendor assets
 DASHBOARD_PAGE = STATIC_DIR / "dashboard.html"  # served at /
+FAVICON = STATIC_DIR / "favicon.svg"  # served at /favicon.ico
 
 
 @dataclass
@@ -571,11 +572,15 @@ def create_app(settings: Settings) -> Starlette:
             return PlainTextResponse("Not Found", status_code=404)
         return FileResponse(DASHBOARD_PAGE, media_type="text/html")
 
+    async def favicon(_: Request) -> Response:
+        return FileResponse(FAVICON, media_type="image/svg+xml")
+
     graphql = GraphQLApp(state)
     app = App(
         sockets={"/graphql": graphql.socket},
         routes=[
             Route("/", dashboard, methods=["GET"]),
+            Route("/favicon.ico", favicon, methods=["GET"]),
             Route("/health", health),
             Route("/metrics", metrics),
             Route("/graphql", graphql, methods=["GET", "POST"]),

@@ -1,4 +1,4 @@
-"""The built-in dashboard page and GraphiQL in a real headless Chromium (Debian's),
+"""The built-in family app's overview and GraphiQL in a real headless Chromium (Debian's),
 driven by Playwright while another client changes data."""
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ async def test_dashboard_page_is_live_and_recovers(service: Service, browser: ob
     started = time.monotonic()
     await asyncio.to_thread(set_status, base, token, item, "SELECTED")
     await expect(page.locator("#pipeline-selected")).to_have_text("1", timeout=1_000)
-    await expect(page.locator("#activity li").first).to_contain_text("status changed",
+    await expect(page.locator("#activity li").first).to_contain_text("D moved G to Selected",
                                                                      timeout=1_000)
     assert time.monotonic() - started < 1.5
     ARTIFACTS.mkdir(exist_ok=True)
@@ -109,7 +109,7 @@ async def test_dashboard_page_is_live_and_recovers(service: Service, browser: ob
     await asyncio.to_thread(set_status, base, token, item, "PURCHASED")
     await expect(page.locator("#status")).to_have_text("live", timeout=15_000)
     await expect(page.locator("#pipeline-purchased")).to_have_text("1", timeout=5_000)
-    await expect(page.locator("#activity li").first).to_contain_text("PURCHASED",
+    await expect(page.locator("#activity li").first).to_contain_text("D moved G to Purchased",
                                                                      timeout=5_000)
     seqs = await page.locator("#activity li").evaluate_all(
         "els => els.map(e => Number(e.dataset.seq))")
@@ -168,7 +168,7 @@ async def test_dashboard_page_refetches_when_its_since_is_refused(database_url: 
         await page.click("#login")
         await expect(page.locator("#status")).to_have_text("live", timeout=10_000)
         await asyncio.to_thread(set_status, base, token, item, "SELECTED")
-        await expect(page.locator("#activity li").first).to_contain_text("SELECTED",
+        await expect(page.locator("#activity li").first).to_contain_text("to Selected",
                                                                          timeout=5_000)
 
         await asyncio.to_thread(service.stop)
@@ -183,11 +183,11 @@ async def test_dashboard_page_refetches_when_its_since_is_refused(database_url: 
         await asyncio.to_thread(service.start)
         await expect(page.locator("#status")).to_have_text("live", timeout=15_000)
         await expect(page.locator("#pipeline-purchased")).to_have_text("1", timeout=5_000)
-        await expect(page.locator("#activity li").first).to_contain_text("PURCHASED",
+        await expect(page.locator("#activity li").first).to_contain_text("to Purchased",
                                                                          timeout=5_000)
         # And live again afterwards.
         await asyncio.to_thread(set_status, base, token, item, "RECEIVED")
-        await expect(page.locator("#activity li").first).to_contain_text("RECEIVED",
+        await expect(page.locator("#activity li").first).to_contain_text("to Received",
                                                                          timeout=5_000)
         seqs = await page.locator("#activity li").evaluate_all(
             "els => els.map(e => Number(e.dataset.seq))")

@@ -148,6 +148,20 @@ async def test_dashboard_is_served_at_the_root(http: httpx.AsyncClient) -> None:
     await assert_served_locally(http, assets(html))
     for host in CDN_HOSTS:
         assert host not in html.lower()
+    # The app's modules (imported by main.js, not named in the page) are local too.
+    for name in sorted(p.name for p in (STATIC / "app").glob("*.js")):
+        r = await http.get(f"/static/app/{name}")
+        assert r.status_code == 200, name
+        assert media_type(r) in JS_TYPES, name
+        imports = re.findall(r"""from '([^']+)'""", r.text)
+        assert all(i.startswith("./") for i in imports), (name, imports)
+
+
+async def test_favicon_is_served(http: httpx.AsyncClient) -> None:
+    r = await http.get("/favicon.ico")
+    assert r.status_code == 200
+    assert media_type(r) == "image/svg+xml"
+    assert r.content.startswith(b"<svg")
 
 
 def test_vendor_readme_lists_every_file_with_its_package_and_version() -> None:

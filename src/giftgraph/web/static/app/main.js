@@ -1,0 +1,263 @@
+// The family app: log in or sign up, then views by hash route (#/, #/people, #/person/ID,
+// #/occasions, #/occasion/ID, #/lists, #/list/ID, #/family), all kept live by a
+// `dashboard` subscription (the overview) and `familyEvents` (activity; every change
+// refreshes the open view), resumed with `since` after a drop so nothing is missed.
+import { post, saveTokens, clearTokens, loggedIn, connect, onSessionEnded, ApiError } from './api.js';
+import { $, h, activityLine, ago, setCurrency, showErrors } from './ui.js';
+import { VIEWS } from './views.js';
+
+const NODE = `node { id ... on ListItem { status gift { name } list { name } assignee { displayName } }
+  ... on Person { name } ... on Occasion { name } ... on GiftList { name } ... on Gift { name }
+  ... on Comment { body targetId } ... on User { displayName } }`;
+const EVENT = `seq kind entityType entityId at actor { displayName } ${NODE}`;
+
+const app = { me: null, members: [], dashboard: null, activity: [], view: null };
+let client = null;
+let stops = [];
+let lastSeq = null;
+let refreshTimer = null;
+let generation = 0;
+
+function setStatus(state) {
+  $('status').dataset.state = state;
+  $('status').textContent = state;
+}
+
+// ---- live ----
+function onEvent(e) {
+  if (lastSeq !== null && BigInt(e.seq) <= BigInt(lastSeq)) return; // already shown
+  lastSeq = e.seq;
+  app.activity.unshift(e);
+  app.activity.length = Math.min(app.activity.length, 30);
+  const list = $('activity');
+  if (list) {
+    list.prepend(activityLine(e));
+    list.firstElementChild.classList.add('fresh');
+    while (list.children.length > 30) list.lastElementChild.remove();
+  }
+  if (e.entityType === 'User') loadMembers();
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(() => refreshView(e), 60);
+  if (app.view && app.view.onEvent) app.view.onEvent(e);
+}
+
+function onDashboard(d) {
+  app.dashboard = d;
+  if (lastSeq === null) {
+    // The snapshot's newest event anchors `since`, so a drop before any live event
+    // still resumes without a gap.
+    app.activity = d.activity.slice();
+    if (d.activity.length) lastSeq = d.activity[0].seq;
+  }
+  if (app.view && app.view.onDashboard) app.view.onDashboard(d);
+}
+
+function subscribe() {
+  for (const stop of stops) stop();
+  const spent = 'spentByCurrency { amount currency }';
+  const dashboard = `subscription { dashboard {
+    pipeline { idea selected purchased received } budget spent ${spent}
+    nextOccasions { id name date budget summary { spent ${spent} } }
+    people { person { id name } pipeline { idea selected purchased received } spent ${spent} }
+    recentIdeas { id gift { name } list { id name } }
+    activity { ${EVENT} } } }`;
+  const sink = (fn, name) => ({ next: (r) => r.data && fn(r.data[name]),
+    error: (err) => console.warn(name, err), complete: () => {} });
+  const since = lastSeq;
+  // A `since` the server will not replay (too far back, or no event of this log): take a
+  // fresh snapshot (it anchors the feed again) and follow the events from now on.
+  const refused = (errors) => since !== null && (errors || []).some(
+    (e) => e.extensions && e.extensions.fields && e.extensions.fields.since);
+  const events = {
+    next: (r) => { if (refused(r.errors)) refetch(); else if (r.data) onEvent(r.data.familyEvents); },
+    error: (err) => { if (refused(Array.isArray(err) ? err : [])) refetch(); else console.warn('familyEvents', err); },
+    complete: () => {},
+  };
+  stops = [
+    client.subscribe({ query: dashboard }, sink(onDashboard, 'dashboard')),
+    client.subscribe({ query: `subscription($since: String) { familyEvents(since: $since) { ${EVENT} } }`,
+      variables: { since } }, events),
+  ];
+}
+
+function refetch() {
+  lastSeq = null;
+  subscribe();
+}
+
+async function loadMembers() {
+  const d = await post('{ users(first: 100) { edges { node { id displayName email role isActive } } } }');
+  app.members = d.users.edges.map((e) => e.node);
+}
+
+// ---- session ----
+async function start() {
+  const me = await post('{ me { id displayName role family { name currency } } }');
+  app.me = me.me;
+  setCurrency(app.me.family.currency);
+  await loadMembers();
+  $('family').textContent = `${app.me.family.name} · ${app.me.displayName}`;
+  authSection.remove(); // out of the document, so its fields never clash with a view's
+  $('page').hidden = false;
+  $('nav').hidden = false;
+  $('logout').hidden = false;
+  setStatus('connecting');
+  const gen = ++generation;
+  client = connect((state, again) => {
+    if (gen !== generation) return; // a disposed client's last words
+    if (state === 'revoked') { logout('Your access was revoked; please log in again.'); return; }
+    setStatus(state);
+    if (state === 'live' && again) subscribe(); // replay from the last seq, then live
+  });
+  subscribe();
+  route();
+}
+
+function logout(message) {
+  const c = client;
+  client = null;
+  generation += 1;
+  for (const stop of stops) stop();
+  stops = [];
+  if (c) c.dispose();
+  clearTokens();
+  Object.assign(app, { me: null, members: [], dashboard: null, activity: [], view: null });
+  lastSeq = null;
+  setCurrency(null);
+  $('page').replaceChildren();
+  $('page').hidden = true;
+  $('nav').hidden = true;
+  if (!authSection.isConnected) $('view').prepend(authSection);
+  $('logout').hidden = true;
+  $('family').textContent = '';
+  setMode(false);
+  loginForm.reset();
+  clearAuthErrors();
+  authError.textContent = message || '';
+  setStatus('offline');
+  if (location.hash) history.replaceState(null, '', location.pathname);
+  authInputs.email.focus();
+}
+
+// ---- routing ----
+// Redraw the open view after a change; one deleted elsewhere says so instead.
+async function refreshView(e) {
+  const view = app.view;
+  if (!view || !view.refresh) return;
+  try {
+    await view.refresh(e);
+  } catch (err) {
+    if (view !== app.view || view.el.querySelector('.gone')) return;
+    view.el.append(h('p.error.gone', { role: 'alert', text: err.code === 'NOT_FOUND' ? 'This was deleted or does not exist.' : err.message }));
+  }
+}
+
+async function route() {
+  if (!app.me) return;
+  const [, name = '', id] = (location.hash.replace(/^#\/?/, '/') || '/').split('/');
+  const make = VIEWS[name] || VIEWS[''];
+  for (const a of document.querySelectorAll('#nav a')) {
+    const section = { person: 'people', occasion: 'occasions', list: 'lists' }[name] || name;
+    if (a.getAttribute('href').slice(2) === section) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  const view = make(app, id ? decodeURIComponent(id) : null);
+  app.view = view;
+  $('page').replaceChildren(view.el);
+  document.title = `${view.el.querySelector('h2').textContent} — GiftGraph`;
+  try {
+    if (view.refresh) await view.refresh();
+    if (view.onDashboard && app.dashboard) view.onDashboard(app.dashboard);
+    document.title = `${view.el.querySelector('h2').textContent} — GiftGraph`;
+  } catch (err) {
+    if (err.code === 'UNAUTHENTICATED' || view !== app.view) return; // logged out already (onSessionEnded)
+    view.el.append(h('p.error.gone', { role: 'alert', text: err.code === 'NOT_FOUND' ? 'This was deleted or does not exist.' : err.message }));
+  }
+  const first = id === 'new' && view.el.querySelector('form input, form select');
+  if (first) { first.focus(); return; } // from a quick "Add …" link
+  const heading = view.el.querySelector('h2');
+  if (heading && document.activeElement && document.activeElement.closest('#nav')) {
+    heading.tabIndex = -1;
+    heading.focus();
+  }
+}
+window.addEventListener('hashchange', route);
+setInterval(() => {
+  for (const t of document.querySelectorAll('time[data-at]')) t.textContent = ago(t.dataset.at);
+}, 30000);
+
+// ---- the log in / sign up form ----
+// Looked up once: the section is out of the document while someone is logged in.
+const authSection = $('auth');
+const [loginForm, loginButton, authTitle, switchText, toggleButton, authError, currencyField] = [
+  'login-form', 'login', 'auth-title', 'switch-text', 'toggle-signup', 'auth-error', 'currency-field'].map($);
+const AUTH_FIELDS = { familyName: 'family-name', displayName: 'display-name', email: 'email', password: 'password', currency: 'currency' };
+const authInputs = Object.fromEntries(Object.entries(AUTH_FIELDS).map(([k, id]) => [k, $(id)]));
+const authErrors = Object.fromEntries(Object.entries(AUTH_FIELDS).map(([k, id]) => [k, $(`${id}-err`)]));
+const signingUp = () => loginForm.classList.contains('signup');
+
+function clearAuthErrors() {
+  authError.textContent = '';
+  for (const k of Object.keys(AUTH_FIELDS)) { authErrors[k].textContent = ''; authInputs[k].removeAttribute('aria-invalid'); }
+}
+
+function setMode(signup) {
+  loginForm.classList.toggle('signup', signup);
+  authTitle.textContent = signup ? 'Sign up' : 'Log in';
+  loginButton.textContent = signup ? 'Sign up' : 'Log in';
+  switchText.textContent = signup ? 'Have an account?' : 'New family?';
+  toggleButton.textContent = signup ? 'Log in' : 'Sign up';
+  authInputs.password.autocomplete = signup ? 'new-password' : 'current-password';
+  for (const el of document.querySelectorAll('#login-form .signup-only input')) el.required = signup;
+  document.title = signup ? 'Sign up — GiftGraph' : 'GiftGraph — our family\'s gifts';
+  clearAuthErrors();
+}
+
+toggleButton.addEventListener('click', () => { setMode(!signingUp()); (signingUp() ? authInputs.familyName : authInputs.email).focus(); });
+
+loginForm.addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  clearAuthErrors();
+  const v = Object.fromEntries(Object.entries(authInputs).map(([k, el]) => [k, el.value.trim()]));
+  v.password = authInputs.password.value;
+  const need = signingUp() ? ['familyName', 'displayName', 'email', 'password'] : ['email', 'password'];
+  const missing = need.filter((k) => !v[k]);
+  if (missing.length) {
+    for (const k of missing) {
+      authErrors[k].textContent = `${document.querySelector(`label[for="${AUTH_FIELDS[k]}"]`).textContent} is required`;
+      authInputs[k].setAttribute('aria-invalid', 'true');
+    }
+    authInputs[missing[0]].focus();
+    return;
+  }
+  loginButton.disabled = true;
+  try {
+    let payload;
+    if (signingUp()) {
+      const input = { email: v.email, password: v.password, familyName: v.familyName, displayName: v.displayName };
+      if (!currencyField.hidden && v.currency) input.currency = v.currency.toUpperCase();
+      payload = (await post(`mutation($i: SignUpInput!) { signUp(input: $i)
+        { accessToken refreshToken expiresIn } }`, { i: input }, false)).signUp;
+    } else {
+      payload = (await post(`mutation($e: String!, $p: String!) { login(email: $e, password: $p)
+        { accessToken refreshToken expiresIn } }`, { e: v.email, p: v.password }, false)).login;
+    }
+    saveTokens(payload);
+    loginForm.reset();
+    await start();
+  } catch (err) {
+    if (!(err instanceof ApiError)) console.error(err);
+    showErrors(err, authErrors, authInputs, authError);
+  } finally {
+    loginButton.disabled = false;
+  }
+});
+
+$('logout').addEventListener('click', () => {
+  const refresh = window.localStorage.getItem('gg.refresh');
+  if (refresh) post('mutation($r: String!) { logout(refreshToken: $r) }', { r: refresh }, false).catch(() => {});
+  logout();
+});
+
+onSessionEnded(() => { if (app.me) logout('Your session ended; please log in again.'); });
+if (loggedIn()) start().catch(() => logout());

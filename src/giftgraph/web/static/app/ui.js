@@ -1,0 +1,190 @@
+// DOM helpers, forms with visible labels and per-field errors, and words for people:
+// money, dates, times and activity lines.
+
+// h('tag.class', {attrs}, ...children): an element; strings become text (never HTML).
+export function h(tag, attrs, ...children) {
+  const [name, ...classes] = tag.split('.');
+  const el = document.createElement(name);
+  if (classes.length) el.className = classes.join(' ');
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'text') el.textContent = v;
+    else el.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) el.append(c);
+  return el;
+}
+
+export const $ = (id) => document.getElementById(id);
+export const STATUSES = ['IDEA', 'SELECTED', 'PURCHASED', 'RECEIVED'];
+export const statusWord = (s) => ({ IDEA: 'Idea', SELECTED: 'Selected', PURCHASED: 'Purchased', RECEIVED: 'Received' }[s] || s);
+
+let familyCurrency = null;
+export function setCurrency(c) { familyCurrency = c || null; }
+
+export function money(v, currency = familyCurrency) {
+  if (v === null || v === undefined) return '—';
+  const n = Number(v);
+  if (!currency) return n.toFixed(2);
+  try {
+    return new Intl.NumberFormat(undefined, { style: 'currency', currency }).format(n);
+  } catch {
+    return `${n.toFixed(2)} ${currency}`;
+  }
+}
+
+// [{amount, currency}] when the server splits sums by currency, else one amount.
+export function moneyList(parts, fallback) {
+  if (parts && parts.length) return parts.map((m) => money(m.amount, m.currency)).join(', ');
+  return money(fallback);
+}
+
+export function day(iso) {
+  if (!iso) return '';
+  const d = new Date(`${iso}T00:00:00`);
+  return d.toLocaleDateString(undefined, { day: 'numeric', month: 'short', year: 'numeric' });
+}
+
+export function ago(iso, now = Date.now()) {
+  const s = Math.max(0, Math.round((now - new Date(iso).getTime()) / 1000));
+  if (s < 45) return 'just now';
+  const m = Math.round(s / 60);
+  if (m < 60) return `${m} min ago`;
+  const hrs = Math.round(m / 60);
+  if (hrs < 24) return `${hrs} h ago`;
+  return new Date(iso).toLocaleDateString(undefined, { day: 'numeric', month: 'short' });
+}
+
+const TYPE_WORD = { ListItem: 'an item', Person: 'a person', Occasion: 'an occasion', GiftList: 'a list',
+  Gift: 'a gift', Comment: 'a comment', User: 'a member', Family: 'the family' };
+
+const ADDED_WORD = { Person: '', Occasion: 'the occasion ', GiftList: 'the list ', Gift: 'the gift ' };
+
+// "Ann moved Scarf to Purchased", from an Event with its node.
+export function describe(e) {
+  const who = e.actor ? e.actor.displayName : (e.entityType === 'User' && e.node ? e.node.displayName : 'Someone');
+  const n = e.node || {};
+  const what = n.gift ? n.gift.name : (n.name || n.displayName || TYPE_WORD[e.entityType] || 'something');
+  switch (e.kind) {
+    case 'STATUS_CHANGED': return `${who} moved ${what} to ${statusWord(n.status)}`;
+    case 'ASSIGNED': return n.assignee ? `${who} assigned ${what} to ${n.assignee.displayName}` : `${who} unassigned ${what}`;
+    case 'COMMENT_ADDED': return `${who} commented: “${short(n.body)}”`;
+    case 'ADDED':
+      if (e.entityType === 'User' && !e.actor) return `${what} joined`;
+      if (e.entityType === 'User') return `${who} invited ${what}`;
+      if (e.entityType === 'Comment') return `${who} commented: “${short(n.body)}”`;
+      if (e.entityType === 'ListItem') return `${who} put ${what} on ${n.list ? n.list.name : 'a list'}`;
+      return `${who} added ${ADDED_WORD[e.entityType] || ''}${what}`;
+    case 'UPDATED': return `${who} edited ${what}`;
+    case 'DELETED': return `${who} removed ${TYPE_WORD[e.entityType] || 'something'}`;
+    default: return `${who} changed ${what}`;
+  }
+}
+
+const short = (s) => { const t = String(s || ''); return t.length > 60 ? `${t.slice(0, 57)}…` : t; };
+
+export function activityLine(e) {
+  return h('li', { 'data-seq': e.seq }, h('span', { text: describe(e) }),
+    h('time', { datetime: e.at, 'data-at': e.at, title: new Date(e.at).toLocaleString(), text: ago(e.at) }));
+}
+
+let uid = 0;
+// A form: fields [{name, label, type, required, options:[[value, text]], value, hint}],
+// `submit` names its button; onSubmit(values) may throw an ApiError whose `fields`
+// are shown under their inputs (matched on the last part of the key).
+export function form({ title, fields, submit, onSubmit, cls = 'card-form', reset = true, extra }) {
+  const id = `f${++uid}`;
+  const errors = {};
+  const general = h('p.error', { role: 'alert', id: `${id}-err` });
+  const inputs = {};
+  const rows = fields.map((f) => {
+    const fid = `${id}-${f.name}`;
+    const err = h('span.field-error', { id: `${fid}-err` });
+    errors[f.name] = err;
+    const attrs = { id: fid, name: f.name, required: f.required, autocomplete: f.autocomplete || 'off',
+      'aria-describedby': `${fid}-err`, type: f.type && f.type !== 'select' && f.type !== 'textarea' ? f.type : null,
+      inputmode: f.inputmode, step: f.step, min: f.min };
+    let input;
+    if (f.type === 'select') {
+      input = h('select', attrs, f.options.map(([v, t]) => h('option', { value: v, text: t })));
+    } else if (f.type === 'textarea') {
+      input = h('textarea', { ...attrs, rows: 2 });
+    } else {
+      input = h('input', attrs);
+    }
+    if (f.value !== undefined && f.value !== null) input.value = f.value;
+    inputs[f.name] = input;
+    const hint = f.hint ? h('small', { id: `${fid}-hint`, text: f.hint }) : null;
+    if (hint) input.setAttribute('aria-describedby', `${fid}-err ${fid}-hint`);
+    return h(`div.field${f.cls ? `.${f.cls}` : ''}`, {}, h('label', { for: fid, text: f.label }), input, err, hint);
+  });
+  const button = h('button', { type: 'submit', text: submit });
+  const el = h(`form.${cls}`, { novalidate: true, 'aria-labelledby': title ? `${id}-title` : null },
+    title ? h('h3', { id: `${id}-title`, text: title }) : null, ...rows, h('div.row', {}, button, extra), general);
+  el.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    general.textContent = '';
+    for (const [name, e] of Object.entries(errors)) { e.textContent = ''; inputs[name].removeAttribute('aria-invalid'); }
+    const values = {};
+    let missing = false;
+    for (const f of fields) {
+      values[f.name] = inputs[f.name].value.trim();
+      if (f.required && !values[f.name] && !inputs[f.name].closest('[hidden]')) {
+        errors[f.name].textContent = `${f.label} is required`;
+        inputs[f.name].setAttribute('aria-invalid', 'true');
+        missing = true;
+      }
+    }
+    if (missing) { el.querySelector('[aria-invalid]').focus(); return; }
+    button.disabled = true;
+    try {
+      await onSubmit(values);
+      if (reset) el.reset();
+    } catch (err) {
+      showErrors(err, errors, inputs, general);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  el.inputs = inputs;
+  el.errors = errors;
+  el.general = general;
+  return el;
+}
+
+export function showErrors(err, errors, inputs, general) {
+  let placed = false;
+  for (const [key, msg] of Object.entries(err.fields || {})) {
+    const name = key.split('.').pop();
+    if (errors[name]) {
+      errors[name].textContent = msg;
+      inputs[name].setAttribute('aria-invalid', 'true');
+      placed = true;
+    } else {
+      general.textContent += `${key}: ${msg}. `;
+    }
+  }
+  if (err.code === 'RATE_LIMITED' && err.retryAfter) {
+    general.textContent = `Too many attempts; try again in ${err.retryAfter} s.`;
+  } else if (!placed && !general.textContent) {
+    general.textContent = err.message;
+  }
+  const bad = Object.values(inputs).find((i) => i.getAttribute('aria-invalid'));
+  if (bad) bad.focus();
+}
+
+// A button that shows and hides a panel, whose content is built on first opening (so a
+// closed editor adds no fields to the page). build() may be async.
+export function reveal(text, build, attrs = {}) {
+  const panel = h('div.editor', { hidden: true, id: `r${++uid}` });
+  const button = h('button.secondary', { type: 'button', 'aria-expanded': 'false', 'aria-controls': panel.id, text, ...attrs });
+  let built = false;
+  button.addEventListener('click', async () => {
+    if (!built) { built = true; panel.replaceChildren(await build()); }
+    panel.hidden = !panel.hidden;
+    button.setAttribute('aria-expanded', String(!panel.hidden));
+    if (!panel.hidden) { const first = panel.querySelector('input, select, textarea'); if (first) first.focus(); }
+  });
+  return { button, panel };
+}

@@ -1,0 +1,338 @@
+"""The family app at / in a real headless Chromium (Debian's), driven by Playwright: a
+whole family's flow on a phone, two browsers of one family seeing each other's changes,
+another family seeing nothing, axe-core on every view and no horizontal scrolling."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration import test_browser
+from tests.integration.test_browser import ARTIFACTS, Service
+from tests.integration.test_live import post
+
+AXE = Path(__file__).resolve().parents[1] / "audit" / "node_modules" / "axe-core" / "axe.min.js"
+PHONE = {"width": 375, "height": 812}
+PASSWORD = "long password"
+service = test_browser.service  # fixtures: a restartable instance, Debian's Chromium
+browser = test_browser.browser
+
+
+def _require_axe() -> None:
+    if AXE.is_file():
+        return
+    if os.environ.get("GIFTGRAPH_REQUIRE_BROWSER") == "1":
+        pytest.fail("run `npm ci --prefix tests/audit` (axe-core)")
+    pytest.skip("no axe-core: npm ci --prefix tests/audit")
+
+
+async def audit(page: Any, name: str) -> None:
+    """axe-core finds no serious or critical violation, nothing scrolls sideways at 375
+    and 360 px, and the view is saved as a screenshot."""
+    await page.wait_for_load_state("networkidle")
+    if not await page.evaluate("typeof window.axe !== 'undefined'"):
+        await page.add_script_tag(path=str(AXE))
+    result = await page.evaluate("axe.run(document, { resultTypes: ['violations'] })")
+    bad = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+           for v in result["violations"] if v["impact"] in ("serious", "critical")]
+    assert bad == [], (name, bad)
+    size = page.viewport_size
+    for width in (375, 360):
+        await page.set_viewport_size({"width": width, "height": size["height"]})
+        scroll, client = await page.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert scroll <= client, (name, width, scroll, client)
+    await page.set_viewport_size(size)
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"app-{name}.png"), full_page=True)
+
+
+async def log_in(page: Any, base: str, email: str) -> None:
+    """By keyboard alone: the email field has the focus, Tab, Enter."""
+    from playwright.async_api import expect
+
+    await page.goto(base + "/")
+    await expect(page.get_by_label("Email")).to_be_focused()
+    await page.keyboard.type(email)
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#status")).to_have_text("live", timeout=10_000)
+
+
+def item_of(page: Any, gift: str) -> Any:
+    return page.locator("li.item").filter(has_text=gift)
+
+
+async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
+    from playwright.async_api import expect
+
+    _require_axe()
+    base = service.base
+    icon = await asyncio.to_thread(httpx.get, base + "/favicon.ico")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"].startswith("image/")
+    page = await browser.new_page(viewport=PHONE)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url)
+            if not r.url.startswith((base, "data:")) else None)
+    await page.goto(base + "/")
+    await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    await audit(page, "login")
+
+    # Sign up: the heading follows the mode, and a short password is named at its field.
+    await page.get_by_role("button", name="Sign up", exact=True).click()
+    await expect(page.get_by_role("heading", name="Sign up")).to_be_visible()
+    await page.get_by_label("Family name").fill("Smiths")
+    await page.get_by_label("Your name").fill("Ann")
+    await page.get_by_label("Email").fill("ann@smiths.example")
+    await page.get_by_label("Password").fill("12345")
+    await page.get_by_role("button", name="Sign up", exact=True).click()
+    await expect(page.locator("#password-err")).to_contain_text("8 characters")
+    await expect(page.get_by_label("Password")).to_have_attribute("aria-invalid", "true")
+    await audit(page, "signup-error")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign up", exact=True).click()
+    await expect(page.locator("#status")).to_have_text("live", timeout=10_000)
+    await expect(page.locator("#activity")).to_contain_text("Ann joined")
+    await audit(page, "overview-empty")
+
+    await page.get_by_role("link", name="Add person").click()  # a quick link to the form
+    await expect(page.get_by_label("Name", exact=True)).to_be_focused()
+    await page.get_by_label("Name", exact=True).fill("Grandma")
+    await page.get_by_label("Relationship").fill("Grandmother")
+    await page.get_by_role("button", name="Add person").click()
+    await expect(page.get_by_role("link", name="Grandma")).to_be_visible()
+    await audit(page, "people")
+
+    await page.get_by_role("link", name="Occasions").click()
+    await page.get_by_label("Name", exact=True).fill("Christmas")
+    await page.get_by_label("Date").fill("2099-12-24")
+    await page.get_by_label("Budget").fill("300")
+    await page.get_by_role("button", name="Add occasion").click()
+    await expect(page.get_by_role("link", name="Christmas")).to_be_visible()
+    await audit(page, "occasions")
+
+    await page.get_by_role("link", name="Lists", exact=True).click()
+    await page.get_by_label("Name", exact=True).fill("Grandma's Christmas")
+    await page.get_by_label("For").select_option(label="Grandma")
+    await page.get_by_label("Occasion").select_option(index=1)
+    await page.get_by_role("button", name="New list").click()
+    await expect(page.get_by_role("heading", name="Grandma's Christmas")).to_be_visible()
+
+    await page.get_by_label("Name", exact=True).fill("Scarf")
+    await page.get_by_label("Link").fill("https://www.woolshop.example/scarf")
+    await page.get_by_label("Price").fill("49.90")
+    await page.get_by_role("button", name="Add gift").click()
+    item = item_of(page, "Scarf")
+    await expect(item).to_contain_text("from woolshop.example")  # the URL's store
+    status = item.get_by_role("combobox", name="Status")
+    assert await status.locator("option").evaluate_all("os => os.map(o => o.value)") == [
+        "IDEA", "SELECTED"]  # only one step
+    await status.select_option("SELECTED")
+    await expect(item.locator(".badge")).to_have_text("Selected")
+    assert await status.locator("option").evaluate_all("os => os.map(o => o.value)") == [
+        "IDEA", "SELECTED", "PURCHASED"]
+    await status.select_option("PURCHASED")
+    await expect(item.locator(".badge")).to_have_text("Purchased")
+    await item.get_by_role("combobox", name="Assign").select_option(label="Ann")
+    await expect(item).to_contain_text("Ann is on it")
+    await item.get_by_role("button", name="Comment").click()
+    await item.get_by_label("Message").fill("Wrapped, in the attic")
+    await item.get_by_role("button", name="Post").click()
+    await expect(item.locator(".comments")).to_contain_text("Ann: Wrapped, in the attic")
+    await audit(page, "list")
+    await item.get_by_role("button", name="Edit Scarf").click()
+    await item.get_by_label("Price").fill("55")
+    await item.get_by_role("button", name="Save gift").click()
+    await expect(item_of(page, "Scarf").locator(".meta")).to_contain_text("55.00")
+    await page.get_by_role("button", name="Edit list").click()
+    editor = page.locator("form", has=page.get_by_role("button", name="Save list"))
+    await expect(editor.get_by_label("Name")).to_be_focused()
+    await item_of(page, "Scarf").get_by_role("button", name="Edit Scarf").click()
+    await audit(page, "list-editing")  # both editors open
+    await item_of(page, "Scarf").get_by_role("button", name="Edit Scarf").click()
+    await editor.get_by_label("Name").fill("Grandma's presents")
+    await editor.get_by_role("button", name="Save list").click()
+    await expect(page.get_by_role("heading", name="Grandma's presents")).to_be_visible()
+
+    await page.get_by_role("link", name="Overview").click()
+    await expect(page.locator("#pipeline-purchased")).to_have_text("1")
+    activity = page.locator("#activity")
+    await expect(activity).to_contain_text("Ann moved Scarf to Purchased")
+    await expect(activity).to_contain_text("Ann assigned Scarf to Ann")
+    await expect(activity.locator("li").first).to_contain_text("just now")
+    await expect(page.locator(".money")).to_contain_text("Spent on upcoming occasions")
+    await audit(page, "overview")
+
+    await page.get_by_role("link", name="Grandma").first.click()
+    await expect(page.get_by_role("heading", name="Grandma")).to_be_visible()
+    await expect(page.locator("section", has_text="Gift history")).to_contain_text("Scarf")
+    await audit(page, "person")
+    await page.get_by_role("link", name="Occasions").click()
+    await page.get_by_role("link", name="Christmas").click()
+    await expect(page.locator("section", has_text="Summary")).to_contain_text("1 purchased")
+    await audit(page, "occasion")
+    await page.get_by_role("link", name="Family").click()
+    await expect(page.get_by_role("button", name="Invite member")).to_be_visible()
+    await audit(page, "family")
+
+    # A person is deleted with a second, explicit press.
+    await page.get_by_role("link", name="People").click()
+    await page.get_by_label("Name", exact=True).fill("Uncle Joe")
+    await page.get_by_role("button", name="Add person").click()
+    await page.get_by_role("link", name="Uncle Joe").click()
+    await page.get_by_role("button", name="Delete Uncle Joe").click()
+    await page.get_by_role("button", name="Really delete Uncle Joe?").click()
+    await expect(page.get_by_role("heading", name="People")).to_be_visible()
+    await expect(page.get_by_role("link", name="Grandma")).to_be_visible()
+    await expect(page.get_by_role("link", name="Uncle Joe")).to_have_count(0)
+
+    # Logging out leaves nothing behind: login mode, every field empty, offline.
+    await page.get_by_role("button", name="Log out").click()
+    await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    await expect(page.locator("#status")).to_have_text("offline")
+    await page.wait_for_timeout(300)  # a late socket event must not change it
+    await expect(page.locator("#status")).to_have_text("offline")
+    for field in ("#email", "#password", "#family-name", "#display-name"):
+        await expect(page.locator(field)).to_have_value("")
+    assert await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('gg.'))") == []
+    assert await page.locator("#page").inner_html() == ""
+    assert errors == []
+    assert outside == []  # works offline: nothing from a CDN
+
+
+def _family(base: str, email: str, name: str) -> str:
+    r = post(base, "mutation($i: SignUpInput!) { signUp(input: $i) { accessToken } }",
+             {"i": {"familyName": name, "email": email, "password": PASSWORD,
+                    "displayName": email.split("@")[0].title()}})
+    return r["data"]["signUp"]["accessToken"]  # type: ignore[no-any-return]
+
+
+async def test_two_browsers_of_one_family_and_a_stranger(service: Service, browser: Any) -> None:
+    from playwright.async_api import expect
+
+    base = service.base
+    admin = await asyncio.to_thread(_family, base, "ann@one.example", "One")
+    await asyncio.to_thread(_family, base, "eve@two.example", "Two")
+    gl = (await asyncio.to_thread(
+        post, base, 'mutation { createList(input: {name: "Wishes", kind: WISHLIST}) { id } }',
+        None, admin))["data"]["createList"]["id"]
+
+    pages = []
+    for _ in range(3):
+        ctx = await browser.new_context(viewport=PHONE)  # separate storage per person
+        pages.append(await ctx.new_page())
+    ann, bob, eve = pages
+    await log_in(ann, base, "ann@one.example")
+    # Ann invites Bob from the Family view.
+    await ann.get_by_role("link", name="Family").click()
+    await ann.get_by_label("Name", exact=True).fill("Bob")
+    await ann.get_by_label("Email").fill("bob@one.example")
+    await ann.get_by_label("Password").fill(PASSWORD)
+    await ann.get_by_role("button", name="Invite member").click()
+    await expect(ann.locator("section", has_text="Members")).to_contain_text("bob@one.example")
+    await expect(ann.locator("#activity")).to_have_count(0)
+    await ann.get_by_role("link", name="Overview").click()
+    await expect(ann.locator("#activity")).to_contain_text("Ann invited Bob")
+    await log_in(bob, base, "bob@one.example")
+    await log_in(eve, base, "eve@two.example")
+    for p in (ann, bob):
+        await p.goto(f"{base}/#/list/{gl}")
+        await expect(p.get_by_role("heading", name="Wishes")).to_be_visible()
+
+    await ann.get_by_label("Name", exact=True).fill("Kite")
+    await ann.get_by_role("button", name="Add gift").click()
+    await expect(item_of(bob, "Kite")).to_be_visible(timeout=1_000)
+
+    started = time.monotonic()
+    await item_of(bob, "Kite").get_by_role("combobox", name="Status").select_option("SELECTED")
+    await expect(item_of(ann, "Kite").locator(".badge")).to_have_text("Selected", timeout=1_000)
+    await item_of(ann, "Kite").get_by_role("combobox", name="Assign").select_option(label="Bob")
+    await expect(item_of(bob, "Kite")).to_contain_text("Bob is on it", timeout=1_000)
+    assert time.monotonic() - started < 3
+
+    # Bob keeps the comment box open while Ann comments: hers appears, his text stays.
+    await item_of(bob, "Kite").get_by_role("button", name="Comment").click()
+    await item_of(bob, "Kite").get_by_label("Message").fill("half-typed")
+    await item_of(ann, "Kite").get_by_role("button", name="Comment").click()
+    await item_of(ann, "Kite").get_by_label("Message").fill("Blue, please")
+    await item_of(ann, "Kite").get_by_role("button", name="Post").click()
+    await expect(item_of(bob, "Kite").locator(".comments")).to_contain_text("Blue, please",
+                                                                            timeout=1_000)
+    await expect(item_of(bob, "Kite").get_by_label("Message")).to_have_value("half-typed")
+    # A change to the item itself redraws Bob's row; his comment box and text stay.
+    await item_of(ann, "Kite").get_by_role("combobox", name="Status").select_option("PURCHASED")
+    await expect(item_of(bob, "Kite").locator(".badge")).to_have_text("Purchased", timeout=1_000)
+    await expect(item_of(bob, "Kite").get_by_label("Message")).to_have_value("half-typed")
+
+    await bob.get_by_role("link", name="Overview").click()
+    await expect(bob.locator("#activity")).to_contain_text("Bob moved Kite to Selected")
+    await expect(bob.locator("#activity")).to_contain_text("Ann moved Kite to Purchased")
+    await expect(bob.locator("#activity")).to_contain_text("Ann assigned Kite to Bob")
+
+    # Eve, of another family, saw none of it.
+    await eve.get_by_role("link", name="Lists", exact=True).click()
+    await expect(eve.locator("section", has_text="All lists")).to_contain_text("No lists yet")
+    await eve.get_by_role("link", name="Overview").click()
+    text = await eve.locator("main").inner_text()
+    for word in ("Kite", "Wishes", "Bob", "Ann"):
+        assert word not in text, word
+    await eve.screenshot(path=str(ARTIFACTS / "app-stranger.png"), full_page=True)
+
+
+async def test_a_rate_limited_login_says_when_to_retry(database_url: str, browser: Any) -> None:
+    from playwright.async_api import expect
+
+    test_browser._require_browser()
+    svc = Service(database_url)
+    svc.env["GIFTGRAPH_LOGIN_RATE"] = "2/minute"
+    svc.start()
+    try:
+        page = await browser.new_page(viewport=PHONE)
+        await page.goto(svc.base + "/")
+        for _ in range(3):
+            await page.get_by_label("Email").fill("nobody@example.com")
+            await page.get_by_label("Password").fill("wrong password")
+            await page.get_by_role("button", name="Log in", exact=True).click()
+            await page.wait_for_timeout(200)
+        await expect(page.locator("#auth-error")).to_contain_text(
+            re.compile(r"try again in \d+ s"))
+    finally:
+        svc.stop()
+
+
+
+async def test_an_ended_session_returns_to_the_login(service: Service, browser: Any) -> None:
+    """The refresh token is revoked elsewhere and the access token has expired: the next
+    action brings back the login form, saying why, and keeps nothing."""
+    from playwright.async_api import expect
+
+    base = service.base
+    await asyncio.to_thread(_family, base, "end@one.example", "End")
+    page = await browser.new_page(viewport=PHONE)
+    await log_in(page, base, "end@one.example")
+    refresh = await page.evaluate("localStorage.getItem('gg.refresh')")
+    r = await asyncio.to_thread(post, base, "mutation($r: String!) { logout(refreshToken: $r) }",
+                                {"r": refresh})
+    assert r["data"]["logout"] is True
+    await page.evaluate("localStorage.setItem('gg.expires', '0')")
+    # The logout revoked the session's refresh chain: its socket is closed (4403) and the
+    # page is back at the login form by itself, or at the latest on the next action.
+    people = page.get_by_role("link", name="People")
+    if await people.is_visible():
+        await people.click()
+    await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    await expect(page.locator("#auth-error")).to_contain_text(
+        re.compile("session ended|access was revoked"))
+    await expect(page.locator("#status")).to_have_text("offline")
+    assert await page.evaluate("localStorage.getItem('gg.refresh')") is None
