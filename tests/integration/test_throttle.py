@@ -109,6 +109,20 @@ async def test_login_refusals_are_counted_by_bound(database_url: str) -> None:
         assert await refusals(http, "login_ip_rate") == 1
 
 
+async def test_a_throttled_login_says_when_to_retry_in_a_header(database_url: str) -> None:
+    """A field's RATE_LIMITED (login's throttle) carries `Retry-After` as the mutation
+    budget's request error does; the status stays the executed operation's 200."""
+    async with serving(database_url, login_rate="1/minute") as app, client(app) as http:
+        body = {"query": LOGIN, "variables": {"email": "x@example.com", "password": "p"}}
+        first = await http.post("/graphql", json=body)
+        assert "retry-after" not in first.headers
+        r = await http.post("/graphql", json=body,
+                            headers={"Accept": "application/graphql-response+json"})
+        assert [e["extensions"]["code"] for e in r.json()["errors"]] == ["RATE_LIMITED"]
+        assert r.status_code == 200
+        assert int(r.headers["retry-after"]) == r.json()["errors"][0]["extensions"]["retryAfter"]
+
+
 class BlockedHashing:
     """argon2, held in its worker thread until `release`: while it is held the test sees
     what a request that is hashing holds (a connection? the event loop?) and what others

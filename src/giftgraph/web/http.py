@@ -99,12 +99,15 @@ def finish(response: Response, request: Request, media: str) -> Response:
         body["errors"] = masked
     status = 200
     headers = _passed_on(response)
+    codes = {(e.get("extensions") or {}).get("code") for e in body.get("errors") or []}
+    if codes == {"RATE_LIMITED"}:
+        # Refused before execution (the mutation budget) or by a field (login, signUp's
+        # throttles): either way the client learns when to retry from the header too.
+        retry = (body["errors"][0].get("extensions") or {}).get("retryAfter", 1)
+        headers["Retry-After"] = str(retry)
     if is_request_error(body):
         body.pop("data", None)
-        codes = {(e.get("extensions") or {}).get("code") for e in body["errors"]}
         if codes == {"RATE_LIMITED"}:
-            retry = (body["errors"][0].get("extensions") or {}).get("retryAfter", 1)
-            headers["Retry-After"] = str(retry)
             status = 429 if media == GRAPHQL_RESPONSE else 200
         elif media == GRAPHQL_RESPONSE:
             status = 400
