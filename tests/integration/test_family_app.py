@@ -164,6 +164,19 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await editor.get_by_label("Name").fill("Grandma's presents")
     await editor.get_by_role("button", name="Save list").click()
     await expect(page.get_by_role("heading", name="Grandma's presents")).to_be_visible()
+    # A gift is removed with a second press, and deleted with it (on no other list).
+    add_gift = page.get_by_role("form", name="Add a gift")
+    await add_gift.get_by_label("Name").fill("Socks")
+    await add_gift.get_by_role("button", name="Add gift").click()
+    remove = item_of(page, "Socks").get_by_role("button", name="Remove Socks")
+    await remove.click()
+    await remove.click()
+    await expect(item_of(page, "Socks")).to_have_count(0)
+    token = await page.evaluate("localStorage.getItem('gg.access')")
+    gifts = await asyncio.to_thread(post, service.base,
+                                    "{ gifts(first: 10) { edges { node { name } } } }", None,
+                                    token)
+    assert [e["node"]["name"] for e in gifts["data"]["gifts"]["edges"]] == ["Scarf"]
 
     await page.get_by_role("link", name="Overview").click()
     await expect(page.locator("#pipeline-purchased")).to_have_text("1")

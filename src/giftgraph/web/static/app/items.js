@@ -153,7 +153,11 @@ function itemRow(app, it, refresh, prior) {
       editor.button.focus();
     } }),
   { 'aria-label': `Edit ${g.name}` });
-  const remove = deleteButton(g.name, () => run(() => post('mutation($i: ID!) { removeListItem(id: $i) }', { i: it.id })));
+  const remove = deleteButton(g.name, () => run(async () => {
+    await post('mutation($i: ID!) { removeListItem(id: $i) }', { i: it.id });
+    // The gift is deleted with it, unless another list still has it (CONFLICT).
+    try { await post('mutation($g: ID!) { deleteGift(id: $g) }', { g: g.id }); } catch (err) { if (err.code !== 'CONFLICT') throw err; }
+  }));
   remove.textContent = 'Remove';
   remove.setAttribute('aria-label', `Remove ${g.name}`);
   const title = g.url ? h('a', { href: g.url, rel: 'noopener noreferrer', target: '_blank', text: g.name }) : h('span', { text: g.name });
