@@ -306,11 +306,17 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def parse_json(self, data: str | bytes) -> Any:
         """A request body (or GET `variables`/`extensions`) must be a JSON object; orjson
-        also refuses invalid UTF-8 and nesting deeper than 1024 levels."""
+        also refuses invalid UTF-8. Nesting is bounded (`json_depth`), measured on the text
+        once it parses: orjson takes up to 1024 levels, and code recursing over the value
+        (variable coercion, cache keys) would exceed the interpreter's recursion limit."""
         try:
             value = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise HTTPException(400, "Unable to parse request body as JSON") from exc
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        if admission.too_deep(text, self.state.settings.max_json_depth):
+            self.state.metrics.refusals.count("json_depth")
+            raise HTTPException(400, "JSON nested too deeply")
         if not isinstance(value, dict):
             raise HTTPException(400, "Expected a JSON object")
         return value

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     max_concurrent_hashes: int = Field(default=2, ge=1)
     hash_wait_seconds: float = Field(default=5, gt=0)
     max_socket_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Levels of arrays and objects in a JSON request body (or GET `variables`/`extensions`):
+    # well below the interpreter's recursion limit, which coercion and cache keys would reach.
+    max_json_depth: int = Field(default=32, ge=4, le=500)
     max_search_length: int = Field(default=100, ge=1)
     max_replay_events: int = Field(default=10_000, ge=1)
     max_connections: int = Field(default=4096, ge=1)

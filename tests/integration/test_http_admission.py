@@ -1,0 +1,74 @@
+"""HTTP requests an attacker shapes to cost the server more than a request should, against
+the service as `giftgraph serve` runs it: each is refused (or served) cleanly, counted, and
+the server goes on answering everyone else."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support import serving
+
+SIGN_UP = ("mutation($i: SignUpInput!) { signUp(input: $i) "
+           "{ accessToken refreshToken user { id } } }")
+
+
+@pytest.fixture(scope="module")
+def base(database_url: str) -> Iterator[str]:
+    with serving(database_url) as url:
+        yield url
+
+
+def sign_up(base: str, family: str = "Family") -> str:
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    r = httpx.post(f"{base}/graphql", timeout=30, json={"query": SIGN_UP, "variables": {"i": {
+        "familyName": family, "email": email, "password": "correct horse battery",
+        "displayName": "Admin"}}})
+    return str(r.json()["data"]["signUp"]["accessToken"])
+
+
+def refused(base: str, bound: str) -> float:
+    """`giftgraph_admission_refused_total{bound}` of the server at `base`."""
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    found = re.search(rf'giftgraph_admission_refused_total{{bound="{bound}"}} (\S+)', text)
+    assert found, text
+    return float(found.group(1))
+
+
+def nested(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize("query", [
+    "query($x: String) { gifts(search: $x) { totalCount } }",  # coerced: recursion
+    "{ me { id } }",  # not even used: the result cache's key walks it
+])
+def test_deeply_nested_variables_are_refused(base: str, query: str) -> None:
+    token = sign_up(base)
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    before = refused(base, "json_depth")
+    for levels in (100, 1000, 1020):  # orjson itself takes up to 1024
+        body = json.dumps({"query": query, "variables": {"x": 0}})[:-3] + nested(levels) + "}}"
+        r = httpx.post(f"{base}/graphql", content=body, headers=headers, timeout=30)
+        assert r.status_code == 400, r.text
+        error = r.json()["errors"][0]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT", r.text
+        assert "nested too deeply" in error["message"]
+    r = httpx.get(f"{base}/graphql", headers=headers, timeout=30, params={
+        "query": query, "variables": '{"x": ' + nested(1000) + "}"})
+    assert r.status_code == 400, r.text
+    assert r.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    r = httpx.post(f"{base}/graphql", headers=headers, timeout=30, content=(
+        '{"query": "{ me { id } }", "extensions": {"x": ' + nested(1000) + "}}"))
+    assert r.status_code == 400, r.text
+    assert refused(base, "json_depth") == before + 5
+    # An ordinary input object is far within the bound; brackets in strings are no nesting.
+    r = httpx.post(f"{base}/graphql", headers=headers, timeout=30, json={
+        "query": "query($s: String) { gifts(search: $s) { totalCount } }",
+        "variables": {"s": "[" * 50}})
+    assert r.json() == {"data": {"gifts": {"totalCount": 0}}}
