@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(default=10, ge=1)
     max_aliases: int = Field(default=15, ge=0)
     max_query_tokens: int = Field(default=2000, ge=10)
+    # Characters of a document (comments, whitespace and strings included), before parsing.
+    max_query_chars: int = Field(default=50_000, ge=100)
     max_query_cost: int = Field(default=50_000, ge=1)
     max_query_overlaps: int = Field(default=5_000, ge=1)
     # None: introspection on, except in production.

@@ -72,3 +72,25 @@ def test_deeply_nested_variables_are_refused(base: str, query: str) -> None:
         "query": "query($s: String) { gifts(search: $s) { totalCount } }",
         "variables": {"s": "[" * 50}})
     assert r.json() == {"data": {"gifts": {"totalCount": 0}}}
+
+
+def test_long_documents_are_refused_before_parsing(base: str) -> None:
+    """Comments, whitespace and strings are no tokens: a document of a 900 KB comment
+    passed the token limit, cost the lexer ~0.3 s, and the parse cache kept its text."""
+    token = sign_up(base)
+    headers = {"authorization": f"Bearer {token}"}
+    before = refused(base, "query_length")
+    for i in range(3):
+        document = f"# {i} " + "x" * 900_000 + "\n{ me { id } }"
+        r = httpx.post(f"{base}/graphql", json={"query": document}, headers=headers,
+                       timeout=30)
+        error = r.json()["errors"][0]
+        assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX", r.text[:300]
+        assert error["extensions"]["measure"] == "length"
+        assert error["extensions"]["limit"] == 50_000
+        assert "data" not in r.json()
+    assert refused(base, "query_length") == before + 3
+    within = "# " + "x" * 40_000 + "\n{ me { id } }"  # a long comment, within the bound
+    r = httpx.post(f"{base}/graphql", json={"query": within}, headers=headers, timeout=30)
+    assert r.json()["data"]["me"]["id"]
+

@@ -35,6 +35,8 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("body_bytes", "max_body_bytes", "an HTTP request body (413)"),
     Bound("json_depth", "max_json_depth", "levels of arrays and objects in an HTTP "
           "request's JSON (body, GET variables and extensions)"),
+    Bound("query_length", "max_query_chars", "a document's characters (comments, "
+          "whitespace and strings included), before it is parsed"),
     Bound("tokens", "max_query_tokens", "a document's tokens; the parser stops there"),
     Bound("depth", "max_query_depth", "a selection's depth, fragments expanded"),
     Bound("aliases", "max_aliases", "aliases in the expanded selection"),
