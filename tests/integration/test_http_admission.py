@@ -5,6 +5,7 @@ the server goes on answering everyone else."""
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from giftgraph.schema.cache import ResultStore, _key
 from tests.support import serving
 
 SIGN_UP = ("mutation($i: SignUpInput!) { signUp(input: $i) "
@@ -94,3 +96,22 @@ def test_long_documents_are_refused_before_parsing(base: str) -> None:
     r = httpx.post(f"{base}/graphql", json={"query": within}, headers=headers, timeout=30)
     assert r.json()["data"]["me"]["id"]
 
+
+def test_cached_results_are_keyed_by_digest_and_counted_with_their_overhead() -> None:
+    """A tiny result with a megabyte of (unused) variables was kept under a key holding
+    the variables and the document, neither counted: ~1 MB of memory per entry within a
+    bound meant for 32 MiB of results."""
+    user = uuid.uuid4()
+    padding = {"pad": "x" * 1_000_000}
+    key = _key(user, "{ me { id } }" + " " * 40_000, None, padding)
+    assert key is not None
+    assert len(pickle.dumps(key)) < 300
+    assert key != _key(user, "{ me { id } }", None, padding)  # still tells them apart
+    assert key != _key(user, "{ me { id } }" + " " * 40_000, "A", padding)
+    assert _key(user, "{ me { id } }", None, {"a": 1, "b": 2}) == \
+        _key(user, "{ me { id } }", None, {"b": 2, "a": 1})
+    store = ResultStore(max_bytes=100_000)
+    for i in range(10_000):
+        store.put(("k", i), 1, {"me": {"id": "x"}})
+    assert len(store.entries) <= 100_000 // 256  # each entry costs far more than its JSON
+    assert store.size <= store.max_bytes
