@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 from cross_web import HTTPException  # what Strawberry's view raises for bad requests
-from graphql import GraphQLError
+from graphql import ExecutionResult, GraphQLError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
@@ -65,7 +65,7 @@ from giftgraph.live.render import DIRECT_SINK, DirectSink
 from giftgraph.live.wire import Wire, capture, release_handshake
 from giftgraph.observability import Metrics, configure_logging
 from giftgraph.ratelimit import RateLimits
-from giftgraph.schema.extensions import authenticate, format_error
+from giftgraph.schema.extensions import authenticate, forget_traceback, format_error
 from giftgraph.schema.schema import build_schema
 from giftgraph.web.http import BodyLimit, finish, is_json_body, negotiate, request_error
 
@@ -320,6 +320,13 @@ class GraphQLApp(GraphQL[Context, None]):
         if not isinstance(value, dict):
             raise HTTPException(400, "Expected a JSON object")
         return value
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> Any:
+        """Strawberry's; the errors' tracebacks are let go first (`forget_traceback`: a
+        parse error's traceback would keep the whole request alive in a cycle)."""
+        for error in result.errors or []:
+            forget_traceback(error)
+        return await super().process_result(request, result)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """Our GraphiQL page: local assets only (works offline), auth for subscriptions."""
