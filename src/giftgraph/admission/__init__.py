@@ -51,8 +51,9 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("login_ip_rate", "login_ip_rate", "login attempts per IP"),
     Bound("signup_ip_rate", "signup_ip_rate", "signUp per IP"),
     Bound("token_ip_rate", "token_ip_rate", "refreshToken and logout per IP"),
-    Bound("hashing", "max_concurrent_hashes", "password hashes computed at once (others "
-          "wait, up to hash_wait_seconds, then RATE_LIMITED)"),
+    Bound("hashing", "max_concurrent_hashes", "password hashes computed at once, one per "
+          "caller (family or IP) at a time (others wait, up to hash_wait_seconds, then "
+          "RATE_LIMITED)"),
     Bound("socket_message_bytes", "max_socket_message_bytes", "one WebSocket message "
           "(close 1009)"),
     Bound("sockets_per_user", "max_sockets_per_user", "open WebSockets per user (4429)"),
