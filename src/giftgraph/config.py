@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=4096, ge=1)
     http_header_timeout_seconds: float = Field(default=10, gt=0)
     http_idle_timeout_seconds: float = Field(default=5, gt=0)
+    # A request's line and headers as received (uvicorn's httptools protocol has no limit).
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096)
     log_json: bool | None = None  # None: JSON in production, console otherwise
 
     max_page_size: int = 100

@@ -66,6 +66,8 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("connections", "max_connections", "open connections of `giftgraph serve`"),
     Bound("header_timeout", "http_header_timeout_seconds", "time to send a request's "
           "headers, and as long again for its body"),
+    Bound("header_bytes", "max_header_bytes", "a request's line and headers as received "
+          "(431, connection closed)"),
     Bound("idle_timeout", "http_idle_timeout_seconds", "an idle keep-alive connection"),
 )
 BY_NAME: dict[str, Bound] = {b.name: b for b in BOUNDS}
