@@ -79,7 +79,7 @@ class Limits:
     max_connections: int
     header_timeout: float
     idle_timeout: float
-    max_header_bytes: int
+    max_header_bytes: int = 64 * 1024  # as the setting's default
 
 
 def raise_nofile() -> int | None:
