@@ -45,6 +45,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
 
 from giftgraph.admission import sockets as admission
+from giftgraph.admission.requests import InFlight
 from giftgraph.admission.server import STATE_KEY as SERVER_REFUSALS
 from giftgraph.admission.throttle import Throttle
 from giftgraph.config import Settings
@@ -59,7 +60,7 @@ from giftgraph.db.engine import Database, create_database
 from giftgraph.db.migrate import database_revisions, head_revisions, schema_state, upgrade
 from giftgraph.db.models import Event
 from giftgraph.db.session import OperationDb
-from giftgraph.errors import QueryTooComplex, ServiceUnavailable
+from giftgraph.errors import QueryTooComplex, RateLimited, ServiceUnavailable
 from giftgraph.live import Live, credentials
 from giftgraph.live.render import DIRECT_SINK, DirectSink
 from giftgraph.live.wire import Wire, capture, release_handshake
@@ -67,7 +68,14 @@ from giftgraph.observability import Metrics, configure_logging
 from giftgraph.ratelimit import RateLimits
 from giftgraph.schema.extensions import authenticate, forget_traceback, format_error
 from giftgraph.schema.schema import build_schema
-from giftgraph.web.http import BodyLimit, finish, is_json_body, negotiate, request_error
+from giftgraph.web.http import (
+    BodyLimit,
+    finish,
+    is_json_body,
+    negotiate,
+    rate_limited,
+    request_error,
+)
 
 log = logging.getLogger("giftgraph")
 
@@ -83,6 +91,7 @@ class AppState:
     metrics: Metrics
     rate_limits: RateLimits
     throttle: Throttle
+    in_flight: InFlight
     database: Database | None = None
     embedded: EmbeddedPostgres | None = None
     live: Live | None = None
@@ -355,8 +364,14 @@ class GraphQLApp(GraphQL[Context, None]):
             # Strawberry takes any content type containing "application/json".
             response = request_error(415, "Send application/json (or use GET for queries)", media)
         else:
+            in_flight = self.state.in_flight
             try:
-                response = finish(await self.run(request), request, media)
+                # One caller's share: its requests beyond the bound wait here, before
+                # their body is read (giftgraph.admission.requests).
+                async with in_flight.turn(in_flight.key(request)):
+                    response = finish(await self.run(request), request, media)
+            except RateLimited as exc:
+                response = rate_limited(exc, media)
             except HTTPException as exc:
                 response = self._request_error(exc, media)
             except ClientDisconnect:
@@ -510,7 +525,8 @@ def create_app(settings: Settings) -> Starlette:
     configure_logging(settings)
     metrics, rate_limits = Metrics(), RateLimits(settings)
     state = AppState(settings=settings, metrics=metrics, rate_limits=rate_limits,
-                     throttle=Throttle(settings, rate_limits, metrics.refusals))
+                     throttle=Throttle(settings, rate_limits, metrics.refusals),
+                     in_flight=InFlight(settings, metrics.refusals))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:

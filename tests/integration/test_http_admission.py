@@ -8,6 +8,8 @@ import gc
 import json
 import pickle
 import re
+import socket
+import time
 import types
 import uuid
 from collections.abc import Iterator
@@ -144,3 +146,40 @@ async def test_a_refused_document_leaves_no_cycle_holding_the_request(
         gc.garbage.clear()
         gc.enable()
     assert frames == []
+
+
+def test_one_caller_runs_a_bounded_number_of_requests_at_once(database_url: str) -> None:
+    """A family's requests beyond `max_requests_per_caller` wait for one of its own, then
+    are refused (RATE_LIMITED); another family's go past them. Held here by a request
+    whose body is still coming (its turn is taken before its body is read)."""
+    with serving(database_url, GIFTGRAPH_MAX_REQUESTS_PER_CALLER="1",
+                 GIFTGRAPH_REQUEST_WAIT_SECONDS="0.5") as url:
+        token, other = sign_up(url, "Greedy"), sign_up(url, "Other")
+        before = refused(url, "requests_per_caller")
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
+            held.sendall(b"POST /graphql HTTP/1.1\r\nHost: giftgraph\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 100\r\n"
+                         b"Authorization: Bearer " + token.encode() + b"\r\n\r\n{")
+            time.sleep(0.3)  # the server has its headers: its turn is taken
+            query = {"query": "{ me { id } }"}
+            r = httpx.post(f"{url}/graphql", json=query, timeout=10, headers={
+                "authorization": f"Bearer {token}",
+                "accept": "application/graphql-response+json"})
+            assert r.status_code == 429, r.text
+            error = r.json()["errors"][0]
+            assert error["extensions"]["code"] == "RATE_LIMITED"
+            assert r.headers["retry-after"] == "1"
+            assert refused(url, "requests_per_caller") == before + 1
+            r = httpx.post(f"{url}/graphql", json=query, timeout=10,
+                           headers={"authorization": f"Bearer {other}"})
+            assert r.json()["data"]["me"]["id"]  # another family is served meanwhile
+            # A forged token is no family's: its caller is its IP, not the greedy family.
+            forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+            r = httpx.post(f"{url}/graphql", json=query, timeout=10,
+                           headers={"authorization": f"Bearer {forged}"})
+            assert r.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        time.sleep(0.3)  # the held request ended with its connection: the turn is free
+        r = httpx.post(f"{url}/graphql", json=query, timeout=10,
+                       headers={"authorization": f"Bearer {token}"})
+        assert r.json()["data"]["me"]["id"]

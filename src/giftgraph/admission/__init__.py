@@ -9,7 +9,8 @@ it protects (parsing, analysis, hashing, a query, a replay), and each refusal is
 - `sockets`: socket message size and shape, sockets per user, subscriptions per socket;
 - `throttle`: per-IP budgets of the anonymous mutations and the bound on concurrent
   password hashing;
-- `server`: connections, header and idle timeouts of `giftgraph serve`.
+- `server`: connections, header bytes, header and idle timeouts of `giftgraph serve`;
+- `requests`: GraphQL requests over HTTP in flight per caller.
 
 Replay (`since`), search and page sizes are bounded where those reads are built, under the
 names below. docs/hardening.md lists every bound with its default.
@@ -51,6 +52,9 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("login_ip_rate", "login_ip_rate", "login attempts per IP"),
     Bound("signup_ip_rate", "signup_ip_rate", "signUp per IP"),
     Bound("token_ip_rate", "token_ip_rate", "refreshToken and logout per IP"),
+    Bound("requests_per_caller", "max_requests_per_caller", "GraphQL requests over HTTP "
+          "one caller (its family, else its IP) runs at once (the next waits up to "
+          "request_wait_seconds, then RATE_LIMITED)"),
     Bound("hashing", "max_concurrent_hashes", "password hashes computed at once, one per "
           "caller (family or IP) at a time (others wait, up to hash_wait_seconds, then "
           "RATE_LIMITED)"),
