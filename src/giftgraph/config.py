@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # None: introspection on, except in production.
     introspection: bool | None = None
     mutation_rate: str = "120/minute"
+    # Root mutation fields of a whole family (all its members): members are an ADMIN's to
+    # create, so a budget per user alone grows with them.
+    family_mutation_rate: str = "600/minute"
     login_rate: str = "10/minute"
     login_ip_rate: str = "60/minute"
     rate_limit_storage_url: str = "memory://"

@@ -17,7 +17,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from giftgraph.app import create_app
 from giftgraph.schema.cache import ResultStore, _key
+from tests.conftest import GQL, make_settings
+from tests.conftest import sign_up as sign_up_in
 from tests.support import serving
 
 SIGN_UP = ("mutation($i: SignUpInput!) { signUp(input: $i) "
@@ -183,3 +186,34 @@ def test_one_caller_runs_a_bounded_number_of_requests_at_once(database_url: str)
         r = httpx.post(f"{url}/graphql", json=query, timeout=10,
                        headers={"authorization": f"Bearer {token}"})
         assert r.json()["data"]["me"]["id"]
+
+
+async def test_a_familys_members_share_one_mutation_budget(database_url: str) -> None:
+    """Members are an ADMIN's to create, each with a budget of its own: without a budget
+    per family, a family of n members had n budgets (120 a minute each)."""
+    app = create_app(make_settings(database_url, mutation_rate="100/minute",
+                                   family_mutation_rate="4/minute"))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        gql = GQL(http)
+        admin, other = await sign_up_in(gql, "Many"), await sign_up_in(gql, "Other")
+        register = "mutation($i: RegisterUserInput!) { registerUser(input: $i) { id } }"
+        email = f"{uuid.uuid4().hex[:8]}@example.com"
+        assert (await admin.client(register, {"i": {
+            "email": email, "password": "correct horse battery", "displayName": "M"}})
+        ).errors == []
+        login = await gql("mutation($e: String!, $p: String!) { login(email: $e, password: $p)"
+                          " { accessToken } }", {"e": email, "p": "correct horse battery"})
+        member = gql.as_(login.data["login"]["accessToken"])
+        create = 'mutation { createPerson(input: {name: "P"}) { id } }'
+        assert (await admin.client(create)).errors == []
+        assert (await member(create)).errors == []
+        two = 'mutation { a: createPerson(input: {name: "A"}) { id } ' \
+              'b: createPerson(input: {name: "B"}) { id } }'
+        limited = await member(two)  # 1 + 1 + 1 spent of 4: two more are one too many
+        assert limited.codes == ["RATE_LIMITED"]
+        assert (await admin.client("{ persons { totalCount } }")).data["persons"][
+            "totalCount"] == 2  # nothing written past the family's budget
+        metrics = (await http.get("/metrics")).text
+        assert 'giftgraph_admission_refused_total{bound="family_mutation_rate"} 1.0' in metrics
+        assert (await other.client(two)).errors == []  # another family's budget

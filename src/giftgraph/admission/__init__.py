@@ -48,6 +48,8 @@ BOUNDS: tuple[Bound, ...] = (
           "selections"),
     Bound("mutation_rate", "mutation_rate", "root mutation fields per user, fragments "
           "expanded"),
+    Bound("family_mutation_rate", "family_mutation_rate", "root mutation fields of a "
+          "family, all its members together, fragments expanded"),
     Bound("login_rate", "login_rate", "login attempts per IP and email"),
     Bound("login_ip_rate", "login_ip_rate", "login attempts per IP"),
     Bound("signup_ip_rate", "signup_ip_rate", "signUp per IP"),

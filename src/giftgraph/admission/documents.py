@@ -433,4 +433,10 @@ class DocumentBounds(SchemaExtension):
             except AppError as exc:
                 count_refusal(ctx, "mutation_rate")
                 refuse(self, exc)
+            else:
+                try:  # the family's budget too: a member more is no budget more
+                    await limits.hit_family_mutation(str(ctx.user.family_id), max(1, fields))
+                except AppError as exc:
+                    count_refusal(ctx, "family_mutation_rate")
+                    refuse(self, exc)
         yield
