@@ -69,7 +69,8 @@ STALLED_NOTES = 1000  # bytes of notes per change while the stalled sockets don'
 SETTINGS_LIMITS = ("max_query_tokens", "max_aliases", "max_socket_message_bytes",
                    "max_search_length", "max_subscriptions_per_connection")
 # api_env raises these for the load benchmarks; here the attacker meets the defaults.
-RAISED = ("GIFTGRAPH_MUTATION_RATE", "GIFTGRAPH_MAX_SOCKETS_PER_USER",
+RAISED = ("GIFTGRAPH_MUTATION_RATE", "GIFTGRAPH_FAMILY_MUTATION_RATE",
+          "GIFTGRAPH_MAX_SOCKETS_PER_USER",
           "GIFTGRAPH_SIGNUP_IP_RATE", "GIFTGRAPH_TOKEN_IP_RATE", "GIFTGRAPH_LOGIN_IP_RATE",
           "GIFTGRAPH_LOGIN_RATE", "GIFTGRAPH_MAX_CONNECTIONS")
 RSS_CAP = 1536 * 2**20  # an attack phase ends early once the server grew this much

@@ -245,6 +245,7 @@ def api_env(database_url: str) -> dict[str, str]:
         "GIFTGRAPH_ENVIRONMENT": "production",
         "GIFTGRAPH_JWT_SECRET": secrets.token_urlsafe(40)[:40],
         "GIFTGRAPH_MUTATION_RATE": "10000000/minute",
+        "GIFTGRAPH_FAMILY_MUTATION_RATE": "10000000/minute",
         "GIFTGRAPH_MAX_SOCKETS_PER_USER": "20000",
         # W2 opens 10,000 sockets on one process (the default cap is 4,096).
         "GIFTGRAPH_MAX_CONNECTIONS": "30000",

@@ -79,6 +79,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "argon2_parallelism": 1,
         # Tests make many changes quickly; the rate-limit tests set their own budgets.
         "mutation_rate": "100000/minute",
+        "family_mutation_rate": "100000/minute",
         "login_rate": "100000/minute",
         "login_ip_rate": "100000/minute",
         "signup_ip_rate": "100000/minute",

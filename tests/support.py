@@ -37,6 +37,7 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
         "GIFTGRAPH_ARGON2_MEMORY_KIB": "1024",
         "GIFTGRAPH_ARGON2_PARALLELISM": "1",
         "GIFTGRAPH_MUTATION_RATE": "100000/minute",
+        "GIFTGRAPH_FAMILY_MUTATION_RATE": "100000/minute",
         "GIFTGRAPH_LOGIN_RATE": "100000/minute",
         "GIFTGRAPH_LOGIN_IP_RATE": "100000/minute",
         "GIFTGRAPH_SIGNUP_IP_RATE": "100000/minute",

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 from cross_web import HTTPException  # what Strawberry's view raises for bad requests
-from graphql import GraphQLError
+from graphql import ExecutionResult, GraphQLError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
@@ -45,6 +45,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from strawberry.utils.aio import aclosing
 
 from giftgraph.admission import sockets as admission
+from giftgraph.admission.requests import InFlight
 from giftgraph.admission.server import STATE_KEY as SERVER_REFUSALS
 from giftgraph.admission.throttle import Throttle
 from giftgraph.config import Settings
@@ -59,15 +60,22 @@ from giftgraph.db.engine import Database, create_database
 from giftgraph.db.migrate import database_revisions, head_revisions, schema_state, upgrade
 from giftgraph.db.models import Event
 from giftgraph.db.session import OperationDb
-from giftgraph.errors import QueryTooComplex, ServiceUnavailable
+from giftgraph.errors import QueryTooComplex, RateLimited, ServiceUnavailable
 from giftgraph.live import Live, credentials
 from giftgraph.live.render import DIRECT_SINK, DirectSink
 from giftgraph.live.wire import Wire, capture, release_handshake
 from giftgraph.observability import Metrics, configure_logging
 from giftgraph.ratelimit import RateLimits
-from giftgraph.schema.extensions import authenticate, format_error
+from giftgraph.schema.extensions import authenticate, forget_traceback, format_error
 from giftgraph.schema.schema import build_schema
-from giftgraph.web.http import BodyLimit, finish, is_json_body, negotiate, request_error
+from giftgraph.web.http import (
+    BodyLimit,
+    finish,
+    is_json_body,
+    negotiate,
+    rate_limited,
+    request_error,
+)
 
 log = logging.getLogger("giftgraph")
 
@@ -84,6 +92,7 @@ class AppState:
     metrics: Metrics
     rate_limits: RateLimits
     throttle: Throttle
+    in_flight: InFlight
     database: Database | None = None
     embedded: EmbeddedPostgres | None = None
     live: Live | None = None
@@ -307,14 +316,27 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def parse_json(self, data: str | bytes) -> Any:
         """A request body (or GET `variables`/`extensions`) must be a JSON object; orjson
-        also refuses invalid UTF-8 and nesting deeper than 1024 levels."""
+        also refuses invalid UTF-8. Nesting is bounded (`json_depth`), measured on the text
+        once it parses: orjson takes up to 1024 levels, and code recursing over the value
+        (variable coercion, cache keys) would exceed the interpreter's recursion limit."""
         try:
             value = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise HTTPException(400, "Unable to parse request body as JSON") from exc
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        if admission.too_deep(text, self.state.settings.max_json_depth):
+            self.state.metrics.refusals.count("json_depth")
+            raise HTTPException(400, "JSON nested too deeply")
         if not isinstance(value, dict):
             raise HTTPException(400, "Expected a JSON object")
         return value
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> Any:
+        """Strawberry's; the errors' tracebacks are let go first (`forget_traceback`: a
+        parse error's traceback would keep the whole request alive in a cycle)."""
+        for error in result.errors or []:
+            forget_traceback(error)
+        return await super().process_result(request, result)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """Our GraphiQL page: local assets only (works offline), auth for subscriptions."""
@@ -343,8 +365,14 @@ class GraphQLApp(GraphQL[Context, None]):
             # Strawberry takes any content type containing "application/json".
             response = request_error(415, "Send application/json (or use GET for queries)", media)
         else:
+            in_flight = self.state.in_flight
             try:
-                response = finish(await self.run(request), request, media)
+                # One caller's share: its requests beyond the bound wait here, before
+                # their body is read (giftgraph.admission.requests).
+                async with in_flight.turn(in_flight.key(request)):
+                    response = finish(await self.run(request), request, media)
+            except RateLimited as exc:
+                response = rate_limited(exc, media)
             except HTTPException as exc:
                 response = self._request_error(exc, media)
             except ClientDisconnect:
@@ -498,7 +526,8 @@ def create_app(settings: Settings) -> Starlette:
     configure_logging(settings)
     metrics, rate_limits = Metrics(), RateLimits(settings)
     state = AppState(settings=settings, metrics=metrics, rate_limits=rate_limits,
-                     throttle=Throttle(settings, rate_limits, metrics.refusals))
+                     throttle=Throttle(settings, rate_limits, metrics.refusals),
+                     in_flight=InFlight(settings, metrics.refusals))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:

@@ -26,7 +26,7 @@ from giftgraph.db.models import RefreshToken, User
 from giftgraph.errors import Unauthenticated
 
 if TYPE_CHECKING:
-    from giftgraph.admission.throttle import Hashing
+    from giftgraph.admission.throttle import Gate
 
 ACCESS = "access"
 REFRESH = "refresh"
@@ -43,15 +43,15 @@ def hasher(settings: Settings) -> PasswordHasher:
                    settings.argon2_parallelism)
 
 
-async def _run(gate: Hashing | None, work: Callable[[], T]) -> T:
-    """`work` off the event loop: through the app's bounded `Hashing` when given (every
-    request), else a plain worker thread (the CLI's demo data)."""
+async def _run(gate: Gate | None, work: Callable[[], T]) -> T:
+    """`work` off the event loop: through the app's bounded `Hashing` (a caller's turn of
+    it) when given (every request), else a plain worker thread (the CLI's demo data)."""
     if gate is not None:
         return await gate.run(work)
     return await asyncio.to_thread(work)
 
 
-async def hash_password(settings: Settings, password: str, gate: Hashing | None = None) -> str:
+async def hash_password(settings: Settings, password: str, gate: Gate | None = None) -> str:
     """argon2id hash, computed off the event loop."""
     return await _run(gate, lambda: hasher(settings).hash(password))
 
@@ -64,7 +64,7 @@ def _verify(settings: Settings, password_hash: str, password: str) -> bool:
 
 
 async def verify_password(settings: Settings, password_hash: str, password: str,
-                          gate: Hashing | None = None) -> bool:
+                          gate: Gate | None = None) -> bool:
     return await _run(gate, lambda: _verify(settings, password_hash, password))
 
 
@@ -79,7 +79,7 @@ def _dummy_hash(time_cost: int, memory_kib: int, parallelism: int) -> str:
 
 
 async def burn_password_check(settings: Settings, password: str,
-                              gate: Hashing | None = None) -> None:
+                              gate: Gate | None = None) -> None:
     def burn() -> None:  # the dummy hash too is made in the thread, the first time
         dummy = _dummy_hash(settings.argon2_time_cost, settings.argon2_memory_kib,
                             settings.argon2_parallelism)

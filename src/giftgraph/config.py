@@ -58,11 +58,16 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(default=10, ge=1)
     max_aliases: int = Field(default=15, ge=0)
     max_query_tokens: int = Field(default=2000, ge=10)
+    # Characters of a document (comments, whitespace and strings included), before parsing.
+    max_query_chars: int = Field(default=50_000, ge=100)
     max_query_cost: int = Field(default=50_000, ge=1)
     max_query_overlaps: int = Field(default=5_000, ge=1)
     # None: introspection on, except in production.
     introspection: bool | None = None
     mutation_rate: str = "120/minute"
+    # Root mutation fields of a whole family (all its members): members are an ADMIN's to
+    # create, so a budget per user alone grows with them.
+    family_mutation_rate: str = "600/minute"
     login_rate: str = "10/minute"
     login_ip_rate: str = "60/minute"
     rate_limit_storage_url: str = "memory://"
@@ -71,13 +76,22 @@ class Settings(BaseSettings):
     signup_ip_rate: str = "10/minute"
     token_ip_rate: str = "60/minute"
     max_concurrent_hashes: int = Field(default=2, ge=1)
+    # GraphQL requests over HTTP one caller (a family, else an IP) runs at once; the next
+    # waits for one of them at most request_wait_seconds, then RATE_LIMITED.
+    max_requests_per_caller: int = Field(default=8, ge=1)
+    request_wait_seconds: float = Field(default=10, gt=0)
     hash_wait_seconds: float = Field(default=5, gt=0)
     max_socket_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Levels of arrays and objects in a JSON request body (or GET `variables`/`extensions`):
+    # well below the interpreter's recursion limit, which coercion and cache keys would reach.
+    max_json_depth: int = Field(default=32, ge=4, le=500)
     max_search_length: int = Field(default=100, ge=1)
     max_replay_events: int = Field(default=10_000, ge=1)
     max_connections: int = Field(default=4096, ge=1)
     http_header_timeout_seconds: float = Field(default=10, gt=0)
     http_idle_timeout_seconds: float = Field(default=5, gt=0)
+    # A request's line and headers as received (uvicorn's httptools protocol has no limit).
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096)
     log_json: bool | None = None  # None: JSON in production, console otherwise
 
     max_page_size: int = 100

@@ -45,6 +45,7 @@ class RateLimits:
         self.storage = storage_from_string(url, **options)
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.mutation = parse(settings.mutation_rate)
+        self.family_mutation = parse(settings.family_mutation_rate)
         self.budgets: dict[str, RateLimitItem] = {
             bound: parse(getattr(settings, bound)) for bound in PREFIXES}
         self.failures = 0
@@ -66,6 +67,9 @@ class RateLimits:
 
     async def hit_mutation(self, user_id: str, count: int = 1) -> None:
         await self._hit(self.mutation, "mutation", user_id, cost=count)
+
+    async def hit_family_mutation(self, family_id: str, count: int = 1) -> None:
+        await self._hit(self.family_mutation, "family-mutation", family_id, cost=count)
 
     async def hit(self, bound: str, *keys: str) -> None:
         """One use of the budget `bound` (a name of PREFIXES) by `keys` (an IP, and the

@@ -203,3 +203,23 @@ def test_serve_with_workers_closes_idle_connections(database_url: str) -> None:
                 closed_by_server(sock)
     finally:
         stop(proc)
+
+
+def test_headers_past_the_bound_are_refused_before_more_is_buffered(database_url: str) -> None:
+    """uvicorn's httptools protocol buffers a request's headers without a limit: one
+    connection pushed 115 MB within the header timeout. Past `max_header_bytes`: 431."""
+    with serving(database_url, GIFTGRAPH_MAX_HEADER_BYTES="16384") as base:
+        before = refused(base, "header_bytes")
+        sock = connect(base)
+        sock.sendall(b"POST /graphql HTTP/1.1\r\nHost: giftgraph\r\nX-Pad: ")
+        sent = 0
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            for _ in range(64):  # up to 4 MiB: far more than the bound
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        received = closed_by_server(sock)
+        assert received.startswith(b"HTTP/1.1 431 "), received
+        assert refused(base, "header_bytes") == before + 1
+        # Headers within the bound are served, on a connection of their own.
+        r = httpx.get(f"{base}/health", headers={"x-pad": "a" * 12_000}, timeout=5)
+        assert r.status_code == 200

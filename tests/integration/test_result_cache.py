@@ -114,7 +114,7 @@ def _hit(store: ResultStore, key: str, version: int) -> Any:
 
 
 def test_store_is_bounded_least_recently_used_first() -> None:
-    store = ResultStore(max_bytes=800)  # entries of up to 100 bytes of JSON
+    store = ResultStore(max_bytes=800, overhead=0)  # entries of up to 100 bytes of JSON
     value = "x" * 80  # 82 bytes as JSON
     for key in "abcdefgh":
         store.put(key, 1, value)

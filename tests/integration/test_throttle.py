@@ -176,20 +176,22 @@ async def test_hashing_is_bounded_off_the_loop_and_a_long_wait_is_refused(
     serves other requests and no database connection is held by the hashing ones."""
     blocked = BlockedHashing(monkeypatch)
     async with serving(database_url, max_concurrent_hashes=2, hash_wait_seconds=0.3) as app, \
-            client(app) as http:
+            client(app) as http, client(app, "192.0.2.2") as other, \
+            client(app, "192.0.2.3") as third:
         gql = GQL(http)
         blocked.release()
         account = await sign_up(gql)
         blocked.block()
         pool = app.state.giftgraph.db().engine.sync_engine.pool
+        # Three callers (one hash at a time each: Hashing's turns).
         first = asyncio.create_task(gql(SIGN_UP, sign_up_vars("one@example.com")))
-        second = asyncio.create_task(gql(LOGIN, {"email": account.email,
-                                                 "password": account.password}))
+        second = asyncio.create_task(GQL(other)(LOGIN, {"email": account.email,
+                                                        "password": account.password}))
         await blocked.wait_started(2)
         assert pool.checkedout() == 0  # login checks the password holding no connection
         me = await account.client("{ me { id } }")  # the loop is free
         assert me.data["me"]["id"] == account.user_id
-        refused = await gql(SIGN_UP, sign_up_vars("three@example.com"))
+        refused = await GQL(third)(SIGN_UP, sign_up_vars("three@example.com"))
         assert_rate_limited(refused)
         assert await refusals(http, "hashing") == 1
         blocked.release()

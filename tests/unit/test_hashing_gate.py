@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -66,3 +67,39 @@ async def test_work_runs_in_the_hashing_threads_at_most_limit_at_once() -> None:
         hashing.close()
     assert peak == 2
     assert all(name.startswith("giftgraph-hash") for name in names)
+
+
+async def test_one_caller_has_one_hash_at_a_time_and_others_go_past_it() -> None:
+    """A caller's burst (an ADMIN's registerUser, 120 a minute) waits for its own turn,
+    one hash at a time, and is refused after `hash_wait_seconds`; another caller's hash
+    takes a free thread at once instead of queueing behind the whole burst."""
+    hashing = _hashing(2, 0.5)
+    release = threading.Event()
+    started: list[str] = []
+
+    def work(name: str) -> Callable[[], str]:
+        def run() -> str:
+            started.append(name)
+            release.wait(10)
+            return name
+        return run
+
+    try:
+        burst = [asyncio.create_task(hashing.turn("family:a").run(work(f"a{i}")))
+                 for i in range(5)]
+        await asyncio.sleep(0.1)
+        assert started == ["a0"]  # the burst's others wait for a0, not for a thread
+        victim = asyncio.create_task(hashing.turn("ip:192.0.2.9").run(work("victim")))
+        await asyncio.sleep(0.1)
+        assert started == ["a0", "victim"]  # the second thread was free for it
+        refused = await asyncio.gather(*burst[1:], return_exceptions=True)
+        assert all(isinstance(r, RateLimited) for r in refused)  # waited their turn 0.5 s
+        assert hashing.refused == 4
+        release.set()
+        assert await burst[0] == "a0"
+        assert await victim == "victim"
+        assert hashing.keys == {}  # no caller left behind
+        assert await hashing.turn("family:a").run(lambda: "again") == "again"
+    finally:
+        release.set()
+        hashing.close()

@@ -9,7 +9,8 @@ it protects (parsing, analysis, hashing, a query, a replay), and each refusal is
 - `sockets`: socket message size and shape, sockets per user, subscriptions per socket;
 - `throttle`: per-IP budgets of the anonymous mutations and the bound on concurrent
   password hashing;
-- `server`: connections, header and idle timeouts of `giftgraph serve`.
+- `server`: connections, header bytes, header and idle timeouts of `giftgraph serve`;
+- `requests`: GraphQL requests over HTTP in flight per caller.
 
 Replay (`since`), search and page sizes are bounded where those reads are built, under the
 names below. docs/hardening.md lists every bound with its default.
@@ -33,6 +34,10 @@ class Bound:
 
 BOUNDS: tuple[Bound, ...] = (
     Bound("body_bytes", "max_body_bytes", "an HTTP request body (413)"),
+    Bound("json_depth", "max_json_depth", "levels of arrays and objects in an HTTP "
+          "request's JSON (body, GET variables and extensions)"),
+    Bound("query_length", "max_query_chars", "a document's characters (comments, "
+          "whitespace and strings included), before it is parsed"),
     Bound("tokens", "max_query_tokens", "a document's tokens; the parser stops there"),
     Bound("depth", "max_query_depth", "a selection's depth, fragments expanded"),
     Bound("aliases", "max_aliases", "aliases in the expanded selection"),
@@ -43,12 +48,18 @@ BOUNDS: tuple[Bound, ...] = (
           "selections"),
     Bound("mutation_rate", "mutation_rate", "root mutation fields per user, fragments "
           "expanded"),
+    Bound("family_mutation_rate", "family_mutation_rate", "root mutation fields of a "
+          "family, all its members together, fragments expanded"),
     Bound("login_rate", "login_rate", "login attempts per IP and email"),
     Bound("login_ip_rate", "login_ip_rate", "login attempts per IP"),
     Bound("signup_ip_rate", "signup_ip_rate", "signUp per IP"),
     Bound("token_ip_rate", "token_ip_rate", "refreshToken and logout per IP"),
-    Bound("hashing", "max_concurrent_hashes", "password hashes computed at once (others "
-          "wait, up to hash_wait_seconds, then RATE_LIMITED)"),
+    Bound("requests_per_caller", "max_requests_per_caller", "GraphQL requests over HTTP "
+          "one caller (its family, else its IP) runs at once (the next waits up to "
+          "request_wait_seconds, then RATE_LIMITED)"),
+    Bound("hashing", "max_concurrent_hashes", "password hashes computed at once, one per "
+          "caller (family or IP) at a time (others wait, up to hash_wait_seconds, then "
+          "RATE_LIMITED)"),
     Bound("socket_message_bytes", "max_socket_message_bytes", "one WebSocket message "
           "(close 1009)"),
     Bound("sockets_per_user", "max_sockets_per_user", "open WebSockets per user (4429)"),
@@ -61,6 +72,8 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("connections", "max_connections", "open connections of `giftgraph serve`"),
     Bound("header_timeout", "http_header_timeout_seconds", "time to send a request's "
           "headers, and as long again for its body"),
+    Bound("header_bytes", "max_header_bytes", "a request's line and headers as received "
+          "(431, connection closed)"),
     Bound("idle_timeout", "http_idle_timeout_seconds", "an idle keep-alive connection"),
 )
 BY_NAME: dict[str, Bound] = {b.name: b for b in BOUNDS}

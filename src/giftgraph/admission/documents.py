@@ -355,12 +355,26 @@ class ParseWithTokenLimit(ParserCache):
     the other limits', not a syntax error. `actual` is where parsing stopped. A refused
     document is not cached (the cache keeps only what parsed)."""
 
-    def __init__(self, max_tokens: int, maxsize: int) -> None:
+    def __init__(self, max_tokens: int, maxsize: int, max_chars: int | None = None) -> None:
         super().__init__(maxsize=maxsize)
         self.max_tokens = max_tokens
+        self.max_chars = max_chars
 
     def on_parse(self) -> Iterator[None]:
         ec = self.execution_context
+        # Characters before tokens: comments, whitespace and string literals are no tokens,
+        # yet graphql-core's lexer reads them a character at a time in Python (~0.3 s for a
+        # 1 MB comment), and the parse and validation caches keep each document's text.
+        if self.max_chars is not None and ec.query is not None \
+                and len(ec.query) > self.max_chars:
+            limit = self.max_chars
+            count_refusal(ec.context, "query_length")
+            raise GraphQLError(
+                f"Query length exceeds the limit of {limit} characters",
+                original_error=QueryTooComplex(
+                    f"Query length exceeds the limit of {limit} characters", limit=limit,
+                    actual=len(ec.query), measure="length"),
+            )
         try:
             ec.graphql_document = self.cached_parse_document(ec.query,
                                                              max_tokens=self.max_tokens)
@@ -419,4 +433,10 @@ class DocumentBounds(SchemaExtension):
             except AppError as exc:
                 count_refusal(ctx, "mutation_rate")
                 refuse(self, exc)
+            else:
+                try:  # the family's budget too: a member more is no budget more
+                    await limits.hit_family_mutation(str(ctx.user.family_id), max(1, fields))
+                except AppError as exc:
+                    count_refusal(ctx, "family_mutation_rate")
+                    refuse(self, exc)
         yield

@@ -19,6 +19,10 @@ everyone.
   later request on it, its headers must be complete within it; then the body, if any,
   within as long again from the end of the headers. Else the connection is closed.
 - `http_idle_timeout_seconds`: uvicorn's keep-alive timer, between requests.
+- `max_header_bytes`: a request's request line and headers, as received. uvicorn's
+  httptools protocol (the one `auto` picks) buffers headers without any limit (its h11 one
+  stops at 16 KiB): within the header timeout one connection pushed 115 MB, and 20 of them
+  took the process to 700 MB. Past the bound: 431 and the connection closed.
 
 A WebSocket leaves this protocol at its upgrade (uvicorn hands the transport to its
 WebSocket protocol): its timers end there; pings and the connection_init timeout bound it.
@@ -62,6 +66,9 @@ METHODS = ("connection_made", "connection_lost", "data_received", "timeout_keep_
 ATTRIBUTES = ("cycle", "transport", "connections", "timeout_keep_alive", "app_state", "loop")
 REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
            b"content-length: 20\r\nconnection: close\r\n\r\nToo many connections")
+HEADERS_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                     b"content-type: text/plain; charset=utf-8\r\ncontent-length: 25\r\n"
+                     b"connection: close\r\n\r\nRequest headers too large")
 unreported: collections.Counter[str] = collections.Counter()
 
 
@@ -72,6 +79,7 @@ class Limits:
     max_connections: int
     header_timeout: float
     idle_timeout: float
+    max_header_bytes: int = 64 * 1024  # as the setting's default
 
 
 def raise_nofile() -> int | None:
@@ -99,7 +107,7 @@ def limits() -> Limits:
                         cap, max(1, room), nofile)
             cap = max(1, room)
     return Limits(cap, settings.http_header_timeout_seconds,
-                  settings.http_idle_timeout_seconds)
+                  settings.http_idle_timeout_seconds, settings.max_header_bytes)
 
 
 def unsupported() -> str | None:
@@ -167,6 +175,7 @@ class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
         self._refused = False
         self._deadline: asyncio.TimerHandle | None = None
         self._waiting: object = None  # HEADERS, a cycle (its body), or None
+        self._header_bytes = 0  # received while waiting for the current request's headers
         if _check_shape(self):
             self.timeout_keep_alive = self._limits.idle_timeout
 
@@ -190,9 +199,18 @@ class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if _enabled and self._waiting is HEADERS:
+            self._header_bytes += len(data)
         super().data_received(data)
         if _enabled:
             self._track()
+            if self._waiting is HEADERS and self._header_bytes > self._limits.max_header_bytes \
+                    and not self.transport.is_closing():
+                # Still no complete headers: refused before buffering more of them.
+                self._stop()
+                count(self.app_state, "header_bytes")
+                self.transport.write(HEADERS_TOO_LARGE)
+                self.transport.close()
 
     def timeout_keep_alive_handler(self) -> None:
         if _enabled and not self.transport.is_closing():
@@ -218,6 +236,8 @@ class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
     def _wait(self, what: object) -> None:
         self._stop()
         self._waiting = what
+        if what is HEADERS:
+            self._header_bytes = 0
         self._deadline = self.loop.call_later(self._limits.header_timeout, self._expired)
 
     def _stop(self) -> None:

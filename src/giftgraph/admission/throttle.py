@@ -10,6 +10,12 @@ runs off the event loop, in a pool of `max_concurrent_hashes` threads of its own
 waits for a free one at most `hash_wait_seconds`, then gets RATE_LIMITED (`retryAfter`)
 instead of queueing without end: however many requests hash at once, the rest of the
 server keeps its cores and its memory. The bound is per process.
+
+The threads are shared fairly: each caller (a family when authenticated, else an IP) has
+one hash at a time, running or waiting for a thread (`Hashing.turn`); its next waits for
+its own turn, within the same `hash_wait_seconds`. Without it, one ADMIN's burst of
+`registerUser` (120 a minute, the mutation budget) queued ahead of every login and signUp
+of the process: each waited ~5 s, then was refused.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import asyncio
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from giftgraph.config import Settings
 from giftgraph.errors import RateLimited
@@ -30,8 +36,38 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+class Gate(Protocol):
+    """What runs a hash: `Hashing` itself, or one caller's `Turn` of it."""
+
+    async def run(self, work: Callable[[], T]) -> T: ...
+
+
+class _Key:
+    """One caller's lock (its hash running or waiting for a thread) and its users."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class Turn:
+    """`Hashing.run` as one caller: one of its hashes at a time."""
+
+    __slots__ = ("hashing", "key")
+
+    def __init__(self, hashing: Hashing, key: str) -> None:
+        self.hashing = hashing
+        self.key = key
+
+    async def run(self, work: Callable[[], T]) -> T:
+        return await self.hashing.run(work, self.key)
+
+
 class Hashing:
-    """Runs password hashing and verification, at most `max_concurrent_hashes` at once."""
+    """Runs password hashing and verification, at most `max_concurrent_hashes` at once,
+    and one at a time per caller's key."""
 
     def __init__(self, settings: Settings, refusals: Refusals | None = None) -> None:
         self.limit = settings.max_concurrent_hashes
@@ -39,26 +75,58 @@ class Hashing:
         self.refusals = refusals
         self.slots = asyncio.Semaphore(self.limit)
         self.pool = ThreadPoolExecutor(self.limit, thread_name_prefix="giftgraph-hash")
+        self.keys: dict[str, _Key] = {}  # only keys with a hash running or waiting
         self.refused = 0
 
-    async def run(self, work: Callable[[], T]) -> T:
-        """`work()` in a hashing thread, once one is free (RATE_LIMITED after waiting
-        `hash_wait_seconds`). A caller cancelled meanwhile (its client left) does not free
-        the slot early: the slot is freed when the thread has finished."""
+    def turn(self, key: str) -> Turn:
+        """The gate of one caller (`family:<id>`, `ip:<address>`)."""
+        return Turn(self, key)
+
+    async def run(self, work: Callable[[], T], key: str | None = None) -> T:
+        """`work()` in a hashing thread, once `key` has no other hash running or waiting
+        and a thread is free (RATE_LIMITED after `hash_wait_seconds` in all). A caller
+        cancelled meanwhile (its client left) does not free the slot or its key early:
+        both are freed when the thread has finished."""
+        entry = None
+        if key is not None:
+            entry = self.keys.get(key) or self.keys.setdefault(key, _Key())
+            entry.users += 1
+        locked = False
+
+        def leave() -> None:
+            if entry is not None:
+                if locked:
+                    entry.lock.release()
+                entry.users -= 1
+                if entry.users == 0:
+                    self.keys.pop(key, None)  # type: ignore[arg-type]
+
         try:
             async with asyncio.timeout(self.wait):
+                if entry is not None:
+                    await entry.lock.acquire()
+                    locked = True
                 await self.slots.acquire()
         except TimeoutError:
+            leave()
             self.refused += 1
             if self.refusals is not None:
                 self.refusals.count("hashing")
             raise RateLimited(max(1, math.ceil(self.wait))) from None
+        except BaseException:
+            leave()
+            raise
+
+        def done(_: object = None) -> None:
+            self.slots.release()
+            leave()
+
         try:
             future = asyncio.get_running_loop().run_in_executor(self.pool, work)
         except BaseException:
-            self.slots.release()
+            done()
             raise
-        future.add_done_callback(lambda _: self.slots.release())
+        future.add_done_callback(done)
         return await asyncio.shield(future)
 
     def close(self) -> None:

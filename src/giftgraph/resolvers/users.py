@@ -50,7 +50,7 @@ from giftgraph.validation import (
 )
 
 if TYPE_CHECKING:
-    from giftgraph.admission.throttle import Hashing
+    from giftgraph.admission.throttle import Turn
 
 EMAIL_TAKEN = "an account with this email already exists"
 
@@ -100,12 +100,17 @@ async def _payload(
     )
 
 
-async def _hashing(info: Info) -> Hashing | None:
-    """The app's bounded hashing, once the operation's reads have given their connection
+async def _hashing(info: Info) -> Turn | None:
+    """The app's bounded hashing as this caller (its family, or its IP when anonymous:
+    one hash of theirs at a time), once the operation's reads have given their connection
     back: none is held while argon2 runs, or waits for a thread (up to hash_wait_seconds)."""
     await info.context.db.close()
     throttle = info.context.throttle
-    return throttle.hashing if throttle is not None else None
+    if throttle is None:
+        return None
+    user = info.context.user
+    key = f"family:{user.family_id}" if user is not None else f"ip:{info.context.client_ip}"
+    return throttle.hashing.turn(key)
 
 
 async def sign_up(info: Info, input: SignUpInput) -> AuthPayload:

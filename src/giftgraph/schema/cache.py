@@ -13,6 +13,7 @@ committed by another instance or process makes the next read a miss just the sam
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Hashable
@@ -38,11 +39,19 @@ class Entry:
     data: bytes  # the result's `data`, as JSON
 
 
-class ResultStore:
-    """Stored results, least recently used evicted first, at most `max_bytes` of JSON."""
+# What one entry costs beside its JSON: its key (a tuple of the user's UUID, a date and a
+# digest), the Entry and the OrderedDict's node. Counted, so that tiny results cannot make
+# the entries many more than the bound meant (`sys.getsizeof` of the parts: ~400 bytes).
+ENTRY_OVERHEAD = 512
 
-    def __init__(self, max_bytes: int) -> None:
+
+class ResultStore:
+    """Stored results, least recently used evicted first, at most `max_bytes` of JSON and
+    of each entry's overhead (`ENTRY_OVERHEAD`)."""
+
+    def __init__(self, max_bytes: int, overhead: int = ENTRY_OVERHEAD) -> None:
         self.max_bytes = max_bytes
+        self.overhead = overhead
         self.entries: OrderedDict[Hashable, Entry] = OrderedDict()
         self.size = 0
 
@@ -62,12 +71,12 @@ class ResultStore:
             return  # one huge result would evict everything else
         old = self.entries.pop(key, None)
         if old is not None:
-            self.size -= len(old.data)
+            self.size -= len(old.data) + self.overhead
         self.entries[key] = Entry(version, body)
-        self.size += len(body)
+        self.size += len(body) + self.overhead
         while self.size > self.max_bytes:
             _, evicted = self.entries.popitem(last=False)
-            self.size -= len(evicted.data)
+            self.size -= len(evicted.data) + self.overhead
 
 
 # Built once: building a statement and its cache key costs more than running this one.
@@ -147,8 +156,17 @@ class ResultCache(SchemaExtension):
 
 def _key(user_id: uuid.UUID, query: str | None, operation_name: str | None,
          variables: dict[str, Any] | None) -> Hashable | None:
+    """The entry's key: the document, operation name and variables by their digest, not
+    their text (up to a request body each; the store counts only the results' bytes and a
+    fixed overhead per entry)."""
     try:
         canonical = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # not JSON (never over HTTP or sockets): simply not cached
         return None
-    return (user_id, datetime.now(UTC).date(), query, operation_name, canonical)
+    digest = hashlib.blake2b(canonical, digest_size=32)
+    for part in (query, operation_name):
+        text = (part or "").encode("utf-8", "surrogatepass")
+        digest.update(len(text).to_bytes(8, "big"))  # length-prefixed: no ambiguity
+        digest.update(text)
+    return (user_id, datetime.now(UTC).date(), query is None, operation_name is None,
+            digest.digest())

@@ -164,6 +164,26 @@ class FormatErrors(SchemaExtension):
         return format_error(error, getattr(self.execution_context.context, "trace_id", None))
 
 
+def forget_traceback(error: BaseException) -> None:
+    """Drop the tracebacks of an error whose result is done (formatted and logged), of its
+    original error and of the exceptions chained to them. A parse error (or a refusal in
+    `on_parse`) escapes Strawberry's parsing hook to `Schema.execute`, whose frame, in the
+    error's traceback, holds the execution context that holds the error: a cycle keeping
+    the request (its body, its document's text) until the interpreter's rare full
+    collection. Measured: +0.9 MB of RSS per request with a 900 KB body, for hundreds."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo:
+        exc = todo.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        original = getattr(exc, "original_error", None)
+        todo += [exc.__cause__, exc.__context__,
+                 original if isinstance(original, BaseException) else None]
+
+
 def format_error(error: GraphQLError, trace_id: str | None) -> GraphQLError:
     """Adds `code` and `traceId` to an error, in place; masks (and logs) unexpected ones."""
     if (error.extensions or {}).get("traceId"):

@@ -98,7 +98,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     validate = validation_cache(512, suggest=suggest)
     extensions: list[Any] = [
         OperationLog, RequestScope, FormatErrors, RefuseNul,
-        lambda: ParseWithTokenLimit(settings.max_query_tokens, maxsize=512),
+        lambda: ParseWithTokenLimit(settings.max_query_tokens, maxsize=512,
+                                     max_chars=settings.max_query_chars),
         DocumentBounds,  # measures before validation; charges mutations before execution
         lambda: FreshValidationCache(validate), ChooseOperation,  # after the validation
     ]

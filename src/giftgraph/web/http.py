@@ -70,6 +70,15 @@ def request_error(status: int, message: str, media: str = JSON,
     return Response(error_body(message), status_code=status, media_type=media, headers=headers)
 
 
+def rate_limited(exc: Any, media: str) -> Response:
+    """A request refused by a rate or in-flight bound before it ran: RATE_LIMITED with
+    `retryAfter` and `Retry-After`; 429 under graphql-response+json, as `finish` does."""
+    retry = int(exc.extensions.get("retryAfter", 1))
+    body = error_body(exc.message, "RATE_LIMITED", retryAfter=retry)
+    return Response(body, status_code=429 if media == GRAPHQL_RESPONSE else 200,
+                    media_type=media, headers={"Retry-After": str(retry)})
+
+
 def is_request_error(body: dict[str, Any]) -> bool:
     """Parse, validation and variable errors: no execution happened (no `data`, no `path`)."""
     errors = body.get("errors") or []
