@@ -48,6 +48,8 @@ function onDashboard(d) {
     // still resumes without a gap.
     app.activity = d.activity.slice();
     if (d.activity.length) lastSeq = d.activity[0].seq;
+    const list = $('activity'); // shown already (a refetch): the snapshot's activity replaces it
+    if (list) list.replaceChildren(...app.activity.map(activityLine));
   }
   if (app.view && app.view.onDashboard) app.view.onDashboard(d);
 }
