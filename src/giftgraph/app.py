@@ -165,13 +165,18 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         super().on_request_accepted()
 
     async def shutdown(self) -> None:
+        # The socket has ended (closed by either side, failed, cancelled): its user's slot
+        # and its expiry timer go first. Strawberry's shutdown then waits for every
+        # operation's own cleanup, which may wait on the broker or the database (a
+        # presence leave is announced): for as long as that took, a slot given back
+        # afterwards refused the user's next socket (4429).
+        slot = getattr(self.context.request.state, "socket_slot", None)
+        if slot is not None:
+            slot.release()
+        credentials.release(self.context.request)
         try:
             await super().shutdown()
-        finally:  # every way the socket ends (closed by either side, failed, cancelled)
-            slot = getattr(self.context.request.state, "socket_slot", None)
-            if slot is not None:
-                slot.release()
-            credentials.release(self.context.request)
+        finally:
             if self.context.metrics is not None:
                 self.context.metrics.socket_closed()
 

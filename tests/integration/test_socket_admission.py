@@ -28,7 +28,15 @@ from giftgraph.live.wire import WS_PROTOCOL
 from tests.conftest import make_settings
 from tests.integration.test_live import PROTOCOL, WsClient
 from tests.integration.test_live_features import Server
-from tests.support import free_port, service_env, start_service, stop, wait_healthy
+from tests.support import (
+    RedisServer,
+    free_port,
+    redis_binary,
+    service_env,
+    start_service,
+    stop,
+    wait_healthy,
+)
 
 SUBSCRIPTION = "subscription { familyEvents { seq } }"
 
@@ -202,6 +210,36 @@ async def test_a_closed_socket_gives_its_slot_back_at_once(database_url: str,
         assert await closed_with(second.ws) == (4403, "Forbidden")
         await until(none_open, "revoked sockets are still counted open")
         assert hub.sockets == {}
+
+
+async def test_a_closed_socket_gives_its_slot_back_while_its_subscriptions_still_end(
+        database_url: str) -> None:
+    """The slot is the socket's, not its subscriptions': a presence subscription's end
+    waits for the broker (its leave is announced), here a frozen one, for seconds. The
+    closed socket's user may open another at once (it was refused 4429 until then: with
+    a broker that hangs, for as long as it hangs)."""
+    redis = RedisServer(redis_binary(), free_port())
+    redis.start()
+    try:
+        settings = make_settings(database_url, broadcast_url=redis.url, max_sockets_per_user=1)
+        async with running(settings) as srv:
+            token, _ = await srv.signup(f"slot-{time.monotonic_ns()}@example.com")
+            auth = {"authorization": f"Bearer {token}"}
+            first = await WsClient.connect(srv.base, auth)
+            op = await first.subscribe('subscription { presence(topic: "family") { topic } }')
+            msg = await first.receive()
+            assert (msg["type"], msg["id"]) == ("next", op), msg
+            redis.freeze()
+            try:
+                await first.ws.close()
+                started = time.monotonic()
+                second = await WsClient.connect(srv.base, auth)  # acked, or this fails
+                assert time.monotonic() - started < 3
+                await second.ws.close()
+            finally:
+                redis.thaw()
+    finally:
+        redis.stop()
 
 
 def uuid_of(global_id: str) -> Any:
