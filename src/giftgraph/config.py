@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     # The admission layer (giftgraph.admission): every bound named there has its setting here.
     signup_ip_rate: str = "10/minute"
     token_ip_rate: str = "60/minute"
+    # Pings that re-authenticate a socket (a token check and a database read each), per user.
+    socket_reauth_rate: str = "30/minute"
     max_concurrent_hashes: int = Field(default=2, ge=1)
     hash_wait_seconds: float = Field(default=5, gt=0)
     max_socket_message_bytes: int = Field(default=64 * 1024, ge=1024)

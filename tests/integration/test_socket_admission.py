@@ -242,6 +242,33 @@ async def test_a_closed_socket_gives_its_slot_back_while_its_subscriptions_still
         redis.stop()
 
 
+async def test_pings_that_re_authenticate_a_socket_are_budgeted_per_user(
+        database_url: str) -> None:
+    """Each re-authenticating ping is a token check and a database read: a user's pings
+    over all its sockets are budgeted (`socket_reauth_rate`); past it the `pong` says
+    RATE_LIMITED, nothing is renewed, the refusal is counted, and the socket stays open."""
+    settings = make_settings(database_url, socket_reauth_rate="3/minute")
+    async with running(settings) as srv:
+        token, _ = await srv.signup(f"pinger-{time.monotonic_ns()}@example.com")
+        auth = {"authorization": f"Bearer {token}"}
+        one = await WsClient.connect(srv.base, auth)
+        two = await WsClient.connect(srv.base, auth)
+        pongs = []
+        for ws in (one, two, one, two):
+            await ws.ws.send(json.dumps({"type": "ping", "payload": auth}))
+            pongs.append(await ws.receive())
+        assert all(p["type"] == "pong" for p in pongs), pongs
+        assert [("expiresAt" in p["payload"]) for p in pongs] == [True, True, True, False]
+        assert pongs[3]["payload"]["code"] == "RATE_LIMITED", pongs[3]
+        assert pongs[3]["payload"]["retryAfter"] >= 1
+        assert await metric(srv.base, "giftgraph_admission_refused_total",
+                            "socket_reauth_rate") == 1
+        await two.ws.send(json.dumps({"type": "ping"}))  # open: a plain ping is answered
+        assert await two.receive() == {"type": "pong"}
+        await one.ws.close()
+        await two.ws.close()
+
+
 def uuid_of(global_id: str) -> Any:
     from giftgraph.ids import decode_id
 

@@ -47,6 +47,8 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("login_ip_rate", "login_ip_rate", "login attempts per IP"),
     Bound("signup_ip_rate", "signup_ip_rate", "signUp per IP"),
     Bound("token_ip_rate", "token_ip_rate", "refreshToken and logout per IP"),
+    Bound("socket_reauth_rate", "socket_reauth_rate", "pings that re-authenticate a socket, "
+          "per user (each a token check and a database read)"),
     Bound("hashing", "max_concurrent_hashes", "password hashes computed at once (others "
           "wait, up to hash_wait_seconds, then RATE_LIMITED)"),
     Bound("socket_message_bytes", "max_socket_message_bytes", "one WebSocket message "
