@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     max_concurrent_hashes: int = Field(default=2, ge=1)
     hash_wait_seconds: float = Field(default=5, gt=0)
     max_socket_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Messages one socket may send per second, on average; bursts of twice
+    # max_subscriptions_per_connection (or a second's worth, if more) go through at once.
+    socket_message_rate: float = Field(default=20, gt=0)
     max_search_length: int = Field(default=100, ge=1)
     max_replay_events: int = Field(default=10_000, ge=1)
     max_connections: int = Field(default=4096, ge=1)

@@ -269,6 +269,26 @@ async def test_pings_that_re_authenticate_a_socket_are_budgeted_per_user(
         await two.ws.close()
 
 
+async def test_a_socket_sending_faster_than_its_rate_is_read_more_slowly(
+        database_url: str) -> None:
+    """Past its burst a socket's messages are handled at `socket_message_rate` (each one
+    that waits is counted), all of them, in order, on an open socket."""
+    settings = make_settings(database_url, socket_message_rate=20,
+                             max_subscriptions_per_connection=5)
+    async with running(settings) as srv:
+        token, _ = await srv.signup(f"flood-{time.monotonic_ns()}@example.com")
+        client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+        for _ in range(50):  # a burst of 20, then 30 over the rate
+            await client.ws.send(json.dumps({"type": "ping"}))
+        for _ in range(50):
+            assert await client.receive() == {"type": "pong"}
+        assert await metric(srv.base, "giftgraph_admission_refused_total",
+                            "socket_message_rate") >= 20
+        op = await client.subscribe("{ __typename }")
+        assert (await client.receive())["id"] == op
+        await client.ws.close()
+
+
 def uuid_of(global_id: str) -> Any:
     from giftgraph.ids import decode_id
 

@@ -53,6 +53,8 @@ BOUNDS: tuple[Bound, ...] = (
           "wait, up to hash_wait_seconds, then RATE_LIMITED)"),
     Bound("socket_message_bytes", "max_socket_message_bytes", "one WebSocket message "
           "(close 1009)"),
+    Bound("socket_message_rate", "socket_message_rate", "messages one socket sends per "
+          "second (a faster socket is read more slowly)"),
     Bound("sockets_per_user", "max_sockets_per_user", "open WebSockets per user (4429)"),
     Bound("subscriptions_per_socket", "max_subscriptions_per_connection",
           "operations on one socket"),
