@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -115,15 +116,22 @@ class SocketAdapter(ASGIWebSocketAdapter):
         life) is not kept while it waits for the next."""
         state = self.view.state  # type: ignore[attr-defined]
         limit, refusals = state.settings.max_socket_message_bytes, state.metrics.refusals
+        budget = admission.message_budget(state.settings.socket_message_rate,
+                                          state.settings.max_subscriptions_per_connection)
         try:
             while self.ws.application_state != WebSocketState.DISCONNECTED:
+                text = await self.ws.receive_text()
+                wait = budget.take()
+                if wait:  # over the socket's rate: this socket is not read meanwhile
+                    refusals.count("socket_message_rate")
+                    await asyncio.sleep(wait)
                 try:
-                    message = admission.parse_message(await self.ws.receive_text(), limit,
-                                                      refusals)
+                    message = admission.parse_message(text, limit, refusals)
                 except admission.MessageRefused as refused:
                     log.info("socket message refused: %s", refused.reason)
                     await self.close(refused.code, refused.reason)
                     return
+                del text
                 yield message
         except KeyError as e:
             raise NonTextMessageReceived from e
@@ -175,13 +183,18 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         super().on_request_accepted()
 
     async def shutdown(self) -> None:
+        # The socket has ended (closed by either side, failed, cancelled): its user's slot
+        # and its expiry timer go first. Strawberry's shutdown then waits for every
+        # operation's own cleanup, which may wait on the broker or the database (a
+        # presence leave is announced): for as long as that took, a slot given back
+        # afterwards refused the user's next socket (4429).
+        slot = getattr(self.context.request.state, "socket_slot", None)
+        if slot is not None:
+            slot.release()
+        credentials.release(self.context.request)
         try:
             await super().shutdown()
-        finally:  # every way the socket ends (closed by either side, failed, cancelled)
-            slot = getattr(self.context.request.state, "socket_slot", None)
-            if slot is not None:
-                slot.release()
-            credentials.release(self.context.request)
+        finally:
             if self.context.metrics is not None:
                 self.context.metrics.socket_closed()
 

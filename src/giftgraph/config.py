@@ -74,7 +74,9 @@ class Settings(BaseSettings):
     max_sockets_per_user: int = Field(default=20, ge=1)
     # The admission layer (giftgraph.admission): every bound named there has its setting here.
     signup_ip_rate: str = "10/minute"
-    token_ip_rate: str = "60/minute"
+    token_ip_rate: str = "60/minute"  # noqa: S105 - a rate, not a secret
+    # Pings that re-authenticate a socket (a token check and a database read each), per user.
+    socket_reauth_rate: str = "30/minute"
     max_concurrent_hashes: int = Field(default=2, ge=1)
     # GraphQL requests over HTTP one caller (a family, else an IP) runs at once; the next
     # waits for one of them at most request_wait_seconds, then RATE_LIMITED.
@@ -85,6 +87,9 @@ class Settings(BaseSettings):
     # Levels of arrays and objects in a JSON request body (or GET `variables`/`extensions`):
     # well below the interpreter's recursion limit, which coercion and cache keys would reach.
     max_json_depth: int = Field(default=32, ge=4, le=500)
+    # Messages one socket may send per second, on average; bursts of twice
+    # max_subscriptions_per_connection (or a second's worth, if more) go through at once.
+    socket_message_rate: float = Field(default=20, gt=0)
     max_search_length: int = Field(default=100, ge=1)
     max_replay_events: int = Field(default=10_000, ge=1)
     max_connections: int = Field(default=4096, ge=1)

@@ -28,6 +28,7 @@ PREFIXES = {
     "login_rate": "login",
     "signup_ip_rate": "signup-ip",
     "token_ip_rate": "token-ip",
+    "socket_reauth_rate": "reauth",
 }
 
 

@@ -4,8 +4,11 @@ then live with no gap and no duplicate; against a uvicorn server in this process
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
 import socket
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -64,6 +67,14 @@ def replay_statements(app: Any) -> Iterator[list[tuple[str, Any]]]:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", before)
+
+
+def text_frame(text: str) -> bytes:
+    """A client's masked text frame (mask of zeros: the payload as it is)."""
+    data = text.encode()
+    n = len(data)
+    head = b"\x81" + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big"))
+    return head + b"\0\0\0\0" + data
 
 
 async def changes(srv: Server, token: str, n: int) -> None:
@@ -148,3 +159,56 @@ async def test_since_further_back_than_the_bound_is_refused_before_any_replay(
         await client.subscribe(EVENTS, {"s": str(seqs[2])})  # exactly 5 after it: replayed
         assert await received(client, 5) == seqs[3:]
         await client.ws.close()
+
+
+async def test_a_socket_that_stops_reading_holds_one_replayed_page_not_one_per_subscription(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replays on one socket take turns, a page at a time (read and sent): while the
+    socket does not read, its other replaying subscriptions wait without a page of the
+    log in hand (each held its own before: 100 subscriptions, 100 pages)."""
+    monkeypatch.setattr(streams, "REPLAY_PAGE", 2, raising=False)
+    held: weakref.WeakSet[Any] = weakref.WeakSet()  # the pages read and not yet let go
+    page = streams._page
+
+    class Page(list):  # type: ignore[type-arg]
+        __hash__ = object.__hash__  # type: ignore[assignment]  # in a WeakSet, by identity
+
+    async def spy(*args: Any) -> Any:
+        rows = Page(await page(*args))
+        held.add(rows)
+        return rows
+
+    monkeypatch.setattr(streams, "_page", spy)
+    async with serving(database_url) as srv:
+        token, _ = await srv.signup("stalled-replays@example.com")
+        for _ in range(150):  # ~5 KB each: 20 replays of these (15 MB) fill any buffer
+            await srv.gql('mutation { createPerson(input: {name: "P", notes: "%s"}) { id } }'
+                          % ("n" * 5000), token=token)
+        loop = asyncio.get_running_loop()
+        with socket.socket() as sock:  # a client that reads nothing after connection_ack
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", int(srv.base.rsplit(":", 1)[1])))
+            await loop.sock_sendall(sock, (
+                "GET /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-transport-ws"
+                "\r\n\r\n").encode("ascii"))
+            answer = b""
+            while b"\r\n\r\n" not in answer:  # the 101, then the socket's messages
+                answer += await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+            await loop.sock_sendall(sock, text_frame(json.dumps(
+                {"type": "connection_init", "payload": {"token": token}})))
+            while b"connection_ack" not in answer:
+                chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+                assert chunk, answer
+                answer += chunk
+            query = ("subscription($s: String) { familyEvents(since: $s) { seq node { id "
+                     "... on Person { notes } } } }")
+            for k in range(20):
+                await loop.sock_sendall(sock, text_frame(json.dumps(
+                    {"id": str(k), "type": "subscribe",
+                     "payload": {"query": query, "variables": {"s": "0"}}})))
+            await asyncio.sleep(3)  # the socket's buffers fill; the replays wait
+            gc.collect()
+            assert len(held) == 1, len(held)

@@ -28,7 +28,15 @@ from giftgraph.live.wire import WS_PROTOCOL
 from tests.conftest import make_settings
 from tests.integration.test_live import PROTOCOL, WsClient
 from tests.integration.test_live_features import Server
-from tests.support import free_port, service_env, start_service, stop, wait_healthy
+from tests.support import (
+    RedisServer,
+    free_port,
+    redis_binary,
+    service_env,
+    start_service,
+    stop,
+    wait_healthy,
+)
 
 SUBSCRIPTION = "subscription { familyEvents { seq } }"
 
@@ -202,6 +210,83 @@ async def test_a_closed_socket_gives_its_slot_back_at_once(database_url: str,
         assert await closed_with(second.ws) == (4403, "Forbidden")
         await until(none_open, "revoked sockets are still counted open")
         assert hub.sockets == {}
+
+
+async def test_a_closed_socket_gives_its_slot_back_while_its_subscriptions_still_end(
+        database_url: str) -> None:
+    """The slot is the socket's, not its subscriptions': a presence subscription's end
+    waits for the broker (its leave is announced), here a frozen one, for seconds. The
+    closed socket's user may open another at once (it was refused 4429 until then: with
+    a broker that hangs, for as long as it hangs)."""
+    redis = RedisServer(redis_binary(), free_port())
+    redis.start()
+    try:
+        settings = make_settings(database_url, broadcast_url=redis.url, max_sockets_per_user=1)
+        async with running(settings) as srv:
+            token, _ = await srv.signup(f"slot-{time.monotonic_ns()}@example.com")
+            auth = {"authorization": f"Bearer {token}"}
+            first = await WsClient.connect(srv.base, auth)
+            op = await first.subscribe('subscription { presence(topic: "family") { topic } }')
+            msg = await first.receive()
+            assert (msg["type"], msg["id"]) == ("next", op), msg
+            redis.freeze()
+            try:
+                await first.ws.close()
+                started = time.monotonic()
+                second = await WsClient.connect(srv.base, auth)  # acked, or this fails
+                assert time.monotonic() - started < 3
+                await second.ws.close()
+            finally:
+                redis.thaw()
+    finally:
+        redis.stop()
+
+
+async def test_pings_that_re_authenticate_a_socket_are_budgeted_per_user(
+        database_url: str) -> None:
+    """Each re-authenticating ping is a token check and a database read: a user's pings
+    over all its sockets are budgeted (`socket_reauth_rate`); past it the `pong` says
+    RATE_LIMITED, nothing is renewed, the refusal is counted, and the socket stays open."""
+    settings = make_settings(database_url, socket_reauth_rate="3/minute")
+    async with running(settings) as srv:
+        token, _ = await srv.signup(f"pinger-{time.monotonic_ns()}@example.com")
+        auth = {"authorization": f"Bearer {token}"}
+        one = await WsClient.connect(srv.base, auth)
+        two = await WsClient.connect(srv.base, auth)
+        pongs = []
+        for ws in (one, two, one, two):
+            await ws.ws.send(json.dumps({"type": "ping", "payload": auth}))
+            pongs.append(await ws.receive())
+        assert all(p["type"] == "pong" for p in pongs), pongs
+        assert [("expiresAt" in p["payload"]) for p in pongs] == [True, True, True, False]
+        assert pongs[3]["payload"]["code"] == "RATE_LIMITED", pongs[3]
+        assert pongs[3]["payload"]["retryAfter"] >= 1
+        assert await metric(srv.base, "giftgraph_admission_refused_total",
+                            "socket_reauth_rate") == 1
+        await two.ws.send(json.dumps({"type": "ping"}))  # open: a plain ping is answered
+        assert await two.receive() == {"type": "pong"}
+        await one.ws.close()
+        await two.ws.close()
+
+
+async def test_a_socket_sending_faster_than_its_rate_is_read_more_slowly(
+        database_url: str) -> None:
+    """Past its burst a socket's messages are handled at `socket_message_rate` (each one
+    that waits is counted), all of them, in order, on an open socket."""
+    settings = make_settings(database_url, socket_message_rate=20,
+                             max_subscriptions_per_connection=5)
+    async with running(settings) as srv:
+        token, _ = await srv.signup(f"flood-{time.monotonic_ns()}@example.com")
+        client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+        for _ in range(50):  # a burst of 20, then 30 over the rate
+            await client.ws.send(json.dumps({"type": "ping"}))
+        for _ in range(50):
+            assert await client.receive() == {"type": "pong"}
+        assert await metric(srv.base, "giftgraph_admission_refused_total",
+                            "socket_message_rate") >= 20
+        op = await client.subscribe("{ __typename }")
+        assert (await client.receive())["id"] == op
+        await client.ws.close()
 
 
 def uuid_of(global_id: str) -> Any:

@@ -60,8 +60,12 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("hashing", "max_concurrent_hashes", "password hashes computed at once, one per "
           "caller (family or IP) at a time (others wait, up to hash_wait_seconds, then "
           "RATE_LIMITED)"),
+    Bound("socket_reauth_rate", "socket_reauth_rate", "pings that re-authenticate a socket, "
+          "per user (each a token check and a database read)"),
     Bound("socket_message_bytes", "max_socket_message_bytes", "one WebSocket message "
           "(close 1009)"),
+    Bound("socket_message_rate", "socket_message_rate", "messages one socket sends per "
+          "second (a faster socket is read more slowly)"),
     Bound("sockets_per_user", "max_sockets_per_user", "open WebSockets per user (4429)"),
     Bound("subscriptions_per_socket", "max_subscriptions_per_connection",
           "operations on one socket"),

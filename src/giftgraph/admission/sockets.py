@@ -7,6 +7,13 @@
   most `MAX_DEPTH` levels, an operation id of at most `MAX_ID_CHARS`; otherwise close 4400.
   Deeper input would reach code that recurses over it (a RecursionError drops the socket
   without a close frame), a long id is echoed in every message of its operation.
+- A socket's message rate (`socket_message_rate`): each message takes a token of the
+  socket's bucket (`MessageBudget`), refilled at that rate, as deep as twice the
+  subscriptions a socket may hold (a client starts all of them at once). A message with no
+  token left waits for one before it is handled (counted), and meanwhile the socket is not
+  read: TCP pushes back on the sender. Each message costs the server a parse and a
+  dispatch, a `ping` an answer: without it one user's 20 sockets sending as fast as they
+  could (~19,000 pings a second) took most of the process.
 - Sockets per user (`sockets_per_user`, close 4429): a slot is taken when the socket is
   authenticated and given back exactly once when its handler ends (`SocketSlot`), so the
   count is the sockets open now, never ones waiting for the garbage collector.
@@ -17,6 +24,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +109,31 @@ def parse_message(text: str, limit: int, refusals: Refusals | None = None) -> An
 def valid_id(value: object) -> bool:
     """An operation id: a string of at most MAX_ID_CHARS."""
     return isinstance(value, str) and len(value) <= MAX_ID_CHARS
+
+
+class MessageBudget:
+    """A socket's token bucket: `rate` messages a second, `burst` at once."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        """Take one token: 0 when there was one, else the seconds until there is (the
+        message waits that long; its token is spent then)."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate) - 1
+        self.stamp = now
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+def message_budget(rate: float, subscriptions: int) -> MessageBudget:
+    """The bucket of one socket: `rate` a second, a burst of twice `subscriptions` (all of a
+    socket's subscriptions started and completed at once) or a second's worth."""
+    return MessageBudget(rate, max(2.0 * subscriptions, rate))
 
 
 class SocketSlot:

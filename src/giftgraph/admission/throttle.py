@@ -161,3 +161,7 @@ class Throttle:
     async def token(self, ip: str) -> None:
         """refreshToken and logout, one budget."""
         await self._spend("token_ip_rate", ip)
+
+    async def reauth(self, user_id: str) -> None:
+        """A ping that re-authenticates a socket: per user, over all of its sockets."""
+        await self._spend("socket_reauth_rate", user_id)

@@ -7,9 +7,11 @@ re-authenticated on the open socket first. To do so it sends a `ping` whose payl
 `{"authorization": "Bearer <access token>"}` (or `{"token": "<access token>"}`): a valid
 token of the same user moves the socket's deadline to that token's expiry, ties the
 socket to the token's refresh chain and refreshes its caller (role, name); the `pong`
-carries `{"expiresAt": <its exp, seconds since the epoch>}`. A token that is not valid
-(expired, revoked, malformed) or is another user's closes the socket with 4403. A `ping`
-without those keys is answered as before, and changes nothing.
+carries `{"expiresAt": <its exp, seconds since the epoch>}`. Each user may do so
+`socket_reauth_rate` times (30 a minute), over all of its sockets; past that the `pong`
+carries `{"code": "RATE_LIMITED", "retryAfter": <seconds>}` and nothing is renewed. A
+token that is not valid (expired, revoked, malformed) or is another user's closes the
+socket with 4403. A `ping` without those keys is answered as before, and changes nothing.
 
 Revocation closes sockets with 4403 on every instance, through the hub (`Hub.revoke_user`):
 all of a user's when it is deactivated, deleted or given a new password, and those whose
@@ -32,7 +34,7 @@ from starlette.websockets import WebSocket
 from giftgraph import auth
 from giftgraph.context import Context, OperationState, begin_operation, end_operation
 from giftgraph.db.session import OperationDb
-from giftgraph.errors import AppError, Unauthenticated
+from giftgraph.errors import AppError, RateLimited, Unauthenticated
 
 log = logging.getLogger("giftgraph.live")
 
@@ -118,6 +120,12 @@ async def renew(context: Context, payload: Any) -> bool | dict[str, Any]:
     raw = _authorization(payload)
     if raw is None or context.user is None or not isinstance(ws, WebSocket):
         return True
+    if context.throttle is not None:
+        # Before the token is read: a client may send pings as fast as it likes.
+        try:
+            await context.throttle.reauth(str(context.user.id))
+        except RateLimited as exc:
+            return {"code": exc.code, **exc.extensions}
     state = OperationState(OperationDb(context.database))
     operation = begin_operation(state)
     try:

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Hashable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Integer, bindparam, func, select
@@ -127,8 +127,11 @@ class SharedScopes:
 
 # Events per replay statement. A replay (`since`, or a catch-up after a gap or a broker
 # reconnect) reads the log in keyset pages and sends each page before it reads the next:
-# a replaying subscriber holds one page, however far back it starts.
-REPLAY_PAGE = 200
+# a replaying subscriber holds one page, however far back it starts. The replays of one
+# socket take turns, a page each (`Context.replay_turn`): a page is at most the rendered
+# events live.render keeps per selection (RESULTS_KEPT, 64), so that the socket's other
+# subscriptions of the same selection, replaying the same page after it, reuse them.
+REPLAY_PAGE = 50
 
 
 PAGE_AFTER = (select(m.Event)
@@ -216,19 +219,21 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
         pending: list[m.Event] = []
         while True:
             while True:
-                if after is not None:
-                    pending = await _page(sessions, family_id, topic, after)
-                    after = pending[-1].seq if len(pending) == REPLAY_PAGE else None
-                for event in pending:
-                    if event.seq <= sub.last:
-                        continue
-                    sub.last = event.seq
-                    if not scoped:
-                        yield event
-                        continue
-                    async with scopes.use(("event", family_id, event.seq), family_id):
-                        yield event
-                pending = []  # a page is let go before the next one is read
+                # A page is read and sent in the socket's replay turn (one at a time).
+                async with ctx.replay_turn() if after is not None else nullcontext():
+                    if after is not None:
+                        pending = await _page(sessions, family_id, topic, after)
+                        after = pending[-1].seq if len(pending) == REPLAY_PAGE else None
+                    for event in pending:
+                        if event.seq <= sub.last:
+                            continue
+                        sub.last = event.seq
+                        if not scoped:
+                            yield event
+                            continue
+                        async with scopes.use(("event", family_id, event.seq), family_id):
+                            yield event
+                    pending = []  # a page is let go before the next one is read
                 if after is None:
                     break
             if direct is not None and not sub.items:

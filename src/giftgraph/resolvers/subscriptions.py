@@ -7,7 +7,7 @@ import re
 import sys
 import uuid
 from collections.abc import AsyncGenerator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, aclosing, nullcontext
 from typing import Any
 
 import orjson
@@ -66,10 +66,13 @@ async def _events(info: Info, topic: str, since: str | None) -> AsyncGenerator[E
         # Interned: thousands of subscriptions to one topic share its string.
         sink.park = _Parked(ctx, live, sys.intern(topic), since, plan, sink).run
         return
+    # Closed when this ends, however it ends: a replaying stream holds its socket's replay
+    # turn (streams.event_stream), which the socket's other replays wait for.
     with _active(ctx.metrics):
-        async for row in event_stream(ctx, live.hub, live.scopes, topic, since):
-            _delivered(ctx.metrics, row)
-            yield Event.from_model(row)
+        async with aclosing(event_stream(ctx, live.hub, live.scopes, topic, since)) as rows:
+            async for row in rows:
+                _delivered(ctx.metrics, row)
+                yield Event.from_model(row)
 
 
 class _Parked:
@@ -107,14 +110,16 @@ class _Parked:
             if self.wire is not None else None
         try:
             with _active(ctx.metrics):
-                async for row in event_stream(ctx, live.hub, live.scopes, self.topic,
-                                              self.since, scoped=False, direct=direct):
-                    payload = await plan.render(row)
-                    if sink.closed:
-                        continue
-                    if not self.write(row, payload):
-                        await _send_or_wait(sink, self.prefix + payload + b"}")
-                    _delivered(ctx.metrics, row)
+                async with aclosing(event_stream(ctx, live.hub, live.scopes, self.topic,
+                                                 self.since, scoped=False,
+                                                 direct=direct)) as rows:
+                    async for row in rows:
+                        payload = await plan.render(row)
+                        if sink.closed:
+                            continue
+                        if not self.write(row, payload):
+                            await _send_or_wait(sink, self.prefix + payload + b"}")
+                        _delivered(ctx.metrics, row)
         except Exception as exc:  # as Strawberry ends a subscription whose source failed
             error = format_error(exc if isinstance(exc, GraphQLError)
                                  else GraphQLError(str(exc), original_error=exc), ctx.trace_id)
