@@ -72,7 +72,8 @@ SETTINGS_LIMITS = ("max_query_tokens", "max_aliases", "max_socket_message_bytes"
 RAISED = ("GIFTGRAPH_MUTATION_RATE", "GIFTGRAPH_FAMILY_MUTATION_RATE",
           "GIFTGRAPH_MAX_SOCKETS_PER_USER",
           "GIFTGRAPH_SIGNUP_IP_RATE", "GIFTGRAPH_TOKEN_IP_RATE", "GIFTGRAPH_LOGIN_IP_RATE",
-          "GIFTGRAPH_LOGIN_RATE", "GIFTGRAPH_MAX_CONNECTIONS")
+          "GIFTGRAPH_LOGIN_RATE", "GIFTGRAPH_MAX_CONNECTIONS",
+          "GIFTGRAPH_SOCKET_CONNECT_IP_RATE")
 RSS_CAP = 1536 * 2**20  # an attack phase ends early once the server grew this much
 SETTLE_MAX = 60.0  # seconds to wait for the server to go quiet after an attack
 SETTLE_ANSWER = 0.2  # seconds: a prompt /health answer

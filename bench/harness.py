@@ -255,6 +255,8 @@ def api_env(database_url: str) -> dict[str, str]:
         "GIFTGRAPH_TOKEN_IP_RATE": "10000000/minute",
         "GIFTGRAPH_LOGIN_IP_RATE": "10000000/minute",
         "GIFTGRAPH_LOGIN_RATE": "10000000/minute",
+        # ... and opens its thousands of sockets from it too.
+        "GIFTGRAPH_SOCKET_CONNECT_IP_RATE": "10000000/minute",
     }
 
 

@@ -42,6 +42,7 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
         "GIFTGRAPH_LOGIN_IP_RATE": "100000/minute",
         "GIFTGRAPH_SIGNUP_IP_RATE": "100000/minute",
         "GIFTGRAPH_TOKEN_IP_RATE": "100000/minute",
+        "GIFTGRAPH_SOCKET_CONNECT_IP_RATE": "100000/minute",
         **extra,
     }
 

@@ -518,15 +518,21 @@ class App(Starlette):
     the middleware and the router: their coroutines (error handling, CORS, metrics,
     routing; all pass-throughs for a WebSocket) would otherwise stay suspended for the
     socket's whole life, ~1 KB of each idle connection. Every WebSocket's uvicorn protocol
-    is recorded first (`wire.capture`), while `send` is still uvicorn's own."""
+    is recorded first (`wire.capture`), while `send` is still uvicorn's own. Every
+    WebSocket first spends its IP's budget of new sockets (`admit_connection`), before
+    the handshake is accepted."""
 
-    def __init__(self, *, sockets: dict[str, ASGIApp], **kwargs: Any) -> None:
+    def __init__(self, *, sockets: dict[str, ASGIApp], throttle: Throttle,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sockets = sockets
+        self.throttle = throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             capture(scope, send)
+            if not await admission.admit_connection(scope, send, self.throttle):
+                return
             socket_app = None if scope.get("root_path") else self.sockets.get(scope["path"])
             if socket_app is not None:
                 scope["app"] = self
@@ -620,6 +626,7 @@ def create_app(settings: Settings) -> Starlette:
     graphql = GraphQLApp(state)
     app = App(
         sockets={"/graphql": graphql.socket},
+        throttle=state.throttle,
         routes=[
             Route("/", dashboard, methods=["GET"]),
             Route("/favicon.ico", favicon, methods=["GET"]),

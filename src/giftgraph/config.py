@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     token_ip_rate: str = "60/minute"  # noqa: S105 - a rate, not a secret
     # Pings that re-authenticate a socket (a token check and a database read each), per user.
     socket_reauth_rate: str = "30/minute"
+    # New WebSockets per client IP, refused before the handshake: a household behind one
+    # NAT opens a few (one per tab of the app), and all of them again after a restart.
+    socket_connect_ip_rate: str = "120/minute"
     max_concurrent_hashes: int = Field(default=2, ge=1)
     # GraphQL requests over HTTP one caller (a family, else an IP) runs at once; the next
     # waits for one of them at most request_wait_seconds, then RATE_LIMITED.

@@ -16,6 +16,7 @@ from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
+from giftgraph.admission import BY_NAME
 from giftgraph.config import Settings
 from giftgraph.errors import RateLimited
 
@@ -29,6 +30,7 @@ PREFIXES = {
     "signup_ip_rate": "signup-ip",
     "token_ip_rate": "token-ip",
     "socket_reauth_rate": "reauth",
+    "socket_connect_rate": "socket-connect-ip",
 }
 
 
@@ -48,7 +50,7 @@ class RateLimits:
         self.mutation = parse(settings.mutation_rate)
         self.family_mutation = parse(settings.family_mutation_rate)
         self.budgets: dict[str, RateLimitItem] = {
-            bound: parse(getattr(settings, bound)) for bound in PREFIXES}
+            bound: parse(getattr(settings, BY_NAME[bound].setting)) for bound in PREFIXES}
         self.failures = 0
 
     async def _hit(self, item: RateLimitItem, *keys: str, cost: int = 1) -> None:

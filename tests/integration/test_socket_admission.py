@@ -461,3 +461,51 @@ async def test_a_message_whose_handling_fails_closes_1011(
         await fine.ws.send(json.dumps({"type": "ping"}))
         assert await fine.receive() == {"type": "pong"}
         await fine.ws.close()
+
+
+async def test_new_sockets_are_budgeted_per_ip_before_the_handshake(
+        database_url: str) -> None:
+    """With 3 new sockets a minute per IP, three connect, the fourth is refused before it
+    could send connection_init (HTTP 403, counted); another IP still connects."""
+    url_of = "ws://127.0.0.1:{}/graphql".format
+    async with running(make_settings(database_url, socket_connect_ip_rate="3/minute")) as srv:
+        url = url_of(srv.base.rsplit(":", 1)[1])
+        opened = [await websockets.connect(url, subprotocols=[PROTOCOL])  # type: ignore[list-item]
+                  for _ in range(3)]
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url, subprotocols=[PROTOCOL])  # type: ignore[list-item]
+        assert refused.value.response.status_code == 403
+        assert await metric(srv.base, "giftgraph_admission_refused_total",
+                            "socket_connect_rate") == 1
+        # The budget is the client's: a socket from another address is let in, and works.
+        other = await websockets.connect(url, subprotocols=[PROTOCOL],  # type: ignore[list-item]
+                                         local_addr=("127.0.0.2", 0))
+        token, _ = await srv.signup("churn@example.com")
+        await other.send(json.dumps({"type": "connection_init",
+                                     "payload": {"authorization": f"Bearer {token}"}}))
+        assert json.loads(await other.recv())["type"] == "connection_ack"
+        for ws in [*opened, other]:
+            await ws.close()
+        assert await metric(srv.base, "giftgraph_admission_refused_total",
+                            "socket_connect_rate") == 1
+
+
+async def test_the_socket_budget_is_the_scope_clients(database_url: str) -> None:
+    """The budget is keyed by the client as the server resolved it (`scope["client"]`,
+    X-Forwarded-For already applied): a refused socket is closed before accept (1013),
+    counted, and another client is let in."""
+    from giftgraph.admission.sockets import admit_connection
+
+    app = create_app(make_settings(database_url, socket_connect_ip_rate="1/minute"))
+    throttle = app.throttle  # type: ignore[attr-defined]
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/graphql", "client": ("198.51.100.7", 1234)}
+    assert await admit_connection(scope, send, throttle)
+    assert not await admit_connection(scope, send, throttle)
+    assert sent == [{"type": "websocket.close", "code": 1013, "reason": ""}]
+    assert await admit_connection({**scope, "client": ("198.51.100.8", 1)}, send, throttle)
+    assert throttle.refusals.counter.labels("socket_connect_rate")._value.get() == 1

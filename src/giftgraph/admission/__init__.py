@@ -6,7 +6,8 @@ it protects (parsing, analysis, hashing, a query, a replay), and each refusal is
 
 - `documents`: a GraphQL document's tokens, depth, aliases, cost, overlaps and root
   mutation fields, measured in one pass per fragment (linear in the document);
-- `sockets`: socket message size and shape, sockets per user, subscriptions per socket;
+- `sockets`: new sockets per IP, socket message size and shape, sockets per user,
+  subscriptions per socket;
 - `throttle`: per-IP budgets of the anonymous mutations and the bound on concurrent
   password hashing;
 - `server`: connections, header bytes, header and idle timeouts of `giftgraph serve`;
@@ -62,6 +63,8 @@ BOUNDS: tuple[Bound, ...] = (
           "RATE_LIMITED)"),
     Bound("socket_reauth_rate", "socket_reauth_rate", "pings that re-authenticate a socket, "
           "per user (each a token check and a database read)"),
+    Bound("socket_connect_rate", "socket_connect_ip_rate", "new WebSockets per client "
+          "IP, refused before the handshake (closed before accept: HTTP 403)"),
     Bound("socket_message_bytes", "max_socket_message_bytes", "one WebSocket message "
           "(close 1009)"),
     Bound("socket_message_rate", "socket_message_rate", "messages one socket sends per "

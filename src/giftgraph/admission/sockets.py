@@ -1,5 +1,15 @@
 """Socket admission: what one WebSocket message, user and socket may take.
 
+- New sockets per client IP (`socket_connect_rate`): spent by `admit_connection` before the
+  handshake is accepted and before any token is read, since the handshake itself is the
+  cost (a loop opening and closing sockets, or a flood of `connection_init` with tokens
+  that name no user, slowed every family's queries). The IP is the client as the server
+  resolved it (`scope["client"]`: uvicorn applies X-Forwarded-For from a trusted proxy).
+  A refused socket is closed before it is accepted (1013, try again later), which uvicorn
+  answers with HTTP 403 and logs at info. Not a 429 through the ASGI denial-response
+  extension: uvicorn 0.54's sans-I/O protocol logs each of those as an error ("returned
+  without completing handshake"), a log line at ERROR per refusal of a flood. The store
+  being down lets the socket in (`RateLimits`).
 - A message's size (`socket_message_bytes`): uvicorn refuses a larger frame from its header,
   before buffering it (`ws_max_size`, which `giftgraph serve` sets from the setting: close
   1009); the app checks again before parsing (`oversized`), for servers that don't.
@@ -30,10 +40,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from giftgraph.errors import RateLimited
+
 if TYPE_CHECKING:
+    from starlette.types import Scope, Send
     from starlette.websockets import WebSocket
 
     from giftgraph.admission import Refusals
+    from giftgraph.admission.throttle import Throttle
     from giftgraph.live.hub import Hub
 
 # Levels of nesting one message may have: its envelope is 3 (message, payload, variables),
@@ -43,6 +57,7 @@ MAX_DEPTH = 32
 MAX_ID_CHARS = 128  # a client's operation id (graphql-ws sends a UUID: 36)
 
 TOO_BIG = 1009  # RFC 6455 "message too big", as uvicorn closes for ws_max_size
+TRY_LATER = 1013  # RFC 6455 "try again later": a close before accept (uvicorn: HTTP 403)
 INVALID = 4400  # graphql-transport-ws: an invalid message
 
 
@@ -164,3 +179,15 @@ def admit(hub: Hub, user_id: uuid.UUID, ws: WebSocket, limit: int,
         return None
     hub.register_socket(user_id, ws)
     return SocketSlot(hub, user_id, ws)
+
+
+async def admit_connection(scope: Scope, send: Send, throttle: Throttle) -> bool:
+    """Spend one of the client IP's new sockets (`socket_connect_rate`, counted when
+    refused); refused: close before accept (uvicorn: HTTP 403) and return False."""
+    client = scope.get("client")
+    try:
+        await throttle.socket_connect(client[0] if client else "unknown")
+    except RateLimited:
+        await send({"type": "websocket.close", "code": TRY_LATER, "reason": ""})
+        return False
+    return True

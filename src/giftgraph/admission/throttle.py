@@ -162,6 +162,10 @@ class Throttle:
         """refreshToken and logout, one budget."""
         await self._spend("token_ip_rate", ip)
 
+    async def socket_connect(self, ip: str) -> None:
+        """A new WebSocket, before its handshake is accepted: per IP."""
+        await self._spend("socket_connect_rate", ip)
+
     async def reauth(self, user_id: str) -> None:
         """A ping that re-authenticates a socket: per user, over all of its sockets."""
         await self._spend("socket_reauth_rate", user_id)
