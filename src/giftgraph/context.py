@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
@@ -102,18 +101,6 @@ class Context:
     rate_limits: RateLimits | None = None
     # The anonymous mutations' per-IP budgets and the bound on concurrent password hashing.
     throttle: Throttle | None = None
-    # A socket's replays (`since`, catch-ups) go one page at a time (`replay_turn`).
-    replaying: asyncio.Lock | None = None
-
-    def replay_turn(self) -> asyncio.Lock:
-        """The turn of this socket's (or request's) replays: a subscription reads a page of
-        the log and sends it while holding it, so a socket that does not read holds one
-        replayed page, not one per subscription (100 subscriptions replaying to a socket
-        that stopped reading held 100 pages, ~60 MB)."""
-        if self.replaying is None:
-            self.replaying = asyncio.Lock()
-        return self.replaying
-
     @property
     def operation(self) -> OperationState:
         state = _OPERATION.get()

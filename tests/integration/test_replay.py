@@ -212,3 +212,53 @@ async def test_a_socket_that_stops_reading_holds_one_replayed_page_not_one_per_s
             await asyncio.sleep(3)  # the socket's buffers fill; the replays wait
             gc.collect()
             assert len(held) == 1, len(held)
+
+
+async def test_a_users_replays_take_one_turn_across_sockets_while_others_replay(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """All of one user's replays, on all their sockets, read the log a page at a time
+    (never two of their pages at once), while another user's replay reads alongside; and
+    no user's turn is kept once their replays end."""
+    monkeypatch.setattr(streams, "REPLAY_PAGE", 2, raising=False)
+    reading: dict[Any, int] = {}  # family id -> pages being read now
+    most: dict[Any, int] = {}  # family id -> most pages read at once
+    overlapped: list[bool] = []  # whether the two users' pages were ever read at once
+    page = streams._page
+
+    async def spy(sessions: Any, family_id: Any, *args: Any) -> Any:
+        reading[family_id] = reading.get(family_id, 0) + 1
+        most[family_id] = max(most.get(family_id, 0), reading[family_id])
+        overlapped.append(sum(1 for n in reading.values() if n) > 1)
+        try:
+            await asyncio.sleep(0.01)  # a page read that takes a while: others could come in
+            return await page(sessions, family_id, *args)
+        finally:
+            reading[family_id] -= 1
+
+    monkeypatch.setattr(streams, "_page", spy)
+    async with serving(database_url) as srv:
+        busy, _ = await srv.signup("busy-replays@example.com")
+        other, _ = await srv.signup("other-replays@example.com")
+        await changes(srv, busy, 12)
+        await changes(srv, other, 12)
+        sockets = [await WsClient.connect(srv.base, {"authorization": f"Bearer {t}"})
+                   for t in (busy, busy, other)]
+        for client in sockets:
+            for _ in range(2):
+                await client.subscribe(EVENTS, {"s": "0"})
+        for client in sockets:  # each of its two replays: every event once
+            seqs = await received(client, 24)
+            assert len(set(seqs)) == 12, seqs
+            assert all(seqs.count(seq) == 2 for seq in seqs), seqs
+        turns = srv.app.state.giftgraph.live.hub.replay_turns
+        for client in sockets:
+            await client.ws.close()
+        for _ in range(100):  # the handlers end after the close
+            if not len(turns):
+                break
+            await asyncio.sleep(0.05)
+        assert len(turns) == 0
+
+    assert len(most) == 2, most
+    assert sorted(most.values()) == [1, 1], most  # one page at a time per user
+    assert any(overlapped), "the other user's replay waited for the busy user's"

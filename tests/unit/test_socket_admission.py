@@ -21,6 +21,7 @@ from giftgraph.admission.sockets import (
     MAX_ID_CHARS,
     TOO_BIG,
     MessageRefused,
+    ReplayTurns,
     admit,
     oversized,
     parse_message,
@@ -198,3 +199,21 @@ async def test_a_closed_socket_takes_no_more_sends_or_closes_without_an_error() 
         await adapter.send_json({"type": "pong"})
     assert [m["type"] for m in sent] == ["websocket.send", "websocket.close"]
     assert sent[1]["code"] == 4403
+
+
+async def test_replay_turns_are_one_per_user_and_kept_only_while_held_or_awaited() -> None:
+    """A user's second replay waits for the first's turn, another user's does not; a waiter
+    cancelled meanwhile, and a holder done, leave nothing behind."""
+    turns = ReplayTurns()
+    ann, bob = uuid.uuid4(), uuid.uuid4()
+    async with turns.turn(ann):
+        waiter = asyncio.create_task(turns.turn(ann).__aenter__())
+        await asyncio.sleep(0)
+        assert not waiter.done()  # ann's second replay waits for her first
+        async with asyncio.timeout(1), turns.turn(bob):  # bob's does not
+            assert len(turns) == 2
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert len(turns) == 1
+    assert len(turns) == 0

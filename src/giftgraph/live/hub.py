@@ -20,6 +20,7 @@ from broadcaster import Broadcast
 from broadcaster import Event as BroadcastEvent
 from starlette.websockets import WebSocket
 
+from giftgraph.admission.sockets import ReplayTurns
 from giftgraph.db import models as m
 from giftgraph.live import credentials
 from giftgraph.live.backends import RECONNECTED, Refused, make_backend
@@ -342,6 +343,8 @@ class Hub:
         # authenticated, unregistered when closed (`admission.sockets.SocketSlot`). Plain
         # sets, not weak ones: a closed socket must leave now, not at the next collection.
         self.sockets: dict[uuid.UUID, set[WebSocket]] = {}
+        # Each user's replays take one turn, a page at a time, across all their sockets.
+        self.replay_turns = ReplayTurns()
         self.published = 0
         self.backlog_events = 0  # events fanned out in a batch with others already waiting
         self.on_backlog: Callable[[int], None] | None = None  # called with each batch's size

@@ -128,9 +128,10 @@ class SharedScopes:
 # Events per replay statement. A replay (`since`, or a catch-up after a gap or a broker
 # reconnect) reads the log in keyset pages and sends each page before it reads the next:
 # a replaying subscriber holds one page, however far back it starts. The replays of one
-# socket take turns, a page each (`Context.replay_turn`): a page is at most the rendered
-# events live.render keeps per selection (RESULTS_KEPT, 64), so that the socket's other
-# subscriptions of the same selection, replaying the same page after it, reuse them.
+# user, on all their sockets, take turns, a page each (`Hub.replay_turns`): a page is at
+# most the rendered events live.render keeps per selection (RESULTS_KEPT, 64), so that the
+# user's other subscriptions of the same selection, replaying the same page after it,
+# reuse them.
 REPLAY_PAGE = 50
 
 
@@ -219,8 +220,11 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
         pending: list[m.Event] = []
         while True:
             while True:
-                # A page is read and sent in the socket's replay turn (one at a time).
-                async with ctx.replay_turn() if after is not None else nullcontext():
+                # A page is read and sent in the user's replay turn (one at a time, on all
+                # their sockets): a socket that does not read holds one replayed page, not
+                # one per subscription; a user's many replays take one page's share.
+                replaying = after is not None
+                async with hub.replay_turns.turn(user.id) if replaying else nullcontext():
                     if after is not None:
                         pending = await _page(sessions, family_id, topic, after)
                         after = pending[-1].seq if len(pending) == REPLAY_PAGE else None
@@ -236,6 +240,7 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
                     pending = []  # a page is let go before the next one is read
                 if after is None:
                     break
+                await asyncio.sleep(0)  # between pages, whatever else is ready runs first
             if direct is not None and not sub.items:
                 sub.direct = direct  # caught up: the hub may deliver by itself from here
             try:
