@@ -197,3 +197,26 @@ async def test_a_malformed_control_message_is_not_the_end_of_the_control_loop() 
         assert await asyncio.wait_for(sub.get(), 2) is RESYNC
         await hub.broadcast.publish(RECONNECTED, "")  # the loop is still there
         assert await asyncio.wait_for(sub.get(), 2) is RESYNC
+
+
+async def test_a_shared_scope_holds_no_connection_between_its_reads(app: Any,
+                                                                    alice: Account) -> None:
+    """An event's shared scope is held while its subscribers are written to, a stalled one's
+    for ever: its reads give their connection back at once, so that sockets that stop
+    reading cannot take the pool from everyone else's requests."""
+    from giftgraph.context import _OPERATION
+
+    state = app.state.giftgraph
+    pool = state.database.engine.pool
+    me = (await alice.client("{ me { id family { id } } }")).data["me"]
+    user, family = decode_id(me["id"], "User"), decode_id(me["family"]["id"], "Family")
+    before = pool.checkedout()
+    async with state.live.scopes.use(("event", family, 1), family):
+        operation = _OPERATION.get()
+        assert operation is not None
+        row = await operation.loaders.user.load(user)
+        assert row is not None and row.email == alice.email
+        assert pool.checkedout() == before  # back in the pool while the scope is held
+        other = await operation.loaders.family.load(family)  # the next read takes one again
+        assert other is not None
+        assert pool.checkedout() == before

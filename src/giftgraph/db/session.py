@@ -32,7 +32,12 @@ class OperationDb:
     reads, so the lock costs little and the statement count stays deterministic.
     """
 
-    def __init__(self, database: Database, publish: Publisher | None = None) -> None:
+    def __init__(self, database: Database, publish: Publisher | None = None, *,
+                 hold_reads: bool = True) -> None:
+        # False for scopes that outlive their reads (an event's shared scope is held while
+        # its subscribers are written to, which a socket that stops reading makes forever):
+        # the connection goes back to the pool after each read, the next read takes one.
+        self._hold_reads = hold_reads
         self._reads = database.reads
         self._writes = database.sessions
         self._publish = publish
@@ -54,6 +59,8 @@ class OperationDb:
             except BaseException:
                 self._read_failed = True
                 raise
+            finally:
+                await self._let_go()
 
     async def rows(self, stmt: Select[Any],
                    params: Mapping[str, Any] | None = None) -> Sequence[Any]:
@@ -67,6 +74,8 @@ class OperationDb:
             except BaseException:
                 self._read_failed = True
                 raise
+            finally:
+                await self._let_go()
 
     async def scalar(self, stmt: Select[tuple[T]],
                      params: Mapping[str, Any] | None = None) -> T | None:
@@ -76,6 +85,8 @@ class OperationDb:
             except BaseException:
                 self._read_failed = True
                 raise
+            finally:
+                await self._let_go()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
@@ -113,6 +124,11 @@ class OperationDb:
         async with self._lock:
             if self._read_failed:
                 await self._close_reads()
+
+    async def _let_go(self) -> None:
+        """After a read, under the lock: the connection back to the pool, unless held."""
+        if not self._hold_reads:
+            await self._close_reads()
 
     async def _close_reads(self) -> None:
         session, self._session = self._session, None

@@ -62,7 +62,9 @@ class SharedScopes:
 
         entry = self._scopes.get(key)
         if entry is None:
-            db = OperationDb(self._database)
+            # Its subscribers are written to while it is in use, a stalled one for ever: it
+            # holds no connection between its reads.
+            db = OperationDb(self._database, hold_reads=False)
             entry = self._scopes[key] = [OperationState(db, Loaders(db, family_id)), 0, None]
         entry[1] += 1
         if entry[2] is not None:
