@@ -19,6 +19,11 @@
   count is the sockets open now, never ones waiting for the garbage collector.
 - Subscriptions per socket (`subscriptions_per_socket`) are refused where Strawberry's
   handler starts operations (`app.TransportWSHandler.handle_subscribe`).
+- Subscriptions per user (`subscriptions_per_user`), over all of the user's sockets, are
+  refused there too: each operation takes a slot of its user's count (`OpenOperations`)
+  when it starts and gives it back exactly once when it ends (completed, failed, its
+  socket closed: `OperationSlot`). Each mutation of a family is one delivery per open
+  subscription of its members: without it one user's 20 sockets held 2,000.
 """
 
 from __future__ import annotations
@@ -164,3 +169,50 @@ def admit(hub: Hub, user_id: uuid.UUID, ws: WebSocket, limit: int,
         return None
     hub.register_socket(user_id, ws)
     return SocketSlot(hub, user_id, ws)
+
+
+class OperationSlot:
+    """One open operation's place in its user's count: taken by `OpenOperations.admit`,
+    given back by `release`, exactly once."""
+
+    __slots__ = ("counts", "user_id")
+
+    def __init__(self, counts: OpenOperations, user_id: uuid.UUID) -> None:
+        self.counts: OpenOperations | None = counts
+        self.user_id = user_id
+
+    def release(self) -> None:
+        """Give the slot back (no-op the second time)."""
+        counts, self.counts = self.counts, None
+        if counts is not None:
+            counts.give_back(self.user_id)
+
+
+class OpenOperations:
+    """Operations open per user over all of the user's sockets (of this process)."""
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open: dict[uuid.UUID, int] = {}
+
+    def count(self, user_id: uuid.UUID) -> int:
+        return self.open.get(user_id, 0)
+
+    def admit(self, user_id: uuid.UUID, limit: int,
+              refusals: Refusals | None = None) -> OperationSlot | None:
+        """A slot for an operation of this user, or None (counted) when `limit` are open.
+        Checked and taken in one step: no await between them."""
+        if self.count(user_id) >= limit:
+            if refusals is not None:
+                refusals.count("subscriptions_per_user")
+            return None
+        self.open[user_id] = self.count(user_id) + 1
+        return OperationSlot(self, user_id)
+
+    def give_back(self, user_id: uuid.UUID) -> None:
+        left = self.count(user_id) - 1
+        if left > 0:
+            self.open[user_id] = left
+        else:  # no entry kept for a user with none open
+            self.open.pop(user_id, None)
