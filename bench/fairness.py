@@ -70,7 +70,7 @@ SETTINGS_LIMITS = ("max_query_tokens", "max_aliases", "max_socket_message_bytes"
                    "max_search_length", "max_subscriptions_per_connection")
 # api_env raises these for the load benchmarks; here the attacker meets the defaults.
 RAISED = ("GIFTGRAPH_MUTATION_RATE", "GIFTGRAPH_FAMILY_MUTATION_RATE",
-          "GIFTGRAPH_MAX_SOCKETS_PER_USER",
+          "GIFTGRAPH_MAX_SOCKETS_PER_USER", "GIFTGRAPH_MAX_SUBSCRIPTIONS_PER_USER",
           "GIFTGRAPH_SIGNUP_IP_RATE", "GIFTGRAPH_TOKEN_IP_RATE", "GIFTGRAPH_LOGIN_IP_RATE",
           "GIFTGRAPH_LOGIN_RATE", "GIFTGRAPH_MAX_CONNECTIONS",
           "GIFTGRAPH_SOCKET_CONNECT_IP_RATE")

@@ -247,6 +247,7 @@ def api_env(database_url: str) -> dict[str, str]:
         "GIFTGRAPH_MUTATION_RATE": "10000000/minute",
         "GIFTGRAPH_FAMILY_MUTATION_RATE": "10000000/minute",
         "GIFTGRAPH_MAX_SOCKETS_PER_USER": "20000",
+        "GIFTGRAPH_MAX_SUBSCRIPTIONS_PER_USER": "1000000",  # W2's sockets are one user's
         # W2 opens 10,000 sockets on one process (the default cap is 4,096).
         "GIFTGRAPH_MAX_CONNECTIONS": "30000",
         "GIFTGRAPH_ACCESS_TOKEN_TTL_SECONDS": "7200",

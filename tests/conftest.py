@@ -85,6 +85,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "signup_ip_rate": "100000/minute",
         "token_ip_rate": "100000/minute",
         "socket_connect_ip_rate": "100000/minute",
+        "max_subscriptions_per_user": 1_000_000,
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -43,6 +43,8 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
         "GIFTGRAPH_SIGNUP_IP_RATE": "100000/minute",
         "GIFTGRAPH_TOKEN_IP_RATE": "100000/minute",
         "GIFTGRAPH_SOCKET_CONNECT_IP_RATE": "100000/minute",
+        # Tests open many subscriptions as one user; the admission tests set their own.
+        "GIFTGRAPH_MAX_SUBSCRIPTIONS_PER_USER": "1000000",
         **extra,
     }
 

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,8 @@ class AppState:
     database: Database | None = None
     embedded: EmbeddedPostgres | None = None
     live: Live | None = None
+    # Operations open per user over all sockets (`subscriptions_per_user`).
+    operations: admission.OpenOperations = field(default_factory=admission.OpenOperations)
 
     def db(self) -> Database:
         assert self.database is not None, "the app's lifespan has not started"
@@ -174,7 +176,37 @@ OperationStreamClosed: type[Exception] = getattr(strawberry_ws, "_OperationStrea
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws with a direct sink per operation: event subscriptions write
-    shared, pre-rendered `next` messages themselves (see giftgraph.live.render)."""
+    shared, pre-rendered `next` messages themselves (see giftgraph.live.render).
+
+    Each operation holds a slot of its user's count (`admission.OperationSlot`) while it is
+    one of the socket's `operations`: given back when it leaves them (completed, failed,
+    cancelled by `complete`), when its task ends, or when the socket shuts down, whichever
+    comes first (a slot is given back once)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Each open operation's slot, by id, with the operation that holds it (an id is
+        # free for another operation once its own has left `operations`).
+        self.user_slots: dict[str, tuple[object, admission.OperationSlot]] = {}
+
+    def _give_back(self, operation_id: str, ended: object | None = None) -> None:
+        """Give back the slot held under `operation_id` if its operation is no longer the
+        socket's, or is `ended` (its task returned)."""
+        entry = self.user_slots.get(operation_id)
+        if entry is None:
+            return
+        operation, slot = entry
+        if operation is ended or self.operations.get(operation_id) is not operation:
+            del self.user_slots[operation_id]
+            slot.release()
+
+    def forget_id(self, id: str) -> None:
+        super().forget_id(id)
+        self._give_back(id)
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        await super().cleanup_operation(operation_id)
+        self._give_back(operation_id)
 
     def on_request_accepted(self) -> None:
         """The socket is open (accepted with our subprotocol): count it until `shutdown`."""
@@ -191,6 +223,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         slot = getattr(self.context.request.state, "socket_slot", None)
         if slot is not None:
             slot.release()
+        slots, self.user_slots = self.user_slots, {}  # so are its operations' slots
+        for _, operation_slot in slots.values():
+            operation_slot.release()
         credentials.release(self.context.request)
         try:
             await super().shutdown()
@@ -237,24 +272,51 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             self.connection_init_timeout_task = None
 
     async def handle_subscribe(self, message: Any) -> None:
-        """Strawberry's, but the operation over the socket's limit is refused with a code and
-        a traceId (Strawberry's error has neither). QUERY_TOO_COMPLEX, as the other limits:
-        waiting does not help (RATE_LIMITED's `retryAfter` would), completing one does."""
-        limit = self.max_subscriptions_per_connection
-        if self.connection_acknowledged and message["id"] not in self.operations \
-                and limit is not None and len(self.operations) >= limit:
-            trace_id = uuid.uuid4().hex
-            refusal = QueryTooComplex("Subscription limit reached", limit=limit,
-                                      actual=len(self.operations) + 1, measure="subscriptions")
-            log.info("subscription refused: %d open on the socket (traceId=%s)",
-                     len(self.operations), trace_id)
-            if self.context.metrics is not None:
-                self.context.metrics.refusals.count("subscriptions_per_socket")
-            error = format_error(GraphQLError(refusal.message, original_error=refusal), trace_id)
-            await self.send_message({"id": message["id"], "type": "error",
-                                     "payload": [error.formatted]})
+        """Strawberry's, but the operation over the socket's limit or its user's (all of the
+        user's sockets) is refused with a code and a traceId (Strawberry's error has
+        neither). QUERY_TOO_COMPLEX, as the other limits: waiting does not help
+        (RATE_LIMITED's `retryAfter` would), completing one does."""
+        if not self.connection_acknowledged or message["id"] in self.operations:
+            await super().handle_subscribe(message)  # closes the socket (4401, 4409)
             return
-        await super().handle_subscribe(message)
+        limit = self.max_subscriptions_per_connection
+        if limit is not None and len(self.operations) >= limit:
+            self._count_refusal("subscriptions_per_socket")
+            await self._refuse(message["id"], limit, len(self.operations), "the socket")
+            return
+        slot = None
+        user = self.context.user
+        if user is not None:
+            counts = self.view.state.operations  # type: ignore[attr-defined]
+            per_user = self.context.settings.max_subscriptions_per_user
+            refusals = self.context.metrics.refusals if self.context.metrics else None
+            slot = counts.admit(user.id, per_user, refusals)
+            if slot is None:
+                await self._refuse(message["id"], per_user, counts.count(user.id), "the user")
+                return
+        try:
+            await super().handle_subscribe(message)  # no await before the operation is in
+        finally:
+            if slot is not None:
+                operation = self.operations.get(message["id"])
+                if operation is None:
+                    slot.release()
+                else:
+                    self.user_slots[message["id"]] = (operation, slot)
+
+    def _count_refusal(self, bound: str) -> None:
+        if self.context.metrics is not None:
+            self.context.metrics.refusals.count(bound)
+
+    async def _refuse(self, operation_id: str, limit: int, open_now: int, whose: str) -> None:
+        """The operation's `error`: QUERY_TOO_COMPLEX, `open_now` being open already."""
+        trace_id = uuid.uuid4().hex
+        refusal = QueryTooComplex("Subscription limit reached", limit=limit,
+                                  actual=open_now + 1, measure="subscriptions")
+        log.info("subscription refused: %d open on %s (traceId=%s)", open_now, whose, trace_id)
+        error = format_error(GraphQLError(refusal.message, original_error=refusal), trace_id)
+        await self.send_message({"id": operation_id, "type": "error",
+                                 "payload": [error.formatted]})
 
     async def run_operation(self, operation: Any) -> None:
         """Strawberry's, with a direct sink in the operation task's context; a parked event
@@ -294,6 +356,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 await operation.send_operation_message({"id": operation.id, "type": "complete"})
             self.operations.pop(operation.id, None)
             raise
+        finally:  # the task ends: so does the operation's hold on its user's count
+            self._give_back(operation.id, ended=operation)
 
 
 class GraphQLApp(GraphQL[Context, None]):

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # and compress every event once per subscriber. Off unless asked for.
     ws_per_message_deflate: bool = False
     max_subscriptions_per_connection: int = Field(default=100, ge=1)
+    # Operations open on all of one user's sockets together (max_sockets_per_user times
+    # max_subscriptions_per_connection would be 2,000 deliveries of each family event).
+    max_subscriptions_per_user: int = Field(default=200, ge=1)
     subscriber_queue_size: int = Field(default=1000, ge=1)
     dashboard_interval_ms: int = Field(default=250, ge=0)
     presence_heartbeat_seconds: float = Field(default=5, gt=0)

@@ -310,6 +310,68 @@ async def test_subscriptions_over_the_socket_limit_are_counted(database_url: str
         await client.ws.close()
 
 
+async def test_subscriptions_are_bounded_per_user_over_all_sockets(database_url: str) -> None:
+    """A user's operations over all its sockets are bounded (`subscriptions_per_user`):
+    three run over two sockets, a fourth on either is refused (QUERY_TOO_COMPLEX, counted),
+    and a slot comes back exactly once whenever an operation ends: completed by the
+    client, failed (a validation error), or its socket closed."""
+    settings = make_settings(database_url, max_subscriptions_per_user=3)
+    async with running(settings) as srv:
+        token, user_id = await srv.signup(f"fanout-{time.monotonic_ns()}@example.com")
+        auth = {"authorization": f"Bearer {token}"}
+        counts = srv.app.state.giftgraph.operations
+        user = uuid_of(user_id)
+
+        async def open_now(n: int) -> None:
+            async def check() -> bool:
+                return counts.count(user) == n
+            await until(check, f"{counts.count(user)} operations open, not {n}")
+
+        async def refused(client: WsClient) -> None:
+            op = await client.subscribe(SUBSCRIPTION)
+            msg = await client.receive()
+            assert (msg["type"], msg["id"]) == ("error", op), msg
+            ext = msg["payload"][0]["extensions"]
+            assert ext["code"] == "QUERY_TOO_COMPLEX", msg
+            assert (ext["measure"], ext["limit"], ext["actual"]) == ("subscriptions", 3, 4)
+            assert ext["traceId"]
+
+        one = await WsClient.connect(srv.base, auth)
+        two = await WsClient.connect(srv.base, auth)
+        first = await one.subscribe(SUBSCRIPTION)
+        await one.subscribe(SUBSCRIPTION)
+        await two.subscribe(SUBSCRIPTION)
+        await open_now(3)
+        await refused(two)
+        await refused(one)
+        assert await metric(srv.base, "giftgraph_admission_refused_total",
+                            "subscriptions_per_user") == 2
+        assert await metric(srv.base, "giftgraph_admission_refused_total",
+                            "subscriptions_per_socket") == 0
+
+        await one.ws.send(json.dumps({"id": first, "type": "complete"}))
+        await open_now(2)  # completing one lets another start
+        bad = await two.subscribe("subscription { noSuchField }")
+        msg = await two.receive()
+        assert (msg["type"], msg["id"]) == ("error", bad), msg
+        await open_now(2)  # a failed one gave its slot back
+        await two.subscribe(SUBSCRIPTION)
+        await open_now(3)
+        await refused(two)
+
+        await one.ws.close()  # its subscription's slot comes back
+        await open_now(2)
+        await two.subscribe(SUBSCRIPTION)
+        await open_now(3)
+        await refused(two)
+        assert await metric(srv.base, "giftgraph_admission_refused_total",
+                            "subscriptions_per_user") == 4
+
+        await two.ws.close()
+        await open_now(0)
+        assert counts.open == {}
+
+
 async def test_the_app_refuses_an_oversized_message_a_server_let_through(
         database_url: str) -> None:
     """Under a server that does not cap messages at the setting (uvicorn's default 16 MiB

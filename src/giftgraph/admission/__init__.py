@@ -7,7 +7,7 @@ it protects (parsing, analysis, hashing, a query, a replay), and each refusal is
 - `documents`: a GraphQL document's tokens, depth, aliases, cost, overlaps and root
   mutation fields, measured in one pass per fragment (linear in the document);
 - `sockets`: new sockets per IP, socket message size and shape, sockets per user,
-  subscriptions per socket;
+  subscriptions per socket and per user, replay turns per user;
 - `throttle`: per-IP budgets of the anonymous mutations and the bound on concurrent
   password hashing;
 - `server`: connections, header bytes, header and idle timeouts of `giftgraph serve`;
@@ -72,6 +72,9 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("sockets_per_user", "max_sockets_per_user", "open WebSockets per user (4429)"),
     Bound("subscriptions_per_socket", "max_subscriptions_per_connection",
           "operations on one socket"),
+    Bound("subscriptions_per_user", "max_subscriptions_per_user", "operations open on all "
+          "of one user's sockets (each mutation of a family is one delivery per open "
+          "subscription of its members)"),
     Bound("search_length", "max_search_length", "a `search` argument's characters"),
     Bound("page_size", "max_page_size", "`first`/`last` of a connection (capped)"),
     Bound("replay_events", "max_replay_events", "events a `since` may replay; further "

@@ -33,6 +33,11 @@
   their sockets, take one turn, a page at a time; other users' replays go on meanwhile.
   One user's 5 sockets of 100 replays each took turns per socket (5 pages at once) and pushed
   another family's queries and deliveries to ~1.8 s p99.
+- Subscriptions per user (`subscriptions_per_user`), over all of the user's sockets, are
+  refused there too: each operation takes a slot of its user's count (`OpenOperations`)
+  when it starts and gives it back exactly once when it ends (completed, failed, its
+  socket closed: `OperationSlot`). Each mutation of a family is one delivery per open
+  subscription of its members: without it one user's 20 sockets held 2,000.
 """
 
 from __future__ import annotations
@@ -251,3 +256,49 @@ class ReplayTurn:
 
     async def __aexit__(self, *_: object) -> None:
         self.turns._give(self.user_id)
+
+class OperationSlot:
+    """One open operation's place in its user's count: taken by `OpenOperations.admit`,
+    given back by `release`, exactly once."""
+
+    __slots__ = ("counts", "user_id")
+
+    def __init__(self, counts: OpenOperations, user_id: uuid.UUID) -> None:
+        self.counts: OpenOperations | None = counts
+        self.user_id = user_id
+
+    def release(self) -> None:
+        """Give the slot back (no-op the second time)."""
+        counts, self.counts = self.counts, None
+        if counts is not None:
+            counts.give_back(self.user_id)
+
+
+class OpenOperations:
+    """Operations open per user over all of the user's sockets (of this process)."""
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open: dict[uuid.UUID, int] = {}
+
+    def count(self, user_id: uuid.UUID) -> int:
+        return self.open.get(user_id, 0)
+
+    def admit(self, user_id: uuid.UUID, limit: int,
+              refusals: Refusals | None = None) -> OperationSlot | None:
+        """A slot for an operation of this user, or None (counted) when `limit` are open.
+        Checked and taken in one step: no await between them."""
+        if self.count(user_id) >= limit:
+            if refusals is not None:
+                refusals.count("subscriptions_per_user")
+            return None
+        self.open[user_id] = self.count(user_id) + 1
+        return OperationSlot(self, user_id)
+
+    def give_back(self, user_id: uuid.UUID) -> None:
+        left = self.count(user_id) - 1
+        if left > 0:
+            self.open[user_id] = left
+        else:  # no entry kept for a user with none open
+            self.open.pop(user_id, None)
