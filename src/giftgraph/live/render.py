@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import inspect
 import uuid
 from collections import OrderedDict
@@ -34,6 +35,7 @@ from graphql import (
 from graphql.execution import Executor
 from graphql.language import Visitor, visit
 
+from giftgraph.context import Context
 from giftgraph.db import models as m
 from giftgraph.live.streams import SharedScopes
 from giftgraph.live.wire import Wire
@@ -98,6 +100,16 @@ def selection_variables(selection: SelectionSetNode | None,
             if spread in fragments:
                 todo.append(fragments[spread])
     return names
+
+
+def _detached(context: Any) -> Any:
+    """The subscriber's context for a plan, which outlives the subscriber (PLANS_KEPT): its
+    caller and the app's services, not its socket (which, with all its handler holds,
+    would stay in memory as long as the plan)."""
+    if isinstance(context, Context):
+        return dataclasses.replace(context, request=None, response=None,
+                                   authorization=None, connection_params=None)
+    return context
 
 
 def _freeze(value: Any) -> Hashable:
@@ -195,7 +207,7 @@ class SharedRenderer:
         document = DocumentNode(definitions=(operation, *fragments.values()))
         executor_class = getattr(info.schema, "execution_context_class", Executor)
         built = executor_class.build(
-            raw_info.schema, document, context_value=info.context,
+            raw_info.schema, document, context_value=_detached(info.context),
             raw_variable_values=raw, operation_name=name,  # root-field ones too: they coerce
             is_awaitable=inspect.isawaitable,
         )
