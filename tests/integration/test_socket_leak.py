@@ -80,3 +80,25 @@ async def test_a_long_lived_subscription_keeps_nothing_per_event(live_server: Se
     after = _collected()
     assert after - before < CYCLES // 2, (before, after)
     await stay.ws.close()
+
+
+async def test_a_channel_outlives_the_socket_that_opened_it(live_server: Server) -> None:
+    """The channel's feed (the hub's task fanning out its events) is started by its first
+    subscriber and runs while any other remains: it must not keep that first socket."""
+    srv = live_server
+    token, _ = await srv.signup("first@example.com")
+    first = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    await first.subscribe(EVENTS)
+    await srv.listening(1)
+    second = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    await second.subscribe(EVENTS)
+    await srv.listening(2)
+    await srv.gql(PERSON, token=token)
+    assert (await first.receive())["type"] == (await second.receive())["type"] == "next"
+    await first.ws.close()
+    for _ in range(50):
+        if srv.subscribers() == 1 and _per_socket()["TransportWSHandler"] == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert _per_socket()["TransportWSHandler"] == 1  # the second socket's alone
+    await second.ws.close()
