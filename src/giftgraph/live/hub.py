@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import sys
 import time
@@ -272,7 +273,11 @@ async def start_worker(registry: dict[Any, Any], key: Any, holder: Any,
     until it is ready. Cancelled meanwhile (a client that completes at once), the holder is
     unregistered and its task stopped, unless someone else uses it by then (`idle`)."""
     ready = asyncio.Event()
-    holder.task = asyncio.create_task(run(ready))
+    # In a context of its own: a copy of the caller's (the first subscriber's operation,
+    # its DirectSink) would keep that socket, and all its handler holds, for as long as
+    # the worker runs, however long after that socket closed.
+    holder.task = asyncio.get_running_loop().create_task(run(ready),
+                                                         context=contextvars.Context())
     try:
         await ready.wait()
     except BaseException:

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("giftgraph.execution")
 DEFINITION = "strawberry-definition"
 _MISSING = object()
+_SUBFIELDS = "_relevant_sub_fields"  # graphql-core's collect_subfields memo (its private name)
 
 # For each object type, its plain scalar fields: name -> (attribute, type, nullable).
 Plain = dict[str, dict[str, tuple[str, GraphQLScalarType | GraphQLEnumType, bool]]]
@@ -168,6 +169,17 @@ class ExecutionContext(StrawberryGraphQLCoreExecutionContext):
     @async_helpers.setter
     def async_helpers(self, _: GraphQLResolveInfoHelpers) -> None:
         """The base `__init__`'s assignment: not kept (see above)."""
+
+    # graphql-core memoizes `collect_subfields` in a dict keyed by the id of each field
+    # list, and keeps the list (so the id stays unique). A subscription's per-event
+    # executors are shallow copies sharing that dict, and every event brings new lists: it
+    # grew by an entry (~1 KB) per event for as long as the subscription, or a shared
+    # render's plan (live/render.py, the process's life), lived. Each event gets its own.
+    def build_per_event_executor(self, payload: Any) -> Any:
+        executor = super().build_per_event_executor(payload)
+        if isinstance(getattr(executor, _SUBFIELDS, None), dict):  # graphql-core 3.3
+            setattr(executor, _SUBFIELDS, {})
+        return executor
 
     # ------------------------------------------------------------ the lean executor
 
