@@ -41,6 +41,7 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
         "GIFTGRAPH_LOGIN_RATE": "100000/minute",
         "GIFTGRAPH_LOGIN_IP_RATE": "100000/minute",
         "GIFTGRAPH_SIGNUP_IP_RATE": "100000/minute",
+        "GIFTGRAPH_MAX_REQUESTS_PER_CALLER": "64",
         "GIFTGRAPH_TOKEN_IP_RATE": "100000/minute",
         "GIFTGRAPH_SOCKET_CONNECT_IP_RATE": "100000/minute",
         # Tests open many subscriptions as one user; the admission tests set their own.

@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     max_concurrent_hashes: int = Field(default=2, ge=1)
     # GraphQL requests over HTTP one caller (a family, else an IP) runs at once; the next
     # waits for one of them at most request_wait_seconds, then RATE_LIMITED.
-    max_requests_per_caller: int = Field(default=8, ge=1)
+    max_requests_per_caller: int = Field(default=2, ge=1)
     request_wait_seconds: float = Field(default=10, gt=0)
     hash_wait_seconds: float = Field(default=5, gt=0)
     max_socket_message_bytes: int = Field(default=64 * 1024, ge=1024)
