@@ -35,3 +35,10 @@ def test_every_bound_has_a_setting_and_a_line_in_the_docs() -> None:
         assert bound.setting in fields, bound
         assert f"`{bound.name}`" in hardening, f"docs/hardening.md does not list {bound.name}"
         assert f"GIFTGRAPH_{bound.setting.upper()}" in hardening, bound.setting
+
+
+def test_every_setting_is_in_the_configuration_table() -> None:
+    operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    missing = [name for name in Settings.model_fields
+               if f"GIFTGRAPH_{name.upper()}" not in operations]
+    assert not missing, f"docs/operations.md does not list {missing}"
