@@ -21,6 +21,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from giftgraph.app import create_app
+from giftgraph.config import Settings
 from giftgraph.ids import encode_id
 from giftgraph.live.hub import OVERFLOW, RESYNC, Subscription
 from giftgraph.live.wire import WS_PROTOCOL
@@ -88,22 +89,23 @@ class Server:
             await asyncio.sleep(0.02)
 
 
-@pytest.fixture
-async def live_server(database_url: str) -> AsyncIterator[Server]:
-    settings = make_settings(database_url, presence_heartbeat_seconds=0.3,
-                             presence_ttl_seconds=1.0)
+@asynccontextmanager
+async def running(settings: Settings, **config: Any) -> AsyncIterator[Server]:
+    """The app under uvicorn in this process (its hub and metrics readable), with the
+    WebSocket options of `giftgraph serve` unless `config` says otherwise."""
     app = create_app(settings)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(  # as `giftgraph serve` configures it
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-        ws_per_message_deflate=settings.ws_per_message_deflate, ws=WS_PROTOCOL,
-        ws_max_size=settings.max_socket_message_bytes))
+    options = {"ws": WS_PROTOCOL, "ws_max_size": settings.max_socket_message_bytes,
+               "ws_per_message_deflate": settings.ws_per_message_deflate, **config}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on", **options))
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 20
     while not server.started:
-        assert time.monotonic() < deadline and not task.done(), "server did not start"
+        assert not task.done(), "server exited during startup"
+        assert time.monotonic() < deadline, "server did not start"
         await asyncio.sleep(0.05)
     srv = Server(f"http://127.0.0.1:{port}", app)
     try:
@@ -112,6 +114,13 @@ async def live_server(database_url: str) -> AsyncIterator[Server]:
         await srv.http.aclose()
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture
+async def live_server(database_url: str) -> AsyncIterator[Server]:
+    async with running(make_settings(database_url, presence_heartbeat_seconds=0.3,
+                                     presence_ttl_seconds=1.0)) as srv:
+        yield srv
 
 
 async def _item(srv: Server, token: str) -> tuple[str, str]:

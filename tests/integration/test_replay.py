@@ -7,49 +7,26 @@ import asyncio
 import gc
 import json
 import socket
-import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
-import uvicorn
 from sqlalchemy import event
 
-from giftgraph.app import create_app
 from giftgraph.live import streams
-from giftgraph.live.wire import WS_PROTOCOL
 from tests.conftest import make_settings
 from tests.integration.test_live import WsClient
-from tests.integration.test_live_features import Server
+from tests.integration.test_live_features import Server, running
 
 EVENTS = "subscription($s: String) { familyEvents(since: $s) { seq kind } }"
 
 
 @asynccontextmanager
 async def serving(database_url: str, **overrides: Any) -> AsyncIterator[Server]:
-    settings = make_settings(database_url, **overrides)
-    app = create_app(settings)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on",
-                                           ws=WS_PROTOCOL))
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        assert not task.done(), "server did not start"
-        await asyncio.sleep(0.05)
-    srv = Server(f"http://127.0.0.1:{port}", app)
-    try:
+    async with running(make_settings(database_url, **overrides)) as srv:
         yield srv
-    finally:
-        await srv.http.aclose()
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
 
 
 @contextmanager

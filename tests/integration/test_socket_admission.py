@@ -11,23 +11,19 @@ import json
 import os
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import websockets
 from websockets.exceptions import ConnectionClosed
 
 from giftgraph.app import create_app
-from giftgraph.config import Settings
-from giftgraph.live.wire import WS_PROTOCOL
 from tests.conftest import make_settings
 from tests.integration.test_live import PROTOCOL, WsClient
-from tests.integration.test_live_features import Server
+from tests.integration.test_live_features import Server, running
 from tests.support import (
     RedisServer,
     free_port,
@@ -39,30 +35,6 @@ from tests.support import (
 )
 
 SUBSCRIPTION = "subscription { familyEvents { seq } }"
-
-
-@asynccontextmanager
-async def running(settings: Settings, **config: Any) -> AsyncIterator[Server]:
-    """The app under uvicorn in this process (its hub and metrics readable), with the
-    WebSocket options of `giftgraph serve` unless `config` says otherwise."""
-    app = create_app(settings)
-    port = free_port()
-    options = {"ws": WS_PROTOCOL, "ws_max_size": settings.max_socket_message_bytes, **config}
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on", **options))
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert not task.done(), "server exited during startup"
-        assert time.monotonic() < deadline, "server did not start"
-        await asyncio.sleep(0.05)
-    srv = Server(f"http://127.0.0.1:{port}", app)
-    try:
-        yield srv
-    finally:
-        await srv.http.aclose()
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
 
 
 async def metric(base: str, name: str, bound: str | None = None) -> float:
