@@ -68,6 +68,23 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
         await admin.close()
 
 
+@pytest.fixture
+async def empty_database(server_url: str) -> AsyncIterator[str]:
+    """A database of its own, never migrated (dropped afterwards): for migration tests."""
+    name = f"giftgraph_scratch_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(_dsn(server_url))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    admin = await asyncpg.connect(_dsn(server_url))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "environment": "test",

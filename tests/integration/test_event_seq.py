@@ -10,7 +10,6 @@ from typing import Any
 import asyncpg
 import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from giftgraph.db import models as m
 from giftgraph.db.migrate import upgrade
@@ -133,35 +132,28 @@ async def test_since_resumes_within_the_family_with_no_gap_and_no_duplicate(
 
 
 async def test_the_migration_numbers_existing_events_per_family_in_their_order(
-        server_url: str) -> None:
-    name = f"giftgraph_migrate_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(_dsn(server_url))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        empty_database: str) -> None:
+    url = empty_database
+    await upgrade(url, "0002")
+    conn = await asyncpg.connect(_dsn(url))
     try:
-        await upgrade(url, "0002")
-        conn = await asyncpg.connect(_dsn(url))
-        try:
-            families = [uuid.uuid4(), uuid.uuid4()]
-            for f in families:
-                await conn.execute("INSERT INTO families (id, name, created_at, updated_at) "
-                                   "VALUES ($1, 'F', now(), now())", f)
-            order = [families[i] for i in (0, 1, 1, 0, 1, 0, 0)]
-            for f in order:  # one global identity: 1..7, interleaved
-                await conn.execute(
-                    "INSERT INTO events (family_id, topic, kind, entity_type, entity_id, at) "
-                    "VALUES ($1, 'family', 'ADDED', 'Person', $2, now())", f, uuid.uuid4())
-            await upgrade(url)
-            rows = await conn.fetch("SELECT id, family_id, seq FROM events ORDER BY id")
-        finally:
-            await conn.close()
-        assert [r["id"] for r in rows] == list(range(1, 8))  # the old numbers, kept as id
-        assert [(r["family_id"], r["seq"]) for r in rows] == [
-            (families[0], 1), (families[1], 1), (families[1], 2), (families[0], 2),
-            (families[1], 3), (families[0], 3), (families[0], 4)]
+        families = [uuid.uuid4(), uuid.uuid4()]
+        for f in families:
+            await conn.execute("INSERT INTO families (id, name, created_at, updated_at) "
+                               "VALUES ($1, 'F', now(), now())", f)
+        order = [families[i] for i in (0, 1, 1, 0, 1, 0, 0)]
+        for f in order:  # one global identity: 1..7, interleaved
+            await conn.execute(
+                "INSERT INTO events (family_id, topic, kind, entity_type, entity_id, at) "
+                "VALUES ($1, 'family', 'ADDED', 'Person', $2, now())", f, uuid.uuid4())
+        await upgrade(url)
+        rows = await conn.fetch("SELECT id, family_id, seq FROM events ORDER BY id")
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await conn.close()
+    assert [r["id"] for r in rows] == list(range(1, 8))  # the old numbers, kept as id
+    assert [(r["family_id"], r["seq"]) for r in rows] == [
+        (families[0], 1), (families[1], 1), (families[1], 2), (families[0], 2),
+        (families[1], 3), (families[0], 3), (families[0], 4)]
 
 
 async def test_two_families_events_with_one_seq_resolve_each_in_its_own_family(

@@ -5,7 +5,6 @@ alike, in queries and in the dashboard subscription's snapshots."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +12,6 @@ import asyncpg
 import httpx
 import pytest
 from alembic import command
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from giftgraph.app import create_app
@@ -325,37 +323,30 @@ async def test_the_dashboard_subscription_counts_the_family_currency(
         await client.ws.close()
 
 
-async def test_migration_0004_gives_existing_families_usd(server_url: str) -> None:
+async def test_migration_0004_gives_existing_families_usd(empty_database: str) -> None:
     """Families that existed before 0004 get USD (what every gift defaulted to); the
     column then refuses what is not a code, and the migration goes down and up again."""
-    name = f"giftgraph_test_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(_dsn(server_url))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    url = empty_database
+    await upgrade(url, "0003")
+    conn = await asyncpg.connect(_dsn(url))
     try:
-        await upgrade(url, "0003")
-        conn = await asyncpg.connect(_dsn(url))
-        try:
-            await conn.execute("INSERT INTO families (id, name, created_at, updated_at) "
-                               "VALUES (gen_random_uuid(), 'Old', now(), now())")
-            await upgrade(url)
-            assert await conn.fetchval("SELECT currency FROM families") == "USD"
-            with pytest.raises(asyncpg.CheckViolationError):
-                await conn.execute("UPDATE families SET currency = 'usd'")
-        finally:
-            await conn.close()
-        engine = create_async_engine(async_url(url))
-        try:
-            async with engine.begin() as sa_conn:
-                def _down(sync_conn: object) -> None:
-                    cfg = alembic_config(url)
-                    cfg.attributes["connection"] = sync_conn
-                    command.downgrade(cfg, "0003")
-
-                await sa_conn.run_sync(_down)
-        finally:
-            await engine.dispose()
+        await conn.execute("INSERT INTO families (id, name, created_at, updated_at) "
+                           "VALUES (gen_random_uuid(), 'Old', now(), now())")
         await upgrade(url)
+        assert await conn.fetchval("SELECT currency FROM families") == "USD"
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE families SET currency = 'usd'")
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await conn.close()
+    engine = create_async_engine(async_url(url))
+    try:
+        async with engine.begin() as sa_conn:
+            def _down(sync_conn: object) -> None:
+                cfg = alembic_config(url)
+                cfg.attributes["connection"] = sync_conn
+                command.downgrade(cfg, "0003")
+
+            await sa_conn.run_sync(_down)
+    finally:
+        await engine.dispose()
+    await upgrade(url)

@@ -6,14 +6,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import httpx
-import pytest
-from sqlalchemy.engine import make_url
 
 from giftgraph.app import create_app
 from giftgraph.db.migrate import head_revisions, upgrade
@@ -23,23 +19,6 @@ from tests.support import free_port, service_env, stop
 HEAD = ",".join(sorted(head_revisions()))
 
 
-@pytest.fixture
-async def empty_db(server_url: str) -> AsyncIterator[str]:
-    """A database of its own, never migrated (dropped afterwards)."""
-    name = f"giftgraph_schema_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(_dsn(server_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    admin = await asyncpg.connect(_dsn(server_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 async def _health(url: str) -> httpx.Response:
     app = create_app(make_settings(url))
     async with app.router.lifespan_context(app), httpx.AsyncClient(
@@ -47,30 +26,30 @@ async def _health(url: str) -> httpx.Response:
         return await http.get("/health")
 
 
-async def test_health_reports_the_schema_revision(empty_db: str) -> None:
-    r = await _health(empty_db)
+async def test_health_reports_the_schema_revision(empty_database: str) -> None:
+    r = await _health(empty_database)
     assert r.status_code == 503
     assert r.json() == {"status": "unhealthy", "db": "connected", "schema": "outdated",
                         "broadcast": "connected"}
-    await upgrade(empty_db, "0001")  # an older release's schema
-    r = await _health(empty_db)
+    await upgrade(empty_database, "0001")  # an older release's schema
+    r = await _health(empty_database)
     assert r.status_code == 503
     assert r.json()["schema"] == "outdated"
-    await upgrade(empty_db)
-    r = await _health(empty_db)
+    await upgrade(empty_database)
+    r = await _health(empty_database)
     assert r.status_code == 200
     assert r.json() == {"status": "healthy", "db": "connected", "schema": HEAD,
                         "broadcast": "connected"}
 
 
-async def test_health_is_503_for_a_revision_this_code_does_not_know(empty_db: str) -> None:
-    await upgrade(empty_db)
-    conn = await asyncpg.connect(_dsn(empty_db))
+async def test_health_is_503_for_a_revision_this_code_does_not_know(empty_database: str) -> None:
+    await upgrade(empty_database)
+    conn = await asyncpg.connect(_dsn(empty_database))
     try:  # as a newer release's `migrate` would leave it
         await conn.execute("UPDATE alembic_version SET version_num = 'f00dfeed'")
     finally:
         await conn.close()
-    r = await _health(empty_db)
+    r = await _health(empty_database)
     assert r.status_code == 503
     assert r.json()["schema"] == "unknown"
 
@@ -82,8 +61,8 @@ def _serve(url: str) -> subprocess.Popen[bytes]:
         env=service_env(url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-async def test_serve_refuses_a_database_never_migrated(empty_db: str) -> None:
-    proc = _serve(empty_db)
+async def test_serve_refuses_a_database_never_migrated(empty_database: str) -> None:
+    proc = _serve(empty_database)
     try:
         out, _ = proc.communicate(timeout=60)
     finally:
