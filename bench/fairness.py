@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import re
 import statistics
 import time
@@ -45,6 +46,7 @@ from bench.harness import (
     dsn,
     gql,
     login,
+    metrics_page,
     summarize,
 )
 from bench.report import Options, Outcome, Target, ms, pct
@@ -61,8 +63,8 @@ LOGIN = ("mutation($e: String!, $p: String!) { login(email: $e, password: $p) "
 CREATE_PERSON = "mutation($n: String!) { createPerson(input: {name: $n}) { id } }"
 PASSWORD = "fairness-password-123"  # noqa: S105 - the benchmark's own throwaway accounts
 
-VICTIM_WRITERS = 4  # members of the victim family who change a person
-VICTIM_PACE = 1.5  # changes per second per member (the default budget is 120/minute)
+VICTIM_WRITERS = 6  # members of the victim family who change a person
+VICTIM_PACE = 1.4  # changes per second per member (budgets: 2/s per user, 10/s per family)
 ATTACKERS = 6  # the attacker's concurrent connections (and members of its family)
 ATTACKER_PERSONS = 500  # people in the attacker's family: what its searches scan
 STALLED_NOTES = 1000  # bytes of notes per change while the stalled sockets don't read
@@ -72,7 +74,7 @@ SETTINGS_LIMITS = ("max_query_tokens", "max_aliases", "max_socket_message_bytes"
 RAISED = ("GIFTGRAPH_MUTATION_RATE", "GIFTGRAPH_FAMILY_MUTATION_RATE",
           "GIFTGRAPH_MAX_SOCKETS_PER_USER", "GIFTGRAPH_MAX_SUBSCRIPTIONS_PER_USER",
           "GIFTGRAPH_SIGNUP_IP_RATE", "GIFTGRAPH_TOKEN_IP_RATE", "GIFTGRAPH_LOGIN_IP_RATE",
-          "GIFTGRAPH_LOGIN_RATE", "GIFTGRAPH_MAX_CONNECTIONS",
+          "GIFTGRAPH_LOGIN_RATE", "GIFTGRAPH_MAX_CONNECTIONS", "GIFTGRAPH_MAX_CONNECTIONS_PER_IP",
           "GIFTGRAPH_SOCKET_CONNECT_IP_RATE", "GIFTGRAPH_MAX_REQUESTS_PER_CALLER")
 RSS_CAP = 1536 * 2**20  # an attack phase ends early once the server grew this much
 SETTLE_MAX = 60.0  # seconds to wait for the server to go quiet after an attack
@@ -130,6 +132,28 @@ def refusals(metrics_text: str) -> dict[str, float]:
     return found
 
 
+PAUSE = re.compile(r'^giftgraph_(gc_pause|event_loop_lag)_seconds_bucket\{(?:generation="(\d)",)?'
+                   r'le="([^"]+)"\} (\S+)$')
+LONG_PAUSE_S = "0.01"  # a histogram bucket bound: pauses longer than this are counted
+
+
+def pauses(metrics_text: str) -> dict[str, float]:
+    """How many garbage collections (by generation) and event-loop wake-ups took longer than
+    LONG_PAUSE_S so far, from a /metrics page (cumulative buckets: +Inf minus le), and how
+    many database connections the server opened."""
+    buckets: dict[tuple[str, str], dict[str, float]] = {}
+    for line in metrics_text.splitlines():
+        if m := PAUSE.match(line):
+            name = "loop lag" if m.group(1) == "event_loop_lag" else f"gc gen{m.group(2)}"
+            buckets.setdefault((name, ""), {})[m.group(3)] = float(m.group(4))
+    found = {name: b.get("+Inf", 0.0) - b.get(LONG_PAUSE_S, 0.0)
+             for (name, _), b in buckets.items()}
+    for line in metrics_text.splitlines():
+        if line.startswith("giftgraph_db_connections_opened_total "):
+            found["db connects"] = float(line.split()[-1])
+    return found
+
+
 # ---------------------------------------------------------------- the victim (a worker)
 
 
@@ -144,7 +168,7 @@ async def victim(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
     url = p["url"] + "/graphql"
 
     committed: dict[str, float] = {}  # a change's notes: when it was sent
-    received: set[str] = set()  # the notes of the changes whose event arrived
+    received: set[str | None] = set()  # the notes of the changes whose event arrived
 
     async def call(client: httpx.AsyncClient, token: str, body: bytes,
                    log: list[tuple[float, float]]) -> bool:
@@ -295,11 +319,13 @@ def set_up(api: Server, database_url: str) -> Accounts:
 # ---------------------------------------------------------------- the run
 
 
-def server_refusals(base: str) -> dict[str, float]:
+def server_counters(base: str) -> tuple[dict[str, float], dict[str, float]]:
+    """The server's refusals by bound and its long pauses so far (`pauses`)."""
     try:
-        return refusals(HTTP.get(base + "/metrics", timeout=30).text)
+        text = metrics_page(base)
     except httpx.HTTPError:
-        return {}
+        return {}, {}
+    return refusals(text), pauses(text)
 
 
 def settle(server: Server, limit: float) -> float | None:
@@ -354,11 +380,22 @@ class Api:
         self.restarts += 1
 
 
+def chosen_classes(value: str | None) -> tuple[str, ...]:
+    """The attack classes named in `value` (comma-separated, in CLASSES' order), else all."""
+    if not value or not value.strip():
+        return CLASSES
+    names = {v.strip() for v in value.split(",") if v.strip()}
+    if unknown := names - set(CLASSES):
+        raise SystemExit(f"unknown attack classes {sorted(unknown)}; known: {CLASSES}")
+    return tuple(c for c in CLASSES if c in names)
+
+
 def run(database_url: str, opt: Options) -> Outcome:
     from giftgraph.config import Settings
 
     limits = {name: Settings.model_fields[name].default for name in SETTINGS_LIMITS}
-    phases = schedule(CLASSES, opt.duration)
+    classes = chosen_classes(os.environ.get("GIFTGRAPH_BENCH_FAIRNESS_CLASSES"))
+    phases = schedule(classes, opt.duration)
     rows: list[dict[str, Any]] = []
     with Api(database_url) as api, opt.progress() as progress:
         accounts = set_up(api.server, database_url)
@@ -425,7 +462,7 @@ def phase(api: Api, kind: str, seconds: float, crew: Crew, accounts: Accounts,
           limits: dict[str, Any], opt: Options) -> dict[str, Any]:
     """One phase: its window, the server's CPU, RSS and refusals, the attacker's tally."""
     server = api.server
-    before = server_refusals(server.base)
+    before, paused = server_counters(server.base)
     rss0 = peak = api.rss()
     row: dict[str, Any] = {"phase": kind}
     with contextlib.ExitStack() as stack:
@@ -464,11 +501,13 @@ def phase(api: Api, kind: str, seconds: float, crew: Crew, accounts: Accounts,
             row["restarted"] = True
             time.sleep(3)  # the victim's socket subscribes again (it retries every 0.5 s)
     if row.get("restarted"):
-        row["server_refusals"] = None  # the counters went with the process
+        row["server_refusals"] = row["long_pauses"] = None  # they went with the process
     else:
-        after = server_refusals(server.base)
+        after, paused_after = server_counters(server.base)
         row["server_refusals"] = {b: after[b] - before.get(b, 0) for b in after
                                   if after[b] - before.get(b, 0)}
+        # Over the phase and its settling: garbage collections and loop wake-ups > 10 ms.
+        row["long_pauses"] = {k: v - paused.get(k, 0) for k, v in paused_after.items()}
     return row
 
 
@@ -505,7 +544,8 @@ def make_table(results: list[dict[str, Any]], opt: Options) -> Table:
     for col in ("phase", "query p50", "p99 ms", "x idle", "n", "delivery p50", "p99 ms",
                 "x idle", "n", "not delivered", "victim errors", "attacker made", "ok",
                 "refused", "failed",
-                "server refusals", "server CPU", "machine", "RSS +MB", "settle s"):
+                "server refusals", "pauses > 10 ms", "server CPU", "machine", "RSS +MB",
+                "settle s"):
         table.add_column(col, justify="right")
     for r in results:
         q, d, a = r["query"], r["delivery"], r.get("attacker_totals")
@@ -519,6 +559,8 @@ def make_table(results: list[dict[str, Any]], opt: Options) -> Table:
             *([str(a[k]) for k in ("made", "ok", "refused", "failed")] if a else ["-"] * 4),
             "(restarted)" if r["server_refusals"] is None else
             ", ".join(f"{b} {n:.0f}" for b, n in r["server_refusals"].items()) or "-",
+            ", ".join(f"{k} {n:.0f}" for k, n in sorted((r.get("long_pauses") or {}).items())
+                      if n) or "-",
             pct(r["server_cpu_share"]), pct(r["machine_busy_share"]),
             f"{(r['rss_peak'] - r['rss_before']) / 2**20:.0f}",
             "-" if "settle_s" not in r else "never" if r["settle_s"] is None

@@ -9,7 +9,7 @@ event lock, and one statement writing an event row per topic (list, person, occa
 items, family) with each topic's previous seq. After COMMIT the list's event goes to every
 client of WS /ws: one text message, framed once and written straight onto each socket's
 transport, several waiting events in one write per socket, 32 sockets between yields, as the
-API's hub does it (`live/wire.py`, `live/hub.py`).
+API's hub does it (`accel/wire.py`, `live/hub.py`).
 
 Run: BENCH_FLOOR_DSN=postgresql://... GIFTGRAPH_JWT_SECRET=... \
      python -m uvicorn --factory bench.floor_writes:create --ws websockets-sansio

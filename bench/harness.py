@@ -244,12 +244,15 @@ def api_env(database_url: str) -> dict[str, str]:
         "GIFTGRAPH_DATABASE_URL": database_url,
         "GIFTGRAPH_ENVIRONMENT": "production",
         "GIFTGRAPH_JWT_SECRET": secrets.token_urlsafe(40)[:40],
+        "GIFTGRAPH_METRICS_TOKEN": METRICS_TOKEN,
         "GIFTGRAPH_MUTATION_RATE": "10000000/minute",
         "GIFTGRAPH_FAMILY_MUTATION_RATE": "10000000/minute",
         "GIFTGRAPH_MAX_SOCKETS_PER_USER": "20000",
         "GIFTGRAPH_MAX_SUBSCRIPTIONS_PER_USER": "1000000",  # W2's sockets are one user's
         # W2 opens 10,000 sockets on one process (the default cap is 4,096).
         "GIFTGRAPH_MAX_CONNECTIONS": "30000",
+        # A herd's handshakes from a few source addresses (W2, W5, W6).
+        "GIFTGRAPH_MAX_CONNECTIONS_PER_IP": "30000",
         "GIFTGRAPH_ACCESS_TOKEN_TTL_SECONDS": "7200",
         # The bench signs up and logs in its users from one address.
         "GIFTGRAPH_SIGNUP_IP_RATE": "10000000/minute",
@@ -265,16 +268,28 @@ def api_env(database_url: str) -> dict[str, str]:
 def api_server(database_url: str) -> Server:
     """The API as `giftgraph serve` runs it: its HTTP protocol (connection cap, header and
     idle timeouts), its WebSocket protocol and message cap."""
+    from giftgraph.accel.switch import ws_protocol
     from giftgraph.admission.server import HTTP_PROTOCOL
     from giftgraph.config import Settings
-    from giftgraph.live.wire import WS_PROTOCOL
 
-    ws_max = str(Settings(_env_file=None).max_socket_message_bytes)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    ws_max = str(settings.max_socket_message_bytes)
     return Server("giftgraph.asgi:create", api_env(database_url),
-                  args=("--http", HTTP_PROTOCOL, "--ws", WS_PROTOCOL, "--ws-max-size", ws_max))
+                  args=("--http", HTTP_PROTOCOL, "--ws", ws_protocol(settings.accel),
+                        "--ws-max-size", ws_max))
 
 
 # ---------------------------------------------------------------- GraphQL calls
+
+
+# The servers' /metrics bearer token (api_env); worker processes inherit it.
+METRICS_TOKEN = os.environ.setdefault("GIFTGRAPH_BENCH_METRICS_TOKEN", secrets.token_urlsafe(40))
+
+
+def metrics_page(base: str, timeout: float = 30) -> str:
+    """The server's /metrics page (production settings: it asks for METRICS_TOKEN)."""
+    return HTTP.get(base + "/metrics", timeout=timeout,
+                    headers={"authorization": f"Bearer {METRICS_TOKEN}"}).text
 
 
 HTTP = httpx.Client(timeout=30)  # one keep-alive client: timed calls pay no connection setup
@@ -328,7 +343,7 @@ def neighbour(status: str) -> str:
 
 def metric(base: str, name: str) -> float:
     """One unlabelled sample from the server's Prometheus /metrics."""
-    for line in HTTP.get(base + "/metrics").text.splitlines():
+    for line in metrics_page(base).splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return float("nan")

@@ -9,19 +9,22 @@ from collections.abc import Callable
 
 from rich.console import Console
 
-from bench import fairness, fanout, memory, reads, soak, writes
+from bench import fairness, fanout, live, memory, plans, reads, soak, storm, tenants, writes
 from bench.harness import ROOT, fresh_database, machine_info, raise_nofile
 from bench.report import Options, Outcome, caption, save, show
 
 WORKLOADS: dict[str, Callable[[str, Options], Outcome]] = {
     "reads": reads.run, "fanout": fanout.run, "memory": memory.run, "writes": writes.run,
-    "fairness": fairness.run, "soak": soak.run,
+    "fairness": fairness.run, "soak": soak.run, "tenants": tenants.run,
+    "storm": storm.run, "plans": plans.run, "live": live.run,
 }
-# `all`: W1-W4. fairness and soak (30 minutes) are run by name.
+# `all`: W1-W4. fairness, soak (30 minutes), tenants, storm, plans and live by name.
 ALL = ("reads", "fanout", "memory", "writes")
 CHOICES = (*WORKLOADS, "all")
 # seconds per measured level, phase (fairness) or in all (soak): (default, --quick)
-DURATIONS = {"fairness": (12.0, 3.0), "soak": (1800.0, 60.0)}
+DURATIONS = {"fairness": (20.0, 3.0), "soak": (1800.0, 60.0), "tenants": (60.0, 15.0),
+             "live": (60.0, 10.0),
+             "storm": (0.0, 0.0)}
 
 
 def run(workload: str, *, duration: float | None = None, quick: bool = False,

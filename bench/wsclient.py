@@ -83,7 +83,8 @@ class LeanSocket(asyncio.Protocol):
         parts = urlsplit(url)
         self._key = base64.b64encode(os.urandom(16)).decode()
         self._protocol = subprotocol
-        lines = [f"GET {parts.path or '/'} HTTP/1.1", f"Host: {parts.netloc}",
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}",
                  "Upgrade: websocket", "Connection: Upgrade",
                  f"Sec-WebSocket-Key: {self._key}", "Sec-WebSocket-Version: 13"]
         if subprotocol:

@@ -7,6 +7,8 @@ tables (TRUNCATE), so tests never see each other's rows.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -22,10 +24,44 @@ from giftgraph.app import create_app
 from giftgraph.config import Settings
 from giftgraph.db.embedded import EmbeddedPostgres
 from giftgraph.db.migrate import upgrade
-from tests.support import serving
+from tests.support import ACCEL, serving
 
 TABLES = ("events", "comments", "list_items", "gift_lists", "gifts", "occasions", "persons",
-          "refresh_tokens", "users", "families")
+          "refresh_tokens", "users", "families", "persisted_documents")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "accel: tests a fast path itself (giftgraph.accel: a contract test, a "
+        "compiled statement count); skipped when GIFTGRAPH_ACCEL=false")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With the fast paths off, the tests of a fast path itself are skipped (the rest run
+    on the plain paths and must pass unchanged)."""
+    if ACCEL:
+        return
+    skip = pytest.mark.skip(reason="tests a fast path (giftgraph.accel); GIFTGRAPH_ACCEL=false")
+    for item in items:
+        if item.get_closest_marker("accel") is not None:
+            item.add_marker(skip)
+
+
+APOLLO = Path(__file__).resolve().parent.parent / "examples" / "apollo"
+
+
+@pytest.fixture
+def node() -> str:
+    """The node binary, with the Apollo examples' packages installed; checked before any
+    server starts, so a skip costs nothing."""
+    found = shutil.which("node")
+    if found and (APOLLO / "node_modules" / "@apollo" / "client").exists():
+        return found
+    if os.environ.get("GIFTGRAPH_REQUIRE_NODE") == "1":
+        pytest.fail("node and examples/apollo/node_modules (npm ci --prefix examples/apollo) "
+                    "are required (GIFTGRAPH_REQUIRE_NODE=1)")
+    pytest.skip("node or examples/apollo/node_modules missing "
+                "(run `npm ci --prefix examples/apollo`)")
 
 
 def _dsn(url: str) -> str:
@@ -35,18 +71,22 @@ def _dsn(url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """A PostgreSQL server's admin URL: the env's, or an embedded one for this session."""
     env = os.environ.get("GIFTGRAPH_TEST_DATABASE_URL")
     if env:
         yield env
         return
-    embedded = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg", numbered=True)))
+    # Not under pytest's basetemp: a later pytest session on the same machine removes all
+    # but the newest three of those, data directory and all, while this one still runs.
+    root = Path(tempfile.mkdtemp(prefix="giftgraph-test-pg-"))
+    embedded = EmbeddedPostgres(root)
     embedded.start()
     try:
         yield embedded.admin_url()
     finally:
         embedded.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -103,9 +143,16 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         # Tests send many requests of one family at once (races); the admission tests set
         # their own.
         "max_requests_per_caller": 64,
+        # Fuzzing and the bounds' tests send refused requests in a row; the pacing's own
+        # tests set their own.
+        "refusal_rate": 100000.0,
+        "refusal_burst": 100000,
+        "family_mutation_burst": 100000,
+        "family_subscription_start_burst": 100000,
         "token_ip_rate": "100000/minute",
         "socket_connect_ip_rate": "100000/minute",
         "max_subscriptions_per_user": 1_000_000,
+        "accel": ACCEL,  # GIFTGRAPH_ACCEL from the environment (tests.support)
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -16,9 +16,15 @@ from typing import IO, Any
 import httpx
 import pytest
 
+from giftgraph.accel.switch import ws_protocol
 from giftgraph.admission.server import HTTP_PROTOCOL
 from giftgraph.config import Settings
-from giftgraph.live.wire import WS_PROTOCOL
+
+# The fast paths (giftgraph.accel) on or off for this test run, as the app reads the switch:
+# `GIFTGRAPH_ACCEL=false pytest ...` runs everything on the plain library paths.
+ACCEL: bool = Settings(_env_file=None).accel  # type: ignore[call-arg]
+# The `--ws` protocol of a test server: what `giftgraph serve` picks under the switch.
+WS_PROTOCOL = ws_protocol(ACCEL)
 
 
 def free_port() -> int:
@@ -42,6 +48,10 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
         "GIFTGRAPH_LOGIN_IP_RATE": "100000/minute",
         "GIFTGRAPH_SIGNUP_IP_RATE": "100000/minute",
         "GIFTGRAPH_MAX_REQUESTS_PER_CALLER": "64",
+        "GIFTGRAPH_REFUSAL_RATE": "100000",
+        "GIFTGRAPH_REFUSAL_BURST": "100000",
+        "GIFTGRAPH_FAMILY_MUTATION_BURST": "100000",
+        "GIFTGRAPH_FAMILY_SUBSCRIPTION_START_BURST": "100000",
         "GIFTGRAPH_TOKEN_IP_RATE": "100000/minute",
         "GIFTGRAPH_SOCKET_CONNECT_IP_RATE": "100000/minute",
         # Tests open many subscriptions as one user; the admission tests set their own.

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 import jwt
 from argon2 import PasswordHasher
@@ -25,12 +25,16 @@ from giftgraph.config import Settings
 from giftgraph.db.models import RefreshToken, User
 from giftgraph.errors import Unauthenticated
 
-if TYPE_CHECKING:
-    from giftgraph.admission.throttle import Gate
-
 ACCESS = "access"
 REFRESH = "refresh"
 T = TypeVar("T")
+
+
+class Gate(Protocol):
+    """What runs a hash: the admission layer's `Hashing`, or one caller's `Turn` of it
+    (giftgraph.admission.throttle)."""
+
+    async def run(self, work: Callable[[], T]) -> T: ...
 
 
 @lru_cache(maxsize=8)
@@ -232,9 +236,14 @@ class Chain(NamedTuple):
     chain_id: uuid.UUID
 
 
+class IssuedRefresh(NamedTuple):
+    token: str
+    chain_id: uuid.UUID
+
+
 async def issue_refresh_token(
     session: AsyncSession, settings: Settings, user: User, chain_id: uuid.UUID | None = None
-) -> tuple[str, uuid.UUID]:
+) -> IssuedRefresh:
     """A new refresh token for `user`, stored hashed (never in clear), and its chain: a new
     one unless `chain_id` is given. A new chain's first row takes the chain's id as its own,
     so whether a chain has been revoked is one primary-key lookup (`CHAIN_REVOKED`): every
@@ -255,7 +264,7 @@ async def issue_refresh_token(
             expires_at=datetime.now(UTC) + timedelta(seconds=settings.refresh_token_ttl_seconds),
         )
     )
-    return token, chain
+    return IssuedRefresh(token, chain)
 
 
 # Whether the chain `chain_id` has been revoked (logout, reuse, deactivation, a new
@@ -276,9 +285,16 @@ class RefreshReuse(Unauthenticated):
         self.chain = chain
 
 
+class Refreshed(NamedTuple):
+    """A refresh token's user, and the chain the token it is exchanged for continues."""
+
+    user: User
+    chain_id: uuid.UUID
+
+
 async def consume_refresh_token(
     session: AsyncSession, settings: Settings, token: str
-) -> tuple[User, uuid.UUID]:
+) -> Refreshed:
     """Validate and mark a refresh token used; return its user and chain.
 
     Reusing an already rotated token revokes every token of its chain (theft detection).
@@ -310,7 +326,7 @@ async def consume_refresh_token(
     user = await session.get(User, row.user_id)
     if user is None or not user.is_active or user.token_epoch != epoch:
         raise Unauthenticated("Invalid refresh token")
-    return user, row.chain_id
+    return Refreshed(user, row.chain_id)
 
 
 async def revoke_chain(session: AsyncSession, chain_id: uuid.UUID) -> None:
@@ -319,6 +335,14 @@ async def revoke_chain(session: AsyncSession, chain_id: uuid.UUID) -> None:
         .where(RefreshToken.chain_id == chain_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=datetime.now(UTC))
     )
+
+
+async def end_sessions(session: AsyncSession, user: User) -> None:
+    """End every token issued to `user` so far: its refresh tokens are revoked, and access
+    tokens (and refresh tokens a concurrent refresh issued) carry the old `token_epoch`.
+    The caller closes the user's open sockets after commit."""
+    user.token_epoch += 1
+    await revoke_user_tokens(session, user.id)
 
 
 async def revoke_user_tokens(session: AsyncSession, user_id: uuid.UUID) -> None:

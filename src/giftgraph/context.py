@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -17,10 +19,10 @@ from giftgraph.db.engine import Database
 from giftgraph.db.models import Role, User
 from giftgraph.db.session import OperationDb, Publisher
 from giftgraph.errors import AppError, Forbidden, Unauthenticated
+from giftgraph.tracing import current_trace_id
 
 if TYPE_CHECKING:
     from giftgraph.admission.throttle import Throttle
-    from giftgraph.live import Live
     from giftgraph.observability import Metrics
     from giftgraph.ratelimit import RateLimits
     from giftgraph.schema.loaders import Loaders
@@ -59,6 +61,27 @@ def end_operation(token: object) -> None:
     _OPERATION.reset(token)  # type: ignore[arg-type]
 
 
+@asynccontextmanager
+async def operation_scope(database: Database,
+                          publish: Publisher | None = None) -> AsyncIterator[OperationState]:
+    """One operation's scope, current for the block: its own session (opened when first
+    used), DataLoaders and refusals; the session closed and the loaders let go when the
+    block ends, however it ends. Every operation's scope is made here: an HTTP or socket
+    operation's (`RequestScope`), a socket's `connection_init` and re-authentication
+    (web/view.py, web/reauth.py); the shared scope of an event's subscribers
+    (live/streams.py `SharedScopes`) is one held open across its subscribers' turns."""
+    state = OperationState(OperationDb(database, publish=publish))
+    token = begin_operation(state)
+    try:
+        yield state
+    finally:
+        try:
+            await state.db.close()
+        finally:  # even when the close is cancelled
+            state.release()
+            end_operation(token)
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
     """The authenticated caller (of a request, or of a socket at connect): the user row's
@@ -84,23 +107,30 @@ CALLER_COLUMNS = tuple(getattr(User, f.name) for f in fields(Caller))
 class Context:
     settings: Settings
     database: Database
-    # A WebSocket's headers are let go once it is authenticated (live/wire.py,
+    # A WebSocket's headers are let go once it is authenticated (accel/wire.py,
     # release_handshake): read them in get_context or on_ws_connect.
     request: Request | WebSocket
     response: Any = None
     authorization: str | None = None
     connection_params: dict[str, Any] | None = None
-    trace_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # The trace's id while tracing is on (giftgraph.tracing), else a fresh one.
+    trace_id: str = field(default_factory=lambda: current_trace_id() or uuid.uuid4().hex)
     # Per request (HTTP) or per connection (WebSocket, from connection_init).
     user: Caller | None = None
     auth_error: AppError | None = None
     # Called with the events of each committed mutation (the live layer publishes them).
     publish: Publisher | None = None
-    live: Live | None = None
+    # The live layer (`giftgraph.live.layer.Live`; typed: `Live.of(ctx)`);
+    # None outside the app's lifespan.
+    live: Any = None
     metrics: Metrics | None = None
     rate_limits: RateLimits | None = None
     # The anonymous mutations' per-IP budgets and the bound on concurrent password hashing.
     throttle: Throttle | None = None
+    # Whether the app's fast paths are on (giftgraph.accel): look-ahead then reads
+    # graphql-core's field nodes directly.
+    fast: bool = False
+
     @property
     def operation(self) -> OperationState:
         state = _OPERATION.get()
@@ -113,7 +143,7 @@ class Context:
 
     async def recover_reads(self) -> None:
         """Before the lean executor's query runs again in graphql-core (see
-        schema/execution.py): a read that failed in the first run must not fail the second."""
+        accel/executor.py): a read that failed in the first run must not fail the second."""
         state = _OPERATION.get()
         if state is not None:
             await state.db.recover()

@@ -8,12 +8,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple, TypedDict
 
 from sqlalchemy import (
     ARRAY,
     BigInteger,
     String,
+    Table,
     Text,
     bindparam,
     column,
@@ -189,7 +190,22 @@ async def _lock_family_events(session: AsyncSession, family_id: uuid.UUID) -> No
         session.info["giftgraph.event_lock"] = True
 
 
-Cascaded = tuple[m.EventKind, m.Base, Iterable[str]]
+class Cascaded(NamedTuple):
+    """A row a change cascaded to, and the event `record_many` writes for it."""
+
+    kind: m.EventKind
+    entity: m.Base
+    topics: Iterable[str]
+
+
+class _BatchEntry(TypedDict):
+    """One event of `record_many`'s batch, as the JSON that INSERT_MANY_EVENTS reads."""
+
+    kind: str
+    entity_type: str
+    entity_id: str
+    payload: dict[str, Any] | None
+    topics: list[str]
 
 
 async def record_many(
@@ -204,7 +220,7 @@ async def record_many(
     events, on its topics plus `family`, as `record` would write them, and all of them in
     one statement. The rows were changed already (and so locked: row locks come before the
     family's lock)."""
-    batch = []
+    batch: list[_BatchEntry] = []
     for kind, entity, topics in entries:
         batch.append({
             "kind": kind.value, "entity_type": ENTITY_TYPES[type(entity)],
@@ -258,7 +274,10 @@ def _update_statement(model: type[m.Base], keys: tuple[str, ...]) -> tuple[Any, 
     columns = {key: mapper.column_attrs[key].columns[0] for key in keys}
     with_lock = not any(col.foreign_keys for col in columns.values())
     pk = mapper.primary_key[0]
-    stmt = (update(mapper.local_table)
+    table = mapper.local_table
+    if not isinstance(table, Table):  # every mapped class here maps one plain table
+        raise TypeError(f"{model.__name__} is not mapped to a table")
+    stmt = (update(table)
             .where(pk == bindparam("pk", type_=pk.type))
             .values({col.name: bindparam(f"v_{key}", type_=col.type)
                      for key, col in columns.items()})
@@ -344,7 +363,8 @@ INSERT_MANY_EVENTS = text("""
 def take_pending(session: AsyncSession) -> list[m.Event]:
     """Events written by the transaction just committed (cleared for the next one)."""
     session.info.pop("giftgraph.event_lock", None)
-    return session.info.pop(PENDING_KEY, [])
+    pending: list[m.Event] = session.info.pop(PENDING_KEY, [])
+    return pending
 
 
 AFTER_COMMIT_KEY = "giftgraph.after_commit"
@@ -356,4 +376,5 @@ def after_commit(session: AsyncSession, hook: Callable[[], Awaitable[None]]) -> 
 
 
 def take_after_commit(session: AsyncSession) -> list[Callable[[], Awaitable[None]]]:
-    return session.info.pop(AFTER_COMMIT_KEY, [])
+    hooks: list[Callable[[], Awaitable[None]]] = session.info.pop(AFTER_COMMIT_KEY, [])
+    return hooks

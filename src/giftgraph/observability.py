@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import gc
 import logging
+import logging.handlers
+import queue
 import re
 import sys
 import time
@@ -13,6 +18,7 @@ from typing import Any
 import structlog
 from graphql import GraphQLError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy import event
 from strawberry.extensions import SchemaExtension
 
 from giftgraph.admission import Refusals
@@ -21,6 +27,9 @@ from giftgraph.config import Settings
 log = structlog.get_logger("giftgraph.operation")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_OPERATION_NAMES = 200
+NAMES_PER_FAMILY = 20
+LOOP_PROBE_S = 0.025
+PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -47,9 +56,56 @@ def configure_logging(settings: Settings) -> None:
                     structlog.processors.format_exc_info, renderer],
     ))
     root = logging.getLogger("giftgraph")
-    root.handlers = [handler]
+    root.handlers = [_writer.hand_to(handler)]
     root.setLevel(logging.INFO)
     root.propagate = False
+
+
+class Handoff(logging.handlers.QueueHandler):
+    """Hands each record, as it is, to the writer thread: rendering it and writing it to
+    a pipe the reader is slow to drain must not stall the event loop. A record that finds
+    the queue full is dropped and counted (`dropped`), never waited for."""
+
+    dropped = 0
+
+    def __init__(self, records: queue.Queue[logging.LogRecord], limit: int) -> None:
+        super().__init__(records)
+        self.records, self.limit = records, limit
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record  # rendered by the writer's formatter, in its thread
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        if self.records.qsize() >= self.limit:
+            Handoff.dropped += 1
+        else:
+            self.records.put_nowait(record)
+
+
+class Writer:
+    """The process's one log-writing thread (a QueueListener), restarted with each
+    configuration and drained at exit."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self.listener: logging.handlers.QueueListener | None = None
+
+    def hand_to(self, handler: logging.Handler) -> Handoff:
+        self.stop()
+        records: queue.Queue[logging.LogRecord] = queue.Queue()
+        self.listener = logging.handlers.QueueListener(records, handler,
+                                                       respect_handler_level=True)
+        self.listener.start()
+        return Handoff(records, self.size)
+
+    def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()  # writes what is queued first
+            self.listener = None
+
+
+_writer = Writer()
+atexit.register(_writer.stop)
 
 
 class Metrics:
@@ -93,6 +149,18 @@ class Metrics:
             "Listeners on this process's hub (event subscriptions, presence rooms, one per "
             "family dashboard feed): live from here on",
             registry=r)
+        self.live_queries = Gauge(
+            "giftgraph_live_queries",
+            "Distinct live queries open on this process (each one execution per relevant "
+            "change, shared by its subscribers)", registry=r)
+        self.live_query_executions = Gauge(
+            "giftgraph_live_query_executions",
+            "Live query executions on this process since it started (joins included)",
+            registry=r)
+        self.live_query_skipped = Gauge(
+            "giftgraph_live_query_events_skipped",
+            "Family events a live query did not run for (it reads none of their entity "
+            "type), since this process started", registry=r)
         self.events_published = Counter("giftgraph_events_published", "Events published",
                                         registry=r)
         self.events_publish_failures = Gauge(
@@ -140,16 +208,37 @@ class Metrics:
         self.db_pool_checked_out = Gauge("giftgraph_db_pool_checked_out",
                                          "Database connections in use", registry=r)
         self.db_pool_size = Gauge("giftgraph_db_pool_size", "Database pool size", registry=r)
+        self.db_connections_opened = Counter(
+            "giftgraph_db_connections_opened", "Database connections opened (each one past "
+            "the pool's size is set up and closed again: its cost is paid on the event loop)",
+            registry=r)
         self.refusals = Refusals(r)
+        # The process's own pauses: what every request and delivery waits behind.
+        self.gc_pause_seconds = Histogram(
+            "giftgraph_gc_pause_seconds", "Garbage collections by generation (the event loop "
+            "waits while one runs)", ["generation"], buckets=PAUSE_BUCKETS, registry=r)
+        self.loop_lag_seconds = Histogram(
+            "giftgraph_event_loop_lag_seconds", "How late the event loop woke a timer due "
+            f"every {LOOP_PROBE_S * 1000:g} ms (what a ready task waits at most)",
+            buckets=PAUSE_BUCKETS, registry=r)
         self._names: set[str] = set()
+        self._brought: dict[object, int] = {}  # names labelled, by the family that sent them
         self._open = 0
+        self._peak = 0  # what sockets_peak holds (read here, not from the gauge's internals)
 
-    def operation_name(self, name: str | None) -> str:
-        """Bounded label values: client-chosen names beyond the first 200 become `other`."""
+    def operation_name(self, name: str | None, family: object = None) -> str:
+        """Bounded label values: client-chosen names beyond the first 200 become `other`,
+        and one family (or all anonymous callers together) may bring at most 20 of them,
+        so no one client can take every label and leave the others' operations uncounted
+        by name."""
         if not name or not _NAME.match(name):
             return "anonymous" if not name else "other"
-        if name in self._names or len(self._names) < MAX_OPERATION_NAMES:
+        if name in self._names:
+            return name
+        brought = self._brought.get(family, 0)
+        if len(self._names) < MAX_OPERATION_NAMES and brought < NAMES_PER_FAMILY:
             self._names.add(name)
+            self._brought[family] = brought + 1
             return name
         return "other"
 
@@ -157,7 +246,8 @@ class Metrics:
         self._open += 1
         self.sockets_total.inc()
         self.sockets_active.set(self._open)
-        if self._open > self.sockets_peak._value.get():
+        if self._open > self._peak:
+            self._peak = self._open
             self.sockets_peak.set(self._open)
 
     def socket_closed(self) -> None:
@@ -176,7 +266,39 @@ class Metrics:
         self.broadcast_reconnects.set_function(lambda: float(reconnects()))
         self.db_pool_checked_out.set_function(lambda: float(pool.checkedout()))
         self.db_pool_size.set_function(lambda: float(pool.size()))
+        event.listen(pool, "connect", lambda *_: self.db_connections_opened.inc())
 
+
+    def watch_gc(self) -> Callable[[], None]:
+        """Time every garbage collection of the process into `gc_pause_seconds` until the
+        returned function is called."""
+        started = [0.0]
+        pause = self.gc_pause_seconds
+
+        def callback(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            elif started[0]:
+                pause.labels(str(info.get("generation", "?"))).observe(
+                    time.perf_counter() - started[0])
+        gc.callbacks.append(callback)
+        return lambda: gc.callbacks.remove(callback) if callback in gc.callbacks else None
+
+    async def probe_loop(self) -> None:
+        """Runs until cancelled: the event loop's lag, sampled every LOOP_PROBE_S."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LOOP_PROBE_S
+            await asyncio.sleep(LOOP_PROBE_S)
+            self.loop_lag_seconds.observe(max(0.0, loop.time() - due))
+
+    def bind_live_queries(self, queries: Any) -> None:
+        """The live queries' figures (`queries`: a live.queries.LiveQueries), and their
+        time budget's waits counted as refusals (`live_seconds`)."""
+        queries.budget.refusals = self.refusals
+        self.live_queries.set_function(lambda: float(len(queries.queries)))
+        self.live_query_executions.set_function(lambda: float(queries.executions))
+        self.live_query_skipped.set_function(lambda: float(queries.skipped))
 
     def bind_publisher(self, hub: Any) -> None:
         """The publishing metrics of `hub` (a live.Hub): what went out, what waits, what the
@@ -216,7 +338,7 @@ class OperationLog(SchemaExtension):
         metrics: Metrics | None = getattr(ctx, "metrics", None)
         name = ec.operation_name
         if metrics is not None:
-            label = metrics.operation_name(name)
+            label = metrics.operation_name(name, user.family_id if user is not None else None)
             metrics.operations.labels(label, op_type, "error" if codes else "ok").inc()
             metrics.operation_seconds.labels(label, op_type).observe(seconds)
             for code in codes:

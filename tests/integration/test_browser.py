@@ -147,6 +147,44 @@ async def test_graphiql_runs_a_query_offline(service: Service, browser: object) 
     assert outside == []  # works with no internet: every asset is local
 
 
+async def test_graphiql_keeps_a_live_query_current(service: Service, browser: object) -> None:
+    """GraphiQL (its graphql-ws client, the Authorization header from its Headers editor)
+    runs `subscription { live { ... } }`: the result at once, then the new result when
+    another client changes what it reads."""
+    from playwright.async_api import Browser
+
+    assert isinstance(browser, Browser)
+    base = service.base
+    token = await asyncio.to_thread(signup, base, "graphiql-live@example.com")
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    await page.goto(base + "/graphql")
+    editor = page.locator(".graphiql-query-editor .CodeMirror").first
+    await editor.wait_for(timeout=10_000)
+    headers = page.locator(".graphiql-editor-tool .CodeMirror >> visible=true").first
+    await headers.evaluate("(el, value) => el.CodeMirror.setValue(value)",
+                           f'{{"Authorization": "Bearer {token}"}}')
+    await editor.evaluate("el => el.CodeMirror.setValue('subscription { live { persons(first:"
+                          " 5) { totalCount edges { node { name } } } } }')")
+    response = page.locator(".graphiql-response")
+
+    async def shown(text: str, seconds: float, click: bool) -> None:
+        deadline, clicked = time.monotonic() + seconds, 0.0
+        while text not in "".join((await response.inner_text()).split()):
+            assert time.monotonic() < deadline, (text, await response.inner_text())
+            if click and time.monotonic() - clicked > 2:  # ignored while it starts up
+                await page.locator(".graphiql-execute-button").click()
+                clicked = time.monotonic()
+            await asyncio.sleep(0.1)
+
+    await shown('"totalCount":0', 15, click=True)
+    await asyncio.to_thread(post, base, 'mutation { createPerson(input: {name: "Grandma"}) '
+                            '{ id } }', None, token)
+    await shown('"totalCount":1', 5, click=False)
+    await shown('"name":"Grandma"', 1, click=False)
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "graphiql-live.png"))
+
+
 async def test_dashboard_page_refetches_when_its_since_is_refused(database_url: str,
                                                                    browser: object) -> None:
     """Back from a drop with more changes missed than the server replays, the page is told

@@ -223,3 +223,41 @@ def test_headers_past_the_bound_are_refused_before_more_is_buffered(database_url
         # Headers within the bound are served, on a connection of their own.
         r = httpx.get(f"{base}/health", headers={"x-pad": "a" * 12_000}, timeout=5)
         assert r.status_code == 200
+
+
+def connect_from(base: str, address: str) -> socket.socket:
+    port = int(base.rsplit(":", 1)[1])
+    return socket.create_connection(("127.0.0.1", port), timeout=WITHIN,
+                                    source_address=(address, 0))
+
+
+def answer_to_get(sock: socket.socket) -> bytes:
+    sock.sendall(GET)
+    return sock.recv(4096)
+
+
+async def test_one_address_holds_a_bounded_share_of_the_connections(database_url: str) -> None:
+    """Two idle connections from one address hold its share (2): its third is refused at
+    once, while another address, and a trusted proxy's (127.0.0.1), are served."""
+    with serving(database_url, GIFTGRAPH_MAX_CONNECTIONS_PER_IP="2",
+                 GIFTGRAPH_HTTP_HEADER_TIMEOUT_SECONDS="30") as base:
+        before = refused(base, "connections_per_ip")
+        idle = [connect_from(base, "127.0.0.2"), connect_from(base, "127.0.0.2")]
+        try:
+            await asyncio.sleep(0.5)  # accepted by the server
+            with connect_from(base, "127.0.0.2") as third:
+                third.sendall(GET)
+                answer = await asyncio.to_thread(closed_by_server, third)
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 503"), answer
+            with connect_from(base, "127.0.0.3") as other:
+                assert answer_to_get(other).startswith(b"HTTP/1.1 200")
+            for _ in range(3):  # the proxy's address is not counted
+                with connect_from(base, "127.0.0.1") as proxied:
+                    assert answer_to_get(proxied).startswith(b"HTTP/1.1 200")
+        finally:
+            for sock in idle:
+                sock.close()
+        await asyncio.sleep(0.5)  # their slots are given back as they close
+        with connect_from(base, "127.0.0.2") as again:
+            assert answer_to_get(again).startswith(b"HTTP/1.1 200")
+        assert refused(base, "connections_per_ip") == before + 1

@@ -166,14 +166,16 @@ async def test_doubling_is_refused_over_a_socket(limited_server: str) -> None:
                 assert (extensions["code"], extensions["measure"]) == ("QUERY_TOO_COMPLEX",
                                                                         "cost")
                 assert extensions["traceId"]
-            # Mutations over the socket are charged as over HTTP.
+            # Mutations over the socket are charged as over HTTP, and refused as the other
+            # bounds are: before validation, with an `error` message.
             spread = ('mutation { ...M } fragment M on Mutation { a: createPerson(input: '
                       '{name: "a"}) { id } b: createPerson(input: {name: "b"}) { id } '
                       'c: createPerson(input: {name: "c"}) { id } '
                       'd: createPerson(input: {name: "d"}) { id } }')
             sent = await client.subscribe(spread)
             msg = await client.receive()
-            assert msg["payload"]["errors"][0]["extensions"]["code"] == "RATE_LIMITED", msg
+            assert (msg["type"], msg["id"]) == ("error", sent), msg
+            assert msg["payload"][0]["extensions"]["code"] == "RATE_LIMITED", msg
         finally:
             await client.ws.close()
         r = await http.post("/graphql", json={"query": "{ persons { totalCount } }"},

@@ -1,7 +1,10 @@
-"""The client examples in examples/ run end to end against a live server.
+"""The client examples in examples/, one for each way in, run end to end against a live
+server: graphql-transport-ws (Apollo Client, Python gql), multipart subscriptions (Apollo
+Client's HttpLink alone), graphql-sse (the graphql-sse client) and APQ (Apollo's
+persisted-queries link).
 
-Each script signs up, creates a list and an item, subscribes to listEvents over
-graphql-transport-ws, changes the item's status and prints the event as `EVENT {json}`.
+Each subscription script signs up, creates a list and an item, subscribes to listEvents,
+changes the item's status and prints the event as `EVENT {json}`.
 The Apollo (Node) example needs `npm ci --prefix examples/apollo`; without node or its
 node_modules it is skipped, unless GIFTGRAPH_REQUIRE_NODE=1 (CI), where that is a failure.
 """
@@ -10,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,18 +48,24 @@ def test_python_gql_example(server: str) -> None:
     _check(_event([sys.executable, str(EXAMPLES / "python" / "subscribe.py"), server]))
 
 
-@pytest.fixture
-def node() -> str:
-    """The node binary, checked before the server starts so a skip costs nothing."""
-    node = shutil.which("node")
-    if node and (APOLLO / "node_modules" / "@apollo" / "client").exists():
-        return node
-    if os.environ.get("GIFTGRAPH_REQUIRE_NODE") == "1":
-        pytest.fail("node and examples/apollo/node_modules (npm ci --prefix examples/apollo) "
-                    "are required in CI")
-    pytest.skip("node or examples/apollo/node_modules missing "
-                "(run `npm ci --prefix examples/apollo`)")
-
-
 def test_apollo_client_example(node: str, server: str) -> None:
     _check(_event([node, str(APOLLO / "subscribe.mjs"), server]))
+
+
+@pytest.mark.parametrize("mode", ["multipart", "sse"])
+def test_http_subscription_examples(node: str, server: str, mode: str) -> None:
+    """No WebSocket: Apollo Client's HttpLink (multipart), the graphql-sse client (SSE)."""
+    _check(_event([node, str(APOLLO / "http-subscriptions.mjs"), mode, server]))
+
+
+def test_apq_example(node: str, server: str) -> None:
+    proc = subprocess.run(  # noqa: S603 - node, our fixed script
+        [node, str(APOLLO / "persisted.mjs"), server], capture_output=True, text=True,
+        timeout=TIMEOUT, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [json.loads(line.removeprefix("APQ ")) for line in proc.stdout.splitlines()
+             if line.startswith("APQ ")]
+    # First time: the hash alone, PersistedQueryNotFound, then the query with it; a second
+    # client (the hash only): answered from the stored document.
+    assert [(line["sent"], line["codes"]) for line in lines if line["op"] == "Me"] == [
+        (["hash"], ["PERSISTED_QUERY_NOT_FOUND"]), (["hash", "query"], []), (["hash"], [])]

@@ -152,9 +152,9 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await expect(item.locator(".comments")).to_contain_text("Ann: Wrapped, in the attic")
     await audit(page, "list")
     await item.get_by_role("button", name="Edit Scarf").click()
-    await item.get_by_label("Price").fill("55")
+    await item.get_by_label("Price").fill("55,50")  # a decimal comma is the same amount
     await item.get_by_role("button", name="Save gift").click()
-    await expect(item_of(page, "Scarf").locator(".meta")).to_contain_text("55.00")
+    await expect(item_of(page, "Scarf").locator(".meta")).to_contain_text("55.50")
     await page.get_by_role("button", name="Edit list").click()
     editor = page.locator("form", has=page.get_by_role("button", name="Save list"))
     await expect(editor.get_by_label("Name")).to_be_focused()
@@ -219,6 +219,7 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await expect(page.locator("#status")).to_have_text("offline")
     await page.wait_for_timeout(300)  # a late socket event must not change it
     await expect(page.locator("#status")).to_have_text("offline")
+    await expect(page.locator("#status")).to_be_hidden()  # no red "offline" at the login
     for field in ("#email", "#password", "#family-name", "#display-name"):
         await expect(page.locator(field)).to_have_value("")
     assert await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('gg.'))") == []
@@ -296,6 +297,12 @@ async def test_two_browsers_of_one_family_and_a_stranger(service: Service, brows
     await expect(bob.locator("#activity")).to_contain_text("Ann moved Kite to Purchased")
     await expect(bob.locator("#activity")).to_contain_text("Ann assigned Kite to Bob")
 
+    # The family itself is a live query on every page of it: Ann's rename (here through the
+    # API, as another of her devices would) reaches Bob's header without a reload.
+    await asyncio.to_thread(post, base, 'mutation { updateFamily(input: {name: "The Ones", '
+                            'currency: "EUR"}) { name } }', None, admin)
+    await expect(bob.locator("#family")).to_have_text("The Ones · Bob", timeout=1_000)
+
     # Eve, of another family, saw none of it.
     await eve.get_by_role("link", name="Lists", exact=True).click()
     await expect(eve.locator("section", has_text="All lists")).to_contain_text("No lists yet")
@@ -326,6 +333,38 @@ async def test_a_rate_limited_login_says_when_to_retry(database_url: str, browse
     finally:
         svc.stop()
 
+
+
+async def test_a_field_error_goes_once_the_field_is_edited(
+        service: Service, browser: Any) -> None:
+    """Submitted empty, each required field says so; typing in one clears its own message
+    (and aria-invalid) and leaves the others'. The sign-up form and an app form alike."""
+    from playwright.async_api import expect
+
+    base = service.base
+    page = await browser.new_page(viewport=PHONE)
+    await page.goto(base + "/")
+    await page.get_by_role("button", name="Sign up").click()
+    await page.get_by_role("button", name="Sign up").click()  # the form's submit now
+    family, email = page.get_by_label("Family name"), page.get_by_label("Email")
+    await expect(page.locator("#family-name-err")).to_have_text("Family name is required")
+    await family.fill("The Edits")
+    await expect(page.locator("#family-name-err")).to_have_text("")
+    assert await family.get_attribute("aria-invalid") is None
+    await expect(page.locator("#email-err")).to_have_text("Email is required")
+    assert await email.get_attribute("aria-invalid") == "true"
+
+    await asyncio.to_thread(_family, base, "edit@one.example", "Edits")
+    await log_in(page, base, "edit@one.example")
+    await page.goto(base + "/#/occasions")
+    form = page.locator("form").filter(has_text="Add an occasion")
+    await form.get_by_role("button", name="Add occasion").click()
+    name = form.get_by_label("Name")
+    await expect(name).to_have_attribute("aria-invalid", "true")
+    await name.fill("Christmas")
+    await expect(form.get_by_text("Name is required")).to_have_count(0)
+    assert await name.get_attribute("aria-invalid") is None
+    await expect(form.get_by_text("Date is required")).to_have_count(1)
 
 
 async def test_an_ended_session_returns_to_the_login(service: Service, browser: Any) -> None:

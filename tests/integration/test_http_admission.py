@@ -4,6 +4,7 @@ the server goes on answering everyone else."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import pickle
@@ -14,12 +15,14 @@ import types
 import uuid
 from collections.abc import Iterator
 
+import asyncpg
 import httpx
 import pytest
 
 from giftgraph.app import create_app
+from giftgraph.ids import decode_id
 from giftgraph.schema.cache import ResultStore, _key
-from tests.conftest import GQL, make_settings
+from tests.conftest import GQL, _dsn, make_settings
 from tests.conftest import sign_up as sign_up_in
 from tests.support import serving
 
@@ -151,22 +154,33 @@ async def test_a_refused_document_leaves_no_cycle_holding_the_request(
     assert frames == []
 
 
-def test_one_caller_runs_a_bounded_number_of_requests_at_once(database_url: str) -> None:
+def family_of(base: str, token: str) -> uuid.UUID:
+    r = httpx.post(f"{base}/graphql", json={"query": "{ family { id } }"}, timeout=10,
+                   headers={"authorization": f"Bearer {token}"})
+    return decode_id(r.json()["data"]["family"]["id"], "Family")
+
+
+async def test_one_caller_runs_a_bounded_number_of_requests_at_once(database_url: str) -> None:
     """A family's requests beyond `max_requests_per_caller` wait for one of its own, then
-    are refused (RATE_LIMITED); another family's go past them. Held here by a request
-    whose body is still coming (its turn is taken before its body is read)."""
+    are refused (RATE_LIMITED); another family's go past them. Held here by a mutation
+    waiting for its family's event lock, which the test holds."""
     with serving(database_url, GIFTGRAPH_MAX_REQUESTS_PER_CALLER="1",
                  GIFTGRAPH_REQUEST_WAIT_SECONDS="0.5") as url:
         token, other = sign_up(url, "Greedy"), sign_up(url, "Other")
+        family = family_of(url, token)
         before = refused(url, "requests_per_caller")
-        port = int(url.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
-            held.sendall(b"POST /graphql HTTP/1.1\r\nHost: giftgraph\r\n"
-                         b"Content-Type: application/json\r\nContent-Length: 100\r\n"
-                         b"Authorization: Bearer " + token.encode() + b"\r\n\r\n{")
-            time.sleep(0.3)  # the server has its headers: its turn is taken
-            query = {"query": "{ me { id } }"}
-            r = httpx.post(f"{url}/graphql", json=query, timeout=10, headers={
+        conn = await asyncpg.connect(_dsn(database_url))
+        lock = conn.transaction()
+        await lock.start()
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                           str(family))
+        query = {"query": "{ me { id } }"}
+        async with httpx.AsyncClient(timeout=10) as client:
+            held = asyncio.create_task(client.post(f"{url}/graphql", headers={
+                "authorization": f"Bearer {token}"}, json={
+                "query": 'mutation { createPerson(input: {name: "Held"}) { id } }'}))
+            await asyncio.sleep(0.5)  # the mutation waits for the lock, in its turn
+            r = await client.post(f"{url}/graphql", json=query, headers={
                 "authorization": f"Bearer {token}",
                 "accept": "application/graphql-response+json"})
             assert r.status_code == 429, r.text
@@ -174,18 +188,38 @@ def test_one_caller_runs_a_bounded_number_of_requests_at_once(database_url: str)
             assert error["extensions"]["code"] == "RATE_LIMITED"
             assert r.headers["retry-after"] == "1"
             assert refused(url, "requests_per_caller") == before + 1
-            r = httpx.post(f"{url}/graphql", json=query, timeout=10,
-                           headers={"authorization": f"Bearer {other}"})
+            r = await client.post(f"{url}/graphql", json=query,
+                                  headers={"authorization": f"Bearer {other}"})
             assert r.json()["data"]["me"]["id"]  # another family is served meanwhile
             # A forged token is no family's: its caller is its IP, not the greedy family.
             forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
-            r = httpx.post(f"{url}/graphql", json=query, timeout=10,
-                           headers={"authorization": f"Bearer {forged}"})
+            r = await client.post(f"{url}/graphql", json=query,
+                                  headers={"authorization": f"Bearer {forged}"})
             assert r.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
-        time.sleep(0.3)  # the held request ended with its connection: the turn is free
-        r = httpx.post(f"{url}/graphql", json=query, timeout=10,
-                       headers={"authorization": f"Bearer {token}"})
-        assert r.json()["data"]["me"]["id"]
+            await lock.rollback()
+            await conn.close()
+            assert (await held).json()["data"]["createPerson"]["id"]
+            r = await client.post(f"{url}/graphql", json=query,
+                                  headers={"authorization": f"Bearer {token}"})
+            assert r.json()["data"]["me"]["id"]
+
+
+def test_a_slow_body_holds_no_turn_of_its_caller(database_url: str) -> None:
+    """Requests whose bodies are still coming take no turn: two anonymous ones that never
+    finish leave their IP's next request (a login, a refresh) to run at once."""
+    with serving(database_url, GIFTGRAPH_MAX_REQUESTS_PER_CALLER="1",
+                 GIFTGRAPH_REQUEST_WAIT_SECONDS="0.5") as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as one, \
+                socket.create_connection(("127.0.0.1", port), timeout=10) as two:
+            for slow in (one, two):
+                slow.sendall(b"POST /graphql HTTP/1.1\r\nHost: giftgraph\r\n"
+                             b"Content-Type: application/json\r\nContent-Length: 100\r\n"
+                             b"\r\n{")
+            time.sleep(0.3)  # the server has their headers
+            r = httpx.post(f"{url}/graphql", json={"query": "{ __typename }"}, timeout=10)
+            assert r.status_code == 200, r.text
+            assert r.json() == {"data": {"__typename": "Query"}}
 
 
 async def test_a_familys_members_share_one_mutation_budget(database_url: str) -> None:

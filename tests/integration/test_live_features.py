@@ -23,10 +23,10 @@ from websockets.exceptions import ConnectionClosed
 from giftgraph.app import create_app
 from giftgraph.config import Settings
 from giftgraph.ids import encode_id
-from giftgraph.live.hub import OVERFLOW, RESYNC, Subscription
-from giftgraph.live.wire import WS_PROTOCOL
+from giftgraph.live.subscriber import OVERFLOW, RESYNC, Subscriber
 from tests.conftest import make_settings
 from tests.integration.test_live import PROTOCOL, WsClient
+from tests.support import WS_PROTOCOL
 
 
 class Server:
@@ -70,20 +70,21 @@ class Server:
         await self.listening(listening)
         return clients
 
-    async def caught_up(self, timeout: float = 10) -> None:
+    async def caught_up(self, within: float = 10) -> None:
         """Until every hub subscriber is caught up and idle, its subscribe step's reads
-        (the replay after it started listening) done: the hub delivers to it directly."""
-        deadline = time.monotonic() + timeout
-        while any(sub.direct is None for feed in self.live.hub.feeds.values()
-                  for sub in feed.subscribers):
+        (the replay after it started listening) done: the hub delivers to it directly
+        (fast paths), or its stream waits for the next event (plain paths)."""
+        deadline = time.monotonic() + within
+        while any(sub.direct is None and not sub.waiting
+                  for feed in self.live.hub.feeds.values() for sub in feed.subscribers):
             assert time.monotonic() < deadline, "a subscription never caught up"
             await asyncio.sleep(0.02)
 
-    async def listening(self, subscribers: int, timeout: float = 10) -> None:
+    async def listening(self, subscribers: int, within: float = 10) -> None:
         """Until the hub holds `subscribers` subscriptions. A subscribe message has no reply
         until an event, and a slow machine may still be authorizing it when the test's
         mutation commits."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while self.subscribers() < subscribers:
             assert time.monotonic() < deadline, (self.subscribers(), subscribers)
             await asyncio.sleep(0.02)
@@ -140,6 +141,12 @@ async def _list_watchers(srv: Server, email: str, count: int = 3
     query = ("subscription($l: ID!) { listEvents(listId: $l)"
              " { seq kind node { ... on ListItem { status } } } }")
     return token, item, await srv.watchers(token, query, {"l": gl}, count)
+
+
+async def _until_closed(client: WsClient) -> None:
+    """Read until the server closes the socket (ConnectionClosed); each read within 2 s."""
+    while True:
+        await asyncio.wait_for(client.ws.recv(), 2)
 
 
 async def _status(srv: Server, token: str, item: str, status: str) -> None:
@@ -308,9 +315,9 @@ async def test_deactivated_member_socket_closes_4403_within_a_second(
         else:
             await srv.gql("mutation($id: ID!) { deleteUser(id: $id) }", {"id": kid_id}, admin)
         with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                await asyncio.wait_for(ws.ws.recv(), 2)
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+            await _until_closed(ws)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4403
         assert time.monotonic() - started < 1.0
         if action == "deactivate":  # reactivate for the delete round
             await srv.gql("mutation($id: ID!) { updateUser(id: $id, input: {isActive: true})"
@@ -354,6 +361,7 @@ async def test_a_query_over_the_socket_is_answered_from_the_result_cache(
     await client.ws.close()
 
 
+@pytest.mark.accel  # a fast path itself (giftgraph.accel)
 async def test_socket_queries_are_compiled_and_me_is_the_connections_user(
         live_server: Server) -> None:
     """A query over the socket runs as one compiled statement, as over HTTP. `me` on a
@@ -437,7 +445,8 @@ async def test_subscriptions_per_connection_are_capped(live_server: Server) -> N
         await c.subscribe("subscription { familyEvents { seq } }")
     await c.subscribe("subscription { familyEvents { seq } }")
     msg = await c.receive()
-    assert msg["type"] == "error" and msg["id"] == str(cap + 1), msg
+    assert msg["type"] == "error", msg
+    assert msg["id"] == str(cap + 1), msg
     await c.ws.close()
 
 
@@ -450,27 +459,29 @@ async def test_connection_init_timeout_closes_4408(database_url: str) -> None:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning"))
     task = asyncio.create_task(server.serve())
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 - uvicorn's Server has a flag, no event
         await asyncio.sleep(0.05)
     try:
         ws = await websockets.connect(f"ws://127.0.0.1:{port}/graphql",
                                       subprotocols=[PROTOCOL])  # type: ignore[list-item]
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 3)
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4408
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
 
 
 def test_slow_subscriber_overflows_instead_of_growing() -> None:
-    sub = Subscription(size=3)
+    sub = Subscriber(size=3)
     for i in range(10):
         sub.offer({"seq": i})
     items = list(sub.items)
     assert items[:3] == [{"seq": 0}, {"seq": 1}, {"seq": 2}]
-    assert items[3] is OVERFLOW and len(items) == 4  # bounded, and told to resume
-    sub2 = Subscription(size=1)
+    assert items[3] is OVERFLOW
+    assert len(items) == 4  # bounded, and told to resume
+    sub2 = Subscriber(size=1)
     sub2.offer({"seq": 1})
     sub2.offer(RESYNC)  # a resync marker is never the thing that overflows
     assert not sub2.overflowed
@@ -494,7 +505,8 @@ async def test_nested_event_fields_load_once_per_event_not_per_subscriber(
         await srv.caught_up()  # no subscribe step's statement is counted below
         statements: list[str] = []
 
-        def before(_c: Any, _cur: Any, stmt: str, *_a: Any) -> None:
+        def before(_c: Any, _cur: Any, stmt: str, *_a: Any,
+                   statements: list[str] = statements) -> None:
             statements.append(stmt)
 
         # Counted: the mutation (the same each round) plus the delivery to n subscribers.
@@ -578,6 +590,71 @@ async def test_overflowing_stream_ends_with_resume_error(database_url: str) -> N
         assert err.value.code == "RATE_LIMITED"
 
 
+async def test_a_burst_of_subscription_starts_reads_the_latest_seq_once(
+        database_url: str) -> None:
+    """Subscriptions that start together without `since` share one read of where to start
+    (not a pooled connection each, which every other family's requests would queue
+    behind), and each still starts after what committed before it: only later events."""
+    from sqlalchemy import event
+
+    from giftgraph.live.streams import event_stream
+
+    async with in_process(database_url, "Burst family") as env:
+        state, account, ctx = env.state, env.account, env.ctx
+        await account.client('mutation { createPerson(input: {name: "Before"}) { id } }')
+        reads: list[str] = []
+
+        def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+            if "max(events.seq)" in statement:
+                reads.append(statement)
+
+        engine = state.db().engine.sync_engine
+        event.listen(engine, "before_cursor_execute", count)
+        n = 40
+        received: list[list[str]] = [[] for _ in range(n)]
+
+        async def subscriber(k: int) -> None:
+            async for row in event_stream(ctx, state.live.hub, state.live.scopes,
+                                          "family", None):
+                received[k].append(row.payload["name"])
+
+        tasks = [asyncio.create_task(subscriber(k)) for k in range(n)]
+        try:
+            deadline = time.monotonic() + 10
+            while state.live.hub.stats()["subscribers"] < n:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            assert 1 <= len(reads) <= 2, len(reads)
+            await account.client('mutation { createPerson(input: {name: "After"}) { id } }')
+            while any(not r for r in received):
+                assert time.monotonic() < deadline, received
+                await asyncio.sleep(0.02)
+            assert received == [["After"]] * n
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_starts_sharing_a_read_end_when_cancelled_together(database_url: str) -> None:
+    """Cancelled while they share a read (a socket closed during its subscribe burst), the
+    reader and the starts that joined it all end: none takes the read's cancellation for
+    a failed read and reads again."""
+    async with in_process(database_url, "Cancelled burst family") as env:
+        scopes, family_id = env.state.live.scopes, env.ctx.user.family_id
+        for _ in range(5):
+            tasks = [asyncio.create_task(scopes.latest(family_id)) for _ in range(20)]
+            await asyncio.sleep(0)  # the first is reading, the others joined it
+            for t in tasks:
+                t.cancel()
+            done, pending = await asyncio.wait(tasks, timeout=3)
+            assert not pending
+            assert all(t.cancelled() for t in done)
+        assert await scopes.latest(family_id) >= 0  # and the next start reads anew
+
+
+@pytest.mark.accel  # a fast path itself (giftgraph.accel)
 async def test_each_event_is_rendered_once_per_selection(live_server: Server) -> None:
     """Subscribers sharing a selection get the same bytes from one execution per event;
     a different selection (or a variable it uses) is rendered separately, and a
@@ -712,12 +789,13 @@ async def test_events_crossing_in_the_broker_are_fetched_in_order(database_url: 
             consumer.cancel()
 
 
+@pytest.mark.accel  # a fast path itself (giftgraph.accel)
 async def test_a_backlog_of_events_reaches_each_socket_in_one_write(
         live_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """Events that find others of their channel already waiting (they came faster than one
     fan-out takes) are fanned out together: every subscriber gets all of them, in order,
     with one write per socket."""
-    from giftgraph.live import wire
+    from giftgraph.accel import wire
 
     srv = live_server
     token, item, clients = await _list_watchers(srv, "backlog@example.com")
@@ -756,12 +834,13 @@ async def test_a_backlog_of_events_reaches_each_socket_in_one_write(
         await c.ws.close()
 
 
+@pytest.mark.accel  # a fast path itself (giftgraph.accel)
 async def test_events_are_written_pre_framed_and_busy_sockets_fall_back(
         live_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fan-out writes each subscriber's `next` frame onto its socket itself; a socket
     that can't take it now (here: every socket, by a zero buffer allowance) gets its events
     through the subscription's own task instead, all of them, in order."""
-    from giftgraph.live import wire
+    from giftgraph.accel import wire
 
     srv = live_server
     token, item, clients = await _list_watchers(srv, "wire@example.com")
@@ -811,6 +890,7 @@ def _alive(kind: type) -> int:
     return sum(1 for o in gc.get_objects() if type(o) is kind)
 
 
+@pytest.mark.accel  # a fast path itself (giftgraph.accel)
 async def test_idle_event_subscriptions_hold_no_execution_state(live_server: Server) -> None:
     """An event subscription parks once it has started: its operation's extension hooks
     and graphql-core context are freed (W3 memory), and it still delivers, counts in the
@@ -854,13 +934,15 @@ async def test_event_subscription_error_is_sent_then_completed(live_server: Serv
     bad = await client.subscribe("subscription($l: ID!) { listEvents(listId: $l, since: \"x\")"
                                  " { seq } }", {"l": gl})
     first, second = await client.receive(), await client.receive()
-    assert first["id"] == bad and first["type"] == "next"
+    assert first["id"] == bad
+    assert first["type"] == "next"
     assert first["payload"]["data"] is None
     [error] = first["payload"]["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert error["extensions"]["fields"] == {"since": "must be the seq of an event"}
     assert error["extensions"]["traceId"]
-    assert "locations" not in error and "path" not in error
+    assert "locations" not in error
+    assert "path" not in error
     assert second == {"id": bad, "type": "complete"}
     await _subscribe_and_change(srv, client, token, gl, item)
     await client.ws.close()
@@ -906,6 +988,7 @@ async def _subscribe_and_change(srv: Server, client: WsClient, token: str, gl: s
     assert await client.receive() == {"id": op, "type": "next", "payload": changed}
 
 
+@pytest.mark.accel  # a fast path itself (giftgraph.accel)
 async def test_graphql_socket_keeps_no_handshake_and_other_paths_still_route(
         live_server: Server) -> None:
     """A GraphQL socket goes straight to the GraphQL app and, once authenticated, no longer
@@ -916,9 +999,9 @@ async def test_graphql_socket_keeps_no_handshake_and_other_paths_still_route(
     refuses it."""
     import gc
 
-    from giftgraph.app import TransportWSHandler
+    from giftgraph.accel.wire import SCOPE_KEY, Flag, Inbox, LeanWebSocketProtocol
     from giftgraph.context import Caller, Context
-    from giftgraph.live.wire import SCOPE_KEY, Flag, Inbox, LeanWebSocketProtocol
+    from giftgraph.web.sockets import TransportWSHandler
 
     srv = live_server
     open_sockets = srv.app.state.giftgraph.metrics.sockets_active
@@ -946,7 +1029,7 @@ async def test_graphql_socket_keeps_no_handshake_and_other_paths_still_route(
     assert context.authorization is None
     assert context.connection_params == {}
     [handler] = [o for o in gc.get_objects()
-                 if type(o) is TransportWSHandler and o.context is context]
+                 if TransportWSHandler in type(o).__mro__ and o.context is context]
     assert handler.connection_init_timeout_task is None
     [operation] = handler.operations.values()  # parked: query and variables let go
     assert operation.query is None

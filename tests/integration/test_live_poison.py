@@ -18,8 +18,10 @@ from sqlalchemy.engine import make_url
 from giftgraph.db import models as m
 from giftgraph.ids import decode_id
 from giftgraph.live.backends import RECONNECTED
-from giftgraph.live.hub import CONTROL, RESYNC, Direct, Hub, channel, encode_event
+from giftgraph.live.hub import CONTROL, Hub
 from giftgraph.live.presence import PresenceTracker
+from giftgraph.live.publishing import channel, encode_event
+from giftgraph.live.subscriber import RESYNC, Direct
 from tests.conftest import GQL, Account, _dsn
 from tests.support import RedisServer, free_port, redis_binary
 
@@ -215,7 +217,8 @@ async def test_a_shared_scope_holds_no_connection_between_its_reads(app: Any,
         operation = _OPERATION.get()
         assert operation is not None
         row = await operation.loaders.user.load(user)
-        assert row is not None and row.email == alice.email
+        assert row is not None
+        assert row.email == alice.email
         assert pool.checkedout() == before  # back in the pool while the scope is held
         other = await operation.loaders.family.load(family)  # the next read takes one again
         assert other is not None

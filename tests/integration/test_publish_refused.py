@@ -26,7 +26,8 @@ from sqlalchemy.engine import make_url
 
 from giftgraph.app import create_app
 from giftgraph.live.backends import PG_NOTIFY_LIMIT, REDIS_MESSAGE_LIMIT, Refused
-from giftgraph.live.hub import Hub, Outgoing
+from giftgraph.live.hub import Hub
+from giftgraph.live.publishing import Outgoing
 from tests.conftest import _dsn, make_settings
 from tests.integration.test_live import WsClient, listening, new_item, post, signup
 from tests.integration.test_scaleout import (

@@ -46,7 +46,8 @@ async def test_repeat_is_cached_and_a_mutation_is_seen_at_once(app: Any, alice: 
     assert again == first
     # One round trip: the caller's row and its family's version in one statement.
     assert len(statements) == 1, statements
-    assert "max(events.seq)" in statements[0] and "FROM users" in statements[0]
+    assert "max(events.seq)" in statements[0]
+    assert "FROM users" in statements[0]
     assert (await c(SET_STATUS, {"i": item, "s": "SELECTED"})).data
     with count_statements(app) as statements:
         after = (await c(READ)).data

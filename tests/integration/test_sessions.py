@@ -107,7 +107,7 @@ async def test_a_failed_read_spoils_nothing_after_it(database: Database) -> None
 
 
 async def test_recover_after_a_failed_read_opens_a_new_session(database: Database) -> None:
-    """The lean executor's rerun of a query (schema/execution.py) after a failed read."""
+    """The lean executor's rerun of a query (accel/executor.py) after a failed read."""
     op = OperationDb(database)
     try:
         await op.recover()  # nothing failed: nothing to do

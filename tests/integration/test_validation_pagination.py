@@ -785,3 +785,21 @@ async def test_comments_paginate(alice: Account, world: World) -> None:
             break
         after = page["pageInfo"]["endCursor"]
     assert bodies == [f"c{i}" for i in range(5)]
+
+
+async def test_a_capped_page_size_is_said_in_extensions(gql: GQL) -> None:
+    """`first` over the maximum page is capped, not refused, and the response says so in
+    `extensions.pageSizeCapped` (which fields, and the maximum); a page within the
+    maximum says nothing. The same on a repeat (answered from the result cache)."""
+    account = await sign_up(gql, "Capped")
+    for _ in range(2):
+        r = await account.client("{ persons(first: 500) { totalCount } "
+                                 "few: lists(first: 3) { totalCount } }")
+        assert r.body["data"]["persons"]["totalCount"] == 0
+        assert r.body["extensions"]["pageSizeCapped"] == {"maximum": 100,
+                                                          "fields": ["persons"]}
+    r = await account.client("query($n: Int) { p: persons(first: $n) { totalCount } }",
+                             {"n": 101})
+    assert r.body["extensions"]["pageSizeCapped"]["fields"] == ["p"]
+    r = await account.client("{ persons(first: 100) { totalCount } }")
+    assert "pageSizeCapped" not in (r.body.get("extensions") or {})

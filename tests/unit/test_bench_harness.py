@@ -98,6 +98,14 @@ def test_fairness_ratios_windows_and_schedule() -> None:
             'giftgraph_admission_refused_total{bound="depth"} 0.0\n'
             'giftgraph_requests_total 9.0\n')
     assert refusals(page) == {"tokens": 3.0, "depth": 0.0}
+    from bench.fairness import pauses
+    page = ('giftgraph_gc_pause_seconds_bucket{generation="2",le="0.01"} 3.0\n'
+            'giftgraph_gc_pause_seconds_bucket{generation="2",le="+Inf"} 5.0\n'
+            'giftgraph_gc_pause_seconds_bucket{generation="0",le="0.01"} 30.0\n'
+            'giftgraph_gc_pause_seconds_bucket{generation="0",le="+Inf"} 30.0\n'
+            'giftgraph_event_loop_lag_seconds_bucket{le="0.01"} 100.0\n'
+            'giftgraph_event_loop_lag_seconds_bucket{le="+Inf"} 104.0\n')
+    assert pauses(page) == {"gc gen2": 2.0, "gc gen0": 0.0, "loop lag": 4.0}
 
 
 def test_attack_documents_meet_the_limits_they_aim_at() -> None:

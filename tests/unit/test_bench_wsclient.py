@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from websockets.asyncio.server import ServerConnection, serve
-
 from bench import wsclient
-
+from websockets.asyncio.server import ServerConnection, serve
 
 
 async def _server(handler, **kwargs):  # type: ignore[no-untyped-def]
@@ -93,4 +91,5 @@ async def test_the_subprotocol_is_negotiated() -> None:
                 break
             await asyncio.sleep(0.02)
         await sock.close()
-    assert chosen == ["graphql-transport-ws"] and got == [b"ok"]
+    assert chosen == ["graphql-transport-ws"]
+    assert got == [b"ok"]

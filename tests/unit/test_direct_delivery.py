@@ -7,8 +7,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from giftgraph.db import models as m
-from giftgraph.live.hub import RESYNC, Direct, Subscription
+from giftgraph.live.subscriber import RESYNC, Direct, Subscriber
+
+# Tests of a fast path itself (giftgraph.accel): skipped with GIFTGRAPH_ACCEL=false.
+pytestmark = pytest.mark.accel
 
 
 def event(seq: int, prev: int) -> m.Event:
@@ -33,7 +38,7 @@ def direct(gate: asyncio.Event, socket_takes_it: bool, written: list[int]) -> Di
 
 
 async def test_caught_up_subscriber_is_written_directly() -> None:
-    sub, gate, written = Subscription(10), asyncio.Event(), []
+    sub, gate, written = Subscriber(10), asyncio.Event(), []
     sub.last = 5
     sub.direct = direct(gate, True, written)
     gate.set()
@@ -47,7 +52,7 @@ async def test_resync_during_prepare_then_busy_socket_queues_the_event_in_order(
     """A broker reconnect while the message is being prepared, and then a socket that can't
     take the frame: the subscriber must replay from seq 5 (not 6) and then see 6 queued, so
     event 6 reaches it exactly once and in order."""
-    sub, gate, written = Subscription(10), asyncio.Event(), []
+    sub, gate, written = Subscriber(10), asyncio.Event(), []
     sub.last = 5
     sub.direct = direct(gate, False, written)
     accepting = asyncio.create_task(sub.accept(event(6, 5)))
@@ -61,7 +66,7 @@ async def test_resync_during_prepare_then_busy_socket_queues_the_event_in_order(
 
 
 async def test_resync_during_prepare_queues_even_when_the_socket_could_take_it() -> None:
-    sub, gate, written = Subscription(10), asyncio.Event(), []
+    sub, gate, written = Subscriber(10), asyncio.Event(), []
     sub.last = 5
     sub.direct = direct(gate, True, written)
     accepting = asyncio.create_task(sub.accept(event(6, 5)))
@@ -75,7 +80,7 @@ async def test_resync_during_prepare_queues_even_when_the_socket_could_take_it()
 
 
 async def test_a_gap_is_never_delivered_directly() -> None:
-    sub, gate, written = Subscription(10), asyncio.Event(), []
+    sub, gate, written = Subscriber(10), asyncio.Event(), []
     sub.last = 5
     sub.direct = direct(gate, True, written)
     gate.set()
@@ -104,7 +109,7 @@ def made(written: list[int], *, takes: bool = True, message: bytes | None = b"me
 
 
 def test_a_made_message_is_written_at_once_in_order() -> None:
-    sub, written = Subscription(10), []
+    sub, written = Subscriber(10), []
     sub.last = 5
     sub.direct = made(written)
     assert sub.deliver_now(event(6, 5), 6, 5) is True
@@ -124,11 +129,11 @@ def test_deliver_now_changes_nothing_when_it_cannot_write() -> None:
         "busy socket": made([], takes=False),
     }
     for name, path in cases.items():
-        sub = Subscription(10)
+        sub = Subscriber(10)
         sub.last, sub.direct = 5, path
         assert sub.deliver_now(event(6, 5), 6, 5) is False, name
         assert (sub.last, list(sub.items)) == (5, []), name
-    sub, written = Subscription(10), []
+    sub, written = Subscriber(10), []
     sub.last, sub.direct = 5, made(written)
     sub.offer(RESYNC)  # the stream has a replay to do first
     assert sub.deliver_now(event(6, 5), 6, 5) is False
@@ -142,12 +147,12 @@ async def test_fan_out_writes_made_messages_without_preparing_and_falls_back_in_
 
     hub = Hub("memory://", "postgresql://unused")
     feed, written, busy_written, prepared = Feed(), [], [], []
-    subs = [Subscription(10) for _ in range(70)]  # more than one FANOUT_SLICE
+    subs = [Subscriber(10) for _ in range(70)]  # more than one FANOUT_SLICE
     for sub in subs:
         sub.last, sub.direct = 5, made(written, prepared=prepared)
-    busy = Subscription(10)
+    busy = Subscriber(10)
     busy.last, busy.direct = 5, made(busy_written, takes=False, prepared=prepared)
-    behind = Subscription(10)
+    behind = Subscriber(10)
     behind.last, behind.direct = 5, made(written, prepared=prepared)
     behind.offer(RESYNC)
     feed.subscribers.update([*subs, busy, behind])
@@ -185,7 +190,7 @@ def batching(socket_takes_it: bool, written: list[int],
 
 
 async def test_a_backlog_goes_out_in_one_write_in_order() -> None:
-    sub, written, writes = Subscription(10), [], []
+    sub, written, writes = Subscriber(10), [], []
     sub.last = 5
     sub.direct = batching(True, written, writes)
     assert await sub.accept_many([event(6, 5), event(7, 6), event(8, 7)]) == [True] * 3
@@ -193,7 +198,7 @@ async def test_a_backlog_goes_out_in_one_write_in_order() -> None:
 
 
 async def test_a_gap_in_a_backlog_ends_the_direct_run_and_queues_the_rest() -> None:
-    sub, written, writes = Subscription(10), [], []
+    sub, written, writes = Subscriber(10), [], []
     sub.last = 5
     sub.direct = batching(True, written, writes)
     # 9 says 8 came before it, and 8 has not reached this process yet
@@ -204,7 +209,7 @@ async def test_a_gap_in_a_backlog_ends_the_direct_run_and_queues_the_rest() -> N
 
 
 async def test_duplicates_in_a_backlog_are_dropped() -> None:
-    sub, written, writes = Subscription(10), [], []
+    sub, written, writes = Subscriber(10), [], []
     sub.last = 7
     sub.direct = batching(True, written, writes)
     assert await sub.accept_many([event(6, 5), event(7, 6), event(8, 7)]) == [False, False, True]
@@ -212,7 +217,7 @@ async def test_duplicates_in_a_backlog_are_dropped() -> None:
 
 
 async def test_a_busy_socket_gets_the_backlog_queued_in_order() -> None:
-    sub, written, writes = Subscription(10), [], []
+    sub, written, writes = Subscriber(10), [], []
     sub.last = 5
     sub.direct = batching(False, written, writes)
     assert await sub.accept_many([event(6, 5), event(7, 6)]) == [False, False]
@@ -221,7 +226,7 @@ async def test_a_busy_socket_gets_the_backlog_queued_in_order() -> None:
 
 
 async def test_a_resync_while_preparing_a_backlog_queues_it_behind_the_replay() -> None:
-    sub, written, writes = Subscription(10), [], []
+    sub, written, writes = Subscriber(10), [], []
     sub.last = 5
     sub.direct = batching(True, written, writes)
     accepting = asyncio.create_task(sub.accept_many([event(6, 5), event(7, 6)]))
@@ -247,7 +252,7 @@ def backlog(*pairs: tuple[int, int]) -> tuple[list[m.Event], list[int], list[int
 
 
 def test_a_made_backlog_goes_out_in_one_write_at_once() -> None:
-    sub, written, writes = Subscription(10), [], []
+    sub, written, writes = Subscriber(10), [], []
     sub.last, sub.direct = 5, made_batching(written, writes)
     assert sub.deliver_many_now(*backlog((6, 5), (7, 6), (8, 7))) == 3
     assert (writes, sub.last, list(sub.items)) == ([[6, 7, 8]], 8, [])
@@ -262,11 +267,11 @@ def test_a_made_backlog_stops_where_an_event_is_not_simply_the_next() -> None:
         ([(6, 5), (7, 6), (8, 7)], frozenset({7}), 1, 6),  # 7 is still rendering
         ([(6, 5), (7, 6), (8, 7)], frozenset({6}), 0, 5),
     ]:
-        sub, written, writes = Subscription(10), [], []
+        sub, written, writes = Subscriber(10), [], []
         sub.last, sub.direct = 5, made_batching(written, writes, unmade=unmade)
         assert sub.deliver_many_now(*backlog(*pairs)) == done, pairs
         assert (written, sub.last, list(sub.items)) == ([p[0] for p in pairs[:done]], last, [])
-    sub, written, writes = Subscription(10), [], []
+    sub, written, writes = Subscriber(10), [], []
     sub.last, sub.direct = 5, made_batching(written, writes, takes=False)
     assert sub.deliver_many_now(*backlog((6, 5), (7, 6))) == 0
     assert (written, sub.last, list(sub.items)) == ([], 5, [])
@@ -277,9 +282,9 @@ async def test_fan_out_many_writes_made_runs_and_queues_the_rest_in_order() -> N
 
     hub = Hub("memory://", "postgresql://unused")
     feed, written, writes = Feed(), [], []
-    ready = Subscription(10)
+    ready = Subscriber(10)
     ready.last, ready.direct = 5, made_batching(written, writes)
-    gap = Subscription(10)  # has not seen 6 yet: 7 and 8 are queued for its stream
+    gap = Subscriber(10)  # has not seen 6 yet: 7 and 8 are queued for its stream
     gap.last, gap.direct = 4, made_batching(written, writes)
     feed.subscribers.update([ready, gap])
     rows, _, _ = backlog((6, 5), (7, 6), (8, 7))
@@ -392,7 +397,7 @@ async def test_stopping_a_worker_passes_on_the_callers_own_cancellation() -> Non
     """`stop_worker` waits for the worker to stop and swallows the worker's cancellation,
     but not the caller's: a caller cancelled meanwhile ends cancelled, and the worker still
     stops."""
-    from giftgraph.live.hub import stop_worker
+    from giftgraph.live.workers import stop_worker
 
     release, stopped = asyncio.Event(), asyncio.Event()
 
@@ -440,7 +445,8 @@ async def test_a_plan_offers_finished_renders_only_while_it_keeps_them() -> None
     import contextlib
     from types import SimpleNamespace
 
-    from giftgraph.live.render import RESULTS_KEPT, Plan
+    from giftgraph.accel.render import RESULTS_KEPT
+    from giftgraph.accel.render import SharedSelection as Plan
 
     class Executor:
         def build_per_event_executor(self, row: m.Event) -> Executor:

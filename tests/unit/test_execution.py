@@ -6,9 +6,14 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 import strawberry
 
-from giftgraph.schema.execution import ExecutionContext, install_lean_resolvers, plain_fields
+from giftgraph.accel.executor import LeanExecutionContext as ExecutionContext
+from giftgraph.accel.resolvers import install_lean_resolvers, plain_fields
+
+# Tests of a fast path itself (giftgraph.accel): skipped with GIFTGRAPH_ACCEL=false.
+pytestmark = pytest.mark.accel
 
 
 @strawberry.enum

@@ -16,7 +16,11 @@ from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from giftgraph.schema.execution import ExecutionContext, install_lean_resolvers
+from giftgraph.accel.executor import LeanExecutionContext as ExecutionContext
+from giftgraph.accel.resolvers import install_lean_resolvers
+
+# Tests of a fast path itself (giftgraph.accel): skipped with GIFTGRAPH_ACCEL=false.
+pytestmark = pytest.mark.accel
 
 
 @strawberry.enum
@@ -311,7 +315,7 @@ async def test_mutations_and_sync_execution_keep_graphql_cores_path() -> None:
 
 
 class Recovering(ExecutionContext):
-    calls: list[str] = []  # noqa: RUF012
+    calls: list[str] = []
 
     async def before_rerun(self) -> None:
         Recovering.calls.append("recover")

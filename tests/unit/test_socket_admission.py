@@ -29,7 +29,7 @@ from giftgraph.admission.sockets import (
     valid_id,
 )
 from giftgraph.live.hub import Hub
-from giftgraph.live.wire import WS_PROTOCOL
+from tests.support import WS_PROTOCOL
 
 
 def depth(value: Any) -> int:
@@ -178,7 +178,7 @@ async def test_a_closed_socket_takes_no_more_sends_or_closes_without_an_error() 
     from starlette.websockets import WebSocket, WebSocketState
     from strawberry.http.exceptions import WebSocketDisconnected
 
-    from giftgraph.app import SocketAdapter
+    from giftgraph.web.sockets import SocketAdapter
 
     sent: list[dict[str, Any]] = []
 

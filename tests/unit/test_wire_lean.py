@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
-from giftgraph.live.wire import Flag, Inbox
+from giftgraph.accel.wire import Flag, Inbox
+
+# Tests of a fast path itself (giftgraph.accel): skipped with GIFTGRAPH_ACCEL=false.
+pytestmark = pytest.mark.accel
 
 
 async def test_inbox_is_first_in_first_out_and_wakes_its_reader() -> None:
@@ -86,7 +89,7 @@ class _Transport:
 def _wire() -> tuple[Any, _Transport]:
     from websockets.protocol import State
 
-    from giftgraph.live.wire import Wire
+    from giftgraph.accel.wire import Wire
 
     transport = _Transport()
     conn = SimpleNamespace(state=State.OPEN, extensions=[])
@@ -155,7 +158,7 @@ def test_a_socket_that_cannot_take_a_message_is_not_written() -> None:
 def test_an_empty_message_is_still_a_frame() -> None:
     """Also as the first message a process frames (a fresh interpreter: nothing framed
     before it to be reused)."""
-    script = ("from giftgraph.live import wire; print(wire.frame(b'', b'', b'').hex(), "
+    script = ("from giftgraph.accel import wire; print(wire.frame(b'', b'', b'').hex(), "
               "wire.frames(b'', [b''], b'').hex())")
     out = subprocess.run([sys.executable, "-c", script],  # noqa: S603 - our own interpreter
                          capture_output=True, text=True, check=True).stdout.split()

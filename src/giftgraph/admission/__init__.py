@@ -8,10 +8,12 @@ it protects (parsing, analysis, hashing, a query, a replay), and each refusal is
   mutation fields, measured in one pass per fragment (linear in the document);
 - `sockets`: new sockets per IP, socket message size and shape, sockets per user,
   subscriptions per socket and per user, replay turns per user;
+- `pace`: what a family starts per second (mutation fields, socket operations);
 - `throttle`: per-IP budgets of the anonymous mutations and the bound on concurrent
   password hashing;
 - `server`: connections, header bytes, header and idle timeouts of `giftgraph serve`;
-- `requests`: GraphQL requests over HTTP in flight per caller.
+- `requests`: GraphQL requests over HTTP in flight per caller, and the pace of a caller
+  whose requests are refused.
 
 Replay (`since`), search and page sizes are bounded where those reads are built, under the
 names below. docs/hardening.md lists every bound with its default.
@@ -51,6 +53,9 @@ BOUNDS: tuple[Bound, ...] = (
           "expanded"),
     Bound("family_mutation_rate", "family_mutation_rate", "root mutation fields of a "
           "family, all its members together, fragments expanded"),
+    Bound("family_mutation_pace", "family_mutation_burst", "root mutation fields of a "
+          "family started at once; past them, at family_mutation_rate's average pace (the "
+          "rest wait their turn, up to request_wait_seconds)"),
     Bound("login_rate", "login_rate", "login attempts per IP and email"),
     Bound("login_ip_rate", "login_ip_rate", "login attempts per IP"),
     Bound("signup_ip_rate", "signup_ip_rate", "signUp per IP"),
@@ -58,6 +63,11 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("requests_per_caller", "max_requests_per_caller", "GraphQL requests over HTTP "
           "one caller (its family, else its IP) runs at once (the next waits up to "
           "request_wait_seconds, then RATE_LIMITED)"),
+    Bound("refusals_per_caller", "refusal_rate", "requests of one caller (its family, "
+          "else its IP) that are refused (a request error, or no data and only errors that "
+          "refuse the input, e.g. RATE_LIMITED): past a burst "
+          "of refusal_burst, refusal_rate a second; each request past it waits for its "
+          "turn before its body is read"),
     Bound("hashing", "max_concurrent_hashes", "password hashes computed at once, one per "
           "caller (family or IP) at a time (others wait, up to hash_wait_seconds, then "
           "RATE_LIMITED)"),
@@ -72,14 +82,33 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("sockets_per_user", "max_sockets_per_user", "open WebSockets per user (4429)"),
     Bound("subscriptions_per_socket", "max_subscriptions_per_connection",
           "operations on one socket"),
+    Bound("subscription_starts_per_family", "family_subscription_start_burst",
+          "operations a family starts over its sockets at once; past them, "
+          "family_subscription_start_rate a second (the socket is read more slowly)"),
     Bound("subscriptions_per_user", "max_subscriptions_per_user", "operations open on all "
           "of one user's sockets (each mutation of a family is one delivery per open "
           "subscription of its members)"),
+    Bound("live_queries_per_family", "max_live_queries_per_family", "distinct live "
+          "queries (caller, document, variables) of one family in one process, each "
+          "executed once per relevant change: past it a new one is RATE_LIMITED"),
+    Bound("live_cost_per_family", "max_live_cost_per_family", "the costs of one family's "
+          "distinct live queries in one process, together (each measured as `cost` "
+          "measures a document): past it a new one is RATE_LIMITED"),
+    Bound("live_seconds", "live_seconds_per_family", "seconds of live-query execution one "
+          "family uses a second (wall time, charged after each run), and all families "
+          "together `live_seconds_per_process`: past them its live queries run later, their "
+          "changes folded into the next run"),
+    Bound("persisted_documents", "max_persisted_documents", "documents stored by hash "
+          "(APQ) on every instance together: past it none more is stored"),
+    Bound("persisted_register_rate", "persisted_register_rate", "documents one user (else "
+          "one IP) registers by hash (APQ): past it the request runs, nothing is stored"),
     Bound("search_length", "max_search_length", "a `search` argument's characters"),
     Bound("page_size", "max_page_size", "`first`/`last` of a connection (capped)"),
     Bound("replay_events", "max_replay_events", "events a `since` may replay; further "
           "back is refused: refetch and resume from now"),
     Bound("connections", "max_connections", "open connections of `giftgraph serve`"),
+    Bound("connections_per_ip", "max_connections_per_ip", "open HTTP connections of one "
+          "client address (trusted proxies aside)"),
     Bound("header_timeout", "http_header_timeout_seconds", "time to send a request's "
           "headers, and as long again for its body"),
     Bound("header_bytes", "max_header_bytes", "a request's line and headers as received "

@@ -1,11 +1,11 @@
 """A GraphQL document's bounds: tokens, depth, aliases, cost, overlaps, mutation fields.
 
 The order is the order of their price. The parser stops at the token limit
-(`ParseWithTokenLimit`); the measure below is linear in the document; only then does
-graphql-core validate it (some of its rules are super-linear in what they compare) and
-execute it. `DocumentBounds` measures from `on_validate`, before the validation (cached or
-not) of every request, over HTTP and over a socket alike, so that nothing cached lets a
-document skip it.
+(`ParseWithTokenLimit`, in `admission/checks.py`); the measure below is linear in the
+document; only then does graphql-core validate it (some of its rules are super-linear in
+what they compare) and execute it. `DocumentBounds` (`admission/checks.py`) measures from
+`on_validate`, before the validation (cached or not) of every request, over HTTP and over
+a socket alike, so that nothing cached lets a document skip it.
 
 The measure of a selection set is computed once: an operation's sets as they are walked,
 a fragment's the first time it is spread, then added again at every further spread, never
@@ -36,7 +36,7 @@ and the limits apply to each; the mutation budget is charged for the one that ru
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +45,7 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
-    GraphQLError,
     GraphQLSchema,
-    GraphQLSyntaxError,
     InlineFragmentNode,
     IntValueNode,
     NullValueNode,
@@ -56,10 +54,8 @@ from graphql import (
     ValueNode,
     VariableNode,
 )
-from strawberry.extensions import ParserCache, SchemaExtension
 
-from giftgraph.errors import AppError, QueryTooComplex
-from giftgraph.schema.extensions import refuse, requested_operation
+from giftgraph.errors import QueryTooComplex
 
 # Counts stop growing here: far over any limit, and small integers however a document
 # multiplies its fragments.
@@ -132,6 +128,7 @@ class Walker:
         self.sizes: dict[str, int] = {}  # a fragment's selections, as written
         self.visits = 0  # selections visited: at most the document's
         self.overlaps = 0
+        self.capped: set[str] = set()  # response names whose first/last was over the max
 
     def operation(self, op: OperationDefinitionNode) -> Measure:
         root = {"query": self.schema.query_type, "mutation": self.schema.mutation_type,
@@ -261,6 +258,8 @@ class Walker:
             if argument.name.value in ("first", "last"):
                 asked = self._int(argument.value)
                 size = asked if size is None else max(size, asked)
+        if size is not None and size > self.max_page:
+            self.capped.add(node.alias.value if node.alias else node.name.value)
         return self.default_page if size is None else max(0, min(size, self.max_page))
 
     def _int(self, value: ValueNode) -> int:
@@ -303,6 +302,7 @@ class Found:
     running: Measure | None
     visits: int
     overlaps: int
+    capped: frozenset[str] = frozenset()  # fields whose first/last the maximum capped
 
 
 def measure(schema: GraphQLSchema, document: DocumentNode, running: str | None,
@@ -325,7 +325,7 @@ def measure(schema: GraphQLSchema, document: DocumentNode, running: str | None,
             chosen = found
     for name in walker.definitions:
         walker.fragment(name)
-    return Found(worst, chosen, walker.visits, walker.overlaps)
+    return Found(worst, chosen, walker.visits, walker.overlaps, frozenset(walker.capped))
 
 
 def over_limit(found: Found, settings: Any) -> QueryTooComplex | None:
@@ -347,96 +347,3 @@ def count_refusal(context: Any, bound: str) -> None:
     metrics = getattr(context, "metrics", None)
     if metrics is not None:
         metrics.refusals.count(bound)
-
-
-class ParseWithTokenLimit(ParserCache):
-    """ParserCache with the token limit: the parser stops at the limit's next token (an
-    over-long document is never parsed whole), and the refusal is QUERY_TOO_COMPLEX like
-    the other limits', not a syntax error. `actual` is where parsing stopped. A refused
-    document is not cached (the cache keeps only what parsed)."""
-
-    def __init__(self, max_tokens: int, maxsize: int, max_chars: int | None = None) -> None:
-        super().__init__(maxsize=maxsize)
-        self.max_tokens = max_tokens
-        self.max_chars = max_chars
-
-    def on_parse(self) -> Iterator[None]:
-        ec = self.execution_context
-        # Characters before tokens: comments, whitespace and string literals are no tokens,
-        # yet graphql-core's lexer reads them a character at a time in Python (~0.3 s for a
-        # 1 MB comment), and the parse and validation caches keep each document's text.
-        if self.max_chars is not None and ec.query is not None \
-                and len(ec.query) > self.max_chars:
-            limit = self.max_chars
-            count_refusal(ec.context, "query_length")
-            raise GraphQLError(
-                f"Query length exceeds the limit of {limit} characters",
-                original_error=QueryTooComplex(
-                    f"Query length exceeds the limit of {limit} characters", limit=limit,
-                    actual=len(ec.query), measure="length"),
-            )
-        try:
-            ec.graphql_document = self.cached_parse_document(ec.query,
-                                                             max_tokens=self.max_tokens)
-        except GraphQLSyntaxError as error:
-            # graphql-core's own words for this one case (its parser and its lexer).
-            if f"Document contains more than {self.max_tokens} tokens" not in error.message:
-                raise
-            limit = self.max_tokens
-            count_refusal(ec.context, "tokens")
-            raise GraphQLError(
-                f"Query tokens exceed the limit of {limit}",
-                original_error=QueryTooComplex(f"Query tokens exceed the limit of {limit}",
-                                               limit=limit, actual=limit + 1,
-                                               measure="tokens"),
-            ) from None
-        yield
-
-
-class DocumentBounds(SchemaExtension):
-    """Refuses, before validation, a document over the depth, aliases or cost limit
-    (QUERY_TOO_COMPLEX, a request error: nothing runs); charges a mutation's root fields,
-    fragments expanded, to the caller's budget before any of them runs (RATE_LIMITED).
-
-    Its `on_validate` must come before the validation cache's in the schema's extensions.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.found: Found | None = None
-
-    def on_validate(self) -> Iterator[None]:
-        ec = self.execution_context
-        document = ec.graphql_document
-        if document is not None and not ec.pre_execution_errors:
-            settings = ec.context.settings
-            self.found = measure(ec.schema._schema, document, requested_operation(ec),
-                                 ec.variables, settings.default_page_size,
-                                 settings.max_page_size)
-            refusal = over_limit(self.found, settings)
-            if refusal is not None:
-                count_refusal(ec.context, refusal.extensions["measure"])
-                ec.pre_execution_errors = [GraphQLError(refusal.message,
-                                                        original_error=refusal)]
-        yield
-
-    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
-        ec = self.execution_context
-        ctx = ec.context
-        limits = ctx.rate_limits
-        if limits is not None and ctx.user is not None and ec.result is None \
-                and ec.operation_type.value == "mutation":
-            running = self.found.running if self.found is not None else None
-            fields = running.fields if running is not None else 1
-            try:
-                await limits.hit_mutation(str(ctx.user.id), max(1, fields))
-            except AppError as exc:
-                count_refusal(ctx, "mutation_rate")
-                refuse(self, exc)
-            else:
-                try:  # the family's budget too: a member more is no budget more
-                    await limits.hit_family_mutation(str(ctx.user.family_id), max(1, fields))
-                except AppError as exc:
-                    count_refusal(ctx, "family_mutation_rate")
-                    refuse(self, exc)
-        yield

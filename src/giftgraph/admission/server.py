@@ -15,6 +15,13 @@ everyone.
   (HTTP and WebSocket: uvicorn's `server_state.connections` holds both) is answered 503
   and closed at once, before it is read. The cap is kept below the descriptor limit, whose
   soft value is first raised to the hard one (`limits`).
+- `max_connections_per_ip`: the HTTP connections one client address holds at once (a
+  WebSocket leaves the count at its upgrade: sockets are bounded per IP as they open and
+  per user). Past it a new one is answered 503 and closed at once, as past the cap: else
+  one client re-opening idle connections faster than the header timeout closes them
+  holds all of them. Addresses uvicorn trusts as proxies (`FORWARDED_ALLOW_IPS`, by
+  default 127.0.0.1; `*` turns this bound off) are not counted: behind a proxy every
+  connection comes from it.
 - `http_header_timeout_seconds`: from a connection's start, or from the first byte of a
   later request on it, its headers must be complete within it; then the body, if any,
   within as long again from the end of the headers. Else the connection is closed.
@@ -40,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import resource
 import time
 from dataclasses import dataclass
@@ -51,7 +59,7 @@ from giftgraph.config import get_settings
 try:
     from uvicorn.protocols.http.auto import AutoHTTPProtocol as _Base
 except ImportError:  # pragma: no cover - uvicorn moved it: `serve` falls back
-    _Base = asyncio.Protocol  # type: ignore[misc,assignment]
+    _Base = asyncio.Protocol  # type: ignore[misc,assignment,unused-ignore]
 
 log = logging.getLogger("giftgraph.admission.server")
 
@@ -80,6 +88,8 @@ class Limits:
     header_timeout: float
     idle_timeout: float
     max_header_bytes: int = 64 * 1024  # as the setting's default
+    max_connections_per_ip: int = 256  # as the setting's default
+    proxies: frozenset[str] = frozenset({"127.0.0.1"})  # not counted per IP; "*": none is
 
 
 def raise_nofile() -> int | None:
@@ -107,7 +117,24 @@ def limits() -> Limits:
                         cap, max(1, room), nofile)
             cap = max(1, room)
     return Limits(cap, settings.http_header_timeout_seconds,
-                  settings.http_idle_timeout_seconds, settings.max_header_bytes)
+                  settings.http_idle_timeout_seconds, settings.max_header_bytes,
+                  settings.max_connections_per_ip, trusted_proxies())
+
+
+def trusted_proxies() -> frozenset[str]:
+    """The addresses uvicorn takes X-Forwarded-For from (`FORWARDED_ALLOW_IPS`, as it reads
+    it; its default 127.0.0.1)."""
+    value = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+    return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+
+# Open HTTP connections per client address, in this process.
+per_ip: collections.Counter[str] = collections.Counter()
+
+
+def peer_address(transport: Any) -> str | None:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
 
 def unsupported() -> str | None:
@@ -176,6 +203,7 @@ class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
         self._deadline: asyncio.TimerHandle | None = None
         self._waiting: object = None  # HEADERS, a cycle (its body), or None
         self._header_bytes = 0  # received while waiting for the current request's headers
+        self._ip: str | None = None  # the client address counted in `per_ip`, until released
         if _check_shape(self):
             self.timeout_keep_alive = self._limits.idle_timeout
 
@@ -188,13 +216,42 @@ class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
             transport.write(REFUSED)
             transport.close()
             return
+        if _enabled and not self._admit_address(transport):
+            self._refused = True
+            count(self.app_state, "connections_per_ip")
+            _at_cap.warn("connection refused: %d open from one address "
+                         "(max_connections_per_ip)", self._limits.max_connections_per_ip)
+            transport.write(REFUSED)
+            transport.close()
+            return
         super().connection_made(transport)
         if _enabled:
             self._wait(HEADERS)
 
+    def _admit_address(self, transport: Any) -> bool:
+        """Count the connection against its client address, or False: that address holds
+        `max_connections_per_ip` already (trusted proxies are not counted)."""
+        ip = peer_address(transport)
+        proxies = self._limits.proxies
+        if ip is None or "*" in proxies or ip in proxies:
+            return True
+        if per_ip[ip] >= self._limits.max_connections_per_ip:
+            return False
+        per_ip[ip] += 1
+        self._ip = ip
+        return True
+
+    def _release_address(self) -> None:
+        ip, self._ip = self._ip, None
+        if ip is not None:
+            per_ip[ip] -= 1
+            if per_ip[ip] <= 0:
+                del per_ip[ip]
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self._refused:
             return
+        self._release_address()
         self._stop()
         super().connection_lost(exc)
 
@@ -222,6 +279,8 @@ class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
         transport = self.transport
         if transport.is_closing() or transport.get_protocol() is not self:
             self._stop()  # closed, or upgraded to a WebSocket: no longer ours
+            if transport.get_protocol() is not self:
+                self._release_address()  # a socket is bounded as it opens and per user
             return
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from giftgraph.admission.pace import KeyedPace
 from giftgraph.errors import RateLimited
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 
     from giftgraph.admission import Refusals
     from giftgraph.admission.throttle import Throttle
+    from giftgraph.config import Settings
     from giftgraph.live.hub import Hub
 
 # Levels of nesting one message may have: its envelope is 3 (message, payload, variables),
@@ -193,13 +195,27 @@ def admit(hub: Hub, user_id: uuid.UUID, ws: WebSocket, limit: int,
 
 async def admit_connection(scope: Scope, send: Send, throttle: Throttle) -> bool:
     """Spend one of the client IP's new sockets (`socket_connect_rate`, counted when
-    refused); refused: close before accept (uvicorn: HTTP 403) and return False."""
+    refused); refused: close before accept (uvicorn: HTTP 403) and return False. An IP
+    refused again and again is paced as HTTP callers are (`refusals_per_caller`): its next
+    handshake waits for a refusal token first, so a churning client's refusals come at
+    `refusal_rate`, not as fast as it reconnects."""
     client = scope.get("client")
+    ip = client[0] if client else "unknown"
+    pace = throttle.connect_pace
     try:
-        await throttle.socket_connect(client[0] if client else "unknown")
-    except RateLimited:
+        reserved = await pace.wait_turn(ip)  # a token taken: given back unless refused
+    except RateLimited:  # no turn within request_wait_seconds
         await send({"type": "websocket.close", "code": TRY_LATER, "reason": ""})
         return False
+    try:
+        await throttle.socket_connect(ip)
+    except RateLimited:
+        if not reserved:
+            pace.spend(ip)
+        await send({"type": "websocket.close", "code": TRY_LATER, "reason": ""})
+        return False
+    if reserved:
+        pace.give_back(ip)
     return True
 
 
@@ -275,12 +291,25 @@ class OperationSlot:
 
 
 class OpenOperations:
-    """Operations open per user over all of the user's sockets (of this process)."""
+    """Operations open per user over all of the user's sockets (of this process), and the
+    pace at which a family starts them (`start_turn`)."""
 
-    __slots__ = ("open",)
+    __slots__ = ("open", "starts")
 
     def __init__(self) -> None:
         self.open: dict[uuid.UUID, int] = {}
+        self.starts: KeyedPace | None = None
+
+    async def start_turn(self, family_id: uuid.UUID, settings: Settings,
+                         refusals: Refusals | None = None) -> None:
+        """Wait until the family may start another operation over its sockets (the
+        socket is not read meanwhile): `family_subscription_start_burst` at once, then
+        `family_subscription_start_rate` a second (giftgraph.admission.pace)."""
+        if self.starts is None:
+            self.starts = KeyedPace("subscription_starts_per_family",
+                                    settings.family_subscription_start_rate,
+                                    settings.family_subscription_start_burst, None, refusals)
+        await self.starts.take(str(family_id))
 
     def count(self, user_id: uuid.UUID) -> int:
         return self.open.get(user_id, 0)

@@ -9,7 +9,9 @@ argon2id is slow and memory-hard on purpose (64 MiB, ~50 ms of a core per hash),
 runs off the event loop, in a pool of `max_concurrent_hashes` threads of its own; a request
 waits for a free one at most `hash_wait_seconds`, then gets RATE_LIMITED (`retryAfter`)
 instead of queueing without end: however many requests hash at once, the rest of the
-server keeps its cores and its memory. The bound is per process.
+server keeps its cores and its memory. The bound is per process. The hashing threads run
+at a lower priority (`hash_thread_niceness`): when the cores are short, the event loop's
+thread goes first (a permitted signUp flood's hashes competed with it for the same cores).
 
 The threads are shared fairly: each caller (a family when authenticated, else an IP) has
 one hash at a time, running or waiting for a thread (`Hashing.turn`); its next waits for
@@ -21,11 +23,15 @@ of the process: each waited ~5 s, then was refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
+from giftgraph.admission.requests import Pace
 from giftgraph.config import Settings
 from giftgraph.errors import RateLimited
 
@@ -34,12 +40,6 @@ if TYPE_CHECKING:
     from giftgraph.ratelimit import RateLimits
 
 T = TypeVar("T")
-
-
-class Gate(Protocol):
-    """What runs a hash: `Hashing` itself, or one caller's `Turn` of it."""
-
-    async def run(self, work: Callable[[], T]) -> T: ...
 
 
 class _Key:
@@ -65,6 +65,17 @@ class Turn:
         return await self.hashing.run(work, self.key)
 
 
+def _yield_to_the_loop(niceness: int) -> None:
+    """A hashing thread's scheduling priority, lowered by `niceness` (Linux: per thread):
+    when the cores are short, the event loop's thread, which every other family's
+    requests and deliveries wait for, runs before a hash. Unchanged where not supported."""
+    if niceness <= 0 or not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
+
+
 class Hashing:
     """Runs password hashing and verification, at most `max_concurrent_hashes` at once,
     and one at a time per caller's key."""
@@ -74,7 +85,9 @@ class Hashing:
         self.wait = settings.hash_wait_seconds
         self.refusals = refusals
         self.slots = asyncio.Semaphore(self.limit)
-        self.pool = ThreadPoolExecutor(self.limit, thread_name_prefix="giftgraph-hash")
+        self.pool = ThreadPoolExecutor(self.limit, thread_name_prefix="giftgraph-hash",
+                                       initializer=_yield_to_the_loop,
+                                       initargs=(settings.hash_thread_niceness,))
         self.keys: dict[str, _Key] = {}  # only keys with a hash running or waiting
         self.refused = 0
 
@@ -141,6 +154,9 @@ class Throttle:
         self.limits = limits
         self.refusals = refusals
         self.hashing = Hashing(settings, refusals)
+        # New sockets refused per IP, paced as refused HTTP requests are.
+        self.connect_pace = Pace(settings.refusal_rate, settings.refusal_burst,
+                                 settings.request_wait_seconds, refusals)
 
     async def _spend(self, bound: str, *keys: str) -> None:
         try:

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+def load_pgserver() -> Any:
+    """pgserver's `get_server`, imported lazily (only the embedded default needs it).
+    pgserver asks platformdirs for a runtime directory when imported, which warns (on every
+    command) when XDG_RUNTIME_DIR is unset; its fallback in /tmp is fine: not said."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        from pgserver.postgres_server import get_server
+
+    return get_server
 
 
 class EmbeddedPostgres:
@@ -22,11 +34,10 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start the server if needed and return an asyncpg URL for `database`."""
-        import pgserver  # imported lazily: only the embedded default needs it
-
+        get_server = load_pgserver()
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         # cleanup_mode="stop": data is kept across restarts, the server stops on exit.
-        self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        self._server = get_server(self.pgdata, cleanup_mode="stop")
         exists = self._server.psql(
             f"SELECT 1 FROM pg_database WHERE datname = '{self.database}';"  # noqa: S608
         )

@@ -102,8 +102,13 @@ class Family(Timestamped, Base):
     currency: Mapped[str] = mapped_column(String(3), default="USD", server_default="USD")
 
 
-class Owned(Timestamped):
-    """A row that belongs to exactly one family (the tenant)."""
+class Owned(Timestamped, Base):
+    """A row that belongs to exactly one family (the tenant).
+
+    Abstract (no table of its own): a mapped base, not a bare mixin, so that a type
+    bound to it (`type[M]`, M bound to Owned) is a mapped class to SQLAlchemy and mypy."""
+
+    __abstract__ = True
 
     family_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("families.id", ondelete="CASCADE"), index=True
@@ -286,3 +291,14 @@ class Event(Base):
                               entity_type=entity_type, entity_id=entity_id, actor_id=actor_id,
                               at=at, payload=payload, prev_seq=prev_seq)
         return event
+
+
+class PersistedDocument(Base):
+    """A GraphQL document registered through APQ, by its SHA-256 (giftgraph.persisted).
+    Not a family's: a document is code, the same for every client that sends it."""
+
+    __tablename__ = "persisted_documents"
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    document: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 server_default=text("now()"))

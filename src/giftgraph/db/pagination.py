@@ -85,7 +85,7 @@ class Order:
     def decode(self, cursor: str, arg: str) -> tuple[Any, ...]:
         """The key values of a cursor this connection wrote, or BAD_USER_INPUT naming `arg`:
         every value is read back only in the one form `encode` (or its SQL twin in
-        schema/compiled.py) writes, so no value reaches the database that it can't take."""
+        accel/compiled.py) writes, so no value reaches the database that it can't take."""
         try:
             raw = b64url_decode(cursor)
             if raw is None:
@@ -169,7 +169,7 @@ def page_from_rows(rows: Sequence[Any], order: Order, args: PageArgs) -> Page[An
 
 def pages_statement(
     base: Select[Any],
-    parent: ColumnElement[Any],
+    parent: ColumnElement[Any] | InstrumentedAttribute[Any],
     order: Order,
     args: PageArgs,
 ) -> Select[Any]:

@@ -1,146 +1,56 @@
-"""Read queries: sort orders of every connection and the aggregate views."""
+"""Moved: the connections' sort orders to db/orders.py, the progress and spending reads
+to db/progress.py, `like_pattern` to db/search.py.
 
-from __future__ import annotations
+Kept only for the modules that still import it as `q` (resolvers/queries.py,
+schema/compiled.py, schema/loaders.py); remove once they import the new modules.
+"""
 
-import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any
-
-from sqlalchemy import Select, case, func, select
-from sqlalchemy.sql.elements import BindParameter, ColumnElement
-
-from giftgraph.db import models as m
-from giftgraph.db.pagination import Order
-
-USERS = Order("users", (m.User.created_at, m.User.id))
-PERSONS = Order("persons", (m.Person.name, m.Person.id))
-OCCASIONS = Order("occasions", (m.Occasion.date, m.Occasion.id))
-LISTS = Order("lists", (m.GiftList.created_at, m.GiftList.id))
-GIFTS = Order("gifts", (m.Gift.created_at, m.Gift.id))
-ITEMS = Order("items", (m.ListItem.created_at, m.ListItem.id))
-HISTORY = Order("history", (m.ListItem.updated_at, m.ListItem.id), desc=True)
-COMMENTS = Order("comments", (m.Comment.created_at, m.Comment.id))
-EVENTS = Order("events", (m.Event.seq,), desc=True)
-
-SPENT_STATUSES = (m.ItemStatus.PURCHASED, m.ItemStatus.RECEIVED)
-ZERO = Decimal("0.00")
-
-
-def like_pattern(search: str) -> str:
-    """`%search%` for LIKE/ILIKE, its wildcards (and the escape character) taken literally.
-
-    `persons.name` and `gifts.name` have trigram GIN indexes (migration 0003) where the
-    server ships pg_trgm, which serve this ILIKE; without them it scans the family's rows."""
-    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-@dataclass
-class Pipeline:
-    idea: int = 0
-    selected: int = 0
-    purchased: int = 0
-    received: int = 0
-
-    def add(self, status: m.ItemStatus | None, n: int) -> None:
-        if status is not None:
-            setattr(self, status.value.lower(), getattr(self, status.value.lower()) + n)
-
-
-@dataclass
-class Spending:
-    """Money spent: the total per currency, and what `spent` reports, the total in the
-    family's currency (items priced in another currency are not added to it)."""
-
-    family_currency: str | None = None  # None: nothing was spent (then it is not needed)
-    by_currency: dict[str, Decimal] = field(default_factory=dict)
-
-    def add(self, currency: str, amount: Decimal, family_currency: str) -> None:
-        self.family_currency = family_currency
-        self.by_currency[currency] = self.by_currency.get(currency, ZERO) + Decimal(amount)
-
-    @property
-    def spent(self) -> Decimal:
-        """The total in the family's currency, two decimal places ("0.00" for none)."""
-        amount = self.by_currency.get(self.family_currency or "", ZERO)
-        return amount.quantize(ZERO)
-
-    def per_currency(self) -> list[tuple[str, Decimal]]:
-        """(currency, total) for each currency with a PURCHASED or RECEIVED item, sorted by
-        currency code, two decimal places (the family's currency is not added when nothing
-        was spent in it)."""
-        return [(c, self.by_currency[c].quantize(ZERO)) for c in sorted(self.by_currency)]
-
-
-@dataclass
-class Progress:
-    person_id: uuid.UUID
-    pipeline: Pipeline = field(default_factory=Pipeline)
-    spending: Spending = field(default_factory=Spending)
-
-
-# Money spent on an item: price x quantity once PURCHASED or RECEIVED, whatever its
-# currency (the statements group by `gifts.currency`). Built once: an operator on a
-# derived expression (`coalesce(...) * quantity`) memoizes a comparator that refers back
-# to it, a reference cycle in every statement that built it anew.
-SPENT: ColumnElement[Any] = func.coalesce(
-    func.sum(
-        case(
-            (
-                m.ListItem.status.in_(SPENT_STATUSES),
-                func.coalesce(m.Gift.price, 0) * m.ListItem.quantity,
-            ),
-            else_=0,
-        )
-    ),
-    0,
+from giftgraph.db.orders import (
+    COMMENTS,
+    EVENTS,
+    GIFTS,
+    HISTORY,
+    ITEMS,
+    LISTS,
+    OCCASIONS,
+    PERSONS,
+    USERS,
 )
+from giftgraph.db.progress import (
+    SPENT,
+    SPENT_STATUSES,
+    ZERO,
+    CurrencyTotal,
+    Pipeline,
+    Progress,
+    Spending,
+    family_currency,
+    fold_progress,
+    fold_spending,
+    progress_statement,
+)
+from giftgraph.db.search import like_pattern
 
-
-def family_currency(family_id: uuid.UUID | BindParameter[Any]) -> ColumnElement[str]:
-    """The family's currency, as a column of a statement (one lookup by primary key, run
-    once per statement: no round trip of its own)."""
-    return select(m.Family.currency).where(m.Family.id == family_id).scalar_subquery()
-
-
-def progress_statement(family_id: uuid.UUID | BindParameter[Any],
-                       *group: ColumnElement[Any]) -> Select[Any]:
-    """Per (group..., status, currency): item count, money spent and the family's
-    currency, over lists with their items (see `fold_progress`)."""
-    return (
-        select(*group, m.ListItem.status, m.Gift.currency, func.count(m.ListItem.id), SPENT,
-               family_currency(family_id))
-        .select_from(m.GiftList)
-        .outerjoin(m.ListItem, m.ListItem.list_id == m.GiftList.id)
-        .outerjoin(m.Gift, m.Gift.id == m.ListItem.gift_id)
-        .where(m.GiftList.family_id == family_id)
-        .group_by(*group, m.ListItem.status, m.Gift.currency)
-    )
-
-
-def fold_progress(rows: Sequence[Any]) -> tuple[dict[uuid.UUID, Progress], Spending]:
-    """Rows of (person_id, status, currency, count, spent, family currency) → progress per
-    person, and the spending of all of them."""
-    people: dict[uuid.UUID, Progress] = {}
-    total = Spending()
-    for person_id, status, currency, count, spent, family in rows:
-        counted = status in SPENT_STATUSES and count > 0
-        if counted:
-            total.add(currency, spent, family)
-        if person_id is None:
-            continue
-        p = people.setdefault(person_id, Progress(person_id))
-        p.pipeline.add(status, count)
-        if counted:
-            p.spending.add(currency, spent, family)
-    return people, total
-
-
-def fold_spending(rows: Sequence[Any]) -> Spending:
-    """Rows of (currency, spent, family currency), of PURCHASED and RECEIVED items only."""
-    total = Spending()
-    for currency, spent, family in rows:
-        total.add(currency, spent, family)
-    return total
+__all__ = [
+    "COMMENTS",
+    "EVENTS",
+    "GIFTS",
+    "HISTORY",
+    "ITEMS",
+    "LISTS",
+    "OCCASIONS",
+    "PERSONS",
+    "SPENT",
+    "SPENT_STATUSES",
+    "USERS",
+    "ZERO",
+    "CurrencyTotal",
+    "Pipeline",
+    "Progress",
+    "Spending",
+    "family_currency",
+    "fold_progress",
+    "fold_spending",
+    "like_pattern",
+    "progress_statement",
+]

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import Row, Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.db.engine import Database
@@ -51,7 +51,7 @@ class OperationDb:
             self._session = self._reads()
         return self._session
 
-    async def scalars(self, stmt: Select[tuple[T]],
+    async def scalars(self, stmt: Select[T],
                       params: Mapping[str, Any] | None = None) -> Sequence[T]:
         async with self._lock:
             try:
@@ -62,8 +62,8 @@ class OperationDb:
             finally:
                 await self._let_go()
 
-    async def rows(self, stmt: Select[Any],
-                   params: Mapping[str, Any] | None = None) -> Sequence[Any]:
+    async def rows(self, stmt: Select[*tuple[Any, ...]],
+                   params: Mapping[str, Any] | None = None) -> Sequence[Row[*tuple[Any, ...]]]:
         """Rows of columns (no ORM entities): run on the session's connection, without the
         ORM's execution layer (server CPU per `{ me { id } }`, whose one statement this is:
         3.38 -> 3.10 ms, medians of 6 alternating rounds)."""
@@ -77,7 +77,7 @@ class OperationDb:
             finally:
                 await self._let_go()
 
-    async def scalar(self, stmt: Select[tuple[T]],
+    async def scalar(self, stmt: Select[T],
                      params: Mapping[str, Any] | None = None) -> T | None:
         async with self._lock:
             try:

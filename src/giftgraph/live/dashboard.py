@@ -15,7 +15,10 @@ from giftgraph.db.engine import Database
 from giftgraph.db.session import OperationDb
 from giftgraph.events import FAMILY_TOPIC
 from giftgraph.live.backends import Backoff
-from giftgraph.live.hub import RESYNC, Hub, channel, start_worker, stop_worker
+from giftgraph.live.hub import Hub
+from giftgraph.live.publishing import channel
+from giftgraph.live.subscriber import RESYNC
+from giftgraph.live.workers import start_worker, stop_worker
 
 log = logging.getLogger("giftgraph.live")
 

@@ -5,116 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import sys
-import time
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from broadcaster import Broadcast
 from broadcaster import Event as BroadcastEvent
 from starlette.websockets import WebSocket
 
-from giftgraph.admission.sockets import ReplayTurns
+from giftgraph.accel import internals
 from giftgraph.db import models as m
 from giftgraph.live import credentials
-from giftgraph.live.backends import RECONNECTED, Refused, make_backend
-from giftgraph.live.wire import Inbox
+from giftgraph.live.backends import RECONNECTED, make_backend
+from giftgraph.live.publishing import Outgoing, Publisher, decode_event
+from giftgraph.live.subscriber import RESYNC, Subscriber, prev_of
+from giftgraph.live.workers import start_worker, stop_worker
 
 log = logging.getLogger("giftgraph.live")
 
 CONTROL = "giftgraph:control"
-# Bytes of what the backend sends for an event (`payload_size`: after its own encoding and
-# escaping); a larger event travels as a reference and is loaded once by each instance.
-THIN_OVER = 7000
-# Messages kept while the broker can't take them (events and revocations), published again
-# in order once it can. Past this bound new events are not kept: other instances'
-# subscribers still catch up, at the next event on the topic, through gap detection
-# (`behind`); revocations are always kept (one per deactivated or deleted user).
-PENDING_MAX = 10_000
-REPUBLISH_EVERY = 0.5  # seconds between attempts while anything is pending
-# The publisher is stuck (`Hub.stuck`, /health) after this long without progress (kept
-# messages not going out, or a publish waiting for the broker's answer), or when it dropped
-# a message this recently.
-STUCK_AFTER = 10.0
-
-
-class Resync:
-    """Queue marker: the broker reconnected, so catch up from the Event table."""
-
-
-class Overflow:
-    """Queue marker: the subscriber fell too far behind and must resume with `since`."""
-
-
-RESYNC, OVERFLOW = Resync(), Overflow()
-
-
-def channel(family_id: uuid.UUID, topic: str) -> str:
-    """Broadcaster channels are scoped by family and topic."""
-    return f"gg:{family_id}:{topic}"
-
-
-def encode_event(e: m.Event) -> str:
-    return orjson.dumps({
-        "seq": e.seq, "family_id": str(e.family_id), "topic": e.topic, "kind": e.kind.value,
-        "entity_type": e.entity_type, "entity_id": str(e.entity_id),
-        "actor_id": str(e.actor_id) if e.actor_id else None, "at": e.at.isoformat(),
-        "payload": e.payload, "prev": e.prev_seq,
-    }).decode()
-
-
-def reference(e: m.Event) -> str:
-    """An event sent by reference: each instance loads it from the Event table."""
-    return orjson.dumps({"thin": True, "seq": e.seq, "prev": e.prev_seq}).decode()
-
-
-@dataclass(slots=True)
-class Outgoing:
-    """A message for the broker: an event, or a control message (a revocation).
-
-    An event's `reference` goes instead when the broker refuses the event itself for its
-    content; None when there is nothing smaller to send (a control message, or an event
-    that already is its reference)."""
-
-    channel: str
-    message: str
-    event: bool
-    reference: str | None = None
-
-
-def decode_event(d: dict[str, Any]) -> m.Event:
-    return m.Event.published(
-        seq=d["seq"], family_id=uuid.UUID(d["family_id"]), topic=d["topic"],
-        kind=m.EventKind(d["kind"]), entity_type=d["entity_type"],
-        entity_id=uuid.UUID(d["entity_id"]),
-        actor_id=uuid.UUID(d["actor_id"]) if d["actor_id"] else None,
-        at=datetime.fromisoformat(d["at"]), payload=d["payload"], prev_seq=d.get("prev"),
-    )
-
-
-@dataclass(slots=True)
-class Direct:
-    """How the hub delivers a live event to a caught-up subscriber by itself: `prepare`
-    makes its message (it may wait, e.g. for the shared render), `write` sends it now,
-    synchronously, or returns False when it can't (the event is then queued instead)."""
-
-    prepare: Callable[[m.Event], Awaitable[Any]]
-    write: Callable[[m.Event, Any], bool]
-    # Several consecutive events' messages in one write (one system call), or False.
-    write_many: Callable[[list[m.Event], list[Any]], bool] | None = None
-    # The message of the event with this seq if it is made already (by an earlier
-    # subscriber's `prepare`), else None: the hub then writes it with no wait at all
-    # (`Subscription.deliver_now`).
-    ready: Callable[[int], Any | None] | None = None
-
-
 FANOUT_SLICE = 32  # subscribers written between two yields to the event loop (~1 ms)
 BATCH_MAX = 64  # events already waiting on a channel that are fanned out together
 
@@ -136,178 +50,11 @@ def waiting(source: Any, limit: int = BATCH_MAX - 1) -> list[BroadcastEvent]:
     return taken
 
 
-def behind(item: Any, last: int) -> bool:
-    """Whether a live event says an event after `last` came before it on its topic."""
-    prev = item.prev_seq if isinstance(item, m.Event) else item.get("prev")
-    return isinstance(prev, int) and prev > last
-
-
-class Subscription(Inbox):
-    """One subscriber's bounded queue (an `Inbox`, not an asyncio.Queue: an idle
-    subscription holds it for its whole life). When it is full the subscriber gets OVERFLOW
-    (and nothing more): it must resume with `since`, never silently miss events."""
-
-    __slots__ = ("direct", "last", "overflowed", "size")
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-        self.overflowed = False
-        self.last = 0  # the seq of the newest event this subscriber has been sent
-        # Set while the subscriber is caught up and idle: the hub delivers through it.
-        self.direct: Direct | None = None
-
-    async def accept(self, item: Any) -> bool:
-        """Deliver directly when the subscriber is caught up and this is simply the next
-        live event (True); otherwise queue it (waking the subscriber, which handles it in
-        order).
-
-        The message is prepared first; whether the event is still simply the next one is
-        checked again after that wait, and `last` is claimed only together with the
-        synchronous write. So a resync or another event that arrives meanwhile can never
-        make the subscriber skip this one: it is either written in order here or queued.
-        """
-        direct = self.direct
-        if direct is not None and isinstance(item, m.Event) and self._next(item):
-            try:
-                message = await direct.prepare(item)
-            except Exception:  # e.g. rendering failed: the subscriber's own task reports it
-                log.debug("preparing a direct delivery failed", exc_info=True)
-            else:
-                if self.direct is direct and self._next(item) and direct.write(item, message):
-                    self.last = item.seq
-                    return True
-        if isinstance(item, m.Event) and item.seq <= self.last and not self.items:
-            return False  # sent already (a replay got there first)
-        self.offer(item)
-        return False
-
-    async def accept_many(self, items: list[Any]) -> list[bool]:
-        """`accept` for several items in order (a backlog of live events): the leading run
-        of them that are simply the next events, one after another, goes out directly in
-        one write; the rest (or all, if that write is refused) through `accept` one by one.
-        Which items went out directly."""
-        direct = self.direct
-        write_many = direct.write_many if direct is not None else None
-        run: list[m.Event] = []
-        if direct is not None and write_many is not None:
-            last = self.last
-            for item in items:
-                if type(item) is not m.Event or self.items or item.seq <= last \
-                        or behind(item, last):
-                    break
-                run.append(item)
-                last = item.seq
-        if direct is not None and write_many is not None and len(run) > 1:
-            try:
-                messages = [await direct.prepare(item) for item in run]
-            except Exception:  # e.g. rendering failed: the subscriber's own task reports it
-                log.debug("preparing a direct delivery failed", exc_info=True)
-            else:
-                # Re-checked after the waits, as in `accept`; the run's own order stands.
-                if self.direct is direct and self._next(run[0]) and write_many(run, messages):
-                    self.last = run[-1].seq
-                    return [True] * len(run) + [await self.accept(i) for i in items[len(run):]]
-        return [await self.accept(item) for item in items]
-
-    def deliver_now(self, item: m.Event, seq: int, prev: int) -> bool:
-        """`accept`'s direct delivery as one synchronous step, for the fan-out's common case
-        (caught up, the message made already, the socket writable): True when written now.
-        False changes nothing, and the caller goes through `accept`. `seq` and `prev` are
-        the event's, read once for every subscriber (`prev` -1 when it names none)."""
-        direct = self.direct
-        last = self.last
-        if direct is None or self.items or seq <= last or prev > last:
-            return False
-        ready = direct.ready
-        message = ready(seq) if ready is not None else None
-        if message is None or not direct.write(item, message):
-            return False
-        self.last = seq
-        return True
-
-    def deliver_many_now(self, items: list[m.Event], seqs: list[int], prevs: list[int]) -> int:
-        """`deliver_now` for a backlog (`seqs` and `prevs` are its events'): the leading
-        events that are simply the next ones and whose messages are made, written in one
-        write. How many were written; 0 changed nothing. The caller hands the rest (or
-        all) to `accept_many`."""
-        direct = self.direct
-        if direct is None or self.items or direct.ready is None or direct.write_many is None:
-            return 0
-        ready, last = direct.ready, self.last
-        messages = []
-        for seq, prev in zip(seqs, prevs, strict=True):
-            if seq <= last or prev > last or (message := ready(seq)) is None:
-                break
-            messages.append(message)
-            last = seq
-        n = len(messages)
-        if n == 0 or not (direct.write(items[0], messages[0]) if n == 1 else
-                          direct.write_many(items if n == len(items) else items[:n], messages)):
-            return 0
-        self.last = last
-        return n
-
-    def _next(self, item: m.Event) -> bool:
-        return not self.items and item.seq > self.last and not behind(item, self.last)
-
-    def offer(self, item: Any) -> None:
-        if self.overflowed:
-            return
-        if item is RESYNC:
-            if self.items and self.items[-1] is RESYNC:
-                return  # one pending catch-up covers any number of reconnects
-        elif len(self.items) >= self.size:
-            self.overflowed = True
-            item = OVERFLOW
-        self.put_nowait(item)
-
-    def drain(self) -> None:
-        self.items.clear()
-
-
-async def start_worker(registry: dict[Any, Any], key: Any, holder: Any,
-                       run: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
-                       idle: Callable[[], bool]) -> None:
-    """Start `holder.task` (`run(ready)`) for the holder registered under `key`, and wait
-    until it is ready. Cancelled meanwhile (a client that completes at once), the holder is
-    unregistered and its task stopped, unless someone else uses it by then (`idle`)."""
-    ready = asyncio.Event()
-    # In a context of its own: a copy of the caller's (the first subscriber's operation,
-    # its DirectSink) would keep that socket, and all its handler holds, for as long as
-    # the worker runs, however long after that socket closed.
-    holder.task = asyncio.get_running_loop().create_task(run(ready),
-                                                         context=contextvars.Context())
-    try:
-        await ready.wait()
-    except BaseException:
-        if idle() and registry.get(key) is holder:
-            del registry[key]
-            holder.task.cancel()
-        raise
-
-
-async def stop_worker(registry: dict[Any, Any], key: Any, holder: Any) -> None:
-    """Its last user is gone: unregister the holder under `key` and stop its task. The
-    task's own CancelledError ends here; the caller's (it was cancelled while waiting for
-    the task to stop) goes on up."""
-    if registry.get(key) is holder:
-        del registry[key]
-        assert holder.task is not None
-        holder.task.cancel()
-        try:
-            await holder.task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-
-
 @dataclass
 class Feed:
     """The process's single broadcaster subscription to one channel."""
 
-    subscribers: set[Subscription] = field(default_factory=set)
+    subscribers: set[Subscriber] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
 
 
@@ -321,10 +68,10 @@ class Listening:
     def __init__(self, hub: Hub, name: str) -> None:
         self.hub = hub
         self.name = sys.intern(name)  # one string per channel, however many listen
-        self.sub = Subscription(hub.queue_size)
+        self.sub = Subscriber(hub.queue_size)
         self.feed: Feed | None = None
 
-    async def __aenter__(self) -> Subscription:
+    async def __aenter__(self) -> Subscriber:
         self.feed = await self.hub._join(self.name, self.sub)
         return self.sub
 
@@ -334,12 +81,27 @@ class Listening:
             await self.hub._leave(self.name, feed, self.sub)
 
 
-class Hub:
+class Turns(Protocol):
+    """Turn-taking per user (`admission.sockets.ReplayTurns`): `turn(user_id)` is held
+    while one page of one of the user's replays is read and sent."""
+
+    def turn(self, user_id: uuid.UUID) -> AbstractAsyncContextManager[None]: ...
+
+
+class NoTurns:
+    """Every replay at once (a hub made without turns)."""
+
+    def turn(self, user_id: uuid.UUID) -> AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
+
+
+class Hub(Publisher):
     """Publish committed events; let subscriptions listen to family/topic channels."""
 
-    def __init__(self, url: str, database_url: str, *, queue_size: int = 1000) -> None:
-        self.backend = make_backend(url, database_url)
-        self.broadcast = Broadcast(backend=self.backend)
+    def __init__(self, url: str, database_url: str, *, queue_size: int = 1000,
+                 replay_turns: Turns | None = None) -> None:
+        backend = make_backend(url, database_url)
+        super().__init__(backend, Broadcast(backend=backend))
         self.queue_size = queue_size
         self.feeds: dict[str, Feed] = {}
         self._lock = asyncio.Lock()
@@ -348,26 +110,11 @@ class Hub:
         # authenticated, unregistered when closed (`admission.sockets.SocketSlot`). Plain
         # sets, not weak ones: a closed socket must leave now, not at the next collection.
         self.sockets: dict[uuid.UUID, set[WebSocket]] = {}
-        # Each user's replays take one turn, a page at a time, across all their sockets.
-        self.replay_turns = ReplayTurns()
-        self.published = 0
+        # Each user's replays take one turn, a page at a time, across all their sockets
+        # (`admission.sockets.ReplayTurns`, given by `Live.create`); none: no turns.
+        self.replay_turns: Turns = replay_turns if replay_turns is not None else NoTurns()
         self.backlog_events = 0  # events fanned out in a batch with others already waiting
         self.on_backlog: Callable[[int], None] | None = None  # called with each batch's size
-        self.publish_failures = 0  # messages the broker could not take at first (kept)
-        self.publish_refused = 0  # refused for their content: sent by reference, or dropped
-        self.publish_dropped = 0  # never sent: refused even by reference, or past PENDING_MAX
-        # Called with how many events went out, each time some did: at once from `publish`
-        # or later from `_republish` (never for events the broker refused).
-        self.on_published: Callable[[int], None] | None = None
-        # Called with a reason ("refused", "backlog_full") and how many messages were dropped.
-        self.on_dropped: Callable[[str, int], None] | None = None
-        # Oldest first: published again from `_republish_loop`.
-        self.pending: deque[Outgoing] = deque()
-        self.stuck_after = STUCK_AFTER
-        self._waiting_since: float | None = None  # when pending last made no progress
-        self._publishing: dict[object, float] = {}  # each publish awaiting the broker: since
-        self._dropped_at = -float("inf")
-        self._retry_now = asyncio.Event()
         self.on_resync: list[Callable[[], None]] = []
         # Called after an event went to its caught-up subscribers, with how many.
         self.on_fanout: Callable[[m.Event, int], None] | None = None
@@ -394,23 +141,7 @@ class Hub:
                 await asyncio.wait_for(self._republish(), 2)
         await self.broadcast.disconnect()
 
-    # Publishing -------------------------------------------------------------------
-
-    async def publish(self, events: list[m.Event]) -> int:
-        """Called after COMMIT; how many of `events` went out now. A broker failure is
-        logged, not raised: the change is committed, and what the broker could not take is
-        kept and published again (in order, before anything newer) when it takes messages
-        again. An event the broker refuses for its content goes by reference at once."""
-        messages = []
-        for e in events:
-            name, message, ref = channel(e.family_id, e.topic), encode_event(e), reference(e)
-            if self._payload_size(name, message) > THIN_OVER:
-                messages.append(Outgoing(name, ref, True))
-            else:
-                messages.append(Outgoing(name, message, True, ref))
-        sent = await self._send(messages)
-        self._count_published(sent)
-        return sent
+    # Sockets -----------------------------------------------------------------------
 
     async def revoke_user(self, user_id: uuid.UUID, chain: uuid.UUID | None = None) -> None:
         """Close every socket of a deactivated or deleted user, on every instance; with
@@ -424,144 +155,6 @@ class Hub:
             # Kept for the other instances (or dropped); close this instance's sockets now.
             await self._close_sockets(user_id, chain)
 
-    def _payload_size(self, name: str, message: str) -> int:
-        """The bytes the backend sends for `message` (a broadcaster backend of its own:
-        the UTF-8 bytes); unencodable counts as too large."""
-        size = getattr(self.backend, "payload_size", None)
-        try:
-            return int(size(name, message)) if size is not None else len(message.encode())
-        except (Refused, UnicodeEncodeError):
-            return sys.maxsize
-
-    @property
-    def backlog_seconds(self) -> float:
-        """How long the publisher has gone without progress: the kept messages since one
-        last went out, or the oldest publish still waiting for the broker's answer (a
-        broker that stopped answering keeps nothing, but holds every publish); 0 when
-        neither."""
-        now, since = time.monotonic(), self._waiting_since
-        kept = now - since if self.pending and since is not None else 0.0
-        waiting = now - min(self._publishing.values()) if self._publishing else 0.0
-        return max(kept, waiting)
-
-    @property
-    def stuck(self) -> bool:
-        """The publisher has gone `stuck_after` seconds without progress
-        (`backlog_seconds`), or a message was dropped within the last `stuck_after`
-        seconds."""
-        return (self.backlog_seconds >= self.stuck_after
-                or time.monotonic() - self._dropped_at < self.stuck_after)
-
-    async def _send(self, messages: list[Outgoing]) -> int:
-        """Publish `messages` in order, or keep them (and any after a failure) pending; how
-        many went out. Behind anything pending, they wait their turn: order per channel."""
-        sent = 0
-        for i, out in enumerate(messages):
-            if self.pending:
-                self._keep(messages[i:])
-                break
-            try:
-                sent += await self._publish_one(out)
-            except Exception:  # any broker error; the event is safe in the database
-                log.warning("publish on %s failed; kept to publish again", out.channel,
-                            exc_info=True)
-                self._keep(messages[i:])
-                break
-        return sent
-
-    async def _publish_one(self, out: Outgoing) -> bool:
-        """Publish `out`: True when it went out, or, refused for its content, its reference
-        did; False when it was refused with nothing smaller to send (dropped: logged and
-        counted). Raises when the broker could not take it for now (the caller keeps it)."""
-        while True:
-            token = object()
-            self._publishing[token] = time.monotonic()
-            try:
-                await self.broadcast.publish(out.channel, out.message)
-            except Refused as exc:
-                self.publish_refused += 1
-                if out.reference is None:
-                    log.error("the broker refused a message on %s for its content (%s); "
-                              "dropped", out.channel, exc)
-                    self._dropped("refused", 1)
-                    return False
-                log.warning("the broker refused an event on %s for its content (%s); sent "
-                            "by reference instead", out.channel, exc)
-                out.message, out.reference = out.reference, None
-                continue
-            finally:
-                del self._publishing[token]
-            return True
-
-    def _keep(self, messages: list[Outgoing]) -> None:
-        if not self.pending:
-            self._retry_now.set()
-            self._waiting_since = time.monotonic()
-        self.publish_failures += len(messages)
-        dropped = 0
-        for item in messages:
-            if item.event and len(self.pending) >= PENDING_MAX:
-                dropped += 1
-                continue
-            self.pending.append(item)
-        if dropped:
-            self._dropped("backlog_full", dropped)
-            log.warning("%d unpublished events dropped (%d pending already); subscribers "
-                        "catch up at their topic's next event", dropped, PENDING_MAX)
-
-    def _dropped(self, reason: str, count: int) -> None:
-        self.publish_dropped += count
-        self._dropped_at = time.monotonic()
-        if self.on_dropped is not None:
-            try:
-                self.on_dropped(reason, count)
-            except Exception:  # metrics must never stop publishing
-                log.warning("on_dropped failed", exc_info=True)
-
-    async def _republish(self) -> bool:
-        """Publish what is pending, oldest first, until done (True) or the first failure
-        (False: the rest stays pending). A message refused for its content goes by
-        reference or is dropped, never retried. Only one caller at a time
-        (`_republish_loop`)."""
-        events = 0
-        try:
-            while self.pending:
-                out = self.pending[0]
-                try:
-                    went = await self._publish_one(out)
-                except Exception:  # the broker still can't take it: keep it, try again later
-                    log.info("publishing %d pending messages again failed", len(self.pending),
-                             exc_info=True)
-                    return False
-                self.pending.popleft()
-                self._waiting_since = time.monotonic()
-                events += went and out.event
-            return True
-        finally:
-            if events:
-                log.warning("published %d pending events again", events)
-                self._count_published(events)
-
-    def _count_published(self, count: int) -> None:
-        self.published += count
-        if count and self.on_published is not None:
-            try:
-                self.on_published(count)
-            except Exception:  # metrics must never stop publishing
-                log.warning("on_published failed", exc_info=True)
-
-    async def _republish_loop(self) -> None:
-        """Publish pending messages again: when the first is kept, when the backend
-        reconnects, and every REPUBLISH_EVERY seconds while anything is pending."""
-        while True:
-            await self._retry_now.wait()
-            self._retry_now.clear()
-            while self.pending and not await self._republish():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._retry_now.wait(), REPUBLISH_EVERY)
-                self._retry_now.clear()
-
-    # Sockets -----------------------------------------------------------------------
 
     def register_socket(self, user_id: uuid.UUID, ws: WebSocket) -> None:
         self.sockets.setdefault(user_id, set()).add(ws)
@@ -635,7 +228,7 @@ class Hub:
         live once entered."""
         return Listening(self, name)
 
-    async def _join(self, name: str, sub: Subscription) -> Feed:
+    async def _join(self, name: str, sub: Subscriber) -> Feed:
         async with self._lock:  # one broadcaster subscription per channel (broadcaster #142)
             feed = self.feeds.get(name)
             if feed is None:
@@ -646,7 +239,7 @@ class Hub:
             feed.subscribers.add(sub)
         return feed
 
-    async def _leave(self, name: str, feed: Feed, sub: Subscription) -> None:
+    async def _leave(self, name: str, feed: Feed, sub: Subscriber) -> None:
         async with self._lock:
             feed.subscribers.discard(sub)
             if not feed.subscribers:
@@ -697,7 +290,7 @@ class Hub:
         seq = prev = -1
         if type(item) is m.Event:  # read once here, not once per subscriber (ORM attributes)
             seq = item.seq
-            prev = item.prev_seq if isinstance(item.prev_seq, int) else -1
+            prev = prev_of(item)
         for k, sub in enumerate(list(feed.subscribers), 1):
             try:
                 # No coroutine per subscriber when it can simply be written now.
@@ -721,8 +314,7 @@ class Hub:
         delivered = [0] * len(items)
         events = all(type(item) is m.Event for item in items)
         seqs = [item.seq for item in items] if events else []  # read once (ORM attributes)
-        prevs = [p if isinstance(p := item.prev_seq, int) else -1 for item in items] \
-            if events else []
+        prevs = [prev_of(item) for item in items] if events else []
         for k, sub in enumerate(list(feed.subscribers), 1):
             try:
                 # No coroutine per subscriber when the backlog can simply be written now.
@@ -740,7 +332,7 @@ class Hub:
             self._fanned_out(item, count)
 
     @staticmethod
-    def _failed(sub: Subscription) -> None:
+    def _failed(sub: Subscriber) -> None:
         """Delivering to `sub` raised (e.g. its socket's write): that subscriber alone
         catches up from the Event table; the others, and the channel, go on."""
         log.warning("delivering to a subscriber failed; it resyncs", exc_info=True)
@@ -757,7 +349,7 @@ class Hub:
         return {
             "channels": len(self.feeds),
             "subscribers": sum(len(f.subscribers) for f in self.feeds.values()),
-            "broadcaster_queues": sum(len(q) for q in self.broadcast._subscribers.values()),
+            "broadcaster_queues": internals.broadcaster_queues(self.broadcast),
             "sockets": sum(len(s) for s in self.sockets.values()),
         }
 

@@ -11,13 +11,16 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from giftgraph.ids import parse_uuid
 from giftgraph.live.backends import Refused
-from giftgraph.live.hub import OVERFLOW, RESYNC, Hub, channel, start_worker, stop_worker
+from giftgraph.live.hub import Hub
+from giftgraph.live.publishing import channel
+from giftgraph.live.subscriber import OVERFLOW, RESYNC
+from giftgraph.live.workers import start_worker, stop_worker
 
 log = logging.getLogger("giftgraph.live")
 
@@ -43,22 +46,36 @@ class Viewers:
         return self.value
 
 
+class Announcement(NamedTuple):
+    """Another instance's viewers of a room, for `ttl` seconds unless announced again."""
+
+    users: frozenset[uuid.UUID]
+    ttl: float
+
+
+class Remote(NamedTuple):
+    """Another instance's viewers of a room, until `expires` (time.monotonic())."""
+
+    users: frozenset[uuid.UUID]
+    expires: float
+
+
 @dataclass
 class Room:
     local: Counter[uuid.UUID] = field(default_factory=Counter)
-    remote: dict[str, tuple[frozenset[uuid.UUID], float]] = field(default_factory=dict)
+    remote: dict[str, Remote] = field(default_factory=dict)  # by instance
     watchers: set[Viewers] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
 
     def viewers(self) -> frozenset[uuid.UUID]:
         users = {u for u, n in self.local.items() if n > 0}
-        for remote_users, _ in self.remote.values():
-            users |= remote_users
+        for remote in self.remote.values():
+            users |= remote.users
         return frozenset(users)
 
 
-def _announcement(item: dict[str, Any]) -> tuple[frozenset[uuid.UUID], float] | None:
-    """(users, ttl) of another instance's announcement, or None when malformed: a bad
+def _announcement(item: dict[str, Any]) -> Announcement | None:
+    """Another instance's announcement, or None when malformed: a bad
     user id would end the room's listener, and a NaN or infinite ttl would never expire."""
     users, ttl = item.get("users", []), item.get("ttl", 15)
     if not isinstance(users, list) or not all(isinstance(u, str) for u in users) \
@@ -67,7 +84,7 @@ def _announcement(item: dict[str, Any]) -> tuple[frozenset[uuid.UUID], float] | 
     parsed = [parse_uuid(u) for u in users]
     if any(u is None for u in parsed):
         return None
-    return frozenset(u for u in parsed if u is not None), float(ttl)
+    return Announcement(frozenset(u for u in parsed if u is not None), float(ttl))
 
 
 class PresenceTracker:
@@ -82,7 +99,7 @@ class PresenceTracker:
         self.instance = uuid.uuid4().hex
         self.rooms: dict[Key, Room] = {}
         self._ticker: asyncio.Task[None] | None = None
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending: set[asyncio.Task[bool]] = set()  # announcements in flight
 
     def _channel(self, key: Key) -> str:
         return channel(key[0], f"presence:{key[1]}")
@@ -133,7 +150,7 @@ class PresenceTracker:
             return
         users, ttl = announced
         if users:
-            room.remote[instance] = (users, time.monotonic() + ttl)
+            room.remote[instance] = Remote(users, time.monotonic() + ttl)
         else:
             room.remote.pop(instance, None)
         self._notify(room)
@@ -153,7 +170,7 @@ class PresenceTracker:
                 await asyncio.sleep(min(1.0, self.heartbeat))
                 now = time.monotonic()
                 for room in list(self.rooms.values()):
-                    stale = [i for i, (_, expires) in room.remote.items() if expires < now]
+                    stale = [i for i, remote in room.remote.items() if remote.expires < now]
                     for instance in stale:
                         del room.remote[instance]
                     if stale:

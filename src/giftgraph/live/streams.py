@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Hashable
-from contextlib import asynccontextmanager, nullcontext
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Hashable
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Integer, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,9 +19,26 @@ from giftgraph.db.engine import Database
 from giftgraph.db.session import OperationDb
 from giftgraph.errors import AppError, BadInput
 from giftgraph.ids import BIGINT_MAX
-from giftgraph.live.hub import OVERFLOW, RESYNC, Direct, Hub, behind, channel
+from giftgraph.live.hub import Hub
+from giftgraph.live.publishing import channel
+from giftgraph.live.subscriber import OVERFLOW, RESYNC, Direct, behind
+from giftgraph.schema.loaders import Loaders
+
+if TYPE_CHECKING:
+    from giftgraph.observability import Metrics
 
 KEEP_SCOPE_SECONDS = 2.0
+
+
+def count_delivered(metrics: Metrics | None, row: m.Event) -> None:
+    """One event delivered to one subscriber (its delivery latency)."""
+    if metrics is not None:
+        metrics.delivered(row.at)
+
+
+def counting_active(metrics: Metrics | None) -> AbstractContextManager[Any]:
+    """Counts the subscription in the active-subscriptions gauge while it runs."""
+    return metrics.subscriptions_active.track_inprogress() if metrics else nullcontext()
 
 
 class ResumeRequired(AppError):
@@ -45,46 +63,58 @@ def parse_since(since: str | None) -> int | None:
     return int(since)
 
 
+@dataclass(slots=True)
+class SharedScope:
+    """One event's (or snapshot's) scope, shared by its subscribers: the operation state
+    they resolve in, how many are in it now, and the timer that drops it once none are."""
+
+    state: OperationState
+    users: int = 0
+    drop: asyncio.TimerHandle | None = None
+
+
 class SharedScopes:
     """One session and one set of DataLoaders per event per process, shared by every
     subscriber resolving that event: nested fields load once, not once per subscriber."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
-        self._scopes: dict[Hashable, list[Any]] = {}
+        self._scopes: dict[Hashable, SharedScope] = {}
         # Keyed by (family, seq): seqs count per family.
         self._events: OrderedDict[tuple[uuid.UUID, int], asyncio.Future[m.Event | None]] = \
             OrderedDict()
+        # Each family's read of its newest seq (`latest`): the one not started yet, which
+        # every subscription starting meanwhile joins, and the one under way.
+        self._latest_next: dict[uuid.UUID, asyncio.Future[int]] = {}
+        self._latest_running: dict[uuid.UUID, asyncio.Future[int]] = {}
 
     @asynccontextmanager
     async def use(self, key: Hashable, family_id: uuid.UUID) -> AsyncIterator[None]:
-        from giftgraph.schema.loaders import Loaders
-
-        entry = self._scopes.get(key)
-        if entry is None:
+        scope = self._scopes.get(key)
+        if scope is None:
             # Its subscribers are written to while it is in use, a stalled one for ever: it
             # holds no connection between its reads.
             db = OperationDb(self._database, hold_reads=False)
-            entry = self._scopes[key] = [OperationState(db, Loaders(db, family_id)), 0, None]
-        entry[1] += 1
-        if entry[2] is not None:
-            entry[2].cancel()
-            entry[2] = None
-        token = begin_operation(entry[0])
+            scope = self._scopes[key] = SharedScope(OperationState(db, Loaders(db, family_id)))
+        scope.users += 1
+        if scope.drop is not None:
+            scope.drop.cancel()
+            scope.drop = None
+        token = begin_operation(scope.state)
         try:
             yield
         finally:
             end_operation(token)
-            entry[1] -= 1
-            if entry[1] == 0:
-                entry[2] = asyncio.get_running_loop().call_later(
-                    KEEP_SCOPE_SECONDS, lambda: asyncio.ensure_future(self._drop(key, entry)))
+            scope.users -= 1
+            if scope.users == 0:
+                scope.drop = asyncio.get_running_loop().call_later(
+                    KEEP_SCOPE_SECONDS, lambda: asyncio.ensure_future(self._drop(key, scope)))
 
-    async def _drop(self, key: Hashable, entry: list[Any]) -> None:
-        if entry[1] == 0 and self._scopes.get(key) is entry:
+    async def _drop(self, key: Hashable, scope: SharedScope) -> None:
+        if scope.users == 0 and self._scopes.get(key) is scope:
             del self._scopes[key]
-            await entry[0].db.close()
-            entry[0].release()
+            await scope.state.db.close()
+            scope.state.release()
 
     async def event(self, seq: int, family_id: uuid.UUID) -> m.Event | None:
         """A family's event row by seq, loaded once per process (for events sent by
@@ -115,13 +145,55 @@ class SharedScopes:
                 if not future.cancelled():
                     raise  # this caller was cancelled, not the load
 
+    async def latest(self, family_id: uuid.UUID) -> int:
+        """The family's newest seq, where a subscription without `since` starts, read by a
+        statement that starts after this call (so a stream never replays an event that
+        committed before it was asked for). Every start that arrives while a read waits to
+        begin shares that read, and a family has one read under way at a time: a burst of
+        subscriptions (a dashboard's reconnect, a family opening hundreds at once) is one
+        or two statements, not a pool connection each, which other families' requests
+        would queue behind while the pool opens connections for them. If the read fails
+        (or its caller is cancelled), its error goes to its caller and each start that
+        joined it reads again."""
+        while True:
+            future = self._latest_next.get(family_id)
+            if future is None:
+                return await self._read_latest(family_id)
+            try:
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not future.cancelled() or (task is not None and task.cancelling()):
+                    raise  # this caller was cancelled (too), not only the read
+
+    async def _read_latest(self, family_id: uuid.UUID) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._latest_next[family_id] = future
+        try:
+            running = self._latest_running.get(family_id)
+            if running is not None:  # it may have started before some joined this one
+                await asyncio.wait([running])
+            del self._latest_next[family_id]  # from here on, a start waits for the next
+            self._latest_running[family_id] = future
+            value = await _latest(self._database.reads, family_id)
+        except BaseException:
+            if self._latest_next.get(family_id) is future:
+                del self._latest_next[family_id]
+            future.cancel()  # wakes the starts that joined it: they read again
+            raise
+        finally:
+            if self._latest_running.get(family_id) is future:
+                del self._latest_running[family_id]
+        future.set_result(value)
+        return value
+
     async def close(self) -> None:
         """At shutdown: return every shared scope's connection to the pool."""
-        entries, self._scopes = list(self._scopes.values()), {}
-        for entry in entries:
-            if entry[2] is not None:
-                entry[2].cancel()
-            await entry[0].db.close()
+        scopes, self._scopes = list(self._scopes.values()), {}
+        for scope in scopes:
+            if scope.drop is not None:
+                scope.drop.cancel()
+            await scope.state.db.close()
 
     def stats(self) -> int:
         return len(self._scopes)
@@ -131,8 +203,8 @@ class SharedScopes:
 # reconnect) reads the log in keyset pages and sends each page before it reads the next:
 # a replaying subscriber holds one page, however far back it starts. The replays of one
 # user, on all their sockets, take turns, a page each (`Hub.replay_turns`): a page is at
-# most the rendered events live.render keeps per selection (RESULTS_KEPT, 64), so that the
-# user's other subscriptions of the same selection, replaying the same page after it,
+# most the rendered events accel.render keeps per selection (RESULTS_KEPT, 64), so that
+# the user's other subscriptions of the same selection, replaying the same page after it,
 # reuse them.
 REPLAY_PAGE = 50
 
@@ -190,7 +262,7 @@ async def _latest(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UU
 
 async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
                        since: str | None, *, scoped: bool = True,
-                       direct: Direct | None = None) -> AsyncIterator[m.Event]:
+                       direct: Direct | None = None) -> AsyncGenerator[m.Event, None]:
     """The caller's family's events on `topic`, each resolved inside a shared scope
     (unless `scoped` is false: the caller renders through a shared plan instead).
 
@@ -202,7 +274,7 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
     ResumeRequired on overflow.
 
     With `direct`, whenever the stream is caught up the hub delivers live events itself
-    (`Subscription.accept`: no task woken, nothing yielded); anything else (a replay, a gap,
+    (`Subscriber.accept`: no task woken, nothing yielded); anything else (a replay, a gap,
     a resync, an event sent by reference, a socket that can't take a frame now) wakes the
     stream and comes through here, in order.
     """
@@ -211,7 +283,7 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
     sessions = ctx.database.reads
     start = parse_since(since)
     if start is None:
-        start = await _latest(sessions, family_id)
+        start = await scopes.latest(family_id)
     else:
         await _admit_replay(ctx, family_id, topic, start)
     async with hub.listen(channel(family_id, topic)) as sub:

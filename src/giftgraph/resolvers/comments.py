@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 import strawberry
 from sqlalchemy import select
@@ -10,12 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.context import Info
 from giftgraph.db import models as m
-from giftgraph.db import queries as q
+from giftgraph.db import orders
 from giftgraph.errors import Forbidden, NotFound
 from giftgraph.events import record
 from giftgraph.ids import decode_id
 from giftgraph.resolvers import crud
 from giftgraph.resolvers.common import list_connection, unit_of_work
+from giftgraph.schema.arguments import After, Before, First, Last
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.enums import CommentTarget
 from giftgraph.schema.inputs import CommentInput
@@ -45,21 +47,27 @@ async def _target_exists(info: Info, target: m.CommentTarget, target_id: str) ->
     return pk
 
 
-async def comments(info: Info, target: CommentTarget, target_id: strawberry.ID,
-                   first: int | None = None, after: str | None = None,
-                   last: int | None = None, before: str | None = None) -> Connection[Comment]:
+async def comments(info: Info,
+                   target: Annotated[CommentTarget, strawberry.argument(
+                       description="What kind of object the comments are about.")],
+                   target_id: Annotated[strawberry.ID, strawberry.argument(
+                       description="That object's global ID, of the type `target` names "
+                                   "(any other ID: NOT_FOUND).")],
+                   first: First = None, after: After = None,
+                   last: Last = None, before: Before = None) -> Connection[Comment]:
     target = m.CommentTarget(target)
     pk = await _target_exists(info, target, target_id)
     stmt = select(m.Comment).where(
         m.Comment.family_id == info.context.family_id, m.Comment.target == target,
         m.Comment.target_id == pk,
     )
-    return await list_connection(info, stmt, q.COMMENTS, Comment.from_model,
+    return await list_connection(info, stmt, orders.COMMENTS, Comment.from_model,
                                  first, after, last, before,
                                  {"author": (info.context.loaders.user, "author_id")})
 
 
-async def add_comment(info: Info, input: CommentInput) -> Comment:
+async def add_comment(info: Info, input: Annotated[CommentInput, strawberry.argument(
+        description="The comment and what it is about.")]) -> Comment:
     user = info.context.require_user()
     target = m.CommentTarget(input.target)
     data = validate(CommentData, {"target": target, "body": input.body})
@@ -82,7 +90,8 @@ async def add_comment(info: Info, input: CommentInput) -> Comment:
     return Comment.from_model(row)
 
 
-async def delete_comment(info: Info, id: strawberry.ID) -> strawberry.ID:
+async def delete_comment(info: Info, id: Annotated[strawberry.ID, strawberry.argument(
+        description="The comment to delete.")]) -> strawberry.ID:
     async def author_or_admin(_: AsyncSession, row: m.Comment) -> None:
         user = info.context.require_user()
         if row.author_id != user.id and user.role != m.Role.ADMIN:

@@ -100,4 +100,4 @@ async def delete_comments(session: AsyncSession, target: m.CommentTarget,
         .returning(m.Comment)
         .execution_options(synchronize_session=False)
     )
-    return [(m.EventKind.DELETED, c, comment_topics(c)) for c in removed]
+    return [Cascaded(m.EventKind.DELETED, c, comment_topics(c)) for c in removed]

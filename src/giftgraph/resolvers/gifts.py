@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from sqlalchemy import bindparam, func, select
@@ -10,12 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.context import Info
 from giftgraph.db import models as m
-from giftgraph.db import queries as q
+from giftgraph.db import orders
 from giftgraph.errors import Conflict
 from giftgraph.events import record
 from giftgraph.resolvers import crud
 from giftgraph.resolvers.common import get_owned, list_connection, unit_of_work
 from giftgraph.resolvers.queries import search_condition
+from giftgraph.schema.arguments import After, Before, First, Last, Search
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.inputs import GiftInput, GiftPatch, provided
 from giftgraph.schema.types import Gift
@@ -60,24 +61,30 @@ async def new_gift(session: AsyncSession, info: Info, inp: GiftInput, prefix: st
     return row
 
 
-async def gifts(info: Info, first: int | None = None, after: str | None = None,
-                last: int | None = None, before: str | None = None,
-                search: str | None = None) -> Connection[Gift]:
+async def gifts(info: Info, first: First = None, after: After = None,
+                last: Last = None, before: Before = None,
+                search: Search = None) -> Connection[Gift]:
     stmt = select(m.Gift).where(m.Gift.family_id == info.context.family_id)
     condition = search_condition(info, m.Gift.name, search)
     if condition is not None:
         stmt = stmt.where(condition)
-    return await list_connection(info, stmt, q.GIFTS, Gift.from_model, first, after, last, before)
+    return await list_connection(info, stmt, orders.GIFTS, Gift.from_model,
+                                 first, after, last, before)
 
 
-async def create_gift(info: Info, input: GiftInput) -> Gift:
+async def create_gift(info: Info, input: Annotated[GiftInput, strawberry.argument(
+        description="The new gift.")]) -> Gift:
     gift_values(provided(input))  # validate before opening a transaction
     async with unit_of_work(info) as session:
         row = await new_gift(session, info, input)
     return Gift.from_model(row)
 
 
-async def update_gift(info: Info, id: strawberry.ID, input: GiftPatch) -> Gift:
+async def update_gift(
+    info: Info,
+    id: Annotated[strawberry.ID, strawberry.argument(description="The gift to change.")],
+    input: Annotated[GiftPatch, strawberry.argument(description="The changes.")],
+) -> Gift:
     user = info.context.require_user()
     async with unit_of_work(info) as session:
         row = await get_owned(session, m.Gift, id, "Gift")
@@ -97,6 +104,7 @@ async def _not_on_lists(session: AsyncSession, row: m.Gift) -> None:
                        listItems=on_lists)
 
 
-async def delete_gift(info: Info, id: strawberry.ID) -> strawberry.ID:
+async def delete_gift(info: Info, id: Annotated[strawberry.ID, strawberry.argument(
+        description="The gift to delete; it must be on no list.")]) -> strawberry.ID:
     return await crud.remove(info, m.Gift, "Gift", id, _no_topics, m.CommentTarget.GIFT,
                              guard=_not_on_lists)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from sqlalchemy import and_, bindparam, delete, select
@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.context import Info
 from giftgraph.db import models as m
-from giftgraph.db import queries as q
+from giftgraph.db import orders
 from giftgraph.errors import BadInput, Forbidden, InvalidTransition, NotFound
 from giftgraph.events import LIST_ITEMS_TOPIC, Cascaded, list_topics, record, record_many
 from giftgraph.ids import decode_id
@@ -23,6 +23,7 @@ from giftgraph.resolvers.common import (
     unit_of_work,
 )
 from giftgraph.resolvers.gifts import gift_values, new_gift
+from giftgraph.schema.arguments import After, Before, First, Last
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.enums import ItemStatus, ListKind
 from giftgraph.schema.inputs import (
@@ -52,10 +53,17 @@ async def _exists(info: Info, loader: Any, gid: str, type_name: str) -> uuid.UUI
     return pk
 
 
-async def lists(info: Info, first: int | None = None, after: str | None = None,
-                last: int | None = None, before: str | None = None,
-                kind: ListKind | None = None, person_id: strawberry.ID | None = None,
-                occasion_id: strawberry.ID | None = None) -> Connection[GiftList]:
+async def lists(info: Info, first: First = None, after: After = None,
+                last: Last = None, before: Before = None,
+                kind: Annotated[ListKind | None, strawberry.argument(
+                    description="Only lists of this kind; omitted: all.")] = None,
+                person_id: Annotated[strawberry.ID | None, strawberry.argument(
+                    description="Only the lists for this person of your family (any "
+                                "other ID: NOT_FOUND).")] = None,
+                occasion_id: Annotated[strawberry.ID | None, strawberry.argument(
+                    description="Only the lists for this occasion of your family (any "
+                                "other ID: NOT_FOUND).")] = None,
+                ) -> Connection[GiftList]:
     loaders = info.context.loaders
     stmt = select(m.GiftList).where(m.GiftList.family_id == info.context.family_id)
     if kind is not None:
@@ -66,7 +74,7 @@ async def lists(info: Info, first: int | None = None, after: str | None = None,
     if occasion_id is not None:
         pk = await _exists(info, loaders.occasion, occasion_id, "Occasion")
         stmt = stmt.where(m.GiftList.occasion_id == pk)
-    return await list_connection(info, stmt, q.LISTS, GiftList.from_model,
+    return await list_connection(info, stmt, orders.LISTS, GiftList.from_model,
                                  first, after, last, before, list_relations(loaders))
 
 
@@ -80,7 +88,8 @@ async def _list_values(session: AsyncSession, data: dict[str, Any]) -> dict[str,
     return values
 
 
-async def create_list(info: Info, input: GiftListInput) -> GiftList:
+async def create_list(info: Info, input: Annotated[GiftListInput, strawberry.argument(
+        description="The new list.")]) -> GiftList:
     user = info.context.require_user()
     validate(GiftListData, provided(input))
     async with unit_of_work(info) as session:
@@ -92,7 +101,11 @@ async def create_list(info: Info, input: GiftListInput) -> GiftList:
     return GiftList.from_model(row)
 
 
-async def update_list(info: Info, id: strawberry.ID, input: GiftListPatch) -> GiftList:
+async def update_list(
+    info: Info,
+    id: Annotated[strawberry.ID, strawberry.argument(description="The list to change.")],
+    input: Annotated[GiftListPatch, strawberry.argument(description="The changes.")],
+) -> GiftList:
     user = info.context.require_user()
     async with unit_of_work(info) as session:
         row = await get_owned(session, m.GiftList, id, "GiftList")
@@ -122,10 +135,11 @@ async def _delete_items(session: AsyncSession, row: m.GiftList) -> list[Cascaded
         .returning(m.ListItem).execution_options(synchronize_session=False)))
     comments = await crud.delete_comments(session, m.CommentTarget.LIST_ITEM,
                                           [item.id for item in items])
-    return [*comments, *((m.EventKind.DELETED, item, _item_topics(row)) for item in items)]
+    return [*comments, *(Cascaded(m.EventKind.DELETED, item, _item_topics(row)) for item in items)]
 
 
-async def delete_list(info: Info, id: strawberry.ID) -> strawberry.ID:
+async def delete_list(info: Info, id: Annotated[strawberry.ID, strawberry.argument(
+        description="The list to delete, with its items.")]) -> strawberry.ID:
     async def guard(_: AsyncSession, row: m.GiftList) -> None:
         await _owner_or_admin(info, row)
 
@@ -167,11 +181,11 @@ async def _record_item(info: Info, session: AsyncSession, item: m.ListItem,
 
 async def _resolve_gift(info: Info, session: AsyncSession, patch: dict[str, Any]) -> uuid.UUID:
     gift_id, gift = patch.get("gift_id"), patch.get("gift")
-    if (gift_id is None) == (gift is None):
-        raise BadInput({"giftId": "give exactly one of giftId or gift"})
-    if gift_id is not None:
+    if gift_id is not None and gift is None:
         return (await get_referenced(session, m.Gift, gift_id, "Gift")).id
-    return (await new_gift(session, info, gift, prefix="gift.")).id
+    if gift is not None and gift_id is None:
+        return (await new_gift(session, info, gift, prefix="gift.")).id
+    raise BadInput({"giftId": "give exactly one of giftId or gift"})
 
 
 def _check_item_input(patch: dict[str, Any]) -> None:
@@ -180,7 +194,13 @@ def _check_item_input(patch: dict[str, Any]) -> None:
         gift_values(provided(patch["gift"]), prefix="gift.")
 
 
-async def add_list_item(info: Info, list_id: strawberry.ID, input: ListItemInput) -> ListItem:
+async def add_list_item(
+    info: Info,
+    list_id: Annotated[strawberry.ID, strawberry.argument(
+        description="The list to add it to.")],
+    input: Annotated[ListItemInput, strawberry.argument(
+        description="The gift (an existing one or a new one), quantity and notes.")],
+) -> ListItem:
     user = info.context.require_user()
     patch = provided(input)
     data = validate(ListItemData, {k: patch[k] for k in ("quantity", "notes") if k in patch})
@@ -196,7 +216,11 @@ async def add_list_item(info: Info, list_id: strawberry.ID, input: ListItemInput
     return ListItem.from_model(item)
 
 
-async def update_list_item(info: Info, id: strawberry.ID, input: ListItemPatch) -> ListItem:
+async def update_list_item(
+    info: Info,
+    id: Annotated[strawberry.ID, strawberry.argument(description="The item to change.")],
+    input: Annotated[ListItemPatch, strawberry.argument(description="The changes.")],
+) -> ListItem:
     patch = provided(input)
     _check_item_input(patch)
     async with unit_of_work(info) as session:
@@ -212,7 +236,11 @@ async def update_list_item(info: Info, id: strawberry.ID, input: ListItemPatch) 
     return ListItem.from_model(item)
 
 
-async def remove_list_item(info: Info, id: strawberry.ID) -> strawberry.ID:
+async def remove_list_item(
+    info: Info,
+    id: Annotated[strawberry.ID, strawberry.argument(
+        description="The item to take off its list (the gift itself stays).")],
+) -> strawberry.ID:
     async with unit_of_work(info) as session:
         item, gift_list = await _get_item(session, id)
         user = info.context.require_user()
@@ -224,7 +252,12 @@ async def remove_list_item(info: Info, id: strawberry.ID) -> strawberry.ID:
     return id
 
 
-async def set_list_item_status(info: Info, id: strawberry.ID, status: ItemStatus) -> ListItem:
+async def set_list_item_status(
+    info: Info,
+    id: Annotated[strawberry.ID, strawberry.argument(description="The item to move.")],
+    status: Annotated[ItemStatus, strawberry.argument(
+        description="The status one step before or after its current one.")],
+) -> ListItem:
     async with unit_of_work(info) as session:
         item, gift_list = await _get_item(session, id)
         new = m.ItemStatus(status)
@@ -239,8 +272,13 @@ async def set_list_item_status(info: Info, id: strawberry.ID, status: ItemStatus
     return ListItem.from_model(item)
 
 
-async def assign_list_item(info: Info, id: strawberry.ID,
-                           user_id: strawberry.ID | None = None) -> ListItem:
+async def assign_list_item(
+    info: Info,
+    id: Annotated[strawberry.ID, strawberry.argument(description="The item to assign.")],
+    user_id: Annotated[strawberry.ID | None, strawberry.argument(
+        description="An active member of the family to take care of it; null or omitted "
+                    "unassigns it.")] = None,
+) -> ListItem:
     async with unit_of_work(info) as session:
         item, gift_list = await _get_item(session, id)
         assignee_id = None

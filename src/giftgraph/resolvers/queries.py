@@ -7,12 +7,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import InstrumentedAttribute
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from giftgraph.context import Info
 from giftgraph.db import models as m
@@ -21,6 +21,7 @@ from giftgraph.db.session import OperationDb
 from giftgraph.errors import BadInput, NotFound
 from giftgraph.ids import parse_id
 from giftgraph.resolvers.common import list_connection
+from giftgraph.schema.arguments import After, Before, First, Last
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.lookahead import prefetch_selected
 from giftgraph.schema.types import (
@@ -55,7 +56,11 @@ def search_condition(info: Info, column: InstrumentedAttribute[str],
     return column.ilike(q.like_pattern(search))
 
 
-async def node(info: Info, id: strawberry.ID) -> Node | None:
+async def node(
+    info: Info,
+    id: Annotated[strawberry.ID, strawberry.argument(
+        description="The global ID of any object of your family (an Event's too).")],
+) -> Node | None:
     """Any object of the caller's family by global ID; anything else is NOT_FOUND."""
     family_id = info.context.family_id
     type_name, key = parse_id(id)
@@ -83,9 +88,12 @@ async def node(info: Info, id: strawberry.ID) -> Node | None:
     return to_node(type_name, row)
 
 
-async def events(info: Info, first: int | None = None, after: str | None = None,
-                 last: int | None = None, before: str | None = None,
-                 topic: str | None = None) -> Connection[Event]:
+async def events(info: Info, first: First = None, after: After = None,
+                 last: Last = None, before: Before = None,
+                 topic: Annotated[str | None, strawberry.argument(
+                     description="Only this topic's events, spelt as in Event.topic (e.g. "
+                                 "list:{id}); omitted: family, where each change appears "
+                                 "once.")] = None) -> Connection[Event]:
     """The activity log, newest first: one event per change (topic `family`) by default."""
     stmt = select(m.Event).where(
         m.Event.family_id == info.context.family_id, m.Event.topic == (topic or "family")
@@ -96,8 +104,9 @@ async def events(info: Info, first: int | None = None, after: str | None = None,
 
 
 # The dashboard's statements are built once, with the family and the date as parameters:
-# building SQLAlchemy expressions and their cache keys was ~15% of an uncached dashboard.
-FAMILY, TODAY = bindparam("family_id"), bindparam("today")
+# building SQLAlchemy expressions and their cache keys each time is work repeated on every read.
+FAMILY: BindParameter[Any] = bindparam("family_id")
+TODAY: BindParameter[Any] = bindparam("today")
 NEXT_OCCASIONS_SQL = (select(m.Occasion)
                       .where(m.Occasion.family_id == FAMILY, m.Occasion.date >= TODAY)
                       .order_by(m.Occasion.date, m.Occasion.id).limit(NEXT_OCCASIONS))

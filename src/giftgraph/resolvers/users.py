@@ -1,23 +1,21 @@
-"""Auth and users: signUp, login, token refresh/logout, members, me."""
+"""Members and their family: me, family, users, registerUser, updateUser, deleteUser,
+updateFamily. (signUp, login, refreshToken and logout are in resolvers/sessions.py.)"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Annotated
 
 import strawberry
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph import auth
 from giftgraph.context import Caller, Info
 from giftgraph.db import models as m
-from giftgraph.db import queries as q
-from giftgraph.errors import BadInput, Conflict, Forbidden, Unauthenticated
+from giftgraph.db import orders
+from giftgraph.errors import BadInput, Conflict, Forbidden
 from giftgraph.events import (
     LIST_ITEMS_TOPIC,
     Cascaded,
@@ -27,190 +25,26 @@ from giftgraph.events import (
     record_many,
 )
 from giftgraph.ids import decode_id
+from giftgraph.resolvers import sessions
+from giftgraph.resolvers.accounts import ensure_email_free, hashing_turn, unique_email
 from giftgraph.resolvers.common import get_owned, list_connection, unit_of_work
 from giftgraph.resolvers.crud import comment_topics
+from giftgraph.schema.arguments import After, Before, First, Last
 from giftgraph.schema.connection import Connection
 from giftgraph.schema.inputs import (
     FamilyPatch,
     RegisterUserInput,
-    SignUpInput,
     UpdateUserInput,
     provided,
 )
-from giftgraph.schema.loaders import Loaders
-from giftgraph.schema.types import AuthPayload, Family, User
+from giftgraph.schema.types import Family, User
 from giftgraph.validation import (
     FamilyData,
     PasswordData,
-    SignUpData,
     UserData,
     UserPatchData,
-    normalized_email,
     validate,
 )
-
-if TYPE_CHECKING:
-    from giftgraph.admission.throttle import Turn
-
-EMAIL_TAKEN = "an account with this email already exists"
-
-
-@asynccontextmanager
-async def _anonymous_unit(info: Info) -> AsyncIterator[AsyncSession]:
-    async with info.context.db.write() as session:
-        yield session
-
-
-def _email_conflict() -> Conflict:
-    return Conflict(EMAIL_TAKEN, fields={"email": EMAIL_TAKEN})
-
-
-async def _ensure_email_free(
-    session: AsyncSession, email: str, exclude: uuid.UUID | None = None
-) -> None:
-    stmt = select(m.User.id).where(func.lower(m.User.email) == email.lower())
-    if exclude is not None:
-        stmt = stmt.where(m.User.id != exclude)
-    if (await session.scalar(stmt)) is not None:
-        raise _email_conflict()
-
-
-@asynccontextmanager
-async def _unique_email() -> AsyncIterator[None]:
-    """A concurrent writer that won the unique `lower(email)` index is a CONFLICT too."""
-    try:
-        yield
-    except IntegrityError as exc:
-        raise _email_conflict() from exc
-
-
-async def _payload(
-    info: Info, session: AsyncSession, user: m.User, chain: uuid.UUID | None = None
-) -> AuthPayload:
-    settings = info.context.settings
-    refresh, chain = await auth.issue_refresh_token(session, settings, user, chain)
-    operation = info.context.operation
-    if operation.loaders is None:  # nested fields of the payload are the user's family's
-        operation.loaders = Loaders(operation.db, user.family_id)
-    return AuthPayload(
-        access_token=auth.create_access_token(settings, user, chain),
-        refresh_token=refresh,
-        expires_in=settings.access_token_ttl_seconds,
-        user=User.from_model(user),
-    )
-
-
-async def _hashing(info: Info) -> Turn | None:
-    """The app's bounded hashing as this caller (its family, or its IP when anonymous:
-    one hash of theirs at a time), once the operation's reads have given their connection
-    back: none is held while argon2 runs, or waits for a thread (up to hash_wait_seconds)."""
-    await info.context.db.close()
-    throttle = info.context.throttle
-    if throttle is None:
-        return None
-    user = info.context.user
-    key = f"family:{user.family_id}" if user is not None else f"ip:{info.context.client_ip}"
-    return throttle.hashing.turn(key)
-
-
-async def sign_up(info: Info, input: SignUpInput) -> AuthPayload:
-    throttle = info.context.throttle
-    if throttle is not None:  # before anything costs: one argon2 hash is 64 MiB
-        await throttle.sign_up(info.context.client_ip)
-    data = validate(SignUpData, provided(input))
-    password_hash = await auth.hash_password(info.context.settings, data.password,
-                                             await _hashing(info))
-    async with _unique_email(), _anonymous_unit(info) as session:
-        await _ensure_email_free(session, data.email)
-        family = m.Family(name=data.family_name, currency=data.currency)
-        session.add(family)
-        await session.flush()
-        user = m.User(
-            family_id=family.id,
-            email=data.email,
-            display_name=data.display_name,
-            role=m.Role.ADMIN,
-            password_hash=password_hash,
-            token_epoch=0,
-        )
-        session.add(user)
-        await record(
-            session,
-            family_id=family.id,
-            actor_id=None,
-            kind=m.EventKind.ADDED,
-            entity=user,
-            topics=(),
-        )
-        payload = await _payload(info, session, user)
-    return payload
-
-
-INVALID_LOGIN = "Invalid email or password"
-
-
-async def login(info: Info, email: str, password: str) -> AuthPayload:
-    settings = info.context.settings
-    throttle = info.context.throttle
-    if throttle is not None:  # brute force: per IP, and per IP + email
-        await throttle.login(info.context.client_ip, email)
-    found = await info.context.db.scalar(
-        select(m.User).where(func.lower(m.User.email)
-                             == (normalized_email(email) or email.strip()).lower()))
-    gate = await _hashing(info)
-    if found is None:
-        await auth.burn_password_check(settings, password, gate)
-        raise Unauthenticated(INVALID_LOGIN)
-    ok = await auth.verify_password(settings, found.password_hash, password, gate)
-    if not ok or not found.is_active:
-        raise Unauthenticated(INVALID_LOGIN)
-    async with _anonymous_unit(info) as session:
-        # Still the password just checked, and still active: a change committed meanwhile
-        # is seen here, and one that commits later waits for this transaction and then
-        # revokes the refresh token issued in it (FOR SHARE).
-        user = await session.get(m.User, found.id, with_for_update={"read": True})
-        if user is None or not user.is_active or user.password_hash != found.password_hash:
-            raise Unauthenticated(INVALID_LOGIN)
-        return await _payload(info, session, user)
-
-
-def _close_chain_sockets_after_commit(info: Info, session: AsyncSession,
-                                      chain: auth.Chain) -> None:
-    """Sockets authenticated with the chain's access tokens close (4403) once it is
-    revoked, on every instance; so do its access tokens over HTTP (`CHAIN_REVOKED`)."""
-    live = info.context.live
-    if live is not None:
-        after_commit(session, lambda: live.hub.revoke_user(chain.user_id, chain.chain_id))
-
-
-async def refresh_token(info: Info, refresh_token: str) -> AuthPayload:
-    settings = info.context.settings
-    throttle = info.context.throttle
-    if throttle is not None:
-        await throttle.token(info.context.client_ip)
-    reuse: auth.RefreshReuse | None = None
-    async with _anonymous_unit(info) as session:
-        try:
-            user, chain = await auth.consume_refresh_token(session, settings, refresh_token)
-        except auth.RefreshReuse as exc:
-            reuse = exc  # commit the chain's revocation, then refuse
-            _close_chain_sockets_after_commit(info, session, exc.chain)
-        else:
-            payload = await _payload(info, session, user, chain)
-    if reuse is not None:
-        raise reuse
-    return payload
-
-
-async def logout(info: Info, refresh_token: str) -> bool:
-    throttle = info.context.throttle
-    if throttle is not None:
-        await throttle.token(info.context.client_ip)
-    async with _anonymous_unit(info) as session:
-        chain = await auth.revoke_refresh_token(session, info.context.settings, refresh_token)
-        if chain is not None:
-            _close_chain_sockets_after_commit(info, session, chain)
-    return chain is not None
 
 
 async def me(info: Info) -> User:
@@ -224,7 +58,8 @@ async def family(info: Info) -> Family:
     return Family.from_model(row)
 
 
-async def update_family(info: Info, input: FamilyPatch) -> Family:
+async def update_family(info: Info, input: Annotated[FamilyPatch, strawberry.argument(
+        description="The settings to change.")]) -> Family:
     """An ADMIN changes the family's name or currency (omitted: unchanged; null refused,
     both being required). Every change of the family's data is an event on its topic,
     which also moves the family's version on (the result cache, live queries, the
@@ -250,22 +85,24 @@ async def update_family(info: Info, input: FamilyPatch) -> Family:
 
 async def users(
     info: Info,
-    first: int | None = None,
-    after: str | None = None,
-    last: int | None = None,
-    before: str | None = None,
+    first: First = None,
+    after: After = None,
+    last: Last = None,
+    before: Before = None,
 ) -> Connection[User]:
     stmt = select(m.User).where(m.User.family_id == info.context.family_id)
-    return await list_connection(info, stmt, q.USERS, User.from_model, first, after, last, before)
+    return await list_connection(info, stmt, orders.USERS, User.from_model,
+                                 first, after, last, before)
 
 
-async def register_user(info: Info, input: RegisterUserInput) -> User:
+async def register_user(info: Info, input: Annotated[RegisterUserInput, strawberry.argument(
+        description="The new member.")]) -> User:
     admin = info.context.require_admin()
     data = validate(UserData, provided(input))
     password_hash = await auth.hash_password(info.context.settings, data.password,
-                                             await _hashing(info))
-    async with _unique_email(), unit_of_work(info) as session:
-        await _ensure_email_free(session, data.email)
+                                             await hashing_turn(info))
+    async with unique_email(), unit_of_work(info) as session:
+        await ensure_email_free(session, data.email)
         user = m.User(
             family_id=admin.family_id,
             email=data.email,
@@ -347,14 +184,19 @@ async def _new_password(info: Info, actor: Caller, user_id: uuid.UUID, password:
             await throttle.login(info.context.client_ip, actor.email)
         checked = await info.context.db.scalar(
             select(m.User.password_hash).where(m.User.id == actor.id))
-        gate = await _hashing(info)
+        gate = await hashing_turn(info)
         if checked is None or not await auth.verify_password(settings, checked, current, gate):
             raise BadInput({"currentPassword": NOT_CURRENT})
-    new_hash = await auth.hash_password(settings, password, await _hashing(info))
+    new_hash = await auth.hash_password(settings, password, await hashing_turn(info))
     return NewPassword(new_hash, checked)
 
 
-async def update_user(info: Info, id: strawberry.ID, input: UpdateUserInput) -> User:
+async def update_user(
+    info: Info,
+    id: Annotated[strawberry.ID, strawberry.argument(
+        description="The member to change: yourself, or for an ADMIN any member.")],
+    input: Annotated[UpdateUserInput, strawberry.argument(description="The changes.")],
+) -> User:
     actor = info.context.require_user()
     patch = provided(input)
     current = patch.pop("current_password", None)
@@ -362,7 +204,7 @@ async def update_user(info: Info, id: strawberry.ID, input: UpdateUserInput) -> 
     if patch.get("password") is not None:
         new_password = await _new_password(info, actor, decode_id(id, "User"),
                                            patch["password"], current)
-    async with _unique_email(), unit_of_work(info) as session:
+    async with unique_email(), unit_of_work(info) as session:
         await _lock_family(session, actor.family_id)
         user = await get_owned(session, m.User, id, "User")
         is_admin = actor.role == m.Role.ADMIN
@@ -388,7 +230,7 @@ async def update_user(info: Info, id: strawberry.ID, input: UpdateUserInput) -> 
         if loses_admin and await _other_active_admins(session, user) == 0:
             raise Conflict("The family must keep at least one active ADMIN")
         if data.email.lower() != user.email.lower():
-            await _ensure_email_free(session, data.email, exclude=user.id)
+            await ensure_email_free(session, data.email, exclude=user.id)
         if data.password is not None:
             assert new_password is not None  # hashed above for whoever may change it
             if new_password.checked_against not in (None, user.password_hash):
@@ -399,11 +241,8 @@ async def update_user(info: Info, id: strawberry.ID, input: UpdateUserInput) -> 
         user.email, user.display_name = data.email, data.display_name
         user.role, user.is_active = data.role, data.is_active
         if deactivated or data.password is not None:
-            # Every token issued before ends: refresh tokens are revoked, and access tokens
-            # (and refresh tokens a concurrent refresh issued) carry the old `token_epoch`
-            # (and the old password's stamp); the sockets opened with them close.
-            user.token_epoch += 1
-            await auth.revoke_user_tokens(session, user.id)
+            # Every token issued before ends, and the sockets opened with them close.
+            await auth.end_sessions(session, user)
             _close_sockets_after_commit(info, session, user.id)
         await record(
             session,
@@ -444,14 +283,16 @@ async def _release(
         item_lists.update((gl.id, gl) for gl in await session.scalars(
             select(m.GiftList).where(m.GiftList.id.in_(wanted))))
     return [
-        *((m.EventKind.UPDATED, gl, list_topics(gl)) for gl in lists),
-        *((m.EventKind.ASSIGNED, item, [*list_topics(item_lists[item.list_id]),
-                                        LIST_ITEMS_TOPIC]) for item in items),
-        *((m.EventKind.UPDATED, c, comment_topics(c)) for c in comments),
+        *(Cascaded(m.EventKind.UPDATED, gl, list_topics(gl)) for gl in lists),
+        *(Cascaded(m.EventKind.ASSIGNED, item, [*list_topics(item_lists[item.list_id]),
+                                                LIST_ITEMS_TOPIC]) for item in items),
+        *(Cascaded(m.EventKind.UPDATED, c, comment_topics(c)) for c in comments),
     ]
 
 
-async def delete_user(info: Info, id: strawberry.ID) -> strawberry.ID:
+async def delete_user(info: Info, id: Annotated[strawberry.ID, strawberry.argument(
+        description="The member to delete (yourself too, if another active ADMIN "
+                    "remains).")]) -> strawberry.ID:
     admin = info.context.require_admin()
     async with unit_of_work(info) as session:
         await _lock_family(session, admin.family_id)
@@ -489,3 +330,11 @@ async def delete_user(info: Info, id: strawberry.ID) -> strawberry.ID:
         await session.delete(user)
         _close_sockets_after_commit(info, session, user.id)
     return id
+
+
+# schema/schema.py resolves the session mutations as r_users.*: they stay reachable here
+# until it takes them from resolvers/sessions.py.
+sign_up = sessions.sign_up
+login = sessions.login
+refresh_token = sessions.refresh_token
+logout = sessions.logout

@@ -106,7 +106,9 @@ async def family_version(ctx: Context) -> int | None:
     known = ctx.operation.family_version
     if known is not None:
         return known[0]
-    return await ctx.db.scalar(VERSION, {"family_id": ctx.family_id})
+    version: int | None = await ctx.db.scalar(VERSION,
+                                              {"family_id": ctx.family_id})
+    return version
 
 
 class ResultCache(SchemaExtension):
@@ -122,7 +124,7 @@ class ResultCache(SchemaExtension):
         super().__init__()
         self.store = store
 
-    async def on_execute(self) -> AsyncIterator[None]:  # type: ignore[override]
+    async def on_execute(self) -> AsyncIterator[None]:
         ec = self.execution_context
         ctx: Context = ec.context
         key = None

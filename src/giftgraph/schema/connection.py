@@ -12,31 +12,40 @@ from giftgraph.db.pagination import Order, Page
 T = TypeVar("T")
 
 
-@strawberry.type
+@strawberry.type(description="Where a page of a connection is (Relay): pass its cursors as "
+                              "`after` or `before` to get the next or previous page.")
 class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
+    has_next_page: bool = strawberry.field(
+        description="Whether more nodes follow this page in the connection's order.")
+    has_previous_page: bool = strawberry.field(
+        description="Whether nodes come before this page in the connection's order.")
+    start_cursor: str | None = strawberry.field(
+        description="The first edge's cursor (pass it as `before`); null on an empty page.")
+    end_cursor: str | None = strawberry.field(
+        description="The last edge's cursor (pass it as `after`); null on an empty page.")
 
 
 def _cursor(root: Edge[Any]) -> str:
     return root.order.encode(root.row)
 
 
-@strawberry.type
+@strawberry.type(description="One node of a connection's page, with its cursor.")
 class Edge(Generic[T]):
     # Made when selected: most reads of a page never ask for their edges' cursors.
-    cursor: str = strawberry.field(resolver=_cursor)
-    node: T
+    cursor: str = strawberry.field(
+        resolver=_cursor,
+        description="Opaque: pass it back exactly as given, as `after` or `before`.")
+    node: T = strawberry.field(description="The object at this position.")
     row: strawberry.Private[Any]
     order: strawberry.Private[Order]
 
 
-@strawberry.type
+@strawberry.type(description="A page of a list (a Relay cursor connection), in the order "
+                              "its field names; page with first/after or last/before.")
 class Connection(Generic[T]):
-    edges: list[Edge[T]]
-    page_info: PageInfo
+    edges: list[Edge[T]] = strawberry.field(description="This page's nodes, in order.")
+    page_info: PageInfo = strawberry.field(description="Where this page is: cursors and "
+                                                       "whether more pages follow or precede.")
     count: strawberry.Private[Callable[[], Awaitable[int]]]
 
     @strawberry.field(description="Number of nodes in the whole connection, across all pages.")

@@ -26,18 +26,17 @@ from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRul
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 from giftgraph import auth
+from giftgraph.accel import internals
 from giftgraph.context import (
     CALLER_COLUMNS,
     Caller,
     Context,
-    OperationState,
-    begin_operation,
-    end_operation,
+    operation_scope,
 )
-from giftgraph.db.session import OperationDb
 from giftgraph.errors import AppError, BadInput, ServiceUnavailable, Unauthenticated
 from giftgraph.schema.cache import USER_AND_VERSION
 from giftgraph.schema.retry import transient
+from giftgraph.tracing import current_trace_id
 
 log = logging.getLogger("giftgraph.errors")
 # What Strawberry's own validation adds to the rules (strawberry.schema.schema
@@ -88,20 +87,12 @@ async def caller_of(ctx: Context, claims: auth.AccessClaims) -> tuple[Caller, in
 class RequestScope(SchemaExtension):
     """Gives each operation its own session, loaders and authenticated user."""
 
-    async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
+    async def on_operation(self) -> AsyncIterator[None]:
         ctx: Context = self.execution_context.context
-        state = OperationState(OperationDb(ctx.database, publish=ctx.publish))
-        token = begin_operation(state)
-        try:
+        async with operation_scope(ctx.database, ctx.publish):
             if ctx.connection_params is None:  # HTTP; sockets authenticate in connection_init
                 await authenticate(ctx)
             yield
-        finally:
-            try:
-                await state.db.close()
-            finally:  # even when the close is cancelled
-                state.release()
-                end_operation(token)
 
 
 def unavailable(exc: BaseException | None) -> bool:
@@ -145,8 +136,8 @@ class FormatErrors(SchemaExtension):
             self.format(error)
             raise
         ec = self.execution_context
-        for error in ec.pre_execution_errors or []:
-            self.format(error)
+        for refused in ec.pre_execution_errors or []:
+            self.format(refused)
         if not self._streamed:  # subscription results were formatted one by one
             self._format_result(ec.result)
 
@@ -161,7 +152,9 @@ class FormatErrors(SchemaExtension):
             self.format(error)
 
     def format(self, error: GraphQLError) -> GraphQLError:
-        return format_error(error, getattr(self.execution_context.context, "trace_id", None))
+        # The trace's id while tracing is on (the socket's context is the connection's).
+        return format_error(error, current_trace_id()
+                            or getattr(self.execution_context.context, "trace_id", None))
 
 
 def forget_traceback(error: BaseException) -> None:
@@ -264,8 +257,9 @@ class FreshValidationCache(SchemaExtension):
 
     def on_validate(self) -> Iterator[None]:
         ec = self.execution_context
-        if ec.pre_execution_errors is None:
-            errors = self.validate(ec.schema._schema, ec.graphql_document, ec.validation_rules)
+        if ec.pre_execution_errors is None and ec.graphql_document is not None:
+            errors = self.validate(internals.graphql_schema(ec.schema), ec.graphql_document,
+                                   ec.validation_rules)
             ec.pre_execution_errors = [_clone(e) for e in errors] if errors else errors
         yield
 
@@ -281,11 +275,8 @@ def operation_of(document: DocumentNode,
 
 
 def requested_operation(ec: Any) -> str | None:
-    """The operation name the client sent: `ec.operation_name` falls back to the first
-    operation's (and is all there is to read, were Strawberry to drop its private field)."""
-    if hasattr(ec, "_provided_operation_name"):
-        return ec._provided_operation_name  # type: ignore[no-any-return]
-    return ec.operation_name  # type: ignore[no-any-return]
+    """The operation name the client sent (see `accel.internals.provided_operation_name`)."""
+    return internals.provided_operation_name(ec)
 
 
 MANY_OPERATIONS = "Must provide operation name if query contains multiple operations."

@@ -14,7 +14,9 @@ from graphql import (
     SelectionSetNode,
 )
 from strawberry.dataloader import DataLoader
+from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 
+from giftgraph.accel import internals
 from giftgraph.context import Info
 from giftgraph.schema.loaders import prefetch
 
@@ -25,13 +27,33 @@ Relations = Mapping[str, tuple[DataLoader[Any, Any], str]]
 def selected_fields(info: Info, *path: str) -> set[str]:
     """Names of the fields selected at `path` below the current field (`"edges", "node"`
     for a connection's nodes; none for the field's own type), fragments included."""
-    raw = info._raw_info  # graphql-core's: the field nodes, unconverted (cheap to walk)
+    raw = internals.raw_info(info) if info.context.fast else None
+    if raw is None:  # the plain path: Strawberry's own conversion of the selection
+        return _selected(info.selected_fields, path)
+    # graphql-core's field nodes, unconverted (cheap to walk)
     fragments: Mapping[str, FragmentDefinitionNode] = raw.fragments
     fields: list[FieldNode] = list(raw.field_nodes)
     for name in path:
         fields = [f for parent in fields for f in _fields(parent.selection_set, fragments)
                   if f.name.value == name]
     return {f.name.value for parent in fields for f in _fields(parent.selection_set, fragments)}
+
+
+def _selected(selections: Sequence[Any], path: tuple[str, ...]) -> set[str]:
+    """`selected_fields` from Strawberry's converted selections (`info.selected_fields`)."""
+    fields = [f for s in selections for f in _converted(s)]
+    for name in path:
+        fields = [f for parent in fields for s in parent.selections for f in _converted(s)
+                  if f.name == name]
+    return {f.name for parent in fields for s in parent.selections for f in _converted(s)}
+
+
+def _converted(selection: Any) -> Iterator[SelectedField]:
+    if isinstance(selection, SelectedField):
+        yield selection
+    elif isinstance(selection, FragmentSpread | InlineFragment):
+        for inner in selection.selections:
+            yield from _converted(inner)
 
 
 def _fields(selection_set: SelectionSetNode | None,

@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from giftgraph.accel import internals
 from giftgraph.errors import AppError, NotFound, Unauthenticated
 from giftgraph.events import ENTITY_TYPES
 
@@ -79,7 +80,7 @@ def missing_reference(exc: DBAPIError, context: Any) -> AppError | None:
 def pause(attempt: int) -> float:
     """Seconds before attempt `attempt + 1`: random, so that the two transactions that
     collided do not meet again in step (5-20 ms, then 20-80 ms)."""
-    return random.uniform(0.005, 0.02) * 4 ** (attempt - 1)  # noqa: S311 - jitter, not a secret
+    return random.uniform(0.005, 0.02) * 4.0 ** (attempt - 1)  # noqa: S311 - jitter, not a secret
 
 
 def retrying(resolve: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,7 +120,7 @@ def retrying(resolve: Callable[..., Any]) -> Callable[..., Any]:
 def install_retries(schema: Any) -> int:
     """Wrap the root mutation fields' resolvers of a Strawberry schema (all but
     `NOT_RETRIED`); how many."""
-    mutation = schema._schema.mutation_type
+    mutation = internals.graphql_schema(schema).mutation_type
     wrapped = 0
     for name, field in (mutation.fields.items() if mutation is not None else ()):
         if field.resolve is not None and name not in NOT_RETRIED:

@@ -47,7 +47,9 @@ def decimal_text(value: Decimal) -> str:
 
 DECIMAL = ScalarDefinition(
     name="Decimal",
-    description='Decimal (fixed-point), as a string such as "19.99"',
+    description='An exact decimal number (money), sent and received as a string of ASCII '
+                'digits with an optional leading "-" and decimal point, such as "19.99"; no '
+                'exponent, "+" or "_". Amounts come back with two decimal places.',
     specified_by_url=None,
     serialize=decimal_text,
     parse_value=parse_decimal,
@@ -56,7 +58,8 @@ DECIMAL = ScalarDefinition(
 )
 DATE = ScalarDefinition(
     name="Date",
-    description="Date (isoformat: YYYY-MM-DD)",
+    description='A calendar date as a string "YYYY-MM-DD" of ASCII digits, such as '
+                '"2025-12-24" (no time, no time zone).',
     specified_by_url=None,
     serialize=date.isoformat,
     parse_value=parse_date,

@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from giftgraph.tracing import current_trace_id
+
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 
@@ -59,7 +61,7 @@ def negotiate(accept: str | None) -> str | None:
 
 def error_body(message: str, code: str = "BAD_USER_INPUT", **extensions: Any) -> bytes:
     """A request error refused before any operation: a fresh traceId, logged with it."""
-    trace_id = uuid.uuid4().hex
+    trace_id = current_trace_id() or uuid.uuid4().hex
     log.info("request refused: %s (code=%s, traceId=%s)", message, code, trace_id)
     return orjson.dumps({"errors": [{"message": message, "extensions": {
         "code": code, **extensions, "traceId": trace_id}}]})
@@ -124,6 +126,35 @@ def finish(response: Response, request: Request, media: str) -> Response:
                     background=response.background)
 
 
+# What refuses a caller's input (a bound or a budget): not an error of ours, nor an
+# outcome of the data (NOT_FOUND, CONFLICT, INVALID_TRANSITION), nor an expired token.
+REFUSING = frozenset(("BAD_USER_INPUT", "QUERY_TOO_COMPLEX", "RATE_LIMITED",
+                      "PERSISTED_QUERY_NOT_ALLOWED"))
+
+
+def is_refusal(response: Response) -> bool:
+    """Whether `response` (as `finish` made it) refuses the request: a request error
+    (nothing ran: 4xx, or errors without `data`), or no data at all and every error one
+    of REFUSING (a search over its bound, a spent budget). What `admission.requests.Pace`
+    counts per caller."""
+    if 400 <= response.status_code < 500 or "retry-after" in response.headers:
+        return True
+    raw = getattr(response, "body", None)  # a streamed response (a subscription) has none
+    if not isinstance(raw, bytes) or b'"errors"' not in raw:
+        return False
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(body, dict) or not body.get("errors"):
+        return False
+    if "data" not in body:
+        return True
+    return body["data"] is None and all(
+        isinstance(e, dict) and (e.get("extensions") or {}).get("code") in REFUSING
+        for e in body["errors"])
+
+
 def _passed_on(response: Response) -> dict[str, str]:
     """The headers of Strawberry's response that still hold for the one we send."""
     return {k: v for k, v in response.headers.items()
@@ -183,3 +214,14 @@ def _mask(error: Any) -> Any:
     log.error("an error without a code was masked (traceId=%s): %r", trace_id, error)
     return {"message": "Internal server error",
             "extensions": {"code": "INTERNAL_SERVER_ERROR", "traceId": trace_id}}
+
+
+def persisted_refusal(exc: Exception, media: str) -> Response:
+    """A request refused while its document was looked up (giftgraph.persisted): the
+    GraphQL error shape with its code; 200 under application/json (what Apollo's
+    persisted-queries link reads, as Apollo Server answers), 400 under
+    graphql-response+json, as every request error (nothing ran)."""
+    code = getattr(exc, "code", "BAD_USER_INPUT")
+    message = getattr(exc, "message", str(exc))
+    return Response(error_body(message, code),
+                    status_code=400 if media == GRAPHQL_RESPONSE else 200, media_type=media)

@@ -184,9 +184,12 @@ function commentsPanel(it, uid) {
       toggle.setAttribute('aria-expanded', String(api.open));
       if (api.open) { load(); panel.querySelector('textarea').focus(); }
     } });
+  let loads = 0;
   async function load() {
+    const mine = ++loads; // answers can arrive out of order: only the newest load draws
     const d = await post(`query($id: ID!) { comments(target: LIST_ITEM, targetId: $id, last: 50) { edges { node {
       id body createdAt author { displayName } } } } }`, { id: it.id });
+    if (mine !== loads) return;
     const cs = edges(d.comments);
     list.replaceChildren(...(cs.length ? cs.map((c) => h('li', {}, h('span', {}, h('b', { text: c.author ? c.author.displayName : 'A former member' }), `: ${c.body}`),
       h('time', { datetime: c.createdAt, 'data-at': c.createdAt, text: ago(c.createdAt) }))) : [empty('No comments yet')]));

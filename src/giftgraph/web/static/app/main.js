@@ -1,7 +1,8 @@
 // The family app: log in or sign up, then views by hash route (#/, #/people, #/person/ID,
 // #/occasions, #/occasion/ID, #/lists, #/list/ID, #/family), all kept live by a
-// `dashboard` subscription (the overview) and `familyEvents` (activity; every change
-// refreshes the open view), resumed with `since` after a drop so nothing is missed.
+// `dashboard` subscription (the overview), `familyEvents` (activity; every change
+// refreshes the open view), resumed with `since` after a drop so nothing is missed, and a
+// live query of the family and its members (names, currency, who can be assigned).
 import { post, saveTokens, clearTokens, loggedIn, connect, onSessionEnded, ApiError } from './api.js';
 import { $, h, activityLine, ago, setCurrency, showErrors } from './ui.js';
 import { VIEWS } from './views.js';
@@ -35,7 +36,6 @@ function onEvent(e) {
     list.firstElementChild.classList.add('fresh');
     while (list.children.length > 30) list.lastElementChild.remove();
   }
-  if (e.entityType === 'User') loadMembers();
   clearTimeout(refreshTimer);
   refreshTimer = setTimeout(() => refreshView(e), 60);
   if (app.view && app.view.onEvent) app.view.onEvent(e);
@@ -53,6 +53,20 @@ function onDashboard(d) {
   }
   if (app.view && app.view.onDashboard) app.view.onDashboard(d);
 }
+
+// The live query's result: the family and its members as they are now (another admin's
+// invitation, rename or new currency included). Views read them when they draw (the
+// member's or family's event redraws the open view; this must not take that event's place).
+function onFamily(d) {
+  if (!app.me) return;
+  app.members = d.users.edges.map((e) => e.node);
+  app.me.family = d.family;
+  setCurrency(d.family.currency);
+  $('family').textContent = `${d.family.name} · ${app.me.displayName}`;
+}
+
+const FAMILY = `subscription { live { family { name currency }
+  users(first: 100) { edges { node { id displayName email role isActive } } } } }`;
 
 function subscribe() {
   for (const stop of stops) stop();
@@ -79,6 +93,7 @@ function subscribe() {
     client.subscribe({ query: dashboard }, sink(onDashboard, 'dashboard')),
     client.subscribe({ query: `subscription($since: String) { familyEvents(since: $since) { ${EVENT} } }`,
       variables: { since } }, events),
+    client.subscribe({ query: FAMILY }, sink(onFamily, 'live')),
   ];
 }
 
@@ -103,6 +118,7 @@ async function start() {
   $('page').hidden = false;
   $('nav').hidden = false;
   $('logout').hidden = false;
+  $('status').hidden = false; // the connection's state, once there is one to show
   setStatus('connecting');
   const gen = ++generation;
   client = connect((state, again) => {
@@ -131,6 +147,7 @@ function logout(message) {
   $('nav').hidden = true;
   if (!authSection.isConnected) $('view').prepend(authSection);
   $('logout').hidden = true;
+  $('status').hidden = true;
   $('family').textContent = '';
   setMode(false);
   loginForm.reset();
@@ -197,6 +214,9 @@ const AUTH_FIELDS = { familyName: 'family-name', displayName: 'display-name', em
 const authInputs = Object.fromEntries(Object.entries(AUTH_FIELDS).map(([k, id]) => [k, $(id)]));
 const authErrors = Object.fromEntries(Object.entries(AUTH_FIELDS).map(([k, id]) => [k, $(`${id}-err`)]));
 const signingUp = () => loginForm.classList.contains('signup');
+for (const k of Object.keys(AUTH_FIELDS)) {
+  authInputs[k].addEventListener('input', () => { authErrors[k].textContent = ''; authInputs[k].removeAttribute('aria-invalid'); });
+}
 
 function clearAuthErrors() {
   authError.textContent = '';

@@ -114,6 +114,8 @@ export function form({ title, fields, submit, onSubmit, cls = 'card-form', reset
       input = h('input', attrs);
     }
     if (f.value !== undefined && f.value !== null) input.value = f.value;
+    // A field's error goes once it is edited: "Name is required" under a filled-in name misleads.
+    input.addEventListener('input', () => { err.textContent = ''; input.removeAttribute('aria-invalid'); });
     inputs[f.name] = input;
     const hint = f.hint ? h('small', { id: `${fid}-hint`, text: f.hint }) : null;
     if (hint) input.setAttribute('aria-describedby', `${fid}-err ${fid}-hint`);
@@ -130,6 +132,8 @@ export function form({ title, fields, submit, onSubmit, cls = 'card-form', reset
     let missing = false;
     for (const f of fields) {
       values[f.name] = inputs[f.name].value.trim();
+      // An amount typed with a decimal comma (12,50) is the same amount (12.50).
+      if (f.inputmode === 'decimal') values[f.name] = values[f.name].replace(/^(\d+),(\d{1,2})$/, '$1.$2');
       if (f.required && !values[f.name] && !inputs[f.name].closest('[hidden]')) {
         errors[f.name].textContent = `${f.label} is required`;
         inputs[f.name].setAttribute('aria-invalid', 'true');

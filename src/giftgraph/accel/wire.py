@@ -21,9 +21,15 @@ WebSocket's ASGI `send`; `Wire.of(scope)` finds it again.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 from typing import Any
 
 from starlette.types import Scope, Send
+
+from giftgraph.live.inbox import Inbox
+
+log = logging.getLogger("giftgraph.accel")
 
 try:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -33,6 +39,13 @@ except ImportError:  # pragma: no cover - another server, or no websockets: ASGI
     State = None  # type: ignore[assignment,misc]
 
 SCOPE_KEY = "giftgraph.wire"
+# What this module reads and writes of uvicorn's websockets-sansio protocol, and of its
+# websockets connection: checked once (`shape_ok`) before anything here is used.
+PROTOCOL_FIELDS = ("transport", "conn", "close_sent", "writable", "queue", "handshake_complete",
+                   "request", "response", "curr_msg_data_type", "frames", "logger", "client")
+PROTOCOL_METHODS = ("send_receive_event_to_app", "handle_parser_exception")
+CONNECTION_FIELDS = ("state", "extensions")
+PLAIN_WS_PROTOCOL = "websockets-sansio"  # uvicorn's own, for the plain path
 HIGH_WATER = 256 * 1024  # bytes buffered for one socket before it counts as not reading
 
 
@@ -137,9 +150,16 @@ class Wire:
         return True
 
 
+def release_scope_headers(scope: Scope) -> None:
+    """The plain part of `release_handshake`: the scope's own list of headers, emptied."""
+    headers = scope.get("headers")
+    if isinstance(headers, list):
+        headers.clear()
+
+
 def release_handshake(scope: Scope) -> None:
-    """Let go of the handshake once the socket is accepted and authenticated (~5 KB per
-    socket by tracemalloc), as uWebSockets frees its upgrade request: read what you need of
+    """Let go of the handshake once the socket is accepted and authenticated (a few KB per
+    socket), as uWebSockets frees its upgrade request: read what you need of
     the request's headers while connecting (`get_context`, `on_ws_connect`); afterwards
     `scope["headers"]` is empty.
 
@@ -148,51 +168,12 @@ def release_handshake(scope: Scope) -> None:
     once it has been). The request object itself stays referenced by the websockets
     parser's frame (a local of its suspended generator), so its headers are emptied in
     place; so is the scope's list, which Starlette's `WebSocket.headers` reads."""
-    headers = scope.get("headers")
-    if isinstance(headers, list):
-        headers.clear()
+    release_scope_headers(scope)
     protocol = scope.get(SCOPE_KEY)
     if protocol is not None and protocol.handshake_complete:
         if protocol.request is not None:
             protocol.request.headers.clear()
         protocol.request = protocol.response = None
-
-
-class Inbox:
-    """A queue for one reader as a list and one waiter future: what uvicorn's protocol uses
-    of its `asyncio.Queue` of received ASGI events (`put_nowait`, `get`, `empty`), and the
-    hub's per-subscriber queue (`hub.Subscription`). An empty asyncio.Queue is three deques
-    and an Event, ~3 KB of every open socket; an empty deque alone is 760 bytes, a list 56,
-    and these queues are almost always empty, so `pop(0)` costs nothing that matters."""
-
-    __slots__ = ("_waiter", "items")
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []  # oldest first
-        self._waiter: asyncio.Future[None] | None = None
-
-    def put_nowait(self, item: Any) -> None:
-        self.items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def empty(self) -> bool:
-        return not self.items
-
-    def qsize(self) -> int:
-        return len(self.items)
-
-    async def get(self) -> Any:
-        if self._waiter is not None:
-            raise RuntimeError("another reader is already waiting on this queue")
-        while not self.items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self.items.pop(0)
 
 
 class Flag:
@@ -248,7 +229,7 @@ def _utf8(parts: list[bytes]) -> bool:
 
 if WebSocketsSansIOProtocol is not None:
 
-    class LeanWebSocketProtocol(WebSocketsSansIOProtocol):  # type: ignore[misc,valid-type]
+    class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         """uvicorn's websockets-sansio protocol with `Inbox` and `Flag` for its receive
         queue and its writable event: the same behaviour, ~4 KB less per open socket; and a
         text message that is not UTF-8 closed (1007) as uvicorn closes it, but logged in one
@@ -278,10 +259,44 @@ else:  # pragma: no cover - no websockets library: uvicorn picks what it has
     WS_PROTOCOL = "auto"
 
 
+def shape_ok() -> bool:
+    """Whether uvicorn's websockets-sansio protocol still has every field and method this
+    module uses (its fields are assigned in its `__init__`, read from its source), and
+    websockets' connection state is still `State.OPEN`. False: logged, and the plain ASGI
+    sends and uvicorn's own protocol serve every socket."""
+    if WebSocketsSansIOProtocol is None or State is None:
+        log.warning("accel: uvicorn's websockets-sansio protocol is not importable; "
+                    "direct socket writes are off")
+        return False
+    try:
+        source = inspect.getsource(WebSocketsSansIOProtocol)
+    except (OSError, TypeError):
+        source = ""
+    missing = [f for f in PROTOCOL_FIELDS if f"self.{f}" not in source]
+    missing += [m for m in PROTOCOL_METHODS if not callable(getattr(WebSocketsSansIOProtocol,
+                                                                    m, None))]
+    if not hasattr(State, "OPEN"):
+        missing.append("websockets.protocol.State.OPEN")
+    if missing:
+        log.warning("accel: uvicorn's websockets-sansio protocol changed shape (missing %s); "
+                    "direct socket writes are off", ", ".join(missing))
+        return False
+    return True
+
+
+def ws_protocol(enabled: bool) -> str:
+    """The `--ws` protocol for uvicorn: the lean one when the fast paths are on and
+    uvicorn's protocol has the expected shape, else uvicorn's own."""
+    return WS_PROTOCOL if enabled and WS_PROTOCOL != "auto" and shape_ok() \
+        else PLAIN_WS_PROTOCOL
+
+
 def capture(scope: Scope, send: Send) -> None:
     """Remember which uvicorn protocol a WebSocket's `send` is (`Wire.of` finds it): call
-    with uvicorn's own `send`, before any middleware wraps it."""
+    with uvicorn's own `send`, before any middleware wraps it. A protocol instance that
+    lacks one of the connection's fields is not recorded (plain sends)."""
     if WebSocketsSansIOProtocol is not None:
         protocol = getattr(send, "__self__", None)
-        if isinstance(protocol, WebSocketsSansIOProtocol):
+        if isinstance(protocol, WebSocketsSansIOProtocol) \
+                and all(hasattr(protocol.conn, f) for f in CONNECTION_FIELDS):
             scope[SCOPE_KEY] = protocol

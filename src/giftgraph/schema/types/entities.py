@@ -1,23 +1,24 @@
-"""GraphQL object types, converted from models at the edge (`X.from_model(row)`)."""
+"""The GraphQL types of the family's data (the Node types, their relations and summaries),
+converted from models at the edge (`X.from_model(row)`); comments and the auth payload are
+in `comments.py`."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated
 
 import strawberry
 
 from giftgraph.context import Caller, Info
 from giftgraph.db import models as m
-from giftgraph.db import queries as q
+from giftgraph.db import progress
 from giftgraph.db.pagination import PageArgs
-from giftgraph.ids import encode_id, event_id
+from giftgraph.ids import encode_id
+from giftgraph.schema.arguments import After, Before, First, Last
 from giftgraph.schema.connection import Connection, connection
 from giftgraph.schema.enums import (
-    CommentTarget,
-    EventKind,
     ItemStatus,
     ListKind,
     OccasionKind,
@@ -34,9 +35,16 @@ def page_args(info: Info, first: int | None, after: str | None,
                           default=s.default_page_size, maximum=s.max_page_size)
 
 
-@strawberry.interface(description="An object with a global ID (Relay).")
+@strawberry.interface(description="An object with a global ID (Relay); Query.node(id) "
+                                   "fetches any of them again.")
 class Node:
-    id: strawberry.ID
+    id: strawberry.ID = strawberry.field(
+        description="Global ID, opaque: use it exactly as given. Where an ID is taken, another "
+                    "family's, or any other string, is NOT_FOUND.")
+
+
+CREATED_AT = "When it was created (UTC)."
+UPDATED_AT = "When it last changed (UTC)."
 
 
 FAMILY_CURRENCY = (
@@ -45,12 +53,13 @@ FAMILY_CURRENCY = (
     "only the items priced in it.")
 
 
-@strawberry.type
+@strawberry.type(description="The tenant: a family and everything it plans. Every object "
+                              "belongs to one family, and a caller sees only its own.")
 class Family(Node):
-    name: str
+    name: str = strawberry.field(description="The family's name (1-200 characters).")
     currency: str = strawberry.field(description=FAMILY_CURRENCY)
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime = strawberry.field(description=CREATED_AT)
+    updated_at: datetime = strawberry.field(description=UPDATED_AT)
 
     @classmethod
     def from_model(cls, r: m.Family) -> Family:
@@ -58,14 +67,19 @@ class Family(Node):
                    currency=r.currency, created_at=r.created_at, updated_at=r.updated_at)
 
 
-@strawberry.type
+@strawberry.type(description="A member of the family, who logs in with an email and a "
+                              "password.")
 class User(Node):
-    email: str
-    display_name: str
-    role: Role
-    is_active: bool
-    created_at: datetime
-    updated_at: datetime
+    email: str = strawberry.field(
+        description="The login email, unique across all families (ignoring case).")
+    display_name: str = strawberry.field(
+        description="The name shown to the family (1-100 characters).")
+    role: Role = strawberry.field(description="What the member may do: ADMIN or MEMBER.")
+    is_active: bool = strawberry.field(
+        description="False once an ADMIN deactivated the member: they can't log in, and "
+                    "their tokens and open subscriptions stop working.")
+    created_at: datetime = strawberry.field(description=CREATED_AT)
+    updated_at: datetime = strawberry.field(description=UPDATED_AT)
     family_id: strawberry.Private[uuid.UUID]
 
     @classmethod
@@ -77,26 +91,32 @@ class User(Node):
     # Relations are plain (not async) resolvers that return the object at once when the
     # loader already holds its row, else an awaitable (see `load_now`). A required relation
     # can only be None if a foreign key were broken; graphql-core then reports the null.
-    @strawberry.field(graphql_type=Family)
+    @strawberry.field(graphql_type=Family, description="The member's family.")
     def family(self, info: Info) -> MaybeAwaitable[Family | None]:
         return load_now(info.context.loaders.family, self.family_id, Family.from_model)
 
 
-def _user(info: Info, user_id: uuid.UUID | None) -> MaybeAwaitable[User | None]:
+def user_of(info: Info, user_id: uuid.UUID | None) -> MaybeAwaitable[User | None]:
     if user_id is None:
         return None
     return load_now(info.context.loaders.user, user_id, User.from_model)
 
 
-@strawberry.type
+@strawberry.type(description="Someone the family gives gifts to.")
 class Person(Node):
-    name: str
-    relationship: str | None
-    birthday: date | None
-    interests: list[str]
-    notes: str | None
-    created_at: datetime
-    updated_at: datetime
+    name: str = strawberry.field(description="1-200 characters.")
+    relationship: str | None = strawberry.field(
+        description="How the family knows them, e.g. \"Grandma\" (at most 100 characters); "
+                    "null if not given.")
+    birthday: date | None = strawberry.field(
+        description="Null if unknown; never in the future.")
+    interests: list[str] = strawberry.field(
+        description="What they like, in the order given (at most 50, each 1-100 characters); "
+                    "[] if none.")
+    notes: str | None = strawberry.field(
+        description="Free text (at most 5000 characters); null if none.")
+    created_at: datetime = strawberry.field(description=CREATED_AT)
+    updated_at: datetime = strawberry.field(description=UPDATED_AT)
     pk: strawberry.Private[uuid.UUID]
 
     @classmethod
@@ -107,10 +127,11 @@ class Person(Node):
                    created_at=r.created_at, updated_at=r.updated_at, pk=r.id)
 
     @strawberry.field(
-        description="Items for this person that were PURCHASED or RECEIVED, newest first.")
+        description="The items on this person's lists that are PURCHASED or RECEIVED, the "
+                    "most recently changed first.")
     async def gift_history(
-        self, info: Info, first: int | None = None, after: str | None = None,
-        last: int | None = None, before: str | None = None,
+        self, info: Info, first: First = None, after: After = None,
+        last: Last = None, before: Before = None,
     ) -> Connection[ListItem]:
         args = page_args(info, first, after, last, before)
         loaders = info.context.loaders
@@ -126,15 +147,15 @@ def _person(info: Info, person_id: uuid.UUID | None) -> MaybeAwaitable[Person | 
     return load_now(info.context.loaders.person, person_id, Person.from_model)
 
 
-@strawberry.type
+@strawberry.type(description="How many list items are at each status.")
 class Pipeline:
-    idea: int
-    selected: int
-    purchased: int
-    received: int
+    idea: int = strawberry.field(description="Items at IDEA.")
+    selected: int = strawberry.field(description="Items at SELECTED.")
+    purchased: int = strawberry.field(description="Items at PURCHASED.")
+    received: int = strawberry.field(description="Items at RECEIVED.")
 
     @classmethod
-    def from_counts(cls, p: q.Pipeline) -> Pipeline:
+    def from_counts(cls, p: progress.Pipeline) -> Pipeline:
         return cls(idea=p.idea, selected=p.selected, purchased=p.purchased, received=p.received)
 
 
@@ -155,24 +176,27 @@ class Money:
     currency: str = strawberry.field(description="An ISO 4217 code, e.g. EUR.")
 
     @classmethod
-    def list_of(cls, spending: q.Spending) -> list[Money]:
+    def list_of(cls, spending: progress.Spending) -> list[Money]:
         return [cls(amount=amount, currency=currency)
                 for currency, amount in spending.per_currency()]
 
 
-@strawberry.type
+@strawberry.type(description="One person's progress: their items by status, and the money "
+                              "spent on them.")
 class PersonProgress:
-    pipeline: Pipeline
+    pipeline: Pipeline = strawberry.field(
+        description="Their items (on lists for this person) by status.")
     spent: Decimal = strawberry.field(description=SPENT)
     spent_by_currency: list[Money] = strawberry.field(description=SPENT_BY_CURRENCY)
     person_id: strawberry.Private[uuid.UUID]
 
     @classmethod
-    def from_progress(cls, p: q.Progress) -> PersonProgress:
+    def from_progress(cls, p: progress.Progress) -> PersonProgress:
         return cls(pipeline=Pipeline.from_counts(p.pipeline), spent=p.spending.spent,
                    spent_by_currency=Money.list_of(p.spending), person_id=p.person_id)
 
-    @strawberry.field(graphql_type=Person)  # progress rows come from this family's persons
+    # progress rows come from this family's persons
+    @strawberry.field(graphql_type=Person, description="The person.")
     def person(self, info: Info) -> MaybeAwaitable[Person | None]:
         return _person(info, self.person_id)
 
@@ -180,24 +204,30 @@ class PersonProgress:
 BUDGET = "In the family's currency (null: none set)."
 
 
-@strawberry.type
+@strawberry.type(description="An occasion's progress: per person, and in total against its "
+                              "budget.")
 class OccasionSummary:
-    occasion: Occasion
-    people: list[PersonProgress]
+    occasion: Occasion = strawberry.field(description="The occasion summarised.")
+    people: list[PersonProgress] = strawberry.field(
+        description="One entry per person with a list for this occasion, counting the items "
+                    "on those lists. Items on lists without a person count only in the "
+                    "totals.")
     budget: Decimal | None = strawberry.field(description=BUDGET)
     spent: Decimal = strawberry.field(description=SPENT)
     spent_by_currency: list[Money] = strawberry.field(description=SPENT_BY_CURRENCY)
 
 
-@strawberry.type
+@strawberry.type(description="A day the family plans gifts for, such as a birthday or a "
+                              "holiday.")
 class Occasion(Node):
-    name: str
-    kind: OccasionKind
-    date: date
-    description: str | None
+    name: str = strawberry.field(description="1-200 characters.")
+    kind: OccasionKind = strawberry.field(description="What kind of occasion it is.")
+    date: date = strawberry.field(description="The day it falls on.")
+    description: str | None = strawberry.field(
+        description="Free text (at most 5000 characters); null if none.")
     budget: Decimal | None = strawberry.field(description=BUDGET)
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime = strawberry.field(description=CREATED_AT)
+    updated_at: datetime = strawberry.field(description=UPDATED_AT)
     pk: strawberry.Private[uuid.UUID]
 
     @classmethod
@@ -206,7 +236,8 @@ class Occasion(Node):
                    date=r.date, description=r.description, budget=r.budget,
                    created_at=r.created_at, updated_at=r.updated_at, pk=r.id)
 
-    @strawberry.field(description="Per person: counts by status and money spent, vs the budget.")
+    @strawberry.field(description="Progress of the lists for this occasion: per person, items "
+                                  "by status and money spent, and the totals vs the budget.")
     async def summary(self, info: Info) -> OccasionSummary:
         people, spending = await info.context.loaders.occasion_progress.load(self.pk)
         return OccasionSummary(
@@ -216,20 +247,28 @@ class Occasion(Node):
         )
 
 
-@strawberry.type
+@strawberry.type(description="Something that can go on lists: the same gift may be on "
+                              "several.")
 class Gift(Node):
-    name: str
-    url: str | None
-    store: str | None = strawberry.field(description="The shop, parsed from the URL's host.")
-    price: Decimal | None
+    name: str = strawberry.field(description="1-200 characters; `gifts(search:)` matches it.")
+    url: str | None = strawberry.field(
+        description="Where to buy it: an http(s) URL (at most 2048 characters); null if none.")
+    store: str | None = strawberry.field(
+        description="The shop, derived from the URL's host without \"www.\" (e.g. "
+                    "\"amazon.com\"); null without a URL.")
+    price: Decimal | None = strawberry.field(
+        description="The price of one, in `currency` (zero or more, two decimal places); null "
+                    "if unknown (it then counts 0 in spent).")
     currency: str = strawberry.field(
         description="ISO 4217 code of the price. A gift created without one, or updated with "
                     "null, takes the family's currency at that moment (it does not follow "
                     "later changes of the family's currency).")
-    image_url: str | None
-    description: str | None
-    created_at: datetime
-    updated_at: datetime
+    image_url: str | None = strawberry.field(
+        description="A picture of it: an http(s) URL (at most 2048 characters); null if none.")
+    description: str | None = strawberry.field(
+        description="Free text (at most 5000 characters); null if none.")
+    created_at: datetime = strawberry.field(description=CREATED_AT)
+    updated_at: datetime = strawberry.field(description=UPDATED_AT)
 
     @classmethod
     def from_model(cls, r: m.Gift) -> Gift:
@@ -238,13 +277,14 @@ class Gift(Node):
                    description=r.description, created_at=r.created_at, updated_at=r.updated_at)
 
 
-@strawberry.type
+@strawberry.type(description="A list of gifts (wishlist, ideas or plan), optionally for a "
+                              "person and/or an occasion, owned by the member who created it.")
 class GiftList(Node):
-    name: str
-    kind: ListKind
+    name: str = strawberry.field(description="1-200 characters.")
+    kind: ListKind = strawberry.field(description="What the list is for.")
     budget: Decimal | None = strawberry.field(description=BUDGET)
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime = strawberry.field(description=CREATED_AT)
+    updated_at: datetime = strawberry.field(description=UPDATED_AT)
     pk: strawberry.Private[uuid.UUID]
     person_id: strawberry.Private[uuid.UUID | None]
     occasion_id: strawberry.Private[uuid.UUID | None]
@@ -256,24 +296,33 @@ class GiftList(Node):
                    budget=r.budget, created_at=r.created_at, updated_at=r.updated_at, pk=r.id,
                    person_id=r.person_id, occasion_id=r.occasion_id, owner_id=r.owner_id)
 
-    @strawberry.field(graphql_type=Person | None)
+    @strawberry.field(graphql_type=Person | None,
+                      description="Whom the list is for; null if for no one (or the person "
+                                  "was deleted).")
     def person(self, info: Info) -> MaybeAwaitable[Person | None]:
         return _person(info, self.person_id)
 
-    @strawberry.field(graphql_type=Occasion | None)
+    @strawberry.field(graphql_type=Occasion | None,
+                      description="The occasion the list is for; null if none (or it was "
+                                  "deleted).")
     def occasion(self, info: Info) -> MaybeAwaitable[Occasion | None]:
         if self.occasion_id is None:
             return None
         return load_now(info.context.loaders.occasion, self.occasion_id, Occasion.from_model)
 
-    @strawberry.field(graphql_type=User)  # owner_id: a RESTRICT foreign key in the family
+    # owner_id: a RESTRICT foreign key in the family
+    @strawberry.field(graphql_type=User,
+                      description="The member who created it; when that member is deleted, "
+                                  "an ADMIN. Only the owner or an ADMIN may delete the list.")
     def owner(self, info: Info) -> MaybeAwaitable[User | None]:
-        return _user(info, self.owner_id)
+        return user_of(info, self.owner_id)
 
-    @strawberry.field
+    @strawberry.field(description="The gifts on this list, oldest first.")
     async def items(
-        self, info: Info, first: int | None = None, after: str | None = None,
-        last: int | None = None, before: str | None = None, status: ItemStatus | None = None,
+        self, info: Info, first: First = None, after: After = None,
+        last: Last = None, before: Before = None,
+        status: Annotated[ItemStatus | None, strawberry.argument(
+            description="Only the items at this status; omitted: all.")] = None,
     ) -> Connection[ListItem]:
         args = page_args(info, first, after, last, before)
         loaders = info.context.loaders
@@ -283,13 +332,17 @@ class GiftList(Node):
                           lambda: loaders.list_item_counts.load((self.pk, status)))
 
 
-@strawberry.type
+@strawberry.type(description="A gift on a list, with where it is in the pipeline and who "
+                              "takes care of it.")
 class ListItem(Node):
-    status: ItemStatus
-    quantity: int
-    notes: str | None
-    created_at: datetime
-    updated_at: datetime
+    status: ItemStatus = strawberry.field(
+        description="IDEA, SELECTED, PURCHASED or RECEIVED; changed only by "
+                    "setListItemStatus, one step at a time.")
+    quantity: int = strawberry.field(description="How many (1-10000).")
+    notes: str | None = strawberry.field(
+        description="Free text (at most 5000 characters); null if none.")
+    created_at: datetime = strawberry.field(description=CREATED_AT)
+    updated_at: datetime = strawberry.field(description=UPDATED_AT)
     list_id: strawberry.Private[uuid.UUID]
     gift_id: strawberry.Private[uuid.UUID]
     assignee_id: strawberry.Private[uuid.UUID | None]
@@ -301,17 +354,21 @@ class ListItem(Node):
                    updated_at=r.updated_at, list_id=r.list_id, gift_id=r.gift_id,
                    assignee_id=r.assignee_id)
 
-    @strawberry.field(graphql_type=GiftList)  # list_id: a CASCADE foreign key in the family
+    # list_id: a CASCADE foreign key in the family
+    @strawberry.field(graphql_type=GiftList, description="The list it is on.")
     def list(self, info: Info) -> MaybeAwaitable[GiftList | None]:
         return load_now(info.context.loaders.gift_list, self.list_id, GiftList.from_model)
 
-    @strawberry.field(graphql_type=Gift)  # gift_id: a RESTRICT foreign key in the family
+    # gift_id: a RESTRICT foreign key in the family
+    @strawberry.field(graphql_type=Gift, description="The gift it is.")
     def gift(self, info: Info) -> MaybeAwaitable[Gift | None]:
         return load_now(info.context.loaders.gift, self.gift_id, Gift.from_model)
 
-    @strawberry.field(graphql_type=User | None)
+    @strawberry.field(graphql_type=User | None,
+                      description="The member who takes care of it (assignListItem); null if "
+                                  "no one.")
     def assignee(self, info: Info) -> MaybeAwaitable[User | None]:
-        return _user(info, self.assignee_id)
+        return user_of(info, self.assignee_id)
 
 
 def item_relations(loaders: Loaders) -> Relations:
@@ -324,92 +381,3 @@ def list_relations(loaders: Loaders) -> Relations:
     """What a gift list's relation fields load (for `prefetch_selected`)."""
     return {"person": (loaders.person, "person_id"), "owner": (loaders.user, "owner_id"),
             "occasion": (loaders.occasion, "occasion_id")}
-
-
-@strawberry.type
-class Comment(Node):
-    target: CommentTarget
-    target_id: strawberry.ID
-    body: str
-    created_at: datetime
-    updated_at: datetime
-    author_id: strawberry.Private[uuid.UUID | None]
-
-    @classmethod
-    def from_model(cls, r: m.Comment) -> Comment:
-        return cls(id=strawberry.ID(encode_id("Comment", r.id)), target=r.target,
-                   target_id=strawberry.ID(encode_id(TARGET_TYPES[r.target], r.target_id)),
-                   body=r.body, created_at=r.created_at, updated_at=r.updated_at,
-                   author_id=r.author_id)
-
-    @strawberry.field(graphql_type=User | None,
-                      description="Null once the author's account was deleted.")
-    def author(self, info: Info) -> MaybeAwaitable[User | None]:
-        return _user(info, self.author_id)
-
-
-TARGET_TYPES: dict[m.CommentTarget, str] = {
-    m.CommentTarget.LIST: "GiftList",
-    m.CommentTarget.LIST_ITEM: "ListItem",
-    m.CommentTarget.GIFT: "Gift",
-    m.CommentTarget.PERSON: "Person",
-    m.CommentTarget.OCCASION: "Occasion",
-}
-
-NODE_TYPES: dict[str, Any] = {
-    "Family": Family, "User": User, "Person": Person, "Occasion": Occasion,
-    "GiftList": GiftList, "Gift": Gift, "ListItem": ListItem, "Comment": Comment,
-}
-
-
-def to_node(entity_type: str, row: Any) -> Node:
-    return NODE_TYPES[entity_type].from_model(row)  # type: ignore[no-any-return]
-
-
-@strawberry.type
-class Event(Node):
-    seq: str = strawberry.field(description="Monotonic cursor; pass it as `since` to resume.")
-    topic: str
-    kind: EventKind
-    entity_type: str
-    entity_id: strawberry.ID
-    at: datetime
-    actor_id: strawberry.Private[uuid.UUID | None]
-    payload: strawberry.Private[dict[str, Any] | None]
-
-    @classmethod
-    def from_model(cls, r: m.Event) -> Event:
-        return cls(id=strawberry.ID(event_id(r.family_id, r.seq)), seq=str(r.seq),
-                   topic=r.topic, kind=r.kind, entity_type=r.entity_type,
-                   entity_id=strawberry.ID(encode_id(r.entity_type, r.entity_id)), at=r.at,
-                   actor_id=r.actor_id, payload=r.payload)
-
-    @strawberry.field(graphql_type=User | None)
-    def actor(self, info: Info) -> MaybeAwaitable[User | None]:
-        return _user(info, self.actor_id)
-
-    @strawberry.field(
-        description="The entity as it was right after the change; null after DELETED.")
-    def node(self) -> Node | None:
-        from giftgraph.events import from_snapshot
-
-        if self.payload is None:
-            return None
-        row = from_snapshot(self.entity_type, self.payload)
-        return to_node(self.entity_type, row) if row is not None else None
-
-
-@strawberry.type
-class AuthPayload:
-    access_token: str
-    refresh_token: str
-    expires_in: int = strawberry.field(description="Seconds until the access token expires.")
-    user: User
-
-
-@strawberry.type(description="Who is watching a topic right now.")
-class Presence:
-    topic: str
-    viewers: list[User]
-
-

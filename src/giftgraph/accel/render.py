@@ -4,9 +4,9 @@ and the same bytes go to every subscriber with that selection.
 
 Strawberry runs the whole execution pipeline (graphql-core execution, every extension's
 hooks, JSON encoding) once per event *per subscriber*; with thousands of subscribers on
-one list that is the fan-out's entire cost. A subscription running on our WebSocket handler
-(`DirectSink` in a ContextVar) skips it: its resolver asks `SharedRenderer` for the event's
-`next` payload and writes it to the socket itself.
+one list that is the fan-out's entire cost. A subscription running on the direct socket
+handler (`accel.sockets.DirectSink` in a ContextVar) skips it: its resolver asks
+`SharedRenderer` for the event's `next` payload and writes it to the socket itself.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ import dataclasses
 import inspect
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
-from contextvars import ContextVar
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import orjson
@@ -35,41 +33,13 @@ from graphql import (
 from graphql.execution import Executor
 from graphql.language import Visitor, visit
 
+from giftgraph.accel import internals
 from giftgraph.context import Context
 from giftgraph.db import models as m
 from giftgraph.live.streams import SharedScopes
-from giftgraph.live.wire import Wire
 
 PLANS_KEPT = 256  # distinct selections remembered per process
 RESULTS_KEPT = 64  # rendered events remembered per selection (late subscribers reuse them)
-
-
-@dataclass(slots=True)
-class DirectSink:
-    """The graphql-transport-ws operation a subscription resolver may write to directly:
-    pre-framed onto the connection's transport when it can take it (`wire`), else through
-    the ASGI `send_text`."""
-
-    operation: Any  # strawberry's graphql_transport_ws Operation
-    send_text: Callable[[str], Awaitable[None]]
-    wire: Wire | None = None
-    # Set by an event subscription's resolver instead of yielding: the rest of the
-    # subscription, run by the socket handler once Strawberry's execution (its extension
-    # hooks, graphql-core's context, the resolver's generators) has ended and been freed.
-    park: Callable[[], Awaitable[None]] | None = None
-
-    @property
-    def closed(self) -> bool:
-        """Completed, or being cancelled (the client sent `complete`: Strawberry has
-        dropped the operation and cancelled its task, which has not run since)."""
-        task = self.operation.task
-        return bool(self.operation.completed) or task is None or task.cancelling() > 0
-
-    def prefix(self) -> bytes:
-        return b'{"id":' + orjson.dumps(self.operation.id) + b',"type":"next","payload":'
-
-
-DIRECT_SINK: ContextVar[DirectSink | None] = ContextVar("giftgraph_direct_sink", default=None)
 
 
 class _Variables(Visitor):
@@ -107,8 +77,9 @@ def _detached(context: Any) -> Any:
     caller and the app's services, not its socket (which, with all its handler holds,
     would stay in memory as long as the plan)."""
     if isinstance(context, Context):
-        return dataclasses.replace(context, request=None, response=None,
-                                   authorization=None, connection_params=None)
+        # No request: nothing an event's fields resolve reads it.
+        return dataclasses.replace(context, request=None,  # type: ignore[arg-type]
+                                   response=None, authorization=None, connection_params=None)
     return context
 
 
@@ -116,11 +87,11 @@ def _freeze(value: Any) -> Hashable:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
-class Plan:
+class SharedSelection:
     """One selection of one family: a graphql-core executor built (and its variables
     coerced) once, and the rendered `next` payloads of recent events."""
 
-    def __init__(self, owner: SharedRenderer, executor: Executor, family_id: uuid.UUID,
+    def __init__(self, owner: SharedRenderer, executor: Executor[Any], family_id: uuid.UUID,
                  format_error: Callable[[GraphQLError, str], GraphQLError],
                  to_root: Callable[[m.Event], Any]) -> None:
         self.owner = owner
@@ -143,8 +114,8 @@ class Plan:
             # In a context of its own, not a copy of this subscriber's: the task is kept
             # (`results`) for RESULTS_KEPT events, and with the copy it kept the
             # subscriber's DirectSink, and through it its operation, handler, socket and
-            # all they hold, long after the socket closed (~1 MB a minute under a soak's
-            # reconnects). The render needs none of it: `_render` sets up its own scope.
+            # all they hold, long after the socket closed. The render needs none of it:
+            # `_render` sets up its own scope.
             task = asyncio.get_running_loop().create_task(
                 self._render(row), context=contextvars.Context())
             self.results[row.seq] = task
@@ -177,16 +148,18 @@ class SharedRenderer:
 
     def __init__(self, scopes: SharedScopes) -> None:
         self.scopes = scopes
-        self.plans: OrderedDict[Hashable, Plan] = OrderedDict()
+        self.plans: OrderedDict[Hashable, SharedSelection] = OrderedDict()
         self.renders = 0  # events executed and serialized, all plans together
 
     def plan(self, info: Any, variables: dict[str, Any] | None, family_id: uuid.UUID,
              format_error: Callable[[GraphQLError, str], GraphQLError],
-             to_root: Callable[[m.Event], Any]) -> Plan | None:
+             to_root: Callable[[m.Event], Any]) -> SharedSelection | None:
         """The shared plan for this subscription's selection (`info` is Strawberry's,
         `variables` the raw ones the client sent), or None when it can't be shared:
         more than one root field, or directives on the root field."""
-        raw_info = info._raw_info
+        raw_info = internals.raw_info(info)
+        if raw_info is None:
+            return None
         operation = raw_info.operation
         field_nodes: list[FieldNode] = raw_info.field_nodes
         root = operation.selection_set.selections
@@ -206,14 +179,14 @@ class SharedRenderer:
             return plan
         document = DocumentNode(definitions=(operation, *fragments.values()))
         executor_class = getattr(info.schema, "execution_context_class", Executor)
-        built = executor_class.build(
+        built = executor_class.build(  # graphql-core's own build, as Strawberry calls it
             raw_info.schema, document, context_value=_detached(info.context),
             raw_variable_values=raw, operation_name=name,  # root-field ones too: they coerce
-            is_awaitable=inspect.isawaitable,
+            is_awaitable=inspect.isawaitable,  # type: ignore[arg-type]
         )
         if isinstance(built, list):  # variables did not coerce: let Strawberry answer
             return None
-        plan = self.plans[key] = Plan(self, built, family_id, format_error, to_root)
+        plan = self.plans[key] = SharedSelection(self, built, family_id, format_error, to_root)
         while len(self.plans) > PLANS_KEPT:
             self.plans.popitem(last=False)
         return plan

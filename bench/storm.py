@@ -1,0 +1,298 @@
+"""W6 storm (`giftgraph bench storm`): every socket of an instance comes back at once.
+
+2,000 families x 5 members, one socket each (10,000), each subscribed to `familyEvents`.
+Changes go on at 100/s over random families the whole time. Then the instance is killed
+(SIGKILL) and started again; every client reconnects (exponential backoff from 50 ms with
+full jitter, at most 2 s), authenticates and subscribes again with `since` its last seq.
+Separately, the clients fail over to a second instance (both on Redis) while the first
+stays dead. Measured: from the kill, the time until every socket is subscribed again and
+caught up (it holds every event its family committed before it subscribed again), and the
+events lost and duplicated over the whole run, against the events table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.table import Table
+
+from bench import wsclient
+from bench.harness import PROTOCOL, Server, api_server, metric, percentile, wait_for
+from bench.report import Options, Outcome, Target
+from bench.tenants import FAMILIES, QUICK_FAMILIES, RATE, _chunks, _events_since, seed
+from bench.workers import WAVE, Channel, Crew, source_address, split
+
+PER_WORKER = 2500
+SUBSCRIBE = "subscription($s: String) { familyEvents(since: $s) { seq at } }"
+BEFORE_KILL = 5.0  # seconds of changes before the kill
+AFTER = 20.0  # seconds of changes after it
+GOAL = 15.0  # seconds to 100% subscribed and caught up
+
+
+async def clients(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
+    """Sockets that reconnect: to p["urls"][0], and after a loss to the next url in turn
+    (failover) or the same (restart). Per socket: every (seq, arrival) and each
+    resubscription's time."""
+    urls: list[str] = p["urls"]
+    failover = p["failover"]
+    state: list[dict[str, Any]] = []
+    received = 0
+    bad: list[str] = []
+    rng = random.Random()  # noqa: S311 - jitter, not secrets
+
+    async def stopped() -> None:
+        while not ch.stop.is_set():  # noqa: ASYNC110 - set by another process
+            await asyncio.sleep(0.1)
+
+    async def keep(spec: list[Any]) -> None:
+        nonlocal received
+        family, token = spec
+        s: dict[str, Any] = {"family": family, "seqs": [], "arrivals": [], "subscribed": [],
+                             "attempts": 0}
+        state.append(s)
+        at = 0
+        delay = 0.05
+        while not ch.stop.is_set():
+            ack = asyncio.get_running_loop().create_future()
+
+            def on_text(raw: bytes, ack: asyncio.Future[bytes] = ack) -> None:
+                nonlocal received
+                if not ack.done():
+                    ack.set_result(raw)
+                    return
+                try:
+                    msg = orjson.loads(raw)
+                    if msg.get("type") != "next" or msg["payload"].get("errors"):
+                        bad.append(raw[:200].decode(errors="replace"))
+                        return
+                    event = msg["payload"]["data"]["familyEvents"]
+                    s["seqs"].append(int(event["seq"]))
+                    s["arrivals"].append(time.time())
+                    received += 1
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    bad.append(raw[:200].decode(errors="replace"))
+
+            s["attempts"] += 1
+            try:
+                ws = await wsclient.connect(urls[at], on_text, subprotocol=PROTOCOL,
+                                            local_addr=(p["source"], 0), wait=30)
+                ws.send_text(orjson.dumps({"type": "connection_init",
+                                           "payload": {"token": token}}))
+                reply = orjson.loads(await asyncio.wait_for(ack, 30))
+                if reply.get("type") != "connection_ack":
+                    raise RuntimeError(f"no connection_ack: {reply}")
+                since = str(max(s["seqs"])) if s["seqs"] else None
+                ws.send_text(orjson.dumps({"id": "1", "type": "subscribe", "payload": {
+                    "query": SUBSCRIBE, "variables": {"s": since}}}))
+                s["subscribed"].append(time.time())
+                delay = 0.05
+                stop = asyncio.ensure_future(stopped())
+                await asyncio.wait((ws.closed, stop), return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                if ch.stop.is_set():
+                    await ws.close()
+                    return
+            except (OSError, TimeoutError, RuntimeError, orjson.JSONDecodeError):
+                pass
+            if failover:
+                at = min(at + 1, len(urls) - 1)
+            await asyncio.sleep(rng.uniform(0, delay))  # full jitter
+            delay = min(2.0, delay * 2)
+
+    specs = p["specs"]
+    tasks = []
+    for start in range(0, len(specs), WAVE):
+        tasks += [asyncio.create_task(keep(spec)) for spec in specs[start:start + WAVE]]
+        await asyncio.sleep(0.05)
+    ch.send("ready", {"sockets": len(specs)})
+    await ch.until_stopped(lambda: received)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {"sockets": state, "bad": len(bad), "bad_sample": bad[:3]}
+
+
+def storm(label: str, instances: list[Server], failover: bool, tenants: list[dict[str, Any]],
+          database_url: str, progress: Any) -> dict[str, Any]:
+    from bench.tenants import writer  # noqa: F401 - the writer process imports it by name
+
+    first = instances[0]
+    specs = [[k, token] for k, t in enumerate(tenants) for token in t["tokens"]]
+    n = len(specs)
+    workers = max(1, -(-n // PER_WORKER))
+    urls = [f"{s.ws}/graphql" for s in instances]
+    params = [{"urls": urls, "failover": failover, "source": source_address(), "specs": part}
+              for part in _chunks(specs, split(n, workers))]
+    task = progress.add_task(f"{label}: connecting", total=n)
+    marks = _marks_now(database_url)
+    with Crew("bench.storm:clients", params) as crew:
+        crew.wait_ready(120)
+        wait_for(lambda: metric(first.base, "giftgraph_subscriptions_active"), n, 180)
+        targets = [[t["tokens"][0], t["list"]] for t in tenants]
+        seconds = BEFORE_KILL + AFTER
+        with Crew("bench.tenants:writer", [{"protocol": "graphql",
+                                             "url": [f"{s.base}/graphql" for s in instances],
+                                             "targets": targets, "rate": RATE,
+                                             "seconds": seconds, "seed": 5}]) as writers:
+            writers.wait_ready(60)
+            start = writers.go(0.2)
+            progress.update(task, description=f"{label}: changes, then the kill",
+                            completed=0, total=int(seconds))
+            while time.monotonic() < start + BEFORE_KILL:
+                crew.pump(0.05)
+                writers.pump(0.01)
+            assert first.proc is not None
+            killed = time.time()
+            first.proc.kill()
+            first.proc.wait()
+            if not failover:
+                restart(first)
+            while len(writers.results) < 1:
+                writers.pump(0.05)
+                crew.pump(0.05)
+                progress.update(task, completed=time.monotonic() - start)
+            written = writers.finish()[0]
+        # until nothing arrives for 3 s (at most 60 s)
+        quiet, last = time.monotonic(), crew.total
+        deadline = time.monotonic() + 60
+        while time.monotonic() - quiet < 3 and time.monotonic() < deadline:
+            crew.pump(0.1)
+            if crew.total != last:
+                quiet, last = time.monotonic(), crew.total
+        results = crew.finish(180)
+    progress.remove_task(task)
+    events = _events_since(database_url, marks)
+    at_of = _event_times(database_url)
+    ids = {k: t["family"] for k, t in enumerate(tenants)}
+    lost = duplicated = 0
+    recovered: list[float] = []
+    never = 0
+    for r in results:
+        for s in r["sockets"]:
+            family = ids[s["family"]]
+            want = {seq for topic, seq in events.get(family, ()) if topic == "family"}
+            got = s["seqs"]
+            first_seen = min(got) if got else None
+            # events committed before the socket's first subscription are not owed to it
+            owed = {seq for seq in want if first_seen is None or seq >= first_seen}
+            lost += len(owed - set(got))
+            duplicated += len(got) - len(set(got))
+            again = [t for t in s["subscribed"] if t > killed]
+            if not again:
+                never += 1
+                continue
+            back = again[0]
+            arrival = dict(zip(got, s["arrivals"], strict=True))
+            due = [seq for seq in owed if at_of.get((family, seq), 0) < back]
+            caught = max([back, *(arrival.get(seq, float("inf")) for seq in due)])
+            recovered.append(caught - killed)
+    recovered.sort()
+    full = recovered[-1] if recovered and not never else float("inf")
+    return {"sockets": n, "failover": failover, "mutations": written["sent"],
+            "mutation_errors": written["errors"],
+            "mutation_error_sample": written["error_sample"],
+            "recovered": len(recovered), "never_resubscribed": never,
+            "p50_s": percentile(recovered, 50) if recovered else float("nan"),
+            "p99_s": percentile(recovered, 99) if recovered else float("nan"),
+            "all_s": full, "lost": lost, "duplicated": duplicated,
+            "attempts": sum(s["attempts"] for r in results for s in r["sockets"]),
+            "bad_messages": sum(r["bad"] for r in results),
+            "bad_sample": [b for r in results for b in r["bad_sample"]][:3]}
+
+
+def restart(server: Server) -> None:
+    """Start `server`'s command again on its port (its clients reconnect to it)."""
+    import tempfile
+
+    server.__exit__()
+    server.proc = None
+    server.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives with the server
+    server.start()
+    server.__enter__()
+
+
+def _marks_now(database_url: str) -> dict[str, int]:
+    from bench.tenants import _marks
+
+    return _marks(database_url)
+
+
+def _event_times(database_url: str) -> dict[tuple[str, int], float]:
+    import asyncpg
+
+    from bench.harness import dsn
+
+    async def fetch() -> dict[tuple[str, int], float]:
+        conn = await asyncpg.connect(dsn(database_url))
+        try:
+            rows = await conn.fetch("SELECT family_id::text AS f, seq, at FROM events "
+                                    "WHERE topic = 'family'")
+        finally:
+            await conn.close()
+        return {(r["f"], r["seq"]): r["at"].timestamp() for r in rows}
+
+    return asyncio.run(fetch())
+
+
+def run(database_url: str, opt: Options) -> Outcome:
+    families = QUICK_FAMILIES if opt.quick else FAMILIES
+    api = api_server(database_url)
+    tenants = seed(database_url, api.env["GIFTGRAPH_JWT_SECRET"], families)
+    results: dict[str, dict[str, Any]] = {}
+    with opt.progress() as progress:
+        with api:
+            results["restart"] = storm("restart after SIGKILL", [api], False, tenants,
+                                       database_url, progress)
+        redis = {"GIFTGRAPH_BROADCAST_URL": "redis://127.0.0.1:6379/0",
+                 "GIFTGRAPH_RATE_LIMIT_STORAGE_URL": "redis://127.0.0.1:6379/0"}
+        a = Server(api.app, {**api.env, **redis}, api.health, api.args)
+        b = Server(api.app, {**api.env, **redis}, api.health, api.args)
+        a.start()
+        b.start()
+        with a, b:
+            results["failover"] = storm("failover to a second instance", [a, b], True,
+                                        tenants, database_url, progress)
+    table = Table(title=f"W6 storm: {families * 5:,} sockets, {RATE:g} changes/s; "
+                        "from the kill to subscribed again and caught up")
+    for col in ("case", "sockets", "back", "p50 s", "p99 s", "100% s", "lost", "dup",
+                "attempts"):
+        table.add_column(col, justify="left" if col == "case" else "right")
+    for name, r in results.items():
+        table.add_row(name, f"{r['sockets']:,}", f"{r['recovered']:,}", f"{r['p50_s']:.1f}",
+                      f"{r['p99_s']:.1f}", f"{r['all_s']:.1f}", str(r["lost"]),
+                      str(r["duplicated"]), f"{r['attempts']:,}")
+    targets = [Target(f"W6 {name}: every socket back and caught up", f"{r['all_s']:.1f} s",
+                      f"≤ {GOAL:g} s", r["all_s"] <= GOAL) for name, r in results.items()]
+    targets += [Target(f"W6 {name}: events lost / duplicated",
+                       f"{r['lost']} / {r['duplicated']}", "0 / 0",
+                       r["lost"] == 0 and r["duplicated"] == 0) for name, r in results.items()]
+    notes = [f"{name}: {r['never_resubscribed']} sockets never came back, {r['bad_messages']} "
+             f"unexpected messages {r['bad_sample']}, {r['mutation_errors']} failed changes "
+             f"(expected while the instance is down) {r['mutation_error_sample']}"
+             for name, r in results.items()
+             if r["never_resubscribed"] or r["bad_messages"] or r["mutation_errors"]]
+    return Outcome("storm", "W6 storm",
+                   {"families": families, "sockets": families * 5, "rate": RATE,
+                    "before_kill_s": BEFORE_KILL, "after_s": AFTER, "subscription": SUBSCRIBE,
+                    "quick": opt.quick, "at": datetime.now().isoformat()},
+                   [{"case": k, **v} for k, v in results.items()], table, targets, plot,
+                   notes)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    results = {r["case"]: r for r in rows}
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = list(results)
+    ax.bar(names, [min(results[n]["all_s"], 120) for n in names], color="tab:blue")
+    ax.axhline(GOAL, color="tab:red", ls="--", lw=0.8, label=f"goal {GOAL:g} s")
+    ax.set(ylabel="s from the kill to 100% back", title="W6 storm")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,381 @@
+"""Read queries compiled to one SQL statement whose result is the response's JSON.
+
+A nested read (lists, each with its person and a page of items, each with its gift and
+assignee) resolves a few thousand fields. Executed field by field, the Python around each
+of them costs more than the data: the DataLoaders, the objects built from rows, the
+executor's per-field work and the serialization. Here, as PostGraphile and Hasura do, the
+operation becomes one statement in which PostgreSQL builds the JSON (`json_build_object`
+for an object, `json_agg` for a page of a connection, a correlated subquery for a
+relation), and the server writes that JSON into the response as it is.
+
+Only what the tables below describe compiles: the Relay connections over the family's
+users, persons, occasions, gift lists, gifts and events, a list's items, the relations between
+them, their plain fields, `me`, `family` and the `dashboard` (its lists, counts and sums as
+resolvers/queries.py computes them; an event's `node`, a snapshot, is not compiled).
+Anything else in the operation (another root field, an argument this file does not
+translate, a field with its own resolver, a cursor that does not decode, page arguments
+that are an error) leaves the whole operation to the executor (accel/executor.py),
+which produces exactly what it always has, errors included. The compiled statement reads
+what the resolvers read, scoped the same way: every table is read with `family_id` = the
+caller's family, so a relation or a page can never reach another family's rows. Where a
+narrower key picks the rows (a relation's primary key, a nested page's parent), the family
+is checked in a form no index serves (`sql.same_family`), so that the plan is the key's
+index whether or not the tables have planner statistics.
+
+Values are written as the GraphQL layer serializes them (checked field by field against
+the executor in tests/integration/test_compiled_reads.py): global IDs are
+base64url("Type:uuid") without padding, DateTime is `datetime.isoformat()` in UTC, Date is
+ISO, Decimal is its text, enums are their names (which equal the stored values), and
+cursors are the executor's bytes (`Order.encode`).
+
+The statement is text: table and column names come from the tables below, aliases are
+generated, response keys are GraphQL names (checked), and every value from the operation
+or the caller (family, user, page sizes, cursors, filters) is a bound parameter.
+"""
+# ruff: noqa: S608 - statements built from the tables' names, never from values (above)
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from graphql import (
+    GraphQLField,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    OperationType,
+)
+from graphql.execution import Executor
+from graphql.execution.collect_fields import FieldDetailsList, collect_fields
+from graphql.execution.values import get_argument_values
+from starlette.websockets import WebSocket
+
+from giftgraph.accel.sql import (
+    AMOUNT,
+    DASHBOARD_LISTS,
+    ROOT_CONNECTIONS,
+    ROOT_OBJECTS,
+    SPENT,
+    SPENT_ITEM,
+    STATUSES,
+    TABLES,
+    UPCOMING_ITEMS,
+    ConnectionTable,
+    NotCompiled,
+    bound_value,
+    cursor_expr,
+    json_object,
+    lit,
+    object_type,
+    same_family,
+    scalar,
+)
+from giftgraph.db.pagination import PageArgs
+
+ExecutionContext = Executor[Any]  # graphql-core's (the lean executor's base)
+
+class Compiler:
+    """One operation's statement. Every value from the operation is a parameter."""
+
+    def __init__(self, ec: ExecutionContext) -> None:
+        self.ec = ec
+        self.params: dict[str, Any] = {}
+        self.aliases = 0
+        settings = ec.context_value.settings
+        self.default_page, self.max_page = settings.default_page_size, settings.max_page_size
+
+    def param(self, value: Any) -> str:
+        name = f"gg_{len(self.params)}"
+        self.params[name] = value
+        return ":" + name
+
+    def alias(self) -> str:
+        self.aliases += 1
+        return f"t{self.aliases}"
+
+    def root(self) -> str:
+        """The statement: one row of the response's `data` as JSON text, and whether a
+        root object that may not be null is missing (then the executor serves, and
+        reports it)."""
+        ec = self.ec
+        root_type = ec.schema.get_root_type(OperationType.QUERY)
+        if root_type is None:
+            raise NotCompiled("no query type")
+        grouped, defers, _ = collect_fields(ec.schema, ec.fragments, ec.variable_values,
+                                            root_type, ec.operation, ec.hide_suggestions)
+        if defers:
+            raise NotCompiled("@defer")
+        pairs: list[tuple[str, str]] = []
+        columns: list[str] = []
+        missing: list[str] = []
+        for key, details in grouped.items():
+            node = details[0].node
+            name = node.name.value
+            if name == "__typename":
+                pairs.append((key, lit(root_type.name)))
+                continue
+            gfield = root_type.fields.get(name)
+            if gfield is None:
+                raise NotCompiled(name)
+            if name in ROOT_CONNECTIONS:
+                args = self.arguments(gfield, details)
+                expr = self.connection(ROOT_CONNECTIONS[name], None, args, gfield.type, details)
+            elif name in ROOT_OBJECTS:
+                if name == "me" and isinstance(getattr(ec.context_value, "request", None),
+                                               WebSocket):
+                    # A socket's `me` is the user its connection_init authenticated, as the
+                    # executor answers it, not the row as it is now.
+                    raise NotCompiled("me on a socket")
+                type_name, condition = ROOT_OBJECTS[name]
+                table, a = TABLES[type_name], self.alias()
+                fields = self.fields(type_name, a, object_type(gfield.type), details)
+                expr = (f"(SELECT {fields} FROM {table.name} {a} "
+                        f"WHERE {a}.{condition} AND {same_family(a, table.family)})")
+                if isinstance(gfield.type, GraphQLNonNull):
+                    missing.append(f"r.c{len(columns)} IS NULL")
+            elif name == "dashboard":
+                expr = self.dashboard(object_type(gfield.type), details)
+            else:
+                raise NotCompiled(name)
+            pairs.append((key, f"r.c{len(columns)}"))
+            columns.append(f"{expr} AS c{len(columns)}")
+        # Each root field is computed once, in `r` (OFFSET 0: not merged into the outer
+        # query, where the null check would compute it again).
+        inner = f"(SELECT {', '.join(columns)} OFFSET 0) AS r" if columns else "(SELECT) AS r"
+        return (f"SELECT {json_object(pairs)}::text, {' OR '.join(missing) or 'false'} "
+                f"FROM {inner}")
+
+    def object(self, otype: GraphQLObjectType, details: FieldDetailsList,
+               part: Callable[[str, FieldDetailsList], str]) -> str:
+        """The JSON object of the fields selected on `otype`: `__typename` is the type's
+        name, any other field's SQL is `part(name, its details)`, which raises NotCompiled
+        for a field it does not translate."""
+        grouped, defers, _ = self.ec.collect_subfields(otype, details)
+        if defers:
+            raise NotCompiled("@defer")
+        pairs = []
+        for key, sub in grouped.items():
+            name = sub[0].node.name.value
+            pairs.append((key, lit(otype.name) if name == "__typename" else part(name, sub)))
+        return json_object(pairs)
+
+    def dashboard(self, dtype: GraphQLObjectType, details: FieldDetailsList) -> str:
+        """`Query.dashboard`, as resolvers/queries.py computes each part (`:gg_today`: the
+        UTC date when the statement runs)."""
+
+        def part(name: str, sub: FieldDetailsList) -> str:
+            if name in DASHBOARD_LISTS:
+                type_name, where, order, limit = DASHBOARD_LISTS[name]
+                table, a = TABLES[type_name], self.alias()
+                item = object_type(dtype.fields[name].type.of_type.of_type)  # [X!]!
+                fields = self.fields(type_name, a, item, sub)
+                order_by = order.format(a=a)
+                return (f"coalesce((SELECT json_agg({fields} ORDER BY {order_by}) FROM "
+                        f"(SELECT * FROM {table.name} {a} WHERE {a}.family_id = :gg_family "
+                        f"AND {where.format(a=a)} ORDER BY {order_by} LIMIT {limit}) {a}), "
+                        f"'[]'::json)")
+            if name == "pipeline":
+                a = self.alias()
+                counts = self.pipeline(
+                    object_type(dtype.fields[name].type), sub,
+                    lambda status: f"count(*) FILTER (WHERE {a}.status = {lit(status)})")
+                # HAVING: one row even when no count is selected (only `__typename`)
+                return (f"(SELECT {counts} FROM list_items {a} "
+                        f"WHERE {a}.family_id = :gg_family HAVING true)")
+            if name == "people":
+                return self.people(object_type(dtype.fields[name].type.of_type.of_type), sub)
+            if name == "budget":
+                return ("(SELECT sum(o.budget)::text FROM occasions o "
+                        "WHERE o.family_id = :gg_family AND o.date >= :gg_today)")
+            if name == "spent":
+                return f"(SELECT round({SPENT}, 2)::text {UPCOMING_ITEMS})"
+            if name == "spentByCurrency":
+                return self.spent_by_currency(dtype.fields[name].type, sub, UPCOMING_ITEMS)
+            raise NotCompiled(f"Dashboard.{name}")
+
+        return self.object(dtype, details, part)
+
+    def pipeline(self, ptype: GraphQLObjectType, details: FieldDetailsList,
+                 count: Callable[[str], str]) -> str:
+        """A Pipeline object; `count(status)` is the SQL of the count of that status."""
+
+        def part(name: str, _: FieldDetailsList) -> str:
+            if name not in STATUSES:
+                raise NotCompiled(f"Pipeline.{name}")
+            return count(STATUSES[name])
+
+        return self.object(ptype, details, part)
+
+    def spent_by_currency(self, gtype: GraphQLOutputType, details: FieldDetailsList,
+                          items: str) -> str:
+        """`[Money!]!` of the PURCHASED and RECEIVED items among `items` (a FROM ... WHERE
+        over list items `i` and their gifts `g`): per currency, sorted by its code (codes
+        are [A-Z]{3}: "C" orders them as Python's `sorted`)."""
+        if not isinstance(gtype, GraphQLNonNull) or not isinstance(gtype.of_type, GraphQLList):
+            raise NotCompiled("spentByCurrency")
+        a = self.alias()
+
+        def part(name: str, _: FieldDetailsList) -> str:
+            if name == "amount":
+                return f"{a}.amount::text"
+            if name == "currency":
+                return f"{a}.currency"
+            raise NotCompiled(f"Money.{name}")
+
+        money = self.object(object_type(gtype.of_type.of_type), details, part)
+        return (f"coalesce((SELECT json_agg({money} ORDER BY {a}.currency COLLATE \"C\") "
+                f"FROM (SELECT g.currency, round(sum({AMOUNT}), 2) AS amount {items} "
+                f"AND {SPENT_ITEM} GROUP BY g.currency) {a}), '[]'::json)")
+
+    def people(self, ptype: GraphQLObjectType, details: FieldDetailsList) -> str:
+        """Every person with their items by status and money spent, by name: each
+        person's counts and money in a grouped query, then its object."""
+        p = self.alias()
+
+        def part(name: str, sub: FieldDetailsList) -> str:
+            if name == "person":
+                return self.relation("Person", p, "id", object_type(ptype.fields[name].type),
+                                     sub)
+            if name == "pipeline":
+                return self.pipeline(object_type(ptype.fields[name].type), sub,
+                                     lambda status: f"{p}.gg_{status.lower()}")
+            if name == "spent":
+                return f"{p}.gg_spent::text"
+            if name == "spentByCurrency":
+                items = ("FROM gift_lists gl JOIN list_items i ON i.list_id = gl.id "
+                         "JOIN gifts g ON g.id = i.gift_id "
+                         f"WHERE gl.person_id = {p}.id AND {same_family('gl', 'family_id')} "
+                         f"AND {same_family('i', 'family_id')}")
+                return self.spent_by_currency(ptype.fields[name].type, sub, items)
+            raise NotCompiled(f"PersonProgress.{name}")
+
+        progress = self.object(ptype, details, part)
+        counts = ", ".join(f"count(i.id) FILTER (WHERE i.status = {lit(status)}) "
+                           f"AS gg_{status.lower()}" for status in STATUSES.values())
+        return (f"coalesce((SELECT json_agg({progress} ORDER BY {p}.name, {p}.id) FROM "
+                f"(SELECT {p}.id, {p}.name, {counts}, 0.00 + {SPENT} AS gg_spent "
+                f"FROM persons {p} LEFT JOIN gift_lists gl ON gl.person_id = {p}.id "
+                "LEFT JOIN list_items i ON i.list_id = gl.id "
+                "LEFT JOIN gifts g ON g.id = i.gift_id "
+                f"WHERE {p}.family_id = :gg_family GROUP BY {p}.id) {p}), '[]'::json)")
+
+    def arguments(self, gfield: GraphQLField, details: FieldDetailsList) -> dict[str, Any]:
+        node = details[0].node
+        if not (gfield.args or node.arguments):
+            return {}
+        return get_argument_values(gfield, node, self.ec.variable_values,
+                                   details[0].fragment_variable_values,
+                                   self.ec.hide_suggestions)
+
+    def fields(self, type_name: str, alias: str, rtype: GraphQLObjectType,
+               details: FieldDetailsList) -> str:
+        """The JSON object of the row `alias` (of `type_name`) with the selected fields."""
+        if rtype.name != type_name:
+            raise NotCompiled(rtype.name)
+        table = TABLES[type_name]
+
+        def part(name: str, sub: FieldDetailsList) -> str:
+            if name in table.scalars:
+                column, kind = table.scalars[name]
+                return scalar(kind, f"{alias}.{column}", type_name)
+            if name in table.relations:
+                target, column = table.relations[name]
+                return self.relation(target, alias, column,
+                                     object_type(rtype.fields[name].type), sub)
+            if name in table.connections:
+                gfield = rtype.fields[name]
+                return self.connection(table.connections[name], alias,
+                                       self.arguments(gfield, sub), gfield.type, sub)
+            raise NotCompiled(f"{type_name}.{name}")
+
+        return self.object(rtype, details, part)
+
+    def relation(self, type_name: str, parent: str, column: str, rtype: GraphQLObjectType,
+                 details: FieldDetailsList) -> str:
+        table, a = TABLES[type_name], self.alias()
+        fields = self.fields(type_name, a, rtype, details)
+        return (f"(SELECT {fields} FROM {table.name} {a} "
+                f"WHERE {a}.id = {parent}.{column} AND {same_family(a, table.family)})")
+
+    def connection(self, conn: ConnectionTable, parent: str | None, args: dict[str, Any],
+                   gtype: GraphQLOutputType, details: FieldDetailsList) -> str:
+        for name in conn.unsupported:
+            if args.get(name) is not None:
+                raise NotCompiled(name)
+        page = PageArgs.parse(args.get("first"), args.get("after"), args.get("last"),
+                              args.get("before"), default=self.default_page,
+                              maximum=self.max_page)  # BadInput: the executor reports it
+        order = conn.order
+        cursor = None if page.cursor is None \
+            else order.decode(page.cursor, "before" if page.backward else "after")
+        a = self.alias()
+        table = TABLES[conn.node]
+        # Under a parent row, its id picks the rows (and the family is only checked)
+        where = [f"{a}.{table.family} = :gg_family"] if parent is None \
+            else [f"{a}.{conn.parent} = {parent}.id", same_family(a, table.family)]
+        for name, (column, operator) in conn.filters.items():
+            value = args.get(name)
+            if name in conn.defaults and not value:
+                value = conn.defaults[name]
+            if value is not None:
+                where.append(f"{a}.{column} {operator} {self.param(bound_value(value))}")
+        counted = list(where)
+        descending = order.desc != page.backward
+        keys = [f"{a}.{k.key}" for k in order.keys]
+        if cursor is not None:
+            values = ", ".join(self.param(v) for v in cursor)
+            where.append(f"({', '.join(keys)}) {'<' if descending else '>'} ({values})")
+        order_by = ", ".join(f"{k} {'DESC' if descending else 'ASC'}" for k in keys)
+        limit = self.param(page.limit)
+        rows = (f"SELECT {a}.*, row_number() OVER (ORDER BY {order_by}) AS gg_rn "
+                f"FROM {table.name} {a} WHERE {' AND '.join(where)} "
+                f"ORDER BY {order_by} LIMIT {self.param(page.limit + 1)}")
+        shown = f"FILTER (WHERE {a}.gg_rn <= {limit})"
+        # The page is shown in the connection's order: for `last`/`before` the rows were
+        # fetched backwards (row 1 is the last shown).
+        shown_order = f"{a}.gg_rn {'DESC' if page.backward else 'ASC'}"
+        reverse_order = f"{a}.gg_rn {'ASC' if page.backward else 'DESC'}"
+        more = f"(count(*) > {limit})"
+        has_cursor = "true" if cursor is not None else "false"
+        ctype = object_type(gtype)
+
+        def page_info(name: str, _: FieldDetailsList) -> str:
+            if name == "hasNextPage":
+                return has_cursor if page.backward else more
+            if name == "hasPreviousPage":
+                return more if page.backward else has_cursor
+            if name in ("startCursor", "endCursor"):
+                by = shown_order if name == "startCursor" else reverse_order
+                return f"(array_agg({cursor_expr(order, a)} ORDER BY {by}) {shown})[1]"
+            raise NotCompiled(f"PageInfo.{name}")
+
+        def part(name: str, sub: FieldDetailsList) -> str:
+            if name == "totalCount":
+                return f"(SELECT count(*) FROM {table.name} {a} WHERE {' AND '.join(counted)})"
+            if name == "edges":
+                edge = self.edge(conn, a, ctype.fields[name].type, sub)
+                return f"coalesce(json_agg({edge} ORDER BY {shown_order}) {shown}, '[]'::json)"
+            if name == "pageInfo":
+                return self.object(object_type(ctype.fields[name].type), sub, page_info)
+            raise NotCompiled(f"{ctype.name}.{name}")
+
+        # HAVING: a grouped query, one row even for an empty page (and when no aggregate
+        # is selected, e.g. only `totalCount`).
+        return f"(SELECT {self.object(ctype, details, part)} FROM ({rows}) AS {a} HAVING true)"
+
+    def edge(self, conn: ConnectionTable, alias: str, gtype: GraphQLOutputType,
+             details: FieldDetailsList) -> str:
+        if not isinstance(gtype, GraphQLNonNull) or not isinstance(gtype.of_type, GraphQLList):
+            raise NotCompiled("edges")
+        etype = object_type(gtype.of_type.of_type)
+
+        def part(name: str, sub: FieldDetailsList) -> str:
+            if name == "cursor":
+                return cursor_expr(conn.order, alias)
+            if name == "node":
+                return self.fields(conn.node, alias, object_type(etype.fields[name].type), sub)
+            raise NotCompiled(f"{etype.name}.{name}")
+
+        return self.object(etype, details, part)

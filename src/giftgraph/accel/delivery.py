@@ -1,0 +1,115 @@
+"""Parked event subscriptions and their direct delivery: each event rendered once per
+selection (giftgraph.accel.render) and written to the socket by the hub itself while the
+subscriber is caught up (`live.hub.Direct`), pre-framed (giftgraph.accel.wire).
+
+`park` is called by an event subscription's resolver: it parks the subscription when the
+socket handler runs it with a `DirectSink` (giftgraph.accel.sockets) and its selection can
+be shared; otherwise the resolver yields its events (the plain path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from contextlib import aclosing
+from typing import Any
+
+import orjson
+from graphql import GraphQLError
+from starlette.websockets import WebSocketDisconnect
+
+from giftgraph.accel.render import SharedSelection
+from giftgraph.accel.sockets import DIRECT_SINK, DirectSink
+from giftgraph.context import Context
+from giftgraph.db import models as m
+from giftgraph.live.layer import Live
+from giftgraph.live.streams import count_delivered, counting_active, event_stream
+from giftgraph.live.subscriber import Direct
+from giftgraph.schema.extensions import format_error
+
+
+def park(info: Any, live: Live, topic: str, since: str | None,
+         to_root: Callable[[m.Event], Any]) -> bool:
+    """Park this event subscription if it runs on the direct socket handler and its
+    selection can be shared: its resolver then ends without a result, and the socket
+    handler runs the stream once Strawberry's execution is over. An idle subscription then
+    holds the stream's own state, not the operation's extension hooks, graphql-core
+    context and generators. False: the resolver yields the events itself."""
+    sink = DIRECT_SINK.get()
+    if sink is None:
+        return False
+    ctx = info.context
+    plan = live.renderer.plan(info, sink.operation.variables, ctx.family_id, format_error,
+                              to_root)
+    if plan is None:
+        return False
+    # Interned: thousands of subscriptions to one topic share its string.
+    sink.park = Parked(ctx, live, sys.intern(topic), since, plan, sink).run
+    return True
+
+
+class Parked:
+    """A parked event subscription (`run`): each event rendered once per selection (`plan`)
+    and written by the hub itself while the stream is caught up (`write`, `write_many`), or
+    from here otherwise. An error ends it with a `next` carrying the error, formatted as
+    Strawberry would have (the socket handler then sends `complete`). One slotted object
+    rather than a closure per writer and a partial: an idle subscription holds it."""
+
+    __slots__ = ("ctx", "live", "plan", "prefix", "since", "sink", "topic", "wire")
+
+    def __init__(self, ctx: Context, live: Live, topic: str, since: str | None,
+                 plan: SharedSelection, sink: DirectSink) -> None:
+        self.ctx, self.live, self.topic, self.since = ctx, live, topic, since
+        self.plan, self.sink = plan, sink
+        self.prefix, self.wire = sink.prefix(), sink.wire
+
+    def write(self, row: m.Event, payload: bytes) -> bool:
+        """Now or never (the hub's path, which counts its deliveries): False when the
+        socket can't take it."""
+        wire = self.wire
+        return wire is not None and not self.sink.closed \
+            and wire.write_text(self.prefix, payload, b"}")
+
+    def write_many(self, rows: list[m.Event], payloads: list[bytes]) -> bool:
+        wire = self.wire
+        return wire is not None and not self.sink.closed \
+            and wire.write_texts(self.prefix, payloads, b"}")
+
+    async def run(self) -> None:
+        ctx, live, plan, sink = self.ctx, self.live, self.plan, self.sink
+        # Direct delivery by the hub needs the pre-framed wire (uvicorn, no deflate):
+        # anywhere else every event comes through this task, in order.
+        direct = Direct(plan.render, self.write, self.write_many, plan.ready) \
+            if self.wire is not None else None
+        try:
+            with counting_active(ctx.metrics):
+                async with aclosing(event_stream(ctx, live.hub, live.scopes, self.topic,
+                                                 self.since, scoped=False,
+                                                 direct=direct)) as rows:
+                    async for row in rows:
+                        payload = await plan.render(row)
+                        if sink.closed:
+                            continue
+                        if not self.write(row, payload):
+                            await send_or_wait(sink, self.prefix + payload + b"}")
+                        count_delivered(ctx.metrics, row)
+        except Exception as exc:  # as Strawberry ends a subscription whose source failed
+            error = format_error(exc if isinstance(exc, GraphQLError)
+                                 else GraphQLError(str(exc), original_error=exc), ctx.trace_id)
+            code = (error.extensions or {}).get("code")
+            if ctx.metrics is not None and isinstance(code, str):
+                ctx.metrics.errors.labels(code).inc()
+            if not sink.closed:
+                message = {"id": sink.operation.id, "type": "next",
+                           "payload": {"data": None, "errors": [error.formatted]}}
+                await send_or_wait(sink, orjson.dumps(message))
+
+
+async def send_or_wait(sink: DirectSink, message: bytes) -> None:
+    """Send through the ASGI `send` (waits while the socket drains); if the socket is gone,
+    wait for the connection's shutdown to cancel this task."""
+    try:
+        await sink.send_text(message.decode())
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        await asyncio.get_running_loop().create_future()

@@ -1,0 +1,163 @@
+"""The document bounds as Strawberry schema extensions: the parser with the token limit,
+and `DocumentBounds`, which measures every document (`admission.documents`) before it is
+validated, over HTTP and over a socket alike, and charges a mutation's budget."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+from graphql import GraphQLError, GraphQLSyntaxError, OperationDefinitionNode, OperationType
+from strawberry.extensions import ParserCache, SchemaExtension
+
+from giftgraph.accel import internals
+from giftgraph.admission.documents import Found, count_refusal, measure, over_limit
+from giftgraph.errors import AppError, QueryTooComplex
+from giftgraph.schema.extensions import operation_of, refuse, requested_operation
+
+
+class ParseWithTokenLimit(ParserCache):
+    """ParserCache with the token limit: the parser stops at the limit's next token (an
+    over-long document is never parsed whole), and the refusal is QUERY_TOO_COMPLEX like
+    the other limits', not a syntax error. `actual` is where parsing stopped. A refused
+    document is not cached (the cache keeps only what parsed)."""
+
+    def __init__(self, max_tokens: int, maxsize: int, max_chars: int | None = None) -> None:
+        super().__init__(maxsize=maxsize)
+        self.max_tokens = max_tokens
+        self.max_chars = max_chars
+
+    def on_parse(self) -> Iterator[None]:
+        ec = self.execution_context
+        # Characters before tokens: comments, whitespace and string literals are no tokens,
+        # yet graphql-core's lexer reads them a character at a time in Python (~0.3 s for a
+        # 1 MB comment), and the parse and validation caches keep each document's text.
+        if self.max_chars is not None and ec.query is not None \
+                and len(ec.query) > self.max_chars:
+            limit = self.max_chars
+            count_refusal(ec.context, "query_length")
+            raise GraphQLError(
+                f"Query length exceeds the limit of {limit} characters",
+                original_error=QueryTooComplex(
+                    f"Query length exceeds the limit of {limit} characters", limit=limit,
+                    actual=len(ec.query), measure="length"),
+            )
+        try:
+            ec.graphql_document = self.cached_parse_document(ec.query,
+                                                             max_tokens=self.max_tokens)
+        except GraphQLSyntaxError as error:
+            # graphql-core's own words for this one case (its parser and its lexer).
+            if f"Document contains more than {self.max_tokens} tokens" not in error.message:
+                raise
+            limit = self.max_tokens
+            count_refusal(ec.context, "tokens")
+            raise GraphQLError(
+                f"Query tokens exceed the limit of {limit}",
+                original_error=QueryTooComplex(f"Query tokens exceed the limit of {limit}",
+                                               limit=limit, actual=limit + 1,
+                                               measure="tokens"),
+            ) from None
+        yield
+
+
+class DocumentBounds(SchemaExtension):
+    """Refuses, before validation, a document over the depth, aliases or cost limit
+    (QUERY_TOO_COMPLEX, a request error: nothing runs) and a mutation whose root fields,
+    fragments expanded, its caller's budget has no room for (RATE_LIMITED); charges them
+    to the budget before any of them runs.
+
+    Its `on_validate` must come before the validation cache's in the schema's extensions.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: Found | None = None
+
+    async def on_validate(self) -> AsyncIterator[None]:
+        ec = self.execution_context
+        document = ec.graphql_document
+        if document is not None and not ec.pre_execution_errors:
+            settings = ec.context.settings
+            schema = internals.graphql_schema(ec.schema)
+            running = requested_operation(ec)
+            self.found = measure(schema, document, running, ec.variables,
+                                 settings.default_page_size, settings.max_page_size)
+            refusal: AppError | None = over_limit(self.found, settings)
+            if refusal is not None:
+                count_refusal(ec.context, refusal.extensions["measure"])
+            else:
+                refusal = await self._spent(operation_of(document, running))
+            if refusal is not None:
+                ec.pre_execution_errors = [GraphQLError(refusal.message,
+                                                        original_error=refusal)]
+        yield
+
+    def get_results(self) -> dict[str, object]:
+        """`extensions.pageSizeCapped` when a `first`/`last` asked for more than the
+        maximum page (`max_page_size`): the page has the maximum, and `pageInfo` says
+        whether more follow."""
+        if self.found is None or not self.found.capped:
+            return {}
+        return {"pageSizeCapped": {
+            "maximum": self.execution_context.context.settings.max_page_size,
+            "fields": sorted(self.found.capped)}}
+
+    async def _spent(self, operation: OperationDefinitionNode | None) -> AppError | None:
+        """RATE_LIMITED (counted) when the caller's or its family's mutation budget has no
+        room left for this mutation's root fields: refused before validation, which costs
+        a document never seen before (each of a flood's mutations differs in a literal) far
+        more than the measure. Nothing is spent here: `on_execute` spends, once the
+        document is valid."""
+        ctx = self.execution_context.context
+        limits = ctx.rate_limits
+        if limits is None or ctx.user is None or operation is None \
+                or operation.operation != OperationType.MUTATION:
+            return None
+        running = self.found.running if self.found is not None else None
+        fields = max(1, running.fields if running is not None else 1)
+        try:
+            await limits.check_mutation(str(ctx.user.id), fields)
+        except AppError as exc:
+            count_refusal(ctx, "mutation_rate")
+            return exc
+        try:
+            await limits.check_family_mutation(str(ctx.user.family_id), fields)
+        except AppError as exc:
+            count_refusal(ctx, "family_mutation_rate")
+            return exc
+        return None
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ec = self.execution_context
+        ctx = ec.context
+        limits = ctx.rate_limits
+        if limits is not None and ctx.user is not None and ec.result is None \
+                and ec.operation_type.value == "mutation":
+            running = self.found.running if self.found is not None else None
+            fields = running.fields if running is not None else 1
+            try:
+                # The family's turn first: its budget is spent at an even pace, not in one
+                # burst of transactions and fan-outs (giftgraph.admission.pace). Waiting
+                # is counted; a wait that ran out is RATE_LIMITED. A mutation that waits
+                # gives the connection its authentication read took back to the pool
+                # first: else one family's queued mutations held the pool and every other
+                # family's requests waited for a connection (or opened new ones).
+                if await limits.pace_family_mutation(str(ctx.user.family_id), max(1, fields),
+                                                     ctx.db.close):
+                    count_refusal(ctx, "family_mutation_pace")
+            except AppError as exc:
+                count_refusal(ctx, "family_mutation_pace")
+                refuse(self, exc)
+                yield
+                return
+            try:
+                await limits.hit_mutation(str(ctx.user.id), max(1, fields))
+            except AppError as exc:
+                count_refusal(ctx, "mutation_rate")
+                refuse(self, exc)
+            else:
+                try:  # the family's budget too: a member more is no budget more
+                    await limits.hit_family_mutation(str(ctx.user.family_id), max(1, fields))
+                except AppError as exc:
+                    count_refusal(ctx, "family_mutation_rate")
+                    refuse(self, exc)
+        yield

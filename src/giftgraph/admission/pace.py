@@ -1,0 +1,151 @@
+"""Paces: what one family may start per second, spread out instead of all at once.
+
+A budget per minute (`family_mutation_rate`) says how much a family may do; it does not
+say how fast. Spent in one burst, a family's 600 root mutation fields (each a transaction,
+each event fanned out to every open subscription of the family) or its members' 1,200
+subscriptions (each a parse, an authentication and a hub listener) queue that much work
+on the one event loop at once, and every other family's requests and deliveries wait
+behind it. A `KeyedPace` lets a family start `burst` of them at once, then `rate` a
+second: the next waits its turn (a request before it runs, a socket's `subscribe` before
+the socket is read again), and a request is refused (RATE_LIMITED) only after waiting
+`request_wait_seconds` (a socket simply waits). Waiting costs no CPU. Each wait is
+counted under its bound. Per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from giftgraph.errors import RateLimited
+
+if TYPE_CHECKING:
+    from giftgraph.admission import Refusals
+
+
+class Bucket:
+    """One key's tokens (refilled since `at`), and the lock its waiters queue on."""
+
+    __slots__ = ("at", "lock", "tokens")
+
+    def __init__(self, tokens: float, at: float) -> None:
+        self.tokens = tokens
+        self.at = at
+        self.lock = asyncio.Lock()  # its waiting starts, one behind the other
+
+
+class KeyedPace:
+    """A token bucket per key (a family): `burst` at once, then `rate` a second."""
+
+    def __init__(self, bound: str, rate: float, burst: int, wait: float | None,
+                 refusals: Refusals | None = None) -> None:
+        self.bound = bound
+        self.rate = rate
+        self.burst = float(burst)
+        self.wait = wait
+        self.refusals = refusals
+        self.buckets: dict[str, Bucket] = {}  # only keys with tokens spent
+        self.swept = time.monotonic()
+
+    def _refill(self, key: str, now: float) -> Bucket | None:
+        bucket = self.buckets.get(key)
+        if bucket is not None:
+            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
+            bucket.at = now
+            if bucket.tokens >= self.burst and not bucket.lock.locked():
+                del self.buckets[key]  # full again: nothing to remember
+                return None
+        return bucket
+
+    def tokens(self, key: str, now: float | None = None) -> float:
+        """What `key` may start now without waiting."""
+        bucket = self._refill(key, time.monotonic() if now is None else now)
+        return self.burst if bucket is None else bucket.tokens
+
+    async def take(self, key: str, n: int = 1,
+                   before_wait: Callable[[], Awaitable[None]] | None = None) -> bool:
+        """Start `n` for `key`: at once while its bucket has them, else after waiting for
+        them (at most `burst` are waited for: `n` over it runs once the bucket is full,
+        and the debt delays what comes next). RateLimited after `wait` seconds (None:
+        no limit). Whether it waited. `before_wait` runs first when it must wait: a
+        caller lets go of what others need (a pooled connection) while it waits its turn."""
+        now = time.monotonic()
+        self._sweep(now)
+        bucket = self._refill(key, now)
+        if bucket is None:
+            bucket = self.buckets[key] = Bucket(self.burst, now)
+        need = min(float(n), self.burst)
+        if bucket.tokens >= need and not bucket.lock.locked():
+            bucket.tokens -= n
+            return False
+        if self.refusals is not None:
+            self.refusals.count(self.bound)
+        if before_wait is not None:
+            await before_wait()
+        try:
+            async with asyncio.timeout(self.wait), bucket.lock:
+                while bucket.tokens < need:
+                    await asyncio.sleep((need - bucket.tokens) / self.rate)
+                    self._refill(key, time.monotonic())
+                bucket.tokens -= n
+        except TimeoutError:
+            raise RateLimited(max(1, math.ceil((need - bucket.tokens) / self.rate))) from None
+        return True
+
+    def _sweep(self, now: float) -> None:
+        if now - self.swept < 60:
+            return
+        self.swept = now
+        for key in list(self.buckets):
+            self._refill(key, now)
+
+
+class TimeBudget:
+    """Seconds of work a second, per key and for the whole process: a key (a family) may
+    use `share` of a second each second (after a `burst` of seconds), and all keys
+    together `total`. `turn(key, estimate)` waits while the key's or the process's budget is
+    spent (counted under `bound`; the waiters of a key, and of the process, queue on one
+    lock, so one of them at a time sleeps and the rest cost nothing), then reserves
+    `estimate`; `charge(key, seconds, estimate)` settles what the work really took, so work
+    priced wrongly in advance pays what it cost. Debt is capped at `max_debt` seconds: a
+    burst of work (a reconnect storm's first results) delays what follows by at most that
+    much. Work that only ever brings the newest state (a live query's result) loses nothing
+    by waiting: the key's changes fold into its next run."""
+
+    def __init__(self, bound: str, share: float, total: float, burst: float,
+                 refusals: Refusals | None = None, max_debt: float = 2.0) -> None:
+        self.bound = bound
+        self.keys = KeyedPace(bound, share, 1, None)
+        self.process = KeyedPace(bound, total, 1, None)
+        self.keys.burst = self.process.burst = burst
+        self.refusals = refusals
+        self.max_debt = max_debt
+
+    @staticmethod
+    def _bucket(pace: KeyedPace, key: str, now: float) -> Bucket:
+        bucket = pace._refill(key, now)
+        if bucket is None:
+            bucket = pace.buckets[key] = Bucket(pace.burst, now)
+        return bucket
+
+    async def turn(self, key: str, estimate: float = 0.0) -> None:
+        counted = False
+        for pace, k in ((self.keys, key), (self.process, "")):
+            bucket = self._bucket(pace, k, time.monotonic())
+            async with bucket.lock:
+                while (bucket := self._bucket(pace, k, time.monotonic())).tokens <= 0:
+                    if not counted and self.refusals is not None:
+                        self.refusals.count(self.bound)
+                        counted = True
+                    # Looked at again at least every second: a credit may come meanwhile.
+                    await asyncio.sleep(min(1.0, -bucket.tokens / pace.rate + 0.001))
+                bucket.tokens -= estimate  # reserved: the next waiter sees it spent
+
+    def charge(self, key: str, seconds: float, estimate: float = 0.0) -> None:
+        now = time.monotonic()
+        for pace, k in ((self.keys, key), (self.process, "")):
+            bucket = self._bucket(pace, k, now)
+            bucket.tokens = max(-self.max_debt, bucket.tokens - (seconds - estimate))

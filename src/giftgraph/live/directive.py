@@ -1,0 +1,61 @@
+"""`query @live { … }` over a socket (the graphql-live-query convention): the same as
+`subscription { live { … } }`, its results being the query's own (`data` the selection's,
+error paths from the query's root).
+
+`as_live_subscription` rewrites such a document before Strawberry sees it: the operation to
+run becomes a subscription whose one field is `live`, with the query's selection, name,
+variables and fragments. `@live` itself never reaches validation, so the schema does not
+declare it (a declared operation directive would make Strawberry wrap every field's
+resolver). The live subscription then knows from `UNWRAPPED` that its results are the
+query's, not the `live` field's.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    GraphQLError,
+    NameNode,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    parse,
+    print_ast,
+)
+
+# Set (in its own task) for an operation sent as `query @live`.
+UNWRAPPED: ContextVar[bool] = ContextVar("giftgraph_live_unwrapped", default=False)
+
+
+def as_live_subscription(query: str | None, operation_name: str | None,
+                         max_chars: int, max_tokens: int) -> str | None:
+    """The live subscription for a `query @live` document, or None (any other document,
+    or one that does not parse within the bounds: it goes on as it is, and is refused as
+    it would be)."""
+    if not query or "@live" not in query or len(query) > max_chars:
+        return None
+    try:
+        document = parse(query, no_location=True, max_tokens=max_tokens)
+    except (GraphQLError, RecursionError):
+        return None
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    chosen = [op for op in operations
+              if operation_name is None or (op.name and op.name.value == operation_name)]
+    if len(chosen) != 1 or (operation_name is None and len(operations) != 1):
+        return None
+    operation = chosen[0]
+    directives = [d for d in operation.directives or () if d.name.value != "live"]
+    if operation.operation != OperationType.QUERY \
+            or len(directives) == len(operation.directives or ()):
+        return None
+    live = FieldNode(name=NameNode(value="live"), arguments=(), directives=(),
+                     selection_set=operation.selection_set)
+    subscription = OperationDefinitionNode(
+        operation=OperationType.SUBSCRIPTION, name=operation.name,
+        variable_definitions=operation.variable_definitions, directives=tuple(directives),
+        selection_set=SelectionSetNode(selections=(live,)))
+    definitions = tuple(subscription if d is operation else d for d in document.definitions)
+    return print_ast(DocumentNode(definitions=definitions))

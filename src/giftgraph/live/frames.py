@@ -1,0 +1,78 @@
+"""A live query's result, computed once and shared by its subscribers (`LiveFrame`).
+
+A live subscription's resolver yields frames; the schema's execution context
+(giftgraph.schema.execution) turns a frame into the subscription's result as it is, with no
+field resolved per subscriber: `data` is the shared execution's JSON (the same bytes for
+every subscriber, embedded as an `orjson.Fragment`), its errors each subscriber's own copy
+(located under the `live` field) so that formatting one never touches another's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from graphql import ExecutionResult, GraphQLError
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One execution of a live query: its `data` as JSON and its formatted errors."""
+
+    data: bytes  # JSON: an object, or null
+    errors: tuple[dict[str, Any], ...]
+    digest: bytes  # what two results are compared by (errors without their traceId)
+    # The result's JSON per response key, made once for all the subscribers written to
+    # directly (giftgraph.accel.live).
+    payloads: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, data: Any, errors: list[dict[str, Any]]) -> Outcome:
+        body = orjson.dumps(data)
+        comparable = [{**e, "extensions": {k: v for k, v in (e.get("extensions") or {}).items()
+                                           if k != "traceId"}} for e in errors]
+        return cls(body, tuple(errors), body + b"\n" + orjson.dumps(comparable))
+
+    def payload(self, key: str | None) -> bytes:
+        """The subscription's result as JSON, `data` under the response key `key` (None:
+        the query's own result, for `query @live`): the same bytes for every subscriber
+        with that key."""
+        made = self.payloads.get(key or "")
+        if made is None:
+            result: dict[str, Any] = {"data": self.shaped(key)}
+            if self.errors:
+                result["errors"] = [{**e, "path": _under(key, e.get("path"))}
+                                    for e in self.errors]
+            made = self.payloads[key or ""] = orjson.dumps(result)
+        return made
+
+    def shaped(self, key: str | None) -> Any:
+        if self.data == b"null":
+            return None
+        data = orjson.Fragment(self.data)
+        return data if key is None else {key: data}
+
+
+def _under(key: str | None, path: list[Any] | None) -> list[Any]:
+    return [*([] if key is None else [key]), *(path or [])]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveFrame:
+    """What a live subscription yields: an `Outcome`, sent under the response key `key`
+    (None: as the query's own result, for `query @live`)."""
+
+    key: str | None
+    outcome: Outcome
+
+    def payload(self) -> bytes:
+        return self.outcome.payload(self.key)
+
+    def result(self) -> ExecutionResult:
+        """The subscription's result for this frame."""
+        outcome = self.outcome
+        errors = [GraphQLError(e.get("message", ""), path=_under(self.key, e.get("path")),
+                               extensions=dict(e.get("extensions") or {}))
+                  for e in outcome.errors]
+        return ExecutionResult(data=outcome.shaped(self.key), errors=errors or None)

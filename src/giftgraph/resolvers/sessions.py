@@ -1,0 +1,153 @@
+"""Sessions: signUp, login, token refresh and logout (callers without a session yet)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import strawberry
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from giftgraph import auth
+from giftgraph.context import Info
+from giftgraph.db import models as m
+from giftgraph.errors import Unauthenticated
+from giftgraph.events import after_commit, record
+from giftgraph.resolvers.accounts import ensure_email_free, hashing_turn, unique_email
+from giftgraph.schema.inputs import SignUpInput, provided
+from giftgraph.schema.loaders import Loaders
+from giftgraph.schema.types import AuthPayload, User
+from giftgraph.validation import SignUpData, normalized_email, validate
+
+
+@asynccontextmanager
+async def _anonymous_unit(info: Info) -> AsyncIterator[AsyncSession]:
+    async with info.context.db.write() as session:
+        yield session
+
+
+async def _payload(
+    info: Info, session: AsyncSession, user: m.User, chain: uuid.UUID | None = None
+) -> AuthPayload:
+    settings = info.context.settings
+    refresh, chain = await auth.issue_refresh_token(session, settings, user, chain)
+    operation = info.context.operation
+    if operation.loaders is None:  # nested fields of the payload are the user's family's
+        operation.loaders = Loaders(operation.db, user.family_id)
+    return AuthPayload(
+        access_token=auth.create_access_token(settings, user, chain),
+        refresh_token=refresh,
+        expires_in=settings.access_token_ttl_seconds,
+        user=User.from_model(user),
+    )
+
+
+async def sign_up(info: Info, input: Annotated[SignUpInput, strawberry.argument(
+        description="The new family and its first member.")]) -> AuthPayload:
+    throttle = info.context.throttle
+    if throttle is not None:  # before anything costs: one argon2 hash is 64 MiB
+        await throttle.sign_up(info.context.client_ip)
+    data = validate(SignUpData, provided(input))
+    password_hash = await auth.hash_password(info.context.settings, data.password,
+                                             await hashing_turn(info))
+    async with unique_email(), _anonymous_unit(info) as session:
+        await ensure_email_free(session, data.email)
+        family = m.Family(name=data.family_name, currency=data.currency)
+        session.add(family)
+        await session.flush()
+        user = m.User(
+            family_id=family.id,
+            email=data.email,
+            display_name=data.display_name,
+            role=m.Role.ADMIN,
+            password_hash=password_hash,
+            token_epoch=0,
+        )
+        session.add(user)
+        await record(
+            session,
+            family_id=family.id,
+            actor_id=None,
+            kind=m.EventKind.ADDED,
+            entity=user,
+            topics=(),
+        )
+        payload = await _payload(info, session, user)
+    return payload
+
+
+INVALID_LOGIN = "Invalid email or password"
+
+
+async def login(
+    info: Info,
+    email: Annotated[str, strawberry.argument(description="The member's email (any case).")],
+    password: Annotated[str, strawberry.argument(description="Their password.")],
+) -> AuthPayload:
+    settings = info.context.settings
+    throttle = info.context.throttle
+    if throttle is not None:  # brute force: per IP, and per IP + email
+        await throttle.login(info.context.client_ip, email)
+    found = await info.context.db.scalar(
+        select(m.User).where(func.lower(m.User.email)
+                             == (normalized_email(email) or email.strip()).lower()))
+    gate = await hashing_turn(info)
+    if found is None:
+        await auth.burn_password_check(settings, password, gate)
+        raise Unauthenticated(INVALID_LOGIN)
+    ok = await auth.verify_password(settings, found.password_hash, password, gate)
+    if not ok or not found.is_active:
+        raise Unauthenticated(INVALID_LOGIN)
+    async with _anonymous_unit(info) as session:
+        # Still the password just checked, and still active: a change committed meanwhile
+        # is seen here, and one that commits later waits for this transaction and then
+        # revokes the refresh token issued in it (FOR SHARE).
+        user = await session.get(m.User, found.id, with_for_update={"read": True})
+        if user is None or not user.is_active or user.password_hash != found.password_hash:
+            raise Unauthenticated(INVALID_LOGIN)
+        return await _payload(info, session, user)
+
+
+def _close_chain_sockets_after_commit(info: Info, session: AsyncSession,
+                                      chain: auth.Chain) -> None:
+    """Sockets authenticated with the chain's access tokens close (4403) once it is
+    revoked, on every instance; so do its access tokens over HTTP (`CHAIN_REVOKED`)."""
+    live = info.context.live
+    if live is not None:
+        after_commit(session, lambda: live.hub.revoke_user(chain.user_id, chain.chain_id))
+
+
+async def refresh_token(info: Info, refresh_token: Annotated[str, strawberry.argument(
+        description="The refreshToken of the session's latest AuthPayload; each is good for "
+                    "one use.")]) -> AuthPayload:
+    settings = info.context.settings
+    throttle = info.context.throttle
+    if throttle is not None:
+        await throttle.token(info.context.client_ip)
+    reuse: auth.RefreshReuse | None = None
+    async with _anonymous_unit(info) as session:
+        try:
+            user, chain = await auth.consume_refresh_token(session, settings, refresh_token)
+        except auth.RefreshReuse as exc:
+            reuse = exc  # commit the chain's revocation, then refuse
+            _close_chain_sockets_after_commit(info, session, exc.chain)
+        else:
+            payload = await _payload(info, session, user, chain)
+    if reuse is not None:
+        raise reuse
+    return payload
+
+
+async def logout(info: Info, refresh_token: Annotated[str, strawberry.argument(
+        description="A refresh token of the session to end.")]) -> bool:
+    throttle = info.context.throttle
+    if throttle is not None:
+        await throttle.token(info.context.client_ip)
+    async with _anonymous_unit(info) as session:
+        chain = await auth.revoke_refresh_token(session, info.context.settings, refresh_token)
+        if chain is not None:
+            _close_chain_sockets_after_commit(info, session, chain)
+    return chain is not None

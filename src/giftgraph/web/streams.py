@@ -1,0 +1,243 @@
+"""Subscriptions over plain HTTP: the multipart protocol Apollo Client speaks
+(`POST /graphql`, `Accept: multipart/mixed;subscriptionSpec="1.0"`) and graphql-sse's
+distinct connections mode (`POST /graphql/stream`, `Accept: text/event-stream`), both
+Strawberry's transports.
+
+A stream is held to what holds a socket: it is authenticated once (`Authorization:
+Bearer`), counts as one of its user's sockets (`max_sockets_per_user`) and as one of its
+user's operations (`max_subscriptions_per_user`), and ends, as a socket closes, when its
+token expires or its refresh chain (or its user) is revoked (`Handle`, which the hub and
+giftgraph.live.credentials see as a socket)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+from strawberry.http.streaming import MultipartSubscriptionTransport, SSETransport
+
+from giftgraph.admission import sockets as admission
+from giftgraph.context import operation_scope
+from giftgraph.errors import ServiceUnavailable
+from giftgraph.live import credentials
+from giftgraph.persisted import REFUSED
+from giftgraph.schema.extensions import authenticate
+from giftgraph.web.http import (
+    JSON,
+    error_body,
+    finish,
+    is_json_body,
+    media_type,
+    persisted_refusal,
+    request_error,
+)
+
+log = logging.getLogger("giftgraph")
+
+STREAM_PATH = "/graphql/stream"
+MULTIPART = "multipart/mixed"
+EVENT_STREAM = "text/event-stream"
+
+
+def accepted(accept: str) -> set[str]:
+    """The streaming media types an Accept header names (multipart only with
+    `subscriptionSpec`, as Strawberry's transport requires)."""
+    found = set()
+    for part in accept.split(","):
+        media = media_type(part)
+        if media == EVENT_STREAM:
+            found.add(EVENT_STREAM)
+        elif media == MULTIPART and "subscriptionspec" in part.lower():
+            found.add(MULTIPART)
+    return found
+
+
+class Handle:
+    """An HTTP stream as the hub (`register_socket`, revocation) and
+    giftgraph.live.credentials (expiry) see a socket: `close` ends it."""
+
+    def __init__(self) -> None:
+        self.scope: dict[str, Any] = {}
+        self.closed = asyncio.Event()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed.set()
+
+
+async def _watch(receive: Receive, handle: Handle) -> None:
+    """Close `handle` when the client goes away (its body was read: what comes next is
+    the disconnect), not at the next heartbeat's failed write."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    await handle.close()
+
+
+async def until_closed(source: AsyncIterable[Any], handle: Handle, end: str,
+                       release: Callable[[], Awaitable[None]],
+                       receive: Receive) -> AsyncIterator[Any]:
+    """`body`'s chunks until it ends, the client leaves or `handle` is closed (then `end`,
+    the transport's completion, and the body is closed); `release` once, whichever comes
+    first, even when the stream is cancelled (it is shielded: a cancelled task's awaits
+    would fail at once, and the slots stay held)."""
+    body = aiter(source)
+    closed = asyncio.ensure_future(handle.closed.wait())
+    watch = asyncio.ensure_future(_watch(receive, handle))
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(body))
+            await asyncio.wait((step, closed), return_when=asyncio.FIRST_COMPLETED)
+            if step.done():
+                try:
+                    chunk = step.result()
+                except StopAsyncIteration:
+                    return
+                yield chunk
+                continue
+            step.cancel()
+            with contextlib.suppress(BaseException):
+                await step
+            yield end
+            return
+    finally:
+        closed.cancel()
+        watch.cancel()
+        with anyio.CancelScope(shield=True):
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+            await release()
+
+
+class Stream:
+    """A subscription's streamed response, sent by us alone: the only reader of `receive`
+    is `_watch`. (Starlette's `StreamingResponse`, under a server of ASGI spec < 2.4 such as
+    uvicorn, reads it too, to cancel its stream at the disconnect: two readers racing for
+    one message, and a cancelled stream whose slots were given back, if at all, only at
+    the next heartbeat's failed write.)"""
+
+    def __init__(self, response: StreamingResponse, handle: Handle, end: str,
+                 release: Callable[[], Awaitable[None]]) -> None:
+        self.response = response
+        self.handle = handle
+        self.end = end
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = self.response
+        chunks = until_closed(response.body_iterator, self.handle, self.end, self.release,
+                              receive)
+        try:
+            await send({"type": "http.response.start", "status": response.status_code,
+                        "headers": response.raw_headers})
+            async for chunk in chunks:
+                data = chunk if isinstance(chunk, bytes | memoryview) \
+                    else chunk.encode(response.charset)
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # ASGI 2.4: a write to a client that has gone
+            pass
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def open_stream(view: Any, request: Request, streaming: set[str],
+                      at_stream: bool) -> Response | Stream:
+    """A subscription over HTTP for `view` (the GraphQLApp): multipart at /graphql,
+    graphql-sse at /graphql/stream, each only there; authenticated and admitted as a
+    socket is, then streamed until it ends, its client leaves or its credentials do."""
+    wanted = EVENT_STREAM if at_stream else MULTIPART
+    if request.method != "POST" or streaming != {wanted}:
+        where = ("POST /graphql/stream with Accept: text/event-stream" if at_stream else
+                 "POST /graphql/stream for text/event-stream (graphql-sse); multipart "
+                 "subscriptions are POST /graphql")
+        return request_error(406 if request.method == "POST" else 405, f"Use {where}")
+    if not is_json_body(request.headers.get("content-type")):
+        return request_error(415, "Send application/json")
+    context = await view.get_context(request, Response())
+    async with operation_scope(context.database):
+        claims = await authenticate(context)
+    user = context.user
+    if user is None:
+        code = "SERVICE_UNAVAILABLE" if isinstance(context.auth_error, ServiceUnavailable) \
+            else "UNAUTHENTICATED"
+        return Response(error_body("Authenticate with Authorization: Bearer", code),
+                        status_code=503 if code == "SERVICE_UNAVAILABLE" else 401,
+                        media_type="application/json")
+    context.connection_params = {}  # authenticated here, once, as a socket is
+    settings, refusals = view.state.settings, view.state.metrics.refusals
+    live = view.state.live
+    handle = Handle()
+    socket_slot = admission.admit(live.hub, user.id, handle,  # type: ignore[arg-type]
+                                  settings.max_sockets_per_user, refusals) \
+        if live is not None else None
+    if live is not None and socket_slot is None:
+        return request_error(429, "Too many connections")
+    await view.state.operations.start_turn(user.family_id, settings, refusals)
+    slot = view.state.operations.admit(user.id, settings.max_subscriptions_per_user,
+                                       refusals)
+
+    def give_back() -> None:
+        if slot is not None:
+            slot.release()
+        if socket_slot is not None:
+            socket_slot.release()
+        credentials.release(handle)
+
+    async def release() -> None:
+        """The stream has ended: its slots, and the subscription itself (closed now, not
+        whenever the collector gets to it: it holds a hub subscription)."""
+        give_back()
+        subscription = getattr(request.state, "subscription", None)
+        if subscription is not None:
+            request.state.subscription = None
+            # Strawberry's heartbeat merge may still be stepping it, cancelled: a
+            # moment later it is free to close.
+            for _ in range(100):
+                try:
+                    await subscription.aclose()
+                    break
+                except RuntimeError:  # "asynchronous generator is already running"
+                    await asyncio.sleep(0.02)
+                except Exception:
+                    log.warning("closing an HTTP subscription failed", exc_info=True)
+                    break
+
+    if slot is None:
+        give_back()
+        return Response(error_body("Subscription limit reached", "QUERY_TOO_COMPLEX",
+                                   limit=settings.max_subscriptions_per_user,
+                                   measure="subscriptions"),
+                        media_type="application/json")
+    if claims is not None:
+        credentials.hold(handle, claims)  # type: ignore[arg-type]
+    try:
+        response = await view.run(request, context=context)
+    except HTTPException as exc:
+        await release()
+        refused: Response = view.http_error(exc, JSON)
+        return refused
+    except REFUSED as exc:
+        await release()
+        return persisted_refusal(exc, JSON)
+    except BaseException:
+        give_back()
+        raise
+    if not isinstance(response, StreamingResponse):  # refused before it streamed
+        await release()
+        return finish(response, request, JSON)
+    # The transport's own completion, when the stream is ended here (expiry, revocation).
+    end = (SSETransport() if at_stream else MultipartSubscriptionTransport()) \
+        .encode_complete()
+    # A proxy passes each part on as it comes (nginx reads this header; SSE's has it).
+    response.headers["X-Accel-Buffering"] = "no"
+    response.headers.setdefault("Cache-Control", "no-cache, no-transform")
+    return Stream(response, handle, end, release)

@@ -1,0 +1,108 @@
+"""What a live query's selection reads (giftgraph.live.selection.Dependencies): the entity
+types whose changes may change its result, and whether it reads the caller."""
+
+from __future__ import annotations
+
+import graphql
+import pytest
+
+from giftgraph.live.selection import KINDS, Dependencies
+from giftgraph.schema.schema import build_schema
+
+SCHEMA = graphql.build_schema(str(build_schema()))
+
+
+def reads(document: str) -> tuple[frozenset[str] | None, bool]:
+    parsed = graphql.parse(document)
+    operation = next(d for d in parsed.definitions
+                     if isinstance(d, graphql.OperationDefinitionNode))
+    fragments = {d.name.value: d for d in parsed.definitions
+                 if isinstance(d, graphql.FragmentDefinitionNode)}
+    query = SCHEMA.query_type
+    assert query is not None
+    return Dependencies(SCHEMA, fragments).of(query, operation.selection_set.selections)
+
+
+@pytest.mark.parametrize(("document", "kinds"), [
+    ("{ persons { totalCount } }", {"Person"}),
+    ("{ persons { edges { node { name } } pageInfo { hasNextPage } } }", {"Person"}),
+    ("{ family { name } }", {"Family"}),
+    ("{ users { edges { node { family { name } } } } }", {"User", "Family"}),
+    ("{ lists { edges { node { items { edges { node { gift { name } assignee { id } } } } } } } }",
+     {"GiftList", "Person", "Occasion", "ListItem", "Gift", "User"}),
+    ("{ gifts { totalCount } ...F } fragment F on Query { occasions { totalCount } }",
+     {"Gift", "Occasion"}),
+    ("{ persons { edges { node { giftHistory { totalCount } } } } }",
+     {"Person", "ListItem", "GiftList", "Gift"}),
+    ("{ occasions { edges { node { summary { spent } } } } }",
+     {"Occasion", "Family", "Person", "GiftList", "Gift", "ListItem"}),
+    ('{ comments(target: LIST, targetId: "x") { totalCount } }',
+     {"Comment", "GiftList", "ListItem", "Gift", "Person", "Occasion"}),
+    ("{ __typename }", set()),
+])
+def test_the_entity_types_a_selection_reads(document: str, kinds: set[str]) -> None:
+    found, per_user = reads(document)
+    assert found == frozenset(kinds)
+    assert not per_user
+
+
+@pytest.mark.parametrize("document", [
+    '{ node(id: "x") { id } }',
+    "{ events { totalCount } }",
+    "{ dashboard { spent } }",
+    "{ persons { totalCount } dashboard { budget } }",
+])
+def test_logs_lookups_and_aggregates_read_everything(document: str) -> None:
+    assert reads(document)[0] is None
+
+
+def test_me_depends_on_the_caller_and_nothing_else_does() -> None:
+    assert reads("{ me { displayName } }") == (frozenset({"User"}), True)
+    assert reads("{ q: family { id } ... on Query { me { id } } }")[1] is True
+    assert reads("{ users { edges { node { id } } } }")[1] is False
+
+
+def test_every_object_type_of_the_schema_is_known_or_read_as_everything() -> None:
+    """A type added to the schema is never silently read as nothing: it maps to an entity
+    type, holds none of its own (connections, page info, figures), or counts as every
+    change."""
+    deps = Dependencies(SCHEMA, {})
+    for named in SCHEMA.type_map.values():
+        if isinstance(named, graphql.GraphQLObjectType) and not named.name.startswith("__"):
+            kinds = deps.type_kinds(named)
+            assert kinds is None or kinds <= KINDS
+            if named.name in KINDS:
+                assert kinds == {named.name}
+
+
+def test_query_at_live_becomes_the_live_subscription_of_its_selection() -> None:
+    from giftgraph.live.directive import as_live_subscription
+
+    rewritten = as_live_subscription(
+        "query P($n: Int) @live { persons(first: $n) { ...C } } "
+        "fragment C on PersonConnection { totalCount }", None, 10_000, 1_000)
+    assert rewritten is not None
+    assert graphql.print_ast(graphql.parse(rewritten)) == graphql.print_ast(graphql.parse(
+        "subscription P($n: Int) { live { persons(first: $n) { ...C } } } "
+        "fragment C on PersonConnection { totalCount }"))
+    chosen = as_live_subscription("query A @live { me { id } } query B { me { id } }", "A",
+                                  10_000, 1_000)
+    assert chosen is not None
+    assert chosen.startswith("subscription A")
+    assert "query B" in chosen
+
+
+@pytest.mark.parametrize(("document", "name", "chars", "tokens"), [
+    ("{ me { id } }", None, 10_000, 1_000),  # no @live
+    ("query { me { id @live } }", None, 10_000, 1_000),  # not on the operation
+    ("mutation @live { logout(refreshToken: \"x\") }", None, 10_000, 1_000),
+    ("query A @live { me { id } } query B { me { id } }", None, 10_000, 1_000),  # which?
+    ("query @live { me { id ", None, 10_000, 1_000),  # refused as it is, by the parser
+    ("query @live { me { id } }", None, 10, 1_000),  # over the characters bound
+    ("query @live { me { id } }", None, 10_000, 5),  # over the tokens bound
+])
+def test_anything_else_goes_on_as_it_is(document: str, name: str | None, chars: int,
+                                        tokens: int) -> None:
+    from giftgraph.live.directive import as_live_subscription
+
+    assert as_live_subscription(document, name, chars, tokens) is None
