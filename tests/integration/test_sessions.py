@@ -106,6 +106,24 @@ async def test_a_failed_read_spoils_nothing_after_it(database: Database) -> None
         await op.close()
 
 
+async def test_a_read_cancelled_mid_statement_spoils_no_read_after_it(
+        database: Database) -> None:
+    """A cancelled statement invalidates its connection: the operation's next read (another
+    field's) runs on a new session, not into PendingRollbackError on the broken one."""
+    op = OperationDb(database)
+    try:
+        await op.scalar(PID)
+        slow = asyncio.create_task(op.scalar(text("SELECT pg_sleep(5)")))  # type: ignore[call-overload]
+        await asyncio.sleep(0.3)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        assert await op.scalar(text("SELECT 1")) == 1  # type: ignore[call-overload]
+        assert await op.scalar(text("SELECT 2")) == 2  # type: ignore[call-overload]
+    finally:
+        await op.close()
+
+
 async def test_recover_after_a_failed_read_opens_a_new_session(database: Database) -> None:
     """The lean executor's rerun of a query (accel/executor.py) after a failed read."""
     op = OperationDb(database)
@@ -209,7 +227,7 @@ async def test_a_connection_closed_on_our_side_is_never_handed_out(database: Dat
     op = OperationDb(database)
     try:
         pid = await op.scalar(PID)
-        session = op._get()
+        session = await op._get()
         raw = await (await session.connection()).get_raw_connection()
         await raw.driver_connection.close()
     finally:
