@@ -35,3 +35,24 @@ async def test_a_shared_row_is_converted_once() -> None:
     assert await pending == ("object", 1)  # type: ignore[misc]
     assert made == [1, 2, 1]
     assert batches == [[1, 2, 3], [1]]
+
+
+async def test_a_required_row_deleted_meanwhile_is_not_found() -> None:
+    """Reads run in autocommit: an item's gift can be deleted between the item's statement
+    and the gift's. That is NOT_FOUND, prefetched or loaded late, not a null in a non-null
+    field (which graphql-core reports as an INTERNAL_SERVER_ERROR)."""
+    import pytest
+
+    from giftgraph.errors import NotFound
+    from giftgraph.schema.loaders import load_required
+
+    async def load(keys: list[int]) -> list[dict[str, int] | None]:
+        return [{"k": k} if k != 3 else None for k in keys]
+
+    loader: RowLoader[int, Any] = RowLoader(load)
+    pending = load_required(loader, 3, dict, "Gift")  # not loaded yet: an awaitable
+    with pytest.raises(NotFound, match="Gift not found"):
+        await pending  # type: ignore[misc]
+    with pytest.raises(NotFound):
+        load_required(loader, 3, dict, "Gift")  # loaded: raised at once
+    assert await load_required(RowLoader(load), 1, dict, "Gift") == {"k": 1}  # type: ignore[misc]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import uuid
@@ -18,6 +19,7 @@ from giftgraph.db import models as m
 from giftgraph.db import queries as q
 from giftgraph.db.pagination import Order, Page, PageArgs, group_pages, pages_statement
 from giftgraph.db.session import OperationDb
+from giftgraph.errors import NotFound
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -96,6 +98,28 @@ def load_now(loader: DataLoader[K, V | None], key: K,
             memo[(convert, key)] = value
         return value
     return _convert(loader.load(key), convert)
+
+
+def load_required(loader: DataLoader[K, V | None], key: K, convert: Callable[[V], R],
+                  what: str) -> MaybeAwaitable[R]:
+    """`load_now` for a required relation. Reads run in autocommit, each statement on a
+    snapshot of its own, so the row a parent points to can be deleted between the parent's
+    statement and this one (an item removed and its gift deleted meanwhile): that is
+    NOT_FOUND, as reading the parent a moment later would have been, not a broken
+    non-null field (an INTERNAL_SERVER_ERROR)."""
+    value = load_now(loader, key, convert)
+    if value is None:
+        raise NotFound(what)
+    if asyncio.iscoroutine(value):
+        return _required(value, what)
+    return value  # type: ignore[return-value]  # a converted row, not an awaitable
+
+
+async def _required(pending: Awaitable[R | None], what: str) -> R:
+    value = await pending
+    if value is None:
+        raise NotFound(what)
+    return value
 
 
 _NONE = object()

@@ -24,7 +24,7 @@ from giftgraph.schema.enums import (
     OccasionKind,
     Role,
 )
-from giftgraph.schema.loaders import Loaders, MaybeAwaitable, load_now
+from giftgraph.schema.loaders import Loaders, MaybeAwaitable, load_now, load_required
 from giftgraph.schema.lookahead import Relations, prefetch_selected
 
 
@@ -89,11 +89,12 @@ class User(Node):
                    created_at=r.created_at, updated_at=r.updated_at, family_id=r.family_id)
 
     # Relations are plain (not async) resolvers that return the object at once when the
-    # loader already holds its row, else an awaitable (see `load_now`). A required relation
-    # can only be None if a foreign key were broken; graphql-core then reports the null.
+    # loader already holds its row, else an awaitable (see `load_now`); a required one
+    # deleted since its parent was read is NOT_FOUND (`load_required`).
     @strawberry.field(graphql_type=Family, description="The member's family.")
-    def family(self, info: Info) -> MaybeAwaitable[Family | None]:
-        return load_now(info.context.loaders.family, self.family_id, Family.from_model)
+    def family(self, info: Info) -> MaybeAwaitable[Family]:
+        return load_required(info.context.loaders.family, self.family_id, Family.from_model,
+                             "Family")
 
 
 def user_of(info: Info, user_id: uuid.UUID | None) -> MaybeAwaitable[User | None]:
@@ -356,13 +357,14 @@ class ListItem(Node):
 
     # list_id: a CASCADE foreign key in the family
     @strawberry.field(graphql_type=GiftList, description="The list it is on.")
-    def list(self, info: Info) -> MaybeAwaitable[GiftList | None]:
-        return load_now(info.context.loaders.gift_list, self.list_id, GiftList.from_model)
+    def list(self, info: Info) -> MaybeAwaitable[GiftList]:
+        return load_required(info.context.loaders.gift_list, self.list_id, GiftList.from_model,
+                             "List")
 
     # gift_id: a RESTRICT foreign key in the family
     @strawberry.field(graphql_type=Gift, description="The gift it is.")
-    def gift(self, info: Info) -> MaybeAwaitable[Gift | None]:
-        return load_now(info.context.loaders.gift, self.gift_id, Gift.from_model)
+    def gift(self, info: Info) -> MaybeAwaitable[Gift]:
+        return load_required(info.context.loaders.gift, self.gift_id, Gift.from_model, "Gift")
 
     @strawberry.field(graphql_type=User | None,
                       description="The member who takes care of it (assignListItem); null if "
