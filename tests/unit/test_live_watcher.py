@@ -54,3 +54,17 @@ def test_a_frame_is_the_subscription_result_under_its_key() -> None:
     assert result.errors[0].extensions == {"code": "NOT_FOUND", "traceId": "t"}
     empty = LiveFrame("live", Outcome.of(None, [error])).result()
     assert empty.data is None
+
+
+def test_a_result_with_a_server_side_failure_is_run_again() -> None:
+    from giftgraph.live.frames import Outcome
+    from giftgraph.live.queries import _failed_inside
+
+    def outcome(*codes: str, retryable: bool = False) -> Outcome:
+        return Outcome.of(None, [{"message": "x", "extensions": {
+            "code": c, **({"retryable": True} if retryable else {})}} for c in codes])
+
+    assert _failed_inside(outcome("INTERNAL_SERVER_ERROR"))
+    assert _failed_inside(outcome("SERVICE_UNAVAILABLE", retryable=True))
+    assert not _failed_inside(outcome("NOT_FOUND", "BAD_USER_INPUT"))
+    assert not _failed_inside(Outcome.of({"a": 1}, []))

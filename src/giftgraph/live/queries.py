@@ -211,6 +211,13 @@ class LiveQueries:
                     await backoff.wait()
                     sub.offer(RESYNC)
                     continue
+                if query.latest is not None and _failed_inside(query.latest):
+                    # A server-side failure inside the selection (a broken connection, a
+                    # timeout): sent as the result says, then run again after a backoff
+                    # rather than left until the family's next change.
+                    await backoff.wait()
+                    sub.offer(RESYNC)
+                    continue
                 backoff.reset()
 
     async def _refresh(self, query: LiveQuery, joining: bool = False) -> None:
@@ -275,3 +282,13 @@ def _entity_type(item: Any) -> str | None:
         value = item.get("entity_type")
         return value if isinstance(value, str) else None
     return None
+
+
+def _failed_inside(outcome: Outcome) -> bool:
+    """Whether a result carries an error of the server's own (not the caller's input or
+    rights): INTERNAL_SERVER_ERROR, or one marked retryable."""
+    for error in outcome.errors:
+        extensions = error.get("extensions") or {}
+        if extensions.get("code") == "INTERNAL_SERVER_ERROR" or extensions.get("retryable"):
+            return True
+    return False
