@@ -39,10 +39,8 @@ from bench.harness import (
     PROTOCOL,
     Server,
     api_server,
-    cpu_mark,
-    cpu_use,
     dsn,
-    metric,
+    metrics_page,
     percentile,
     wait_for,
 )
@@ -295,38 +293,44 @@ def _marks(database_url: str) -> dict[str, int]:
     return asyncio.run(fetch())
 
 
-def measure(label: str, protocol: str, server: Server, ws_url: str, http_url: str,
+def measure(label: str, protocol: str, servers: list[Server], path: str, http_url: str,
             tenants: list[dict[str, Any]], seconds: float, database_url: str,
-            progress: Any) -> dict[str, Any]:
+            progress: Any, processes: int = 1) -> dict[str, Any]:
+    """One configuration: the sockets spread evenly over `servers` (at `path`), the changes
+    written to `http_url`; `processes` server processes in all (a server's workers count:
+    their CPU and RSS are summed over the process tree)."""
     specs = [[k, token, t["list"]] for k, t in enumerate(tenants) for token in t["tokens"]]
     random.Random(7).shuffle(specs)  # noqa: S311 - a family's sockets on different client processes
     n = len(specs)
-    workers = max(1, -(-n // PER_WORKER))
-    params = [{"protocol": protocol, "url": ws_url, "source": source_address(), "specs": part}
-              for part in _chunks(specs, split(n, workers))]
+    params = []
+    for i, server in enumerate(servers):
+        mine = specs[i::len(servers)]
+        workers = max(1, -(-len(mine) // PER_WORKER))
+        params += [{"protocol": protocol, "url": server.ws + path, "source": source_address(),
+                    "specs": part} for part in _chunks(mine, split(len(mine), workers))]
     task = progress.add_task(f"{label}: connecting", total=n)
-    rss_before = _rss(server.pid)
+    pids = [server.pid for server in servers]
+    rss_before = sum(_rss(pid) for pid in pids)
     with Crew("bench.tenants:sockets", params) as crew:
         connect_start = time.monotonic()
         ready = crew.wait_ready(180 + n / 20, lambda: progress.update(task, completed=crew.total))
         connect_s = time.monotonic() - connect_start
         connected = sum(r["connected"] for r in ready)
         if protocol == "graphql":
-            wait_for(lambda: metric(server.base, "giftgraph_subscriptions_active"),
-                     3 * connected, 120)
+            wait_for(lambda: _subscriptions(servers, processes), 3 * connected, 120)
         else:
-            wait_for(lambda: float(HTTP.get(f"{server.base}/count").json()["clients"]),
+            wait_for(lambda: float(HTTP.get(f"{servers[0].base}/count").json()["clients"]),
                      connected, 60)
         time.sleep(1.0)
         marks = _marks(database_url) if protocol == "graphql" else {}
-        rss_connected = _rss(server.pid)
-        before = cpu_mark(server.pid)
+        rss_connected = sum(_rss(pid) for pid in pids)
+        before = _tree_cpu(pids), time.monotonic()
         received_before = crew.total
         written = write_changes(crew, tenants, protocol, http_url, RATE, seconds,
                                 progress, task, label)
         drain(crew)
-        after = cpu_mark(server.pid)
-        rss_after = _rss(server.pid)
+        after = _tree_cpu(pids), time.monotonic()
+        rss_after = sum(_rss(pid) for pid in pids)
         delivered = crew.total - received_before
         results = crew.finish()
     progress.remove_task(task)
@@ -355,7 +359,7 @@ def measure(label: str, protocol: str, server: Server, ws_url: str, http_url: st
                 want, got = 3 * ok.get(s["family"], 0), len(s["f"])
                 lost += max(0, want - got)
                 duplicated += max(0, got - 3 * len(set(s["f"])))
-    cpu = cpu_use(before, after)
+    cpu_s = after[0] - before[0]
     return {
         "sockets": n, "connected": connected,
         "failed_connections": sum(r["failed"] for r in results),
@@ -370,8 +374,9 @@ def measure(label: str, protocol: str, server: Server, ws_url: str, http_url: st
         "lost": lost, "duplicated": duplicated,
         "bad_messages": sum(r["bad"] for r in results),
         "bad_sample": [b for r in results for b in r["bad_sample"]][:3],
-        "cpu_pct": 100 * cpu["server_cpu_share"],
-        "cpu_us_per_delivery": 1e6 * cpu["server_cpu_s"] / delivered if delivered else None,
+        "processes": processes,
+        "cpu_pct": 100 * cpu_s / (after[1] - before[1]),
+        "cpu_us_per_delivery": 1e6 * cpu_s / delivered if delivered else None,
         "rss_mb_before": rss_before / 2**20, "rss_mb_connected": rss_connected / 2**20,
         "rss_mb_after": rss_after / 2**20,
     }
@@ -383,6 +388,40 @@ def _chunks(items: list[Any], sizes: list[int]) -> list[list[Any]]:
         out.append(items[at:at + size])
         at += size
     return out
+
+
+def _tree_cpu(pids: list[int]) -> float:
+    """CPU seconds (user and system) of these processes and all their children."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        proc = psutil.Process(pid)
+        for p in (proc, *proc.children(recursive=True)):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def _subscriptions(servers: list[Server], processes: int) -> float:
+    """Active subscriptions over every server process. A server with workers answers
+    /metrics from whichever worker accepts: its pages are told apart by their process's
+    start time, until each of its processes has answered (or 200 pages)."""
+    per_server = max(1, processes // len(servers))
+    total = 0.0
+    for server in servers:
+        seen: dict[float, float] = {}
+        for _ in range(200):
+            page = metrics_page(server.base)
+            sample = dict(line.split()[:2] for line in page.splitlines()
+                          if line.startswith(("giftgraph_subscriptions_active ",
+                                              "process_start_time_seconds ")))
+            seen[float(sample.get("process_start_time_seconds", 0))] = float(
+                sample.get("giftgraph_subscriptions_active", "nan"))
+            if len(seen) >= per_server:
+                break
+        total += sum(seen.values())
+    return total
 
 
 def _rss(pid: int) -> int:
@@ -404,11 +443,26 @@ def run(database_url: str, opt: Options) -> Outcome:
     results: dict[str, dict[str, Any]] = {}
     with opt.progress() as progress:
         with api:
-            results["graphql"] = measure("GraphQL, one process", "graphql", api,
-                                         f"{api.ws}/graphql", f"{api.base}/graphql", tenants,
-                                         opt.duration, database_url, progress)
+            results["graphql"] = measure("GraphQL, one process", "graphql", [api], "/graphql",
+                                         f"{api.base}/graphql", tenants, opt.duration,
+                                         database_url, progress)
+        # As `giftgraph serve --workers 2` runs: events between the workers over PostgreSQL.
+        workers = Server(api.app, {**api.env, "GIFTGRAPH_BROADCAST_URL": "postgres://"},
+                         api.health, (*api.args, "--workers", "2"))
+        with workers:
+            results["workers"] = measure("GraphQL, 2 workers", "graphql", [workers],
+                                         "/graphql", f"{workers.base}/graphql", tenants,
+                                         opt.duration, database_url, progress, processes=2)
+        redis = {"GIFTGRAPH_BROADCAST_URL": "redis://127.0.0.1:6379/0",
+                 "GIFTGRAPH_RATE_LIMIT_STORAGE_URL": "redis://127.0.0.1:6379/0"}
+        a = Server(api.app, {**api.env, **redis}, api.health, api.args).start()
+        b = Server(api.app, {**api.env, **redis}, api.health, api.args).start()
+        with a, b:  # half the sockets on each; every change written through the first
+            results["redis"] = measure("GraphQL, 2 instances + Redis", "graphql", [a, b],
+                                       "/graphql", f"{a.base}/graphql", tenants, opt.duration,
+                                       database_url, progress, processes=2)
         with floor:
-            results["floor"] = measure("floor", "floor", floor, f"{floor.ws}/ws",
+            results["floor"] = measure("floor", "floor", [floor], "/ws",
                                        f"{floor.base}/publish", tenants, opt.duration,
                                        database_url, progress)
     g, f = results["graphql"], results["floor"]
@@ -417,7 +471,10 @@ def run(database_url: str, opt: Options) -> Outcome:
     for col in ("server", "sockets", "connect s", "delivered", "lag p50 ms", "p99 ms", "max ms",
                 "lost", "dup", "CPU %", "µs CPU / delivery", "RSS MB"):
         table.add_column(col, justify="left" if col == "server" else "right")
-    for name, r in (("GiftGraph, 1 process", g), ("floor", f)):
+    names = {"graphql": "GiftGraph, 1 process", "workers": "GiftGraph, serve --workers 2",
+             "redis": "GiftGraph, 2 instances + Redis", "floor": "floor"}
+    for key, name in names.items():
+        r = results[key]
         table.add_row(name, f"{r['connected']:,}", f"{r['connect_s']:.1f}",
                       f"{r['delivered']:,}", ms(r["lag_p50_ms"]), ms(r["lag_p99_ms"]),
                       ms(r["lag_max_ms"]), str(r["lost"]), str(r["duplicated"]),
@@ -426,7 +483,10 @@ def run(database_url: str, opt: Options) -> Outcome:
                       f"{r['rss_mb_after']:.0f}")
     ratio = g["lag_p99_ms"] / f["lag_p99_ms"] if f["lag_p99_ms"] > 0 else math.nan
     targets = [
-        Target("W5 events lost", str(g["lost"]), "0", g["lost"] == 0 and g["connected"] > 0),
+        Target(f"W5 events lost, {names[k]}", str(results[k]["lost"]), "0",
+               results[k]["lost"] == 0 and results[k]["connected"] > 0)
+        for k in ("graphql", "workers", "redis")]
+    targets += [
         Target("W5 lag p99 vs the floor's", f"{ratio:.1f}x", "≤ 2.0x", ratio <= 2),
         Target("W5 lag p99", f"{ms(g['lag_p99_ms'])} ms", "≤ 100 ms", g["lag_p99_ms"] <= 100),
         Target("W5 RSS, one process", f"{g['rss_mb_after']:.0f} MB", "≤ 600 MB",

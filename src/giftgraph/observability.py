@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 from graphql import GraphQLError
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from sqlalchemy import event
 from strawberry.extensions import SchemaExtension
 
@@ -113,6 +113,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        # process_*: CPU, RSS, descriptors, and the start time that tells the workers of
+        # `serve --workers N` apart (each answers /metrics for itself)
+        ProcessCollector(registry=r)
         self.requests = Counter("giftgraph_http_requests", "HTTP requests",
                                 ["method", "path", "status"], registry=r)
         self.request_seconds = Histogram("giftgraph_http_request_duration_seconds",

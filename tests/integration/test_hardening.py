@@ -277,6 +277,10 @@ async def test_metrics_time_the_processs_own_pauses(http: httpx.AsyncClient) -> 
     assert count(after, collections) >= count(before, collections) + 1
     assert count(after, "giftgraph_event_loop_lag_seconds_count") >= \
         count(before, "giftgraph_event_loop_lag_seconds_count") + 4
+    # The process's own CPU, memory and start time (which tells `--workers` apart).
+    assert count(after, "process_cpu_seconds_total") > 0
+    assert count(after, "process_resident_memory_bytes") > 2**20
+    assert count(after, "process_start_time_seconds") > 1.7e9
 
 
 async def test_operation_log_line_has_ids_and_no_secrets(
