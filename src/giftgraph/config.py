@@ -227,7 +227,8 @@ class Settings(BaseSettings):
     # APQ registrations (documents stored by hash, giftgraph.persisted) per user, else per
     # IP: past it a request still runs, but its document is not stored.
     persisted_register_rate: str = "60/minute"
-    # Documents kept in persisted_documents at most (every instance's): past it, none more.
+    # Documents kept in persisted_documents at most (every instance's): past it the oldest
+    # registrations give way (0: none kept there, only in each process's LRU).
     max_persisted_documents: int = Field(default=10_000, ge=0)
     # A JSON manifest {sha256: document} (graphql-codegen's persisted documents), checked
     # at start-up; with trusted_documents_only, no other document runs.

@@ -197,29 +197,30 @@ class Documents:
             self.recent.put(key, document)
         return document
 
-    async def remember(self, key: str, document: str) -> bool:
-        """Store an APQ registration (the document was parsed and validated); False when
-        the table holds `most` documents already (nothing is stored)."""
+    async def remember(self, key: str, document: str) -> None:
+        """Store an APQ registration (the document was parsed and validated). The table is
+        a cache, as APQ means it: past `most` documents the oldest registrations give way
+        (a client whose hash is gone sends its document again and registers it anew). A
+        table that refused new documents once full let whoever filled it stop every other
+        client's registrations, for good."""
         if digest(document) != key or self.only_trusted:
-            return True
-        if self.sessions is None:
+            return
+        if self.sessions is None or self.most == 0:
             self.recent.put(key, document)
-            return True
+            return
         async with self.sessions() as session, session.begin():
             stored = await session.scalar(
                 text("INSERT INTO persisted_documents (hash, document) "
-                     "SELECT CAST(:h AS varchar), CAST(:d AS text) "
-                     "WHERE (SELECT count(*) FROM persisted_documents) < :most "
-                     "OR EXISTS (SELECT 1 FROM persisted_documents "
-                     "WHERE hash = CAST(:h AS varchar)) "
+                     "VALUES (CAST(:h AS varchar), CAST(:d AS text)) "
                      "ON CONFLICT (hash) DO NOTHING RETURNING true"),
-                {"h": key, "d": document, "most": self.most})
-            known = stored or await session.scalar(
-                text("SELECT true FROM persisted_documents WHERE hash = :h"), {"h": key})
-        if not known:
-            return False
+                {"h": key, "d": document})
+            if stored:
+                await session.execute(
+                    text("DELETE FROM persisted_documents WHERE hash IN ("
+                         "SELECT hash FROM persisted_documents "
+                         "ORDER BY created_at DESC, hash DESC OFFSET :most)"),
+                    {"most": self.most})
         self.recent.put(key, document)
-        return True
 
 
 def request_parts(data: dict[str, Any]) -> tuple[object, object, object]:

@@ -99,7 +99,7 @@ BOUNDS: tuple[Bound, ...] = (
           "together `live_seconds_per_process`: past them its live queries run later, their "
           "changes folded into the next run"),
     Bound("persisted_documents", "max_persisted_documents", "documents stored by hash "
-          "(APQ) on every instance together: past it none more is stored"),
+          "(APQ) on every instance together: past it the oldest registrations give way"),
     Bound("persisted_register_rate", "persisted_register_rate", "documents one user (else "
           "one IP) registers by hash (APQ): past it the request runs, nothing is stored"),
     Bound("search_length", "max_search_length", "a `search` argument's characters"),

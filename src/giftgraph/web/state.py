@@ -52,5 +52,4 @@ class AppState:
         except RateLimited:
             self.metrics.refusals.count("persisted_register_rate")
             return
-        if not await self.documents.remember(key, document):
-            self.metrics.refusals.count("persisted_documents")
+        await self.documents.remember(key, document)
