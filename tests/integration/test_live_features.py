@@ -1159,3 +1159,45 @@ async def test_malformed_presence_announcements_are_ignored(live_server: Server)
         await asyncio.sleep(0.05)
     assert [i for i in room.remote if i.startswith("bad-")] == []
     await a.ws.close()
+
+
+async def test_a_dashboard_snapshot_computes_only_the_parts_its_watchers_select(
+        live_server: Server) -> None:
+    """`dashboard { spent }` is one statement a change, not the seven of every part; a
+    watcher selecting more (through a fragment too) gets them computed, and when it leaves
+    they are left out again."""
+    srv = live_server
+    token, _ = await srv.signup("dash-parts@example.com")
+    await _item(srv, token)
+    auth = {"authorization": f"Bearer {token}"}
+
+    def parts() -> set[str]:
+        (feed,) = srv.live.dashboards.feeds.values()
+        return {name for name, part in feed.latest.dashboard.parts.items() if part.done()}
+
+    async def change(name: str) -> None:
+        await srv.gql('mutation($n: String!) { createPerson(input: {name: $n}) { id } }',
+                      {"n": name}, token)
+
+    spent = await WsClient.connect(srv.base, auth)
+    await spent.subscribe("subscription { dashboard { spent } }")
+    assert (await spent.receive())["payload"]["data"]["dashboard"] == {"spent": "0.00"}
+    assert parts() == {"spent"}
+    more = await WsClient.connect(srv.base, auth)
+    await more.subscribe("subscription { dashboard { ...D } } "
+                         "fragment D on Dashboard { pipeline { idea } budget }")
+    first = (await more.receive())["payload"]["data"]["dashboard"]
+    assert first == {"pipeline": {"idea": 1}, "budget": None}
+    await change("A")
+    await spent.receive()
+    await more.receive()
+    assert parts() == {"spent", "pipeline", "budget"}
+    await more.ws.close()
+    deadline = time.monotonic() + 5
+    while len(next(iter(srv.live.dashboards.feeds.values())).watchers) > 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await change("B")
+    await spent.receive()
+    assert parts() == {"spent"}
+    await spent.ws.close()

@@ -7,7 +7,8 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -51,6 +52,10 @@ class Latest:
 class FamilyFeed:
     family_id: uuid.UUID
     watchers: set[Latest] = field(default_factory=set)
+    # The parts the watchers select (how many select each): a snapshot computes these
+    # (`dashboard { spent }` is one statement, not seven); another is computed by its
+    # first reader.
+    parts: Counter[str] = field(default_factory=Counter)
     latest: Snapshot | None = None
     dirty: bool = True
     task: asyncio.Task[None] | None = None
@@ -77,7 +82,7 @@ class DashboardFeeds:
             feed.dirty = False
             db = OperationDb(self.database)
             try:
-                dash = await Dashboard.for_family(feed.family_id).prefetch(db)
+                dash = await Dashboard.for_family(feed.family_id).prefetch(db, +feed.parts)
             except BaseException:
                 feed.dirty = True  # the snapshot kept is not current: the next call computes
                 raise
@@ -121,8 +126,13 @@ class DashboardFeeds:
                     watcher.put(snap)
 
     @asynccontextmanager
-    async def watch(self, family_id: uuid.UUID) -> AsyncIterator[tuple[Snapshot, Latest]]:
-        """The current snapshot now, and a mailbox for the next ones."""
+    async def watch(self, family_id: uuid.UUID, parts: Iterable[str] | None = None,
+                    ) -> AsyncIterator[tuple[Snapshot, Latest]]:
+        """The current snapshot now, and a mailbox for the next ones; `parts`: those the
+        watcher reads (None: every one)."""
+        from giftgraph.resolvers.queries import PARTS
+
+        parts = Counter(list(PARTS if parts is None else parts))
         feed = self.feeds.get(family_id)
         if feed is None:
             feed = self.feeds[family_id] = FamilyFeed(family_id)
@@ -130,9 +140,11 @@ class DashboardFeeds:
                                lambda ready: self._run(feed, ready), lambda: not feed.watchers)
         mailbox = Latest()
         feed.watchers.add(mailbox)
+        feed.parts.update(parts)
         try:
             yield await self._compute(feed), mailbox
         finally:
             feed.watchers.discard(mailbox)
+            feed.parts.subtract(parts)
             if not feed.watchers:
                 await stop_worker(self.feeds, family_id, feed)

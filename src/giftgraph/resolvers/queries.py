@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -180,6 +180,10 @@ PARTS: dict[str, Callable[[OperationDb, uuid.UUID, date], Awaitable[Any]]] = {
     "next_occasions": _next_occasions, "pipeline": _pipeline, "people": _people,
     "recent_ideas": _recent_ideas, "activity": _activity, "budget": _budget, "spent": _spent,
 }
+# Dashboard's fields (as selected) and the part each reads.
+PART_OF = {"nextOccasions": "next_occasions", "pipeline": "pipeline", "people": "people",
+           "recentIdeas": "recent_ideas", "activity": "activity", "budget": "budget",
+           "spent": "spent", "spentByCurrency": "spent"}
 
 
 @strawberry.type(description="The family at a glance; each part is computed once, if asked.")
@@ -211,9 +215,10 @@ class Dashboard:
         pending.set_result(value)
         return value
 
-    async def prefetch(self, db: OperationDb) -> Dashboard:
-        """Compute every part now (a snapshot shared by many subscribers)."""
-        for name in PARTS:
+    async def prefetch(self, db: OperationDb, names: Iterable[str] | None = None) -> Dashboard:
+        """Compute these parts (every one by default) now: a snapshot shared by many
+        subscribers. A part left out is computed by its first reader (`part`)."""
+        for name in PARTS if names is None else sorted(names):
             await self.part(name, db)
         return self
 

@@ -25,9 +25,10 @@ from giftgraph.events import (
 from giftgraph.ids import decode_id, encode_id
 from giftgraph.live.layer import Live
 from giftgraph.live.streams import count_delivered, counting_active, event_stream
-from giftgraph.resolvers.queries import Dashboard
+from giftgraph.resolvers.queries import PART_OF, Dashboard
 from giftgraph.schema.arguments import Since
 from giftgraph.schema.enums import CommentTarget
+from giftgraph.schema.lookahead import selected_fields
 from giftgraph.schema.types import TARGET_TYPES, Event, Presence, User
 
 TOPIC_TYPES = {"list": "GiftList", "person": "Person", "occasion": "Occasion"}
@@ -172,7 +173,8 @@ class Subscription:
         _idle(info)
         await info.context.db.close()
         with counting_active(info.context.metrics):
-            async with live.dashboards.watch(family_id) as (snapshot, mailbox):
+            parts = {PART_OF[name] for name in selected_fields(info) if name in PART_OF}
+            async with live.dashboards.watch(family_id, parts) as (snapshot, mailbox):
                 while True:
                     async with live.scopes.use(("dashboard", family_id, snapshot.version),
                                                family_id):
