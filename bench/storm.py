@@ -156,10 +156,11 @@ def storm(label: str, instances: list[Server], failover: bool, tenants: list[dic
                 crew.pump(0.05)
                 progress.update(task, completed=time.monotonic() - start)
             written = writers.finish()[0]
-        # until nothing arrives for 3 s (at most 60 s)
+        # until nothing arrives for 10 s (at most 180 s): a herd still being replayed is
+        # slow, not lossy, and "lost" must count only what never arrives
         quiet, last = time.monotonic(), crew.total
-        deadline = time.monotonic() + 60
-        while time.monotonic() - quiet < 3 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 180
+        while time.monotonic() - quiet < 10 and time.monotonic() < deadline:
             crew.pump(0.1)
             if crew.total != last:
                 quiet, last = time.monotonic(), crew.total
