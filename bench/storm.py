@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ async def clients(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
     state: list[dict[str, Any]] = []
     received = 0
     bad: list[str] = []
+    # Why each attempt after the first ended (the herd's failures, by kind and close code).
+    reasons: Counter[str] = Counter()
     rng = random.Random()  # noqa: S311 - jitter, not secrets
 
     async def stopped() -> None:
@@ -79,6 +82,7 @@ async def clients(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
                     bad.append(raw[:200].decode(errors="replace"))
 
             s["attempts"] += 1
+            ws = None
             try:
                 ws = await wsclient.connect(urls[at], on_text, subprotocol=PROTOCOL,
                                             local_addr=(p["source"], 0), wait=30)
@@ -98,8 +102,11 @@ async def clients(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
                 if ch.stop.is_set():
                     await ws.close()
                     return
-            except (OSError, TimeoutError, RuntimeError, orjson.JSONDecodeError):
-                pass
+                reasons[f"closed after subscribing ({ws.close_code})"] += 1
+            except (OSError, TimeoutError, RuntimeError, orjson.JSONDecodeError) as exc:
+                where = "connecting" if ws is None else "before connection_ack"
+                code = f", {ws.close_code}" if ws is not None and ws.close_code else ""
+                reasons[f"{where}: {type(exc).__name__}{code}"] += 1
             if failover:
                 at = min(at + 1, len(urls) - 1)
             await asyncio.sleep(rng.uniform(0, delay))  # full jitter
@@ -113,7 +120,8 @@ async def clients(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
     ch.send("ready", {"sockets": len(specs)})
     await ch.until_stopped(lambda: received)
     await asyncio.gather(*tasks, return_exceptions=True)
-    return {"sockets": state, "bad": len(bad), "bad_sample": bad[:3]}
+    return {"sockets": state, "bad": len(bad), "bad_sample": bad[:3],
+            "reasons": dict(reasons)}
 
 
 def storm(label: str, instances: list[Server], failover: bool, tenants: list[dict[str, Any]],
@@ -202,6 +210,7 @@ def storm(label: str, instances: list[Server], failover: bool, tenants: list[dic
             "all_s": full, "lost": lost, "duplicated": duplicated,
             "attempts": sum(s["attempts"] for r in results for s in r["sockets"]),
             "bad_messages": sum(r["bad"] for r in results),
+            "attempts_ended": dict(sum((Counter(r["reasons"]) for r in results), Counter())),
             "bad_sample": [b for r in results for b in r["bad_sample"]][:3]}
 
 
@@ -271,7 +280,8 @@ def run(database_url: str, opt: Options) -> Outcome:
     targets += [Target(f"W6 {name}: events lost / duplicated",
                        f"{r['lost']} / {r['duplicated']}", "0 / 0",
                        r["lost"] == 0 and r["duplicated"] == 0) for name, r in results.items()]
-    notes = [f"{name}: {r['never_resubscribed']} sockets never came back, {r['bad_messages']} "
+    notes = [f"{name}: attempts ended by {r['attempts_ended']}" for name, r in results.items()]
+    notes += [f"{name}: {r['never_resubscribed']} sockets never came back, {r['bad_messages']} "
              f"unexpected messages {r['bad_sample']}, {r['mutation_errors']} failed changes "
              f"(expected while the instance is down) {r['mutation_error_sample']}"
              for name, r in results.items()
