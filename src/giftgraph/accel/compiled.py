@@ -4,8 +4,8 @@ A nested read (lists, each with its person and a page of items, each with its gi
 assignee) resolves a few thousand fields. Executed field by field, the Python around each
 of them costs more than the data: the DataLoaders, the objects built from rows, the
 executor's per-field work and the serialization. Here, as PostGraphile and Hasura do, the
-operation becomes one statement in which PostgreSQL builds the JSON (`json_build_object`
-for an object, `json_agg` for a page of a connection, a correlated subquery for a
+operation becomes one statement in which PostgreSQL writes the JSON (an object's text
+concatenated, `string_agg` for a page of a connection, a correlated subquery for a
 relation), and the server writes that JSON into the response as it is.
 
 Only what the tables below describe compiles: the Relay connections over the family's
@@ -66,9 +66,12 @@ from giftgraph.accel.sql import (
     NotCompiled,
     bound_value,
     cursor_expr,
+    json_array,
     json_object,
+    json_text,
     lit,
     object_type,
+    quoted,
     same_family,
     scalar,
 )
@@ -114,7 +117,7 @@ class Compiler:
             node = details[0].node
             name = node.name.value
             if name == "__typename":
-                pairs.append((key, lit(root_type.name)))
+                pairs.append((key, json_text(root_type.name)))
                 continue
             gfield = root_type.fields.get(name)
             if gfield is None:
@@ -144,7 +147,7 @@ class Compiler:
         # Each root field is computed once, in `r` (OFFSET 0: not merged into the outer
         # query, where the null check would compute it again).
         inner = f"(SELECT {', '.join(columns)} OFFSET 0) AS r" if columns else "(SELECT) AS r"
-        return (f"SELECT {json_object(pairs)}::text, {' OR '.join(missing) or 'false'} "
+        return (f"SELECT {json_object(pairs)}, {' OR '.join(missing) or 'false'} "
                 f"FROM {inner}")
 
     def object(self, otype: GraphQLObjectType, details: FieldDetailsList,
@@ -158,7 +161,8 @@ class Compiler:
         pairs = []
         for key, sub in grouped.items():
             name = sub[0].node.name.value
-            pairs.append((key, lit(otype.name) if name == "__typename" else part(name, sub)))
+            pairs.append((key, json_text(otype.name) if name == "__typename"
+                          else part(name, sub)))
         return json_object(pairs)
 
     def dashboard(self, dtype: GraphQLObjectType, details: FieldDetailsList) -> str:
@@ -172,10 +176,9 @@ class Compiler:
                 item = object_type(dtype.fields[name].type.of_type.of_type)  # [X!]!
                 fields = self.fields(type_name, a, item, sub)
                 order_by = order.format(a=a)
-                return (f"coalesce((SELECT json_agg({fields} ORDER BY {order_by}) FROM "
+                return (f"(SELECT {json_array(fields, order_by)} FROM "
                         f"(SELECT * FROM {table.name} {a} WHERE {a}.family_id = :gg_family "
-                        f"AND {where.format(a=a)} ORDER BY {order_by} LIMIT {limit}) {a}), "
-                        f"'[]'::json)")
+                        f"AND {where.format(a=a)} ORDER BY {order_by} LIMIT {limit}) {a})")
             if name == "pipeline":
                 a = self.alias()
                 counts = self.pipeline(
@@ -187,10 +190,10 @@ class Compiler:
             if name == "people":
                 return self.people(object_type(dtype.fields[name].type.of_type.of_type), sub)
             if name == "budget":
-                return ("(SELECT sum(o.budget)::text FROM occasions o "
-                        "WHERE o.family_id = :gg_family AND o.date >= :gg_today)")
+                return quoted("(SELECT sum(o.budget)::text FROM occasions o "
+                              "WHERE o.family_id = :gg_family AND o.date >= :gg_today)")
             if name == "spent":
-                return f"(SELECT round({SPENT}, 2)::text {UPCOMING_ITEMS})"
+                return quoted(f"(SELECT round({SPENT}, 2)::text {UPCOMING_ITEMS})")
             if name == "spentByCurrency":
                 return self.spent_by_currency(dtype.fields[name].type, sub, UPCOMING_ITEMS)
             raise NotCompiled(f"Dashboard.{name}")
@@ -204,7 +207,7 @@ class Compiler:
         def part(name: str, _: FieldDetailsList) -> str:
             if name not in STATUSES:
                 raise NotCompiled(f"Pipeline.{name}")
-            return count(STATUSES[name])
+            return f"({count(STATUSES[name])})::text"
 
         return self.object(ptype, details, part)
 
@@ -219,15 +222,16 @@ class Compiler:
 
         def part(name: str, _: FieldDetailsList) -> str:
             if name == "amount":
-                return f"{a}.amount::text"
+                return quoted(f"{a}.amount::text")
             if name == "currency":
-                return f"{a}.currency"
+                return f"to_json({a}.currency)::text"
             raise NotCompiled(f"Money.{name}")
 
         money = self.object(object_type(gtype.of_type.of_type), details, part)
-        return (f"coalesce((SELECT json_agg({money} ORDER BY {a}.currency COLLATE \"C\") "
+        by_code = f'{a}.currency COLLATE "C"'
+        return (f"(SELECT {json_array(money, by_code)} "
                 f"FROM (SELECT g.currency, round(sum({AMOUNT}), 2) AS amount {items} "
-                f"AND {SPENT_ITEM} GROUP BY g.currency) {a}), '[]'::json)")
+                f"AND {SPENT_ITEM} GROUP BY g.currency) {a})")
 
     def people(self, ptype: GraphQLObjectType, details: FieldDetailsList) -> str:
         """Every person with their items by status and money spent, by name: each
@@ -242,7 +246,7 @@ class Compiler:
                 return self.pipeline(object_type(ptype.fields[name].type), sub,
                                      lambda status: f"{p}.gg_{status.lower()}")
             if name == "spent":
-                return f"{p}.gg_spent::text"
+                return quoted(f"{p}.gg_spent::text")
             if name == "spentByCurrency":
                 items = ("FROM gift_lists gl JOIN list_items i ON i.list_id = gl.id "
                          "JOIN gifts g ON g.id = i.gift_id "
@@ -254,12 +258,12 @@ class Compiler:
         progress = self.object(ptype, details, part)
         counts = ", ".join(f"count(i.id) FILTER (WHERE i.status = {lit(status)}) "
                            f"AS gg_{status.lower()}" for status in STATUSES.values())
-        return (f"coalesce((SELECT json_agg({progress} ORDER BY {p}.name, {p}.id) FROM "
+        return (f"(SELECT {json_array(progress, f'{p}.name, {p}.id')} FROM "
                 f"(SELECT {p}.id, {p}.name, {counts}, 0.00 + {SPENT} AS gg_spent "
                 f"FROM persons {p} LEFT JOIN gift_lists gl ON gl.person_id = {p}.id "
                 "LEFT JOIN list_items i ON i.list_id = gl.id "
                 "LEFT JOIN gifts g ON g.id = i.gift_id "
-                f"WHERE {p}.family_id = :gg_family GROUP BY {p}.id) {p}), '[]'::json)")
+                f"WHERE {p}.family_id = :gg_family GROUP BY {p}.id) {p})")
 
     def arguments(self, gfield: GraphQLField, details: FieldDetailsList) -> dict[str, Any]:
         node = details[0].node
@@ -337,8 +341,8 @@ class Compiler:
         # fetched backwards (row 1 is the last shown).
         shown_order = f"{a}.gg_rn {'DESC' if page.backward else 'ASC'}"
         reverse_order = f"{a}.gg_rn {'ASC' if page.backward else 'DESC'}"
-        more = f"(count(*) > {limit})"
-        has_cursor = "true" if cursor is not None else "false"
+        more = f"(count(*) > {limit})::text"
+        has_cursor = "'true'" if cursor is not None else "'false'"
         ctype = object_type(gtype)
 
         def page_info(name: str, _: FieldDetailsList) -> str:
@@ -348,15 +352,16 @@ class Compiler:
                 return more if page.backward else has_cursor
             if name in ("startCursor", "endCursor"):
                 by = shown_order if name == "startCursor" else reverse_order
-                return f"(array_agg({cursor_expr(order, a)} ORDER BY {by}) {shown})[1]"
+                return quoted(f"(array_agg({cursor_expr(order, a)} ORDER BY {by}) {shown})[1]")
             raise NotCompiled(f"PageInfo.{name}")
 
         def part(name: str, sub: FieldDetailsList) -> str:
             if name == "totalCount":
-                return f"(SELECT count(*) FROM {table.name} {a} WHERE {' AND '.join(counted)})"
+                return (f"(SELECT count(*) FROM {table.name} {a} "
+                        f"WHERE {' AND '.join(counted)})::text")
             if name == "edges":
                 edge = self.edge(conn, a, ctype.fields[name].type, sub)
-                return f"coalesce(json_agg({edge} ORDER BY {shown_order}) {shown}, '[]'::json)"
+                return json_array(edge, shown_order, shown)
             if name == "pageInfo":
                 return self.object(object_type(ctype.fields[name].type), sub, page_info)
             raise NotCompiled(f"{ctype.name}.{name}")
@@ -373,7 +378,7 @@ class Compiler:
 
         def part(name: str, sub: FieldDetailsList) -> str:
             if name == "cursor":
-                return cursor_expr(conn.order, alias)
+                return quoted(cursor_expr(conn.order, alias))
             if name == "node":
                 return self.fields(conn.node, alias, object_type(etype.fields[name].type), sub)
             raise NotCompiled(f"{etype.name}.{name}")

@@ -120,13 +120,15 @@ ROOT_CONNECTIONS: dict[str, ConnectionTable] = {
 ROOT_OBJECTS: dict[str, tuple[str, str]] = {"me": ("User", "id = :gg_user"),
                                             "family": ("Family", "id = :gg_family")}
 
-MAX_KEYS = 50  # json_build_object takes at most 100 arguments
+MAX_KEYS = 50  # keys in one object (a statement's size is bounded too)
 MAX_KEY_CHARS = 16 * 1024  # plans are kept for documents and variables up to this size
 # A longer statement is not compiled. Statements are prepared (SQLAlchemy keeps 100 per
-# connection) and PostgreSQL holds each in ~80 bytes of memory per character of SQL, while
-# a few kilobytes of document (aliased fragments) can make hundreds of kilobytes of SQL.
-# At this cap a connection's cached statements hold at most ~100 MB, whatever the documents.
-MAX_SQL_CHARS = 12 * 1024
+# connection) and PostgreSQL holds each in up to ~80 bytes of memory per character of SQL,
+# while a few kilobytes of document (aliased fragments) can make hundreds of kilobytes of
+# SQL. At this cap a connection's cached statements hold at most ~120 MB, whatever the
+# documents. (JSON written as text is ~25% more SQL than `json_build_object` for the same
+# statement and the same memory in PostgreSQL: the cap moved from 12 to 15 KiB with it.)
+MAX_SQL_CHARS = 15 * 1024
 
 
 class NotCompiled(Exception):
@@ -173,24 +175,35 @@ def date_text(expr: str) -> str:
 
 
 def scalar(kind: str, expr: str, type_name: str) -> str:
+    """The column as its JSON text (null where the column is null: see `json_object`)."""
     if kind == ID:
-        return base64url(f"{lit(type_name + ':')} || {expr}::text")
-    if kind in (ENUM, MONEY, TEXT):
-        return f"{expr}::text"
+        return quoted(base64url(f"{lit(type_name + ':')} || {expr}::text"))
+    if kind in (ENUM, MONEY, TEXT):  # names, numbers' text and digits: nothing to escape
+        return quoted(f"{expr}::text")
     if kind == ENTITY_ID:
         table = expr.rpartition(".")[0]
-        return base64url(f"{table}.entity_type || {lit(':')} || {expr}::text")
+        return quoted(base64url(f"{table}.entity_type || {lit(':')} || {expr}::text"))
     if kind == EVENT_ID:
         table = expr.rpartition(".")[0]
-        return base64url(f"{lit('Event:')} || {table}.family_id::text || {lit(':')} "
-                          f"|| {expr}::text")
+        return quoted(base64url(f"{lit('Event:')} || {table}.family_id::text || {lit(':')} "
+                                f"|| {expr}::text"))
     if kind == TIMESTAMP:
-        return iso(expr)
+        return quoted(iso(expr))
     if kind == DATE:
-        return date_text(expr)
+        return quoted(date_text(expr))
     if kind == ARRAY:
-        return f"coalesce(array_to_json({expr}), '[]'::json)"
-    return expr
+        return f"coalesce(array_to_json({expr})::text, '[]')"
+    return f"to_json({expr})::text"
+
+
+def quoted(expr: str) -> str:
+    """A JSON string of text that needs no escaping (base64url, digits, names, ISO dates)."""
+    return f"('\"' || {expr} || '\"')"
+
+
+def json_text(value: str) -> str:
+    """The JSON string of a constant."""
+    return lit(orjson.dumps(value).decode())
 
 
 def cursor_expr(order: Order, alias: str) -> str:
@@ -215,11 +228,26 @@ NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
 
 
 def json_object(pairs: list[tuple[str, str]]) -> str:
+    """The JSON object of (key, JSON text) pairs, written by concatenation: a value that
+    is null (a relation's missing row, a null column) is JSON null. Text, where
+    `json_build_object` copied each value into each enclosing object (13-25% of a nested
+    read's time in PostgreSQL: bench/NOTES.md)."""
     if len(pairs) > MAX_KEYS:
         raise NotCompiled("too many keys in one object")
     if not all(NAME.fullmatch(key) for key, _ in pairs):  # GraphQL names, as parsed
         raise NotCompiled("not a name")
-    return "json_build_object(" + ", ".join(f"{lit(k)}, {v}" for k, v in pairs) + ")"
+    if not pairs:
+        return "'{}'"
+    parts = [f"{lit(('{' if i == 0 else ',') + orjson.dumps(k).decode() + ':')} || "
+             f"coalesce({v}, 'null')" for i, (k, v) in enumerate(pairs)]
+    return "(" + " || ".join(parts) + " || '}')"
+
+
+def json_array(element: str, order_by: str, shown: str = "") -> str:
+    """The JSON array of an aggregate's `element`s (JSON text) in `order_by`; `shown`: a
+    FILTER clause. An empty array where no row is shown."""
+    return (f"coalesce('[' || string_agg({element}, ',' ORDER BY {order_by}) {shown} "
+            "|| ']', '[]')")
 
 
 def object_type(gtype: GraphQLOutputType) -> GraphQLObjectType:
