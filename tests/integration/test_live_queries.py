@@ -407,11 +407,16 @@ async def _statements_per_change(srv: Server, token: str, clients: list[WsClient
     engine = srv.app.state.giftgraph.db().engine.sync_engine
     statements: list[str] = []
 
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    def direct(statement: str) -> None:  # run on asyncpg directly (OperationDb.fetch)
         if asyncio.current_task() in tasks:
             statements.append(statement)
 
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        direct(statement)
+
     event.listen(engine, "before_cursor_execute", before)
+    hooks = srv.app.state.giftgraph.db().statement_hooks
+    hooks.append(direct)
     try:
         await srv.gql(mutation, {"l": lst, "n": name}, token)
         for client, op in zip(clients, ops, strict=True):
@@ -419,6 +424,7 @@ async def _statements_per_change(srv: Server, token: str, clients: list[WsClient
         await idle(srv)
     finally:
         event.remove(engine, "before_cursor_execute", before)
+        hooks.remove(direct)
     return statements
 
 

@@ -57,17 +57,22 @@ def settings(database_url: str, request: pytest.FixtureRequest) -> Any:
 
 @contextmanager
 def count_statements(app: Any) -> Iterator[list[str]]:
-    engine = app.state.giftgraph.db().engine.sync_engine
+    """Every statement the app sends: through SQLAlchemy's engine, and those it runs on
+    asyncpg directly (`OperationDb.fetch`)."""
+    database = app.state.giftgraph.db()
+    engine = database.engine.sync_engine
     statements: list[str] = []
 
     def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement)
 
     event.listen(engine, "before_cursor_execute", before)
+    database.statement_hooks.append(statements.append)
     try:
         yield statements
     finally:
         event.remove(engine, "before_cursor_execute", before)
+        database.statement_hooks.remove(statements.append)
 
 
 async def _make_lists(c: Any, n: int, me: str) -> None:

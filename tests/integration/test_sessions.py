@@ -238,3 +238,52 @@ async def test_a_connection_closed_on_our_side_is_never_handed_out(database: Dat
         assert await op.scalar(PID) != pid
     finally:
         await op.close()
+
+
+async def test_a_prepared_statement_reads_as_sqlalchemy_does(database: Database) -> None:
+    """`fetch` runs a statement on asyncpg directly, on the reads' connection: the same
+    values as SQLAlchemy's execution (the role as its enum, a constant parameter bound),
+    seen by `statement_hooks` and not by the engine. Where something observes the engine
+    (`direct_reads` off: tracing) the statement goes through SQLAlchemy instead."""
+    from sqlalchemy import event
+
+    from giftgraph.db.session import Prepared
+    from giftgraph.schema.cache import USER_AND_VERSION
+
+    op = OperationDb(database)
+    async with op.write() as session:
+        family = m.Family(name="F")
+        session.add(family)
+        await session.flush()
+        user = m.User(family_id=family.id, email="p@example.com", display_name="P",
+                      role=m.Role.ADMIN, password_hash="x")
+        session.add(user)
+    params = {"user_id": user.id, "chain_id": None}
+    prepared = Prepared(USER_AND_VERSION)
+    through_engine: list[str] = []
+    direct: list[str] = []
+
+    def before(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        through_engine.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", before)
+    database.statement_hooks.append(direct.append)
+    try:
+        (expected,) = await op.rows(USER_AND_VERSION, params)
+        assert len(through_engine) == 1
+        (row,) = await op.fetch(prepared, params)
+        assert (len(through_engine), direct) == (1, [prepared.sql])
+        assert tuple(row) == tuple(expected)
+        assert row.role is m.Role.ADMIN
+        assert (row.version, row.chain_revoked) == (None, None)
+        assert row[:2] == (user.id, family.id)
+        sum_and_text = Prepared(text("SELECT CAST(:a AS int) + 1, CAST(:b AS text)"))
+        (text_row,) = await op.fetch(sum_and_text, {"a": 41, "b": "x"})
+        assert text_row == (42, "x")
+        database.direct_reads = False
+        (again,) = await op.fetch(prepared, params)
+        assert tuple(again) == tuple(expected)
+        assert (len(through_engine), len(direct)) == (2, 2)
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", before)
+        await op.close()

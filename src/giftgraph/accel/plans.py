@@ -5,7 +5,7 @@ run with the caller's family and user as parameters."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,12 +15,17 @@ from sqlalchemy import TextClause, text
 
 from giftgraph.accel.compiled import Compiler, ExecutionContext
 from giftgraph.accel.sql import MAX_KEY_CHARS, MAX_SQL_CHARS
+from giftgraph.db.session import Prepared
 
 
 @dataclass(frozen=True)
 class CompiledRead:
     statement: TextClause
     params: dict[str, Any]
+    prepared: Prepared = field(init=False)  # the statement in asyncpg's form
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prepared", Prepared(self.statement))
 
     async def run(self, ec: ExecutionContext) -> orjson.Fragment | None:
         """The result's `data` as the JSON PostgreSQL wrote (`orjson.Fragment`: the
@@ -31,7 +36,7 @@ class CompiledRead:
         user = ctx.user
         params = {**self.params, "gg_family": user.family_id, "gg_user": user.id,
                   "gg_today": datetime.now(UTC).date()}
-        ((body, missing),) = await ctx.db.rows(self.statement, params)
+        ((body, missing),) = await ctx.db.fetch(self.prepared, params)
         return None if missing else orjson.Fragment(body)
 
 

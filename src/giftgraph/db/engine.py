@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event
@@ -35,6 +36,11 @@ class Database:
     # statement of a transaction sees a snapshot of its own anyway), with no BEGIN and
     # ROLLBACK round trips around them: two of the three a cached read made.
     reads: async_sessionmaker[AsyncSession]
+    # `OperationDb.fetch` runs its statements on asyncpg directly, unseen by the engine's
+    # events: off (through SQLAlchemy) where something observes every statement (tracing's
+    # span per statement); `statement_hooks` see each statement run directly.
+    direct_reads: bool = True
+    statement_hooks: list[Callable[[str], None]] = field(default_factory=list)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -33,12 +33,15 @@ from giftgraph.context import (
     Context,
     operation_scope,
 )
+from giftgraph.db.session import Prepared
 from giftgraph.errors import AppError, BadInput, ServiceUnavailable, Unauthenticated
 from giftgraph.schema.cache import USER_AND_VERSION
 from giftgraph.schema.retry import transient
 from giftgraph.tracing import current_trace_id
 
 log = logging.getLogger("giftgraph.errors")
+# Every authenticated request runs it: on asyncpg directly (`Prepared`).
+CALLER_AND_VERSION = Prepared(USER_AND_VERSION)
 # What Strawberry's own validation adds to the rules (strawberry.schema.schema
 # .validate_document), which `validation_cache` replaces.
 STRAWBERRY_RULES = (MaybeNullValidationRule, OneOfInputValidationRule)
@@ -71,8 +74,8 @@ async def caller_of(ctx: Context, claims: auth.AccessClaims) -> tuple[Caller, in
     """The user of a verified token and its family's version, in one statement; Invalid
     token when the token has ended: its user deleted, deactivated, moved to another family,
     its password changed, its `token_epoch` moved on, or its refresh chain revoked."""
-    rows = await ctx.db.rows(USER_AND_VERSION, {"user_id": claims.user_id,
-                                                "chain_id": claims.chain})
+    rows = await ctx.db.fetch(CALLER_AND_VERSION, {"user_id": claims.user_id,
+                                                   "chain_id": claims.chain})
     row = rows[0] if rows else None
     if row is None:
         raise Unauthenticated("Invalid token")
