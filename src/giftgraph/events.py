@@ -65,11 +65,17 @@ def comments_topic(target: m.CommentTarget, target_gid: str) -> str:
 
 def list_topics(gift_list: m.GiftList) -> list[str]:
     """Topics that hear about a list and everything on it."""
-    topics = [list_topic(gift_list.id)]
-    if gift_list.person_id:
-        topics.append(person_topic(gift_list.person_id))
-    if gift_list.occasion_id:
-        topics.append(occasion_topic(gift_list.occasion_id))
+    return topics_of_list(gift_list.id, gift_list.person_id, gift_list.occasion_id)
+
+
+def topics_of_list(list_id: uuid.UUID, person_id: uuid.UUID | None,
+                   occasion_id: uuid.UUID | None) -> list[str]:
+    """`list_topics` of a list with these keys."""
+    topics = [list_topic(list_id)]
+    if person_id:
+        topics.append(person_topic(person_id))
+    if occasion_id:
+        topics.append(occasion_topic(occasion_id))
     return topics
 
 

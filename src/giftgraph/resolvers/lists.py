@@ -13,7 +13,14 @@ from giftgraph.context import Info
 from giftgraph.db import models as m
 from giftgraph.db import orders
 from giftgraph.errors import BadInput, Forbidden, InvalidTransition, NotFound
-from giftgraph.events import LIST_ITEMS_TOPIC, Cascaded, list_topics, record, record_many
+from giftgraph.events import (
+    LIST_ITEMS_TOPIC,
+    Cascaded,
+    list_topics,
+    record,
+    record_many,
+    topics_of_list,
+)
 from giftgraph.ids import decode_id
 from giftgraph.resolvers import crud
 from giftgraph.resolvers.common import (
@@ -113,11 +120,11 @@ async def update_list(
         patch = provided(input)
         current = crud.current_values(row, GiftListData)
         values = await _list_values(session, {**current, **patch})
-        for key, value in values.items():
-            setattr(row, key, value)
         # Old and new person/occasion topics both hear about a moved list.
+        after = topics_of_list(row.id, values["person_id"], values["occasion_id"])
         await record(session, family_id=user.family_id, actor_id=user.id,
-                     kind=m.EventKind.UPDATED, entity=row, topics=before + list_topics(row))
+                     kind=m.EventKind.UPDATED, entity=row, topics=before + after,
+                     changes=crud.changed(row, values))
     return GiftList.from_model(row)
 
 
