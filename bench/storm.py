@@ -179,6 +179,7 @@ def storm(label: str, instances: list[Server], failover: bool, tenants: list[dic
                 crew.pump(0.05)
                 writers.pump(0.01)
             assert first.proc is not None
+            overflows = listen_overflows()
             killed = time.time()
             first.proc.kill()
             first.proc.wait()
@@ -207,6 +208,7 @@ def storm(label: str, instances: list[Server], failover: bool, tenants: list[dic
             if crew.total != last:
                 quiet, last = time.monotonic(), crew.total
         waited = time.time() - killed
+        overflows = {k: v - overflows.get(k, 0) for k, v in listen_overflows().items()}
         results = crew.finish(180)
     progress.remove_task(task)
     at_of = _event_times(database_url)
@@ -248,8 +250,23 @@ def storm(label: str, instances: list[Server], failover: bool, tenants: list[dic
             "duplicated": duplicated,
             "attempts": sum(s["attempts"] for r in results for s in r["sockets"]),
             "bad_messages": sum(r["bad"] for r in results),
+            "listen_overflows": overflows,
             "attempts_ended": dict(sum((Counter(r["reasons"]) for r in results), Counter())),
             "bad_sample": [b for r in results for b in r["bad_sample"]][:3]}
+
+
+def listen_overflows() -> dict[str, int]:
+    """The machine's TCP counters of connections a full listen queue turned away
+    (ListenOverflows, ListenDrops in /proc/net/netstat); empty where there is none."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return {}
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            row = dict(zip(names.split()[1:], map(int, values.split()[1:]), strict=False))
+            return {k: row[k] for k in ("ListenOverflows", "ListenDrops") if k in row}
+    return {}
 
 
 def _subscribed(server: Server, floor: bool) -> float:
@@ -348,7 +365,9 @@ def run(database_url: str, opt: Options) -> Outcome:
                        f"{r['late']} / {r['lost']} / {r['duplicated']}", "0 / 0 / 0",
                        r["late"] == r["lost"] == r["duplicated"] == 0)
                 for name, r in results.items()]
-    notes = [f"{name}: attempts ended by {r['attempts_ended']}" for name, r in results.items()]
+    notes = [f"{name}: attempts ended by {r['attempts_ended']}; from the kill on, the "
+             f"machine's listen queues turned away {r['listen_overflows']}"
+             for name, r in results.items()]
     notes += [f"{name}: {r['never_resubscribed']} sockets never came back, {r['bad_messages']} "
              f"unexpected messages {r['bad_sample']}, {r['mutation_errors']} failed changes "
              f"(expected while the instance is down) {r['mutation_error_sample']}"
