@@ -86,6 +86,7 @@ def create() -> Starlette:
                                               .read_bytes())]
     pool: asyncpg.Pool | None = None
     families: dict[uuid.UUID, set[Sub]] = defaultdict(set)
+    writing: dict[uuid.UUID, asyncio.Lock] = defaultdict(asyncio.Lock)
     subscribed = 0
 
     @asynccontextmanager
@@ -156,21 +157,24 @@ def create() -> Starlette:
     async def publish(request: Request) -> Response:
         assert pool is not None
         family = ids[int(request.query_params["family"])]
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(LOCK, str(family))
-            row = await conn.fetchrow(WRITE, family)
-        seq = row["seq"]
-        sent = 0
-        for sub in list(families.get(family, ())):
-            text = next_message(sub.id, seq, row["at"])
-            if sub.waiting is not None:
-                sub.waiting.append((seq, text))
-                continue
-            try:
-                await send(sub, seq, text)
-                sent += 1
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                families[family].discard(sub)
+        # One change of a family at a time, written and sent: its sockets get its events in
+        # seq order (a later one sent first would make them drop the earlier one).
+        async with writing[family]:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(LOCK, str(family))
+                row = await conn.fetchrow(WRITE, family)
+            seq = row["seq"]
+            sent = 0
+            for sub in list(families.get(family, ())):
+                text = next_message(sub.id, seq, row["at"])
+                if sub.waiting is not None:
+                    sub.waiting.append((seq, text))
+                    continue
+                try:
+                    await send(sub, seq, text)
+                    sent += 1
+                except (WebSocketDisconnect, RuntimeError, OSError):
+                    families[family].discard(sub)
         return JSONResponse({"seq": seq, "sent": sent})
 
     async def count(_: Request) -> Response:
