@@ -267,7 +267,7 @@ def api_env(database_url: str) -> dict[str, str]:
 
 def api_server(database_url: str) -> Server:
     """The API as `giftgraph serve` runs it: its HTTP protocol (connection cap, header and
-    idle timeouts), its WebSocket protocol and message cap."""
+    idle timeouts), its WebSocket protocol and message cap, its listen backlog."""
     from giftgraph.accel.switch import ws_protocol
     from giftgraph.admission.server import HTTP_PROTOCOL
     from giftgraph.config import Settings
@@ -276,7 +276,15 @@ def api_server(database_url: str) -> Server:
     ws_max = str(settings.max_socket_message_bytes)
     return Server("giftgraph.asgi:create", api_env(database_url),
                   args=("--http", HTTP_PROTOCOL, "--ws", ws_protocol(settings.accel),
-                        "--ws-max-size", ws_max))
+                        "--ws-max-size", ws_max, *listen_args()))
+
+
+def listen_args() -> tuple[str, ...]:
+    """uvicorn's listen backlog as `giftgraph serve` sets it (GIFTGRAPH_LISTEN_BACKLOG), for
+    the API and the floors alike."""
+    from giftgraph.config import Settings
+
+    return ("--backlog", str(Settings(_env_file=None).listen_backlog))  # type: ignore[call-arg]
 
 
 # ---------------------------------------------------------------- GraphQL calls

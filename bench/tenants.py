@@ -242,6 +242,11 @@ async def writer(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
                 errors.append(repr(exc))
             except (httpx.HTTPError, RuntimeError, ValueError) as exc:
                 errors.append(repr(exc))
+            except AttributeError as exc:
+                # anyio asks a socket the server's kill already closed for its peer (W6)
+                if "getpeername" not in str(exc):
+                    raise
+                errors.append(repr(exc))
 
         tasks = []
         total = int(p["rate"] * p["seconds"])

@@ -189,6 +189,9 @@ class Settings(BaseSettings):
     max_search_length: int = Field(default=100, ge=1)
     max_replay_events: int = Field(default=10_000, ge=1)
     max_connections: int = Field(default=4096, ge=1)
+    # Connections the kernel queues before the process accepts them (uvicorn's `backlog`);
+    # after a restart every socket comes back at once. The kernel caps it at somaxconn.
+    listen_backlog: int = Field(default=8192, ge=1)
     max_connections_per_ip: int = Field(default=256, ge=1)
     http_header_timeout_seconds: float = Field(default=10, gt=0)
     http_idle_timeout_seconds: float = Field(default=5, gt=0)

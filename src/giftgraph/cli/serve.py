@@ -59,6 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # timeout is uvicorn's keep-alive timer, also set here for its plain protocol.
         http=serve_protocol(),
         timeout_keep_alive=settings.http_idle_timeout_seconds,  # type: ignore[arg-type] # a float timer
+        backlog=settings.listen_backlog,
     )
     return 0
 
