@@ -69,7 +69,9 @@ async def ours(url: str, settings: Any = None) -> tuple[str, tuple[Any, ...]]:
         seen.append((statement, parameters))
 
     async with app.router.lifespan_context(app):
-        engine = app.state.giftgraph.database.engine.sync_engine
+        database = app.state.giftgraph.database
+        database.direct_reads = False  # the compiled read through the engine: seen below
+        engine = database.engine.sync_engine
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
             login = await http.post("/graphql", json={"query": (
