@@ -222,6 +222,71 @@ async def test_dashboard_snapshot_now_then_coalesced_and_shared(live_server: Ser
         await w.ws.close()
 
 
+@pytest.mark.accel  # a fast path itself (giftgraph.accel)
+async def test_idle_dashboards_hold_no_execution_state_and_share_each_render(
+        live_server: Server) -> None:
+    """A dashboard subscription parks once it has its first snapshot, as an event
+    subscription does: its operation's extension hooks are freed (W5 memory); each next
+    snapshot is rendered once for the family's watchers with one selection, and every one
+    of them gets it; `complete` ends one of them."""
+    from giftgraph.observability import OperationLog
+    from giftgraph.schema.extensions import FormatErrors, RequestScope
+
+    srv = live_server
+    token, _ = await srv.signup("dash-park@example.com")
+    _, item = await _item(srv, token)
+    before = {k: _alive(k) for k in (RequestScope, FormatErrors, OperationLog)}
+    watchers = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+                for _ in range(3)]
+    ids = [await w.subscribe(DASH) for w in watchers]
+    first = [(await w.receive())["payload"]["data"]["dashboard"] for w in watchers]
+    assert all(f["pipeline"] == {"idea": 1, "selected": 0, "purchased": 0} for f in first)
+    assert {k: _alive(k) for k in before} == before
+    renders = srv.live.renderer.renders
+    await _status(srv, token, item, "SELECTED")
+    update = [await w.receive(3) for w in watchers]
+    assert [u["id"] for u in update] == ids
+    assert all(u["payload"]["data"]["dashboard"]["pipeline"]
+               == {"idea": 0, "selected": 1, "purchased": 0} for u in update)
+    assert srv.live.renderer.renders - renders == 1
+    await watchers[0].ws.send(json.dumps({"id": ids[0], "type": "complete"}))
+    await _status(srv, token, item, "PURCHASED")
+    for w in watchers[1:]:
+        assert (await w.receive(3))["payload"]["data"]["dashboard"]["pipeline"]["purchased"] == 1
+    with pytest.raises(TimeoutError):
+        await watchers[0].receive(0.5)
+    for w in watchers:
+        await w.ws.close()
+
+
+async def test_a_dashboard_that_fails_sends_its_error_then_completes(
+        live_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dashboard whose snapshot can't be computed ends as a failed source stream does:
+    one `next` with the formatted error, then `complete`; the socket stays open."""
+    from giftgraph.live.dashboard import DashboardFeeds
+
+    srv = live_server
+    token, _ = await srv.signup("dash-fails@example.com")
+    gl, item = await _item(srv, token)
+
+    async def fail(self: DashboardFeeds, feed: Any) -> Any:
+        raise RuntimeError("no snapshot")
+
+    monkeypatch.setattr(DashboardFeeds, "_compute", fail)
+    client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    bad = await client.subscribe(DASH)
+    first, second = await client.receive(), await client.receive()
+    assert first["id"] == bad
+    assert first["type"] == "next"
+    assert first["payload"]["data"] is None
+    [error] = first["payload"]["errors"]
+    assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert error["extensions"]["traceId"]
+    assert second == {"id": bad, "type": "complete"}
+    await _subscribe_and_change(srv, client, token, gl, item)
+    await client.ws.close()
+
+
 async def test_presence_join_leave_and_disconnect(live_server: Server) -> None:
     srv = live_server
     ann, ann_id = await srv.signup("ann@example.com")

@@ -1,4 +1,4 @@
-"""Parked event subscriptions and their direct delivery: each event rendered once per
+"""Parked event and dashboard subscriptions and their direct delivery: each event rendered once per
 selection (giftgraph.accel.render) and written to the socket by the hub itself while the
 subscriber is caught up (`live.hub.Direct`), pre-framed (giftgraph.accel.wire).
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
@@ -95,15 +96,70 @@ class Parked:
                             await send_or_wait(sink, self.prefix + payload + b"}")
                         count_delivered(ctx.metrics, row)
         except Exception as exc:  # as Strawberry ends a subscription whose source failed
-            error = format_error(exc if isinstance(exc, GraphQLError)
-                                 else GraphQLError(str(exc), original_error=exc), ctx.trace_id)
-            code = (error.extensions or {}).get("code")
-            if ctx.metrics is not None and isinstance(code, str):
-                ctx.metrics.errors.labels(code).inc()
-            if not sink.closed:
-                message = {"id": sink.operation.id, "type": "next",
-                           "payload": {"data": None, "errors": [error.formatted]}}
-                await send_or_wait(sink, orjson.dumps(message))
+            await send_error(ctx, sink, exc)
+
+
+def park_dashboard(info: Any, live: Live, family_id: uuid.UUID, parts: set[str]) -> bool:
+    """`park` for the dashboard subscription: each snapshot rendered once per selection
+    and family, written to every watcher with that selection. False: the resolver yields
+    its snapshots itself."""
+    sink = DIRECT_SINK.get()
+    if sink is None:
+        return False
+    plan = live.renderer.plan(info, sink.operation.variables, family_id, format_error,
+                              _itself)
+    if plan is None:
+        return False
+    sink.park = ParkedDashboard(info.context, live, family_id, parts, plan, sink).run
+    return True
+
+
+def _itself(value: Any) -> Any:
+    return value
+
+
+class ParkedDashboard:
+    """A parked dashboard subscription (`run`): the family's snapshot now, then each next
+    one (`DashboardFeeds.watch`), as the plain resolver yields them."""
+
+    __slots__ = ("ctx", "family_id", "live", "parts", "plan", "sink")
+
+    def __init__(self, ctx: Context, live: Live, family_id: uuid.UUID, parts: set[str],
+                 plan: SharedSelection, sink: DirectSink) -> None:
+        self.ctx, self.live, self.family_id, self.parts = ctx, live, family_id, parts
+        self.plan, self.sink = plan, sink
+
+    async def run(self) -> None:
+        ctx, plan, sink = self.ctx, self.plan, self.sink
+        prefix = sink.prefix()
+        try:
+            with counting_active(ctx.metrics):
+                async with self.live.dashboards.watch(self.family_id, self.parts) \
+                        as (snapshot, mailbox):
+                    while True:
+                        payload = await plan.render_snapshot(snapshot.version,
+                                                             snapshot.dashboard)
+                        wire = sink.wire
+                        if not sink.closed and (wire is None or not wire.write_text(
+                                prefix, payload, b"}")):
+                            await send_or_wait(sink, prefix + payload + b"}")
+                        snapshot = await mailbox.get()
+        except Exception as exc:  # as Strawberry ends a subscription whose source failed
+            await send_error(ctx, sink, exc)
+
+
+async def send_error(ctx: Context, sink: DirectSink, exc: Exception) -> None:
+    """End a parked subscription with a `next` carrying the error, formatted as Strawberry
+    would have (the socket handler then sends `complete`)."""
+    error = format_error(exc if isinstance(exc, GraphQLError)
+                         else GraphQLError(str(exc), original_error=exc), ctx.trace_id)
+    code = (error.extensions or {}).get("code")
+    if ctx.metrics is not None and isinstance(code, str):
+        ctx.metrics.errors.labels(code).inc()
+    if not sink.closed:
+        message = {"id": sink.operation.id, "type": "next",
+                   "payload": {"data": None, "errors": [error.formatted]}}
+        await send_or_wait(sink, orjson.dumps(message))
 
 
 async def send_or_wait(sink: DirectSink, message: bytes) -> None:

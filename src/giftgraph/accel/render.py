@@ -109,7 +109,18 @@ class SharedSelection:
     async def render(self, row: m.Event) -> bytes:
         """The `next` payload (UTF-8 JSON) of this event for this selection, computed once
         in its own task so that no subscriber's cancellation can abort the others'."""
-        task = self.results.get(row.seq)
+        return await self._shared(row.seq, ("event", self.family_id, row.seq), row,
+                                  self.to_root)
+
+    async def render_snapshot(self, version: int, dashboard: Any) -> bytes:
+        """`render` for a dashboard snapshot (its `version`, unique in the process): the
+        payload of the subscription's field resolving to `dashboard`."""
+        return await self._shared(version, ("dashboard", self.family_id, version), dashboard,
+                                  None)
+
+    async def _shared(self, key: int, scope: Hashable, value: Any,
+                      to_root: Callable[[Any], Any] | None) -> bytes:
+        task = self.results.get(key)
         if task is None:
             # In a context of its own, not a copy of this subscriber's: the task is kept
             # (`results`) for RESULTS_KEPT events, and with the copy it kept the
@@ -117,19 +128,19 @@ class SharedSelection:
             # all they hold, long after the socket closed. The render needs none of it:
             # `_render` sets up its own scope.
             task = asyncio.get_running_loop().create_task(
-                self._render(row), context=contextvars.Context())
-            self.results[row.seq] = task
+                self._render(key, scope, value if to_root is None else to_root(value)),
+                context=contextvars.Context())
+            self.results[key] = task
             while len(self.results) > RESULTS_KEPT:
                 self.made.pop(self.results.popitem(last=False)[0], None)
         if task.done():  # every subscriber after the first: no waiting, no new future
             return task.result()
         return await asyncio.shield(task)
 
-    async def _render(self, row: m.Event) -> bytes:
+    async def _render(self, key: int, scope: Hashable, root: Any) -> bytes:
         self.owner.renders += 1
-        async with self.owner.scopes.use(("event", self.family_id, row.seq), self.family_id):
-            result = self.executor.build_per_event_executor(
-                self.to_root(row)).execute_operation(False)
+        async with self.owner.scopes.use(scope, self.family_id):
+            result = self.executor.build_per_event_executor(root).execute_operation(False)
             if inspect.isawaitable(result):
                 result = await result
         payload: dict[str, Any] = {"data": result.data}  # type: ignore[union-attr]
@@ -138,8 +149,8 @@ class SharedSelection:
             payload["errors"] = [self.format_error(e, trace_id).formatted
                                  for e in result.errors]  # type: ignore[union-attr]
         rendered = orjson.dumps(payload)
-        if row.seq in self.results:  # still kept (not dropped while it was rendering)
-            self.made[row.seq] = rendered
+        if key in self.results:  # still kept (not dropped while it was rendering)
+            self.made[key] = rendered
         return rendered
 
 
