@@ -36,6 +36,7 @@ from graphql.language import Visitor, visit
 from giftgraph.accel import internals
 from giftgraph.context import Context
 from giftgraph.db import models as m
+from giftgraph.jsonbytes import kept_json
 from giftgraph.live.streams import SharedScopes
 
 PLANS_KEPT = 256  # distinct selections remembered per process
@@ -84,7 +85,7 @@ def _detached(context: Any) -> Any:
 
 
 def _freeze(value: Any) -> Hashable:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return kept_json(value, orjson.OPT_SORT_KEYS)
 
 
 class SharedSelection:
@@ -148,7 +149,7 @@ class SharedSelection:
             trace_id = uuid.uuid4().hex
             payload["errors"] = [self.format_error(e, trace_id).formatted
                                  for e in result.errors]  # type: ignore[union-attr]
-        rendered = orjson.dumps(payload)
+        rendered = kept_json(payload)  # kept (`results`, `made`) for RESULTS_KEPT events
         if key in self.results:  # still kept (not dropped while it was rendering)
             self.made[key] = rendered
         return rendered
