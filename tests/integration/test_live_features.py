@@ -720,6 +720,39 @@ async def test_starts_sharing_a_read_end_when_cancelled_together(database_url: s
 
 
 @pytest.mark.accel  # a fast path itself (giftgraph.accel)
+async def test_a_held_selection_is_shared_past_the_recently_used_plans(
+        live_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A family's subscribers share their selection's plan however many other plans were
+    made between their subscribes (W5: thousands of families subscribing at once), for as
+    long as one of them holds it."""
+    from giftgraph.accel import render
+
+    monkeypatch.setattr(render, "PLANS_KEPT", 1)
+    srv = live_server
+    token, _ = await srv.signup("render-held@example.com")
+    gl, item = await _item(srv, token)
+    same = "subscription($l: ID!) { listEvents(listId: $l) { seq kind } }"
+    other = "subscription($l: ID!) { listEvents(listId: $l) { seq } }"
+    clients = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+               for _ in range(3)]
+    listening = srv.subscribers()
+    for client, query in zip(clients, (same, other, same), strict=True):
+        await client.subscribe(query, {"l": gl})
+        listening += 1
+        await srv.listening(listening)  # one after another: `other` evicts `same`'s plan
+    renderer = srv.live.renderer
+    assert len(renderer.plans) == 1
+    before = renderer.renders
+    await _status(srv, token, item, "SELECTED")
+    got = [(await c.receive())["payload"]["data"]["listEvents"] for c in clients]
+    assert got[0] == got[2]
+    assert got[0]["kind"] == "STATUS_CHANGED"
+    assert renderer.renders - before == 2  # `same` once for its two subscribers
+    for c in clients:
+        await c.ws.close()
+
+
+@pytest.mark.accel  # a fast path itself (giftgraph.accel)
 async def test_each_event_is_rendered_once_per_selection(live_server: Server) -> None:
     """Subscribers sharing a selection get the same bytes from one execution per event;
     a different selection (or a variable it uses) is rendered separately, and a

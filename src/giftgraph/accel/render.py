@@ -16,6 +16,7 @@ import contextvars
 import dataclasses
 import inspect
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -156,11 +157,17 @@ class SharedSelection:
 
 
 class SharedRenderer:
-    """The process's plans, keyed by family and selection."""
+    """The process's plans, keyed by family and selection: every plan a subscription holds,
+    and the PLANS_KEPT last used (a subscriber that comes back finds its plan, and the
+    events it rendered, again)."""
 
     def __init__(self, scopes: SharedScopes) -> None:
         self.scopes = scopes
         self.plans: OrderedDict[Hashable, SharedSelection] = OrderedDict()
+        # Every plan still held by a subscription, however long ago it was made: a family's
+        # sockets, subscribing seconds apart among thousands of others, share one plan.
+        self.held: weakref.WeakValueDictionary[Hashable, SharedSelection] = \
+            weakref.WeakValueDictionary()
         self.renders = 0  # events executed and serialized, all plans together
 
     def plan(self, info: Any, variables: dict[str, Any] | None, family_id: uuid.UUID,
@@ -189,6 +196,10 @@ class SharedRenderer:
         if plan is not None:
             self.plans.move_to_end(key)
             return plan
+        plan = self.held.get(key)
+        if plan is not None:
+            self._keep(key, plan)
+            return plan
         document = DocumentNode(definitions=(operation, *fragments.values()))
         executor_class = getattr(info.schema, "execution_context_class", Executor)
         built = executor_class.build(  # graphql-core's own build, as Strawberry calls it
@@ -198,7 +209,11 @@ class SharedRenderer:
         )
         if isinstance(built, list):  # variables did not coerce: let Strawberry answer
             return None
-        plan = self.plans[key] = SharedSelection(self, built, family_id, format_error, to_root)
+        plan = self.held[key] = SharedSelection(self, built, family_id, format_error, to_root)
+        self._keep(key, plan)
+        return plan
+
+    def _keep(self, key: Hashable, plan: SharedSelection) -> None:
+        self.plans[key] = plan
         while len(self.plans) > PLANS_KEPT:
             self.plans.popitem(last=False)
-        return plan
