@@ -1112,6 +1112,7 @@ async def test_graphql_socket_keeps_no_handshake_and_other_paths_still_route(
     assert not ws.headers
     protocol = ws.scope[SCOPE_KEY]
     assert isinstance(protocol, LeanWebSocketProtocol)
+    assert vars(protocol) == {}  # every attribute uvicorn sets is a slot
     assert isinstance(protocol.queue, Inbox)
     assert isinstance(protocol.writable, Flag)
     assert protocol.handshake_complete
