@@ -1,6 +1,6 @@
 """Parked event and dashboard subscriptions and their direct delivery: each event rendered once per
 selection (giftgraph.accel.render) and written to the socket by the hub itself while the
-subscriber is caught up (`live.hub.Direct`), pre-framed (giftgraph.accel.wire).
+subscriber is caught up (`live.subscriber.DirectDelivery`), pre-framed (giftgraph.accel.wire).
 
 `park` is called by an event subscription's resolver: it parks the subscription when the
 socket handler runs it with a `DirectSink` (giftgraph.accel.sockets) and its selection can
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -26,7 +26,6 @@ from giftgraph.context import Context
 from giftgraph.db import models as m
 from giftgraph.live.layer import Live
 from giftgraph.live.streams import count_delivered, counting_active, event_stream
-from giftgraph.live.subscriber import Direct
 from giftgraph.schema.extensions import format_error
 
 
@@ -52,10 +51,11 @@ def park(info: Any, live: Live, topic: str, since: str | None,
 
 class Parked:
     """A parked event subscription (`run`): each event rendered once per selection (`plan`)
-    and written by the hub itself while the stream is caught up (`write`, `write_many`), or
-    from here otherwise. An error ends it with a `next` carrying the error, formatted as
-    Strawberry would have (the socket handler then sends `complete`). One slotted object
-    rather than a closure per writer and a partial: an idle subscription holds it."""
+    and written by the hub itself while the stream is caught up (it is the hub's
+    `DirectDelivery`), or from here otherwise. An error ends it with a `next` carrying the
+    error, formatted as Strawberry would have (the socket handler then sends `complete`).
+    One slotted object rather than closures and bound methods: an idle subscription holds
+    it."""
 
     __slots__ = ("ctx", "live", "plan", "prefix", "since", "sink", "topic", "wire")
 
@@ -64,6 +64,14 @@ class Parked:
         self.ctx, self.live, self.topic, self.since = ctx, live, topic, since
         self.plan, self.sink = plan, sink
         self.prefix, self.wire = sink.prefix(), sink.wire
+
+    # The hub's direct delivery (`live.subscriber.DirectDelivery`) while caught up.
+
+    def prepare(self, row: m.Event) -> Awaitable[bytes]:
+        return self.plan.render(row)
+
+    def ready(self, seq: int) -> bytes | None:
+        return self.plan.made.get(seq)
 
     def write(self, row: m.Event, payload: bytes) -> bool:
         """Now or never (the hub's path, which counts its deliveries): False when the
@@ -81,8 +89,7 @@ class Parked:
         ctx, live, plan, sink = self.ctx, self.live, self.plan, self.sink
         # Direct delivery by the hub needs the pre-framed wire (uvicorn, no deflate):
         # anywhere else every event comes through this task, in order.
-        direct = Direct(plan.render, self.write, self.write_many, plan.ready) \
-            if self.wire is not None else None
+        direct = self if self.wire is not None else None
         try:
             with counting_active(ctx.metrics):
                 async with aclosing(event_stream(ctx, live.hub, live.scopes, self.topic,
