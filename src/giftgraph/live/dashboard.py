@@ -19,7 +19,7 @@ from giftgraph.live.backends import Backoff
 from giftgraph.live.hub import Hub
 from giftgraph.live.publishing import channel
 from giftgraph.live.subscriber import RESYNC
-from giftgraph.live.workers import start_worker, stop_worker
+from giftgraph.live.workers import Ready, start_worker, stop_worker
 
 log = logging.getLogger("giftgraph.live")
 
@@ -108,7 +108,7 @@ class DashboardFeeds:
             feed.latest = Snapshot(next(self._versions), dash)
             return feed.latest
 
-    async def _run(self, feed: FamilyFeed, ready: asyncio.Event) -> None:
+    async def _run(self, feed: FamilyFeed, ready: Ready) -> None:
         async with self.hub.listen(channel(feed.family_id, FAMILY_TOPIC)) as sub:
             ready.set()
             # The feed starts as its first watcher gets its snapshot: the family's 250 ms
