@@ -222,6 +222,71 @@ async def test_dashboard_snapshot_now_then_coalesced_and_shared(live_server: Ser
         await w.ws.close()
 
 
+@pytest.mark.accel  # a fast path itself (giftgraph.accel)
+async def test_idle_dashboards_hold_no_execution_state_and_share_each_render(
+        live_server: Server) -> None:
+    """A dashboard subscription parks once it has its first snapshot, as an event
+    subscription does: its operation's extension hooks are freed (W5 memory); each next
+    snapshot is rendered once for the family's watchers with one selection, and every one
+    of them gets it; `complete` ends one of them."""
+    from giftgraph.observability import OperationLog
+    from giftgraph.schema.extensions import FormatErrors, RequestScope
+
+    srv = live_server
+    token, _ = await srv.signup("dash-park@example.com")
+    _, item = await _item(srv, token)
+    before = {k: _alive(k) for k in (RequestScope, FormatErrors, OperationLog)}
+    watchers = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+                for _ in range(3)]
+    ids = [await w.subscribe(DASH) for w in watchers]
+    first = [(await w.receive())["payload"]["data"]["dashboard"] for w in watchers]
+    assert all(f["pipeline"] == {"idea": 1, "selected": 0, "purchased": 0} for f in first)
+    assert {k: _alive(k) for k in before} == before
+    renders = srv.live.renderer.renders
+    await _status(srv, token, item, "SELECTED")
+    update = [await w.receive(3) for w in watchers]
+    assert [u["id"] for u in update] == ids
+    assert all(u["payload"]["data"]["dashboard"]["pipeline"]
+               == {"idea": 0, "selected": 1, "purchased": 0} for u in update)
+    assert srv.live.renderer.renders - renders == 1
+    await watchers[0].ws.send(json.dumps({"id": ids[0], "type": "complete"}))
+    await _status(srv, token, item, "PURCHASED")
+    for w in watchers[1:]:
+        assert (await w.receive(3))["payload"]["data"]["dashboard"]["pipeline"]["purchased"] == 1
+    with pytest.raises(TimeoutError):
+        await watchers[0].receive(0.5)
+    for w in watchers:
+        await w.ws.close()
+
+
+async def test_a_dashboard_that_fails_sends_its_error_then_completes(
+        live_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dashboard whose snapshot can't be computed ends as a failed source stream does:
+    one `next` with the formatted error, then `complete`; the socket stays open."""
+    from giftgraph.live.dashboard import DashboardFeeds
+
+    srv = live_server
+    token, _ = await srv.signup("dash-fails@example.com")
+    gl, item = await _item(srv, token)
+
+    async def fail(self: DashboardFeeds, feed: Any) -> Any:
+        raise RuntimeError("no snapshot")
+
+    monkeypatch.setattr(DashboardFeeds, "_compute", fail)
+    client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    bad = await client.subscribe(DASH)
+    first, second = await client.receive(), await client.receive()
+    assert first["id"] == bad
+    assert first["type"] == "next"
+    assert first["payload"]["data"] is None
+    [error] = first["payload"]["errors"]
+    assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert error["extensions"]["traceId"]
+    assert second == {"id": bad, "type": "complete"}
+    await _subscribe_and_change(srv, client, token, gl, item)
+    await client.ws.close()
+
+
 async def test_presence_join_leave_and_disconnect(live_server: Server) -> None:
     srv = live_server
     ann, ann_id = await srv.signup("ann@example.com")
@@ -655,6 +720,39 @@ async def test_starts_sharing_a_read_end_when_cancelled_together(database_url: s
 
 
 @pytest.mark.accel  # a fast path itself (giftgraph.accel)
+async def test_a_held_selection_is_shared_past_the_recently_used_plans(
+        live_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A family's subscribers share their selection's plan however many other plans were
+    made between their subscribes (W5: thousands of families subscribing at once), for as
+    long as one of them holds it."""
+    from giftgraph.accel import render
+
+    monkeypatch.setattr(render, "PLANS_KEPT", 1)
+    srv = live_server
+    token, _ = await srv.signup("render-held@example.com")
+    gl, item = await _item(srv, token)
+    same = "subscription($l: ID!) { listEvents(listId: $l) { seq kind } }"
+    other = "subscription($l: ID!) { listEvents(listId: $l) { seq } }"
+    clients = [await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+               for _ in range(3)]
+    listening = srv.subscribers()
+    for client, query in zip(clients, (same, other, same), strict=True):
+        await client.subscribe(query, {"l": gl})
+        listening += 1
+        await srv.listening(listening)  # one after another: `other` evicts `same`'s plan
+    renderer = srv.live.renderer
+    assert len(renderer.plans) == 1
+    before = renderer.renders
+    await _status(srv, token, item, "SELECTED")
+    got = [(await c.receive())["payload"]["data"]["listEvents"] for c in clients]
+    assert got[0] == got[2]
+    assert got[0]["kind"] == "STATUS_CHANGED"
+    assert renderer.renders - before == 2  # `same` once for its two subscribers
+    for c in clients:
+        await c.ws.close()
+
+
+@pytest.mark.accel  # a fast path itself (giftgraph.accel)
 async def test_each_event_is_rendered_once_per_selection(live_server: Server) -> None:
     """Subscribers sharing a selection get the same bytes from one execution per event;
     a different selection (or a variable it uses) is rendered separately, and a
@@ -1014,6 +1112,7 @@ async def test_graphql_socket_keeps_no_handshake_and_other_paths_still_route(
     assert not ws.headers
     protocol = ws.scope[SCOPE_KEY]
     assert isinstance(protocol, LeanWebSocketProtocol)
+    assert vars(protocol) == {}  # every attribute uvicorn sets is a slot
     assert isinstance(protocol.queue, Inbox)
     assert isinstance(protocol.writable, Flag)
     assert protocol.handshake_complete

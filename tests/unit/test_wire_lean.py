@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from giftgraph.accel.wire import Flag, Inbox
+from giftgraph.accel.wire import Flag, Inbox, assigned_attributes
 
 # Tests of a fast path itself (giftgraph.accel): skipped with GIFTGRAPH_ACCEL=false.
 pytestmark = pytest.mark.accel
@@ -166,3 +166,23 @@ def test_an_empty_message_is_still_a_frame() -> None:
     wire, transport = _wire()
     assert wire.write_text(b"")
     assert transport.writes == [b"\x81\x00"]
+
+
+class _Assigns:
+    def __init__(self) -> None:
+        self.plain = 1
+        self.annotated: dict[str, int] = {}
+        self.first = self.second = None
+        self.count = 0
+        self.count += 1
+        self.method = None  # the class's own name: never a slot
+
+    def method(self) -> bool:
+        return self.plain == 1
+
+
+def test_assigned_attributes_are_the_ones_the_source_assigns() -> None:
+    """What `LeanWebSocketProtocol` keeps in slots: read from uvicorn's source, names of
+    the class itself left out; a class without source gives none (all in `__dict__`)."""
+    assert assigned_attributes(_Assigns) == ("annotated", "count", "first", "plain", "second")
+    assert assigned_attributes(type("Dynamic", (), {})) == ()

@@ -1,6 +1,6 @@
-"""Parked event subscriptions and their direct delivery: each event rendered once per
+"""Parked event and dashboard subscriptions and their direct delivery: each event rendered once per
 selection (giftgraph.accel.render) and written to the socket by the hub itself while the
-subscriber is caught up (`live.hub.Direct`), pre-framed (giftgraph.accel.wire).
+subscriber is caught up (`live.subscriber.DirectDelivery`), pre-framed (giftgraph.accel.wire).
 
 `park` is called by an event subscription's resolver: it parks the subscription when the
 socket handler runs it with a `DirectSink` (giftgraph.accel.sockets) and its selection can
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -25,7 +26,6 @@ from giftgraph.context import Context
 from giftgraph.db import models as m
 from giftgraph.live.layer import Live
 from giftgraph.live.streams import count_delivered, counting_active, event_stream
-from giftgraph.live.subscriber import Direct
 from giftgraph.schema.extensions import format_error
 
 
@@ -51,10 +51,11 @@ def park(info: Any, live: Live, topic: str, since: str | None,
 
 class Parked:
     """A parked event subscription (`run`): each event rendered once per selection (`plan`)
-    and written by the hub itself while the stream is caught up (`write`, `write_many`), or
-    from here otherwise. An error ends it with a `next` carrying the error, formatted as
-    Strawberry would have (the socket handler then sends `complete`). One slotted object
-    rather than a closure per writer and a partial: an idle subscription holds it."""
+    and written by the hub itself while the stream is caught up (it is the hub's
+    `DirectDelivery`), or from here otherwise. An error ends it with a `next` carrying the
+    error, formatted as Strawberry would have (the socket handler then sends `complete`).
+    One slotted object rather than closures and bound methods: an idle subscription holds
+    it."""
 
     __slots__ = ("ctx", "live", "plan", "prefix", "since", "sink", "topic", "wire")
 
@@ -63,6 +64,14 @@ class Parked:
         self.ctx, self.live, self.topic, self.since = ctx, live, topic, since
         self.plan, self.sink = plan, sink
         self.prefix, self.wire = sink.prefix(), sink.wire
+
+    # The hub's direct delivery (`live.subscriber.DirectDelivery`) while caught up.
+
+    def prepare(self, row: m.Event) -> Awaitable[bytes]:
+        return self.plan.render(row)
+
+    def ready(self, seq: int) -> bytes | None:
+        return self.plan.made.get(seq)
 
     def write(self, row: m.Event, payload: bytes) -> bool:
         """Now or never (the hub's path, which counts its deliveries): False when the
@@ -80,8 +89,7 @@ class Parked:
         ctx, live, plan, sink = self.ctx, self.live, self.plan, self.sink
         # Direct delivery by the hub needs the pre-framed wire (uvicorn, no deflate):
         # anywhere else every event comes through this task, in order.
-        direct = Direct(plan.render, self.write, self.write_many, plan.ready) \
-            if self.wire is not None else None
+        direct = self if self.wire is not None else None
         try:
             with counting_active(ctx.metrics):
                 async with aclosing(event_stream(ctx, live.hub, live.scopes, self.topic,
@@ -95,15 +103,70 @@ class Parked:
                             await send_or_wait(sink, self.prefix + payload + b"}")
                         count_delivered(ctx.metrics, row)
         except Exception as exc:  # as Strawberry ends a subscription whose source failed
-            error = format_error(exc if isinstance(exc, GraphQLError)
-                                 else GraphQLError(str(exc), original_error=exc), ctx.trace_id)
-            code = (error.extensions or {}).get("code")
-            if ctx.metrics is not None and isinstance(code, str):
-                ctx.metrics.errors.labels(code).inc()
-            if not sink.closed:
-                message = {"id": sink.operation.id, "type": "next",
-                           "payload": {"data": None, "errors": [error.formatted]}}
-                await send_or_wait(sink, orjson.dumps(message))
+            await send_error(ctx, sink, exc)
+
+
+def park_dashboard(info: Any, live: Live, family_id: uuid.UUID, parts: set[str]) -> bool:
+    """`park` for the dashboard subscription: each snapshot rendered once per selection
+    and family, written to every watcher with that selection. False: the resolver yields
+    its snapshots itself."""
+    sink = DIRECT_SINK.get()
+    if sink is None:
+        return False
+    plan = live.renderer.plan(info, sink.operation.variables, family_id, format_error,
+                              _itself)
+    if plan is None:
+        return False
+    sink.park = ParkedDashboard(info.context, live, family_id, parts, plan, sink).run
+    return True
+
+
+def _itself(value: Any) -> Any:
+    return value
+
+
+class ParkedDashboard:
+    """A parked dashboard subscription (`run`): the family's snapshot now, then each next
+    one (`DashboardFeeds.watch`), as the plain resolver yields them."""
+
+    __slots__ = ("ctx", "family_id", "live", "parts", "plan", "sink")
+
+    def __init__(self, ctx: Context, live: Live, family_id: uuid.UUID, parts: set[str],
+                 plan: SharedSelection, sink: DirectSink) -> None:
+        self.ctx, self.live, self.family_id, self.parts = ctx, live, family_id, parts
+        self.plan, self.sink = plan, sink
+
+    async def run(self) -> None:
+        ctx, plan, sink = self.ctx, self.plan, self.sink
+        prefix = sink.prefix()
+        try:
+            with counting_active(ctx.metrics):
+                async with self.live.dashboards.watch(self.family_id, self.parts) \
+                        as (snapshot, mailbox):
+                    while True:
+                        payload = await plan.render_snapshot(snapshot.version,
+                                                             snapshot.dashboard)
+                        wire = sink.wire
+                        if not sink.closed and (wire is None or not wire.write_text(
+                                prefix, payload, b"}")):
+                            await send_or_wait(sink, prefix + payload + b"}")
+                        snapshot = await mailbox.get()
+        except Exception as exc:  # as Strawberry ends a subscription whose source failed
+            await send_error(ctx, sink, exc)
+
+
+async def send_error(ctx: Context, sink: DirectSink, exc: Exception) -> None:
+    """End a parked subscription with a `next` carrying the error, formatted as Strawberry
+    would have (the socket handler then sends `complete`)."""
+    error = format_error(exc if isinstance(exc, GraphQLError)
+                         else GraphQLError(str(exc), original_error=exc), ctx.trace_id)
+    code = (error.extensions or {}).get("code")
+    if ctx.metrics is not None and isinstance(code, str):
+        ctx.metrics.errors.labels(code).inc()
+    if not sink.closed:
+        message = {"id": sink.operation.id, "type": "next",
+                   "payload": {"data": None, "errors": [error.formatted]}}
+        await send_or_wait(sink, orjson.dumps(message))
 
 
 async def send_or_wait(sink: DirectSink, message: bytes) -> None:

@@ -16,6 +16,7 @@ import contextvars
 import dataclasses
 import inspect
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -36,6 +37,7 @@ from graphql.language import Visitor, visit
 from giftgraph.accel import internals
 from giftgraph.context import Context
 from giftgraph.db import models as m
+from giftgraph.jsonbytes import kept_json
 from giftgraph.live.streams import SharedScopes
 
 PLANS_KEPT = 256  # distinct selections remembered per process
@@ -84,7 +86,7 @@ def _detached(context: Any) -> Any:
 
 
 def _freeze(value: Any) -> Hashable:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return kept_json(value, orjson.OPT_SORT_KEYS)
 
 
 class SharedSelection:
@@ -109,7 +111,18 @@ class SharedSelection:
     async def render(self, row: m.Event) -> bytes:
         """The `next` payload (UTF-8 JSON) of this event for this selection, computed once
         in its own task so that no subscriber's cancellation can abort the others'."""
-        task = self.results.get(row.seq)
+        return await self._shared(row.seq, ("event", self.family_id, row.seq), row,
+                                  self.to_root)
+
+    async def render_snapshot(self, version: int, dashboard: Any) -> bytes:
+        """`render` for a dashboard snapshot (its `version`, unique in the process): the
+        payload of the subscription's field resolving to `dashboard`."""
+        return await self._shared(version, ("dashboard", self.family_id, version), dashboard,
+                                  None)
+
+    async def _shared(self, key: int, scope: Hashable, value: Any,
+                      to_root: Callable[[Any], Any] | None) -> bytes:
+        task = self.results.get(key)
         if task is None:
             # In a context of its own, not a copy of this subscriber's: the task is kept
             # (`results`) for RESULTS_KEPT events, and with the copy it kept the
@@ -117,19 +130,19 @@ class SharedSelection:
             # all they hold, long after the socket closed. The render needs none of it:
             # `_render` sets up its own scope.
             task = asyncio.get_running_loop().create_task(
-                self._render(row), context=contextvars.Context())
-            self.results[row.seq] = task
+                self._render(key, scope, value if to_root is None else to_root(value)),
+                context=contextvars.Context())
+            self.results[key] = task
             while len(self.results) > RESULTS_KEPT:
                 self.made.pop(self.results.popitem(last=False)[0], None)
         if task.done():  # every subscriber after the first: no waiting, no new future
             return task.result()
         return await asyncio.shield(task)
 
-    async def _render(self, row: m.Event) -> bytes:
+    async def _render(self, key: int, scope: Hashable, root: Any) -> bytes:
         self.owner.renders += 1
-        async with self.owner.scopes.use(("event", self.family_id, row.seq), self.family_id):
-            result = self.executor.build_per_event_executor(
-                self.to_root(row)).execute_operation(False)
+        async with self.owner.scopes.use(scope, self.family_id):
+            result = self.executor.build_per_event_executor(root).execute_operation(False)
             if inspect.isawaitable(result):
                 result = await result
         payload: dict[str, Any] = {"data": result.data}  # type: ignore[union-attr]
@@ -137,18 +150,24 @@ class SharedSelection:
             trace_id = uuid.uuid4().hex
             payload["errors"] = [self.format_error(e, trace_id).formatted
                                  for e in result.errors]  # type: ignore[union-attr]
-        rendered = orjson.dumps(payload)
-        if row.seq in self.results:  # still kept (not dropped while it was rendering)
-            self.made[row.seq] = rendered
+        rendered = kept_json(payload)  # kept (`results`, `made`) for RESULTS_KEPT events
+        if key in self.results:  # still kept (not dropped while it was rendering)
+            self.made[key] = rendered
         return rendered
 
 
 class SharedRenderer:
-    """The process's plans, keyed by family and selection."""
+    """The process's plans, keyed by family and selection: every plan a subscription holds,
+    and the PLANS_KEPT last used (a subscriber that comes back finds its plan, and the
+    events it rendered, again)."""
 
     def __init__(self, scopes: SharedScopes) -> None:
         self.scopes = scopes
         self.plans: OrderedDict[Hashable, SharedSelection] = OrderedDict()
+        # Every plan still held by a subscription, however long ago it was made: a family's
+        # sockets, subscribing seconds apart among thousands of others, share one plan.
+        self.held: weakref.WeakValueDictionary[Hashable, SharedSelection] = \
+            weakref.WeakValueDictionary()
         self.renders = 0  # events executed and serialized, all plans together
 
     def plan(self, info: Any, variables: dict[str, Any] | None, family_id: uuid.UUID,
@@ -177,6 +196,10 @@ class SharedRenderer:
         if plan is not None:
             self.plans.move_to_end(key)
             return plan
+        plan = self.held.get(key)
+        if plan is not None:
+            self._keep(key, plan)
+            return plan
         document = DocumentNode(definitions=(operation, *fragments.values()))
         executor_class = getattr(info.schema, "execution_context_class", Executor)
         built = executor_class.build(  # graphql-core's own build, as Strawberry calls it
@@ -186,7 +209,11 @@ class SharedRenderer:
         )
         if isinstance(built, list):  # variables did not coerce: let Strawberry answer
             return None
-        plan = self.plans[key] = SharedSelection(self, built, family_id, format_error, to_root)
+        plan = self.held[key] = SharedSelection(self, built, family_id, format_error, to_root)
+        self._keep(key, plan)
+        return plan
+
+    def _keep(self, key: Hashable, plan: SharedSelection) -> None:
+        self.plans[key] = plan
         while len(self.plans) > PLANS_KEPT:
             self.plans.popitem(last=False)
-        return plan

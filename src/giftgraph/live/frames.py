@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 from graphql import ExecutionResult, GraphQLError
 
+from giftgraph.jsonbytes import kept_json
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -29,7 +31,7 @@ class Outcome:
 
     @classmethod
     def of(cls, data: Any, errors: list[dict[str, Any]]) -> Outcome:
-        body = orjson.dumps(data)
+        body = kept_json(data)
         comparable = [{**e, "extensions": {k: v for k, v in (e.get("extensions") or {}).items()
                                            if k != "traceId"}} for e in errors]
         return cls(body, tuple(errors), body + b"\n" + orjson.dumps(comparable))
@@ -44,7 +46,7 @@ class Outcome:
             if self.errors:
                 result["errors"] = [{**e, "path": _under(key, e.get("path"))}
                                     for e in self.errors]
-            made = self.payloads[key or ""] = orjson.dumps(result)
+            made = self.payloads[key or ""] = kept_json(result)
         return made
 
     def shaped(self, key: str | None) -> Any:

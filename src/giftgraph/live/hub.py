@@ -24,7 +24,7 @@ from giftgraph.live import credentials
 from giftgraph.live.backends import RECONNECTED, make_backend
 from giftgraph.live.publishing import Outgoing, Publisher, decode_event
 from giftgraph.live.subscriber import RESYNC, Subscriber, prev_of
-from giftgraph.live.workers import start_worker, stop_worker
+from giftgraph.live.workers import Ready, start_worker, stop_worker
 
 log = logging.getLogger("giftgraph.live")
 
@@ -245,7 +245,7 @@ class Hub(Publisher):
             if not feed.subscribers:
                 await stop_worker(self.feeds, name, feed)
 
-    async def _pump(self, name: str, feed: Feed, ready: asyncio.Event) -> None:
+    async def _pump(self, name: str, feed: Feed, ready: Ready) -> None:
         async with self.broadcast.subscribe(name) as source:
             ready.set()
             while True:

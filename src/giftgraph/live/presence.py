@@ -20,7 +20,7 @@ from giftgraph.live.backends import Refused
 from giftgraph.live.hub import Hub
 from giftgraph.live.publishing import channel
 from giftgraph.live.subscriber import OVERFLOW, RESYNC
-from giftgraph.live.workers import start_worker, stop_worker
+from giftgraph.live.workers import Ready, start_worker, stop_worker
 
 log = logging.getLogger("giftgraph.live")
 
@@ -126,7 +126,7 @@ class PresenceTracker:
         for watcher in room.watchers:
             watcher.put(viewers)
 
-    async def _listen(self, key: Key, room: Room, ready: asyncio.Event) -> None:
+    async def _listen(self, key: Key, room: Room, ready: Ready) -> None:
         while True:
             async with self.hub.listen(self._channel(key)) as sub:
                 ready.set()

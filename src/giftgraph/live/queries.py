@@ -41,7 +41,7 @@ from giftgraph.live.hub import Hub
 from giftgraph.live.publishing import channel
 from giftgraph.live.selection import LivePlan
 from giftgraph.live.subscriber import RESYNC
-from giftgraph.live.workers import start_worker, stop_worker
+from giftgraph.live.workers import Ready, start_worker, stop_worker
 
 log = logging.getLogger("giftgraph.live")
 
@@ -188,7 +188,7 @@ class LiveQueries:
         assert query.latest is not None
         return query.latest
 
-    async def _run(self, query: LiveQuery, ready: asyncio.Event) -> None:
+    async def _run(self, query: LiveQuery, ready: Ready) -> None:
         async with self.hub.listen(channel(query.key[0], FAMILY_TOPIC)) as sub:
             ready.set()
             backoff = Backoff(first=max(self.interval, 0.1))

@@ -21,7 +21,7 @@ from giftgraph.errors import AppError, BadInput
 from giftgraph.ids import BIGINT_MAX
 from giftgraph.live.hub import Hub
 from giftgraph.live.publishing import channel
-from giftgraph.live.subscriber import OVERFLOW, RESYNC, Direct, behind
+from giftgraph.live.subscriber import OVERFLOW, RESYNC, DirectDelivery, behind
 from giftgraph.schema.loaders import Loaders
 
 if TYPE_CHECKING:
@@ -262,7 +262,8 @@ async def _latest(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UU
 
 async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
                        since: str | None, *, scoped: bool = True,
-                       direct: Direct | None = None) -> AsyncGenerator[m.Event, None]:
+                       direct: DirectDelivery | None = None,
+                       ) -> AsyncGenerator[m.Event, None]:
     """The caller's family's events on `topic`, each resolved inside a shared scope
     (unless `scoped` is false: the caller renders through a shared plan instead).
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from giftgraph.db import models as m
 from giftgraph.live.inbox import Inbox
@@ -26,11 +26,30 @@ class Overflow:
 RESYNC, OVERFLOW = Resync(), Overflow()
 
 
-@dataclass(slots=True)
-class Direct:
+class DirectDelivery(Protocol):
     """How the hub delivers a live event to a caught-up subscriber by itself: `prepare`
     makes its message (it may wait, e.g. for the shared render), `write` sends it now,
-    synchronously, or returns False when it can't (the event is then queued instead)."""
+    synchronously, or returns False when it can't (the event is then queued instead);
+    `write_many` and `ready` as `Direct` says. `Direct` is one made of four callables;
+    a parked subscription (giftgraph.accel.delivery) is one itself, with no such objects
+    to hold for its whole life."""
+
+    def prepare(self, item: m.Event) -> Awaitable[Any]: ...
+
+    def write(self, item: m.Event, message: Any) -> bool: ...
+
+    @property
+    def write_many(self) -> Callable[[list[m.Event], list[Any]], bool] | None: ...
+
+    @property
+    def ready(self) -> Callable[[int], Any | None] | None: ...
+
+
+@dataclass(slots=True)
+class Direct:
+    """A `DirectDelivery` made of its callables: `prepare` makes an event's message (it may
+    wait, e.g. for the shared render), `write` sends it now, synchronously, or returns
+    False when it can't (the event is then queued instead)."""
 
     prepare: Callable[[m.Event], Awaitable[Any]]
     write: Callable[[m.Event, Any], bool]
@@ -76,7 +95,7 @@ class Subscriber(Inbox):
         self.overflowed = False
         self.last = 0  # the seq of the newest event this subscriber has been sent
         # Set while the subscriber is caught up and idle: the hub delivers through it.
-        self.direct: Direct | None = None
+        self.direct: DirectDelivery | None = None
 
     async def accept(self, item: Any) -> bool:
         """Deliver directly when the subscriber is caught up and this is simply the next

@@ -9,13 +9,31 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 
+class Ready:
+    """What a worker sets once it is ready, for the one caller that waits for it. Not an
+    asyncio.Event: the worker's frame holds it for the feed's whole life, and an Event's
+    deque of waiters is ~0.8 KB."""
+
+    __slots__ = ("_done",)
+
+    def __init__(self) -> None:
+        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def set(self) -> None:
+        if not self._done.done():  # (cancelled: its waiter was)
+            self._done.set_result(None)
+
+    async def wait(self) -> None:
+        await self._done
+
+
 async def start_worker(registry: dict[Any, Any], key: Any, holder: Any,
-                       run: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+                       run: Callable[[Ready], Coroutine[Any, Any, None]],
                        idle: Callable[[], bool]) -> None:
     """Start `holder.task` (`run(ready)`) for the holder registered under `key`, and wait
     until it is ready. Cancelled meanwhile (a client that completes at once), the holder is
     unregistered and its task stopped, unless someone else uses it by then (`idle`)."""
-    ready = asyncio.Event()
+    ready = Ready()
     # In a context of its own: a copy of the caller's (the first subscriber's operation,
     # its DirectSink) would keep that socket, and all its handler holds, for as long as
     # the worker runs, however long after that socket closed.

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import strawberry
 
-from giftgraph.accel.delivery import park
+from giftgraph.accel.delivery import park, park_dashboard
 from giftgraph.context import Info
 from giftgraph.db import models as m
 from giftgraph.errors import BadInput, NotFound
@@ -172,8 +172,10 @@ class Subscription:
         live = _live(info)
         _idle(info)
         await info.context.db.close()
+        parts = {PART_OF[name] for name in selected_fields(info) if name in PART_OF}
+        if park_dashboard(info, live, family_id, parts):
+            return  # the socket handler runs it (giftgraph.accel.delivery)
         with counting_active(info.context.metrics):
-            parts = {PART_OF[name] for name in selected_fields(info) if name in PART_OF}
             async with live.dashboards.watch(family_id, parts) as (snapshot, mailbox):
                 while True:
                     async with live.scopes.use(("dashboard", family_id, snapshot.version),

@@ -31,6 +31,7 @@ from giftgraph.auth import CHAIN_REVOKED
 from giftgraph.context import CALLER_COLUMNS, Context
 from giftgraph.db import models as m
 from giftgraph.events import FAMILY_TOPIC
+from giftgraph.jsonbytes import kept_json
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class ResultStore:
         return orjson.Fragment(entry.data)
 
     def put(self, key: Hashable, version: int | None, data: Any) -> None:
-        body = orjson.dumps(data)
+        body = kept_json(data)
         if len(body) > self.max_bytes // 8:
             return  # one huge result would evict everything else
         old = self.entries.pop(key, None)
