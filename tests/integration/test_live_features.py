@@ -255,6 +255,10 @@ async def test_idle_dashboards_hold_no_execution_state_and_share_each_render(
         assert (await w.receive(3))["payload"]["data"]["dashboard"]["pipeline"]["purchased"] == 1
     with pytest.raises(TimeoutError):
         await watchers[0].receive(0.5)
+    # The plan keeps its latest snapshot only (a snapshot can be large: every person's
+    # notes), not the window of renders an event plan keeps for late subscribers.
+    (plan,) = [p for key, p in srv.live.renderer.plans.items() if key[1] == DASH]
+    assert len(plan.results) == 1
     for w in watchers:
         await w.ws.close()
 

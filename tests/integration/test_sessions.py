@@ -287,3 +287,35 @@ async def test_a_prepared_statement_reads_as_sqlalchemy_does(database: Database)
     finally:
         event.remove(database.engine.sync_engine, "before_cursor_execute", before)
         await op.close()
+
+
+async def test_a_prepared_statements_error_is_sqlalchemys_and_a_broken_connection_goes(
+        database: Database, database_url: str) -> None:
+    """A driver's error in `fetch` comes out as SQLAlchemy's would (a DBAPIError: what the
+    "database unavailable" handling of authentication and sockets catches), and a
+    connection that broke is invalidated: the pool never gives it out again."""
+    from giftgraph.db.session import Prepared
+
+    op = OperationDb(database)
+    try:
+        timed_out = Prepared(text("SELECT pg_sleep(2)"))
+        # (this test's own engine: the setting goes with its connections)
+        await op.scalar(text("SELECT set_config('statement_timeout', '100', false)"))
+        with pytest.raises(DBAPIError) as caught:
+            await op.fetch(timed_out, {})
+        assert not caught.value.connection_invalidated
+        assert "canceling statement" in str(caught.value.orig)
+    finally:
+        await op.close()
+    op = OperationDb(database)
+    try:
+        pid = await op.scalar(PID)
+        async with database.engine.connect() as other:
+            await other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        with pytest.raises(DBAPIError) as caught:
+            await op.fetch(Prepared(PID), {})
+        assert caught.value.connection_invalidated
+        (row,) = await op.fetch(Prepared(PID), {})  # a new session: another connection
+        assert row[0] != pid
+    finally:
+        await op.close()

@@ -118,10 +118,13 @@ class SharedSelection:
         """`render` for a dashboard snapshot (its `version`, unique in the process): the
         payload of the subscription's field resolving to `dashboard`."""
         return await self._shared(version, ("dashboard", self.family_id, version), dashboard,
-                                  None)
+                                  None, kept=1)
 
     async def _shared(self, key: int, scope: Hashable, value: Any,
-                      to_root: Callable[[Any], Any] | None) -> bytes:
+                      to_root: Callable[[Any], Any] | None, kept: int = RESULTS_KEPT) -> bytes:
+        """The render of `key`, shared, with the last `kept` renders of the plan (a
+        dashboard's only its latest snapshot: a subscriber is only ever sent the
+        current one, and a snapshot, every person's notes included, can be large)."""
         task = self.results.get(key)
         if task is None:
             # In a context of its own, not a copy of this subscriber's: the task is kept
@@ -133,7 +136,7 @@ class SharedSelection:
                 self._render(key, scope, value if to_root is None else to_root(value)),
                 context=contextvars.Context())
             self.results[key] = task
-            while len(self.results) > RESULTS_KEPT:
+            while len(self.results) > kept:
                 self.made.pop(self.results.popitem(last=False)[0], None)
         if task.done():  # every subscriber after the first: no waiting, no new future
             return task.result()

@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import asyncpg
 from sqlalchemy import Row, Select, TextClause
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.db.engine import Database
@@ -139,11 +141,24 @@ class OperationDb:
         for hook in self._database.statement_hooks:
             hook(prepared.sql)
         async with self._lock:
+            connection = None
             try:
                 connection = await (await self._get()).connection()
                 driver = (await connection.get_raw_connection()).driver_connection
                 assert driver is not None  # a connection checked out of the pool
                 return prepared.rows(await driver.fetch(prepared.sql, *prepared.args(params)))
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                    OSError) as exc:
+                # As SQLAlchemy's execution reports a driver's error (a DBAPIError: what the
+                # callers' "database unavailable" handling catches), and with the pool told
+                # when the connection itself broke, so that it is not given out again.
+                self._read_failed = True
+                broken = isinstance(exc, asyncpg.PostgresConnectionError) \
+                    or not isinstance(exc, asyncpg.PostgresError)
+                if broken and connection is not None:
+                    await connection.invalidate()
+                raise DBAPIError(prepared.sql, None, exc,
+                                 connection_invalidated=broken) from exc
             except BaseException:
                 self._read_failed = True
                 raise
