@@ -249,6 +249,9 @@ def api_env(database_url: str) -> dict[str, str]:
         "GIFTGRAPH_FAMILY_MUTATION_RATE": "10000000/minute",
         "GIFTGRAPH_MAX_SOCKETS_PER_USER": "20000",
         "GIFTGRAPH_MAX_SUBSCRIPTIONS_PER_USER": "1000000",  # W2's sockets are one user's
+        # ... and one family's, subscribing all at once (the default: 50, then 20 a second)
+        "GIFTGRAPH_FAMILY_SUBSCRIPTION_START_BURST": "1000000",
+        "GIFTGRAPH_FAMILY_SUBSCRIPTION_START_RATE": "1000000",
         # W2 opens 10,000 sockets on one process (the default cap is 4,096).
         "GIFTGRAPH_MAX_CONNECTIONS": "30000",
         # A herd's handshakes from a few source addresses (W2, W5, W6).
