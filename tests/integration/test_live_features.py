@@ -263,6 +263,26 @@ async def test_idle_dashboards_hold_no_execution_state_and_share_each_render(
         await w.ws.close()
 
 
+async def test_a_shared_dashboard_says_its_page_was_capped_as_the_operation_would(
+        live_server: Server) -> None:
+    """A dashboard rendered through the family's shared plan carries the operation's
+    `extensions.pageSizeCapped` (a page asked for more than the maximum) in each result, as
+    a subscription executed on its own does, the first snapshot and the next alike."""
+    srv = live_server
+    token, _ = await srv.signup("dash-capped@example.com")
+    _, item = await _item(srv, token)
+    await srv.gql('mutation { createPerson(input: {name: "P"}) { id } }', None, token)
+    client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    await client.subscribe("subscription { dashboard { people { person { "
+                           "giftHistory(first: 1000) { totalCount } } } } }")
+    capped = {"pageSizeCapped": {"maximum": srv.app.state.giftgraph.settings.max_page_size,
+                                 "fields": ["giftHistory"]}}
+    assert (await client.receive(3))["payload"]["extensions"] == capped
+    await _status(srv, token, item, "SELECTED")
+    assert (await client.receive(3))["payload"]["extensions"] == capped
+    await client.ws.close()
+
+
 async def test_a_dashboard_that_fails_sends_its_error_then_completes(
         live_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """A dashboard whose snapshot can't be computed ends as a failed source stream does:

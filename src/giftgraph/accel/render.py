@@ -27,6 +27,7 @@ from graphql import (
     FieldNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLSchema,
     SelectionSetNode,
     VariableNode,
     print_ast,
@@ -35,6 +36,7 @@ from graphql.execution import Executor
 from graphql.language import Visitor, visit
 
 from giftgraph.accel import internals
+from giftgraph.admission.documents import measure
 from giftgraph.context import Context
 from giftgraph.db import models as m
 from giftgraph.jsonbytes import kept_json
@@ -95,12 +97,14 @@ class SharedSelection:
 
     def __init__(self, owner: SharedRenderer, executor: Executor[Any], family_id: uuid.UUID,
                  format_error: Callable[[GraphQLError, str], GraphQLError],
-                 to_root: Callable[[m.Event], Any]) -> None:
+                 to_root: Callable[[m.Event], Any],
+                 extensions: dict[str, Any] | None = None) -> None:
         self.owner = owner
         self.executor = executor
         self.family_id = family_id
         self.format_error = format_error
         self.to_root = to_root
+        self.extensions = extensions  # each payload's, as the operation's own would have
         self.results: OrderedDict[int, asyncio.Task[bytes]] = OrderedDict()
         self.made: dict[int, bytes] = {}  # the finished ones among `results`
 
@@ -153,10 +157,27 @@ class SharedSelection:
             trace_id = uuid.uuid4().hex
             payload["errors"] = [self.format_error(e, trace_id).formatted
                                  for e in result.errors]  # type: ignore[union-attr]
+        if self.extensions:
+            payload["extensions"] = self.extensions
         rendered = kept_json(payload)  # kept (`results`, `made`) for RESULTS_KEPT events
         if key in self.results:  # still kept (not dropped while it was rendering)
             self.made[key] = rendered
         return rendered
+
+
+def _extensions(context: Any, schema: GraphQLSchema, document: DocumentNode,
+                name: str | None, variables: dict[str, Any]) -> dict[str, Any] | None:
+    """What the operation's extensions add to each result that depends on the selection
+    alone: `pageSizeCapped` (admission.checks.DocumentBounds), where a page asked for more
+    than the maximum."""
+    settings = getattr(context, "settings", None)
+    if settings is None:
+        return None
+    capped = measure(schema, document, name, variables,
+                     settings.default_page_size, settings.max_page_size).capped
+    if not capped:
+        return None
+    return {"pageSizeCapped": {"maximum": settings.max_page_size, "fields": sorted(capped)}}
 
 
 class SharedRenderer:
@@ -212,7 +233,9 @@ class SharedRenderer:
         )
         if isinstance(built, list):  # variables did not coerce: let Strawberry answer
             return None
-        plan = self.held[key] = SharedSelection(self, built, family_id, format_error, to_root)
+        plan = self.held[key] = SharedSelection(self, built, family_id, format_error, to_root,
+                                                _extensions(info.context, raw_info.schema,
+                                                            document, name, raw))
         self._keep(key, plan)
         return plan
 
