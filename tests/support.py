@@ -182,3 +182,29 @@ def spy_published(hub: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     monkeypatch.setattr(hub, "publish", spy)
     return published
+
+
+def serve_options(monkeypatch: pytest.MonkeyPatch, **env: str | None) -> dict[str, Any]:
+    """The options `giftgraph serve` hands to `uvicorn.run` (which is not run) with these
+    GIFTGRAPH_ settings (None: unset), on a free port and an unused database URL."""
+    import uvicorn
+
+    from giftgraph import cli
+    from giftgraph.config import get_settings
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *_, **kw: calls.append(kw))
+    monkeypatch.setenv("GIFTGRAPH_DATABASE_URL", "postgresql://unused/db")
+    monkeypatch.setenv("GIFTGRAPH_PORT", str(free_port()))
+    for name, value in env.items():
+        if value is None:
+            monkeypatch.delenv(f"GIFTGRAPH_{name}", raising=False)
+        else:
+            monkeypatch.setenv(f"GIFTGRAPH_{name}", value)
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["serve"]) == 0
+    finally:
+        get_settings.cache_clear()
+    [options] = calls
+    return options

@@ -273,28 +273,10 @@ def test_serve_listens_with_the_backlog_setting(monkeypatch: pytest.MonkeyPatch,
                                                 value: str | None, expected: int) -> None:
     """`giftgraph serve` passes GIFTGRAPH_LISTEN_BACKLOG to uvicorn as its `backlog`, and
     uvicorn's config takes it."""
-    import socket
-
     import uvicorn
 
-    from giftgraph import cli
-    from giftgraph.config import get_settings
+    from tests.support import serve_options
 
-    calls: list[dict[str, object]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda *_, **kw: calls.append(kw))
-    monkeypatch.setenv("GIFTGRAPH_DATABASE_URL", "postgresql://unused/db")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        monkeypatch.setenv("GIFTGRAPH_PORT", str(s.getsockname()[1]))
-    if value is None:
-        monkeypatch.delenv("GIFTGRAPH_LISTEN_BACKLOG", raising=False)
-    else:
-        monkeypatch.setenv("GIFTGRAPH_LISTEN_BACKLOG", value)
-    get_settings.cache_clear()
-    try:
-        assert cli.main(["serve"]) == 0
-    finally:
-        get_settings.cache_clear()
-    [options] = calls
+    options = serve_options(monkeypatch, LISTEN_BACKLOG=value)
     assert options["backlog"] == expected
     assert uvicorn.Config("giftgraph.asgi:create", backlog=options["backlog"]).backlog == expected

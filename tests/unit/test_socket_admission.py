@@ -141,19 +141,9 @@ def test_a_slot_is_given_back_once_and_the_limit_counts_open_sockets() -> None:
 def test_giftgraph_serve_caps_messages_in_the_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
     """`giftgraph serve` passes uvicorn ws_max_size = GIFTGRAPH_MAX_SOCKET_MESSAGE_BYTES, and
     the protocol it runs (`WS_PROTOCOL`) gives it to its parser."""
-    from giftgraph import cli
-    from giftgraph.config import get_settings
+    from tests.support import serve_options
 
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda *_, **kw: calls.append(kw))
-    monkeypatch.setenv("GIFTGRAPH_MAX_SOCKET_MESSAGE_BYTES", "5000")
-    monkeypatch.setenv("GIFTGRAPH_DATABASE_URL", "postgresql://unused/db")
-    get_settings.cache_clear()
-    try:
-        assert cli.main(["serve"]) == 0
-    finally:
-        get_settings.cache_clear()
-    [options] = calls
+    options = serve_options(monkeypatch, MAX_SOCKET_MESSAGE_BYTES="5000")
     assert options["ws_max_size"] == 5000
     assert options["ws"] == WS_PROTOCOL
 
