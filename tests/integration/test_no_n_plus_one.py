@@ -263,6 +263,62 @@ async def test_item_mutations_read_the_item_and_its_list_in_one_statement(
                           f"occasion:{node['occasion']['id']}", "list-items:all", "family"}
 
 
+async def test_updates_write_what_changed_in_the_update_that_takes_the_lock(
+        app: Any, alice: Account) -> None:
+    """updateList, updatePerson and updateOccasion write only the changed columns, in one
+    UPDATE whose RETURNING takes the family's event lock (an ORM flush and the lock were
+    two statements); a change of a foreign key (a list moved to another person) is written
+    before the lock. Nothing changed: no UPDATE, the lock alone, `updatedAt` kept. A moved
+    list's event reaches the old person's topic and the new one's."""
+    from sqlalchemy import text
+
+    await _make_lists(alice.client, 2, alice.user_id)
+    edges = (await alice.client("{ lists(first: 2) { edges { node { id updatedAt person { id }"
+                                " occasion { id } } } } }")).data["lists"]["edges"]
+    first, second = edges[0]["node"], edges[1]["node"]
+    engine = app.state.giftgraph.db().engine
+    last_seq = text("SELECT coalesce(max(seq), 0) FROM events")
+    calls = [  # (mutation, variables, the table updated or None, whether the lock rides on it)
+        ("mutation($l: ID!) { updateList(id: $l, input: {name: \"Renamed\"}) { id } }",
+         {"l": first["id"]}, "gift_lists", True),
+        ("mutation($p: ID!) { updatePerson(id: $p, input: {name: \"Ann\"}) { id } }",
+         {"p": first["person"]["id"]}, "persons", True),
+        ("mutation($o: ID!) { updateOccasion(id: $o, input: {name: \"Day\"}) { id } }",
+         {"o": first["occasion"]["id"]}, "occasions", True),
+        ("mutation($l: ID!, $p: ID) { updateList(id: $l, input: {personId: $p}) { id } }",
+         {"l": first["id"], "p": second["person"]["id"]}, "gift_lists", False),
+        ("mutation($l: ID!) { updateList(id: $l, input: {name: \"Renamed\"}) { id } }",
+         {"l": first["id"]}, None, False),
+    ]
+    stamp = "query($l: ID!) { node(id: $l) { ... on GiftList { name updatedAt } } }"
+    for query, variables, table, merged in calls:
+        async with engine.connect() as conn:
+            before = (await conn.execute(last_seq)).scalar_one()
+        was = (await alice.client(stamp, {"l": first["id"]})).data["node"]
+        with count_statements(app) as statements:
+            r = await alice.client(query, variables)
+        assert not r.errors, r.errors
+        flat = [" ".join(s.split()) for s in statements]
+        updates = [i for i, s in enumerate(flat) if s.startswith("UPDATE")]
+        locks = [i for i, s in enumerate(flat) if "pg_advisory_xact_lock" in s]
+        assert len(locks) == 1, flat
+        if table is None:
+            assert updates == [], flat
+            assert (await alice.client(stamp, {"l": first["id"]})).data["node"] == was
+        else:
+            assert len(updates) == 1, flat
+            assert flat[updates[0]].startswith(f"UPDATE {table} SET"), flat
+            assert (locks == updates) is merged, flat
+        async with engine.connect() as conn:
+            topics = set((await conn.execute(
+                text("SELECT topic FROM events WHERE seq > :s"), {"s": before})).scalars())
+        assert "family" in topics, topics
+        if "personId" in query:
+            assert {f"person:{first['person']['id']}",
+                    f"person:{second['person']['id']}"} <= topics, topics
+    assert was["name"] == "Renamed"
+
+
 async def test_concurrent_item_changes_chain_their_events_exactly(
         app: Any, alice: Account, monkeypatch: pytest.MonkeyPatch) -> None:
     """The family's event lock, taken by each change's UPDATE, orders the changes: every
