@@ -683,7 +683,8 @@ async def test_a_burst_of_subscription_starts_reads_the_latest_seq_once(
         database_url: str) -> None:
     """Subscriptions that start together without `since` share one read of where to start
     (not a pooled connection each, which every other family's requests would queue
-    behind), and each still starts after what committed before it: only later events."""
+    behind) and read nothing of the log (they listen before that read), and each still
+    starts after what committed before it: only later events."""
     from sqlalchemy import event
 
     from giftgraph.live.streams import event_stream
@@ -692,10 +693,13 @@ async def test_a_burst_of_subscription_starts_reads_the_latest_seq_once(
         state, account, ctx = env.state, env.account, env.ctx
         await account.client('mutation { createPerson(input: {name: "Before"}) { id } }')
         reads: list[str] = []
+        pages: list[str] = []
 
         def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
             if "max(events.seq)" in statement:
                 reads.append(statement)
+            elif "FROM events" in statement:
+                pages.append(statement)
 
         engine = state.db().engine.sync_engine
         event.listen(engine, "before_cursor_execute", count)
@@ -710,10 +714,13 @@ async def test_a_burst_of_subscription_starts_reads_the_latest_seq_once(
         tasks = [asyncio.create_task(subscriber(k)) for k in range(n)]
         try:
             deadline = time.monotonic() + 10
-            while state.live.hub.stats()["subscribers"] < n:
+            # listening first, then where to start: started once no read is under way
+            while state.live.hub.stats()["subscribers"] < n or state.live.scopes.starting():
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.02)
             assert 1 <= len(reads) <= 2, len(reads)
+            # ... and nothing of the log: every later event is heard, none is read back
+            assert pages == []
             await account.client('mutation { createPerson(input: {name: "After"}) { id } }')
             while any(not r for r in received):
                 assert time.monotonic() < deadline, received

@@ -198,6 +198,10 @@ class SharedScopes:
     def stats(self) -> int:
         return len(self._scopes)
 
+    def starting(self) -> int:
+        """Families whose newest seq is being read (or waits to be) for starts."""
+        return len(self._latest_next.keys() | self._latest_running.keys())
+
 
 # Events per replay statement. A replay (`since`, or a catch-up after a gap or a broker
 # reconnect) reads the log in keyset pages and sends each page before it reads the next:
@@ -283,15 +287,16 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
     family_id = user.family_id
     sessions = ctx.database.reads
     start = parse_since(since)
-    if start is None:
-        start = await scopes.latest(family_id)
-    else:
+    if start is not None:
         await _admit_replay(ctx, family_id, topic, start)
     async with hub.listen(channel(family_id, topic)) as sub:
-        sub.last = start
-        # Listening first, then the log: whatever commits meanwhile is in one or the other
-        # (or both: anything at or below `sub.last` is a duplicate, and dropped).
-        after: int | None = sub.last  # replay the log after this seq, page by page
+        # Listening first, then the database: whatever commits meanwhile is in one or the
+        # other (or both: anything at or below `sub.last` is a duplicate, and dropped).
+        # Without `since` that is the family's newest seq, read after listening began:
+        # every later event is heard, so there is no log to read (one shared statement per
+        # family's burst of starts, not a page each); with `since`, the log after it.
+        after: int | None = start  # replay the log after this seq, page by page
+        sub.last = start if start is not None else await scopes.latest(family_id)
         pending: list[m.Event] = []
         while True:
             while True:
