@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from giftgraph.db import models as m
@@ -352,6 +353,68 @@ async def test_listen_cancelled_while_joining_leaves_no_feed_behind() -> None:
             await task
         assert hub.feeds == {}
     finally:
+        await hub.disconnect()
+
+
+async def test_a_channel_that_starts_slowly_holds_up_no_other_channel() -> None:
+    """One channel's start waiting for the broker (a Redis SUBSCRIBE under load) delays
+    neither subscribers of a running channel nor the start of another; subscribers of
+    the slow channel itself enter only once its pump listens, and then hear it."""
+    import contextlib
+
+    from giftgraph.live.hub import Hub
+
+    hub = Hub("memory://", "postgresql://unused")
+    await hub.connect()
+    gate = asyncio.Event()
+    subscribe = hub.backend.subscribe
+
+    async def slow_subscribe(channel: str) -> None:
+        if channel == "gg:slow":
+            await gate.wait()
+        await subscribe(channel)
+
+    hub.backend.subscribe = slow_subscribe  # type: ignore[method-assign]
+    entered: dict[str, asyncio.Event] = {}
+    heard: dict[str, list[str]] = {}
+    tasks = []
+
+    def listen(name: str, key: str) -> asyncio.Event:
+        entered[key], heard[key] = asyncio.Event(), []
+
+        async def listener() -> None:
+            async with hub.listen(name) as sub:
+                entered[key].set()
+                while True:
+                    heard[key].append((await sub.get())["n"])
+
+        tasks.append(asyncio.create_task(listener()))
+        return entered[key]
+
+    try:
+        await asyncio.wait_for(listen("gg:running", "r1").wait(), 2)
+        listen("gg:slow", "s1")
+        listen("gg:slow", "s2")
+        await asyncio.sleep(0.05)
+        # the slow start under way: others go on, its own subscribers wait
+        await asyncio.wait_for(listen("gg:running", "r2").wait(), 1)
+        await asyncio.wait_for(listen("gg:other", "o1").wait(), 1)
+        assert not entered["s1"].is_set() and not entered["s2"].is_set()
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(entered["s1"].wait(), entered["s2"].wait()), 2)
+        await hub.broadcast.publish("gg:slow", orjson.dumps({"n": "after"}).decode())
+        deadline = asyncio.get_running_loop().time() + 2
+        while heard["s1"] != ["after"] or heard["s2"] != ["after"]:
+            assert asyncio.get_running_loop().time() < deadline, heard
+            await asyncio.sleep(0.01)
+        assert len(hub.feeds["gg:slow"].subscribers) == 2
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert hub.feeds == {}
         await hub.disconnect()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import sys
 import uuid
@@ -24,7 +25,7 @@ from giftgraph.live import credentials
 from giftgraph.live.backends import RECONNECTED, make_backend
 from giftgraph.live.publishing import Outgoing, Publisher, decode_event
 from giftgraph.live.subscriber import RESYNC, Subscriber, prev_of
-from giftgraph.live.workers import Ready, start_worker, stop_worker
+from giftgraph.live.workers import Ready, stop_worker
 
 log = logging.getLogger("giftgraph.live")
 
@@ -56,6 +57,8 @@ class Feed:
 
     subscribers: set[Subscriber] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
+    # Until its pump has subscribed to the broker: what a joining subscriber waits for.
+    starting: Ready | None = None
 
 
 class Listening:
@@ -229,25 +232,42 @@ class Hub(Publisher):
         return Listening(self, name)
 
     async def _join(self, name: str, sub: Subscriber) -> Feed:
-        async with self._lock:  # one broadcaster subscription per channel (broadcaster #142)
-            feed = self.feeds.get(name)
-            if feed is None:
-                feed = self.feeds[name] = Feed()
-                await start_worker(self.feeds, name, feed,
-                                   lambda ready: self._pump(name, feed, ready),
-                                   lambda: not feed.subscribers)
-            feed.subscribers.add(sub)
+        """Join the channel's feed, started here if there is none, once its pump listens.
+        Joining a running feed takes no lock and no wait: only a channel's start and stop
+        take turns (one broadcaster subscription per channel, broadcaster #142: a start
+        waits for that channel's stop to end), so a burst of subscriptions to many
+        channels does not queue behind each channel's start."""
+        feed = self.feeds.get(name)
+        if feed is None:
+            async with self._lock:
+                feed = self.feeds.get(name)
+                if feed is None:
+                    feed = self.feeds[name] = Feed()
+                    ready = feed.starting = Ready()
+                    # In a context of its own (workers.start_worker says why).
+                    feed.task = asyncio.get_running_loop().create_task(
+                        self._pump(name, feed, ready), context=contextvars.Context())
+        feed.subscribers.add(sub)
+        starting = feed.starting
+        if starting is not None:
+            try:
+                await starting.wait()
+            except BaseException:  # cancelled meanwhile (a client that completes at once)
+                await self._leave(name, feed, sub)
+                raise
         return feed
 
     async def _leave(self, name: str, feed: Feed, sub: Subscriber) -> None:
-        async with self._lock:
-            feed.subscribers.discard(sub)
-            if not feed.subscribers:
-                await stop_worker(self.feeds, name, feed)
+        feed.subscribers.discard(sub)
+        if not feed.subscribers and self.feeds.get(name) is feed:
+            async with self._lock:
+                if not feed.subscribers:  # (unless someone joined while this waited)
+                    await stop_worker(self.feeds, name, feed)
 
     async def _pump(self, name: str, feed: Feed, ready: Ready) -> None:
         async with self.broadcast.subscribe(name) as source:
             ready.set()
+            feed.starting = None
             while True:
                 # With a backlog (events arriving faster than one fan-out takes), each
                 # subscriber gets all of it in one write: one system call per socket

@@ -10,9 +10,9 @@ from typing import Any
 
 
 class Ready:
-    """What a worker sets once it is ready, for the one caller that waits for it. Not an
-    asyncio.Event: the worker's frame holds it for the feed's whole life, and an Event's
-    deque of waiters is ~0.8 KB."""
+    """What a worker sets once it is ready, for the callers that wait for it (a waiter
+    cancelled meanwhile leaves it to the others). Not an asyncio.Event: the worker's frame
+    holds it for the feed's whole life, and an Event's deque of waiters is ~0.8 KB."""
 
     __slots__ = ("_done",)
 
@@ -24,7 +24,7 @@ class Ready:
             self._done.set_result(None)
 
     async def wait(self) -> None:
-        await self._done
+        await asyncio.shield(self._done)
 
 
 async def start_worker(registry: dict[Any, Any], key: Any, holder: Any,
