@@ -209,8 +209,9 @@ class Server:
                 if self.ready():
                     return self
             time.sleep(0.2)
+        tail = self.log_tail()
         self.__exit__()
-        raise RuntimeError(f"{self.app} did not become healthy:\n{self.log_tail()}")
+        raise RuntimeError(f"{self.app} did not become healthy:\n{tail}")
 
     def __exit__(self, *_: object) -> None:
         if self.proc is not None and self.proc.poll() is None:

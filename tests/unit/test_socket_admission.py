@@ -207,3 +207,26 @@ async def test_replay_turns_are_one_per_user_and_kept_only_while_held_or_awaited
             await waiter
         assert len(turns) == 1
     assert len(turns) == 0
+
+
+async def test_replay_turns_are_bounded_over_all_users() -> None:
+    """At most `concurrent` users' replay pages at once (a herd resubscribing with since
+    leaves the rest of the pool to requests); the next user's waits until one ends, and a
+    waiter cancelled meanwhile takes no slot and leaves its user's turn free."""
+    turns = ReplayTurns(2)
+    ann, bob, cid, dee = (uuid.uuid4() for _ in range(4))
+    async with turns.turn(ann), turns.turn(bob):
+        waiting = asyncio.create_task(turns.turn(cid).__aenter__())
+        cancelled = asyncio.create_task(turns.turn(dee).__aenter__())
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        assert not cancelled.done()
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+    async with asyncio.timeout(1):
+        await waiting  # a slot came back
+    async with asyncio.timeout(1), turns.turn(dee):  # dee's own turn was left free
+        pass
+    await turns.turn(cid).__aexit__(None, None, None)
+    assert len(turns) == 0

@@ -223,13 +223,18 @@ class ReplayTurns:
     """Per user, one replay turn for the whole process: `turn(user_id)` is held while one
     page of one of the user's replays is read and sent (live/streams.py). A user's turn
     exists only while someone holds or waits for it (no entry per user ever seen), and is
-    given back when its holder's subscription ends (an `async with`: also on cancel)."""
+    given back when its holder's subscription ends (an `async with`: also on cancel).
 
-    __slots__ = ("_turns",)
+    And at most `concurrent` turns at once over all users (0: no bound): a herd of sockets
+    resubscribing with `since` (a restart, a failover) reads its pages a few at a time,
+    leaving the rest of the database pool to requests and /health."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_slots", "_turns")
+
+    def __init__(self, concurrent: int = 0) -> None:
         # user id -> [the turn, how many hold or wait for it]
         self._turns: dict[uuid.UUID, list[Any]] = {}
+        self._slots = asyncio.Semaphore(concurrent) if concurrent > 0 else None
 
     def __len__(self) -> int:
         return len(self._turns)
@@ -247,8 +252,17 @@ class ReplayTurns:
         except BaseException:
             self._leave(user_id, entry)
             raise
+        if self._slots is not None:
+            try:
+                await self._slots.acquire()
+            except BaseException:
+                entry[0].release()
+                self._leave(user_id, entry)
+                raise
 
     def _give(self, user_id: uuid.UUID) -> None:
+        if self._slots is not None:
+            self._slots.release()
         entry = self._turns[user_id]
         entry[0].release()
         self._leave(user_id, entry)

@@ -35,7 +35,9 @@ class Live:
     def create(cls, settings: Settings, database_url: str,
                database: Database) -> Live:
         hub = Hub(settings.broadcast_url, database_url,
-                  queue_size=settings.subscriber_queue_size, replay_turns=ReplayTurns())
+                  queue_size=settings.subscriber_queue_size,
+                  # half the pool's connections at most for replays (the rest: requests)
+                  replay_turns=ReplayTurns(max(1, settings.db_pool_size // 2)))
         scopes = SharedScopes(database)
         return cls(
             hub=hub,
