@@ -209,24 +209,34 @@ async def test_replay_turns_are_one_per_user_and_kept_only_while_held_or_awaited
     assert len(turns) == 0
 
 
-async def test_replay_turns_are_bounded_over_all_users() -> None:
-    """At most `concurrent` users' replay pages at once (a herd resubscribing with since
-    leaves the rest of the pool to requests); the next user's waits until one ends, and a
-    waiter cancelled meanwhile takes no slot and leaves its user's turn free."""
+async def test_replay_page_reads_are_bounded_over_all_users_and_turns_take_no_slot() -> None:
+    """At most `concurrent` page statements at once over all users (a herd resubscribing
+    with since leaves the rest of the pool to requests); the next waits until one ends, a
+    waiter cancelled meanwhile takes no slot. Holding a turn (a page being sent to a socket
+    that does not read) takes none either: three users' stuck sends block no one's read."""
     turns = ReplayTurns(2)
-    ann, bob, cid, dee = (uuid.uuid4() for _ in range(4))
-    async with turns.turn(ann), turns.turn(bob):
-        waiting = asyncio.create_task(turns.turn(cid).__aenter__())
-        cancelled = asyncio.create_task(turns.turn(dee).__aenter__())
-        await asyncio.sleep(0.01)
-        assert not waiting.done()
-        assert not cancelled.done()
-        cancelled.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await cancelled
-    async with asyncio.timeout(1):
-        await waiting  # a slot came back
-    async with asyncio.timeout(1), turns.turn(dee):  # dee's own turn was left free
-        pass
-    await turns.turn(cid).__aexit__(None, None, None)
+    ann, bob, cid = (uuid.uuid4() for _ in range(3))
+    async with turns.turn(ann), turns.turn(bob), turns.turn(cid):
+        async with asyncio.timeout(1), turns.reading(), turns.reading():
+            waiting = asyncio.create_task(turns.reading().__aenter__())
+            cancelled = asyncio.create_task(turns.reading().__aenter__())
+            await asyncio.sleep(0.01)
+            assert not waiting.done()
+            assert not cancelled.done()
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+        async with asyncio.timeout(1):
+            await waiting  # a slot came back
+        async with asyncio.timeout(1), turns.reading():  # the cancelled one took none
+            pass
+        await turns.reading().__aexit__(None, None, None)
     assert len(turns) == 0
+    async with asyncio.timeout(1), turns.reading(), turns.reading():
+        pass  # both slots free again
+
+
+async def test_unbounded_replay_page_reads_never_wait() -> None:
+    turns = ReplayTurns()
+    async with asyncio.timeout(1), turns.reading(), turns.reading(), turns.reading():
+        pass

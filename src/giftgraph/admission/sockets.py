@@ -46,6 +46,7 @@ import asyncio
 import re
 import time
 import uuid
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -225,9 +226,11 @@ class ReplayTurns:
     exists only while someone holds or waits for it (no entry per user ever seen), and is
     given back when its holder's subscription ends (an `async with`: also on cancel).
 
-    And at most `concurrent` turns at once over all users (0: no bound): a herd of sockets
-    resubscribing with `since` (a restart, a failover) reads its pages a few at a time,
-    leaving the rest of the database pool to requests and /health."""
+    And at most `concurrent` page reads at once over all users (`reading()`, 0: no bound):
+    a herd of sockets resubscribing with `since` (a restart, a failover) reads its pages a
+    few at a time, leaving the rest of the database pool to requests and /health. Only the
+    statement holds that slot, never the send: a socket that does not read holds its own
+    user's turn, and nobody else's."""
 
     __slots__ = ("_slots", "_turns")
 
@@ -252,17 +255,12 @@ class ReplayTurns:
         except BaseException:
             self._leave(user_id, entry)
             raise
-        if self._slots is not None:
-            try:
-                await self._slots.acquire()
-            except BaseException:
-                entry[0].release()
-                self._leave(user_id, entry)
-                raise
+
+    def reading(self) -> AbstractAsyncContextManager[Any]:
+        """`async with turns.reading()`: around one page's statement (inside a turn)."""
+        return self._slots if self._slots is not None else nullcontext()
 
     def _give(self, user_id: uuid.UUID) -> None:
-        if self._slots is not None:
-            self._slots.release()
         entry = self._turns[user_id]
         entry[0].release()
         self._leave(user_id, entry)

@@ -86,15 +86,21 @@ class Listening:
 
 class Turns(Protocol):
     """Turn-taking per user (`admission.sockets.ReplayTurns`): `turn(user_id)` is held
-    while one page of one of the user's replays is read and sent."""
+    while one page of one of the user's replays is read and sent; `reading()` around the
+    page's statement alone (a bound over all users)."""
 
     def turn(self, user_id: uuid.UUID) -> AbstractAsyncContextManager[None]: ...
+
+    def reading(self) -> AbstractAsyncContextManager[Any]: ...
 
 
 class NoTurns:
     """Every replay at once (a hub made without turns)."""
 
     def turn(self, user_id: uuid.UUID) -> AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
+
+    def reading(self) -> AbstractAsyncContextManager[Any]:
         return contextlib.nullcontext()
 
 

@@ -36,7 +36,7 @@ class Live:
                database: Database) -> Live:
         hub = Hub(settings.broadcast_url, database_url,
                   queue_size=settings.subscriber_queue_size,
-                  # half the pool's connections at most for replays (the rest: requests)
+                  # half the pool's connections at most read replay pages (the rest: requests)
                   replay_turns=ReplayTurns(max(1, settings.db_pool_size // 2)))
         scopes = SharedScopes(database)
         return cls(

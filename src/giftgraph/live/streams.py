@@ -306,7 +306,8 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
                 replaying = after is not None
                 async with hub.replay_turns.turn(user.id) if replaying else nullcontext():
                     if after is not None:
-                        pending = await _page(sessions, family_id, topic, after)
+                        async with hub.replay_turns.reading():  # the statement, not the send
+                            pending = await _page(sessions, family_id, topic, after)
                         after = pending[-1].seq if len(pending) == REPLAY_PAGE else None
                     for event in pending:
                         if event.seq <= sub.last:
