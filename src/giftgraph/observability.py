@@ -68,7 +68,7 @@ class Handoff(logging.handlers.QueueHandler):
 
     dropped = 0
 
-    def __init__(self, records: queue.Queue[logging.LogRecord], limit: int) -> None:
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord], limit: int) -> None:
         super().__init__(records)
         self.records, self.limit = records, limit
 
@@ -92,7 +92,8 @@ class Writer:
 
     def hand_to(self, handler: logging.Handler) -> Handoff:
         self.stop()
-        records: queue.Queue[logging.LogRecord] = queue.Queue()
+        # A SimpleQueue: its put is one C call, where Queue's takes a Condition in Python
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
         self.listener = logging.handlers.QueueListener(records, handler,
                                                        respect_handler_level=True)
         self.listener.start()
