@@ -76,6 +76,36 @@ def refusals(text: str) -> float:
                 if line.startswith(prefix))
 
 
+@asynccontextmanager
+async def not_reading(srv: Server, token: str, query: str, replays: int) -> AsyncIterator[None]:
+    """A socket that reads nothing after connection_ack, with `replays` subscriptions of
+    `query` since 0 (small receive buffer: its replays soon wait on it to drain)."""
+    loop = asyncio.get_running_loop()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", int(srv.base.rsplit(":", 1)[1])))
+        await loop.sock_sendall(sock, (
+            "GET /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-transport-ws"
+            "\r\n\r\n").encode("ascii"))
+        answer = b""
+        while b"\r\n\r\n" not in answer:  # the 101, then the socket's messages
+            answer += await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+        await loop.sock_sendall(sock, text_frame(json.dumps(
+            {"type": "connection_init", "payload": {"token": token}})))
+        while b"connection_ack" not in answer:
+            chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+            assert chunk, answer
+            answer += chunk
+        for k in range(replays):
+            await loop.sock_sendall(sock, text_frame(json.dumps(
+                {"id": str(k), "type": "subscribe",
+                 "payload": {"query": query, "variables": {"s": "0"}}})))
+        yield
+
+
 async def test_replay_reads_the_log_in_pages_of_bounded_size(
         database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A replay never holds more than one page: every statement that reads the log after a
@@ -161,31 +191,9 @@ async def test_a_socket_that_stops_reading_holds_one_replayed_page_not_one_per_s
         for _ in range(150):  # ~5 KB each: 20 replays of these (15 MB) fill any buffer
             await srv.gql('mutation { createPerson(input: {name: "P", notes: "%s"}) { id } }'
                           % ("n" * 5000), token=token)
-        loop = asyncio.get_running_loop()
-        with socket.socket() as sock:  # a client that reads nothing after connection_ack
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.setblocking(False)
-            await loop.sock_connect(sock, ("127.0.0.1", int(srv.base.rsplit(":", 1)[1])))
-            await loop.sock_sendall(sock, (
-                "GET /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-transport-ws"
-                "\r\n\r\n").encode("ascii"))
-            answer = b""
-            while b"\r\n\r\n" not in answer:  # the 101, then the socket's messages
-                answer += await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
-            await loop.sock_sendall(sock, text_frame(json.dumps(
-                {"type": "connection_init", "payload": {"token": token}})))
-            while b"connection_ack" not in answer:
-                chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
-                assert chunk, answer
-                answer += chunk
-            query = ("subscription($s: String) { familyEvents(since: $s) { seq node { id "
-                     "... on Person { notes } } } }")
-            for k in range(20):
-                await loop.sock_sendall(sock, text_frame(json.dumps(
-                    {"id": str(k), "type": "subscribe",
-                     "payload": {"query": query, "variables": {"s": "0"}}})))
+        query = ("subscription($s: String) { familyEvents(since: $s) { seq node { id "
+                 "... on Person { notes } } } }")
+        async with not_reading(srv, token, query, 20):
             await asyncio.sleep(3)  # the socket's buffers fill; the replays wait
             gc.collect()
             assert len(held) == 1, len(held)
@@ -239,3 +247,32 @@ async def test_a_users_replays_take_one_turn_across_sockets_while_others_replay(
     assert len(most) == 2, most
     assert sorted(most.values()) == [1, 1], most  # one page at a time per user
     assert any(overlapped), "the other user's replay waited for the busy user's"
+
+
+async def test_users_whose_sockets_do_not_read_leave_the_replay_reads_to_others(
+        database_url: str) -> None:
+    """The bound on replay page reads over all users (half the pool: one here) is held for
+    a page's statement only, never while its page waits on a socket: two users whose
+    sockets stopped reading mid-replay keep their own turns, and a third user's replay
+    still reads and arrives."""
+    async with serving(database_url, db_pool_size=2) as srv:
+        stalled = []
+        for k in range(2):
+            token, _ = await srv.signup(f"stalled-reader-{k}@example.com")
+            for _ in range(150):  # ~5 KB each: 5 replays of these fill any buffer
+                await srv.gql('mutation { createPerson(input: {name: "P", notes: "%s"}) '
+                              '{ id } }' % ("n" * 5000), token=token)
+            stalled.append(token)
+        reader, _ = await srv.signup("replaying-reader@example.com")
+        await changes(srv, reader, 3)
+        query = ("subscription($s: String) { familyEvents(since: $s) { seq node { id "
+                 "... on Person { notes } } } }")
+        async with not_reading(srv, stalled[0], query, 5), \
+                not_reading(srv, stalled[1], query, 5):
+            await asyncio.sleep(2)  # their replays' sends wait on their sockets
+            client = await WsClient.connect(srv.base, {"authorization": f"Bearer {reader}"})
+            await client.subscribe(EVENTS, {"s": "0"})
+            async with asyncio.timeout(5):
+                seqs = await received(client, 3)
+            assert seqs == sorted(seqs)
+            assert len(set(seqs)) == 3
