@@ -216,7 +216,9 @@ async def writer(p: dict[str, Any], ch: Channel) -> dict[str, Any]:
     ch.send("ready", None)
     start = await ch.start_time()
     await asyncio.sleep(max(0.0, start - time.monotonic()))
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    # An idle connection is let go well before the server's idle timeout (5 s) closes it:
+    # a change sent on one the server is closing at that moment fails (ReadError).
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=2)
     urls = p["url"] if isinstance(p["url"], list) else [p["url"]]
     current = 0  # the instance written to; the next one once it can't be reached (W6)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
