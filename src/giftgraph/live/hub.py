@@ -85,11 +85,11 @@ class Listening:
 
 
 class Turns(Protocol):
-    """Turn-taking per user (`admission.sockets.ReplayTurns`): `turn(user_id)` is held
-    while one page of one of the user's replays is read and sent; `reading()` around the
+    """Turn-taking per family (`admission.sockets.ReplayTurns`): `turn(family_id)` is held
+    while one page of one of its members' replays is read and sent; `reading()` around the
     page's statement alone (a bound over all users)."""
 
-    def turn(self, user_id: uuid.UUID) -> AbstractAsyncContextManager[None]: ...
+    def turn(self, family_id: uuid.UUID) -> AbstractAsyncContextManager[None]: ...
 
     def reading(self) -> AbstractAsyncContextManager[Any]: ...
 
@@ -97,7 +97,7 @@ class Turns(Protocol):
 class NoTurns:
     """Every replay at once (a hub made without turns)."""
 
-    def turn(self, user_id: uuid.UUID) -> AbstractAsyncContextManager[None]:
+    def turn(self, family_id: uuid.UUID) -> AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
 
     def reading(self) -> AbstractAsyncContextManager[Any]:
@@ -119,7 +119,7 @@ class Hub(Publisher):
         # authenticated, unregistered when closed (`admission.sockets.SocketSlot`). Plain
         # sets, not weak ones: a closed socket must leave now, not at the next collection.
         self.sockets: dict[uuid.UUID, set[WebSocket]] = {}
-        # Each user's replays take one turn, a page at a time, across all their sockets
+        # Each family's replays take one turn, a page at a time, across all its sockets
         # (`admission.sockets.ReplayTurns`, given by `Live.create`); none: no turns.
         self.replay_turns: Turns = replay_turns if replay_turns is not None else NoTurns()
         self.backlog_events = 0  # events fanned out in a batch with others already waiting

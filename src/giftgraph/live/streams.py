@@ -206,10 +206,10 @@ class SharedScopes:
 # Events per replay statement. A replay (`since`, or a catch-up after a gap or a broker
 # reconnect) reads the log in keyset pages and sends each page before it reads the next:
 # a replaying subscriber holds one page, however far back it starts. The replays of one
-# user, on all their sockets, take turns, a page each (`Hub.replay_turns`): a page is at
-# most the rendered events accel.render keeps per selection (RESULTS_KEPT, 64), so that
-# the user's other subscriptions of the same selection, replaying the same page after it,
-# reuse them.
+# family, on all its members' sockets, take turns, a page each (`Hub.replay_turns`): a page
+# is at most the rendered events accel.render keeps per selection (RESULTS_KEPT, 64), so
+# that the family's other subscriptions of the same selection, replaying the same page
+# after it, reuse them.
 REPLAY_PAGE = 50
 
 
@@ -300,11 +300,12 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
         pending: list[m.Event] = []
         while True:
             while True:
-                # A page is read and sent in the user's replay turn (one at a time, on all
-                # their sockets): a socket that does not read holds one replayed page, not
-                # one per subscription; a user's many replays take one page's share.
+                # A page is read and sent in the family's replay turn (one at a time, on
+                # all its members' sockets): a socket that does not read holds one replayed
+                # page, not one per subscription; a family's many replays take one page's
+                # share, however many members it has (an ADMIN registers them at will).
                 replaying = after is not None
-                async with hub.replay_turns.turn(user.id) if replaying else nullcontext():
+                async with hub.replay_turns.turn(family_id) if replaying else nullcontext():
                     if after is not None:
                         async with hub.replay_turns.reading():  # the statement, not the send
                             pending = await _page(sessions, family_id, topic, after)
