@@ -48,6 +48,8 @@ def b64url_decode(text: object) -> bytes | None:
 @functools.lru_cache(maxsize=16384, typed=True)  # typed: 1 and True are different keys
 def encode_id(type_name: str, key: uuid.UUID | int | str) -> str:
     # Runs for every object of every page: remembered for the ones read again (~3 MB at most).
+    if key is None:  # a row not yet flushed: "GiftList:None" would be an id, and a topic
+        raise ValueError(f"no key to encode for a {type_name}")
     return b64url_encode(f"{type_name}:{key}".encode())
 
 

@@ -326,3 +326,23 @@ async def test_a_familys_members_replays_take_one_turn_not_one_per_member(
             await client.ws.close()
 
     assert most == 1, f"{most} of one family's replay pages read at once"
+
+
+async def test_a_new_lists_own_event_is_on_its_topic_and_replayed(database_url: str) -> None:
+    """createList's ADDED event names the list it made: `listEvents(since: "0")` replays
+    it first (its topic was built before the row had an id: `list:` of
+    "GiftList:None", shared by every new list of the family and heard by none)."""
+    async with serving(database_url) as srv:
+        token, _ = await srv.signup("new-list-topic@example.com")
+        made = await srv.gql('mutation { createList(input: {name: "L", kind: WISHLIST}) '
+                             '{ id } }', token=token)
+        list_id = made["createList"]["id"]
+        await srv.gql('mutation { createList(input: {name: "M", kind: WISHLIST}) { id } }',
+                      token=token)
+        client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+        await client.subscribe("subscription($l: ID!, $s: String) { listEvents(listId: $l, "
+                               "since: $s) { kind node { id } } }", {"l": list_id, "s": "0"})
+        msg = await client.receive()
+        assert msg["type"] == "next", msg
+        assert msg["payload"]["data"]["listEvents"] == {"kind": "ADDED", "node": {"id": list_id}}
+        await client.ws.close()

@@ -103,6 +103,7 @@ async def create_list(info: Info, input: Annotated[GiftListInput, strawberry.arg
         row = m.GiftList(family_id=user.family_id, owner_id=user.id,
                          **await _list_values(session, provided(input)))
         session.add(row)
+        await session.flush()  # its id, which its topic names
         await record(session, family_id=user.family_id, actor_id=user.id,
                      kind=m.EventKind.ADDED, entity=row, topics=list_topics(row))
     return GiftList.from_model(row)
