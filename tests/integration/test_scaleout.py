@@ -366,11 +366,12 @@ async def test_serve_with_workers_shares_events_between_them(database_url: str) 
         for _ in range(12):
             client = await _connect(base, token, clients)
             ops.append(await client.subscribe(LIST_EVENTS, {"l": gl, "s": "0"}))
-        # The replay of the list's event so far (its item added): after it, each
-        # subscription is live.
+        # The replay of the list's events so far (the list made, its item added): after
+        # them, each subscription is live.
         for client, op in zip(clients, ops, strict=True):
-            replay = await next_event(client, op, "listEvents", 10)
-            assert (replay["kind"], replay["entityType"]) == ("ADDED", "ListItem"), replay
+            replayed = [await next_event(client, op, "listEvents", 10) for _ in range(2)]
+            assert [(e["kind"], e["entityType"]) for e in replayed] == [
+                ("ADDED", "GiftList"), ("ADDED", "ListItem")], replayed
         set_status(base, token, item, "SELECTED")
         for client, op in zip(clients, ops, strict=True):
             event = await next_event(client, op, "listEvents", 5)
