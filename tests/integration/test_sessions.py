@@ -319,3 +319,39 @@ async def test_a_prepared_statements_error_is_sqlalchemys_and_a_broken_connectio
         assert row[0] != pid
     finally:
         await op.close()
+
+
+async def test_a_direct_statement_keeps_nothing_of_the_task_that_ran_it(
+        database: Database) -> None:
+    """A statement run on asyncpg directly is cached by asyncpg (prepared once per
+    connection); a cache entry with a lifetime holds a timer, and the timer the context
+    of the task that prepared it (a socket's): for 300 s, the socket. Not so here."""
+    import contextvars
+    import gc
+    import weakref
+
+    from giftgraph.db.session import Prepared
+
+    holder: contextvars.ContextVar[object] = contextvars.ContextVar("holder")
+
+    class Socket:
+        pass
+
+    async def run() -> weakref.ref[Socket]:
+        socket = Socket()
+        holder.set(socket)
+        op = OperationDb(database)
+        try:
+            await op.fetch(Prepared(text("SELECT 'a direct statement'")), {})
+        finally:
+            await op.close()
+        return weakref.ref(socket)
+
+    warm = OperationDb(database)  # the pool's connection opened outside the task
+    await warm.scalar(text("SELECT 1"))
+    await warm.close()
+    gone = await asyncio.create_task(run(), context=contextvars.Context())
+    for _ in range(3):  # the loop lets go of the finished task
+        await asyncio.sleep(0)
+    gc.collect()
+    assert gone() is None

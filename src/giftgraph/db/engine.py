@@ -47,7 +47,14 @@ class Database:
 
 
 def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Database:
-    connect_args: dict[str, Any] = {"server_settings": {"application_name": "giftgraph"}}
+    connect_args: dict[str, Any] = {
+        "server_settings": {"application_name": "giftgraph"},
+        # asyncpg's own statement cache (the statements `OperationDb.fetch` runs directly;
+        # SQLAlchemy prepares through a cache of its own) bounded by size only: a lifetime
+        # is a timer per cached statement, holding the context of the task that first ran
+        # it (a socket's, and with it the socket) for the lifetime (300 s by default).
+        "max_cached_statement_lifetime": 0,
+    }
     if settings.statement_timeout_ms:
         connect_args["server_settings"]["statement_timeout"] = str(settings.statement_timeout_ms)
     engine = create_async_engine(
