@@ -321,6 +321,57 @@ async def test_a_prepared_statements_error_is_sqlalchemys_and_a_broken_connectio
         await op.close()
 
 
+async def test_a_prepared_statement_outside_an_operation_takes_a_connection_for_itself(
+        database: Database) -> None:
+    """`session.fetch` (a subscription's replay, outside any operation): the rows of
+    `OperationDb.fetch`, on a connection taken from the pool for the statement and given
+    back after it, also when it fails (a DBAPIError, as SQLAlchemy's); through the engine
+    where something observes it (`direct_reads` off)."""
+    from sqlalchemy import event
+
+    from giftgraph.db.session import Prepared, fetch
+    from giftgraph.schema.cache import USER_AND_VERSION
+
+    op = OperationDb(database)
+    async with op.write() as session:
+        family = m.Family(name="F")
+        session.add(family)
+        await session.flush()
+        user = m.User(family_id=family.id, email="alone@example.com", display_name="A",
+                      role=m.Role.MEMBER, password_hash="x")
+        session.add(user)
+    params = {"user_id": user.id, "chain_id": None}
+    prepared = Prepared(USER_AND_VERSION)
+    (expected,) = await op.fetch(prepared, params)
+    await op.close()
+    pool = database.engine.sync_engine.pool
+    through_engine: list[str] = []
+    direct: list[str] = []
+
+    def before(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        through_engine.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", before)
+    database.statement_hooks.append(direct.append)
+    try:
+        (row,) = await fetch(database, prepared, params)
+        assert row == expected
+        assert row.role is m.Role.MEMBER
+        assert (through_engine, direct) == ([], [prepared.sql])
+        assert pool.checkedout() == 0
+        with pytest.raises(DBAPIError) as caught:
+            await fetch(database, Prepared(text("SELECT 1/0")), {})
+        assert not caught.value.connection_invalidated
+        assert pool.checkedout() == 0
+        database.direct_reads = False
+        (again,) = await fetch(database, prepared, params)
+        assert tuple(again) == tuple(expected)
+        assert (len(through_engine), len(direct)) == (1, 2)
+        assert pool.checkedout() == 0
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", before)
+
+
 async def test_a_direct_statement_keeps_nothing_of_the_task_that_ran_it(
         database: Database) -> None:
     """A statement run on asyncpg directly is cached by asyncpg (prepared once per

@@ -13,7 +13,7 @@ import asyncpg
 from sqlalchemy import Row, Select, TextClause
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from giftgraph.db.engine import Database
 from giftgraph.db.models import Event
@@ -138,32 +138,17 @@ class OperationDb:
         """`rows` of a `Prepared` statement, on the same connection as every other read."""
         if not self._database.direct_reads:
             return list(await self.rows(prepared.statement, params))  # type: ignore[arg-type]
-        for hook in self._database.statement_hooks:
-            hook(prepared.sql)
         async with self._lock:
-            connection = None
             try:
-                connection = await (await self._get()).connection()
-                driver = (await connection.get_raw_connection()).driver_connection
-                assert driver is not None  # a connection checked out of the pool
-                return prepared.rows(await driver.fetch(prepared.sql, *prepared.args(params)))
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
-                    OSError) as exc:
-                # As SQLAlchemy's execution reports a driver's error (a DBAPIError: what the
-                # callers' "database unavailable" handling catches), and with the pool told
-                # when the connection itself broke, so that it is not given out again.
-                self._read_failed = True
-                broken = isinstance(exc, asyncpg.PostgresConnectionError) \
-                    or not isinstance(exc, asyncpg.PostgresError)
-                if broken and connection is not None:
-                    await connection.invalidate()
-                raise DBAPIError(prepared.sql, None, exc,
-                                 connection_invalidated=broken) from exc
+                return await _fetch_direct(self._database, self._connection, prepared, params)
             except BaseException:
                 self._read_failed = True
                 raise
             finally:
                 await self._let_go()
+
+    async def _connection(self) -> AsyncConnection:
+        return await (await self._get()).connection()
 
     async def scalar(self, stmt: Select[T],
                      params: Mapping[str, Any] | None = None) -> T | None:
@@ -227,6 +212,45 @@ class OperationDb:
     async def close(self) -> None:
         """Release the reads' session (and with it its connection)."""
         await self._close_reads()
+
+
+async def fetch(database: Database, prepared: Prepared,
+                params: Mapping[str, Any]) -> list[Any]:
+    """`OperationDb.fetch` outside any operation (a subscription's replay): on a read
+    connection of its own, taken from the pool for this statement and given back after
+    it, with no session around it."""
+    connection = database.read_engine.connect()
+    try:
+        if not database.direct_reads:
+            await connection.start()
+            return list((await connection.execute(prepared.statement, params)).all())
+        return await _fetch_direct(database, connection.start, prepared, params)
+    finally:
+        if connection.sync_connection is not None:
+            await connection.close()
+
+
+async def _fetch_direct(database: Database, connect: Callable[[], Awaitable[AsyncConnection]],
+                        prepared: Prepared, params: Mapping[str, Any]) -> list[Any]:
+    """A `Prepared` statement's rows, run on the asyncpg connection under `connect()`."""
+    for hook in database.statement_hooks:
+        hook(prepared.sql)
+    connection = None
+    try:
+        connection = await connect()
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None  # a connection checked out of the pool
+        return prepared.rows(await driver.fetch(prepared.sql, *prepared.args(params)))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+            OSError) as exc:
+        # As SQLAlchemy's execution reports a driver's error (a DBAPIError: what the
+        # callers' "database unavailable" handling catches), and with the pool told
+        # when the connection itself broke, so that it is not given out again.
+        broken = isinstance(exc, asyncpg.PostgresConnectionError) \
+            or not isinstance(exc, asyncpg.PostgresError)
+        if broken and connection is not None:
+            await connection.invalidate()
+        raise DBAPIError(prepared.sql, None, exc, connection_invalidated=broken) from exc
 
 
 async def _close(session: AsyncSession) -> None:
