@@ -406,3 +406,44 @@ async def test_a_direct_statement_keeps_nothing_of_the_task_that_ran_it(
         await asyncio.sleep(0)
     gc.collect()
     assert gone() is None
+
+
+async def test_direct_reads_open_no_session_and_later_reads_share_their_connection(
+        database: Database) -> None:
+    """An operation whose reads all run on asyncpg directly (a socket's connection_init:
+    its caller) opens no session; a later read that needs one opens it on the same
+    connection: the operation still holds one connection at a time, given back at its
+    end (or after each read, for a scope that does not hold its reads)."""
+    from giftgraph.db.session import Prepared
+
+    made: list[dict[str, Any]] = []
+    reads = database.reads
+
+    def counting(**kw: Any) -> Any:
+        made.append(kw)
+        return reads(**kw)
+
+    database.reads = counting  # type: ignore[assignment]
+    pool: Any = database.engine.sync_engine.pool
+    op = OperationDb(database)
+    try:
+        ((pid,),) = await op.fetch(Prepared(PID), {})
+        ((again,),) = await op.fetch(Prepared(PID), {})
+        assert again == pid
+        assert made == []
+        assert pool.checkedout() == 1
+        assert await op.scalar(PID) == pid  # the session, on the same connection
+        assert len(made) == 1
+        assert pool.checkedout() == 1
+        ((after,),) = await op.fetch(Prepared(PID), {})  # the session's connection
+        assert after == pid
+    finally:
+        await op.close()
+    assert pool.checkedout() == 0
+    op = OperationDb(database, hold_reads=False)
+    try:
+        await op.fetch(Prepared(PID), {})
+        assert pool.checkedout() == 0
+        assert made == [made[0]]
+    finally:
+        await op.close()

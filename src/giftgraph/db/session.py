@@ -75,6 +75,8 @@ class OperationDb:
     Reads go through one session in autocommit (`Database.reads`): no BEGIN and ROLLBACK
     around them, and no transaction left open while a shared scope keeps its session. A
     mutation's unit of work (`write`) runs in a session and transaction of its own.
+    Reads run on asyncpg directly (`fetch`) need no session: until another read needs
+    one, they run on a connection of the reads' engine, which that session then uses.
 
     Strawberry resolves sibling fields concurrently, and an AsyncSession must not be
     used concurrently, so every use goes through one lock. DataLoaders batch the
@@ -92,6 +94,8 @@ class OperationDb:
         self._writes = database.sessions
         self._publish = publish
         self._session: AsyncSession | None = None  # the reads'
+        # The reads' connection, when a direct read opened it before any session did.
+        self._connection: AsyncConnection | None = None
         self._read_failed = False  # a read raised since the session was opened
         self._lock = asyncio.Lock()
         self.commits = 0  # units of work committed (a retry must not repeat one)
@@ -104,7 +108,9 @@ class OperationDb:
         if self._read_failed:
             await self._close_reads()
         if self._session is None:
-            self._session = self._reads()
+            # on the connection the direct reads opened, if they did: one at a time
+            self._session = self._reads() if self._connection is None \
+                else self._reads(bind=self._connection)
         return self._session
 
     async def scalars(self, stmt: Select[T],
@@ -140,15 +146,27 @@ class OperationDb:
             return list(await self.rows(prepared.statement, params))  # type: ignore[arg-type]
         async with self._lock:
             try:
-                return await _fetch_direct(self._database, self._connection, prepared, params)
+                return await _fetch_direct(self._database, self._direct_connection, prepared,
+                                           params)
             except BaseException:
                 self._read_failed = True
                 raise
             finally:
                 await self._let_go()
 
-    async def _connection(self) -> AsyncConnection:
-        return await (await self._get()).connection()
+    async def _direct_connection(self) -> AsyncConnection:
+        """A direct read's connection (under the lock): the session's, if there is one;
+        otherwise one of the reads' engine, opened without a session (a socket's
+        connection_init, say, reads nothing else)."""
+        if self._read_failed:
+            await self._close_reads()
+        if self._session is not None:
+            return await self._session.connection()
+        if self._connection is None:
+            connection = self._database.read_engine.connect()
+            await connection.start()
+            self._connection = connection
+        return self._connection
 
     async def scalar(self, stmt: Select[T],
                      params: Mapping[str, Any] | None = None) -> T | None:
@@ -205,9 +223,14 @@ class OperationDb:
 
     async def _close_reads(self) -> None:
         session, self._session = self._session, None
+        connection, self._connection = self._connection, None
         self._read_failed = False
-        if session is not None:
-            await _close(session)
+        try:
+            if session is not None:
+                await _close(session)
+        finally:
+            if connection is not None:
+                await _close(connection)
 
     async def close(self) -> None:
         """Release the reads' session (and with it its connection)."""
@@ -253,8 +276,8 @@ async def _fetch_direct(database: Database, connect: Callable[[], Awaitable[Asyn
         raise DBAPIError(prepared.sql, None, exc, connection_invalidated=broken) from exc
 
 
-async def _close(session: AsyncSession) -> None:
-    """Close a session; a connection broken meanwhile is only logged."""
+async def _close(session: AsyncSession | AsyncConnection) -> None:
+    """Close a session (or a connection); a connection broken meanwhile is only logged."""
     try:
         await session.close()
     except Exception:  # the connection died (database restart): the pool replaces it
