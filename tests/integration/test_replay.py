@@ -30,20 +30,41 @@ async def serving(database_url: str, **overrides: Any) -> AsyncIterator[Server]:
 
 
 @contextmanager
-def replay_statements(app: Any) -> Iterator[list[tuple[str, Any]]]:
-    """(statement, parameters) of every statement that reads events after a seq."""
-    engine = app.state.giftgraph.db().engine.sync_engine
-    seen: list[tuple[str, Any]] = []
+def replay_statements(app: Any) -> Iterator[list[str]]:
+    """Every statement that reads events after a seq: through SQLAlchemy's engine, and
+    those run on asyncpg directly (`statement_hooks`)."""
+    database = app.state.giftgraph.db()
+    engine = database.engine.sync_engine
+    seen: list[str] = []
 
-    def before(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
+    def reads_the_log(statement: str) -> None:
         if "FROM events" in statement and "events.seq >" in statement:
-            seen.append((statement, parameters))
+            seen.append(statement)
+
+    def before(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        reads_the_log(statement)
 
     event.listen(engine, "before_cursor_execute", before)
+    database.statement_hooks.append(reads_the_log)
     try:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", before)
+        database.statement_hooks.remove(reads_the_log)
+
+
+@contextmanager
+def page_sizes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The page size (`LIMIT`) each statement of a replay asks for."""
+    sizes: list[int] = []
+    fetch = streams.fetch
+
+    async def spy(database: Any, prepared: Any, params: Any) -> Any:
+        sizes.append(params["page"])
+        return await fetch(database, prepared, params)
+
+    monkeypatch.setattr(streams, "fetch", spy)
+    yield sizes
 
 
 def text_frame(text: str) -> bytes:
@@ -68,6 +89,15 @@ async def received(client: WsClient, n: int) -> list[int]:
         assert msg["type"] == "next", msg
         seqs.append(int(msg["payload"]["data"]["familyEvents"]["seq"]))
     return seqs
+
+
+async def left(srv: Server) -> None:
+    """Until the hub holds no subscription and no channel."""
+    for _ in range(250):
+        if srv.subscribers() == 0 and not srv.live.hub.feeds:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(srv.live.hub.stats())
 
 
 def refusals(text: str) -> float:
@@ -124,7 +154,7 @@ async def test_replay_reads_the_log_in_pages_of_bounded_size(
         await changes(srv, token, 17)  # missed while away
 
         client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
-        with replay_statements(srv.app) as statements:
+        with replay_statements(srv.app) as statements, page_sizes(monkeypatch) as sizes:
             await client.subscribe(EVENTS, {"s": str(first)})
             replayed = await received(client, 17)
         await changes(srv, token, 1)
@@ -135,10 +165,11 @@ async def test_replay_reads_the_log_in_pages_of_bounded_size(
 
     seqs = [first, *replayed, live]
     assert seqs == sorted(set(seqs)), seqs
-    pages = [(s, p) for s, p in statements if "LIMIT" in s and "OFFSET" not in s]
-    assert len(pages) == 5, statements  # 17 events: 4 + 4 + 4 + 4 + 1
-    assert all(list(p)[-1] == 4 for _, p in pages), pages  # LIMIT 4: one page at most
-    assert not [s for s, _ in statements if "LIMIT" not in s], statements  # nothing unbounded
+    # 17 events: 4 + 4 + 4 + 4 + 1, the first page read by the since's admission probe
+    assert len(statements) == 5, statements
+    assert ["OFFSET" in s for s in statements] == [True, False, False, False, False]
+    assert sizes == [4] * 5  # LIMIT 4: one page at most
+    assert not [s for s in statements if "LIMIT" not in s], statements  # nothing unbounded
 
 
 async def test_since_further_back_than_the_bound_is_refused_before_any_replay(
@@ -160,11 +191,48 @@ async def test_since_further_back_than_the_bound_is_refused_before_any_replay(
         assert error["extensions"]["fields"] == {
             "since": "too far back: refetch, then subscribe without since"}
         assert complete == {"id": op, "type": "complete"}
-        assert [s for s, _ in statements if "OFFSET" not in s] == []  # only the probe ran
+        assert len(statements) == 1  # only the probe ran
+        assert "OFFSET" in statements[0]
         assert refusals((await srv.http.get("/metrics")).text) == before + 1
+        await left(srv)  # the refused subscription listens no more
 
-        await client.subscribe(EVENTS, {"s": str(seqs[2])})  # exactly 5 after it: replayed
-        assert await received(client, 5) == seqs[3:]
+        with replay_statements(srv.app) as statements:
+            await client.subscribe(EVENTS, {"s": str(seqs[2])})  # exactly 5 after it: replayed
+            assert await received(client, 5) == seqs[3:]
+        assert len(statements) == 1, statements  # admitted and replayed in one statement
+        await client.ws.close()
+
+
+async def test_a_since_past_the_newest_event_is_refused_and_listens_no_more(
+        database_url: str) -> None:
+    """A since past the family's newest event is refused by the replay's one statement
+    (which listened first): the subscription leaves its channel, the socket goes on, and
+    a since of the newest event then replays nothing and continues live."""
+    async with serving(database_url) as srv:
+        token, _ = await srv.signup("past-newest@example.com")
+        await changes(srv, token, 3)
+        client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+        with replay_statements(srv.app) as statements:
+            op = await client.subscribe(EVENTS, {"s": "1000"})
+            error_message, complete = await client.receive(), await client.receive()
+        assert error_message["id"] == op, error_message
+        [error] = error_message["payload"]["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT", error
+        assert error["extensions"]["fields"] == {
+            "since": "no such event: refetch, then subscribe without since"}
+        assert complete == {"id": op, "type": "complete"}
+        assert len(statements) == 1, statements
+        await left(srv)
+
+        newest = max(int(e["node"]["seq"]) for e in (await srv.gql(
+            "{ events(first: 100) { edges { node { seq } } } }", token=token))["events"]["edges"])
+        await client.subscribe(EVENTS, {"s": str(newest)})
+        await srv.listening(1)
+        await changes(srv, token, 1)
+        [live] = await received(client, 1)  # nothing replayed, then the live event
+        assert live > newest
+        with pytest.raises(TimeoutError):
+            await client.receive(timeout=0.3)
         await client.ws.close()
 
 
@@ -175,17 +243,20 @@ async def test_a_socket_that_stops_reading_holds_one_replayed_page_not_one_per_s
     log in hand (each held its own before: 100 subscriptions, 100 pages)."""
     monkeypatch.setattr(streams, "REPLAY_PAGE", 2, raising=False)
     held: weakref.WeakSet[Any] = weakref.WeakSet()  # the pages read and not yet let go
-    page = streams._page
 
     class Page(list):  # type: ignore[type-arg]
         __hash__ = object.__hash__  # type: ignore[assignment]  # in a WeakSet, by identity
 
-    async def spy(*args: Any) -> Any:
-        rows = Page(await page(*args))
-        held.add(rows)
-        return rows
+    def spying(page: Any) -> Any:
+        async def spy(*args: Any) -> Any:
+            rows = Page(await page(*args))
+            held.add(rows)
+            return rows
+        return spy
 
-    monkeypatch.setattr(streams, "_page", spy)
+    # every page: the first (read with the since's admission) and the next ones
+    monkeypatch.setattr(streams, "_first_page", spying(streams._first_page))
+    monkeypatch.setattr(streams, "_page", spying(streams._page))
     async with serving(database_url) as srv:
         token, _ = await srv.signup("stalled-replays@example.com")
         for _ in range(150):  # ~5 KB each: 20 replays of these (15 MB) fill any buffer
@@ -208,19 +279,22 @@ async def test_a_users_replays_take_one_turn_across_sockets_while_others_replay(
     reading: dict[Any, int] = {}  # family id -> pages being read now
     most: dict[Any, int] = {}  # family id -> most pages read at once
     overlapped: list[bool] = []  # whether the two users' pages were ever read at once
-    page = streams._page
 
-    async def spy(sessions: Any, family_id: Any, *args: Any) -> Any:
-        reading[family_id] = reading.get(family_id, 0) + 1
-        most[family_id] = max(most.get(family_id, 0), reading[family_id])
-        overlapped.append(sum(1 for n in reading.values() if n) > 1)
-        try:
-            await asyncio.sleep(0.01)  # a page read that takes a while: others could come in
-            return await page(sessions, family_id, *args)
-        finally:
-            reading[family_id] -= 1
+    def spying(page: Any) -> Any:
+        async def spy(first: Any, family_id: Any, *args: Any) -> Any:
+            reading[family_id] = reading.get(family_id, 0) + 1
+            most[family_id] = max(most.get(family_id, 0), reading[family_id])
+            overlapped.append(sum(1 for n in reading.values() if n) > 1)
+            try:
+                await asyncio.sleep(0.01)  # a read that takes a while: others could come in
+                return await page(first, family_id, *args)
+            finally:
+                reading[family_id] -= 1
+        return spy
 
-    monkeypatch.setattr(streams, "_page", spy)
+    # every page: the first (read with the since's admission) and the next ones
+    monkeypatch.setattr(streams, "_first_page", spying(streams._first_page))
+    monkeypatch.setattr(streams, "_page", spying(streams._page))
     async with serving(database_url) as srv:
         busy, _ = await srv.signup("busy-replays@example.com")
         other, _ = await srv.signup("other-replays@example.com")

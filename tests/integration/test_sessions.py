@@ -319,3 +319,131 @@ async def test_a_prepared_statements_error_is_sqlalchemys_and_a_broken_connectio
         assert row[0] != pid
     finally:
         await op.close()
+
+
+async def test_a_prepared_statement_outside_an_operation_takes_a_connection_for_itself(
+        database: Database) -> None:
+    """`session.fetch` (a subscription's replay, outside any operation): the rows of
+    `OperationDb.fetch`, on a connection taken from the pool for the statement and given
+    back after it, also when it fails (a DBAPIError, as SQLAlchemy's); through the engine
+    where something observes it (`direct_reads` off)."""
+    from sqlalchemy import event
+
+    from giftgraph.db.session import Prepared, fetch
+    from giftgraph.schema.cache import USER_AND_VERSION
+
+    op = OperationDb(database)
+    async with op.write() as session:
+        family = m.Family(name="F")
+        session.add(family)
+        await session.flush()
+        user = m.User(family_id=family.id, email="alone@example.com", display_name="A",
+                      role=m.Role.MEMBER, password_hash="x")
+        session.add(user)
+    params = {"user_id": user.id, "chain_id": None}
+    prepared = Prepared(USER_AND_VERSION)
+    (expected,) = await op.fetch(prepared, params)
+    await op.close()
+    pool = database.engine.sync_engine.pool
+    through_engine: list[str] = []
+    direct: list[str] = []
+
+    def before(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        through_engine.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", before)
+    database.statement_hooks.append(direct.append)
+    try:
+        (row,) = await fetch(database, prepared, params)
+        assert row == expected
+        assert row.role is m.Role.MEMBER
+        assert (through_engine, direct) == ([], [prepared.sql])
+        assert pool.checkedout() == 0
+        with pytest.raises(DBAPIError) as caught:
+            await fetch(database, Prepared(text("SELECT 1/0")), {})
+        assert not caught.value.connection_invalidated
+        assert pool.checkedout() == 0
+        database.direct_reads = False
+        (again,) = await fetch(database, prepared, params)
+        assert tuple(again) == tuple(expected)
+        assert (len(through_engine), len(direct)) == (1, 2)
+        assert pool.checkedout() == 0
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", before)
+
+
+async def test_a_direct_statement_keeps_nothing_of_the_task_that_ran_it(
+        database: Database) -> None:
+    """A statement run on asyncpg directly is cached by asyncpg (prepared once per
+    connection); a cache entry with a lifetime holds a timer, and the timer the context
+    of the task that prepared it (a socket's): for 300 s, the socket. Not so here."""
+    import contextvars
+    import gc
+    import weakref
+
+    from giftgraph.db.session import Prepared
+
+    holder: contextvars.ContextVar[object] = contextvars.ContextVar("holder")
+
+    class Socket:
+        pass
+
+    async def run() -> weakref.ref[Socket]:
+        socket = Socket()
+        holder.set(socket)
+        op = OperationDb(database)
+        try:
+            await op.fetch(Prepared(text("SELECT 'a direct statement'")), {})
+        finally:
+            await op.close()
+        return weakref.ref(socket)
+
+    warm = OperationDb(database)  # the pool's connection opened outside the task
+    await warm.scalar(text("SELECT 1"))
+    await warm.close()
+    gone = await asyncio.create_task(run(), context=contextvars.Context())
+    for _ in range(3):  # the loop lets go of the finished task
+        await asyncio.sleep(0)
+    gc.collect()
+    assert gone() is None
+
+
+async def test_direct_reads_open_no_session_and_later_reads_share_their_connection(
+        database: Database) -> None:
+    """An operation whose reads all run on asyncpg directly (a socket's connection_init:
+    its caller) opens no session; a later read that needs one opens it on the same
+    connection: the operation still holds one connection at a time, given back at its
+    end (or after each read, for a scope that does not hold its reads)."""
+    from giftgraph.db.session import Prepared
+
+    made: list[dict[str, Any]] = []
+    reads = database.reads
+
+    def counting(**kw: Any) -> Any:
+        made.append(kw)
+        return reads(**kw)
+
+    database.reads = counting  # type: ignore[assignment]
+    pool: Any = database.engine.sync_engine.pool
+    op = OperationDb(database)
+    try:
+        ((pid,),) = await op.fetch(Prepared(PID), {})
+        ((again,),) = await op.fetch(Prepared(PID), {})
+        assert again == pid
+        assert made == []
+        assert pool.checkedout() == 1
+        assert await op.scalar(PID) == pid  # the session, on the same connection
+        assert len(made) == 1
+        assert pool.checkedout() == 1
+        ((after,),) = await op.fetch(Prepared(PID), {})  # the session's connection
+        assert after == pid
+    finally:
+        await op.close()
+    assert pool.checkedout() == 0
+    op = OperationDb(database, hold_reads=False)
+    try:
+        await op.fetch(Prepared(PID), {})
+        assert pool.checkedout() == 0
+        assert made == [made[0]]
+    finally:
+        await op.close()

@@ -36,6 +36,9 @@ class Database:
     # statement of a transaction sees a snapshot of its own anyway), with no BEGIN and
     # ROLLBACK round trips around them: two of the three a cached read made.
     reads: async_sessionmaker[AsyncSession]
+    # The engine of `reads` (autocommit), for a statement run without a session
+    # (`db.session.fetch`).
+    read_engine: AsyncEngine
     # `OperationDb.fetch` runs its statements on asyncpg directly, unseen by the engine's
     # events: off (through SQLAlchemy) where something observes every statement (tracing's
     # span per statement); `statement_hooks` see each statement run directly.
@@ -47,7 +50,14 @@ class Database:
 
 
 def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Database:
-    connect_args: dict[str, Any] = {"server_settings": {"application_name": "giftgraph"}}
+    connect_args: dict[str, Any] = {
+        "server_settings": {"application_name": "giftgraph"},
+        # asyncpg's own statement cache (the statements `OperationDb.fetch` runs directly;
+        # SQLAlchemy prepares through a cache of its own) bounded by size only: a lifetime
+        # is a timer per cached statement, holding the context of the task that first ran
+        # it (a socket's, and with it the socket) for the lifetime (300 s by default).
+        "max_cached_statement_lifetime": 0,
+    }
     if settings.statement_timeout_ms:
         connect_args["server_settings"]["statement_timeout"] = str(settings.statement_timeout_ms)
     engine = create_async_engine(
@@ -65,9 +75,9 @@ def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Datab
     )
     ping_when_idle(engine.sync_engine.pool, engine.dialect, settings.db_ping_after_idle_seconds)
     sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
-    reads = async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"),
-                               expire_on_commit=False, autoflush=False)
-    return Database(engine=engine, sessions=sessions, reads=reads)
+    read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    reads = async_sessionmaker(read_engine, expire_on_commit=False, autoflush=False)
+    return Database(engine=engine, sessions=sessions, reads=reads, read_engine=read_engine)
 
 
 IDLE_SINCE = "giftgraph.idle_since"

@@ -13,7 +13,7 @@ import asyncpg
 from sqlalchemy import Row, Select, TextClause
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from giftgraph.db.engine import Database
 from giftgraph.db.models import Event
@@ -75,6 +75,8 @@ class OperationDb:
     Reads go through one session in autocommit (`Database.reads`): no BEGIN and ROLLBACK
     around them, and no transaction left open while a shared scope keeps its session. A
     mutation's unit of work (`write`) runs in a session and transaction of its own.
+    Reads run on asyncpg directly (`fetch`) need no session: until another read needs
+    one, they run on a connection of the reads' engine, which that session then uses.
 
     Strawberry resolves sibling fields concurrently, and an AsyncSession must not be
     used concurrently, so every use goes through one lock. DataLoaders batch the
@@ -92,6 +94,8 @@ class OperationDb:
         self._writes = database.sessions
         self._publish = publish
         self._session: AsyncSession | None = None  # the reads'
+        # The reads' connection, when a direct read opened it before any session did.
+        self._connection: AsyncConnection | None = None
         self._read_failed = False  # a read raised since the session was opened
         self._lock = asyncio.Lock()
         self.commits = 0  # units of work committed (a retry must not repeat one)
@@ -104,7 +108,9 @@ class OperationDb:
         if self._read_failed:
             await self._close_reads()
         if self._session is None:
-            self._session = self._reads()
+            # on the connection the direct reads opened, if they did: one at a time
+            self._session = self._reads() if self._connection is None \
+                else self._reads(bind=self._connection)
         return self._session
 
     async def scalars(self, stmt: Select[T],
@@ -138,32 +144,29 @@ class OperationDb:
         """`rows` of a `Prepared` statement, on the same connection as every other read."""
         if not self._database.direct_reads:
             return list(await self.rows(prepared.statement, params))  # type: ignore[arg-type]
-        for hook in self._database.statement_hooks:
-            hook(prepared.sql)
         async with self._lock:
-            connection = None
             try:
-                connection = await (await self._get()).connection()
-                driver = (await connection.get_raw_connection()).driver_connection
-                assert driver is not None  # a connection checked out of the pool
-                return prepared.rows(await driver.fetch(prepared.sql, *prepared.args(params)))
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
-                    OSError) as exc:
-                # As SQLAlchemy's execution reports a driver's error (a DBAPIError: what the
-                # callers' "database unavailable" handling catches), and with the pool told
-                # when the connection itself broke, so that it is not given out again.
-                self._read_failed = True
-                broken = isinstance(exc, asyncpg.PostgresConnectionError) \
-                    or not isinstance(exc, asyncpg.PostgresError)
-                if broken and connection is not None:
-                    await connection.invalidate()
-                raise DBAPIError(prepared.sql, None, exc,
-                                 connection_invalidated=broken) from exc
+                return await _fetch_direct(self._database, self._direct_connection, prepared,
+                                           params)
             except BaseException:
                 self._read_failed = True
                 raise
             finally:
                 await self._let_go()
+
+    async def _direct_connection(self) -> AsyncConnection:
+        """A direct read's connection (under the lock): the session's, if there is one;
+        otherwise one of the reads' engine, opened without a session (a socket's
+        connection_init, say, reads nothing else)."""
+        if self._read_failed:
+            await self._close_reads()
+        if self._session is not None:
+            return await self._session.connection()
+        if self._connection is None:
+            connection = self._database.read_engine.connect()
+            await connection.start()
+            self._connection = connection
+        return self._connection
 
     async def scalar(self, stmt: Select[T],
                      params: Mapping[str, Any] | None = None) -> T | None:
@@ -220,17 +223,61 @@ class OperationDb:
 
     async def _close_reads(self) -> None:
         session, self._session = self._session, None
+        connection, self._connection = self._connection, None
         self._read_failed = False
-        if session is not None:
-            await _close(session)
+        try:
+            if session is not None:
+                await _close(session)
+        finally:
+            if connection is not None:
+                await _close(connection)
 
     async def close(self) -> None:
         """Release the reads' session (and with it its connection)."""
         await self._close_reads()
 
 
-async def _close(session: AsyncSession) -> None:
-    """Close a session; a connection broken meanwhile is only logged."""
+async def fetch(database: Database, prepared: Prepared,
+                params: Mapping[str, Any]) -> list[Any]:
+    """`OperationDb.fetch` outside any operation (a subscription's replay): on a read
+    connection of its own, taken from the pool for this statement and given back after
+    it, with no session around it."""
+    connection = database.read_engine.connect()
+    try:
+        if not database.direct_reads:
+            await connection.start()
+            return list((await connection.execute(prepared.statement, params)).all())
+        return await _fetch_direct(database, connection.start, prepared, params)
+    finally:
+        if connection.sync_connection is not None:
+            await connection.close()
+
+
+async def _fetch_direct(database: Database, connect: Callable[[], Awaitable[AsyncConnection]],
+                        prepared: Prepared, params: Mapping[str, Any]) -> list[Any]:
+    """A `Prepared` statement's rows, run on the asyncpg connection under `connect()`."""
+    for hook in database.statement_hooks:
+        hook(prepared.sql)
+    connection = None
+    try:
+        connection = await connect()
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None  # a connection checked out of the pool
+        return prepared.rows(await driver.fetch(prepared.sql, *prepared.args(params)))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+            OSError) as exc:
+        # As SQLAlchemy's execution reports a driver's error (a DBAPIError: what the
+        # callers' "database unavailable" handling catches), and with the pool told
+        # when the connection itself broke, so that it is not given out again.
+        broken = isinstance(exc, asyncpg.PostgresConnectionError) \
+            or not isinstance(exc, asyncpg.PostgresError)
+        if broken and connection is not None:
+            await connection.invalidate()
+        raise DBAPIError(prepared.sql, None, exc, connection_invalidated=broken) from exc
+
+
+async def _close(session: AsyncSession | AsyncConnection) -> None:
+    """Close a session (or a connection); a connection broken meanwhile is only logged."""
     try:
         await session.close()
     except Exception:  # the connection died (database restart): the pool replaces it

@@ -10,13 +10,13 @@ from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Integer, bindparam, func, select
+from sqlalchemy import Integer, bindparam, func, literal_column, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from giftgraph.context import Context, OperationState, begin_operation, end_operation
 from giftgraph.db import models as m
 from giftgraph.db.engine import Database
-from giftgraph.db.session import OperationDb
+from giftgraph.db.session import OperationDb, Prepared, fetch
 from giftgraph.errors import AppError, BadInput
 from giftgraph.ids import BIGINT_MAX
 from giftgraph.live.hub import Hub
@@ -213,49 +213,72 @@ class SharedScopes:
 REPLAY_PAGE = 50
 
 
-PAGE_AFTER = (select(m.Event)
-              .where(m.Event.family_id == bindparam("family_id"),
-                     m.Event.topic == bindparam("topic"), m.Event.seq > bindparam("after"))
-              .order_by(m.Event.seq).limit(bindparam("page", type_=Integer())))
+_E = m.Event.__table__.c
+# An event's columns as a replay sends it (not its key `id`, never shown).
+EVENT_COLUMNS = (_E.seq, _E.family_id, _E.topic, _E.kind, _E.entity_type, _E.entity_id,
+                 _E.actor_id, _E.at, _E.payload)
+AFTER = (_E.family_id == bindparam("family_id"), _E.topic == bindparam("topic"),
+         _E.seq > bindparam("after"))
+# The log's statements run on asyncpg directly (`Prepared`): a herd of reconnecting
+# sockets runs one of them each.
+PAGE_AFTER = Prepared(select(*EVENT_COLUMNS).where(*AFTER).order_by(_E.seq)
+                      .limit(bindparam("page", type_=Integer())))
 
 
-async def _page(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UUID, topic: str,
+def _event(row: Any) -> m.Event:
+    return m.Event.published(
+        seq=row.seq, family_id=row.family_id, topic=row.topic, kind=row.kind,
+        entity_type=row.entity_type, entity_id=row.entity_id, actor_id=row.actor_id,
+        at=row.at, payload=row.payload, prev_seq=None)
+
+
+async def _page(database: Database, family_id: uuid.UUID, topic: str,
                 after: int) -> list[m.Event]:
-    """The next REPLAY_PAGE events on `topic` after seq `after`, on a session of its own."""
-    async with sessions() as session:
-        return list((await session.scalars(PAGE_AFTER, {
-            "family_id": family_id, "topic": topic, "after": after, "page": REPLAY_PAGE,
-        })).all())
+    """The next REPLAY_PAGE events on `topic` after seq `after`."""
+    return [_event(row) for row in await fetch(database, PAGE_AFTER, {
+        "family_id": family_id, "topic": topic, "after": after, "page": REPLAY_PAGE})]
 
 
-# Whether a `since` can be replayed, in one statement before anything is: `beyond`, the
+# Whether a `since` can be replayed, and its first page, in one statement: `beyond`, the
 # seq of the event `max` events after it on the topic, if there is one (then the replay
 # would be longer than `max`: an index-only probe of at most `max` + 1 entries of
 # ix_events_family_topic_seq), and `latest`, the family's newest seq (a since past it is
-# no event of this log: one given out before seqs counted per family, say).
-BEYOND = (select(m.Event.seq)
-          .where(m.Event.family_id == bindparam("family_id"),
-                 m.Event.topic == bindparam("topic"), m.Event.seq > bindparam("after"))
-          .order_by(m.Event.seq)
+# no event of this log: one given out before seqs counted per family, say); then, joined
+# laterally (one row with no event if the page is empty), the page, read only if the
+# since is admitted.
+BEYOND = (select(_E.seq).where(*AFTER).order_by(_E.seq)
           .offset(bindparam("max", type_=Integer())).limit(1))
 LATEST = select(func.max(m.Event.seq)).where(m.Event.family_id == bindparam("family_id"))
-REPLAY_PROBE = select(BEYOND.scalar_subquery().label("beyond"),
-                      LATEST.scalar_subquery().label("latest"))
+# OFFSET 0 keeps the probe a subquery of its own: pulled up into the join, each of its
+# subqueries would run twice (in the select list and again in the page's condition).
+_PROBE = select(BEYOND.scalar_subquery().label("beyond"),
+                LATEST.scalar_subquery().label("latest")) \
+    .offset(literal_column("0")).subquery("probe")
+_FIRST = (select(*EVENT_COLUMNS)
+          .where(*AFTER, _PROBE.c.beyond.is_(None), _PROBE.c.latest >= bindparam("after"))
+          .order_by(_E.seq).limit(bindparam("page", type_=Integer())).lateral("page"))
+FIRST_PAGE = Prepared(select(_PROBE.c.beyond, _PROBE.c.latest, *_FIRST.c)
+                      .select_from(_PROBE.outerjoin(_FIRST, true()))
+                      .order_by(_FIRST.c.seq))
 
 
-async def _admit_replay(ctx: Context, family_id: uuid.UUID, topic: str, after: int) -> None:
-    """Refuse (and count) a `since` further back than `max_replay_events` on its topic;
-    refuse one past the family's newest event."""
+async def _first_page(ctx: Context, family_id: uuid.UUID, topic: str,
+                      after: int) -> list[m.Event]:
+    """The first page of a `since` replay, after its admission: refused (and counted) if
+    further back than `max_replay_events` on its topic, or past the family's newest
+    event."""
     limit = ctx.settings.max_replay_events
-    async with ctx.database.reads() as session:
-        beyond, latest = (await session.execute(REPLAY_PROBE, {
-            "family_id": family_id, "topic": topic, "after": after, "max": limit})).one()
+    rows = await fetch(ctx.database, FIRST_PAGE, {
+        "family_id": family_id, "topic": topic, "after": after, "max": limit,
+        "page": REPLAY_PAGE})
+    beyond, latest = rows[0].beyond, rows[0].latest
     if after > (latest or 0):
         raise BadInput({"since": "no such event: refetch, then subscribe without since"})
     if beyond is not None:
         ctx.count_refusal("replay_events")
         raise BadInput({"since": "too far back: refetch, then subscribe without since"},
                        f"More than {limit} events to replay")
+    return [_event(row) for row in rows if row.seq is not None]
 
 
 async def _latest(sessions: async_sessionmaker[AsyncSession], family_id: uuid.UUID) -> int:
@@ -273,10 +296,10 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
 
     Without `since` the stream starts at the latest event now. A `since` further back than
     `max_replay_events` events of the topic is refused (BAD_USER_INPUT: refetch, then
-    subscribe without since) before anything is replayed. It listens before it replays
-    (in pages: one held at a time), drops anything at or below the last seq it sent,
-    replays again from the Event table after a gap or a broker reconnect, and ends with
-    ResumeRequired on overflow.
+    subscribe without since) before anything is replayed, by the statement that reads the
+    replay's first page. It listens before it replays (in pages: one held at a time),
+    drops anything at or below the last seq it sent, replays again from the Event table
+    after a gap or a broker reconnect, and ends with ResumeRequired on overflow.
 
     With `direct`, whenever the stream is caught up the hub delivers live events itself
     (`Subscriber.accept`: no task woken, nothing yielded); anything else (a replay, a gap,
@@ -285,17 +308,18 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
     """
     user = ctx.require_user()
     family_id = user.family_id
-    sessions = ctx.database.reads
+    database = ctx.database
     start = parse_since(since)
-    if start is not None:
-        await _admit_replay(ctx, family_id, topic, start)
     async with hub.listen(channel(family_id, topic)) as sub:
         # Listening first, then the database: whatever commits meanwhile is in one or the
         # other (or both: anything at or below `sub.last` is a duplicate, and dropped).
         # Without `since` that is the family's newest seq, read after listening began:
         # every later event is heard, so there is no log to read (one shared statement per
-        # family's burst of starts, not a page each); with `since`, the log after it.
+        # family's burst of starts, not a page each); with `since`, the log after it, its
+        # first page read with the since's admission (a refusal leaves the channel as it
+        # ends the stream).
         after: int | None = start  # replay the log after this seq, page by page
+        first = start is not None  # the next page is the first: admit the since with it
         sub.last = start if start is not None else await scopes.latest(family_id)
         pending: list[m.Event] = []
         while True:
@@ -308,7 +332,10 @@ async def event_stream(ctx: Context, hub: Hub, scopes: SharedScopes, topic: str,
                 async with hub.replay_turns.turn(family_id) if replaying else nullcontext():
                     if after is not None:
                         async with hub.replay_turns.reading():  # the statement, not the send
-                            pending = await _page(sessions, family_id, topic, after)
+                            pending = await (_first_page(ctx, family_id, topic, after)
+                                             if first else
+                                             _page(database, family_id, topic, after))
+                        first = False
                         after = pending[-1].seq if len(pending) == REPLAY_PAGE else None
                     for event in pending:
                         if event.seq <= sub.last:
