@@ -240,6 +240,34 @@ async def test_a_connection_closed_on_our_side_is_never_handed_out(database: Dat
         await op.close()
 
 
+async def _family_of_one(op: OperationDb, email: str, role: m.Role) -> m.User:
+    """A new family with one user, written through `op`."""
+    async with op.write() as session:
+        family = m.Family(name="F")
+        session.add(family)
+        await session.flush()
+        user = m.User(family_id=family.id, email=email, display_name="P", role=role,
+                      password_hash="x")
+        session.add(user)
+    return user
+
+
+def _watching(database: Database) -> tuple[list[str], list[str], Any]:
+    """The statements through the engine and those run directly, from now on; and the
+    engine listener, to remove (`event.remove(..., "before_cursor_execute", it)`)."""
+    from sqlalchemy import event
+
+    through_engine: list[str] = []
+    direct: list[str] = []
+
+    def before(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        through_engine.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", before)
+    database.statement_hooks.append(direct.append)
+    return through_engine, direct, before
+
+
 async def test_a_prepared_statement_reads_as_sqlalchemy_does(database: Database) -> None:
     """`fetch` runs a statement on asyncpg directly, on the reads' connection: the same
     values as SQLAlchemy's execution (the role as its enum, a constant parameter bound),
@@ -251,23 +279,10 @@ async def test_a_prepared_statement_reads_as_sqlalchemy_does(database: Database)
     from giftgraph.schema.cache import USER_AND_VERSION
 
     op = OperationDb(database)
-    async with op.write() as session:
-        family = m.Family(name="F")
-        session.add(family)
-        await session.flush()
-        user = m.User(family_id=family.id, email="p@example.com", display_name="P",
-                      role=m.Role.ADMIN, password_hash="x")
-        session.add(user)
+    user = await _family_of_one(op, "p@example.com", m.Role.ADMIN)
     params = {"user_id": user.id, "chain_id": None}
     prepared = Prepared(USER_AND_VERSION)
-    through_engine: list[str] = []
-    direct: list[str] = []
-
-    def before(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
-        through_engine.append(statement)
-
-    event.listen(database.engine.sync_engine, "before_cursor_execute", before)
-    database.statement_hooks.append(direct.append)
+    through_engine, direct, before = _watching(database)
     try:
         (expected,) = await op.rows(USER_AND_VERSION, params)
         assert len(through_engine) == 1
@@ -276,7 +291,7 @@ async def test_a_prepared_statement_reads_as_sqlalchemy_does(database: Database)
         assert tuple(row) == tuple(expected)
         assert row.role is m.Role.ADMIN
         assert (row.version, row.chain_revoked) == (None, None)
-        assert row[:2] == (user.id, family.id)
+        assert row[:2] == (user.id, user.family_id)
         sum_and_text = Prepared(text("SELECT CAST(:a AS int) + 1, CAST(:b AS text)"))
         (text_row,) = await op.fetch(sum_and_text, {"a": 41, "b": "x"})
         assert text_row == (42, "x")
@@ -333,26 +348,13 @@ async def test_a_prepared_statement_outside_an_operation_takes_a_connection_for_
     from giftgraph.schema.cache import USER_AND_VERSION
 
     op = OperationDb(database)
-    async with op.write() as session:
-        family = m.Family(name="F")
-        session.add(family)
-        await session.flush()
-        user = m.User(family_id=family.id, email="alone@example.com", display_name="A",
-                      role=m.Role.MEMBER, password_hash="x")
-        session.add(user)
+    user = await _family_of_one(op, "alone@example.com", m.Role.MEMBER)
     params = {"user_id": user.id, "chain_id": None}
     prepared = Prepared(USER_AND_VERSION)
     (expected,) = await op.fetch(prepared, params)
     await op.close()
     pool = database.engine.sync_engine.pool
-    through_engine: list[str] = []
-    direct: list[str] = []
-
-    def before(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
-        through_engine.append(statement)
-
-    event.listen(database.engine.sync_engine, "before_cursor_execute", before)
-    database.statement_hooks.append(direct.append)
+    through_engine, direct, before = _watching(database)
     try:
         (row,) = await fetch(database, prepared, params)
         assert row == expected
