@@ -185,15 +185,19 @@ def spy_published(hub: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 
 def serve_options(monkeypatch: pytest.MonkeyPatch, **env: str | None) -> dict[str, Any]:
-    """The options `giftgraph serve` hands to `uvicorn.run` (which is not run) with these
-    GIFTGRAPH_ settings (None: unset), on a free port and an unused database URL."""
-    import uvicorn
-
+    """The options of the uvicorn config `giftgraph serve` runs (which is not run) with
+    these GIFTGRAPH_ settings (None: unset), on a free port and an unused database URL."""
     from giftgraph import cli
+    from giftgraph.cli import serve
     from giftgraph.config import get_settings
 
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda *_, **kw: calls.append(kw))
+
+    def run(config: Any, listening: Any) -> int:
+        calls.append(vars(config))
+        return 0
+
+    monkeypatch.setattr(serve, "run", run)
     monkeypatch.setenv("GIFTGRAPH_DATABASE_URL", "postgresql://unused/db")
     monkeypatch.setenv("GIFTGRAPH_PORT", str(free_port()))
     for name, value in env.items():

@@ -198,6 +198,8 @@ class Settings(BaseSettings):
     # A request's line and headers as received (uvicorn's httptools protocol has no limit).
     max_header_bytes: int = Field(default=64 * 1024, ge=4096)
     log_json: bool | None = None  # None: JSON in production, console otherwise
+    # uvicorn's line per HTTP request (`serve`), written by the log thread as every line is.
+    access_log: bool = True
 
     max_page_size: int = 100
     default_page_size: int = 20

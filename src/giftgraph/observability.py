@@ -55,10 +55,14 @@ def configure_logging(settings: Settings) -> None:
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     structlog.processors.format_exc_info, renderer],
     ))
+    handoff = _writer.hand_to(handler)
     root = logging.getLogger("giftgraph")
-    root.handlers = [_writer.hand_to(handler)]
     root.setLevel(logging.INFO)
-    root.propagate = False
+    # uvicorn's own lines (start-up, errors, the access log) too: in the same format, and
+    # written by the log thread, never by the event loop (its levels stay uvicorn's).
+    for logger in (root, logging.getLogger("uvicorn"), logging.getLogger("uvicorn.access")):
+        logger.handlers = [handoff]
+        logger.propagate = False
 
 
 class Handoff(logging.handlers.QueueHandler):

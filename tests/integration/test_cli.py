@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
+import orjson
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -205,6 +206,45 @@ def test_serve_says_where_its_data_lives_and_its_addresses(database_url: str) ->
                          f"GraphiQL:  http://127.0.0.1:{port}/graphql"]
     assert "pa55word" not in "\n".join(lines) + err
     assert "XDG_RUNTIME_DIR" not in err
+
+
+def test_serve_listens_before_it_loads_the_app(database_url: str) -> None:
+    """After a restart the clients that come back while the app is still loading wait in
+    the listen queue and are served, rather than refused: `serve` listens first (before its
+    schema check and banner, which come before the app's imports)."""
+    import select
+    import time
+
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed args
+        [sys.executable, "-m", "giftgraph.cli", "serve", "--port", str(port)],
+        env=service_env(database_url, GIFTGRAPH_LOG_JSON="true"), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                early = socket.create_connection(("127.0.0.1", port), timeout=30)
+                break
+            except ConnectionRefusedError:
+                assert proc.poll() is None
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+        with early:
+            # Nothing printed yet: the banner comes after the schema check.
+            assert select.select([proc.stdout], [], [], 0)[0] == []
+            early.sendall(b"GET /health HTTP/1.1\r\nHost: giftgraph\r\n\r\n")
+            answer = early.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        assert proc.stdout.readline().startswith(b"GiftGraph ")
+    finally:
+        stop(proc)
+    # uvicorn's access line is one of ours: the same JSON, written by the log thread.
+    lines = [orjson.loads(line) for line in proc.communicate()[1].splitlines()
+             if line.startswith(b"{")]
+    access = [line for line in lines if line.get("logger") == "uvicorn.access"]
+    assert any('"GET /health HTTP/1.1" 200' in line["event"] for line in access), lines
 
 
 def test_serve_on_a_busy_port_says_so_in_one_line(database_url: str) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
+from typing import Any
 from urllib.parse import urlsplit
 
 from giftgraph.cli.common import (
@@ -31,25 +33,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"giftgraph serve: {host}:{port} is not free ({busy}); choose another with "
               "--port (or GIFTGRAPH_PORT)", file=sys.stderr)
         return 2
-    if settings.database_url and not schema_at_head(settings.database_url, "serve"):
-        return 2
-    if workers > 1:
-        _share_between_workers(settings, workers)
-    if not settings.database_url:
-        note_legacy_data_dir(settings)
-    if workers > 1 and not settings.database_url:
-        # Workers share one embedded server: start and migrate it once, here (it stops
-        # when this process exits).
-        from giftgraph.db.embedded import EmbeddedPostgres
-        from giftgraph.db.migrate import upgrade
-
-        embedded = EmbeddedPostgres(settings.data_dir)  # held while uvicorn runs
-        asyncio.run(upgrade(embedded.start()))
-    for line in startup_lines(settings, host, port):
-        print(line, flush=True)
-    uvicorn.run(
+    config = uvicorn.Config(
         "giftgraph.asgi:create", host=host, port=port, workers=workers, factory=True,
-        log_level="info", ws_ping_interval=settings.ws_ping_interval_seconds,
+        log_level="info", access_log=settings.access_log,
+        ws_ping_interval=settings.ws_ping_interval_seconds,
         ws_ping_timeout=settings.ws_ping_interval_seconds, proxy_headers=True,
         ws_per_message_deflate=settings.ws_per_message_deflate, ws=ws_protocol(settings.accel),
         # The protocol's parser refuses a larger frame (or fragmented message) from its
@@ -61,7 +48,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_keep_alive=settings.http_idle_timeout_seconds,  # type: ignore[arg-type] # a float timer
         backlog=settings.listen_backlog,
     )
-    return 0
+    # Listening before anything slow (the schema check, the app's imports, its start-up):
+    # after a restart, the clients that come back meanwhile wait in the listen queue for
+    # the app instead of being refused and retrying. (`uvicorn.run` loads the app first.)
+    listening = listen(config)
+    try:
+        if settings.database_url and not schema_at_head(settings.database_url, "serve"):
+            return 2
+        if workers > 1:
+            _share_between_workers(settings, workers)
+        if not settings.database_url:
+            note_legacy_data_dir(settings)
+        if workers > 1 and not settings.database_url:
+            # Workers share one embedded server: start and migrate it once, here (it stops
+            # when this process exits).
+            from giftgraph.db.embedded import EmbeddedPostgres
+            from giftgraph.db.migrate import upgrade
+
+            embedded = EmbeddedPostgres(settings.data_dir)  # held while uvicorn runs
+            asyncio.run(upgrade(embedded.start()))
+        for line in startup_lines(settings, host, port):
+            print(line, flush=True)
+        return run(config, listening)
+    finally:
+        listening.close()
+
+
+def listen(config: Any) -> socket.socket:
+    """`config`'s address, bound and listening, as uvicorn binds it (its own `bind_socket`
+    neither listens nor stays quiet: it says "running" before the schema check)."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family=family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.host, config.port))
+    sock.listen(config.backlog)
+    sock.set_inheritable(True)  # for `--workers`: uvicorn's processes serve it
+    return sock
+
+
+def run(config: Any, listening: socket.socket) -> int:
+    """uvicorn on the socket that listens already: one process, or `config.workers`
+    (uvicorn's supervisor, as `uvicorn.run` starts them). 3 when it did not start."""
+    import uvicorn
+
+    server = uvicorn.Server(config)
+    try:
+        if config.workers > 1:
+            from uvicorn.supervisors import Multiprocess
+
+            Multiprocess(config, sockets=[listening]).run()
+            return 0
+        server.run(sockets=[listening])
+    except KeyboardInterrupt:
+        pass
+    return 0 if server.started else 3
 
 
 def port_taken(host: str, port: int) -> str | None:
