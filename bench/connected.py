@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.harness import api_server, fresh_database, raise_nofile, wait_for
+from bench.harness import api_server, fresh_database, raise_nofile, uvicorn_args, wait_for
 from bench.tenants import MEMBERS, PER_WORKER, _chunks, _rss, _subscriptions, seed
 from bench.workers import Crew, source_address, split
 
@@ -105,7 +105,7 @@ def main() -> None:
         api = api_server(database_url)
         folder = Path(tempfile.mkdtemp(prefix="giftgraph-trace-"))
         if args.trace:
-            api.app = "bench.traced:create"
+            api.app, api.args = "bench.traced:create", uvicorn_args()
             api.env |= {"BENCH_TRACEMALLOC_DIR": str(folder),
                         "BENCH_TRACEMALLOC_FRAMES": str(args.frames)}
         tenants = seed(database_url, api.env["GIFTGRAPH_JWT_SECRET"], args.families)

@@ -154,8 +154,13 @@ TROUBLE = ("Traceback", "Error", "Exception", '"level": "error"', '"level": "war
            "WARNING", "ERROR")
 
 
+# The API, started as its users start it (`Server(SERVE, ...)`).
+SERVE = "giftgraph serve"
+
+
 class Server:
-    """An ASGI app under `python -m uvicorn` in its own process (raised fd limit inherited)."""
+    """An ASGI app under `python -m uvicorn` in its own process (raised fd limit inherited),
+    or the API under `giftgraph serve` (app SERVE)."""
 
     def __init__(self, app: str, env: dict[str, str], health: str = "/health",
                  args: tuple[str, ...] = ()) -> None:
@@ -175,6 +180,9 @@ class Server:
         return self.proc.pid
 
     def command(self) -> list[str]:
+        if self.app == SERVE:  # `args`: serve's options (--workers)
+            return [sys.executable, "-m", "giftgraph.cli", "serve", "--host", "127.0.0.1",
+                    "--port", str(self.port), *self.args]
         return [sys.executable, "-m", "uvicorn", "--factory", self.app, "--host", "127.0.0.1",
                 "--port", str(self.port), "--log-level", "warning", "--no-access-log",
                 "--timeout-graceful-shutdown", "3",
@@ -246,6 +254,7 @@ def api_env(database_url: str) -> dict[str, str]:
         "GIFTGRAPH_ENVIRONMENT": "production",
         "GIFTGRAPH_JWT_SECRET": secrets.token_urlsafe(40)[:40],
         "GIFTGRAPH_METRICS_TOKEN": METRICS_TOKEN,
+        "GIFTGRAPH_ACCESS_LOG": "false",  # as the benchmarks always ran: no line per request
         "GIFTGRAPH_MUTATION_RATE": "10000000/minute",
         "GIFTGRAPH_FAMILY_MUTATION_RATE": "10000000/minute",
         "GIFTGRAPH_MAX_SOCKETS_PER_USER": "20000",
@@ -270,17 +279,23 @@ def api_env(database_url: str) -> dict[str, str]:
 
 
 def api_server(database_url: str) -> Server:
-    """The API as `giftgraph serve` runs it: its HTTP protocol (connection cap, header and
-    idle timeouts), its WebSocket protocol and message cap, its listen backlog."""
+    """The API as its users run it: `giftgraph serve` (its HTTP protocol with the connection
+    cap and timeouts, its WebSocket protocol and message cap, its listen backlog, listening
+    before the app loads), without uvicorn's access log."""
+    return Server(SERVE, api_env(database_url))
+
+
+def uvicorn_args() -> tuple[str, ...]:
+    """uvicorn's options as `giftgraph serve` sets them, for the API's app under `python -m
+    uvicorn` (bench.traced: the app wrapped)."""
     from giftgraph.accel.switch import ws_protocol
     from giftgraph.admission.server import HTTP_PROTOCOL
     from giftgraph.config import Settings
 
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     ws_max = str(settings.max_socket_message_bytes)
-    return Server("giftgraph.asgi:create", api_env(database_url),
-                  args=("--http", HTTP_PROTOCOL, "--ws", ws_protocol(settings.accel),
-                        "--ws-max-size", ws_max, *listen_args()))
+    return ("--http", HTTP_PROTOCOL, "--ws", ws_protocol(settings.accel),
+            "--ws-max-size", ws_max, *listen_args())
 
 
 def listen_args() -> tuple[str, ...]:

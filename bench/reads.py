@@ -33,7 +33,7 @@ def run(database_url: str, opt: Options) -> Outcome:
     api = api_server(database_url)
     # The same server with the result cache off: what a query costs when it is not a repeat
     # (the first read after any change in the family). Same secret: the same token works.
-    uncached = Server("giftgraph.asgi:create", {**api.env, "GIFTGRAPH_RESULT_CACHE_BYTES": "0"},
+    uncached = Server(api.app, {**api.env, "GIFTGRAPH_RESULT_CACHE_BYTES": "0"},
                       args=api.args)
     floor = Server("bench.floor:create", {"BENCH_FLOOR_DSN": dsn(database_url),
                                           "GIFTGRAPH_JWT_SECRET": api.env["GIFTGRAPH_JWT_SECRET"]})
