@@ -449,3 +449,56 @@ async def test_direct_reads_open_no_session_and_later_reads_share_their_connecti
         assert made == [made[0]]
     finally:
         await op.close()
+
+
+async def test_callers_asked_for_in_one_turn_are_read_in_one_statement(
+        database: Database, settings: Settings) -> None:
+    """Sockets authenticating together (a reconnect herd) read their callers in one
+    statement: each gets what its own read would have (a revoked chain, an unknown user:
+    None), and a failed read fails each of them."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import event
+
+    from giftgraph.schema.extensions import (
+        CALLER_AND_VERSION,
+        USERS_AND_VERSIONS_PREPARED,
+        CallerReads,
+    )
+
+    op = OperationDb(database)
+    users = [await _family_of_one(op, f"r{k}@example.com", m.Role.ADMIN) for k in range(3)]
+    revoked = uuid.uuid4()
+    async with op.write() as session:
+        session.add(m.RefreshToken(id=revoked, user_id=users[1].id, chain_id=revoked,
+                                   token_hash="h" * 64, revoked_at=datetime.now(UTC),
+                                   expires_at=datetime.now(UTC) + timedelta(days=1)))
+    keys = [(users[0].id, None), (users[1].id, revoked), (uuid.uuid4(), None),
+            (users[2].id, uuid.uuid4()), (users[0].id, None)]
+    expected = []
+    for user_id, chain_id in keys:
+        rows = await op.fetch(CALLER_AND_VERSION, {"user_id": user_id, "chain_id": chain_id})
+        expected.append(tuple(rows[0]) if rows else None)
+    await op.close()
+    assert expected[1] is not None
+    assert expected[1][-2] is True  # the revoked chain
+    assert expected[2] is None  # no such user
+    through_engine, direct, before = _watching(database)
+    try:
+        reads = CallerReads(database)
+        got = await asyncio.gather(*(reads.read(*key) for key in keys))
+        assert direct == [USERS_AND_VERSIONS_PREPARED.sql]
+        assert [tuple(row) if row is not None else None for row in got] == expected
+        assert got[0].token_epoch == users[0].token_epoch  # shaped as one caller's read
+        assert through_engine == []
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", before)
+    nowhere = create_database("postgresql+asyncpg://nobody@127.0.0.1:9/none", settings)
+    try:
+        reads = CallerReads(nowhere)
+        failed = await asyncio.gather(*(reads.read(*key) for key in keys[:3]),
+                                      return_exceptions=True)
+        assert [type(f) for f in failed] == [DBAPIError] * 3, failed
+    finally:
+        await nowhere.dispose()

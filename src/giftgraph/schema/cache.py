@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 from graphql import ExecutionResult
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import ARRAY, bindparam, column, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from strawberry.extensions import SchemaExtension
 
@@ -98,6 +98,25 @@ USER_AND_VERSION = select(
     .where(m.Event.family_id == m.User.family_id, m.Event.topic == FAMILY_TOPIC)
     .correlate(m.User).scalar_subquery().label("version"),
 ).where(m.User.id == bindparam("user_id"))
+
+
+# USER_AND_VERSION for many callers at once (`CallerReads`): one row per (user, chain) pair
+# of the arrays whose user exists, numbered by its place in them (`n`, from 1).
+_KEYS = func.unnest(bindparam("user_ids", type_=ARRAY(m.User.id.type)),
+                    bindparam("chain_ids", type_=ARRAY(m.RefreshToken.id.type))) \
+    .table_valued(column("user_id", m.User.id.type), column("chain_id", m.RefreshToken.id.type),
+                  with_ordinality="n").render_derived(name="k")
+USERS_AND_VERSIONS = select(
+    _KEYS.c.n,
+    *CALLER_COLUMNS,
+    func.md5(m.User.password_hash).label("password_digest"),
+    m.User.token_epoch,
+    select(m.RefreshToken.revoked_at.is_not(None)).where(m.RefreshToken.id == _KEYS.c.chain_id)
+    .scalar_subquery().label("chain_revoked"),
+    select(func.max(m.Event.seq))
+    .where(m.Event.family_id == m.User.family_id, m.Event.topic == FAMILY_TOPIC)
+    .correlate(m.User).scalar_subquery().label("version"),
+).select_from(_KEYS.join(m.User, m.User.id == _KEYS.c.user_id))
 
 
 async def family_version(ctx: Context) -> int | None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import lru_cache
 from typing import Any
@@ -33,29 +36,87 @@ from giftgraph.context import (
     Context,
     operation_scope,
 )
+from giftgraph.db.engine import Database
 from giftgraph.db.session import Prepared
+from giftgraph.db.session import fetch as session_fetch
 from giftgraph.errors import AppError, BadInput, ServiceUnavailable, Unauthenticated
-from giftgraph.schema.cache import USER_AND_VERSION
+from giftgraph.schema.cache import USER_AND_VERSION, USERS_AND_VERSIONS
 from giftgraph.schema.retry import transient
 from giftgraph.tracing import current_trace_id
 
 log = logging.getLogger("giftgraph.errors")
 # Every authenticated request runs it: on asyncpg directly (`Prepared`).
 CALLER_AND_VERSION = Prepared(USER_AND_VERSION)
+USERS_AND_VERSIONS_PREPARED = Prepared(USERS_AND_VERSIONS)
 # What Strawberry's own validation adds to the rules (strawberry.schema.schema
 # .validate_document), which `validation_cache` replaces.
 STRAWBERRY_RULES = (MaybeNullValidationRule, OneOfInputValidationRule)
 
 
-async def authenticate(ctx: Context) -> auth.AccessClaims | None:
+class CallerReads:
+    """The callers that sockets authenticate (connection_init) in the same turn of the
+    event loop, read in one statement (`USERS_AND_VERSIONS`): after a restart every socket
+    comes back at once, and a statement's round trip costs far more of the server's CPU
+    than its rows. A failed read fails each of them, as their own reads would have."""
+
+    MAX = 256  # callers a statement reads at most
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.pending: list[tuple[uuid.UUID, uuid.UUID | None, asyncio.Future[Any]]] = []
+
+    async def read(self, user_id: uuid.UUID, chain_id: uuid.UUID | None) -> Any:
+        """The caller's row (CALLER_AND_VERSION's columns), None when there is no such user."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self.pending:  # the turn's first: read once the others of this turn are in
+            # in a context of its own: not this socket's (kept by what the read opens)
+            loop.call_soon(self._flush, context=contextvars.Context())
+        self.pending.append((user_id, chain_id, future))
+        return await future
+
+    def _flush(self) -> None:
+        pending, self.pending = self.pending, []
+        for start in range(0, len(pending), self.MAX):
+            task = asyncio.ensure_future(self._read(pending[start:start + self.MAX]))
+            _reads.add(task)
+            task.add_done_callback(_reads.discard)
+
+    async def _read(self, batch: list[tuple[uuid.UUID, uuid.UUID | None,
+                                            asyncio.Future[Any]]]) -> None:
+        try:
+            rows = await session_fetch(self.database, USERS_AND_VERSIONS_PREPARED, {
+                "user_ids": [user for user, _, _ in batch],
+                "chain_ids": [chain for _, chain, _ in batch]})
+        except Exception as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException:  # cancelled (the app stops): so are its callers' reads
+            for _, _, future in batch:
+                future.cancel()
+            raise
+        shaped = CALLER_AND_VERSION.row._make  # as one caller's read gives it
+        found = {row.n: shaped(row[1:]) for row in rows}
+        for n, (_, _, future) in enumerate(batch, start=1):
+            if not future.done():
+                future.set_result(found.get(n))
+
+
+_reads: set[asyncio.Future[None]] = set()  # batches being read (held until done)
+
+
+async def authenticate(ctx: Context, reads: CallerReads | None = None) -> auth.AccessClaims | None:
     """Resolve the caller from its bearer token; failures are kept for resolvers to raise.
-    The token's claims when it is accepted."""
+    The token's claims when it is accepted. With `reads`, the caller is read with the
+    others of this turn (sockets); without, on the operation's connection."""
     try:
         token = auth.bearer_token(ctx.authorization)
         if token is None:
             return None
         claims = auth.decode_access_token(ctx.settings, token)
-        user, version = await caller_of(ctx, claims)
+        user, version = await caller_of(ctx, claims, reads)
         ctx.user = user
         ctx.operation.family_version = (version,)
         return claims
@@ -70,13 +131,17 @@ async def authenticate(ctx: Context) -> auth.AccessClaims | None:
     return None
 
 
-async def caller_of(ctx: Context, claims: auth.AccessClaims) -> tuple[Caller, int | None]:
+async def caller_of(ctx: Context, claims: auth.AccessClaims,
+                    reads: CallerReads | None = None) -> tuple[Caller, int | None]:
     """The user of a verified token and its family's version, in one statement; Invalid
     token when the token has ended: its user deleted, deactivated, moved to another family,
     its password changed, its `token_epoch` moved on, or its refresh chain revoked."""
-    rows = await ctx.db.fetch(CALLER_AND_VERSION, {"user_id": claims.user_id,
-                                                   "chain_id": claims.chain})
-    row = rows[0] if rows else None
+    if reads is not None:
+        row = await reads.read(claims.user_id, claims.chain)
+    else:
+        rows = await ctx.db.fetch(CALLER_AND_VERSION, {"user_id": claims.user_id,
+                                                       "chain_id": claims.chain})
+        row = rows[0] if rows else None
     if row is None:
         raise Unauthenticated("Invalid token")
     user = Caller(*row[:len(CALLER_COLUMNS)])

@@ -17,6 +17,7 @@ from giftgraph.live.layer import Live
 from giftgraph.observability import Metrics
 from giftgraph.persisted import Documents
 from giftgraph.ratelimit import RateLimits
+from giftgraph.schema.extensions import CallerReads
 from giftgraph.tracing import Tracing
 
 
@@ -36,6 +37,14 @@ class AppState:
     # Documents named by hash: the trusted manifest, APQ registrations (giftgraph.persisted).
     documents: Documents = field(default_factory=Documents)
     tracing: Tracing | None = None  # OpenTelemetry, when OTEL_TRACES_EXPORTER is set
+    # Sockets' authentications, read together (giftgraph.schema.extensions.CallerReads).
+    caller_reads: CallerReads | None = None
+
+    def callers(self, database: Database) -> CallerReads:
+        reads = self.caller_reads
+        if reads is None or reads.database is not database:
+            reads = self.caller_reads = CallerReads(database)
+        return reads
 
     def db(self) -> Database:
         assert self.database is not None, "the app's lifespan has not started"

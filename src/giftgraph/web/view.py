@@ -289,7 +289,7 @@ class GraphQLApp(GraphQL[Context, None]):
             raw = f"Bearer {token}"
         context.authorization = raw if isinstance(raw, str) else None
         async with operation_scope(context.database):
-            claims = await authenticate(context)
+            claims = await authenticate(context, self.state.callers(context.database))
         if context.user is None:
             if isinstance(context.auth_error, ServiceUnavailable):
                 context.request.state.close_with = (1013, "Try again later")
