@@ -964,6 +964,26 @@ async def test_a_backlog_of_events_reaches_each_socket_in_one_write(
 
 
 @pytest.mark.accel  # a fast path itself (giftgraph.accel)
+async def test_the_connection_ack_is_written_pre_framed_or_through_the_asgi_send(
+        live_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every socket of a reconnect herd gets a `connection_ack`: written pre-framed onto its
+    transport, the same message as Strawberry's; when the socket can't take it now, through
+    the ASGI send."""
+    from giftgraph.accel import wire
+
+    srv = live_server
+    token, _ = await srv.signup("ack@example.com")
+    before = wire.written
+    client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    assert wire.written - before == 1  # WsClient.connect checked the message itself
+    await client.ws.close()
+    monkeypatch.setattr(wire, "HIGH_WATER", -1)  # no socket can take a frame "now"
+    client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+    assert wire.written - before == 1
+    await client.ws.close()
+
+
+@pytest.mark.accel  # a fast path itself (giftgraph.accel)
 async def test_events_are_written_pre_framed_and_busy_sockets_fall_back(
         live_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fan-out writes each subscriber's `next` frame onto its socket itself; a socket

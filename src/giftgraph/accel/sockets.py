@@ -90,6 +90,9 @@ class DirectSink:
         return b'{"id":' + orjson.dumps(self.operation.id) + b',"type":"next","payload":'
 
 
+ACK = {"type": "connection_ack"}
+ACK_TEXT = orjson.dumps(ACK)
+
 DIRECT_SINK: ContextVar[DirectSink | None] = ContextVar("giftgraph_direct_sink", default=None)
 
 
@@ -99,6 +102,18 @@ def direct_operations(base: type[Any]) -> type[Any]:
     `DirectSink` in its task's context."""
 
     class DirectOperations(base):  # type: ignore[misc]
+        async def send_message(self, message: Any) -> None:
+            """A `connection_ack` without payload goes out pre-framed, straight onto the
+            transport (every socket of a reconnect herd gets one); everything else, and an
+            ack the wire can't take now, as Strawberry sends it."""
+            if message == ACK:
+                adapter = self.websocket
+                assert isinstance(adapter, ASGIWebSocketAdapter)
+                wire = Wire.of(adapter.ws.scope)
+                if wire is not None and wire.write_text(ACK_TEXT):
+                    return
+            await super().send_message(message)
+
         async def run_operation(self, operation: Any) -> None:
             """Strawberry's, with a direct sink in the operation task's context; a parked
             event subscription (`DirectSink.park`) then runs in this task once Strawberry's
