@@ -29,9 +29,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
-    if (busy := port_taken(host, port)) is not None:
-        print(f"giftgraph serve: {host}:{port} is not free ({busy}); choose another with "
-              "--port (or GIFTGRAPH_PORT)", file=sys.stderr)
+    # Listening before anything slow (the schema check, the app's imports, its start-up):
+    # after a restart, the clients that come back meanwhile wait in the listen queue for
+    # the app instead of being refused and retrying. (`uvicorn.run` loads the app first.)
+    # A busy port is one clear line, before any banner.
+    try:
+        listening = listen(host, port, settings.listen_backlog)
+    except OSError as exc:
+        print(f"giftgraph serve: {host}:{port} is not free ({exc.strerror or exc}); choose "
+              "another with --port (or GIFTGRAPH_PORT)", file=sys.stderr)
         return 2
     config = uvicorn.Config(
         "giftgraph.asgi:create", host=host, port=port, workers=workers, factory=True,
@@ -48,10 +54,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_keep_alive=settings.http_idle_timeout_seconds,  # type: ignore[arg-type] # a float timer
         backlog=settings.listen_backlog,
     )
-    # Listening before anything slow (the schema check, the app's imports, its start-up):
-    # after a restart, the clients that come back meanwhile wait in the listen queue for
-    # the app instead of being refused and retrying. (`uvicorn.run` loads the app first.)
-    listening = listen(config)
     try:
         if settings.database_url and not schema_at_head(settings.database_url, "serve"):
             return 2
@@ -74,14 +76,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         listening.close()
 
 
-def listen(config: Any) -> socket.socket:
-    """`config`'s address, bound and listening, as uvicorn binds it (its own `bind_socket`
-    neither listens nor stays quiet: it says "running" before the schema check)."""
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    sock = socket.socket(family=family)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.host, config.port))
-    sock.listen(config.backlog)
+def listen(host: str, port: int, backlog: int) -> socket.socket:
+    """`host:port` bound and listening, as uvicorn binds (SO_REUSEADDR), for uvicorn to
+    serve (`run`); OSError when it can't be (in use, not an address of this machine)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
     sock.set_inheritable(True)  # for `--workers`: uvicorn's processes serve it
     return sock
 
@@ -102,26 +109,6 @@ def run(config: Any, listening: socket.socket) -> int:
     except KeyboardInterrupt:
         pass
     return 0 if server.started else 3
-
-
-def port_taken(host: str, port: int) -> str | None:
-    """Why `host:port` can't be listened on now (in use, not an address of this machine),
-    or None: asked before anything starts, so a busy port is one clear line rather than a
-    banner followed by uvicorn's error."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            return exc.strerror or str(exc)
-    return None
 
 
 def _share_between_workers(settings: Settings, workers: int) -> None:
