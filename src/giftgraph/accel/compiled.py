@@ -5,7 +5,8 @@ assignee) resolves a few thousand fields. Executed field by field, the Python ar
 of them costs more than the data: the DataLoaders, the objects built from rows, the
 executor's per-field work and the serialization. Here, as PostGraphile and Hasura do, the
 operation becomes one statement in which PostgreSQL writes the JSON (an object's text
-concatenated, `string_agg` for a page of a connection, a correlated subquery for a
+concatenated, a page of a connection `array_to_string` of its rows' objects in order, or
+`string_agg` where its pageInfo counts the rows past it, a correlated subquery for a
 relation), and the server writes that JSON into the response as it is.
 
 Only what the tables below describe compiles: the Relay connections over the family's
@@ -68,6 +69,7 @@ from giftgraph.accel.sql import (
     cursor_expr,
     json_array,
     json_object,
+    json_rows,
     json_text,
     lit,
     object_type,
@@ -176,9 +178,10 @@ class Compiler:
                 item = object_type(dtype.fields[name].type.of_type.of_type)  # [X!]!
                 fields = self.fields(type_name, a, item, sub)
                 order_by = order.format(a=a)
-                return (f"(SELECT {json_array(fields, order_by)} FROM "
-                        f"(SELECT * FROM {table.name} {a} WHERE {a}.family_id = :gg_family "
-                        f"AND {where.format(a=a)} ORDER BY {order_by} LIMIT {limit}) {a})")
+                return json_rows(fields, (
+                    f"(SELECT * FROM {table.name} {a} WHERE {a}.family_id = :gg_family "
+                    f"AND {where.format(a=a)} ORDER BY {order_by} LIMIT {limit}) {a}"),
+                    order_by)
             if name == "pipeline":
                 a = self.alias()
                 counts = self.pipeline(
@@ -258,12 +261,12 @@ class Compiler:
         progress = self.object(ptype, details, part)
         counts = ", ".join(f"count(i.id) FILTER (WHERE i.status = {lit(status)}) "
                            f"AS gg_{status.lower()}" for status in STATUSES.values())
-        return (f"(SELECT {json_array(progress, f'{p}.name, {p}.id')} FROM "
-                f"(SELECT {p}.id, {p}.name, {counts}, 0.00 + {SPENT} AS gg_spent "
-                f"FROM persons {p} LEFT JOIN gift_lists gl ON gl.person_id = {p}.id "
-                "LEFT JOIN list_items i ON i.list_id = gl.id "
-                "LEFT JOIN gifts g ON g.id = i.gift_id "
-                f"WHERE {p}.family_id = :gg_family GROUP BY {p}.id) {p})")
+        return json_rows(progress, (
+            f"(SELECT {p}.id, {p}.name, {counts}, 0.00 + {SPENT} AS gg_spent "
+            f"FROM persons {p} LEFT JOIN gift_lists gl ON gl.person_id = {p}.id "
+            "LEFT JOIN list_items i ON i.list_id = gl.id "
+            "LEFT JOIN gifts g ON g.id = i.gift_id "
+            f"WHERE {p}.family_id = :gg_family GROUP BY {p}.id) {p}"), f"{p}.name, {p}.id")
 
     def arguments(self, gfield: GraphQLField, details: FieldDetailsList) -> dict[str, Any]:
         node = details[0].node
@@ -332,6 +335,24 @@ class Compiler:
             values = ", ".join(self.param(v) for v in cursor)
             where.append(f"({', '.join(keys)}) {'<' if descending else '>'} ({values})")
         order_by = ", ".join(f"{k} {'DESC' if descending else 'ASC'}" for k in keys)
+        ctype = object_type(gtype)
+        if not any(sub[0].node.name.value == "pageInfo"
+                   for sub in self.ec.collect_subfields(ctype, details)[0].values()):
+            # The page's rows alone: no row past it to count, no numbering, no grouping
+            rows = (f"(SELECT {a}.* FROM {table.name} {a} WHERE {' AND '.join(where)} "
+                    f"ORDER BY {order_by} LIMIT {self.param(page.limit)}) AS {a}")
+            in_order = ", ".join(f"{k} {'DESC' if order.desc else 'ASC'}" for k in keys)
+
+            def rows_part(name: str, sub: FieldDetailsList) -> str:
+                if name == "totalCount":
+                    return (f"(SELECT count(*) FROM {table.name} {a} "
+                            f"WHERE {' AND '.join(counted)})::text")
+                if name == "edges":
+                    edge = self.edge(conn, a, ctype.fields[name].type, sub)
+                    return json_rows(edge, rows, in_order)
+                raise NotCompiled(f"{ctype.name}.{name}")
+
+            return self.object(ctype, details, rows_part)
         limit = self.param(page.limit)
         rows = (f"SELECT {a}.*, row_number() OVER (ORDER BY {order_by}) AS gg_rn "
                 f"FROM {table.name} {a} WHERE {' AND '.join(where)} "
@@ -343,7 +364,6 @@ class Compiler:
         reverse_order = f"{a}.gg_rn {'ASC' if page.backward else 'DESC'}"
         more = f"(count(*) > {limit})::text"
         has_cursor = "'true'" if cursor is not None else "'false'"
-        ctype = object_type(gtype)
 
         def page_info(name: str, _: FieldDetailsList) -> str:
             if name == "hasNextPage":

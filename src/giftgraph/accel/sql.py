@@ -250,6 +250,15 @@ def json_array(element: str, order_by: str, shown: str = "") -> str:
             "|| ']', '[]')")
 
 
+def json_rows(element: str, source: str, order_by: str) -> str:
+    """The JSON array of `element` (JSON text, never null) over the rows of `source` (a
+    FROM clause with its WHERE, LIMIT), in `order_by`. `ARRAY(SELECT ...)` keeps the
+    subquery's order, so nothing is sorted again, where `string_agg(... ORDER BY)` sorts
+    each page inside the aggregate (bench/NOTES.md, "W1's statement")."""
+    return (f"('[' || array_to_string(ARRAY(SELECT {element} FROM {source} "
+            f"ORDER BY {order_by}), ',') || ']')")
+
+
 def object_type(gtype: GraphQLOutputType) -> GraphQLObjectType:
     if isinstance(gtype, GraphQLNonNull):
         gtype = gtype.of_type
