@@ -60,9 +60,12 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(logging.INFO)
     # uvicorn's own lines (start-up, errors, the access log) too: in the same format, and
     # written by the log thread, never by the event loop (its levels stay uvicorn's).
-    for logger in (root, logging.getLogger("uvicorn"), logging.getLogger("uvicorn.access")):
+    access = logging.getLogger("uvicorn.access")
+    for logger in (root, logging.getLogger("uvicorn"), access):
         logger.handlers = [handoff]
         logger.propagate = False
+    if not settings.access_log:  # as uvicorn leaves it for `access_log=False`: no handler
+        access.handlers = []
 
 
 class Handoff(logging.handlers.QueueHandler):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
+import httpx
 import orjson
 import pytest
 from sqlalchemy.engine import make_url
@@ -245,6 +246,30 @@ def test_serve_listens_before_it_loads_the_app(database_url: str) -> None:
              if line.startswith(b"{")]
     access = [line for line in lines if line.get("logger") == "uvicorn.access"]
     assert any('"GET /health HTTP/1.1" 200' in line["event"] for line in access), lines
+
+
+def test_serve_without_the_access_log_writes_no_access_line(database_url: str) -> None:
+    """`GIFTGRAPH_ACCESS_LOG=false`: requests are served and logged as operations, but
+    uvicorn writes no line per request (our log set-up must not give it a handler back)."""
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed args
+        [sys.executable, "-m", "giftgraph.cli", "serve", "--port", str(port)],
+        env=service_env(database_url, GIFTGRAPH_LOG_JSON="true", GIFTGRAPH_ACCESS_LOG="false"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith(b"GiftGraph ")
+        for _ in range(3):
+            r = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": "{ __typename }"},
+                           timeout=30)
+            assert r.json() == {"data": {"__typename": "Query"}}, r.text
+    finally:
+        stop(proc)
+    lines = [orjson.loads(line) for line in proc.communicate()[1].splitlines()
+             if line.startswith(b"{")]
+    assert sum(line.get("event") == "graphql.operation" for line in lines) == 3, lines
+    assert [line for line in lines if line.get("logger") == "uvicorn.access"] == [], lines
+    assert any(line.get("logger") == "uvicorn.error" for line in lines), lines
 
 
 def test_serve_on_a_busy_port_says_so_in_one_line(database_url: str) -> None:
