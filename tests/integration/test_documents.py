@@ -11,7 +11,7 @@ import httpx
 import pytest
 from graphql import get_introspection_query, parse
 
-from giftgraph.admission.documents import measure, over_limit
+from giftgraph.admission.documents import Measured, measure, over_limit
 from giftgraph.app import create_app
 from giftgraph.schema.schema import build_schema
 from tests.conftest import GQL, Account, make_settings, sign_up
@@ -43,6 +43,29 @@ def test_the_measure_is_linear_in_the_document(k: int) -> None:
                      None, {}, 20, 100)
     assert nested.visits == 2 * k + 3
     assert nested.worst.cost == 1 + 2 ** k
+
+
+def test_a_measure_is_remembered_per_document_and_variables() -> None:
+    """The same document object with the same variables is measured once; other
+    variables (a page size), another document of the same text, another schema or
+    variables too large to key on are measured again."""
+    schema = build_schema()._schema
+    other_schema = build_schema()._schema
+    text = "query($n: Int) { lists(first: $n) { edges { node { name } } } }"
+    document = parse(text)
+    measured = Measured(size=2)
+    first = measured(schema, document, None, {"n": 500}, 20, 100)
+    assert first.capped == frozenset({"lists"})
+    assert measured(schema, document, None, {"n": 500}, 20, 100) is first
+    small = measured(schema, document, None, {"n": 5}, 20, 100)
+    assert small is not first
+    assert small.capped == frozenset()
+    assert measured(schema, parse(text), None, {"n": 500}, 20, 100) is not first
+    assert measured(other_schema, document, None, {"n": 500}, 20, 100) is not first
+    big = {"n": 5, "pad": "x" * Measured.VARIABLES_KEY_BYTES}
+    assert measured(schema, document, None, big, 20, 100) \
+        is not measured(schema, document, None, big, 20, 100)
+    assert len(measured.entries) == 2  # the oldest were let go
 
 
 @pytest.mark.parametrize("k", [21, 40])

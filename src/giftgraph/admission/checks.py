@@ -10,7 +10,7 @@ from graphql import GraphQLError, GraphQLSyntaxError, OperationDefinitionNode, O
 from strawberry.extensions import ParserCache, SchemaExtension
 
 from giftgraph.accel import internals
-from giftgraph.admission.documents import Found, count_refusal, measure, over_limit
+from giftgraph.admission.documents import Found, Measured, count_refusal, over_limit
 from giftgraph.errors import AppError, QueryTooComplex
 from giftgraph.schema.extensions import operation_of, refuse, requested_operation
 
@@ -58,6 +58,8 @@ class ParseWithTokenLimit(ParserCache):
             ) from None
         yield
 
+MEASURED = Measured()  # the process's documents, measured once per variables (Measured)
+
 
 class DocumentBounds(SchemaExtension):
     """Refuses, before validation, a document over the depth, aliases or cost limit
@@ -79,7 +81,7 @@ class DocumentBounds(SchemaExtension):
             settings = ec.context.settings
             schema = internals.graphql_schema(ec.schema)
             running = requested_operation(ec)
-            self.found = measure(schema, document, running, ec.variables,
+            self.found = MEASURED(schema, document, running, ec.variables,
                                  settings.default_page_size, settings.max_page_size)
             refusal: AppError | None = over_limit(self.found, settings)
             if refusal is not None:

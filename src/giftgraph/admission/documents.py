@@ -36,10 +36,12 @@ and the limits apply to each; the mutation budget is charged for the one that ru
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from graphql import (
     DocumentNode,
     FieldNode,
@@ -326,6 +328,42 @@ def measure(schema: GraphQLSchema, document: DocumentNode, running: str | None,
     for name in walker.definitions:
         walker.fragment(name)
     return Found(worst, chosen, walker.visits, walker.overlaps, frozenset(walker.capped))
+
+
+class Measured:
+    """`measure`, remembered for the last `size` (document, operation, variables, page
+    sizes) it was asked: clients send the same few documents over and over, and the
+    parser cache hands back the same document object for the same text. Variables are
+    part of the key (page sizes can be variables) while their JSON is small; larger ones
+    are measured each time. A `Found` is never changed after it is made."""
+
+    VARIABLES_KEY_BYTES = 1024
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple[Any, ...],
+                                  tuple[GraphQLSchema, DocumentNode, Found]] = OrderedDict()
+
+    def __call__(self, schema: GraphQLSchema, document: DocumentNode, running: str | None,
+                 variables: Any, default_page: int, max_page: int) -> Found:
+        try:
+            given = orjson.dumps(variables, option=orjson.OPT_SORT_KEYS) if variables else b""
+        except TypeError:  # not JSON (only from an in-process caller): not remembered
+            given = None
+        if given is None or len(given) > self.VARIABLES_KEY_BYTES:
+            return measure(schema, document, running, variables, default_page, max_page)
+        # Schema and document by identity, held in the entry so that their ids are not
+        # reused while it lives
+        key = (id(schema), id(document), running, given, default_page, max_page)
+        entry = self.entries.get(key)
+        if entry is not None and entry[0] is schema and entry[1] is document:
+            self.entries.move_to_end(key)
+            return entry[2]
+        found = measure(schema, document, running, variables, default_page, max_page)
+        self.entries[key] = (schema, document, found)
+        if len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+        return found
 
 
 def over_limit(found: Found, settings: Any) -> QueryTooComplex | None:
