@@ -23,10 +23,11 @@ class FastPaths:
     lean_resolvers: bool = False  # plain resolver methods called without Strawberry's wrapper
     sockets: bool = False  # the direct operation runner: shared rendering, parking
     wire: bool = False  # pre-framed writes, direct delivery, handshake released from uvicorn
+    hooks: bool = False  # Strawberry's extension hooks resolved once per class (accel.hooks)
 
     @property
     def any(self) -> bool:
-        return self.executor or self.lean_resolvers or self.sockets or self.wire
+        return self.executor or self.lean_resolvers or self.sockets or self.wire or self.hooks
 
     def execution_context_class(self, suggest: bool) -> type[Any]:
         """The schema's execution context class (Strawberry's, plain)."""
@@ -40,7 +41,12 @@ class FastPaths:
         return chosen if suggest else chosen.quiet()
 
     def install_schema(self, schema: Any) -> int:
-        """After the schema is built: lean resolvers; how many fields got one."""
+        """After the schema is built: its extensions' runner, lean resolvers; how many
+        fields got one."""
+        if self.hooks:
+            from giftgraph.accel.hooks import Runner
+
+            schema.extensions_runner_class = Runner
         if not self.lean_resolvers:
             return 0
         from giftgraph.accel.resolvers import install_lean_resolvers
@@ -80,7 +86,7 @@ def install(settings: Settings) -> FastPaths:
     if not settings.accel:
         log.info("accel: off (GIFTGRAPH_ACCEL=false): the plain library paths serve")
         return PLAIN
-    from giftgraph.accel import executor, internals, resolvers, sockets, wire
+    from giftgraph.accel import executor, hooks, internals, resolvers, sockets, wire
 
     gone = internals.missing()
     if gone:
@@ -88,7 +94,8 @@ def install(settings: Settings) -> FastPaths:
     sockets_ok = _checked(sockets.shape_ok)
     return FastPaths(executor=_checked(executor.shape_ok),
                      lean_resolvers=_checked(resolvers.lean_resolvers_ok),
-                     sockets=sockets_ok, wire=sockets_ok and _checked(wire.shape_ok))
+                     sockets=sockets_ok, wire=sockets_ok and _checked(wire.shape_ok),
+                     hooks=_checked(hooks.shape_ok))
 
 
 def _checked(shape_ok: Callable[[], bool]) -> bool:

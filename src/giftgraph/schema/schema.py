@@ -6,6 +6,7 @@ from typing import Any
 
 import strawberry
 from strawberry.extensions import DisableIntrospection
+from strawberry.extensions.runner import SchemaExtensionsRunner
 
 from giftgraph.accel.switch import FastPaths, install
 from giftgraph.admission.checks import DocumentBounds, ParseWithTokenLimit
@@ -225,6 +226,14 @@ class Mutation:
 
 
 class GiftGraphSchema(strawberry.Schema):
+    # Strawberry's, or the fast paths' (giftgraph.accel.hooks: set by `FastPaths`)
+    extensions_runner_class: type[SchemaExtensionsRunner] = SchemaExtensionsRunner
+
+    def create_extensions_runner(self, execution_context: Any,
+                                 extensions: list[Any]) -> SchemaExtensionsRunner:
+        return self.extensions_runner_class(execution_context=execution_context,
+                                            extensions=extensions)
+
     def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
         """FormatErrors logs what matters (with traceId); skip Strawberry's default log."""
 
