@@ -5,7 +5,8 @@ broadcaster. What is here makes the same behaviour faster: compiled reads, the l
 executor and its plain-scalar fast path, lean resolvers (`executor`, `compiled`), the
 socket handler's direct operation runner (`sockets`), shared rendering, parking and direct
 delivery of events (`render`, `delivery`), and pre-framed socket writes with a leaner
-uvicorn protocol (`wire`). `internals` reads the few private names the plain paths need
+uvicorn protocol (`wire`), and Strawberry's extension hooks resolved once per class
+(`hooks`). `internals` reads the few private names the plain paths need
 too (the graphql-core schema behind Strawberry's, ...).
 
 `create_app` calls `accel.switch.install(settings)` once and hands the `FastPaths` it returns to the
