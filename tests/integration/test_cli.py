@@ -25,7 +25,7 @@ from giftgraph.cli.users import create_user, reset_password
 from giftgraph.db import models as m
 from giftgraph.ids import encode_id
 from giftgraph.live.hub import Hub
-from tests.conftest import GQL, Account, _dsn, make_settings, sign_up
+from tests.conftest import GQL, SIGN_UP, Account, _dsn, make_settings, sign_up
 from tests.support import free_port, service_env, stop
 
 LOGIN = """
@@ -248,28 +248,53 @@ def test_serve_listens_before_it_loads_the_app(database_url: str) -> None:
     assert any('"GET /health HTTP/1.1" 200' in line["event"] for line in access), lines
 
 
-def test_serve_without_the_access_log_writes_no_access_line(database_url: str) -> None:
-    """`GIFTGRAPH_ACCESS_LOG=false`: requests are served and logged as operations, but
-    uvicorn writes no line per request (our log set-up must not give it a handler back)."""
+@pytest.mark.parametrize("access_log", [True, False])
+def test_the_access_log_setting_covers_requests_and_sockets(database_url: str,
+                                                            access_log: bool) -> None:
+    """`GIFTGRAPH_ACCESS_LOG=false`: requests and sockets are served and their operations
+    logged, but uvicorn writes no line per request (our log set-up must not give it a
+    handler back) and none per WebSocket (accepted, opened, closed); on, it writes both."""
+    import websockets.sync.client
+
     port = free_port()
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed args
         [sys.executable, "-m", "giftgraph.cli", "serve", "--port", str(port)],
-        env=service_env(database_url, GIFTGRAPH_LOG_JSON="true", GIFTGRAPH_ACCESS_LOG="false"),
+        env=service_env(database_url, GIFTGRAPH_LOG_JSON="true",
+                        GIFTGRAPH_ACCESS_LOG=str(access_log).lower()),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith(b"GiftGraph ")
-        for _ in range(3):
+        signed = httpx.post(f"http://127.0.0.1:{port}/graphql", timeout=30, json={
+            "query": SIGN_UP, "variables": {"input": {
+                "familyName": "Logs", "email": f"{uuid.uuid4().hex[:8]}@example.com",
+                "password": "correct horse battery", "displayName": "Admin"}}})
+        token = signed.json()["data"]["signUp"]["accessToken"]
+        for _ in range(2):
             r = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": "{ __typename }"},
                            timeout=30)
             assert r.json() == {"data": {"__typename": "Query"}}, r.text
+        with websockets.sync.client.connect(f"ws://127.0.0.1:{port}/graphql",
+                                            subprotocols=["graphql-transport-ws"]) as ws:
+            ws.send(orjson.dumps({"type": "connection_init",
+                                  "payload": {"token": token}}).decode())
+            assert orjson.loads(ws.recv(timeout=30))["type"] == "connection_ack"
     finally:
         stop(proc)
     lines = [orjson.loads(line) for line in proc.communicate()[1].splitlines()
              if line.startswith(b"{")]
     assert sum(line.get("event") == "graphql.operation" for line in lines) == 3, lines
-    assert [line for line in lines if line.get("logger") == "uvicorn.access"] == [], lines
+    access = [line for line in lines if line.get("logger") == "uvicorn.access"]
+    sockets = [line for line in lines if line.get("logger") == "uvicorn.error" and (
+        '"WebSocket /graphql" [accepted]' in line["event"]
+        or line["event"] in ("connection open", "connection closed"))]
     assert any(line.get("logger") == "uvicorn.error" for line in lines), lines
+    if access_log:
+        assert len(access) == 3, lines
+        assert len(sockets) >= 2, lines  # accepted, open (closed: when the server closes)
+    else:
+        assert access == [], lines
+        assert sockets == [], lines
 
 
 def test_serve_on_a_busy_port_says_so_in_one_line(database_url: str) -> None:
