@@ -4,6 +4,7 @@ charged per root field, fragments expanded; no suggestion in production."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,6 +67,11 @@ def test_a_measure_is_remembered_per_document_and_variables() -> None:
     assert measured(schema, document, None, big, 20, 100) \
         is not measured(schema, document, None, big, 20, 100)
     assert len(measured.entries) == 2  # the oldest were let go
+    # An entry keeps no document alive
+    key = next(iter(measured.entries))
+    del document, first, small
+    gc.collect()
+    assert measured.entries[key][1]() is None
 
 
 @pytest.mark.parametrize("k", [21, 40])

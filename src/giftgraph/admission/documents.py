@@ -36,6 +36,7 @@ and the limits apply to each; the mutation budget is charged for the one that ru
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -341,8 +342,9 @@ class Measured:
 
     def __init__(self, size: int = 512) -> None:
         self.size = size
-        self.entries: OrderedDict[tuple[Any, ...],
-                                  tuple[GraphQLSchema, DocumentNode, Found]] = OrderedDict()
+        self.entries: OrderedDict[tuple[Any, ...], tuple[weakref.ref[GraphQLSchema],
+                                                         weakref.ref[DocumentNode], Found]] \
+            = OrderedDict()
 
     def __call__(self, schema: GraphQLSchema, document: DocumentNode, running: str | None,
                  variables: Any, default_page: int, max_page: int) -> Found:
@@ -352,15 +354,15 @@ class Measured:
             given = None
         if given is None or len(given) > self.VARIABLES_KEY_BYTES:
             return measure(schema, document, running, variables, default_page, max_page)
-        # Schema and document by identity, held in the entry so that their ids are not
-        # reused while it lives
+        # Schema and document by identity, checked through weak references (an entry
+        # keeps no document alive, and an id reused after one is gone does not match)
         key = (id(schema), id(document), running, given, default_page, max_page)
         entry = self.entries.get(key)
-        if entry is not None and entry[0] is schema and entry[1] is document:
+        if entry is not None and entry[0]() is schema and entry[1]() is document:
             self.entries.move_to_end(key)
             return entry[2]
         found = measure(schema, document, running, variables, default_page, max_page)
-        self.entries[key] = (schema, document, found)
+        self.entries[key] = (weakref.ref(schema), weakref.ref(document), found)
         if len(self.entries) > self.size:
             self.entries.popitem(last=False)
         return found
