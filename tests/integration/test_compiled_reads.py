@@ -309,6 +309,13 @@ async def test_pages_filters_aliases_fragments_and_directives(
     for variables in ({"first": 0}, {"first": 1000}, {"last": 0}, {"last": 1},
                       {"first": 2, "before": after}):
         await same(alice.client, executor, page, variables)
+    # Pages without pageInfo (their rows alone), backward from a cursor, edges twice
+    rows_only = """query($first: Int, $after: String, $last: Int, $before: String) {
+      lists(first: $first, after: $after, last: $last, before: $before) {
+        totalCount edges { cursor node { name } } again: edges { node { kind } } } }"""
+    for variables in ({"last": 2, "before": after}, {"first": 1, "after": after},
+                      {"last": 1, "after": before}, {"first": 2, "before": after}, {"last": 0}):
+        await same(alice.client, executor, rows_only, variables)
 
     items = """query($s: ItemStatus, $k: ListKind) { lists(kind: $k) { edges { node {
       items(status: $s) { totalCount edges { cursor node { status quantity } } }

@@ -124,7 +124,27 @@ async def test_the_fast_runner_runs_the_hooks_as_strawberrys_does() -> None:
     assert await run(fast) == expected
     assert await run(fast) == expected  # again: from the per-class answers remembered
     assert set(hooks.Operation.makers) >= {Generators, AsyncGenerators, Plain, NoHooks}
-    assert hooks.Operation.makers[NoHooks] is None
+    assert hooks.Operation.makers[NoHooks][1] is None
+
+
+async def test_a_hook_replaced_on_its_class_is_the_one_that_runs() -> None:
+    """Strawberry looks a hook up on the class for every operation; so does the fast
+    runner, and it does not keep running the hook it resolved first."""
+    plain, fast = schemas()
+    await run(fast)
+    original = Plain.on_validate
+
+    def replaced(self: SchemaExtension) -> None:
+        LOG.append(("replaced", "validate"))
+
+    Plain.on_validate = replaced  # type: ignore[method-assign]
+    try:
+        expected = await run(plain)
+        assert ("replaced", "validate") in expected
+        assert ("plain", "validate") not in expected
+        assert await run(fast) == expected
+    finally:
+        Plain.on_validate = original  # type: ignore[method-assign]
 
 
 def test_our_schema_uses_the_fast_runner_when_the_fast_paths_are_on() -> None:

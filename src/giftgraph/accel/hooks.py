@@ -54,25 +54,32 @@ def _maker(stage: type[ExtensionContextManagerBase], cls: type[Any]) -> Maker | 
 
 
 class Resolved:
-    """A stage whose hooks list is built from `_maker`, remembered per extension class.
-    (The stage classes keep Strawberry's `__slots__`; the cache is a class attribute.)"""
+    """A stage whose hooks list is built from `_maker`, remembered per extension class and
+    its hook function as found now (a hook replaced on the class is looked at anew, as
+    Strawberry looks it up each time). The stage classes keep Strawberry's `__slots__`;
+    the cache is a class attribute, let go past `LIMIT` classes (a schema built with
+    tracing on makes its own extension class)."""
 
     __slots__ = ()
-    makers: ClassVar[dict[type[Any], Maker | None]]
+    LIMIT = 256
+    makers: ClassVar[dict[type[Any], tuple[Any, Maker | None]]]
 
     def __init__(self, extensions: list[SchemaExtension]) -> None:
         stage: Any = self
-        stage.default_hook = getattr(SchemaExtension, stage.HOOK_NAME)
+        name = stage.HOOK_NAME
+        stage.default_hook = getattr(SchemaExtension, name)
         hooks: list[WrappedHook] = []
         makers = self.makers
         for extension in extensions:
             cls = type(extension)
-            try:
-                make = makers[cls]
-            except KeyError:
-                make = makers[cls] = _maker(type(self), cls)  # type: ignore[arg-type]
-            if make is not None:
-                hooks.append(make(stage, extension))
+            hook_fn = getattr(cls, name)
+            known = makers.get(cls)
+            if known is None or known[0] is not hook_fn:
+                if len(makers) >= self.LIMIT:
+                    makers.clear()
+                known = makers[cls] = (hook_fn, _maker(type(self), cls))  # type: ignore[arg-type]
+            if known[1] is not None:
+                hooks.append(known[1](stage, extension))
         stage.hooks = hooks
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
