@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import strawberry
 from graphql import Executor
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.subscriptions.protocols.graphql_transport_ws import handlers as strawberry_ws
 
@@ -42,7 +43,8 @@ def test_the_switch_turns_every_piece_off() -> None:
 
 def test_every_piece_is_on_with_the_libraries_pinned() -> None:
     fast = accel.install(settings(accel=True))
-    assert fast == accel.FastPaths(executor=True, lean_resolvers=True, sockets=True, wire=True)
+    assert fast == accel.FastPaths(executor=True, lean_resolvers=True, sockets=True, wire=True,
+                                   hooks=True)
     assert accel.ws_protocol(True) == wire.WS_PROTOCOL
 
 
@@ -71,6 +73,18 @@ def test_lean_resolvers_fall_back_when_strawberry_changed(
     fast = accel.install(settings(accel=True))
     assert not fast.lean_resolvers
     assert fast.install_schema(object()) == 0
+
+
+def test_the_hooks_runner_falls_back_when_strawberrys_stages_changed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from strawberry.extensions.context import ExtensionContextManagerBase
+
+    monkeypatch.setattr(ExtensionContextManagerBase, "__slots__", ("exit_stack",))
+    fast = accel.install(settings(accel=True))
+    assert not fast.hooks
+    assert fast.executor  # the other pieces are unaffected
+    assert build_schema(settings(accel=True), fast).create_extensions_runner(
+        None, []).__class__ is SchemaExtensionsRunner  # type: ignore[arg-type]
 
 
 def test_direct_delivery_falls_back_when_strawberrys_handler_changed(

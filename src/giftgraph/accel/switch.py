@@ -43,7 +43,7 @@ class FastPaths:
     def install_schema(self, schema: Any) -> int:
         """After the schema is built: its extensions' runner, lean resolvers; how many
         fields got one."""
-        if self.hooks:
+        if self.hooks and hasattr(schema, "extensions_runner_class"):  # GiftGraphSchema
             from giftgraph.accel.hooks import Runner
 
             schema.extensions_runner_class = Runner
