@@ -336,27 +336,20 @@ class Compiler:
             where.append(f"({', '.join(keys)}) {'<' if descending else '>'} ({values})")
         order_by = ", ".join(f"{k} {'DESC' if descending else 'ASC'}" for k in keys)
         ctype = object_type(gtype)
-        if not any(sub[0].node.name.value == "pageInfo"
-                   for sub in self.ec.collect_subfields(ctype, details)[0].values()):
-            # The page's rows alone: no row past it to count, no numbering, no grouping
-            rows = (f"(SELECT {a}.* FROM {table.name} {a} WHERE {' AND '.join(where)} "
-                    f"ORDER BY {order_by} LIMIT {self.param(page.limit)}) AS {a}")
-            in_order = ", ".join(f"{k} {'DESC' if order.desc else 'ASC'}" for k in keys)
-
-            def rows_part(name: str, sub: FieldDetailsList) -> str:
-                if name == "totalCount":
-                    return (f"(SELECT count(*) FROM {table.name} {a} "
-                            f"WHERE {' AND '.join(counted)})::text")
-                if name == "edges":
-                    edge = self.edge(conn, a, ctype.fields[name].type, sub)
-                    return json_rows(edge, rows, in_order)
-                raise NotCompiled(f"{ctype.name}.{name}")
-
-            return self.object(ctype, details, rows_part)
+        # With pageInfo: a grouped query over the page's rows numbered, and the row past
+        # it (to tell whether more follow). Without: the page's rows alone, an array of
+        # their objects in order (no numbering, no grouping, nothing sorted twice).
+        grouped = any(sub[0].node.name.value == "pageInfo"
+                      for sub in self.ec.collect_subfields(ctype, details)[0].values())
         limit = self.param(page.limit)
-        rows = (f"SELECT {a}.*, row_number() OVER (ORDER BY {order_by}) AS gg_rn "
-                f"FROM {table.name} {a} WHERE {' AND '.join(where)} "
-                f"ORDER BY {order_by} LIMIT {self.param(page.limit + 1)}")
+        if grouped:
+            rows = (f"SELECT {a}.*, row_number() OVER (ORDER BY {order_by}) AS gg_rn "
+                    f"FROM {table.name} {a} WHERE {' AND '.join(where)} "
+                    f"ORDER BY {order_by} LIMIT {self.param(page.limit + 1)}")
+        else:
+            rows = (f"(SELECT {a}.* FROM {table.name} {a} WHERE {' AND '.join(where)} "
+                    f"ORDER BY {order_by} LIMIT {limit}) AS {a}")
+        in_order = ", ".join(f"{k} {'DESC' if order.desc else 'ASC'}" for k in keys)
         shown = f"FILTER (WHERE {a}.gg_rn <= {limit})"
         # The page is shown in the connection's order: for `last`/`before` the rows were
         # fetched backwards (row 1 is the last shown).
@@ -381,14 +374,18 @@ class Compiler:
                         f"WHERE {' AND '.join(counted)})::text")
             if name == "edges":
                 edge = self.edge(conn, a, ctype.fields[name].type, sub)
-                return json_array(edge, shown_order, shown)
+                return json_array(edge, shown_order, shown) if grouped \
+                    else json_rows(edge, rows, in_order)
             if name == "pageInfo":
                 return self.object(object_type(ctype.fields[name].type), sub, page_info)
             raise NotCompiled(f"{ctype.name}.{name}")
 
+        selected = self.object(ctype, details, part)
+        if not grouped:
+            return selected
         # HAVING: a grouped query, one row even for an empty page (and when no aggregate
         # is selected, e.g. only `totalCount`).
-        return f"(SELECT {self.object(ctype, details, part)} FROM ({rows}) AS {a} HAVING true)"
+        return f"(SELECT {selected} FROM ({rows}) AS {a} HAVING true)"
 
     def edge(self, conn: ConnectionTable, alias: str, gtype: GraphQLOutputType,
              details: FieldDetailsList) -> str:
