@@ -368,6 +368,9 @@ async def test_a_field_error_goes_once_the_field_is_edited(
     await asyncio.to_thread(_family, base, "edit@one.example", "Edits")
     await log_in(page, base, "edit@one.example")
     await page.goto(base + "/#/occasions")
+    # The view rendered and its list read: a click before that could land on a form the
+    # route then replaces (CI, a loaded machine: the new form had no error to show).
+    await expect(page.get_by_text("No occasions yet")).to_be_visible(timeout=10_000)
     form = page.locator("form").filter(has_text="Add an occasion")
     await form.get_by_role("button", name="Add occasion").click()
     name = form.get_by_label("Name")
