@@ -137,10 +137,16 @@ def test_a_fan_out_frames_each_message_once_and_never_mixes_two_up() -> None:
     # A backlog: every event in order, in one write, the same bytes for the next socket.
     assert wire_a.write_texts(one, [payload, copy], b"}")
     assert wire_b.write_texts(one, [payload, copy], b"}")
-    assert a.writes[3] == b.writes[2]
+    assert a.writes[3] is b.writes[2]  # framed once
     assert _messages(a.writes[3]) == [one + payload + b"}", one + copy + b"}"]
+    backlog = [payload, copy]
+    assert wire_a.write_texts(one, backlog, b"}")
+    backlog[1] = short  # the caller's list changes: what was framed does not
+    assert wire_b.write_texts(one, backlog, b"}")
+    assert _messages(a.writes[4]) == [one + payload + b"}", one + copy + b"}"]
+    assert _messages(b.writes[3]) == [one + payload + b"}", one + short + b"}"]
     assert wire_b.write_texts(two, [payload, copy], b"}")
-    assert _messages(b.writes[3]) == [two + payload + b"}", two + copy + b"}"]
+    assert _messages(b.writes[4]) == [two + payload + b"}", two + copy + b"}"]
 
 
 def test_a_socket_that_cannot_take_a_message_is_not_written() -> None:

@@ -65,7 +65,7 @@ written = 0  # messages pre-framed onto a transport, this process (stats, tests)
 # whose operation has the same id (all but a few), so it is framed once per event rather
 # than once per socket. Each is one tuple, replaced whole: a reader never sees parts of two.
 _last: tuple[bytes, bytes, bytes, bytes] = (b"", b"", b"", header(0))  # the empty message
-_last_many: tuple[tuple[bytes, ...], bytes, bytes, bytes] = ((), b"", b"", b"")
+_last_many: tuple[list[bytes], bytes, bytes, bytes] = ([], b"", b"", b"")
 
 
 def frame(head: bytes, body: bytes, tail: bytes) -> bytes:
@@ -84,12 +84,12 @@ def frames(head: bytes, bodies: list[bytes], tail: bytes) -> bytes:
     """`frame` of each of `bodies`, joined; made once for a run of equal backlogs."""
     global _last_many
     last = _last_many
-    same = last[0]
-    if len(same) == len(bodies) and head == last[1] and tail == last[2] \
-            and all(a is b for a, b in zip(same, bodies, strict=True)):
+    # List equality compares each pair by identity first (in C): the fan-out's bodies are
+    # the very objects framed last; equal content (if not the same objects) frames alike.
+    if bodies == last[0] and head == last[1] and tail == last[2]:
         return last[3]
     data = b"".join([frame(head, body, tail) for body in bodies])
-    _last_many = (tuple(bodies), head, tail, data)
+    _last_many = (list(bodies), head, tail, data)
     return data
 
 
