@@ -409,3 +409,60 @@ async def test_an_ended_session_returns_to_the_login(service: Service, browser: 
         re.compile("session ended|access was revoked"))
     await expect(page.locator("#status")).to_have_text("offline")
     assert await page.evaluate("localStorage.getItem('gg.refresh')") is None
+
+
+async def until_held(held: list[str]) -> None:
+    deadline = time.monotonic() + 5
+    while not held:
+        assert time.monotonic() < deadline, "the view's refresh never came"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_slow_answer_is_never_drawn_over_a_newer_one(
+        service: Service, browser: Any) -> None:
+    """A view's refreshes run one at a time: an answer that comes late (held here for 2 s)
+    is not drawn after a later refresh's, and a view left while it loaded no longer sets
+    the page's title. Both raced before: the held answer was drawn last, the old view's
+    title came back."""
+    from playwright.async_api import expect
+
+    base = service.base
+    token = await asyncio.to_thread(_family, base, "late@one.example", "Late")
+    page = await browser.new_page(viewport=PHONE)
+    await log_in(page, base, "late@one.example")
+    await open_section(page, "People")
+    await expect(page.get_by_text("Nobody yet")).to_be_visible(timeout=10_000)
+
+    held: list[str] = []
+
+    async def hold_the_first(route: Any) -> None:
+        body = route.request.post_data or ""
+        if "persons(first: 100)" in body and not held:
+            held.append(body)
+            response = await route.fetch()  # the family as it is now, drawn 2 s later
+            await asyncio.sleep(2)
+            await route.fulfill(response=response)
+        else:
+            await route.continue_()
+
+    await page.route("**/graphql", hold_the_first)
+    add = "mutation($n: String!) { createPerson(input: {name: $n}) { id } }"
+    await asyncio.to_thread(post, base, add, {"n": "Ann"}, token)  # its refresh is held
+    await until_held(held)
+    await asyncio.to_thread(post, base, add, {"n": "Zed"}, token)  # a later refresh
+    people = page.locator("section", has_text="Everyone")
+    await expect(people).to_contain_text("Zed", timeout=5_000)
+    await asyncio.sleep(2.5)  # the held answer has come by now
+    await expect(people).to_contain_text("Ann")
+    await expect(people).to_contain_text("Zed")
+
+    # Left while loading: People is held again, Occasions is opened meanwhile.
+    held.clear()
+    await open_section(page, "Overview")
+    await open_section(page, "People")
+    await until_held(held)
+    await open_section(page, "Occasions")
+    await expect(page.get_by_text("No occasions yet")).to_be_visible(timeout=10_000)
+    await asyncio.sleep(2.5)
+    assert await page.title() == "Occasions — GiftGraph"
+    await expect(page.get_by_role("heading", level=2)).to_have_text("Occasions")

@@ -1,7 +1,7 @@
 // Lists: every list with a "New list" form, and one list with its items, each with
 // Status (one step back or forward), Assign, Comment, edit and remove controls.
 import { post } from './api.js';
-import { h, money, ago, day, form, reveal, statusWord, STATUSES } from './ui.js';
+import { h, money, ago, day, form, reveal, statusWord, STATUSES, serialized } from './ui.js';
 import { deleteButton } from './views.js';
 
 const edges = (c) => c.edges.map((e) => e.node);
@@ -38,7 +38,7 @@ export function listView(app, id) {
 function allLists() {
   const list = h('ul.rows');
   const slot = h('div');
-  async function refresh() {
+  const refresh = serialized(async () => {
     const [d, c] = await Promise.all([
       post('{ lists(first: 100) { edges { node { id name kind person { name } occasion { name } items { totalCount } } } } }'), choices()]);
     const rows = edges(d.lists).map(listRow);
@@ -58,7 +58,7 @@ function allLists() {
           location.hash = `#/list/${r.createList.id}`;
         } }));
     }
-  }
+  });
   return { el: h('div', {}, h('h2', { text: 'Lists' }), h('div.split', {}, section('All lists', list), slot)), refresh };
 }
 
@@ -85,7 +85,7 @@ function oneList(app, id) {
       await refresh();
     } });
 
-  async function refresh() {
+  const refresh = serialized(async () => {
     const d = await post(`query($id: ID!) { node(id: $id) { ... on GiftList { id name kind budget
       person { id name } occasion { id name date }
       items(first: 100) { edges { node { id status quantity notes assignee { id displayName }
@@ -111,7 +111,7 @@ function oneList(app, id) {
     for (const [k, row] of rows) if (!seen.has(k)) { row.el.remove(); rows.delete(k); }
     items.replaceChildren(...order.map((it) => rows.get(it.id).el));
     if (!order.length) items.append(empty('No gifts yet: add the first one.'));
-  }
+  });
   function onEvent(e) {
     if (e.entityType !== 'Comment' || !e.node) return;
     const row = rows.get(e.node.targetId);

@@ -186,6 +186,7 @@ async function route() {
   document.title = `${view.el.querySelector('h2').textContent} — GiftGraph`;
   try {
     if (view.refresh) await view.refresh();
+    if (view !== app.view) return; // left while it loaded: the view shown now is another's
     if (view.onDashboard && app.dashboard) view.onDashboard(app.dashboard);
     document.title = `${view.el.querySelector('h2').textContent} — GiftGraph`;
   } catch (err) {

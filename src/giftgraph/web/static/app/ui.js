@@ -17,6 +17,23 @@ export function h(tag, attrs, ...children) {
 }
 
 export const $ = (id) => document.getElementById(id);
+// A view's refresh (fetch, then redraw), one at a time: a call while one runs gets one
+// more run after it, shared by every call made meanwhile. Two overlapping refreshes could
+// otherwise finish out of order, and the older answer be drawn last.
+export function serialized(refresh) {
+  let running = null;
+  let again = null;
+  const run = (...args) => {
+    if (running) {
+      again = again || running.catch(() => {}).then(() => { again = null; return run(...args); });
+      return again;
+    }
+    running = refresh(...args).finally(() => { running = null; });
+    return running;
+  };
+  return run;
+}
+
 export const STATUSES = ['IDEA', 'SELECTED', 'PURCHASED', 'RECEIVED'];
 export const statusWord = (s) => ({ IDEA: 'Idea', SELECTED: 'Selected', PURCHASED: 'Purchased', RECEIVED: 'Received' }[s] || s);
 

@@ -2,7 +2,7 @@
 // Each view is { el, refresh(event?), onDashboard? }: forms are built once, the data
 // parts are redrawn on every change so typing is never lost.
 import { post } from './api.js';
-import { h, money, moneyList, day, activityLine, statusWord, setCurrency, reveal } from './ui.js';
+import { h, money, moneyList, day, activityLine, statusWord, setCurrency, reveal, serialized } from './ui.js';
 import { form } from './ui.js';
 import { listView, listRow } from './items.js';
 
@@ -87,12 +87,12 @@ function people() {
   const list = h('ul.rows');
   const add = form({ title: 'Add a person', fields: PERSON_FIELDS(), submit: 'Add person',
     onSubmit: async (v) => { await post('mutation($i: PersonInput!) { createPerson(input: $i) { id } }', { i: personInput(v) }); await refresh(); } });
-  async function refresh() {
+  const refresh = serialized(async () => {
     const d = await post('{ persons(first: 100) { edges { node { id name relationship birthday interests } } } }');
     const rows = edges(d.persons).map((p) => h('li', {}, h('a', { href: `#/person/${p.id}`, text: p.name }),
       h('small', { text: [p.relationship, p.birthday && `born ${day(p.birthday)}`, p.interests.join(', ')].filter(Boolean).join(' · ') })));
     list.replaceChildren(...(rows.length ? rows : [empty('Nobody yet: add the people you give gifts to.')]));
-  }
+  });
   return { el: h('div', {}, h('h2', { text: 'People' }), h('div.split', {}, section('Everyone', list), add)), refresh };
 }
 
@@ -102,7 +102,7 @@ function person(app, id) {
   const lists = h('ul.rows');
   const slot = h('div');
   let built = false;
-  async function refresh() {
+  const refresh = serialized(async () => {
     const d = await post(`query($id: ID!) { node(id: $id) { ... on Person { id name relationship birthday interests notes
       giftHistory(first: 50) { edges { node { id status gift { name price currency store } list { id name occasion { name date } } } } } } }
       lists(personId: $id, first: 100) { edges { node { id name kind occasion { name } items { totalCount } } } } }`, { id });
@@ -121,7 +121,7 @@ function person(app, id) {
         onSubmit: (v) => post('mutation($id: ID!, $i: PersonPatch!) { updatePerson(id: $id, input: $i) { id } }', { id, i: personInput(v) }),
         extra: deleteButton(p.name, async () => { await post('mutation($id: ID!) { deletePerson(id: $id) }', { id }); go('#/people'); }) }));
     }
-  }
+  });
   return { el: h('div', {}, h('p.crumbs', {}, h('a', { href: '#/people', text: 'People' })), head,
     h('div.grid', {}, section('Gift history', history), section('Lists', lists), slot)), refresh };
 }
@@ -139,12 +139,12 @@ function occasions() {
   const list = h('ul.rows');
   const add = form({ title: 'Add an occasion', fields: OCCASION_FIELDS(), submit: 'Add occasion',
     onSubmit: async (v) => { await post('mutation($i: OccasionInput!) { createOccasion(input: $i) { id } }', { i: occasionInput(v) }); await refresh(); } });
-  async function refresh() {
+  const refresh = serialized(async () => {
     const d = await post('{ occasions(first: 100) { edges { node { id name kind date budget } } } }');
     const rows = edges(d.occasions).map((o) => h('li', {}, h('a', { href: `#/occasion/${o.id}`, text: o.name }),
       h('small.nowrap', { text: `${day(o.date)}${o.budget ? ` · budget ${money(o.budget)}` : ''}` })));
     list.replaceChildren(...(rows.length ? rows : [empty('No occasions yet')]));
-  }
+  });
   return { el: h('div', {}, h('h2', { text: 'Occasions' }), h('div.split', {}, section('All occasions', list), add)), refresh };
 }
 
@@ -154,7 +154,7 @@ function occasion(app, id) {
   const lists = h('ul.rows');
   const slot = h('div');
   let built = false;
-  async function refresh() {
+  const refresh = serialized(async () => {
     const spent = 'spentByCurrency { amount currency }';
     const d = await post(`query($id: ID!) { node(id: $id) { ... on Occasion { id name kind date budget description
       summary { budget spent ${spent} people { person { id name } pipeline { idea selected purchased received } spent ${spent} } } } }
@@ -176,7 +176,7 @@ function occasion(app, id) {
         onSubmit: (v) => post('mutation($id: ID!, $i: OccasionPatch!) { updateOccasion(id: $id, input: $i) { id } }', { id, i: occasionInput(v) }),
         extra: deleteButton(o.name, async () => { await post('mutation($id: ID!) { deleteOccasion(id: $id) }', { id }); go('#/occasions'); }) }));
     }
-  }
+  });
   return { el: h('div', {}, h('p.crumbs', {}, h('a', { href: '#/occasions', text: 'Occasions' })), head,
     h('div.grid', {}, section('Summary', summary), section('Lists', lists), slot)), refresh };
 }
@@ -203,12 +203,12 @@ function family(app) {
       setCurrency(d.updateFamily.currency);
     } })) : null;
 
-  async function refresh() {
+  const refresh = serialized(async () => {
     const d = await post('{ users(first: 100) { edges { node { id displayName email role isActive } } } }');
     app.members = edges(d.users);
     list.replaceChildren(...app.members.map((u) => h('li', {}, h('span', { text: u.displayName }),
       h('small', { text: `${u.email} · ${u.role === 'ADMIN' ? 'admin' : 'member'}${u.isActive ? '' : ' · inactive'}` }))));
-  }
+  });
   return { el: h('div', {}, h('h2', { text: `Family: ${app.me.family.name}` }), h('div.split', {}, section('Members', list), h('div.stack', {}, invite, settings ? h('div.card', {}, settings.button, settings.panel) : ''))), refresh };
 }
 
