@@ -466,3 +466,62 @@ async def test_a_slow_answer_is_never_drawn_over_a_newer_one(
     await asyncio.sleep(2.5)
     assert await page.title() == "Occasions — GiftGraph"
     await expect(page.get_by_role("heading", level=2)).to_have_text("Occasions")
+
+
+async def test_a_member_changes_their_password_in_the_app(
+        service: Service, browser: Any) -> None:
+    """Family, Change your password: a wrong current password is said at its field; the
+    right one ends the session (the login form says why) and the new password logs in.
+    Adding a person says so (on a phone the new row may be out of sight); a sign-up with a
+    short password is stopped in the page."""
+    from playwright.async_api import expect
+
+    base = service.base
+    await asyncio.to_thread(_family, base, "pat@one.example", "Pat")
+    page = await browser.new_page(viewport=PHONE)
+    await log_in(page, base, "pat@one.example")
+
+    await open_section(page, "People")
+    await page.get_by_label("Name", exact=True).fill("Grandma")
+    await page.get_by_role("button", name="Add person").click()
+    await expect(page.get_by_role("status").filter(has_text="Added Grandma.")).to_be_visible()
+    await page.get_by_label("Name", exact=True).fill("G")  # editing again: the message goes
+    await expect(page.get_by_text("Added Grandma.")).to_have_count(0)
+
+    await open_section(page, "Family")
+    await page.get_by_role("button", name="Change your password").click()
+    current, new = page.get_by_label("Current password"), page.get_by_label("New password")
+    await current.fill("not my password")
+    await new.fill("short")
+    await page.get_by_role("button", name="Change password").click()
+    await expect(page.get_by_text("New password needs at least 8 characters")).to_be_visible()
+    await new.fill("a newer password")
+    await page.get_by_role("button", name="Change password").click()
+    await expect(current).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator("#status")).to_have_text("live")  # still logged in
+    await current.fill(PASSWORD)
+    await page.get_by_role("button", name="Change password").click()
+    await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    await expect(page.locator("#auth-error")).to_have_text(
+        "Your password was changed: log in with the new one.")
+    old = await asyncio.to_thread(post, base, "mutation($e: String!, $p: String!) { "
+                                  "login(email: $e, password: $p) { accessToken } }",
+                                  {"e": "pat@one.example", "p": PASSWORD})
+    assert old["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    await page.get_by_label("Email").fill("pat@one.example")
+    await page.get_by_label("Password").fill("a newer password")
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.locator("#status")).to_have_text("live", timeout=10_000)
+
+    await page.get_by_role("button", name="Log out").click()
+    await page.get_by_role("button", name="Sign up").click()
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url) if r.url.endswith("/graphql") else None)
+    await page.get_by_label("Family name").fill("Shorts")
+    await page.get_by_label("Your name").fill("Sam")
+    await page.get_by_label("Email").fill("sam@short.example")
+    await page.get_by_label("Password").fill("seven77")
+    await page.get_by_role("button", name="Sign up").click()
+    await expect(page.locator("#password-err")).to_have_text(
+        "Password needs at least 8 characters")
+    assert sent == []

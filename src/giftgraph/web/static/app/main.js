@@ -12,7 +12,7 @@ const NODE = `node { id ... on ListItem { status gift { name } list { name } ass
   ... on Comment { body targetId } ... on User { displayName } }`;
 const EVENT = `seq kind entityType entityId at actor { displayName } ${NODE}`;
 
-const app = { me: null, members: [], dashboard: null, activity: [], view: null };
+const app = { me: null, members: [], dashboard: null, activity: [], view: null, logout: (m) => logout(m) };
 let client = null;
 let stops = [];
 let lastSeq = null;
@@ -251,6 +251,12 @@ loginForm.addEventListener('submit', async (ev) => {
       authInputs[k].setAttribute('aria-invalid', 'true');
     }
     authInputs[missing[0]].focus();
+    return;
+  }
+  if (signingUp() && v.password.length < 8) { // the hint says so; no round trip to hear it
+    authErrors.password.textContent = 'Password needs at least 8 characters';
+    authInputs.password.setAttribute('aria-invalid', 'true');
+    authInputs.password.focus();
     return;
   }
   loginButton.disabled = true;

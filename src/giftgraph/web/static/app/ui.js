@@ -107,13 +107,15 @@ export function activityLine(e) {
 }
 
 let uid = 0;
-// A form: fields [{name, label, type, required, options:[[value, text]], value, hint}],
-// `submit` names its button; onSubmit(values) may throw an ApiError whose `fields`
-// are shown under their inputs (matched on the last part of the key).
-export function form({ title, fields, submit, onSubmit, cls = 'card-form', reset = true, extra }) {
+// A form: fields [{name, label, type, required, minLength, options:[[value, text]], value,
+// hint}], `submit` names its button; onSubmit(values) may throw an ApiError whose `fields`
+// are shown under their inputs (matched on the last part of the key). `done(values)`: what
+// to say once it went through (a new row may be out of sight on a phone).
+export function form({ title, fields, submit, onSubmit, cls = 'card-form', reset = true, extra, done }) {
   const id = `f${++uid}`;
   const errors = {};
   const general = h('p.error', { role: 'alert', id: `${id}-err` });
+  const said = h('p.done', { role: 'status' });
   const inputs = {};
   const rows = fields.map((f) => {
     const fid = `${id}-${f.name}`;
@@ -140,10 +142,12 @@ export function form({ title, fields, submit, onSubmit, cls = 'card-form', reset
   });
   const button = h('button', { type: 'submit', text: submit });
   const el = h(`form.${cls}`, { novalidate: true, 'aria-labelledby': title ? `${id}-title` : null },
-    title ? h('h3', { id: `${id}-title`, text: title }) : null, ...rows, h('div.row', {}, button, extra), general);
+    title ? h('h3', { id: `${id}-title`, text: title }) : null, ...rows, h('div.row', {}, button, extra), general, said);
+  el.addEventListener('input', () => { said.textContent = ''; });
   el.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     general.textContent = '';
+    said.textContent = '';
     for (const [name, e] of Object.entries(errors)) { e.textContent = ''; inputs[name].removeAttribute('aria-invalid'); }
     const values = {};
     let missing = false;
@@ -155,6 +159,10 @@ export function form({ title, fields, submit, onSubmit, cls = 'card-form', reset
         errors[f.name].textContent = `${f.label} is required`;
         inputs[f.name].setAttribute('aria-invalid', 'true');
         missing = true;
+      } else if (f.minLength && values[f.name] && inputs[f.name].value.length < f.minLength) {
+        errors[f.name].textContent = `${f.label} needs at least ${f.minLength} characters`;
+        inputs[f.name].setAttribute('aria-invalid', 'true');
+        missing = true;
       }
     }
     if (missing) { el.querySelector('[aria-invalid]').focus(); return; }
@@ -162,6 +170,7 @@ export function form({ title, fields, submit, onSubmit, cls = 'card-form', reset
     try {
       await onSubmit(values);
       if (reset) el.reset();
+      if (done) said.textContent = done(values);
     } catch (err) {
       showErrors(err, errors, inputs, general);
     } finally {

@@ -86,7 +86,8 @@ const personInput = (v) => ({ name: v.name, relationship: v.relationship || null
 function people() {
   const list = h('ul.rows');
   const add = form({ title: 'Add a person', fields: PERSON_FIELDS(), submit: 'Add person',
-    onSubmit: async (v) => { await post('mutation($i: PersonInput!) { createPerson(input: $i) { id } }', { i: personInput(v) }); await refresh(); } });
+    onSubmit: async (v) => { await post('mutation($i: PersonInput!) { createPerson(input: $i) { id } }', { i: personInput(v) }); await refresh(); },
+    done: (v) => `Added ${v.name}.` });
   const refresh = serialized(async () => {
     const d = await post('{ persons(first: 100) { edges { node { id name relationship birthday interests } } } }');
     const rows = edges(d.persons).map((p) => h('li', {}, h('a', { href: `#/person/${p.id}`, text: p.name }),
@@ -138,7 +139,8 @@ const occasionInput = (v) => ({ name: v.name, kind: v.kind, date: v.date, budget
 function occasions() {
   const list = h('ul.rows');
   const add = form({ title: 'Add an occasion', fields: OCCASION_FIELDS(), submit: 'Add occasion',
-    onSubmit: async (v) => { await post('mutation($i: OccasionInput!) { createOccasion(input: $i) { id } }', { i: occasionInput(v) }); await refresh(); } });
+    onSubmit: async (v) => { await post('mutation($i: OccasionInput!) { createOccasion(input: $i) { id } }', { i: occasionInput(v) }); await refresh(); },
+    done: (v) => `Added ${v.name}.` });
   const refresh = serialized(async () => {
     const d = await post('{ occasions(first: 100) { edges { node { id name kind date budget } } } }');
     const rows = edges(d.occasions).map((o) => h('li', {}, h('a', { href: `#/occasion/${o.id}`, text: o.name }),
@@ -188,9 +190,10 @@ function family(app) {
   const invite = admin ? form({ title: 'Invite a member', submit: 'Invite member', fields: [
     { name: 'displayName', label: 'Name', required: true },
     { name: 'email', label: 'Email', type: 'email', required: true },
-    { name: 'password', label: 'Password', type: 'password', required: true, autocomplete: 'new-password', hint: 'At least 8 characters; they can change it later.' },
+    { name: 'password', label: 'Password', type: 'password', required: true, minLength: 8, autocomplete: 'new-password', hint: 'At least 8 characters; they can change it later (Family, Change your password).' },
     { name: 'role', label: 'Role', type: 'select', options: [['MEMBER', 'Member'], ['ADMIN', 'Admin']] }],
-  onSubmit: async (v) => { await post('mutation($i: RegisterUserInput!) { registerUser(input: $i) { id } }', { i: v }); await refresh(); } })
+  onSubmit: async (v) => { await post('mutation($i: RegisterUserInput!) { registerUser(input: $i) { id } }', { i: v }); await refresh(); },
+  done: (v) => `Invited ${v.displayName}.` })
     : h('p', { text: 'Ask an admin of your family to invite new members.' });
   // Family name and currency (updateFamily, ADMIN).
   const settings = admin ? reveal('Family settings', () => form({ title: 'Family settings', submit: 'Save family', reset: false,
@@ -203,13 +206,24 @@ function family(app) {
       setCurrency(d.updateFamily.currency);
     } })) : null;
 
+  // Your own password (updateUser with currentPassword): it ends every session, this one too.
+  const password = reveal('Change your password', () => form({ title: 'Change your password', submit: 'Change password',
+    fields: [{ name: 'currentPassword', label: 'Current password', type: 'password', required: true, autocomplete: 'current-password' },
+      { name: 'password', label: 'New password', type: 'password', required: true, minLength: 8, autocomplete: 'new-password', hint: 'At least 8 characters. You log in again with it, here and on your other devices.' }],
+    onSubmit: async (v) => {
+      await post('mutation($id: ID!, $i: UpdateUserInput!) { updateUser(id: $id, input: $i) { id } }',
+        { id: app.me.id, i: { password: v.password, currentPassword: v.currentPassword } });
+      app.logout('Your password was changed: log in with the new one.');
+    } }));
+
   const refresh = serialized(async () => {
     const d = await post('{ users(first: 100) { edges { node { id displayName email role isActive } } } }');
     app.members = edges(d.users);
     list.replaceChildren(...app.members.map((u) => h('li', {}, h('span', { text: u.displayName }),
       h('small', { text: `${u.email} · ${u.role === 'ADMIN' ? 'admin' : 'member'}${u.isActive ? '' : ' · inactive'}` }))));
   });
-  return { el: h('div', {}, h('h2', { text: `Family: ${app.me.family.name}` }), h('div.split', {}, section('Members', list), h('div.stack', {}, invite, settings ? h('div.card', {}, settings.button, settings.panel) : ''))), refresh };
+  return { el: h('div', {}, h('h2', { text: `Family: ${app.me.family.name}` }), h('div.split', {}, section('Members', list), h('div.stack', {}, invite, settings ? h('div.card', {}, settings.button, settings.panel) : '',
+    h('div.card', {}, password.button, password.panel)))), refresh };
 }
 
 export const VIEWS = { '': overview, people, person, occasions, occasion, lists: listView, list: listView, family };
