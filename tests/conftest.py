@@ -147,6 +147,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         # tests set their own.
         "refusal_rate": 100000.0,
         "refusal_burst": 100000,
+        "analysis_seconds_per_caller": 100000.0,  # fuzzing sends new documents in a row
+        "analysis_burst_seconds": 100000.0,
         "family_mutation_burst": 100000,
         "family_subscription_start_burst": 100000,
         "token_ip_rate": "100000/minute",

@@ -219,6 +219,12 @@ class Settings(BaseSettings):
     # caller waits for its turn before its body is read.
     refusal_rate: float = Field(default=2, gt=0)
     refusal_burst: int = Field(default=10, ge=1)
+    # Seconds of parsing and validating documents not seen before, per caller (a family,
+    # else an IP; giftgraph.admission.pace.Allowance): this share of a second each second,
+    # after a burst of analysis_burst_seconds; past it, a new document is RATE_LIMITED
+    # before it is parsed (documents already parsed and validated cost nothing).
+    analysis_seconds_per_caller: float = Field(default=0.1, gt=0)
+    analysis_burst_seconds: float = Field(default=1.0, gt=0)
     # A family's root mutation fields start at most at family_mutation_rate's average
     # pace, after a burst of this many; the rest wait their turn (giftgraph.admission.pace).
     family_mutation_burst: int = Field(default=30, ge=1)

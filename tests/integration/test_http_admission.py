@@ -251,3 +251,78 @@ async def test_a_familys_members_share_one_mutation_budget(database_url: str) ->
         metrics = (await http.get("/metrics")).text
         assert 'giftgraph_admission_refused_total{bound="family_mutation_rate"} 1.0' in metrics
         assert (await other.client(two)).errors == []  # another family's budget
+
+
+FRAGMENT = ("fragment F on Query { me { id email displayName role isActive createdAt "
+            "updatedAt family { id name currency } } }")
+
+
+def near_the_limits(salt: str, operations: int = 300) -> str:
+    """A new document near the token limit (~6.7 KB): many operations, one fragment."""
+    return " ".join(f"query q{i} {{ ...F }}" for i in range(operations)) \
+        + f" {FRAGMENT} # {salt}"
+
+
+async def test_new_documents_spend_their_callers_analysis_allowance(
+        database_url: str) -> None:
+    """Parsing and validating a document not seen before is charged to its caller (its
+    family, else its IP); past its allowance a new document is RATE_LIMITED before it is
+    parsed, while documents already parsed, and other callers, go on. Before, one caller
+    (no account needed) sending new documents near the limits held the loop ~75 ms each."""
+    with serving(database_url, GIFTGRAPH_ANALYSIS_SECONDS_PER_CALLER="0.01",
+                 GIFTGRAPH_ANALYSIS_BURST_SECONDS="0.05") as url:
+        token = sign_up(url, "Analysed")
+        before = refused(url, "analysis_seconds")
+        codes = []
+        async with httpx.AsyncClient(timeout=30) as client:
+            for n in range(40):
+                r = await client.post(f"{url}/graphql", json={
+                    "query": near_the_limits(str(n)), "operationName": "q0"})
+                codes.append(r.json()["errors"][0]["extensions"]["code"])
+                if codes[-1] == "RATE_LIMITED":
+                    retry = r.json()["errors"][0]["extensions"]["retryAfter"]
+                    break
+            assert codes[0] == "UNAUTHENTICATED"  # parsed and validated, then answered
+            assert codes[-1] == "RATE_LIMITED", codes
+            assert 1 <= retry <= 201
+            assert refused(url, "analysis_seconds") == before + 1
+            # The first document is parsed already: it costs nothing and is answered.
+            r = await client.post(f"{url}/graphql", json={
+                "query": near_the_limits("0"), "operationName": "q0"})
+            assert r.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+            # Another caller (a family, from its verified token) has its own allowance.
+            r = await client.post(f"{url}/graphql", headers={
+                "authorization": f"Bearer {token}"}, json={
+                "query": near_the_limits("family"), "operationName": "q0"})
+            assert r.json()["data"]["me"]["id"], r.text
+
+
+def test_parsed_documents_are_bounded_by_their_texts_characters() -> None:
+    """What the parsed-document cache holds (and, through it, the validation cache) is
+    bounded by the characters of the texts: documents near the token limit take ~100
+    times their text once parsed, and 512 of them (the count alone) held 360 MB."""
+    from graphql import DocumentNode, specified_rules
+
+    from giftgraph.admission.checks import ParsedDocuments
+    from giftgraph.schema.extensions import validation_cache
+    from giftgraph.schema.schema import build_schema
+
+    schema = build_schema()._schema
+    validate = validation_cache(suggest=False)
+    documents = ParsedDocuments(size=512, chars=64 * 1024)
+    gc.collect()
+    alive = sum(isinstance(o, DocumentNode) for o in gc.get_objects())
+    texts = [near_the_limits(f"bounded {n}") for n in range(40)]
+    for text in texts:
+        assert validate(schema, documents.parse(text, 2_000), tuple(specified_rules)) == []
+    assert documents.held <= 64 * 1024
+    assert len(documents.documents) == 64 * 1024 // len(texts[0])
+    gc.collect()
+    kept = sum(isinstance(o, DocumentNode) for o in gc.get_objects()) - alive
+    assert kept == len(documents.documents)  # the validation cache holds none beyond
+    again = documents.parse(texts[-1], 2_000)
+    assert documents.parse(texts[-1], 2_000) is again  # held: the same object
+    huge = near_the_limits("huge", 4_000)  # over the budget alone: parsed, never held
+    assert len(huge) > 64 * 1024
+    documents.parse(huge, 100_000)
+    assert (huge, 100_000) not in documents.documents

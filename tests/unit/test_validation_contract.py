@@ -26,7 +26,7 @@ def test_strawberry_adds_exactly_these_rules(monkeypatch: pytest.MonkeyPatch) ->
 @pytest.mark.parametrize("suggest", [True, False])
 def test_validation_suggests_only_when_asked(suggest: bool) -> None:
     schema = build_schema()._schema
-    validate = validation_cache(4, suggest=suggest)
+    validate = validation_cache(suggest=suggest)
     errors = validate(schema, parse("{ mee { id } }"), tuple(specified_rules))
     assert ("Did you mean 'me'?" in errors[0].message) is suggest
 

@@ -68,6 +68,10 @@ BOUNDS: tuple[Bound, ...] = (
           "refuse the input, e.g. RATE_LIMITED): past a burst "
           "of refusal_burst, refusal_rate a second; each request past it waits for its "
           "turn before its body is read"),
+    Bound("analysis_seconds", "analysis_seconds_per_caller", "seconds of parsing and "
+          "validation of documents not seen before, per caller (its family, else its IP): "
+          "past a burst of analysis_burst_seconds, this share of a second each second; a "
+          "new document past it is RATE_LIMITED before it is parsed"),
     Bound("hashing", "max_concurrent_hashes", "password hashes computed at once, one per "
           "caller (family or IP) at a time (others wait, up to hash_wait_seconds, then "
           "RATE_LIMITED)"),

@@ -4,27 +4,102 @@ validated, over HTTP and over a socket alike, and charges a mutation's budget.""
 
 from __future__ import annotations
 
+import math
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
-from graphql import GraphQLError, GraphQLSyntaxError, OperationDefinitionNode, OperationType
-from strawberry.extensions import ParserCache, SchemaExtension
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    GraphQLSyntaxError,
+    OperationDefinitionNode,
+    OperationType,
+    parse,
+)
+from strawberry.extensions import SchemaExtension
 
 from giftgraph.accel import internals
 from giftgraph.admission.documents import Found, Measured, count_refusal, over_limit
-from giftgraph.errors import AppError, QueryTooComplex
+from giftgraph.admission.pace import Allowance
+from giftgraph.errors import AppError, QueryTooComplex, RateLimited
 from giftgraph.schema.extensions import operation_of, refuse, requested_operation
 
+DOCUMENT_CACHE_CHARS = 256 * 1024
 
-class ParseWithTokenLimit(ParserCache):
-    """ParserCache with the token limit: the parser stops at the limit's next token (an
-    over-long document is never parsed whole), and the refusal is QUERY_TOO_COMPLEX like
-    the other limits', not a syntax error. `actual` is where parsing stopped. A refused
-    document is not cached (the cache keeps only what parsed)."""
 
-    def __init__(self, max_tokens: int, maxsize: int, max_chars: int | None = None) -> None:
-        super().__init__(maxsize=maxsize)
+class ParsedDocuments:
+    """Parsed documents by text (and token limit), the least recently used let go past
+    `size` documents or `chars` characters of their texts. A parsed document is up to ~100
+    times its text (each token is kept, with its location: 700 KB for a 6.7 KB document
+    at the token limit), so a bound on the count alone let anyone sending new documents
+    near the limits make 512 of them stay (360 MB, and the process grew to 1.9 GB). The
+    validation results live as long as their document (`validation_cache`)."""
+
+    def __init__(self, size: int = 512, chars: int = DOCUMENT_CACHE_CHARS) -> None:
+        self.size = size
+        self.chars = chars
+        self.held = 0  # characters of the texts held
+        self.documents: OrderedDict[tuple[str, int], DocumentNode] = OrderedDict()
+
+    def get(self, query: str, max_tokens: int) -> DocumentNode | None:
+        document = self.documents.get((query, max_tokens))
+        if document is not None:
+            self.documents.move_to_end((query, max_tokens))
+        return document
+
+    def parse(self, query: str, max_tokens: int) -> DocumentNode:
+        document = self.get(query, max_tokens)
+        if document is not None:
+            return document
+        document = parse(query, max_tokens=max_tokens)
+        if len(query) <= self.chars:
+            self.documents[query, max_tokens] = document
+            self.held += len(query)
+            while len(self.documents) > self.size or self.held > self.chars:
+                (text, _), _ = self.documents.popitem(last=False)
+                self.held -= len(text)
+        return document
+
+
+PARSED = ParsedDocuments()  # the process's (shared by its schemas, as Strawberry's was)
+
+
+def caller_key(context: Any) -> str:
+    """The caller, as `admission.requests.InFlight.key` names it: `family:<id>` once its
+    token is verified, else `ip:<address>`."""
+    user = getattr(context, "user", None)
+    if user is not None:
+        return f"family:{user.family_id}"
+    client = getattr(getattr(context, "request", None), "client", None)
+    return f"ip:{client.host if client is not None else 'unknown'}"
+
+
+def analysis_allowance(settings: Any) -> Allowance:
+    """Seconds of parsing and validating new documents per caller (`analysis_seconds`)."""
+    return Allowance("analysis_seconds", settings.analysis_seconds_per_caller,
+                     settings.analysis_burst_seconds)
+
+
+class ParseWithTokenLimit(SchemaExtension):
+    """Parsing, with the parsed documents kept (`PARSED`) and the token limit: the parser
+    stops at the limit's next token (an over-long document is never parsed whole), and the
+    refusal is QUERY_TOO_COMPLEX like the other limits', not a syntax error. `actual` is
+    where parsing stopped. A refused document is not kept. A document not seen before is
+    parsed only while its caller has some of its analysis allowance left (`allowance`,
+    charged with the parse here and the validation in `FreshValidationCache`), else
+    RATE_LIMITED: one caller sending new documents near the limits held the event loop
+    ~75 ms each (their validation, mostly) and every other family waited behind them."""
+
+    def __init__(self, max_tokens: int, max_chars: int | None = None,
+                 allowance: Allowance | None = None,
+                 documents: ParsedDocuments = PARSED) -> None:
+        super().__init__()
         self.max_tokens = max_tokens
         self.max_chars = max_chars
+        self.allowance = allowance
+        self.documents = documents
 
     def on_parse(self) -> Iterator[None]:
         ec = self.execution_context
@@ -41,9 +116,27 @@ class ParseWithTokenLimit(ParserCache):
                     f"Query length exceeds the limit of {limit} characters", limit=limit,
                     actual=len(ec.query), measure="length"),
             )
+        allowance = self.allowance
+        if allowance is not None and ec.query is not None \
+                and self.documents.get(ec.query, self.max_tokens) is None:
+            key = caller_key(ec.context)
+            wait = allowance.retry_after(key)
+            if wait > 0:
+                count_refusal(ec.context, "analysis_seconds")
+                raise GraphQLError("Too many new documents: retry later",
+                                   original_error=RateLimited(max(1, math.ceil(wait))))
+            started = time.perf_counter()
+            try:
+                self._parse(ec)
+            finally:
+                allowance.charge(key, time.perf_counter() - started)
+        else:
+            self._parse(ec)
+        yield
+
+    def _parse(self, ec: Any) -> None:
         try:
-            ec.graphql_document = self.cached_parse_document(ec.query,
-                                                             max_tokens=self.max_tokens)
+            ec.graphql_document = self.documents.parse(ec.query, self.max_tokens)
         except GraphQLSyntaxError as error:
             # graphql-core's own words for this one case (its parser and its lexer).
             if f"Document contains more than {self.max_tokens} tokens" not in error.message:
@@ -56,7 +149,6 @@ class ParseWithTokenLimit(ParserCache):
                                                limit=limit, actual=limit + 1,
                                                measure="tokens"),
             ) from None
-        yield
 
 MEASURED = Measured()  # the process's documents, measured once per variables (Measured)
 

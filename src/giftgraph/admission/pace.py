@@ -149,3 +149,29 @@ class TimeBudget:
         for pace, k in ((self.keys, key), (self.process, "")):
             bucket = self._bucket(pace, k, now)
             bucket.tokens = max(-self.max_debt, bucket.tokens - (seconds - estimate))
+
+
+class Allowance:
+    """Seconds of one kind of work per key, settled after the fact: a key (a caller) may
+    spend `share` of a second each second after a `burst`; `retry_after(key)` is 0 while
+    it has some left, else the seconds until it has, and `charge(key, seconds)` counts what
+    a piece of work took (its debt capped at `max_debt`). For work whose cost is known only
+    once it is done (parsing and validating a document never seen before): the caller
+    that has spent its share is refused the next piece, before it starts."""
+
+    def __init__(self, bound: str, share: float, burst: float, max_debt: float = 2.0) -> None:
+        self.pace = KeyedPace(bound, share, 1, None)
+        self.pace.burst = burst
+        self.max_debt = max_debt
+
+    def retry_after(self, key: str) -> float:
+        tokens = self.pace.tokens(key)
+        return 0.0 if tokens > 0 else (0.001 - tokens) / self.pace.rate
+
+    def charge(self, key: str, seconds: float) -> None:
+        now = time.monotonic()
+        self.pace._sweep(now)
+        bucket = self.pace._refill(key, now)
+        if bucket is None:
+            bucket = self.pace.buckets[key] = Bucket(self.pace.burst, now)
+        bucket.tokens = max(-self.max_debt, bucket.tokens - seconds)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from functools import lru_cache
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from graphql import (
     BREAK,
@@ -298,17 +299,26 @@ Validate = Callable[[GraphQLSchema, DocumentNode, tuple[type[ASTValidationRule],
                    list[GraphQLError]]
 
 
-def validation_cache(maxsize: int, *, suggest: bool) -> Validate:
+def validation_cache(*, suggest: bool) -> Validate:
     """graphql-core's validation, with the rules Strawberry adds to every validation, its
-    results kept for `maxsize` documents (one cache per schema). Without `suggest` no
-    error suggests a name (graphql-core's `hide_suggestions`: field, argument, type, enum
-    value and input field names alike)."""
+    results kept as long as their document is (one cache per schema): the parsed
+    documents' cache (`admission.checks.PARSED`) bounds both. Keyed by the document
+    object, an lru_cache of its own kept 512 documents alive whatever their size. Without
+    `suggest` no error suggests a name (graphql-core's `hide_suggestions`: field,
+    argument, type, enum value and input field names alike)."""
+    results: WeakKeyDictionary[DocumentNode, dict[Any, list[GraphQLError]]] = \
+        WeakKeyDictionary()
 
-    @lru_cache(maxsize=maxsize)
     def validate_document(schema: GraphQLSchema, document: DocumentNode,
                           rules: tuple[type[ASTValidationRule], ...]) -> list[GraphQLError]:
-        return validate(schema, document, (*rules, *STRAWBERRY_RULES),
-                        hide_suggestions=not suggest)
+        known = results.get(document)
+        if known is None:
+            known = results[document] = {}
+        errors = known.get((schema, rules))
+        if errors is None:
+            errors = known[schema, rules] = validate(
+                schema, document, (*rules, *STRAWBERRY_RULES), hide_suggestions=not suggest)
+        return errors
 
     return validate_document
 
@@ -319,15 +329,20 @@ class FreshValidationCache(SchemaExtension):
     traceId, never another request's. A document already refused (`DocumentBounds`) is
     not validated."""
 
-    def __init__(self, validate: Validate) -> None:
+    def __init__(self, validate: Validate,
+                 charge: Callable[[Any, float], None] | None = None) -> None:
         super().__init__()
         self.validate = validate
+        self.charge = charge  # the seconds a validation took, to its caller's allowance
 
     def on_validate(self) -> Iterator[None]:
         ec = self.execution_context
         if ec.pre_execution_errors is None and ec.graphql_document is not None:
+            started = time.perf_counter()
             errors = self.validate(internals.graphql_schema(ec.schema), ec.graphql_document,
                                    ec.validation_rules)
+            if self.charge is not None:
+                self.charge(ec.context, time.perf_counter() - started)
             ec.pre_execution_errors = [_clone(e) for e in errors] if errors else errors
         yield
 

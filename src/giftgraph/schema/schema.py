@@ -9,7 +9,12 @@ from strawberry.extensions import DisableIntrospection
 from strawberry.extensions.runner import SchemaExtensionsRunner
 
 from giftgraph.accel.switch import FastPaths, install
-from giftgraph.admission.checks import DocumentBounds, ParseWithTokenLimit
+from giftgraph.admission.checks import (
+    DocumentBounds,
+    ParseWithTokenLimit,
+    analysis_allowance,
+    caller_key,
+)
 from giftgraph.config import Settings
 from giftgraph.live.directive import UNWRAPPED, as_live_subscription
 from giftgraph.observability import OperationLog
@@ -272,15 +277,19 @@ def build_schema(settings: Settings | None = None,
     # Production suggests no name in any error (graphql-core's `hide_suggestions`, in
     # validation and in execution): the names are pieces of the schema.
     suggest = not settings.is_production
-    validate = validation_cache(512, suggest=suggest)
+    validate = validation_cache(suggest=suggest)
+    # Parsing and validating new documents, per caller (admission.checks): one allowance.
+    analysis = analysis_allowance(settings)
     extensions: list[Any] = [
         # The operation's span first: parse, validate and execute are its children.
         *([tracing.schema_extension()] if tracing is not None else []),
         OperationLog, RequestScope, FormatErrors, RefuseNul,
-        lambda: ParseWithTokenLimit(settings.max_query_tokens, maxsize=512,
-                                     max_chars=settings.max_query_chars),
+        lambda: ParseWithTokenLimit(settings.max_query_tokens,
+                                     max_chars=settings.max_query_chars, allowance=analysis),
         DocumentBounds,  # measures before validation; charges mutations before execution
-        lambda: FreshValidationCache(validate), ChooseOperation,  # after the validation
+        lambda: FreshValidationCache(
+            validate, lambda ctx, seconds: analysis.charge(caller_key(ctx), seconds)),
+        ChooseOperation,  # after the validation
         RegisterPersisted,  # an APQ registration, once its operation reaches execution
     ]
     if settings.result_cache_bytes:
