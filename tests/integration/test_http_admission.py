@@ -304,11 +304,11 @@ def test_parsed_documents_are_bounded_by_their_texts_characters() -> None:
     from graphql import DocumentNode, specified_rules
 
     from giftgraph.admission.checks import ParsedDocuments
-    from giftgraph.schema.extensions import validation_cache
+    from giftgraph.schema.extensions import ValidationCache
     from giftgraph.schema.schema import build_schema
 
     schema = build_schema()._schema
-    validate = validation_cache(suggest=False)
+    validate = ValidationCache(suggest=False)
     documents = ParsedDocuments(size=512, chars=64 * 1024)
     gc.collect()
     alive = sum(isinstance(o, DocumentNode) for o in gc.get_objects())

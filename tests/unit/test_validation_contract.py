@@ -1,4 +1,4 @@
-"""Contracts with the libraries `validation_cache` and the quiet execution context rely on:
+"""Contracts with the libraries `ValidationCache` and the quiet execution context rely on:
 the rules Strawberry adds to every validation, graphql-core's `hide_suggestions`."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import strawberry.schema.schema as strawberry_schema
 from graphql import parse, specified_rules
 
 from giftgraph.schema.execution import ExecutionContext
-from giftgraph.schema.extensions import STRAWBERRY_RULES, validation_cache
+from giftgraph.schema.extensions import STRAWBERRY_RULES, ValidationCache
 from giftgraph.schema.schema import build_schema
 
 
@@ -26,7 +26,7 @@ def test_strawberry_adds_exactly_these_rules(monkeypatch: pytest.MonkeyPatch) ->
 @pytest.mark.parametrize("suggest", [True, False])
 def test_validation_suggests_only_when_asked(suggest: bool) -> None:
     schema = build_schema()._schema
-    validate = validation_cache(suggest=suggest)
+    validate = ValidationCache(suggest=suggest)
     errors = validate(schema, parse("{ mee { id } }"), tuple(specified_rules))
     assert ("Did you mean 'me'?" in errors[0].message) is suggest
 

@@ -4,11 +4,12 @@ validated, over HTTP and over a socket alike, and charges a mutation's budget.""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from graphql import (
     DocumentNode,
@@ -27,6 +28,7 @@ from giftgraph.errors import AppError, QueryTooComplex, RateLimited
 from giftgraph.schema.extensions import operation_of, refuse, requested_operation
 
 DOCUMENT_CACHE_CHARS = 256 * 1024
+T = TypeVar("T")
 
 
 class ParsedDocuments:
@@ -35,7 +37,7 @@ class ParsedDocuments:
     times its text (each token is kept, with its location: 700 KB for a 6.7 KB document
     at the token limit), so a bound on the count alone let anyone sending new documents
     near the limits make 512 of them stay (360 MB, and the process grew to 1.9 GB). The
-    validation results live as long as their document (`validation_cache`)."""
+    validation results live as long as their document (`ValidationCache`)."""
 
     def __init__(self, size: int = 512, chars: int = DOCUMENT_CACHE_CHARS) -> None:
         self.size = size
@@ -54,13 +56,37 @@ class ParsedDocuments:
         if document is not None:
             return document
         document = parse(query, max_tokens=max_tokens)
-        if len(query) <= self.chars:
+        self.keep(query, max_tokens, document)
+        return document
+
+    def keep(self, query: str, max_tokens: int, document: DocumentNode) -> None:
+        if len(query) <= self.chars and (query, max_tokens) not in self.documents:
             self.documents[query, max_tokens] = document
             self.held += len(query)
             while len(self.documents) > self.size or self.held > self.chars:
                 (text, _), _ = self.documents.popitem(last=False)
                 self.held -= len(text)
-        return document
+
+
+OFFLOAD_CHARS = 2_000
+
+
+def in_thread_time(work: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, float]:
+    """`work(*args, **kwargs)` and the CPU seconds this thread spent on it."""
+    started = time.thread_time()
+    return work(*args, **kwargs), time.thread_time() - started
+
+
+async def analysed(work: Callable[..., T], size: int, *args: Any, **kwargs: Any,
+                   ) -> tuple[T, float]:
+    """`work` (parsing or validating a document never seen before) and the seconds it
+    took: in a worker thread when the document is over `OFFLOAD_CHARS` (`size`), so that
+    the event loop keeps its turns while it runs (a document near the limits held it ~75
+    ms at once); in place otherwise (a thread's hand-off costs more than a small one)."""
+    if size > OFFLOAD_CHARS:
+        return await asyncio.to_thread(in_thread_time, work, *args, **kwargs)
+    started = time.perf_counter()
+    return work(*args, **kwargs), time.perf_counter() - started
 
 
 PARSED = ParsedDocuments()  # the process's (shared by its schemas, as Strawberry's was)
@@ -101,7 +127,7 @@ class ParseWithTokenLimit(SchemaExtension):
         self.allowance = allowance
         self.documents = documents
 
-    def on_parse(self) -> Iterator[None]:
+    async def on_parse(self) -> AsyncIterator[None]:
         ec = self.execution_context
         # Characters before tokens: comments, whitespace and string literals are no tokens,
         # yet graphql-core's lexer reads them a character at a time in Python (~0.3 s for a
@@ -116,39 +142,49 @@ class ParseWithTokenLimit(SchemaExtension):
                     f"Query length exceeds the limit of {limit} characters", limit=limit,
                     actual=len(ec.query), measure="length"),
             )
+        query = ec.query
+        known = None if query is None else self.documents.get(query, self.max_tokens)
+        if known is not None:
+            ec.graphql_document = known
+            yield
+            return
         allowance = self.allowance
-        if allowance is not None and ec.query is not None \
-                and self.documents.get(ec.query, self.max_tokens) is None:
-            key = caller_key(ec.context)
+        key = caller_key(ec.context)
+        if allowance is not None:
             wait = allowance.retry_after(key)
             if wait > 0:
                 count_refusal(ec.context, "analysis_seconds")
                 raise GraphQLError("Too many new documents: retry later",
                                    original_error=RateLimited(max(1, math.ceil(wait))))
-            started = time.perf_counter()
-            try:
-                self._parse(ec)
-            finally:
+        started = time.perf_counter()
+        try:
+            document, seconds = await analysed(parse, len(query or ""), query,
+                                               max_tokens=self.max_tokens)
+        except GraphQLSyntaxError as error:
+            if allowance is not None:
                 allowance.charge(key, time.perf_counter() - started)
-        else:
-            self._parse(ec)
+            self._refuse(ec, error)
+            raise
+        if allowance is not None:
+            allowance.charge(key, seconds)
+        if query is not None:
+            self.documents.keep(query, self.max_tokens, document)
+        ec.graphql_document = document
         yield
 
-    def _parse(self, ec: Any) -> None:
-        try:
-            ec.graphql_document = self.documents.parse(ec.query, self.max_tokens)
-        except GraphQLSyntaxError as error:
-            # graphql-core's own words for this one case (its parser and its lexer).
-            if f"Document contains more than {self.max_tokens} tokens" not in error.message:
-                raise
-            limit = self.max_tokens
-            count_refusal(ec.context, "tokens")
-            raise GraphQLError(
-                f"Query tokens exceed the limit of {limit}",
-                original_error=QueryTooComplex(f"Query tokens exceed the limit of {limit}",
-                                               limit=limit, actual=limit + 1,
-                                               measure="tokens"),
-            ) from None
+    def _refuse(self, ec: Any, error: GraphQLSyntaxError) -> None:
+        """The token limit's syntax error as the refusal it is (QUERY_TOO_COMPLEX); any
+        other syntax error is left as it is."""
+        # graphql-core's own words for this one case (its parser and its lexer).
+        if f"Document contains more than {self.max_tokens} tokens" not in error.message:
+            return
+        limit = self.max_tokens
+        count_refusal(ec.context, "tokens")
+        raise GraphQLError(
+            f"Query tokens exceed the limit of {limit}",
+            original_error=QueryTooComplex(f"Query tokens exceed the limit of {limit}",
+                                           limit=limit, actual=limit + 1, measure="tokens"),
+        ) from None
 
 MEASURED = Measured()  # the process's documents, measured once per variables (Measured)
 

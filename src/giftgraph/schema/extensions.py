@@ -7,7 +7,7 @@ import contextvars
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -50,7 +50,7 @@ log = logging.getLogger("giftgraph.errors")
 CALLER_AND_VERSION = Prepared(USER_AND_VERSION)
 USERS_AND_VERSIONS_PREPARED = Prepared(USERS_AND_VERSIONS)
 # What Strawberry's own validation adds to the rules (strawberry.schema.schema
-# .validate_document), which `validation_cache` replaces.
+# .validate_document), which `ValidationCache` replaces.
 STRAWBERRY_RULES = (MaybeNullValidationRule, OneOfInputValidationRule)
 
 
@@ -295,54 +295,79 @@ def _clone(error: GraphQLError) -> GraphQLError:
                         extensions=dict(error.extensions or {}))
 
 
-Validate = Callable[[GraphQLSchema, DocumentNode, tuple[type[ASTValidationRule], ...]],
-                   list[GraphQLError]]
+# `admission.checks.analysed`: work on a document, and the seconds it took.
+Analyse = Callable[..., Awaitable[tuple[Any, float]]]
 
 
-def validation_cache(*, suggest: bool) -> Validate:
+class ValidationCache:
     """graphql-core's validation, with the rules Strawberry adds to every validation, its
     results kept as long as their document is (one cache per schema): the parsed
     documents' cache (`admission.checks.PARSED`) bounds both. Keyed by the document
     object, an lru_cache of its own kept 512 documents alive whatever their size. Without
     `suggest` no error suggests a name (graphql-core's `hide_suggestions`: field,
-    argument, type, enum value and input field names alike)."""
-    results: WeakKeyDictionary[DocumentNode, dict[Any, list[GraphQLError]]] = \
-        WeakKeyDictionary()
+    argument, type, enum value and input field names alike). `known` and `remember` are
+    for the event loop's thread; `compute` may run in another."""
 
-    def validate_document(schema: GraphQLSchema, document: DocumentNode,
-                          rules: tuple[type[ASTValidationRule], ...]) -> list[GraphQLError]:
-        known = results.get(document)
-        if known is None:
-            known = results[document] = {}
-        errors = known.get((schema, rules))
+    def __init__(self, *, suggest: bool) -> None:
+        self.suggest = suggest
+        self.results: WeakKeyDictionary[DocumentNode, dict[Any, list[GraphQLError]]] = \
+            WeakKeyDictionary()
+
+    def known(self, schema: GraphQLSchema, document: DocumentNode,
+              rules: tuple[type[ASTValidationRule], ...]) -> list[GraphQLError] | None:
+        return self.results.get(document, {}).get((schema, rules))
+
+    def compute(self, schema: GraphQLSchema, document: DocumentNode,
+                rules: tuple[type[ASTValidationRule], ...]) -> list[GraphQLError]:
+        return validate(schema, document, (*rules, *STRAWBERRY_RULES),
+                        hide_suggestions=not self.suggest)
+
+    def remember(self, schema: GraphQLSchema, document: DocumentNode,
+                 rules: tuple[type[ASTValidationRule], ...],
+                 errors: list[GraphQLError]) -> None:
+        self.results.setdefault(document, {})[schema, rules] = errors
+
+    def __call__(self, schema: GraphQLSchema, document: DocumentNode,
+                 rules: tuple[type[ASTValidationRule], ...]) -> list[GraphQLError]:
+        errors = self.known(schema, document, rules)
         if errors is None:
-            errors = known[schema, rules] = validate(
-                schema, document, (*rules, *STRAWBERRY_RULES), hide_suggestions=not suggest)
+            errors = self.compute(schema, document, rules)
+            self.remember(schema, document, rules, errors)
         return errors
-
-    return validate_document
 
 
 class FreshValidationCache(SchemaExtension):
-    """Validation through `validate` (a `validation_cache`), but each operation gets its
+    """Validation through `validate` (a `ValidationCache`), but each operation gets its
     own copies of the cached errors: they are formatted in place with that operation's
     traceId, never another request's. A document already refused (`DocumentBounds`) is
     not validated."""
 
-    def __init__(self, validate: Validate,
-                 charge: Callable[[Any, float], None] | None = None) -> None:
+    def __init__(self, validate: ValidationCache,
+                 charge: Callable[[Any, float], None] | None = None,
+                 analysed: Analyse | None = None) -> None:
         super().__init__()
         self.validate = validate
         self.charge = charge  # the seconds a validation took, to its caller's allowance
+        self.analysed = analysed  # runs it (in a worker thread when the document is large)
 
-    def on_validate(self) -> Iterator[None]:
+    async def on_validate(self) -> AsyncIterator[None]:
         ec = self.execution_context
-        if ec.pre_execution_errors is None and ec.graphql_document is not None:
-            started = time.perf_counter()
-            errors = self.validate(internals.graphql_schema(ec.schema), ec.graphql_document,
-                                   ec.validation_rules)
-            if self.charge is not None:
-                self.charge(ec.context, time.perf_counter() - started)
+        document = ec.graphql_document
+        if ec.pre_execution_errors is None and document is not None:
+            schema, rules = internals.graphql_schema(ec.schema), ec.validation_rules
+            errors = self.validate.known(schema, document, rules)
+            if errors is None:
+                size = document.loc.end if document.loc is not None else 0
+                if self.analysed is not None:
+                    errors, seconds = await self.analysed(self.validate.compute, size,
+                                                          schema, document, rules)
+                else:
+                    started = time.perf_counter()
+                    errors = self.validate.compute(schema, document, rules)
+                    seconds = time.perf_counter() - started
+                self.validate.remember(schema, document, rules, errors)
+                if self.charge is not None:
+                    self.charge(ec.context, seconds)
             ec.pre_execution_errors = [_clone(e) for e in errors] if errors else errors
         yield
 

@@ -12,6 +12,7 @@ from giftgraph.accel.switch import FastPaths, install
 from giftgraph.admission.checks import (
     DocumentBounds,
     ParseWithTokenLimit,
+    analysed,
     analysis_allowance,
     caller_key,
 )
@@ -36,7 +37,7 @@ from giftgraph.schema.extensions import (
     FreshValidationCache,
     RefuseNul,
     RequestScope,
-    validation_cache,
+    ValidationCache,
 )
 from giftgraph.schema.retry import install_retries
 from giftgraph.schema.scalars import SCALAR_OVERRIDES
@@ -277,7 +278,7 @@ def build_schema(settings: Settings | None = None,
     # Production suggests no name in any error (graphql-core's `hide_suggestions`, in
     # validation and in execution): the names are pieces of the schema.
     suggest = not settings.is_production
-    validate = validation_cache(suggest=suggest)
+    validate = ValidationCache(suggest=suggest)
     # Parsing and validating new documents, per caller (admission.checks): one allowance.
     analysis = analysis_allowance(settings)
     extensions: list[Any] = [
@@ -288,7 +289,8 @@ def build_schema(settings: Settings | None = None,
                                      max_chars=settings.max_query_chars, allowance=analysis),
         DocumentBounds,  # measures before validation; charges mutations before execution
         lambda: FreshValidationCache(
-            validate, lambda ctx, seconds: analysis.charge(caller_key(ctx), seconds)),
+            validate, lambda ctx, seconds: analysis.charge(caller_key(ctx), seconds),
+            analysed),
         ChooseOperation,  # after the validation
         RegisterPersisted,  # an APQ registration, once its operation reaches execution
     ]
