@@ -25,7 +25,8 @@ from bench import wsclient
 from bench.harness import PROTOCOL
 from bench.workers import Channel
 
-CLASSES = ("fragments", "big_messages", "churn", "signup", "search", "stalled", "mutations")
+CLASSES = ("fragments", "new_documents", "big_messages", "churn", "signup", "search", "stalled",
+           "mutations")
 ANSWER_WAIT = 120.0  # seconds an attacker waits for one answer before it counts a failure
 
 
@@ -169,7 +170,8 @@ class Attack:
         return str(self.p["tokens"][i % len(self.p["tokens"])])
 
     async def loop(self, i: int) -> None:
-        await {"fragments": self.fragments, "big_messages": self.big_messages,
+        await {"fragments": self.fragments, "new_documents": self.new_documents,
+               "big_messages": self.big_messages,
                "churn": self.churn, "signup": self.signup, "search": self.search,
                "stalled": self.stalled, "mutations": self.mutations}[self.p["kind"]](i)
 
@@ -206,6 +208,25 @@ class Attack:
                 (f"doubling k={k} (largest under {max_tokens} tokens)", doubling_document(k)),
                 (f"{max_tokens - 3} repeated fields", flat_document(max_tokens))]
         await self.http_loop(i, [(n, lambda d=d: {"query": d}) for n, d in docs])
+
+    async def new_documents(self, i: int) -> None:
+        """A document never seen before each time, near the token limit (operations that
+        spread one fragment, 6-7 KB): nothing is parsed or validated once for all, and
+        no account is needed. Half the connections anonymous, half the attacker family's."""
+        max_tokens = self.p["max_query_tokens"]
+        operations = (max_tokens - 40) // 6  # `query qN { ...F }`: 6 tokens each
+        fragment = ("fragment F on Query { me { id email displayName role isActive "
+                    "createdAt updatedAt family { id name currency } } }")
+
+        def body() -> dict[str, Any]:
+            tag = uuid.uuid4().hex
+            ops = " ".join(f"query q{n} {{ ...F }}" for n in range(operations))
+            # the structure differs too (an alias per document), not only a comment
+            return {"query": f"{ops} {fragment.replace('me {', f'me_{tag}: me {{', 1)}",
+                    "operationName": "q0"}
+        anonymous = i % 2 == 0
+        await self.http_loop(i, [("anonymous" if anonymous else "the attacker family",
+                                  body)], anonymous=anonymous)
 
     async def signup(self, i: int) -> None:
         def body() -> dict[str, Any]:
