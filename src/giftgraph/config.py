@@ -223,8 +223,8 @@ class Settings(BaseSettings):
     # else an IP; giftgraph.admission.pace.Allowance): this share of a second each second,
     # after a burst of analysis_burst_seconds; past it, a new document is RATE_LIMITED
     # before it is parsed (documents already parsed and validated cost nothing).
-    analysis_seconds_per_caller: float = Field(default=0.1, gt=0)
-    analysis_burst_seconds: float = Field(default=1.0, gt=0)
+    analysis_seconds_per_caller: float = Field(default=0.02, gt=0)
+    analysis_burst_seconds: float = Field(default=0.25, gt=0)
     # A family's root mutation fields start at most at family_mutation_rate's average
     # pace, after a burst of this many; the rest wait their turn (giftgraph.admission.pace).
     family_mutation_burst: int = Field(default=30, ge=1)
