@@ -96,6 +96,10 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
     admin = await asyncpg.connect(_dsn(server_url))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
+        # No wait for the disk at each COMMIT (a crash could lose the last few, which no
+        # test needs): on a loaded CI machine a commit's flush stalled up to seconds, and
+        # tests that time a change from its mutation to its effect measured the disk.
+        await admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
     finally:
         await admin.close()
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
