@@ -24,6 +24,7 @@ from graphql import (
 from strawberry.extensions import SchemaExtension
 
 from giftgraph.accel import internals
+from giftgraph.admission.courtesy import courteous
 from giftgraph.admission.documents import Found, Measured, count_refusal, over_limit
 from giftgraph.admission.pace import Allowance
 from giftgraph.errors import AppError, QueryTooComplex, RateLimited
@@ -74,14 +75,15 @@ OFFLOAD_CHARS = 2_000
 # One thread for all of it: documents analysed side by side in several threads took the
 # interpreter's lock from the event loop several times over (a fairness run's victim
 # waited 302 ms for its deliveries); in one, the loop has it at least every other turn,
-# and the rest wait their turn without costing anything.
+# and the rest wait their turn without costing anything. It works `courteous()`ly.
 ANALYSIS_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="giftgraph-analysis")
 
 
 def in_thread_time(work: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, float]:
     """`work(*args, **kwargs)` and the CPU seconds this thread spent on it."""
-    started = time.thread_time()
-    return work(*args, **kwargs), time.thread_time() - started
+    with courteous():
+        started = time.thread_time()
+        return work(*args, **kwargs), time.thread_time() - started
 
 
 async def analysed(work: Callable[..., T], size: int, *args: Any, **kwargs: Any,

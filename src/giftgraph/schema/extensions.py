@@ -31,6 +31,7 @@ from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 from giftgraph import auth
 from giftgraph.accel import internals
+from giftgraph.admission import courtesy
 from giftgraph.context import (
     CALLER_COLUMNS,
     Caller,
@@ -319,7 +320,7 @@ class ValidationCache:
 
     def compute(self, schema: GraphQLSchema, document: DocumentNode,
                 rules: tuple[type[ASTValidationRule], ...]) -> list[GraphQLError]:
-        return validate(schema, document, (*rules, *STRAWBERRY_RULES),
+        return validate(schema, document, (*rules, *STRAWBERRY_RULES, *courtesy.rules()),
                         hide_suggestions=not self.suggest)
 
     def remember(self, schema: GraphQLSchema, document: DocumentNode,
