@@ -233,6 +233,29 @@ def _camel(name: str) -> str:
     return head + "".join(p.title() for p in rest)
 
 
+def _wording(err: Any) -> str:
+    """A field's problem in the words of the other messages here ("must be ..."), not
+    pydantic's ("String should have at least 8 characters"); pydantic's for the rest."""
+    ctx = err.get("ctx") or {}
+    kind = err["type"]
+    if kind == "string_too_short":
+        least = ctx.get("min_length", 1)
+        return "must not be empty" if least == 1 else f"must be at least {least} characters"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    if kind in ("too_short", "too_long"):
+        bound = ctx.get("min_length" if kind == "too_short" else "max_length")
+        return f"must have at {'least' if kind == 'too_short' else 'most'} {bound} items"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        word = {"greater_than_equal": "at least", "less_than_equal": "at most",
+                "greater_than": "more than", "less_than": "less than"}[kind]
+        bound = next(iter(ctx.values()), None)
+        return f"must be {word} {bound}"
+    if kind == "missing":
+        return "is required"
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
 def validate(model: type[M], data: dict[str, Any], prefix: str = "") -> M:
     """Validate `data` (snake_case keys) or raise BAD_USER_INPUT naming each bad field."""
     try:
@@ -241,7 +264,7 @@ def validate(model: type[M], data: dict[str, Any], prefix: str = "") -> M:
         fields: dict[str, str] = {}
         for err in exc.errors():
             loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
-            msg = str(err["msg"]).removeprefix("Value error, ")
+            msg = _wording(err)
             key = (prefix + ".".join(_camel(p) for p in loc) if loc
                    else prefix.rstrip(".") or "input")
             fields.setdefault(key, msg)

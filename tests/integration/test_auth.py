@@ -95,6 +95,20 @@ async def test_sign_up_duplicate_email_is_conflict_case_insensitive(
     assert (await alice.client("{ users { totalCount } }")).data["users"]["totalCount"] == 1
 
 
+async def test_sign_up_bad_fields_are_named_in_plain_words(gql: GQL) -> None:
+    """Each bad field is named with what it must be (the words of every other check), not
+    the validator's ("String should have at least 8 characters"); nothing is created."""
+    r = await gql(SIGN_UP, {"input": {"familyName": "  ", "email": "short@example.com",
+                                      "password": "seven77", "displayName": "x" * 101}})
+    assert r.codes == ["BAD_USER_INPUT"], r.body
+    assert r.errors[0]["extensions"]["fields"] == {
+        "familyName": "must not be empty", "password": "must be at least 8 characters",
+        "displayName": "must be at most 100 characters"}
+    assert (await gql(SIGN_UP, {"input": {"familyName": "F", "email": "short@example.com",
+                                          "password": "eight888", "displayName": "S"}})
+            ).codes == []
+
+
 async def test_register_user_duplicate_email_is_conflict(alice: Account,
                                                          mallory: Account) -> None:
     r = await alice.client(REGISTER, {"input": {"email": mallory.email.upper(),

@@ -155,7 +155,7 @@ async def test_reset_password_ends_every_session_as_the_api_does(
     done = await asyncio.to_thread(giftgraph, database_url, "user", "reset-password",
                                    alice.email, "--password-stdin", stdin="short\n")
     assert (done.returncode, done.stderr) == (
-        2, "giftgraph user reset-password: password: String should have at least 8 "
+        2, "giftgraph user reset-password: password: must be at least 8 "
            "characters\n")
 
 
