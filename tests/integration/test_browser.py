@@ -185,6 +185,33 @@ async def test_graphiql_keeps_a_live_query_current(service: Service, browser: ob
     await page.screenshot(path=str(ARTIFACTS / "graphiql-live.png"))
 
 
+async def test_graphiql_says_what_a_refused_socket_needs(service: Service,
+                                                         browser: object) -> None:
+    """A subscription without a token (the server closes the socket 4403): GraphiQL's
+    result pane says to log in and set the Authorization header, not a JavaScript stack."""
+    from playwright.async_api import Browser
+
+    assert isinstance(browser, Browser)
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    await page.goto(service.base + "/graphql")
+    editor = page.locator(".graphiql-query-editor .CodeMirror").first
+    await editor.wait_for(timeout=10_000)
+    await editor.evaluate("el => el.CodeMirror.setValue('subscription { familyEvents { seq } }')")
+    response = page.locator(".graphiql-response")
+    deadline, clicked = time.monotonic() + 15, 0.0
+    while "closeCode" not in (text := await response.inner_text()):
+        assert time.monotonic() < deadline, ("GraphiQL showed no close", text)
+        if time.monotonic() - clicked > 2:  # GraphiQL ignores a run while it is starting up
+            await page.locator(".graphiql-execute-button").click()
+            clicked = time.monotonic()
+        await asyncio.sleep(0.1)
+    flat = " ".join(text.split())
+    assert "Subscriptions need an access token: run Login" in flat, flat
+    assert '"closeCode": 4403' in flat, flat
+    assert "stack" not in flat, flat
+    assert "graphiql.min.js" not in flat, flat
+
+
 async def test_dashboard_page_refetches_when_its_since_is_refused(database_url: str,
                                                                    browser: object) -> None:
     """Back from a drop with more changes missed than the server replays, the page is told
