@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import uuid
@@ -107,19 +106,22 @@ def load_required(loader: DataLoader[K, V | None], key: K, convert: Callable[[V]
     statement and this one (an item removed and its gift deleted meanwhile): that is
     NOT_FOUND, as reading the parent a moment later would have been, not a broken
     non-null field (an INTERNAL_SERVER_ERROR)."""
+    future = loader.cache_map.get(key)
+    if future is None or not future.done() or future.cancelled():
+        # One coroutine, not one awaiting another's: the lean executor closes the
+        # coroutines it leaves unawaited, and an inner one would be left never awaited.
+        return _required(loader.load(key), convert, what)
     value = load_now(loader, key, convert)
     if value is None:
         raise NotFound(what)
-    if asyncio.iscoroutine(value):
-        return _required(value, what)
     return value  # type: ignore[return-value]  # a converted row, not an awaitable
 
 
-async def _required(pending: Awaitable[R | None], what: str) -> R:
-    value = await pending
-    if value is None:
+async def _required(pending: Awaitable[V | None], convert: Callable[[V], R], what: str) -> R:
+    row = await pending
+    if row is None:
         raise NotFound(what)
-    return value
+    return convert(row)
 
 
 _NONE = object()
