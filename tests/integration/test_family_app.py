@@ -35,8 +35,8 @@ def _require_axe() -> None:
 
 
 async def audit(page: Any, name: str) -> None:
-    """axe-core finds no serious or critical violation, nothing scrolls sideways at 375
-    and 360 px, and the view is saved as a screenshot."""
+    """axe-core finds no serious or critical violation, nothing scrolls sideways and the
+    navigation stays on one row at 375 and 360 px, and the view is saved as a screenshot."""
     await page.wait_for_load_state("networkidle")
     if not await page.evaluate("typeof window.axe !== 'undefined'"):
         await page.add_script_tag(path=str(AXE))
@@ -50,6 +50,9 @@ async def audit(page: Any, name: str) -> None:
         scroll, client = await page.evaluate(
             "[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
         assert scroll <= client, (name, width, scroll, client)
+        rows = await page.evaluate("new Set([...document.querySelectorAll('nav a')]"
+                                   ".map(a => Math.round(a.getBoundingClientRect().top))).size")
+        assert rows <= 1, (name, width, "the navigation wraps")
     await page.set_viewport_size(size)
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"app-{name}.png"), full_page=True)
