@@ -207,6 +207,7 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await page.get_by_role("link", name="Grandma").first.click()
     await expect(page.get_by_role("heading", name="Grandma")).to_be_visible()
     await expect(page.locator("section", has_text="Gift history")).to_contain_text("Scarf")
+    await expect(page.locator("p.about")).to_have_text("Grandmother")  # not only in Edit
     await audit(page, "person")
     await page.get_by_role("link", name="Occasions").click()
     await page.get_by_role("link", name="Christmas").click()

@@ -99,6 +99,7 @@ function people() {
 
 function person(app, id) {
   const head = h('h2', { text: 'Person' });
+  const about = h('p.about');
   const history = h('ul.rows');
   const lists = h('ul.rows');
   const slot = h('div');
@@ -110,6 +111,10 @@ function person(app, id) {
     const p = d.node;
     if (!p) throw Object.assign(new Error('gone'), { code: 'NOT_FOUND' });
     head.textContent = p.name;
+    // What the Edit form holds, readable at a glance (the form is for changing it).
+    about.textContent = [p.relationship, p.birthday && `born ${day(p.birthday)}`,
+      p.interests.length && `likes ${p.interests.join(', ')}`, p.notes].filter(Boolean).join(' · ');
+    about.hidden = !about.textContent;
     const items = edges(p.giftHistory).map((i) => h('li', {}, h('span', {}, h('b', { text: i.gift.name }),
       ` · ${statusWord(i.status)}`, i.gift.store ? ` · ${i.gift.store}` : ''),
       h('small', { text: `${i.list.occasion ? `${i.list.occasion.name} ${day(i.list.occasion.date)} · ` : ''}${money(i.gift.price, i.gift.currency)}` })));
@@ -123,7 +128,7 @@ function person(app, id) {
         extra: deleteButton(p.name, async () => { await post('mutation($id: ID!) { deletePerson(id: $id) }', { id }); go('#/people'); }) }));
     }
   });
-  return { el: h('div', {}, h('p.crumbs', {}, h('a', { href: '#/people', text: 'People' })), head,
+  return { el: h('div', {}, h('p.crumbs', {}, h('a', { href: '#/people', text: 'People' })), head, about,
     h('div.grid', {}, section('Gift history', history), section('Lists', lists), slot)), refresh };
 }
 
