@@ -208,6 +208,8 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await expect(page.get_by_role("heading", name="Grandma")).to_be_visible()
     await expect(page.locator("section", has_text="Gift history")).to_contain_text("Scarf")
     await expect(page.locator("p.about")).to_have_text("Grandmother")  # not only in Edit
+    # The page adds gifts to a list, and counts them as gifts.
+    await expect(page.locator("section", has_text="Lists")).to_contain_text("1 gift")
     await audit(page, "person")
     await page.get_by_role("link", name="Occasions").click()
     await page.get_by_role("link", name="Christmas").click()

@@ -12,7 +12,7 @@ const section = (title, ...children) => h('section.card', { 'aria-label': title 
 
 export function listRow(l) {
   const about = [kindWord(l.kind), l.person && `for ${l.person.name}`, l.occasion && l.occasion.name,
-    `${l.items.totalCount} ${l.items.totalCount === 1 ? 'item' : 'items'}`].filter(Boolean).join(' · ');
+    `${l.items.totalCount} ${l.items.totalCount === 1 ? 'gift' : 'gifts'}`].filter(Boolean).join(' · ');
   return h('li', {}, h('a', { href: `#/list/${l.id}`, text: l.name }), h('small', { text: about }));
 }
 
