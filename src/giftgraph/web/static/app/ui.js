@@ -73,7 +73,7 @@ export function ago(iso, now = Date.now()) {
   return new Date(iso).toLocaleDateString(undefined, { day: 'numeric', month: 'short' });
 }
 
-const TYPE_WORD = { ListItem: 'an item', Person: 'a person', Occasion: 'an occasion', GiftList: 'a list',
+const TYPE_WORD = { ListItem: 'a gift from a list', Person: 'a person', Occasion: 'an occasion', GiftList: 'a list',
   Gift: 'a gift', Comment: 'a comment', User: 'a member', Family: 'the family' };
 
 const ADDED_WORD = { Person: '', Occasion: 'the occasion ', GiftList: 'the list ', Gift: 'the gift ' };

@@ -40,7 +40,7 @@ function overview(app) {
     h('a', { href: '#/lists/new', text: 'New list' }), app.me.role === 'ADMIN' ? h('a', { href: '#/family/new', text: 'Invite member' }) : '');
   const el = h('div', {}, h('h2', { text: 'Overview' }), quick, counts, spent,
     h('div.grid', {}, section('Next occasions', occasions),
-      section('People', h('p.legend', { text: 'Items for each person by status, and what was spent on them.' }), people),
+      section('People', h('p.legend', { text: 'Gifts for each person by status, and what was spent on them.' }), people),
       section('Recent ideas', ideas), section('Activity', activity)));
   return {
     el,
