@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import re
 import time
+from array import array
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +22,8 @@ from graphql import (
     GraphQLSyntaxError,
     OperationDefinitionNode,
     OperationType,
+    Source,
+    SourceLocation,
     parse,
 )
 from strawberry.extensions import SchemaExtension
@@ -32,6 +37,30 @@ from giftgraph.schema.extensions import operation_of, refuse, requested_operatio
 
 DOCUMENT_CACHE_CHARS = 256 * 1024
 T = TypeVar("T")
+
+
+class IndexedSource(Source):
+    """A document's source whose `get_location` (an error's line and column) looks the
+    position up among the line breaks, found once, instead of scanning every line break
+    before it each time, as graphql-core's does: a cached document of 49,000 empty lines
+    and 100 unknown fields cost ~0.8 s of the event loop on every request (each of its
+    errors scanned the lines again when copied for the request). The line breaks are
+    graphql-core's (`\r\n`, `\n`, `\r`)."""
+
+    def get_location(self, position: int) -> SourceLocation:
+        breaks = self.__dict__.get("_breaks")
+        if breaks is None:
+            starts, ends = array("q"), array("q")
+            for match in LINE_BREAK.finditer(self.body):
+                starts.append(match.start())
+                ends.append(match.end())
+            breaks = self.__dict__["_breaks"] = (starts, ends)
+        starts, ends = breaks
+        before = bisect_left(starts, position)  # the line breaks before `position`
+        return SourceLocation(before + 1, position + 1 - (ends[before - 1] if before else 0))
+
+
+LINE_BREAK = re.compile(r"\r\n|[\n\r]")
 
 
 class ParsedDocuments:
@@ -58,7 +87,7 @@ class ParsedDocuments:
         document = self.get(query, max_tokens)
         if document is not None:
             return document
-        document = parse(query, max_tokens=max_tokens)
+        document = parse(IndexedSource(query), max_tokens=max_tokens)
         self.keep(query, max_tokens, document)
         return document
 
@@ -168,7 +197,9 @@ class ParseWithTokenLimit(SchemaExtension):
                                    original_error=RateLimited(max(1, math.ceil(wait))))
         started = time.perf_counter()
         try:
-            document, seconds = await analysed(parse, len(query or ""), query,
+            document, seconds = await analysed(parse, len(query or ""),
+                                               query if query is None
+                                               else IndexedSource(query),
                                                max_tokens=self.max_tokens)
         except GraphQLSyntaxError as error:
             if allowance is not None:

@@ -290,10 +290,15 @@ def _retryable(error: GraphQLError, message: str, trace_id: str | None) -> Graph
 
 
 def _clone(error: GraphQLError) -> GraphQLError:
-    return GraphQLError(error.message, nodes=error.nodes, source=error.source,
-                        positions=error.positions, path=error.path,
-                        original_error=error.original_error,
-                        extensions=dict(error.extensions or {}))
+    """A copy of a cached error for one request (its extensions its own), its locations
+    copied, not found again in the source (that scanned the document's lines for each
+    error: see `admission.checks.IndexedSource`)."""
+    clone = GraphQLError(error.message, original_error=error.original_error,
+                         extensions=dict(error.extensions or {}))
+    clone.nodes, clone.source, clone.positions = error.nodes, error.source, error.positions
+    clone.path = list(error.path) if error.path else None
+    clone.locations = list(error.locations) if error.locations else None
+    return clone
 
 
 # `admission.checks.analysed`: work on a document, and the seconds it took.
