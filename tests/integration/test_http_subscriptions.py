@@ -253,3 +253,39 @@ async def test_a_query_with_only_a_streaming_accept_is_a_request_error(live: Ser
             assert r.status_code == 400, body
             assert "data" not in body
             assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_a_document_refused_while_parsing_is_a_request_error(database_url: str) -> None:
+    """A syntax error, the token limit, or a caller past its analysis allowance, over
+    either streaming transport: a JSON request error with its code, before any stream
+    (the parse hook's error had escaped as an ASGI exception: a broken response)."""
+    cases = [("subscription { familyEvents { seq }", "BAD_USER_INPUT"),
+             ("subscription { familyEvents { seq " + "seq " * 300 + "} }", "QUERY_TOO_COMPLEX")]
+    transports = (("/graphql", MULTIPART), ("/graphql/stream", SSE))
+    async with running(make_settings(database_url, max_query_tokens=200)) as srv:
+        token = await _token(srv, "parse@example.com")
+        for path, accept in transports:
+            for query, code in cases:
+                async with _post(srv, path, accept, token, query, {}) as r:
+                    body = json.loads(await r.aread())
+                    assert r.status_code == 400, body
+                    assert body["errors"][0]["extensions"]["code"] == code, body
+                    assert body["errors"][0]["extensions"]["traceId"]
+    # Past its allowance, a new document is RATE_LIMITED, with when to retry, before it
+    # is parsed (each refused parse is charged too).
+    async with running(make_settings(database_url, analysis_seconds_per_caller=0.001,
+                                     analysis_burst_seconds=0.001)) as srv:
+        token = await _token(srv, "spent@example.com")
+        for path, accept in transports:
+            for n in range(50):
+                async with _post(srv, path, accept, token,
+                                 f"subscription {{ familyEvents {{ seq }} }} # {path} {n}",
+                                 {}) as r:
+                    if r.status_code == 429:
+                        body = json.loads(await r.aread())
+                        assert body["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+                        assert int(r.headers["retry-after"]) >= 1
+                        break
+                    assert r.status_code == 200  # a stream: left at once
+            else:
+                raise AssertionError(f"never refused over {path}")

@@ -18,18 +18,21 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
+import orjson
 from cross_web import HTTPException
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 from strawberry.http.streaming import MultipartSubscriptionTransport, SSETransport
 
 from giftgraph.admission import sockets as admission
+from giftgraph.admission.checks import REQUEST_CALLER, caller_key
 from giftgraph.context import operation_scope
 from giftgraph.errors import ServiceUnavailable
 from giftgraph.live import credentials
 from giftgraph.persisted import REFUSED
-from giftgraph.schema.extensions import authenticate
+from giftgraph.schema.extensions import authenticate, format_error
 from giftgraph.web.http import (
     JSON,
     error_body,
@@ -149,6 +152,18 @@ class Stream:
             await chunks.aclose()  # type: ignore[attr-defined]
 
 
+def refused_while_parsing(error: GraphQLError) -> Response:
+    """A formatted parse-time refusal as the request's error: 400, or 429 with
+    `Retry-After` for RATE_LIMITED."""
+    extensions = error.extensions or {}
+    headers = None
+    status = 400
+    if extensions.get("code") == "RATE_LIMITED":
+        status, headers = 429, {"Retry-After": str(int(extensions.get("retryAfter", 1)))}
+    return Response(orjson.dumps({"errors": [error.formatted]}), status_code=status,
+                    media_type=JSON, headers=headers)
+
+
 async def open_stream(view: Any, request: Request, streaming: set[str],
                       at_stream: bool) -> Response | Stream:
     """A subscription over HTTP for `view` (the GraphQLApp): multipart at /graphql,
@@ -173,6 +188,7 @@ async def open_stream(view: Any, request: Request, streaming: set[str],
                         status_code=503 if code == "SERVICE_UNAVAILABLE" else 401,
                         media_type="application/json")
     context.connection_params = {}  # authenticated here, once, as a socket is
+    REQUEST_CALLER.set(caller_key(context))  # its parse ahead is charged to its family
     settings, refusals = view.state.settings, view.state.metrics.refusals
     live = view.state.live
     handle = Handle()
@@ -228,6 +244,12 @@ async def open_stream(view: Any, request: Request, streaming: set[str],
     except REFUSED as exc:
         await release()
         return persisted_refusal(exc, JSON)
+    except GraphQLError as error:
+        # Refused while parsing (a syntax error, the token limit, the analysis
+        # allowance): the parse hook's error escapes Strawberry's stream, as it does a
+        # socket's (accel.sockets), and is the request's error, before any stream.
+        await release()
+        return refused_while_parsing(format_error(error, context.trace_id))
     except BaseException:
         give_back()
         raise
