@@ -295,6 +295,21 @@ async def test_new_documents_spend_their_callers_analysis_allowance(
                 "authorization": f"Bearer {token}"}, json={
                 "query": near_the_limits("family"), "operationName": "q0"})
             assert r.json()["data"]["me"]["id"], r.text
+            # A parse ahead of the operation (a streaming transport's check that it is a
+            # subscription) spends the same allowance, and none is made for a caller that
+            # has spent it (it was free, every time, before).
+            bearer = {"authorization": f"Bearer {token}"}
+            for n in range(40):
+                r = await client.post(f"{url}/graphql", headers=bearer, json={
+                    "query": near_the_limits(f"family {n}"), "operationName": "q0"})
+                if "errors" in r.json():
+                    assert r.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+                    break
+            r = await client.post(f"{url}/graphql", headers={
+                **bearer, "accept": 'multipart/mixed;subscriptionSpec="1.0"'},
+                json={"query": near_the_limits("streamed"), "operationName": "q0"})
+            assert r.status_code == 429, r.text  # not parsed (and then refused 400)
+            assert r.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
 
 
 def test_parsed_documents_are_bounded_by_their_texts_characters() -> None:

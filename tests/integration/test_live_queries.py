@@ -517,6 +517,33 @@ async def test_a_query_marked_live_over_the_socket(srv: Server) -> None:
     await client.ws.close()
 
 
+async def test_a_query_marked_live_is_parsed_once_however_often_it_comes(
+        srv: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rewrite of `query @live` parses as the operation's own parse does (the same
+    cache, charged to the family's analysis allowance): the same document again is
+    parsed no more (it was parsed on the loop, uncharged, every time)."""
+    from giftgraph.admission import checks
+
+    parsed: list[str] = []
+
+    def counted(source: Any, **kwargs: Any) -> Any:
+        parsed.append(getattr(source, "body", source))
+        return checks.parse.__wrapped__(source, **kwargs)  # type: ignore[attr-defined]
+
+    counted.__wrapped__ = checks.parse  # type: ignore[attr-defined]
+    monkeypatch.setattr(checks, "parse", counted)
+    token, _ = await srv.signup("parsed-once@example.com")
+    client = await connect(srv, token)
+    query = "query Once @live { persons { totalCount } }"
+    for _ in range(3):
+        op = await client.subscribe(query)
+        assert (await next_result(client, op))["data"] == {"persons": {"totalCount": 0}}
+        await client.ws.send(json.dumps({"id": op, "type": "complete"}))
+    assert parsed.count(query) == 1, parsed
+    assert len([p for p in parsed if p.startswith("subscription Once")]) == 1  # its rewrite
+    await client.ws.close()
+
+
 async def test_the_bounds_of_every_subscription_hold_for_live_queries(
         database_url: str) -> None:
     settings = make_settings(database_url, max_subscriptions_per_connection=1,

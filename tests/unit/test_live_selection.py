@@ -76,33 +76,38 @@ def test_every_object_type_of_the_schema_is_known_or_read_as_everything() -> Non
 
 
 def test_query_at_live_becomes_the_live_subscription_of_its_selection() -> None:
-    from giftgraph.live.directive import as_live_subscription
+    from giftgraph.live.directive import live_subscription_of
 
-    rewritten = as_live_subscription(
+    rewritten = live_subscription_of(graphql.parse(
         "query P($n: Int) @live { persons(first: $n) { ...C } } "
-        "fragment C on PersonConnection { totalCount }", None, 10_000, 1_000)
+        "fragment C on PersonConnection { totalCount }"), None)
     assert rewritten is not None
     assert graphql.print_ast(graphql.parse(rewritten)) == graphql.print_ast(graphql.parse(
         "subscription P($n: Int) { live { persons(first: $n) { ...C } } } "
         "fragment C on PersonConnection { totalCount }"))
-    chosen = as_live_subscription("query A @live { me { id } } query B { me { id } }", "A",
-                                  10_000, 1_000)
+    chosen = live_subscription_of(
+        graphql.parse("query A @live { me { id } } query B { me { id } }"), "A")
     assert chosen is not None
     assert chosen.startswith("subscription A")
     assert "query B" in chosen
 
 
-@pytest.mark.parametrize(("document", "name", "chars", "tokens"), [
-    ("{ me { id } }", None, 10_000, 1_000),  # no @live
-    ("query { me { id @live } }", None, 10_000, 1_000),  # not on the operation
-    ("mutation @live { logout(refreshToken: \"x\") }", None, 10_000, 1_000),
-    ("query A @live { me { id } } query B { me { id } }", None, 10_000, 1_000),  # which?
-    ("query @live { me { id ", None, 10_000, 1_000),  # refused as it is, by the parser
-    ("query @live { me { id } }", None, 10, 1_000),  # over the characters bound
-    ("query @live { me { id } }", None, 10_000, 5),  # over the tokens bound
+@pytest.mark.parametrize(("document", "name"), [
+    ("{ me { id } }", None),  # no @live
+    ("query { me { id @live } }", None),  # not on the operation
+    ("mutation @live { logout(refreshToken: \"x\") }", None),
+    ("query A @live { me { id } } query B { me { id } }", None),  # which?
 ])
-def test_anything_else_goes_on_as_it_is(document: str, name: str | None, chars: int,
-                                        tokens: int) -> None:
-    from giftgraph.live.directive import as_live_subscription
+def test_anything_else_goes_on_as_it_is(document: str, name: str | None) -> None:
+    from giftgraph.live.directive import live_subscription_of
 
-    assert as_live_subscription(document, name, chars, tokens) is None
+    assert live_subscription_of(graphql.parse(document), name) is None
+
+
+def test_only_a_document_within_the_characters_bound_that_says_live_is_parsed() -> None:
+    from giftgraph.live.directive import may_be_live
+
+    assert may_be_live("query @live { me { id } }", 10_000)
+    assert not may_be_live("query @live { me { id } }", 10)  # refused as it is, later
+    assert not may_be_live("{ me { id } }", 10_000)
+    assert not may_be_live(None, 10_000)

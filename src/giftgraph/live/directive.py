@@ -17,12 +17,10 @@ from contextvars import ContextVar
 from graphql import (
     DocumentNode,
     FieldNode,
-    GraphQLError,
     NameNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
-    parse,
     print_ast,
 )
 
@@ -30,17 +28,15 @@ from graphql import (
 UNWRAPPED: ContextVar[bool] = ContextVar("giftgraph_live_unwrapped", default=False)
 
 
-def as_live_subscription(query: str | None, operation_name: str | None,
-                         max_chars: int, max_tokens: int) -> str | None:
-    """The live subscription for a `query @live` document, or None (any other document,
-    or one that does not parse within the bounds: it goes on as it is, and is refused as
-    it would be)."""
-    if not query or "@live" not in query or len(query) > max_chars:
-        return None
-    try:
-        document = parse(query, no_location=True, max_tokens=max_tokens)
-    except (GraphQLError, RecursionError):
-        return None
+def may_be_live(query: str | None, max_chars: int) -> bool:
+    """Whether `query` may be a `query @live` worth parsing (`admission.checks.preparse`)
+    to rewrite it (`live_subscription_of`)."""
+    return query is not None and "@live" in query and len(query) <= max_chars
+
+
+def live_subscription_of(document: DocumentNode, operation_name: str | None) -> str | None:
+    """The live subscription for a `query @live` document, or None (any other document:
+    it goes on as it is)."""
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     chosen = [op for op in operations
               if operation_name is None or (op.name and op.name.value == operation_name)]

@@ -15,9 +15,11 @@ from giftgraph.admission.checks import (
     analysed,
     analysis_allowance,
     caller_key,
+    preparse,
 )
+from giftgraph.admission.pace import Allowance
 from giftgraph.config import Settings
-from giftgraph.live.directive import UNWRAPPED, as_live_subscription
+from giftgraph.live.directive import UNWRAPPED, live_subscription_of, may_be_live
 from giftgraph.observability import OperationLog
 from giftgraph.persisted import REGISTERING, RegisterPersisted
 from giftgraph.resolvers import comments as r_comments
@@ -234,6 +236,8 @@ class Mutation:
 class GiftGraphSchema(strawberry.Schema):
     # Strawberry's, or the fast paths' (giftgraph.accel.hooks: set by `FastPaths`)
     extensions_runner_class: type[SchemaExtensionsRunner] = SchemaExtensionsRunner
+    # The analysis allowance its parse uses, for parses ahead of an operation (`preparse`)
+    analysis: Allowance | None = None
 
     def create_extensions_runner(self, execution_context: Any,
                                  extensions: list[Any]) -> SchemaExtensionsRunner:
@@ -253,8 +257,13 @@ class GiftGraphSchema(strawberry.Schema):
         settings = getattr(context_value, "settings", None)
         if settings is not None and isinstance(getattr(context_value, "connection_params", None),
                                                dict):
-            rewritten = as_live_subscription(query, operation_name, settings.max_query_chars,
-                                             settings.max_query_tokens)
+            rewritten = None
+            if may_be_live(query, settings.max_query_chars):
+                assert query is not None
+                document = await preparse(query, settings.max_query_tokens,
+                                          caller_key(context_value), self.analysis)
+                if document is not None:
+                    rewritten = live_subscription_of(document, operation_name)
             if rewritten is not None:
                 pending = REGISTERING.get()  # an APQ registration of the `query @live` text
                 if pending is not None and pending.document == query:
@@ -309,6 +318,7 @@ def build_schema(settings: Settings | None = None,
         execution_context_class=fast.execution_context_class(suggest),
         scalar_overrides=SCALAR_OVERRIDES,
     )
+    schema.analysis = analysis
     fast.install_schema(schema)
     install_retries(schema)
     return schema

@@ -15,7 +15,7 @@ from cross_web import (  # what Strawberry's view raises for bad requests
     AsyncHTTPRequestAdapter,
     HTTPException,
 )
-from graphql import ExecutionResult, GraphQLError, OperationType, parse
+from graphql import ExecutionResult, OperationType
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -31,6 +31,7 @@ from strawberry.subscriptions import (
 from strawberry.types.unset import UNSET, UnsetType
 
 from giftgraph.admission import sockets as admission
+from giftgraph.admission.checks import REQUEST_CALLER, preparse
 from giftgraph.context import Context, operation_scope
 from giftgraph.db.models import Event
 from giftgraph.errors import RateLimited, ServiceUnavailable
@@ -166,7 +167,9 @@ class GraphQLApp(GraphQL[Context, None]):
                 # in size and time): one still coming holds no slot, so one client's
                 # slow bodies can't keep the other requests of its IP, or family, waiting.
                 read = request.body if request.method == "POST" else None
-                async with in_flight.turn(in_flight.key(request), read) as turn:
+                key = in_flight.key(request)
+                REQUEST_CALLER.set(key)  # this request's task: a parse ahead is its own
+                async with in_flight.turn(key, read) as turn:
                     try:
                         response = finish(await self.run(request), request, media)
                         refused = is_refusal(response)
@@ -210,7 +213,7 @@ class GraphQLApp(GraphQL[Context, None]):
         if isinstance(data, list):
             return data  # a batch: Strawberry refuses it (batching is off)
         if data.protocol != "http":
-            data = self._streams_only_subscriptions(data)
+            data = await self._streams_only_subscriptions(data)
         document_id: object = None
         if request.method == "GET":
             document_id = request.query_params.get("documentId")
@@ -227,9 +230,11 @@ class GraphQLApp(GraphQL[Context, None]):
         if resolved.register is not None and resolved.query is not None:
             REGISTERING.set(Registration(resolved.register, resolved.query,
                                          self.state.register_document))
-        return self._streams_only_subscriptions(dataclasses.replace(data, query=resolved.query))
+        return await self._streams_only_subscriptions(
+            dataclasses.replace(data, query=resolved.query))
 
-    def _streams_only_subscriptions(self, data: GraphQLRequestData) -> GraphQLRequestData:
+    async def _streams_only_subscriptions(self,
+                                          data: GraphQLRequestData) -> GraphQLRequestData:
         """A streaming transport (multipart, graphql-sse) carries subscriptions only: any
         other operation is a request error before it runs (Strawberry would stream an
         internal error)."""
@@ -238,10 +243,14 @@ class GraphQLApp(GraphQL[Context, None]):
         settings = self.state.settings
         if len(data.query) > settings.max_query_chars:
             return data  # refused by the document bounds, as any request
-        try:
-            document = parse(data.query, max_tokens=settings.max_query_tokens)
-        except GraphQLError:
-            return data  # the syntax error is reported as for any request
+        # Parsed as the operation's own parse would (the same cache and allowance), and
+        # refused here if it would be refused there: once streaming, a refusal has no
+        # response left to go in (`streams.open_stream` answers it).
+        document = await preparse(data.query, settings.max_query_tokens,
+                                  REQUEST_CALLER.get() or "ip:unknown",
+                                  getattr(self.schema, "analysis", None), strict=True)
+        if document is None:
+            return data
         operation = operation_of(document, data.operation_name)
         if operation is not None and operation.operation != OperationType.SUBSCRIPTION:
             raise HTTPException(400, "Only subscriptions are streamed: send queries and "

@@ -1,0 +1,46 @@
+"""A parse ahead of an operation (`preparse`: the streaming transports' check, a `query
+@live`'s rewrite) is the operation's own parse: the same cache, charged to the caller's
+analysis allowance, none for a caller that has spent it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from giftgraph.admission.checks import PARSED, preparse
+from giftgraph.admission.pace import Allowance
+
+
+def fresh(tag: str) -> str:
+    return f"query Q{uuid.uuid4().hex} {{ me {{ id {tag} }} }}"
+
+
+def test_a_new_document_is_charged_and_kept_for_the_operation() -> None:
+    allowance = Allowance("analysis_seconds", share=0.02, burst=0.25)
+    query = fresh("displayName")
+    document = asyncio.run(preparse(query, 2000, "ip:1", allowance))
+    assert document is not None
+    assert PARSED.get(query, 2000) is document  # the operation's parse finds it
+    spent = 0.25 - allowance.pace.tokens("ip:1")
+    assert spent > 0
+    # Again: from the cache, nothing charged.
+    assert asyncio.run(preparse(query, 2000, "ip:1", allowance)) is document
+    assert 0.25 - allowance.pace.tokens("ip:1") <= spent + 0.001  # only the refill moved
+
+
+def test_a_caller_past_its_allowance_gets_nothing_parsed() -> None:
+    allowance = Allowance("analysis_seconds", share=0.02, burst=0.25)
+    allowance.charge("ip:2", 1.0)
+    query = fresh("email")
+    assert asyncio.run(preparse(query, 2000, "ip:2", allowance)) is None
+    assert PARSED.get(query, 2000) is None  # its operation is refused before parsing
+    known = fresh("role")
+    PARSED.parse(known, 2000)
+    assert asyncio.run(preparse(known, 2000, "ip:2", allowance)) is not None  # cached: free
+
+
+def test_what_does_not_parse_is_none_and_charged() -> None:
+    allowance = Allowance("analysis_seconds", share=0.02, burst=0.25)
+    assert asyncio.run(preparse("query { me { id ", 2000, "ip:3", allowance)) is None
+    assert asyncio.run(preparse("{ " + "a " * 50 + "}", 10, "ip:3", allowance)) is None
+    assert allowance.pace.tokens("ip:3") < 0.25
