@@ -215,3 +215,42 @@ async def test_an_ip_refused_again_and_again_waits_before_its_handshake(
             metrics = (await http.get("/metrics")).text
     assert refused_metric(metrics, "socket_connect_rate") == 1  # the second only
     assert refused_metric(metrics, "refusals_per_caller") == 1  # the third waited
+
+
+async def test_a_callers_large_new_documents_are_analysed_one_at_a_time(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large new documents sent at once over one socket (nothing bounds a socket's
+    operations in flight the way HTTP's are) take their turns (`admission.checks.Turns`):
+    never two of one caller in the analysis thread's queue. Before, each passed the
+    allowance before any was charged, and a few families queued seconds of work ahead of
+    everyone else's."""
+    from giftgraph.admission import checks
+
+    inside, most = 0, 0
+    real = checks.analysed
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal inside, most
+        inside += 1
+        most = max(most, inside)
+        try:
+            return await real(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            inside -= 1
+
+    monkeypatch.setattr(checks, "analysed", counted)
+    async with running(make_settings(database_url)) as srv:
+        token, _ = await srv.signup("turns@example.com")
+        client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+        padding = "#" + "p" * 98 + "\n"
+        ops = [await client.subscribe(padding * 25 + f"query Q{n} {{ me {{ id }} }}")
+               for n in range(6)]
+        answered = set()
+        while answered != set(ops):
+            message = await client.receive(10)
+            if message.get("type") == "next":
+                assert message["payload"]["data"]["me"]["id"]
+                answered.add(message["id"])
+        assert most == 1
+        assert checks.ANALYSIS_TURNS.keys == {}  # every turn given back
+        await client.ws.close()

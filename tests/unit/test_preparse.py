@@ -44,3 +44,27 @@ def test_what_does_not_parse_is_none_and_charged() -> None:
     assert asyncio.run(preparse("query { me { id ", 2000, "ip:3", allowance)) is None
     assert asyncio.run(preparse("{ " + "a " * 50 + "}", 10, "ip:3", allowance)) is None
     assert allowance.pace.tokens("ip:3") < 0.25
+
+
+def test_turns_are_one_at_a_time_per_key_and_let_go() -> None:
+    from giftgraph.admission.checks import Turns
+
+    async def scenario() -> list[str]:
+        turns, seen = Turns(), []
+
+        async def one(key: str, name: str) -> None:
+            await turns.acquire(key)
+            try:
+                seen.append(f"{name}+")
+                await asyncio.sleep(0.01)
+                seen.append(f"{name}-")
+            finally:
+                turns.release(key)
+
+        await asyncio.gather(one("a", "a1"), one("a", "a2"), one("b", "b1"))
+        assert turns.keys == {}
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen.index("a1-") < seen.index("a2+")  # a's one after the other
+    assert seen.index("b1+") < seen.index("a1-")  # b's alongside a's

@@ -109,6 +109,41 @@ OFFLOAD_CHARS = 2_000
 ANALYSIS_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="giftgraph-analysis")
 
 
+class Turns:
+    """One at a time per key (a caller): `async with turns.of(key)` waits while another
+    of the key's is inside. For the analysis of large new documents: the analysis thread
+    takes its work in order, and a caller that sent many at once over one socket (the
+    allowance is charged after each) queued seconds of it ahead of everyone else's (a
+    victim's deliveries 1.4 s late). One at a time, each caller has at most one in the
+    thread's queue, and the ones waiting are charged as they come in."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    async def acquire(self, key: str) -> None:
+        lock, users = self.keys.get(key) or (asyncio.Lock(), 0)
+        self.keys[key] = (lock, users + 1)
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._leave(key)
+            raise
+
+    def release(self, key: str) -> None:
+        self.keys[key][0].release()
+        self._leave(key)
+
+    def _leave(self, key: str) -> None:
+        lock, users = self.keys[key]
+        if users > 1:
+            self.keys[key] = (lock, users - 1)
+        else:
+            del self.keys[key]
+
+
+ANALYSIS_TURNS = Turns()
+
+
 def in_thread_time(work: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, float]:
     """`work(*args, **kwargs)` and the CPU seconds this thread spent on it."""
     with courteous():
@@ -146,24 +181,31 @@ async def preparse(query: str, max_tokens: int, key: str, allowance: Allowance |
     transport that must answer it before it starts streaming. Parsed on the loop every
     time and uncharged, a repeated 50 KB document held the loop ~20 ms a request before
     the operation's own (cached, so free) parse."""
-    known = PARSED.get(query, max_tokens)
-    if known is not None:
-        return known
-    if allowance is not None and (wait := allowance.retry_after(key)) > 0:
-        if strict:
-            raise GraphQLError("Too many new documents: retry later",
-                               original_error=RateLimited(max(1, math.ceil(wait))))
-        return None
-    started = time.perf_counter()
+    large = len(query) > OFFLOAD_CHARS
+    if large:
+        await ANALYSIS_TURNS.acquire(key)  # one at a time per caller (`Turns`)
     try:
-        document, seconds = await analysed(parse, len(query), IndexedSource(query),
-                                           max_tokens=max_tokens)
-    except (GraphQLError, RecursionError) as error:
-        if allowance is not None:
-            allowance.charge(key, time.perf_counter() - started)
-        if strict and isinstance(error, GraphQLSyntaxError):
-            raise token_refusal(error, max_tokens) or error from None
-        return None
+        known = PARSED.get(query, max_tokens)
+        if known is not None:
+            return known
+        if allowance is not None and (wait := allowance.retry_after(key)) > 0:
+            if strict:
+                raise GraphQLError("Too many new documents: retry later",
+                                   original_error=RateLimited(max(1, math.ceil(wait))))
+            return None
+        started = time.perf_counter()
+        try:
+            document, seconds = await analysed(parse, len(query), IndexedSource(query),
+                                               max_tokens=max_tokens)
+        except (GraphQLError, RecursionError) as error:
+            if allowance is not None:
+                allowance.charge(key, time.perf_counter() - started)
+            if strict and isinstance(error, GraphQLSyntaxError):
+                raise token_refusal(error, max_tokens) or error from None
+            return None
+    finally:
+        if large:
+            ANALYSIS_TURNS.release(key)
     if allowance is not None:
         allowance.charge(key, seconds)
     PARSED.keep(query, max_tokens, document)
@@ -241,6 +283,15 @@ class ParseWithTokenLimit(SchemaExtension):
             return
         allowance = self.allowance
         key = caller_key(ec.context)
+        if query is not None and len(query) > OFFLOAD_CHARS:
+            # Its turn (`Turns`), held until it is validated (`on_validate`) or refused.
+            await ANALYSIS_TURNS.acquire(key)
+            self.turn = key
+            known = self.documents.get(query, self.max_tokens)  # sent twice at once
+            if known is not None:
+                ec.graphql_document = known
+                yield
+                return
         if allowance is not None:
             wait = allowance.retry_after(key)
             if wait > 0:
@@ -264,6 +315,23 @@ class ParseWithTokenLimit(SchemaExtension):
             self.documents.keep(query, self.max_tokens, document)
         ec.graphql_document = document
         yield
+
+    turn: str | None = None  # the caller whose analysis turn this operation holds
+
+    async def on_validate(self) -> AsyncIterator[None]:
+        yield  # validated (`FreshValidationCache`, after this hook in the list)
+        self._end_turn()
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            self._end_turn()  # refused before its validation
+
+    def _end_turn(self) -> None:
+        if self.turn is not None:
+            ANALYSIS_TURNS.release(self.turn)
+            self.turn = None
 
     def _refuse(self, ec: Any, error: GraphQLSyntaxError) -> None:
         """The token limit's syntax error as the refusal it is (`token_refusal`)."""
