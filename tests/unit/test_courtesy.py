@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 import pytest
 from graphql import parse, specified_rules
@@ -59,3 +60,17 @@ def test_a_large_document_is_analysed_courteously_off_the_loop() -> None:
     (interval, polite), _ = asyncio.run(analysed(inside, 10, "{ me { id } }"))
     assert polite is False
     assert interval == sys.getswitchinterval()
+
+
+def test_a_failed_analysis_in_the_thread_is_charged_its_thread_time() -> None:
+    from giftgraph.admission.checks import spent
+
+    def fails(text: str) -> None:
+        raise ValueError(text)
+
+    started = time.perf_counter() - 100.0  # a long wait for its turn
+    try:
+        asyncio.run(analysed(fails, OFFLOAD_CHARS + 1, "x"))
+    except ValueError as error:
+        seconds = spent(error, started)
+    assert 0 <= seconds < 1.0  # its own time, not the wait

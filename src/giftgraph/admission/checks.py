@@ -148,7 +148,18 @@ def in_thread_time(work: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T
     """`work(*args, **kwargs)` and the CPU seconds this thread spent on it."""
     with courteous():
         started = time.thread_time()
-        return work(*args, **kwargs), time.thread_time() - started
+        try:
+            return work(*args, **kwargs), time.thread_time() - started
+        except Exception as error:  # a refusal (a syntax error): what it cost goes with it
+            error.analysis_seconds = time.thread_time() - started  # type: ignore[attr-defined]
+            raise
+
+
+def spent(error: BaseException, started: float) -> float:
+    """What a failed analysis cost: its thread's time when it ran in the analysis thread
+    (not the wait for its turn there), else the time since `started`."""
+    seconds = getattr(error, "analysis_seconds", None)
+    return seconds if isinstance(seconds, float) else time.perf_counter() - started
 
 
 async def analysed(work: Callable[..., T], size: int, *args: Any, **kwargs: Any,
@@ -199,7 +210,7 @@ async def preparse(query: str, max_tokens: int, key: str, allowance: Allowance |
                                                max_tokens=max_tokens)
         except (GraphQLError, RecursionError) as error:
             if allowance is not None:
-                allowance.charge(key, time.perf_counter() - started)
+                allowance.charge(key, spent(error, started))
             if strict and isinstance(error, GraphQLSyntaxError):
                 raise token_refusal(error, max_tokens) or error from None
             return None
@@ -306,7 +317,7 @@ class ParseWithTokenLimit(SchemaExtension):
                                                max_tokens=self.max_tokens)
         except GraphQLSyntaxError as error:
             if allowance is not None:
-                allowance.charge(key, time.perf_counter() - started)
+                allowance.charge(key, spent(error, started))
             self._refuse(ec, error)
             raise
         if allowance is not None:
