@@ -324,3 +324,35 @@ async def test_a_socket_in_allow_list_mode(database_url: str, manifest: Path) ->
             assert r.json()["errors"][0]["extensions"]["code"] \
                 == "PERSISTED_QUERY_NOT_ALLOWED", (path, r.text)
         assert srv.subscribers() == before
+
+
+async def test_unknown_hashes_over_a_socket_take_the_familys_start_turns(
+        database_url: str) -> None:
+    """Each operation a socket starts waits for its family's start turn before anything
+    else, its persisted document's lookup too: unknown hashes sent in a row are paced
+    (`subscription_starts_per_family`), not looked up as fast as they come (600
+    statements a second for one family, before)."""
+    settings = make_settings(database_url, family_subscription_start_burst=2,
+                             family_subscription_start_rate=0.2)
+    async with running(settings) as srv:
+        token = (await srv.gql(
+            "mutation($i: SignUpInput!) { signUp(input: $i) { accessToken } }",
+            {"i": {"familyName": "F", "email": "h@example.com", "password": "correct horse b",
+                   "displayName": "H"}}))["signUp"]["accessToken"]
+        ws = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+        for n in range(6):
+            await ws.ws.send(json.dumps({"id": str(n), "type": "subscribe", "payload": {
+                "extensions": apq(f"{{ me {{ id }} }} # {n}")}}))
+        answered: list[str] = []
+
+        async def until_quiet() -> None:
+            while True:
+                answered.append((await ws.receive(1.0))["payload"][0]["extensions"]["code"])
+
+        with pytest.raises(TimeoutError):
+            await until_quiet()
+        assert answered == ["PERSISTED_QUERY_NOT_FOUND"] * 2  # the burst; the next in 5 s
+        metrics = (await srv.http.get("/metrics")).text
+        assert 'giftgraph_admission_refused_total{bound="subscription_starts_per_family"}' \
+            in metrics
+        await ws.ws.close()

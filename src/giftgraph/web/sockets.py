@@ -202,6 +202,13 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return
         payload = message["payload"]
         state = self.view.state  # type: ignore[attr-defined]
+        user = self.context.user
+        if user is not None:
+            # The family's turn to start an operation first: what follows (a persisted
+            # document's lookup, a parse) is paced by it. Unknown hashes looked up before
+            # it ran 600 statements a second for one family (adversary, 2026-11-26).
+            refusals = self.context.metrics.refusals if self.context.metrics else None
+            await state.operations.start_turn(user.family_id, self.context.settings, refusals)
         try:  # the document a hash names (APQ, trusted documents), before anything parses it
             resolved = await state.documents.resolve(
                 payload.get("query"), payload.get("extensions"), payload.get("documentId"))
@@ -234,7 +241,6 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             counts = self.view.state.operations  # type: ignore[attr-defined]
             per_user = self.context.settings.max_subscriptions_per_user
             refusals = self.context.metrics.refusals if self.context.metrics else None
-            await counts.start_turn(user.family_id, self.context.settings, refusals)
             slot = counts.admit(user.id, per_user, refusals)
             if slot is None:
                 await self._refuse(message["id"], per_user, counts.count(user.id), "the user")
