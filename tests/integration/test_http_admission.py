@@ -341,3 +341,9 @@ def test_parsed_documents_are_bounded_by_their_texts_characters() -> None:
     assert len(huge) > 64 * 1024
     documents.parse(huge, 100_000)
     assert (huge, 100_000) not in documents.documents
+    # One-letter tokens take ~280 times their text parsed: the tokens are bounded too.
+    letters = ParsedDocuments(size=512, chars=64 * 1024, tokens=10_000)
+    for n in range(10):
+        letters.parse(f"query L{n} {{" + " a" * 1990 + " }", 2_000)
+    assert letters.held_tokens <= 10_000
+    assert len(letters.documents) == 10_000 // 1996  # 1,996 tokens each

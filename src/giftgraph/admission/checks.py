@@ -37,6 +37,7 @@ from giftgraph.errors import AppError, QueryTooComplex, RateLimited
 from giftgraph.schema.extensions import operation_of, refuse, requested_operation
 
 DOCUMENT_CACHE_CHARS = 256 * 1024
+DOCUMENT_CACHE_TOKENS = 48_000
 T = TypeVar("T")
 
 
@@ -66,23 +67,30 @@ LINE_BREAK = re.compile(r"\r\n|[\n\r]")
 
 class ParsedDocuments:
     """Parsed documents by text (and token limit), the least recently used let go past
-    `size` documents or `chars` characters of their texts. A parsed document is up to ~100
-    times its text (each token is kept, with its location: 700 KB for a 6.7 KB document
-    at the token limit), so a bound on the count alone let anyone sending new documents
-    near the limits make 512 of them stay (360 MB, and the process grew to 1.9 GB). The
-    validation results live as long as their document (`ValidationCache`)."""
+    `size` documents, `chars` characters of their texts or `tokens` tokens. A parsed
+    document keeps every token with its location: ~100 times its text for ordinary names
+    (700 KB for a 6.7 KB document at the token limit), up to ~280 times for one-letter
+    tokens (1.08 MB for 4 KB). A bound on the count alone let anyone sending new
+    documents near the limits make 512 of them stay (360 MB, and the process grew to
+    1.9 GB); on the characters alone, 69 MB of one-letter tokens. `tokens` (~540 bytes
+    each at most) bounds it at ~26 MB. The validation results live as long as their
+    document (`ValidationCache`)."""
 
-    def __init__(self, size: int = 512, chars: int = DOCUMENT_CACHE_CHARS) -> None:
+    def __init__(self, size: int = 512, chars: int = DOCUMENT_CACHE_CHARS,
+                 tokens: int = DOCUMENT_CACHE_TOKENS) -> None:
         self.size = size
         self.chars = chars
+        self.tokens = tokens
         self.held = 0  # characters of the texts held
-        self.documents: OrderedDict[tuple[str, int], DocumentNode] = OrderedDict()
+        self.held_tokens = 0
+        self.documents: OrderedDict[tuple[str, int], tuple[DocumentNode, int]] = OrderedDict()
 
     def get(self, query: str, max_tokens: int) -> DocumentNode | None:
-        document = self.documents.get((query, max_tokens))
-        if document is not None:
-            self.documents.move_to_end((query, max_tokens))
-        return document
+        entry = self.documents.get((query, max_tokens))
+        if entry is None:
+            return None
+        self.documents.move_to_end((query, max_tokens))
+        return entry[0]
 
     def parse(self, query: str, max_tokens: int) -> DocumentNode:
         document = self.get(query, max_tokens)
@@ -93,12 +101,28 @@ class ParsedDocuments:
         return document
 
     def keep(self, query: str, max_tokens: int, document: DocumentNode) -> None:
-        if len(query) <= self.chars and (query, max_tokens) not in self.documents:
-            self.documents[query, max_tokens] = document
-            self.held += len(query)
-            while len(self.documents) > self.size or self.held > self.chars:
-                (text, _), _ = self.documents.popitem(last=False)
-                self.held -= len(text)
+        if len(query) > self.chars or (query, max_tokens) in self.documents:
+            return
+        tokens = token_count(document)
+        if tokens > self.tokens:
+            return
+        self.documents[query, max_tokens] = (document, tokens)
+        self.held += len(query)
+        self.held_tokens += tokens
+        while len(self.documents) > self.size or self.held > self.chars \
+                or self.held_tokens > self.tokens:
+            (text, _), (_, gone) = self.documents.popitem(last=False)
+            self.held -= len(text)
+            self.held_tokens -= gone
+
+
+def token_count(document: DocumentNode) -> int:
+    """The tokens of a parsed document (its locations link them; none without them)."""
+    count, token = 0, document.loc.start_token if document.loc is not None else None
+    while token is not None:
+        count += 1
+        token = token.next
+    return count
 
 
 OFFLOAD_CHARS = 2_000
