@@ -68,3 +68,22 @@ def test_turns_are_one_at_a_time_per_key_and_let_go() -> None:
     seen = asyncio.run(scenario())
     assert seen.index("a1-") < seen.index("a2+")  # a's one after the other
     assert seen.index("b1+") < seen.index("a1-")  # b's alongside a's
+
+
+def test_anonymous_callers_share_one_allowance_for_large_documents() -> None:
+    """Many addresses can't take the analysis thread from the families: an anonymous
+    caller's large new document also spends all anonymous callers' allowance together."""
+    from giftgraph.admission.checks import ANONYMOUS, OFFLOAD_CHARS, analysis_keys
+
+    assert analysis_keys("ip:1", OFFLOAD_CHARS + 1) == ("ip:1", ANONYMOUS)
+    assert analysis_keys("ip:1", 100) == ("ip:1",)
+    assert analysis_keys("family:f", OFFLOAD_CHARS + 1) == ("family:f",)
+    allowance = Allowance("analysis_seconds", share=0.02, burst=0.25)
+    allowance.charge(ANONYMOUS, 1.0)  # other addresses spent it
+
+    def large(tag: str) -> str:
+        return "#" * OFFLOAD_CHARS + "\n" + fresh(tag)
+
+    assert asyncio.run(preparse(large("id"), 2000, "ip:9", allowance)) is None
+    assert asyncio.run(preparse(fresh("id"), 2000, "ip:9", allowance)) is not None  # small
+    assert asyncio.run(preparse(large("id"), 2000, "family:f", allowance)) is not None

@@ -349,7 +349,7 @@ class FreshValidationCache(SchemaExtension):
     not validated."""
 
     def __init__(self, validate: ValidationCache,
-                 charge: Callable[[Any, float], None] | None = None,
+                 charge: Callable[[Any, float, int], None] | None = None,
                  analysed: Analyse | None = None) -> None:
         super().__init__()
         self.validate = validate
@@ -373,7 +373,7 @@ class FreshValidationCache(SchemaExtension):
                     seconds = time.perf_counter() - started
                 self.validate.remember(schema, document, rules, errors)
                 if self.charge is not None:
-                    self.charge(ec.context, seconds)
+                    self.charge(ec.context, seconds, size)
             ec.pre_execution_errors = [_clone(e) for e in errors] if errors else errors
         yield
 

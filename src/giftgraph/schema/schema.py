@@ -14,7 +14,9 @@ from giftgraph.admission.checks import (
     ParseWithTokenLimit,
     analysed,
     analysis_allowance,
+    analysis_keys,
     caller_key,
+    charge,
     preparse,
 )
 from giftgraph.admission.pace import Allowance
@@ -298,7 +300,8 @@ def build_schema(settings: Settings | None = None,
                                      max_chars=settings.max_query_chars, allowance=analysis),
         DocumentBounds,  # measures before validation; charges mutations before execution
         lambda: FreshValidationCache(
-            validate, lambda ctx, seconds: analysis.charge(caller_key(ctx), seconds),
+            validate, lambda ctx, seconds, size: charge(
+                analysis, analysis_keys(caller_key(ctx), size), seconds),
             analysed),
         ChooseOperation,  # after the validation
         RegisterPersisted,  # an APQ registration, once its operation reaches execution
