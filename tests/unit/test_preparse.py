@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
+
+import pytest
 
 from giftgraph.admission.checks import PARSED, preparse
 from giftgraph.admission.pace import Allowance
@@ -87,3 +90,25 @@ def test_anonymous_callers_share_one_allowance_for_large_documents() -> None:
     assert asyncio.run(preparse(large("id"), 2000, "ip:9", allowance)) is None
     assert asyncio.run(preparse(fresh("id"), 2000, "ip:9", allowance)) is not None  # small
     assert asyncio.run(preparse(large("id"), 2000, "family:f", allowance)) is not None
+
+
+def test_a_large_analysis_holds_a_reservation_while_it_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What is let in at once is bounded before anything is charged: a large new document
+    holds `RESERVED_S` of its caller's (and the anonymous callers') allowance while it is
+    analysed, given back after (what it took is charged)."""
+    from giftgraph.admission import checks
+
+    allowance = Allowance("analysis_seconds", share=0.02, burst=0.25)
+    during: list[float] = []
+    real = checks.analysed
+
+    async def watched(*args: Any, **kwargs: Any) -> Any:
+        during.append(allowance.pace.tokens(checks.ANONYMOUS))
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(checks, "analysed", watched)
+    query = "#" * checks.OFFLOAD_CHARS + "\n" + fresh("id")
+    assert asyncio.run(checks.preparse(query, 2000, "ip:7", allowance)) is not None
+    assert during[0] == pytest.approx(0.25 - checks.RESERVED_S, abs=0.01)
+    assert allowance.pace.tokens(checks.ANONYMOUS) > during[0]  # given back

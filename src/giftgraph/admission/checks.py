@@ -166,6 +166,11 @@ class Turns:
 
 
 ANALYSIS_TURNS = Turns()
+# Held against a caller's allowance (and the anonymous callers' together) while its large
+# new document is analysed, what it took charged as it goes: what is let in at once is
+# bounded by the allowance before any of it has been charged (twenty addresses' first
+# documents passed together, and a family's next new document waited 1.9 s behind them).
+RESERVED_S = 0.05
 
 
 def in_thread_time(work: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, float]:
@@ -216,7 +221,8 @@ async def preparse(query: str, max_tokens: int, key: str, allowance: Allowance |
     transport that must answer it before it starts streaming. Parsed on the loop every
     time and uncharged, a repeated 50 KB document held the loop ~20 ms a request before
     the operation's own (cached, so free) parse."""
-    large = len(query) > OFFLOAD_CHARS
+    large, reserved = len(query) > OFFLOAD_CHARS, False
+    keys: tuple[str, ...] = (key,)
     if large:
         await ANALYSIS_TURNS.acquire(key)  # one at a time per caller (`Turns`)
     try:
@@ -229,6 +235,9 @@ async def preparse(query: str, max_tokens: int, key: str, allowance: Allowance |
                 raise GraphQLError("Too many new documents: retry later",
                                    original_error=RateLimited(max(1, math.ceil(wait))))
             return None
+        if large and allowance is not None:
+            charge(allowance, keys, RESERVED_S)  # reserved while it is parsed
+            reserved = True
         started = time.perf_counter()
         try:
             document, seconds = await analysed(parse, len(query), IndexedSource(query),
@@ -240,6 +249,8 @@ async def preparse(query: str, max_tokens: int, key: str, allowance: Allowance |
                 raise token_refusal(error, max_tokens) or error from None
             return None
     finally:
+        if reserved and allowance is not None:
+            charge(allowance, keys, -RESERVED_S)
         if large:
             ANALYSIS_TURNS.release(key)
     if allowance is not None:
@@ -355,6 +366,9 @@ class ParseWithTokenLimit(SchemaExtension):
                 count_refusal(ec.context, "analysis_seconds")
                 raise GraphQLError("Too many new documents: retry later",
                                    original_error=RateLimited(max(1, math.ceil(wait))))
+            if self.turn is not None:  # reserved while it is analysed (`RESERVED_S`)
+                self.reserved = analysis_keys(key, len(query or ""))
+                charge(allowance, self.reserved, RESERVED_S)
         started = time.perf_counter()
         try:
             document, seconds = await analysed(parse, len(query or ""),
@@ -374,6 +388,7 @@ class ParseWithTokenLimit(SchemaExtension):
         yield
 
     turn: str | None = None  # the caller whose analysis turn this operation holds
+    reserved: tuple[str, ...] = ()  # the allowances its turn holds `RESERVED_S` of
 
     async def on_validate(self) -> AsyncIterator[None]:
         yield  # validated (`FreshValidationCache`, after this hook in the list)
@@ -389,6 +404,9 @@ class ParseWithTokenLimit(SchemaExtension):
         if self.turn is not None:
             ANALYSIS_TURNS.release(self.turn)
             self.turn = None
+        if self.reserved and self.allowance is not None:
+            charge(self.allowance, self.reserved, -RESERVED_S)  # what it took is charged
+            self.reserved = ()
 
     def _refuse(self, ec: Any, error: GraphQLSyntaxError) -> None:
         """The token limit's syntax error as the refusal it is (`token_refusal`)."""
