@@ -134,8 +134,8 @@ ANALYSIS_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="giftgrap
 
 
 class Turns:
-    """One at a time per key (a caller): `async with turns.of(key)` waits while another
-    of the key's is inside. For the analysis of large new documents: the analysis thread
+    """One at a time per key (a caller): `acquire(key)` waits while another of the key's
+    holds it, until its `release(key)`. For the analysis of large new documents: the analysis thread
     takes its work in order, and a caller that sent many at once over one socket (the
     allowance is charged after each) queued seconds of it ahead of everyone else's (a
     victim's deliveries 1.4 s late). One at a time, each caller has at most one in the
@@ -232,8 +232,7 @@ async def preparse(query: str, max_tokens: int, key: str, allowance: Allowance |
         keys = analysis_keys(key, len(query))
         if allowance is not None and (wait := retry_after(allowance, keys)) > 0:
             if strict:
-                raise GraphQLError("Too many new documents: retry later",
-                                   original_error=RateLimited(max(1, math.ceil(wait))))
+                raise too_many_new_documents(wait)
             return None
         if large and allowance is not None:
             charge(allowance, keys, RESERVED_S)  # reserved while it is parsed
@@ -257,6 +256,12 @@ async def preparse(query: str, max_tokens: int, key: str, allowance: Allowance |
         charge(allowance, keys, seconds)
     PARSED.keep(query, max_tokens, document)
     return document
+
+
+def too_many_new_documents(wait: float) -> GraphQLError:
+    """The refusal of a caller's new document past its analysis allowance."""
+    return GraphQLError("Too many new documents: retry later",
+                        original_error=RateLimited(max(1, math.ceil(wait))))
 
 
 def token_refusal(error: GraphQLSyntaxError, max_tokens: int) -> GraphQLError | None:
@@ -360,15 +365,15 @@ class ParseWithTokenLimit(SchemaExtension):
                 ec.graphql_document = known
                 yield
                 return
+        keys = analysis_keys(key, len(query or ""))
         if allowance is not None:
-            wait = retry_after(allowance, analysis_keys(key, len(query or "")))
+            wait = retry_after(allowance, keys)
             if wait > 0:
                 count_refusal(ec.context, "analysis_seconds")
-                raise GraphQLError("Too many new documents: retry later",
-                                   original_error=RateLimited(max(1, math.ceil(wait))))
+                raise too_many_new_documents(wait)
             if self.turn is not None:  # reserved while it is analysed (`RESERVED_S`)
-                self.reserved = analysis_keys(key, len(query or ""))
-                charge(allowance, self.reserved, RESERVED_S)
+                self.reserved = keys
+                charge(allowance, keys, RESERVED_S)
         started = time.perf_counter()
         try:
             document, seconds = await analysed(parse, len(query or ""),
@@ -377,11 +382,11 @@ class ParseWithTokenLimit(SchemaExtension):
                                                max_tokens=self.max_tokens)
         except GraphQLSyntaxError as error:
             if allowance is not None:
-                charge(allowance, analysis_keys(key, len(query or "")), spent(error, started))
+                charge(allowance, keys, spent(error, started))
             self._refuse(ec, error)
             raise
         if allowance is not None:
-            charge(allowance, analysis_keys(key, len(query or "")), seconds)
+            charge(allowance, keys, seconds)
         if query is not None:
             self.documents.keep(query, self.max_tokens, document)
         ec.graphql_document = document
