@@ -70,7 +70,7 @@ async def ours(url: str, settings: Any = None) -> tuple[str, tuple[Any, ...]]:
 
     async with app.router.lifespan_context(app):
         database = app.state.giftgraph.database
-        database.direct_reads = False  # the compiled read through the engine: seen below
+        database.direct_statements = False  # the compiled read through the engine: seen below
         engine = database.engine.sync_engine
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:

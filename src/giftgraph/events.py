@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -27,6 +27,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from giftgraph.db import models as m
+from giftgraph.db.session import (  # the unit of work's bookkeeping, used from here too
+    AFTER_COMMIT_KEY as AFTER_COMMIT_KEY,
+)
+from giftgraph.db.session import (
+    EVENT_LOCK_KEY,
+    PENDING_KEY,
+    Prepared,
+    execute_in,
+)
+from giftgraph.db.session import after_commit as after_commit
+from giftgraph.db.session import take_after_commit as take_after_commit
+from giftgraph.db.session import take_pending as take_pending
 from giftgraph.ids import encode_id
 
 FAMILY_TOPIC = "family"
@@ -130,9 +142,6 @@ def _parse(py: type, raw: Any, sa_type: Any) -> Any:
     return raw
 
 
-PENDING_KEY = "giftgraph.pending_events"
-
-
 async def record(
     session: AsyncSession,
     *,
@@ -162,7 +171,7 @@ async def record(
     """
     await session.flush()
     if changes and await _update(session, entity, changes, family_id):
-        session.info["giftgraph.event_lock"] = True
+        session.info[EVENT_LOCK_KEY] = True
     else:
         await _lock_family_events(session, family_id)
     payload = None if kind == m.EventKind.DELETED else snapshot(entity)
@@ -173,11 +182,11 @@ async def record(
     # Each event names the previous event on its topic (under the lock: exact), so a
     # subscriber that receives events out of order (two instances publishing through one
     # broker) sees the gap and fetches what it lacks from this table instead of losing it.
-    inserted = (await session.execute(INSERT_EVENTS, {
+    inserted = await execute_in(session, INSERT_EVENTS, {
         "topics": unique_topics, "family_id": family_id, "kind": kind,
         "entity_type": entity_type, "entity_id": entity_id, "actor_id": actor_id, "at": at,
         "payload": payload,
-    })).all()
+    })
     rows = []
     for seq, topic, prev in inserted:
         rows.append(m.Event.published(
@@ -189,11 +198,13 @@ async def record(
 
 async def _lock_family_events(session: AsyncSession, family_id: uuid.UUID) -> None:
     """The family's event lock (see `record`), once per transaction."""
-    if not session.info.get("giftgraph.event_lock"):
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:f, 0))"), {"f": str(family_id)}
-        )
-        session.info["giftgraph.event_lock"] = True
+    if not session.info.get(EVENT_LOCK_KEY):
+        await execute_in(session, LOCK_FAMILY_EVENTS, {"f": str(family_id)})
+        session.info[EVENT_LOCK_KEY] = True
+
+
+LOCK_FAMILY_EVENTS = Prepared(text("SELECT pg_advisory_xact_lock(hashtextextended(:f, 0))")
+                              .bindparams(bindparam("f", type_=Text())))
 
 
 class Cascaded(NamedTuple):
@@ -239,8 +250,8 @@ async def record_many(
     await session.flush()
     await _lock_family_events(session, family_id)
     at = m.utcnow()
-    inserted = (await session.execute(INSERT_MANY_EVENTS, {
-        "batch": batch, "family_id": family_id, "actor_id": actor_id, "at": at})).all()
+    inserted = await execute_in(session, INSERT_MANY_EVENTS, {
+        "batch": batch, "family_id": family_id, "actor_id": actor_id, "at": at})
     order = [entry for entry in batch for _ in entry["topics"]]  # seq order
     rows = []
     for (seq, topic, prev), entry in zip(inserted, order, strict=True):
@@ -264,7 +275,7 @@ async def _update(session: AsyncSession, entity: m.Base, changes: dict[str, Any]
     params = {f"v_{key}": value for key, value in values.items()}
     params["pk"] = getattr(entity, mapper.get_property_by_column(pk).key)
     params["family"] = str(family_id)
-    if len((await session.execute(stmt, params)).all()) != 1:  # no row, no lock: never go on
+    if len(await execute_in(session, stmt, params)) != 1:  # no row, no lock: never go on
         raise RuntimeError(f"{mapper.class_.__name__} row to update not found")
     for key, value in values.items():
         set_committed_value(entity, key, value)
@@ -272,7 +283,7 @@ async def _update(session: AsyncSession, entity: m.Base, changes: dict[str, Any]
 
 
 @functools.cache
-def _update_statement(model: type[m.Base], keys: tuple[str, ...]) -> tuple[Any, bool]:
+def _update_statement(model: type[m.Base], keys: tuple[str, ...]) -> tuple[Prepared, bool]:
     """The UPDATE of these attributes of one row, built once per model and set of keys
     (building and keying it per call was ~3% of a mutation's CPU), and whether its
     RETURNING takes the family's lock (not when a foreign key is among them)."""
@@ -289,7 +300,7 @@ def _update_statement(model: type[m.Base], keys: tuple[str, ...]) -> tuple[Any, 
                      for key, col in columns.items()})
             .returning(func.pg_advisory_xact_lock(func.hashtextextended(
                 bindparam("family", type_=Text()), 0)) if with_lock else pk))
-    return stmt, with_lock
+    return Prepared(stmt), with_lock
 
 
 _EVENT = m.Event.__table__.c
@@ -300,7 +311,7 @@ _EVENT = m.Event.__table__.c
 # on its topic (the sub-statements of one statement share its snapshot, so neither
 # `last` nor `prev` can see the rows being inserted). One round trip, no ORM unit of
 # work: it ran as a SELECT of the previous seqs plus an ORM flush of the new rows.
-INSERT_EVENTS = text("""
+INSERT_EVENTS = Prepared(text("""
     WITH t AS (
         SELECT u.topic, u.ord FROM unnest(:topics) WITH ORDINALITY AS u(topic, ord)
     ), last AS (
@@ -328,14 +339,14 @@ INSERT_EVENTS = text("""
     bindparam("actor_id", type_=_EVENT.actor_id.type),
     bindparam("at", type_=_EVENT.at.type),
     bindparam("payload", type_=_EVENT.payload.type),
-).columns(column("seq", BigInteger), column("topic", String), column("prev", BigInteger))
+).columns(column("seq", BigInteger), column("topic", String), column("prev", BigInteger)))
 
 
 # INSERT_EVENTS for many rows: `batch` is a JSON array of {kind, entity_type, entity_id,
 # payload, topics}; one event per row and topic, in that order (seq order). `prev` is the
 # previous event on the topic: one written earlier by this statement (lag), else the stored
 # one.
-INSERT_MANY_EVENTS = text("""
+INSERT_MANY_EVENTS = Prepared(text("""
     WITH t AS (
         SELECT b.entry, b.n, u.topic, u.ord
         FROM jsonb_array_elements(:batch) WITH ORDINALITY AS b(entry, n)
@@ -363,24 +374,4 @@ INSERT_MANY_EVENTS = text("""
     bindparam("family_id", type_=_EVENT.family_id.type),
     bindparam("actor_id", type_=_EVENT.actor_id.type),
     bindparam("at", type_=_EVENT.at.type),
-).columns(column("seq", BigInteger), column("topic", String), column("prev", BigInteger))
-
-
-def take_pending(session: AsyncSession) -> list[m.Event]:
-    """Events written by the transaction just committed (cleared for the next one)."""
-    session.info.pop("giftgraph.event_lock", None)
-    pending: list[m.Event] = session.info.pop(PENDING_KEY, [])
-    return pending
-
-
-AFTER_COMMIT_KEY = "giftgraph.after_commit"
-
-
-def after_commit(session: AsyncSession, hook: Callable[[], Awaitable[None]]) -> None:
-    """Run `hook` once the current transaction has committed (never after a rollback)."""
-    session.info.setdefault(AFTER_COMMIT_KEY, []).append(hook)
-
-
-def take_after_commit(session: AsyncSession) -> list[Callable[[], Awaitable[None]]]:
-    hooks: list[Callable[[], Awaitable[None]]] = session.info.pop(AFTER_COMMIT_KEY, [])
-    return hooks
+).columns(column("seq", BigInteger), column("topic", String), column("prev", BigInteger)))

@@ -272,7 +272,7 @@ async def test_a_prepared_statement_reads_as_sqlalchemy_does(database: Database)
     """`fetch` runs a statement on asyncpg directly, on the reads' connection: the same
     values as SQLAlchemy's execution (the role as its enum, a constant parameter bound),
     seen by `statement_hooks` and not by the engine. Where something observes the engine
-    (`direct_reads` off: tracing) the statement goes through SQLAlchemy instead."""
+    (`direct_statements` off: tracing) the statement goes through SQLAlchemy instead."""
     from sqlalchemy import event
 
     from giftgraph.db.session import Prepared
@@ -295,7 +295,7 @@ async def test_a_prepared_statement_reads_as_sqlalchemy_does(database: Database)
         sum_and_text = Prepared(text("SELECT CAST(:a AS int) + 1, CAST(:b AS text)"))
         (text_row,) = await op.fetch(sum_and_text, {"a": 41, "b": "x"})
         assert text_row == (42, "x")
-        database.direct_reads = False
+        database.direct_statements = False
         (again,) = await op.fetch(prepared, params)
         assert tuple(again) == tuple(expected)
         assert (len(through_engine), len(direct)) == (2, 2)
@@ -336,12 +336,69 @@ async def test_a_prepared_statements_error_is_sqlalchemys_and_a_broken_connectio
         await op.close()
 
 
+async def test_a_unit_of_works_statements_run_directly_inside_its_transaction(
+        database: Database) -> None:
+    """`execute_in`: a unit of work's first statement goes through the session (it begins
+    the transaction), the next ones on its asyncpg connection directly, inside that
+    transaction: rolled back with it, and a failure arrives as SQLAlchemy's DBAPIError
+    with the server's SQLSTATE (what the retries of a deadlock read). Through the engine
+    where something observes it (`direct_statements` off)."""
+    from sqlalchemy import event
+
+    from giftgraph.db.session import Prepared, execute_in
+
+    op = OperationDb(database)
+    rename = Prepared(text("UPDATE families SET name = CAST(:n AS text) WHERE id = :f "
+                           "RETURNING name"))
+    refused = Prepared(text("SELECT 1 / CAST(:zero AS int)"))
+    async with op.write() as session:
+        family = m.Family(name="Before")
+        session.add(family)
+    through_engine, direct, before = _watching(database)
+    try:
+        async def renamed_twice_then_undone() -> None:
+            async with op.write() as session:
+                assert await execute_in(session, rename, {"n": "First", "f": family.id}) \
+                    == [("First",)]
+                assert (len(through_engine), direct) == (1, [])  # it began the transaction
+                assert await execute_in(session, rename, {"n": "Second", "f": family.id}) \
+                    == [("Second",)]
+                assert (len(through_engine), direct) == (1, [rename.sql])
+                raise RuntimeError("undo")
+
+        async def renamed_then_refused() -> None:
+            async with op.write() as session:
+                await execute_in(session, rename, {"n": "Third", "f": family.id})
+                await execute_in(session, refused, {"zero": 0})
+
+        with pytest.raises(RuntimeError, match="undo"):
+            await renamed_twice_then_undone()
+        assert await op.scalar(select(m.Family.name).where(m.Family.id == family.id)) \
+            == "Before"  # both rolled back
+        with pytest.raises(DBAPIError) as caught:
+            await renamed_then_refused()
+        assert caught.value.orig.sqlstate == "22012"  # type: ignore[union-attr]
+        assert await op.scalar(select(m.Family.name).where(m.Family.id == family.id)) \
+            == "Before"
+        database.direct_statements = False
+        engine_before = len(through_engine)
+        async with op.write() as session:
+            await execute_in(session, rename, {"n": "Fourth", "f": family.id})
+            await execute_in(session, rename, {"n": "Fifth", "f": family.id})
+        assert len(through_engine) == engine_before + 2
+        assert await op.scalar(select(m.Family.name).where(m.Family.id == family.id)) \
+            == "Fifth"
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", before)
+        await op.close()
+
+
 async def test_a_prepared_statement_outside_an_operation_takes_a_connection_for_itself(
         database: Database) -> None:
     """`session.fetch` (a subscription's replay, outside any operation): the rows of
     `OperationDb.fetch`, on a connection taken from the pool for the statement and given
     back after it, also when it fails (a DBAPIError, as SQLAlchemy's); through the engine
-    where something observes it (`direct_reads` off)."""
+    where something observes it (`direct_statements` off)."""
     from sqlalchemy import event
 
     from giftgraph.db.session import Prepared, fetch
@@ -365,7 +422,7 @@ async def test_a_prepared_statement_outside_an_operation_takes_a_connection_for_
             await fetch(database, Prepared(text("SELECT 1/0")), {})
         assert not caught.value.connection_invalidated
         assert pool.checkedout() == 0
-        database.direct_reads = False
+        database.direct_statements = False
         (again,) = await fetch(database, prepared, params)
         assert tuple(again) == tuple(expected)
         assert (len(through_engine), len(direct)) == (1, 2)
@@ -410,7 +467,7 @@ async def test_a_direct_statement_keeps_nothing_of_the_task_that_ran_it(
     assert gone() is None
 
 
-async def test_direct_reads_open_no_session_and_later_reads_share_their_connection(
+async def test_direct_statements_open_no_session_and_later_reads_share_their_connection(
         database: Database) -> None:
     """An operation whose reads all run on asyncpg directly (a socket's connection_init:
     its caller) opens no session; a later read that needs one opens it on the same

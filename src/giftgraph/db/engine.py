@@ -39,10 +39,11 @@ class Database:
     # The engine of `reads` (autocommit), for a statement run without a session
     # (`db.session.fetch`).
     read_engine: AsyncEngine
-    # `OperationDb.fetch` runs its statements on asyncpg directly, unseen by the engine's
-    # events: off (through SQLAlchemy) where something observes every statement (tracing's
-    # span per statement); `statement_hooks` see each statement run directly.
-    direct_reads: bool = True
+    # `OperationDb.fetch` and a unit of work's `execute_in` run their statements on asyncpg
+    # directly, unseen by the engine's events: off (through SQLAlchemy) where something
+    # observes every statement (tracing's span per statement); `statement_hooks` see each
+    # statement run directly.
+    direct_statements: bool = True
     statement_hooks: list[Callable[[str], None]] = field(default_factory=list)
 
     async def dispose(self) -> None:

@@ -10,14 +10,13 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy import Row, Select, TextClause
+from sqlalchemy import Row, Select, TextClause, TextualSelect, Update
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from giftgraph.db.engine import Database
 from giftgraph.db.models import Event
-from giftgraph.events import take_after_commit, take_pending
 
 T = TypeVar("T")
 log = logging.getLogger("giftgraph.db")
@@ -33,10 +32,10 @@ class Prepared:
     Connection and result objects, ~200 µs of CPU a statement: bench/NOTES.md). The
     values are converted as SQLAlchemy's execution converts them (the types' bind and
     result processors for this dialect); rows are tuples with the columns' names as
-    attributes. For the hottest statements only (authentication, a compiled read): no
-    expanding `IN` parameters."""
+    attributes. For the hottest statements only (authentication, a compiled read, a unit of
+    work's UPDATE and event rows: `execute_in`): no expanding `IN` parameters."""
 
-    def __init__(self, stmt: Select[Any] | TextClause) -> None:
+    def __init__(self, stmt: Select[Any] | TextClause | TextualSelect | Update) -> None:
         self.statement = stmt
         compiled = stmt.compile(dialect=_DIALECT)
         if compiled.positiontup is None or any(
@@ -47,7 +46,8 @@ class Prepared:
         self.constants = {n: b.effective_value for n, b in compiled.binds.items()}
         self.binds = tuple(compiled.binds[n].type.dialect_impl(_DIALECT)
                            .bind_processor(_DIALECT) for n in self.names)
-        columns = list(stmt.selected_columns) if isinstance(stmt, Select) else []
+        columns = list(stmt.selected_columns) if isinstance(stmt, Select | TextualSelect) \
+            else []
         self.results = tuple(c.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None)
                              for c in columns)
         self.row: Any = namedtuple("Row", [str(c.key) for c in columns], rename=True) \
@@ -142,7 +142,7 @@ class OperationDb:
     async def fetch(self, prepared: Prepared,
                     params: Mapping[str, Any]) -> list[Any]:
         """`rows` of a `Prepared` statement, on the same connection as every other read."""
-        if not self._database.direct_reads:
+        if not self._database.direct_statements:
             return list(await self.rows(prepared.statement, params))  # type: ignore[arg-type]
         async with self._lock:
             try:
@@ -188,6 +188,8 @@ class OperationDb:
             # holds one connection at a time. Objects the reads loaded stay readable.
             await self._close_reads()
             session = self._writes()
+            if self._database.direct_statements:
+                session.info[DIRECT_KEY] = self._database
             try:
                 try:
                     yield session
@@ -244,7 +246,7 @@ async def fetch(database: Database, prepared: Prepared,
     it, with no session around it."""
     connection = database.read_engine.connect()
     try:
-        if not database.direct_reads:
+        if not database.direct_statements:
             await connection.start()
             return list((await connection.execute(prepared.statement, params)).all())
         return await _fetch_direct(database, connection.start, prepared, params)
@@ -264,16 +266,80 @@ async def _fetch_direct(database: Database, connect: Callable[[], Awaitable[Asyn
         driver = (await connection.get_raw_connection()).driver_connection
         assert driver is not None  # a connection checked out of the pool
         return prepared.rows(await driver.fetch(prepared.sql, *prepared.args(params)))
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
-            OSError) as exc:
-        # As SQLAlchemy's execution reports a driver's error (a DBAPIError: what the
-        # callers' "database unavailable" handling catches), and with the pool told
-        # when the connection itself broke, so that it is not given out again.
-        broken = isinstance(exc, asyncpg.PostgresConnectionError) \
-            or not isinstance(exc, asyncpg.PostgresError)
+    except DRIVER_ERRORS as exc:
+        broken = _broken(exc)
         if broken and connection is not None:
             await connection.invalidate()
         raise DBAPIError(prepared.sql, None, exc, connection_invalidated=broken) from exc
+
+
+# What a statement run on asyncpg directly may raise; reported as SQLAlchemy's execution
+# reports a driver's error (a DBAPIError: what the callers' "database unavailable" and
+# retry handling catch), with the pool told when the connection itself broke, so that it
+# is not given out again.
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                 OSError)
+
+
+def _broken(exc: BaseException) -> bool:
+    return isinstance(exc, asyncpg.PostgresConnectionError) \
+        or not isinstance(exc, asyncpg.PostgresError)
+
+
+DIRECT_KEY = "giftgraph.direct"  # session.info: the Database whose statements may run direct
+_DRIVER_KEY = "giftgraph.driver"  # session.info: its transaction's asyncpg connection
+
+
+async def execute_in(session: AsyncSession, prepared: Prepared,
+                     params: Mapping[str, Any]) -> list[Any]:
+    """The rows of a `Prepared` statement run in a unit of work's transaction: on its
+    asyncpg connection directly, without SQLAlchemy's execution layer (~100 µs of CPU a
+    statement: bench/NOTES.md), once the transaction has begun there; else (the unit of
+    work's first statement, or statements observed: `Database.direct_statements`) through
+    the session, as any other."""
+    database: Database | None = session.info.get(DIRECT_KEY)
+    driver = session.info.get(_DRIVER_KEY)
+    if database is not None and driver is None:
+        connection = await session.connection()
+        driver = (await connection.get_raw_connection()).driver_connection
+        session.info[_DRIVER_KEY] = driver
+    # asyncpg's view of the server's state: BEGIN has been sent by SQLAlchemy's adapter
+    # (it begins at the first statement, not at `session.connection()`)
+    if database is None or driver is None or not driver.is_in_transaction():
+        return list((await session.execute(prepared.statement, params)).all())
+    for hook in database.statement_hooks:
+        hook(prepared.sql)
+    try:
+        return prepared.rows(await driver.fetch(prepared.sql, *prepared.args(params)))
+    except DRIVER_ERRORS as exc:
+        broken = _broken(exc)
+        if broken:
+            await (await session.connection()).invalidate()
+        raise DBAPIError(prepared.sql, None, exc, connection_invalidated=broken) from exc
+
+
+# A unit of work's bookkeeping, in its session's `info`: the events it wrote (published
+# after COMMIT) and what runs after COMMIT (giftgraph.events writes and reads these).
+PENDING_KEY = "giftgraph.pending_events"
+EVENT_LOCK_KEY = "giftgraph.event_lock"  # the family's event lock is held
+AFTER_COMMIT_KEY = "giftgraph.after_commit"
+
+
+def take_pending(session: AsyncSession) -> list[Event]:
+    """Events written by the transaction just committed (cleared for the next one)."""
+    session.info.pop(EVENT_LOCK_KEY, None)
+    pending: list[Event] = session.info.pop(PENDING_KEY, [])
+    return pending
+
+
+def after_commit(session: AsyncSession, hook: Callable[[], Awaitable[None]]) -> None:
+    """Run `hook` once the current transaction has committed (never after a rollback)."""
+    session.info.setdefault(AFTER_COMMIT_KEY, []).append(hook)
+
+
+def take_after_commit(session: AsyncSession) -> list[Callable[[], Awaitable[None]]]:
+    hooks: list[Callable[[], Awaitable[None]]] = session.info.pop(AFTER_COMMIT_KEY, [])
+    return hooks
 
 
 async def _close(session: AsyncSession | AsyncConnection) -> None:
