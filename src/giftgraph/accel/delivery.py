@@ -57,21 +57,21 @@ class Parked:
     One slotted object rather than closures and bound methods: an idle subscription holds
     it."""
 
-    __slots__ = ("ctx", "live", "plan", "prefix", "since", "sink", "topic", "wire")
+    __slots__ = ("ctx", "live", "plan", "prefix", "ready", "since", "sink", "topic", "wire")
 
     def __init__(self, ctx: Context, live: Live, topic: str, since: str | None,
                  plan: SharedSelection, sink: DirectSink) -> None:
         self.ctx, self.live, self.topic, self.since = ctx, live, topic, since
         self.plan, self.sink = plan, sink
         self.prefix, self.wire = sink.prefix(), sink.wire
+        # The hub's `ready(seq)`: the message of an event the plan has made already, or
+        # None; the plan's own dict's `get`, called once per subscriber of every event.
+        self.ready = plan.made.get
 
     # The hub's direct delivery (`live.subscriber.DirectDelivery`) while caught up.
 
     def prepare(self, row: m.Event) -> Awaitable[bytes]:
         return self.plan.render(row)
-
-    def ready(self, seq: int) -> bytes | None:
-        return self.plan.made.get(seq)
 
     def write(self, row: m.Event, payload: bytes) -> bool:
         """Now or never (the hub's path, which counts its deliveries): False when the

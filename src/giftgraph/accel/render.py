@@ -106,7 +106,9 @@ class SharedSelection:
         self.to_root = to_root
         self.extensions = extensions  # each payload's, as the operation's own would have
         self.results: OrderedDict[int, asyncio.Task[bytes]] = OrderedDict()
-        self.made: dict[int, bytes] = {}  # the finished ones among `results`
+        # the finished ones among `results` (never replaced: a parked subscription holds
+        # its `get`)
+        self.made: dict[int, bytes] = {}
 
     def ready(self, seq: int) -> bytes | None:
         """The payload of the event with this seq if it is rendered already, else None."""

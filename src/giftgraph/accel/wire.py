@@ -98,40 +98,46 @@ class Wire:
 
     # The protocol's transport and websockets connection, read once (they are the
     # connection's for its whole life): a write reads them per socket of every fan-out.
-    __slots__ = ("_conn", "_protocol", "_transport")
+    __slots__ = ("_conn", "_flag", "_protocol", "_transport")
 
     def __init__(self, protocol: Any) -> None:
         self._protocol = protocol
         self._transport = protocol.transport
         self._conn = protocol.conn
+        # The lean protocol's writable `Flag`, read as an attribute; None for uvicorn's
+        # own protocol (an asyncio.Event, asked `is_set()`).
+        self._flag = protocol.writable if type(protocol.writable) is Flag else None
 
     @classmethod
     def of(cls, scope: Scope) -> Wire | None:
         """The accepted connection's wire, or None: not uvicorn's sansio protocol, or an
-        extension (permessage-deflate) negotiated, whose frames must be compressed."""
+        extension (permessage-deflate) negotiated, whose frames must be compressed (the
+        extensions are settled by the handshake: the writes need not ask again)."""
         protocol = scope.get(SCOPE_KEY)
         if protocol is None or protocol.conn.extensions:
             return None
         return cls(protocol)
 
     def _can_take(self) -> bool:
-        """Open, uncompressed, not closing, and its buffer not over `HIGH_WATER`."""
-        protocol, transport, conn = self._protocol, self._transport, self._conn
-        return not (protocol.close_sent or conn.state is not State.OPEN or conn.extensions
-                    or transport.is_closing() or not protocol.writable.is_set()
+        """Open, not closing, writable, and its buffer not over `HIGH_WATER`."""
+        protocol, transport, flag = self._protocol, self._transport, self._flag
+        return not (protocol.close_sent or self._conn.state is not State.OPEN
+                    or transport.is_closing()
+                    or not (flag._set if flag is not None else protocol.writable.is_set())
                     or transport.get_write_buffer_size() > HIGH_WATER)
 
     def write_text(self, head: bytes, body: bytes = b"", tail: bytes = b"") -> bool:
         """Write one text message, `head + body + tail` (the fan-out's: a per-operation
         head, the shared payload and a brace), as one frame (`frame`); or return False
-        (nothing written) when this connection can't take it here: closing, compressed,
-        or its buffer is full."""
+        (nothing written) when this connection can't take it here: closing, or its buffer
+        is full."""
         # The fan-out's path, once per socket per event: `_can_take` and `frame`'s reuse
         # of the last frame are written out here (two calls fewer per delivery).
         global written
-        protocol, transport, conn = self._protocol, self._transport, self._conn
-        if (protocol.close_sent or conn.state is not State.OPEN or conn.extensions
-                or transport.is_closing() or not protocol.writable.is_set()
+        protocol, transport, flag = self._protocol, self._transport, self._flag
+        if (protocol.close_sent or self._conn.state is not State.OPEN
+                or transport.is_closing()
+                or not (flag._set if flag is not None else protocol.writable.is_set())
                 or transport.get_write_buffer_size() > HIGH_WATER):
             return False
         last = _last
