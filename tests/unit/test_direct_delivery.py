@@ -296,6 +296,29 @@ async def test_fan_out_many_writes_made_runs_and_queues_the_rest_in_order() -> N
     assert [i.seq for i in gap.items] == [6, 7, 8]
 
 
+async def test_fan_out_many_counts_each_events_direct_deliveries() -> None:
+    """What the hub reports delivered per event (`on_fanout`, events_delivered_total):
+    one per subscriber that took it directly, whether in the leading run or after it."""
+    from giftgraph.live.hub import Feed, Hub
+
+    hub = Hub("memory://", "postgresql://unused")
+    counted: dict[int, int] = {}
+    hub.on_fanout = lambda item, n: counted.__setitem__(item.seq, counted.get(item.seq, 0) + n)
+    feed, written, writes = Feed(), [], []
+    subscribers = []
+    for last, unmade in [(5, frozenset()), (5, frozenset()), (5, frozenset({8})),
+                         (6, frozenset()), (4, frozenset())]:
+        sub = Subscriber(10)
+        sub.last, sub.direct = last, made_batching(written, writes, unmade=unmade)
+        subscribers.append(sub)
+    feed.subscribers.update(subscribers)
+    rows, _, _ = backlog((6, 5), (7, 6), (8, 7))
+    await hub._fan_out_many(feed, rows)
+    # 6: the three at 5; 7 and 8: those three and the one at 6 (8 of the third one after
+    # its run, once made); none to the one at 4 (queued behind its replay)
+    assert counted == {6: 3, 7: 4, 8: 4}
+
+
 async def test_waiting_takes_what_is_queued_and_leaves_the_end_marker() -> None:
     from broadcaster import Event as BroadcastEvent
     from broadcaster._base import Subscriber
