@@ -336,6 +336,25 @@ async def test_a_prepared_statements_error_is_sqlalchemys_and_a_broken_connectio
         await op.close()
 
 
+async def test_a_prepared_statement_binds_none_as_sqlalchemy_does(database: Database) -> None:
+    """None for a JSON parameter is JSON `null` on asyncpg directly as through SQLAlchemy
+    (a deleted entity's event payload), and SQL NULL for a plain one."""
+    from sqlalchemy import Text, bindparam
+
+    from giftgraph.db.session import Prepared
+
+    op = OperationDb(database)
+    stmt = text("SELECT CAST(:p AS jsonb) IS NULL AS sql_null, CAST(:p AS jsonb) AS p, "
+                "CAST(:t AS text) IS NULL AS t_null").bindparams(
+        bindparam("p", type_=m.Event.__table__.c.payload.type), bindparam("t", type_=Text()))
+    try:
+        (through,) = await op.rows(stmt, {"p": None, "t": None})
+        (direct,) = await op.fetch(Prepared(stmt), {"p": None, "t": None})
+        assert (through.sql_null, through.t_null) == (direct[0], direct[2]) == (False, True)
+    finally:
+        await op.close()
+
+
 async def test_a_unit_of_works_statements_run_directly_inside_its_transaction(
         database: Database) -> None:
     """`execute_in`: a unit of work's first statement goes through the session (it begins

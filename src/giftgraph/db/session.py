@@ -46,6 +46,10 @@ class Prepared:
         self.constants = {n: b.effective_value for n, b in compiled.binds.items()}
         self.binds = tuple(compiled.binds[n].type.dialect_impl(_DIALECT)
                            .bind_processor(_DIALECT) for n in self.names)
+        # The types that write None as a value of their own, as SQLAlchemy's execution
+        # does (JSON: `null`, not SQL NULL, unless `none_as_null`)
+        self.none_processed = tuple(bool(compiled.binds[n].type.should_evaluate_none)
+                                    for n in self.names)
         columns = list(stmt.selected_columns) if isinstance(stmt, Select | TextualSelect) \
             else []
         self.results = tuple(c.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None)
@@ -55,9 +59,11 @@ class Prepared:
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         values = []
-        for name, process in zip(self.names, self.binds, strict=True):
+        for name, process, none_processed in zip(self.names, self.binds, self.none_processed,
+                                                 strict=True):
             value = params[name] if name in params else self.constants[name]
-            values.append(value if process is None or value is None else process(value))
+            values.append(value if process is None or (value is None and not none_processed)
+                          else process(value))
         return values
 
     def rows(self, records: Sequence[Any]) -> list[Any]:
@@ -328,6 +334,7 @@ AFTER_COMMIT_KEY = "giftgraph.after_commit"
 def take_pending(session: AsyncSession) -> list[Event]:
     """Events written by the transaction just committed (cleared for the next one)."""
     session.info.pop(EVENT_LOCK_KEY, None)
+    session.info.pop(_DRIVER_KEY, None)  # that transaction's connection (`execute_in`)
     pending: list[Event] = session.info.pop(PENDING_KEY, [])
     return pending
 
