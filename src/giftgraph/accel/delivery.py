@@ -55,7 +55,8 @@ class Parked:
     `DirectDelivery`), or from here otherwise. An error ends it with a `next` carrying the
     error, formatted as Strawberry would have (the socket handler then sends `complete`).
     One slotted object rather than closures and bound methods: an idle subscription holds
-    it."""
+    it (and one bound method, `ready`, the plan's dict's `get`: the fan-out calls it for
+    every subscriber of every event)."""
 
     __slots__ = ("ctx", "live", "plan", "prefix", "ready", "since", "sink", "topic", "wire")
 
