@@ -27,18 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from giftgraph.db import models as m
-from giftgraph.db.session import (  # the unit of work's bookkeeping, used from here too
-    AFTER_COMMIT_KEY as AFTER_COMMIT_KEY,
-)
-from giftgraph.db.session import (
-    EVENT_LOCK_KEY,
-    PENDING_KEY,
-    Prepared,
-    execute_in,
-)
-from giftgraph.db.session import after_commit as after_commit
-from giftgraph.db.session import take_after_commit as take_after_commit
-from giftgraph.db.session import take_pending as take_pending
+from giftgraph.db.session import EVENT_LOCK_KEY, PENDING_KEY, Prepared, execute_in
 from giftgraph.ids import encode_id
 
 FAMILY_TOPIC = "family"

@@ -879,7 +879,8 @@ async def test_events_crossing_in_the_broker_are_fetched_in_order(database_url: 
     a subscriber that gets the later event first fetches the earlier one from the log, and
     the late one is then a duplicate, dropped."""
     from giftgraph.db import models as m
-    from giftgraph.events import record, take_pending
+    from giftgraph.db.session import take_pending
+    from giftgraph.events import record
     from giftgraph.live.streams import event_stream
 
     async with in_process(database_url, "Crossing family") as env:

@@ -118,14 +118,21 @@ class Wire:
             return None
         return cls(protocol)
 
+    def _can_take(self) -> bool:
+        """Open, not closing, writable, and its buffer not over `HIGH_WATER`."""
+        protocol, transport, flag = self._protocol, self._transport, self._flag
+        return not (protocol.close_sent or self._conn.state is not State.OPEN
+                    or transport.is_closing()
+                    or not (flag._set if flag is not None else protocol.writable.is_set())
+                    or transport.get_write_buffer_size() > HIGH_WATER)
+
     def write_text(self, head: bytes, body: bytes = b"", tail: bytes = b"") -> bool:
         """Write one text message, `head + body + tail` (the fan-out's: a per-operation
         head, the shared payload and a brace), as one frame (`frame`); or return False
         (nothing written) when this connection can't take it here: closing, or its buffer
         is full."""
-        # The fan-out's path, once per socket per event, with no call it can do without:
-        # the checks (open, not closing, writable, its buffer not over `HIGH_WATER`) and
-        # `frame`'s reuse of the last frame are written out here.
+        # The fan-out's path, once per socket per event: `_can_take` and `frame`'s reuse
+        # of the last frame are written out here (two calls fewer per delivery).
         global written
         protocol, transport, flag = self._protocol, self._transport, self._flag
         if (protocol.close_sent or self._conn.state is not State.OPEN
@@ -142,18 +149,10 @@ class Wire:
     def write_texts(self, head: bytes, bodies: list[bytes], tail: bytes = b"") -> bool:
         """`write_text(head, body, tail)` for each of `bodies`, in order, in one write (one
         system call)."""
-        # The fan-out's path for a backlog, once per socket: `write_text`'s checks and
-        # `frames`' reuse of the last frames, written out here as there.
         global written
-        protocol, transport, flag = self._protocol, self._transport, self._flag
-        if (protocol.close_sent or self._conn.state is not State.OPEN
-                or transport.is_closing()
-                or not (flag._set if flag is not None else protocol.writable.is_set())
-                or transport.get_write_buffer_size() > HIGH_WATER):
+        if not self._can_take():
             return False
-        last = _last_many
-        transport.write(last[3] if bodies == last[0] and head == last[1] and tail == last[2]
-                        else frames(head, bodies, tail))
+        self._transport.write(frames(head, bodies, tail))
         written += len(bodies)
         return True
 

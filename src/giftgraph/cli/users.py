@@ -37,8 +37,9 @@ from giftgraph.cli.common import (
 )
 from giftgraph.config import Settings
 from giftgraph.db import models as m
+from giftgraph.db.session import after_commit
 from giftgraph.errors import BadInput, NotFound
-from giftgraph.events import after_commit, record
+from giftgraph.events import record
 from giftgraph.ids import decode_id, encode_id, parse_uuid
 from giftgraph.validation import PasswordData, SignUpData, UserData, normalized_email, validate
 

@@ -338,9 +338,6 @@ class Hub(Publisher):
             except Exception:  # metrics must never stop a channel's events
                 log.warning("on_backlog failed", exc_info=True)
         delivered = [0] * len(items)
-        # written_now[n]: subscribers that took the first n events directly (one increment
-        # a subscriber; added up into `delivered` at the end)
-        written_now = [0] * (len(items) + 1)
         events = all(type(item) is m.Event for item in items)
         seqs = [item.seq for item in items] if events else []  # read once (ORM attributes)
         prevs = [prev_of(item) for item in items] if events else []
@@ -348,7 +345,8 @@ class Hub(Publisher):
             try:
                 # No coroutine per subscriber when the backlog can simply be written now.
                 done = sub.deliver_many_now(items, seqs, prevs) if events else 0
-                written_now[done] += 1
+                for i in range(done):
+                    delivered[i] += 1
                 if done < len(items):
                     for i, direct in enumerate(await sub.accept_many(items[done:]), done):
                         delivered[i] += direct
@@ -356,10 +354,6 @@ class Hub(Publisher):
                 self._failed(sub)
             if k % FANOUT_SLICE == 0:
                 await asyncio.sleep(0)
-        took = 0  # subscribers that took event i directly: those that took more than i
-        for i in range(len(items) - 1, -1, -1):
-            took += written_now[i + 1]
-            delivered[i] += took
         for item, count in zip(items, delivered, strict=True):
             self._fanned_out(item, count)
 

@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from giftgraph import auth
 from giftgraph.context import Info
 from giftgraph.db import models as m
+from giftgraph.db.session import after_commit
 from giftgraph.errors import Unauthenticated
-from giftgraph.events import after_commit, record
+from giftgraph.events import record
 from giftgraph.resolvers.accounts import ensure_email_free, hashing_turn, unique_email
 from giftgraph.schema.inputs import SignUpInput, provided
 from giftgraph.schema.loaders import Loaders

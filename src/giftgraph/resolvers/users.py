@@ -15,11 +15,11 @@ from giftgraph import auth
 from giftgraph.context import Caller, Info
 from giftgraph.db import models as m
 from giftgraph.db import orders
+from giftgraph.db.session import after_commit
 from giftgraph.errors import BadInput, Conflict, Forbidden
 from giftgraph.events import (
     LIST_ITEMS_TOPIC,
     Cascaded,
-    after_commit,
     list_topics,
     record,
     record_many,
