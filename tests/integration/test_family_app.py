@@ -5,10 +5,12 @@ another family seeing nothing, axe-core on every view and no horizontal scrollin
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import re
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,40 @@ async def log_in(page: Any, base: str, email: str) -> None:
     await expect(page.locator("#status")).to_have_text("live", timeout=10_000)
 
 
+class Trail:
+    """The page's last requests and their answers, and its alerts, for a failure's message
+    (a step that fails once in many CI runs and never locally says what the page saw)."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.seen: collections.deque[str] = collections.deque(maxlen=24)
+        page.on("requestfinished", self._finished)
+        page.on("requestfailed", lambda r: self.seen.append(f"FAILED {r.failure} {_op(r)}"))
+        page.on("websocket", lambda ws: ws.on(
+            "framereceived", lambda f: self.seen.append(f"ws < {str(f)[:160]}")))
+
+    async def _finished(self, request: Any) -> None:
+        if request.url.endswith("/graphql"):
+            response = await request.response()
+            body = await response.text() if response is not None else ""
+            self.seen.append(f"{response.status if response else '-'} {_op(request)} -> "
+                             f"{body[:200]}")
+
+    @contextlib.asynccontextmanager
+    async def on_failure(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except AssertionError as exc:
+            alerts = await self.page.locator("[role=alert]").all_text_contents()
+            lines = "\n".join(self.seen)
+            raise AssertionError(f"{exc}\nalerts: {[a for a in alerts if a]}\n{lines}") \
+                from exc
+
+
+def _op(request: Any) -> str:
+    return " ".join((request.post_data or request.url)[:160].split())
+
+
 def item_of(page: Any, gift: str) -> Any:
     return page.locator("li.item").filter(has_text=gift)
 
@@ -96,6 +132,7 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     page = await browser.new_page(viewport=PHONE)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    trail = Trail(page)
     outside: list[str] = []
     page.on("request", lambda r: outside.append(r.url)
             if not r.url.startswith((base, "data:")) else None)
@@ -163,7 +200,8 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await item.get_by_role("button", name="Comment").click()
     await item.get_by_label("Message").fill("Wrapped, in the attic")
     await item.get_by_role("button", name="Post").click()
-    await expect(item.locator(".comments")).to_contain_text("Ann: Wrapped, in the attic")
+    async with trail.on_failure():
+        await expect(item.locator(".comments")).to_contain_text("Ann: Wrapped, in the attic")
     await audit(page, "list")
     await item.get_by_role("button", name="Edit Scarf").click()
     await item.get_by_label("Price").fill("55,50")  # a decimal comma is the same amount
