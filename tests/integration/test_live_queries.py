@@ -540,7 +540,33 @@ async def test_a_query_marked_live_is_parsed_once_however_often_it_comes(
         assert (await next_result(client, op))["data"] == {"persons": {"totalCount": 0}}
         await client.ws.send(json.dumps({"id": op, "type": "complete"}))
     assert parsed.count(query) == 1, parsed
-    assert len([p for p in parsed if p.startswith("subscription Once")]) == 1  # its rewrite
+    # Its rewrite is made of the parsed query's nodes, never parsed from its printed text.
+    assert [p for p in parsed if p.startswith("subscription Once")] == []
+    await client.ws.close()
+
+
+async def test_a_query_marked_live_has_its_errors_placed_in_its_own_text(srv: Server) -> None:
+    """A validation error's `locations` point into the document the client sent, not into
+    its rewrite as a subscription (which starts `subscription Where { live {`). An error of
+    the shared execution has its path and no `locations`: they would be places in the
+    selection's printed document, which nobody sent."""
+    token, _ = await srv.signup("live-places@example.com")
+    client = await connect(srv, token)
+    wrong = await client.subscribe("query Where @live {\n  persons { totalCount }\n"
+                                   "  nope\n}")
+    refused = await client.receive()
+    assert (refused["type"], refused["id"]) == ("error", wrong)
+    [error] = refused["payload"]
+    assert "nope" in error["message"]
+    assert error["locations"] == [{"line": 3, "column": 3}]
+    op = await client.subscribe('query Where @live {\n  persons { totalCount }\n'
+                                '    gone: node(id: "bad") { id }\n}')
+    first = await next_result(client, op)
+    assert [(e["path"], e.get("locations")) for e in first["errors"]] == [(["gone"], None)]
+    wrapped = await client.subscribe('subscription {\n  live {\n  gone: node(id: "bad") '
+                                     '{ id } } }')
+    assert [(e["path"], e.get("locations")) for e in
+            (await next_result(client, wrapped))["errors"]] == [(["live", "gone"], None)]
     await client.ws.close()
 
 

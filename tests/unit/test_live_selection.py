@@ -78,18 +78,29 @@ def test_every_object_type_of_the_schema_is_known_or_read_as_everything() -> Non
 def test_query_at_live_becomes_the_live_subscription_of_its_selection() -> None:
     from giftgraph.live.directive import live_subscription_of
 
-    rewritten = live_subscription_of(graphql.parse(
-        "query P($n: Int) @live { persons(first: $n) { ...C } } "
-        "fragment C on PersonConnection { totalCount }"), None)
-    assert rewritten is not None
-    assert graphql.print_ast(graphql.parse(rewritten)) == graphql.print_ast(graphql.parse(
+    source = ("query P($n: Int) @live { persons(first: $n) { ...C } } "
+              "fragment C on PersonConnection { totalCount }")
+    query = graphql.parse(source)
+    live = live_subscription_of(query, None)
+    assert live is not None
+    text, document = live
+    expected = graphql.print_ast(graphql.parse(
         "subscription P($n: Int) { live { persons(first: $n) { ...C } } } "
         "fragment C on PersonConnection { totalCount }"))
+    assert graphql.print_ast(graphql.parse(text)) == expected
+    assert graphql.print_ast(document) == expected  # the text is the document's
+    # Made of the query's nodes, with their places in the text the client sent.
+    assert document.definitions[1] is query.definitions[1]
+    assert document.loc is query.loc
+    assert document.definitions[0].loc is query.definitions[0].loc
+    persons = document.definitions[0].selection_set.selections[0].selection_set.selections[0]
+    assert persons is query.definitions[0].selection_set.selections[0]
+    assert persons.loc.source.body == source
     chosen = live_subscription_of(
         graphql.parse("query A @live { me { id } } query B { me { id } }"), "A")
     assert chosen is not None
-    assert chosen.startswith("subscription A")
-    assert "query B" in chosen
+    assert chosen[0].startswith("subscription A")
+    assert "query B" in chosen[0]
 
 
 @pytest.mark.parametrize(("document", "name"), [

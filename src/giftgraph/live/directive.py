@@ -2,12 +2,13 @@
 `subscription { live { … } }`, its results being the query's own (`data` the selection's,
 error paths from the query's root).
 
-`as_live_subscription` rewrites such a document before Strawberry sees it: the operation to
+`live_subscription_of` rewrites such a document before Strawberry sees it: the operation to
 run becomes a subscription whose one field is `live`, with the query's selection, name,
 variables and fragments. `@live` itself never reaches validation, so the schema does not
 declare it (a declared operation directive would make Strawberry wrap every field's
 resolver). The live subscription then knows from `UNWRAPPED` that its results are the
-query's, not the `live` field's.
+query's, not the `live` field's. The rewritten document is made of the query's own nodes,
+so an error's `locations` are places in the document the client sent.
 """
 
 from __future__ import annotations
@@ -34,9 +35,12 @@ def may_be_live(query: str | None, max_chars: int) -> bool:
     return query is not None and "@live" in query and len(query) <= max_chars
 
 
-def live_subscription_of(document: DocumentNode, operation_name: str | None) -> str | None:
-    """The live subscription for a `query @live` document, or None (any other document:
-    it goes on as it is)."""
+def live_subscription_of(document: DocumentNode,
+                         operation_name: str | None) -> tuple[str, DocumentNode] | None:
+    """The live subscription for a `query @live` document, as text and as a document, or
+    None (any other document: it goes on as it is). The document keeps the query's nodes
+    and locations (the operation's, the document's: the caches that key on them see the
+    text the client sent); only the `live` field is new, and has none."""
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     chosen = [op for op in operations
               if operation_name is None or (op.name and op.name.value == operation_name)]
@@ -52,6 +56,8 @@ def live_subscription_of(document: DocumentNode, operation_name: str | None) -> 
     subscription = OperationDefinitionNode(
         operation=OperationType.SUBSCRIPTION, name=operation.name,
         variable_definitions=operation.variable_definitions, directives=tuple(directives),
-        selection_set=SelectionSetNode(selections=(live,)))
-    definitions = tuple(subscription if d is operation else d for d in document.definitions)
-    return print_ast(DocumentNode(definitions=definitions))
+        selection_set=SelectionSetNode(selections=(live,)), loc=operation.loc)
+    rewritten = DocumentNode(
+        definitions=tuple(subscription if d is operation else d for d in document.definitions),
+        loc=document.loc)
+    return print_ast(rewritten), rewritten

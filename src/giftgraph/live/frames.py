@@ -31,6 +31,11 @@ class Outcome:
 
     @classmethod
     def of(cls, data: Any, errors: list[dict[str, Any]]) -> Outcome:
+        """An execution's result. Its errors lose their `locations`: places in the shared
+        execution's document (`LivePlan.document`, printed from the selection), which no
+        subscriber sent; each subscriber's own document may differ in every place. Their
+        `path` says where they are."""
+        errors = [{k: v for k, v in e.items() if k != "locations"} for e in errors]
         body = kept_json(data)
         comparable = [{**e, "extensions": {k: v for k, v in (e.get("extensions") or {}).items()
                                            if k != "traceId"}} for e in errors]

@@ -10,6 +10,7 @@ from strawberry.extensions.runner import SchemaExtensionsRunner
 
 from giftgraph.accel.switch import FastPaths, install
 from giftgraph.admission.checks import (
+    PARSED,
     DocumentBounds,
     ParseWithTokenLimit,
     analysed,
@@ -259,14 +260,18 @@ class GiftGraphSchema(strawberry.Schema):
         settings = getattr(context_value, "settings", None)
         if settings is not None and isinstance(getattr(context_value, "connection_params", None),
                                                dict):
-            rewritten = None
+            live = None
             if may_be_live(query, settings.max_query_chars):
                 assert query is not None
                 document = await preparse(query, settings.max_query_tokens,
                                           caller_key(context_value), self.analysis)
                 if document is not None:
-                    rewritten = live_subscription_of(document, operation_name)
-            if rewritten is not None:
+                    live = live_subscription_of(document, operation_name)
+            if live is not None:
+                rewritten, parsed = live
+                # The operation's parse finds it made (of the query's nodes: its errors'
+                # locations are the query's), not parsed again from the printed text.
+                PARSED.keep(rewritten, settings.max_query_tokens, parsed)
                 pending = REGISTERING.get()  # an APQ registration of the `query @live` text
                 if pending is not None and pending.document == query:
                     pending.runs = rewritten
