@@ -241,6 +241,13 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await expect(activity).to_contain_text("Ann removed a gift from a list")  # Socks
     await expect(activity.locator("li").first).to_contain_text("just now")
     await expect(page.locator(".money")).to_contain_text("Spent on upcoming occasions")
+    # Each line's time is at the right of its first line, long (wrapped) lines included.
+    places = await activity.locator("li").evaluate_all("""ls => ls.map(l => {
+        const t = l.querySelector('time').getBoundingClientRect();
+        const s = l.firstElementChild.getBoundingClientRect();
+        return [Math.round(t.top - s.top), Math.round(s.height), t.left >= s.right - 1]; })""")
+    assert all(abs(top) <= 4 and right for top, _, right in places), places
+    assert any(height > 30 for _, height, _ in places), places  # a wrapped one among them
     await audit(page, "overview")
 
     await page.get_by_role("link", name="Grandma").first.click()
