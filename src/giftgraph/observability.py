@@ -43,6 +43,9 @@ def configure_logging(settings: Settings) -> None:
     ]
     renderer: Any = (structlog.processors.JSONRenderer() if as_json
                      else structlog.dev.ConsoleRenderer(colors=False))
+    # On the console, a field that says nothing is left out (`operation_name=None
+    # error_codes=None` on most lines); JSON keeps every field, for the log's readers.
+    final: list[Any] = [renderer] if as_json else [without_none, renderer]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -53,7 +56,7 @@ def configure_logging(settings: Settings) -> None:
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info, renderer],
+                    structlog.processors.format_exc_info, *final],
     ))
     handoff = _writer.hand_to(handler)
     root = logging.getLogger("giftgraph")
@@ -70,6 +73,11 @@ def configure_logging(settings: Settings) -> None:
     if not settings.access_log:  # as uvicorn leaves it for `access_log=False`: no handler
         access.handlers = []
         errors.addFilter(NoWebSocketAccessLines())
+
+
+def without_none(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """A structlog processor: the event without its None-valued fields."""
+    return {k: v for k, v in event.items() if v is not None}
 
 
 class NoWebSocketAccessLines(logging.Filter):

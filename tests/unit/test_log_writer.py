@@ -57,3 +57,36 @@ def test_a_full_queue_drops_and_counts_rather_than_waits() -> None:
         writer.stop()
         logger.handlers = []
     assert destination.written == ["taken by the writer", "queued"]
+
+
+def test_the_console_leaves_out_fields_that_say_nothing_and_json_keeps_them() -> None:
+    import io
+    import json
+    import sys
+
+    import structlog
+
+    from giftgraph.config import Settings
+    from giftgraph.observability import _writer, configure_logging
+
+    def logged(**env: object) -> str:
+        out, real = io.StringIO(), sys.stderr
+        sys.stderr = out
+        try:
+            configure_logging(Settings(_env_file=None, **env))  # type: ignore[arg-type]
+            structlog.get_logger("giftgraph.operation").info(
+                "graphql.operation", operation_name=None, operation_type="query",
+                error_codes=None, duration_ms=1.5)
+            _writer.stop()  # drains what is queued
+        finally:
+            sys.stderr = real
+            configure_logging(Settings(_env_file=None))  # type: ignore[call-arg]
+        return out.getvalue()
+
+    console = logged(environment="development")
+    assert "operation_type=query" in console
+    assert "duration_ms=1.5" in console
+    assert "None" not in console
+    line = json.loads(logged(environment="development", log_json=True))
+    assert line["operation_name"] is None
+    assert line["error_codes"] is None
