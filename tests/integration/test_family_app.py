@@ -150,6 +150,7 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await page.get_by_role("button", name="Sign up", exact=True).click()
     await expect(page.locator("#password-err")).to_contain_text("8 characters")
     await expect(page.get_by_label("Password")).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator("#password-hint")).to_be_hidden()  # the error says it
     await audit(page, "signup-error")
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Sign up", exact=True).click()
@@ -168,7 +169,7 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await open_section(page, "Occasions")
     await page.get_by_label("Name", exact=True).fill("Christmas")
     await page.get_by_label("Date").fill("2099-12-24")
-    await page.get_by_label("Budget").fill("300")
+    await page.get_by_label("Budget").fill("$300")  # as typed: the sign goes
     await page.get_by_role("button", name="Add occasion").click()
     await expect(page.get_by_role("link", name="Christmas")).to_be_visible()
     await audit(page, "occasions")
@@ -181,11 +182,13 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await expect(page.get_by_role("heading", name="Grandma's Christmas")).to_be_visible()
 
     await page.get_by_label("Name", exact=True).fill("Scarf")
-    await page.get_by_label("Link").fill("https://www.woolshop.example/scarf")
+    await page.get_by_label("Link").fill("www.woolshop.example/scarf")  # no scheme: https
     await page.get_by_label("Price").fill("49.90")
     await page.get_by_role("button", name="Add gift").click()
     item = item_of(page, "Scarf")
     await expect(item).to_contain_text("from woolshop.example")  # the URL's store
+    await expect(item.get_by_role("link", name="Scarf")).to_have_attribute(
+        "href", "https://www.woolshop.example/scarf")
     status = item.get_by_role("combobox", name="Status")
     assert await status.locator("option").evaluate_all("os => os.map(o => o.value)") == [
         "IDEA", "SELECTED"]  # only one step
@@ -219,6 +222,12 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     # A gift is removed with a second press, and deleted with it (on no other list).
     add_gift = page.get_by_role("form", name="Add a gift")
     await add_gift.get_by_label("Name").fill("Socks")
+    await add_gift.get_by_label("Price").fill("twelve")  # no amount: said at its field
+    await add_gift.get_by_role("button", name="Add gift").click()
+    await expect(add_gift.locator(".field-error:not(:empty)")).to_have_text(
+        "Price: an amount such as 19.99")
+    await expect(add_gift.get_by_label("Price")).to_be_focused()
+    await add_gift.get_by_label("Price").fill("")
     await add_gift.get_by_role("button", name="Add gift").click()
     remove = item_of(page, "Socks").get_by_role("button", name="Remove Socks")
     await expect(remove).to_be_visible()
@@ -241,6 +250,7 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await expect(activity).to_contain_text("Ann removed a gift from a list")  # Socks
     await expect(activity.locator("li").first).to_contain_text("just now")
     await expect(page.locator(".money")).to_contain_text("Spent on upcoming occasions")
+    await expect(page.locator(".money")).to_contain_text("of a budget of $300.00")
     # Each line's time is at the right of its first line, long (wrapped) lines included.
     places = await activity.locator("li").evaluate_all("""ls => ls.map(l => {
         const t = l.querySelector('time').getBoundingClientRect();

@@ -153,8 +153,20 @@ export function form({ title, fields, submit, onSubmit, cls = 'card-form', reset
     let missing = false;
     for (const f of fields) {
       values[f.name] = inputs[f.name].value.trim();
-      // An amount typed with a decimal comma (12,50) is the same amount (12.50).
-      if (f.inputmode === 'decimal') values[f.name] = values[f.name].replace(/^(\d+),(\d{1,2})$/, '$1.$2');
+      if (f.inputmode === 'decimal' && values[f.name]) {
+        const typed = amount(values[f.name]);
+        if (typed === null) {
+          errors[f.name].textContent = `${f.label}: an amount such as 19.99`;
+          inputs[f.name].setAttribute('aria-invalid', 'true');
+          missing = true;
+          continue;
+        }
+        values[f.name] = typed;
+      }
+      // A link typed without its scheme (www.shop.example/scarf) is an https one.
+      if (f.type === 'url' && values[f.name] && !/^[a-z][a-z0-9+.-]*:/i.test(values[f.name])) {
+        values[f.name] = `https://${values[f.name]}`;
+      }
       if (f.required && !values[f.name] && !inputs[f.name].closest('[hidden]')) {
         errors[f.name].textContent = `${f.label} is required`;
         inputs[f.name].setAttribute('aria-invalid', 'true');
@@ -181,6 +193,18 @@ export function form({ title, fields, submit, onSubmit, cls = 'card-form', reset
   el.errors = errors;
   el.general = general;
   return el;
+}
+
+// An amount as people type it, as the API takes it ("19.99"), or null: a currency sign or
+// code and spaces around or inside it go ("$150", "150 €", "1 000"); a decimal comma is a
+// decimal point ("12,50"); commas between thousands go ("1,000.50"), and so do points
+// between thousands before a decimal comma ("1.000,50").
+export function amount(text) {
+  let t = text.replace(/[\s\u00a0\u202f'’]/g, '').replace(/^[^\d.,-]+|[^\d.,]+$/g, '');
+  if (/^\d{1,3}(,\d{3})+(\.\d+)?$/.test(t)) t = t.replace(/,/g, '');
+  else if (/^\d{1,3}(\.\d{3})+,\d{1,2}$/.test(t)) t = t.replace(/\./g, '').replace(',', '.');
+  else t = t.replace(/^(\d+),(\d{1,2})$/, '$1.$2');
+  return /^\d+(\.\d+)?$/.test(t) ? t : null;
 }
 
 export function showErrors(err, errors, inputs, general) {

@@ -56,7 +56,7 @@ function overview(app) {
         return h('li', {}, h('div.grow', {}, h('a', { href: `#/occasion/${o.id}`, text: o.name }), ' ',
           h('small.nowrap', { text: day(o.date) }),
           o.budget ? h('div.bar', { role: 'img', 'aria-label': `${Math.round(pct)}% of budget spent` }, h('span', { style: `width:${pct}%` })) : ''),
-        h('small.nowrap', { text: `${moneyList(o.summary.spentByCurrency, o.summary.spent)} of ${money(o.budget)}` }));
+        h('small.nowrap', { text: `${moneyList(o.summary.spentByCurrency, o.summary.spent)} ${o.budget == null ? 'spent (no budget)' : `of ${money(o.budget)}`}` }));
       }));
       if (!d.nextOccasions.length) occasions.append(empty('No upcoming occasions'));
       people.replaceChildren(...d.people.map((p) => h('li', {},
