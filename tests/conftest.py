@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -35,6 +36,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "accel: tests a fast path itself (giftgraph.accel: a contract test, a "
         "compiled statement count); skipped when GIFTGRAPH_ACCEL=false")
+    # SIGTERM (`kill`, a CI's timeout) ends the run as Ctrl-C does: the session's fixtures
+    # are torn down, the embedded PostgreSQL with them (it was left running, orphaned).
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

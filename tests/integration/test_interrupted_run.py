@@ -1,0 +1,59 @@
+"""A test run that is sent SIGTERM (`kill`, a CI's timeout) tears its fixtures down as on
+Ctrl-C: its embedded PostgreSQL stops with it instead of running on, orphaned."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+INNER = '''
+import time
+
+
+def test_holds_the_server(server_url):
+    print("SERVER", server_url, flush=True)
+    time.sleep(120)
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sigterm_stops_the_embedded_postgresql(tmp_path: Path) -> None:
+    (tmp_path / "test_inner.py").write_text(INNER)
+    env = {k: v for k, v in os.environ.items() if k != "GIFTGRAPH_TEST_DATABASE_URL"}
+    run = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed args
+        [sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "-p",
+         "tests.conftest", "-s", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_inner.py")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert run.stdout is not None
+        pgdata = None
+        for line in run.stdout:
+            if line.startswith("SERVER "):
+                pgdata = Path(line.split("host=", 1)[1].strip())
+                break
+        assert pgdata is not None, "the inner run never reached its test"
+        postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+        assert _alive(postmaster)
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(60) != 0
+        deadline = time.monotonic() + 30
+        while _alive(postmaster) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(postmaster)
+        assert not pgdata.exists()  # its data directory is removed with it
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
