@@ -7,10 +7,10 @@ import { post, saveTokens, clearTokens, loggedIn, connect, onSessionEnded, ApiEr
 import { $, h, activityLine, ago, setCurrency, showErrors } from './ui.js';
 import { VIEWS } from './views.js';
 
-const NODE = `node { id ... on ListItem { status gift { name } list { name } assignee { displayName } }
+const NODE = `node { id ... on ListItem { status gift { name } list { name } assignee { id displayName } }
   ... on Person { name } ... on Occasion { name } ... on GiftList { name } ... on Gift { name }
   ... on Comment { body targetId } ... on User { displayName } }`;
-const EVENT = `seq kind entityType entityId at actor { displayName } ${NODE}`;
+const EVENT = `seq kind entityType entityId at actor { id displayName } ${NODE}`;
 
 const app = { me: null, members: [], dashboard: null, activity: [], view: null, logout: (m) => logout(m) };
 let client = null;

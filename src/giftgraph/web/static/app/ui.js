@@ -85,7 +85,10 @@ export function describe(e) {
   const what = n.gift ? n.gift.name : (n.name || n.displayName || TYPE_WORD[e.entityType] || 'something');
   switch (e.kind) {
     case 'STATUS_CHANGED': return `${who} moved ${what} to ${statusWord(n.status)}`;
-    case 'ASSIGNED': return n.assignee ? `${who} assigned ${what} to ${n.assignee.displayName}` : `${who} unassigned ${what}`;
+    case 'ASSIGNED':
+      if (!n.assignee) return `${who} unassigned ${what}`;
+      if (e.actor && e.actor.id === n.assignee.id) return `${who} took on ${what}`;
+      return `${who} assigned ${what} to ${n.assignee.displayName}`;
     case 'COMMENT_ADDED': return `${who} commented: “${short(n.body)}”`;
     case 'ADDED':
       if (e.entityType === 'User' && !e.actor) return `${what} joined`;
