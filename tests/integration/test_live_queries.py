@@ -559,6 +559,11 @@ async def test_a_query_marked_live_has_its_errors_placed_in_its_own_text(srv: Se
     [error] = refused["payload"]
     assert "nope" in error["message"]
     assert error["locations"] == [{"line": 3, "column": 3}]
+    # The same document laid out otherwise (it prints alike) has its own places.
+    other = await client.subscribe("query Where @live { persons { totalCount } nope }")
+    refused = await client.receive()
+    assert (refused["type"], refused["id"]) == ("error", other)
+    assert refused["payload"][0]["locations"] == [{"line": 1, "column": 44}]
     op = await client.subscribe('query Where @live {\n  persons { totalCount }\n'
                                 '    gone: node(id: "bad") { id }\n}')
     first = await next_result(client, op)

@@ -96,6 +96,13 @@ def test_query_at_live_becomes_the_live_subscription_of_its_selection() -> None:
     persons = document.definitions[0].selection_set.selections[0].selection_set.selections[0]
     assert persons is query.definitions[0].selection_set.selections[0]
     assert persons.loc.source.body == source
+    # A text laid out otherwise prints alike, yet has a rewrite of its own (its document
+    # has its own places); the same text has the same rewrite.
+    again = live_subscription_of(graphql.parse(source.replace(" ", "\n")), None)
+    assert again is not None
+    assert again[0] != text
+    assert graphql.print_ast(again[1]) == expected
+    assert live_subscription_of(graphql.parse(source), None)[0] == text  # type: ignore[index]
     chosen = live_subscription_of(
         graphql.parse("query A @live { me { id } } query B { me { id } }"), "A")
     assert chosen is not None

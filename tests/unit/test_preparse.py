@@ -112,3 +112,26 @@ def test_a_large_analysis_holds_a_reservation_while_it_runs(
     assert asyncio.run(checks.preparse(query, 2000, "ip:7", allowance)) is not None
     assert during[0] == pytest.approx(0.25 - checks.RESERVED_S, abs=0.01)
     assert allowance.pace.tokens(checks.ANONYMOUS) > during[0]  # given back
+
+
+def test_a_kept_rewrite_counts_the_text_its_nodes_hold() -> None:
+    """A `query @live`'s rewrite is kept under its own (short) text, but its nodes hold the
+    query's text: both count against the cache's characters. Counted by the rewrite's
+    text alone, long queries evicted from the cache stayed held by their rewrites far past
+    the bound."""
+    from graphql import parse
+
+    from giftgraph.admission.checks import ParsedDocuments
+    from giftgraph.live.directive import live_subscription_of
+
+    cache = ParsedDocuments(chars=30_000)
+    kept = []
+    for n in range(4):
+        query = f"query Q{n} @live {{ me {{ id }} }}" + "\n" * 10_000
+        live = live_subscription_of(parse(query), None)
+        assert live is not None
+        cache.keep(live[0], 2000, live[1], source=query)
+        kept.append((live[0], len(live[0]) + len(query)))
+        assert cache.held <= 30_000
+    assert [text for text, _ in cache.documents] == [text for text, _ in kept[-2:]]
+    assert cache.held == sum(chars for _, chars in kept[-2:])  # the oldest let go

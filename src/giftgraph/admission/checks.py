@@ -83,7 +83,9 @@ class ParsedDocuments:
         self.tokens = tokens
         self.held = 0  # characters of the texts held
         self.held_tokens = 0
-        self.documents: OrderedDict[tuple[str, int], tuple[DocumentNode, int]] = OrderedDict()
+        # (text, token limit) -> (document, its tokens, the characters it holds)
+        self.documents: OrderedDict[tuple[str, int], tuple[DocumentNode, int, int]] = \
+            OrderedDict()
 
     def get(self, query: str, max_tokens: int) -> DocumentNode | None:
         entry = self.documents.get((query, max_tokens))
@@ -100,19 +102,23 @@ class ParsedDocuments:
         self.keep(query, max_tokens, document)
         return document
 
-    def keep(self, query: str, max_tokens: int, document: DocumentNode) -> None:
-        if len(query) > self.chars or (query, max_tokens) in self.documents:
+    def keep(self, query: str, max_tokens: int, document: DocumentNode,
+             source: str | None = None) -> None:
+        """Keep `document`, parsed from `query`, or made of nodes parsed from `source` (a
+        `query @live`'s rewrite: its nodes hold their own text, counted with it)."""
+        chars = len(query) + (len(source) if source is not None else 0)
+        if chars > self.chars or (query, max_tokens) in self.documents:
             return
         tokens = token_count(document)
         if tokens > self.tokens:
             return
-        self.documents[query, max_tokens] = (document, tokens)
-        self.held += len(query)
+        self.documents[query, max_tokens] = (document, tokens, chars)
+        self.held += chars
         self.held_tokens += tokens
         while len(self.documents) > self.size or self.held > self.chars \
                 or self.held_tokens > self.tokens:
-            (text, _), (_, gone) = self.documents.popitem(last=False)
-            self.held -= len(text)
+            _, (_, gone, gone_chars) = self.documents.popitem(last=False)
+            self.held -= gone_chars
             self.held_tokens -= gone
 
 

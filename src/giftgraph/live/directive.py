@@ -13,6 +13,7 @@ so an error's `locations` are places in the document the client sent.
 
 from __future__ import annotations
 
+import hashlib
 from contextvars import ContextVar
 
 from graphql import (
@@ -40,7 +41,10 @@ def live_subscription_of(document: DocumentNode,
     """The live subscription for a `query @live` document, as text and as a document, or
     None (any other document: it goes on as it is). The document keeps the query's nodes
     and locations (the operation's, the document's: the caches that key on them see the
-    text the client sent); only the `live` field is new, and has none."""
+    text the client sent); only the `live` field is new, and has none. The text ends with
+    a comment naming the query's own text by its digest: two texts that print alike
+    (another caller's, laid out otherwise) have rewrites of their own, and so do their
+    documents (each with its own places) in the parse cache."""
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     chosen = [op for op in operations
               if operation_name is None or (op.name and op.name.value == operation_name)]
@@ -60,4 +64,6 @@ def live_subscription_of(document: DocumentNode,
     rewritten = DocumentNode(
         definitions=tuple(subscription if d is operation else d for d in document.definitions),
         loc=document.loc)
-    return print_ast(rewritten), rewritten
+    sent = document.loc.source.body if document.loc is not None else print_ast(document)
+    digest = hashlib.blake2b(sent.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return f"{print_ast(rewritten)}\n# query @live {digest}", rewritten

@@ -271,7 +271,7 @@ class GiftGraphSchema(strawberry.Schema):
                 rewritten, parsed = live
                 # The operation's parse finds it made (of the query's nodes: its errors'
                 # locations are the query's), not parsed again from the printed text.
-                PARSED.keep(rewritten, settings.max_query_tokens, parsed)
+                PARSED.keep(rewritten, settings.max_query_tokens, parsed, source=query)
                 pending = REGISTERING.get()  # an APQ registration of the `query @live` text
                 if pending is not None and pending.document == query:
                     pending.runs = rewritten
