@@ -228,6 +228,12 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
         "Price: an amount such as 19.99")
     await expect(add_gift.get_by_label("Price")).to_be_focused()
     await add_gift.get_by_label("Price").fill("")
+    typed = ["$150", "150 €", "EUR 150", "1 000", "1,000.50", "1.000,50", "1.000", "12,50",
+             "150k", "2,5 Mio", "\u2212150", "-150", "(150)", ".50", "12.345,678"]
+    taken = await page.evaluate(
+        "ts => import('/static/app/ui.js').then(m => ts.map(m.amount))", typed)
+    assert taken == ["150", "150", "150", "1000", "1000.50", "1000.50", "1000", "12.50",
+                     None, None, None, None, None, None, None], taken  # never a guess
     await add_gift.get_by_role("button", name="Add gift").click()
     remove = item_of(page, "Socks").get_by_role("button", name="Remove Socks")
     await expect(remove).to_be_visible()

@@ -199,15 +199,18 @@ export function form({ title, fields, submit, onSubmit, cls = 'card-form', reset
 }
 
 // An amount as people type it, as the API takes it ("19.99"), or null: a currency sign or
-// code and spaces around or inside it go ("$150", "150 €", "1 000"); a decimal comma is a
-// decimal point ("12,50"); commas between thousands go ("1,000.50"), and so do points
-// between thousands before a decimal comma ("1.000,50").
+// three-letter code (ISO 4217: capitals) before or after it goes ("$150", "150 €", "EUR 150"), and spaces (also
+// between thousands: "1 000"); a decimal comma is a decimal point ("12,50"); commas between
+// thousands go ("1,000.50"), and so do points ("1.000", "1.000,50": an amount has at most
+// two decimals). Anything else ("150k", "−150", "(150)") is no amount: never guessed at.
 export function amount(text) {
-  let t = text.replace(/[\s\u00a0\u202f'’]/g, '').replace(/^[^\d.,-]+|[^\d.,]+$/g, '');
-  if (/^\d{1,3}(,\d{3})+(\.\d+)?$/.test(t)) t = t.replace(/,/g, '');
-  else if (/^\d{1,3}(\.\d{3})+,\d{1,2}$/.test(t)) t = t.replace(/\./g, '').replace(',', '.');
-  else t = t.replace(/^(\d+),(\d{1,2})$/, '$1.$2');
-  return /^\d+(\.\d+)?$/.test(t) ? t : null;
+  const t = text.replace(/[\s\u00a0\u202f'’]/g, '').replace(/^(\p{Sc}|[A-Z]{3})|(\p{Sc}|[A-Z]{3})$/gu, '');
+  let n = null;
+  if (/^\d{1,3}(,\d{3})+(\.\d{1,2})?$/.test(t)) n = t.replace(/,/g, '');
+  else if (/^\d{1,3}(\.\d{3})+(,\d{1,2})?$/.test(t)) n = t.replace(/\./g, '').replace(',', '.');
+  else if (/^\d+(,\d{1,2})?$/.test(t)) n = t.replace(',', '.');
+  else if (/^\d+\.\d{1,2}$/.test(t)) n = t;
+  return n;
 }
 
 export function showErrors(err, errors, inputs, general) {
