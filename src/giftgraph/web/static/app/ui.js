@@ -199,10 +199,11 @@ export function form({ title, fields, submit, onSubmit, cls = 'card-form', reset
 }
 
 // An amount as people type it, as the API takes it ("19.99"), or null: a currency sign or
-// three-letter code (ISO 4217: capitals) before or after it goes ("$150", "150 €", "EUR 150"), and spaces (also
-// between thousands: "1 000"); a decimal comma is a decimal point ("12,50"); commas between
-// thousands go ("1,000.50"), and so do points ("1.000", "1.000,50": an amount has at most
-// two decimals). Anything else ("150k", "−150", "(150)") is no amount: never guessed at.
+// ISO 4217 code (capitals) before or after it goes ("$150", "150 €", "EUR 150"), and so do
+// spaces (also between thousands: "1 000"); a decimal comma is a decimal point ("12,50");
+// commas between thousands go ("1,000.50"), and so do points ("1.000", "1.000,50": an
+// amount has at most two decimals). Anything else ("150k", "−150", "(150)") is no amount:
+// never guessed at.
 export function amount(text) {
   const t = text.replace(/[\s\u00a0\u202f'’]/g, '').replace(/^(\p{Sc}|[A-Z]{3})|(\p{Sc}|[A-Z]{3})$/gu, '');
   let n = null;
