@@ -135,3 +135,62 @@ def test_a_kept_rewrite_counts_the_text_its_nodes_hold() -> None:
         assert cache.held <= 30_000
     assert [text for text, _ in cache.documents] == [text for text, _ in kept[-2:]]
     assert cache.held == sum(chars for _, chars in kept[-2:])  # the oldest let go
+
+
+def test_a_rewrite_takes_the_place_of_its_text_parsed() -> None:
+    """The rewrite's text sent as it is (a plain subscription) was parsed and kept first;
+    the `query @live` it was made from then got that document's places, not its own."""
+    from graphql import parse
+
+    from giftgraph.admission.checks import ParsedDocuments
+    from giftgraph.live.directive import live_subscription_of
+
+    cache = ParsedDocuments()
+    query = "query W @live {\n  persons { totalCount }\n  nope\n}"
+    text, made = live_subscription_of(parse(query), None)  # type: ignore[misc]
+    cache.keep(text, 2000, parse(text))
+    cache.keep(text, 2000, made, source=query)
+    assert cache.get(text, 2000) is made
+    assert len(cache.documents) == 1
+    assert cache.held == len(text) + len(query)
+
+
+def test_a_rewrite_is_printed_without_indentation() -> None:
+    """Indented, a block string nested deep printed at ~130 times the query's length: a
+    short query's rewrite evicted the parse cache and passed the length limit."""
+    from graphql import parse
+
+    from giftgraph.live.directive import live_subscription_of
+
+    lines = "\n".join(f"line {n}" for n in range(500))
+    query = "query D @live { " + "a { " * 100 + f'b(s: """{lines}""")' + " }" * 100 + " }"
+    text, _ = live_subscription_of(parse(query), None)  # type: ignore[misc]
+    assert len(text) < 2 * len(query)
+
+
+def test_a_kept_rewrite_over_the_length_limit_is_found_not_refused() -> None:
+    """A `query @live` within the characters bound may print a little longer: its rewrite,
+    kept, is found before the length check (the check is for text about to be lexed)."""
+    from types import SimpleNamespace
+
+    from graphql import parse
+
+    from giftgraph.admission.checks import ParsedDocuments, ParseWithTokenLimit
+    from giftgraph.live.directive import live_subscription_of
+
+    query = "query L @live {" + "".join(f"a{n}:me{{id}}" for n in range(4)) + "}"
+    text, made = live_subscription_of(parse(query), None)  # type: ignore[misc]
+    assert len(text) > len(query)
+    documents = ParsedDocuments()
+    documents.keep(text, 2000, made, source=query)
+    parsing = ParseWithTokenLimit(2000, max_chars=len(query), documents=documents)
+    parsing.execution_context = SimpleNamespace(  # type: ignore[assignment]
+        query=text, context=None, graphql_document=None)
+
+    async def run() -> None:
+        steps = parsing.on_parse()
+        await steps.__anext__()  # no QUERY_TOO_COMPLEX
+        assert parsing.execution_context.graphql_document is made
+        await steps.aclose()
+
+    asyncio.run(run())

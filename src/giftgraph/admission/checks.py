@@ -105,10 +105,18 @@ class ParsedDocuments:
     def keep(self, query: str, max_tokens: int, document: DocumentNode,
              source: str | None = None) -> None:
         """Keep `document`, parsed from `query`, or made of nodes parsed from `source` (a
-        `query @live`'s rewrite: its nodes hold their own text, counted with it)."""
+        `query @live`'s rewrite: its nodes hold their own text, counted with it; it takes
+        the place of the same text parsed, whose places are not the query's)."""
         chars = len(query) + (len(source) if source is not None else 0)
-        if chars > self.chars or (query, max_tokens) in self.documents:
+        if chars > self.chars:
             return
+        kept = self.documents.get((query, max_tokens))
+        if kept is not None:
+            if source is None or kept[0] is document:
+                return
+            self.documents.pop((query, max_tokens))
+            self.held -= kept[2]
+            self.held_tokens -= kept[1]
         tokens = token_count(document)
         if tokens > self.tokens:
             return
@@ -341,25 +349,24 @@ class ParseWithTokenLimit(SchemaExtension):
 
     async def on_parse(self) -> AsyncIterator[None]:
         ec = self.execution_context
+        query = ec.query
+        known = None if query is None else self.documents.get(query, self.max_tokens)
+        if known is not None:  # parsed (or a `query @live`'s rewrite made) within the limits
+            ec.graphql_document = known
+            yield
+            return
         # Characters before tokens: comments, whitespace and string literals are no tokens,
         # yet graphql-core's lexer reads them a character at a time in Python (~0.3 s for a
         # 1 MB comment), and the parse and validation caches keep each document's text.
-        if self.max_chars is not None and ec.query is not None \
-                and len(ec.query) > self.max_chars:
+        if self.max_chars is not None and query is not None and len(query) > self.max_chars:
             limit = self.max_chars
             count_refusal(ec.context, "query_length")
             raise GraphQLError(
                 f"Query length exceeds the limit of {limit} characters",
                 original_error=QueryTooComplex(
                     f"Query length exceeds the limit of {limit} characters", limit=limit,
-                    actual=len(ec.query), measure="length"),
+                    actual=len(query), measure="length"),
             )
-        query = ec.query
-        known = None if query is None else self.documents.get(query, self.max_tokens)
-        if known is not None:
-            ec.graphql_document = known
-            yield
-            return
         allowance = self.allowance
         key = caller_key(ec.context)
         if query is not None and len(query) > OFFLOAD_CHARS:

@@ -66,4 +66,6 @@ def live_subscription_of(document: DocumentNode,
         loc=document.loc)
     sent = document.loc.source.body if document.loc is not None else print_ast(document)
     digest = hashlib.blake2b(sent.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-    return f"{print_ast(rewritten)}\n# query @live {digest}", rewritten
+    # Printed without indentation: indented, a block string nested deep prints at up to
+    # ~130 times its length (a 1.5 K query, a 196 K rewrite), past the length limit.
+    return f"{print_ast(rewritten, max_indent_depth=0)}\n# query @live {digest}", rewritten
