@@ -39,3 +39,31 @@ def test_execution_suggests_only_when_asked(suggest: bool) -> None:
                       raw_variable_values={"k": "WISHLISTT"})
     assert isinstance(built, list)  # the variables' coercion errors
     assert ("Did you mean" in built[0].message) is suggest
+
+
+def test_validation_is_kept_per_document_object_without_hashing_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """graphql-core's nodes hash by their whole tree: keyed by the document, every lookup
+    hashed it (1.7 ms for a 600-field document, on every request that sent it)."""
+    import gc
+
+    from graphql import DocumentNode
+
+    schema = build_schema()._schema
+    validate = ValidationCache(suggest=False)
+    rules = tuple(specified_rules)
+    document = parse("{\n  nope\n}")
+    errors = validate.compute(schema, document, rules)
+    assert errors[0].locations[0].line == 2
+
+    def hashed(_: object) -> int:
+        raise AssertionError("the document was hashed")
+
+    monkeypatch.setattr(DocumentNode, "__hash__", hashed)
+    validate.remember(schema, document, rules, errors)
+    assert validate.known(schema, document, rules) is errors
+    assert validate.known(schema, parse("{\n  nope\n}"), rules) is None  # another object
+    monkeypatch.undo()
+    del document
+    gc.collect()
+    assert validate.results == {}  # forgotten with its document

@@ -7,9 +7,9 @@ import contextvars
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from graphql import (
     BREAK,
@@ -316,12 +316,16 @@ class ValidationCache:
 
     def __init__(self, *, suggest: bool) -> None:
         self.suggest = suggest
-        self.results: WeakKeyDictionary[DocumentNode, dict[Any, list[GraphQLError]]] = \
-            WeakKeyDictionary()
+        # By the document object's id, forgotten with it: graphql-core's nodes hash and
+        # compare by their whole tree (a WeakKeyDictionary hashed a 600-field document,
+        # 1.7 ms, at every lookup, and gave a document the errors of an equal one parsed
+        # from another text: another caller's places).
+        self.results: dict[int, dict[Any, list[GraphQLError]]] = {}
 
     def known(self, schema: GraphQLSchema, document: DocumentNode,
               rules: tuple[type[ASTValidationRule], ...]) -> list[GraphQLError] | None:
-        return self.results.get(document, {}).get((schema, rules))
+        found = self.results.get(id(document))
+        return None if found is None else found.get((schema, rules))
 
     def compute(self, schema: GraphQLSchema, document: DocumentNode,
                 rules: tuple[type[ASTValidationRule], ...]) -> list[GraphQLError]:
@@ -331,7 +335,12 @@ class ValidationCache:
     def remember(self, schema: GraphQLSchema, document: DocumentNode,
                  rules: tuple[type[ASTValidationRule], ...],
                  errors: list[GraphQLError]) -> None:
-        self.results.setdefault(document, {})[schema, rules] = errors
+        key = id(document)
+        found = self.results.get(key)
+        if found is None:
+            found = self.results[key] = {}
+            weakref.finalize(document, self.results.pop, key, None)
+        found[schema, rules] = errors
 
     def __call__(self, schema: GraphQLSchema, document: DocumentNode,
                  rules: tuple[type[ASTValidationRule], ...]) -> list[GraphQLError]:
