@@ -82,3 +82,30 @@ def test_a_required_load_left_unawaited_leaves_no_coroutine_behind() -> None:
         asyncio.run(leave())
         gc.collect()
     assert [str(w.message) for w in seen if "never awaited" in str(w.message)] == []
+
+
+async def test_an_operations_loaders_are_made_when_first_read() -> None:
+    """A shared scope per event and per dashboard version makes a `Loaders`; one that made
+    all thirteen loaders up front filled the garbage collector's young generation with
+    loaders no field read."""
+    import gc
+    import uuid
+
+    from strawberry.dataloader import DataLoader
+
+    from giftgraph.schema.loaders import Loaders
+
+    loaders = Loaders(None, uuid.uuid4())  # type: ignore[arg-type]  # no statement runs here
+    assert not any(isinstance(v, DataLoader) for v in vars(loaders).values())
+    assert not any(isinstance(o, DataLoader) for o in gc.get_referents(loaders.__dict__))
+    gift = loaders.gift
+    assert isinstance(gift, RowLoader)
+    assert loaders.gift is gift  # one per operation: its cache is the operation's
+    assert loaders.list_items is loaders.list_items
+    assert [k for k, v in vars(loaders).items() if isinstance(v, DataLoader)] == \
+        ["gift", "list_items"]
+    gift.prime(uuid.uuid4(), None)
+    loaders.clear()  # clears what was made
+    assert not gift.cache_map.cache_map
+    loaders.close()
+    assert vars(loaders) == {}

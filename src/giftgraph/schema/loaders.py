@@ -7,7 +7,7 @@ import functools
 import uuid
 from collections import defaultdict, namedtuple
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
-from typing import Any, TypeVar, Union
+from typing import Any, Generic, TypeVar, Union
 
 from sqlalchemy import ARRAY, Row, Select, any_, bindparam, func, select
 from sqlalchemy.orm import InstrumentedAttribute
@@ -23,6 +23,7 @@ from giftgraph.errors import NotFound
 K = TypeVar("K")
 V = TypeVar("V")
 R = TypeVar("R")
+L = TypeVar("L", bound=DataLoader[Any, Any])
 Key = tuple[uuid.UUID, PageArgs, Hashable]
 CountKey = tuple[uuid.UUID, Hashable]
 MaybeAwaitable = Union[R, Awaitable[R]]  # noqa: UP007 - a generic alias needs Union
@@ -161,25 +162,82 @@ async def prefetch(*loads: tuple[DataLoader[K, Any], Iterable[K | None]]) -> Non
             await future
 
 
+class _Made(Generic[L]):
+    """A loader of `Loaders`, made when the operation first reads it. Most operations use
+    a few of the thirteen, an event's snapshot for `familyEvents { seq at }` none; shared
+    scopes (live/streams.py) are made per event and per dashboard version and live a while,
+    and their unused loaders filled the young generation whose collections pause the loop."""
+
+    def __init__(self, make: Callable[[Loaders], L]) -> None:
+        self.make = make
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, loaders: Loaders, owner: type | None = None) -> L:
+        loader = loaders.__dict__[self.name] = self.make(loaders)  # read there from now on
+        return loader
+
+
 class Loaders:
     """All loaders of one operation, scoped to the caller's family."""
+
+    @_Made
+    def user(self) -> RowLoader[uuid.UUID, Record | None]:
+        return self._by_id(m.User)
+
+    @_Made
+    def person(self) -> RowLoader[uuid.UUID, Record | None]:
+        return self._by_id(m.Person)
+
+    @_Made
+    def occasion(self) -> RowLoader[uuid.UUID, Record | None]:
+        return self._by_id(m.Occasion)
+
+    @_Made
+    def gift_list(self) -> RowLoader[uuid.UUID, Record | None]:
+        return self._by_id(m.GiftList)
+
+    @_Made
+    def gift(self) -> RowLoader[uuid.UUID, Record | None]:
+        return self._by_id(m.Gift)
+
+    @_Made
+    def list_item(self) -> RowLoader[uuid.UUID, Record | None]:
+        return self._by_id(m.ListItem)
+
+    @_Made
+    def comment(self) -> RowLoader[uuid.UUID, Record | None]:
+        return self._by_id(m.Comment)
+
+    @_Made
+    def family(self) -> RowLoader[uuid.UUID, Any]:
+        return RowLoader(self._families)
+
+    @_Made
+    def list_items(self) -> DataLoader[Key, Page[Record]]:
+        return DataLoader(self._item_pages)
+
+    @_Made
+    def list_item_counts(self) -> DataLoader[CountKey, int]:
+        return DataLoader(self._item_counts)
+
+    @_Made
+    def gift_history(self) -> DataLoader[Key, Page[Record]]:
+        return DataLoader(self._history_pages)
+
+    @_Made
+    def gift_history_counts(self) -> DataLoader[CountKey, int]:
+        return DataLoader(self._history_counts)
+
+    @_Made
+    def occasion_progress(self) -> DataLoader[uuid.UUID, tuple[list[q.Progress], q.Spending]]:
+        return DataLoader(self._occasion_progress)
 
     def __init__(self, db: OperationDb, family_id: uuid.UUID) -> None:
         self.db = db
         self.family_id = family_id
-        self.user = self._by_id(m.User)
-        self.person = self._by_id(m.Person)
-        self.occasion = self._by_id(m.Occasion)
-        self.gift_list = self._by_id(m.GiftList)
-        self.gift = self._by_id(m.Gift)
-        self.list_item = self._by_id(m.ListItem)
-        self.comment = self._by_id(m.Comment)
-        self.family = RowLoader[uuid.UUID, Any](self._families)
-        self.list_items = DataLoader(self._item_pages)
-        self.list_item_counts = DataLoader(self._item_counts)
-        self.gift_history = DataLoader(self._history_pages)
-        self.gift_history_counts = DataLoader(self._history_counts)
-        self.occasion_progress = DataLoader(self._occasion_progress)
 
     def clear(self) -> None:
         """Forget cached rows (after a mutation changed them)."""
