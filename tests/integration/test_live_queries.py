@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import graphql
 import httpx
 import pytest
 from sqlalchemy import event
@@ -532,6 +533,16 @@ async def test_a_query_marked_live_is_parsed_once_however_often_it_comes(
 
     counted.__wrapped__ = checks.parse  # type: ignore[attr-defined]
     monkeypatch.setattr(checks, "parse", counted)
+    from giftgraph.live import directive
+
+    printed: list[str] = []
+
+    def print_counted(node: Any, **kwargs: Any) -> str:
+        text: str = graphql.print_ast(node, **kwargs)
+        printed.append(text)
+        return text
+
+    monkeypatch.setattr(directive, "print_ast", print_counted)
     token, _ = await srv.signup("parsed-once@example.com")
     client = await connect(srv, token)
     query = "query Once @live { persons { totalCount } }"
@@ -542,6 +553,8 @@ async def test_a_query_marked_live_is_parsed_once_however_often_it_comes(
     assert parsed.count(query) == 1, parsed
     # Its rewrite is made of the parsed query's nodes, never parsed from its printed text.
     assert [p for p in parsed if p.startswith("subscription Once")] == []
+    # ... and printed once: the printing, as long as a parse, was not charged to anyone.
+    assert len(printed) == 1, printed
     await client.ws.close()
 
 

@@ -194,3 +194,26 @@ def test_a_kept_rewrite_over_the_length_limit_is_found_not_refused() -> None:
         await steps.aclose()
 
     asyncio.run(run())
+
+
+def test_a_rewrite_is_made_once_and_forgotten_with_its_document() -> None:
+    """The rewrite is kept with the parsed document (printing it costs what its parse did,
+    which only the first request was charged); operation names that match no `query @live`
+    are not kept (any number of them would grow the memo), and it goes with the document."""
+    import gc
+
+    from graphql import parse
+
+    from giftgraph.live import directive
+
+    document = parse("query A @live { me { id } } query B { me { id } }")
+    first = directive.live_subscription_of(document, "A")
+    assert first is not None
+    assert directive.live_subscription_of(document, "A") is first
+    for name in ("B", "C", "D"):
+        assert directive.live_subscription_of(document, name) is None
+    assert list(directive._REWRITES[id(document)]) == ["A"]
+    key = id(document)
+    del document, first
+    gc.collect()
+    assert key not in directive._REWRITES

@@ -14,6 +14,7 @@ so an error's `locations` are places in the document the client sent.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from contextvars import ContextVar
 
 from graphql import (
@@ -29,6 +30,15 @@ from graphql import (
 # Set (in its own task) for an operation sent as `query @live`.
 UNWRAPPED: ContextVar[bool] = ContextVar("giftgraph_live_unwrapped", default=False)
 
+Rewrite = tuple[str, DocumentNode]
+# Each parsed document's rewrites (by operation name), by the document object's id and
+# forgotten with it: the parse cache hands back the same object for the same text, and
+# bounds these with it. Printing a rewrite costs about what parsing its text did, which
+# admission charged once; made on every request, it was work a caller could repeat
+# uncharged. Only rewrites are kept: a name that matches no `query @live` costs a scan of
+# the document's definitions, and kept, any number of names would grow this without bound.
+_REWRITES: dict[int, dict[str | None, Rewrite]] = {}
+
 
 def may_be_live(query: str | None, max_chars: int) -> bool:
     """Whether `query` may be a `query @live` worth parsing (`admission.checks.preparse`)
@@ -36,8 +46,22 @@ def may_be_live(query: str | None, max_chars: int) -> bool:
     return query is not None and "@live" in query and len(query) <= max_chars
 
 
-def live_subscription_of(document: DocumentNode,
-                         operation_name: str | None) -> tuple[str, DocumentNode] | None:
+def live_subscription_of(document: DocumentNode, operation_name: str | None) -> Rewrite | None:
+    """`rewrite`'s answer, made once per document and operation name."""
+    key = id(document)
+    known = _REWRITES.get(key)
+    if known is not None and operation_name in known:
+        return known[operation_name]
+    made = rewrite(document, operation_name)
+    if made is not None:
+        if known is None:
+            known = _REWRITES[key] = {}
+            weakref.finalize(document, _REWRITES.pop, key, None)
+        known[operation_name] = made
+    return made
+
+
+def rewrite(document: DocumentNode, operation_name: str | None) -> Rewrite | None:
     """The live subscription for a `query @live` document, as text and as a document, or
     None (any other document: it goes on as it is). The document keeps the query's nodes
     and locations (the operation's, the document's: the caches that key on them see the
