@@ -366,6 +366,24 @@ async def test_two_browsers_of_one_family_and_a_stranger(service: Service, brows
     await expect(item_of(bob, "Kite").locator(".comments")).to_contain_text("Blue, please",
                                                                             timeout=1_000)
     await expect(item_of(bob, "Kite").get_by_label("Message")).to_have_value("half-typed")
+    # The Comment button counts them, on both pages, and follows a delete made elsewhere.
+    for p in (ann, bob):
+        await expect(item_of(p, "Kite").locator("button[aria-controls^=cm-]")).to_have_text(
+            "Comments (1)", timeout=1_000)
+    found = (await asyncio.to_thread(
+        post, base, "query($l: ID!) { node(id: $l) { ... on GiftList { items(first: 1) {"
+        " edges { node { id commentCount } } } } } }", {"l": gl}, admin)
+             )["data"]["node"]["items"]["edges"][0]["node"]
+    assert found["commentCount"] == 1
+    comment = (await asyncio.to_thread(
+        post, base, "query($i: ID!) { comments(target: LIST_ITEM, targetId: $i) { edges {"
+        " node { id } } } }", {"i": found["id"]}, admin))["data"]["comments"]["edges"][0]
+    await asyncio.to_thread(post, base, "mutation($c: ID!) { deleteComment(id: $c) }",
+                            {"c": comment["node"]["id"]}, admin)
+    await expect(item_of(bob, "Kite").locator("button[aria-controls^=cm-]")).to_have_text(
+        "Comment", timeout=1_000)
+    await expect(item_of(bob, "Kite").locator(".comments")).to_contain_text("No comments yet")
+    await expect(item_of(bob, "Kite").get_by_label("Message")).to_have_value("half-typed")
     # A change to the item itself redraws Bob's row; his comment box and text stay.
     await item_of(ann, "Kite").get_by_role("combobox", name="Status").select_option("PURCHASED")
     await expect(item_of(bob, "Kite").locator(".badge")).to_have_text("Purchased", timeout=1_000)

@@ -112,6 +112,57 @@ async def test_nested_query_statement_count_is_constant(app: Any, alice: Account
     assert counts[50] <= 20, counts
 
 
+COMMENT_COUNTS = """
+query($n: Int!) {
+  lists(first: $n) { edges { node { id items(first: 20) { edges { node {
+    id commentCount gift { id } } } } } } }
+}"""
+ADD_COMMENT = ("mutation($t: CommentTarget!, $i: ID!) { addComment(input: {target: $t,"
+               " targetId: $i, body: \"hi\"}) { id } }")
+
+
+async def test_comment_counts_are_one_statement(app: Any, alice: Account,
+                                                mallory: Account) -> None:
+    """`ListItem.commentCount` is batched (one statement however many items), counts the
+    comments about that item only (not its list's or its gift's), and stays in the family."""
+    from sqlalchemy import text
+
+    from giftgraph.ids import decode_id
+
+    counts = {}
+    made = 0
+    for n in (5, 50):
+        await _make_lists(alice.client, n - made, alice.user_id)
+        made = n
+        if n == 5:
+            one = (await alice.client(COMMENT_COUNTS, {"n": 1})).data["lists"]["edges"][0]["node"]
+            item = one["items"]["edges"][0]["node"]
+            first = item["id"]
+            for _ in range(3):
+                await alice.client(ADD_COMMENT, {"t": "LIST_ITEM", "i": first})
+            await alice.client(ADD_COMMENT, {"t": "LIST", "i": one["id"]})
+            await alice.client(ADD_COMMENT, {"t": "GIFT", "i": item["gift"]["id"]})
+            stranger = await mallory.client(ADD_COMMENT, {"t": "LIST_ITEM", "i": first})
+            assert stranger.errors[0]["extensions"]["code"] == "NOT_FOUND"
+            # A row of another family naming Alice's item (no API makes one): not counted.
+            async with app.state.giftgraph.db().engine.begin() as conn:
+                await conn.execute(text(
+                    "INSERT INTO comments (id, family_id, target, target_id, body, created_at,"
+                    " updated_at) SELECT gen_random_uuid(), family_id, 'LIST_ITEM', :i, 'x',"
+                    " now(), now() FROM users WHERE email = :e"),
+                    {"i": decode_id(first, "ListItem"), "e": mallory.email})
+        with count_statements(app) as statements:
+            r = await alice.client(COMMENT_COUNTS, {"n": n})
+        assert not r.errors, r.errors
+        found = {e["node"]["id"]: e["node"]["commentCount"]
+                 for gl in r.data["lists"]["edges"] for e in gl["node"]["items"]["edges"]}
+        assert len(found) == 2 * n
+        assert found.pop(first) == 3
+        assert set(found.values()) == {0}
+        counts[n] = len(statements)
+    assert counts[5] == counts[50], counts
+
+
 async def test_demo_data_nested_query_is_constant(app: Any, gql: Any, database_url: str,
                                                   settings: Any) -> None:
     from giftgraph.demo import seed

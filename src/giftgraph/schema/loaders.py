@@ -164,7 +164,7 @@ async def prefetch(*loads: tuple[DataLoader[K, Any], Iterable[K | None]]) -> Non
 
 class _Made(Generic[L]):
     """A loader of `Loaders`, made when the operation first reads it. Most operations use
-    a few of the thirteen, an event's snapshot for `familyEvents { seq at }` none; shared
+    a few of the fourteen, an event's snapshot for `familyEvents { seq at }` none; shared
     scopes (live/streams.py) are made per event and per dashboard version and live a while,
     and their unused loaders filled the young generation whose collections pause the loop."""
 
@@ -230,6 +230,10 @@ class Loaders:
     @_Made
     def gift_history_counts(self) -> DataLoader[CountKey, int]:
         return DataLoader(self._history_counts)
+
+    @_Made
+    def comment_counts(self) -> DataLoader[CountKey, int]:
+        return DataLoader(self._comment_counts)
 
     @_Made
     def occasion_progress(self) -> DataLoader[uuid.UUID, tuple[list[q.Progress], q.Spending]]:
@@ -349,6 +353,15 @@ class Loaders:
 
     async def _history_counts(self, keys: list[CountKey]) -> list[int]:
         return await self._counts(keys, self._history_base, m.GiftList.person_id)
+
+    @staticmethod
+    def _comments_base(target: Hashable) -> Select[Any]:
+        return select(*columns(m.Comment)).where(m.Comment.family_id == FAMILY,
+                                                 m.Comment.target == target)
+
+    async def _comment_counts(self, keys: list[CountKey]) -> list[int]:
+        """Comments per (target's id, target kind): one statement per kind asked for."""
+        return await self._counts(keys, self._comments_base, m.Comment.target_id)
 
     async def _occasion_progress(
         self, ids: list[uuid.UUID]

@@ -344,6 +344,7 @@ class ListItem(Node):
         description="Free text (at most 5000 characters); null if none.")
     created_at: datetime = strawberry.field(description=CREATED_AT)
     updated_at: datetime = strawberry.field(description=UPDATED_AT)
+    pk: strawberry.Private[uuid.UUID]
     list_id: strawberry.Private[uuid.UUID]
     gift_id: strawberry.Private[uuid.UUID]
     assignee_id: strawberry.Private[uuid.UUID | None]
@@ -352,7 +353,7 @@ class ListItem(Node):
     def from_model(cls, r: m.ListItem) -> ListItem:
         return cls(id=strawberry.ID(encode_id("ListItem", r.id)), status=r.status,
                    quantity=r.quantity, notes=r.notes, created_at=r.created_at,
-                   updated_at=r.updated_at, list_id=r.list_id, gift_id=r.gift_id,
+                   updated_at=r.updated_at, pk=r.id, list_id=r.list_id, gift_id=r.gift_id,
                    assignee_id=r.assignee_id)
 
     # list_id: a CASCADE foreign key in the family
@@ -371,6 +372,12 @@ class ListItem(Node):
                                   "no one.")
     def assignee(self, info: Info) -> MaybeAwaitable[User | None]:
         return user_of(info, self.assignee_id)
+
+    @strawberry.field(description="How many comments are about this item (Query.comments "
+                                  "with target LIST_ITEM and its ID).")
+    async def comment_count(self, info: Info) -> int:
+        return await info.context.loaders.comment_counts.load(
+            (self.pk, m.CommentTarget.LIST_ITEM))
 
 
 def item_relations(loaders: Loaders) -> Relations:

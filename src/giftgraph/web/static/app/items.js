@@ -88,7 +88,7 @@ function oneList(app, id) {
   const refresh = serialized(async () => {
     const d = await post(`query($id: ID!) { node(id: $id) { ... on GiftList { id name kind budget
       person { id name } occasion { id name date }
-      items(first: 100) { edges { node { id status quantity notes assignee { id displayName }
+      items(first: 100) { edges { node { id status quantity notes commentCount assignee { id displayName }
         gift { id name url store price currency } } } } } } }`, { id });
     const l = d.node;
     if (!l) throw Object.assign(new Error('gone'), { code: 'NOT_FOUND' });
@@ -144,6 +144,8 @@ function itemRow(app, it, refresh, prior) {
   // A change made elsewhere redraws the row but keeps an open comment box or gift editor
   // (and whatever is typed in it).
   const comments = prior ? prior.comments : commentsPanel(it, uid);
+  // A comment posted or deleted elsewhere: the count follows, and an open box reloads.
+  if (comments.setCount(it.commentCount) && comments.open) comments.load();
   const keep = prior && !prior.editor.panel.hidden;
   const editor = keep ? prior.editor : reveal('Edit', () => form({ fields: GIFT_FIELDS(g), submit: 'Save gift', reset: false, cls: 'inline-form',
     onSubmit: async (v) => {
@@ -176,7 +178,15 @@ function itemRow(app, it, refresh, prior) {
 function commentsPanel(it, uid) {
   const list = h('ul.comments');
   const panel = h('div.comments-panel', { id: `cm-${uid}`, hidden: true });
-  const api = { el: panel, open: false, load };
+  let count = null;
+  // "Comment" while there are none, then "Comments (3)"; true when the count changed.
+  const setCount = (n) => {
+    if (n === count) return false;
+    count = n;
+    toggle.textContent = n ? `Comments (${n})` : 'Comment';
+    return true;
+  };
+  const api = { el: panel, open: false, load, setCount };
   const toggle = h('button.secondary', { type: 'button', 'aria-expanded': 'false', 'aria-controls': `cm-${uid}`, text: 'Comment',
     onclick: () => {
       api.open = panel.hidden;
@@ -187,9 +197,10 @@ function commentsPanel(it, uid) {
   let loads = 0;
   async function load() {
     const mine = ++loads; // answers can arrive out of order: only the newest load draws
-    const d = await post(`query($id: ID!) { comments(target: LIST_ITEM, targetId: $id, last: 50) { edges { node {
+    const d = await post(`query($id: ID!) { comments(target: LIST_ITEM, targetId: $id, last: 50) { totalCount edges { node {
       id body createdAt author { displayName } } } } }`, { id: it.id });
     if (mine !== loads) return;
+    setCount(d.comments.totalCount);
     const cs = edges(d.comments);
     list.replaceChildren(...(cs.length ? cs.map((c) => h('li', {}, h('span', {}, h('b', { text: c.author ? c.author.displayName : 'A former member' }), `: ${c.body}`),
       h('time', { datetime: c.createdAt, 'data-at': c.createdAt, text: ago(c.createdAt) }))) : [empty('No comments yet')]));
