@@ -9,6 +9,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 INNER = '''
@@ -57,3 +60,47 @@ def test_sigterm_stops_the_embedded_postgresql(tmp_path: Path) -> None:
         if run.poll() is None:
             run.kill()
             run.wait()
+
+
+@pytest.mark.parametrize("when", ["just after the server started", "creating the database"])
+def test_an_interrupted_start_leaves_no_server_running(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """Ctrl-C (or SIGTERM turned into it) while the embedded PostgreSQL starts: pgserver
+    notes the process as the server's user only once it is up, so its exit handler left a
+    server started meanwhile running, orphaned."""
+    from giftgraph.db.embedded import EmbeddedPostgres, load_pgserver
+
+    load_pgserver()  # imported as the app imports it (its warning filtered)
+    from pgserver.postgres_server import PostgresServer
+
+    started: list[int] = []
+    if when == "just after the server started":
+        original = PostgresServer.ensure_postgres_running
+
+        def interrupted(self: Any) -> None:
+            original(self)
+            started.append(self.get_pid())
+            raise KeyboardInterrupt  # as a signal arriving at that moment
+
+        monkeypatch.setattr(PostgresServer, "ensure_postgres_running", interrupted)
+    else:
+        def psql(self: Any, command: str) -> str:
+            started.append(self.get_pid())
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(PostgresServer, "psql", psql)
+    embedded = EmbeddedPostgres(tmp_path)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            embedded.start()
+        assert started
+        assert started[0] is not None
+        deadline = time.monotonic() + 10  # its pid file goes a moment before it does
+        while _alive(started[0]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(started[0])
+        assert embedded.postmaster() is None
+    finally:
+        for pid in started:
+            if pid is not None and _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,17 +36,52 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> str:
-        """Start the server if needed and return an asyncpg URL for `database`."""
+        """Start the server if needed and return an asyncpg URL for `database`. Interrupted
+        (Ctrl-C, or SIGTERM where it is turned into KeyboardInterrupt), it stops a server it
+        started: pgserver takes note of its users only once the server is up, and its exit
+        handler left one started meanwhile running, orphaned."""
         get_server = load_pgserver()
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        # cleanup_mode="stop": data is kept across restarts, the server stops on exit.
-        self._server = get_server(self.pgdata, cleanup_mode="stop")
-        exists = self._server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{self.database}';"  # noqa: S608
-        )
-        if "1 row" not in exists:
-            self._server.psql(f'CREATE DATABASE "{self.database}";')
+        was_running = self.postmaster() is not None
+        try:
+            # cleanup_mode="stop": data is kept across restarts, the server stops on exit.
+            self._server = get_server(self.pgdata, cleanup_mode="stop")
+            exists = self._server.psql(
+                f"SELECT 1 FROM pg_database WHERE datname = '{self.database}';"  # noqa: S608
+            )
+            if "1 row" not in exists:
+                self._server.psql(f'CREATE DATABASE "{self.database}";')
+        except BaseException:
+            if self._server is not None:
+                self.stop()  # pgserver's: stops it unless another process uses it
+            elif not was_running:
+                self._stop_started()
+            raise
         return f"postgresql+asyncpg://postgres@/{self.database}?host={self.pgdata}"
+
+    def postmaster(self) -> int | None:
+        """The pid of the server running on `pgdata`, if one is."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid
+
+    def _stop_started(self, wait: float = 10.0) -> None:
+        """Stop the server this start left running (PostgreSQL's fast shutdown: SIGINT)."""
+        pid = self.postmaster()
+        if pid is None:
+            return
+        log.warning("embedded PostgreSQL: start interrupted, stopping the server it started")
+        os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return
+            time.sleep(0.05)
 
     def admin_url(self) -> str:
         return f"postgresql+asyncpg://postgres@/postgres?host={self.pgdata}"
