@@ -393,6 +393,16 @@ async def test_two_browsers_of_one_family_and_a_stranger(service: Service, brows
     await expect(bob.locator("#activity")).to_contain_text("Bob moved Kite to Selected")
     await expect(bob.locator("#activity")).to_contain_text("Ann moved Kite to Purchased")
     await expect(bob.locator("#activity")).to_contain_text("Ann assigned Kite to Bob")
+    # Adding a new gift to a list is two events (the gift's, then its item's): one line,
+    # whether they came live (Bob) or with the overview's snapshot (Ann, after a reload).
+    await ann.reload()
+    await expect(ann.locator("#status")).to_have_text("live", timeout=10_000)
+    await ann.get_by_role("link", name="Overview").click()
+    for p in (bob, ann):
+        activity = p.locator("#activity")
+        await expect(activity).to_contain_text("Ann put Kite on Wishes")
+        await expect(activity.locator("li").filter(has_text="Kite on Wishes")).to_have_count(1)
+        await expect(activity.locator("li").filter(has_text="added the gift")).to_have_count(0)
 
     # The family itself is a live query on every page of it: Ann's rename (here through the
     # API, as another of her devices would) reaches Bob's header without a reload.

@@ -4,10 +4,10 @@
 // refreshes the open view), resumed with `since` after a drop so nothing is missed, and a
 // live query of the family and its members (names, currency, who can be assigned).
 import { post, saveTokens, clearTokens, loggedIn, connect, onSessionEnded, ApiError } from './api.js';
-import { $, h, activityLine, ago, setCurrency, showErrors } from './ui.js';
+import { $, h, activityLine, ago, oneLinePerChange, sameAddition, setCurrency, showErrors } from './ui.js';
 import { VIEWS } from './views.js';
 
-const NODE = `node { id ... on ListItem { status gift { name } list { name } assignee { id displayName } }
+const NODE = `node { id ... on ListItem { status gift { id name } list { name } assignee { id displayName } }
   ... on Person { name } ... on Occasion { name } ... on GiftList { name } ... on Gift { name }
   ... on Comment { body targetId } ... on User { displayName } }`;
 const EVENT = `seq kind entityType entityId at actor { id displayName } ${NODE}`;
@@ -28,9 +28,14 @@ function setStatus(state) {
 function onEvent(e) {
   if (lastSeq !== null && BigInt(e.seq) <= BigInt(lastSeq)) return; // already shown
   lastSeq = e.seq;
+  const list = $('activity');
+  if (app.activity.length && sameAddition(app.activity[0], e)) { // its gift's line: one line
+    const gift = app.activity.shift();
+    const line = list && list.querySelector(`li[data-seq="${gift.seq}"]`);
+    if (line) line.remove();
+  }
   app.activity.unshift(e);
   app.activity.length = Math.min(app.activity.length, 30);
-  const list = $('activity');
   if (list) {
     list.prepend(activityLine(e));
     list.firstElementChild.classList.add('fresh');
@@ -46,7 +51,7 @@ function onDashboard(d) {
   if (lastSeq === null) {
     // The snapshot's newest event anchors `since`, so a drop before any live event
     // still resumes without a gap.
-    app.activity = d.activity.slice();
+    app.activity = oneLinePerChange(d.activity);
     if (d.activity.length) lastSeq = d.activity[0].seq;
     const list = $('activity'); // shown already (a refetch): the snapshot's activity replaces it
     if (list) list.replaceChildren(...app.activity.map(activityLine));

@@ -104,6 +104,18 @@ export function describe(e) {
 
 const short = (s) => { const t = String(s || ''); return t.length > 60 ? `${t.slice(0, 57)}…` : t; };
 
+// A gift added to a list as a new gift is two events, one right after the other: the
+// gift's ADDED, then its item's. Other clients (subscriptions, `since`, live queries of
+// gifts) need both; the app shows the pair as one line, the item's ("Ann put Scarf on …").
+export function sameAddition(gift, item) {
+  return gift.kind === 'ADDED' && gift.entityType === 'Gift' && item.kind === 'ADDED' && item.entityType === 'ListItem'
+    && Boolean(item.node && item.node.gift) && item.node.gift.id === gift.entityId
+    && (gift.actor ? gift.actor.id : null) === (item.actor ? item.actor.id : null);
+}
+
+// Events, newest first, without the gift lines that their item's line says already.
+export const oneLinePerChange = (events) => events.filter((e, i) => !(i > 0 && sameAddition(e, events[i - 1])));
+
 export function activityLine(e) {
   return h('li', { 'data-seq': e.seq }, h('span', { text: describe(e) }),
     h('time', { datetime: e.at, 'data-at': e.at, title: new Date(e.at).toLocaleString(), text: ago(e.at) }));
