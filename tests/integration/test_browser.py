@@ -147,6 +147,49 @@ async def test_graphiql_runs_a_query_offline(service: Service, browser: object) 
     assert outside == []  # works with no internet: every asset is local
 
 
+async def test_graphiql_is_usable_on_a_phone(service: Service, browser: object) -> None:
+    """At 375 px the query editor and the result are each nearly the page's width (side by
+    side the result was ~40 px wide and the editor ~230), nothing scrolls sideways, a
+    query's result shows, and the docs take the width while they are open."""
+    from playwright.async_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    page = await browser.new_page(viewport={"width": 375, "height": 812})
+    await page.goto(service.base + "/graphql")
+    editor = page.locator(".graphiql-query-editor .CodeMirror").first
+    await expect(editor).to_be_visible(timeout=10_000)
+    await editor.evaluate("el => el.CodeMirror.setValue('{ __typename }')")
+    response = page.locator(".graphiql-response")
+    deadline = time.monotonic() + 15
+    clicked = 0.0
+    while '"__typename":"Query"' not in "".join((await response.inner_text()).split()):
+        assert time.monotonic() < deadline, "GraphiQL showed no result"
+        if time.monotonic() - clicked > 2:  # GraphiQL ignores a run while it is starting up
+            await page.locator(".graphiql-execute-button").click()
+            clicked = time.monotonic()
+        await asyncio.sleep(0.2)
+
+    async def box(selector: str) -> dict[str, float]:
+        found = await page.locator(selector).first.bounding_box()
+        assert found is not None, selector
+        return found  # type: ignore[no-any-return]
+
+    for selector in (".graphiql-query-editor", ".graphiql-response"):
+        b = await box(selector)
+        assert b["width"] >= 280, (selector, b)
+        assert b["height"] >= 150, (selector, b)
+        assert 0 <= b["x"] <= 375 - b["width"], (selector, b)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 375
+    await page.get_by_role("button", name="Show Documentation Explorer").click()
+    docs = await box(".graphiql-plugin")
+    assert docs["width"] >= 280, docs
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 375
+    await page.get_by_role("button", name="Hide Documentation Explorer").click()
+    assert (await box(".graphiql-query-editor"))["width"] >= 280
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "graphiql-phone.png"))
+
+
 async def test_graphiql_keeps_a_live_query_current(service: Service, browser: object) -> None:
     """GraphiQL (its graphql-ws client, the Authorization header from its Headers editor)
     runs `subscription { live { ... } }`: the result at once, then the new result when
