@@ -250,6 +250,11 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
 
     await page.get_by_role("link", name="Overview").click()
     await expect(page.locator("#pipeline-purchased")).to_have_text("1")
+    # The tiles count list items (a gift on two lists is two), and say so.
+    tiles = page.get_by_role("group", name="Items on all lists, by status")
+    await expect(tiles.locator(".stage")).to_have_text(
+        ["0 items at Idea", "0 items at Selected", "1 item at Purchased", "0 items at Received"],
+        use_inner_text=True)
     activity = page.locator("#activity")
     await expect(activity).to_contain_text("Ann moved Scarf to Purchased")
     await expect(activity).to_contain_text("Ann took on Scarf")  # assigned it to herself

@@ -30,7 +30,7 @@ export function deleteButton(label, run) {
 
 // ---- overview ----
 function overview(app) {
-  const counts = h('div.pipeline', { role: 'group', 'aria-label': 'Items by status' });
+  const counts = h('div.pipeline', { role: 'group', 'aria-labelledby': 'pipeline-legend' });
   const spent = h('p.money');
   const occasions = h('ul');
   const people = h('ul');
@@ -38,15 +38,18 @@ function overview(app) {
   const activity = h('ul', { id: 'activity' });
   const quick = h('p.quick', {}, h('a', { href: '#/people/new', text: 'Add person' }), h('a', { href: '#/occasions/new', text: 'Add occasion' }),
     h('a', { href: '#/lists/new', text: 'New list' }), app.me.role === 'ADMIN' ? h('a', { href: '#/family/new', text: 'Invite member' }) : '');
-  const el = h('div', {}, h('h2', { text: 'Overview' }), quick, counts, spent,
+  // They count list items: a gift on two lists is two of them.
+  const legend = h('p.legend', { id: 'pipeline-legend', text: 'Items on all lists, by status' });
+  const el = h('div', {}, h('h2', { text: 'Overview' }), quick, legend, counts, spent,
     h('div.grid', {}, section('Next occasions', occasions),
-      section('People', h('p.legend', { text: 'Gifts for each person by status, and what was spent on them.' }), people),
+      section('People', h('p.legend', { text: 'Items on each person\'s lists by status, and what was spent on them.' }), people),
       section('Recent ideas', ideas), section('Activity', activity)));
   return {
     el,
     onDashboard(d) {
       counts.replaceChildren(...['idea', 'selected', 'purchased', 'received'].map((k) => h('div.stage', {},
-        h('span.count', { id: `pipeline-${k}`, text: String(d.pipeline[k]) }), h('span', { text: statusWord(k.toUpperCase()) }))));
+        h('span.count', { id: `pipeline-${k}`, text: String(d.pipeline[k]) }),
+        h('span', { text: `${d.pipeline[k] === 1 ? 'item' : 'items'} at ${statusWord(k.toUpperCase())}` }))));
       spent.replaceChildren(h('span', { text: 'Spent on upcoming occasions: ' }),
         h('b', { id: 'spent', text: moneyList(d.spentByCurrency, d.spent) }),
         h('span', { text: d.budget == null ? ' (no budget set)' : ' of a budget of ' }),
