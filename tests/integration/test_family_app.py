@@ -278,6 +278,15 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     # The page adds gifts to a list, and counts them as gifts.
     await expect(page.locator("section", has_text="Lists")).to_contain_text("1 gift")
     await audit(page, "person")
+    # A person's page starts a list for them: the new list's form, with them chosen.
+    await page.get_by_role("link", name="Start a list for Grandma").click()
+    await expect(page.get_by_role("heading", name="Lists", exact=True)).to_be_visible()
+    await expect(page.get_by_label("For").locator("option:checked")).to_have_text("Grandma")
+    await expect(page.get_by_label("Name", exact=True)).to_be_focused()
+    await page.keyboard.type("Grandma's birthday")
+    await page.get_by_role("button", name="New list").click()
+    await expect(page.get_by_role("heading", name="Grandma's birthday")).to_be_visible()
+    await expect(page.locator("p.about")).to_have_text("Ideas for Grandma")
     await page.get_by_role("link", name="Occasions").click()
     await page.get_by_role("link", name="Christmas").click()
     await expect(page.locator("section", has_text="Summary")).to_contain_text("1 purchased")

@@ -31,11 +31,12 @@ const LIST_FIELDS = (c, l = {}) => [
 ];
 const listInput = (v) => ({ name: v.name, kind: v.kind, personId: v.personId || null, occasionId: v.occasionId || null, budget: v.budget || null });
 
-export function listView(app, id) {
-  return id && id !== 'new' ? oneList(app, id) : allLists();
+// #/lists/new?person=ID: the new list's form with that person chosen.
+export function listView(app, id, params) {
+  return id && id !== 'new' ? oneList(app, id) : allLists(params && params.get('person'));
 }
 
-function allLists() {
+function allLists(person) {
   const list = h('ul.rows');
   const slot = h('div');
   const refresh = serialized(async () => {
@@ -52,7 +53,8 @@ function allLists() {
         select.value = options.some(([v]) => v === chosen) ? chosen : '';
       }
     } else {
-      slot.replaceChildren(form({ title: 'Start a list', fields: LIST_FIELDS(c), submit: 'New list',
+      const chosen = c.persons.some(([v]) => v && v === person) ? { person: { id: person } } : {};
+      slot.replaceChildren(form({ title: 'Start a list', fields: LIST_FIELDS(c, chosen), submit: 'New list',
         onSubmit: async (v) => {
           const r = await post('mutation($i: GiftListInput!) { createList(input: $i) { id } }', { i: listInput(v) });
           location.hash = `#/list/${r.createList.id}`;

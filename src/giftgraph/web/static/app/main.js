@@ -178,14 +178,16 @@ async function refreshView(e) {
 
 async function route() {
   if (!app.me) return;
-  const [, name = '', id] = (location.hash.replace(/^#\/?/, '/') || '/').split('/');
+  // #/name/id, optionally ?key=value (a person chosen in a new list's form).
+  const [path, query = ''] = location.hash.replace(/^#\/?/, '/').split('?');
+  const [, name = '', id] = (path || '/').split('/');
   const make = VIEWS[name] || VIEWS[''];
   for (const a of document.querySelectorAll('#nav a')) {
     const section = { person: 'people', occasion: 'occasions', list: 'lists' }[name] || name;
     if (a.getAttribute('href').slice(2) === section) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  const view = make(app, id ? decodeURIComponent(id) : null);
+  const view = make(app, id ? decodeURIComponent(id) : null, new URLSearchParams(query));
   app.view = view;
   $('page').replaceChildren(view.el);
   document.title = `${view.el.querySelector('h2').textContent} — GiftGraph`;

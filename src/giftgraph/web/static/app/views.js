@@ -105,6 +105,7 @@ function person(app, id) {
   const about = h('p.about');
   const history = h('ul.rows');
   const lists = h('ul.rows');
+  const start = h('a', { href: `#/lists/new?person=${encodeURIComponent(id)}`, text: 'Start a list' });
   const slot = h('div');
   let built = false;
   const refresh = serialized(async () => {
@@ -124,6 +125,7 @@ function person(app, id) {
     history.replaceChildren(...(items.length ? items : [empty('Nothing purchased or received yet')]));
     const ls = edges(d.lists).map(listRow);
     lists.replaceChildren(...(ls.length ? ls : [empty('No lists for them yet')]));
+    start.textContent = `Start a list for ${p.name}`;
     if (!built) {
       built = true;
       slot.replaceChildren(form({ title: 'Edit', fields: PERSON_FIELDS(p), submit: 'Save person', reset: false,
@@ -132,7 +134,7 @@ function person(app, id) {
     }
   });
   return { el: h('div', {}, h('p.crumbs', {}, h('a', { href: '#/people', text: 'People' })), head, about,
-    h('div.grid', {}, section('Gift history', history), section('Lists', lists), slot)), refresh };
+    h('div.grid', {}, section('Gift history', history), section('Lists', lists, h('p.quick', {}, start)), slot)), refresh };
 }
 
 // ---- occasions ----
