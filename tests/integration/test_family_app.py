@@ -292,7 +292,11 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await expect(page.locator("section", has_text="Summary")).to_contain_text("1 purchased")
     await audit(page, "occasion")
     await page.get_by_role("link", name="Family").click()
-    await expect(page.get_by_role("button", name="Invite member")).to_be_visible()
+    # registerUser makes the account with a password the admin sets: the form says so,
+    # and no word of an invitation (no email is sent).
+    await expect(page.get_by_role("button", name="Add member")).to_be_visible()
+    await expect(page.get_by_text("You set their first password")).to_be_visible()
+    await expect(page.locator("main")).not_to_contain_text(re.compile("invit", re.I))
     await audit(page, "family")
 
     # A person is deleted with a second, explicit press.
@@ -344,16 +348,18 @@ async def test_two_browsers_of_one_family_and_a_stranger(service: Service, brows
         pages.append(await ctx.new_page())
     ann, bob, eve = pages
     await log_in(ann, base, "ann@one.example")
-    # Ann invites Bob from the Family view.
+    # Ann adds Bob from the Family view.
     await open_section(ann, "Family")
     await ann.get_by_label("Name", exact=True).fill("Bob")
     await ann.get_by_label("Email").fill("bob@one.example")
     await ann.get_by_label("Password").fill(PASSWORD)
-    await ann.get_by_role("button", name="Invite member").click()
+    await ann.get_by_role("button", name="Add member").click()
+    await expect(ann.get_by_role("status").filter(has_text="Added Bob")).to_have_text(
+        "Added Bob: tell them their email and first password.")
     await expect(ann.locator("section", has_text="Members")).to_contain_text("bob@one.example")
     await expect(ann.locator("#activity")).to_have_count(0)
     await ann.get_by_role("link", name="Overview").click()
-    await expect(ann.locator("#activity")).to_contain_text("Ann invited Bob")
+    await expect(ann.locator("#activity")).to_contain_text("Ann added Bob to the family")
     await log_in(bob, base, "bob@one.example")
     await log_in(eve, base, "eve@two.example")
     for p in (ann, bob):

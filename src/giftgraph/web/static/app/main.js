@@ -59,8 +59,8 @@ function onDashboard(d) {
   if (app.view && app.view.onDashboard) app.view.onDashboard(d);
 }
 
-// The live query's result: the family and its members as they are now (another admin's
-// invitation, rename or new currency included). Views read them when they draw (the
+// The live query's result: the family and its members as they are now (a member another
+// admin added, a rename or a new currency included). Views read them when they draw (the
 // member's or family's event redraws the open view; this must not take that event's place).
 function onFamily(d) {
   if (!app.me) return;

@@ -92,7 +92,7 @@ export function describe(e) {
     case 'COMMENT_ADDED': return `${who} commented: “${short(n.body)}”`;
     case 'ADDED':
       if (e.entityType === 'User' && !e.actor) return `${what} joined`;
-      if (e.entityType === 'User') return `${who} invited ${what}`;
+      if (e.entityType === 'User') return `${who} added ${what} to the family`;
       if (e.entityType === 'Comment') return `${who} commented: “${short(n.body)}”`;
       if (e.entityType === 'ListItem') return `${who} put ${what} on ${n.list ? n.list.name : 'a list'}`;
       return `${who} added ${ADDED_WORD[e.entityType] || ''}${what}`;
