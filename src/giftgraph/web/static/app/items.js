@@ -181,21 +181,26 @@ function commentsPanel(it, uid) {
   const list = h('ul.comments');
   const panel = h('div.comments-panel', { id: `cm-${uid}`, hidden: true });
   let count = null;
-  // "Comment" while there are none, then "Comments (3)"; true when the count changed.
+  // The button's name stays "Comment" (SPEC.md's accessible names); the count beside it is
+  // a badge, and the button's description ("3 comments"). True when the count changed.
+  const badge = h('span.count', { 'aria-hidden': 'true', hidden: true });
   const setCount = (n) => {
     if (n === count) return false;
     count = n;
-    toggle.textContent = n ? `Comments (${n})` : 'Comment';
+    badge.textContent = n ? String(n) : '';
+    badge.hidden = !n;
+    if (n) toggle.title = n === 1 ? '1 comment' : `${n} comments`;
+    else toggle.removeAttribute('title');
     return true;
   };
   const api = { el: panel, open: false, load, setCount };
-  const toggle = h('button.secondary', { type: 'button', 'aria-expanded': 'false', 'aria-controls': `cm-${uid}`, text: 'Comment',
+  const toggle = h('button.secondary', { type: 'button', 'aria-expanded': 'false', 'aria-controls': `cm-${uid}`,
     onclick: () => {
       api.open = panel.hidden;
       panel.hidden = !api.open;
       toggle.setAttribute('aria-expanded', String(api.open));
       if (api.open) { load(); panel.querySelector('textarea').focus(); }
-    } });
+    } }, 'Comment', badge);
   let loads = 0;
   async function load() {
     const mine = ++loads; // answers can arrive out of order: only the newest load draws

@@ -37,7 +37,7 @@ function overview(app) {
   const ideas = h('ul');
   const activity = h('ul', { id: 'activity' });
   const quick = h('p.quick', {}, h('a', { href: '#/people/new', text: 'Add person' }), h('a', { href: '#/occasions/new', text: 'Add occasion' }),
-    h('a', { href: '#/lists/new', text: 'New list' }), app.me.role === 'ADMIN' ? h('a', { href: '#/family/new', text: 'Add member' }) : '');
+    h('a', { href: '#/lists/new', text: 'New list' }), app.me.role === 'ADMIN' ? h('a', { href: '#/family/new', text: 'Invite member' }) : '');
   // They count list items: a gift on two lists is two of them.
   const legend = h('p.legend', { id: 'pipeline-legend', text: 'Items on all lists, by status' });
   const el = h('div', {}, h('h2', { text: 'Overview' }), quick, legend, counts, spent,
@@ -197,16 +197,16 @@ function occasion(app, id) {
 function family(app) {
   const list = h('ul.rows');
   const admin = app.me.role === 'ADMIN';
-  // registerUser: the member's account is made now, with a password the admin chooses
-  // (no email is sent), so the form says so rather than "invite".
-  const invite = admin ? form({ title: 'Add a member', submit: 'Add member', fields: [
+  // registerUser: the member's account is made now, with a password the admin chooses, and
+  // no email is sent; "Invite member" is a fixed name (SPEC.md), so the hints say so.
+  const invite = admin ? form({ title: 'Invite a member', submit: 'Invite member', fields: [
     { name: 'displayName', label: 'Name', required: true },
     { name: 'email', label: 'Email', type: 'email', required: true, hint: 'They log in with it. No email is sent to it.' },
     { name: 'password', label: 'Password', type: 'password', required: true, minLength: 8, autocomplete: 'new-password', hint: 'You set their first password (at least 8 characters) and tell it to them; they can change it later (Family, Change your password).' },
     { name: 'role', label: 'Role', type: 'select', options: [['MEMBER', 'Member'], ['ADMIN', 'Admin']] }],
   onSubmit: async (v) => { await post('mutation($i: RegisterUserInput!) { registerUser(input: $i) { id } }', { i: v }); await refresh(); },
-  done: (v) => `Added ${v.displayName}: tell them their email and first password.` })
-    : h('p', { text: 'Ask an admin of your family to add new members.' });
+  done: (v) => `Invited ${v.displayName}: tell them their email and first password.` })
+    : h('p', { text: 'Ask an admin of your family to invite new members.' });
   // Family name and currency (updateFamily, ADMIN).
   const settings = admin ? reveal('Family settings', () => form({ title: 'Family settings', submit: 'Save family', reset: false,
     fields: [{ name: 'name', label: 'Family name', required: true, value: app.me.family.name },
