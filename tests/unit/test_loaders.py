@@ -86,7 +86,7 @@ def test_a_required_load_left_unawaited_leaves_no_coroutine_behind() -> None:
 
 async def test_an_operations_loaders_are_made_when_first_read() -> None:
     """A shared scope per event and per dashboard version makes a `Loaders`; one that made
-    all thirteen loaders up front filled the garbage collector's young generation with
+    all its loaders up front filled the garbage collector's young generation with
     loaders no field read."""
     import gc
     import uuid

@@ -164,7 +164,7 @@ async def prefetch(*loads: tuple[DataLoader[K, Any], Iterable[K | None]]) -> Non
 
 class _Made(Generic[L]):
     """A loader of `Loaders`, made when the operation first reads it. Most operations use
-    a few of the fourteen, an event's snapshot for `familyEvents { seq at }` none; shared
+    a few of them, an event's snapshot for `familyEvents { seq at }` none; shared
     scopes (live/streams.py) are made per event and per dashboard version and live a while,
     and their unused loaders filled the young generation whose collections pause the loop."""
 
