@@ -665,3 +665,24 @@ async def test_a_family_whose_live_queries_took_too_long_waits_its_turn_alone(
     await silent(heavy, 0.5)
     await heavy.ws.close()
     await light.ws.close()
+
+
+async def test_a_comment_on_an_item_updates_a_live_item_comment_count(srv: Server) -> None:
+    """`ListItem.commentCount` reads comments: a live query of it runs again when one is
+    added (a comment is its own entity type, not a change of the item)."""
+    token, _ = await srv.signup("counted@example.com")
+    gl = (await srv.gql("mutation { createList(input: {name: \"W\", kind: WISHLIST}) { id } }",
+                        {}, token))["createList"]["id"]
+    item = (await srv.gql("mutation($l: ID!) { addListItem(listId: $l, input: {gift: {name: "
+                          "\"Kite\"}}) { id } }", {"l": gl}, token))["addListItem"]["id"]
+    client = await connect(srv, token)
+    op = await client.subscribe(
+        "subscription { live { lists { edges { node { items { edges { node { commentCount }"
+        " } } } } } } }")
+    counts = lambda r: [e["node"]["commentCount"] for e in  # noqa: E731
+                        r["data"]["live"]["lists"]["edges"][0]["node"]["items"]["edges"]]
+    assert counts(await next_result(client, op)) == [0]
+    await srv.gql("mutation($t: ID!) { addComment(input: {target: LIST_ITEM, targetId: $t, "
+                  "body: \"blue\"}) { id } }", {"t": item}, token)
+    assert counts(await next_result(client, op)) == [1]
+    await client.ws.close()

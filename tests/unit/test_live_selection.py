@@ -32,6 +32,8 @@ def reads(document: str) -> tuple[frozenset[str] | None, bool]:
      {"GiftList", "Person", "Occasion", "ListItem", "Gift", "User"}),
     ("{ gifts { totalCount } ...F } fragment F on Query { occasions { totalCount } }",
      {"Gift", "Occasion"}),
+    ("{ lists { edges { node { items { edges { node { commentCount } } } } } } }",
+     {"GiftList", "Person", "Occasion", "ListItem", "Comment"}),
     ("{ persons { edges { node { giftHistory { totalCount } } } } }",
      {"Person", "ListItem", "GiftList", "Gift"}),
     ("{ occasions { edges { node { summary { spent } } } } }",

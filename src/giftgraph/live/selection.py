@@ -62,6 +62,7 @@ FIELD_KINDS: dict[tuple[str, str], frozenset[str] | None] = {
     ("Query", "comments"): frozenset({"Comment", "GiftList", "ListItem", "Gift", "Person",
                                       "Occasion"}),
     ("Person", "giftHistory"): frozenset({"ListItem", "GiftList", "Gift"}),
+    ("ListItem", "commentCount"): frozenset({"Comment"}),
     ("Occasion", "summary"): frozenset({"Family", "Person", "Occasion", "GiftList", "Gift",
                                         "ListItem"}),
 }
