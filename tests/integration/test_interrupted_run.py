@@ -104,3 +104,42 @@ def test_an_interrupted_start_leaves_no_server_running(
         for pid in started:
             if pid is not None and _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_an_interrupted_start_leaves_another_processs_server_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process noted as the server's user (as `serve` is once its start is done):
+    an interrupted start in this one leaves the server running for it. A start after the
+    interrupted one, in the same process, works."""
+    from giftgraph.db.embedded import EmbeddedPostgres, load_pgserver
+
+    load_pgserver()
+    from pgserver.postgres_server import PostgresServer
+
+    other = subprocess.Popen(["sleep", "60"])  # noqa: S607 - a stand-in process
+    original = PostgresServer.ensure_postgres_running
+    started: list[int] = []
+
+    def interrupted(self: Any) -> None:
+        original(self)
+        started.append(self.get_pid())
+        (self.pgdata / ".handle_pids.json").write_text(f"[{other.pid}]")
+        raise KeyboardInterrupt
+
+    embedded = EmbeddedPostgres(tmp_path)
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(PostgresServer, "ensure_postgres_running", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                embedded.start()
+        time.sleep(0.5)
+        assert _alive(started[0])  # the other process's server
+        assert embedded.postmaster() == started[0]
+        # A start after the interrupted one, in the same process, reuses the server.
+        assert embedded.start().startswith("postgresql+asyncpg://")
+        assert embedded.postmaster() == started[0]
+    finally:
+        other.kill()
+        for pid in started:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

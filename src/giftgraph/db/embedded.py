@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -37,12 +38,12 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start the server if needed and return an asyncpg URL for `database`. Interrupted
-        (Ctrl-C, or SIGTERM where it is turned into KeyboardInterrupt), it stops a server it
-        started: pgserver takes note of its users only once the server is up, and its exit
-        handler left one started meanwhile running, orphaned."""
+        (Ctrl-C, or SIGTERM where it is turned into KeyboardInterrupt), it stops the server
+        unless another process uses it: pgserver notes a process as the server's user only
+        once the server is up, and its exit handler left one started meanwhile running,
+        orphaned."""
         get_server = load_pgserver()
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        was_running = self.postmaster() is not None
         try:
             # cleanup_mode="stop": data is kept across restarts, the server stops on exit.
             self._server = get_server(self.pgdata, cleanup_mode="stop")
@@ -54,8 +55,8 @@ class EmbeddedPostgres:
         except BaseException:
             if self._server is not None:
                 self.stop()  # pgserver's: stops it unless another process uses it
-            elif not was_running:
-                self._stop_started()
+            else:
+                self._stop_unused()
             raise
         return f"postgresql+asyncpg://postgres@/{self.database}?host={self.pgdata}"
 
@@ -68,20 +69,54 @@ class EmbeddedPostgres:
             return None
         return pid
 
-    def _stop_started(self, wait: float = 10.0) -> None:
-        """Stop the server this start left running (PostgreSQL's fast shutdown: SIGINT)."""
-        pid = self.postmaster()
-        if pid is None:
+    def _stop_unused(self, wait: float = 10.0) -> None:
+        """After an interrupted start: stop the server on `pgdata` if no other process uses
+        it (PostgreSQL's fast shutdown, SIGINT). Decided under pgserver's lock, which a
+        starting process holds until it has noted itself as the server's user (in
+        `.handle_pids.json`): no other process's start is then midway. pgserver 0.1.4's
+        internals (pinned); without them nothing is stopped."""
+        from pgserver.postgres_server import PostgresServer
+
+        lock = getattr(PostgresServer, "_lock", None)
+        getattr(PostgresServer, "_instances", {}).pop(self.pgdata, None)  # a retry starts afresh
+        if lock is None or not lock.acquire(timeout=wait):
             return
-        log.warning("embedded PostgreSQL: start interrupted, stopping the server it started")
-        os.kill(pid, signal.SIGINT)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
+        try:
+            pid = self.postmaster()
+            if pid is None or self._other_users():
                 return
-            time.sleep(0.05)
+            log.warning("embedded PostgreSQL: start interrupted, stopping the server")
+            os.kill(pid, signal.SIGINT)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except OSError:
+                    return
+                time.sleep(0.05)
+        finally:
+            lock.release()
+
+    def _other_users(self) -> list[int]:
+        """The live processes other than this one that pgserver noted as the server's users;
+        unreadable, all are assumed to be."""
+        try:
+            pids = json.loads((self.pgdata / ".handle_pids.json").read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError):
+            return [-1]
+        alive = []
+        for pid in pids:
+            if isinstance(pid, int) and pid != os.getpid():
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    continue
+                except OSError:
+                    pass  # another user's process: alive
+                alive.append(pid)
+        return alive
 
     def admin_url(self) -> str:
         return f"postgresql+asyncpg://postgres@/postgres?host={self.pgdata}"
