@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from giftgraph.schema.loaders import RowLoader, load_now, prefetch
 
 
@@ -109,3 +111,7 @@ async def test_an_operations_loaders_are_made_when_first_read() -> None:
     assert not gift.cache_map.cache_map
     loaders.close()
     assert vars(loaders) == {}
+    with pytest.raises(AttributeError):  # its operation is over: no loader is made again
+        loaders.gift  # noqa: B018
+    assert vars(loaders) == {}
+    assert "gift" in vars(Loaders)  # the class's reads describe, as with a plain attribute

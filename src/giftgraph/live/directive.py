@@ -37,6 +37,8 @@ Rewrite = tuple[str, DocumentNode]
 # admission charged once; made on every request, it was work a caller could repeat
 # uncharged. Only rewrites are kept: a name that matches no `query @live` costs a scan of
 # the document's definitions, and kept, any number of names would grow this without bound.
+# A rewrite is shared by every request that sends the document, as the parse cache shares
+# documents: nothing changes a parsed document's nodes.
 _REWRITES: dict[int, dict[str | None, Rewrite]] = {}
 
 

@@ -31,17 +31,18 @@ TARGET_MODELS: dict[m.CommentTarget, type[m.Owned]] = {
     m.CommentTarget.PERSON: m.Person,
     m.CommentTarget.OCCASION: m.Occasion,
 }
+# Each target's loader, by its name in `Loaders` (made when first read).
+TARGET_LOADERS: dict[type[m.Owned], str] = {
+    m.GiftList: "gift_list", m.ListItem: "list_item", m.Gift: "gift", m.Person: "person",
+    m.Occasion: "occasion",
+}
 
 
 async def _target_exists(info: Info, target: m.CommentTarget, target_id: str) -> uuid.UUID:
     """The target's UUID if it is the caller's family's; otherwise NOT_FOUND."""
     pk = decode_id(target_id, TARGET_TYPES[target])
     model = TARGET_MODELS[target]
-    loader = {
-        m.GiftList: info.context.loaders.gift_list, m.ListItem: info.context.loaders.list_item,
-        m.Gift: info.context.loaders.gift, m.Person: info.context.loaders.person,
-        m.Occasion: info.context.loaders.occasion,
-    }[model]
+    loader = getattr(info.context.loaders, TARGET_LOADERS[model])  # only that one is made
     if await loader.load(pk) is None:
         raise NotFound(TARGET_TYPES[target])
     return pk

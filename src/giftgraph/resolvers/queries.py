@@ -41,6 +41,10 @@ from giftgraph.schema.types import (
 NEXT_OCCASIONS = 5
 RECENT_IDEAS = 10
 RECENT_ACTIVITY = 20
+# `node`'s loader of each type, by its name in `Loaders` (made when first read).
+NODE_LOADERS = {"Family": "family", "User": "user", "Person": "person", "Occasion": "occasion",
+                "GiftList": "gift_list", "Gift": "gift", "ListItem": "list_item",
+                "Comment": "comment"}
 
 
 def search_condition(info: Info, column: InstrumentedAttribute[str],
@@ -77,11 +81,7 @@ async def node(
         raise NotFound()
     pk = key
     loaders = info.context.loaders
-    loader = {
-        "Family": loaders.family, "User": loaders.user, "Person": loaders.person,
-        "Occasion": loaders.occasion, "GiftList": loaders.gift_list, "Gift": loaders.gift,
-        "ListItem": loaders.list_item, "Comment": loaders.comment,
-    }[type_name]
+    loader = getattr(loaders, NODE_LOADERS[type_name])  # only that one is made
     row = await loader.load(pk)
     if row is None:
         raise NotFound()

@@ -7,7 +7,7 @@ import functools
 import uuid
 from collections import defaultdict, namedtuple
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
-from typing import Any, Generic, TypeVar, Union
+from typing import Any, Generic, TypeVar, Union, overload
 
 from sqlalchemy import ARRAY, Row, Select, any_, bindparam, func, select
 from sqlalchemy.orm import InstrumentedAttribute
@@ -175,7 +175,15 @@ class _Made(Generic[L]):
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, loaders: Loaders, owner: type | None = None) -> L:
+    @overload
+    def __get__(self, loaders: None, owner: type | None = None) -> _Made[L]: ...
+    @overload
+    def __get__(self, loaders: Loaders, owner: type | None = None) -> L: ...
+    def __get__(self, loaders: Loaders | None, owner: type | None = None) -> L | _Made[L]:
+        if loaders is None:
+            return self
+        if "db" not in loaders.__dict__:  # closed (`Loaders.close`): its operation is over
+            raise AttributeError(self.name)
         loader = loaders.__dict__[self.name] = self.make(loaders)  # read there from now on
         return loader
 
