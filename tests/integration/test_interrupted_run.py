@@ -143,3 +143,31 @@ def test_an_interrupted_start_leaves_another_processs_server_alone(
         for pid in started:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_user_that_died_does_not_keep_the_server_running(tmp_path: Path) -> None:
+    """pgserver lists the processes using the server and stops it when the last one ends.
+    One killed (SIGKILL, a crash) stayed on the list, and no later command was ever the
+    last: each left the server running when it ended."""
+    from giftgraph.db.embedded import USERS, EmbeddedPostgres
+
+    first = EmbeddedPostgres(tmp_path)
+    first.start()
+    first.stop()
+    assert first.postmaster() is None
+    dead = subprocess.Popen(["true"])  # noqa: S607 - a process that has ended
+    dead.wait()
+    (first.pgdata / USERS).write_text(f"[{dead.pid}]")  # as a killed `serve` leaves it
+    again = EmbeddedPostgres(tmp_path)
+    again.start()
+    pid = again.postmaster()
+    assert pid is not None
+    try:
+        again.stop()
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid)
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)

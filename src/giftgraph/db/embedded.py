@@ -13,6 +13,18 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+# pgserver 0.1.4 (pinned): the pids of the processes using the server, in its data directory.
+USERS = ".handle_pids.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process
+    return True
 
 
 def load_pgserver() -> Any:
@@ -44,6 +56,7 @@ class EmbeddedPostgres:
         orphaned."""
         get_server = load_pgserver()
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._forget_dead_users()
         try:
             # cleanup_mode="stop": data is kept across restarts, the server stops on exit.
             self._server = get_server(self.pgdata, cleanup_mode="stop")
@@ -73,7 +86,7 @@ class EmbeddedPostgres:
         """After an interrupted start: stop the server on `pgdata` if no other process uses
         it (PostgreSQL's fast shutdown, SIGINT). Decided under pgserver's lock, which a
         starting process holds until it has noted itself as the server's user (in
-        `.handle_pids.json`): no other process's start is then midway. pgserver 0.1.4's
+        `USERS`): no other process's start is then midway. pgserver 0.1.4's
         internals (pinned); without them nothing is stopped."""
         from pgserver.postgres_server import PostgresServer
 
@@ -101,22 +114,33 @@ class EmbeddedPostgres:
         """The live processes other than this one that pgserver noted as the server's users;
         unreadable, all are assumed to be."""
         try:
-            pids = json.loads((self.pgdata / ".handle_pids.json").read_text())
+            pids = json.loads((self.pgdata / USERS).read_text())
         except FileNotFoundError:
             return []
         except (OSError, ValueError):
             return [-1]
-        alive = []
-        for pid in pids:
-            if isinstance(pid, int) and pid != os.getpid():
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    continue
-                except OSError:
-                    pass  # another user's process: alive
-                alive.append(pid)
-        return alive
+        return [pid for pid in pids if isinstance(pid, int) and pid != os.getpid()
+                and _alive(pid)]
+
+    def _forget_dead_users(self) -> None:
+        """pgserver's list of the server's users keeps a process that died without its exit
+        handler (SIGKILL, a crash), and then no later user is the last one: every command
+        left the server running when it ended. The dead are taken out, under its lock."""
+        from pgserver.postgres_server import PostgresServer
+
+        lock = getattr(PostgresServer, "_lock", None)
+        path = self.pgdata / USERS
+        if lock is None or not path.exists() or not lock.acquire(timeout=10):
+            return
+        try:
+            pids = json.loads(path.read_text())
+            alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+            if alive != pids:
+                path.write_text(json.dumps(alive))
+        except (OSError, ValueError):
+            pass  # left as it is: pgserver reads it as before
+        finally:
+            lock.release()
 
     def admin_url(self) -> str:
         return f"postgresql+asyncpg://postgres@/postgres?host={self.pgdata}"
