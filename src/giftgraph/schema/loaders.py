@@ -188,36 +188,21 @@ class _Made(Generic[L]):
         return loader
 
 
+def _by_id_loader(model: type[m.Owned]) -> _Made[RowLoader[uuid.UUID, Record | None]]:
+    """The `Loaders` loader of `model`'s rows by primary key."""
+    return _Made(lambda loaders: loaders._by_id(model))
+
+
 class Loaders:
     """All loaders of one operation, scoped to the caller's family."""
 
-    @_Made
-    def user(self) -> RowLoader[uuid.UUID, Record | None]:
-        return self._by_id(m.User)
-
-    @_Made
-    def person(self) -> RowLoader[uuid.UUID, Record | None]:
-        return self._by_id(m.Person)
-
-    @_Made
-    def occasion(self) -> RowLoader[uuid.UUID, Record | None]:
-        return self._by_id(m.Occasion)
-
-    @_Made
-    def gift_list(self) -> RowLoader[uuid.UUID, Record | None]:
-        return self._by_id(m.GiftList)
-
-    @_Made
-    def gift(self) -> RowLoader[uuid.UUID, Record | None]:
-        return self._by_id(m.Gift)
-
-    @_Made
-    def list_item(self) -> RowLoader[uuid.UUID, Record | None]:
-        return self._by_id(m.ListItem)
-
-    @_Made
-    def comment(self) -> RowLoader[uuid.UUID, Record | None]:
-        return self._by_id(m.Comment)
+    user = _by_id_loader(m.User)
+    person = _by_id_loader(m.Person)
+    occasion = _by_id_loader(m.Occasion)
+    gift_list = _by_id_loader(m.GiftList)
+    gift = _by_id_loader(m.Gift)
+    list_item = _by_id_loader(m.ListItem)
+    comment = _by_id_loader(m.Comment)
 
     @_Made
     def family(self) -> RowLoader[uuid.UUID, Any]:
