@@ -101,11 +101,7 @@ class EmbeddedPostgres:
             log.warning("embedded PostgreSQL: start interrupted, stopping the server")
             os.kill(pid, signal.SIGINT)
             deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except OSError:
-                    return
+            while _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
             lock.release()
