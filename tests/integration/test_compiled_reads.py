@@ -144,6 +144,28 @@ EVERYTHING = [f"{{ {name} {{ {_selection(type_name, 2)} }} }}"
     + [f"{{ {name}(first: 100) {{ {_connection(conn.node, 2)} }} }}"
        for name, conn in ROOT_CONNECTIONS.items()]
 
+
+
+def _edges(node: str, depth: int) -> str:
+    """A page without pageInfo: its rows read in order, their relations joined."""
+    table = TABLES[node]
+    parts = ["__typename", *table.scalars]
+    if depth > 0:
+        parts += [f"{name} {{ {_edges(target, depth - 1)} }}"
+                  for name, (target, _) in table.relations.items()]
+        parts += [f"{key}: {name}({page}) {{ edges {{ cursor node {{ "
+                  f"{_edges(conn.node, depth - 1)} }} }} }}"
+                  for name, conn in table.connections.items()
+                  for key, page in ((("first", "first: 3"), ("last", "last: 2")) if depth > 1
+                                    else (("first", "first: 3"),))]
+    return " ".join(parts)
+
+
+# The same, each page without pageInfo (and backwards too): relations joined to a page's
+# rows, and their relations to theirs.
+EDGES = [f"{{ {name}({page}) {{ edges {{ cursor node {{ {_edges(conn.node, 2)} }} }} }} }}"
+         for name, conn in ROOT_CONNECTIONS.items() for page in ("first: 100", "last: 5")]
+
 MONEY = "spentByCurrency { __typename amount currency }"
 DASHBOARD = """{ dashboard { __typename budget spent """ + MONEY + """
   pipeline { __typename idea selected purchased received }
@@ -216,7 +238,12 @@ async def test_every_compiled_field_reads_as_the_executor_does(
     data = {}
     for query in EVERYTHING:
         data.update((await same(alice.client, executor, query))["data"])
-    assert outcomes(app).get("compiled", 0) == before.get("compiled", 0) + len(EVERYTHING)
+    for query in EDGES:
+        body = await same(alice.client, executor, query)
+        assert "errors" not in body, (query, body)
+        assert next(iter(body["data"].values()))["edges"], query
+    assert outcomes(app).get("compiled", 0) == before.get("compiled", 0) + len(EVERYTHING) \
+        + len(EDGES)
     assert outcomes(app).get("fallback", 0) == 0
     assert len(data["lists"]["edges"]) == 3
     assert data["lists"]["totalCount"] == 3
@@ -495,6 +522,30 @@ async def test_only_the_callers_family_and_one_statement_however_long(
     d = (await mallory.client("query($c: String) { lists(after: $c) { edges { node { name } } } }",
                               {"c": cursor})).data
     assert all(e["node"]["name"].startswith("M") for e in d["lists"]["edges"])
+
+    # A row of Alice's that names Mallory's (a key nothing else checks): the joined
+    # relation is null, as the executor has it, and nothing of Mallory's is read out.
+    conn = await asyncpg.connect(_dsn(database_url))
+    try:
+        await conn.execute(
+            "UPDATE gift_lists SET person_id = (SELECT p.id FROM persons p JOIN families f "
+            "ON f.id = p.family_id WHERE f.name = 'Mallory''s family' LIMIT 1) "
+            "WHERE family_id = (SELECT family_id FROM users WHERE email = $1)", alice.email)
+        await conn.execute(
+            "UPDATE list_items SET assignee_id = (SELECT u.id FROM users u JOIN families f "
+            "ON f.id = u.family_id WHERE f.name = 'Mallory''s family') "
+            "WHERE family_id = (SELECT family_id FROM users WHERE email = $1)", alice.email)
+    finally:
+        await conn.close()
+    body = await same(alice.client, executor, NESTED)
+    lists = body["data"]["lists"]["edges"]
+    assert lists
+    assert all(e["node"]["person"] is None for e in lists), lists
+    items = [i["node"] for e in lists for i in e["node"]["items"]["edges"]]
+    assert items
+    assert all(i["assignee"] is None for i in items), items
+    assert "Mallory" not in str(body)
+    assert "M " not in str(body)
 
     counts = {}
     for n in (1, 3):

@@ -250,13 +250,13 @@ def json_array(element: str, order_by: str, shown: str = "") -> str:
             "|| ']', '[]')")
 
 
-def json_rows(element: str, source: str, order_by: str) -> str:
+def json_rows(element: str, source: str) -> str:
     """The JSON array of `element` (JSON text, never null) over the rows of `source` (a
-    FROM clause with its WHERE, LIMIT), in `order_by`. `ARRAY(SELECT ...)` keeps the
-    subquery's order, so nothing is sorted again, where `string_agg(... ORDER BY)` sorts
-    each page inside the aggregate (bench/NOTES.md, "W1's statement")."""
-    return (f"('[' || array_to_string(ARRAY(SELECT {element} FROM {source} "  # noqa: S608
-            f"ORDER BY {order_by}), ',') || ']')")  # (the compiler's parts, never values)
+    FROM clause with its WHERE, ORDER BY, LIMIT), in that order. `ARRAY(SELECT ...)` keeps
+    the query's order, where `string_agg(... ORDER BY)` sorts each page inside the
+    aggregate (bench/NOTES.md, "W1's statement")."""
+    return (f"('[' || array_to_string(ARRAY(SELECT {element} FROM {source}), ',') "  # noqa: S608
+            "|| ']')")  # (the compiler's parts, never values)
 
 
 def object_type(gtype: GraphQLOutputType) -> GraphQLObjectType:
