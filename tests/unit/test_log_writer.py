@@ -4,7 +4,9 @@ drains) never blocks the code that logs, i.e. the event loop."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from typing import Any
 
 from giftgraph.observability import Handoff, Writer
 
@@ -90,3 +92,81 @@ def test_the_console_leaves_out_fields_that_say_nothing_and_json_keeps_them() ->
     line = json.loads(logged(environment="development", log_json=True))
     assert line["operation_name"] is None
     assert line["error_codes"] is None
+
+
+class Threads(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that notes the thread of each write the writer thread makes."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.threads: list[int] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.threads.append(threading.get_ident())
+        super().emit(record)
+
+
+def test_a_short_line_to_a_file_is_written_at_once_without_the_thread(tmp_path: Any) -> None:
+    with open(tmp_path / "log", "w") as stream:
+        destination, writer = Threads(stream), Writer()
+        logger = logging.getLogger("giftgraph.test_log_writer.file")
+        handoff = writer.hand_to(destination)
+        logger.handlers, logger.propagate = [handoff], False
+        writer.stop()  # no writer thread now: what it would write stays queued
+        try:
+            logger.warning("one")
+            assert (tmp_path / "log").read_text() == "one\n"  # written before it returned
+            logger.warning("x" * 5000)  # longer than a pipe takes at once: the writer's
+            logger.warning("then %s", "two")  # behind it, so queued too
+            assert (tmp_path / "log").read_text() == "one\n"
+            assert handoff.records.unfinished_tasks == 2
+            assert [r.getMessage()[:1] for r in list(handoff.records.queue)] == ["x", "t"]
+        finally:
+            logger.handlers = []
+    assert destination.threads == []  # nothing went through the handler's emit
+
+
+def test_a_traceback_is_the_writers(tmp_path: Any) -> None:
+    with open(tmp_path / "log", "w") as stream:
+        destination, writer = Threads(stream), Writer()
+        logger = logging.getLogger("giftgraph.test_log_writer.traceback")
+        logger.handlers, logger.propagate = [writer.hand_to(destination)], False
+        try:
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                logger.exception("with its traceback")
+        finally:
+            writer.stop()
+            logger.handlers = []
+    assert len(destination.threads) == 1
+    assert destination.threads[0] != threading.get_ident()
+    assert "ValueError: boom" in (tmp_path / "log").read_text()
+
+
+def test_a_full_pipe_is_left_to_the_writer_and_nothing_overtakes() -> None:
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:
+        while True:
+            os.write(write_end, b"." * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(write_end, True)
+    stream = os.fdopen(write_end, "w")
+    destination, writer = Threads(stream), Writer()
+    logger = logging.getLogger("giftgraph.test_log_writer.pipe")
+    logger.handlers, logger.propagate = [writer.hand_to(destination)], False
+    try:
+        logger.warning("first")  # no room: the writer takes it, and waits in its write
+        logger.warning("second")  # queued behind it, though the caller could not tell
+        got = b""
+        while b"second\n" not in got:
+            got += os.read(read_end, 65536)  # the reader drains; the writer goes on
+    finally:
+        writer.stop()
+        logger.handlers = []
+        stream.close()
+        os.close(read_end)
+    assert got.lstrip(b".") == b"first\nsecond\n"
+    assert threading.get_ident() not in destination.threads
