@@ -54,3 +54,20 @@ async def test_bursts_above_ten_connections_open_none_after_the_first(database_u
 def test_the_default_pool_has_no_overflow_to_close() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert (settings.db_pool_size, settings.db_max_overflow) == (20, 0)
+
+
+async def test_a_kept_connection_keeps_at_most_50_statements(database_url: str) -> None:
+    """Each prepared statement stays in its PostgreSQL backend for the connection's life,
+    and the pool now keeps its connections: asyncpg's cache (the direct statements, the
+    compiled reads among them) holds 50 a connection, as many as 10 connections' 100."""
+    database = create_database(database_url, make_settings(database_url))
+    try:
+        async with database.engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert driver is not None
+            for n in range(120):
+                await driver.fetch(f"SELECT {n} AS n")
+            held = await driver.fetchval("SELECT count(*) FROM pg_prepared_statements")
+    finally:
+        await database.dispose()
+    assert 50 <= held <= 60, held  # (the count's own, and evicted ones closed lazily)

@@ -6,8 +6,8 @@ of them costs more than the data: the DataLoaders, the objects built from rows, 
 executor's per-field work and the serialization. Here, as PostGraphile and Hasura do, the
 operation becomes one statement in which PostgreSQL writes the JSON (an object's text
 concatenated, a page of a connection `array_to_string` of its rows' objects in order, or
-`string_agg` where its pageInfo counts the rows past it, a relation joined to its page's
-rows or a correlated subquery), and the server writes that JSON into the response as it is.
+`string_agg` where its pageInfo counts the rows past it, a correlated subquery for a
+relation), and the server writes that JSON into the response as it is.
 
 Only what the tables below describe compiles: the Relay connections over the family's
 users, persons, occasions, gift lists, gifts and events, a list's items, the relations between
@@ -17,13 +17,11 @@ Anything else in the operation (another root field, an argument this file does n
 translate, a field with its own resolver, a cursor that does not decode, page arguments
 that are an error) leaves the whole operation to the executor (accel/executor.py),
 which produces exactly what it always has, errors included. The compiled statement reads
-what the resolvers read, scoped the same way: every row shown is the caller's family's,
-so a relation or a page can never reach another family's rows. A page at the root is read
-with `family_id` = the caller's family. Where a narrower key picks the rows (a nested
-page's parent, a relation's primary key), the family is checked in a form no index serves
-(`sql.same_family`), or, for a relation joined to its page, in the output (its object is
-null unless the row is the family's), so that the plan is the key's whether or not the
-tables have planner statistics.
+what the resolvers read, scoped the same way: every table is read with `family_id` = the
+caller's family, so a relation or a page can never reach another family's rows. Where a
+narrower key picks the rows (a relation's primary key, a nested page's parent), the family
+is checked in a form no index serves (`sql.same_family`), so that the plan is the key's
+index whether or not the tables have planner statistics.
 
 Values are written as the GraphQL layer serializes them (checked field by field against
 the executor in tests/integration/test_compiled_reads.py): global IDs are
@@ -90,9 +88,6 @@ class Compiler:
         self.ec = ec
         self.params: dict[str, Any] = {}
         self.aliases = 0
-        # Rows read in a FROM clause that relations may join: alias -> that clause's
-        # LEFT JOINs (a joined row's alias maps to its clause's list too)
-        self.joins: dict[str, list[str]] = {}
         settings = ec.context_value.settings
         self.default_page, self.max_page = settings.default_page_size, settings.max_page_size
 
@@ -181,11 +176,12 @@ class Compiler:
                 type_name, where, order, limit = DASHBOARD_LISTS[name]
                 table, a = TABLES[type_name], self.alias()
                 item = object_type(dtype.fields[name].type.of_type.of_type)  # [X!]!
-                joins = self.joins[a] = []
                 fields = self.fields(type_name, a, item, sub)
+                order_by = order.format(a=a)
                 return json_rows(fields, (
-                    f"{table.name} {a} {' '.join(joins)} WHERE {a}.family_id = :gg_family "
-                    f"AND {where.format(a=a)} ORDER BY {order.format(a=a)} LIMIT {limit}"))
+                    f"(SELECT * FROM {table.name} {a} WHERE {a}.family_id = :gg_family "
+                    f"AND {where.format(a=a)} ORDER BY {order_by} LIMIT {limit}) {a}"),
+                    order_by)
             if name == "pipeline":
                 a = self.alias()
                 counts = self.pipeline(
@@ -270,7 +266,7 @@ class Compiler:
             f"FROM persons {p} LEFT JOIN gift_lists gl ON gl.person_id = {p}.id "
             "LEFT JOIN list_items i ON i.list_id = gl.id "
             "LEFT JOIN gifts g ON g.id = i.gift_id "
-            f"WHERE {p}.family_id = :gg_family GROUP BY {p}.id) {p} ORDER BY {p}.name, {p}.id"))
+            f"WHERE {p}.family_id = :gg_family GROUP BY {p}.id) {p}"), f"{p}.name, {p}.id")
 
     def arguments(self, gfield: GraphQLField, details: FieldDetailsList) -> dict[str, Any]:
         node = details[0].node
@@ -305,23 +301,10 @@ class Compiler:
 
     def relation(self, type_name: str, parent: str, column: str, rtype: GraphQLObjectType,
                  details: FieldDetailsList) -> str:
-        """The related row's object, null where there is none (or it is another
-        family's): joined to the parent's FROM clause where it has one that takes joins
-        (a page's rows: a lookup per row, or one hash of a small table for every page,
-        as the planner finds cheaper), else a correlated subquery."""
         table, a = TABLES[type_name], self.alias()
-        joins = self.joins.get(parent)
-        if joins is None:
-            fields = self.fields(type_name, a, rtype, details)
-            return (f"(SELECT {fields} FROM {table.name} {a} "
-                    f"WHERE {a}.id = {parent}.{column} AND {same_family(a, table.family)})")
-        # Joined by its key alone, and shown only if it is the caller's family's: a
-        # family condition in the join would look selective to a planner without
-        # statistics, which then reads the family's rows once per parent row.
-        joins.append(f"LEFT JOIN {table.name} {a} ON {a}.id = {parent}.{column}")
-        self.joins[a] = joins  # its own relations join the same clause, after it
         fields = self.fields(type_name, a, rtype, details)
-        return f"CASE WHEN {a}.{table.family} = :gg_family THEN {fields} END"
+        return (f"(SELECT {fields} FROM {table.name} {a} "
+                f"WHERE {a}.id = {parent}.{column} AND {same_family(a, table.family)})")
 
     def connection(self, conn: ConnectionTable, parent: str | None, args: dict[str, Any],
                    gtype: GraphQLOutputType, details: FieldDetailsList) -> str:
@@ -363,8 +346,9 @@ class Compiler:
             rows = (f"SELECT {a}.*, row_number() OVER (ORDER BY {order_by}) AS gg_rn "
                     f"FROM {table.name} {a} WHERE {' AND '.join(where)} "
                     f"ORDER BY {order_by} LIMIT {self.param(page.limit + 1)}")
-        else:  # the page's relations join its rows (`relation`)
-            joins = self.joins[a] = []
+        else:
+            rows = (f"(SELECT {a}.* FROM {table.name} {a} WHERE {' AND '.join(where)} "
+                    f"ORDER BY {order_by} LIMIT {limit}) AS {a}")
         in_order = ", ".join(f"{k} {'DESC' if order.desc else 'ASC'}" for k in keys)
         shown = f"FILTER (WHERE {a}.gg_rn <= {limit})"
         # The page is shown in the connection's order: for `last`/`before` the rows were
@@ -390,18 +374,8 @@ class Compiler:
                         f"WHERE {' AND '.join(counted)})::text")
             if name == "edges":
                 edge = self.edge(conn, a, ctype.fields[name].type, sub)
-                if grouped:
-                    return json_array(edge, shown_order, shown)
-                if page.backward:  # read backwards, then shown in order
-                    return json_rows(edge, (
-                        f"(SELECT {a}.* FROM {table.name} {a} WHERE {' AND '.join(where)} "
-                        f"ORDER BY {order_by} LIMIT {limit}) AS {a} {' '.join(joins)} "
-                        f"ORDER BY {in_order}"))
-                # Limited after the joins: a left join on a key neither adds nor drops
-                # a row, and the planner can hash a related table once for every page.
-                return json_rows(edge, (
-                    f"{table.name} {a} {' '.join(joins)} WHERE {' AND '.join(where)} "
-                    f"ORDER BY {order_by} LIMIT {limit}"))
+                return json_array(edge, shown_order, shown) if grouped \
+                    else json_rows(edge, rows, in_order)
             if name == "pageInfo":
                 return self.object(object_type(ctype.fields[name].type), sub, page_info)
             raise NotCompiled(f"{ctype.name}.{name}")

@@ -122,12 +122,13 @@ ROOT_OBJECTS: dict[str, tuple[str, str]] = {"me": ("User", "id = :gg_user"),
 
 MAX_KEYS = 50  # keys in one object (a statement's size is bounded too)
 MAX_KEY_CHARS = 16 * 1024  # plans are kept for documents and variables up to this size
-# A longer statement is not compiled. Statements are prepared (SQLAlchemy keeps 100 per
-# connection) and PostgreSQL holds each in up to ~80 bytes of memory per character of SQL,
-# while a few kilobytes of document (aliased fragments) can make hundreds of kilobytes of
-# SQL. At this cap a connection's cached statements hold at most ~120 MB, whatever the
-# documents. (JSON written as text is ~25% more SQL than `json_build_object` for the same
-# statement and the same memory in PostgreSQL: the cap moved from 12 to 15 KiB with it.)
+# A longer statement is not compiled. Statements are prepared (asyncpg keeps 50 per
+# connection: db.engine) and PostgreSQL holds each in up to ~120 bytes of memory per
+# character of SQL, while a few kilobytes of document (aliased fragments) can make
+# hundreds of kilobytes of SQL. At this cap a connection's cached statements hold at most
+# ~90 MB, whatever the documents. (JSON written as text is ~25% more SQL than
+# `json_build_object` for the same statement and the same memory in PostgreSQL: the cap
+# moved from 12 to 15 KiB with it.)
 MAX_SQL_CHARS = 15 * 1024
 
 
@@ -250,13 +251,13 @@ def json_array(element: str, order_by: str, shown: str = "") -> str:
             "|| ']', '[]')")
 
 
-def json_rows(element: str, source: str) -> str:
+def json_rows(element: str, source: str, order_by: str) -> str:
     """The JSON array of `element` (JSON text, never null) over the rows of `source` (a
-    FROM clause with its WHERE, ORDER BY, LIMIT), in that order. `ARRAY(SELECT ...)` keeps
-    the query's order, where `string_agg(... ORDER BY)` sorts each page inside the
-    aggregate (bench/NOTES.md, "W1's statement")."""
-    return (f"('[' || array_to_string(ARRAY(SELECT {element} FROM {source}), ',') "  # noqa: S608
-            "|| ']')")  # (the compiler's parts, never values)
+    FROM clause with its WHERE, LIMIT), in `order_by`. `ARRAY(SELECT ...)` keeps the
+    subquery's order, so nothing is sorted again, where `string_agg(... ORDER BY)` sorts
+    each page inside the aggregate (bench/NOTES.md, "W1's statement")."""
+    return (f"('[' || array_to_string(ARRAY(SELECT {element} FROM {source} "  # noqa: S608
+            f"ORDER BY {order_by}), ',') || ']')")  # (the compiler's parts, never values)
 
 
 def object_type(gtype: GraphQLOutputType) -> GraphQLObjectType:

@@ -58,6 +58,12 @@ def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Datab
         # is a timer per cached statement, holding the context of the task that first ran
         # it (a socket's, and with it the socket) for the lifetime (300 s by default).
         "max_cached_statement_lifetime": 0,
+        # ... and by count: the pool keeps its 20 connections open, and PostgreSQL holds
+        # each prepared statement in its backend for the connection's life (up to ~1.8 MB
+        # for a compiled read at the size cap, `accel.sql.MAX_SQL_CHARS`). 50 a connection
+        # is the ~1.8 GB at most that 10 kept connections with asyncpg's default of 100
+        # held before; the app's own statements are a few dozen.
+        "statement_cache_size": 50,
     }
     if settings.statement_timeout_ms:
         connect_args["server_settings"]["statement_timeout"] = str(settings.statement_timeout_ms)
