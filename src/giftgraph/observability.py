@@ -102,9 +102,9 @@ class Handoff(logging.handlers.QueueHandler):
     the queue full is dropped and counted (`dropped`), never waited for.
 
     Except when that can't stall anything (`Direct`): with nothing queued, a short line to
-    a destination that has room for it now is written by the caller. Waking the writer
+    a destination that has room for it now is written by the caller: waking the writer
     for every line passed the interpreter's lock back and forth between the two threads
-    (~20 futex calls a line) and cost the event loop 0.2-0.3 ms a request."""
+    on every request (bench/NOTES.md, 2026-11-26 15:57)."""
 
     dropped = 0
 

@@ -120,14 +120,21 @@ async def _family(c: GQL, database_url: str, tag: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- queries
 
 
-def _selection(type_name: str, depth: int) -> str:
-    """Every field the compiler translates on `type_name`, relations `depth` levels deep."""
+def _selection(type_name: str, depth: int, page_info: bool = True) -> str:
+    """Every field the compiler translates on `type_name`, relations `depth` levels deep;
+    without `page_info`, each page is its edges alone (forwards, and backwards too where
+    more levels follow)."""
     table = TABLES[type_name]
     parts = ["__typename", *table.scalars]
     if depth > 0:
-        parts += [f"{name} {{ {_selection(target, depth - 1)} }}"
+        parts += [f"{name} {{ {_selection(target, depth - 1, page_info)} }}"
                   for name, (target, _) in table.relations.items()]
-        parts += [f"{name}(first: 3) {{ {_connection(conn.node, depth - 1)} }}"
+        pages = (("first", "first: 3"), ("last", "last: 2")) if depth > 1 \
+            else (("first", "first: 3"),)
+        parts += [f"{name}(first: 3) {{ {_connection(conn.node, depth - 1)} }}" if page_info
+                  else " ".join(f"{key}: {name}({page}) {{ edges {{ cursor node {{ "
+                                f"{_selection(conn.node, depth - 1, False)} }} }} }}"
+                                for key, page in pages)
                   for name, conn in table.connections.items()]
     return " ".join(parts)
 
@@ -144,26 +151,10 @@ EVERYTHING = [f"{{ {name} {{ {_selection(type_name, 2)} }} }}"
     + [f"{{ {name}(first: 100) {{ {_connection(conn.node, 2)} }} }}"
        for name, conn in ROOT_CONNECTIONS.items()]
 
-
-
-def _edges(node: str, depth: int) -> str:
-    """A page without pageInfo: its rows read in order, their relations joined."""
-    table = TABLES[node]
-    parts = ["__typename", *table.scalars]
-    if depth > 0:
-        parts += [f"{name} {{ {_edges(target, depth - 1)} }}"
-                  for name, (target, _) in table.relations.items()]
-        parts += [f"{key}: {name}({page}) {{ edges {{ cursor node {{ "
-                  f"{_edges(conn.node, depth - 1)} }} }} }}"
-                  for name, conn in table.connections.items()
-                  for key, page in ((("first", "first: 3"), ("last", "last: 2")) if depth > 1
-                                    else (("first", "first: 3"),))]
-    return " ".join(parts)
-
-
-# The same, each page without pageInfo (and backwards too): relations joined to a page's
-# rows, and their relations to theirs.
-EDGES = [f"{{ {name}({page}) {{ edges {{ cursor node {{ {_edges(conn.node, 2)} }} }} }} }}"
+# The same, each page without pageInfo (and backwards too): a page's rows read in order
+# (no row past it, no numbering), with their relations and theirs.
+EDGES = [f"{{ {name}({page}) {{ edges {{ cursor node {{ "
+         f"{_selection(conn.node, 2, page_info=False)} }} }} }} }}"
          for name, conn in ROOT_CONNECTIONS.items() for page in ("first: 100", "last: 5")]
 
 MONEY = "spentByCurrency { __typename amount currency }"
