@@ -71,3 +71,16 @@ async def test_a_kept_connection_keeps_at_most_50_statements(database_url: str) 
     finally:
         await database.dispose()
     assert 50 <= held <= 60, held  # (the count's own, and evicted ones closed lazily)
+
+
+async def test_the_pool_connections_compile_nothing_just_in_time(database_url: str) -> None:
+    """JIT off on the app's connections: PostgreSQL compiles a statement whose estimated
+    cost passes `jit_above_cost`, and estimates without statistics or through LATERAL
+    lookups pass it easily (100-140 ms to compile a dashboard statement that runs in 1 ms);
+    the server's own default (on) stays for everyone else."""
+    database = create_database(database_url, make_settings(database_url))
+    try:
+        async with database.engine.connect() as connection:
+            assert (await connection.execute(text("SHOW jit"))).scalar() == "off"
+    finally:
+        await database.engine.dispose()

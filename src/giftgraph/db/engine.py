@@ -52,7 +52,11 @@ class Database:
 
 def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Database:
     connect_args: dict[str, Any] = {
-        "server_settings": {"application_name": "giftgraph"},
+        # No JIT compilation: the app's statements are short, and PostgreSQL compiles one
+        # whose estimated cost passes `jit_above_cost`, which estimates without statistics
+        # (or through LATERAL lookups) pass easily: 100-140 ms to compile a dashboard
+        # statement that runs in 1 ms (bench/NOTES.md, "The dashboard's money").
+        "server_settings": {"application_name": "giftgraph", "jit": "off"},
         # asyncpg's own statement cache (the statements `OperationDb.fetch` runs directly;
         # SQLAlchemy prepares through a cache of its own) bounded by size only: a lifetime
         # is a timer per cached statement, holding the context of the task that first ran
