@@ -67,6 +67,7 @@ from giftgraph.accel.sql import (
     NotCompiled,
     bound_value,
     cursor_expr,
+    items_of,
     json_array,
     json_object,
     json_rows,
@@ -251,8 +252,7 @@ class Compiler:
             if name == "spent":
                 return quoted(f"{p}.gg_spent::text")
             if name == "spentByCurrency":
-                items = ("FROM gift_lists gl JOIN list_items i ON i.list_id = gl.id "
-                         "JOIN gifts g ON g.id = i.gift_id "
+                items = (f"FROM gift_lists gl {items_of('gl')} "
                          f"WHERE gl.person_id = {p}.id AND {same_family('gl', 'family_id')} "
                          f"AND {same_family('i', 'family_id')}")
                 return self.spent_by_currency(ptype.fields[name].type, sub, items)
@@ -261,12 +261,14 @@ class Compiler:
         progress = self.object(ptype, details, part)
         counts = ", ".join(f"count(i.id) FILTER (WHERE i.status = {lit(status)}) "
                            f"AS gg_{status.lower()}" for status in STATUSES.values())
+        # Each person's counts and money in a LATERAL aggregate (one row per person), over
+        # their lists by the person's index and the lists' items by `items_of`: no join or
+        # grouping the planner could turn into reading every family's lists or persons.
         return json_rows(progress, (
-            f"(SELECT {p}.id, {p}.name, {counts}, 0.00 + {SPENT} AS gg_spent "
-            f"FROM persons {p} LEFT JOIN gift_lists gl ON gl.person_id = {p}.id "
-            "LEFT JOIN list_items i ON i.list_id = gl.id "
-            "LEFT JOIN gifts g ON g.id = i.gift_id "
-            f"WHERE {p}.family_id = :gg_family GROUP BY {p}.id) {p}"), f"{p}.name, {p}.id")
+            f"(SELECT {p}.id, {p}.name, x.* FROM persons {p} CROSS JOIN LATERAL "
+            f"(SELECT {counts}, 0.00 + {SPENT} AS gg_spent FROM gift_lists gl "
+            f"{items_of('gl')} WHERE gl.person_id = {p}.id) x "
+            f"WHERE {p}.family_id = :gg_family) {p}"), f"{p}.name, {p}.id")
 
     def arguments(self, gfield: GraphQLField, details: FieldDetailsList) -> dict[str, Any]:
         node = details[0].node

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Select, case, func, select, true
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.selectable import LateralFromClause
 
 from giftgraph.db import models as m
 
@@ -70,22 +71,36 @@ class Progress:
     spending: Spending = field(default_factory=Spending)
 
 
-# Money spent on an item: price x quantity once PURCHASED or RECEIVED, whatever its
-# currency (the statements group by `gifts.currency`). Built once: an operator on a
-# derived expression (`coalesce(...) * quantity`) memoizes a comparator that refers back
-# to it, a reference cycle in every statement that built it anew.
-SPENT: ColumnElement[Any] = func.coalesce(
-    func.sum(
-        case(
-            (
-                m.ListItem.status.in_(SPENT_STATUSES),
-                func.coalesce(m.Gift.price, 0) * m.ListItem.quantity,
-            ),
-            else_=0,
-        )
-    ),
-    0,
-)
+def items_of(list_id: ColumnElement[Any] | InstrumentedAttribute[Any],
+             name: str = "i") -> LateralFromClause:
+    """The items of the list `list_id` (a column of the enclosing statement), each with its
+    gift's price and currency: a LATERAL subquery read by the list's index, each gift by its
+    key. OFFSET 0 keeps both lookups per row: flattened into plain joins, the planner could
+    hash a whole table for them (`gift_lists`, `gifts` of every family) when it has no
+    statistics, or a custom plan's estimates say so (bench/NOTES.md, "The dashboard's
+    money")."""
+    gift = (select(m.Gift.price, m.Gift.currency).where(m.Gift.id == m.ListItem.gift_id)
+            .offset(0).lateral(f"{name}_gift"))
+    return (select(m.ListItem.id, m.ListItem.status, m.ListItem.quantity, m.ListItem.family_id,
+                   gift.c.price, gift.c.currency)
+            .select_from(m.ListItem).join(gift, true())
+            .where(m.ListItem.list_id == list_id).offset(0).lateral(name))
+
+
+def spent_of(items: LateralFromClause) -> ColumnElement[Any]:
+    """Money spent on `items` (`items_of`): price x quantity once PURCHASED or RECEIVED,
+    whatever its currency (the statements group by currency)."""
+    return func.coalesce(func.sum(case(
+        (items.c.status.in_(SPENT_STATUSES), func.coalesce(items.c.price, 0) * items.c.quantity),
+        else_=0)), 0)
+
+
+# The items of each of the statement's `gift_lists`, and the money spent on them. Built
+# once: an operator on a derived expression (`coalesce(...) * quantity`) memoizes a
+# comparator that refers back to it, a reference cycle in every statement that built it
+# anew.
+LIST_ITEMS = items_of(m.GiftList.id)
+SPENT: ColumnElement[Any] = spent_of(LIST_ITEMS)
 
 
 def family_currency(family_id: uuid.UUID | BindParameter[Any]) -> ColumnElement[str]:
@@ -99,15 +114,15 @@ def progress_statement(
     *group: ColumnElement[Any] | InstrumentedAttribute[Any],
 ) -> Select[*tuple[Any, ...]]:
     """Per (group..., status, currency): item count, money spent and the family's
-    currency, over lists with their items (see `fold_progress`)."""
+    currency, over the family's lists with their items (see `fold_progress`)."""
+    items = LIST_ITEMS
     return (
-        select(*group, m.ListItem.status, m.Gift.currency, func.count(m.ListItem.id), SPENT,
+        select(*group, items.c.status, items.c.currency, func.count(items.c.id), SPENT,
                family_currency(family_id))
         .select_from(m.GiftList)
-        .outerjoin(m.ListItem, m.ListItem.list_id == m.GiftList.id)
-        .outerjoin(m.Gift, m.Gift.id == m.ListItem.gift_id)
+        .outerjoin(items, true())
         .where(m.GiftList.family_id == family_id)
-        .group_by(*group, m.ListItem.status, m.Gift.currency)
+        .group_by(*group, items.c.status, items.c.currency)
     )
 
 

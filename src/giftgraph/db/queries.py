@@ -17,6 +17,7 @@ from giftgraph.db.orders import (
     USERS,
 )
 from giftgraph.db.progress import (
+    LIST_ITEMS,
     SPENT,
     SPENT_STATUSES,
     ZERO,
@@ -27,7 +28,9 @@ from giftgraph.db.progress import (
     family_currency,
     fold_progress,
     fold_spending,
+    items_of,
     progress_statement,
+    spent_of,
 )
 from giftgraph.db.search import like_pattern
 
@@ -38,6 +41,7 @@ __all__ = [
     "HISTORY",
     "ITEMS",
     "LISTS",
+    "LIST_ITEMS",
     "OCCASIONS",
     "PERSONS",
     "SPENT",
@@ -51,6 +55,8 @@ __all__ = [
     "family_currency",
     "fold_progress",
     "fold_spending",
+    "items_of",
     "like_pattern",
     "progress_statement",
+    "spent_of",
 ]

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import strawberry
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, true
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
@@ -112,14 +112,23 @@ NEXT_OCCASIONS_SQL = (select(m.Occasion)
                       .order_by(m.Occasion.date, m.Occasion.id).limit(NEXT_OCCASIONS))
 PIPELINE_SQL = (select(m.ListItem.status, func.count())
                 .where(m.ListItem.family_id == FAMILY).group_by(m.ListItem.status))
-PEOPLE_SQL = (select(m.Person.id, m.ListItem.status, m.Gift.currency,
-                     func.count(m.ListItem.id), q.SPENT, q.family_currency(FAMILY))
-              .select_from(m.Person)
-              .outerjoin(m.GiftList, m.GiftList.person_id == m.Person.id)
-              .outerjoin(m.ListItem, m.ListItem.list_id == m.GiftList.id)
-              .outerjoin(m.Gift, m.Gift.id == m.ListItem.gift_id)
+# Per person (by name), per (status, currency) of the items of their lists: count, money
+# spent. Each person's lists by the person's index, their items by `q.items_of`, grouped
+# per person: no join the planner could turn into reading every family's lists.
+_PERSON_LISTS = (select(m.GiftList.id).where(m.GiftList.person_id == m.Person.id)
+                 .correlate(m.Person).offset(0).lateral("person_lists"))
+_PERSON_ITEMS = q.items_of(_PERSON_LISTS.c.id, "person_items")
+_PERSON_PROGRESS = (select(_PERSON_ITEMS.c.status, _PERSON_ITEMS.c.currency,
+                           func.count(_PERSON_ITEMS.c.id).label("n"),
+                           q.spent_of(_PERSON_ITEMS).label("spent"))
+                    .select_from(_PERSON_LISTS).join(_PERSON_ITEMS, true())
+                    .group_by(_PERSON_ITEMS.c.status, _PERSON_ITEMS.c.currency)
+                    .lateral("progress"))
+PEOPLE_SQL = (select(m.Person.id, _PERSON_PROGRESS.c.status, _PERSON_PROGRESS.c.currency,
+                     func.coalesce(_PERSON_PROGRESS.c.n, 0),
+                     func.coalesce(_PERSON_PROGRESS.c.spent, 0), q.family_currency(FAMILY))
+              .select_from(m.Person).outerjoin(_PERSON_PROGRESS, true())
               .where(m.Person.family_id == FAMILY)
-              .group_by(m.Person.id, m.Person.name, m.ListItem.status, m.Gift.currency)
               .order_by(m.Person.name, m.Person.id))
 RECENT_IDEAS_SQL = (select(m.ListItem)
                     .where(m.ListItem.family_id == FAMILY,
@@ -130,15 +139,15 @@ ACTIVITY_SQL = (select(m.Event).where(m.Event.family_id == FAMILY, m.Event.topic
                 .order_by(m.Event.seq.desc()).limit(RECENT_ACTIVITY))
 BUDGET_SQL = (select(func.sum(m.Occasion.budget))
               .where(m.Occasion.family_id == FAMILY, m.Occasion.date >= TODAY))
-# Per currency: money spent on items of lists for upcoming occasions.
-SPENT_SQL = (select(m.Gift.currency, q.SPENT, q.family_currency(FAMILY))
-             .select_from(m.ListItem)
-             .join(m.GiftList, m.GiftList.id == m.ListItem.list_id)
-             .join(m.Occasion, m.Occasion.id == m.GiftList.occasion_id)
-             .join(m.Gift, m.Gift.id == m.ListItem.gift_id)
-             .where(m.ListItem.family_id == FAMILY, m.Occasion.date >= TODAY,
-                    m.ListItem.status.in_(q.SPENT_STATUSES))
-             .group_by(m.Gift.currency))
+# Per currency: money spent on items of lists for upcoming occasions: the family's lists,
+# each list's occasion by its key, its items by `q.items_of`.
+_LIST_DATE = (select(m.Occasion.date).where(m.Occasion.id == m.GiftList.occasion_id)
+              .scalar_subquery())
+SPENT_SQL = (select(q.LIST_ITEMS.c.currency, q.SPENT, q.family_currency(FAMILY))
+             .select_from(m.GiftList).join(q.LIST_ITEMS, true())
+             .where(m.GiftList.family_id == FAMILY, q.LIST_ITEMS.c.family_id == FAMILY,
+                    _LIST_DATE >= TODAY, q.LIST_ITEMS.c.status.in_(q.SPENT_STATUSES))
+             .group_by(q.LIST_ITEMS.c.currency))
 
 
 async def _next_occasions(db: OperationDb, family_id: uuid.UUID, today: date) -> list[Occasion]:
