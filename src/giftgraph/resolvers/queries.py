@@ -207,9 +207,17 @@ class Dashboard:
     async def part(self, name: str, db: OperationDb) -> Any:
         """The part, computed by its first reader. Sibling fields resolve concurrently
         (`spent` and `spentByCurrency` read one part): the others wait for that first one."""
-        pending = self.parts.get(name)
-        if pending is not None:
-            return await pending
+        while (pending := self.parts.get(name)) is not None:
+            try:
+                # Shielded: a reader cancelled while it waits (graphql-core cancels the
+                # sibling fields of one that failed) must not cancel the part for the
+                # others, nor its first reader's `set_result`.
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not pending.cancelled() or (task is not None and task.cancelling()):
+                    raise  # this reader was cancelled, not only the part's first reader
+                # Its first reader was cancelled (and the part forgotten): compute it here.
         pending = self.parts[name] = asyncio.get_running_loop().create_future()
         try:
             value = await PARTS[name](db, self.family_id, datetime.now(UTC).date())
@@ -218,7 +226,7 @@ class Dashboard:
             if isinstance(exc, Exception):
                 pending.set_exception(exc)
                 pending.exception()  # retrieved: only the waiting readers (if any) raise it
-            else:  # cancelled: so are the readers waiting for it
+            else:  # cancelled: a reader waiting for it computes it again
                 pending.cancel()
             raise
         pending.set_result(value)
