@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.integration import test_browser
@@ -528,6 +529,56 @@ async def test_an_ended_session_returns_to_the_login(service: Service, browser: 
         re.compile("session ended|access was revoked"))
     await expect(page.locator("#status")).to_have_text("offline")
     assert await page.evaluate("localStorage.getItem('gg.refresh')") is None
+
+
+async def test_a_subscription_the_server_ends_is_taken_up_again(
+        service: Service, browser: Any) -> None:
+    """The server ends the overview's dashboard subscription (`complete`: its feed failed,
+    or, before 9c880c0, a render cancelled by a shared load): the page subscribes again
+    after a pause, and the overview follows changes again. Before, it ignored `complete`
+    and showed the last snapshot for good."""
+    from playwright.async_api import expect
+
+    base = service.base
+    token = await asyncio.to_thread(_family, base, "resub@one.example", "Resub")
+    page = await browser.new_page(viewport=PHONE)
+    dashboards: list[str] = []  # the ids of the page's dashboard subscriptions
+    ended = asyncio.Event()
+
+    async def relay(ws: Any) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            data = orjson.loads(message)
+            if data.get("type") == "subscribe" and \
+                    "dashboard" in data["payload"]["query"].split("{")[1]:
+                dashboards.append(data["id"])
+            server.send(message)
+
+        def from_server(message: str | bytes) -> None:
+            data = orjson.loads(message)
+            if ended.is_set() or data.get("id") != (dashboards or [None])[0] \
+                    or data.get("type") != "next":
+                ws.send(message)
+                return
+            ws.send(message)  # the first snapshot, then the server "ends" it
+            ws.send(orjson.dumps({"id": data["id"], "type": "complete"}).decode())
+            ended.set()
+
+        ws.on_message(from_page)
+        server.on_message(from_server)
+
+    await page.route_web_socket(re.compile(r".*/graphql$"), relay)
+    await log_in(page, base, "resub@one.example")
+    await asyncio.wait_for(ended.wait(), 10)
+    deadline = time.monotonic() + 10
+    while len(dashboards) < 2:  # subscribed again (after 1 s)
+        assert time.monotonic() < deadline, dashboards
+        await asyncio.sleep(0.05)
+    await asyncio.to_thread(post, base, 'mutation { createPerson(input: {name: "Grandpa"}) '
+                            "{ id } }", None, token)
+    await expect(page.locator("#page")).to_contain_text("Grandpa", timeout=10_000)
+    await page.close()
 
 
 async def until_held(held: list[str]) -> None:

@@ -283,10 +283,15 @@ async def test_a_shared_dashboard_says_its_page_was_capped_as_the_operation_woul
     await client.ws.close()
 
 
+@pytest.mark.parametrize("failure", [RuntimeError, asyncio.CancelledError])
 async def test_a_dashboard_that_fails_sends_its_error_then_completes(
-        live_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+        live_server: Server, monkeypatch: pytest.MonkeyPatch, failure: type[BaseException]
+) -> None:
     """A dashboard whose snapshot can't be computed ends as a failed source stream does:
-    one `next` with the formatted error, then `complete`; the socket stays open."""
+    one `next` with the formatted error, then `complete`; the socket stays open. So does
+    one whose snapshot raised a CancelledError its own task was not asked for (a load
+    shared with a cancelled reader, before loads were shielded): it ended the subscription
+    without a word, and the page's overview stopped following changes."""
     from giftgraph.live.dashboard import DashboardFeeds
 
     srv = live_server
@@ -294,7 +299,7 @@ async def test_a_dashboard_that_fails_sends_its_error_then_completes(
     gl, item = await _item(srv, token)
 
     async def fail(self: DashboardFeeds, feed: Any) -> Any:
-        raise RuntimeError("no snapshot")
+        raise failure("no snapshot")
 
     monkeypatch.setattr(DashboardFeeds, "_compute", fail)
     client = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})

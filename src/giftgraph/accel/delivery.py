@@ -25,7 +25,7 @@ from giftgraph.accel.sockets import DIRECT_SINK, DirectSink
 from giftgraph.context import Context
 from giftgraph.db import models as m
 from giftgraph.live.layer import Live
-from giftgraph.live.streams import count_delivered, counting_active, event_stream
+from giftgraph.live.streams import count_delivered, counting_active, event_stream, stray
 from giftgraph.schema.extensions import format_error
 
 
@@ -105,6 +105,10 @@ class Parked:
                         count_delivered(ctx.metrics, row)
         except Exception as exc:  # as Strawberry ends a subscription whose source failed
             await send_error(ctx, sink, exc)
+        except asyncio.CancelledError:
+            if not stray():
+                raise
+            await send_error(ctx, sink, RuntimeError("a shared render was cancelled"))
 
 
 def park_dashboard(info: Any, live: Live, family_id: uuid.UUID, parts: set[str]) -> bool:
@@ -154,6 +158,10 @@ class ParkedDashboard:
                         snapshot = await mailbox.get()
         except Exception as exc:  # as Strawberry ends a subscription whose source failed
             await send_error(ctx, sink, exc)
+        except asyncio.CancelledError:
+            if not stray():
+                raise
+            await send_error(ctx, sink, RuntimeError("a shared render was cancelled"))
 
 
 async def send_error(ctx: Context, sink: DirectSink, exc: Exception) -> None:

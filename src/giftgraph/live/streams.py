@@ -30,6 +30,16 @@ if TYPE_CHECKING:
 KEEP_SCOPE_SECONDS = 2.0
 
 
+def stray() -> bool:
+    """Whether a CancelledError caught now was not asked of this task: a shared future's,
+    cancelled by another of its readers (a render shared by many subscriptions). A
+    subscription ends on it as on an error, with its `next` and `complete`, rather than
+    silently; a cancellation of the task itself (the socket closed, the client's
+    `complete`) goes on."""
+    task = asyncio.current_task()
+    return task is not None and not task.cancelling()
+
+
 def count_delivered(metrics: Metrics | None, row: m.Event) -> None:
     """One event delivered to one subscriber (its delivery latency)."""
     if metrics is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncGenerator
@@ -24,7 +25,7 @@ from giftgraph.events import (
 )
 from giftgraph.ids import decode_id, encode_id
 from giftgraph.live.layer import Live
-from giftgraph.live.streams import count_delivered, counting_active, event_stream
+from giftgraph.live.streams import count_delivered, counting_active, event_stream, stray
 from giftgraph.resolvers.queries import PART_OF, Dashboard
 from giftgraph.schema.arguments import Since
 from giftgraph.schema.enums import CommentTarget
@@ -176,12 +177,17 @@ class Subscription:
         if park_dashboard(info, live, family_id, parts):
             return  # the socket handler runs it (giftgraph.accel.delivery)
         with counting_active(info.context.metrics):
-            async with live.dashboards.watch(family_id, parts) as (snapshot, mailbox):
-                while True:
-                    async with live.scopes.use(("dashboard", family_id, snapshot.version),
-                                               family_id):
-                        yield snapshot.dashboard  # type: ignore[misc]
-                    snapshot = await mailbox.get()
+            try:
+                async with live.dashboards.watch(family_id, parts) as (snapshot, mailbox):
+                    while True:
+                        async with live.scopes.use(("dashboard", family_id,
+                                                    snapshot.version), family_id):
+                            yield snapshot.dashboard  # type: ignore[misc]
+                        snapshot = await mailbox.get()
+            except asyncio.CancelledError as exc:
+                if not stray():
+                    raise
+                raise RuntimeError("a shared render was cancelled") from exc
 
     @strawberry.subscription(description="Who is watching a topic right now (join, leave, "
                              "disconnect; across instances).")

@@ -18,6 +18,9 @@ let stops = [];
 let lastSeq = null;
 let refreshTimer = null;
 let generation = 0;
+let subscribed = 0; // which subscribe() the live sinks belong to
+let retryTimer = null;
+let retryDelay = 1000;
 
 function setStatus(state) {
   $('status').dataset.state = state;
@@ -73,7 +76,21 @@ function onFamily(d) {
 const FAMILY = `subscription { live { family { name currency }
   users(first: 100) { edges { node { id displayName email role isActive } } } } }`;
 
+// A subscription the server ended (an error in its stream, a feed that failed) while the
+// page still wants it: subscribe again, from the last seq, after a pause that grows while
+// it keeps ending (1 s, doubling to 30 s; any data resets it).
+function resubscribeSoon(current) {
+  if (current !== subscribed || retryTimer || !client) return;
+  const gen = generation;
+  retryTimer = setTimeout(() => {
+    retryTimer = null;
+    if (current === subscribed && gen === generation && client) subscribe();
+  }, retryDelay);
+  retryDelay = Math.min(retryDelay * 2, 30000);
+}
+
 function subscribe() {
+  const current = ++subscribed; // before the old ones stop: their `complete` is ours
   for (const stop of stops) stop();
   const spent = 'spentByCurrency { amount currency }';
   const dashboard = `subscription { dashboard {
@@ -82,17 +99,25 @@ function subscribe() {
     people { person { id name } pipeline { idea selected purchased received } spent ${spent} }
     recentIdeas { id gift { name } list { id name } }
     activity { ${EVENT} } } }`;
-  const sink = (fn, name) => ({ next: (r) => r.data && fn(r.data[name]),
-    error: (err) => console.warn(name, err), complete: () => {} });
+  const ended = () => resubscribeSoon(current);
+  const sink = (fn, name) => ({
+    next: (r) => { if (r.data) { retryDelay = 1000; fn(r.data[name]); } },
+    error: (err) => { console.warn(name, err); ended(); }, complete: ended });
   const since = lastSeq;
   // A `since` the server will not replay (too far back, or no event of this log): take a
   // fresh snapshot (it anchors the feed again) and follow the events from now on.
   const refused = (errors) => since !== null && (errors || []).some(
     (e) => e.extensions && e.extensions.fields && e.extensions.fields.since);
   const events = {
-    next: (r) => { if (refused(r.errors)) refetch(); else if (r.data) onEvent(r.data.familyEvents); },
-    error: (err) => { if (refused(Array.isArray(err) ? err : [])) refetch(); else console.warn('familyEvents', err); },
-    complete: () => {},
+    next: (r) => {
+      if (refused(r.errors)) refetch();
+      else if (r.data) { retryDelay = 1000; onEvent(r.data.familyEvents); }
+    },
+    error: (err) => {
+      if (refused(Array.isArray(err) ? err : [])) refetch();
+      else { console.warn('familyEvents', err); ended(); }
+    },
+    complete: ended,
   };
   stops = [
     client.subscribe({ query: dashboard }, sink(onDashboard, 'dashboard')),
@@ -140,6 +165,9 @@ function logout(message) {
   const c = client;
   client = null;
   generation += 1;
+  subscribed += 1; // the stopped sinks' `complete` resubscribes nothing
+  clearTimeout(retryTimer);
+  retryTimer = null;
   for (const stop of stops) stop();
   stops = [];
   if (c) c.dispose();
