@@ -252,7 +252,7 @@ class Compiler:
             if name == "spent":
                 return quoted(f"{p}.gg_spent::text")
             if name == "spentByCurrency":
-                items = (f"FROM gift_lists gl {items_of('gl')} "
+                items = (f"FROM gift_lists gl {items_of('gl', SPENT_ITEM)} "
                          f"WHERE gl.person_id = {p}.id AND {same_family('gl', 'family_id')} "
                          f"AND {same_family('i', 'family_id')}")
                 return self.spent_by_currency(ptype.fields[name].type, sub, items)

@@ -292,19 +292,21 @@ SPENT = (f"coalesce(sum(CASE WHEN {SPENT_ITEM} AND g.currency = {FAMILY_CURRENCY
           f"THEN {AMOUNT} ELSE 0 END), 0)")
 
 
-def items_of(lists: str) -> str:
+def items_of(lists: str, where: str = "") -> str:
     """Joins for the items `i` of each list of the alias `lists`, each with its gift `g`
     (price, currency), as db.progress.items_of: by the list's index and the gift's key,
-    LATERAL and OFFSET 0 so that the planner keeps them lookups per row."""
-    return (f"CROSS JOIN LATERAL (SELECT i.id, i.status, i.quantity, i.family_id, i.gift_id "  # noqa: S608
-            f"FROM list_items i WHERE i.list_id = {lists}.id OFFSET 0) i "
+    LATERAL and OFFSET 0 so that the planner keeps them lookups per row. `where`: a
+    condition on the item `i`, checked before its gift is read."""
+    condition = f" AND {where}" if where else ""
+    return ("CROSS JOIN LATERAL (SELECT i.id, i.status, i.quantity, i.family_id, "  # noqa: S608
+            f"i.gift_id FROM list_items i WHERE i.list_id = {lists}.id{condition} OFFSET 0) i "
             "CROSS JOIN LATERAL (SELECT g.price, g.currency FROM gifts g "
             "WHERE g.id = i.gift_id OFFSET 0) g")
 
 
-# The items of the family's lists for upcoming occasions (the dashboard's money), with
-# their gifts: each list's occasion by its key.
-UPCOMING_ITEMS = (f"FROM gift_lists gl {items_of('gl')} "  # noqa: S608 (the compiler's parts)
+# The PURCHASED and RECEIVED items of the family's lists for upcoming occasions (the
+# dashboard's money), with their gifts: each list's occasion by its key.
+UPCOMING_ITEMS = (f"FROM gift_lists gl {items_of('gl', SPENT_ITEM)} "  # noqa: S608
                   "WHERE gl.family_id = :gg_family AND i.family_id = :gg_family "
                   "AND (SELECT o.date FROM occasions o WHERE o.id = gl.occasion_id) "
                   ">= :gg_today")

@@ -71,20 +71,22 @@ class Progress:
     spending: Spending = field(default_factory=Spending)
 
 
-def items_of(list_id: ColumnElement[Any] | InstrumentedAttribute[Any],
-             name: str = "i") -> LateralFromClause:
+def items_of(list_id: ColumnElement[Any] | InstrumentedAttribute[Any], name: str = "i",
+             statuses: Sequence[m.ItemStatus] = ()) -> LateralFromClause:
     """The items of the list `list_id` (a column of the enclosing statement), each with its
     gift's price and currency: a LATERAL subquery read by the list's index, each gift by its
     key. OFFSET 0 keeps both lookups per row: flattened into plain joins, the planner could
     hash a whole table for them (`gift_lists`, `gifts` of every family) when it has no
     statistics, or a custom plan's estimates say so (bench/NOTES.md, "The dashboard's
-    money")."""
+    money"). `statuses`: only items of these, filtered before their gifts are read."""
     gift = (select(m.Gift.price, m.Gift.currency).where(m.Gift.id == m.ListItem.gift_id)
             .offset(0).lateral(f"{name}_gift"))
-    return (select(m.ListItem.id, m.ListItem.status, m.ListItem.quantity, m.ListItem.family_id,
-                   gift.c.price, gift.c.currency)
-            .select_from(m.ListItem).join(gift, true())
-            .where(m.ListItem.list_id == list_id).offset(0).lateral(name))
+    items = (select(m.ListItem.id, m.ListItem.status, m.ListItem.quantity, m.ListItem.family_id,
+                    gift.c.price, gift.c.currency)
+             .select_from(m.ListItem).join(gift, true()).where(m.ListItem.list_id == list_id))
+    if statuses:
+        items = items.where(m.ListItem.status.in_(statuses))
+    return items.offset(0).lateral(name)
 
 
 def spent_of(items: LateralFromClause) -> ColumnElement[Any]:

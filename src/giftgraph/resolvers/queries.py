@@ -140,14 +140,17 @@ ACTIVITY_SQL = (select(m.Event).where(m.Event.family_id == FAMILY, m.Event.topic
 BUDGET_SQL = (select(func.sum(m.Occasion.budget))
               .where(m.Occasion.family_id == FAMILY, m.Occasion.date >= TODAY))
 # Per currency: money spent on items of lists for upcoming occasions: the family's lists,
-# each list's occasion by its key, its items by `q.items_of`.
+# each list's occasion by its key, their PURCHASED and RECEIVED items by `q.items_of`
+# (filtered before their gifts are read).
 _LIST_DATE = (select(m.Occasion.date).where(m.Occasion.id == m.GiftList.occasion_id)
               .scalar_subquery())
-SPENT_SQL = (select(q.LIST_ITEMS.c.currency, q.SPENT, q.family_currency(FAMILY))
-             .select_from(m.GiftList).join(q.LIST_ITEMS, true())
-             .where(m.GiftList.family_id == FAMILY, q.LIST_ITEMS.c.family_id == FAMILY,
-                    _LIST_DATE >= TODAY, q.LIST_ITEMS.c.status.in_(q.SPENT_STATUSES))
-             .group_by(q.LIST_ITEMS.c.currency))
+_SPENT_ITEMS = q.items_of(m.GiftList.id, "i", q.SPENT_STATUSES)
+SPENT_SQL = (select(_SPENT_ITEMS.c.currency, q.spent_of(_SPENT_ITEMS),
+                    q.family_currency(FAMILY))
+             .select_from(m.GiftList).join(_SPENT_ITEMS, true())
+             .where(m.GiftList.family_id == FAMILY, _SPENT_ITEMS.c.family_id == FAMILY,
+                    _LIST_DATE >= TODAY)
+             .group_by(_SPENT_ITEMS.c.currency))
 
 
 async def _next_occasions(db: OperationDb, family_id: uuid.UUID, today: date) -> list[Occasion]:
