@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import uuid
 from collections import defaultdict, namedtuple
-from collections.abc import Awaitable, Callable, Generator, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any, Generic, TypeVar, Union, overload
 
 from sqlalchemy import ARRAY, Row, Select, any_, bindparam, func, select
@@ -129,37 +128,7 @@ async def _required(pending: Awaitable[V | None], convert: Callable[[V], R], wha
 _NONE = object()
 
 
-class _Shielded(Generic[V]):
-    """A pending load as one caller awaits it: through `asyncio.shield`, made only when
-    awaited (a load left unawaited leaves no future behind)."""
-
-    __slots__ = ("future",)
-
-    def __init__(self, future: asyncio.Future[V]) -> None:
-        self.future = future
-
-    def __await__(self) -> Generator[Any, None, V]:
-        return asyncio.shield(self.future).__await__()
-
-
-class SharedLoader(DataLoader[K, V]):
-    """A DataLoader whose callers share each key's future without owning it: a caller
-    cancelled while it waits does not cancel the load every other caller of that key
-    waits for. graphql-core (3.3, `gather_with_cancel`) cancels the sibling fields still
-    pending when one field fails: an item's `list`, cancelled because its `gift` was
-    deleted meanwhile (NOT_FOUND), cancelled the list's one future, and every other item
-    of that list then raised CancelledError, which no error handling takes for a field
-    error: it ended the whole execution (a dashboard snapshot's shared render, and with it
-    the subscription, silently)."""
-
-    def load(self, key: K) -> Awaitable[V]:
-        future = super().load(key)
-        if not isinstance(future, asyncio.Future) or future.done():
-            return future
-        return _Shielded(future)
-
-
-class RowLoader(SharedLoader[K, V]):
+class RowLoader(DataLoader[K, V]):
     """A loader of rows by key that also keeps what `load_now` made of them: a row many
     parents point to (the gift of many items, the assignee of many) becomes one object,
     not one per parent. The objects are read-only, like the rows."""
@@ -241,27 +210,27 @@ class Loaders:
 
     @_Made
     def list_items(self) -> DataLoader[Key, Page[Record]]:
-        return SharedLoader(self._item_pages)
+        return DataLoader(self._item_pages)
 
     @_Made
     def list_item_counts(self) -> DataLoader[CountKey, int]:
-        return SharedLoader(self._item_counts)
+        return DataLoader(self._item_counts)
 
     @_Made
     def gift_history(self) -> DataLoader[Key, Page[Record]]:
-        return SharedLoader(self._history_pages)
+        return DataLoader(self._history_pages)
 
     @_Made
     def gift_history_counts(self) -> DataLoader[CountKey, int]:
-        return SharedLoader(self._history_counts)
+        return DataLoader(self._history_counts)
 
     @_Made
     def comment_counts(self) -> DataLoader[CountKey, int]:
-        return SharedLoader(self._comment_counts)
+        return DataLoader(self._comment_counts)
 
     @_Made
     def occasion_progress(self) -> DataLoader[uuid.UUID, tuple[list[q.Progress], q.Spending]]:
-        return SharedLoader(self._occasion_progress)
+        return DataLoader(self._occasion_progress)
 
     def __init__(self, db: OperationDb, family_id: uuid.UUID) -> None:
         self.db = db
