@@ -52,9 +52,11 @@ async def forget_statistics(url: str) -> None:
         await conn.close()
 
 
-async def ours(url: str, settings: Any = None) -> tuple[str, tuple[Any, ...]]:
-    """The statement GiftGraph's server runs for W1's nested query, and its parameters
-    (`settings`: the app's, result cache off; by default the environment's for `url`)."""
+async def statements_of(url: str, query: str, settings: Any = None
+                        ) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements GiftGraph's server runs for `query` as the demo user, in order (the
+    caller's row first), with their parameters (`settings`: the app's; by default the
+    environment's for `url`, result cache off)."""
     from sqlalchemy import event
 
     from giftgraph.app import create_app
@@ -63,10 +65,10 @@ async def ours(url: str, settings: Any = None) -> tuple[str, tuple[Any, ...]]:
     settings = settings or Settings(_env_file=None, database_url=url,  # type: ignore[call-arg]
                                     result_cache_bytes=0)
     app = create_app(settings)
-    seen: list[tuple[str, Any]] = []
+    seen: list[tuple[str, tuple[Any, ...]]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        seen.append((statement, parameters))
+        seen.append((statement, tuple(parameters or ())))
 
     async with app.router.lifespan_context(app):
         database = app.state.giftgraph.database
@@ -80,14 +82,19 @@ async def ours(url: str, settings: Any = None) -> tuple[str, tuple[Any, ...]]:
             token = login.json()["data"]["login"]["accessToken"]
             event.listen(engine, "before_cursor_execute", capture)
             try:
-                r = await http.post("/graphql", json={"query": NESTED},
+                r = await http.post("/graphql", json={"query": query},
                                     headers={"authorization": f"Bearer {token}"})
             finally:
                 event.remove(engine, "before_cursor_execute", capture)
     assert r.status_code == 200, r.text
     assert "errors" not in r.json(), r.text
-    statement = max(seen, key=lambda s: len(s[0]))  # the compiled one builds the whole answer
-    return statement[0], tuple(statement[1] or ())
+    return seen
+
+
+async def ours(url: str, settings: Any = None) -> tuple[str, tuple[Any, ...]]:
+    """The statement GiftGraph's server runs for W1's nested query, and its parameters."""
+    # The compiled one builds the whole answer: the longest.
+    return max(await statements_of(url, NESTED, settings), key=lambda s: len(s[0]))
 
 
 def theirs(url: str, family: str) -> str | None:

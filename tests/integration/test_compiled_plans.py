@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from bench.plans import forget_statistics
+from bench.plans import forget_statistics, statements_of
 
 from giftgraph.db.migrate import upgrade
 from giftgraph.demo import seed
@@ -168,41 +168,6 @@ SUMMARIES = """{ occasions(first: 10) { edges { node { name summary { spent
   spentByCurrency { currency amount } people { spent pipeline { idea purchased } } } } } } }"""
 
 
-async def statements_of(url: str, query: str, accel: bool) -> list[tuple[str, tuple[Any, ...]]]:
-    """The statements the app runs for `query` as the demo user (after authentication),
-    with their parameters: the compiled read's (`accel`) or the executor's."""
-    import httpx
-    from sqlalchemy import event
-
-    from giftgraph.app import create_app
-    from giftgraph.demo import DEMO_EMAIL, DEMO_PASSWORD
-
-    app = create_app(make_settings(url, result_cache_bytes=0, accel=accel))
-    seen: list[tuple[str, tuple[Any, ...]]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        seen.append((statement, tuple(parameters)))
-
-    async with app.router.lifespan_context(app):
-        database = app.state.giftgraph.database
-        database.direct_statements = False  # the compiled read through the engine: seen
-        engine = database.engine.sync_engine
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            login = await http.post("/graphql", json={"query": (
-                "mutation($e: String!, $p: String!) { login(email: $e, password: $p) "
-                "{ accessToken } }"), "variables": {"e": DEMO_EMAIL, "p": DEMO_PASSWORD}})
-            token = login.json()["data"]["login"]["accessToken"]
-            event.listen(engine, "before_cursor_execute", capture)
-            try:
-                r = await http.post("/graphql", json={"query": query},
-                                    headers={"authorization": f"Bearer {token}"})
-            finally:
-                event.remove(engine, "before_cursor_execute", capture)
-    assert "errors" not in r.json(), r.json()
-    return seen[1:]  # the caller's row first
-
-
 async def test_the_money_reads_its_family_rows_with_or_without_statistics(demo: str) -> None:
     """The dashboard's and the occasions' money (spent, per person, per currency), compiled
     and by the executor, beside 200 other families with lists for upcoming occasions,
@@ -210,11 +175,10 @@ async def test_the_money_reads_its_family_rows_with_or_without_statistics(demo: 
     items, 30 lists, 12 persons), never another family's lists or persons. Joined by key
     alone, a custom plan or one without statistics hashed every family's `gift_lists`,
     `occasions` and `gifts` (178,000 rows read beside 2,500 families: bench/NOTES.md)."""
-    statements = [
-        *await statements_of(demo, MONEY, accel=True),
-        *await statements_of(demo, MONEY, accel=False),
-        *await statements_of(demo, SUMMARIES, accel=False),
-    ]
+    statements = []  # after the caller's row: compiled, then the executor's
+    for query, accel in ((MONEY, True), (MONEY, False), (SUMMARIES, False)):
+        settings = make_settings(demo, result_cache_bytes=0, accel=accel)
+        statements += (await statements_of(demo, query, settings))[1:]
     assert any(s.startswith("""SELECT ('{"dashboard":' || """) for s, _ in statements)
     conn = await asyncpg.connect(_dsn(demo), statement_cache_size=0)
     try:
