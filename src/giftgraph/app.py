@@ -83,6 +83,8 @@ def create_app(settings: Settings, tracing: Tracing | None = None) -> Starlette:
         state.documents.sessions = state.database.sessions  # APQ registrations, shared
         if tracing is not None:
             tracing.instrument_engine(state.database.engine.sync_engine)
+            if state.database.lane_engine is not None:
+                tracing.instrument_engine(state.database.lane_engine.sync_engine)
             state.database.direct_statements = False  # a span per statement
         state.live = Live.create(settings, url, state.database)
         await state.live.start()

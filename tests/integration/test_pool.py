@@ -6,6 +6,7 @@ of 10 and an overflow of 10, 4% of requests did (bench/NOTES.md)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from sqlalchemy import event, text
@@ -13,6 +14,8 @@ from sqlalchemy import event, text
 from giftgraph.config import Settings
 from giftgraph.db.engine import create_database
 from tests.conftest import make_settings
+from tests.integration.test_live import WsClient
+from tests.integration.test_live_features import running
 
 
 async def test_bursts_above_ten_connections_open_none_after_the_first(database_url: str) -> None:
@@ -84,3 +87,36 @@ async def test_the_pool_connections_compile_nothing_just_in_time(database_url: s
             assert (await connection.execute(text("SHOW jit"))).scalar() == "off"
     finally:
         await database.engine.dispose()
+
+
+async def test_sockets_authenticate_while_every_pooled_connection_is_busy(
+        database_url: str) -> None:
+    """A socket's authentication (connection_init) has a lane of its own: after a restart
+    every socket comes back at once with its subscriptions, and their starts held the
+    pool's connections while the sockets' authentication queued behind them, past the
+    pool's timeout ('database unavailable', closed 1013: the sockets came back once
+    more). Here every connection of the pool is held; a socket is still acknowledged, and
+    a GraphQL request over HTTP still waits for the pool as before."""
+    settings = make_settings(database_url, db_pool_size=2, result_cache_bytes=0)
+    async with running(settings) as srv:
+        token, _ = await srv.signup(f"lane-{time.monotonic_ns()}@example.com")
+        database = srv.app.state.giftgraph.database
+        held = [await database.engine.connect() for _ in range(settings.db_pool_size)]
+        try:
+            for connection in held:
+                await connection.execute(text("SELECT 1"))
+            assert database.engine.sync_engine.pool.checkedout() == settings.db_pool_size
+            clients = await asyncio.wait_for(asyncio.gather(*(
+                WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+                for _ in range(5))), 10)  # each acknowledged, or this fails
+            request = asyncio.create_task(srv.http.post(
+                "/graphql", json={"query": "{ me { id } }"},
+                headers={"authorization": f"Bearer {token}"}))
+            await asyncio.sleep(1)
+            assert not request.done()  # HTTP requests still wait for the pool
+        finally:
+            for connection in held:
+                await connection.close()
+        assert (await request).json()["data"]["me"]["id"]
+        for client in clients:
+            await client.ws.close()

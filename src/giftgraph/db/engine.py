@@ -39,6 +39,11 @@ class Database:
     # The engine of `reads` (autocommit), for a statement run without a session
     # (`db.session.fetch`).
     read_engine: AsyncEngine
+    # A pool of its own, autocommit, for the sockets' authentication (`CallerReads`, one
+    # statement for up to 256 callers): after a restart every socket comes back at once
+    # with its subscriptions, whose starts hold the main pool's connections; behind them the
+    # sockets' connection_init waited past the pool's timeout and were refused (1013).
+    lane_engine: AsyncEngine | None = None
     # `OperationDb.fetch` and a unit of work's `execute_in` run their statements on asyncpg
     # directly, unseen by the engine's events: off (through SQLAlchemy) where something
     # observes every statement (tracing's span per statement); `statement_hooks` see each
@@ -48,6 +53,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.lane_engine is not None:
+            await self.lane_engine.dispose()
 
 
 def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Database:
@@ -88,7 +95,19 @@ def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Datab
     sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
     read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
     reads = async_sessionmaker(read_engine, expire_on_commit=False, autoflush=False)
-    return Database(engine=engine, sessions=sessions, reads=reads, read_engine=read_engine)
+    # Opened on first use (a server without sockets never opens it); a second connection
+    # only while a batch of callers is being read on the first.
+    lane_engine = create_async_engine(
+        async_url(url), pool_size=LANE_CONNECTIONS, max_overflow=0, pool_pre_ping=False,
+        pool_use_lifo=True, connect_args=connect_args, isolation_level="AUTOCOMMIT",
+        **engine_kwargs)
+    ping_when_idle(lane_engine.sync_engine.pool, lane_engine.dialect,
+                   settings.db_ping_after_idle_seconds)
+    return Database(engine=engine, sessions=sessions, reads=reads, read_engine=read_engine,
+                    lane_engine=lane_engine)
+
+
+LANE_CONNECTIONS = 2  # the sockets' authentication lane (`Database.lane_engine`)
 
 
 IDLE_SINCE = "giftgraph.idle_since"

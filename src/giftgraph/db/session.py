@@ -246,11 +246,14 @@ class OperationDb:
 
 
 async def fetch(database: Database, prepared: Prepared,
-                params: Mapping[str, Any]) -> list[Any]:
+                params: Mapping[str, Any], lane: bool = False) -> list[Any]:
     """`OperationDb.fetch` outside any operation (a subscription's replay): on a read
     connection of its own, taken from the pool for this statement and given back after
-    it, with no session around it."""
-    connection = database.read_engine.connect()
+    it, with no session around it. `lane`: from the authentication lane's pool
+    (`Database.lane_engine`), which nothing else waits on."""
+    engine = database.lane_engine if lane and database.lane_engine is not None \
+        else database.read_engine
+    connection = engine.connect()
     try:
         if not database.direct_statements:
             await connection.start()

@@ -59,7 +59,10 @@ class CallerReads:
     """The callers that sockets authenticate (connection_init) in the same turn of the
     event loop, read in one statement (`USERS_AND_VERSIONS`): after a restart every socket
     comes back at once, and a statement's round trip costs far more of the server's CPU
-    than its rows. A failed read fails each of them, as their own reads would have."""
+    than its rows. Read on the database's authentication lane (`Database.lane_engine`):
+    not behind the operations that hold the main pool, the subscription starts of the
+    sockets already in among them. A failed read fails each of them, as their own reads
+    would have."""
 
     MAX = 256  # callers a statement reads at most
 
@@ -89,7 +92,7 @@ class CallerReads:
         try:
             rows = await session_fetch(self.database, USERS_AND_VERSIONS_PREPARED, {
                 "user_ids": [user for user, _, _ in batch],
-                "chain_ids": [chain for _, chain, _ in batch]})
+                "chain_ids": [chain for _, chain, _ in batch]}, lane=True)
         except Exception as exc:
             for _, _, future in batch:
                 if not future.done():
