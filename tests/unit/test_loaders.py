@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from typing import Any
 
 import pytest
 
-from giftgraph.schema.loaders import RowLoader, load_now, prefetch
+from giftgraph.schema.loaders import Loader, RowLoader, load_now, prefetch
 
 
 async def test_a_shared_row_is_converted_once() -> None:
@@ -115,3 +117,78 @@ async def test_an_operations_loaders_are_made_when_first_read() -> None:
         loaders.gift  # noqa: B018
     assert vars(loaders) == {}
     assert "gift" in vars(Loaders)  # the class's reads describe, as with a plain attribute
+
+
+async def test_a_cancelled_caller_leaves_the_others_their_row() -> None:
+    """graphql-core cancels the sibling fields still pending when one fails: a field of one
+    item cancelled the list's one shared future, and every other item of the list failed
+    with CancelledError. Each caller now waits on its own future."""
+    started, release = asyncio.Event(), asyncio.Event()
+    batches: list[list[int]] = []
+
+    async def load(keys: list[int]) -> list[str]:
+        batches.append(keys)
+        started.set()
+        await release.wait()
+        return [f"row {k}" for k in keys]
+
+    loader: Loader[int, str] = Loader(load)
+
+    async def read(key: int) -> str:
+        return await loader.load(key)
+
+    doomed, sibling, other = (asyncio.create_task(read(k)) for k in (7, 7, 8))
+    await started.wait()
+    doomed.cancel()
+    await asyncio.sleep(0)
+    release.set()
+    assert await sibling == "row 7"
+    assert await other == "row 8"
+    assert doomed.cancelled()
+    assert batches == [[7, 8]]  # one batch, one statement
+    assert await loader.load(7) == "row 7"  # kept for the rest of the operation
+
+
+async def test_when_every_caller_is_cancelled_the_batch_is_too() -> None:
+    """No load outlives its operation (on the connection the operation gave back): the
+    last caller to go cancels the key's future, and Strawberry then cancels the batch's
+    statement, as it did when callers waited on the key's future itself."""
+    started = asyncio.Event()
+    cancelled: list[list[int]] = []
+
+    async def load(keys: list[int]) -> list[str]:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(keys)
+            raise
+        return []  # pragma: no cover - never reached
+
+    loader: Loader[int, str] = Loader(load)
+    readers = [asyncio.create_task(_await(loader.load(k))) for k in (1, 1, 2)]
+    await started.wait()
+    for reader in readers[:2]:  # every caller of 1: 2's still waits, the batch goes on
+        reader.cancel()
+    await asyncio.sleep(0.01)
+    assert cancelled == []
+    readers[2].cancel()
+    await asyncio.sleep(0.01)
+    assert cancelled == [[1, 2]]
+    assert not loader._waiting
+
+
+async def test_a_failed_load_fails_each_caller_and_is_reported_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def load(keys: list[int]) -> list[str]:
+        raise RuntimeError("database unavailable")
+
+    loader: Loader[int, str] = Loader(load)
+    results = await asyncio.gather(loader.load(1), loader.load(1), return_exceptions=True)
+    assert [str(r) for r in results] == ["database unavailable"] * 2
+    gc.collect()
+    assert "never retrieved" not in caplog.text
+
+
+async def _await(pending: Any) -> Any:
+    return await pending

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import uuid
@@ -128,7 +129,61 @@ async def _required(pending: Awaitable[V | None], convert: Callable[[V], R], wha
 _NONE = object()
 
 
-class RowLoader(DataLoader[K, V]):
+class Loader(DataLoader[K, V]):
+    """Strawberry's DataLoader, but a caller that stops waiting stops only its own wait.
+
+    Strawberry hands every caller of a key the one future of that key, and a task awaiting
+    a future cancels it when the task is cancelled. graphql-core cancels the sibling fields
+    still pending when a field fails: an item whose gift was deleted mid-read (NOT_FOUND)
+    had its `list` field cancelled, that cancelled the list's one future, and every other
+    item of the list failed with CancelledError (the dashboard's shared render ended with
+    it). Here each caller of a pending key waits on a future of its own, settled from the
+    key's; the key's is cancelled when its last caller is (Strawberry then cancels the
+    batch's statement once all its keys are: no load outlives its operation)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._waiting: dict[asyncio.Future[Any], int] = {}  # callers of each pending key
+
+    def load(self, key: K) -> Awaitable[V]:
+        shared = super().load(key)
+        if not isinstance(shared, asyncio.Future) or shared.done():
+            return shared  # a cancelled task can't cancel a future that is done
+        mine: asyncio.Future[V] = self.loop.create_future()
+        self._waiting[shared] = self._waiting.get(shared, 0) + 1
+        shared.add_done_callback(functools.partial(_settle, mine))
+        mine.add_done_callback(functools.partial(self._left, shared))
+        return mine
+
+    def _left(self, shared: asyncio.Future[Any], _: asyncio.Future[Any]) -> None:
+        """One caller is done waiting (answered, or cancelled): the last one of a key still
+        pending cancels it."""
+        left = self._waiting.get(shared, 1) - 1
+        if left > 0:
+            self._waiting[shared] = left
+            return
+        self._waiting.pop(shared, None)
+        if not shared.done():
+            shared.cancel()
+
+
+def _settle(mine: asyncio.Future[Any], shared: asyncio.Future[Any]) -> None:
+    """A caller's future, as the key's has ended (its exception read here either way: it is
+    the callers' to report, not asyncio's 'never retrieved')."""
+    if shared.cancelled():
+        if not mine.done():
+            mine.cancel()
+        return
+    exc = shared.exception()
+    if mine.done():
+        return
+    if exc is not None:
+        mine.set_exception(exc)
+    else:
+        mine.set_result(shared.result())
+
+
+class RowLoader(Loader[K, V]):
     """A loader of rows by key that also keeps what `load_now` made of them: a row many
     parents point to (the gift of many items, the assignee of many) becomes one object,
     not one per parent. The objects are read-only, like the rows."""
@@ -157,9 +212,15 @@ async def prefetch(*loads: tuple[DataLoader[K, Any], Iterable[K | None]]) -> Non
     reads them to report exactly as it would without prefetching."""
     pending = [loader.load(key) for loader, keys in loads
                for key in set(keys) if key is not None]
-    for future in pending:  # a loader's keys are one batch: its first wait is the only one
-        with contextlib.suppress(Exception):
-            await future
+    try:
+        for future in pending:  # a loader's keys are one batch: its first wait is the only one
+            with contextlib.suppress(Exception):
+                await future
+    except asyncio.CancelledError:
+        for future in pending:  # its own waits (`Loader`): a key goes with its last caller
+            if isinstance(future, asyncio.Future):
+                future.cancel()
+        raise
 
 
 class _Made(Generic[L]):
@@ -210,27 +271,27 @@ class Loaders:
 
     @_Made
     def list_items(self) -> DataLoader[Key, Page[Record]]:
-        return DataLoader(self._item_pages)
+        return Loader(self._item_pages)
 
     @_Made
     def list_item_counts(self) -> DataLoader[CountKey, int]:
-        return DataLoader(self._item_counts)
+        return Loader(self._item_counts)
 
     @_Made
     def gift_history(self) -> DataLoader[Key, Page[Record]]:
-        return DataLoader(self._history_pages)
+        return Loader(self._history_pages)
 
     @_Made
     def gift_history_counts(self) -> DataLoader[CountKey, int]:
-        return DataLoader(self._history_counts)
+        return Loader(self._history_counts)
 
     @_Made
     def comment_counts(self) -> DataLoader[CountKey, int]:
-        return DataLoader(self._comment_counts)
+        return Loader(self._comment_counts)
 
     @_Made
     def occasion_progress(self) -> DataLoader[uuid.UUID, tuple[list[q.Progress], q.Spending]]:
-        return DataLoader(self._occasion_progress)
+        return Loader(self._occasion_progress)
 
     def __init__(self, db: OperationDb, family_id: uuid.UUID) -> None:
         self.db = db
@@ -368,6 +429,3 @@ class Loaders:
             people, total = q.fold_progress(by_occasion.get(oid, []))
             out.append((list(people.values()), total))
         return out
-
-
-Loader = Callable[[uuid.UUID], Awaitable[Any]]
