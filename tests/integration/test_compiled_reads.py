@@ -94,6 +94,12 @@ async def _family(c: GQL, database_url: str, tag: str) -> dict[str, Any]:
                     " { id } }", {"l": lists[n % 2], "i": {"gift": gifts[n % 3], "quantity": n + 1,
                                                            "notes": odd if n % 2 else None}})
         items.append(r.data["addListItem"]["id"])
+    for n in (0, 0, 0, 2):  # comments counted per item (commentCount): 3, 0, 1, 0...
+        assert (await c("mutation($i: CommentInput!) { addComment(input: $i) { id } }",
+                        {"i": {"target": "LIST_ITEM", "targetId": items[n],
+                               "body": f"{tag} comment"}})).data
+    assert (await c("mutation($i: CommentInput!) { addComment(input: $i) { id } }",
+                    {"i": {"target": "LIST", "targetId": lists[0], "body": "not an item's"}})).data
     steps = ("SELECTED", "PURCHASED", "RECEIVED")
     for n, last in ((0, 1), (1, 2), (2, 3), (6, 2), (3, 3)):  # one step at a time
         for status in steps[:last]:
@@ -125,7 +131,7 @@ def _selection(type_name: str, depth: int, page_info: bool = True) -> str:
     without `page_info`, each page is its edges alone (forwards, and backwards too where
     more levels follow)."""
     table = TABLES[type_name]
-    parts = ["__typename", *table.scalars]
+    parts = ["__typename", *table.scalars, *table.counts]
     if depth > 0:
         parts += [f"{name} {{ {_selection(target, depth - 1, page_info)} }}"
                   for name, (target, _) in table.relations.items()]
@@ -203,6 +209,9 @@ def test_the_tables_match_the_schema() -> None:
         for name, conn in table.connections.items():
             assert schema.type_map[f"{conn.node}Connection"] is not None
             assert name in gtype.fields
+        for name in table.counts:
+            assert str(gtype.fields[name].type) == "Int!", (type_name, name)
+            assert not gtype.fields[name].args
     # What the compiler writes for a field is what the field's resolver would return only
     # while the field reads its attribute (Strawberry's default resolver, no arguments,
     # extensions or permissions) and a relation or connection stays a plain resolver.
@@ -373,7 +382,7 @@ def _random_selection(rng: random.Random, type_name: str, depth: int) -> str:
     """Some of the fields the compiler translates on `type_name`, in random order, with
     aliases, repeats, `__typename`, and relations and pages below while `depth` lasts."""
     table = TABLES[type_name]
-    fields = [*table.scalars, "__typename"]
+    fields = [*table.scalars, *table.counts, "__typename"]
     picked = rng.sample(fields, rng.randint(1, min(4, len(fields))))
     parts = [f"{'a_' + name + ': ' if rng.random() < 0.2 else ''}{name}" for name in picked]
     if depth > 0:
@@ -621,3 +630,68 @@ async def test_a_statement_too_large_is_the_executors(
     sizes = [len(str(plan.statement)) for plan in PLANS.plans.values() if plan is not None]
     assert sizes
     assert max(sizes) <= compiled.MAX_SQL_CHARS
+
+
+# The family app's list page (web/static/app/items.js), as it asks.
+LIST_PAGE = """query($id: ID!) { node(id: $id) { ... on GiftList { id name kind budget
+  person { id name } occasion { id name date }
+  items(first: 100) { edges { node { id status quantity notes commentCount
+    assignee { id displayName } gift { id name url store price currency } } } } } } }"""
+
+
+async def test_node_reads_as_the_executor_does(
+    app: Any, gql: GQL, alice: Account, executor: GQL, database_url: str
+) -> None:
+    """`node(id)` of every type the tables describe compiles (one statement); an ID that
+    is not found (another family's, deleted, malformed) or an Event's is the executor's,
+    with its NOT_FOUND."""
+    await _family(alice.client, database_url, "A")
+    mallory = await sign_up(gql, "Mallory's family")
+    ids: dict[str, list[str]] = {}
+    for query in EVERYTHING:
+        for row in _ids((await alice.client(query)).data):
+            ids.setdefault(row["__typename"], []).append(row["id"])
+    ids.pop("Event", None)
+    assert set(ids) == set(TABLES) - {"Event"}
+    before = outcomes(app)
+    for type_name, found in ids.items():
+        selection = _selection(type_name, 1)
+        query = f"query($id: ID!) {{ node(id: $id) {{ __typename id ... on {type_name} {{ " \
+                f"{selection} }} }} }}"
+        for gid in found[:3]:
+            with count_statements(app) as statements:
+                body = await same(alice.client, executor, query, {"id": gid})
+            assert body["data"]["node"]["id"] == gid
+            assert len(statements) == 2, type_name  # the caller's row, then the read
+    compiled = outcomes(app).get("compiled", 0) - before.get("compiled", 0)
+    assert compiled == sum(min(3, len(v)) for v in ids.values())
+
+    lists = list(dict.fromkeys(ids["GiftList"]))
+    counts = []
+    for gid in lists:
+        with count_statements(app) as statements:
+            body = await same(alice.client, executor, LIST_PAGE, {"id": gid})
+        assert len(statements) == 2
+        counts += [i["node"]["commentCount"] for i in body["data"]["node"]["items"]["edges"]]
+    assert sorted(counts, reverse=True)[:3] == [3, 1, 0]  # the item comments, not the list's
+
+    # Not found, in every way: the executor answers (NOT_FOUND), as without the compiler.
+    theirs = (await mallory.client("{ me { id } }")).data["me"]["id"]
+    event = (await alice.client("{ events(first: 1) { edges { node { id } } } }")
+             ).data["events"]["edges"][0]["node"]["id"]
+    await alice.client("mutation($id: ID!) { deleteList(id: $id) }", {"id": lists[1]})
+    for gid in (theirs, lists[1], "not-an-id", "R2lmdDo", event):
+        body = await same(alice.client, executor, LIST_PAGE, {"id": gid})
+        assert body["data"] == {"node": None} if gid != event else body["data"]["node"] == {}
+        if gid != event:
+            assert [e["extensions"]["code"] for e in body["errors"]] == ["NOT_FOUND"]
+
+
+def _ids(value: Any) -> list[dict[str, Any]]:
+    """Every object with a `__typename` and an `id` in a response's data."""
+    if isinstance(value, list):
+        return [row for v in value for row in _ids(v)]
+    if not isinstance(value, dict):
+        return []
+    found = [value] if "__typename" in value and "id" in value else []
+    return found + [row for v in value.values() for row in _ids(v)]

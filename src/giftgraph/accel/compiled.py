@@ -11,7 +11,8 @@ relation), and the server writes that JSON into the response as it is.
 
 Only what the tables below describe compiles: the Relay connections over the family's
 users, persons, occasions, gift lists, gifts and events, a list's items, the relations between
-them, their plain fields, `me`, `family` and the `dashboard` (its lists, counts and sums as
+them, their plain fields, a list item's comment count, `me`, `family`, `node(id)` of those
+types and the `dashboard` (its lists, counts and sums as
 resolvers/queries.py computes them; an event's `node`, a snapshot, is not compiled).
 Anything else in the operation (another root field, an argument this file does not
 translate, a field with its own resolver, a cursor that does not decode, page arguments
@@ -37,6 +38,7 @@ or the caller (family, user, page sizes, cursors, filters) is a bound parameter.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -79,6 +81,8 @@ from giftgraph.accel.sql import (
     scalar,
 )
 from giftgraph.db.pagination import PageArgs
+from giftgraph.errors import AppError
+from giftgraph.ids import parse_id
 
 ExecutionContext = Executor[Any]  # graphql-core's (the lean executor's base)
 
@@ -141,6 +145,9 @@ class Compiler:
                         f"WHERE {a}.{condition} AND {same_family(a, table.family)})")
                 if isinstance(gfield.type, GraphQLNonNull):
                     missing.append(f"r.c{len(columns)} IS NULL")
+            elif name == "node":
+                expr = self.node(gfield, details)
+                missing.append(f"r.c{len(columns)} IS NULL")  # the executor's NOT_FOUND
             elif name == "dashboard":
                 expr = self.dashboard(object_type(gfield.type), details)
             else:
@@ -152,6 +159,24 @@ class Compiler:
         inner = f"(SELECT {', '.join(columns)} OFFSET 0) AS r" if columns else "(SELECT) AS r"
         return (f"SELECT {json_object(pairs)}, {' OR '.join(missing) or 'false'} "
                 f"FROM {inner}")
+
+    def node(self, gfield: GraphQLField, details: FieldDetailsList) -> str:
+        """`Query.node(id)` of a type the tables describe, as the node resolver loads it:
+        the row by its key, in the caller's family. An Event's ID (a family and a seq), an
+        ID that does not parse, or a row not found (the caller then gets `missing`) leave
+        the operation to the executor, which reports them."""
+        try:
+            type_name, key = parse_id(self.arguments(gfield, details).get("id"))
+        except AppError as exc:
+            raise NotCompiled("node: not an ID") from exc
+        otype = self.ec.schema.get_type(type_name)
+        if type_name == "Event" or type_name not in TABLES or not isinstance(key, uuid.UUID) \
+                or not isinstance(otype, GraphQLObjectType):
+            raise NotCompiled(f"node: {type_name}")
+        table, a = TABLES[type_name], self.alias()
+        fields = self.fields(type_name, a, otype, details)
+        return (f"(SELECT {fields} FROM {table.name} {a} "
+                f"WHERE {a}.id = {self.param(key)} AND {same_family(a, table.family)})")
 
     def object(self, otype: GraphQLObjectType, details: FieldDetailsList,
                part: Callable[[str, FieldDetailsList], str]) -> str:
@@ -297,6 +322,8 @@ class Compiler:
                 gfield = rtype.fields[name]
                 return self.connection(table.connections[name], alias,
                                        self.arguments(gfield, sub), gfield.type, sub)
+            if name in table.counts:
+                return f"({table.counts[name].format(row=alias, a=self.alias())})::text"
             raise NotCompiled(f"{type_name}.{name}")
 
         return self.object(rtype, details, part)

@@ -61,6 +61,9 @@ class Table:
     relations: dict[str, tuple[str, str]] = field(default_factory=dict)  # -> (type, column)
     connections: dict[str, ConnectionTable] = field(default_factory=dict)
     family: str = "family_id"  # the column that scopes a row to a family
+    # Int fields counted from another table: a statement with `{row}` (the row's alias) and
+    # `{a}` (a fresh alias for the counted table), as the field's loader counts.
+    counts: dict[str, str] = field(default_factory=dict)
 
 
 ITEMS = ConnectionTable("list_items", "ListItem", q.ITEMS, parent="list_id",
@@ -100,7 +103,12 @@ TABLES: dict[str, Table] = {
     "ListItem": Table("list_items", {**COMMON, "status": ("status", ENUM),
                                      "quantity": ("quantity", PLAIN), "notes": ("notes", PLAIN)},
                       relations={"list": ("GiftList", "list_id"), "gift": ("Gift", "gift_id"),
-                                 "assignee": ("User", "assignee_id")}),
+                                 "assignee": ("User", "assignee_id")},
+                      # `Loaders.comment_counts`: the family's comments about the item (the
+                      # comments' target index: family, target, target_id)
+                      counts={"commentCount": "SELECT count(*) FROM comments {a} WHERE "
+                                              "{a}.family_id = :gg_family AND {a}.target = "
+                                              "'LIST_ITEM' AND {a}.target_id = {row}.id"}),
 }
 
 ROOT_CONNECTIONS: dict[str, ConnectionTable] = {
