@@ -695,3 +695,14 @@ def _ids(value: Any) -> list[dict[str, Any]]:
         return []
     found = [value] if "__typename" in value and "id" in value else []
     return found + [row for v in value.values() for row in _ids(v)]
+
+
+async def test_a_read_of_no_table_runs_no_statement(app: Any, alice: Account) -> None:
+    """`{ __typename }` (a client's ping) reads nothing: the caller's row is its only
+    statement (it was compiled into a second, `SELECT '{"__typename":"Query"}'`)."""
+    for query in ("{ __typename }", "{ a: __typename b: __typename }"):
+        with count_statements(app) as statements:
+            r = await alice.client(query)
+        assert not r.errors
+        assert set(r.data.values()) == {"Query"}
+        assert len(statements) == 1, statements

@@ -154,9 +154,11 @@ class Compiler:
                 raise NotCompiled(name)
             pairs.append((key, f"r.c{len(columns)}"))
             columns.append(f"{expr} AS c{len(columns)}")
+        if not columns:  # `__typename` alone: nothing to read (the executor needs no query)
+            raise NotCompiled("no table")
         # Each root field is computed once, in `r` (OFFSET 0: not merged into the outer
         # query, where the null check would compute it again).
-        inner = f"(SELECT {', '.join(columns)} OFFSET 0) AS r" if columns else "(SELECT) AS r"
+        inner = f"(SELECT {', '.join(columns)} OFFSET 0) AS r"
         return (f"SELECT {json_object(pairs)}, {' OR '.join(missing) or 'false'} "
                 f"FROM {inner}")
 
