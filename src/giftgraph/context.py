@@ -76,7 +76,7 @@ async def operation_scope(database: Database,
         yield state
     finally:
         try:
-            await state.db.close()
+            await state.db.end()
         finally:  # even when the close is cancelled
             state.release()
             end_operation(token)

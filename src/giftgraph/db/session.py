@@ -103,6 +103,8 @@ class OperationDb:
         # The reads' connection, when a direct read opened it before any session did.
         self._connection: AsyncConnection | None = None
         self._read_failed = False  # a read raised since the session was opened
+        self._closed = False  # the operation is over (`end`): no read may start
+        self._release = False  # `close` asked while a read ran: that read lets go after it
         self._lock = asyncio.Lock()
         self.commits = 0  # units of work committed (a retry must not repeat one)
 
@@ -111,6 +113,7 @@ class OperationDb:
         or timed out, a broken connection) a new one: the failed session's connection may
         be invalidated, and every later read of the operation on it would fail too
         (PendingRollbackError), not just the one whose statement failed."""
+        self._check_open()
         if self._read_failed:
             await self._close_reads()
         if self._session is None:
@@ -164,6 +167,7 @@ class OperationDb:
         """A direct read's connection (under the lock): the session's, if there is one;
         otherwise one of the reads' engine, opened without a session (a socket's
         connection_init, say, reads nothing else)."""
+        self._check_open()
         if self._read_failed:
             await self._close_reads()
         if self._session is not None:
@@ -189,6 +193,7 @@ class OperationDb:
     async def write(self) -> AsyncIterator[AsyncSession]:
         """The unit of work of one mutation: committed once on success, else rolled back."""
         async with self._lock:
+            self._check_open()
             # The reads' connection goes back to the pool first (no round trip: nothing is
             # open on it), and the write takes it again (the pool is LIFO): an operation
             # holds one connection at a time. Objects the reads loaded stay readable.
@@ -225,9 +230,15 @@ class OperationDb:
                 await self._close_reads()
 
     async def _let_go(self) -> None:
-        """After a read, under the lock: the connection back to the pool, unless held."""
-        if not self._hold_reads:
+        """After a read, under the lock: the connection back to the pool, unless held (and
+        always when `close` left that to the read that was running)."""
+        if not self._hold_reads or self._release or self._closed:
+            self._release = False
             await self._close_reads()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OperationOver("a read after its operation ended")
 
     async def _close_reads(self) -> None:
         session, self._session = self._session, None
@@ -241,8 +252,27 @@ class OperationDb:
                 await _close(connection)
 
     async def close(self) -> None:
-        """Release the reads' session (and with it its connection)."""
-        await self._close_reads()
+        """Release the reads' session (and with it its connection), now or, if a read is
+        running (a sibling field's), once its statement is over: never while it runs (the
+        connection went back to the pool busy, and the next request's statement on it
+        failed: 'another operation is in progress'). A later read opens another."""
+        if self._lock.locked():
+            self._release = True
+        else:
+            await self._close_reads()
+
+    async def end(self) -> None:
+        """The operation is over: `close`, and no read starts afterwards. A resolver the
+        operation left behind (graphql-core lets a field run on when a sibling fails at
+        once) opened a session that was never closed: a pooled connection lost with every
+        such request (adversary, 2026-11-26: 20 requests took the whole pool)."""
+        self._closed = True
+        await self.close()
+
+
+class OperationOver(asyncio.CancelledError):
+    """A read asked for by a resolver its operation left behind, after the operation ended:
+    that work is cancelled (it ends quietly, as its operation's other work did)."""
 
 
 async def fetch(database: Database, prepared: Prepared,
