@@ -25,6 +25,7 @@ from graphql import (
 )
 from graphql.validation import ASTValidationRule
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
@@ -169,10 +170,12 @@ class RequestScope(SchemaExtension):
 
 
 def unavailable(exc: BaseException | None) -> bool:
-    """A lost or refused database connection: the client may simply retry."""
+    """A lost or refused database connection, or none free in the pool in time (a
+    subscription's read reported it unexpected: INTERNAL_SERVER_ERROR, not retryable):
+    the client may simply retry."""
     import asyncpg
 
-    if isinstance(exc, OSError | TimeoutError | asyncpg.PostgresConnectionError
+    if isinstance(exc, OSError | TimeoutError | PoolTimeout | asyncpg.PostgresConnectionError
                   | asyncpg.InterfaceError | asyncpg.CannotConnectNowError):
         return True
     if isinstance(exc, DBAPIError):
