@@ -57,10 +57,6 @@ class Database:
             await self.lane_engine.dispose()
 
 
-LANE_CONNECTIONS = 2  # the sockets' authentication lane (`Database.lane_engine`)
-CLIENT_TIMEOUT_MARGIN_SECONDS = 2.0  # past `statement_timeout`: the server's own error first
-
-
 def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Database:
     connect_args: dict[str, Any] = {
         # No JIT compilation: the app's statements are short, and PostgreSQL compiles one
@@ -82,13 +78,6 @@ def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Datab
     }
     if settings.statement_timeout_ms:
         connect_args["server_settings"]["statement_timeout"] = str(settings.statement_timeout_ms)
-        # The client's own bound, a little past the server's, on every statement and on
-        # opening a connection: a database that stops answering (a frozen host, a network
-        # path that drops packets) held requests, sockets' connection_init and the pool's
-        # connections with no end (asyncpg waits for ever, and 60 s to connect).
-        client = settings.statement_timeout_ms / 1000 + CLIENT_TIMEOUT_MARGIN_SECONDS
-        connect_args["command_timeout"] = client
-        connect_args["timeout"] = client
     engine = create_async_engine(
         async_url(url),
         pool_size=settings.db_pool_size,
@@ -116,6 +105,9 @@ def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Datab
                    settings.db_ping_after_idle_seconds)
     return Database(engine=engine, sessions=sessions, reads=reads, read_engine=read_engine,
                     lane_engine=lane_engine)
+
+
+LANE_CONNECTIONS = 2  # the sockets' authentication lane (`Database.lane_engine`)
 
 
 IDLE_SINCE = "giftgraph.idle_since"
