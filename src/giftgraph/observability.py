@@ -319,6 +319,10 @@ class Metrics:
             "giftgraph_db_connections_opened", "Database connections opened (each one past "
             "the pool's size is set up and closed again: its cost is paid on the event loop)",
             registry=r)
+        self.db_connections_cut = Gauge(
+            "giftgraph_db_connections_cut", "Database connections closed because the "
+            "database did not answer in time (db/watchdog.py: statement_timeout + 2 s)",
+            registry=r)
         self.refusals = Refusals(r)
         # The process's own pauses: what every request and delivery waits behind.
         self.gc_pause_seconds = Histogram(

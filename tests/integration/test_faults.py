@@ -37,6 +37,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pgserver
+import psutil
 import pytest
 from websockets.exceptions import ConnectionClosed
 
@@ -717,3 +718,68 @@ async def test_login_throttle_shared_through_redis_survives_restart(
                 assert b.proc.poll() is None, b.log_tail()
     finally:
         redis.stop()
+
+
+# A database that stops answering (connections open, nothing comes back) -----------------
+
+
+@contextlib.contextmanager
+def frozen(pg: OwnPostgres) -> Iterator[None]:
+    """Every PostgreSQL process stopped (SIGSTOP) inside: a frozen host, or a network path
+    that drops everything; continued on the way out, always."""
+    pgdata = pg.pgdata
+    postmaster = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
+    processes = [postmaster, *postmaster.children(recursive=True)]
+    for process in processes:
+        process.suspend()
+    try:
+        yield
+    finally:
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.resume()
+
+
+async def test_a_frozen_database_is_retryable_not_a_hang(
+        own_pg: OwnPostgres, own_db: str, tmp_path: Path) -> None:
+    """No answer at all from PostgreSQL: requests and connection_init, several at once, end
+    with their retryable answer (1013 for a socket) within about the time the database has
+    to answer (`statement_timeout` + 2 s, db/watchdog.py), not one such wait after another;
+    they hung for as long as it stayed frozen (adversary, 2026-11-26: no answer within
+    70 s). Once it answers again, so does the service."""
+    env = {"GIFTGRAPH_STATEMENT_TIMEOUT_MS": "1000", "GIFTGRAPH_DB_PING_AFTER_IDLE_SECONDS": "0"}
+    with services(own_db, [tmp_path / "frozen.log"], env) as (svc,):
+        token = signup(svc.base, _email("frozen"))
+        auth = {"authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=svc.base, timeout=30,
+                                     headers=JSON_ACCEPT) as http:
+            assert (await gql(http, "read", READ, {}, token)).ok
+            await (await WsClient.connect(svc.base, auth)).ws.close()  # the lane's connection
+
+            async def refused() -> int | None:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await WsClient.connect(svc.base, auth, timeout=20)
+                return closed.value.rcvd.code if closed.value.rcvd is not None else None
+
+            with frozen(own_pg):
+                started = time.monotonic()
+                calls = await asyncio.gather(
+                    *[gql(http, "read", READ, {}, token) for _ in range(4)],
+                    gql(http, "createPerson", CREATE_PERSON, {"i": {"name": "frozen"}}, token),
+                    refused(), refused())
+                took = time.monotonic() - started
+            for call in calls[:5]:
+                assert isinstance(call, Call), call
+                assert call.body is not None, call
+                errors = call.body.get("errors") or [{}]
+                assert (errors[0].get("extensions") or {}).get("retryable") is True, call.body
+            assert calls[5:] == [1013, 1013]
+            # 3 s to answer, checked every 0.375 s; then 2 s for those queued behind
+            assert took < 8, took
+            await wait_health(svc.base, 200, "connected", within=RECOVERY_SECONDS)
+            assert (await gql(http, "read", READ, {}, token)).ok
+            await (await WsClient.connect(svc.base, auth)).ws.close()
+            cut = [line for line in (await http.get("/metrics")).text.splitlines()
+                   if line.startswith("giftgraph_db_connections_cut ")]
+            assert cut, "the watchdog's count is exported"
+            assert float(cut[0].split()[1]) >= 1, cut

@@ -257,7 +257,7 @@ async def test_metrics_expose_operations_errors_sockets_and_pool(
         "giftgraph_events_published_total",
         "giftgraph_events_delivered_total", "giftgraph_fanout_latency_seconds_bucket",
         "giftgraph_broadcast_connected 1.0", "giftgraph_db_pool_checked_out",
-        "giftgraph_db_connections_opened_total ",
+        "giftgraph_db_connections_opened_total ", "giftgraph_db_connections_cut 0.0",
     ):
         assert needle in text, needle
 

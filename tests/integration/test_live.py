@@ -25,11 +25,12 @@ class WsClient:
         self.next_id = 0
 
     @classmethod
-    async def connect(cls, base: str, payload: dict[str, Any]) -> WsClient:
+    async def connect(cls, base: str, payload: dict[str, Any],
+                      timeout: float = 5) -> WsClient:  # noqa: ASYNC109
         ws = await websockets.connect(base.replace("http", "ws") + "/graphql",
                                       subprotocols=[PROTOCOL])  # type: ignore[list-item]
         await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
-        ack = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        ack = json.loads(await asyncio.wait_for(ws.recv(), timeout))
         assert ack["type"] == "connection_ack", ack
         return cls(ws)
 

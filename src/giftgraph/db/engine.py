@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from giftgraph.config import Settings
+from giftgraph.db.watchdog import Watchdog, budget_of
 
 
 def async_url(url: str) -> str:
@@ -49,6 +50,9 @@ class Database:
     # observes every statement (tracing's span per statement); `statement_hooks` see each
     # statement run directly.
     direct_statements: bool = True
+    # How long the database has to answer a connection's use and opening (`watch`ed by the
+    # server): db/watchdog.py.
+    watchdog: Watchdog = field(default_factory=lambda: Watchdog(None))
     statement_hooks: list[Callable[[str], None]] = field(default_factory=list)
 
     async def dispose(self) -> None:
@@ -78,8 +82,11 @@ def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Datab
     }
     if settings.statement_timeout_ms:
         connect_args["server_settings"]["statement_timeout"] = str(settings.statement_timeout_ms)
+    watchdog = Watchdog(budget_of(settings.statement_timeout_ms))
+    creator = async_creator(url, connect_args, watchdog)
     engine = create_async_engine(
         async_url(url),
+        async_creator=creator,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=False,  # `ping_when_idle` instead
@@ -88,7 +95,6 @@ def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Datab
         # pool, so each connection paid a prepare and a type introspection (~3 ms) per
         # statement, and a lightly used server paid it on nearly every request.
         pool_use_lifo=True,
-        connect_args=connect_args,
         **engine_kwargs,
     )
     ping_when_idle(engine.sync_engine.pool, engine.dialect, settings.db_ping_after_idle_seconds)
@@ -99,15 +105,30 @@ def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Datab
     # only while a batch of callers is being read on the first.
     lane_engine = create_async_engine(
         async_url(url), pool_size=LANE_CONNECTIONS, max_overflow=0, pool_pre_ping=False,
-        pool_use_lifo=True, connect_args=connect_args, isolation_level="AUTOCOMMIT",
+        pool_use_lifo=True, async_creator=creator, isolation_level="AUTOCOMMIT",
         **engine_kwargs)
     ping_when_idle(lane_engine.sync_engine.pool, lane_engine.dialect,
                    settings.db_ping_after_idle_seconds)
     return Database(engine=engine, sessions=sessions, reads=reads, read_engine=read_engine,
-                    lane_engine=lane_engine)
+                    lane_engine=lane_engine, watchdog=watchdog)
 
 
 LANE_CONNECTIONS = 2  # the sockets' authentication lane (`Database.lane_engine`)
+
+
+def async_creator(url: str, connect_args: dict[str, Any], watchdog: Watchdog) -> Callable[
+        [], Any]:
+    """SQLAlchemy's `async_creator`: asyncpg's connection to `url` with `connect_args`,
+    opened as `watchdog` bounds it (asyncpg waited 60 s on a database that accepts the
+    connection and never answers)."""
+    import asyncpg
+    from sqlalchemy.dialects.postgresql.asyncpg import dialect
+
+    _, params = dialect().create_connect_args(make_url(async_url(url)))  # type: ignore[no-untyped-call]
+    for adapter_only in ("prepared_statement_cache_size", "prepared_statement_name_func"):
+        params.pop(adapter_only, None)
+    params.update(connect_args)
+    return watchdog.connect(lambda timeout: asyncpg.connect(**params, timeout=timeout))
 
 
 IDLE_SINCE = "giftgraph.idle_since"

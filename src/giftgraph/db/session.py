@@ -105,6 +105,10 @@ class OperationDb:
         self._read_failed = False  # a read raised since the session was opened
         self._closed = False  # the operation is over (`end`): no read may start
         self._release = False  # `close` asked while a read ran: that read lets go after it
+        # A read failed while the database does not answer (db/watchdog.py): the
+        # operation's later reads fail at once, not each after waiting again, until its
+        # connection goes back (`close`; a subscription's next event reads anew).
+        self._given_up = False
         self._lock = asyncio.Lock()
         self.commits = 0  # units of work committed (a retry must not repeat one)
 
@@ -128,7 +132,7 @@ class OperationDb:
             try:
                 return (await (await self._get()).scalars(stmt, params)).all()
             except BaseException:
-                self._read_failed = True
+                self._failed()
                 raise
             finally:
                 await self._let_go()
@@ -143,7 +147,7 @@ class OperationDb:
                 connection = await (await self._get()).connection()
                 return (await connection.execute(stmt, params)).all()
             except BaseException:
-                self._read_failed = True
+                self._failed()
                 raise
             finally:
                 await self._let_go()
@@ -158,7 +162,7 @@ class OperationDb:
                 return await _fetch_direct(self._database, self._direct_connection, prepared,
                                            params)
             except BaseException:
-                self._read_failed = True
+                self._failed()
                 raise
             finally:
                 await self._let_go()
@@ -184,7 +188,7 @@ class OperationDb:
             try:
                 return await (await self._get()).scalar(stmt, params)
             except BaseException:
-                self._read_failed = True
+                self._failed()
                 raise
             finally:
                 await self._let_go()
@@ -234,11 +238,19 @@ class OperationDb:
         always when `close` left that to the read that was running)."""
         if not self._hold_reads or self._release or self._closed:
             self._release = False
+            self._given_up = False
             await self._close_reads()
 
     def _check_open(self) -> None:
         if self._closed:
             raise OperationOver("a read after its operation ended")
+        if self._given_up:
+            raise TimeoutError("the database does not answer")
+
+    def _failed(self) -> None:
+        self._read_failed = True
+        if self._database.watchdog.silent_since is not None:
+            self._given_up = True
 
     async def _close_reads(self) -> None:
         session, self._session = self._session, None
@@ -259,6 +271,7 @@ class OperationDb:
         if self._lock.locked():
             self._release = True
         else:
+            self._given_up = False
             await self._close_reads()
 
     async def end(self) -> None:

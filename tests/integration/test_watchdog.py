@@ -1,0 +1,147 @@
+"""The database watchdog (db/watchdog.py): a connection kept checked out past the time the
+database has to answer is closed, and whatever waits on it fails as retryable; opening a
+connection is bounded, and holds no caller's context while it waits. The whole server
+against a frozen PostgreSQL: tests/integration/test_faults.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import gc
+import time
+import weakref
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import event, literal, select, text
+from sqlalchemy.exc import DBAPIError
+
+from giftgraph.db.engine import Database, create_database
+from giftgraph.db.session import OperationDb
+from giftgraph.db.watchdog import MARGIN_SECONDS, SILENT_SECONDS, watch
+from giftgraph.schema.extensions import unavailable
+from tests.conftest import make_settings
+
+STATEMENT_TIMEOUT_MS = 200
+BUDGET = STATEMENT_TIMEOUT_MS / 1000 + MARGIN_SECONDS
+
+
+@contextlib.asynccontextmanager
+async def watched(url: str) -> AsyncIterator[Database]:
+    database = create_database(url, make_settings(url, statement_timeout_ms=STATEMENT_TIMEOUT_MS))
+    assert watch(database) is database.watchdog
+    try:
+        yield database
+    finally:
+        await database.watchdog.stop()
+        await database.dispose()
+
+
+async def test_a_connection_held_past_the_budget_is_closed(database_url: str) -> None:
+    async with watched(database_url) as database:
+        watchdog = database.watchdog
+        async with database.engine.connect() as connection:
+            assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+            await asyncio.sleep(BUDGET + watchdog.tick + 0.3)
+            started = time.monotonic()
+            with pytest.raises(DBAPIError) as failed:
+                await connection.execute(text("SELECT 1"))
+            assert time.monotonic() - started < 1  # closed already: no round trip
+            assert unavailable(failed.value)  # the client is told to retry
+        assert watchdog.cut == 1
+        assert watchdog.silent_since is not None
+        # The pool replaces it; the new connection answering ends the silence.
+        async with database.engine.connect() as connection:
+            assert (await connection.execute(text("SELECT 2"))).scalar() == 2
+        assert watchdog.silent_since is None
+
+
+async def test_a_connection_given_back_in_time_is_left_alone(database_url: str) -> None:
+    async with watched(database_url) as database:
+        for _ in range(3):
+            async with database.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+                await asyncio.sleep(BUDGET / 2)
+        assert database.watchdog.cut == 0
+
+
+async def _silent_server() -> tuple[asyncio.Server, int]:
+    """A TCP server that accepts connections and never answers (a frozen PostgreSQL)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_opening_a_connection_is_bounded_then_shorter_while_silent() -> None:
+    server, port = await _silent_server()
+    url = f"postgresql://postgres@127.0.0.1:{port}/nothing"
+    database = create_database(url, make_settings(url, statement_timeout_ms=STATEMENT_TIMEOUT_MS))
+    try:
+        for bound in (BUDGET, SILENT_SECONDS):
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                async with database.engine.connect():
+                    pass
+            took = time.monotonic() - started
+            assert bound - 0.2 < took < bound + 1, (bound, took)
+        assert database.watchdog.silent_since is not None
+    finally:
+        await database.dispose()
+        server.close()
+
+
+CALLER: contextvars.ContextVar[object] = contextvars.ContextVar("caller")
+
+
+class Socket:
+    """Stands for what a socket's handler keeps in its context."""
+
+
+async def test_opening_a_connection_holds_no_callers_context(database_url: str) -> None:
+    """asyncio's loop keeps a cancelled timer, with the context it was armed in, until it
+    would have fired: asyncpg's connect timeout armed in a socket's task held that socket
+    (its handler, its buffers) for the whole timeout after the socket closed."""
+    async with watched(database_url) as database:
+        socket = Socket()
+        gone = weakref.ref(socket)
+
+        async def handler(held: Socket) -> None:
+            CALLER.set(held)
+            async with database.engine.connect() as connection:  # a new one: the pool is empty
+                await connection.execute(text("SELECT 1"))
+
+        await asyncio.create_task(handler(socket))
+        await asyncio.sleep(0)  # the handle that woke this task (its args: that task) is let go
+        del socket
+        gc.collect()
+        assert gone() is None
+
+
+async def test_an_operation_gives_up_its_reads_while_the_database_is_silent(
+        database_url: str) -> None:
+    """After one of its reads failed for want of an answer, an operation's next reads fail
+    at once (retryable) instead of each waiting again (the adversary's re-attack: 26-62 s
+    for one request at the default bound); once its connection is given back, reads start
+    afresh."""
+    async with watched(database_url) as database:
+        db = OperationDb(database)
+        checkouts: list[int] = []
+        event.listen(database.engine.sync_engine.pool, "checkout",
+                     lambda *_: checkouts.append(1))
+        assert await db.scalar(select(literal(1))) == 1  # held: an operation keeps its reads'
+        await asyncio.sleep(BUDGET + database.watchdog.tick + 0.3)
+        with pytest.raises(DBAPIError):
+            await db.scalar(select(literal(2)))  # cut by the watchdog
+        taken = len(checkouts)
+        with pytest.raises(TimeoutError):
+            await db.scalar(select(literal(3)))
+        assert len(checkouts) == taken  # not even a checkout
+        await db.close()
+        assert await db.scalar(select(literal(4))) == 4
+        assert database.watchdog.silent_since is None
+        await db.end()
