@@ -30,7 +30,6 @@ from giftgraph.config import Settings
 from giftgraph.db.embedded import EmbeddedPostgres
 from giftgraph.db.engine import create_database
 from giftgraph.db.migrate import head_revisions, schema_state, upgrade
-from giftgraph.db.watchdog import watch
 from giftgraph.live.layer import Live
 from giftgraph.observability import Metrics, configure_logging
 from giftgraph.persisted import Documents, load_manifest
@@ -81,7 +80,7 @@ def create_app(settings: Settings, tracing: Tracing | None = None) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
         url = await resolve_database_url(state)
         state.database = create_database(url, settings)
-        watchdog = watch(state.database)
+        watchdog = state.database.watch()
         if watchdog is not None:
             state.metrics.db_connections_cut.set_function(lambda: float(watchdog.cut))
         state.documents.sessions = state.database.sessions  # APQ registrations, shared

@@ -72,6 +72,20 @@ class QueryTooComplex(AppError):
     code = "QUERY_TOO_COMPLEX"
 
 
+class OutcomeUnknown(AppError):
+    """The database connection was lost while a change was being committed (the database
+    stopped answering: db/watchdog.py closed it). The COMMIT may have reached it and taken
+    effect: not retryable, unlike every other loss of the database (a client that retried
+    as told made the change twice: adversary, 2026-11-27, 4 of 120)."""
+
+    code = "INTERNAL_SERVER_ERROR"
+
+    def __init__(self) -> None:
+        super().__init__("The database connection was lost while the change was being "
+                         "committed; it may have been applied. Read it back before trying "
+                         "again", retryable=False)
+
+
 class ServiceUnavailable(AppError):
     """A dependency (the database) is down; the client may retry shortly."""
 

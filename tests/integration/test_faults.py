@@ -39,9 +39,15 @@ import httpx
 import pgserver
 import psutil
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from websockets.exceptions import ConnectionClosed
 
+from giftgraph.db.engine import create_database
 from giftgraph.db.migrate import upgrade
+from giftgraph.db.session import OperationDb
+from giftgraph.errors import OutcomeUnknown
+from tests.conftest import make_settings
 from tests.integration.test_live import WsClient, listeners, listening, signup
 from tests.support import (
     RedisServer,
@@ -742,12 +748,15 @@ def frozen(pg: OwnPostgres) -> Iterator[None]:
 
 async def test_a_frozen_database_is_retryable_not_a_hang(
         own_pg: OwnPostgres, own_db: str, tmp_path: Path) -> None:
-    """No answer at all from PostgreSQL: requests and connection_init, several at once, end
+    """No answer at all from PostgreSQL: requests and connection_init, more at once than the
+    pool has connections, end
     with their retryable answer (1013 for a socket) within about the time the database has
     to answer (`statement_timeout` + 2 s, db/watchdog.py), not one such wait after another;
     they hung for as long as it stayed frozen (adversary, 2026-11-26: no answer within
     70 s). Once it answers again, so does the service."""
-    env = {"GIFTGRAPH_STATEMENT_TIMEOUT_MS": "1000", "GIFTGRAPH_DB_PING_AFTER_IDLE_SECONDS": "0"}
+    # A pool of 2: most requests queue for a connection (the pool's own wait is 30 s).
+    env = {"GIFTGRAPH_STATEMENT_TIMEOUT_MS": "1000", "GIFTGRAPH_DB_PING_AFTER_IDLE_SECONDS": "0",
+           "GIFTGRAPH_DB_POOL_SIZE": "2"}
     with services(own_db, [tmp_path / "frozen.log"], env) as (svc,):
         token = signup(svc.base, _email("frozen"))
         auth = {"authorization": f"Bearer {token}"}
@@ -764,16 +773,16 @@ async def test_a_frozen_database_is_retryable_not_a_hang(
             with frozen(own_pg):
                 started = time.monotonic()
                 calls = await asyncio.gather(
-                    *[gql(http, "read", READ, {}, token) for _ in range(4)],
+                    *[gql(http, "read", READ, {}, token) for _ in range(8)],
                     gql(http, "createPerson", CREATE_PERSON, {"i": {"name": "frozen"}}, token),
                     refused(), refused())
                 took = time.monotonic() - started
-            for call in calls[:5]:
+            for call in calls[:9]:
                 assert isinstance(call, Call), call
                 assert call.body is not None, call
                 errors = call.body.get("errors") or [{}]
                 assert (errors[0].get("extensions") or {}).get("retryable") is True, call.body
-            assert calls[5:] == [1013, 1013]
+            assert calls[9:] == [1013, 1013]
             # 3 s to answer, checked every 0.375 s; then 2 s for those queued behind
             assert took < 8, took
             await wait_health(svc.base, 200, "connected", within=RECOVERY_SECONDS)
@@ -783,3 +792,34 @@ async def test_a_frozen_database_is_retryable_not_a_hang(
                    if line.startswith("giftgraph_db_connections_cut ")]
             assert cut, "the watchdog's count is exported"
             assert float(cut[0].split()[1]) >= 1, cut
+
+
+async def test_a_commit_lost_to_a_frozen_database_is_not_called_retryable(
+        own_pg: OwnPostgres, own_db: str) -> None:
+    """The connection is closed (db/watchdog.py) while the COMMIT waits on a frozen
+    database: PostgreSQL may still apply it when it runs again (the adversary saw 4 of 120
+    such changes applied), so the answer must not tell the client to retry it."""
+    database = create_database(own_db, make_settings(own_db, statement_timeout_ms=500))
+    database.watch()
+    try:
+        async with database.engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE IF NOT EXISTS commit_probe (note text)"))
+        async def insert(into: str, freeze: contextlib.ExitStack | None = None) -> None:
+            db = OperationDb(database)
+            try:
+                async with db.write() as session:
+                    await session.execute(text(f"INSERT INTO {into} VALUES ('lost')"))  # noqa: S608
+                    if freeze is not None:
+                        freeze.enter_context(frozen(own_pg))  # the COMMIT meets a frozen database
+            finally:
+                await db.end()
+
+        with contextlib.ExitStack() as freeze, pytest.raises(OutcomeUnknown) as lost:
+            await insert("commit_probe", freeze)
+        assert lost.value.extensions.get("retryable") is False
+        # A statement that fails before the COMMIT is the body's error, as before.
+        with pytest.raises(DBAPIError):
+            await insert("no_such_table")
+    finally:
+        await database.watchdog.stop()
+        await database.dispose()

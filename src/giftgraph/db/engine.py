@@ -55,6 +55,18 @@ class Database:
     watchdog: Watchdog = field(default_factory=lambda: Watchdog(None))
     statement_hooks: list[Callable[[str], None]] = field(default_factory=list)
 
+    def watch(self) -> Watchdog | None:
+        """The watchdog over the server's pools (the lane's too), started; none when
+        statements are unbounded (`statement_timeout_ms` 0). The server's only: a
+        command-line job's long transaction (`demo-data`) is not cut."""
+        if self.watchdog.budget is None:
+            return None
+        for engine in (self.engine, self.lane_engine):
+            if engine is not None:
+                self.watchdog.watch(engine.sync_engine.pool)
+        self.watchdog.start()
+        return self.watchdog
+
     async def dispose(self) -> None:
         await self.engine.dispose()
         if self.lane_engine is not None:
@@ -87,6 +99,7 @@ def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Datab
     engine = create_async_engine(
         async_url(url),
         async_creator=creator,
+        poolclass=watchdog.pool_class(settings.db_pool_size + settings.db_max_overflow),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=False,  # `ping_when_idle` instead
@@ -106,6 +119,7 @@ def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Datab
     lane_engine = create_async_engine(
         async_url(url), pool_size=LANE_CONNECTIONS, max_overflow=0, pool_pre_ping=False,
         pool_use_lifo=True, async_creator=creator, isolation_level="AUTOCOMMIT",
+        poolclass=watchdog.pool_class(LANE_CONNECTIONS),
         **engine_kwargs)
     ping_when_idle(lane_engine.sync_engine.pool, lane_engine.dialect,
                    settings.db_ping_after_idle_seconds)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from giftgraph.db.engine import Database
 from giftgraph.db.models import Event
+from giftgraph.errors import OutcomeUnknown
 
 T = TypeVar("T")
 log = logging.getLogger("giftgraph.db")
@@ -205,15 +206,19 @@ class OperationDb:
             session = self._writes()
             if self._database.direct_statements:
                 session.info[DIRECT_KEY] = self._database
+            committing = False
             try:
                 try:
                     yield session
+                    committing = True
                     await session.commit()
                     self.commits += 1
-                except BaseException:
+                except BaseException as exc:
                     await session.rollback()
                     take_pending(session)  # rolled-back work publishes nothing
                     take_after_commit(session)
+                    if committing and _lost(exc):
+                        raise OutcomeUnknown from exc
                     raise
                 events = take_pending(session)
                 hooks = take_after_commit(session)
@@ -331,6 +336,12 @@ async def _fetch_direct(database: Database, connect: Callable[[], Awaitable[Asyn
 # is not given out again.
 DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
                  OSError)
+
+
+def _lost(exc: BaseException) -> bool:
+    """The connection itself was lost (not a statement's error)."""
+    return (isinstance(exc, DBAPIError) and exc.connection_invalidated) \
+        or (isinstance(exc, DRIVER_ERRORS) and _broken(exc))
 
 
 def _broken(exc: BaseException) -> bool:

@@ -17,8 +17,11 @@ context of its own, under its own timeout (`Watchdog.connect`).
 
 Once a connection has been closed so (or could not be opened in time) the database is
 *silent*: every checkout and connect is then bounded by `SILENT_SECONDS`, not the whole
-budget, so that the requests queued behind the first do not each wait as long again.
-A connection opened, or one checked out since and given back in time, ends the silence.
+budget, one connect tries at a time and none for 2 s after one failed (the others fail
+at once), and a checkout that finds every connection of the pool taken fails at once instead
+of queueing for one (`Watchdog.pool_class`: the pool's own wait is 30 s), so that the
+requests behind the first do not each wait as long again. A connection opened, or one
+checked out since and given back in time, ends the silence.
 """
 
 from __future__ import annotations
@@ -29,12 +32,11 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import event
-
-if TYPE_CHECKING:
-    from giftgraph.db.engine import Database
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection
 
 log = logging.getLogger("giftgraph.db")
 
@@ -66,6 +68,10 @@ class Watchdog:
         self._held: dict[Any, tuple[float, float]] = {}
         self._task: asyncio.Task[None] | None = None
         self.silent_since: float | None = None
+        # While silent, one connect tries at a time, and none for `SILENT_SECONDS` after one
+        # failed: the others fail at once.
+        self._probing = False
+        self._next_probe = 0.0
         self.cut = 0  # connections closed for passing their deadline
 
     def _bound(self) -> float:
@@ -141,28 +147,38 @@ class Watchdog:
         fired, holds that empty context, not the caller's: a socket's)."""
 
         async def connect_apart() -> Any:
+            probe = self.silent_since is not None
+            if probe:
+                if self._probing or time.monotonic() < self._next_probe:
+                    raise TimeoutError("the database does not answer")
+                self._probing = True
             try:
                 connection = await asyncio.get_running_loop().create_task(
                     open_connection(self._bound()), context=contextvars.Context())
             except TimeoutError:
                 log.warning("the database did not answer in time: no connection opened")
                 self._silent()
+                self._next_probe = time.monotonic() + SILENT_SECONDS
                 raise
+            finally:
+                if probe:
+                    self._probing = False
             self._answered()
             return connection
 
         return connect_apart
 
 
-def watch(database: Database) -> Watchdog | None:
-    """The database's watchdog over the server's pools (the lane's too), started; none
-    when statements are unbounded (`statement_timeout_ms` 0). The server's only: a
-    command-line job's long transaction (`demo-data`) is not cut."""
-    watchdog = database.watchdog
-    if watchdog.budget is None:
-        return None
-    for engine in (database.engine, database.lane_engine):
-        if engine is not None:
-            watchdog.watch(engine.sync_engine.pool)
-    watchdog.start()
-    return watchdog
+    def pool_class(self, most: int) -> type[AsyncAdaptedQueuePool]:
+        """The pools' class (`poolclass`) for `most` connections at once: while the
+        database is silent, a checkout with all of them taken raises the pool's timeout
+        at once (retryable) rather than waiting for one to come back."""
+        watchdog = self
+
+        class WatchedPool(AsyncAdaptedQueuePool):
+            def connect(self) -> PoolProxiedConnection:
+                if watchdog.silent_since is not None and self.checkedout() >= most:
+                    raise PoolTimeout("the database does not answer; no connection free")
+                return super().connect()
+
+        return WatchedPool
