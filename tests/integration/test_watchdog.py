@@ -176,3 +176,21 @@ async def test_while_silent_a_full_pool_refuses_at_once(database_url: str) -> No
     finally:
         await database.watchdog.stop()
         await database.dispose()
+
+
+async def test_a_database_error_names_no_value(database_url: str) -> None:
+    """Unexpected errors are logged in full: their text must not carry the statement's
+    values (an e-mail address, a password hash, a family's data), which SQLAlchemy adds
+    to it unless told not to. (A message of the driver's or PostgreSQL's own may still
+    quote a value: a conversion error, a unique key's detail.)"""
+    database = create_database(database_url, make_settings(database_url))
+    try:
+        async with database.engine.connect() as connection:
+            with pytest.raises(DBAPIError) as failed:
+                await connection.execute(text("SELECT CAST(:v AS text), 1 / 0"),
+                                         {"v": "secret-value"})
+        assert "division by zero" in str(failed.value)
+        assert "secret-value" not in str(failed.value)
+        assert "SELECT CAST" in str(failed.value)  # the statement itself is still named
+    finally:
+        await database.dispose()

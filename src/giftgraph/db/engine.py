@@ -108,6 +108,9 @@ def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Datab
         # pool, so each connection paid a prepare and a type introspection (~3 ms) per
         # statement, and a lightly used server paid it on nearly every request.
         pool_use_lifo=True,
+        # An error's text names the statement, not its values (an e-mail address, a password
+        # hash, a family's data): the masked errors are logged in full.
+        hide_parameters=True,
         **engine_kwargs,
     )
     ping_when_idle(engine.sync_engine.pool, engine.dialect, settings.db_ping_after_idle_seconds)
@@ -119,6 +122,7 @@ def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Datab
     lane_engine = create_async_engine(
         async_url(url), pool_size=LANE_CONNECTIONS, max_overflow=0, pool_pre_ping=False,
         pool_use_lifo=True, async_creator=creator, isolation_level="AUTOCOMMIT",
+        hide_parameters=True,
         poolclass=watchdog.pool_class(LANE_CONNECTIONS),
         **engine_kwargs)
     ping_when_idle(lane_engine.sync_engine.pool, lane_engine.dialect,
