@@ -86,6 +86,18 @@ class OutcomeUnknown(AppError):
                          "again", retryable=False)
 
 
+class AppliedUnanswered(AppError):
+    """The database stopped answering after a change of the operation was committed (its
+    payload's reads, or a later root field): resending the operation would apply that
+    change again (adversary, 2026-11-27: 10 of 495 'retryable' answers were committed)."""
+
+    code = "INTERNAL_SERVER_ERROR"
+
+    def __init__(self) -> None:
+        super().__init__("The database stopped answering after this operation's change was "
+                         "applied. Read it back before trying again", retryable=False)
+
+
 class ServiceUnavailable(AppError):
     """A dependency (the database) is down; the client may retry shortly."""
 

@@ -39,14 +39,14 @@ import httpx
 import pgserver
 import psutil
 import pytest
-from sqlalchemy import text
+from sqlalchemy import literal, select, text
 from sqlalchemy.exc import DBAPIError
 from websockets.exceptions import ConnectionClosed
 
 from giftgraph.db.engine import create_database
 from giftgraph.db.migrate import upgrade
 from giftgraph.db.session import OperationDb
-from giftgraph.errors import OutcomeUnknown
+from giftgraph.errors import AppliedUnanswered, OutcomeUnknown
 from tests.conftest import make_settings
 from tests.integration.test_live import WsClient, listeners, listening, signup
 from tests.support import (
@@ -821,5 +821,26 @@ async def test_a_commit_lost_to_a_frozen_database_is_not_called_retryable(
         with pytest.raises(DBAPIError):
             await insert("no_such_table")
     finally:
+        await database.watchdog.stop()
+        await database.dispose()
+
+
+async def test_a_read_after_a_commit_lost_to_a_frozen_database_is_not_called_retryable(
+        own_pg: OwnPostgres, own_db: str) -> None:
+    """The change is committed, then the database stops answering before the payload is
+    read: resending the operation would apply it twice (adversary, 2026-11-27: 10 of 495
+    'retryable' answers were committed), so the answer says it was applied."""
+    database = create_database(own_db, make_settings(own_db, statement_timeout_ms=500))
+    database.watch()
+    db = OperationDb(database)
+    try:
+        async with db.write() as session:
+            await session.execute(text("CREATE TABLE IF NOT EXISTS commit_probe (note text)"))
+            await session.execute(text("INSERT INTO commit_probe VALUES ('applied')"))
+        with frozen(own_pg), pytest.raises(AppliedUnanswered) as unanswered:
+            await db.scalar(select(literal(1)))  # the payload's read
+        assert unanswered.value.extensions.get("retryable") is False
+    finally:
+        await db.end()
         await database.watchdog.stop()
         await database.dispose()

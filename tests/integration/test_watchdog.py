@@ -19,9 +19,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from giftgraph.db.engine import Database, create_database
-from giftgraph.db.session import OperationDb
+from giftgraph.db.session import OperationDb, unavailable
 from giftgraph.db.watchdog import MARGIN_SECONDS, SILENT_SECONDS
-from giftgraph.schema.extensions import unavailable
 from tests.conftest import make_settings
 
 STATEMENT_TIMEOUT_MS = 200

@@ -12,12 +12,13 @@ from typing import Any, TypeVar
 import asyncpg
 from sqlalchemy import Row, Select, TextClause, TextualSelect, Update
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from giftgraph.db.engine import Database
 from giftgraph.db.models import Event
-from giftgraph.errors import OutcomeUnknown
+from giftgraph.errors import AppliedUnanswered, OutcomeUnknown
 
 T = TypeVar("T")
 log = logging.getLogger("giftgraph.db")
@@ -132,8 +133,10 @@ class OperationDb:
         async with self._lock:
             try:
                 return (await (await self._get()).scalars(stmt, params)).all()
-            except BaseException:
+            except BaseException as exc:
                 self._failed()
+                if self.commits and unavailable(exc):
+                    raise AppliedUnanswered from exc
                 raise
             finally:
                 await self._let_go()
@@ -147,8 +150,10 @@ class OperationDb:
             try:
                 connection = await (await self._get()).connection()
                 return (await connection.execute(stmt, params)).all()
-            except BaseException:
+            except BaseException as exc:
                 self._failed()
+                if self.commits and unavailable(exc):
+                    raise AppliedUnanswered from exc
                 raise
             finally:
                 await self._let_go()
@@ -162,8 +167,10 @@ class OperationDb:
             try:
                 return await _fetch_direct(self._database, self._direct_connection, prepared,
                                            params)
-            except BaseException:
+            except BaseException as exc:
                 self._failed()
+                if self.commits and unavailable(exc):
+                    raise AppliedUnanswered from exc
                 raise
             finally:
                 await self._let_go()
@@ -188,8 +195,10 @@ class OperationDb:
         async with self._lock:
             try:
                 return await (await self._get()).scalar(stmt, params)
-            except BaseException:
+            except BaseException as exc:
                 self._failed()
+                if self.commits and unavailable(exc):
+                    raise AppliedUnanswered from exc
                 raise
             finally:
                 await self._let_go()
@@ -219,6 +228,8 @@ class OperationDb:
                     take_after_commit(session)
                     if committing and _lost(exc):
                         raise OutcomeUnknown from exc
+                    if self.commits and unavailable(exc):
+                        raise AppliedUnanswered from exc
                     raise
                 events = take_pending(session)
                 hooks = take_after_commit(session)
@@ -336,6 +347,20 @@ async def _fetch_direct(database: Database, connect: Callable[[], Awaitable[Asyn
 # is not given out again.
 DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
                  OSError)
+
+
+def unavailable(exc: BaseException | None) -> bool:
+    """A lost or refused database connection, or none free in the pool in time (a
+    subscription's read reported it unexpected: INTERNAL_SERVER_ERROR, not retryable):
+    the client may simply retry, unless a change of its operation was applied already
+    (`OperationDb` answers `AppliedUnanswered` then)."""
+    if isinstance(exc, OSError | TimeoutError | PoolTimeout | asyncpg.PostgresConnectionError
+                  | asyncpg.InterfaceError | asyncpg.CannotConnectNowError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError) \
+            or unavailable(exc.orig)
+    return False
 
 
 def _lost(exc: BaseException) -> bool:
