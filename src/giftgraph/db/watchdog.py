@@ -124,7 +124,10 @@ class Watchdog:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.tick)
-            self.check(time.monotonic())
+            try:
+                self.check(time.monotonic())
+            except Exception:  # the watch goes on: a connection that would not close
+                log.exception("the database watchdog's check failed")
 
     def check(self, now: float) -> int:
         """Close the connections past their deadline at `now`; how many."""
