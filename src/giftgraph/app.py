@@ -111,10 +111,10 @@ def create_app(settings: Settings, tracing: Tracing | None = None) -> Starlette:
         finally:
             probe.cancel()
             unwatch_gc()
-            if watchdog is not None:
-                await watchdog.stop()
             await state.live.stop()
             await state.database.dispose()
+            if watchdog is not None:  # last: shutting down waits on the database too
+                await watchdog.stop()
             state.throttle.hashing.close()
             if state.embedded is not None:
                 state.embedded.stop()

@@ -63,7 +63,7 @@ class Database:
             return None
         for engine in (self.engine, self.lane_engine):
             if engine is not None:
-                self.watchdog.watch(engine.sync_engine.pool)
+                self.watchdog.watch(engine.sync_engine)
         self.watchdog.start()
         return self.watchdog
 
@@ -95,10 +95,10 @@ def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Datab
     if settings.statement_timeout_ms:
         connect_args["server_settings"]["statement_timeout"] = str(settings.statement_timeout_ms)
     watchdog = Watchdog(budget_of(settings.statement_timeout_ms))
-    creator = async_creator(url, connect_args, watchdog)
+    create = creator(url, connect_args, watchdog)
     engine = create_async_engine(
         async_url(url),
-        async_creator=creator,
+        creator=create,
         poolclass=watchdog.pool_class(settings.db_pool_size + settings.db_max_overflow),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -121,7 +121,7 @@ def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Datab
     # only while a batch of callers is being read on the first.
     lane_engine = create_async_engine(
         async_url(url), pool_size=LANE_CONNECTIONS, max_overflow=0, pool_pre_ping=False,
-        pool_use_lifo=True, async_creator=creator, isolation_level="AUTOCOMMIT",
+        pool_use_lifo=True, creator=create, isolation_level="AUTOCOMMIT",
         hide_parameters=True,
         poolclass=watchdog.pool_class(LANE_CONNECTIONS),
         **engine_kwargs)
@@ -134,19 +134,27 @@ def create_database(url: str, settings: Settings, **engine_kwargs: Any) -> Datab
 LANE_CONNECTIONS = 2  # the sockets' authentication lane (`Database.lane_engine`)
 
 
-def async_creator(url: str, connect_args: dict[str, Any], watchdog: Watchdog) -> Callable[
-        [], Any]:
-    """SQLAlchemy's `async_creator`: asyncpg's connection to `url` with `connect_args`,
-    opened as `watchdog` bounds it (asyncpg waited 60 s on a database that accepts the
-    connection and never answers)."""
+def creator(url: str, connect_args: dict[str, Any], watchdog: Watchdog) -> Callable[[], Any]:
+    """SQLAlchemy's `creator`: asyncpg's connection to `url` with `connect_args`, opened
+    as `watchdog` bounds it (asyncpg waited 60 s on a database that accepts the connection
+    and never answers), wrapped by SQLAlchemy's asyncpg adapter with the URL's own options
+    for it (`prepared_statement_cache_size`: 0 behind PgBouncer's transaction pooling), as
+    SQLAlchemy's `async_creator` does without them."""
     import asyncpg
     from sqlalchemy.dialects.postgresql.asyncpg import dialect
 
     _, params = dialect().create_connect_args(make_url(async_url(url)))  # type: ignore[no-untyped-call]
-    for adapter_only in ("prepared_statement_cache_size", "prepared_statement_name_func"):
-        params.pop(adapter_only, None)
+    adapter = {key: params.pop(key) for key in
+               ("prepared_statement_cache_size", "prepared_statement_name_func")
+               if key in params}
     params.update(connect_args)
-    return watchdog.connect(lambda timeout: asyncpg.connect(**params, timeout=timeout))
+    connect = watchdog.connect(lambda timeout: asyncpg.connect(**params, timeout=timeout))
+    dbapi = dialect.import_dbapi()  # type: ignore[no-untyped-call]
+
+    def create() -> Any:
+        return dbapi.connect(async_creator_fn=connect, **adapter)
+
+    return create
 
 
 IDLE_SINCE = "giftgraph.idle_since"

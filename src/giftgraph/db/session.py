@@ -134,9 +134,9 @@ class OperationDb:
             try:
                 return (await (await self._get()).scalars(stmt, params)).all()
             except BaseException as exc:
-                self._failed()
+                self._failed(exc)
                 if self.commits and unavailable(exc):
-                    raise AppliedUnanswered from exc
+                    raise _applied_unanswered() from exc
                 raise
             finally:
                 await self._let_go()
@@ -151,9 +151,9 @@ class OperationDb:
                 connection = await (await self._get()).connection()
                 return (await connection.execute(stmt, params)).all()
             except BaseException as exc:
-                self._failed()
+                self._failed(exc)
                 if self.commits and unavailable(exc):
-                    raise AppliedUnanswered from exc
+                    raise _applied_unanswered() from exc
                 raise
             finally:
                 await self._let_go()
@@ -168,9 +168,9 @@ class OperationDb:
                 return await _fetch_direct(self._database, self._direct_connection, prepared,
                                            params)
             except BaseException as exc:
-                self._failed()
+                self._failed(exc)
                 if self.commits and unavailable(exc):
-                    raise AppliedUnanswered from exc
+                    raise _applied_unanswered() from exc
                 raise
             finally:
                 await self._let_go()
@@ -196,9 +196,9 @@ class OperationDb:
             try:
                 return await (await self._get()).scalar(stmt, params)
             except BaseException as exc:
-                self._failed()
+                self._failed(exc)
                 if self.commits and unavailable(exc):
-                    raise AppliedUnanswered from exc
+                    raise _applied_unanswered() from exc
                 raise
             finally:
                 await self._let_go()
@@ -219,6 +219,7 @@ class OperationDb:
             try:
                 try:
                     yield session
+                    await session.flush()  # the unit's last statements, before the COMMIT
                     committing = True
                     await session.commit()
                     self.commits += 1
@@ -227,9 +228,11 @@ class OperationDb:
                     take_pending(session)  # rolled-back work publishes nothing
                     take_after_commit(session)
                     if committing and _lost(exc):
+                        log.warning("the connection was lost during a COMMIT: it may have "
+                                    "been applied")
                         raise OutcomeUnknown from exc
                     if self.commits and unavailable(exc):
-                        raise AppliedUnanswered from exc
+                        raise _applied_unanswered() from exc
                     raise
                 events = take_pending(session)
                 hooks = take_after_commit(session)
@@ -261,11 +264,13 @@ class OperationDb:
         if self._closed:
             raise OperationOver("a read after its operation ended")
         if self._given_up:
+            if self.commits:  # a later root field's unit of work, say
+                raise _applied_unanswered()
             raise TimeoutError("the database does not answer")
 
-    def _failed(self) -> None:
+    def _failed(self, exc: BaseException) -> None:
         self._read_failed = True
-        if self._database.watchdog.silent_since is not None:
+        if self._database.watchdog.silent_since is not None and unavailable(exc):
             self._given_up = True
 
     async def _close_reads(self) -> None:
@@ -333,12 +338,29 @@ async def _fetch_direct(database: Database, connect: Callable[[], Awaitable[Asyn
         connection = await connect()
         driver = (await connection.get_raw_connection()).driver_connection
         assert driver is not None  # a connection checked out of the pool
-        return prepared.rows(await driver.fetch(prepared.sql, *prepared.args(params)))
+        return prepared.rows(await _asked(database, driver, prepared, params))
     except DRIVER_ERRORS as exc:
         broken = _broken(exc)
         if broken and connection is not None:
             await connection.invalidate()
         raise DBAPIError(prepared.sql, None, exc, connection_invalidated=broken) from exc
+
+
+async def _asked(database: Database, driver: Any, prepared: Prepared,
+                 params: Mapping[str, Any]) -> list[Any]:
+    """A `Prepared` statement's records from asyncpg, the round trip told to the watchdog."""
+    watchdog = database.watchdog
+    watchdog.asking(driver)
+    try:
+        records: list[Any] = await driver.fetch(prepared.sql, *prepared.args(params))
+    except asyncpg.PostgresError:
+        watchdog.answered(driver)  # an error is an answer
+        raise
+    except BaseException:
+        watchdog.idle(driver)
+        raise
+    watchdog.answered(driver)
+    return records
 
 
 # What a statement run on asyncpg directly may raise; reported as SQLAlchemy's execution
@@ -364,9 +386,14 @@ def unavailable(exc: BaseException | None) -> bool:
 
 
 def _lost(exc: BaseException) -> bool:
-    """The connection itself was lost (not a statement's error)."""
-    return (isinstance(exc, DBAPIError) and exc.connection_invalidated) \
-        or (isinstance(exc, DRIVER_ERRORS) and _broken(exc))
+    """The connection itself was lost under a statement (not the statement's error, nor a
+    connection that could not be had)."""
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _applied_unanswered() -> AppliedUnanswered:
+    log.warning("the database stopped answering after a change of the operation was applied")
+    return AppliedUnanswered()
 
 
 def _broken(exc: BaseException) -> bool:
@@ -398,7 +425,7 @@ async def execute_in(session: AsyncSession, prepared: Prepared,
     for hook in database.statement_hooks:
         hook(prepared.sql)
     try:
-        return prepared.rows(await driver.fetch(prepared.sql, *prepared.args(params)))
+        return prepared.rows(await _asked(database, driver, prepared, params))
     except DRIVER_ERRORS as exc:
         broken = _broken(exc)
         if broken:

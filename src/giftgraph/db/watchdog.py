@@ -9,19 +9,21 @@ a server that does not run.
 asyncpg's own bound on a statement (`command_timeout`) arms a timer in the calling task's
 context, and asyncio's loop keeps a cancelled timer, context and all, until it would have
 fired: a closed socket's handler was held that long (bench/NOTES.md, F2). Here one task,
-started in no request's context, holds each checked-out connection's deadline and nothing
-else, and closes the connections that pass it (`terminate`: no round trip to a database
-that does not answer). Whatever waits on one then fails at once as a lost connection,
+started in no request's context, holds the deadline of each round trip in flight (a
+statement, a COMMIT, a checkout's ping, a new connection's setup) and nothing else, and
+closes the connections that pass it (`terminate`: no round trip to a database that does
+not answer). A connection checked out but idle is not timed: an operation may hold one
+as long as it likes. Whatever waits on a closed one fails at once as a lost connection,
 which the pool replaces and the client is told to retry. A connection is opened in a
 context of its own, under its own timeout (`Watchdog.connect`).
 
 Once a connection has been closed so (or could not be opened in time) the database is
-*silent*: every checkout and connect is then bounded by `SILENT_SECONDS`, not the whole
+*silent*: every round trip and connect is then bounded by `SILENT_SECONDS`, not the whole
 budget, one connect tries at a time and none for 2 s after one failed (the others fail
-at once), and a checkout that finds every connection of the pool taken fails at once instead
-of queueing for one (`Watchdog.pool_class`: the pool's own wait is 30 s), so that the
-requests behind the first do not each wait as long again. A connection opened, or one
-checked out since and given back in time, ends the silence.
+at once), and a checkout that finds every connection of the pool taken fails at once
+instead of queueing for one (`Watchdog.pool_class`: the pool's own wait is 30 s), so that
+the requests behind the first do not each wait as long again. Only an answer ends the
+silence: a statement asked since it began and answered, or a new connection's `SELECT 1`.
 """
 
 from __future__ import annotations
@@ -55,17 +57,18 @@ def budget_of(statement_timeout_ms: int) -> float | None:
 
 
 class Watchdog:
-    """Closes every connection that stays checked out of a watched pool longer than
-    `budget` seconds: one operation's use of it (its reads, or a unit of work), during
-    which each statement is itself bounded by `statement_timeout`. Checked every
-    `tick` seconds. Bounds opening a connection too (`connect`), running or not: a
-    command-line job's connections are opened so, and none of them is watched."""
+    """Closes every connection whose round trip to the database (a statement, a commit, a
+    checkout's ping, a new connection's setup) has waited `budget` seconds for its answer;
+    each statement is itself bounded by `statement_timeout`, so only a database that does
+    not answer gets there. Time a connection spends checked out but idle is not counted.
+    Checked every `tick` seconds. Bounds opening a connection too (`connect`), running or
+    not: a command-line job's connections are opened so, and none of them is watched."""
 
     def __init__(self, budget: float | None) -> None:
         self.budget = budget
         self.tick = min(1.0, budget / 8) if budget else 1.0
-        # a checked-out DBAPI connection -> (its deadline, when it was checked out)
-        self._held: dict[Any, tuple[float, float]] = {}
+        # asyncpg's connection -> (its deadline, when its round trip began), while one is on
+        self._waiting: dict[Any, tuple[float, float]] = {}
         self._task: asyncio.Task[None] | None = None
         self.silent_since: float | None = None
         # While silent, one connect tries at a time, and none for `SILENT_SECONDS` after one
@@ -79,32 +82,70 @@ class Watchdog:
             return SILENT_SECONDS
         return self.budget if self.budget is not None else CONNECT_SECONDS
 
-    def watch(self, pool: Any) -> None:
-        # First among the checkout's listeners: its ping (`engine.ping_when_idle`) is a
-        # round trip too.
-        event.listen(pool, "checkout", self._checked_out, insert=True)
-        event.listen(pool, "checkin", self._checked_in)
-        event.listen(pool, "close", self._closed)
+    # A round trip's beginning and end, by asyncpg's connection (`db.session` calls these
+    # around the statements it runs on asyncpg directly; the engine's events, below, for
+    # the rest).
 
-    def _checked_out(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        now = time.monotonic()
-        self._held[dbapi_connection] = (now + self._bound(), now)
+    def asking(self, driver: Any) -> None:
+        if self._task is not None:
+            now = time.monotonic()
+            self._waiting[driver] = (now + self._bound(), now)
 
-    def _checked_in(self, dbapi_connection: Any, _record: Any) -> None:
-        held = self._held.pop(dbapi_connection, None)
-        if held is not None and self.silent_since is not None and held[1] > self.silent_since:
-            self._answered()  # taken while silent, and given back in time
+    def answered(self, driver: Any) -> None:
+        waited = self._waiting.pop(driver, None)
+        if waited is not None and self.silent_since is not None and waited[1] > self.silent_since:
+            self._answered()  # asked while silent, and answered
 
-    def _closed(self, dbapi_connection: Any, _record: Any) -> None:
-        self._held.pop(dbapi_connection, None)
+    def idle(self, driver: Any) -> None:
+        self._waiting.pop(driver, None)
 
-    def _answered(self, *_: Any) -> None:
+    def watch(self, engine: Any) -> None:
+        """Watch a (sync) engine's round trips and its pool's."""
+        pool = engine.pool
+        # Around the pool's own listeners: a new connection's setup (the dialect's type
+        # introspection) and a checkout's ping (`engine.ping_when_idle`) are round trips.
+        for name in ("connect", "checkout"):
+            event.listen(pool, name, self._pool_asking, insert=True)
+            event.listen(pool, name, self._pool_done)
+        event.listen(pool, "checkin", self._pool_idle)
+        event.listen(pool, "close", self._pool_idle)
+        event.listen(engine, "before_cursor_execute", self._executing)
+        event.listen(engine, "after_cursor_execute", self._executed)
+        event.listen(engine, "handle_error", self._failed)
+        event.listen(engine, "commit", self._ending)
+        event.listen(engine, "rollback", self._ending)
+
+    def _pool_asking(self, dbapi_connection: Any, *_: Any) -> None:
+        self.asking(dbapi_connection.driver_connection)
+
+    def _pool_done(self, dbapi_connection: Any, *_: Any) -> None:
+        self.idle(dbapi_connection.driver_connection)
+
+    def _pool_idle(self, dbapi_connection: Any, *_: Any) -> None:
+        if dbapi_connection is not None:
+            self.idle(getattr(dbapi_connection, "driver_connection", None))
+
+    def _executing(self, conn: Any, *_: Any) -> None:
+        self.asking(conn.connection.driver_connection)
+
+    def _executed(self, conn: Any, *_: Any) -> None:
+        self.answered(conn.connection.driver_connection)
+
+    def _ending(self, conn: Any) -> None:  # COMMIT or ROLLBACK: over at the next statement
+        if not conn.invalidated:  # (`connection` would reconnect one) or at checkin
+            self.asking(conn.connection.driver_connection)
+
+    def _failed(self, context: Any) -> None:
+        with contextlib.suppress(Exception):  # a connection invalidated has none
+            self.idle(context.connection.connection.driver_connection)
+
+    def _answered(self) -> None:
         if self.silent_since is not None:
             log.warning("the database answers again")
             self.silent_since = None
 
     def _silent(self) -> None:
-        if self.silent_since is None:
+        if self.silent_since is None and self._task is not None:
             self.silent_since = time.monotonic()
 
     def start(self) -> None:
@@ -126,21 +167,21 @@ class Watchdog:
             await asyncio.sleep(self.tick)
             try:
                 self.check(time.monotonic())
-            except Exception:  # the watch goes on: a connection that would not close
+            except Exception:  # the watch goes on
                 log.exception("the database watchdog's check failed")
 
     def check(self, now: float) -> int:
-        """Close the connections past their deadline at `now`; how many."""
-        late = [c for c, (deadline, _) in self._held.items() if deadline <= now]
-        for connection in late:
-            del self._held[connection]
-            driver = getattr(connection, "driver_connection", None)
+        """Close the connections whose round trip is past its deadline at `now`; how many."""
+        late = [c for c, (deadline, _) in self._waiting.items() if deadline <= now]
+        for driver in late:
+            del self._waiting[driver]
             if driver is None or driver.is_closed():
                 continue
             log.warning("the database did not answer in time: connection closed")
-            driver.terminate()
             self.cut += 1
             self._silent()
+            with contextlib.suppress(Exception):
+                driver.terminate()
         return len(late)
 
     def connect(self, open_connection: Callable[[float], Coroutine[Any, Any, Any]]
@@ -157,7 +198,7 @@ class Watchdog:
                 self._probing = True
             try:
                 connection = await asyncio.get_running_loop().create_task(
-                    open_connection(self._bound()), context=contextvars.Context())
+                    self._open(open_connection, probe), context=contextvars.Context())
             except TimeoutError:
                 log.warning("the database did not answer in time: no connection opened")
                 self._silent()
@@ -170,6 +211,20 @@ class Watchdog:
             return connection
 
         return connect_apart
+
+    async def _open(self, open_connection: Callable[[float], Coroutine[Any, Any, Any]],
+                    probe: bool) -> Any:
+        """A connection, and while the database is silent its answer to a statement too: a
+        database that still lets clients in but runs nothing is not answering."""
+        bound = self._bound()
+        connection = await open_connection(bound)
+        if probe:
+            try:
+                await connection.fetchval("SELECT 1", timeout=bound)
+            except BaseException:
+                connection.terminate()
+                raise
+        return connection
 
 
     def pool_class(self, most: int) -> type[AsyncAdaptedQueuePool]:
