@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from giftgraph.db.migrate import database_revisions, schema_state
+from giftgraph.db.session import unavailable
 from giftgraph.observability import Metrics
 from giftgraph.web.state import AppState
 
@@ -40,9 +41,9 @@ async def health(state: AppState, head: str) -> Response:
             # (db_ping_after_idle_seconds): the pool has been renewed; ask once more.
             if attempt == 1 and exc.connection_invalidated:
                 continue
-            log.warning("health check: database unreachable", exc_info=True)
-        except Exception:  # any failure means "not connected"; details go to the log
-            log.warning("health check: database unreachable", exc_info=True)
+            _unreachable(exc)
+        except Exception as exc:  # any failure means "not connected"; details go to the log
+            _unreachable(exc)
         break
     hub = state.live.hub if state.live is not None else None
     broadcast = "disconnected" if hub is None or not hub.connected else \
@@ -55,6 +56,13 @@ async def health(state: AppState, head: str) -> Response:
         "broadcast": broadcast,
     }
     return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+def _unreachable(exc: Exception) -> None:
+    """One line for a database that is down or silent (a probe polling /health through an
+    outage logged ~80 lines of traceback a call); the whole of anything else."""
+    log.warning("health check: database unreachable: %s", type(exc).__name__,
+                exc_info=not unavailable(exc))
 
 
 def metrics(state: AppState, request: Request) -> Response:
