@@ -134,9 +134,7 @@ class OperationDb:
             try:
                 return (await (await self._get()).scalars(stmt, params)).all()
             except BaseException as exc:
-                self._failed(exc)
-                if self.commits and unavailable(exc):
-                    raise _applied_unanswered() from exc
+                self._failed(exc)  # AppliedUnanswered, after a change was committed
                 raise
             finally:
                 await self._let_go()
@@ -151,9 +149,7 @@ class OperationDb:
                 connection = await (await self._get()).connection()
                 return (await connection.execute(stmt, params)).all()
             except BaseException as exc:
-                self._failed(exc)
-                if self.commits and unavailable(exc):
-                    raise _applied_unanswered() from exc
+                self._failed(exc)  # AppliedUnanswered, after a change was committed
                 raise
             finally:
                 await self._let_go()
@@ -168,9 +164,7 @@ class OperationDb:
                 return await _fetch_direct(self._database, self._direct_connection, prepared,
                                            params)
             except BaseException as exc:
-                self._failed(exc)
-                if self.commits and unavailable(exc):
-                    raise _applied_unanswered() from exc
+                self._failed(exc)  # AppliedUnanswered, after a change was committed
                 raise
             finally:
                 await self._let_go()
@@ -196,9 +190,7 @@ class OperationDb:
             try:
                 return await (await self._get()).scalar(stmt, params)
             except BaseException as exc:
-                self._failed(exc)
-                if self.commits and unavailable(exc):
-                    raise _applied_unanswered() from exc
+                self._failed(exc)  # AppliedUnanswered, after a change was committed
                 raise
             finally:
                 await self._let_go()
@@ -231,8 +223,7 @@ class OperationDb:
                         log.warning("the connection was lost during a COMMIT: it may have "
                                     "been applied")
                         raise OutcomeUnknown from exc
-                    if self.commits and unavailable(exc):
-                        raise _applied_unanswered() from exc
+                    self._unanswered_after_commit(exc)
                     raise
                 events = take_pending(session)
                 hooks = take_after_commit(session)
@@ -269,9 +260,18 @@ class OperationDb:
             raise TimeoutError("the database does not answer")
 
     def _failed(self, exc: BaseException) -> None:
+        """After a read raised `exc`: the next read opens a new session, gives up while the
+        database is silent, and says so when a change of the operation was applied."""
         self._read_failed = True
         if self._database.watchdog.silent_since is not None and unavailable(exc):
             self._given_up = True
+        self._unanswered_after_commit(exc)
+
+    def _unanswered_after_commit(self, exc: BaseException) -> None:
+        """Raises `AppliedUnanswered` for a lost database once a unit of work committed:
+        resending the operation would apply that change again."""
+        if self.commits and unavailable(exc):
+            raise _applied_unanswered() from exc
 
     async def _close_reads(self) -> None:
         session, self._session = self._session, None
