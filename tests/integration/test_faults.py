@@ -410,6 +410,16 @@ async def test_postgres_restart_under_load(own_pg: OwnPostgres, own_service: Ser
         not_retryable = [c.body for c in settled
                          if c.body["errors"][0].get("extensions", {}).get("retryable") is not True]
         assert not not_retryable, not_retryable[:3]
+        # The log says so sparsely: at most a line a second for each kind of caller (each
+        # failed request logged one, with SQLAlchemy's statement text), and never a
+        # statement.
+        log_text = own_service.log.read_text(errors="replace")
+        lines = [ln for ln in log_text.splitlines() if "database unavailable" in ln]
+        assert lines, own_service.log_tail()
+        assert len(lines) <= 4 * (t_up - t_down + RECOVERY_SECONDS + 2), lines[:10]
+        assert len(lines) < len(failed), (len(lines), len(failed))
+        assert "[SQL" not in log_text, lines[:3]
+        assert "INSERT INTO" not in log_text, lines[:3]
 
         # Consistency: a person exists iff its createPerson succeeded, with its one event.
         persons = {p["name"]: p["id"] for p in await all_pages(http, token, PERSON_NAMES,

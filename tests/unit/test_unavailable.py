@@ -5,9 +5,15 @@ said 'try again'."""
 
 from __future__ import annotations
 
+import logging
+
+import asyncpg
+import pytest
 from graphql import GraphQLError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from giftgraph.db import session
 from giftgraph.schema.extensions import format_error
 
 
@@ -29,3 +35,27 @@ def test_a_bug_is_not() -> None:
     assert _formatted(RuntimeError("a bug")) == {"message": "Internal server error",
                                                  "code": "INTERNAL_SERVER_ERROR",
                                                  "traceId": "t"}
+
+
+def test_an_outage_is_a_line_a_second_naming_no_statement(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request of an outage fails alike: one line each was a flood, and SQLAlchemy's
+    text of the error carried the statement."""
+    now = [1000.0]
+    monkeypatch.setattr(session.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(session, "_outage_lines", {})
+    lost = DBAPIError("INSERT INTO persons (name) VALUES ($1)", None,
+                      asyncpg.ConnectionDoesNotExistError("gone"),
+                      connection_invalidated=True)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(100):
+            assert _formatted(lost)["retryable"] is True
+        _formatted(PoolTimeout("QueuePool limit"))
+        now[0] += 1.5
+        _formatted(lost)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "an operation: database unavailable (DBAPIError(ConnectionDoesNotExistError), "
+        "traceId=t)",
+        "an operation: database unavailable (DBAPIError(ConnectionDoesNotExistError), "
+        "traceId=t; 100 more like it in the last 1 s or more not logged)"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import namedtuple
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -383,6 +384,40 @@ def unavailable(exc: BaseException | None) -> bool:
         return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError) \
             or unavailable(exc.orig)
     return False
+
+
+def cause(exc: BaseException | None) -> str:
+    """What failed, by name only: `DBAPIError(ConnectionDoesNotExistError)`. SQLAlchemy's own
+    text of an error carries the statement, which has no place in a log line a client's
+    request can cause once a request."""
+    if exc is None:
+        return "?"
+    orig = getattr(exc, "orig", None)
+    return f"{type(exc).__name__}({type(orig).__name__})" \
+        if isinstance(orig, BaseException) else type(exc).__name__
+
+
+OUTAGE_LINE_SECONDS = 1.0  # one line of each kind at most this often while unavailable
+_outage_lines: dict[str, tuple[float, int]] = {}  # kind: (when the next may be, left out)
+
+
+def log_outage(logger: logging.Logger, what: str, exc: BaseException | None,
+               trace_id: str | None = None) -> None:
+    """Log that the database is unavailable to `what` (a sentence's subject: "a request",
+    "authentication"), at most once a second for each `what`, naming the cause's type and
+    how many more like it were left out since the last line. During an outage every
+    request, socket and probe fails the same way: one line each made ~11,900 lines in a
+    15 s outage polled tightly, a flood that hides whatever else the log says."""
+    now = time.monotonic()
+    due, left_out = _outage_lines.get(what, (0.0, 0))
+    if now < due:
+        _outage_lines[what] = (due, left_out + 1)
+        return
+    _outage_lines[what] = (now + OUTAGE_LINE_SECONDS, 0)
+    logger.warning("%s: database unavailable (%s%s%s)", what, cause(exc),
+                   f", traceId={trace_id}" if trace_id else "",
+                   f"; {left_out} more like it in the last {OUTAGE_LINE_SECONDS:g} s or more "
+                   "not logged" if left_out else "")
 
 
 def _lost(exc: BaseException) -> bool:

@@ -39,7 +39,7 @@ from giftgraph.context import (
     operation_scope,
 )
 from giftgraph.db.engine import Database
-from giftgraph.db.session import Prepared, unavailable
+from giftgraph.db.session import Prepared, log_outage, unavailable
 from giftgraph.db.session import fetch as session_fetch
 from giftgraph.errors import AppError, BadInput, ServiceUnavailable, Unauthenticated
 from giftgraph.schema.cache import USER_AND_VERSION, USERS_AND_VERSIONS
@@ -131,8 +131,10 @@ async def authenticate(ctx: Context, reads: CallerReads | None = None) -> auth.A
         # The database is unreachable: resolvers that need the caller fail with a code.
         # One line for a database that is down or silent (each request of an outage logged
         # its traceback: 39 MB in a 40 s freeze); the whole of anything else.
-        log.warning("authentication failed: database unavailable (traceId=%s): %s",
-                    ctx.trace_id, type(exc).__name__, exc_info=not unavailable(exc))
+        if unavailable(exc):
+            log_outage(log, "authentication", exc, ctx.trace_id)
+        else:
+            log.warning("authentication failed (traceId=%s)", ctx.trace_id, exc_info=exc)
         ctx.auth_error = ServiceUnavailable()
         ctx.auth_error.__cause__ = exc
     return None
@@ -245,7 +247,7 @@ def format_error(error: GraphQLError, trace_id: str | None) -> GraphQLError:
         return error  # already done
     code = _code(error)
     if code is None and unavailable(error.original_error):
-        log.warning("database unavailable (traceId=%s): %s", trace_id, error.original_error)
+        log_outage(log, "an operation", error.original_error, trace_id)
         return _retryable(error, ServiceUnavailable().message, trace_id)
     if code is None and (reason := transient(error.original_error)) is not None:
         log.warning("%s: aborted for a concurrent transaction (%s), not retried further "

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from giftgraph.db.migrate import database_revisions, schema_state
-from giftgraph.db.session import unavailable
+from giftgraph.db.session import log_outage, unavailable
 from giftgraph.observability import Metrics
 from giftgraph.web.state import AppState
 
@@ -59,10 +59,12 @@ async def health(state: AppState, head: str) -> Response:
 
 
 def _unreachable(exc: Exception) -> None:
-    """One line for a database that is down or silent (a probe polling /health through an
-    outage logged ~80 lines of traceback a call); the whole of anything else."""
-    log.warning("health check: database unreachable: %s", type(exc).__name__,
-                exc_info=not unavailable(exc))
+    """A database that is down or silent: `log_outage`'s sparse line (a probe polling /health
+    through an outage logged ~80 lines of traceback a call); the whole of anything else."""
+    if unavailable(exc):
+        log_outage(log, "the health check", exc)
+    else:
+        log.warning("health check: database unreachable", exc_info=exc)
 
 
 def metrics(state: AppState, request: Request) -> Response:

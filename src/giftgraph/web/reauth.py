@@ -12,6 +12,7 @@ from starlette.websockets import WebSocket
 
 from giftgraph import auth
 from giftgraph.context import Context, operation_scope
+from giftgraph.db.session import log_outage, unavailable
 from giftgraph.errors import AppError, RateLimited, Unauthenticated
 from giftgraph.live import credentials
 from giftgraph.schema.extensions import caller_of
@@ -60,10 +61,13 @@ async def renew(context: Context, payload: Any) -> bool | dict[str, Any]:
                  context.user.id, exc.message)
         await credentials.close(ws, *credentials.FORBIDDEN)
         return False
-    except (SQLAlchemyError, OSError):
+    except (SQLAlchemyError, OSError) as exc:
         # The database is down: nothing renewed (the `pong` says no new expiry); the
         # socket keeps its current deadline.
-        log.warning("socket re-authentication: database unavailable", exc_info=True)
+        if unavailable(exc):
+            log_outage(log, "socket re-authentication", exc)
+        else:
+            log.warning("socket re-authentication failed", exc_info=exc)
         return True
     context.user = user
     credentials.hold(ws, claims)
