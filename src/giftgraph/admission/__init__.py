@@ -12,8 +12,9 @@ it protects (parsing, analysis, hashing, a query, a replay), and each refusal is
 - `throttle`: per-IP budgets of the anonymous mutations and the bound on concurrent
   password hashing;
 - `server`: connections, header bytes, header and idle timeouts of `giftgraph serve`;
-- `requests`: GraphQL requests over HTTP in flight per caller, and the pace of a caller
-  whose requests are refused.
+- `requests`: GraphQL requests over HTTP in flight per caller (until their answers are
+  sent), and the pace of a caller whose requests are refused;
+- `answers`: the bytes of one answer.
 
 Replay (`since`), search and page sizes are bounded where those reads are built, under the
 names below. docs/hardening.md lists every bound with its default.
@@ -118,6 +119,12 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("header_bytes", "max_header_bytes", "a request's line and headers as received "
           "(431, connection closed)"),
     Bound("idle_timeout", "http_idle_timeout_seconds", "an idle keep-alive connection"),
+    Bound("send_timeout", "http_send_timeout_seconds", "an HTTP answer the client does not "
+          "read: no byte of it taken for that long while the connection's buffer is full, "
+          "and the connection is cut"),
+    Bound("response_bytes", "max_response_bytes", "one answer serialized (an HTTP "
+          "response, one result of a subscription or live query): past it "
+          "QUERY_TOO_COMPLEX instead (max_query_cost counts fields, not their bytes)"),
 )
 BY_NAME: dict[str, Bound] = {b.name: b for b in BOUNDS}
 

@@ -30,6 +30,13 @@ everyone.
   httptools protocol (the one `auto` picks) buffers headers without any limit (its h11 one
   stops at 16 KiB): within the header timeout one connection pushed 115 MB, and 20 of them
   took the process to 700 MB. Past the bound: 431 and the connection closed.
+- `http_send_timeout_seconds`: while a connection's write buffer is over the transport's
+  high-water mark (its client is not taking what was written), some of it must be taken
+  within it, and again within it, until the buffer drains; else the connection is cut
+  (`abort`: the buffer let go at once). uvicorn waits for such a buffer to drain before a
+  later write, with no time limit, and holds it for as long as the client keeps the
+  connection open. The connection's flow control is in its scope (`FLOW_KEY`) for the view,
+  which waits for it before a request leaves its caller's turn (admission.requests).
 
 A WebSocket leaves this protocol at its upgrade (uvicorn hands the transport to its
 WebSocket protocol): its timers end there; pings and the connection_init timeout bound it.
@@ -46,9 +53,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import resource
+import socket
+import struct
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -65,13 +75,16 @@ log = logging.getLogger("giftgraph.admission.server")
 
 HTTP_PROTOCOL = "giftgraph.admission.server:HttpProtocol"
 STATE_KEY = "giftgraph.refusals"
+LINGER_NONE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close with a reset
+FLOW_KEY = "giftgraph.flow"  # in an HTTP scope: its connection's uvicorn FlowControl
 # Descriptors kept for what is not a client connection: the database pool (its size and
 # overflow are added), the broker, listening sockets, logs, files being served.
 RESERVED_FDS = 64
 # The uvicorn names relied on: methods of its HTTP protocol class, attributes its instances
 # set in __init__ (checked again on the first connection of each process).
 METHODS = ("connection_made", "connection_lost", "data_received", "timeout_keep_alive_handler")
-ATTRIBUTES = ("cycle", "transport", "connections", "timeout_keep_alive", "app_state", "loop")
+ATTRIBUTES = ("cycle", "transport", "connections", "timeout_keep_alive", "app_state", "loop",
+              "flow")
 REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
            b"content-length: 20\r\nconnection: close\r\n\r\nToo many connections")
 HEADERS_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
@@ -88,6 +101,7 @@ class Limits:
     header_timeout: float
     idle_timeout: float
     max_header_bytes: int = 64 * 1024  # as the setting's default
+    send_timeout: float = 30.0  # as the setting's default
     max_connections_per_ip: int = 256  # as the setting's default
     proxies: frozenset[str] = frozenset({"127.0.0.1"})  # not counted per IP; "*": none is
 
@@ -118,7 +132,8 @@ def limits() -> Limits:
             cap = max(1, room)
     return Limits(cap, settings.http_header_timeout_seconds,
                   settings.http_idle_timeout_seconds, settings.max_header_bytes,
-                  settings.max_connections_per_ip, trusted_proxies())
+                  settings.http_send_timeout_seconds, settings.max_connections_per_ip,
+                  trusted_proxies())
 
 
 def trusted_proxies() -> frozenset[str]:
@@ -204,6 +219,7 @@ class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
         self._waiting: object = None  # HEADERS, a cycle (its body), or None
         self._header_bytes = 0  # received while waiting for the current request's headers
         self._ip: str | None = None  # the client address counted in `per_ip`, until released
+        self._sending: asyncio.TimerHandle | None = None  # while writing is paused
         if _check_shape(self):
             self.timeout_keep_alive = self._limits.idle_timeout
 
@@ -253,6 +269,7 @@ class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
             return
         self._release_address()
         self._stop()
+        self._stop_sending()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -260,6 +277,9 @@ class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
             self._header_bytes += len(data)
         super().data_received(data)
         if _enabled:
+            cycle = self.cycle
+            if cycle is not None:  # before its app task first runs (it was only created)
+                cycle.scope[FLOW_KEY] = self.flow
             self._track()
             if self._waiting is HEADERS and self._header_bytes > self._limits.max_header_bytes \
                     and not self.transport.is_closing():
@@ -268,6 +288,43 @@ class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
                 count(self.app_state, "header_bytes")
                 self.transport.write(HEADERS_TOO_LARGE)
                 self.transport.close()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if _enabled and self._sending is None:
+            self._watch_sending(self.transport.get_write_buffer_size())
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._stop_sending()
+
+    def _watch_sending(self, size: int) -> None:
+        self._sending = self.loop.call_later(self._limits.send_timeout, self._sent_some, size)
+
+    def _stop_sending(self) -> None:
+        if self._sending is not None:
+            self._sending.cancel()
+            self._sending = None
+
+    def _sent_some(self, size: int) -> None:
+        """`send_timeout` after writing paused (or after the last progress): cut the
+        connection unless some of its buffer (`size` bytes then) was taken since."""
+        self._sending = None
+        transport = self.transport
+        if transport.is_closing() or not self.flow.write_paused:
+            return
+        now = transport.get_write_buffer_size()
+        if now < size:
+            self._watch_sending(now)
+            return
+        count(self.app_state, "send_timeout")
+        log.info("connection cut: its client took none of %d bytes in %g s "
+                 "(http_send_timeout_seconds)", now, self._limits.send_timeout)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # a reset, so the kernel's send buffer is let go too
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_NONE)
+        transport.abort()
 
     def timeout_keep_alive_handler(self) -> None:
         if _enabled and not self.transport.is_closing():

@@ -10,12 +10,16 @@ every subscriber, embedded as an `orjson.Fragment`), its errors each subscriber'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from graphql import ExecutionResult, GraphQLError
 
+from giftgraph.admission.answers import too_large
 from giftgraph.jsonbytes import kept_json
+
+if TYPE_CHECKING:
+    from giftgraph.admission import Refusals
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +34,17 @@ class Outcome:
     payloads: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def of(cls, data: Any, errors: list[dict[str, Any]]) -> Outcome:
+    def of(cls, data: Any, errors: list[dict[str, Any]], limit: int | None = None,
+           refusals: Refusals | None = None) -> Outcome:
         """An execution's result. Its errors lose their `locations`: places in the shared
         execution's document (`LivePlan.document`, printed from the selection), which no
         subscriber sent; each subscriber's own document may differ in every place. Their
-        `path` says where they are."""
+        `path` says where they are. Data over `limit` bytes (`max_response_bytes`) is
+        none, with the error that says so (giftgraph.admission.answers)."""
         errors = [{k: v for k, v in e.items() if k != "locations"} for e in errors]
         body = kept_json(data)
+        if limit is not None and len(body) > limit:
+            body, errors = b"null", [too_large(len(body), limit, refusals)]
         comparable = [{**e, "extensions": {k: v for k, v in (e.get("extensions") or {}).items()
                                            if k != "traceId"}} for e in errors]
         return cls(body, tuple(errors), body + b"\n" + orjson.dumps(comparable))

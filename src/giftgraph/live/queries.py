@@ -259,7 +259,8 @@ class LiveQueries:
                                             variable_values=query.plan.variables,
                                             context_value=run)
         errors = [e.formatted for e in result.errors or ()]
-        return Outcome.of(result.data, errors)
+        return Outcome.of(result.data, errors, ctx.settings.max_response_bytes,
+                          ctx.metrics.refusals if ctx.metrics is not None else None)
 
     async def _fresh(self, user: Caller) -> Caller:
         """The caller's row as it is now (`me` shows its changes), else as it was."""

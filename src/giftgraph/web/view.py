@@ -31,7 +31,9 @@ from strawberry.subscriptions import (
 from strawberry.types.unset import UNSET, UnsetType
 
 from giftgraph.admission import sockets as admission
+from giftgraph.admission.answers import capped
 from giftgraph.admission.checks import REQUEST_CALLER, preparse
+from giftgraph.admission.server import FLOW_KEY
 from giftgraph.context import Context, operation_scope
 from giftgraph.db.models import Event
 from giftgraph.errors import RateLimited, ServiceUnavailable
@@ -94,8 +96,11 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def encode_json(self, data: object) -> str:
         """orjson (several times faster than json.dumps on a large result); text, because
-        a WebSocket message must go out as a text frame."""
-        return orjson.dumps(data).decode()
+        a WebSocket message must go out as a text frame. Every answer Strawberry sends (an
+        HTTP response, a socket's or stream's message) is encoded here: one over
+        `max_response_bytes` becomes QUERY_TOO_COMPLEX (giftgraph.admission.answers)."""
+        return capped(orjson.dumps(data), data, self.state.settings.max_response_bytes,
+                      self.state.metrics.refusals).decode()
 
     def decode_json(self, data: str | bytes) -> object:
         """orjson: no recursion in Python (the stdlib's raises RecursionError on deep
@@ -178,6 +183,15 @@ class GraphQLApp(GraphQL[Context, None]):
                         # An unknown hash is APQ's first step, not a refusal to pace.
                         refused = not isinstance(exc, PersistedQueryNotFound)
                     turn.answered(refused)  # refusals are paced per caller
+                    # Sent, and taken by the client, within the turn: an answer its client
+                    # does not read stays in flight until it is taken or the connection is
+                    # cut (http_send_timeout_seconds), so one caller's unread answers are
+                    # at most max_requests_per_caller of them.
+                    await response(scope, receive, send)
+                    flow = scope.get(FLOW_KEY)
+                    if flow is not None and flow.write_paused:
+                        await flow.drain()
+                    return
             except RateLimited as exc:
                 response = rate_limited(exc, media)
             except HTTPException as exc:

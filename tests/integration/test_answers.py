@@ -1,0 +1,155 @@
+"""What one answer may cost (giftgraph.admission.answers, admission.server): an answer over
+`max_response_bytes` is QUERY_TOO_COMPLEX on every transport, and an answer its client does
+not read holds its caller's turn until the connection is cut (`http_send_timeout_seconds`).
+An adversary (2026-11-27) had 15 aliases of 100 gifts with emoji descriptions answer 55.7 MB
+(cost ~18,000 of 50,000), and 60 connections that never read took the process to 2.8 GB."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import websockets
+
+from tests.support import serving
+
+SIGN_UP = ("mutation($i: SignUpInput!) { signUp(input: $i) { accessToken } }")
+BIG = "x" * 4900
+GIFTS = "{ a: gifts(first: 100) { edges { node { description } } } }"  # ~ 500 KB
+
+
+def sign_up(base: str) -> str:
+    r = httpx.post(f"{base}/graphql", timeout=30, json={"query": SIGN_UP, "variables": {"i": {
+        "familyName": "Fat", "email": f"{uuid.uuid4().hex[:8]}@example.com",
+        "password": "correct horse battery", "displayName": "Admin"}}})
+    return str(r.json()["data"]["signUp"]["accessToken"])
+
+
+def gql(base: str, token: str, query: str, variables: dict[str, object] | None = None
+        ) -> dict[str, object]:
+    r = httpx.post(f"{base}/graphql", timeout=60, headers={"authorization": f"Bearer {token}"},
+                   json={"query": query, "variables": variables or {}})
+    return dict(r.json())
+
+
+def refused(base: str, bound: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    found = re.search(rf'giftgraph_admission_refused_total{{bound="{bound}"}} (\S+)', text)
+    assert found, text
+    return float(found.group(1))
+
+
+def hundred_gifts(base: str, token: str) -> None:
+    fields = " ".join(f'g{i}: createGift(input: {{name: "g{i}", description: $d}}) {{ id }}'
+                      for i in range(10))
+    for _ in range(10):
+        body = gql(base, token, f"mutation($d: String!) {{ {fields} }}", {"d": BIG})
+        assert "errors" not in body, body
+
+
+@pytest.fixture(scope="module")
+def service(database_url: str) -> Iterator[str]:
+    """A service whose answers may be 600 KB."""
+    with serving(database_url, GIFTGRAPH_MAX_RESPONSE_BYTES=str(600 * 1024),
+                 GIFTGRAPH_MUTATION_RATE="100000/minute",
+                 GIFTGRAPH_FAMILY_MUTATION_RATE="100000/minute",
+                 GIFTGRAPH_FAMILY_MUTATION_BURST="1000",
+                 GIFTGRAPH_MAX_REQUESTS_PER_CALLER="1",
+                 GIFTGRAPH_REQUEST_WAIT_SECONDS="0.5",
+                 GIFTGRAPH_HTTP_SEND_TIMEOUT_SECONDS="3") as base:
+        yield base
+
+
+@pytest.fixture
+def fat(service: str) -> tuple[str, str]:
+    """The service, and a family of its with 100 gifts of ~5 KB (each test's database is
+    emptied after it)."""
+    token = sign_up(service)
+    hundred_gifts(service, token)
+    return service, token
+
+
+def test_an_answer_over_the_bound_is_refused_with_a_code(fat: tuple[str, str]) -> None:
+    base, token = fat
+    one = gql(base, token, GIFTS)
+    assert "errors" not in one, one
+    assert len(one["data"]["a"]["edges"]) == 100  # type: ignore[index]
+    before = refused(base, "response_bytes")
+    two = gql(base, token, "{ a: gifts(first: 100) { edges { node { description } } } "
+                           "b: gifts(first: 100) { edges { node { description } } } }")
+    assert "data" in two, str(two)[:600]
+    assert two["data"] is None, str(two)[:300]
+    (error,) = two["errors"]  # type: ignore[misc]
+    assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+    assert re.fullmatch(r"[0-9a-f]{32}", error["extensions"]["traceId"])
+    assert "select fewer fields or smaller pages" in error["message"]
+    assert refused(base, "response_bytes") == before + 1
+
+
+async def test_a_live_result_over_the_bound_is_an_error_and_the_socket_goes_on(
+        fat: tuple[str, str]) -> None:
+    base, token = fat
+    two = ("subscription { live { a: gifts(first: 100) { edges { node { description } } } "
+           "b: gifts(first: 100) { edges { node { description } } } } }")
+    async with websockets.connect(base.replace("http", "ws") + "/graphql",
+                                  subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+                                  max_size=None) as ws:
+        await ws.send(json.dumps({"type": "connection_init",
+                                  "payload": {"authorization": f"Bearer {token}"}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": two}}))
+        message = await asyncio.wait_for(ws.recv(), 30)
+        assert len(message) < 10_000
+        result = json.loads(message)
+        assert result["type"] == "next", result
+        assert result["payload"]["data"] is None
+        assert result["payload"]["errors"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+        await ws.send(json.dumps({"id": "2", "type": "subscribe",
+                                  "payload": {"query": "{ me { id } }"}}))
+        answer = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        assert answer["id"] == "2"
+        assert answer["payload"]["data"]["me"]["id"]
+
+
+def test_an_unread_answer_holds_its_callers_turn_until_the_connection_is_cut(
+        fat: tuple[str, str]) -> None:
+    """Ten pipelined answers of ~500 KB fill the loopback's buffers (~3 MB) of a client
+    that reads none of them. The family's next request waits for that turn (one a caller
+    here) and is refused; once the server has cut the connection, the family is served
+    again."""
+    base, token = fat
+    port = int(base.rsplit(":", 1)[1])
+    body = json.dumps({"query": GIFTS}).encode()
+    request = (b"POST /graphql HTTP/1.1\r\nHost: giftgraph\r\n"
+               b"Content-Type: application/json\r\nAuthorization: Bearer " + token.encode()
+               + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    before = refused(base, "send_timeout")
+    hold = socket.socket()
+    hold.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hold.connect(("127.0.0.1", port))
+    try:
+        hold.sendall(request * 10)
+        time.sleep(2.0)  # answered until the buffers are full; the next one waits
+        waited = gql(base, token, "{ me { id } }")
+        assert waited["errors"][0]["extensions"]["code"] == "RATE_LIMITED", waited  # type: ignore[index]
+        deadline = time.monotonic() + 15
+        while refused(base, "send_timeout") == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert refused(base, "send_timeout") == before + 1
+        assert gql(base, token, "{ me { id } }")["data"]
+        # What the client finds: part of the answer, then the cut.
+        hold.settimeout(5)
+        got = 0
+        with pytest.raises(ConnectionResetError):  # noqa: PT012 - read until the reset
+            while chunk := hold.recv(1 << 16):
+                got += len(chunk)
+        assert 0 < got < 10 * 100 * 4900
+    finally:
+        hold.close()
