@@ -280,8 +280,7 @@ class Compiler:
                 return quoted(f"{p}.gg_spent::text")
             if name == "spentByCurrency":
                 items = (f"FROM gift_lists gl {items_of('gl', SPENT_ITEM)} "
-                         f"WHERE gl.person_id = {p}.id AND {same_family('gl', 'family_id')} "
-                         f"AND {same_family('i', 'family_id')}")
+                         f"WHERE gl.person_id = {p}.id AND {same_family('gl', 'family_id')}")
                 return self.spent_by_currency(ptype.fields[name].type, sub, items)
             raise NotCompiled(f"PersonProgress.{name}")
 
@@ -294,7 +293,8 @@ class Compiler:
         return json_rows(progress, (
             f"(SELECT {p}.id, {p}.name, x.* FROM persons {p} CROSS JOIN LATERAL "
             f"(SELECT {counts}, 0.00 + {SPENT} AS gg_spent FROM gift_lists gl "
-            f"{items_of('gl')} WHERE gl.person_id = {p}.id) x "
+            f"{items_of('gl')} WHERE gl.person_id = {p}.id "
+            f"AND {same_family('gl', 'family_id')}) x "
             f"WHERE {p}.family_id = :gg_family) {p}"), f"{p}.name, {p}.id")
 
     def arguments(self, gfield: GraphQLField, details: FieldDetailsList) -> dict[str, Any]:
