@@ -6,15 +6,18 @@ still keep to the contract: never another family's data, nothing that tells whet
 another family's ID exists, and the compiled reads (accel/compiled.py) answering exactly
 as the executor (`compile_reads=False`) does.
 
-What the reads make of such a row: counts and money leave the other family's rows out (an
-item whose gift is another family's counts in no person's progress and no spending; a list
-for another family's person or occasion counts as a list for no person or occasion).
+What the reads make of such a row: a nullable relation to another family's row is null
+(as for a deleted person or occasion); a required one (ListItem.gift, ListItem.list,
+GiftList.owner) is NOT_FOUND (as for a row deleted while the read ran); counts and money
+leave the other family's rows out (an item whose gift is another family's counts in no
+person's progress and no spending; a list for another family's person or occasion counts
+as a list for no person or occasion).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,3 +268,88 @@ async def test_counts_and_money_hold_only_the_familys_rows(
     for family, other in ((alice, mallory), (mallory, alice)):
         for query in (DASHBOARD, SUMMARIES, HISTORY, LISTS):
             assert_none_of(await family.account.client(query), other)
+
+
+# --- relations -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Forgery:
+    """Alice's row pointing at Mallory's (`forge`), and a read of the relation."""
+
+    name: str
+    forge: Callable[[World], Awaitable[Any]]
+    query: str
+    # NOT_FOUND (a required relation: an error, and the data as the executor makes it of
+    # a required field's error), or None: a nullable relation, null in `values(data)`
+    expected: str | None
+    values: Callable[[Any], list[Any]] = lambda data: []
+
+
+def _update(table: str, column: str, key: str, other: str, *, where: str = "id") -> Any:
+    async def forge(w: World) -> Any:
+        value = w.mallory.pk[other]
+        key_value = w.alice.pk[key]
+        return await w.sql(f"UPDATE {table} SET {column} = $1 WHERE {where} = $2",  # noqa: S608
+                           value, key_value)
+    return forge
+
+
+async def _item_on_their_list(w: World) -> None:
+    await w.sql("UPDATE list_items SET list_id = $1, status = 'IDEA' WHERE id = $2",
+                w.mallory.pk["list"], w.alice.pk["item"])
+
+
+FORGERIES = [
+    Forgery("item-gift", _update("list_items", "gift_id", "item", "gift"),
+            "{ lists { edges { node { name items { edges { node { quantity"
+            " gift { name price } } } } } } } }", "NOT_FOUND"),
+    Forgery("item-gift-by-node", _update("list_items", "gift_id", "item", "gift"),
+            "query($i: ID!) { node(id: $i) { ... on ListItem { quantity gift { name } } } }",
+            "NOT_FOUND"),
+    Forgery("item-list", _item_on_their_list,
+            "{ dashboard { recentIdeas { quantity list { name } } } }", "NOT_FOUND"),
+    Forgery("list-owner", _update("gift_lists", "owner_id", "list", "user"),
+            "{ lists { edges { node { name owner { displayName } } } } }", "NOT_FOUND"),
+    Forgery("list-person", _update("gift_lists", "person_id", "list", "person"),
+            "{ lists { edges { node { name person { name } } } } }", None,
+            lambda d: [e["node"]["person"] for e in d["lists"]["edges"]]),
+    Forgery("list-occasion", _update("gift_lists", "occasion_id", "list", "occasion"),
+            "{ lists { edges { node { name occasion { name date } } } } }", None,
+            lambda d: [e["node"]["occasion"] for e in d["lists"]["edges"]]),
+    Forgery("item-assignee", _update("list_items", "assignee_id", "item", "user"),
+            "{ dashboard { people { person { name } } recentIdeas { id } }"
+            " lists { edges { node { items { edges { node { assignee { displayName } } } } } } } }",
+            None, lambda d: [i["node"]["assignee"] for e in d["lists"]["edges"]
+                             for i in e["node"]["items"]["edges"]]),
+    Forgery("event-actor", _update("events", "actor_id", "family", "user", where="family_id"),
+            "{ events(first: 3) { edges { node { kind actor { displayName } } } } }", None,
+            lambda d: [e["node"]["actor"] for e in d["events"]["edges"]]),
+]
+
+
+@pytest.mark.parametrize("forgery", FORGERIES, ids=[f.name for f in FORGERIES])
+async def test_a_relation_to_another_familys_row_reads_alike_on_both_paths(
+    app: Any, plain: httpx.AsyncClient, world: World, forgery: Forgery
+) -> None:
+    await forgery.forge(world)
+    assert await cross_family_references(world.database_url)
+    variables = {"i": world.alice.ids["item"]} if "$i" in forgery.query else None
+    # A required relation: the compiled statement finds it missing, and the executor
+    # answers (NOT_FOUND); a nullable one is null, compiled.
+    served = "fallback" if forgery.expected else "compiled"
+    r = await both(app, plain, world.alice, forgery.query, variables, served=served)
+    assert_none_of(r, world.mallory)
+    if forgery.expected is None:
+        assert r.errors == []
+        values = forgery.values(r.data)
+        assert values, r.data
+        assert all(v is None for v in values), r.data
+    else:
+        assert r.codes == [forgery.expected], r.body
+        assert r.errors[0]["message"] in ("Gift not found", "List not found", "User not found")
+    # Mallory's own reads are untouched: her plan holds her item only, and nothing of
+    # Alice's is in them.
+    mine = await both(app, plain, world.mallory, LISTS, served="compiled")
+    assert mine.data["lists"]["edges"][0]["node"]["items"]["totalCount"] == 1
+    assert_none_of(mine, world.alice)

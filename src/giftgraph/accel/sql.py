@@ -140,6 +140,12 @@ MAX_KEY_CHARS = 16 * 1024  # plans are kept for documents and variables up to th
 MAX_SQL_CHARS = 15 * 1024
 
 
+# A relation that may not be null and finds no row (`Compiler.relation`): a character no
+# JSON the statement writes holds (`to_json` escapes control characters, and the rest is
+# base64url, digits, names and dates), so that finding it in a root field's text is exact.
+MISSING = "chr(1)"
+
+
 class NotCompiled(Exception):
     """The operation has something this compiler does not translate."""
 
