@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from giftgraph.app import create_app
-from giftgraph.ids import decode_id
+from giftgraph.ids import decode_id, encode_id
 from tests.conftest import GQL, Account, GQLResult, _dsn, make_settings
 from tests.integration.test_isolation import cross_family_references
 from tests.support import ACCEL
@@ -169,10 +169,11 @@ async def both(app: Any, plain: httpx.AsyncClient, family: Family, query: str,
     return compiled
 
 
-def assert_none_of(r: GQLResult, other: Family) -> None:
-    """Nothing of the other family's in the response: no ID, name, currency or price."""
+def assert_none_of(r: GQLResult, other: Family, *more: str) -> None:
+    """Nothing of the other family's in the response: no ID, name, currency or price (nor
+    any of `more`)."""
     text = str(r.body)
-    for word in (*other.ids.values(), *other.words):
+    for word in (*other.ids.values(), *other.words, *more):
         assert word not in text, (word, r.body)
 
 
@@ -353,3 +354,91 @@ async def test_a_relation_to_another_familys_row_reads_alike_on_both_paths(
     mine = await both(app, plain, world.mallory, LISTS, served="compiled")
     assert mine.data["lists"]["edges"][0]["node"]["items"]["totalCount"] == 1
     assert_none_of(mine, world.alice)
+
+
+# --- changes that reach other rows ---------------------------------------------------------
+
+ACTIVITY = """{ events(first: 100) { edges { node { kind entityType entityId node { id
+  ... on ListItem { quantity notes } ... on GiftList { name } ... on Comment { body } } } } } }"""
+COMMENT = "INSERT INTO comments (id, family_id, target, target_id, author_id, body, created_at," \
+          " updated_at) VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, now(), now()) RETURNING id"
+
+
+@dataclass
+class Change:
+    """Alice's mutation, and Mallory's rows it reaches (beyond her family's own)."""
+
+    mutation: str
+    rows: dict[str, uuid.UUID]  # global ID -> key
+    secrets: tuple[str, ...] = ("Mallory's secret",)
+    left: tuple[str, ...] = ()  # forged references the change leaves as they are
+
+
+async def _comment(w: World, target: str, target_id: uuid.UUID, author: uuid.UUID,
+                   body: str = "Mallory's secret") -> tuple[str, uuid.UUID]:
+    """Mallory's comment (its global ID and key)."""
+    rows = await w.sql(COMMENT, w.mallory.pk["family"], target, target_id, author, body)
+    pk = uuid.UUID(str(rows[0]["id"]))
+    return encode_id("Comment", pk), pk
+
+
+async def _their_rows_on_my_member(w: World) -> Change:
+    """Mallory's item assigned to, and her comment written by, a member of Alice's, and an
+    item of Alice's on Mallory's plan assigned to the member; Alice deletes the member
+    (items unassigned, comments unsigned: of her family only, with no topic of Mallory's
+    plan)."""
+    member = (await w.alice.account.client(
+        "mutation($i: RegisterUserInput!) { registerUser(input: $i) { id } }",
+        {"i": {"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "member password",
+               "displayName": "Member"}})).data["registerUser"]["id"]
+    pk = decode_id(member, "User")
+    mine = await w.forged_item(w.alice, w.mallory, w.alice, 2, status="IDEA")
+    await w.sql("UPDATE list_items SET assignee_id = $1 WHERE id = ANY($2)", pk,
+                [w.mallory.pk["item"], mine])
+    comment = await _comment(w, "PERSON", w.mallory.pk["person"], pk)
+    return Change(f'mutation {{ deleteUser(id: "{member}") }}', dict([comment]),
+                  left=("list_items.list_id",))
+
+
+async def _their_item_on_my_list(w: World) -> Change:
+    """Mallory's item, with her comment on it, on Alice's plan; Alice deletes the plan
+    (its items and their comments go with it: of her family only)."""
+    item = await w.forged_item(w.mallory, w.alice, w.mallory, 3)
+    comment = await _comment(w, "LIST_ITEM", item, w.mallory.pk["user"])
+    return Change(f'mutation {{ deleteList(id: "{w.alice.ids["list"]}") }}',
+                  dict([comment, (encode_id("ListItem", item), item)]))
+
+
+async def _their_comments_on_my_item_and_gift(w: World) -> Change:
+    """Mallory's comments on Alice's item and gift; Alice takes the item off her plan and
+    deletes the gift, as the family app's Remove does (their comments go with them: of
+    her family only)."""
+    on_item = await _comment(w, "LIST_ITEM", w.alice.pk["item"], w.mallory.pk["user"])
+    on_gift = await _comment(w, "GIFT", w.alice.pk["gift"], w.mallory.pk["user"],
+                             "Mallory's other secret")
+    return Change(f'mutation {{ removeListItem(id: "{w.alice.ids["item"]}") '
+                  f'deleteGift(id: "{w.alice.ids["gift"]}") }}', dict([on_item, on_gift]),
+                  ("Mallory's secret", "Mallory's other secret"))
+
+
+CHANGES = {"deleteUser": _their_rows_on_my_member, "deleteList": _their_item_on_my_list,
+           "removeListItem-deleteGift": _their_comments_on_my_item_and_gift}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+async def test_a_change_never_records_another_familys_rows(world: World, change: str) -> None:
+    """A delete that also changes the rows pointing at what it deletes (unassigns items,
+    unsigns or removes comments, removes items) changes and records only the family's
+    own: nothing of the other family's reaches its activity log."""
+    reached = await CHANGES[change](world)
+    r = await world.alice.account.client(reached.mutation)
+    assert r.errors == [], r.body
+    activity = await world.alice.account.client(ACTIVITY)
+    assert activity.errors == []
+    assert_none_of(activity, world.mallory, *reached.rows, *reached.secrets)
+    theirs = [*world.mallory.pk.values(), *reached.rows.values()]
+    topics = [f"%{gid}%" for gid in (*world.mallory.ids.values(), *reached.rows)]
+    assert await world.sql("SELECT seq FROM events WHERE family_id = $1 AND (entity_id = ANY($2)"
+                           " OR payload::text LIKE '%Mallory%' OR topic LIKE ANY($3))",
+                           world.alice.pk["family"], theirs, topics) == []
+    assert await cross_family_references(world.database_url) == list(reached.left)
