@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import pytest
 
 from giftgraph.ids import encode_id
-from tests.conftest import GQL, Account, GQLResult, sign_up
+from tests.conftest import GQL, Account, GQLResult, _dsn, sign_up
 
 Ids = dict[str, str]
 Vars = Callable[[Ids], dict[str, Any]]
@@ -317,6 +318,51 @@ async def test_foreign_id_is_indistinguishable_from_missing_id(
                                             attempt.variables(world.ids, world.mine))
     assert as_missing.codes == ["NOT_FOUND"], as_missing.body
     assert _comparable(as_foreign) == _comparable(as_missing)
+
+
+# Every reference from a row to another row (foreign keys, a comment's target, an event's
+# entity while it exists), where the two rows' families differ.
+_REFERENCES = [
+    ("list_items", "list_id", "gift_lists"), ("list_items", "gift_id", "gifts"),
+    ("list_items", "assignee_id", "users"), ("gift_lists", "person_id", "persons"),
+    ("gift_lists", "occasion_id", "occasions"), ("gift_lists", "owner_id", "users"),
+    ("comments", "author_id", "users"), ("events", "actor_id", "users"),
+]
+_TARGETS = {"LIST": "gift_lists", "LIST_ITEM": "list_items", "GIFT": "gifts",
+            "PERSON": "persons", "OCCASION": "occasions"}
+_ENTITIES = {"Family": "families", "User": "users", "Person": "persons",
+             "Occasion": "occasions", "GiftList": "gift_lists", "Gift": "gifts",
+             "ListItem": "list_items", "Comment": "comments"}
+# (Table and column names from the lists above only.)
+CROSS_FAMILY = " UNION ALL ".join([
+    *(f"SELECT '{t}.{c}' FROM {t} x JOIN {r} y ON y.id = x.{c} "  # noqa: S608
+      "WHERE y.family_id <> x.family_id" for t, c, r in _REFERENCES),
+    *(f"SELECT 'comments.target_id' FROM comments x JOIN {r} y "  # noqa: S608
+      f"ON y.id = x.target_id WHERE x.target = '{target}' AND y.family_id <> x.family_id"
+      for target, r in _TARGETS.items()),
+    *(f"SELECT 'events.entity_id' FROM events x JOIN {r} y "  # noqa: S608
+      f"ON y.id = x.entity_id WHERE x.entity_type = '{name}' "
+      f"AND y.{'id' if r == 'families' else 'family_id'} <> x.family_id"
+      for name, r in _ENTITIES.items()),
+])
+
+
+async def cross_family_references(database_url: str) -> list[str]:
+    """Each reference (table.column) from a row to a row of another family, once per row."""
+    conn = await asyncpg.connect(_dsn(database_url))
+    try:
+        return [row[0] for row in await conn.fetch(CROSS_FAMILY)]
+    finally:
+        await conn.close()
+
+
+async def test_no_row_points_into_another_family(world: World, database_url: str) -> None:
+    """After every attempt (each of which also names her own rows where it takes two IDs),
+    no row of either family refers to a row of the other, events included."""
+    for attempt in ATTEMPTS:
+        r = await world.mallory.client(attempt.query, attempt.variables(world.ids, world.mine))
+        assert r.codes == ["NOT_FOUND"], (attempt.name, r.body)
+    assert await cross_family_references(database_url) == []
 
 
 async def test_alice_data_unchanged_after_every_attempt(world: World) -> None:

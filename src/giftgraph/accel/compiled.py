@@ -17,9 +17,11 @@ resolvers/queries.py computes them; an event's `node`, a snapshot, is not compil
 Anything else in the operation (another root field, an argument this file does not
 translate, a field with its own resolver, a cursor that does not decode, page arguments
 that are an error) leaves the whole operation to the executor (accel/executor.py),
-which produces exactly what it always has, errors included. The compiled statement reads
-what the resolvers read, scoped the same way: every table is read with `family_id` = the
-caller's family, so a relation or a page can never reach another family's rows. Where a
+which produces exactly what it always has, errors included; so does a run whose root
+object or relation that may not be null finds no row (the executor's NOT_FOUND). The
+compiled statement reads what the resolvers read, scoped the same way: every table is
+read with `family_id` = the caller's family, so a relation, a page or a sum can never
+reach another family's rows (tests/integration/test_forged_rows.py). Where a
 narrower key picks the rows (a relation's primary key, a nested page's parent), the family
 is checked in a form no index serves (`sql.same_family`), so that the plan is the key's
 index whether or not the tables have planner statistics.
@@ -58,6 +60,7 @@ from starlette.websockets import WebSocket
 from giftgraph.accel.sql import (
     AMOUNT,
     DASHBOARD_LISTS,
+    MISSING,
     ROOT_CONNECTIONS,
     ROOT_OBJECTS,
     SPENT,
@@ -93,6 +96,7 @@ class Compiler:
         self.ec = ec
         self.params: dict[str, Any] = {}
         self.aliases = 0
+        self.required = 0  # relations that may not be null, written so far
         settings = ec.context_value.settings
         self.default_page, self.max_page = settings.default_page_size, settings.max_page_size
 
@@ -107,8 +111,8 @@ class Compiler:
 
     def root(self) -> str:
         """The statement: one row of the response's `data` as JSON text, and whether a
-        root object that may not be null is missing (then the executor serves, and
-        reports it)."""
+        root object or a relation that may not be null is missing (then the executor
+        serves, and reports it)."""
         ec = self.ec
         root_type = ec.schema.get_root_type(OperationType.QUERY)
         if root_type is None:
@@ -126,6 +130,7 @@ class Compiler:
             if name == "__typename":
                 pairs.append((key, json_text(root_type.name)))
                 continue
+            required = self.required
             gfield = root_type.fields.get(name)
             if gfield is None:
                 raise NotCompiled(name)
@@ -152,6 +157,8 @@ class Compiler:
                 expr = self.dashboard(object_type(gfield.type), details)
             else:
                 raise NotCompiled(name)
+            if self.required > required:  # a required relation within: is one missing?
+                missing.append(f"strpos(r.c{len(columns)}, {MISSING}) > 0")
             pairs.append((key, f"r.c{len(columns)}"))
             columns.append(f"{expr} AS c{len(columns)}")
         if not columns:  # `__typename` alone: nothing to read (the executor needs no query)
@@ -271,8 +278,7 @@ class Compiler:
 
         def part(name: str, sub: FieldDetailsList) -> str:
             if name == "person":
-                return self.relation("Person", p, "id", object_type(ptype.fields[name].type),
-                                     sub)
+                return self.relation("Person", p, "id", ptype.fields[name].type, sub)
             if name == "pipeline":
                 return self.pipeline(object_type(ptype.fields[name].type), sub,
                                      lambda status: f"{p}.gg_{status.lower()}")
@@ -280,8 +286,7 @@ class Compiler:
                 return quoted(f"{p}.gg_spent::text")
             if name == "spentByCurrency":
                 items = (f"FROM gift_lists gl {items_of('gl', SPENT_ITEM)} "
-                         f"WHERE gl.person_id = {p}.id AND {same_family('gl', 'family_id')} "
-                         f"AND {same_family('i', 'family_id')}")
+                         f"WHERE gl.person_id = {p}.id AND {same_family('gl', 'family_id')}")
                 return self.spent_by_currency(ptype.fields[name].type, sub, items)
             raise NotCompiled(f"PersonProgress.{name}")
 
@@ -294,7 +299,8 @@ class Compiler:
         return json_rows(progress, (
             f"(SELECT {p}.id, {p}.name, x.* FROM persons {p} CROSS JOIN LATERAL "
             f"(SELECT {counts}, 0.00 + {SPENT} AS gg_spent FROM gift_lists gl "
-            f"{items_of('gl')} WHERE gl.person_id = {p}.id) x "
+            f"{items_of('gl')} WHERE gl.person_id = {p}.id "
+            f"AND {same_family('gl', 'family_id')}) x "
             f"WHERE {p}.family_id = :gg_family) {p}"), f"{p}.name, {p}.id")
 
     def arguments(self, gfield: GraphQLField, details: FieldDetailsList) -> dict[str, Any]:
@@ -318,8 +324,7 @@ class Compiler:
                 return scalar(kind, f"{alias}.{column}", type_name)
             if name in table.relations:
                 target, column = table.relations[name]
-                return self.relation(target, alias, column,
-                                     object_type(rtype.fields[name].type), sub)
+                return self.relation(target, alias, column, rtype.fields[name].type, sub)
             if name in table.connections:
                 gfield = rtype.fields[name]
                 return self.connection(table.connections[name], alias,
@@ -330,12 +335,20 @@ class Compiler:
 
         return self.object(rtype, details, part)
 
-    def relation(self, type_name: str, parent: str, column: str, rtype: GraphQLObjectType,
+    def relation(self, type_name: str, parent: str, column: str, gtype: GraphQLOutputType,
                  details: FieldDetailsList) -> str:
+        """The related row's object, of the caller's family: null where there is none. A
+        relation that may not be null (ListItem.gift...) and finds no row (a row of another
+        family's, which the API never writes) is the executor's to report, as its NOT_FOUND:
+        it is written as `MISSING`, which the statement's `missing` finds (`root`)."""
         table, a = TABLES[type_name], self.alias()
-        fields = self.fields(type_name, a, rtype, details)
-        return (f"(SELECT {fields} FROM {table.name} {a} "
-                f"WHERE {a}.id = {parent}.{column} AND {same_family(a, table.family)})")
+        fields = self.fields(type_name, a, object_type(gtype), details)
+        found = (f"(SELECT {fields} FROM {table.name} {a} "
+                 f"WHERE {a}.id = {parent}.{column} AND {same_family(a, table.family)})")
+        if not isinstance(gtype, GraphQLNonNull):
+            return found
+        self.required += 1
+        return f"coalesce({found}, {MISSING})"
 
     def connection(self, conn: ConnectionTable, parent: str | None, args: dict[str, Any],
                    gtype: GraphQLOutputType, details: FieldDetailsList) -> str:

@@ -30,8 +30,8 @@ class CompiledRead:
     async def run(self, ec: ExecutionContext) -> orjson.Fragment | None:
         """The result's `data` as the JSON PostgreSQL wrote (`orjson.Fragment`: the
         transports write it into the response as it is, as they do a cached result), or
-        None where the executor must serve (a root object that may not be null is
-        missing: it reports the error)."""
+        None where the executor must serve (a root object or a relation that may not be
+        null is missing: it reports the error)."""
         ctx = ec.context_value
         user = ctx.user
         params = {**self.params, "gg_family": user.family_id, "gg_user": user.id,

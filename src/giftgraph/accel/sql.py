@@ -140,6 +140,12 @@ MAX_KEY_CHARS = 16 * 1024  # plans are kept for documents and variables up to th
 MAX_SQL_CHARS = 15 * 1024
 
 
+# A relation that may not be null and finds no row (`Compiler.relation`): a character no
+# JSON the statement writes holds (`to_json` escapes control characters, and the rest is
+# base64url, digits, names and dates), so that finding it in a root field's text is exact.
+MISSING = "chr(1)"
+
+
 class NotCompiled(Exception):
     """The operation has something this compiler does not translate."""
 
@@ -303,20 +309,23 @@ SPENT = (f"coalesce(sum(CASE WHEN {SPENT_ITEM} AND g.currency = {FAMILY_CURRENCY
 def items_of(lists: str, where: str = "") -> str:
     """Joins for the items `i` of each list of the alias `lists`, each with its gift `g`
     (price, currency), as db.progress.items_of: by the list's index and the gift's key,
-    LATERAL and OFFSET 0 so that the planner keeps them lookups per row. `where`: a
-    condition on the item `i`, checked before its gift is read."""
+    LATERAL and OFFSET 0 so that the planner keeps them lookups per row, and of the
+    caller's family only (`same_family`: an item of another family on the list, or an item
+    whose gift is another family's, is left out). `where`: a condition on the item `i`,
+    checked before its gift is read."""
     condition = f" AND {where}" if where else ""
     return ("CROSS JOIN LATERAL (SELECT i.id, i.status, i.quantity, i.family_id, "  # noqa: S608
-            f"i.gift_id FROM list_items i WHERE i.list_id = {lists}.id{condition} OFFSET 0) i "
+            f"i.gift_id FROM list_items i WHERE i.list_id = {lists}.id AND "
+            f"{same_family('i', 'family_id')}{condition} OFFSET 0) i "
             "CROSS JOIN LATERAL (SELECT g.price, g.currency FROM gifts g "
-            "WHERE g.id = i.gift_id OFFSET 0) g")
+            f"WHERE g.id = i.gift_id AND {same_family('g', 'family_id')} OFFSET 0) g")
 
 
 # The PURCHASED and RECEIVED items of the family's lists for upcoming occasions (the
-# dashboard's money), with their gifts: each list's occasion by its key.
+# dashboard's money), with their gifts: each list's occasion by its key (of the family).
 UPCOMING_ITEMS = (f"FROM gift_lists gl {items_of('gl', SPENT_ITEM)} "  # noqa: S608
                   "WHERE gl.family_id = :gg_family AND i.family_id = :gg_family "
-                  "AND (SELECT o.date FROM occasions o WHERE o.id = gl.occasion_id) "
-                  ">= :gg_today")
+                  "AND (SELECT o.date FROM occasions o WHERE o.id = gl.occasion_id "
+                  f"AND {same_family('o', 'family_id')}) >= :gg_today")
 
 

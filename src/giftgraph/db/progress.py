@@ -71,19 +71,31 @@ class Progress:
     spending: Spending = field(default_factory=Spending)
 
 
-def items_of(list_id: ColumnElement[Any] | InstrumentedAttribute[Any], name: str = "i",
+def items_of(list_id: ColumnElement[Any] | InstrumentedAttribute[Any],
+             family_id: ColumnElement[Any] | InstrumentedAttribute[Any], name: str = "i",
              statuses: Sequence[m.ItemStatus] = ()) -> LateralFromClause:
-    """The items of the list `list_id` (a column of the enclosing statement), each with its
-    gift's price and currency: a LATERAL subquery read by the list's index, each gift by its
-    key. OFFSET 0 keeps both lookups per row: flattened into plain joins, the planner could
-    hash a whole table for them (`gift_lists`, `gifts` of every family) when it has no
-    statistics, or a custom plan's estimates say so (bench/NOTES.md, "The dashboard's
-    money"). `statuses`: only items of these, filtered before their gifts are read."""
-    gift = (select(m.Gift.price, m.Gift.currency).where(m.Gift.id == m.ListItem.gift_id)
+    """The items of the list `list_id` (a column of the enclosing statement) that are of the
+    family `family_id` (the caller's, a column or parameter), each with its gift's price
+    and currency: a LATERAL subquery read by the list's index, each gift by its key. OFFSET
+    0 keeps both lookups per row: flattened into plain joins, the planner could hash a
+    whole table for them (`gift_lists`, `gifts` of every family) when it has no statistics,
+    or a custom plan's estimates say so (bench/NOTES.md, "The dashboard's money").
+    `statuses`: only items of these, filtered before their gifts are read.
+
+    Only rows of the family count: an item of another family on its list, or an item whose
+    gift is another family's (neither is ever written by the API; see tests/integration/
+    test_forged_rows.py), is left out. The family is checked as `IS NOT DISTINCT FROM`, which
+    no index serves, so that the keys' indexes stay the only ones the planner can pick (as
+    accel/sql.py's `same_family`)."""
+    gift = (select(m.Gift.price, m.Gift.currency)
+            .where(m.Gift.id == m.ListItem.gift_id,
+                   m.Gift.family_id.is_not_distinct_from(m.ListItem.family_id))
             .offset(0).lateral(f"{name}_gift"))
     items = (select(m.ListItem.id, m.ListItem.status, m.ListItem.quantity, m.ListItem.family_id,
                     gift.c.price, gift.c.currency)
-             .select_from(m.ListItem).join(gift, true()).where(m.ListItem.list_id == list_id))
+             .select_from(m.ListItem).join(gift, true())
+             .where(m.ListItem.list_id == list_id,
+                    m.ListItem.family_id.is_not_distinct_from(family_id)))
     if statuses:
         items = items.where(m.ListItem.status.in_(statuses))
     return items.offset(0).lateral(name)
@@ -97,11 +109,11 @@ def spent_of(items: LateralFromClause) -> ColumnElement[Any]:
         else_=0)), 0)
 
 
-# The items of each of the statement's `gift_lists`, and the money spent on them. Built
-# once: an operator on a derived expression (`coalesce(...) * quantity`) memoizes a
-# comparator that refers back to it, a reference cycle in every statement that built it
-# anew.
-LIST_ITEMS = items_of(m.GiftList.id)
+# The items of each of the statement's `gift_lists` (lists of the caller's family), and the
+# money spent on them. Built once: an operator on a derived expression (`coalesce(...) *
+# quantity`) memoizes a comparator that refers back to it, a reference cycle in every
+# statement that built it anew.
+LIST_ITEMS = items_of(m.GiftList.id, m.GiftList.family_id)
 SPENT: ColumnElement[Any] = spent_of(LIST_ITEMS)
 
 

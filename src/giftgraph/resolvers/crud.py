@@ -96,12 +96,15 @@ def comment_topics(row: m.Comment) -> list[str]:
 async def delete_comments(session: AsyncSession, target: m.CommentTarget,
                           target_ids: Collection[Any]) -> list[Cascaded]:
     """Comments have no foreign key to their target: remove them with it (one statement
-    for any number of targets); their DELETED events, for `record_many`."""
+    for any number of targets); their DELETED events, for `record_many`. The family's
+    comments only (the unit of work's): another family's comment on the target (never
+    written by the API) is neither removed nor recorded in this family's log."""
     if not target_ids:
         return []
     removed = await session.scalars(
         delete(m.Comment)
-        .where(m.Comment.target == target, m.Comment.target_id.in_(target_ids))
+        .where(m.Comment.family_id == session.info["family_id"], m.Comment.target == target,
+               m.Comment.target_id.in_(target_ids))
         .returning(m.Comment)
         .execution_options(synchronize_session=False)
     )

@@ -137,9 +137,12 @@ async def _owner_or_admin(info: Info, row: m.GiftList) -> None:
 
 async def _delete_items(session: AsyncSession, row: m.GiftList) -> list[Cascaded]:
     """A list's items go with it (the foreign key's ON DELETE CASCADE, done here first),
-    and the comments on them: each with its DELETED event, as `removeListItem` writes."""
+    and the comments on them: each with its DELETED event, as `removeListItem` writes.
+    The family's items: another family's item on the list (never written by the API) is
+    left to the foreign key, and not recorded in this family's log."""
     items = list(await session.scalars(
-        delete(m.ListItem).where(m.ListItem.list_id == row.id)
+        delete(m.ListItem).where(m.ListItem.list_id == row.id,
+                                 m.ListItem.family_id == row.family_id)
         .returning(m.ListItem).execution_options(synchronize_session=False)))
     comments = await crud.delete_comments(session, m.CommentTarget.LIST_ITEM,
                                           [item.id for item in items])

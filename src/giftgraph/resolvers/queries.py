@@ -114,10 +114,13 @@ PIPELINE_SQL = (select(m.ListItem.status, func.count())
                 .where(m.ListItem.family_id == FAMILY).group_by(m.ListItem.status))
 # Per person (by name), per (status, currency) of the items of their lists: count, money
 # spent. Each person's lists by the person's index, their items by `q.items_of`, grouped
-# per person: no join the planner could turn into reading every family's lists.
-_PERSON_LISTS = (select(m.GiftList.id).where(m.GiftList.person_id == m.Person.id)
+# per person: no join the planner could turn into reading every family's lists. Lists of
+# the person's family only (the family checked as `q.items_of` does).
+_PERSON_LISTS = (select(m.GiftList.id, m.GiftList.family_id)
+                 .where(m.GiftList.person_id == m.Person.id,
+                        m.GiftList.family_id.is_not_distinct_from(m.Person.family_id))
                  .correlate(m.Person).offset(0).lateral("person_lists"))
-_PERSON_ITEMS = q.items_of(_PERSON_LISTS.c.id, "person_items")
+_PERSON_ITEMS = q.items_of(_PERSON_LISTS.c.id, _PERSON_LISTS.c.family_id, "person_items")
 _PERSON_PROGRESS = (select(_PERSON_ITEMS.c.status, _PERSON_ITEMS.c.currency,
                            func.count(_PERSON_ITEMS.c.id).label("n"),
                            q.spent_of(_PERSON_ITEMS).label("spent"))
@@ -140,11 +143,14 @@ ACTIVITY_SQL = (select(m.Event).where(m.Event.family_id == FAMILY, m.Event.topic
 BUDGET_SQL = (select(func.sum(m.Occasion.budget))
               .where(m.Occasion.family_id == FAMILY, m.Occasion.date >= TODAY))
 # Per currency: money spent on items of lists for upcoming occasions: the family's lists,
-# each list's occasion by its key, their PURCHASED and RECEIVED items by `q.items_of`
-# (filtered before their gifts are read).
-_LIST_DATE = (select(m.Occasion.date).where(m.Occasion.id == m.GiftList.occasion_id)
+# each list's occasion by its key (of the family: a list for another family's occasion is
+# for none), their PURCHASED and RECEIVED items by `q.items_of` (filtered before their
+# gifts are read).
+_LIST_DATE = (select(m.Occasion.date)
+              .where(m.Occasion.id == m.GiftList.occasion_id,
+                     m.Occasion.family_id.is_not_distinct_from(m.GiftList.family_id))
               .scalar_subquery())
-_SPENT_ITEMS = q.items_of(m.GiftList.id, "i", q.SPENT_STATUSES)
+_SPENT_ITEMS = q.items_of(m.GiftList.id, m.GiftList.family_id, "i", q.SPENT_STATUSES)
 SPENT_SQL = (select(_SPENT_ITEMS.c.currency, q.spent_of(_SPENT_ITEMS),
                     q.family_currency(FAMILY))
              .select_from(m.GiftList).join(_SPENT_ITEMS, true())

@@ -256,36 +256,42 @@ async def update_user(
 
 
 async def _release(
-    session: AsyncSession, user_id: uuid.UUID, new_owner: uuid.UUID | None
+    session: AsyncSession, user: m.User, new_owner: uuid.UUID | None
 ) -> list[Cascaded]:
     """What a member's delete changes in other rows, a statement per kind (before the
     family's event lock, as every row lock), each row with the event a direct change of it
     would get: their lists pass to `new_owner` (UPDATED), their items are unassigned
     (ASSIGNED to nobody, as `assignListItem(userId: null)`; the foreign key's ON DELETE SET
-    NULL, done first) and their comments lose their author (UPDATED; likewise)."""
+    NULL, done first) and their comments lose their author (UPDATED; likewise). Rows of the
+    member's family only: another family's row pointing at the member (never written by
+    the API) is left to the foreign key, and never recorded in this family's log."""
     now = m.utcnow()
     options = {"synchronize_session": False, "populate_existing": True}
+    family = user.family_id
     lists = list(await session.scalars(
-        update(m.GiftList).where(m.GiftList.owner_id == user_id)
+        update(m.GiftList).where(m.GiftList.owner_id == user.id, m.GiftList.family_id == family)
         .values(owner_id=new_owner, updated_at=now)
         .returning(m.GiftList).execution_options(**options)))
     items = list(await session.scalars(
-        update(m.ListItem).where(m.ListItem.assignee_id == user_id)
+        update(m.ListItem)
+        .where(m.ListItem.assignee_id == user.id, m.ListItem.family_id == family)
         .values(assignee_id=None, updated_at=now)
         .returning(m.ListItem).execution_options(**options)))
     comments = list(await session.scalars(
-        update(m.Comment).where(m.Comment.author_id == user_id)
+        update(m.Comment).where(m.Comment.author_id == user.id, m.Comment.family_id == family)
         .values(author_id=None, updated_at=now)
         .returning(m.Comment).execution_options(**options)))
     item_lists = {gl.id: gl for gl in lists}
     wanted = {item.list_id for item in items} - item_lists.keys()
     if wanted:
         item_lists.update((gl.id, gl) for gl in await session.scalars(
-            select(m.GiftList).where(m.GiftList.id.in_(wanted))))
+            select(m.GiftList).where(m.GiftList.id.in_(wanted), m.GiftList.family_id == family)))
     return [
         *(Cascaded(m.EventKind.UPDATED, gl, list_topics(gl)) for gl in lists),
-        *(Cascaded(m.EventKind.ASSIGNED, item, [*list_topics(item_lists[item.list_id]),
-                                                LIST_ITEMS_TOPIC]) for item in items),
+        # (an item on another family's list, never written by the API: no list's topics)
+        *(Cascaded(m.EventKind.ASSIGNED, item, [
+            *(list_topics(item_lists[item.list_id]) if item.list_id in item_lists else ()),
+            LIST_ITEMS_TOPIC]) for item in items),
         *(Cascaded(m.EventKind.UPDATED, c, comment_topics(c)) for c in comments),
     ]
 
@@ -316,7 +322,7 @@ async def delete_user(info: Info, id: Annotated[strawberry.ID, strawberry.argume
                 )
                 .limit(1)
             )
-        cascaded = await _release(session, user.id, new_owner)
+        cascaded = await _release(session, user, new_owner)
         await record_many(session, family_id=admin.family_id, actor_id=admin.id,
                           entries=cascaded)
         await record(

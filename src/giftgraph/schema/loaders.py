@@ -10,7 +10,7 @@ from collections import defaultdict, namedtuple
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any, Generic, TypeVar, Union, overload
 
-from sqlalchemy import ARRAY, Row, Select, any_, bindparam, func, select
+from sqlalchemy import ARRAY, Row, Select, and_, any_, bindparam, func, select
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from strawberry.dataloader import DataLoader
@@ -56,10 +56,16 @@ def by_id_statement(model: type[m.Base]) -> Select[Any]:
                                          family == FAMILY)
 
 
+# A list's person, when the person is of the list's family: a list for another family's
+# person (never written by the API) counts as a list for no one, as its `person` reads null.
+LIST_PERSON = (select(m.Person.id)
+               .where(m.Person.id == m.GiftList.person_id,
+                      m.Person.family_id.is_not_distinct_from(m.GiftList.family_id))
+               .correlate(m.GiftList).scalar_subquery())
 # Per (occasion, person, status, currency) of the occasions `ids`: item count, money spent
 # and the family's currency.
 OCCASION_PROGRESS = (
-    q.progress_statement(FAMILY, m.GiftList.occasion_id, m.GiftList.person_id)
+    q.progress_statement(FAMILY, m.GiftList.occasion_id, LIST_PERSON)
     .where(m.GiftList.occasion_id == any_(bindparam("ids", type_=ARRAY(m.GiftList.id.type))))
 )
 
@@ -396,9 +402,13 @@ class Loaders:
 
     @staticmethod
     def _history_base(_: Hashable) -> Select[Any]:
+        # The item's list, of its family (an item on another family's list is no one's
+        # history here).
         return (
             select(*columns(m.ListItem))
-            .join(m.GiftList, m.GiftList.id == m.ListItem.list_id)
+            .join(m.GiftList, and_(
+                m.GiftList.id == m.ListItem.list_id,
+                m.GiftList.family_id.is_not_distinct_from(m.ListItem.family_id)))
             .where(m.ListItem.family_id == FAMILY, m.ListItem.status.in_(q.SPENT_STATUSES))
         )
 

@@ -198,8 +198,9 @@ class PersonProgress:
 
     # progress rows come from this family's persons
     @strawberry.field(graphql_type=Person, description="The person.")
-    def person(self, info: Info) -> MaybeAwaitable[Person | None]:
-        return _person(info, self.person_id)
+    def person(self, info: Info) -> MaybeAwaitable[Person]:
+        return load_required(info.context.loaders.person, self.person_id, Person.from_model,
+                             "Person")
 
 
 BUDGET = "In the family's currency (null: none set)."
@@ -315,8 +316,8 @@ class GiftList(Node):
     @strawberry.field(graphql_type=User,
                       description="The member who created it; when that member is deleted, "
                                   "an ADMIN. Only the owner or an ADMIN may delete the list.")
-    def owner(self, info: Info) -> MaybeAwaitable[User | None]:
-        return user_of(info, self.owner_id)
+    def owner(self, info: Info) -> MaybeAwaitable[User]:
+        return load_required(info.context.loaders.user, self.owner_id, User.from_model, "User")
 
     @strawberry.field(description="The gifts on this list, oldest first.")
     async def items(

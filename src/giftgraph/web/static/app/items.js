@@ -1,7 +1,7 @@
 // Lists: every list with a "New list" form, and one list with its items, each with
 // Status (one step back or forward), Assign, Comment, edit and remove controls.
 import { post } from './api.js';
-import { h, money, ago, day, form, reveal, statusWord, STATUSES, serialized } from './ui.js';
+import { h, money, ago, day, form, reveal, statusWord, STATUSES, serialized, noteItem } from './ui.js';
 import { deleteButton } from './views.js';
 
 const edges = (c) => c.edges.map((e) => e.node);
@@ -125,6 +125,7 @@ function oneList(app, id) {
 
 function itemRow(app, it, refresh, prior) {
   const g = it.gift;
+  noteItem(it.id, g.id); // its Remove's two events are one line in the activity
   const error = h('p.error', { role: 'alert' });
   const run = async (fn, control) => {
     error.textContent = '';

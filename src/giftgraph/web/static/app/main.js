@@ -4,7 +4,8 @@
 // refreshes the open view), resumed with `since` after a drop so nothing is missed, and a
 // live query of the family and its members (names, currency, who can be assigned).
 import { post, saveTokens, clearTokens, loggedIn, connect, onSessionEnded, ApiError } from './api.js';
-import { $, h, activityLine, ago, oneLinePerChange, sameAddition, setCurrency, showErrors } from './ui.js';
+import { $, h, activityLine, ago, noteEvents, noteItem, oneLinePerChange, removalOf, sameAddition, setCurrency,
+  showErrors } from './ui.js';
 import { VIEWS } from './views.js';
 
 const NODE = `node { id ... on ListItem { status gift { id name } list { name } assignee { id displayName } }
@@ -31,18 +32,21 @@ function setStatus(state) {
 function onEvent(e) {
   if (lastSeq !== null && BigInt(e.seq) <= BigInt(lastSeq)) return; // already shown
   lastSeq = e.seq;
+  noteEvents([e]);
   const list = $('activity');
-  if (app.activity.length && sameAddition(app.activity[0], e)) { // its gift's line: one line
-    const gift = app.activity.shift();
-    const line = list && list.querySelector(`li[data-seq="${gift.seq}"]`);
-    if (line) line.remove();
-  }
-  app.activity.unshift(e);
-  app.activity.length = Math.min(app.activity.length, 30);
-  if (list) {
-    list.prepend(activityLine(e));
-    list.firstElementChild.classList.add('fresh');
-    while (list.children.length > 30) list.lastElementChild.remove();
+  if (!removalOf(e, app.activity)) { // a removed item's gift: the item's line says it
+    if (app.activity.length && sameAddition(app.activity[0], e)) { // its gift's line: one line
+      const gift = app.activity.shift();
+      const line = list && list.querySelector(`li[data-seq="${gift.seq}"]`);
+      if (line) line.remove();
+    }
+    app.activity.unshift(e);
+    app.activity.length = Math.min(app.activity.length, 30);
+    if (list) {
+      list.prepend(activityLine(e));
+      list.firstElementChild.classList.add('fresh');
+      while (list.children.length > 30) list.lastElementChild.remove();
+    }
   }
   clearTimeout(refreshTimer);
   refreshTimer = setTimeout(() => refreshView(e), 60);
@@ -51,6 +55,7 @@ function onEvent(e) {
 
 function onDashboard(d) {
   app.dashboard = d;
+  for (const it of d.recentIdeas) noteItem(it.id, it.gift.id);
   if (lastSeq === null) {
     // The snapshot's newest event anchors `since`, so a drop before any live event
     // still resumes without a gap.
@@ -97,7 +102,7 @@ function subscribe() {
     pipeline { idea selected purchased received } budget spent ${spent}
     nextOccasions { id name date budget summary { spent ${spent} } }
     people { person { id name } pipeline { idea selected purchased received } spent ${spent} }
-    recentIdeas { id gift { name } list { id name } }
+    recentIdeas { id gift { id name } list { id name } }
     activity { ${EVENT} } } }`;
   const ended = () => resubscribeSoon(current);
   const sink = (fn, name) => ({

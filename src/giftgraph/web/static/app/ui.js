@@ -113,8 +113,39 @@ export function sameAddition(gift, item) {
     && (gift.actor ? gift.actor.id : null) === (item.actor ? item.actor.id : null);
 }
 
+// Which gift each list item is, as far as the page has seen (the items it drew, the
+// events with their node). A DELETED event has no node: this is how a removed item's
+// line and its gift's delete are known to be one change.
+const giftOfItem = new Map();
+export function noteItem(itemId, giftId) {
+  if (itemId && giftId) giftOfItem.set(itemId, giftId);
+}
+export function noteEvents(events) {
+  for (const e of events) if (e.entityType === 'ListItem' && e.node && e.node.gift) noteItem(e.entityId, e.node.gift.id);
+}
+
+const actorOf = (e) => (e.actor ? e.actor.id : null);
+
+// The app's Remove takes an item off its list, then deletes its gift (on no other list):
+// two changes, each with its event (and one per comment deleted with the gift, between
+// them). The app shows the pair as one line, the item's ("Ann removed a gift from a
+// list"), as it does a gift added with its item; only where it knows the item's gift.
+// `older`: the events before the gift's, newest first. The item's removal, or null.
+export function removalOf(gift, older) {
+  if (gift.kind !== 'DELETED' || gift.entityType !== 'Gift') return null;
+  for (const e of older) {
+    if (actorOf(e) !== actorOf(gift) || e.kind !== 'DELETED') return null;
+    if (e.entityType === 'ListItem') return giftOfItem.get(e.entityId) === gift.entityId ? e : null;
+    if (e.entityType !== 'Comment') return null;
+  }
+  return null;
+}
+
 // Events, newest first, without the gift lines that their item's line says already.
-export const oneLinePerChange = (events) => events.filter((e, i) => !(i > 0 && sameAddition(e, events[i - 1])));
+export function oneLinePerChange(events) {
+  noteEvents(events);
+  return events.filter((e, i) => !(i > 0 && sameAddition(e, events[i - 1])) && !removalOf(e, events.slice(i + 1)));
+}
 
 export function activityLine(e) {
   return h('li', { 'data-seq': e.seq }, h('span', { text: describe(e) }),
