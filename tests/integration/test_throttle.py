@@ -227,3 +227,30 @@ async def test_a_password_change_hashes_outside_its_transaction(
         assert pool.checkedout() == 0
         blocked.release()
         assert (await reset).data["updateUser"]["id"] == member.user_id
+
+
+async def test_ipv6_addresses_of_one_64_share_one_budget(database_url: str) -> None:
+    """One host is usually given a /64: its addresses spend one login and sign-up budget
+    (`ipv6_prefix_length`); another /64 has its own."""
+    async with serving(database_url, login_ip_rate="2/minute", signup_ip_rate="1/minute") \
+            as app, client(app, "2001:db8::1") as first, \
+            client(app, "2001:db8::2") as second, \
+            client(app, "2001:db8::ffff:ffff:ffff:ffff") as third, \
+            client(app, "2001:db8:0:1::1") as neighbour:
+        wrong = {"email": "x@example.com", "password": "wrong one"}
+        assert (await GQL(first)(LOGIN, wrong)).codes == ["UNAUTHENTICATED"]
+        assert (await GQL(second)(LOGIN, wrong)).codes == ["UNAUTHENTICATED"]
+        assert_rate_limited(await GQL(third)(LOGIN, wrong))
+        assert (await GQL(neighbour)(LOGIN, wrong)).codes == ["UNAUTHENTICATED"]
+        assert (await GQL(first)(SIGN_UP, sign_up_vars("v6a@example.com"))).errors == []
+        assert_rate_limited(await GQL(third)(SIGN_UP, sign_up_vars("v6b@example.com")))
+        assert (await GQL(neighbour)(SIGN_UP, sign_up_vars("v6c@example.com"))).errors == []
+
+
+async def test_each_ipv6_address_is_a_caller_with_a_prefix_of_128(database_url: str) -> None:
+    async with serving(database_url, login_ip_rate="1/minute", ipv6_prefix_length=128) \
+            as app, client(app, "2001:db8::1") as first, client(app, "2001:db8::2") as second:
+        wrong = {"email": "x@example.com", "password": "wrong one"}
+        assert (await GQL(first)(LOGIN, wrong)).codes == ["UNAUTHENTICATED"]
+        assert (await GQL(second)(LOGIN, wrong)).codes == ["UNAUTHENTICATED"]
+        assert_rate_limited(await GQL(first)(LOGIN, wrong))

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
+from giftgraph.admission.clients import client_network
 from giftgraph.admission.requests import Pace
 from giftgraph.config import Settings
 from giftgraph.errors import RateLimited
@@ -153,10 +154,15 @@ class Throttle:
                  refusals: Refusals | None = None) -> None:
         self.limits = limits
         self.refusals = refusals
+        self.ipv6_prefix_length = settings.ipv6_prefix_length
         self.hashing = Hashing(settings, refusals)
         # New sockets refused per IP, paced as refused HTTP requests are.
         self.connect_pace = Pace(settings.refusal_rate, settings.refusal_burst,
                                  settings.request_wait_seconds, refusals)
+
+    def network(self, host: str | None) -> str:
+        """What the per-IP budgets of `host` are keyed by (giftgraph.admission.clients)."""
+        return client_network(host, self.ipv6_prefix_length)
 
     async def _spend(self, bound: str, *keys: str) -> None:
         try:

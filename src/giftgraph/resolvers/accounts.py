@@ -54,5 +54,5 @@ async def hashing_turn(info: Info) -> Turn | None:
     if throttle is None:
         return None
     user = info.context.user
-    key = f"family:{user.family_id}" if user is not None else f"ip:{info.context.client_ip}"
+    key = f"family:{user.family_id}" if user is not None else f"ip:{info.context.client_network}"
     return throttle.hashing.turn(key)

@@ -50,7 +50,7 @@ async def sign_up(info: Info, input: Annotated[SignUpInput, strawberry.argument(
         description="The new family and its first member.")]) -> AuthPayload:
     throttle = info.context.throttle
     if throttle is not None:  # before anything costs: one argon2 hash is 64 MiB
-        await throttle.sign_up(info.context.client_ip)
+        await throttle.sign_up(info.context.client_network)
     data = validate(SignUpData, provided(input))
     password_hash = await auth.hash_password(info.context.settings, data.password,
                                              await hashing_turn(info))
@@ -91,7 +91,7 @@ async def login(
     settings = info.context.settings
     throttle = info.context.throttle
     if throttle is not None:  # brute force: per IP, and per IP + email
-        await throttle.login(info.context.client_ip, email)
+        await throttle.login(info.context.client_network, email)
     found = await info.context.db.scalar(
         select(m.User).where(func.lower(m.User.email)
                              == (normalized_email(email) or email.strip()).lower()))
@@ -127,7 +127,7 @@ async def refresh_token(info: Info, refresh_token: Annotated[str, strawberry.arg
     settings = info.context.settings
     throttle = info.context.throttle
     if throttle is not None:
-        await throttle.token(info.context.client_ip)
+        await throttle.token(info.context.client_network)
     reuse: auth.RefreshReuse | None = None
     async with _anonymous_unit(info) as session:
         try:
@@ -146,7 +146,7 @@ async def logout(info: Info, refresh_token: Annotated[str, strawberry.argument(
         description="A refresh token of the session to end.")]) -> bool:
     throttle = info.context.throttle
     if throttle is not None:
-        await throttle.token(info.context.client_ip)
+        await throttle.token(info.context.client_network)
     async with _anonymous_unit(info) as session:
         chain = await auth.revoke_refresh_token(session, info.context.settings, refresh_token)
         if chain is not None:
