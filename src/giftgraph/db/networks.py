@@ -14,7 +14,7 @@ import hmac
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import Select, delete, exists, func, select
+from sqlalchemy import ColumnElement, Select, delete, exists, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +26,7 @@ def digest(settings: Settings, network: str) -> str:
     return hmac.digest(settings.jwt_secret.encode(), network.encode(), "sha256").hex()[:32]
 
 
-def _fresh(settings: Settings) -> object:
+def _fresh(settings: Settings) -> ColumnElement[bool]:
     return m.KnownNetwork.seen_at > func.now() - timedelta(
         seconds=settings.refresh_token_ttl_seconds)
 
@@ -37,7 +37,7 @@ def known(settings: Settings, email: str, network: str) -> Select[tuple[bool]]:
     user = select(m.User.id).where(func.lower(m.User.email) == email).scalar_subquery()
     return select(exists().where(m.KnownNetwork.user_id == user,
                                  m.KnownNetwork.network == digest(settings, network),
-                                 _fresh(settings)))  # type: ignore[arg-type]
+                                 _fresh(settings)))
 
 
 async def remember(session: AsyncSession, settings: Settings, user_id: uuid.UUID,
@@ -50,4 +50,4 @@ async def remember(session: AsyncSession, settings: Settings, user_id: uuid.UUID
         index_elements=[m.KnownNetwork.user_id, m.KnownNetwork.network],
         set_={"seen_at": func.now()}))
     await session.execute(delete(m.KnownNetwork).where(
-        m.KnownNetwork.user_id == user_id, ~_fresh(settings)))  # type: ignore[operator]
+        m.KnownNetwork.user_id == user_id, ~_fresh(settings)))
