@@ -29,7 +29,7 @@ from giftgraph.db.migrate import upgrade
 from tests.support import ACCEL, serving
 
 TABLES = ("events", "comments", "list_items", "gift_lists", "gifts", "occasions", "persons",
-          "refresh_tokens", "users", "families", "persisted_documents")
+          "known_networks", "refresh_tokens", "users", "families", "persisted_documents")
 
 
 def pytest_configure(config: pytest.Config) -> None:

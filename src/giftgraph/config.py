@@ -167,6 +167,12 @@ class Settings(BaseSettings):
     family_mutation_rate: str = "600/minute"
     login_rate: str = "10/minute"
     login_ip_rate: str = "60/minute"
+    # Logins per account that go ahead of the hashing queue, from a network the account
+    # has signed in from (giftgraph.db.networks): its owner's are, a flood's are not.
+    known_login_rate: str = "10/hour"
+    # Every per-IP bound keys an IPv6 client by its first this many bits (one host is
+    # usually given a /64: a bound per address would be none); 128: by each address.
+    ipv6_prefix_length: int = Field(default=64, ge=16, le=128)
     rate_limit_storage_url: str = "memory://"
     max_sockets_per_user: int = Field(default=20, ge=1)
     # The admission layer (giftgraph.admission): every bound named there has its setting here.

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.websockets import WebSocket
 from strawberry.types import Info as StrawberryInfo
 
+from giftgraph.admission.clients import client_network
 from giftgraph.config import Settings
 from giftgraph.db.engine import Database
 from giftgraph.db.models import Role, User
@@ -170,9 +171,12 @@ class Context:
             self.metrics.refusals.count(bound)
 
     @property
-    def client_ip(self) -> str:
+    def client_network(self) -> str:
+        """The client's address, or its IPv6 network (`ipv6_prefix_length`): what every
+        per-IP bound spends (giftgraph.admission.clients)."""
         client = getattr(self.request, "client", None)
-        return client.host if client is not None else "unknown"
+        return client_network(client.host if client is not None else None,
+                              self.settings.ipv6_prefix_length)
 
     def require_user(self) -> Caller:
         if self.user is None:

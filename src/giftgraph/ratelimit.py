@@ -38,6 +38,7 @@ log = logging.getLogger("giftgraph.ratelimit")
 PREFIXES = {
     "login_ip_rate": "login-ip",
     "login_rate": "login",
+    "known_login_rate": "known-login",
     "signup_ip_rate": "signup-ip",
     "token_ip_rate": "token-ip",
     "socket_reauth_rate": "reauth",

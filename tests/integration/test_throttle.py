@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -227,3 +228,85 @@ async def test_a_password_change_hashes_outside_its_transaction(
         assert pool.checkedout() == 0
         blocked.release()
         assert (await reset).data["updateUser"]["id"] == member.user_id
+
+
+async def test_ipv6_addresses_of_one_64_share_one_budget(database_url: str) -> None:
+    """One host is usually given a /64: its addresses spend one login and sign-up budget
+    (`ipv6_prefix_length`); another /64 has its own."""
+    async with serving(database_url, login_ip_rate="2/minute", signup_ip_rate="1/minute") \
+            as app, client(app, "2001:db8::1") as first, \
+            client(app, "2001:db8::2") as second, \
+            client(app, "2001:db8::ffff:ffff:ffff:ffff") as third, \
+            client(app, "2001:db8:0:1::1") as neighbour:
+        wrong = {"email": "x@example.com", "password": "wrong one"}
+        assert (await GQL(first)(LOGIN, wrong)).codes == ["UNAUTHENTICATED"]
+        assert (await GQL(second)(LOGIN, wrong)).codes == ["UNAUTHENTICATED"]
+        assert_rate_limited(await GQL(third)(LOGIN, wrong))
+        assert (await GQL(neighbour)(LOGIN, wrong)).codes == ["UNAUTHENTICATED"]
+        assert (await GQL(first)(SIGN_UP, sign_up_vars("v6a@example.com"))).errors == []
+        assert_rate_limited(await GQL(third)(SIGN_UP, sign_up_vars("v6b@example.com")))
+        assert (await GQL(neighbour)(SIGN_UP, sign_up_vars("v6c@example.com"))).errors == []
+
+
+async def test_each_ipv6_address_is_a_caller_with_a_prefix_of_128(database_url: str) -> None:
+    async with serving(database_url, login_ip_rate="1/minute", ipv6_prefix_length=128) \
+            as app, client(app, "2001:db8::1") as first, client(app, "2001:db8::2") as second:
+        wrong = {"email": "x@example.com", "password": "wrong one"}
+        assert (await GQL(first)(LOGIN, wrong)).codes == ["UNAUTHENTICATED"]
+        assert (await GQL(second)(LOGIN, wrong)).codes == ["UNAUTHENTICATED"]
+        assert_rate_limited(await GQL(first)(LOGIN, wrong))
+
+
+async def test_a_login_from_a_known_network_goes_ahead_of_a_flood(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twenty addresses' wrong passwords wait for the one hashing thread. The account's own
+    login, from the network it signed up from, is checked next; the same email and password
+    from another network waits behind the flood (knowing the email buys nothing), and
+    does not spend the account's turns ahead (`known_login_rate`, one here: its next login
+    from home waits with the others)."""
+    gate = threading.Event()
+    verify = auth._verify
+
+    def held_verify(*args: Any) -> bool:  # each check 0.1 s, once the gate opens
+        assert gate.wait(30), "never released"
+        time.sleep(0.1)
+        return verify(*args)
+
+    async with serving(database_url, max_concurrent_hashes=1, hash_wait_seconds=30,
+                       known_login_rate="1/hour") as app, \
+            client(app, "192.0.2.77") as home, client(app, "198.51.100.9") as elsewhere:
+        account = await sign_up(GQL(home))  # the network is known from here on
+        monkeypatch.setattr(auth, "_verify", held_verify)
+        hashing = app.state.giftgraph.throttle.hashing
+        others, known = hashing.slots.waiting[1], hashing.slots.waiting[0]
+        done: list[str] = []
+
+        async def login(name: str, ip: str, email: str, password: str) -> Any:
+            async with client(app, ip) as http:
+                answer = await GQL(http)(LOGIN, {"email": email, "password": password})
+            done.append(name)
+            return answer
+
+        async def queued(lane: Any, count: int) -> None:
+            while len(lane) < count:  # noqa: ASYNC110 - the waiters' queue has no event
+                await asyncio.sleep(0.01)
+
+        mine = (account.email, account.password)
+        flood = [asyncio.create_task(login(f"flood{n}", f"203.0.113.{n}",
+                                           f"x{n}@example.com", "wrong"))
+                 for n in range(1, 21)]
+        await queued(others, 19)  # one holds the thread, 19 wait
+        away = asyncio.create_task(login("elsewhere", "198.51.100.9", *mine))
+        await queued(others, 20)
+        first = asyncio.create_task(login("home", "192.0.2.77", *mine))
+        await queued(known, 1)
+        gate.set()
+        assert (await first).errors == []
+        assert len(done) <= 2  # ~0.2 s in: the flood's first and the account's own
+        assert not away.done()  # 2 s of the flood ahead of it
+        second = asyncio.create_task(login("home again", "192.0.2.77", *mine))
+        results = await asyncio.gather(away, second, *flood)
+        assert [r.codes for r in results[:2]] == [[], []]
+        assert all(r.codes == ["UNAUTHENTICATED"] for r in results[2:])
+        assert done[-2:] == ["elsewhere", "home again"]  # both waited behind the flood
+        assert await refusals(elsewhere, "known_login_rate") == 1

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from giftgraph.admission.throttle import Hashing
+from giftgraph.admission.throttle import Hashing, Threads
 from giftgraph.config import Settings
 from giftgraph.errors import RateLimited
 
@@ -103,3 +103,39 @@ async def test_one_caller_has_one_hash_at_a_time_and_others_go_past_it() -> None
     finally:
         release.set()
         hashing.close()
+
+
+async def test_a_known_caller_gets_the_next_free_thread_before_earlier_others() -> None:
+    threads = Threads(1)
+    await threads.acquire(known=False)
+    order: list[str] = []
+
+    async def wait(name: str, known: bool) -> None:
+        await threads.acquire(known)
+        order.append(name)
+
+    first = asyncio.create_task(wait("other", known=False))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(wait("known", known=True))
+    await asyncio.sleep(0)
+    threads.release()
+    await second
+    assert order == ["known"]
+    threads.release()
+    await first
+    assert order == ["known", "other"]
+
+
+async def test_a_waiter_cancelled_as_a_thread_is_freed_leaves_it_free() -> None:
+    """Cancelled (its wait timed out), then passed over by a release before its own
+    handler ran: the thread stays free, and nothing fails."""
+    threads = Threads(1)
+    await threads.acquire(known=False)
+    waiter = asyncio.create_task(threads.acquire(known=False))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    threads.release()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert threads.free == 1
+    await asyncio.wait_for(threads.acquire(known=True), 1)

@@ -59,6 +59,10 @@ BOUNDS: tuple[Bound, ...] = (
           "rest wait their turn, up to request_wait_seconds)"),
     Bound("login_rate", "login_rate", "login attempts per IP and email"),
     Bound("login_ip_rate", "login_ip_rate", "login attempts per IP"),
+    Bound("known_login_rate", "known_login_rate", "logins of one account that go ahead of "
+          "the hashing queue because they come from a network it has signed in from "
+          "(login, signUp, refreshToken) within refresh_token_ttl_seconds: past it a login "
+          "waits its turn with the others"),
     Bound("signup_ip_rate", "signup_ip_rate", "signUp per IP"),
     Bound("token_ip_rate", "token_ip_rate", "refreshToken and logout per IP"),
     Bound("requests_per_caller", "max_requests_per_caller", "GraphQL requests over HTTP "
@@ -75,7 +79,8 @@ BOUNDS: tuple[Bound, ...] = (
           "new document past it is RATE_LIMITED before it is parsed"),
     Bound("hashing", "max_concurrent_hashes", "password hashes computed at once, one per "
           "caller (family or IP) at a time (others wait, up to hash_wait_seconds, then "
-          "RATE_LIMITED)"),
+          "RATE_LIMITED); a free thread goes to a login from a known network first "
+          "(known_login_rate)"),
     Bound("socket_reauth_rate", "socket_reauth_rate", "pings that re-authenticate a socket, "
           "per user (each a token check and a database read)"),
     Bound("socket_connect_rate", "socket_connect_ip_rate", "new WebSockets per client "

@@ -30,6 +30,7 @@ from graphql import (
 from strawberry.extensions import SchemaExtension
 
 from giftgraph.accel import internals
+from giftgraph.admission.clients import client_key
 from giftgraph.admission.courtesy import courteous
 from giftgraph.admission.documents import Found, Measured, count_refusal, over_limit
 from giftgraph.admission.pace import Allowance
@@ -293,12 +294,13 @@ def token_refusal(error: GraphQLSyntaxError, max_tokens: int) -> GraphQLError | 
 
 def caller_key(context: Any) -> str:
     """The caller, as `admission.requests.InFlight.key` names it: `family:<id>` once its
-    token is verified, else `ip:<address>`."""
+    token is verified, else `ip:<network>` (giftgraph.admission.clients)."""
     user = getattr(context, "user", None)
     if user is not None:
         return f"family:{user.family_id}"
     client = getattr(getattr(context, "request", None), "client", None)
-    return f"ip:{client.host if client is not None else 'unknown'}"
+    return client_key(client.host if client is not None else None,
+                      context.settings.ipv6_prefix_length)
 
 
 ANONYMOUS = "ip:*"  # every anonymous caller's large new documents, together

@@ -35,6 +35,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from giftgraph import auth
+from giftgraph.admission.clients import client_key
 from giftgraph.admission.pace import Bucket, KeyedPace
 from giftgraph.errors import RateLimited, Unauthenticated
 
@@ -135,7 +136,7 @@ class InFlight:
     def key(self, request: Request) -> str:
         """The caller of `request`: `family:<id>` when it carries a valid access token
         (its signature verified: a forged one can't spend another family's share), else
-        `ip:<address>`."""
+        `ip:<network>` (giftgraph.admission.clients)."""
         header = request.headers.get("authorization") or ""
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
@@ -146,7 +147,8 @@ class InFlight:
             else:
                 return f"family:{claims.family_id}"
         client = request.client
-        return f"ip:{client.host if client is not None else 'unknown'}"
+        return client_key(client.host if client is not None else None,
+                          self.settings.ipv6_prefix_length)
 
     @asynccontextmanager
     async def turn(self, key: str,

@@ -15,13 +15,13 @@ everyone.
   (HTTP and WebSocket: uvicorn's `server_state.connections` holds both) is answered 503
   and closed at once, before it is read. The cap is kept below the descriptor limit, whose
   soft value is first raised to the hard one (`limits`).
-- `max_connections_per_ip`: the HTTP connections one client address holds at once (a
-  WebSocket leaves the count at its upgrade: sockets are bounded per IP as they open and
-  per user). Past it a new one is answered 503 and closed at once, as past the cap: else
-  one client re-opening idle connections faster than the header timeout closes them
-  holds all of them. Addresses uvicorn trusts as proxies (`FORWARDED_ALLOW_IPS`, by
-  default 127.0.0.1; `*` turns this bound off) are not counted: behind a proxy every
-  connection comes from it.
+- `max_connections_per_ip`: the HTTP connections one client address (an IPv6 one's /64,
+  `ipv6_prefix_length`) holds at once (a WebSocket leaves the count at its upgrade:
+  sockets are bounded per IP as they open and per user). Past it a new one is answered
+  503 and closed at once, as past the cap: else one client re-opening idle connections
+  faster than the header timeout closes them holds all of them. Addresses uvicorn trusts
+  as proxies (`FORWARDED_ALLOW_IPS`, by default 127.0.0.1; `*` turns this bound off) are
+  not counted: behind a proxy every connection comes from it.
 - `http_header_timeout_seconds`: from a connection's start, or from the first byte of a
   later request on it, its headers must be complete within it; then the body, if any,
   within as long again from the end of the headers. Else the connection is closed.
@@ -64,6 +64,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from giftgraph.admission.clients import client_network
 from giftgraph.config import get_settings
 
 try:
@@ -104,6 +105,7 @@ class Limits:
     send_timeout: float = 30.0  # as the setting's default
     max_connections_per_ip: int = 256  # as the setting's default
     proxies: frozenset[str] = frozenset({"127.0.0.1"})  # not counted per IP; "*": none is
+    ipv6_prefix_length: int = 64  # as the setting's default
 
 
 def raise_nofile() -> int | None:
@@ -133,7 +135,7 @@ def limits() -> Limits:
     return Limits(cap, settings.http_header_timeout_seconds,
                   settings.http_idle_timeout_seconds, settings.max_header_bytes,
                   settings.http_send_timeout_seconds, settings.max_connections_per_ip,
-                  trusted_proxies())
+                  trusted_proxies(), settings.ipv6_prefix_length)
 
 
 def trusted_proxies() -> frozenset[str]:
@@ -251,6 +253,7 @@ class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
         proxies = self._limits.proxies
         if ip is None or "*" in proxies or ip in proxies:
             return True
+        ip = client_network(ip, self._limits.ipv6_prefix_length)  # an IPv6 host: its /64
         if per_ip[ip] >= self._limits.max_connections_per_ip:
             return False
         per_ip[ip] += 1

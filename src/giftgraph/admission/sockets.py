@@ -203,7 +203,7 @@ async def admit_connection(scope: Scope, send: Send, throttle: Throttle) -> bool
     handshake waits for a refusal token first, so a churning client's refusals come at
     `refusal_rate`, not as fast as it reconnects."""
     client = scope.get("client")
-    ip = client[0] if client else "unknown"
+    ip = throttle.network(client[0] if client else None)
     pace = throttle.connect_pace
     try:
         reserved = await pace.wait_turn(ip)  # a token taken: given back unless refused

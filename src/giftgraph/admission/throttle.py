@@ -18,6 +18,13 @@ one hash at a time, running or waiting for a thread (`Hashing.turn`); its next w
 its own turn, within the same `hash_wait_seconds`. Without it, one ADMIN's burst of
 `registerUser` (120 a minute, the mutation budget) queued ahead of every login and signUp
 of the process: each waited ~5 s, then was refused.
+
+A free thread goes first to a login that is likely its account owner's: from a network the
+account has signed in from (giftgraph.db.networks), at most `known_login_rate` of them per
+account; then to the others, in the order they came (`Threads`). Eighty addresses each
+sending a wrong password a second, within their own budgets, kept the queue full: the
+owner's correct login waited ~5 s and was refused in one try of two. No account is ever
+locked: others' attempts spend nothing of it, and every login still pays one argon2 check.
 """
 
 from __future__ import annotations
@@ -27,10 +34,12 @@ import contextlib
 import math
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
+from giftgraph.admission.clients import client_network
 from giftgraph.admission.requests import Pace
 from giftgraph.config import Settings
 from giftgraph.errors import RateLimited
@@ -53,16 +62,53 @@ class _Key:
 
 
 class Turn:
-    """`Hashing.run` as one caller: one of its hashes at a time."""
+    """`Hashing.run` as one caller: one of its hashes at a time (ahead of the others'
+    when `known`)."""
 
-    __slots__ = ("hashing", "key")
+    __slots__ = ("hashing", "key", "known")
 
-    def __init__(self, hashing: Hashing, key: str) -> None:
+    def __init__(self, hashing: Hashing, key: str, known: bool = False) -> None:
         self.hashing = hashing
         self.key = key
+        self.known = known
 
     async def run(self, work: Callable[[], T]) -> T:
-        return await self.hashing.run(work, self.key)
+        return await self.hashing.run(work, self.key, known=self.known)
+
+
+class Threads:
+    """The hashing threads' turns: `limit` at once; when one is free it goes to the
+    longest-waiting known caller, else to the longest-waiting other one (FIFO each)."""
+
+    def __init__(self, limit: int) -> None:
+        self.free = limit
+        self.waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (
+            deque(), deque())  # known, others
+
+    async def acquire(self, known: bool) -> None:
+        if self.free > 0:  # a free thread means no one is waiting: given at release
+            self.free -= 1
+            return
+        lane = self.waiting[0 if known else 1]
+        turn = asyncio.get_running_loop().create_future()
+        lane.append(turn)
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self.release()  # given, then cancelled (timed out): the next one's
+            elif turn in lane:  # a release may have passed over it already
+                lane.remove(turn)
+            raise
+
+    def release(self) -> None:
+        for lane in self.waiting:
+            while lane:
+                turn = lane.popleft()
+                if not turn.done():
+                    turn.set_result(None)
+                    return
+        self.free += 1
 
 
 def _yield_to_the_loop(niceness: int) -> None:
@@ -84,22 +130,25 @@ class Hashing:
         self.limit = settings.max_concurrent_hashes
         self.wait = settings.hash_wait_seconds
         self.refusals = refusals
-        self.slots = asyncio.Semaphore(self.limit)
+        self.slots = Threads(self.limit)
         self.pool = ThreadPoolExecutor(self.limit, thread_name_prefix="giftgraph-hash",
                                        initializer=_yield_to_the_loop,
                                        initargs=(settings.hash_thread_niceness,))
         self.keys: dict[str, _Key] = {}  # only keys with a hash running or waiting
         self.refused = 0
 
-    def turn(self, key: str) -> Turn:
-        """The gate of one caller (`family:<id>`, `ip:<address>`)."""
-        return Turn(self, key)
+    def turn(self, key: str, known: bool = False) -> Turn:
+        """The gate of one caller (`family:<id>`, `ip:<network>`); `known`: a login from
+        a network its account has signed in from (ahead of the others)."""
+        return Turn(self, key, known)
 
-    async def run(self, work: Callable[[], T], key: str | None = None) -> T:
+    async def run(self, work: Callable[[], T], key: str | None = None, *,
+                  known: bool = False) -> T:
         """`work()` in a hashing thread, once `key` has no other hash running or waiting
-        and a thread is free (RATE_LIMITED after `hash_wait_seconds` in all). A caller
-        cancelled meanwhile (its client left) does not free the slot or its key early:
-        both are freed when the thread has finished."""
+        and a thread is free (RATE_LIMITED after `hash_wait_seconds` in all); a free
+        thread goes to a `known` caller first. A caller cancelled meanwhile (its client
+        left) does not free the slot or its key early: both are freed when the thread has
+        finished."""
         entry = None
         if key is not None:
             entry = self.keys.get(key) or self.keys.setdefault(key, _Key())
@@ -119,7 +168,7 @@ class Hashing:
                 if entry is not None:
                     await entry.lock.acquire()
                     locked = True
-                await self.slots.acquire()
+                await self.slots.acquire(known)
         except TimeoutError:
             leave()
             self.refused += 1
@@ -153,10 +202,15 @@ class Throttle:
                  refusals: Refusals | None = None) -> None:
         self.limits = limits
         self.refusals = refusals
+        self.ipv6_prefix_length = settings.ipv6_prefix_length
         self.hashing = Hashing(settings, refusals)
         # New sockets refused per IP, paced as refused HTTP requests are.
         self.connect_pace = Pace(settings.refusal_rate, settings.refusal_burst,
                                  settings.request_wait_seconds, refusals)
+
+    def network(self, host: str | None) -> str:
+        """What the per-IP budgets of `host` are keyed by (giftgraph.admission.clients)."""
+        return client_network(host, self.ipv6_prefix_length)
 
     async def _spend(self, bound: str, *keys: str) -> None:
         try:
@@ -170,6 +224,18 @@ class Throttle:
         """Brute force: per IP, and per IP and email."""
         await self._spend("login_ip_rate", ip)
         await self._spend("login_rate", ip, email.strip().lower())
+
+    async def known_login(self, email: str) -> bool:
+        """Whether a login for `email` from a network its account has signed in from may
+        go ahead of the hashing queue (`known_login_rate` per account); past the budget it
+        waits its turn with the others (counted)."""
+        try:
+            await self.limits.hit("known_login_rate", email.strip().lower())
+        except RateLimited:
+            if self.refusals is not None:
+                self.refusals.count("known_login_rate")
+            return False
+        return True
 
     async def sign_up(self, ip: str) -> None:
         await self._spend("signup_ip_rate", ip)

@@ -142,6 +142,18 @@ class RefreshToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class KnownNetwork(Base):
+    """A network a user has signed in from (login, signUp, refreshToken), as an HMAC of
+    it (no address is stored): their logins from it go ahead in the hashing queue
+    (giftgraph.db.networks, giftgraph.admission.throttle)."""
+
+    __tablename__ = "known_networks"
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    network: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Person(Owned, Base):
     __tablename__ = "persons"
     __table_args__ = (Index("ix_persons_family_name", "family_id", "name", "id"),)

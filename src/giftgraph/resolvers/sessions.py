@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from giftgraph import auth
 from giftgraph.context import Info
 from giftgraph.db import models as m
+from giftgraph.db import networks
 from giftgraph.db.session import after_commit
 from giftgraph.errors import Unauthenticated
 from giftgraph.events import record
@@ -50,7 +51,7 @@ async def sign_up(info: Info, input: Annotated[SignUpInput, strawberry.argument(
         description="The new family and its first member.")]) -> AuthPayload:
     throttle = info.context.throttle
     if throttle is not None:  # before anything costs: one argon2 hash is 64 MiB
-        await throttle.sign_up(info.context.client_ip)
+        await throttle.sign_up(info.context.client_network)
     data = validate(SignUpData, provided(input))
     password_hash = await auth.hash_password(info.context.settings, data.password,
                                              await hashing_turn(info))
@@ -76,6 +77,8 @@ async def sign_up(info: Info, input: Annotated[SignUpInput, strawberry.argument(
             entity=user,
             topics=(),
         )
+        await networks.remember(session, info.context.settings, user.id,
+                                info.context.client_network)
         payload = await _payload(info, session, user)
     return payload
 
@@ -91,11 +94,17 @@ async def login(
     settings = info.context.settings
     throttle = info.context.throttle
     if throttle is not None:  # brute force: per IP, and per IP + email
-        await throttle.login(info.context.client_ip, email)
+        await throttle.login(info.context.client_network, email)
+    lowered = (normalized_email(email) or email.strip()).lower()
     found = await info.context.db.scalar(
-        select(m.User).where(func.lower(m.User.email)
-                             == (normalized_email(email) or email.strip()).lower()))
-    gate = await hashing_turn(info)
+        select(m.User).where(func.lower(m.User.email) == lowered))
+    # Its owner's, likely: from a network the account has signed in from. The same read
+    # whether or not the account exists; a flood of others' wrong passwords waits behind.
+    known = bool(await info.context.db.scalar(
+        networks.known(settings, lowered, info.context.client_network)))
+    if known and throttle is not None:
+        known = await throttle.known_login(lowered)
+    gate = await hashing_turn(info, known)
     if found is None:
         await auth.burn_password_check(settings, password, gate)
         raise Unauthenticated(INVALID_LOGIN)
@@ -109,6 +118,7 @@ async def login(
         user = await session.get(m.User, found.id, with_for_update={"read": True})
         if user is None or not user.is_active or user.password_hash != found.password_hash:
             raise Unauthenticated(INVALID_LOGIN)
+        await networks.remember(session, settings, user.id, info.context.client_network)
         return await _payload(info, session, user)
 
 
@@ -127,7 +137,7 @@ async def refresh_token(info: Info, refresh_token: Annotated[str, strawberry.arg
     settings = info.context.settings
     throttle = info.context.throttle
     if throttle is not None:
-        await throttle.token(info.context.client_ip)
+        await throttle.token(info.context.client_network)
     reuse: auth.RefreshReuse | None = None
     async with _anonymous_unit(info) as session:
         try:
@@ -136,6 +146,7 @@ async def refresh_token(info: Info, refresh_token: Annotated[str, strawberry.arg
             reuse = exc  # commit the chain's revocation, then refuse
             _close_chain_sockets_after_commit(info, session, exc.chain)
         else:
+            await networks.remember(session, settings, user.id, info.context.client_network)
             payload = await _payload(info, session, user, chain)
     if reuse is not None:
         raise reuse
@@ -146,7 +157,7 @@ async def logout(info: Info, refresh_token: Annotated[str, strawberry.argument(
         description="A refresh token of the session to end.")]) -> bool:
     throttle = info.context.throttle
     if throttle is not None:
-        await throttle.token(info.context.client_ip)
+        await throttle.token(info.context.client_network)
     async with _anonymous_unit(info) as session:
         chain = await auth.revoke_refresh_token(session, info.context.settings, refresh_token)
         if chain is not None:

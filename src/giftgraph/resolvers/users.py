@@ -181,7 +181,7 @@ async def _new_password(info: Info, actor: Caller, user_id: uuid.UUID, password:
             raise BadInput({"currentPassword": NEEDS_CURRENT})
         throttle = info.context.throttle
         if throttle is not None:  # a guess of the password, as a login is
-            await throttle.login(info.context.client_ip, actor.email)
+            await throttle.login(info.context.client_network, actor.email)
         checked = await info.context.db.scalar(
             select(m.User.password_hash).where(m.User.id == actor.id))
         gate = await hashing_turn(info)

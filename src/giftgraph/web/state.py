@@ -7,6 +7,7 @@ from typing import Any
 
 from giftgraph.accel.switch import FastPaths
 from giftgraph.admission import sockets as admission
+from giftgraph.admission.clients import client_key
 from giftgraph.admission.requests import InFlight
 from giftgraph.admission.throttle import Throttle
 from giftgraph.config import Settings
@@ -55,7 +56,8 @@ class AppState:
         `persisted_register_rate` (its user, else its IP); past it nothing is stored."""
         user = getattr(context, "user", None)
         client = getattr(getattr(context, "request", None), "client", None)
-        who = f"user:{user.id}" if user is not None else f"ip:{client.host if client else '-'}"
+        who = f"user:{user.id}" if user is not None else client_key(
+            client.host if client else None, context.settings.ipv6_prefix_length)
         try:
             await self.rate_limits.hit("persisted_register_rate", who)
         except RateLimited:

@@ -1,0 +1,53 @@
+"""The networks each user has signed in from (`known_networks`).
+
+A network (an IPv4 address, an IPv6 /64: giftgraph.admission.clients) is remembered for a
+user when they sign up, log in or refresh their session from it, as an HMAC of it under
+the JWT secret: the table holds no address. A login for that email from that network, the
+password not yet checked, is likely its owner's, and goes ahead in the hashing queue
+(giftgraph.admission.throttle). A network is forgotten when no sign-in has come from it for
+`refresh_token_ttl_seconds`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import ColumnElement, Select, delete, exists, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from giftgraph.config import Settings
+from giftgraph.db import models as m
+
+
+def digest(settings: Settings, network: str) -> str:
+    return hmac.digest(settings.jwt_secret.encode(), network.encode(), "sha256").hex()[:32]
+
+
+def _fresh(settings: Settings) -> ColumnElement[bool]:
+    return m.KnownNetwork.seen_at > func.now() - timedelta(
+        seconds=settings.refresh_token_ttl_seconds)
+
+
+def known(settings: Settings, email: str, network: str) -> Select[tuple[bool]]:
+    """Whether the account of `email` (lower-cased) has signed in from `network`: the same
+    statement whether or not there is such an account."""
+    user = select(m.User.id).where(func.lower(m.User.email) == email).scalar_subquery()
+    return select(exists().where(m.KnownNetwork.user_id == user,
+                                 m.KnownNetwork.network == digest(settings, network),
+                                 _fresh(settings)))
+
+
+async def remember(session: AsyncSession, settings: Settings, user_id: uuid.UUID,
+                   network: str) -> None:
+    """`network` is the user's, seen now (in the sign-in's transaction); the user's
+    networks not seen for `refresh_token_ttl_seconds` are forgotten."""
+    stmt = insert(m.KnownNetwork).values(user_id=user_id, network=digest(settings, network),
+                                         seen_at=func.now())
+    await session.execute(stmt.on_conflict_do_update(
+        index_elements=[m.KnownNetwork.user_id, m.KnownNetwork.network],
+        set_={"seen_at": func.now()}))
+    await session.execute(delete(m.KnownNetwork).where(
+        m.KnownNetwork.user_id == user_id, ~_fresh(settings)))
