@@ -43,6 +43,7 @@ from giftgraph.persisted import (
     REGISTERING,
     PersistedQueryNotFound,
     Registration,
+    scope_of,
 )
 from giftgraph.schema.extensions import authenticate, forget_traceback, operation_of
 from giftgraph.schema.schema import build_schema
@@ -239,8 +240,8 @@ class GraphQLApp(GraphQL[Context, None]):
         if document_id is None and data.extensions is None and data.query is not None \
                 and not self.state.documents.only_trusted:
             return data  # a plain request (a streamed one checked above)
-        resolved = await self.state.documents.resolve(data.query, data.extensions,
-                                                      document_id)
+        resolved = await self.state.documents.resolve(
+            data.query, data.extensions, document_id, scope_of(REQUEST_CALLER.get()))
         if resolved.register is not None and resolved.query is not None:
             REGISTERING.set(Registration(resolved.register, resolved.query,
                                          self.state.register_document))
