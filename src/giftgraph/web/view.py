@@ -49,6 +49,7 @@ from giftgraph.schema.extensions import authenticate, forget_traceback, operatio
 from giftgraph.schema.schema import build_schema
 from giftgraph.tracing import publishing, socket_trace
 from giftgraph.web import streams
+from giftgraph.web.headers import graphiql_policy, new_nonce
 from giftgraph.web.http import (
     finish,
     is_json_body,
@@ -67,6 +68,7 @@ log = logging.getLogger("giftgraph")
 NAMES_A_DOCUMENT = frozenset(("query", "extensions", "documentId"))
 
 GRAPHIQL_PAGE = Path(__file__).resolve().parent / "graphiql.html"  # local assets only
+NONCE = "{{csp-nonce}}"  # in the page: its response's CSP nonce (web/headers.py)
 
 
 class GraphQLApp(GraphQL[Context, None]):
@@ -134,8 +136,11 @@ class GraphQLApp(GraphQL[Context, None]):
         return await super().process_result(request, result)  # type: ignore[arg-type]
 
     async def render_graphql_ide(self, request: Request) -> Response:
-        """Our GraphiQL page: local assets only (works offline), auth for subscriptions."""
-        return HTMLResponse(self.graphiql_page)
+        """Our GraphiQL page: local assets only (works offline), auth for subscriptions;
+        its inline script and style allowed by a nonce of this response's (web/headers.py)."""
+        nonce = new_nonce()
+        return HTMLResponse(self.graphiql_page.replace(NONCE, nonce), headers={
+            "Content-Security-Policy": graphiql_policy(nonce), "Cache-Control": "no-store"})
 
     def socket(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """Strawberry's WebSocket handling, for `App` to await with no frame of ours in
