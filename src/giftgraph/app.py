@@ -37,6 +37,7 @@ from giftgraph.ratelimit import RateLimits
 from giftgraph.tracing import Tracing, trace_fan_out
 from giftgraph.tracing import configure as configure_tracing
 from giftgraph.web import health
+from giftgraph.web.headers import SecurityHeaders
 from giftgraph.web.http import BodyLimit
 from giftgraph.web.routing import STATIC_DIR, App, dashboard, favicon
 from giftgraph.web.state import AppState
@@ -147,6 +148,7 @@ def create_app(settings: Settings, tracing: Tracing | None = None) -> Starlette:
         middleware=[
             # Outermost: a span per request (a W3C traceparent continues its trace).
             *([Middleware(traced, tracing=tracing)] if tracing is not None else []),
+            Middleware(SecurityHeaders),  # CSP, nosniff, framing, referrer (web/headers.py)
             Middleware(health.HttpMetrics, metrics=state.metrics),
             Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
             Middleware(CORSMiddleware, allow_origins=settings.cors_origins,

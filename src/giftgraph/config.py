@@ -180,7 +180,8 @@ class Settings(BaseSettings):
     token_ip_rate: str = "60/minute"  # noqa: S105 - a rate, not a secret
     # Pings that re-authenticate a socket (a token check and a database read each), per user.
     socket_reauth_rate: str = "30/minute"
-    # New WebSockets per client IP, refused before the handshake: a household behind one
+    # New WebSockets and HTTP subscription streams per client IP, one budget, refused
+    # before a socket's handshake or a stream's token is read: a household behind one
     # NAT opens a few (one per tab of the app), and all of them again after a restart.
     socket_connect_ip_rate: str = "120/minute"
     max_concurrent_hashes: int = Field(default=2, ge=1)

@@ -7,6 +7,12 @@ A request may name its document by its SHA-256 instead of sending it:
   `PersistedQueryNotFound`); the client then sends the query with the hash, the hash is
   checked, and once the document has been parsed and validated it is stored: in
   PostgreSQL (`persisted_documents`, shared by every instance) behind a per-process LRU.
+  A registration is its caller's: found by hash only by callers of the family that
+  registered it (an anonymous caller's, by anonymous callers of its IP). Stored under
+  `scoped(scope, hash)`, the SHA-256 of both, so the table and its bounds are unchanged
+  and a lookup is still one key; found across families, a hash confirmed a guess of the
+  literals another family had typed (a name, a search term): it ran, or was refused
+  UNAUTHENTICATED, where an unknown hash is PERSISTED_QUERY_NOT_FOUND.
 - **Trusted documents**: `GIFTGRAPH_TRUSTED_DOCUMENTS` names a JSON manifest
   `{hash: document}` (graphql-codegen's persisted-documents format); a request sends
   `documentId: "sha256:<hex>"` (or the APQ extension with a manifest hash). With
@@ -14,8 +20,9 @@ A request may name its document by its SHA-256 instead of sending it:
   `PERSISTED_QUERY_NOT_ALLOWED`, and nothing is stored.
 
 `Documents.resolve` turns what a request (HTTP body, GET parameters or a socket's
-`subscribe` payload) says into the document to run; `Documents.remember` stores an APQ
-registration after the document was found valid.
+`subscribe` payload) says into the document to run, for its caller's scope (`scope_of`);
+`Documents.remember` stores an APQ registration after the document was found valid.
+The manifest's documents are everyone's.
 """
 
 from __future__ import annotations
@@ -76,6 +83,17 @@ class ManifestError(ValueError):
 def digest(document: str) -> str:
     """The SHA-256 of a document, lower-case hex, as APQ and graphql-codegen compute it."""
     return hashlib.sha256(document.encode()).hexdigest()
+
+
+def scope_of(caller: str | None) -> str:
+    """Whose APQ registrations a caller sees: `caller` as `admission.checks.caller_key`
+    names it (`family:<id>` for an authenticated caller, else `ip:<address>`)."""
+    return caller or "ip:unknown"
+
+
+def scoped(scope: str, key: str) -> str:
+    """The stored key of `key` registered in `scope`: 64 hex digits, as a hash is."""
+    return digest(f"{scope}\n{key}")
 
 
 def _hash_of(value: object, what: str) -> str:
@@ -151,12 +169,14 @@ class Documents:
         self.sessions = sessions
         self.recent = recent or Recent(entries=2048, chars=8 * 2**20)
 
-    async def resolve(self, query: object, extensions: object, document_id: object) -> Resolved:
-        """The document a request asks to run (its `query`, `extensions` and `documentId`)."""
+    async def resolve(self, query: object, extensions: object, document_id: object,
+                      scope: str) -> Resolved:
+        """The document a request of `scope` (`scope_of`) asks to run (its `query`,
+        `extensions` and `documentId`)."""
         if document_id is not None:
             if query is not None:
                 raise BadPersistedQuery("send either documentId or query, not both")
-            return Resolved(await self._known(_hash_of(document_id, "documentId")))
+            return Resolved(await self._known(_hash_of(document_id, "documentId"), scope))
         persisted = extensions.get("persistedQuery") if isinstance(extensions, dict) else None
         if persisted is None:
             if self.only_trusted and (not isinstance(query, str)
@@ -167,7 +187,7 @@ class Documents:
             raise BadPersistedQuery("persistedQuery must be {version: 1, sha256Hash}")
         key = _hash_of(persisted.get("sha256Hash"), "persistedQuery.sha256Hash")
         if query is None:
-            return Resolved(await self._known(key))
+            return Resolved(await self._known(key, scope))
         if not isinstance(query, str):
             raise BadPersistedQuery("query must be a string")
         if digest(query) != key:
@@ -176,13 +196,14 @@ class Documents:
             return Resolved(query)
         if self.only_trusted:
             raise PersistedQueryNotAllowed
-        stored = key in self.recent.held
+        stored = scoped(scope, key) in self.recent.held
         return Resolved(query, register=None if stored else key)
 
-    async def _known(self, key: str) -> str:
+    async def _known(self, key: str, scope: str) -> str:
         document = self.manifest.get(key)
         if document is None and not self.only_trusted:
-            document = self.recent.get(key) or await self._load(key)
+            stored = scoped(scope, key)
+            document = self.recent.get(stored) or await self._load(stored)
         if document is None:
             raise PersistedQueryNotFound
         return document
@@ -197,14 +218,16 @@ class Documents:
             self.recent.put(key, document)
         return document
 
-    async def remember(self, key: str, document: str) -> None:
-        """Store an APQ registration (the document was parsed and validated). The table is
+    async def remember(self, key: str, document: str, scope: str) -> None:
+        """Store an APQ registration of `scope` (the document was parsed and validated),
+        under `scoped(scope, key)`. The table is
         a cache, as APQ means it: past `most` documents the oldest registrations give way
         (a client whose hash is gone sends its document again and registers it anew). A
         table that refused new documents once full let whoever filled it stop every other
         client's registrations, for good."""
         if digest(document) != key or self.only_trusted:
             return
+        key = scoped(scope, key)
         if self.sessions is None or self.most == 0:
             self.recent.put(key, document)
             return

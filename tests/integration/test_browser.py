@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,10 +71,27 @@ async def browser() -> AsyncIterator[object]:
 
     async with async_playwright() as pw:
         b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        # Every page's Content-Security-Policy violations (Chromium reports each on the
+        # console; the event catches any it would not): none may happen (web/headers.py).
+        violations: list[str] = []
+        new_page = b.new_page
+
+        async def watched_page(*args: Any, **kwargs: Any) -> Any:
+            page = await new_page(*args, **kwargs)
+            page.on("console", lambda m: violations.append(m.text)
+                    if "Content Security Policy" in m.text else None)
+            await page.add_init_script(
+                "document.addEventListener('securitypolicyviolation', e => console.error("
+                "'Content Security Policy violation: ' + e.violatedDirective + ' ' + "
+                "e.blockedURI))")
+            return page
+
+        b.new_page = watched_page  # type: ignore[method-assign]
         try:
             yield b
         finally:
             await b.close()
+        assert violations == []
 
 
 async def test_dashboard_page_is_live_and_recovers(service: Service, browser: object) -> None:
@@ -144,6 +162,12 @@ async def test_graphiql_runs_a_query_offline(service: Service, browser: object) 
         await asyncio.sleep(0.2)
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "graphiql.png"))
+    # A dialog adds a <style> at run time: allowed by the page's nonce, as its own are.
+    await page.get_by_role("button", name="Open settings dialog").click()
+    await expect(page.get_by_role("dialog")).to_be_visible()
+    await page.keyboard.press("Escape")
+    await expect(page.get_by_role("dialog")).to_have_count(0)
+    assert await page.evaluate("window.__webpack_nonce__") not in (None, "")
     assert outside == []  # works with no internet: every asset is local
 
 

@@ -74,14 +74,73 @@ async def graphiql_page(http: httpx.AsyncClient) -> str:
     return r.text
 
 
+def without_nonce(html: str) -> str:
+    """The page as the package has it: each response's CSP nonce put back as its mark."""
+    return re.sub(r'nonce="[A-Za-z0-9_-]{22}"', 'nonce="{{csp-nonce}}"', html)
+
+
 async def test_graphiql_page_is_served_from_the_package(http: httpx.AsyncClient) -> None:
     html = await graphiql_page(http)
-    assert html == (WEB / "graphiql.html").read_text(encoding="utf-8")
+    assert without_nonce(html) == (WEB / "graphiql.html").read_text(encoding="utf-8")
     # What browsers send (chromium's Accept header) gets the page too.
     r = await http.get("/graphql", headers={
         "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"})
     assert r.status_code == 200
-    assert r.text == html
+    assert without_nonce(r.text) == without_nonce(html)
+
+
+def policy(response: httpx.Response) -> dict[str, list[str]]:
+    """A response's Content-Security-Policy, by directive."""
+    directives = (d.split() for d in response.headers["content-security-policy"].split(";"))
+    return {d[0]: d[1:] for d in directives if d}
+
+
+def assert_browser_headers(response: httpx.Response) -> None:
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    csp = policy(response)
+    assert csp["frame-ancestors"] == ["'none'"]
+    assert csp["object-src"] == ["'none'"]
+    assert csp["base-uri"] == ["'none'"]
+    assert csp["default-src"] == ["'self'"]
+    for directive in ("script-src", "style-src"):
+        assert not {"'unsafe-inline'", "'unsafe-eval'", "*"} & set(csp[directive])
+
+
+async def test_the_pages_and_answers_carry_browser_security_headers(
+        http: httpx.AsyncClient) -> None:
+    """GraphiQL's page allows its inline script and style by a nonce of its own response,
+    fresh each time, that its inline elements carry, and nothing inline else; the family
+    app's page allows no inline script or style at all; JSON answers and static files
+    get nosniff and the rest too."""
+    pages = [await http.get("/graphql", headers={"Accept": "text/html"}) for _ in range(2)]
+    nonces = []
+    for page in pages:
+        assert_browser_headers(page)
+        csp = policy(page)
+        (nonce,) = {v for v in csp["script-src"] if v.startswith("'nonce-")}
+        assert csp["script-src"] == ["'self'", nonce]
+        assert csp["style-src"] == ["'self'", nonce]
+        value = nonce[len("'nonce-"):-1]
+        inline = [(tag, attrs) for tag, attrs in re.findall(r"<(script|style)([^>]*)>",
+                                                             page.text)
+                  if "src=" not in attrs]
+        assert [tag for tag, _ in inline] == ["style", "script"]
+        assert all(attrs == f' nonce="{value}"' for _, attrs in inline)
+        nonces.append(value)
+    assert nonces[0] != nonces[1]
+    app = await http.get("/")
+    assert_browser_headers(app)
+    assert policy(app)["script-src"] == ["'self'"]
+    assert policy(app)["style-src"] == ["'self'"]
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", app.text)
+    assert " style=" not in app.text
+    for answer in (await http.post("/graphql", json={"query": "{ __typename }"}),
+                   await http.get("/static/app/main.js"),
+                   await http.get("/health")):
+        assert answer.status_code == 200
+        assert_browser_headers(answer)
 
 
 async def test_graphiql_loads_only_local_assets(http: httpx.AsyncClient) -> None:

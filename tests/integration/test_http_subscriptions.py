@@ -11,9 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from tests.conftest import make_settings
-from tests.integration.test_live import WsClient
+from tests.integration.test_live import PROTOCOL, WsClient
 from tests.integration.test_live_features import Server, _item, running
 from tests.integration.test_socket_credentials import _expiring
 
@@ -151,6 +152,47 @@ async def test_streams_and_sockets_share_the_users_subscription_bound(
                     error = body["errors"][0]["extensions"]
                     assert (error["code"], error["measure"], error["limit"]) == (
                         "QUERY_TOO_COMPLEX", "subscriptions", 2)
+        finally:
+            await ws.ws.close()
+
+
+async def test_a_stream_spends_its_ips_new_socket_budget_before_its_token_is_read(
+        database_url: str) -> None:
+    """Streams and WebSockets spend one budget of new sockets per IP
+    (`socket_connect_rate`): with 2 a minute, a socket and an SSE stream take it, and a
+    multipart stream, one with a bad token (refused before it is read: not a 401) and
+    another socket are refused (429 with Retry-After and RATE_LIMITED; the socket's
+    handshake 403), each counted. A stream from another address still opens."""
+    from tests.integration.test_socket_admission import metric
+
+    settings = make_settings(database_url, socket_connect_ip_rate="2/minute")
+    async with running(settings) as srv:
+        token = await _token(srv, "c@example.com")
+        gl, _ = await _item(srv, token)
+        ws = await WsClient.connect(srv.base, {"authorization": f"Bearer {token}"})
+        try:
+            async with _post(srv, "/graphql/stream", SSE, token, EVENTS, {"l": gl}) as r:
+                assert r.status_code == 200
+            for path, accept, bearer in (("/graphql", MULTIPART, token),
+                                         ("/graphql/stream", SSE, "not-a-token")):
+                async with _post(srv, path, accept, bearer, EVENTS, {"l": gl}) as r:
+                    assert r.status_code == 429  # before its body: a stream never ends
+                    body = json.loads(await r.aread())
+                    assert int(r.headers["retry-after"]) >= 1
+                    assert body["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await websockets.connect(srv.base.replace("http", "ws") + "/graphql",
+                                         subprotocols=[PROTOCOL])  # type: ignore[list-item]
+            assert refused.value.response.status_code == 403
+            assert await metric(srv.base, "giftgraph_admission_refused_total",
+                                "socket_connect_rate") == 3
+            elsewhere = httpx.AsyncClient(
+                base_url=srv.base, timeout=10,
+                transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2"))
+            async with elsewhere, elsewhere.stream(
+                    "POST", "/graphql/stream", json={"query": EVENTS, "variables": {"l": gl}},
+                    headers={"Accept": SSE, "Authorization": f"Bearer {token}"}) as r:
+                assert r.status_code == 200
         finally:
             await ws.ws.close()
 

@@ -52,12 +52,13 @@ def _codes(body: dict[str, Any]) -> list[str]:
 
 
 async def _stored(database_url: str) -> set[str]:
+    """The documents stored (each under its registering caller's key)."""
     from giftgraph.db.engine import create_database
 
     database = create_database(database_url, make_settings(database_url))
     try:
         async with database.sessions() as session:
-            rows = await session.execute(text("SELECT hash FROM persisted_documents"))
+            rows = await session.execute(text("SELECT document FROM persisted_documents"))
             return {row[0] for row in rows}
     finally:
         await database.dispose()
@@ -78,7 +79,7 @@ async def test_apq_over_post_registers_then_runs_by_hash(
     full = await client.post("/graphql", json={"query": ME, "extensions": apq(ME)},
                              headers=auth)
     assert full.json()["data"]["me"]["email"] == alice.email
-    assert digest(ME) in await _stored(database_url)
+    assert ME in await _stored(database_url)
     again = await client.post("/graphql", json={"extensions": apq(ME)}, headers=auth)
     assert again.json()["data"]["me"]["email"] == alice.email
     # Under graphql-response+json an unknown hash is a request error: 400, same body.
@@ -101,6 +102,37 @@ async def test_apq_get_with_the_hash_alone(client: httpx.AsyncClient) -> None:
                              headers=auth)).json()["data"]["me"]["id"] == alice.user_id
     hit = await client.get("/graphql", params=params, headers=auth)
     assert hit.json()["data"]["me"]["id"] == alice.user_id
+
+
+async def test_a_hash_is_found_only_by_the_family_that_registered_it(
+        client: httpx.AsyncClient) -> None:
+    """Alice's family registers a document with a search term in it: its hash alone runs
+    it for her family (POST, GET), and is unknown (PERSISTED_QUERY_NOT_FOUND) to another
+    family and to an anonymous caller, as a hash no one registered: it confirms no guess
+    of what she typed. Each may register it in its own scope, and Alice's still runs."""
+    alice = await sign_up(GQL(client), "Alice's family")
+    mallory = await sign_up(GQL(client), "Mallory's family")
+    secret = '{ persons(search: "a surprise for Kim") { totalCount } }'
+    params = {"extensions": json.dumps(apq(secret))}
+    own = {"Authorization": f"Bearer {alice.token}"}
+    other = {"Authorization": f"Bearer {mallory.token}"}
+    first = await client.post("/graphql", json={"query": secret, "extensions": apq(secret)},
+                              headers=own)
+    assert first.json() == {"data": {"persons": {"totalCount": 0}}}
+    assert (await client.get("/graphql", params=params, headers=own)).json() == first.json()
+    for headers in (other, {}):
+        for r in (await client.get("/graphql", params=params, headers=headers),
+                  await client.post("/graphql", json={"extensions": apq(secret)},
+                                    headers=headers)):
+            assert _codes(r.json()) == ["PERSISTED_QUERY_NOT_FOUND"], r.json()
+    registered = await client.post("/graphql", json={"query": secret,
+                                                     "extensions": apq(secret)}, headers=other)
+    assert registered.json() == {"data": {"persons": {"totalCount": 0}}}
+    assert (await client.get("/graphql", params=params, headers=other)).json() \
+        == registered.json()
+    assert _codes((await client.get("/graphql", params=params)).json()) \
+        == ["PERSISTED_QUERY_NOT_FOUND"]
+    assert (await client.get("/graphql", params=params, headers=own)).json() == first.json()
 
 
 async def test_a_hash_that_does_not_match_and_an_invalid_document_store_nothing(
@@ -129,7 +161,7 @@ async def test_a_mutation_that_writes_a_string_itself_is_never_stored(
     assert ran.json()["data"]["login"]["accessToken"]
     replay = await client.post("/graphql", json={"extensions": apq(inline)})
     assert _codes(replay.json()) == ["PERSISTED_QUERY_NOT_FOUND"]
-    assert digest(inline) not in await _stored(database_url)
+    assert inline not in await _stored(database_url)
     rename = "mutation($n: String!) { createPerson(input: {name: $n}) { name } }"
     auth = {"Authorization": f"Bearer {alice.token}"}
     first = await client.post("/graphql", json={"query": rename, "extensions": apq(rename),
@@ -148,7 +180,7 @@ async def test_registrations_are_bounded_per_caller(database_url: str) -> None:
             r = await client.post("/graphql", json={"query": document,
                                                     "extensions": apq(document)})
             assert r.json()["data"] == {"__typename": "Query"}  # answered all the same
-        assert await _stored(database_url) == {digest(d) for d in documents[:2]}
+        assert await _stored(database_url) == set(documents[:2])
         metrics = (await client.get("/metrics")).text
         assert 'giftgraph_admission_refused_total{bound="persisted_register_rate"} 1.0' \
             in metrics
@@ -163,6 +195,19 @@ async def test_a_registration_on_one_instance_serves_another(database_url: str) 
             assert r.json()["data"] == {"__typename": "Query"}
             r = await two.post("/graphql", json={"extensions": apq("{ __typename }")})
             assert r.json() == {"data": {"__typename": "Query"}}
+            # A family's registration serves that family on the other instance, and is
+            # unknown there to another family.
+            alice = await sign_up(GQL(one))
+            mallory = await sign_up(GQL(two))
+            r = await one.post("/graphql", json={"query": ME, "extensions": apq(ME)},
+                               headers={"Authorization": f"Bearer {alice.token}"})
+            assert r.json()["data"]["me"]["id"] == alice.user_id
+            r = await two.post("/graphql", json={"extensions": apq(ME)},
+                               headers={"Authorization": f"Bearer {alice.token}"})
+            assert r.json()["data"]["me"]["id"] == alice.user_id
+            r = await two.post("/graphql", json={"extensions": apq(ME)},
+                               headers={"Authorization": f"Bearer {mallory.token}"})
+            assert _codes(r.json()) == ["PERSISTED_QUERY_NOT_FOUND"]
 
 
 @pytest.fixture
@@ -266,6 +311,23 @@ async def test_a_socket_subscribes_by_hash(live: Server) -> None:
         heard = [await ws.receive() for _ in range(2)]
         assert sorted(m["id"] for m in heard) == ["2", "3"]
         assert {m["payload"]["data"]["familyEvents"]["kind"] for m in heard} == {"ADDED"}
+        # Another family's socket: the hash is unknown to it; the manifest's is everyone's.
+        stranger = (await live.gql(
+            "mutation($i: SignUpInput!) { signUp(input: $i) { accessToken } }",
+            {"i": {"familyName": "G", "email": "u@example.com", "password": "correct horse b",
+                   "displayName": "U"}}))["signUp"]["accessToken"]
+        other = await WsClient.connect(live.base, {"authorization": f"Bearer {stranger}"})
+        try:
+            await other.ws.send(json.dumps({"id": "1", "type": "subscribe",
+                                            "payload": {"extensions": apq(EVENTS)}}))
+            miss = await other.receive()
+            assert (miss["type"], miss["payload"][0]["extensions"]["code"]) == (
+                "error", "PERSISTED_QUERY_NOT_FOUND")
+            await other.ws.send(json.dumps({"id": "2", "type": "subscribe",
+                                            "payload": {"documentId": f"sha256:{digest(ME)}"}}))
+            assert (await other.receive())["payload"]["data"]["me"]["id"]
+        finally:
+            await other.ws.close()
     finally:
         await ws.ws.close()
 

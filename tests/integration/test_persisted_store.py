@@ -23,10 +23,12 @@ from giftgraph.persisted import (
     Resolved,
     digest,
     load_manifest,
+    scoped,
 )
 from tests.conftest import make_settings
 
 QUERY = "{ me { id } }"
+A = "family:a"  # the scope (a family) most tests register and look up in
 OTHER = "{ family { name } }"
 
 
@@ -48,22 +50,55 @@ async def test_an_unknown_hash_alone_is_not_found_then_registered_and_shared(
     key = digest(QUERY)
     one = Documents(sessions=db.sessions)
     with pytest.raises(PersistedQueryNotFound) as caught:
-        await one.resolve(None, apq(key), None)
+        await one.resolve(None, apq(key), None, A)
     assert caught.value.code == NOT_FOUND
     assert str(caught.value) == "PersistedQueryNotFound"
 
-    sent = await one.resolve(QUERY, apq(key), None)
+    sent = await one.resolve(QUERY, apq(key), None, A)
     assert sent == Resolved(QUERY, register=key)
-    await one.remember(key, QUERY)
-    assert await one.resolve(None, apq(key), None) == Resolved(QUERY)
+    await one.remember(key, QUERY, A)
+    assert await one.resolve(None, apq(key), None, A) == Resolved(QUERY)
     # another instance (its own LRU, empty) finds it in PostgreSQL
     other = Documents(sessions=db.sessions)
-    assert await other.resolve(None, apq(key), None) == Resolved(QUERY)
-    assert other.recent.get(key) == QUERY
+    assert await other.resolve(None, apq(key), None, A) == Resolved(QUERY)
+    assert other.recent.get(scoped(A, key)) == QUERY
     # registering again changes nothing
-    await other.remember(key, QUERY)
+    await other.remember(key, QUERY, A)
     async with db.sessions() as session:
         assert await session.scalar(text("SELECT count(*) FROM persisted_documents")) == 1
+
+
+async def test_a_registration_is_found_only_in_its_callers_scope_on_every_instance(
+        db: Database, tmp_path: Path) -> None:
+    """A hash registered by one family is found by that family, on this instance and
+    another sharing the table, and by no other family or anonymous caller: for them it is
+    unknown (PERSISTED_QUERY_NOT_FOUND), as a hash no one registered, and they may register
+    it in their own scope. The manifest's documents are found by everyone."""
+    key = digest(QUERY)
+    one = Documents(sessions=db.sessions)
+    await one.remember(key, QUERY, A)
+    other = Documents(sessions=db.sessions)  # another instance: only the table
+    for documents in (one, other):
+        assert await documents.resolve(None, apq(key), None, A) == Resolved(QUERY)
+        assert await documents.resolve(None, None, "sha256:" + key, A) == Resolved(QUERY)
+        for stranger in ("family:b", "ip:127.0.0.1"):
+            for extensions, document_id in ((apq(key), None), (None, "sha256:" + key)):
+                with pytest.raises(PersistedQueryNotFound):
+                    await documents.resolve(None, extensions, document_id, stranger)
+            # sending the document registers it in the stranger's own scope
+            assert await documents.resolve(QUERY, apq(key), None, stranger) == Resolved(
+                QUERY, register=key)
+    await other.remember(key, QUERY, "family:b")
+    assert await one.resolve(None, apq(key), None, "family:b") == Resolved(QUERY)
+    with pytest.raises(PersistedQueryNotFound):
+        await one.resolve(None, apq(key), None, "ip:127.0.0.1")
+    async with db.sessions() as session:  # one row per scope, none under the bare hash
+        stored = set(await session.scalars(text("SELECT hash FROM persisted_documents")))
+    assert stored == {scoped(A, key), scoped("family:b", key)}
+    manifest = load_manifest(write_manifest(tmp_path, {digest(OTHER): OTHER}))
+    trusted = Documents(manifest, sessions=db.sessions)
+    for scope in (A, "family:b", "ip:127.0.0.1"):
+        assert await trusted.resolve(None, apq(digest(OTHER)), None, scope) == Resolved(OTHER)
 
 
 @pytest.mark.parametrize(("query", "extensions", "document_id", "says"), [
@@ -81,16 +116,16 @@ async def test_malformed_requests_are_bad_user_input(db: Database, query: object
                                                      says: str) -> None:
     documents = Documents(sessions=db.sessions)
     with pytest.raises(BadPersistedQuery, match=says) as caught:
-        await documents.resolve(query, extensions, document_id)
+        await documents.resolve(query, extensions, document_id, A)
     assert caught.value.code == "BAD_USER_INPUT"
 
 
 async def test_a_registration_whose_hash_does_not_match_stores_nothing(db: Database) -> None:
     documents = Documents(sessions=db.sessions)
-    await documents.remember(digest(OTHER), QUERY)
+    await documents.remember(digest(OTHER), QUERY, A)
     async with db.sessions() as session:
         assert await session.scalar(text("SELECT count(*) FROM persisted_documents")) == 0
-    assert documents.recent.get(digest(OTHER)) is None
+    assert documents.recent.get(scoped(A, digest(OTHER))) is None
 
 
 def write_manifest(tmp_path: Path, entries: dict[str, str]) -> Path:
@@ -103,20 +138,20 @@ async def test_trusted_documents_by_document_id_and_the_allow_list(db: Database,
                                                                   tmp_path: Path) -> None:
     manifest = load_manifest(write_manifest(tmp_path, {digest(QUERY): QUERY}))
     only = Documents(manifest, only_trusted=True, sessions=db.sessions)
-    assert await only.resolve(None, None, "sha256:" + digest(QUERY)) == Resolved(QUERY)
-    assert await only.resolve(None, None, digest(QUERY)) == Resolved(QUERY)
-    assert await only.resolve(None, apq(digest(QUERY)), None) == Resolved(QUERY)
-    assert await only.resolve(QUERY, None, None) == Resolved(QUERY)  # the trusted text itself
+    assert await only.resolve(None, None, "sha256:" + digest(QUERY), A) == Resolved(QUERY)
+    assert await only.resolve(None, None, digest(QUERY), A) == Resolved(QUERY)
+    assert await only.resolve(None, apq(digest(QUERY)), None, A) == Resolved(QUERY)
+    assert await only.resolve(QUERY, None, None, A) == Resolved(QUERY)  # the trusted text
     for query, extensions in ((OTHER, None), (OTHER, apq(digest(OTHER))), (None, None)):
         with pytest.raises(PersistedQueryNotAllowed) as caught:
-            await only.resolve(query, extensions, None)
+            await only.resolve(query, extensions, None, A)
         assert caught.value.code == NOT_ALLOWED
     # a document registered through APQ elsewhere is not trusted here
-    await Documents(sessions=db.sessions).remember(digest(OTHER), OTHER)
+    await Documents(sessions=db.sessions).remember(digest(OTHER), OTHER, A)
     with pytest.raises(PersistedQueryNotFound):
-        await only.resolve(None, None, "sha256:" + digest(OTHER))
-    await only.remember(digest(OTHER), OTHER)
-    assert only.recent.get(digest(OTHER)) is None
+        await only.resolve(None, None, "sha256:" + digest(OTHER), A)
+    await only.remember(digest(OTHER), OTHER, A)
+    assert only.recent.get(scoped(A, digest(OTHER))) is None
 
 
 def test_a_manifest_is_checked_when_loaded(tmp_path: Path) -> None:
@@ -158,13 +193,13 @@ async def test_the_table_keeps_a_bounded_number_of_documents(db: Database) -> No
             return set(await session.scalars(text("SELECT hash FROM persisted_documents")))
 
     for t in texts:
-        await documents.remember(digest(t), t)
-    assert await stored() == {digest(texts[1]), digest(texts[2])}
+        await documents.remember(digest(t), t, A)
+    assert await stored() == {scoped(A, digest(texts[1])), scoped(A, digest(texts[2]))}
     other = Documents(sessions=db.sessions)  # another instance: only the table
-    assert (await other.resolve(None, apq(digest(texts[2])), None)).query == texts[2]
+    assert (await other.resolve(None, apq(digest(texts[2])), None, A)).query == texts[2]
     with pytest.raises(PersistedQueryNotFound):
-        await other.resolve(None, apq(digest(texts[0])), None)
-    await documents.remember(digest(texts[0]), texts[0])  # its client registers it again
-    assert await stored() == {digest(texts[2]), digest(texts[0])}
-    await documents.remember(digest(texts[2]), texts[2])  # known: nothing changes
-    assert await stored() == {digest(texts[2]), digest(texts[0])}
+        await other.resolve(None, apq(digest(texts[0])), None, A)
+    await documents.remember(digest(texts[0]), texts[0], A)  # its client registers it again
+    assert await stored() == {scoped(A, digest(texts[2])), scoped(A, digest(texts[0]))}
+    await documents.remember(digest(texts[2]), texts[2], A)  # known: nothing changes
+    assert await stored() == {scoped(A, digest(texts[2])), scoped(A, digest(texts[0]))}

@@ -6,8 +6,9 @@ it protects (parsing, analysis, hashing, a query, a replay), and each refusal is
 
 - `documents`: a GraphQL document's tokens, depth, aliases, cost, overlaps and root
   mutation fields, measured in one pass per fragment (linear in the document);
-- `sockets`: new sockets per IP, socket message size and shape, sockets per user,
-  subscriptions per socket and per user, replay turns per user;
+- `sockets`: new sockets per IP (HTTP subscription streams too), socket message size and
+  shape, sockets per user (streams too), subscriptions per socket and per user, replay
+  turns per user;
 - `pace`: what a family starts per second (mutation fields, socket operations);
 - `throttle`: per-IP budgets of the anonymous mutations and the bound on concurrent
   password hashing;
@@ -83,13 +84,15 @@ BOUNDS: tuple[Bound, ...] = (
           "(known_login_rate)"),
     Bound("socket_reauth_rate", "socket_reauth_rate", "pings that re-authenticate a socket, "
           "per user (each a token check and a database read)"),
-    Bound("socket_connect_rate", "socket_connect_ip_rate", "new WebSockets per client "
-          "IP, refused before the handshake (closed before accept: HTTP 403)"),
+    Bound("socket_connect_rate", "socket_connect_ip_rate", "new WebSockets and HTTP "
+          "subscription streams per client IP, one budget, refused before a socket's "
+          "handshake (closed before accept: HTTP 403) or a stream's token is read (429)"),
     Bound("socket_message_bytes", "max_socket_message_bytes", "one WebSocket message "
           "(close 1009)"),
     Bound("socket_message_rate", "socket_message_rate", "messages one socket sends per "
           "second (a faster socket is read more slowly)"),
-    Bound("sockets_per_user", "max_sockets_per_user", "open WebSockets per user (4429)"),
+    Bound("sockets_per_user", "max_sockets_per_user", "open WebSockets and HTTP "
+          "subscription streams per user, together (4429; a stream: 429)"),
     Bound("subscriptions_per_socket", "max_subscriptions_per_connection",
           "operations on one socket"),
     Bound("subscription_starts_per_family", "family_subscription_start_burst",

@@ -3,7 +3,11 @@
 - New sockets per client IP (`socket_connect_rate`): spent by `admit_connection` before the
   handshake is accepted and before any token is read, since the handshake itself is the
   cost (a loop opening and closing sockets, or a flood of `connection_init` with tokens
-  that name no user, slowed every family's queries). The IP is the client as the server
+  that name no user, slowed every family's queries). An HTTP subscription stream
+  (multipart, graphql-sse) is a socket too and spends the same budget, before its token
+  is read (web/streams.py: refused with 429, `Retry-After`, RATE_LIMITED): one family
+  opening and closing streams at ~22 a second, held only by its subscription-start pace,
+  took another family's p99 from 10.7 to ~85 ms. The IP is the client as the server
   resolved it (`scope["client"]`: uvicorn applies X-Forwarded-For from a trusted proxy).
   A refused socket is closed before it is accepted (1013, try again later), which uvicorn
   answers with HTTP 403 and logs at info. Not a 429 through the ASGI denial-response
@@ -196,29 +200,42 @@ def admit(hub: Hub, user_id: uuid.UUID, ws: WebSocket, limit: int,
     return SocketSlot(hub, user_id, ws)
 
 
-async def admit_connection(scope: Scope, send: Send, throttle: Throttle) -> bool:
-    """Spend one of the client IP's new sockets (`socket_connect_rate`, counted when
-    refused); refused: close before accept (uvicorn: HTTP 403) and return False. An IP
-    refused again and again is paced as HTTP callers are (`refusals_per_caller`): its next
-    handshake waits for a refusal token first, so a churning client's refusals come at
-    `refusal_rate`, not as fast as it reconnects."""
+def client_ip(scope: Scope) -> str:
+    """The client as the server resolved it (`scope["client"]`: uvicorn applies
+    X-Forwarded-For from a trusted proxy)."""
     client = scope.get("client")
-    ip = throttle.network(client[0] if client else None)
+    return client[0] if client else "unknown"
+
+
+async def spend_connection(ip: str, throttle: Throttle) -> None:
+    """Spend one of `ip`'s new connections (`socket_connect_rate`, counted when refused;
+    keyed by its network: an IPv6 client's /64): RateLimited when it has none left. An IP
+    refused again and again is paced as HTTP callers are (`refusals_per_caller`): its next
+    connection waits for a refusal token first (RateLimited if none comes within
+    `request_wait_seconds`), so a churning client's refusals come at `refusal_rate`, not
+    as fast as it reconnects. A WebSocket spends it before its handshake
+    (`admit_connection`), an HTTP stream before it is authenticated (web/streams.py)."""
+    ip = throttle.network(ip)
     pace = throttle.connect_pace
-    try:
-        reserved = await pace.wait_turn(ip)  # a token taken: given back unless refused
-    except RateLimited:  # no turn within request_wait_seconds
-        await send({"type": "websocket.close", "code": TRY_LATER, "reason": ""})
-        return False
+    reserved = await pace.wait_turn(ip)  # a token taken: given back unless refused
     try:
         await throttle.socket_connect(ip)
     except RateLimited:
         if not reserved:
             pace.spend(ip)
-        await send({"type": "websocket.close", "code": TRY_LATER, "reason": ""})
-        return False
+        raise
     if reserved:
         pace.give_back(ip)
+
+
+async def admit_connection(scope: Scope, send: Send, throttle: Throttle) -> bool:
+    """Spend one of the client IP's new sockets (`spend_connection`); refused: close
+    before accept (uvicorn: HTTP 403) and return False."""
+    try:
+        await spend_connection(client_ip(scope), throttle)
+    except RateLimited:
+        await send({"type": "websocket.close", "code": TRY_LATER, "reason": ""})
+        return False
     return True
 
 

@@ -39,7 +39,7 @@ class App(Starlette):
     is recorded first (`FastPaths.capture`, with the fast paths on), while `send` is still
     uvicorn's own. Every
     WebSocket first spends its IP's budget of new sockets (`admit_connection`), before
-    the handshake is accepted."""
+    the handshake is accepted (an HTTP stream spends the same, in web/streams.py)."""
 
     def __init__(self, *, sockets: dict[str, ASGIApp], throttle: Throttle, fast: FastPaths,
                  **kwargs: Any) -> None:

@@ -21,10 +21,17 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 
 from giftgraph.admission import sockets as admission
+from giftgraph.admission.checks import caller_key
 from giftgraph.context import Context
 from giftgraph.errors import QueryTooComplex
 from giftgraph.live import credentials
-from giftgraph.persisted import REFUSED, REGISTERING, BadPersistedQuery, Registration
+from giftgraph.persisted import (
+    REFUSED,
+    REGISTERING,
+    BadPersistedQuery,
+    Registration,
+    scope_of,
+)
 from giftgraph.schema.extensions import format_error
 from giftgraph.web.reauth import renew
 
@@ -211,7 +218,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await state.operations.start_turn(user.family_id, self.context.settings, refusals)
         try:  # the document a hash names (APQ, trusted documents), before anything parses it
             resolved = await state.documents.resolve(
-                payload.get("query"), payload.get("extensions"), payload.get("documentId"))
+                payload.get("query"), payload.get("extensions"), payload.get("documentId"),
+                scope_of(caller_key(self.context)))
         except REFUSED as refused:
             await self._send_error(message["id"], refused)
             return

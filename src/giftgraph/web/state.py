@@ -7,6 +7,7 @@ from typing import Any
 
 from giftgraph.accel.switch import FastPaths
 from giftgraph.admission import sockets as admission
+from giftgraph.admission.checks import caller_key
 from giftgraph.admission.clients import client_key
 from giftgraph.admission.requests import InFlight
 from giftgraph.admission.throttle import Throttle
@@ -16,7 +17,7 @@ from giftgraph.db.engine import Database
 from giftgraph.errors import RateLimited
 from giftgraph.live.layer import Live
 from giftgraph.observability import Metrics
-from giftgraph.persisted import Documents
+from giftgraph.persisted import Documents, scope_of
 from giftgraph.ratelimit import RateLimits
 from giftgraph.schema.extensions import CallerReads
 from giftgraph.tracing import Tracing
@@ -63,4 +64,6 @@ class AppState:
         except RateLimited:
             self.metrics.refusals.count("persisted_register_rate")
             return
-        await self.documents.remember(key, document)
+        # The caller as it was authenticated for this operation: its family's (an
+        # anonymous caller's: its IP's), found by no other (giftgraph.persisted).
+        await self.documents.remember(key, document, scope_of(caller_key(context)))

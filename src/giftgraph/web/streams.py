@@ -3,7 +3,9 @@
 distinct connections mode (`POST /graphql/stream`, `Accept: text/event-stream`), both
 Strawberry's transports.
 
-A stream is held to what holds a socket: it is authenticated once (`Authorization:
+A stream is held to what holds a socket: it spends one of its client IP's new sockets
+(`socket_connect_rate`) before anything else is done for it (refused: 429, `Retry-After`,
+RATE_LIMITED, counted under that bound), it is authenticated once (`Authorization:
 Bearer`), counts as one of its user's sockets (`max_sockets_per_user`) and as one of its
 user's operations (`max_subscriptions_per_user`), and ends, as a socket closes, when its
 token expires or its refresh chain (or its user) is revoked (`Handle`, which the hub and
@@ -29,7 +31,7 @@ from strawberry.http.streaming import MultipartSubscriptionTransport, SSETranspo
 from giftgraph.admission import sockets as admission
 from giftgraph.admission.checks import REQUEST_CALLER, caller_key
 from giftgraph.context import operation_scope
-from giftgraph.errors import ServiceUnavailable
+from giftgraph.errors import RateLimited, ServiceUnavailable
 from giftgraph.live import credentials
 from giftgraph.persisted import REFUSED
 from giftgraph.schema.extensions import authenticate, format_error
@@ -164,6 +166,16 @@ def refused_while_parsing(error: GraphQLError) -> Response:
                     media_type=JSON, headers=headers)
 
 
+def refused_connection(exc: RateLimited) -> Response:
+    """A stream refused by its IP's budget of new sockets, before it was authenticated:
+    429 with `Retry-After` (what a graphql-sse or multipart client sees of a refused
+    request; a WebSocket's refusal is its handshake's 403) and RATE_LIMITED."""
+    retry = int((exc.extensions or {}).get("retryAfter", 1))
+    return Response(error_body("Too many new connections, retry later", "RATE_LIMITED",
+                               retryAfter=retry),
+                    status_code=429, media_type=JSON, headers={"Retry-After": str(retry)})
+
+
 async def open_stream(view: Any, request: Request, streaming: set[str],
                       at_stream: bool) -> Response | Stream:
     """A subscription over HTTP for `view` (the GraphQLApp): multipart at /graphql,
@@ -177,6 +189,13 @@ async def open_stream(view: Any, request: Request, streaming: set[str],
         return request_error(406 if request.method == "POST" else 405, f"Use {where}")
     if not is_json_body(request.headers.get("content-type")):
         return request_error(415, "Send application/json")
+    # A new socket of its IP's, before its token is read or its body parsed: opening and
+    # closing streams costs what opening and closing sockets does (admission.sockets).
+    try:
+        await admission.spend_connection(admission.client_ip(request.scope),
+                                         view.state.throttle)
+    except RateLimited as exc:
+        return refused_connection(exc)
     context = await view.get_context(request, Response())
     async with operation_scope(context.database):
         claims = await authenticate(context)

@@ -43,11 +43,13 @@ from giftgraph.persisted import (
     REGISTERING,
     PersistedQueryNotFound,
     Registration,
+    scope_of,
 )
 from giftgraph.schema.extensions import authenticate, forget_traceback, operation_of
 from giftgraph.schema.schema import build_schema
 from giftgraph.tracing import publishing, socket_trace
 from giftgraph.web import streams
+from giftgraph.web.headers import graphiql_policy, new_nonce
 from giftgraph.web.http import (
     finish,
     is_json_body,
@@ -66,6 +68,7 @@ log = logging.getLogger("giftgraph")
 NAMES_A_DOCUMENT = frozenset(("query", "extensions", "documentId"))
 
 GRAPHIQL_PAGE = Path(__file__).resolve().parent / "graphiql.html"  # local assets only
+NONCE = "{{csp-nonce}}"  # in the page: its response's CSP nonce (web/headers.py)
 
 
 class GraphQLApp(GraphQL[Context, None]):
@@ -133,8 +136,11 @@ class GraphQLApp(GraphQL[Context, None]):
         return await super().process_result(request, result)  # type: ignore[arg-type]
 
     async def render_graphql_ide(self, request: Request) -> Response:
-        """Our GraphiQL page: local assets only (works offline), auth for subscriptions."""
-        return HTMLResponse(self.graphiql_page)
+        """Our GraphiQL page: local assets only (works offline), auth for subscriptions;
+        its inline script and style allowed by a nonce of this response's (web/headers.py)."""
+        nonce = new_nonce()
+        return HTMLResponse(self.graphiql_page.replace(NONCE, nonce), headers={
+            "Content-Security-Policy": graphiql_policy(nonce), "Cache-Control": "no-store"})
 
     def socket(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """Strawberry's WebSocket handling, for `App` to await with no frame of ours in
@@ -239,8 +245,8 @@ class GraphQLApp(GraphQL[Context, None]):
         if document_id is None and data.extensions is None and data.query is not None \
                 and not self.state.documents.only_trusted:
             return data  # a plain request (a streamed one checked above)
-        resolved = await self.state.documents.resolve(data.query, data.extensions,
-                                                      document_id)
+        resolved = await self.state.documents.resolve(
+            data.query, data.extensions, document_id, scope_of(REQUEST_CALLER.get()))
         if resolved.register is not None and resolved.query is not None:
             REGISTERING.set(Registration(resolved.register, resolved.query,
                                          self.state.register_document))
