@@ -59,3 +59,20 @@ def test_an_outage_is_a_line_a_second_naming_no_statement(
         "traceId=t)",
         "an operation: database unavailable (DBAPIError(ConnectionDoesNotExistError), "
         "traceId=t; 100 more like it in the last 1 s or more not logged)"]
+
+
+def test_a_server_going_away_is_unavailable_however_it_is_wrapped() -> None:
+    """Seen as PostgreSQL stopped under load: a connect refused while it shuts down,
+    reached through SQLAlchemy's adapter error, and a statement on a connection still
+    taking in the server's termination notice. Both were INTERNAL_SERVER_ERROR, logged
+    with their tracebacks (and the statement)."""
+    shutting_down = asyncpg.CannotConnectNowError("the database system is shutting down")
+    adapter = RuntimeError("the database system is shutting down")
+    adapter.__cause__ = shutting_down
+    wrapped = DBAPIError("SELECT 1", None, adapter)  # type: ignore[arg-type]
+    assert session.unavailable(wrapped)
+    busy = asyncpg.InternalClientError("cannot switch to state 12; another operation (2) "
+                                       "is in progress")
+    assert session.unavailable(DBAPIError("SELECT 1", None, busy))
+    assert not session.unavailable(DBAPIError("SELECT 1", None, RuntimeError("a bug")))
+    assert not session.unavailable(ValueError("a bug"))

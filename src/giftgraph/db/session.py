@@ -377,12 +377,22 @@ def unavailable(exc: BaseException | None) -> bool:
     subscription's read reported it unexpected: INTERNAL_SERVER_ERROR, not retryable):
     the client may simply retry, unless a change of its operation was applied already
     (`OperationDb` answers `AppliedUnanswered` then)."""
-    if isinstance(exc, OSError | TimeoutError | PoolTimeout | asyncpg.PostgresConnectionError
-                  | asyncpg.InterfaceError | asyncpg.CannotConnectNowError):
-        return True
-    if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError) \
-            or unavailable(exc.orig)
+    for _ in range(8):  # the error, what it wraps (a DBAPIError's `orig`), what caused that
+        if exc is None:
+            return False
+        # InternalClientError: a statement on a connection whose server is going away
+        # ("cannot switch to state 12; another operation (2) is in progress": asyncpg
+        # still consuming the server's termination notice).
+        if isinstance(exc, OSError | TimeoutError | PoolTimeout | asyncpg.PostgresConnectionError
+                      | asyncpg.InterfaceError | asyncpg.CannotConnectNowError
+                      | asyncpg.InternalClientError):
+            return True
+        if isinstance(exc, DBAPIError) and (
+                exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)):
+            return True
+        # SQLAlchemy's asyncpg adapter wraps the driver's error in its own (`orig`), which
+        # names the driver's as its cause ("the database system is shutting down").
+        exc = exc.orig if isinstance(exc, DBAPIError) else exc.__cause__
     return False
 
 
