@@ -208,8 +208,9 @@ class Settings(BaseSettings):
     http_idle_timeout_seconds: float = Field(default=5, gt=0)
     # A request's line and headers as received (uvicorn's httptools protocol has no limit).
     max_header_bytes: int = Field(default=64 * 1024, ge=4096)
-    # An HTTP answer the client does not read: no byte of it taken for this long while the
-    # connection's buffer is full, and the connection is cut (its buffer let go).
+    # An answer the client does not read (HTTP; WebSockets on the lean protocol): less than
+    # 64 KiB of it taken in this long while the connection's buffer is full, and the
+    # connection is reset (its buffers let go).
     http_send_timeout_seconds: float = Field(default=30, gt=0)
     # One answer serialized (an HTTP response, a subscription's or live query's result):
     # past it, QUERY_TOO_COMPLEX instead. Fields are bounded by max_query_cost; their bytes

@@ -153,3 +153,67 @@ def test_an_unread_answer_holds_its_callers_turn_until_the_connection_is_cut(
         assert 0 < got < 10 * 100 * 4900
     finally:
         hold.close()
+
+
+def _frame(text: str) -> bytes:
+    """A client's masked text frame (RFC 6455 5.3), with a zero mask."""
+    data = text.encode()
+    n = len(data)
+    head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0xFE]) + n.to_bytes(2, "big")
+    return head + b"\0\0\0\0" + data
+
+
+@pytest.fixture(scope="module")
+def roomy(database_url: str) -> Iterator[str]:
+    """A service with the default answer bound (4 MiB) and a 3 s send timeout."""
+    with serving(database_url, GIFTGRAPH_MUTATION_RATE="100000/minute",
+                 GIFTGRAPH_FAMILY_MUTATION_RATE="100000/minute",
+                 GIFTGRAPH_FAMILY_MUTATION_BURST="1000",
+                 GIFTGRAPH_HTTP_SEND_TIMEOUT_SECONDS="3") as base:
+        yield base
+
+
+@pytest.mark.accel  # the lean WebSocket protocol's (uvicorn's own has no such bound)
+def test_a_socket_that_takes_none_of_its_answer_is_cut(roomy: str) -> None:
+    """A ~3.4 MB answer on a WebSocket whose client reads nothing: past what the
+    loopback's buffers take (~3 MB), the server's buffer stays full, and the socket is cut
+    after `http_send_timeout_seconds` (uvicorn's ping timeout closes it only once its
+    buffer drains, which it never does)."""
+    base, token = roomy, sign_up(roomy)
+    hundred_gifts(base, token)
+    query = "{ " + " ".join(f"a{i}: gifts(first: 100) {{ edges {{ node {{ description }} }} }}"
+                            for i in range(7)) + " }"
+    port = int(base.rsplit(":", 1)[1])
+    before = refused(base, "send_timeout")
+    hold = socket.socket()
+    hold.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hold.connect(("127.0.0.1", port))
+    try:
+        hold.sendall(b"GET /graphql HTTP/1.1\r\nHost: giftgraph\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\n"
+                     b"Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n")
+        hold.settimeout(10)
+        got = b""
+        while b"\r\n\r\n" not in got:  # the 101 first: bytes sent before it are not read
+            chunk = hold.recv(4096)
+            assert chunk, got
+            got += chunk
+        hold.sendall(_frame(json.dumps({"type": "connection_init",
+                                        "payload": {"authorization": f"Bearer {token}"}})))
+        while b"connection_ack" not in got:
+            chunk = hold.recv(4096)
+            assert chunk, got
+            got += chunk
+        hold.sendall(_frame(json.dumps({"id": "1", "type": "subscribe",
+                                        "payload": {"query": query}})))
+        deadline = time.monotonic() + 20
+        while refused(base, "send_timeout") == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert refused(base, "send_timeout") == before + 1
+        hold.settimeout(5)
+        with pytest.raises(ConnectionResetError):  # noqa: PT012 - read until the reset
+            while hold.recv(1 << 16):
+                pass
+    finally:
+        hold.close()

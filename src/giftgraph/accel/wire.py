@@ -28,6 +28,7 @@ from typing import Any
 
 from starlette.types import Scope, Send
 
+from giftgraph.admission.server import SendWatch, limits
 from giftgraph.live.inbox import Inbox
 
 log = logging.getLogger("giftgraph.accel")
@@ -261,12 +262,35 @@ if WebSocketsSansIOProtocol is not None:
         Its attributes are slots: uvicorn's protocol sets 37, past the 30 an instance
         dictionary shares its keys for, and that dictionary alone was ~1.6 KB a socket."""
 
-        __slots__ = assigned_attributes(WebSocketsSansIOProtocol)
+        __slots__ = (*assigned_attributes(WebSocketsSansIOProtocol), "_sending")
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.queue = Inbox()  # type: ignore[assignment]
             self.writable = Flag()  # type: ignore[assignment]
+            self._sending: SendWatch | None = None  # made when writing first pauses
+
+        # The HTTP connections' send timeout (admission.server.SendWatch): a socket whose
+        # client takes none of a large message was held for as long as the client kept it
+        # open (5 sockets of a 3.7 MB answer each, still open after 150 s; the ping
+        # timeout's close waits for the buffer to drain).
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._sending is None:
+                self._sending = SendWatch(self.transport, self.loop,
+                                          limits().send_timeout, self.app_state)
+            self._sending.paused()
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self._sending is not None:
+                self._sending.resumed()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._sending is not None:
+                self._sending.resumed()
+            super().connection_lost(exc)
 
         def send_receive_event_to_app(self) -> None:
             if self.curr_msg_data_type == "text" and not self.close_sent \
