@@ -198,6 +198,10 @@ class RateLimits:
     async def hit_family_mutation(self, family_id: str, count: int = 1) -> None:
         await self._hit(self.family_mutation, "family-mutation", family_id, cost=count)
 
+    async def check(self, bound: str, *keys: str) -> None:
+        """RateLimited when the budget `bound` of `keys` is spent; spends nothing."""
+        await self._check(self.budgets[bound], PREFIXES[bound], *keys)
+
     async def hit(self, bound: str, *keys: str) -> None:
         """One use of the budget `bound` (a name of PREFIXES) by `keys` (an IP, and the
         email for `login_rate`); RateLimited when it is spent."""

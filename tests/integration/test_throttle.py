@@ -261,9 +261,10 @@ async def test_a_login_from_a_known_network_goes_ahead_of_a_flood(
         database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Twenty addresses' wrong passwords wait for the one hashing thread. The account's own
     login, from the network it signed up from, is checked next; the same email and password
-    from another network waits behind the flood (knowing the email buys nothing), and
-    does not spend the account's turns ahead (`known_login_rate`, one here: its next login
-    from home waits with the others)."""
+    from another network waits behind the flood (knowing the email buys nothing) and
+    spends nothing. A wrong password from home goes ahead and spends the lane
+    (`known_login_rate`, one failure here): the next login from home waits with the
+    others."""
     gate = threading.Event()
     verify = auth._verify
 
@@ -304,6 +305,10 @@ async def test_a_login_from_a_known_network_goes_ahead_of_a_flood(
         assert (await first).errors == []
         assert len(done) <= 2  # ~0.2 s in: the flood's first and the account's own
         assert not away.done()  # 2 s of the flood ahead of it
+        # A wrong password from home goes ahead too, and spends the lane (one here).
+        assert (await login("home wrong", "192.0.2.77", account.email, "wrong")).codes \
+            == ["UNAUTHENTICATED"]
+        assert not away.done()
         second = asyncio.create_task(login("home again", "192.0.2.77", *mine))
         results = await asyncio.gather(away, second, *flood)
         assert [r.codes for r in results[:2]] == [[], []]

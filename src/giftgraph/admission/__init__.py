@@ -60,10 +60,10 @@ BOUNDS: tuple[Bound, ...] = (
           "rest wait their turn, up to request_wait_seconds)"),
     Bound("login_rate", "login_rate", "login attempts per IP and email"),
     Bound("login_ip_rate", "login_ip_rate", "login attempts per IP"),
-    Bound("known_login_rate", "known_login_rate", "logins of one account that go ahead of "
-          "the hashing queue because they come from a network it has signed in from "
-          "(login, signUp, refreshToken) within refresh_token_ttl_seconds: past it a login "
-          "waits its turn with the others"),
+    Bound("known_login_rate", "known_login_rate", "failed logins that went ahead of the "
+          "hashing queue (because they came from a network the account has signed in "
+          "from: login, signUp, refreshToken, within refresh_token_ttl_seconds), per account "
+          "and per network: past it their logins wait their turn with the others"),
     Bound("signup_ip_rate", "signup_ip_rate", "signUp per IP"),
     Bound("token_ip_rate", "token_ip_rate", "refreshToken and logout per IP"),
     Bound("requests_per_caller", "max_requests_per_caller", "GraphQL requests over HTTP "

@@ -225,17 +225,28 @@ class Throttle:
         await self._spend("login_ip_rate", ip)
         await self._spend("login_rate", ip, email.strip().lower())
 
-    async def known_login(self, email: str) -> bool:
+    async def known_login(self, email: str, network: str) -> bool:
         """Whether a login for `email` from a network its account has signed in from may
-        go ahead of the hashing queue (`known_login_rate` per account); past the budget it
-        waits its turn with the others (counted)."""
+        go ahead of the hashing queue: while neither the account nor the network has
+        spent `known_login_rate` (by failed logins ahead: `known_login_failed`). Past it
+        the login waits its turn with the others (counted). The owner's own logins spend
+        nothing (13 routine logins in an hour took an account's lane away), and a network
+        whose logins ahead fail (an attacker's own accounts, signed up from the flooding
+        addresses, with wrong passwords) loses the lane for all its logins."""
         try:
-            await self.limits.hit("known_login_rate", email.strip().lower())
+            await self.limits.check("known_login_rate", "account", email.strip().lower())
+            await self.limits.check("known_login_rate", "network", network)
         except RateLimited:
             if self.refusals is not None:
                 self.refusals.count("known_login_rate")
             return False
         return True
+
+    async def known_login_failed(self, email: str, network: str) -> None:
+        """A login that went ahead failed: spend the account's and the network's lane."""
+        for keys in (("account", email.strip().lower()), ("network", network)):
+            with contextlib.suppress(RateLimited):
+                await self.limits.hit("known_login_rate", *keys)
 
     async def sign_up(self, ip: str) -> None:
         await self._spend("signup_ip_rate", ip)

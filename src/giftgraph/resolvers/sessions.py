@@ -102,14 +102,17 @@ async def login(
     # whether or not the account exists; a flood of others' wrong passwords waits behind.
     known = bool(await info.context.db.scalar(
         networks.known(settings, lowered, info.context.client_network)))
+    network = info.context.client_network
     if known and throttle is not None:
-        known = await throttle.known_login(lowered)
+        known = await throttle.known_login(lowered, network)
     gate = await hashing_turn(info, known)
     if found is None:
         await auth.burn_password_check(settings, password, gate)
         raise Unauthenticated(INVALID_LOGIN)
     ok = await auth.verify_password(settings, found.password_hash, password, gate)
     if not ok or not found.is_active:
+        if known and throttle is not None:
+            await throttle.known_login_failed(lowered, network)
         raise Unauthenticated(INVALID_LOGIN)
     async with _anonymous_unit(info) as session:
         # Still the password just checked, and still active: a change committed meanwhile
