@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from giftgraph.accel import switch as accel
+from giftgraph.admission.answers import AnswerBytes
 from giftgraph.admission.requests import InFlight
 from giftgraph.admission.server import STATE_KEY as SERVER_REFUSALS
 from giftgraph.admission.throttle import Throttle
@@ -70,6 +71,10 @@ def create_app(settings: Settings, tracing: Tracing | None = None) -> Starlette:
                      rate_limits=rate_limits,
                      throttle=Throttle(settings, rate_limits, metrics.refusals),
                      in_flight=InFlight(settings, metrics.refusals),
+                     answer_bytes=AnswerBytes("answer_bytes", settings.answer_bytes_rate,
+                                              settings.answer_bytes_burst,
+                                              settings.request_wait_seconds,
+                                              metrics.refusals),
                      documents=Documents(
                          load_manifest(settings.trusted_documents)
                          if settings.trusted_documents else None,

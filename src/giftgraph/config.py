@@ -216,6 +216,10 @@ class Settings(BaseSettings):
     # past it, QUERY_TOO_COMPLEX instead. Fields are bounded by max_query_cost; their bytes
     # are not (a 20 KB description is one field).
     max_response_bytes: int = Field(default=4 * 2**20, ge=16 * 1024)
+    # Bytes of answers one caller (a family, else an IP network) is sent a second, after a
+    # burst: past it its next request (or socket operation) waits until it has paid.
+    answer_bytes_rate: int = Field(default=8 * 2**20, ge=1024)
+    answer_bytes_burst: int = Field(default=32 * 2**20, ge=1024)
     log_json: bool | None = None  # None: JSON in production, console otherwise
     # uvicorn's line per HTTP request (`serve`), written by the log thread as every line is.
     access_log: bool = True

@@ -217,3 +217,23 @@ def test_a_socket_that_takes_none_of_its_answer_is_cut(roomy: str) -> None:
                 pass
     finally:
         hold.close()
+
+
+def test_a_callers_answers_are_paid_for_before_its_next_request(database_url: str) -> None:
+    """Bytes of answers per caller (`answer_bytes`): a family that was sent ~500 KB, past a
+    burst of 100 KB at 50 KB a second, waits ~8 s before its next request runs, so within
+    the 0.5 s wait it is refused; another family is not."""
+    with serving(database_url, GIFTGRAPH_MUTATION_RATE="100000/minute",
+                 GIFTGRAPH_FAMILY_MUTATION_RATE="100000/minute",
+                 GIFTGRAPH_FAMILY_MUTATION_BURST="1000",
+                 GIFTGRAPH_ANSWER_BYTES_RATE=str(50 * 1024),
+                 GIFTGRAPH_ANSWER_BYTES_BURST=str(100 * 1024),
+                 GIFTGRAPH_REQUEST_WAIT_SECONDS="0.5") as base:
+        token, other = sign_up(base), sign_up(base)
+        hundred_gifts(base, token)
+        before = refused(base, "answer_bytes")
+        assert "errors" not in gql(base, token, GIFTS)
+        waited = gql(base, token, "{ me { id } }")
+        assert waited["errors"][0]["extensions"]["code"] == "RATE_LIMITED", waited  # type: ignore[index]
+        assert refused(base, "answer_bytes") == before + 1
+        assert "errors" not in gql(base, other, "{ me { id } }")

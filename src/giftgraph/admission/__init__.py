@@ -130,6 +130,11 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("send_timeout", "http_send_timeout_seconds", "an HTTP answer the client does not "
           "read: no byte of it taken for that long while the connection's buffer is full, "
           "and the connection is cut"),
+    Bound("answer_bytes", "answer_bytes_rate", "bytes of the answers one caller (its "
+          "family, else its IP network) is sent, over HTTP and its sockets' operations: "
+          "past a burst of answer_bytes_burst, answer_bytes_rate a second; its next request "
+          "or operation waits until it has paid (RATE_LIMITED after request_wait_seconds "
+          "over HTTP)"),
     Bound("response_bytes", "max_response_bytes", "one answer serialized (an HTTP "
           "response, one result of a subscription or live query): past it "
           "QUERY_TOO_COMPLEX instead (max_query_cost counts fields, not their bytes)"),

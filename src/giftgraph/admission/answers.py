@@ -11,17 +11,25 @@ and each result of a live query (`too_large`, by giftgraph.live.frames). What is
 then at most the bound; what a client leaves unread is bounded in time by
 `http_send_timeout_seconds` (admission.server) and counts as in flight for its caller
 until it is sent (admission.requests).
+
+An answer is measured only once it is built, so the bound alone left the building: the
+same 55.7 MB answer, refused each time, cost ~330 ms of the event loop, and answers just
+under the bound, two in flight, ~220 MB a second (re-attack, 2026-11-27). `AnswerBytes`
+meters what each caller's answers cost, the refused ones at their full size: past a
+burst, its next request or socket operation waits until it has paid.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from giftgraph.admission.pace import Bucket, KeyedPace
 from giftgraph.tracing import current_trace_id
 
 if TYPE_CHECKING:
@@ -73,3 +81,21 @@ def _refused(encoded: bytes, limit: int, refusals: Refusals | None) -> dict[str,
     if first is not None:
         error["path"] = [first.group(1).decode()]
     return {"data": None, "errors": [error]}
+
+
+class AnswerBytes(KeyedPace):
+    """Bytes of answers per caller (`answer_bytes`): `spend` after an answer is built (its
+    full size, refused or not), `paid` before the caller's next request or operation runs:
+    while its bucket is in debt. A debt larger than the burst simply takes longer to pay."""
+
+    def spend(self, key: str, n: int) -> None:
+        now = time.monotonic()
+        bucket = self._refill(key, now)
+        if bucket is None:
+            bucket = self.buckets[key] = Bucket(self.burst, now)
+        bucket.tokens -= n
+
+    async def paid(self, key: str) -> bool:
+        """Until `key` has paid what it owes (at once when it owes nothing); RateLimited
+        after `wait` seconds (None: no limit). Whether it waited."""
+        return await self.take(key, 0)

@@ -21,9 +21,9 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 
 from giftgraph.admission import sockets as admission
-from giftgraph.admission.checks import caller_key
+from giftgraph.admission.checks import REQUEST_CALLER, caller_key
 from giftgraph.context import Context
-from giftgraph.errors import QueryTooComplex
+from giftgraph.errors import QueryTooComplex, RateLimited
 from giftgraph.live import credentials
 from giftgraph.persisted import (
     REFUSED,
@@ -216,6 +216,16 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             # it ran 600 statements a second for one family (adversary, 2026-11-26).
             refusals = self.context.metrics.refusals if self.context.metrics else None
             await state.operations.start_turn(user.family_id, self.context.settings, refusals)
+            # And its answers paid for (admission.answers): the operation's task, made
+            # from this one, charges its answers to the family (the view's JSON encoder).
+            caller = caller_key(self.context)
+            REQUEST_CALLER.set(caller)
+            while True:  # a socket simply waits (its next messages are read later)
+                try:
+                    await state.answer_bytes.paid(caller)
+                    break
+                except RateLimited:
+                    continue
         try:  # the document a hash names (APQ, trusted documents), before anything parses it
             resolved = await state.documents.resolve(
                 payload.get("query"), payload.get("extensions"), payload.get("documentId"),

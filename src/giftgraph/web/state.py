@@ -7,6 +7,7 @@ from typing import Any
 
 from giftgraph.accel.switch import FastPaths
 from giftgraph.admission import sockets as admission
+from giftgraph.admission.answers import AnswerBytes
 from giftgraph.admission.checks import caller_key
 from giftgraph.admission.clients import client_key
 from giftgraph.admission.requests import InFlight
@@ -31,6 +32,8 @@ class AppState:
     rate_limits: RateLimits
     throttle: Throttle
     in_flight: InFlight
+    # Bytes of answers per caller (giftgraph.admission.answers), HTTP and sockets alike.
+    answer_bytes: AnswerBytes
     database: Database | None = None
     embedded: EmbeddedPostgres | None = None
     live: Live | None = None

@@ -102,7 +102,11 @@ class GraphQLApp(GraphQL[Context, None]):
         a WebSocket message must go out as a text frame. Every answer Strawberry sends (an
         HTTP response, a socket's or stream's message) is encoded here: one over
         `max_response_bytes` becomes QUERY_TOO_COMPLEX (giftgraph.admission.answers)."""
-        return capped(orjson.dumps(data), data, self.state.settings.max_response_bytes,
+        encoded = orjson.dumps(data)
+        caller = REQUEST_CALLER.get()
+        if caller is not None:  # what building it cost, refused or not
+            self.state.answer_bytes.spend(caller, len(encoded))
+        return capped(encoded, data, self.state.settings.max_response_bytes,
                       self.state.metrics.refusals).decode()
 
     def decode_json(self, data: str | bytes) -> object:
@@ -181,6 +185,8 @@ class GraphQLApp(GraphQL[Context, None]):
                 key = in_flight.key(request)
                 REQUEST_CALLER.set(key)  # this request's task: a parse ahead is its own
                 async with in_flight.turn(key, read) as turn:
+                    # Its caller's answers paid for first (admission.answers).
+                    await self.state.answer_bytes.paid(key)
                     try:
                         response = finish(await self.run(request), request, media)
                         refused = is_refusal(response)
