@@ -214,3 +214,20 @@ def serve_options(monkeypatch: pytest.MonkeyPatch, **env: str | None) -> dict[st
         get_settings.cache_clear()
     [options] = calls
     return options
+
+
+# A WebSocket driven from a raw socket (tests of what a client that stops reading gets).
+def ws_upgrade(host: str = "127.0.0.1", protocol: str = "graphql-transport-ws") -> bytes:
+    """The client's opening handshake for /graphql (RFC 6455 4.1, the RFC's sample key)."""
+    return (f"GET /graphql HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocol}"
+            "\r\n\r\n").encode("ascii")
+
+
+def text_frame(text: str) -> bytes:
+    """A client's masked text frame (RFC 6455 5.3), with a zero mask: the payload as it is."""
+    data = text.encode()
+    n = len(data)
+    head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0xFE]) + n.to_bytes(2, "big")
+    return head + b"\0\0\0\0" + data

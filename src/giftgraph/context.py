@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
@@ -131,6 +131,9 @@ class Context:
     # Whether the app's fast paths are on (giftgraph.accel): look-ahead then reads
     # graphql-core's field nodes directly.
     fast: bool = False
+    # Charges the caller's answer bytes (giftgraph.admission.answers) for an answer built
+    # but not written: a compiled read refused by its statement.
+    charge_answer: Callable[[int], None] | None = None
 
     @property
     def operation(self) -> OperationState:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.support import serving
+from tests.support import serving, text_frame, ws_upgrade
 
 SIGN_UP = ("mutation($i: SignUpInput!) { signUp(input: $i) { accessToken } }")
 BIG = "x" * 4900
@@ -93,6 +93,50 @@ def test_an_answer_over_the_bound_is_refused_with_a_code(fat: tuple[str, str]) -
     assert refused(base, "response_bytes") == before + 1
 
 
+def compiled(base: str, outcome: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    found = re.search(rf'giftgraph_compiled_reads_total{{outcome="{outcome}"}} (\S+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_compiled_read_over_the_bound_leaves_postgresql_as_its_size(
+        fat: tuple[str, str]) -> None:
+    """The statement gives back the JSON only within the bound: over it, its size alone
+    (the answer says exactly how large), and the executor does not run the read again."""
+    base, token = fat
+    before = {o: compiled(base, o) for o in ("compiled", "fallback", "executor")}
+    two = gql(base, token, "{ b: gifts(first: 100) { edges { node { description } } } "
+                           "a: gifts(first: 100) { edges { node { description } } } }")
+    assert two["data"] is None, str(two)[:300]
+    (error,) = two["errors"]  # type: ignore[misc]
+    assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+    assert error["path"] == ["b"]
+    size = int(re.search(r"The answer is ([0-9,]+) bytes", error["message"])[1]  # type: ignore[index]
+               .replace(",", ""))
+    assert 2 * 100 * len(BIG) < size < 2 * 100 * (len(BIG) + 200), error["message"]
+    assert compiled(base, "compiled") == before["compiled"] + 1
+    assert compiled(base, "fallback") == before["fallback"]
+    assert compiled(base, "executor") == before["executor"]
+
+
+def test_an_executed_answer_over_the_bound_is_refused_before_it_is_written(
+        fat: tuple[str, str]) -> None:
+    """An operation the compiler leaves to the executor (`__schema` at its root): the
+    answer is measured by its strings before orjson writes it (`at_least`)."""
+    base, token = fat
+    before = compiled(base, "executor")
+    four = gql(base, token, "{ " + " ".join(
+        f"a{i}: gifts(first: 100) {{ edges {{ node {{ description }} }} }}" for i in range(4))
+        + " __schema { queryType { name } } }")
+    assert compiled(base, "executor") == before + 1
+    assert four["data"] is None, str(four)[:300]
+    (error,) = four["errors"]  # type: ignore[misc]
+    assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+    assert error["path"] == ["a0"]
+    assert re.match(r"The answer is at least [0-9,]+ bytes, over the 614,400 allowed",
+                    error["message"]), error["message"]
+
+
 async def test_a_live_result_over_the_bound_is_an_error_and_the_socket_goes_on(
         fat: tuple[str, str]) -> None:
     base, token = fat
@@ -155,14 +199,6 @@ def test_an_unread_answer_holds_its_callers_turn_until_the_connection_is_cut(
         hold.close()
 
 
-def _frame(text: str) -> bytes:
-    """A client's masked text frame (RFC 6455 5.3), with a zero mask."""
-    data = text.encode()
-    n = len(data)
-    head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0xFE]) + n.to_bytes(2, "big")
-    return head + b"\0\0\0\0" + data
-
-
 @pytest.fixture(scope="module")
 def roomy(database_url: str) -> Iterator[str]:
     """A service with the default answer bound (4 MiB) and a 3 s send timeout."""
@@ -189,23 +225,20 @@ def test_a_socket_that_takes_none_of_its_answer_is_cut(roomy: str) -> None:
     hold.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     hold.connect(("127.0.0.1", port))
     try:
-        hold.sendall(b"GET /graphql HTTP/1.1\r\nHost: giftgraph\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                     b"Sec-WebSocket-Version: 13\r\n"
-                     b"Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n")
+        hold.sendall(ws_upgrade())
         hold.settimeout(10)
         got = b""
         while b"\r\n\r\n" not in got:  # the 101 first: bytes sent before it are not read
             chunk = hold.recv(4096)
             assert chunk, got
             got += chunk
-        hold.sendall(_frame(json.dumps({"type": "connection_init",
+        hold.sendall(text_frame(json.dumps({"type": "connection_init",
                                         "payload": {"authorization": f"Bearer {token}"}})))
         while b"connection_ack" not in got:
             chunk = hold.recv(4096)
             assert chunk, got
             got += chunk
-        hold.sendall(_frame(json.dumps({"id": "1", "type": "subscribe",
+        hold.sendall(text_frame(json.dumps({"id": "1", "type": "subscribe",
                                         "payload": {"query": query}})))
         deadline = time.monotonic() + 20
         while refused(base, "send_timeout") == before and time.monotonic() < deadline:

@@ -22,6 +22,7 @@ from giftgraph.accel.resolvers import DEFINITION, attribute_of
 from giftgraph.accel.sql import ROOT_CONNECTIONS, ROOT_OBJECTS, TABLES
 from giftgraph.app import create_app
 from giftgraph.db import models as m
+from giftgraph.db.session import OperationDb
 from giftgraph.schema.schema import build_schema
 from tests.conftest import GQL, Account, _dsn, make_settings, sign_up
 from tests.integration.test_no_n_plus_one import count_statements
@@ -569,7 +570,7 @@ async def test_a_failing_statement_falls_back_to_the_executor(
     keys = [k for k in PLANS.plans if k[0] == NESTED]
     assert keys
     for key in keys:
-        PLANS.plans[key] = Plan(text("SELECT (1 / 0)::text, false"), {})
+        PLANS.plans[key] = Plan(text("SELECT (1 / 0)::text, false, 0"), {}, "lists")
     try:
         before = outcomes(app)
         assert (await alice.client(NESTED)).body == expected
@@ -578,6 +579,48 @@ async def test_a_failing_statement_falls_back_to_the_executor(
         for key in keys:
             PLANS.plans.pop(key, None)
     assert (await alice.client(NESTED)).body == expected
+
+
+async def test_an_answer_over_the_bound_leaves_postgresql_as_its_size(
+    app: Any, alice: Account, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over `max_response_bytes` the statement gives back its JSON's size, not the JSON
+    (a 30 MB answer took 150-300 ms of the loop to take in and refuse): the answer is
+    QUERY_TOO_COMPLEX with that size, and the executor does not run the read again."""
+    await _family(alice.client, database_url, "A")
+    monkeypatch.setattr(app.state.giftgraph.settings, "max_response_bytes", 16 * 1024)
+    rows: list[Any] = []
+    fetch = OperationDb.fetch
+
+    async def spy(self: OperationDb, prepared: Any, params: Any) -> list[Any]:
+        found = await fetch(self, prepared, params)
+        rows.extend(found)
+        return found
+
+    monkeypatch.setattr(OperationDb, "fetch", spy)
+    for n in range(2):
+        assert (await alice.client("mutation($i: GiftInput!) { createGift(input: $i) { id } }",
+                                   {"i": {"name": f"long {n}", "description": "x" * 5_000}})
+                ).data
+    one = "gifts(first: 100) { edges { node { name description } } }"
+    small = await alice.client(f"{{ a: {one} }}")
+    assert "errors" not in small.body
+    assert rows[-1][0] is not None
+    assert not rows[-1][1]
+    before = outcomes(app)
+    big = await alice.client(f"{{ a0: {one} a1: {one} }}")
+    assert big.body.get("data") is None, str(big.body)[:400]
+    (error,) = big.body["errors"]
+    assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+    assert error.get("path") == ["a0"], big.body
+    body, missing, length = rows[-1]
+    assert body is None
+    assert not missing
+    assert length > 16 * 1024
+    assert f"The answer is {length:,} bytes" in error["message"]
+    after = outcomes(app)
+    assert after.get("compiled", 0) == before.get("compiled", 0) + 1
+    assert after.get("fallback", 0) == before.get("fallback", 0)
 
 
 async def test_a_missing_root_object_is_the_executors(app: Any, alice: Account) -> None:
@@ -589,7 +632,7 @@ async def test_a_missing_root_object_is_the_executors(app: Any, alice: Account) 
     keys = [k for k in PLANS.plans if k[0] == query]
     assert keys
     for key in keys:
-        PLANS.plans[key] = Plan(text("""SELECT '{"me": null}', true"""), {})
+        PLANS.plans[key] = Plan(text("""SELECT '{"me": null}', true, 12"""), {}, "me")
     try:
         before = outcomes(app)
         assert (await alice.client(query)).data == {"me": {"displayName": "Admin"}}

@@ -19,6 +19,7 @@ from giftgraph.live import streams
 from tests.conftest import make_settings
 from tests.integration.test_live import WsClient
 from tests.integration.test_live_features import Server, running
+from tests.support import text_frame, ws_upgrade
 
 EVENTS = "subscription($s: String) { familyEvents(since: $s) { seq kind } }"
 
@@ -67,14 +68,6 @@ def page_sizes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield sizes
 
 
-def text_frame(text: str) -> bytes:
-    """A client's masked text frame (mask of zeros: the payload as it is)."""
-    data = text.encode()
-    n = len(data)
-    head = b"\x81" + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big"))
-    return head + b"\0\0\0\0" + data
-
-
 async def changes(srv: Server, token: str, n: int) -> None:
     """`n` changes, each one event on the `family` topic."""
     for i in range(n):
@@ -115,11 +108,7 @@ async def not_reading(srv: Server, token: str, query: str, replays: int) -> Asyn
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.setblocking(False)
         await loop.sock_connect(sock, ("127.0.0.1", int(srv.base.rsplit(":", 1)[1])))
-        await loop.sock_sendall(sock, (
-            "GET /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-transport-ws"
-            "\r\n\r\n").encode("ascii"))
+        await loop.sock_sendall(sock, ws_upgrade())
         answer = b""
         while b"\r\n\r\n" not in answer:  # the 101, then the socket's messages
             answer += await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)

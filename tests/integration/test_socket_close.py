@@ -25,7 +25,8 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.integration.test_live import PROTOCOL
 from tests.integration.test_live_features import Server
-from tests.integration.test_replay import serving, text_frame
+from tests.integration.test_replay import serving
+from tests.support import text_frame, ws_upgrade
 
 EVENTS = 300
 NOTES = "n" * 2000  # per event: 20 replays of 300 (12 MB) fill any socket's buffers
@@ -127,11 +128,7 @@ async def test_a_close_behind_an_unread_backlog_is_the_last_frame_sent(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.setblocking(False)
             await loop.sock_connect(sock, ("127.0.0.1", int(srv.base.rsplit(":", 1)[1])))
-            await loop.sock_sendall(sock, (
-                "GET /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {PROTOCOL}"
-                "\r\n\r\n").encode("ascii"))
+            await loop.sock_sendall(sock, ws_upgrade(protocol=PROTOCOL))
             data = b""
             while b"\r\n\r\n" not in data:
                 chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)

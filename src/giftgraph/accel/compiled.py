@@ -97,6 +97,7 @@ class Compiler:
         self.params: dict[str, Any] = {}
         self.aliases = 0
         self.required = 0  # relations that may not be null, written so far
+        self.first = ""  # the first response key of the root
         settings = ec.context_value.settings
         self.default_page, self.max_page = settings.default_page_size, settings.max_page_size
 
@@ -163,11 +164,16 @@ class Compiler:
             columns.append(f"{expr} AS c{len(columns)}")
         if not columns:  # `__typename` alone: nothing to read (the executor needs no query)
             raise NotCompiled("no table")
+        self.first = pairs[0][0]
         # Each root field is computed once, in `r` (OFFSET 0: not merged into the outer
-        # query, where the null check would compute it again).
+        # query, where the null check would compute it again); so is the data's JSON, in
+        # `q`, which leaves PostgreSQL only within `max_response_bytes` (:gg_limit; else
+        # its size alone: admission.answers).
         inner = f"(SELECT {', '.join(columns)} OFFSET 0) AS r"
-        return (f"SELECT {json_object(pairs)}, {' OR '.join(missing) or 'false'} "
-                f"FROM {inner}")
+        data = (f"(SELECT {json_object(pairs)} AS j, {' OR '.join(missing) or 'false'} AS m "
+                f"FROM {inner} OFFSET 0) AS q")
+        return (f"SELECT CASE WHEN octet_length(q.j) <= :gg_limit THEN q.j END, q.m, "
+                f"octet_length(q.j) FROM {data}")
 
     def node(self, gfield: GraphQLField, details: FieldDetailsList) -> str:
         """`Query.node(id)` of a type the tables describe, as the node resolver loads it:

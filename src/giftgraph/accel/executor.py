@@ -32,8 +32,10 @@ import logging
 from typing import Any
 
 from graphql import (
+    ExecutionResult,
     FieldNode,
     GraphQLEnumType,
+    GraphQLError,
     GraphQLField,
     GraphQLInterfaceType,
     GraphQLList,
@@ -65,6 +67,8 @@ from giftgraph.accel.values import (
     discard,
     leaf_value,
 )
+from giftgraph.admission.answers import Refused, refusal
+from giftgraph.errors import QueryTooComplex
 from giftgraph.schema.execution import ExecutionContext
 
 log = logging.getLogger("giftgraph.execution")
@@ -164,6 +168,9 @@ class LeanExecutionContext(ExecutionContext):
         it from the start and reports what it finds."""
         try:
             data = await plan.run(self)
+        except Refused as refused:  # over max_response_bytes: PostgreSQL sent only its size
+            self.count_compiled("compiled")
+            return self.finish(self.refuse(plan, refused.size))
         except Exception:
             # Logged, never sent: the executor's answer is the client's.
             log.warning("compiled read failed, the executor serves it (traceId=%s)",
@@ -176,6 +183,19 @@ class LeanExecutionContext(ExecutionContext):
         await self.before_rerun()
         result = self.lean_operation(serially)
         return await result if self.is_awaitable(result) else result
+
+    def refuse(self, plan: CompiledRead, size: int) -> ExecutionResult:
+        """The answer to a compiled read whose JSON is `size` bytes, over the bound: no
+        data, and QUERY_TOO_COMPLEX at its first root field, as admission.answers writes
+        for an executed one. Its caller pays what was built (`answer_bytes`)."""
+        ctx = self.context_value
+        limit = ctx.settings.max_response_bytes
+        refusals = None if ctx.metrics is None else ctx.metrics.refusals
+        message = refusal(size, limit, refusals, trace_id=ctx.trace_id)
+        if ctx.charge_answer is not None:
+            ctx.charge_answer(size)
+        return ExecutionResult(None, [GraphQLError(message, path=[plan.first],
+                                                   original_error=QueryTooComplex(message))])
 
     def count_compiled(self, outcome: str) -> None:
         metrics = getattr(self.context_value, "metrics", None)

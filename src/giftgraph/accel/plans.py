@@ -15,6 +15,7 @@ from sqlalchemy import TextClause, text
 
 from giftgraph.accel.compiled import Compiler, ExecutionContext
 from giftgraph.accel.sql import MAX_KEY_CHARS, MAX_SQL_CHARS
+from giftgraph.admission.answers import Refused
 from giftgraph.db.session import Prepared
 
 
@@ -22,6 +23,7 @@ from giftgraph.db.session import Prepared
 class CompiledRead:
     statement: TextClause
     params: dict[str, Any]
+    first: str  # the first root field's response key (where a refusal's error points)
     prepared: Prepared = field(init=False)  # the statement in asyncpg's form
 
     def __post_init__(self) -> None:
@@ -31,13 +33,19 @@ class CompiledRead:
         """The result's `data` as the JSON PostgreSQL wrote (`orjson.Fragment`: the
         transports write it into the response as it is, as they do a cached result), or
         None where the executor must serve (a root object or a relation that may not be
-        null is missing: it reports the error)."""
+        null is missing: it reports the error). `Refused` where the JSON is over
+        `max_response_bytes`: PostgreSQL sent its size, not the JSON."""
         ctx = ec.context_value
         user = ctx.user
         params = {**self.params, "gg_family": user.family_id, "gg_user": user.id,
-                  "gg_today": datetime.now(UTC).date()}
-        ((body, missing),) = await ctx.db.fetch(self.prepared, params)
-        return None if missing else orjson.Fragment(body)
+                  "gg_today": datetime.now(UTC).date(),
+                  "gg_limit": ctx.settings.max_response_bytes}
+        ((body, missing, size),) = await ctx.db.fetch(self.prepared, params)
+        if missing:
+            return None
+        if body is None:
+            raise Refused(size)
+        return orjson.Fragment(body)
 
 
 class CompiledReads:
@@ -85,7 +93,7 @@ def compile_read(ec: ExecutionContext) -> CompiledRead | None:
         return None
     if len(sql) > MAX_SQL_CHARS:
         return None
-    return CompiledRead(text(sql), compiler.params)
+    return CompiledRead(text(sql), compiler.params, compiler.first)
 
 
 PLANS = CompiledReads()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from graphql import ExecutionResult, GraphQLError
 
-from giftgraph.admission.answers import too_large
+from giftgraph.admission.answers import at_least, too_large
 from giftgraph.jsonbytes import kept_json
 
 if TYPE_CHECKING:
@@ -42,9 +42,13 @@ class Outcome:
         `path` says where they are. Data over `limit` bytes (`max_response_bytes`) is
         none, with the error that says so (giftgraph.admission.answers)."""
         errors = [{k: v for k, v in e.items() if k != "locations"} for e in errors]
-        body = kept_json(data)
-        if limit is not None and len(body) > limit:
-            body, errors = b"null", [too_large(len(body), limit, refusals)]
+        least = 0 if limit is None else at_least(data, limit)
+        if limit is not None and least > limit:  # not written: refused before
+            body, errors = b"null", [too_large(least, limit, refusals, exact=False)]
+        else:
+            body = kept_json(data)
+            if limit is not None and len(body) > limit:
+                body, errors = b"null", [too_large(len(body), limit, refusals)]
         comparable = [{**e, "extensions": {k: v for k, v in (e.get("extensions") or {}).items()
                                            if k != "traceId"}} for e in errors]
         return cls(body, tuple(errors), body + b"\n" + orjson.dumps(comparable))

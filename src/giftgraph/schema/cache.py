@@ -27,6 +27,7 @@ from sqlalchemy import ARRAY, bindparam, column, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from strawberry.extensions import SchemaExtension
 
+from giftgraph.admission.answers import at_least
 from giftgraph.auth import CHAIN_REVOKED
 from giftgraph.context import CALLER_COLUMNS, Context
 from giftgraph.db import models as m
@@ -67,9 +68,12 @@ class ResultStore:
         return orjson.Fragment(entry.data)
 
     def put(self, key: Hashable, version: int | None, data: Any) -> None:
+        most = self.max_bytes // 8  # one huge result would evict everything else
+        if at_least(data, most) > most:
+            return  # not even written (a 30 MB answer took ~50 ms of the loop to write)
         body = kept_json(data)
-        if len(body) > self.max_bytes // 8:
-            return  # one huge result would evict everything else
+        if len(body) > most:
+            return
         old = self.entries.pop(key, None)
         if old is not None:
             self.size -= len(old.data) + self.overhead

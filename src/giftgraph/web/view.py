@@ -31,7 +31,7 @@ from strawberry.subscriptions import (
 from strawberry.types.unset import UNSET, UnsetType
 
 from giftgraph.admission import sockets as admission
-from giftgraph.admission.answers import capped
+from giftgraph.admission.answers import answer_json
 from giftgraph.admission.checks import REQUEST_CALLER, preparse
 from giftgraph.admission.server import FLOW_KEY
 from giftgraph.context import Context, operation_scope
@@ -102,12 +102,16 @@ class GraphQLApp(GraphQL[Context, None]):
         a WebSocket message must go out as a text frame. Every answer Strawberry sends (an
         HTTP response, a socket's or stream's message) is encoded here: one over
         `max_response_bytes` becomes QUERY_TOO_COMPLEX (giftgraph.admission.answers)."""
-        encoded = orjson.dumps(data)
+        encoded, cost = answer_json(data, self.state.settings.max_response_bytes,
+                                    self.state.metrics.refusals)
+        self.charge_answer(cost)  # what building it cost, refused or not
+        return encoded.decode()
+
+    def charge_answer(self, size: int) -> None:
+        """`size` bytes of answers to the current request's caller (`answer_bytes`)."""
         caller = REQUEST_CALLER.get()
-        if caller is not None:  # what building it cost, refused or not
-            self.state.answer_bytes.spend(caller, len(encoded))
-        return capped(encoded, data, self.state.settings.max_response_bytes,
-                      self.state.metrics.refusals).decode()
+        if caller is not None:
+            self.state.answer_bytes.spend(caller, size)
 
     def decode_json(self, data: str | bytes) -> object:
         """orjson: no recursion in Python (the stdlib's raises RecursionError on deep
@@ -306,6 +310,7 @@ class GraphQLApp(GraphQL[Context, None]):
             rate_limits=self.state.rate_limits,
             throttle=self.state.throttle,
             fast=self.state.fast.any,
+            charge_answer=self.charge_answer,
         )
 
     async def publish(self, events: list[Event]) -> None:
