@@ -238,7 +238,8 @@ class Metrics:
             "giftgraph_compiled_reads",
             "Read queries executed: as one compiled statement (compiled), field by field "
             "because they do not compile (executor), or field by field after the compiled "
-            "statement failed or found a required root object missing (fallback)",
+            "statement failed or found a required root object missing (fallback), or not "
+            "at all: the statement timed out (timeout)",
             ["outcome"], registry=r)
         self.transaction_retries = Counter(
             "giftgraph_transaction_retries",

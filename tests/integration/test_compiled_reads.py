@@ -581,6 +581,35 @@ async def test_a_failing_statement_falls_back_to_the_executor(
     assert (await alice.client(NESTED)).body == expected
 
 
+async def test_a_statement_that_timed_out_is_not_run_again(app: Any, alice: Account) -> None:
+    """A compiled statement canceled (here by itself: 57014, as `statement_timeout`
+    cancels one) is answered with its error; the executor does not read it all again."""
+    query = "{ lists(first: 5) { edges { node { name } } } }"
+    assert "errors" not in (await alice.client(query)).body
+    keys = [k for k in PLANS.plans if k[0] == query]
+    assert keys
+    for key in keys:
+        PLANS.plans[key] = Plan(text("SELECT CASE WHEN pg_cancel_backend(pg_backend_pid()) "
+                                     "THEN pg_sleep(5)::text END, false, 0"), {}, "lists")
+    try:
+        before = outcomes(app)
+        with count_statements(app) as statements:
+            body = (await alice.client(query)).body
+        assert body["data"] is None
+        (error,) = body["errors"]
+        assert error["path"] == ["lists"]
+        assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+        assert "statement" not in error["message"].lower()  # nothing of the SQL or its cause
+        after = outcomes(app)
+        assert after.get("timeout", 0) == before.get("timeout", 0) + 1
+        assert after.get("fallback", 0) == before.get("fallback", 0)
+        assert not [s for s in statements if "gift_lists" in s]  # no executor's read
+    finally:
+        for key in keys:
+            PLANS.plans.pop(key, None)
+    assert "errors" not in (await alice.client(query)).body
+
+
 async def test_an_answer_over_the_bound_leaves_postgresql_as_its_size(
     app: Any, alice: Account, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from graphql import get_introspection_query, parse
 
-from giftgraph.admission.documents import Measured, measure, over_limit
+from giftgraph import validation
+from giftgraph.admission.documents import LONG_TEXT, Measured, measure, over_limit
 from giftgraph.app import create_app
 from giftgraph.schema.schema import build_schema
 from tests.conftest import GQL, Account, make_settings, sign_up
@@ -44,6 +45,37 @@ def test_the_measure_is_linear_in_the_document(k: int) -> None:
                      None, {}, 20, 100)
     assert nested.visits == 2 * k + 3
     assert nested.worst.cost == 1 + 2 ** k
+
+
+def test_a_free_text_field_costs_the_names_its_longest_value_holds() -> None:
+    """`LONG_TEXT`: a description counts 25, and the table names every text field that
+    validation.py lets be longer than a name (200 characters), at max_length / 200."""
+    schema = build_schema()._schema
+    names = measure(schema, parse("{ gifts(first: 100) { edges { node { name } } } }"),
+                    None, {}, 20, 100)
+    texts = measure(schema, parse("{ gifts(first: 100) { edges { node { description } } } }"),
+                    None, {}, 20, 100)
+    assert texts.worst.cost - names.worst.cost == 100 * 24
+    fragment = measure(schema, parse("{ node(id: \"x\") { ... on Person { notes } } }"),
+                       None, {}, 20, 100)
+    assert fragment.worst.cost == 1 + 25
+    expected = {}
+    for model in (validation.PersonData, validation.OccasionData, validation.GiftData,
+                  validation.ListItemData, validation.CommentData, validation.GiftListData):
+        for field, info in model.model_fields.items():
+            longest = max((getattr(m, "max_length", 0) or 0 for m in info.metadata),
+                          default=0)  # Annotated[str, StringConstraints(...)]
+            if longest > 200:
+                gql_type = model.__name__.removesuffix("Data")
+                gql_field = schema.get_type(gql_type).fields  # type: ignore[union-attr]
+                name = next(n for n in gql_field if n == field or n == _camel(field))
+                expected[(gql_type, name)] = longest // 200
+    assert expected == LONG_TEXT
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def test_a_measure_is_remembered_per_document_and_variables() -> None:

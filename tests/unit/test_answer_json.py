@@ -29,7 +29,7 @@ def test_an_answer_past_the_limit_is_not_written(monkeypatch: pytest.MonkeyPatch
     def dumps(*_: Any, **__: Any) -> bytes:
         raise AssertionError("written")
 
-    data = {"data": {"first": ["x" * 10_000] * 10}}
+    data = {"data": {"first": ["x" * 10_000] * 10, "second": ["y" * 10_000] * 10}}
     real = orjson.dumps
     monkeypatch.setattr(answers.orjson, "dumps", lambda v, *a, **k: (
         dumps() if v is data else real(v, *a, **k)))
@@ -39,8 +39,8 @@ def test_an_answer_past_the_limit_is_not_written(monkeypatch: pytest.MonkeyPatch
     (error,) = body["errors"]
     assert error["path"] == ["first"]
     assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX"
-    assert error["message"].startswith("The answer is at least 20,000 bytes, over the 16,384")
-    assert cost == 20_000  # what was counted: the caller pays it
+    assert error["message"].startswith("The answer is at least 200,000 bytes, over the 16,384")
+    assert cost == 200_000  # all of it counted once refused: the caller pays what was built
 
 
 def test_an_answer_within_the_limit_is_written_as_it_is() -> None:

@@ -107,6 +107,18 @@ def shape_ok() -> bool:
     return True
 
 
+def timed_out(exc: BaseException | None) -> bool:
+    """Whether `exc` is, or wraps, a statement that ran out its time: PostgreSQL's
+    `statement_timeout` (57014) or the watchdog's (db/watchdog.py: TimeoutError)."""
+    for _ in range(8):  # the error, what it wraps (a DBAPIError's `orig`), its cause
+        if exc is None:
+            return False
+        if isinstance(exc, TimeoutError) or getattr(exc, "sqlstate", None) == "57014":
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__
+    return False
+
+
 class LeanExecutionContext(ExecutionContext):
     """Strawberry's execution context, plus the lean query executor, compiled reads and
     the plain-scalar fast path."""
@@ -164,14 +176,21 @@ class LeanExecutionContext(ExecutionContext):
 
     async def run_compiled(self, plan: CompiledRead, serially: bool | None) -> Any:
         """The query as one statement (accel/compiled.py). If the statement fails (the
-        database, a timeout) or a required root object is missing, the lean executor runs
-        it from the start and reports what it finds."""
+        database, an error) or a required root object is missing, the lean executor runs
+        it from the start and reports what it finds. Not after a timeout: a read that ran
+        out its time once would take it again, and as long on the executor's path (an
+        adversary's: 10 s of PostgreSQL, then 230-340 ms of the loop); its error is the
+        answer."""
         try:
             data = await plan.run(self)
         except Refused as refused:  # over max_response_bytes: PostgreSQL sent only its size
             self.count_compiled("compiled")
             return self.finish(self.refuse(plan, refused.size))
-        except Exception:
+        except Exception as exc:
+            if timed_out(exc):
+                self.count_compiled("timeout")
+                return self.finish(ExecutionResult(None, [GraphQLError(
+                    "statement timed out", path=[plan.first], original_error=exc)]))
             # Logged, never sent: the executor's answer is the client's.
             log.warning("compiled read failed, the executor serves it (traceId=%s)",
                         getattr(self.context_value, "trace_id", None), exc_info=True)

@@ -14,10 +14,11 @@ expanded again. `fragment F1 on Query { ...F0 ...F0 }`, F2 of F1 and so on selec
 document may nest hundreds of levels within its tokens) and visits each selection of the
 document at most once.
 
-- cost: every field of the expanded selection counts 1 (`__typename` too), and a
+- cost: every field of the expanded selection counts 1 (`__typename` too), a free-text
+  field or a URL as many names as its longest value holds (`LONG_TEXT`: 10-25), and a
   connection's subtree counts once per node it may return: its `first`/`last` (a variable
-  priced by its value, anything but an integer or null at the largest page) or the default
-  page size. Introspection (`__schema`, `__type`) counts its fields but no pages;
+  priced by its value, anything but an integer or null at the largest page) or the
+  default page size. Introspection (`__schema`, `__type`) counts its fields but no pages;
 - depth: levels of selection sets, fragments expanded; not counted below `__schema` and
   `__type` (GraphiQL's type references are nested that deep; graphql-core's
   MaxIntrospectionDepthRule bounds the nesting of introspection's lists);
@@ -64,6 +65,16 @@ from giftgraph.errors import QueryTooComplex
 # multiplies its fragments.
 CAP = 1 << 48
 META = frozenset(("__schema", "__type"))
+# Free-text fields and URLs, each counted as the names (200 characters) its longest value
+# holds (validation.py: 5,000, 2,048 and 2,000 characters). Counted as 1, 40,000
+# descriptions fit in the cost bound: a compiled read of them made PostgreSQL write 720 MB
+# of JSON, 10 s and 4-7 GB of its memory until statement_timeout (adversary, 2026-11-27);
+# now at most 2,000 (~60 MB as JSON escapes at worst), as many as a family's 20 lists of
+# 20 items with their notes and their gifts' descriptions need, twice over.
+# tests/integration/test_documents.py checks the table against validation.py.
+LONG_TEXT = {("Gift", "description"): 25, ("Occasion", "description"): 25,
+             ("Person", "notes"): 25, ("ListItem", "notes"): 25, ("Comment", "body"): 10,
+             ("Gift", "url"): 10, ("Gift", "imageUrl"): 10}
 # What comparing two fragments costs graphql-core beyond their selections, in selections;
 # how many pairs of leaves without arguments compare in the time of one selection.
 PAIR = 8
@@ -223,7 +234,8 @@ class Walker:
         if name[:2] != "__":
             measure.fields += 1
         if node.selection_set is None:
-            measure.cost += 1
+            parent = frame.parent
+            measure.cost += 1 if parent is None else LONG_TEXT.get((parent.name, name), 1)
             # (two leaves without arguments compare in a fraction of a selection's time)
             _named(frame.names, response, 1 if node.arguments else 0)
             return None
