@@ -22,8 +22,11 @@ Nor is an answer over the bound built whole any more: a compiled read's statemen
 back its JSON only within the bound and its size otherwise (accel/compiled.py, `Refused`),
 and an executed answer is measured before it is written (`at_least`: its strings'
 characters, which its UTF-8 is at least, counted until past the bound). The 29.6 MB answer
-above took ~150-300 ms of the loop and 0.7-3 s of PostgreSQL, or ~105 ms on the executor's
-path (orjson, then the text decoded and encoded again); refused now in ~1 ms.
+above cost the server 150-300 ms of CPU and 0.7-3 s of PostgreSQL, or 100-170 ms on the
+executor's path (orjson, the text decoded and encoded again, the result cache's copy); now
+10-50 ms compiled and 70-80 ms executed, all of that the request's own work (the count
+itself: ~0.5 ms). The cost of what PostgreSQL writes is bounded before it runs: `cost`
+counts a long text field as the names its value may hold (admission.documents, LONG_TEXT).
 """
 
 from __future__ import annotations
