@@ -18,6 +18,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from giftgraph.accel.executor import LeanExecutionContext as ExecutionContext
 from giftgraph.accel.resolvers import install_lean_resolvers
+from giftgraph.errors import NotFound
 
 # Tests of a fast path itself (giftgraph.accel): skipped with GIFTGRAPH_ACCEL=false.
 pytestmark = pytest.mark.accel
@@ -117,6 +118,18 @@ class Pet(Named):
         return "fine"
 
     @strawberry.field
+    async def gone_later(self) -> str | None:  # an expected error (NOT_FOUND), nullable
+        if self.name == "tom":
+            raise NotFound("Toy")
+        return "here"
+
+    @strawberry.field
+    async def gone_required(self) -> str:  # ... in a non-null position
+        if self.name == "tom":
+            raise NotFound("Toy")
+        return "here"
+
+    @strawberry.field
     def must(self) -> str:
         return None if self.name.startswith("tom") else "ok"  # type: ignore[return-value]
 
@@ -210,6 +223,7 @@ DECLINED = [
     "{ pets { name broken } }",  # an error in a nullable field
     "{ pets { name brokenLater } }",  # ... raised by a coroutine
     "{ pets { name must } }",  # null in a non-null field
+    "{ pets { name goneRequired } }",  # an expected error in a non-null field
     "{ pets { name oddFavourite { name } } }",  # an interface resolving to no type
     "{ pets { name friends { must } } }",  # a null found in a later wave
     "{ box { nums fails } }",  # a generator read, then an error
@@ -253,6 +267,74 @@ async def test_ordinary_queries_are_served_lean_with_graphql_cores_answer(query:
     assert lean["data"] == reference["data"]
     assert list(lean["data"]) == list(reference["data"])  # the same key order
     assert lean["errors"] == reference["errors"] == []
+
+
+@pytest.mark.parametrize("query", ["{ pets { name goneLater } }",
+                                   "{ pets { goneLater friends { goneLater name } } count }"])
+async def test_an_expected_error_of_a_nullable_field_is_answered_lean(query: str) -> None:
+    """A resolver's AppError (NOT_FOUND, FORBIDDEN...) in a nullable field: null and the
+    error at its path, without graphql-core's run of the whole operation (an adversary's
+    failing field had every value of its answer built twice, the second time slowly)."""
+    Counting.graphql_core_fields = 0
+    lean = await answer(query, Counting)
+    assert Counting.graphql_core_fields == 0
+    reference = await answer(query, StrawberryGraphQLCoreExecutionContext)
+    assert lean == reference
+    assert lean["errors"]
+    assert all(m == "Toy not found" for m, _ in lean["errors"])
+
+
+async def test_a_waves_values_are_completed_in_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Completing a wave (here 300 owners) gives other tasks turns of the event loop every
+    `SLICE_S` (0 here: after each value), instead of holding it for the whole wave."""
+    from giftgraph.accel import executor
+
+    monkeypatch.setattr(executor, "SLICE_S", 0.0)
+    schema = strawberry.Schema(Query, types=[Toy], execution_context_class=Counting)
+    install_lean_resolvers(schema)
+    PETS[:] = [Pet(name=f"p{i}", mood=Mood.HAPPY, age=i, tags=[]) for i in range(300)]
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    running = asyncio.ensure_future(ticker())
+    Counting.graphql_core_fields = 0
+    result = await schema.execute("{ pets(limit: 300) { owner { name } } }",
+                                  context_value={"owners": DataLoader(load_owners)})
+    done = True
+    await running
+    assert result.errors is None
+    assert len(result.data["pets"]) == 300  # type: ignore[index]
+    assert Counting.graphql_core_fields == 0
+    assert ticks >= 250  # a turn between (nearly) every two of the wave's values
+
+
+async def test_a_sliced_wave_still_loads_in_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loads a wave's completion asks for are held until it ends (`held_loads`): one
+    batch a loader, as without the slices; each slice's turn had dispatched its own."""
+    from giftgraph.accel import executor
+    from giftgraph.schema.loaders import Loader
+
+    monkeypatch.setattr(executor, "SLICE_S", 0.0)
+    schema = strawberry.Schema(Query, types=[Toy], execution_context_class=Counting)
+    install_lean_resolvers(schema)
+    PETS[:] = [Pet(name=f"p{i}", mood=Mood.HAPPY, age=i, tags=[]) for i in range(200)]
+    LOADS.clear()
+    Counting.graphql_core_fields = 0
+    result = await schema.execute(  # ownerNow: a load made while the wave completes
+        "{ pets(limit: 200) { friends { ownerNow { name } } } }",
+        context_value={"owners": Loader(load_owners)})
+    assert result.errors is None
+    assert Counting.graphql_core_fields == 0
+    owners = [o["name"] for p in result.data["pets"]  # type: ignore[index]
+              for f in p["friends"] for o in [f["ownerNow"]] if o]
+    assert owners
+    assert len(LOADS) == 1  # one batch for every friend's owner
 
 
 @pytest.mark.parametrize("query", DECLINED)

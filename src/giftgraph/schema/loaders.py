@@ -7,7 +7,8 @@ import contextlib
 import functools
 import uuid
 from collections import defaultdict, namedtuple
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any, Generic, TypeVar, Union, overload
 
 from sqlalchemy import ARRAY, Row, Select, and_, any_, bindparam, func, select
@@ -152,10 +153,23 @@ class Loader(DataLoader[K, V]):
         self._waiting: dict[asyncio.Future[Any], int] = {}  # callers of each pending key
 
     def load(self, key: K) -> Awaitable[V]:
-        shared = super().load(key)
-        if not isinstance(shared, asyncio.Future) or shared.done():
-            return shared  # a cancelled task can't cancel a future that is done
-        mine: asyncio.Future[V] = self.loop.create_future()
+        held = HELD.get()
+        if held is not None:  # loaded with the rest of the keys held (`held_loads`)
+            waiting: asyncio.Future[V] = self.loop.create_future()
+            held.append((self, key, waiting))
+            return waiting
+        return self._load(key, None)
+
+    def _load(self, key: K, mine: asyncio.Future[V] | None) -> Awaitable[V]:
+        shared = super().load(key)  # Strawberry's: always a future
+        assert isinstance(shared, asyncio.Future)
+        if shared.done():
+            if mine is None:
+                return shared  # a cancelled task can't cancel a future that is done
+            _settle(mine, shared)
+            return mine
+        if mine is None:
+            mine = self.loop.create_future()
         self._waiting[shared] = self._waiting.get(shared, 0) + 1
         shared.add_done_callback(functools.partial(_settle, mine))
         mine.add_done_callback(functools.partial(self._left, shared))
@@ -171,6 +185,29 @@ class Loader(DataLoader[K, V]):
         self._waiting.pop(shared, None)
         if not shared.done():
             shared.cancel()
+
+
+# The loads asked for in this task while `held_loads` holds them: (loader, key, future).
+HELD: ContextVar[list[tuple[Loader[Any, Any], Any, asyncio.Future[Any]]] | None] = \
+    ContextVar("giftgraph_held_loads", default=None)
+
+
+@contextlib.contextmanager
+def held_loads() -> Iterator[None]:
+    """The loads asked for in this task meanwhile are made together at its end: a batch
+    per loader, as in one turn of the event loop, though the task gave other tasks turns
+    in between (the lean executor completing a wave in slices; a loader dispatches its
+    batch on the loop's next turn, so each slice had made a statement of its own). A load
+    whose caller stopped waiting meanwhile is not made."""
+    held: list[tuple[Loader[Any, Any], Any, asyncio.Future[Any]]] = []
+    token = HELD.set(held)
+    try:
+        yield
+    finally:
+        HELD.reset(token)
+        for loader, key, waiting in held:
+            if not waiting.done():
+                loader._load(key, waiting)
 
 
 def _settle(mine: asyncio.Future[Any], shared: asyncio.Future[Any]) -> None:
