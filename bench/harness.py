@@ -272,6 +272,8 @@ def api_env(database_url: str) -> dict[str, str]:
         "GIFTGRAPH_MAX_REQUESTS_PER_CALLER": "10000",  # W1 runs 64 requests of one user at once
         # ... and one family's answers at ~20 MB a second (the default: 8 MiB, after 32)
         "GIFTGRAPH_ANSWER_BYTES_RATE": str(2**40),
+        # ... and the executor's values of them (W1's executed reads, the fan-out's events)
+        "GIFTGRAPH_ANSWER_VALUES_RATE": str(2**40),
         "GIFTGRAPH_TOKEN_IP_RATE": "10000000/minute",
         "GIFTGRAPH_LOGIN_IP_RATE": "10000000/minute",
         "GIFTGRAPH_LOGIN_RATE": "10000000/minute",

@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from giftgraph.accel import switch as accel
-from giftgraph.admission.answers import AnswerBytes
+from giftgraph.admission.answers import AnswerPace
 from giftgraph.admission.requests import InFlight
 from giftgraph.admission.server import STATE_KEY as SERVER_REFUSALS
 from giftgraph.admission.throttle import Throttle
@@ -71,8 +71,12 @@ def create_app(settings: Settings, tracing: Tracing | None = None) -> Starlette:
                      rate_limits=rate_limits,
                      throttle=Throttle(settings, rate_limits, metrics.refusals),
                      in_flight=InFlight(settings, metrics.refusals),
-                     answer_bytes=AnswerBytes("answer_bytes", settings.answer_bytes_rate,
+                     answer_bytes=AnswerPace("answer_bytes", settings.answer_bytes_rate,
                                               settings.answer_bytes_burst,
+                                              settings.request_wait_seconds,
+                                              metrics.refusals),
+                     answer_values=AnswerPace("answer_values", settings.answer_values_rate,
+                                              settings.answer_values_burst,
                                               settings.request_wait_seconds,
                                               metrics.refusals),
                      documents=Documents(

@@ -220,6 +220,10 @@ class Settings(BaseSettings):
     # burst: past it its next request (or socket operation) waits until it has paid.
     answer_bytes_rate: int = Field(default=8 * 2**20, ge=1024)
     answer_bytes_burst: int = Field(default=32 * 2**20, ge=1024)
+    # Values (objects, lists, strings, numbers...) of the answers the executor built for
+    # one caller, a second, after a burst (compiled reads' answers have none): likewise.
+    answer_values_rate: int = Field(default=20_000, ge=100)
+    answer_values_burst: int = Field(default=100_000, ge=100)
     log_json: bool | None = None  # None: JSON in production, console otherwise
     # uvicorn's line per HTTP request (`serve`), written by the log thread as every line is.
     access_log: bool = True

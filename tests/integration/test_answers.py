@@ -271,3 +271,37 @@ def test_a_callers_answers_are_paid_for_before_its_next_request(database_url: st
         assert waited["errors"][0]["extensions"]["code"] == "RATE_LIMITED", waited  # type: ignore[index]
         assert refused(base, "answer_bytes") == before + 1
         assert "errors" not in gql(base, other, "{ me { id } }")
+
+
+def test_a_callers_executed_values_are_paid_for_before_its_next_request(
+        database_url: str) -> None:
+    """Values of executed answers per caller (`answer_values`): ~4,000 values (ten aliases
+    of 100 gifts' ids and names, `__schema` keeping the read on the executor), past a
+    burst of 2,000 at 1,000 a second, have the family's next request wait ~2 s: refused
+    within the 0.5 s wait; another family is not. The same read compiled (PostgreSQL
+    writes its JSON) costs no values."""
+    with serving(database_url, GIFTGRAPH_MUTATION_RATE="100000/minute",
+                 GIFTGRAPH_FAMILY_MUTATION_RATE="100000/minute",
+                 GIFTGRAPH_FAMILY_MUTATION_BURST="1000",
+                 GIFTGRAPH_RESULT_CACHE_BYTES="0",
+                 GIFTGRAPH_ANSWER_VALUES_RATE="1000",
+                 GIFTGRAPH_ANSWER_VALUES_BURST="2000",
+                 GIFTGRAPH_REQUEST_WAIT_SECONDS="0.5") as base:
+        token, other = sign_up(base), sign_up(base)
+        fields = " ".join(f'g{i}: createGift(input: {{name: "g{i}"}}) {{ id }}'
+                          for i in range(10))
+        for _ in range(10):
+            assert "errors" not in gql(base, token, f"mutation {{ {fields} }}")
+        time.sleep(2)  # the mutations' answers paid for
+        reads = " ".join(f"a{i}: gifts(first: 100) {{ edges {{ node {{ id name }} }} }}"
+                         for i in range(10))
+        if ACCEL:  # compiled: no values
+            for _ in range(3):
+                assert "errors" not in gql(base, token, "{ " + reads + " }")
+        before = refused(base, "answer_values")
+        executed = gql(base, token, "{ " + reads + " __schema { queryType { name } } }")
+        assert "errors" not in executed, str(executed)[:300]
+        waited = gql(base, token, "{ me { id } }")
+        assert waited["errors"][0]["extensions"]["code"] == "RATE_LIMITED", waited  # type: ignore[index]
+        assert refused(base, "answer_values") == before + 1
+        assert "errors" not in gql(base, other, "{ me { id } }")

@@ -135,6 +135,10 @@ BOUNDS: tuple[Bound, ...] = (
           "past a burst of answer_bytes_burst, answer_bytes_rate a second; its next request "
           "or operation waits until it has paid (RATE_LIMITED after request_wait_seconds "
           "over HTTP)"),
+    Bound("answer_values", "answer_values_rate", "values (objects, lists, strings, "
+          "numbers, booleans, nulls) of the executed answers one caller is sent, as "
+          "answer_bytes: past a burst of answer_values_burst, answer_values_rate a second "
+          "(a compiled read's answer, written by PostgreSQL, has none)"),
     Bound("response_bytes", "max_response_bytes", "one answer serialized (an HTTP "
           "response, one result of a subscription or live query): past it "
           "QUERY_TOO_COMPLEX instead (max_query_cost counts fields, not their bytes)"),

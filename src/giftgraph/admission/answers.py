@@ -14,9 +14,16 @@ until it is sent (admission.requests).
 
 An answer is measured only once it is built, so the bound alone left the building: the
 same 55.7 MB answer, refused each time, cost ~330 ms of the event loop, and answers just
-under the bound, two in flight, ~220 MB a second (re-attack, 2026-11-27). `AnswerBytes`
+under the bound, two in flight, ~220 MB a second (re-attack, 2026-11-27). `AnswerPace`
 meters what each caller's answers cost, the refused ones at their full size: past a
 burst, its next request or socket operation waits until it has paid.
+
+Bytes are not all an answer costs. An executed answer of small values costs the executor
+per value: ~14,000 of them (600 items' fields twice, a failing field sending the
+operation to graphql-core) made 400 KB at ~150 ms of the event loop each, and one family
+with two in flight took a core and raised another family's p99 from 8 to 138 ms (2026-11-27)
+within every bound. So the values the executor built are metered too (`answer_values`),
+counted in the same walk; a compiled read's JSON, written by PostgreSQL, has none.
 
 Nor is an answer over the bound built whole any more: a compiled read's statement gives
 back its JSON only within the bound and its size otherwise (accel/compiled.py, `Refused`),
@@ -84,37 +91,49 @@ def at_least(value: object, limit: int) -> int:
     which the executor has made already, instead of writing it: a string repeated by
     aliases is one object here but a copy each time in the JSON. JSON made already
     (`orjson.Fragment`: a compiled read's, which its statement bounded) counts nothing."""
-    return limit - _left(value, limit)
+    return limit - _left(value, limit, [0])
 
 
-def _left(value: object, budget: int) -> int:
+def measured(value: object, limit: int) -> tuple[int, int]:
+    """`at_least(value, limit)`, and how many values the walk met: each object, list,
+    string, number, boolean and null, until it stopped (JSON made already: none)."""
+    count = [0]
+    return limit - _left(value, limit, count), count[0]
+
+
+def _left(value: object, budget: int, count: list[int]) -> int:
+    count[0] += 1
     kind = type(value)
     if kind is str:
         return budget - len(value)  # type: ignore[arg-type]
     if kind is dict:
         for item in value.values():  # type: ignore[attr-defined]
-            budget = _left(item, budget)
+            budget = _left(item, budget, count)
             if budget < 0:
                 break
     elif kind is list:
         for item in value:  # type: ignore[attr-defined]
-            budget = _left(item, budget)
+            budget = _left(item, budget, count)
             if budget < 0:
                 break
+    elif kind is orjson.Fragment:
+        count[0] -= 1
     return budget
 
 
 def answer_json(data: object, limit: int, refusals: Refusals | None = None
-                ) -> tuple[bytes, int]:
+                ) -> tuple[bytes, int, int]:
     """`data` (an execution result, a batch of them, or a message carrying one) as JSON
-    within `limit`, and the bytes building it cost: its own size, or for one refused
-    before it was written all its strings' characters (counted to the end then: the
-    executor built all of them, 10,000 descriptions where the count stopped at 840)."""
-    if at_least(data, limit) > limit:
-        least = at_least(data, sys.maxsize)
-        return _refuse(data, b"", least, limit, refusals, exact=False), least
+    within `limit`; the bytes building it cost: its own size, or for one refused before it
+    was written all its strings' characters (counted to the end then: the executor built
+    all of them, 10,000 descriptions where the count stopped at 840); and the values the
+    executor built for it (`measured`: none in JSON made already)."""
+    least, values = measured(data, limit)
+    if least > limit:
+        least, values = measured(data, sys.maxsize)
+        return _refuse(data, b"", least, limit, refusals, exact=False), least, values
     encoded = orjson.dumps(data)
-    return capped(encoded, data, limit, refusals), len(encoded)
+    return capped(encoded, data, limit, refusals), len(encoded), values
 
 
 def capped(encoded: bytes, data: object, limit: int,
@@ -171,10 +190,11 @@ def first_field(data: object) -> str | None:
     return None
 
 
-class AnswerBytes(KeyedPace):
-    """Bytes of answers per caller (`answer_bytes`): `spend` after an answer is built (its
-    full size, refused or not), `paid` before the caller's next request or operation runs:
-    while its bucket is in debt. A debt larger than the burst simply takes longer to pay."""
+class AnswerPace(KeyedPace):
+    """What answers cost per caller, in bytes (`answer_bytes`) or executed values
+    (`answer_values`): `spend` after an answer is built (all of it, refused or not), `paid`
+    before the caller's next request or operation runs: while its bucket is in debt. A debt
+    larger than the burst simply takes longer to pay."""
 
     def spend(self, key: str, n: int) -> None:
         now = time.monotonic()

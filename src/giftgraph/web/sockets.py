@@ -223,6 +223,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             while True:  # a socket simply waits (its next messages are read later)
                 try:
                     await state.answer_bytes.paid(caller)
+                    await state.answer_values.paid(caller)
                     break
                 except RateLimited:
                     continue

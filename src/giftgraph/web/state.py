@@ -7,7 +7,7 @@ from typing import Any
 
 from giftgraph.accel.switch import FastPaths
 from giftgraph.admission import sockets as admission
-from giftgraph.admission.answers import AnswerBytes
+from giftgraph.admission.answers import AnswerPace
 from giftgraph.admission.checks import caller_key
 from giftgraph.admission.clients import client_key
 from giftgraph.admission.requests import InFlight
@@ -33,7 +33,9 @@ class AppState:
     throttle: Throttle
     in_flight: InFlight
     # Bytes of answers per caller (giftgraph.admission.answers), HTTP and sockets alike.
-    answer_bytes: AnswerBytes
+    answer_bytes: AnswerPace
+    # Values of executed answers per caller, likewise (the executor's work per value).
+    answer_values: AnswerPace
     database: Database | None = None
     embedded: EmbeddedPostgres | None = None
     live: Live | None = None

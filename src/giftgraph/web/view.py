@@ -102,16 +102,19 @@ class GraphQLApp(GraphQL[Context, None]):
         a WebSocket message must go out as a text frame. Every answer Strawberry sends (an
         HTTP response, a socket's or stream's message) is encoded here: one over
         `max_response_bytes` becomes QUERY_TOO_COMPLEX (giftgraph.admission.answers)."""
-        encoded, cost = answer_json(data, self.state.settings.max_response_bytes,
-                                    self.state.metrics.refusals)
-        self.charge_answer(cost)  # what building it cost, refused or not
+        encoded, cost, values = answer_json(data, self.state.settings.max_response_bytes,
+                                            self.state.metrics.refusals)
+        self.charge_answer(cost, values)  # what building it cost, refused or not
         return encoded.decode()
 
-    def charge_answer(self, size: int) -> None:
-        """`size` bytes of answers to the current request's caller (`answer_bytes`)."""
+    def charge_answer(self, size: int, values: int = 0) -> None:
+        """`size` bytes of answers to the current request's caller (`answer_bytes`), and
+        `values` the executor built (`answer_values`)."""
         caller = REQUEST_CALLER.get()
         if caller is not None:
             self.state.answer_bytes.spend(caller, size)
+            if values:
+                self.state.answer_values.spend(caller, values)
 
     def decode_json(self, data: str | bytes) -> object:
         """orjson: no recursion in Python (the stdlib's raises RecursionError on deep
@@ -191,6 +194,7 @@ class GraphQLApp(GraphQL[Context, None]):
                 async with in_flight.turn(key, read) as turn:
                     # Its caller's answers paid for first (admission.answers).
                     await self.state.answer_bytes.paid(key)
+                    await self.state.answer_values.paid(key)
                     try:
                         response = finish(await self.run(request), request, media)
                         refused = is_refusal(response)
