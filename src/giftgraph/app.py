@@ -9,7 +9,7 @@ Where a request goes: `web.routing.App` (WebSockets to /graphql straight to the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -60,6 +60,16 @@ def traced(app: ASGIApp, tracing: Tracing) -> ASGIApp:
     return tracing.wrap(app)
 
 
+def charge_render(state: AppState) -> Callable[[str, int, int], None]:
+    """A shared render's bytes and values, charged to its family's answers."""
+
+    def charge(key: str, size: int, values: int) -> None:
+        state.answer_bytes.spend(key, size)
+        state.answer_values.spend(key, values)
+
+    return charge
+
+
 def create_app(settings: Settings, tracing: Tracing | None = None) -> Starlette:
     """The app for `settings`; traced by `tracing`, else as the OTEL_* variables say
     (giftgraph.tracing: off when unset, and then nothing is wrapped)."""
@@ -100,6 +110,7 @@ def create_app(settings: Settings, tracing: Tracing | None = None) -> Starlette:
                 tracing.instrument_engine(state.database.lane_engine.sync_engine)
             state.database.direct_statements = False  # a span per statement
         state.live = Live.create(settings, url, state.database)
+        state.live.renderer.charge = charge_render(state)
         await state.live.start()
         hub = state.live.hub
         if tracing is not None:

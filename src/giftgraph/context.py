@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -131,9 +131,13 @@ class Context:
     # Whether the app's fast paths are on (giftgraph.accel): look-ahead then reads
     # graphql-core's field nodes directly.
     fast: bool = False
-    # Charges the caller's answer bytes (giftgraph.admission.answers) for an answer built
-    # but not written: a compiled read refused by its statement.
-    charge_answer: Callable[[int], None] | None = None
+    # Charges the caller's answer bytes and values (giftgraph.admission.answers) for what
+    # was built but not written: a compiled read refused by its statement, the values of a
+    # result its errors nulled.
+    charge_answer: Callable[[int, int], None] | None = None
+    # A socket's: held while one of its queries or mutations executes, its caller's share
+    # of operations in flight (admission.requests.InFlight); RateLimited past the wait.
+    operation_turn: Callable[[str], AbstractAsyncContextManager[None]] | None = None
 
     @property
     def operation(self) -> OperationState:

@@ -286,8 +286,10 @@ def test_a_callers_executed_values_are_paid_for_before_its_next_request(
                  GIFTGRAPH_RESULT_CACHE_BYTES="0",
                  GIFTGRAPH_ANSWER_VALUES_RATE="1000",
                  GIFTGRAPH_ANSWER_VALUES_BURST="2000",
+                 GIFTGRAPH_MAX_REQUESTS_PER_CALLER="2",
                  GIFTGRAPH_REQUEST_WAIT_SECONDS="0.5") as base:
         token, other = sign_up(base), sign_up(base)
+        print("TOKEN", token[:40], gql(base, token, "{ me { id } }"))
         fields = " ".join(f'g{i}: createGift(input: {{name: "g{i}"}}) {{ id }}'
                           for i in range(10))
         for _ in range(10):
@@ -305,3 +307,118 @@ def test_a_callers_executed_values_are_paid_for_before_its_next_request(
         assert waited["errors"][0]["extensions"]["code"] == "RATE_LIMITED", waited  # type: ignore[index]
         assert refused(base, "answer_values") == before + 1
         assert "errors" not in gql(base, other, "{ me { id } }")
+
+
+@pytest.fixture(scope="module")
+def metered_service(database_url: str) -> Iterator[str]:
+    """A service whose callers may have 2,000 values of executed answers, then 1,000 a
+    second, and 2 requests (or socket operations) in flight."""
+    with serving(database_url, GIFTGRAPH_MUTATION_RATE="100000/minute",
+                 GIFTGRAPH_FAMILY_MUTATION_RATE="100000/minute",
+                 GIFTGRAPH_FAMILY_MUTATION_BURST="1000",
+                 GIFTGRAPH_RESULT_CACHE_BYTES="0",
+                 GIFTGRAPH_ANSWER_VALUES_RATE="1000",
+                 GIFTGRAPH_ANSWER_VALUES_BURST="2000",
+                 GIFTGRAPH_MAX_REQUESTS_PER_CALLER="2",
+                 GIFTGRAPH_REQUEST_WAIT_SECONDS="0.5") as base:
+        yield base
+
+
+@pytest.fixture
+def metered(metered_service: str) -> tuple[str, str, str]:
+    """That service, a family of it with 100 gifts (its answers paid for), and another."""
+    base = metered_service
+    token, other = sign_up(base), sign_up(base)
+    fields = " ".join(f'g{i}: createGift(input: {{name: "g{i}"}}) {{ id }}'
+                      for i in range(10))
+    for _ in range(10):
+        assert "errors" not in gql(base, token, f"mutation {{ {fields} }}")
+    time.sleep(1)
+    return base, token, other
+
+
+READS = " ".join(f"a{i}: gifts(first: 100) {{ edges {{ node {{ id name }} }} }}"
+                 for i in range(10))  # ~4,000 values
+
+
+def test_values_an_error_threw_away_are_charged(metered: tuple[str, str, str]) -> None:
+    """A non-null field's error nulls the answer up to its root: ~4,000 values built and
+    none sent. Such a result is charged its measured cost: the next request waits."""
+    base, token, other = metered
+    before = refused(base, "answer_values")
+    lost = gql(base, token, "{ " + READS + " bad: lists(first: -1) { totalCount } }")
+    assert lost["data"] is None, str(lost)[:300]
+    assert lost["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"  # type: ignore[index]
+    waited = gql(base, token, "{ me { id } }")
+    assert waited["errors"][0]["extensions"]["code"] == "RATE_LIMITED", waited  # type: ignore[index]
+    assert refused(base, "answer_values") == before + 1
+    assert "errors" not in gql(base, other, "{ me { id } }")
+
+
+async def test_a_sockets_queries_wait_for_their_callers_turn_and_payment(
+        metered: tuple[str, str, str]) -> None:
+    """Six executed reads of ~4,000 values sent at once over one socket: they run within
+    the caller's requests in flight, each once the answers before it are paid for; past
+    the wait, RATE_LIMITED. All six had run before the first was charged."""
+    base, token, _ = metered
+    query = "{ " + READS + " __schema { queryType { name } } }"
+    async with websockets.connect(base.replace("http", "ws") + "/graphql",
+                                  subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+                                  max_size=None) as ws:
+        await ws.send(json.dumps({"type": "connection_init",
+                                  "payload": {"authorization": f"Bearer {token}"}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        for i in range(6):
+            await ws.send(json.dumps({"id": str(i), "type": "subscribe",
+                                      "payload": {"query": query}}))
+        answered: dict[str, dict[str, object]] = {}
+        while len(answered) < 6:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if message["type"] == "next":
+                answered[message["id"]] = message["payload"]
+    codes = [p["errors"][0]["extensions"]["code"]  # type: ignore[index]
+             for p in answered.values() if p.get("errors")]
+    ran = [p for p in answered.values() if not p.get("errors")]
+    assert len(ran) <= 2, codes
+    assert codes == ["RATE_LIMITED"] * (6 - len(ran))
+
+
+async def test_a_familys_renders_for_its_subscribers_are_charged_to_it(
+        metered: tuple[str, str, str]) -> None:
+    """An event rendered for a family's subscription (~4,000 values: eight pages of its
+    list's 100 items) is charged to the family as its own answers are: its next request
+    waits. The mutation pace alone had let one family's renders take a core."""
+    base, token, other = metered
+    created = gql(base, token, 'mutation { createList(input: {name: "L", kind: IDEAS}) '
+                               "{ id } }")
+    list_id = created["data"]["createList"]["id"]  # type: ignore[index]
+    gifts = gql(base, token, "{ gifts(first: 100) { edges { node { id } } } }")
+    ids = [e["node"]["id"] for e in gifts["data"]["gifts"]["edges"]]  # type: ignore[index]
+    for start in range(0, 100, 10):
+        adds = " ".join(f'a{i}: addListItem(listId: "{list_id}", input: {{giftId: "{g}"}}) '
+                        "{ id }" for i, g in enumerate(ids[start:start + 10]))
+        assert "errors" not in gql(base, token, f"mutation {{ {adds} }}")
+    time.sleep(3)  # answers paid for
+    pages = " ".join(f"p{i}: items(first: 100) {{ edges {{ node {{ id status quantity }} }} }}"
+                     for i in range(8))
+    selection = f"subscription {{ familyEvents {{ seq node {{ ... on GiftList {{ {pages} }} }} }} }}"
+    async with websockets.connect(base.replace("http", "ws") + "/graphql",
+                                  subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+                                  max_size=None) as ws:
+        await ws.send(json.dumps({"type": "connection_init",
+                                  "payload": {"authorization": f"Bearer {token}"}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(json.dumps({"id": "1", "type": "subscribe",
+                                  "payload": {"query": selection}}))
+        await asyncio.sleep(1)  # subscribed
+        changed = await asyncio.to_thread(gql, base, token, (
+            f'mutation {{ updateList(id: "{list_id}", input: {{name: "M"}}) {{ id }} }}'))
+        assert "errors" not in changed, changed
+        event = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        assert event["type"] == "next", event
+        assert len(event["payload"]["data"]["familyEvents"]["node"]["p7"]["edges"]) == 100
+        before = await asyncio.to_thread(refused, base, "answer_values")
+        waited = await asyncio.to_thread(gql, base, token, "{ me { id } }")
+    assert waited["errors"][0]["extensions"]["code"] == "RATE_LIMITED", waited  # type: ignore[index]
+    assert refused(base, "answer_values") == before + 1
+    assert "errors" not in gql(base, other, "{ me { id } }")

@@ -228,7 +228,7 @@ class LeanExecutionContext(ExecutionContext):
         refusals = None if ctx.metrics is None else ctx.metrics.refusals
         message = refusal(size, limit, refusals, trace_id=ctx.trace_id)
         if ctx.charge_answer is not None:
-            ctx.charge_answer(size)
+            ctx.charge_answer(size, 0)
         return ExecutionResult(None, [GraphQLError(message, path=[plan.first],
                                                    original_error=QueryTooComplex(message))])
 

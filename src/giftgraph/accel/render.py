@@ -15,6 +15,7 @@ import asyncio
 import contextvars
 import dataclasses
 import inspect
+import sys
 import uuid
 import weakref
 from collections import OrderedDict
@@ -36,6 +37,7 @@ from graphql.execution import Executor
 from graphql.language import Visitor, visit
 
 from giftgraph.accel import internals
+from giftgraph.admission.answers import measured
 from giftgraph.admission.documents import measure
 from giftgraph.context import Context
 from giftgraph.db import models as m
@@ -162,6 +164,12 @@ class SharedSelection:
         if self.extensions:
             payload["extensions"] = self.extensions
         rendered = kept_json(payload)  # kept (`results`, `made`) for RESULTS_KEPT events
+        charge = self.owner.charge
+        if charge is not None:
+            # What the family's subscribers had built for them: a family's 200 selections
+            # of 4 pages each, re-rendered for each of its mutations, took a core through
+            # the mutation pace alone (adversary, 2026-11-27). Its next request waits.
+            charge(f"family:{self.family_id}", len(rendered), measured(payload, sys.maxsize)[1])
         if key in self.results:  # still kept (not dropped while it was rendering)
             self.made[key] = rendered
         return rendered
@@ -195,6 +203,9 @@ class SharedRenderer:
         self.held: weakref.WeakValueDictionary[Hashable, SharedSelection] = \
             weakref.WeakValueDictionary()
         self.renders = 0  # events executed and serialized, all plans together
+        # Charges a family (`family:<id>`) a render's bytes and values (admission.answers:
+        # `answer_bytes`, `answer_values`), as its own answers are; set by the app.
+        self.charge: Callable[[str, int, int], None] | None = None
 
     def plan(self, info: Any, variables: dict[str, Any] | None, family_id: uuid.UUID,
              format_error: Callable[[GraphQLError, str], GraphQLError],

@@ -539,4 +539,38 @@ class DocumentBounds(SchemaExtension):
                 except AppError as exc:
                     count_refusal(ctx, "family_mutation_rate")
                     refuse(self, exc)
-        yield
+        turn = getattr(ctx, "operation_turn", None)
+        if turn is None or ec.result is not None or ec.operation_type.value == "subscription":
+            yield
+            self._charge_discarded()
+            return
+        # A socket's query or mutation runs within its caller's share of requests in
+        # flight, as an HTTP request does, and once its caller's answers are paid for
+        # (admission.answers): a socket's 50 executed reads had all run before the first
+        # was charged (adversary, 2026-11-27).
+        held = turn(caller_key(ctx))
+        try:
+            await held.__aenter__()
+        except RateLimited as exc:
+            refuse(self, exc)
+            yield
+            return
+        try:
+            yield
+            self._charge_discarded()
+        finally:
+            await held.__aexit__(None, None, None)
+
+    def _charge_discarded(self) -> None:
+        """An executed result with errors may have built far more than it kept: a non-null
+        field's error nulls its parents up to the root, and every value below them, built
+        (twice, when the lean executor declined), is gone from the answer whose values
+        `answer_values` counts. Such a result is charged its operation's measured cost
+        too, which is at least what it could build (`documents`)."""
+        ec = self.execution_context
+        result = ec.result
+        charge = getattr(ec.context, "charge_answer", None)
+        if charge is None or self.found is None or not getattr(result, "errors", None):
+            return
+        running = self.found.running or self.found.worst
+        charge(0, running.cost)

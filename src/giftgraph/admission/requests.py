@@ -162,7 +162,7 @@ class InFlight:
         try:
             if read is not None:
                 await read()
-            async with self._slot(key):
+            async with self.slot(key):
                 yield turn
         except Exception as exc:
             # A request error raised for the view to answer (a malformed body: 400, 405,
@@ -174,7 +174,10 @@ class InFlight:
             turn.answered(refused=False)  # not answered (cancelled): no refusal
 
     @asynccontextmanager
-    async def _slot(self, key: str) -> AsyncIterator[None]:
+    async def slot(self, key: str) -> AsyncIterator[None]:
+        """One of `key`'s `max_requests_per_caller`, held: RateLimited (counted) after
+        `request_wait_seconds` without one. A request's (`turn`), or a socket's query or
+        mutation's (web/view.py)."""
         caller = self.callers.get(key) or self.callers.setdefault(key, _Caller(self.limit))
         caller.users += 1
         try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,16 @@ class GraphQLApp(GraphQL[Context, None]):
             return request_error(415, "Send application/json (or use GET for queries)", media)
         return request_error(400 if exc.status_code < 500 else exc.status_code, reason, media)
 
+    @asynccontextmanager
+    async def socket_turn(self, key: str) -> AsyncIterator[None]:
+        """A socket's query or mutation, while it executes: one of its caller's requests in
+        flight (`max_requests_per_caller`, with its HTTP requests), taken once its answers
+        are paid for (admission.answers); RateLimited after `request_wait_seconds`."""
+        async with self.state.in_flight.slot(key):
+            await self.state.answer_bytes.paid(key)
+            await self.state.answer_values.paid(key)
+            yield
+
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
         return Context(
             settings=self.state.settings,
@@ -315,6 +326,7 @@ class GraphQLApp(GraphQL[Context, None]):
             throttle=self.state.throttle,
             fast=self.state.fast.any,
             charge_answer=self.charge_answer,
+            operation_turn=self.socket_turn if isinstance(request, WebSocket) else None,
         )
 
     async def publish(self, events: list[Event]) -> None:
