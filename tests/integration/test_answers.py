@@ -398,10 +398,11 @@ async def test_a_familys_renders_for_its_subscribers_are_charged_to_it(
         adds = " ".join(f'a{i}: addListItem(listId: "{list_id}", input: {{giftId: "{g}"}}) '
                         "{ id }" for i, g in enumerate(ids[start:start + 10]))
         assert "errors" not in gql(base, token, f"mutation {{ {adds} }}")
-    time.sleep(3)  # answers paid for
+    await asyncio.sleep(3)  # answers paid for
     pages = " ".join(f"p{i}: items(first: 100) {{ edges {{ node {{ id status quantity }} }} }}"
                      for i in range(8))
-    selection = f"subscription {{ familyEvents {{ seq node {{ ... on GiftList {{ {pages} }} }} }} }}"
+    selection = ("subscription { familyEvents { seq node { ... on GiftList { "
+                 + pages + " } } } }")
     async with websockets.connect(base.replace("http", "ws") + "/graphql",
                                   subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
                                   max_size=None) as ws:

@@ -550,7 +550,7 @@ async def test_a_plan_offers_finished_renders_only_while_it_keeps_them() -> None
         async def use(self, *_: Any) -> Any:
             yield
 
-    plan = Plan(SimpleNamespace(scopes=Scopes(), renders=0), Executor(),  # type: ignore[arg-type]
+    plan = Plan(SimpleNamespace(scopes=Scopes(), renders=0, charge=None), Executor(),  # type: ignore[arg-type]
                 uuid.uuid4(), lambda e, _: e, lambda row: row)
     assert plan.ready(1) is None
     assert await plan.render(event(1, 0)) == b'{"data":{"seq":1}}'
