@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -135,9 +135,9 @@ class Context:
     # was built but not written: a compiled read refused by its statement, the values of a
     # result its errors nulled.
     charge_answer: Callable[[int, int], None] | None = None
-    # A socket's: held while one of its queries or mutations executes, its caller's share
-    # of operations in flight (admission.requests.InFlight); RateLimited past the wait.
-    operation_turn: Callable[[str], AbstractAsyncContextManager[None]] | None = None
+    # A socket's: takes one of its caller's operations in flight for a query or mutation
+    # (admission.requests.InFlight) and returns its release; RateLimited past the wait.
+    operation_turn: Callable[[str], Awaitable[Callable[[], None]]] | None = None
 
     @property
     def operation(self) -> OperationState:

@@ -423,3 +423,32 @@ async def test_a_familys_renders_for_its_subscribers_are_charged_to_it(
     assert waited["errors"][0]["extensions"]["code"] == "RATE_LIMITED", waited  # type: ignore[index]
     assert refused(base, "answer_values") == before + 1
     assert "errors" not in gql(base, other, "{ me { id } }")
+
+
+def test_a_socket_closed_with_operations_running_gives_their_turns_back(
+        database_url: str) -> None:
+    """Operations running when their socket closes are cancelled, and Strawberry never
+    resumes their hooks: each held one of the family's requests in flight for good, and
+    the family's every request after was refused (adversary, 2026-11-27)."""
+    with serving(database_url, GIFTGRAPH_MAX_REQUESTS_PER_CALLER="2",
+                 GIFTGRAPH_REQUEST_WAIT_SECONDS="3") as base:
+        token = sign_up(base)
+        asyncio.run(close_with_operations_running(base, token))
+        for _ in range(3):
+            answer = gql(base, token, "{ me { id } }")
+            assert "errors" not in answer, answer
+
+
+async def close_with_operations_running(base: str, token: str) -> None:
+    query = "{ me { id } persons(first: 5) { edges { node { id name } } } }"
+    for _ in range(5):
+        ws = await websockets.connect(base.replace("http", "ws") + "/graphql",
+                                      subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
+        await ws.send(json.dumps({"type": "connection_init",
+                                  "payload": {"authorization": f"Bearer {token}"}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        for i in range(10):
+            await ws.send(json.dumps({"id": str(i), "type": "subscribe",
+                                      "payload": {"query": query}}))
+        await ws.close()
+        await asyncio.sleep(0.5)

@@ -539,8 +539,11 @@ class DocumentBounds(SchemaExtension):
                 except AppError as exc:
                     count_refusal(ctx, "family_mutation_rate")
                     refuse(self, exc)
+        if ec.result is not None:  # refused above: nothing is built
+            yield
+            return
         turn = getattr(ctx, "operation_turn", None)
-        if turn is None or ec.result is not None or ec.operation_type.value == "subscription":
+        if turn is None or ec.operation_type.value == "subscription":
             yield
             self._charge_discarded()
             return
@@ -548,18 +551,23 @@ class DocumentBounds(SchemaExtension):
         # flight, as an HTTP request does, and once its caller's answers are paid for
         # (admission.answers): a socket's 50 executed reads had all run before the first
         # was charged (adversary, 2026-11-27).
-        held = turn(caller_key(ctx))
         try:
-            await held.__aenter__()
+            release = await turn(caller_key(ctx))
         except RateLimited as exc:
             refuse(self, exc)
             yield
             return
+        # Let go when the operation's task ends too: a socket closed with its operations
+        # running cancels their tasks, and Strawberry never resumes this hook then (each
+        # held its slot for good, and the family's every request was refused).
+        task = asyncio.current_task()
+        if task is not None:
+            task.add_done_callback(lambda _: release())
         try:
             yield
             self._charge_discarded()
         finally:
-            await held.__aexit__(None, None, None)
+            release()
 
     def _charge_discarded(self) -> None:
         """An executed result with errors may have built far more than it kept: a non-null

@@ -176,23 +176,42 @@ class InFlight:
     @asynccontextmanager
     async def slot(self, key: str) -> AsyncIterator[None]:
         """One of `key`'s `max_requests_per_caller`, held: RateLimited (counted) after
-        `request_wait_seconds` without one. A request's (`turn`), or a socket's query or
-        mutation's (web/view.py)."""
+        `request_wait_seconds` without one (a request's `turn`)."""
+        release = await self.hold(key)
+        try:
+            yield
+        finally:
+            release()
+
+    async def hold(self, key: str) -> Callable[[], None]:
+        """`slot`, taken until the function it returns is called (again: nothing more). A
+        socket's query or mutation (web/view.py) is let go from its task's end too."""
         caller = self.callers.get(key) or self.callers.setdefault(key, _Caller(self.limit))
         caller.users += 1
-        try:
-            try:
-                async with asyncio.timeout(self.wait):
-                    await caller.slots.acquire()
-            except TimeoutError:
-                if self.refusals is not None:
-                    self.refusals.count("requests_per_caller")
-                raise RateLimited(max(1, math.ceil(self.wait))) from None
-            try:
-                yield
-            finally:
-                caller.slots.release()
-        finally:
+
+        def leave() -> None:
             caller.users -= 1
-            if caller.users == 0:
+            if caller.users == 0 and self.callers.get(key) is caller:
                 self.callers.pop(key, None)
+
+        try:
+            async with asyncio.timeout(self.wait):
+                await caller.slots.acquire()
+        except TimeoutError:
+            leave()
+            if self.refusals is not None:
+                self.refusals.count("requests_per_caller")
+            raise RateLimited(max(1, math.ceil(self.wait))) from None
+        except BaseException:
+            leave()
+            raise
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                caller.slots.release()
+                leave()
+
+        return release

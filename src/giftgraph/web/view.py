@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -302,15 +301,19 @@ class GraphQLApp(GraphQL[Context, None]):
             return request_error(415, "Send application/json (or use GET for queries)", media)
         return request_error(400 if exc.status_code < 500 else exc.status_code, reason, media)
 
-    @asynccontextmanager
-    async def socket_turn(self, key: str) -> AsyncIterator[None]:
+    async def socket_turn(self, key: str) -> Callable[[], None]:
         """A socket's query or mutation, while it executes: one of its caller's requests in
         flight (`max_requests_per_caller`, with its HTTP requests), taken once its answers
-        are paid for (admission.answers); RateLimited after `request_wait_seconds`."""
-        async with self.state.in_flight.slot(key):
+        are paid for (admission.answers); RateLimited after `request_wait_seconds`. Its
+        release is returned."""
+        release = await self.state.in_flight.hold(key)
+        try:
             await self.state.answer_bytes.paid(key)
             await self.state.answer_values.paid(key)
-            yield
+        except BaseException:
+            release()
+            raise
+        return release
 
     async def get_context(self, request: Request | WebSocket, response: Any = None) -> Context:
         return Context(
