@@ -20,6 +20,10 @@ import websockets
 
 from tests.support import ACCEL, serving, text_frame, ws_upgrade
 
+# A family's mutations, unpaced: the tests make their gifts in a burst.
+MUTATIONS_LIFTED = {"GIFTGRAPH_MUTATION_RATE": "100000/minute",
+                    "GIFTGRAPH_FAMILY_MUTATION_RATE": "100000/minute",
+                    "GIFTGRAPH_FAMILY_MUTATION_BURST": "1000"}
 SIGN_UP = ("mutation($i: SignUpInput!) { signUp(input: $i) { accessToken } }")
 BIG = "x" * 4900
 GIFTS = "{ a: gifts(first: 100) { edges { node { description } } } }"  # ~ 500 KB
@@ -58,9 +62,7 @@ def hundred_gifts(base: str, token: str) -> None:
 def service(database_url: str) -> Iterator[str]:
     """A service whose answers may be 600 KB."""
     with serving(database_url, GIFTGRAPH_MAX_RESPONSE_BYTES=str(600 * 1024),
-                 GIFTGRAPH_MUTATION_RATE="100000/minute",
-                 GIFTGRAPH_FAMILY_MUTATION_RATE="100000/minute",
-                 GIFTGRAPH_FAMILY_MUTATION_BURST="1000",
+                 **MUTATIONS_LIFTED,
                  GIFTGRAPH_MAX_REQUESTS_PER_CALLER="1",
                  GIFTGRAPH_REQUEST_WAIT_SECONDS="0.5",
                  GIFTGRAPH_HTTP_SEND_TIMEOUT_SECONDS="3") as base:
@@ -203,9 +205,7 @@ def test_an_unread_answer_holds_its_callers_turn_until_the_connection_is_cut(
 @pytest.fixture(scope="module")
 def roomy(database_url: str) -> Iterator[str]:
     """A service with the default answer bound (4 MiB) and a 3 s send timeout."""
-    with serving(database_url, GIFTGRAPH_MUTATION_RATE="100000/minute",
-                 GIFTGRAPH_FAMILY_MUTATION_RATE="100000/minute",
-                 GIFTGRAPH_FAMILY_MUTATION_BURST="1000",
+    with serving(database_url, **MUTATIONS_LIFTED,
                  GIFTGRAPH_HTTP_SEND_TIMEOUT_SECONDS="3") as base:
         yield base
 
@@ -257,9 +257,7 @@ def test_a_callers_answers_are_paid_for_before_its_next_request(database_url: st
     """Bytes of answers per caller (`answer_bytes`): a family that was sent ~500 KB, past a
     burst of 100 KB at 50 KB a second, waits ~8 s before its next request runs, so within
     the 0.5 s wait it is refused; another family is not."""
-    with serving(database_url, GIFTGRAPH_MUTATION_RATE="100000/minute",
-                 GIFTGRAPH_FAMILY_MUTATION_RATE="100000/minute",
-                 GIFTGRAPH_FAMILY_MUTATION_BURST="1000",
+    with serving(database_url, **MUTATIONS_LIFTED,
                  GIFTGRAPH_ANSWER_BYTES_RATE=str(50 * 1024),
                  GIFTGRAPH_ANSWER_BYTES_BURST=str(100 * 1024),
                  GIFTGRAPH_REQUEST_WAIT_SECONDS="0.5") as base:
@@ -274,48 +272,30 @@ def test_a_callers_answers_are_paid_for_before_its_next_request(database_url: st
 
 
 def test_a_callers_executed_values_are_paid_for_before_its_next_request(
-        database_url: str) -> None:
+        metered: tuple[str, str, str]) -> None:
     """Values of executed answers per caller (`answer_values`): ~4,000 values (ten aliases
     of 100 gifts' ids and names, `__schema` keeping the read on the executor), past a
     burst of 2,000 at 1,000 a second, have the family's next request wait ~2 s: refused
     within the 0.5 s wait; another family is not. The same read compiled (PostgreSQL
     writes its JSON) costs no values."""
-    with serving(database_url, GIFTGRAPH_MUTATION_RATE="100000/minute",
-                 GIFTGRAPH_FAMILY_MUTATION_RATE="100000/minute",
-                 GIFTGRAPH_FAMILY_MUTATION_BURST="1000",
-                 GIFTGRAPH_RESULT_CACHE_BYTES="0",
-                 GIFTGRAPH_ANSWER_VALUES_RATE="1000",
-                 GIFTGRAPH_ANSWER_VALUES_BURST="2000",
-                 GIFTGRAPH_MAX_REQUESTS_PER_CALLER="2",
-                 GIFTGRAPH_REQUEST_WAIT_SECONDS="0.5") as base:
-        token, other = sign_up(base), sign_up(base)
-        print("TOKEN", token[:40], gql(base, token, "{ me { id } }"))
-        fields = " ".join(f'g{i}: createGift(input: {{name: "g{i}"}}) {{ id }}'
-                          for i in range(10))
-        for _ in range(10):
-            assert "errors" not in gql(base, token, f"mutation {{ {fields} }}")
-        time.sleep(2)  # the mutations' answers paid for
-        reads = " ".join(f"a{i}: gifts(first: 100) {{ edges {{ node {{ id name }} }} }}"
-                         for i in range(10))
-        if ACCEL:  # compiled: no values
-            for _ in range(3):
-                assert "errors" not in gql(base, token, "{ " + reads + " }")
-        before = refused(base, "answer_values")
-        executed = gql(base, token, "{ " + reads + " __schema { queryType { name } } }")
-        assert "errors" not in executed, str(executed)[:300]
-        waited = gql(base, token, "{ me { id } }")
-        assert waited["errors"][0]["extensions"]["code"] == "RATE_LIMITED", waited  # type: ignore[index]
-        assert refused(base, "answer_values") == before + 1
-        assert "errors" not in gql(base, other, "{ me { id } }")
+    base, token, other = metered
+    if ACCEL:  # compiled: no values
+        for _ in range(3):
+            assert "errors" not in gql(base, token, "{ " + READS + " }")
+    before = refused(base, "answer_values")
+    executed = gql(base, token, "{ " + READS + " __schema { queryType { name } } }")
+    assert "errors" not in executed, str(executed)[:300]
+    waited = gql(base, token, "{ me { id } }")
+    assert waited["errors"][0]["extensions"]["code"] == "RATE_LIMITED", waited  # type: ignore[index]
+    assert refused(base, "answer_values") == before + 1
+    assert "errors" not in gql(base, other, "{ me { id } }")
 
 
 @pytest.fixture(scope="module")
 def metered_service(database_url: str) -> Iterator[str]:
     """A service whose callers may have 2,000 values of executed answers, then 1,000 a
     second, and 2 requests (or socket operations) in flight."""
-    with serving(database_url, GIFTGRAPH_MUTATION_RATE="100000/minute",
-                 GIFTGRAPH_FAMILY_MUTATION_RATE="100000/minute",
-                 GIFTGRAPH_FAMILY_MUTATION_BURST="1000",
+    with serving(database_url, **MUTATIONS_LIFTED,
                  GIFTGRAPH_RESULT_CACHE_BYTES="0",
                  GIFTGRAPH_ANSWER_VALUES_RATE="1000",
                  GIFTGRAPH_ANSWER_VALUES_BURST="2000",
