@@ -448,3 +448,25 @@ async def test_cancellation_propagates() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_task_started_while_loads_are_held_loads_as_usual_after() -> None:
+    """A task started inside `held_loads` has a copy of its context: a load it asks for
+    once the held ones are made is made as usual, not held for good."""
+    from giftgraph.schema.loaders import Loader, held_loads
+
+    loader = Loader(load_owners)
+    gate = asyncio.Event()
+
+    async def load_later() -> Owner | None:
+        await gate.wait()
+        return await loader.load("late")
+
+    with held_loads():
+        first = loader.load("rex")
+        task = asyncio.ensure_future(load_later())
+    gate.set()
+    assert (await first).name == "owner of rex"  # type: ignore[union-attr]
+    late = await asyncio.wait_for(task, 5)
+    assert late is not None
+    assert late.name == "owner of late"

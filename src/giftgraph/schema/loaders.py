@@ -154,9 +154,9 @@ class Loader(DataLoader[K, V]):
 
     def load(self, key: K) -> Awaitable[V]:
         held = HELD.get()
-        if held is not None:  # loaded with the rest of the keys held (`held_loads`)
+        if held is not None and held.open:  # loaded with the rest held (`held_loads`)
             waiting: asyncio.Future[V] = self.loop.create_future()
-            held.append((self, key, waiting))
+            held.loads.append((self, key, waiting))
             return waiting
         return self._load(key, None)
 
@@ -187,9 +187,18 @@ class Loader(DataLoader[K, V]):
             shared.cancel()
 
 
-# The loads asked for in this task while `held_loads` holds them: (loader, key, future).
-HELD: ContextVar[list[tuple[Loader[Any, Any], Any, asyncio.Future[Any]]] | None] = \
-    ContextVar("giftgraph_held_loads", default=None)
+class _Held:
+    """The loads asked for while `held_loads` holds them: (loader, key, future). Closed once
+    they are made: a task started meanwhile (its context a copy) loads as usual after."""
+
+    __slots__ = ("loads", "open")
+
+    def __init__(self) -> None:
+        self.loads: list[tuple[Loader[Any, Any], Any, asyncio.Future[Any]]] = []
+        self.open = True
+
+
+HELD: ContextVar[_Held | None] = ContextVar("giftgraph_held_loads", default=None)
 
 
 @contextlib.contextmanager
@@ -199,13 +208,14 @@ def held_loads() -> Iterator[None]:
     in between (the lean executor completing a wave in slices; a loader dispatches its
     batch on the loop's next turn, so each slice had made a statement of its own). A load
     whose caller stopped waiting meanwhile is not made."""
-    held: list[tuple[Loader[Any, Any], Any, asyncio.Future[Any]]] = []
+    held = _Held()
     token = HELD.set(held)
     try:
         yield
     finally:
         HELD.reset(token)
-        for loader, key, waiting in held:
+        held.open = False
+        for loader, key, waiting in held.loads:
             if not waiting.done():
                 loader._load(key, waiting)
 
