@@ -259,6 +259,7 @@ def api_env(database_url: str) -> dict[str, str]:
         "GIFTGRAPH_FAMILY_MUTATION_RATE": "10000000/minute",
         "GIFTGRAPH_MAX_SOCKETS_PER_USER": "20000",
         "GIFTGRAPH_MAX_SUBSCRIPTIONS_PER_USER": "1000000",  # W2's sockets are one user's
+        "GIFTGRAPH_MAX_SUBSCRIPTION_COST_PER_FAMILY": str(2**40),  # and one family's
         # ... and one family's, subscribing all at once (the default: 50, then 20 a second)
         "GIFTGRAPH_FAMILY_SUBSCRIPTION_START_BURST": "1000000",
         "GIFTGRAPH_FAMILY_SUBSCRIPTION_START_RATE": "1000000",

@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     # Operations open on all of one user's sockets together (max_sockets_per_user times
     # max_subscriptions_per_connection would be 2,000 deliveries of each family event).
     max_subscriptions_per_user: int = Field(default=200, ge=1)
+    # The measured costs of one family's open subscriptions in one process, together (live
+    # queries aside: max_live_cost_per_family): each event is rendered once per selection.
+    max_subscription_cost_per_family: int = Field(default=50_000, ge=1)
     subscriber_queue_size: int = Field(default=1000, ge=1)
     dashboard_interval_ms: int = Field(default=250, ge=0)
     # Live queries (`subscription { live { … } }`): at most one result per subscription per

@@ -101,6 +101,10 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("subscriptions_per_user", "max_subscriptions_per_user", "operations open on all "
           "of one user's sockets (each mutation of a family is one delivery per open "
           "subscription of its members)"),
+    Bound("subscription_cost_per_family", "max_subscription_cost_per_family", "the costs "
+          "of one family's open subscriptions in one process, together (each measured as "
+          "`cost` measures a document; live queries aside): each event is rendered once "
+          "per selection, so past it a new one is RATE_LIMITED"),
     Bound("live_queries_per_family", "max_live_queries_per_family", "distinct live "
           "queries (caller, document, variables) of one family in one process, each "
           "executed once per relevant change: past it a new one is RATE_LIMITED"),

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from graphql import (
     DocumentNode,
+    FieldNode,
     GraphQLError,
     GraphQLSyntaxError,
     OperationDefinitionNode,
@@ -542,8 +543,12 @@ class DocumentBounds(SchemaExtension):
         if ec.result is not None:  # refused above: nothing is built
             yield
             return
+        if ec.operation_type.value == "subscription":
+            self._hold_subscription_cost()  # RATE_LIMITED past the family's
+            yield
+            return
         turn = getattr(ctx, "operation_turn", None)
-        if turn is None or ec.operation_type.value == "subscription":
+        if turn is None:
             yield
             self._charge_discarded()
             return
@@ -569,6 +574,29 @@ class DocumentBounds(SchemaExtension):
         finally:
             release()
 
+    def _hold_subscription_cost(self) -> None:
+        """A family member's subscription holds its measured cost in its family's
+        (`subscription_cost_per_family`, admission.sockets.SubscriptionCosts) from here
+        until its operation's task ends: on a socket the operation's own task (a parked
+        subscription runs in it), for an HTTP stream the task that streams it. A live
+        query's is bounded by the live layer instead."""
+        ec = self.execution_context
+        ctx = ec.context
+        costs = getattr(getattr(ctx, "live", None), "costs", None)
+        user = getattr(ctx, "user", None)
+        task = asyncio.current_task()
+        if costs is None or user is None or self.found is None or task is None \
+                or _root_fields(ec) == {"live"}:
+            return
+        running = self.found.running or self.found.worst
+        try:
+            hold = costs.hold(user.family_id, running.cost)
+        except AppError as exc:
+            count_refusal(ctx, "subscription_cost_per_family")
+            refuse(self, exc)  # raises: a subscription's refusal
+            return
+        task.add_done_callback(hold.release)
+
     def _charge_discarded(self) -> None:
         """An executed result with errors may have built far more than it kept: a non-null
         field's error nulls its parents up to the root, and every value below them, built
@@ -582,3 +610,13 @@ class DocumentBounds(SchemaExtension):
             return
         running = self.found.running or self.found.worst
         charge(0, running.cost)
+
+
+def _root_fields(ec: Any) -> set[str]:
+    """The names of the running operation's root fields, fragments aside (a fragment at the
+    root counts as a field named "")."""
+    operation = operation_of(ec.graphql_document, requested_operation(ec))
+    if operation is None:
+        return set()
+    return {selection.name.value if isinstance(selection, FieldNode) else ""
+            for selection in operation.selection_set.selections}

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from giftgraph.admission.pace import KeyedPace
-from giftgraph.errors import RateLimited
+from giftgraph.errors import AppError, RateLimited
 
 if TYPE_CHECKING:
     from starlette.types import Scope, Send
@@ -362,3 +362,54 @@ class OpenOperations:
             self.open[user_id] = left
         else:  # no entry kept for a user with none open
             self.open.pop(user_id, None)
+
+
+class SubscriptionCosts:
+    """The measured costs of each family's open subscriptions in this process, together
+    (`subscription_cost_per_family`). Each event of a family is rendered once for each of
+    its subscriptions' selections (once per distinct selection on the fast paths): 200
+    `familyEvents` selections of four pages each (cost ~10,600 apiece), re-rendered for
+    each of the family's mutations, kept a core busy within every other bound
+    (adversary, 2026-11-27). Taken when a subscription starts (`hold`), before its first
+    render; given back when its operation ends. Live queries have their own
+    (`live_cost_per_family`)."""
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held: dict[uuid.UUID, int] = {}
+
+    def hold(self, family_id: uuid.UUID, cost: int) -> CostHold:
+        """Take `cost` for one subscription of the family, or raise RATE_LIMITED when the
+        family's would pass the limit."""
+        held = self.held.get(family_id, 0)
+        if held + cost > self.limit:
+            raise AppError(f"Your family's subscriptions would together cost more than "
+                           f"{self.limit} on this server; close one or select less",
+                           code="RATE_LIMITED", limit=self.limit, cost=cost)
+        self.held[family_id] = held + cost
+        return CostHold(self, family_id, cost)
+
+    def give_back(self, family_id: uuid.UUID, cost: int) -> None:
+        left = self.held.get(family_id, 0) - cost
+        if left > 0:
+            self.held[family_id] = left
+        else:  # no entry kept for a family with none open
+            self.held.pop(family_id, None)
+
+
+class CostHold:
+    """One subscription's cost in its family's (`SubscriptionCosts.hold`), given back by
+    `release` exactly once (a task's done callback: it takes the task, unused)."""
+
+    __slots__ = ("cost", "costs", "family_id")
+
+    def __init__(self, costs: SubscriptionCosts, family_id: uuid.UUID, cost: int) -> None:
+        self.costs: SubscriptionCosts | None = costs
+        self.family_id, self.cost = family_id, cost
+
+    def release(self, *_: object) -> None:
+        costs, self.costs = self.costs, None
+        if costs is not None:
+            costs.give_back(self.family_id, self.cost)

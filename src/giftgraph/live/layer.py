@@ -8,7 +8,7 @@ from typing import Any
 
 from giftgraph.accel.render import SharedRenderer
 from giftgraph.admission.pace import TimeBudget
-from giftgraph.admission.sockets import ReplayTurns
+from giftgraph.admission.sockets import ReplayTurns, SubscriptionCosts
 from giftgraph.config import Settings
 from giftgraph.db.engine import Database
 from giftgraph.live.dashboard import DashboardFeeds
@@ -30,6 +30,8 @@ class Live:
     presence: PresenceTracker
     renderer: SharedRenderer
     queries: LiveQueries
+    # The costs of each family's open subscriptions (`subscription_cost_per_family`).
+    costs: SubscriptionCosts
 
     @classmethod
     def create(cls, settings: Settings, database_url: str,
@@ -51,6 +53,7 @@ class Live:
                                 settings.max_live_cost_per_family,
                                 TimeBudget("live_seconds", settings.live_seconds_per_family,
                                            settings.live_seconds_per_process, LIVE_BURST_S)),
+            costs=SubscriptionCosts(settings.max_subscription_cost_per_family),
         )
 
     @staticmethod

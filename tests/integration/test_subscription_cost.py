@@ -1,0 +1,113 @@
+"""`subscription_cost_per_family`: the measured costs of a family's open subscriptions in one
+process, together, taken when each starts and given back when it ends (completed, its
+socket or stream closed), over graphql-transport-ws and graphql-sse alike; live queries
+are bounded on their own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import make_settings
+from tests.integration.test_live_features import Server, running
+from tests.integration.test_live_queries import _payload, connect, next_result
+
+# 84 each (20 items x their fields, below an event): one fits a budget of 100, two don't.
+PAGE = ("subscription($f: Int) { familyEvents { seq node { ... on GiftList { "
+        "items(first: $f) { edges { node { id status } } } } } } }")
+SMALL = "subscription { familyEvents { seq kind entityType } }"  # 4
+LIVE = "subscription { live { persons(first: 20) { edges { node { name relationship } } } } }"
+CREATE_LIST = "mutation { createList(input: {name: \"L\", kind: WISHLIST}) { id } }"
+
+
+@pytest.fixture
+async def srv(database_url: str) -> AsyncIterator[Server]:
+    async with running(make_settings(database_url,
+                                     max_subscription_cost_per_family=100)) as server:
+        yield server
+
+
+def held(srv: Server) -> dict[Any, int]:
+    return dict(srv.live.costs.held)
+
+
+async def until_held(srv: Server, expected: list[int], within: float = 5) -> None:
+    deadline = time.monotonic() + within
+    while sorted(held(srv).values()) != expected:
+        assert time.monotonic() < deadline, held(srv)
+        await asyncio.sleep(0.02)
+
+
+async def test_a_familys_subscriptions_are_bounded_together_and_given_back(
+        srv: Server) -> None:
+    token, _ = await srv.signup("cost@example.com")
+    other, _ = await srv.signup("other@example.com")
+    client = await connect(srv, token)
+    first = await client.subscribe(PAGE, {"f": 20})
+    await until_held(srv, [84])
+    # Another selection of the same family passes its budget: refused, with its cost.
+    second = await client.subscribe(PAGE, {"f": 19})
+    refused = await next_result(client, second)
+    assert refused["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+    assert refused["errors"][0]["extensions"]["limit"] == 100
+    assert refused["errors"][0]["extensions"]["cost"] > 16
+    assert await client.receive() == {"id": second, "type": "complete"}
+    assert held(srv) == {next(iter(held(srv))): 84}  # the refused one holds nothing
+    # What is left fits; a live query is not counted here (live_cost_per_family); another
+    # family has its own budget.
+    small = await client.subscribe(SMALL)
+    live = await client.subscribe(LIVE)
+    assert "data" in await next_result(client, live)
+    elsewhere = await connect(srv, other)
+    await elsewhere.subscribe(PAGE, {"f": 20})
+    await until_held(srv, [84, 88])
+    # The accepted ones deliver.
+    await srv.gql(CREATE_LIST, token=token)
+    got = {(await client.receive())["id"] for _ in range(2)}
+    assert got == {first, small}
+    # Completed: given back, and the family may start another.
+    await client.ws.send(json.dumps({"id": first, "type": "complete"}))
+    await until_held(srv, [4, 84])
+    again = await client.subscribe(PAGE, {"f": 20})
+    await until_held(srv, [84, 88])
+    await srv.gql(CREATE_LIST, token=token)
+    got = {(await client.receive())["id"] for _ in range(2)}
+    assert got == {again, small}
+    # A closed socket gives back all it held.
+    await client.ws.close()
+    await until_held(srv, [84])
+    await elsewhere.ws.close()
+    await until_held(srv, [])
+    metrics = (await srv.http.get("/metrics")).text
+    assert 'giftgraph_admission_refused_total{bound="subscription_cost_per_family"} 1.0' \
+        in metrics
+
+
+async def test_an_http_stream_holds_its_cost_while_it_runs(srv: Server) -> None:
+    token, _ = await srv.signup("sse@example.com")
+    client = await connect(srv, token)
+    await client.subscribe(PAGE, {"f": 20})
+    await until_held(srv, [84])
+    headers = {"Accept": "text/event-stream", "Content-Type": "application/json",
+               "Authorization": f"Bearer {token}"}
+    body = {"query": PAGE, "variables": {"f": 20}}
+    async with srv.http.stream("POST", "/graphql/stream", headers=headers, timeout=10,
+                               json=body) as r:
+        refused = await asyncio.wait_for(_payload(r.aiter_lines(), True), 10)
+    assert refused["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+    await client.ws.close()
+    await until_held(srv, [])
+    async with srv.http.stream("POST", "/graphql/stream", headers=headers, timeout=10,
+                               json=body) as r:
+        assert r.status_code == 200
+        await until_held(srv, [84])
+        lines = r.aiter_lines()
+        await srv.gql(CREATE_LIST, token=token)
+        event = await asyncio.wait_for(_payload(lines, True), 10)
+        assert event["data"]["familyEvents"]["node"]["items"]["edges"] == []
+    await until_held(srv, [])
