@@ -161,6 +161,52 @@ def _decode_with(secret: str, algorithm: str, token: str,
     return claims
 
 
+# A device token: OWASP's "device cookie". Issued with every AuthPayload, presented at
+# `login` (`deviceToken`): a login for the account it was issued to goes ahead of the
+# hashing queue from any network, as one from a network the account has signed in from
+# does (giftgraph.db.networks). Made of the user's id, the device's id, when it was issued
+# and the user's `token_epoch` (not carried: a new password or a deactivation ends every
+# device token), keyed by the JWT secret. It proves a past sign-in on that device, never
+# the password, which each login still checks.
+_DEVICE = b"giftgraph-device-v1"
+_DEVICE_SIZE = 16 + 12 + 8 + 16  # user id, device id, issued (seconds), MAC
+
+
+def create_device_token(settings: Settings, user: User, device: bytes | None = None) -> str:
+    """A device token of `user` for `device` (a new device's id when None)."""
+    device = device if device is not None else secrets.token_bytes(12)
+    body = user.id.bytes + device + int(time.time()).to_bytes(8, "big")
+    return base64.urlsafe_b64encode(body + _device_mac(settings, body, user.token_epoch)
+                                    ).decode().rstrip("=")
+
+
+def device_of(settings: Settings, token: str | None, user: User | None) -> bytes | None:
+    """The device id of a device token issued to `user` (at its current `token_epoch`,
+    within `refresh_token_ttl_seconds`), else None: forged, another user's, too old, or no
+    user."""
+    if not token or user is None or len(token) > 2 * _DEVICE_SIZE:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (ValueError, TypeError):
+        return None
+    if len(raw) != _DEVICE_SIZE:
+        return None
+    body, mac = raw[:-16], raw[-16:]
+    if not hmac.compare_digest(mac, _device_mac(settings, body, user.token_epoch)) \
+            or body[:16] != user.id.bytes:
+        return None
+    issued = int.from_bytes(body[28:36], "big")
+    if time.time() - issued > settings.refresh_token_ttl_seconds:
+        return None
+    return body[16:28]
+
+
+def _device_mac(settings: Settings, body: bytes, epoch: int) -> bytes:
+    message = _DEVICE + body + epoch.to_bytes(8, "big", signed=True)
+    return hmac.digest(settings.jwt_secret.encode(), message, "sha256")[:16]
+
+
 def create_access_token(settings: Settings, user: User, chain: uuid.UUID) -> str:
     """An access token of `user`, issued with the refresh chain `chain`."""
     return _encode(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -315,3 +316,68 @@ async def test_a_login_from_a_known_network_goes_ahead_of_a_flood(
         assert all(r.codes == ["UNAUTHENTICATED"] for r in results[2:])
         assert done[-2:] == ["elsewhere", "home again"]  # both waited behind the flood
         assert await refusals(elsewhere, "known_login_rate") == 1
+
+
+def device_id(token: str) -> bytes:
+    """The device a device token names (after the user's id: giftgraph.auth)."""
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))[16:28]
+
+
+DEVICE_LOGIN = """mutation($email: String!, $password: String!, $d: String) {
+  login(email: $email, password: $password, deviceToken: $d) { accessToken deviceToken } }"""
+
+
+async def test_a_login_with_its_device_token_goes_ahead_of_a_flood_from_any_network(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The account's login from a network it never used, with the device token of its
+    earlier login, is checked next, ahead of twenty addresses' wrong passwords; the same
+    email and password with another account's device token waits behind them."""
+    gate = threading.Event()
+    verify = auth._verify
+
+    def held_verify(*args: Any) -> bool:  # each check 0.1 s, once the gate opens
+        assert gate.wait(30), "never released"
+        time.sleep(0.1)
+        return verify(*args)
+
+    async with serving(database_url, max_concurrent_hashes=1, hash_wait_seconds=30) as app, \
+            client(app, "192.0.2.77") as home, client(app, "192.0.2.88") as elsewhere:
+        account = await sign_up(GQL(home))
+        mallory = await sign_up(GQL(elsewhere))
+        mine = {"email": account.email, "password": account.password}
+        device = (await GQL(home)(DEVICE_LOGIN, mine)).data["login"]["deviceToken"]
+        theirs = (await GQL(elsewhere)(DEVICE_LOGIN, {
+            "email": mallory.email, "password": mallory.password}
+        )).data["login"]["deviceToken"]
+        monkeypatch.setattr(auth, "_verify", held_verify)
+        hashing = app.state.giftgraph.throttle.hashing
+        others, known = hashing.slots.waiting[1], hashing.slots.waiting[0]
+        done: list[str] = []
+
+        async def login(name: str, ip: str, variables: dict[str, Any]) -> Any:
+            async with client(app, ip) as http:
+                answer = await GQL(http)(DEVICE_LOGIN, variables)
+            done.append(name)
+            return answer
+
+        async def queued(lane: Any, count: int) -> None:
+            while len(lane) < count:  # noqa: ASYNC110 - the waiters' queue has no event
+                await asyncio.sleep(0.01)
+
+        flood = [asyncio.create_task(login(f"flood{n}", f"203.0.113.{n}", {
+            "email": f"x{n}@example.com", "password": "wrong"})) for n in range(1, 21)]
+        await queued(others, 19)  # one holds the thread, 19 wait
+        forged = asyncio.create_task(login("forged", "198.51.100.10", {**mine, "d": theirs}))
+        await queued(others, 20)
+        travelling = asyncio.create_task(login("travelling", "198.51.100.9",
+                                               {**mine, "d": device}))
+        await queued(known, 1)
+        gate.set()
+        answer = await travelling
+        assert answer.errors == []
+        assert len(done) <= 2  # ~0.2 s in: the flood's first and the account's own
+        assert device_id(answer.data["login"]["deviceToken"]) == device_id(device)
+        results = await asyncio.gather(forged, *flood)
+        assert results[0].errors == []  # its password is right: it only waited
+        assert all(r.codes == ["UNAUTHENTICATED"] for r in results[1:])
+        assert done[-1] == "forged"

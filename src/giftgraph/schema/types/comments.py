@@ -58,3 +58,8 @@ class AuthPayload:
                     "Single-use: presenting a used one again revokes the whole session.")
     expires_in: int = strawberry.field(description="Seconds until the access token expires.")
     user: User = strawberry.field(description="The logged-in member.")
+    device_token: str = strawberry.field(
+        description="This device's token: keep it (it outlives logout) and send it as login's "
+                    "`deviceToken`, and the login goes ahead of a flood of others' login "
+                    "attempts from any network. Good for as long as a refresh token, until "
+                    "the member's password changes; it never replaces the password.")

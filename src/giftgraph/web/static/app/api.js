@@ -50,11 +50,17 @@ export async function post(query, variables = {}, auth = true, accept = 'applica
 let sessionEnded = () => {};
 export function onSessionEnded(fn) { sessionEnded = fn; }
 
-export function saveTokens(p) {
+export function saveTokens(p, email) {
+  if (email && p.deviceToken) store.setItem(deviceKey(email), p.deviceToken);
   store.setItem('gg.access', p.accessToken);
   store.setItem('gg.refresh', p.refreshToken);
   store.setItem('gg.expires', String(Date.now() + (p.expiresIn - 30) * 1000));
 }
+
+// This device's token for a member (kept after logout, one per email): sent at login, it
+// lets the login go ahead of a flood of others' attempts from any network.
+const deviceKey = (email) => `gg.device:${email.trim().toLowerCase()}`;
+export const deviceToken = (email) => store.getItem(deviceKey(email));
 
 export const loggedIn = () => Boolean(store.getItem('gg.refresh'));
 

@@ -3,7 +3,7 @@
 // `dashboard` subscription (the overview), `familyEvents` (activity; every change
 // refreshes the open view), resumed with `since` after a drop so nothing is missed, and a
 // live query of the family and its members (names, currency, who can be assigned).
-import { post, saveTokens, clearTokens, loggedIn, connect, onSessionEnded, ApiError } from './api.js';
+import { post, saveTokens, clearTokens, deviceToken, loggedIn, connect, onSessionEnded, ApiError } from './api.js';
 import { $, h, activityLine, ago, noteEvents, noteItem, oneLinePerChange, removalOf, sameAddition, setCurrency,
   showErrors } from './ui.js';
 import { VIEWS } from './views.js';
@@ -306,12 +306,13 @@ loginForm.addEventListener('submit', async (ev) => {
       const input = { email: v.email, password: v.password, familyName: v.familyName, displayName: v.displayName };
       if (!currencyField.hidden && v.currency) input.currency = v.currency.toUpperCase();
       payload = (await post(`mutation($i: SignUpInput!) { signUp(input: $i)
-        { accessToken refreshToken expiresIn } }`, { i: input }, false)).signUp;
+        { accessToken refreshToken expiresIn deviceToken } }`, { i: input }, false)).signUp;
     } else {
-      payload = (await post(`mutation($e: String!, $p: String!) { login(email: $e, password: $p)
-        { accessToken refreshToken expiresIn } }`, { e: v.email, p: v.password }, false)).login;
+      payload = (await post(`mutation($e: String!, $p: String!, $d: String) {
+        login(email: $e, password: $p, deviceToken: $d) { accessToken refreshToken expiresIn deviceToken } }`,
+      { e: v.email, p: v.password, d: deviceToken(v.email) }, false)).login;
     }
-    saveTokens(payload);
+    saveTokens(payload, v.email);
     loginForm.reset();
     await start();
   } catch (err) {
