@@ -363,11 +363,14 @@ async def test_a_sockets_queries_wait_for_their_callers_turn_and_payment(
     assert codes == ["RATE_LIMITED"] * (6 - len(ran))
 
 
+@pytest.mark.parametrize("failing", [False, True])
 async def test_a_familys_renders_for_its_subscribers_are_charged_to_it(
-        metered: tuple[str, str, str]) -> None:
+        metered: tuple[str, str, str], failing: bool) -> None:
     """An event rendered for a family's subscription (~4,000 values: eight pages of its
     list's 100 items) is charged to the family as its own answers are: its next request
-    waits. The mutation pace alone had let one family's renders take a core."""
+    waits. The mutation pace alone had let one family's renders take a core. A render
+    whose error nulled all it built (`failing`: each item's list has a bad cursor) is
+    charged its selection's measured cost: 5 such selections took 51-91% of a core."""
     base, token, other = metered
     created = gql(base, token, 'mutation { createList(input: {name: "L", kind: IDEAS}) '
                                "{ id } }")
@@ -379,7 +382,8 @@ async def test_a_familys_renders_for_its_subscribers_are_charged_to_it(
                         "{ id }" for i, g in enumerate(ids[start:start + 10]))
         assert "errors" not in gql(base, token, f"mutation {{ {adds} }}")
     await asyncio.sleep(3)  # answers paid for
-    pages = " ".join(f"p{i}: items(first: 100) {{ edges {{ node {{ id status quantity }} }} }}"
+    bad = ' list { items(after: "garbage") { totalCount } }' if failing else ""
+    pages = " ".join(f"p{i}: items(first: 100) {{ edges {{ node {{ id status quantity{bad} }} }} }}"
                      for i in range(8))
     selection = ("subscription { familyEvents { seq node { ... on GiftList { "
                  + pages + " } } } }")
@@ -397,7 +401,12 @@ async def test_a_familys_renders_for_its_subscribers_are_charged_to_it(
         assert "errors" not in changed, changed
         event = json.loads(await asyncio.wait_for(ws.recv(), 30))
         assert event["type"] == "next", event
-        assert len(event["payload"]["data"]["familyEvents"]["node"]["p7"]["edges"]) == 100
+        node = event["payload"]["data"]["familyEvents"]["node"]
+        if failing:
+            assert node is None, str(event)[:300]
+            assert event["payload"]["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+        else:
+            assert len(node["p7"]["edges"]) == 100
         before = await asyncio.to_thread(refused, base, "answer_values")
         waited = await asyncio.to_thread(gql, base, token, "{ me { id } }")
     assert waited["errors"][0]["extensions"]["code"] == "RATE_LIMITED", waited  # type: ignore[index]

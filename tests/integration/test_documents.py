@@ -10,10 +10,24 @@ from typing import Any
 
 import httpx
 import pytest
-from graphql import get_introspection_query, parse
+from graphql import (
+    GraphQLList,
+    GraphQLNonNull,
+    get_introspection_query,
+    get_named_type,
+    is_leaf_type,
+    parse,
+)
 
 from giftgraph import validation
-from giftgraph.admission.documents import LONG_TEXT, Measured, measure, over_limit
+from giftgraph.admission.documents import (
+    FIXED_LISTS,
+    LONG_TEXT,
+    UNBOUNDED_LISTS,
+    Measured,
+    measure,
+    over_limit,
+)
 from giftgraph.app import create_app
 from giftgraph.schema.schema import build_schema
 from tests.conftest import GQL, Account, make_settings, sign_up
@@ -71,6 +85,40 @@ def test_a_free_text_field_costs_the_names_its_longest_value_holds() -> None:
                 name = next(n for n in gql_field if n == field or n == _camel(field))
                 expected[(gql_type, name)] = longest // 200
     assert expected == LONG_TEXT
+
+
+def test_a_list_costs_the_most_entries_it_may_hold() -> None:
+    """`FIXED_LISTS`: the dashboard's lists as many times as their resolvers' limits, a family's
+    persons or members (unbounded) as the largest page; every list field of an object type
+    in the schema is in one table or holds leaves only (then counted once)."""
+    from giftgraph.resolvers import queries
+
+    assert FIXED_LISTS == {("Dashboard", "nextOccasions"): queries.NEXT_OCCASIONS,
+                     ("Dashboard", "recentIdeas"): queries.RECENT_IDEAS,
+                     ("Dashboard", "activity"): queries.RECENT_ACTIVITY}
+    schema = build_schema()._schema
+    for type_name, gql_type in schema.type_map.items():
+        for name, field in getattr(gql_type, "fields", {}).items():
+            inner = field.type
+            while isinstance(inner, GraphQLNonNull):
+                inner = inner.of_type
+            if not isinstance(inner, GraphQLList) or type_name.startswith("__") \
+                    or type_name.endswith("Connection"):  # edges: priced by its page
+                continue
+            key, named = (type_name, name), get_named_type(inner)
+            leaves = is_leaf_type(named) or all(  # Money: an amount and a currency
+                is_leaf_type(get_named_type(f.type)) for f in named.fields.values())
+            assert leaves or key in FIXED_LISTS or key in UNBOUNDED_LISTS, key
+    once = measure(schema, parse("{ dashboard { activity { node { id } } } }"),
+                   None, {}, 20, 100)
+    assert once.worst.cost == 1 + 1 + 20 * (1 + 1)  # dashboard, activity, 20 x (node, id)
+    nested = measure(schema, parse(
+        "subscription { dashboard { activity { node { ... on GiftList { items(first: 100) "
+        "{ edges { node { notes } } } } } } } }"), None, {}, 20, 100)
+    assert nested.worst.cost > 50_000  # max_query_cost: refused before it runs
+    people = measure(schema, parse("{ dashboard { people { person { name } } } }"),
+                     None, {}, 20, 100)
+    assert people.worst.cost == 1 + 1 + 100 * (1 + 1)
 
 
 def _camel(name: str) -> str:

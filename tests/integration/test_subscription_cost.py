@@ -17,10 +17,11 @@ from tests.conftest import make_settings
 from tests.integration.test_live_features import Server, running
 from tests.integration.test_live_queries import _payload, connect, next_result
 
-# 84 each (20 items x their fields, below an event): one fits a budget of 100, two don't.
+# 84 + 50 each (20 items x their fields below an event, and a subscription's own 50): one
+# fits a budget of 200, two don't.
 PAGE = ("subscription($f: Int) { familyEvents { seq node { ... on GiftList { "
         "items(first: $f) { edges { node { id status } } } } } } }")
-SMALL = "subscription { familyEvents { seq kind entityType } }"  # 4
+SMALL = "subscription { familyEvents { seq kind entityType } }"  # 4 + 50
 LIVE = "subscription { live { persons(first: 20) { edges { node { name relationship } } } } }"
 CREATE_LIST = "mutation { createList(input: {name: \"L\", kind: WISHLIST}) { id } }"
 
@@ -28,7 +29,7 @@ CREATE_LIST = "mutation { createList(input: {name: \"L\", kind: WISHLIST}) { id 
 @pytest.fixture
 async def srv(database_url: str) -> AsyncIterator[Server]:
     async with running(make_settings(database_url,
-                                     max_subscription_cost_per_family=100)) as server:
+                                     max_subscription_cost_per_family=200)) as server:
         yield server
 
 
@@ -49,15 +50,15 @@ async def test_a_familys_subscriptions_are_bounded_together_and_given_back(
     other, _ = await srv.signup("other@example.com")
     client = await connect(srv, token)
     first = await client.subscribe(PAGE, {"f": 20})
-    await until_held(srv, [84])
+    await until_held(srv, [134])
     # Another selection of the same family passes its budget: refused, with its cost.
     second = await client.subscribe(PAGE, {"f": 19})
     refused = await next_result(client, second)
     assert refused["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
-    assert refused["errors"][0]["extensions"]["limit"] == 100
-    assert refused["errors"][0]["extensions"]["cost"] > 16
+    assert refused["errors"][0]["extensions"]["limit"] == 200
+    assert refused["errors"][0]["extensions"]["cost"] == 80 + 50  # 19 items
     assert await client.receive() == {"id": second, "type": "complete"}
-    assert held(srv) == {next(iter(held(srv))): 84}  # the refused one holds nothing
+    assert held(srv) == {next(iter(held(srv))): 134}  # the refused one holds nothing
     # What is left fits; a live query is not counted here (live_cost_per_family); another
     # family has its own budget.
     small = await client.subscribe(SMALL)
@@ -65,22 +66,22 @@ async def test_a_familys_subscriptions_are_bounded_together_and_given_back(
     assert "data" in await next_result(client, live)
     elsewhere = await connect(srv, other)
     await elsewhere.subscribe(PAGE, {"f": 20})
-    await until_held(srv, [84, 88])
+    await until_held(srv, [134, 188])
     # The accepted ones deliver.
     await srv.gql(CREATE_LIST, token=token)
     got = {(await client.receive())["id"] for _ in range(2)}
     assert got == {first, small}
     # Completed: given back, and the family may start another.
     await client.ws.send(json.dumps({"id": first, "type": "complete"}))
-    await until_held(srv, [4, 84])
+    await until_held(srv, [54, 134])
     again = await client.subscribe(PAGE, {"f": 20})
-    await until_held(srv, [84, 88])
+    await until_held(srv, [134, 188])
     await srv.gql(CREATE_LIST, token=token)
     got = {(await client.receive())["id"] for _ in range(2)}
     assert got == {again, small}
     # A closed socket gives back all it held.
     await client.ws.close()
-    await until_held(srv, [84])
+    await until_held(srv, [134])
     await elsewhere.ws.close()
     await until_held(srv, [])
     metrics = (await srv.http.get("/metrics")).text
@@ -92,7 +93,7 @@ async def test_an_http_stream_holds_its_cost_while_it_runs(srv: Server) -> None:
     token, _ = await srv.signup("sse@example.com")
     client = await connect(srv, token)
     await client.subscribe(PAGE, {"f": 20})
-    await until_held(srv, [84])
+    await until_held(srv, [134])
     headers = {"Accept": "text/event-stream", "Content-Type": "application/json",
                "Authorization": f"Bearer {token}"}
     body = {"query": PAGE, "variables": {"f": 20}}
@@ -105,7 +106,7 @@ async def test_an_http_stream_holds_its_cost_while_it_runs(srv: Server) -> None:
     async with srv.http.stream("POST", "/graphql/stream", headers=headers, timeout=10,
                                json=body) as r:
         assert r.status_code == 200
-        await until_held(srv, [84])
+        await until_held(srv, [134])
         lines = r.aiter_lines()
         await srv.gql(CREATE_LIST, token=token)
         event = await asyncio.wait_for(_payload(lines, True), 10)

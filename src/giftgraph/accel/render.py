@@ -100,8 +100,9 @@ class SharedSelection:
     def __init__(self, owner: SharedRenderer, executor: Executor[Any], family_id: uuid.UUID,
                  format_error: Callable[[GraphQLError, str], GraphQLError],
                  to_root: Callable[[m.Event], Any],
-                 extensions: dict[str, Any] | None = None) -> None:
+                 extensions: dict[str, Any] | None = None, cost: int = 0) -> None:
         self.owner = owner
+        self.cost = cost  # the selection's measured cost (admission.documents)
         self.executor = executor
         self.family_id = family_id
         self.format_error = format_error
@@ -169,25 +170,36 @@ class SharedSelection:
             # What the family's subscribers had built for them: a family's 200 selections
             # of 4 pages each, re-rendered for each of its mutations, took a core through
             # the mutation pace alone (adversary, 2026-11-27). Its next request waits.
-            charge(f"family:{self.family_id}", len(rendered), measured(payload, sys.maxsize)[1])
+            # A render with errors may have built far more than it kept (an error nulls
+            # its parents up to the event's field): it pays at least its selection's
+            # measured cost, as an answer with errors does (admission.checks
+            # `_charge_discarded`). Without it, 5 selections that failed below 100 items
+            # each took 51-91% of a core (adversary, 2026-11-27).
+            values = measured(payload, sys.maxsize)[1]
+            if result.errors:  # type: ignore[union-attr]
+                values = max(values, self.cost)
+            charge(f"family:{self.family_id}", len(rendered), values)
         if key in self.results:  # still kept (not dropped while it was rendering)
             self.made[key] = rendered
         return rendered
 
 
-def _extensions(context: Any, schema: GraphQLSchema, document: DocumentNode,
-                name: str | None, variables: dict[str, Any]) -> dict[str, Any] | None:
+def _measured(context: Any, schema: GraphQLSchema, document: DocumentNode,
+              name: str | None, variables: dict[str, Any]) -> tuple[dict[str, Any] | None, int]:
     """What the operation's extensions add to each result that depends on the selection
     alone: `pageSizeCapped` (admission.checks.DocumentBounds), where a page asked for more
-    than the maximum."""
+    than the maximum; and the selection's measured cost (what a render with errors is
+    charged: `SharedSelection._render`)."""
     settings = getattr(context, "settings", None)
     if settings is None:
-        return None
-    capped = measure(schema, document, name, variables,
-                     settings.default_page_size, settings.max_page_size).capped
-    if not capped:
-        return None
-    return {"pageSizeCapped": {"maximum": settings.max_page_size, "fields": sorted(capped)}}
+        return None, 0
+    found = measure(schema, document, name, variables,
+                    settings.default_page_size, settings.max_page_size)
+    cost = (found.running or found.worst).cost
+    if not found.capped:
+        return None, cost
+    return {"pageSizeCapped": {"maximum": settings.max_page_size,
+                               "fields": sorted(found.capped)}}, cost
 
 
 class SharedRenderer:
@@ -246,9 +258,9 @@ class SharedRenderer:
         )
         if isinstance(built, list):  # variables did not coerce: let Strawberry answer
             return None
+        extensions, cost = _measured(info.context, raw_info.schema, document, name, raw)
         plan = self.held[key] = SharedSelection(self, built, family_id, format_error, to_root,
-                                                _extensions(info.context, raw_info.schema,
-                                                            document, name, raw))
+                                                extensions, cost)
         self._keep(key, plan)
         return plan
 

@@ -12,7 +12,7 @@ import time
 from array import array
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -451,6 +451,7 @@ class DocumentBounds(SchemaExtension):
     def __init__(self) -> None:
         super().__init__()
         self.found: Found | None = None
+        self.subscribed = False  # a subscription that passed on_execute
 
     async def on_validate(self) -> AsyncIterator[None]:
         ec = self.execution_context
@@ -545,6 +546,7 @@ class DocumentBounds(SchemaExtension):
             return
         if ec.operation_type.value == "subscription":
             self._hold_subscription_cost()  # RATE_LIMITED past the family's
+            self.subscribed = True
             yield
             return
         turn = getattr(ctx, "operation_turn", None)
@@ -597,14 +599,22 @@ class DocumentBounds(SchemaExtension):
             return
         task.add_done_callback(hold.release)
 
-    def _charge_discarded(self) -> None:
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        """Each event of a subscription that started (its results on the plain path: the
+        fast paths' shared renders are charged by `accel.render`) is charged as an
+        executed answer is: with errors, its measured cost too."""
+        if self.subscribed:
+            self._charge_discarded(result)
+        yield
+
+    def _charge_discarded(self, result: Any = None) -> None:
         """An executed result with errors may have built far more than it kept: a non-null
         field's error nulls its parents up to the root, and every value below them, built
         (twice, when the lean executor declined), is gone from the answer whose values
         `answer_values` counts. Such a result is charged its operation's measured cost
         too, which is at least what it could build (`documents`)."""
         ec = self.execution_context
-        result = ec.result
+        result = ec.result if result is None else result
         charge = getattr(ec.context, "charge_answer", None)
         if charge is None or self.found is None or not getattr(result, "errors", None):
             return

@@ -18,7 +18,9 @@ document at most once.
   field or a URL as many names as its longest value holds (`LONG_TEXT`: 10-25), and a
   connection's subtree counts once per node it may return: its `first`/`last` (a variable
   priced by its value, anything but an integer or null at the largest page) or the
-  default page size. Introspection (`__schema`, `__type`) counts its fields but no pages;
+  default page size; a list that is not a connection as the most entries it may hold
+  (`FIXED_LISTS`; the largest page where nothing else bounds it). Introspection
+  (`__schema`, `__type`) counts its fields but no pages;
 - depth: levels of selection sets, fragments expanded; not counted below `__schema` and
   `__type` (GraphiQL's type references are nested that deep; graphql-core's
   MaxIntrospectionDepthRule bounds the nesting of introspection's lists);
@@ -75,6 +77,17 @@ META = frozenset(("__schema", "__type"))
 LONG_TEXT = {("Gift", "description"): 25, ("Occasion", "description"): 25,
              ("Person", "notes"): 25, ("ListItem", "notes"): 25, ("Comment", "body"): 10,
              ("Gift", "url"): 10, ("Gift", "imageUrl"): 10}
+# Lists that are not connections, each priced as the most entries it may hold: the
+# dashboard's lists (resolvers/queries.py: NEXT_OCCASIONS, RECENT_IDEAS, RECENT_ACTIVITY)
+# and, for a family's persons or members (no bound of their own), the largest page. (A
+# family's currencies, `spentByCurrency`, are leaves: counted once.) Counted once,
+# `dashboard { activity { node { ... items(first: 100) } } }` cost 7,404 and rendered
+# 20 x 100 items, 2.25 MB a snapshot (adversary, 2026-11-27).
+# tests/integration/test_documents.py checks the dashboard's against the resolvers.
+FIXED_LISTS = {("Dashboard", "nextOccasions"): 5, ("Dashboard", "recentIdeas"): 10,
+               ("Dashboard", "activity"): 20}
+UNBOUNDED_LISTS = frozenset({("Dashboard", "people"), ("OccasionSummary", "people"),
+                             ("Presence", "viewers")})
 # What comparing two fragments costs graphql-core beyond their selections, in selections;
 # how many pairs of leaves without arguments compare in the time of one selection.
 PAIR = 8
@@ -251,6 +264,9 @@ class Walker:
         pages = 1
         if child is not None and child.name.endswith("Connection") and not meta:
             pages = max(1, self._page_size(node))
+        elif frame.parent is not None and not meta:
+            key = (frame.parent.name, name)
+            pages = self.max_page if key in UNBOUNDED_LISTS else FIXED_LISTS.get(key, 1)
         return _Frame(node.selection_set.selections, child, pages=pages, meta=meta,
                       response=response)
 

@@ -364,6 +364,12 @@ class OpenOperations:
             self.open.pop(user_id, None)
 
 
+# What a subscription costs beyond its selection's measured cost: a delivery of each of its
+# family's events, however little it selects (`familyEvents { seq }` costs 2: 25,000 of
+# them fit in a family's budget, each a delivery of every event, with enough members).
+SUBSCRIPTION_COST = 50
+
+
 class SubscriptionCosts:
     """The measured costs of each family's open subscriptions in this process, together
     (`subscription_cost_per_family`). Each event of a family is rendered once for each of
@@ -380,9 +386,10 @@ class SubscriptionCosts:
         self.limit = limit
         self.held: dict[uuid.UUID, int] = {}
 
-    def hold(self, family_id: uuid.UUID, cost: int) -> CostHold:
-        """Take `cost` for one subscription of the family, or raise RATE_LIMITED when the
-        family's would pass the limit."""
+    def hold(self, family_id: uuid.UUID, selection: int) -> CostHold:
+        """Take a subscription's cost (its selection's measured cost and SUBSCRIPTION_COST)
+        in its family's, or raise RATE_LIMITED when the family's would pass the limit."""
+        cost = selection + SUBSCRIPTION_COST
         held = self.held.get(family_id, 0)
         if held + cost > self.limit:
             raise AppError(f"Your family's subscriptions would together cost more than "
