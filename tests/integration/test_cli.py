@@ -203,7 +203,7 @@ def test_serve_says_where_its_data_lives_and_its_addresses(database_url: str) ->
     at = host.host or host.query["host"]
     assert lines[1] == (f"database: PostgreSQL at {at}{port_shown}, database "
                         f"{host.database} (GIFTGRAPH_DATABASE_URL)")
-    assert lines[2:] == [f"dashboard: http://127.0.0.1:{port}/",
+    assert lines[2:] == [f"app:       http://127.0.0.1:{port}/",
                          f"GraphiQL:  http://127.0.0.1:{port}/graphql"]
     assert "pa55word" not in "\n".join(lines) + err
     assert "XDG_RUNTIME_DIR" not in err

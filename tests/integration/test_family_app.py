@@ -322,8 +322,21 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await expect(page.locator("#status")).to_be_hidden()  # no red "offline" at the login
     for field in ("#email", "#password", "#family-name", "#display-name"):
         await expect(page.locator(field)).to_have_value("")
-    assert await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('gg.'))") == []
+    # ...but this device's token for the member (AuthPayload.deviceToken), which lets her
+    # next login go ahead of a flood of others' attempts from any network.
+    kept = await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('gg.'))")
+    assert kept == ["gg.device:ann@smiths.example"]
     assert await page.locator("#page").inner_html() == ""
+    device = await page.evaluate("localStorage.getItem('gg.device:ann@smiths.example')")
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.post_data or "")
+            if r.url.endswith("/graphql") else None)
+    await page.get_by_label("Email").fill("Ann@Smiths.example")  # any case: the same device
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Log in", exact=True).click()
+    await expect(page.locator("#status")).to_have_text("live", timeout=10_000)
+    logins = [orjson.loads(body) for body in sent if "login(" in body]
+    assert [body["variables"]["d"] for body in logins] == [device]
     assert errors == []
     assert outside == []  # works offline: nothing from a CDN
 
@@ -470,17 +483,21 @@ async def test_a_rate_limited_login_says_when_to_retry(database_url: str, browse
 
 async def test_a_field_error_goes_once_the_field_is_edited(
         service: Service, browser: Any) -> None:
-    """Submitted empty, each required field says so; typing in one clears its own message
-    (and aria-invalid) and leaves the others'. The sign-up form and an app form alike."""
+    """Submitted empty, each required field says so, a short password too, all at once
+    (not one per submit); typing in one clears its own message (and aria-invalid) and
+    leaves the others'. The sign-up form and an app form alike."""
     from playwright.async_api import expect
 
     base = service.base
     page = await browser.new_page(viewport=PHONE)
     await page.goto(base + "/")
     await page.get_by_role("button", name="Sign up").click()
+    await page.get_by_label("Password").fill("short")
     await page.get_by_role("button", name="Sign up").click()  # the form's submit now
     family, email = page.get_by_label("Family name"), page.get_by_label("Email")
     await expect(page.locator("#family-name-err")).to_have_text("Family name is required")
+    await expect(page.locator("#password-err")).to_have_text(
+        "Password needs at least 8 characters")
     await family.fill("The Edits")
     await expect(page.locator("#family-name-err")).to_have_text("")
     assert await family.get_attribute("aria-invalid") is None

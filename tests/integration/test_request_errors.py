@@ -61,8 +61,10 @@ async def test_subscription_over_http_is_a_request_error(
     body = r.json()
     assert "data" not in body
     error = body["errors"][0]
-    assert error["message"] == ("Subscriptions are served over WebSocket (graphql-transport-ws)"
-                                " at /graphql")
+    assert error["message"] == (
+        "Subscriptions are served over WebSocket (graphql-transport-ws) at /graphql, as "
+        'multipart HTTP there (Accept: multipart/mixed;subscriptionSpec="1.0") and as '
+        "graphql-sse at /graphql/stream")
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert error["extensions"]["traceId"]
     metrics = (await http.get("/metrics")).text

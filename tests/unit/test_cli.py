@@ -250,12 +250,12 @@ def test_an_external_database_is_named_without_its_credentials() -> None:
 def test_serve_names_the_dashboard_and_graphiql() -> None:
     s = settings(database_url="postgresql://db/gifts")
     assert startup_lines(s, "127.0.0.1", 8000)[2:] == [
-        "dashboard: http://127.0.0.1:8000/", "GraphiQL:  http://127.0.0.1:8000/graphql"]
+        "app:       http://127.0.0.1:8000/", "GraphiQL:  http://127.0.0.1:8000/graphql"]
     lines = startup_lines(s, "0.0.0.0", 9000)  # noqa: S104 - not bound, only shown
-    assert lines[2:4] == ["dashboard: http://localhost:9000/",
+    assert lines[2:4] == ["app:       http://localhost:9000/",
                           "GraphiQL:  http://localhost:9000/graphql"]
     assert lines[4] == "listening on every interface (0.0.0.0), port 9000"
-    assert startup_lines(s, "::1", 80)[2] == "dashboard: http://[::1]:80/"
+    assert startup_lines(s, "::1", 80)[2] == "app:       http://[::1]:80/"
 
 
 def test_importing_pgserver_says_nothing_about_xdg_runtime_dir(tmp_path: Path) -> None:

@@ -55,6 +55,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         backlog=settings.listen_backlog,
     )
     try:
+        if not _alone_on_its_data(settings, workers):
+            return 2
         if settings.database_url and not schema_at_head(settings.database_url, "serve"):
             return 2
         if workers > 1:
@@ -74,6 +76,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return run(config, listening)
     finally:
         listening.close()
+
+
+_HELD: list[object] = []  # the data directory's lock, held until the process exits
+
+
+def _alone_on_its_data(settings: Settings, workers: int) -> bool:
+    """With the embedded database and live events in the process (`memory://`), this is
+    the only `serve` of its data directory (giftgraph.cli.datalock): a second one would
+    share the data but not the live events. False (said) when another one runs."""
+    from giftgraph.cli import datalock
+
+    if settings.database_url or workers > 1 \
+            or urlsplit(settings.broadcast_url).scheme != "memory":
+        return True
+    try:
+        _HELD.append(datalock.hold(settings.data_dir))
+    except datalock.DataInUse as busy:
+        who = f" (pid {busy.pid})" if busy.pid else ""
+        print(f"giftgraph serve: another giftgraph serve{who} is using "
+              f"{settings.data_dir.resolve()}; a second one would share its data but not its "
+              "live events (they stay in each process). Use the running one (another port: "
+              "stop it and start it with --port), or run both with "
+              "GIFTGRAPH_BROADCAST_URL=postgres://", file=sys.stderr)
+        return False
+    return True
 
 
 def listen(host: str, port: int, backlog: int) -> socket.socket:
@@ -131,7 +158,7 @@ def _share_between_workers(settings: Settings, workers: int) -> None:
 
 def startup_lines(settings: Settings, host: str, port: int) -> list[str]:
     """What `serve` says before uvicorn starts: its version, where the data lives, and the
-    addresses of the dashboard and of GraphiQL."""
+    addresses of the family app and of GraphiQL."""
     from giftgraph import __version__
 
     shown = host
@@ -141,7 +168,7 @@ def startup_lines(settings: Settings, host: str, port: int) -> list[str]:
         shown = f"[{host}]"
     base = f"http://{shown}:{port}"
     lines = [f"GiftGraph {__version__}", where_data_lives(settings),
-             f"dashboard: {base}/", f"GraphiQL:  {base}/graphql"]
+             f"app:       {base}/", f"GraphiQL:  {base}/graphql"]
     if shown != host:
         lines.append(f"listening on every interface ({host or '::'}), port {port}")
     return lines

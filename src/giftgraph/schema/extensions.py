@@ -398,7 +398,8 @@ def requested_operation(ec: Any) -> str | None:
 
 MANY_OPERATIONS = "Must provide operation name if query contains multiple operations."
 SUBSCRIPTIONS_OVER_HTTP = ("Subscriptions are served over WebSocket (graphql-transport-ws)"
-                           " at /graphql")
+                           " at /graphql, as multipart HTTP there (Accept: multipart/mixed;"
+                           "subscriptionSpec=\"1.0\") and as graphql-sse at /graphql/stream")
 
 
 class ChooseOperation(SchemaExtension):

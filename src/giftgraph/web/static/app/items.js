@@ -119,7 +119,11 @@ function oneList(app, id) {
     const row = rows.get(e.node.targetId);
     if (row && row.comments.open) row.comments.load();
   }
-  return { el: h('div', {}, h('p.crumbs', {}, h('a', { href: '#/lists', text: 'Lists' })), head, about,
+  const jump = h('button.link.jump', { type: 'button', onclick: () => {
+    add.scrollIntoView({ block: 'start' });
+    add.querySelector('input').focus({ preventScroll: true });
+  } }, 'Add a gift');
+  return { el: h('div', {}, h('p.crumbs', {}, h('a', { href: '#/lists', text: 'Lists' })), head, about, jump,
     h('div.split', {}, section('Gifts', items), h('div.stack', {}, add, h('div.card', {}, editList.button, editList.panel)))), refresh, onEvent };
 }
 

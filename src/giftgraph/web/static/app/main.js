@@ -284,19 +284,18 @@ loginForm.addEventListener('submit', async (ev) => {
   const v = Object.fromEntries(Object.entries(authInputs).map(([k, el]) => [k, el.value.trim()]));
   v.password = authInputs.password.value;
   const need = signingUp() ? ['familyName', 'displayName', 'email', 'password'] : ['email', 'password'];
-  const missing = need.filter((k) => !v[k]);
-  if (missing.length) {
-    for (const k of missing) {
-      authErrors[k].textContent = `${document.querySelector(`label[for="${AUTH_FIELDS[k]}"]`).textContent} is required`;
+  // Every field's problem at once (not one per submit); the password's length too: the
+  // hint says so, no round trip to hear it.
+  const problems = need.filter((k) => !v[k]).map((k) =>
+    [k, `${document.querySelector(`label[for="${AUTH_FIELDS[k]}"]`).textContent} is required`]);
+  if (signingUp() && v.password && v.password.length < 8) problems.push(['password', 'Password needs at least 8 characters']);
+  if (problems.length) {
+    for (const [k, text] of problems) {
+      authErrors[k].textContent = text;
       authInputs[k].setAttribute('aria-invalid', 'true');
     }
-    authInputs[missing[0]].focus();
-    return;
-  }
-  if (signingUp() && v.password.length < 8) { // the hint says so; no round trip to hear it
-    authErrors.password.textContent = 'Password needs at least 8 characters';
-    authInputs.password.setAttribute('aria-invalid', 'true');
-    authInputs.password.focus();
+    const first = need.find((k) => problems.some(([p]) => p === k));
+    authInputs[first].focus();
     return;
   }
   loginButton.disabled = true;
