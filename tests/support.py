@@ -58,6 +58,7 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
         "GIFTGRAPH_SOCKET_CONNECT_IP_RATE": "100000/minute",
         # Tests open many subscriptions as one user; the admission tests set their own.
         "GIFTGRAPH_MAX_SUBSCRIPTIONS_PER_USER": "1000000",
+        "GIFTGRAPH_MAX_SUBSCRIPTION_COST_PER_FAMILY": "1000000000",  # 1,000 of one family
         **extra,
     }
 

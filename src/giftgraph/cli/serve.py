@@ -85,14 +85,14 @@ def _alone_on_its_data(settings: Settings, workers: int) -> bool:
     """With the embedded database and live events in the process (`memory://`), this is
     the only `serve` of its data directory (giftgraph.cli.datalock): a second one would
     share the data but not the live events. False (said) when another one runs."""
-    from giftgraph.cli import datalock
+    from giftgraph.cli.datalock import DataInUse, hold
 
     if settings.database_url or workers > 1 \
             or urlsplit(settings.broadcast_url).scheme != "memory":
         return True
     try:
-        _HELD.append(datalock.hold(settings.data_dir))
-    except datalock.DataInUse as busy:
+        _HELD.append(hold(settings.data_dir))
+    except DataInUse as busy:
         who = f" (pid {busy.pid})" if busy.pid else ""
         print(f"giftgraph serve: another giftgraph serve{who} is using "
               f"{settings.data_dir.resolve()}; a second one would share its data but not its "
