@@ -381,3 +381,23 @@ async def test_a_login_with_its_device_token_goes_ahead_of_a_flood_from_any_netw
         assert results[0].errors == []  # its password is right: it only waited
         assert all(r.codes == ["UNAUTHENTICATED"] for r in results[1:])
         assert done[-1] == "forged"
+
+
+async def test_a_device_tokens_failures_spend_its_own_lane_not_the_accounts(
+        database_url: str) -> None:
+    """Whoever holds a copy of a device token (a shared computer) and fails with it spends
+    that device's lane (`known_login_rate`), never the account's: the owner's logins from
+    home still go ahead."""
+    async with serving(database_url, known_login_rate="1/hour") as app, \
+            client(app, "192.0.2.77") as home, client(app, "198.51.100.9") as away:
+        account = await sign_up(GQL(home))
+        mine = {"email": account.email, "password": account.password}
+        device = (await GQL(home)(DEVICE_LOGIN, mine)).data["login"]["deviceToken"]
+        wrong = {"email": account.email, "password": "wrong", "d": device}
+        assert (await GQL(away)(DEVICE_LOGIN, wrong)).codes == ["UNAUTHENTICATED"]
+        assert (await GQL(home)(DEVICE_LOGIN, mine)).errors == []  # ahead: nothing refused
+        assert await refusals(home, "known_login_rate") == 0
+        assert (await GQL(away)(DEVICE_LOGIN, wrong)).codes == ["UNAUTHENTICATED"]
+        assert await refusals(home, "known_login_rate") == 1  # the device's lane, spent
+        assert (await GQL(home)(DEVICE_LOGIN, mine)).errors == []
+        assert await refusals(home, "known_login_rate") == 1

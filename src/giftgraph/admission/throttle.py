@@ -225,7 +225,7 @@ class Throttle:
         await self._spend("login_ip_rate", ip)
         await self._spend("login_rate", ip, email.strip().lower())
 
-    async def known_login(self, email: str, network: str) -> bool:
+    async def known_login(self, email: str, network: str, account: bool = True) -> bool:
         """Whether a login for `email` from a network its account has signed in from may
         go ahead of the hashing queue: while neither the account nor the network has
         spent `known_login_rate` (by failed logins ahead: `known_login_failed`). Past it
@@ -234,7 +234,8 @@ class Throttle:
         whose logins ahead fail (an attacker's own accounts, signed up from the flooding
         addresses, with wrong passwords) loses the lane for all its logins."""
         try:
-            await self.limits.check("known_login_rate", "account", email.strip().lower())
+            if account:  # a device token's lane is its own (`account=False`): below
+                await self.limits.check("known_login_rate", "account", email.strip().lower())
             await self.limits.check("known_login_rate", "network", network)
         except RateLimited:
             if self.refusals is not None:
@@ -242,9 +243,14 @@ class Throttle:
             return False
         return True
 
-    async def known_login_failed(self, email: str, network: str) -> None:
-        """A login that went ahead failed: spend the account's and the network's lane."""
-        for keys in (("account", email.strip().lower()), ("network", network)):
+    async def known_login_failed(self, email: str, network: str,
+                                 account: bool = True) -> None:
+        """A login that went ahead failed: spend the account's and the network's lane. A
+        device token's failures (`account=False`, `network` naming the device) spend the
+        device's alone: whoever holds a copy of it (a shared computer) could otherwise take
+        the account's lane from its owner's other devices and networks for an hour."""
+        keys_of = [("account", email.strip().lower())] if account else []
+        for keys in (*keys_of, ("network", network)):
             with contextlib.suppress(RateLimited):
                 await self.limits.hit("known_login_rate", *keys)
 

@@ -110,13 +110,13 @@ async def login(
     known = bool(await info.context.db.scalar(
         networks.known(settings, lowered, info.context.client_network)))
     device = auth.device_of(settings, device_token, found)
-    # The lane is spent by failures per account and per network, or per device: a device
-    # token works from any network, its failures are its own.
+    # The lane is spent by failures per account and per network, or per device alone: a
+    # device token works from any network, its failures are its own.
     network = info.context.client_network if device is None \
         else "device:" + device.hex()
     known = known or device is not None
     if known and throttle is not None:
-        known = await throttle.known_login(lowered, network)
+        known = await throttle.known_login(lowered, network, account=device is None)
     gate = await hashing_turn(info, known)
     if found is None:
         await auth.burn_password_check(settings, password, gate)
@@ -124,7 +124,7 @@ async def login(
     ok = await auth.verify_password(settings, found.password_hash, password, gate)
     if not ok or not found.is_active:
         if known and throttle is not None:
-            await throttle.known_login_failed(lowered, network)
+            await throttle.known_login_failed(lowered, network, account=device is None)
         raise Unauthenticated(INVALID_LOGIN)
     async with _anonymous_unit(info) as session:
         # Still the password just checked, and still active: a change committed meanwhile
