@@ -9,7 +9,7 @@ Where a request goes: `web.routing.App` (WebSockets to /graphql straight to the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from giftgraph.accel import switch as accel
-from giftgraph.admission.answers import AnswerPace
+from giftgraph.admission.answers import AnswerPace, RenderCharges
 from giftgraph.admission.requests import InFlight
 from giftgraph.admission.server import STATE_KEY as SERVER_REFUSALS
 from giftgraph.admission.throttle import Throttle
@@ -58,16 +58,6 @@ async def resolve_database_url(state: AppState) -> str:
 def traced(app: ASGIApp, tracing: Tracing) -> ASGIApp:
     """OpenTelemetry's ASGI middleware around `app` (a Starlette middleware factory)."""
     return tracing.wrap(app)
-
-
-def charge_render(state: AppState) -> Callable[[str, int, int], None]:
-    """A shared render's bytes and values, charged to its family's answers."""
-
-    def charge(key: str, size: int, values: int) -> None:
-        state.answer_bytes.spend(key, size)
-        state.answer_values.spend(key, values)
-
-    return charge
 
 
 def create_app(settings: Settings, tracing: Tracing | None = None) -> Starlette:
@@ -110,7 +100,8 @@ def create_app(settings: Settings, tracing: Tracing | None = None) -> Starlette:
                 tracing.instrument_engine(state.database.lane_engine.sync_engine)
             state.database.direct_statements = False  # a span per statement
         state.live = Live.create(settings, url, state.database)
-        state.live.renderer.charge = charge_render(state)
+        state.live.renderer.charge = state.render_charges = RenderCharges(
+            state.answer_bytes, state.answer_values)
         await state.live.start()
         hub = state.live.hub
         if tracing is not None:

@@ -112,3 +112,47 @@ async def test_an_http_stream_holds_its_cost_while_it_runs(srv: Server) -> None:
         event = await asyncio.wait_for(_payload(lines, True), 10)
         assert event["data"]["familyEvents"]["node"]["items"]["edges"] == []
     await until_held(srv, [])
+
+
+PAGES = ("subscription { familyEvents { seq node { ... on GiftList { "
+         + " ".join(f"p{i}: items(first: 100) {{ edges {{ node {{ id status }} }} }}"
+                    for i in range(4)) + " } } } }")
+
+
+async def test_a_familys_renders_are_paid_for_when_its_events_are_published(
+        database_url: str) -> None:
+    """A family's event costs it its subscriptions' measured costs as it is published,
+    before any render runs (a burst of its mutations had queued thousands of renders
+    before the first was charged); a render then uses what was paid for it. Four pages
+    of 100 items cost ~1,250, though the list has none: the prepaid values, not the
+    render's handful, are what the family owes."""
+    settings = make_settings(database_url, answer_values_rate=100,
+                             answer_values_burst=1_000_000)
+    async with running(settings) as srv:
+        token, _ = await srv.signup("prepaid@example.com")
+        client = await connect(srv, token)
+        op = await client.subscribe(PAGES)
+        deadline = time.monotonic() + 5
+        while not held(srv):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        (family, cost), = held(srv).items()
+        assert cost > 1_000
+        values = srv.app.state.giftgraph.answer_values
+        key = f"family:{family}"
+
+        def owed() -> float:
+            bucket = values.buckets.get(key)
+            return 0 if bucket is None else 1_000_000 - bucket.tokens
+
+        before = owed()
+        await srv.gql(CREATE_LIST, token=token)  # one event on the family's topic
+        prepaid = owed() - before
+        assert cost <= prepaid < cost + 100  # and its own answer's few values
+        event = await client.receive()
+        assert event["id"] == op
+        assert event["payload"]["data"]["familyEvents"]["node"] == {
+            f"p{i}": {"edges": []} for i in range(4)}
+        await asyncio.sleep(0.2)  # rendered: paid for already, nothing more owed
+        assert owed() - before < cost + 100
+        await client.ws.close()

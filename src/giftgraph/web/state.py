@@ -7,7 +7,7 @@ from typing import Any
 
 from giftgraph.accel.switch import FastPaths
 from giftgraph.admission import sockets as admission
-from giftgraph.admission.answers import AnswerPace
+from giftgraph.admission.answers import AnswerPace, RenderCharges
 from giftgraph.admission.checks import caller_key
 from giftgraph.admission.clients import client_key
 from giftgraph.admission.requests import InFlight
@@ -36,6 +36,8 @@ class AppState:
     answer_bytes: AnswerPace
     # Values of executed answers per caller, likewise (the executor's work per value).
     answer_values: AnswerPace
+    # The renders of each family's events, charged to it (the first values before them).
+    render_charges: RenderCharges | None = None
     database: Database | None = None
     embedded: EmbeddedPostgres | None = None
     live: Live | None = None

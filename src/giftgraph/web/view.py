@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -37,6 +38,7 @@ from giftgraph.admission.server import FLOW_KEY
 from giftgraph.context import Context, operation_scope
 from giftgraph.db.models import Event
 from giftgraph.errors import RateLimited, ServiceUnavailable
+from giftgraph.events import FAMILY_TOPIC
 from giftgraph.live import credentials
 from giftgraph.persisted import (
     REFUSED,
@@ -333,6 +335,13 @@ class GraphQLApp(GraphQL[Context, None]):
         )
 
     async def publish(self, events: list[Event]) -> None:
+        live, charges = self.state.live, self.state.render_charges
+        if live is not None and charges is not None:
+            # Before any render: each event a family's subscriptions here will render
+            # costs it their costs (admission.answers.RenderCharges).
+            counts = Counter(e.family_id for e in events if e.topic == FAMILY_TOPIC)
+            for family_id, count in counts.items():
+                charges.prepay(family_id, count, live.costs.held.get(family_id, 0))
         if self.state.live is not None:
             # events_published counts only what goes out, now or when published again: the
             # hub reports it (`hub.on_published`, wired in create_app).
