@@ -43,6 +43,7 @@ from giftgraph.context import Context
 from giftgraph.db import models as m
 from giftgraph.jsonbytes import kept_json
 from giftgraph.live.streams import SharedScopes
+from giftgraph.schema.extensions import forget_traceback
 
 PLANS_KEPT = 256  # distinct selections remembered per process
 RESULTS_KEPT = 64  # rendered events remembered per selection (late subscribers reuse them)
@@ -162,6 +163,10 @@ class SharedSelection:
             trace_id = uuid.uuid4().hex
             payload["errors"] = [self.format_error(e, trace_id).formatted
                                  for e in result.errors]  # type: ignore[union-attr]
+            for error in result.errors:  # type: ignore[union-attr]
+                # Formatted and logged: its traceback's frames (the render's executor and
+                # all it built) go now, not at the collector's next full pass.
+                forget_traceback(error)
         if self.extensions:
             payload["extensions"] = self.extensions
         rendered = kept_json(payload)  # kept (`results`, `made`) for RESULTS_KEPT events

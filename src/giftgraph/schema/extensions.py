@@ -206,10 +206,13 @@ class FormatErrors(SchemaExtension):
             self._format_result(ec.result)
 
     def on_stream_result(self, result: Any) -> Iterator[None]:
-        """Each subscription result (and its errors) on its way to the client."""
+        """Each subscription result (and its errors) on its way to the client; once it is
+        sent, the errors' tracebacks go (`forget_traceback`), as an HTTP answer's do."""
         self._streamed = True
         self._format_result(result)
         yield None
+        for error in getattr(result, "errors", None) or []:
+            forget_traceback(error)
 
     def _format_result(self, result: Any) -> None:
         for error in getattr(result, "errors", None) or []:
