@@ -258,6 +258,24 @@ async def test_each_ipv6_address_is_a_caller_with_a_prefix_of_128(database_url: 
         assert_rate_limited(await GQL(first)(LOGIN, wrong))
 
 
+def held_checks(gate: threading.Event) -> Callable[..., bool]:
+    """`auth._verify`, each check 0.1 s once `gate` opens: a flood's checks queue up."""
+    verify = auth._verify
+
+    def held_verify(*args: Any) -> bool:
+        assert gate.wait(30), "never released"
+        time.sleep(0.1)
+        return verify(*args)
+
+    return held_verify
+
+
+async def queued(lane: Any, count: int) -> None:
+    """Until `count` logins wait in a lane of the hashing queue."""
+    while len(lane) < count:  # noqa: ASYNC110 - the waiters' queue has no event
+        await asyncio.sleep(0.01)
+
+
 async def test_a_login_from_a_known_network_goes_ahead_of_a_flood(
         database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Twenty addresses' wrong passwords wait for the one hashing thread. The account's own
@@ -267,18 +285,12 @@ async def test_a_login_from_a_known_network_goes_ahead_of_a_flood(
     (`known_login_rate`, one failure here): the next login from home waits with the
     others."""
     gate = threading.Event()
-    verify = auth._verify
-
-    def held_verify(*args: Any) -> bool:  # each check 0.1 s, once the gate opens
-        assert gate.wait(30), "never released"
-        time.sleep(0.1)
-        return verify(*args)
 
     async with serving(database_url, max_concurrent_hashes=1, hash_wait_seconds=30,
                        known_login_rate="1/hour") as app, \
             client(app, "192.0.2.77") as home, client(app, "198.51.100.9") as elsewhere:
         account = await sign_up(GQL(home))  # the network is known from here on
-        monkeypatch.setattr(auth, "_verify", held_verify)
+        monkeypatch.setattr(auth, "_verify", held_checks(gate))
         hashing = app.state.giftgraph.throttle.hashing
         others, known = hashing.slots.waiting[1], hashing.slots.waiting[0]
         done: list[str] = []
@@ -288,10 +300,6 @@ async def test_a_login_from_a_known_network_goes_ahead_of_a_flood(
                 answer = await GQL(http)(LOGIN, {"email": email, "password": password})
             done.append(name)
             return answer
-
-        async def queued(lane: Any, count: int) -> None:
-            while len(lane) < count:  # noqa: ASYNC110 - the waiters' queue has no event
-                await asyncio.sleep(0.01)
 
         mine = (account.email, account.password)
         flood = [asyncio.create_task(login(f"flood{n}", f"203.0.113.{n}",
@@ -333,12 +341,6 @@ async def test_a_login_with_its_device_token_goes_ahead_of_a_flood_from_any_netw
     earlier login, is checked next, ahead of twenty addresses' wrong passwords; the same
     email and password with another account's device token waits behind them."""
     gate = threading.Event()
-    verify = auth._verify
-
-    def held_verify(*args: Any) -> bool:  # each check 0.1 s, once the gate opens
-        assert gate.wait(30), "never released"
-        time.sleep(0.1)
-        return verify(*args)
 
     async with serving(database_url, max_concurrent_hashes=1, hash_wait_seconds=30) as app, \
             client(app, "192.0.2.77") as home, client(app, "192.0.2.88") as elsewhere:
@@ -349,7 +351,7 @@ async def test_a_login_with_its_device_token_goes_ahead_of_a_flood_from_any_netw
         theirs = (await GQL(elsewhere)(DEVICE_LOGIN, {
             "email": mallory.email, "password": mallory.password}
         )).data["login"]["deviceToken"]
-        monkeypatch.setattr(auth, "_verify", held_verify)
+        monkeypatch.setattr(auth, "_verify", held_checks(gate))
         hashing = app.state.giftgraph.throttle.hashing
         others, known = hashing.slots.waiting[1], hashing.slots.waiting[0]
         done: list[str] = []
@@ -359,10 +361,6 @@ async def test_a_login_with_its_device_token_goes_ahead_of_a_flood_from_any_netw
                 answer = await GQL(http)(DEVICE_LOGIN, variables)
             done.append(name)
             return answer
-
-        async def queued(lane: Any, count: int) -> None:
-            while len(lane) < count:  # noqa: ASYNC110 - the waiters' queue has no event
-                await asyncio.sleep(0.01)
 
         flood = [asyncio.create_task(login(f"flood{n}", f"203.0.113.{n}", {
             "email": f"x{n}@example.com", "password": "wrong"})) for n in range(1, 21)]
