@@ -336,17 +336,18 @@ class GraphQLApp(GraphQL[Context, None]):
 
     async def publish(self, events: list[Event]) -> None:
         live, charges = self.state.live, self.state.render_charges
-        if live is not None and charges is not None:
+        if live is None:
+            return
+        if charges is not None:
             # Before any render: each event a family's subscriptions here will render
             # costs it their costs (admission.answers.RenderCharges).
             counts = Counter(e.family_id for e in events if e.topic == FAMILY_TOPIC)
             for family_id, count in counts.items():
                 charges.prepay(family_id, count, live.costs.held.get(family_id, 0))
-        if self.state.live is not None:
-            # events_published counts only what goes out, now or when published again: the
-            # hub reports it (`hub.on_published`, wired in create_app).
-            with publishing(self.state.tracing, events):
-                await self.state.live.hub.publish(events)
+        # events_published counts only what goes out, now or when published again: the hub
+        # reports it (`hub.on_published`, wired in create_app).
+        with publishing(self.state.tracing, events):
+            await live.hub.publish(events)
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Authenticate the socket from connection_init; reject (4403) before any operation."""
