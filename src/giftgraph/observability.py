@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import gc
+import json
 import logging
 import logging.handlers
 import os
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 from graphql import GraphQLError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -44,7 +46,7 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: Any = (structlog.processors.JSONRenderer() if as_json
+    renderer: Any = (structlog.processors.JSONRenderer(serializer=json_line) if as_json
                      else structlog.dev.ConsoleRenderer(colors=False))
     # On the console, a field that says nothing is left out (`operation_name=None
     # error_codes=None` on most lines); JSON keeps every field, for the log's readers.
@@ -76,6 +78,15 @@ def configure_logging(settings: Settings) -> None:
     if not settings.access_log:  # as uvicorn leaves it for `access_log=False`: no handler
         access.handlers = []
         errors.addFilter(NoWebSocketAccessLines())
+
+
+def json_line(event: dict[str, Any], **kw: Any) -> str:
+    """A JSON log line by orjson (several times faster than json.dumps, and compact); what
+    orjson refuses (a key that is not a string, an integer past 64 bits) by json.dumps."""
+    try:
+        return orjson.dumps(event, default=kw.get("default")).decode()
+    except TypeError:
+        return json.dumps(event, **kw)
 
 
 def without_none(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -433,7 +444,11 @@ def error_codes(result: Any) -> list[str]:
 
 
 class OperationLog(SchemaExtension):
-    """One log line and one metrics sample per operation (never variables or tokens)."""
+    """One metrics sample and one log line per operation (never variables or tokens). The
+    line is written once the answer is on its way: the loop writes it on its next turn
+    (`call_soon`, in the operation's context: its trace's id), after the task that ran the
+    operation has sent the answer and paused, so that rendering it (~0.1 ms) is not in
+    the answer's time."""
 
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
@@ -455,13 +470,23 @@ class OperationLog(SchemaExtension):
             metrics.operation_seconds.labels(label, op_type).observe(seconds)
             for code in codes:
                 metrics.errors.labels(code).inc()
-        log.info(
-            "graphql.operation",
-            trace_id=getattr(ctx, "trace_id", None),
-            user_id=str(user.id) if user is not None else None,
-            family_id=str(user.family_id) if user is not None else None,
-            operation_name=name,
-            operation_type=op_type,
-            duration_ms=round(seconds * 1000, 2),
-            error_codes=codes or None,
-        )
+        fields = (getattr(ctx, "trace_id", None), user, name, op_type, seconds, codes)
+        try:
+            asyncio.get_running_loop().call_soon(log_operation, *fields)
+        except RuntimeError:  # no loop (a synchronous execution): now
+            log_operation(*fields)
+
+
+def log_operation(trace_id: str | None, user: Any, name: str | None, op_type: str,
+                  seconds: float, codes: list[str]) -> None:
+    """An operation's log line (`OperationLog`)."""
+    log.info(
+        "graphql.operation",
+        trace_id=trace_id,
+        user_id=str(user.id) if user is not None else None,
+        family_id=str(user.family_id) if user is not None else None,
+        operation_name=name,
+        operation_type=op_type,
+        duration_ms=round(seconds * 1000, 2),
+        error_codes=codes or None,
+    )

@@ -71,14 +71,14 @@ def test_the_console_leaves_out_fields_that_say_nothing_and_json_keeps_them() ->
     from giftgraph.config import Settings
     from giftgraph.observability import _writer, configure_logging
 
-    def logged(**env: object) -> str:
+    def logged(extra: dict[str, object] | None = None, **env: object) -> str:
         out, real = io.StringIO(), sys.stderr
         sys.stderr = out
         try:
             configure_logging(Settings(_env_file=None, **env))  # type: ignore[arg-type]
             structlog.get_logger("giftgraph.operation").info(
                 "graphql.operation", operation_name=None, operation_type="query",
-                error_codes=None, duration_ms=1.5)
+                error_codes=None, duration_ms=1.5, **(extra or {}))
             _writer.stop()  # drains what is queued
         finally:
             sys.stderr = real
@@ -92,6 +92,13 @@ def test_the_console_leaves_out_fields_that_say_nothing_and_json_keeps_them() ->
     line = json.loads(logged(environment="development", log_json=True))
     assert line["operation_name"] is None
     assert line["error_codes"] is None
+    # orjson writes it; what orjson refuses (a key that is not a string, an integer past
+    # 64 bits) still makes a line, and an object JSON has no form for is its repr
+    odd = json.loads(logged({"codes": {1: "a"}, "big": 2**70, "thing": object()},
+                            environment="development", log_json=True))
+    assert odd["codes"] == {"1": "a"}
+    assert odd["big"] == 2**70
+    assert odd["thing"].startswith("<object object")
 
 
 class Threads(logging.StreamHandler):  # type: ignore[type-arg]
