@@ -222,12 +222,14 @@ def storm(label: str, instances: list[Server], failover: bool, tenants: list[dic
         # the changes' and a restart's start-up; steadier than times on a shared machine
         server_cpu = sum(_tree_cpu([s.pid]) - cpu.get(s.pid, 0.0) for s in instances
                          if s.proc is not None and s.proc.poll() is None)
+        refused = {} if floor else _refused(instances)
         results = crew.finish(180)
     progress.remove_task(task)
     at_of = _event_times(database_url)
     lost = late = duplicated = 0
     recovered: list[float] = []
     never = stayed = 0
+    backs: list[float] = []  # from the kill to subscribing again, each socket cut off
     for r in results:
         for s in r["sockets"]:
             family = ids[s["family"]]
@@ -250,6 +252,7 @@ def storm(label: str, instances: list[Server], failover: bool, tenants: list[dic
                     never += 1
                 continue
             back = again[0]
+            backs.append(back - killed)
             due = [seq for seq in want if at_of.get((family, seq), 0) < back]
             caught = max([back, *(arrival.get(seq, float("inf")) for seq in due)])
             recovered.append(caught - killed)
@@ -267,11 +270,14 @@ def storm(label: str, instances: list[Server], failover: bool, tenants: list[dic
             "all_s": full, **shares,
             "caught_end": sum(1 for x in recovered if x < float("inf")) / n,
             "recovered_cdf_s": [percentile(every, q) for q in range(101)],
+            "resubscribed_cdf_s": [percentile(sorted(backs), q) for q in range(101)]
+            if backs else [],
             "waited_s": waited, "owed": expected, "late": late, "lost": lost,
             "duplicated": duplicated,
             "attempts": sum(s["attempts"] for r in results for s in r["sockets"]),
             "bad_messages": sum(r["bad"] for r in results),
             "listen_overflows": overflows, "server_cpu_s": server_cpu,
+            "admission_refused": refused,
             "attempts_ended": dict(sum((Counter(r["reasons"]) for r in results), Counter())),
             "bad_sample": [b for r in results for b in r["bad_sample"]][:3]}
 
@@ -305,6 +311,22 @@ def restart(server: Server) -> None:
     server.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives with the server
     server.start()
     server.__enter__()
+
+
+def _refused(instances: list[Server]) -> dict[str, float]:
+    """What the running instances' admission bounds refused (their /metrics), by bound:
+    a herd held back by a bound shows here, not as an error."""
+    from bench.harness import metrics_page
+
+    total: Counter[str] = Counter()
+    for s in instances:
+        if s.proc is None or s.proc.poll() is not None:
+            continue
+        for line in metrics_page(s.base).splitlines():
+            if line.startswith("giftgraph_admission_refused_total{"):
+                bound = line.split('bound="', 1)[1].split('"', 1)[0]
+                total[bound] += float(line.rsplit(" ", 1)[1])
+    return {k: v for k, v in total.items() if v}
 
 
 def _marks_now(database_url: str) -> dict[str, int]:
@@ -392,6 +414,11 @@ def run(database_url: str, opt: Options) -> Outcome:
     notes = [f"{name}: attempts ended by {r['attempts_ended']}; from the kill on, the "
              f"machine's listen queues turned away {r['listen_overflows']}"
              for name, r in results.items()]
+    # Where the time went: back (opened, authenticated, subscribe sent) against caught up.
+    notes += [f"{name}: subscribed again at p50 / 100% {r['resubscribed_cdf_s'][50]:.1f} / "
+              f"{r['resubscribed_cdf_s'][100]:.1f} s after the kill; the admission bounds "
+              f"refused {r.get('admission_refused') or 'nothing'}"
+              for name, r in results.items() if r.get("resubscribed_cdf_s")]
     notes += [f"{name}: {r['never_resubscribed']} sockets never came back, {r['bad_messages']} "
              f"unexpected messages {r['bad_sample']}, {r['mutation_errors']} failed changes "
              f"(expected while the instance is down) {r['mutation_error_sample']}"
