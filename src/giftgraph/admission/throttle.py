@@ -21,7 +21,9 @@ of the process: each waited ~5 s, then was refused.
 
 A free thread goes first to a login that is likely its account owner's: from a network the
 account has signed in from (giftgraph.db.networks), at most `known_login_rate` of them per
-account; then to the others, in the order they came (`Threads`). Eighty addresses each
+account, or with its device token; among those, to the account with the fewest such turns
+lately (accounts logging in again and again wait behind one that rarely does); then to
+the others, in the order they came (`Threads`). Eighty addresses each
 sending a wrong password a second, within their own budgets, kept the queue full: the
 owner's correct login waited ~5 s and was refused in one try of two. No account is ever
 locked: others' attempts spend nothing of it, and every login still pays one argon2 check.
@@ -34,6 +36,7 @@ import contextlib
 import math
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -63,35 +66,68 @@ class _Key:
 
 class Turn:
     """`Hashing.run` as one caller: one of its hashes at a time (ahead of the others'
-    when `known`)."""
+    when `known`, sharing that lane by `account`)."""
 
-    __slots__ = ("hashing", "key", "known")
+    __slots__ = ("account", "hashing", "key", "known")
 
-    def __init__(self, hashing: Hashing, key: str, known: bool = False) -> None:
+    def __init__(self, hashing: Hashing, key: str, known: bool = False,
+                 account: str | None = None) -> None:
         self.hashing = hashing
         self.key = key
         self.known = known
+        self.account = account
 
     async def run(self, work: Callable[[], T]) -> T:
-        return await self.hashing.run(work, self.key, known=self.known)
+        return await self.hashing.run(work, self.key, known=self.known, account=self.account)
 
 
 class Threads:
-    """The hashing threads' turns: `limit` at once; when one is free it goes to the
-    longest-waiting known caller, else to the longest-waiting other one (FIFO each)."""
+    """The hashing threads' turns: `limit` at once. When one is free it goes to a known
+    caller first: the one whose account has had the fewest turns ahead lately (each
+    turn's weight halves every `HALF_LIFE` seconds; ties: the longest waiting), so that
+    accounts logging in again and again, however many, take their turns after one that
+    logs in now and then; else to the longest-waiting other caller (FIFO)."""
+
+    HALF_LIFE = 60.0
+    LIMIT = 4096  # accounts remembered; past it, the ones whose turns have faded go
 
     def __init__(self, limit: int) -> None:
         self.free = limit
         self.waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (
             deque(), deque())  # known, others
+        self.accounts: dict[asyncio.Future[None], str] = {}  # a known waiter's account
+        self.turns: dict[str, tuple[float, float]] = {}  # account: (weight, as of)
 
-    async def acquire(self, known: bool) -> None:
+    def weight(self, account: str | None, now: float) -> float:
+        """`account`'s turns ahead, each halved every HALF_LIFE seconds since it was had."""
+        if account is None:
+            return 0.0
+        weight, at = self.turns.get(account, (0.0, now))
+        return float(weight * 0.5 ** ((now - at) / self.HALF_LIFE))
+
+    def had_turn(self, account: str | None) -> None:
+        if account is None:
+            return
+        now = time.monotonic()
+        self.turns[account] = (self.weight(account, now) + 1.0, now)
+        if len(self.turns) > self.LIMIT:
+            self.turns = {a: (w, at) for a, (w, at) in self.turns.items()
+                          if self.weight(a, now) >= 0.5}
+            if len(self.turns) > self.LIMIT:  # all recent: keep the newest half
+                recent = sorted(self.turns.items(), key=lambda item: item[1][1])
+                self.turns = dict(recent[len(recent) // 2:])
+
+    async def acquire(self, known: bool, account: str | None = None) -> None:
         if self.free > 0:  # a free thread means no one is waiting: given at release
             self.free -= 1
+            if known:
+                self.had_turn(account)
             return
         lane = self.waiting[0 if known else 1]
         turn = asyncio.get_running_loop().create_future()
         lane.append(turn)
+        if known and account is not None:
+            self.accounts[turn] = account
         try:
             await turn
         except BaseException:
@@ -100,14 +136,38 @@ class Threads:
             elif turn in lane:  # a release may have passed over it already
                 lane.remove(turn)
             raise
+        finally:
+            self.accounts.pop(turn, None)
+
+    def _next_known(self) -> asyncio.Future[None] | None:
+        """The known waiter whose account has had the fewest turns lately (the earliest
+        of equals), taken out of the lane; None when none waits."""
+        lane = self.waiting[0]
+        waiting = [turn for turn in lane if not turn.done()]
+        if len(waiting) != len(lane):
+            lane.clear()
+            lane.extend(waiting)
+        if not lane:
+            return None
+        now = time.monotonic()
+        best = min(range(len(lane)),
+                   key=lambda k: (self.weight(self.accounts.get(lane[k]), now), k))
+        turn = lane[best]
+        del lane[best]
+        return turn
 
     def release(self) -> None:
-        for lane in self.waiting:
-            while lane:
-                turn = lane.popleft()
-                if not turn.done():
-                    turn.set_result(None)
-                    return
+        turn = self._next_known()
+        if turn is not None:
+            self.had_turn(self.accounts.get(turn))
+            turn.set_result(None)
+            return
+        others = self.waiting[1]
+        while others:
+            turn = others.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
         self.free += 1
 
 
@@ -137,13 +197,14 @@ class Hashing:
         self.keys: dict[str, _Key] = {}  # only keys with a hash running or waiting
         self.refused = 0
 
-    def turn(self, key: str, known: bool = False) -> Turn:
+    def turn(self, key: str, known: bool = False, account: str | None = None) -> Turn:
         """The gate of one caller (`family:<id>`, `ip:<network>`); `known`: a login from
-        a network its account has signed in from (ahead of the others)."""
-        return Turn(self, key, known)
+        a network its account has signed in from, or with its device token (ahead of
+        the others, the lane shared by `account`: `Threads`)."""
+        return Turn(self, key, known, account)
 
     async def run(self, work: Callable[[], T], key: str | None = None, *,
-                  known: bool = False) -> T:
+                  known: bool = False, account: str | None = None) -> T:
         """`work()` in a hashing thread, once `key` has no other hash running or waiting
         and a thread is free (RATE_LIMITED after `hash_wait_seconds` in all); a free
         thread goes to a `known` caller first. A caller cancelled meanwhile (its client
@@ -168,7 +229,7 @@ class Hashing:
                 if entry is not None:
                     await entry.lock.acquire()
                     locked = True
-                await self.slots.acquire(known)
+                await self.slots.acquire(known, account)
         except TimeoutError:
             leave()
             self.refused += 1

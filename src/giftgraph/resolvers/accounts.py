@@ -45,9 +45,11 @@ async def unique_email() -> AsyncIterator[None]:
         raise email_conflict() from exc
 
 
-async def hashing_turn(info: Info, known: bool = False) -> Turn | None:
+async def hashing_turn(info: Info, known: bool = False,
+                       account: str | None = None) -> Turn | None:
     """The app's bounded hashing as this caller (its family, or its IP when anonymous:
-    one hash of theirs at a time; `known`: ahead of the others), once the operation's
+    one hash of theirs at a time; `known`: ahead of the others, that lane shared by
+    `account`, the login's email), once the operation's
     reads have given their connection back: none is held while argon2 runs, or waits for
     a thread (up to hash_wait_seconds)."""
     await info.context.db.close()
@@ -56,4 +58,4 @@ async def hashing_turn(info: Info, known: bool = False) -> Turn | None:
         return None
     user = info.context.user
     key = f"family:{user.family_id}" if user is not None else f"ip:{info.context.client_network}"
-    return throttle.hashing.turn(key, known)
+    return throttle.hashing.turn(key, known, account)

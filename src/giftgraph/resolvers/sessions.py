@@ -117,7 +117,7 @@ async def login(
     known = known or device is not None
     if known and throttle is not None:
         known = await throttle.known_login(lowered, network, account=device is None)
-    gate = await hashing_turn(info, known)
+    gate = await hashing_turn(info, known, lowered)
     if found is None:
         await auth.burn_password_check(settings, password, gate)
         raise Unauthenticated(INVALID_LOGIN)
