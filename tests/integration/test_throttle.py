@@ -326,46 +326,48 @@ async def test_a_login_from_a_known_network_goes_ahead_of_a_flood(
         assert await refusals(elsewhere, "known_login_rate") == 1
 
 
-async def test_accounts_that_log_in_again_and_again_take_the_lane_after_one_that_rarely_does(
+async def test_accounts_that_log_in_again_and_again_wait_behind_one_that_rarely_does(
         database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Five accounts log in from their own networks again and again (each a known login,
-    ahead of strangers): their logins fill the lane ahead of the hashing thread. The
-    owner's login, from its own network and rare, is checked as soon as the thread is
-    free, not after all of theirs (before: in the order they came, last)."""
-    gate = threading.Event()
-    gate.set()  # the warm-up's checks run at once
+    ahead of strangers): their logins wait for the hashing thread. The owner's login, from
+    its own network and rare, is checked as soon as the thread is free, not after all of
+    theirs (first come, first served: last)."""
     async with serving(database_url, max_concurrent_hashes=1, hash_wait_seconds=30) as app:
         busy = []
         for n in range(1, 6):
             async with client(app, f"203.0.113.{n}") as http:
-                busy.append((f"203.0.113.{n}", await sign_up(GQL(http))))
+                busy.append((f"203.0.113.{n}", await sign_up(
+                    GQL(http), password=f"busy password {n}")))
         async with client(app, "192.0.2.77") as home:
-            owner = await sign_up(GQL(home))
-        monkeypatch.setattr(auth, "_verify", held_checks(gate))
-        done: list[str] = []
+            owner = await sign_up(GQL(home), password="the owner's password")
 
-        async def login(name: str, ip: str, account: Account) -> Any:
+        async def login(ip: str, account: Account) -> Any:
             async with client(app, ip) as http:
-                answer = await GQL(http)(LOGIN, {"email": account.email,
-                                                 "password": account.password})
-            done.append(name)
-            return answer
+                return await GQL(http)(LOGIN, {"email": account.email,
+                                               "password": account.password})
 
-        for _ in range(3):  # each busy account's turns ahead, lately
+        for _ in range(4):  # each busy account's logins ahead, lately
             for ip, account in busy:
-                assert (await login("warm-up", ip, account)).errors == []
-        gate.clear()
-        done.clear()
-        known = app.state.giftgraph.throttle.hashing.slots.waiting[0]
-        logins = [asyncio.create_task(login(f"busy{n}", ip, account))
-                  for n, (ip, account) in enumerate(busy)]
-        await queued(known, 4)  # one holds the thread, four wait
-        mine = asyncio.create_task(login("owner", "192.0.2.77", owner))
-        await queued(known, 5)
+                assert (await login(ip, account)).errors == []
+        gate, checked = threading.Event(), []
+        verify = auth._verify
+
+        def held_verify(settings: Any, password_hash: str, password: str) -> bool:
+            assert gate.wait(30), "never released"
+            checked.append(password)
+            return verify(settings, password_hash, password)
+
+        monkeypatch.setattr(auth, "_verify", held_verify)
+        heavy = app.state.giftgraph.throttle.hashing.slots.waiting[2]
+        logins = [asyncio.create_task(login(ip, account)) for ip, account in busy]
+        await queued(heavy, 4)  # one holds the thread, four wait
+        mine = asyncio.create_task(login("192.0.2.77", owner))
+        await queued(app.state.giftgraph.throttle.hashing.slots.waiting[0], 1)
         gate.set()
         assert (await mine).errors == []
         assert all(r.errors == [] for r in await asyncio.gather(*logins))
-        assert done.index("owner") == 1, done  # right after the one that held the thread
+        # right after the one that held the thread
+        assert checked.index("the owner's password") == 1, checked
 
 
 def device_id(token: str) -> bytes:

@@ -21,9 +21,10 @@ of the process: each waited ~5 s, then was refused.
 
 A free thread goes first to a login that is likely its account owner's: from a network the
 account has signed in from (giftgraph.db.networks), at most `known_login_rate` of them per
-account, or with its device token; among those, to the account with the fewest such turns
-lately (accounts logging in again and again wait behind one that rarely does); then to
-the others, in the order they came (`Threads`). Eighty addresses each
+account, or with its device token, unless that account has logged in again and again
+lately (those wait behind the other known logins: an attacker's own accounts do not fill
+the lane ahead of an owner's); then to the others, in the order they came (`Threads`).
+Eighty addresses each
 sending a wrong password a second, within their own budgets, kept the queue full: the
 owner's correct login waited ~5 s and was refused in one try of two. No account is ever
 locked: others' attempts spend nothing of it, and every login still pays one argon2 check.
@@ -82,52 +83,54 @@ class Turn:
 
 
 class Threads:
-    """The hashing threads' turns: `limit` at once. When one is free it goes to a known
-    caller first: the one whose account has had the fewest turns ahead lately (each
-    turn's weight halves every `HALF_LIFE` seconds; ties: the longest waiting), so that
-    accounts logging in again and again, however many, take their turns after one that
-    logs in now and then; else to the longest-waiting other caller (FIFO)."""
+    """The hashing threads' turns: `limit` at once. When one is free it goes to the
+    longest-waiting known caller (likely an account's owner: `known`), unless that
+    account has logged in again and again lately (`heavy`: its successful logins ahead,
+    each halving in weight every HALF_LIFE seconds, weigh HEAVY or more): those wait
+    behind the other known callers, ahead of the rest; then to the longest-waiting other
+    caller. Each lane is first come, first served, so a known caller that is not heavy
+    never waits behind one that came after it."""
 
     HALF_LIFE = 60.0
-    LIMIT = 4096  # accounts remembered; past it, the ones whose turns have faded go
+    HEAVY = 2.5  # more than two logins ahead within about a minute
+    LIMIT = 4096  # accounts remembered; past it, down to half, the lightest first
 
     def __init__(self, limit: int) -> None:
         self.free = limit
-        self.waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (
-            deque(), deque())  # known, others
-        self.accounts: dict[asyncio.Future[None], str] = {}  # a known waiter's account
+        # known, others, known but heavy: served in the order known, heavy, others
+        self.waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]],
+                            deque[asyncio.Future[None]]] = (deque(), deque(), deque())
         self.turns: dict[str, tuple[float, float]] = {}  # account: (weight, as of)
 
     def weight(self, account: str | None, now: float) -> float:
-        """`account`'s turns ahead, each halved every HALF_LIFE seconds since it was had."""
-        if account is None:
+        """`account`'s logins ahead, each halved every HALF_LIFE seconds since."""
+        if account is None or account not in self.turns:
             return 0.0
-        weight, at = self.turns.get(account, (0.0, now))
+        weight, at = self.turns[account]
         return float(weight * 0.5 ** ((now - at) / self.HALF_LIFE))
 
-    def had_turn(self, account: str | None) -> None:
-        if account is None:
-            return
+    def had_turn(self, account: str) -> None:
+        """A login of `account` that went ahead succeeded (only its own successes weigh
+        on it: a stranger's failures with its device token or from its network do not)."""
         now = time.monotonic()
         self.turns[account] = (self.weight(account, now) + 1.0, now)
-        if len(self.turns) > self.LIMIT:
-            self.turns = {a: (w, at) for a, (w, at) in self.turns.items()
-                          if self.weight(a, now) >= 0.5}
-            if len(self.turns) > self.LIMIT:  # all recent: keep the newest half
-                recent = sorted(self.turns.items(), key=lambda item: item[1][1])
-                self.turns = dict(recent[len(recent) // 2:])
+        if len(self.turns) > self.LIMIT:  # down to half, the lightest let go first
+            kept = sorted(self.turns, key=lambda a: self.weight(a, now))[self.LIMIT // 2:]
+            self.turns = {a: self.turns[a] for a in kept}
+
+    def lane(self, known: bool, account: str | None) -> deque[asyncio.Future[None]]:
+        if not known:
+            return self.waiting[1]
+        heavy = self.weight(account, time.monotonic()) >= self.HEAVY
+        return self.waiting[2 if heavy else 0]
 
     async def acquire(self, known: bool, account: str | None = None) -> None:
         if self.free > 0:  # a free thread means no one is waiting: given at release
             self.free -= 1
-            if known:
-                self.had_turn(account)
             return
-        lane = self.waiting[0 if known else 1]
+        lane = self.lane(known, account)
         turn = asyncio.get_running_loop().create_future()
         lane.append(turn)
-        if known and account is not None:
-            self.accounts[turn] = account
         try:
             await turn
         except BaseException:
@@ -136,38 +139,15 @@ class Threads:
             elif turn in lane:  # a release may have passed over it already
                 lane.remove(turn)
             raise
-        finally:
-            self.accounts.pop(turn, None)
-
-    def _next_known(self) -> asyncio.Future[None] | None:
-        """The known waiter whose account has had the fewest turns lately (the earliest
-        of equals), taken out of the lane; None when none waits."""
-        lane = self.waiting[0]
-        waiting = [turn for turn in lane if not turn.done()]
-        if len(waiting) != len(lane):
-            lane.clear()
-            lane.extend(waiting)
-        if not lane:
-            return None
-        now = time.monotonic()
-        best = min(range(len(lane)),
-                   key=lambda k: (self.weight(self.accounts.get(lane[k]), now), k))
-        turn = lane[best]
-        del lane[best]
-        return turn
 
     def release(self) -> None:
-        turn = self._next_known()
-        if turn is not None:
-            self.had_turn(self.accounts.get(turn))
-            turn.set_result(None)
-            return
-        others = self.waiting[1]
-        while others:
-            turn = others.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
+        known, others, heavy = self.waiting
+        for lane in (known, heavy, others):
+            while lane:
+                turn = lane.popleft()
+                if not turn.done():
+                    turn.set_result(None)
+                    return
         self.free += 1
 
 
@@ -199,9 +179,13 @@ class Hashing:
 
     def turn(self, key: str, known: bool = False, account: str | None = None) -> Turn:
         """The gate of one caller (`family:<id>`, `ip:<network>`); `known`: a login from
-        a network its account has signed in from, or with its device token (ahead of
-        the others, the lane shared by `account`: `Threads`)."""
+        a network its account (`account`: its user's id) has signed in from, or with its
+        device token: ahead of the others, unless the account is heavy (`Threads`)."""
         return Turn(self, key, known, account)
+
+    def logged_in(self, account: str) -> None:
+        """A login of `account` that went ahead succeeded: it weighs on its next ones."""
+        self.slots.had_turn(account)
 
     async def run(self, work: Callable[[], T], key: str | None = None, *,
                   known: bool = False, account: str | None = None) -> T:

@@ -48,8 +48,8 @@ async def unique_email() -> AsyncIterator[None]:
 async def hashing_turn(info: Info, known: bool = False,
                        account: str | None = None) -> Turn | None:
     """The app's bounded hashing as this caller (its family, or its IP when anonymous:
-    one hash of theirs at a time; `known`: ahead of the others, that lane shared by
-    `account`, the login's email), once the operation's
+    one hash of theirs at a time; `known`: ahead of the others, unless `account`, the
+    login's user id, has logged in again and again lately), once the operation's
     reads have given their connection back: none is held while argon2 runs, or waits for
     a thread (up to hash_wait_seconds)."""
     await info.context.db.close()

@@ -117,7 +117,8 @@ async def login(
     known = known or device is not None
     if known and throttle is not None:
         known = await throttle.known_login(lowered, network, account=device is None)
-    gate = await hashing_turn(info, known, lowered)
+    # The lane is shared by user id (an email can change), heavy accounts last (Threads).
+    gate = await hashing_turn(info, known, str(found.id) if found is not None else None)
     if found is None:
         await auth.burn_password_check(settings, password, gate)
         raise Unauthenticated(INVALID_LOGIN)
@@ -126,6 +127,8 @@ async def login(
         if known and throttle is not None:
             await throttle.known_login_failed(lowered, network, account=device is None)
         raise Unauthenticated(INVALID_LOGIN)
+    if known and throttle is not None:  # its own logins ahead weigh on its next ones
+        throttle.hashing.logged_in(str(found.id))
     async with _anonymous_unit(info) as session:
         # Still the password just checked, and still active: a change committed meanwhile
         # is seen here, and one that commits later waits for this transaction and then
