@@ -16,6 +16,7 @@ import pytest
 
 from giftgraph import auth
 from giftgraph.app import create_app
+from giftgraph.ids import decode_id
 from tests.conftest import GQL, SIGN_UP, Account, make_settings, sign_up
 from tests.integration.test_auth import LOGIN, LOGOUT, REFRESH, UPDATE_USER, register
 from tests.integration.test_no_n_plus_one import count_statements
@@ -368,6 +369,28 @@ async def test_accounts_that_log_in_again_and_again_wait_behind_one_that_rarely_
         assert all(r.errors == [] for r in await asyncio.gather(*logins))
         # right after the one that held the thread
         assert checked.index("the owner's password") == 1, checked
+
+
+async def test_only_the_accounts_own_logins_ahead_weigh_on_it_by_its_id(
+        database_url: str) -> None:
+    """A wrong password from the owner's network (a known login) adds nothing to the
+    account's weight; its own logins do, and still after it changes its email."""
+    async with serving(database_url) as app, client(app, "192.0.2.77") as home:
+        owner = await sign_up(GQL(home))
+        slots = app.state.giftgraph.throttle.hashing.slots
+        user = str(decode_id(owner.user_id, "User"))
+        wrong = await GQL(home)(LOGIN, {"email": owner.email, "password": "not it at all"})
+        assert wrong.codes == ["UNAUTHENTICATED"]
+        assert slots.weight(user, time.monotonic()) == 0.0
+        mine = {"email": owner.email, "password": owner.password}
+        assert (await GQL(home)(LOGIN, mine)).errors == []
+        assert slots.weight(user, time.monotonic()) == pytest.approx(1.0, abs=0.05)
+        renamed = f"renamed-{owner.email}"
+        changed = await owner.client(UPDATE_USER, {"id": owner.user_id,
+                                                   "input": {"email": renamed}})
+        assert changed.errors == []
+        assert (await GQL(home)(LOGIN, {**mine, "email": renamed})).errors == []
+        assert slots.weight(user, time.monotonic()) == pytest.approx(2.0, abs=0.05)
 
 
 def device_id(token: str) -> bytes:

@@ -57,3 +57,24 @@ async def test_heavy_accounts_wait_behind_the_other_known_callers_only() -> None
     assert order == ["retried", "fresh", "busy", "stranger"]
     threads.release()
     assert threads.free == 1
+    assert not threads.queued_at
+
+
+async def test_a_heavy_account_queues_later_not_last() -> None:
+    """A heavy login that came more than the handicap before a known one still goes first:
+    an owner who logged in again and again is not starved by a stream of others."""
+    threads = Threads(1, handicap=0.05)
+    for _ in range(3):
+        threads.had_turn("owner")
+    await threads.acquire(True, "holder")
+    owner = asyncio.create_task(threads.acquire(True, "owner"))
+    await asyncio.sleep(0.1)
+    other = asyncio.create_task(threads.acquire(True, "other"))
+    await asyncio.sleep(0)
+    threads.release()
+    await asyncio.sleep(0)
+    assert owner.done()
+    assert not other.done()
+    threads.release()
+    await asyncio.sleep(0)
+    assert other.done()

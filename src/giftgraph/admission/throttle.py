@@ -21,9 +21,8 @@ of the process: each waited ~5 s, then was refused.
 
 A free thread goes first to a login that is likely its account owner's: from a network the
 account has signed in from (giftgraph.db.networks), at most `known_login_rate` of them per
-account, or with its device token, unless that account has logged in again and again
-lately (those wait behind the other known logins: an attacker's own accounts do not fill
-the lane ahead of an owner's); then to the others, in the order they came (`Threads`).
+account, or with its device token (an account that has logged in again and again lately
+queues as if it came later: `Threads`); then to the others, in the order they came.
 Eighty addresses each
 sending a wrong password a second, within their own budgets, kept the queue full: the
 owner's correct login waited ~5 s and was refused in one try of two. No account is ever
@@ -67,7 +66,7 @@ class _Key:
 
 class Turn:
     """`Hashing.run` as one caller: one of its hashes at a time (ahead of the others'
-    when `known`, sharing that lane by `account`)."""
+    when `known`, later among those when `account` is heavy: `Threads`)."""
 
     __slots__ = ("account", "hashing", "key", "known")
 
@@ -84,22 +83,25 @@ class Turn:
 
 class Threads:
     """The hashing threads' turns: `limit` at once. When one is free it goes to the
-    longest-waiting known caller (likely an account's owner: `known`), unless that
-    account has logged in again and again lately (`heavy`: its successful logins ahead,
-    each halving in weight every HALF_LIFE seconds, weigh HEAVY or more): those wait
-    behind the other known callers, ahead of the rest; then to the longest-waiting other
-    caller. Each lane is first come, first served, so a known caller that is not heavy
-    never waits behind one that came after it."""
+    longest-waiting known caller (likely an account's owner: `known`); an account that
+    has logged in again and again lately (`heavy`: its successful logins ahead, each
+    halving in weight every HALF_LIFE seconds, weigh HEAVY or more) queues as if it had
+    come `handicap` seconds later, so that an attacker's own accounts, logging in again
+    and again, do not fill the lane ahead of an owner's rare login, and a heavy owner
+    still waits a bounded time. Then the longest-waiting other caller. Weights are this
+    process's."""
 
     HALF_LIFE = 60.0
-    HEAVY = 2.5  # more than two logins ahead within about a minute
+    HEAVY = 2.5  # e.g. three logins ahead within ~30 s, or one every ~30 s or less
     LIMIT = 4096  # accounts remembered; past it, down to half, the lightest first
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, handicap: float = 2.5) -> None:
         self.free = limit
-        # known, others, known but heavy: served in the order known, heavy, others
+        self.handicap = handicap
+        # known, others, known but heavy
         self.waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]],
                             deque[asyncio.Future[None]]] = (deque(), deque(), deque())
+        self.queued_at: dict[asyncio.Future[None], float] = {}  # known and heavy waiters
         self.turns: dict[str, tuple[float, float]] = {}  # account: (weight, as of)
 
     def weight(self, account: str | None, now: float) -> float:
@@ -118,19 +120,17 @@ class Threads:
             kept = sorted(self.turns, key=lambda a: self.weight(a, now))[self.LIMIT // 2:]
             self.turns = {a: self.turns[a] for a in kept}
 
-    def lane(self, known: bool, account: str | None) -> deque[asyncio.Future[None]]:
-        if not known:
-            return self.waiting[1]
-        heavy = self.weight(account, time.monotonic()) >= self.HEAVY
-        return self.waiting[2 if heavy else 0]
-
     async def acquire(self, known: bool, account: str | None = None) -> None:
         if self.free > 0:  # a free thread means no one is waiting: given at release
             self.free -= 1
             return
-        lane = self.lane(known, account)
+        now = time.monotonic()
+        heavy = known and self.weight(account, now) >= self.HEAVY
+        lane = self.waiting[2 if heavy else 0 if known else 1]
         turn = asyncio.get_running_loop().create_future()
         lane.append(turn)
+        if known:
+            self.queued_at[turn] = now + (self.handicap if heavy else 0.0)
         try:
             await turn
         except BaseException:
@@ -139,16 +139,34 @@ class Threads:
             elif turn in lane:  # a release may have passed over it already
                 lane.remove(turn)
             raise
+        finally:
+            self.queued_at.pop(turn, None)
+
+    def _next_known(self) -> asyncio.Future[None] | None:
+        """The known waiter that came first, a heavy one `handicap` seconds later than it
+        did (each lane is in that order: the earlier of their heads)."""
+        known, _, heavy = self.waiting
+        for lane in (known, heavy):
+            while lane and lane[0].done():
+                lane.popleft()
+        if not known and not heavy:
+            return None
+        if heavy and (not known or self.queued_at[heavy[0]] < self.queued_at[known[0]]):
+            return heavy.popleft()
+        return known.popleft()
 
     def release(self) -> None:
-        known, others, heavy = self.waiting
-        for lane in (known, heavy, others):
-            while lane:
-                turn = lane.popleft()
-                if not turn.done():
-                    turn.set_result(None)
-                    return
-        self.free += 1
+        turn = self._next_known()
+        if turn is None:
+            others = self.waiting[1]
+            while others and turn is None:
+                turn = others.popleft()
+                if turn.done():
+                    turn = None
+        if turn is None:
+            self.free += 1
+        else:
+            turn.set_result(None)
 
 
 def _yield_to_the_loop(niceness: int) -> None:
@@ -170,7 +188,8 @@ class Hashing:
         self.limit = settings.max_concurrent_hashes
         self.wait = settings.hash_wait_seconds
         self.refusals = refusals
-        self.slots = Threads(self.limit)
+        # a heavy account's logins queue as if they came half the longest wait later
+        self.slots = Threads(self.limit, self.wait / 2)
         self.pool = ThreadPoolExecutor(self.limit, thread_name_prefix="giftgraph-hash",
                                        initializer=_yield_to_the_loop,
                                        initargs=(settings.hash_thread_niceness,))
