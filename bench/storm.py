@@ -40,6 +40,7 @@ from bench.harness import (
     dsn,
     listen_args,
     metric,
+    metrics_page,
     percentile,
     wait_for,
 )
@@ -316,8 +317,6 @@ def restart(server: Server) -> None:
 def _refused(instances: list[Server]) -> dict[str, float]:
     """What the running instances' admission bounds refused (their /metrics), by bound:
     a herd held back by a bound shows here, not as an error."""
-    from bench.harness import metrics_page
-
     total: Counter[str] = Counter()
     for s in instances:
         if s.proc is None or s.proc.poll() is not None:

@@ -23,10 +23,10 @@ A free thread goes first to a login that is likely its account owner's: from a n
 account has signed in from (giftgraph.db.networks), at most `known_login_rate` of them per
 account, or with its device token (an account that has logged in again and again lately
 queues as if it came later: `Threads`); then to the others, in the order they came.
-Eighty addresses each
-sending a wrong password a second, within their own budgets, kept the queue full: the
-owner's correct login waited ~5 s and was refused in one try of two. No account is ever
-locked: others' attempts spend nothing of it, and every login still pays one argon2 check.
+Eighty addresses each sending a wrong password a second, within their own budgets, kept
+the queue full: the owner's correct login waited ~5 s and was refused in one try of two.
+No account is ever locked: others' attempts spend nothing of it, and every login still
+pays one argon2 check.
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ async def login(
     known = known or device is not None
     if known and throttle is not None:
         known = await throttle.known_login(lowered, network, account=device is None)
-    # The lane is shared by user id (an email can change), heavy accounts last (Threads).
+    # Weighed by user id (an email can change): a heavy account queues later (Threads).
     gate = await hashing_turn(info, known, str(found.id) if found is not None else None)
     if found is None:
         await auth.burn_password_check(settings, password, gate)
