@@ -359,11 +359,11 @@ async def test_accounts_that_log_in_again_and_again_wait_behind_one_that_rarely_
             return verify(settings, password_hash, password)
 
         monkeypatch.setattr(auth, "_verify", held_verify)
-        heavy = app.state.giftgraph.throttle.hashing.slots.waiting[2]
+        known = app.state.giftgraph.throttle.hashing.slots.waiting[0]
         logins = [asyncio.create_task(login(ip, account)) for ip, account in busy]
-        await queued(heavy, 4)  # one holds the thread, four wait
+        await queued(known, 4)  # one holds the thread, four wait
         mine = asyncio.create_task(login("192.0.2.77", owner))
-        await queued(app.state.giftgraph.throttle.hashing.slots.waiting[0], 1)
+        await queued(known, 5)
         gate.set()
         assert (await mine).errors == []
         assert all(r.errors == [] for r in await asyncio.gather(*logins))
@@ -374,7 +374,8 @@ async def test_accounts_that_log_in_again_and_again_wait_behind_one_that_rarely_
 async def test_only_the_accounts_own_logins_ahead_weigh_on_it_by_its_id(
         database_url: str) -> None:
     """A wrong password from the owner's network (a known login) adds nothing to the
-    account's weight; its own logins do, and still after it changes its email."""
+    account's weight; its own logins do, and still after it changes its email; they weigh
+    on the network they came from too."""
     async with serving(database_url) as app, client(app, "192.0.2.77") as home:
         owner = await sign_up(GQL(home))
         slots = app.state.giftgraph.throttle.hashing.slots
@@ -391,6 +392,9 @@ async def test_only_the_accounts_own_logins_ahead_weigh_on_it_by_its_id(
         assert changed.errors == []
         assert (await GQL(home)(LOGIN, {**mine, "email": renamed})).errors == []
         assert slots.weight(user, time.monotonic()) == pytest.approx(2.0, abs=0.05)
+        # and the network's: two logins ahead from it
+        assert slots.weight("192.0.2.77", time.monotonic(), slots.networks) \
+            == pytest.approx(2.0, abs=0.05)
 
 
 def device_id(token: str) -> bytes:

@@ -1,6 +1,6 @@
-"""The hashing queue's known lane (giftgraph.admission.throttle.Threads): accounts that log
-in again and again wait behind the other known callers; how their logins are weighed, and
-that the accounts remembered are bounded."""
+"""The hashing queue's known lane (giftgraph.admission.throttle.Threads): accounts and
+networks that log in again and again queue later than the other known callers; how their
+logins are weighed, and that the accounts and networks remembered are bounded."""
 
 from __future__ import annotations
 
@@ -31,8 +31,10 @@ def test_the_accounts_remembered_are_bounded_and_the_heaviest_kept(
         threads.had_turn("heavy")
     for n in range(1_000):
         threads.had_turn(f"light{n}")
+        threads.had_turn("someone", f"198.51.100.{n % 250}/{n}")
     assert len(threads.turns) <= 100
-    assert threads.weight("heavy", time.monotonic()) >= Threads.HEAVY
+    assert len(threads.networks) <= 100
+    assert threads.weight("heavy", time.monotonic()) >= 2.9
 
 
 async def test_heavy_accounts_wait_behind_the_other_known_callers_only() -> None:
@@ -57,7 +59,7 @@ async def test_heavy_accounts_wait_behind_the_other_known_callers_only() -> None
     assert order == ["retried", "fresh", "busy", "stranger"]
     threads.release()
     assert threads.free == 1
-    assert not threads.queued_at
+    assert not threads.waiting[0]
 
 
 async def test_a_heavy_account_queues_later_not_last() -> None:
@@ -78,3 +80,63 @@ async def test_a_heavy_account_queues_later_not_last() -> None:
     threads.release()
     await asyncio.sleep(0)
     assert other.done()
+
+
+def test_the_delay_grows_with_an_accounts_or_a_networks_weight_up_to_the_handicap() -> None:
+    threads = Threads(1, handicap=5.0)
+
+    def delay(account: str | None, network: str | None) -> float:
+        return threads.delay(account, network, time.monotonic())
+
+    threads.had_turn("once", "192.0.2.1")
+    assert delay("once", "192.0.2.1") == 0.0  # one login lately: free
+    for n in range(4):  # a household: four accounts, a login each, from one network
+        threads.had_turn(f"member{n}", "192.0.2.2")
+    assert delay("member0", "192.0.2.2") == 0.0
+    assert delay(None, "192.0.2.2") == 0.0
+    for _ in range(3):
+        threads.had_turn("thrice", "192.0.2.3")
+    assert delay("thrice", None) == pytest.approx(2 * Threads.STEP, abs=0.01)
+    for _ in range(30):  # an account logging in again and again: at most the handicap
+        threads.had_turn("looping", "192.0.2.4")
+    assert delay("looping", None) == 5.0
+    for n in range(20):  # twenty accounts, a login each, from one network
+        threads.had_turn(f"rotated{n}", "203.0.113.9")
+    assert delay("rotated0", None) == 0.0
+    assert delay("rotated0", "203.0.113.9") == pytest.approx(4.0, abs=0.01)
+    assert delay("fresh", "203.0.113.9") == pytest.approx(4.0, abs=0.01)
+
+
+async def test_a_rare_login_goes_ahead_of_looping_accounts_that_came_before_it() -> None:
+    """The attack's shape: accounts that log in again and again, each from its own
+    network, wait for the thread; an owner's rare login, coming last, is next. The looping
+    ones keep their order among themselves, and one that timed out is passed over."""
+    threads = Threads(1, handicap=5.0)
+    for n in range(6):
+        for _ in range(10):
+            threads.had_turn(f"loop{n}", f"203.0.113.{n}")
+    await threads.acquire(True, "holder")
+    loops = []
+    for n in range(6):
+        loops.append(asyncio.create_task(threads.acquire(True, f"loop{n}", f"203.0.113.{n}")))
+        await asyncio.sleep(0.01)
+    loops[1].cancel()  # its client left (or it timed out) while waiting
+    owner = asyncio.create_task(threads.acquire(True, "owner", "192.0.2.77"))
+    stranger = asyncio.create_task(threads.acquire(False))
+    await asyncio.sleep(0)
+    order = []
+    tasks = {"owner": owner, "stranger": stranger} | {f"loop{n}": t for n, t in enumerate(loops)}
+    for _ in range(6):
+        threads.release()
+        await asyncio.sleep(0)
+        order += [name for name, task in tasks.items()
+                  if task.done() and not task.cancelled() and name not in order]
+    assert order == ["owner", "loop0", "loop2", "loop3", "loop4", "loop5"]
+    assert not stranger.done()
+    threads.release()
+    await asyncio.sleep(0)
+    assert stranger.done()
+    threads.release()
+    assert threads.free == 1
+    assert not threads.waiting[0]
+    assert not threads.waiting[1]

@@ -21,8 +21,9 @@ of the process: each waited ~5 s, then was refused.
 
 A free thread goes first to a login that is likely its account owner's: from a network the
 account has signed in from (giftgraph.db.networks), at most `known_login_rate` of them per
-account, or with its device token (an account that has logged in again and again lately
-queues as if it came later: `Threads`); then to the others, in the order they came.
+account, or with its device token (an account, or a network, that has logged in again
+and again lately queues as if it came later: `Threads`); then to the others, in the order
+they came.
 Eighty addresses each sending a wrong password a second, within their own budgets, kept
 the queue full: the owner's correct login waited ~5 s and was refused in one try of two.
 No account is ever locked: others' attempts spend nothing of it, and every login still
@@ -33,6 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import math
 import os
 import threading
@@ -66,103 +69,123 @@ class _Key:
 
 class Turn:
     """`Hashing.run` as one caller: one of its hashes at a time (ahead of the others'
-    when `known`, later among those when `account` is heavy: `Threads`)."""
+    when `known`, later among those when `account` or `network` has logged in again and
+    again lately: `Threads`)."""
 
-    __slots__ = ("account", "hashing", "key", "known")
+    __slots__ = ("account", "hashing", "key", "known", "network")
 
     def __init__(self, hashing: Hashing, key: str, known: bool = False,
-                 account: str | None = None) -> None:
+                 account: str | None = None, network: str | None = None) -> None:
         self.hashing = hashing
         self.key = key
         self.known = known
         self.account = account
+        self.network = network
 
     async def run(self, work: Callable[[], T]) -> T:
-        return await self.hashing.run(work, self.key, known=self.known, account=self.account)
+        return await self.hashing.run(work, self.key, known=self.known, account=self.account,
+                                      network=self.network)
 
 
 class Threads:
-    """The hashing threads' turns: `limit` at once. When one is free it goes to the
-    longest-waiting known caller (likely an account's owner: `known`); an account that
-    has logged in again and again lately (`heavy`: its successful logins ahead, each
-    halving in weight every HALF_LIFE seconds, weigh HEAVY or more) queues as if it had
-    come `handicap` seconds later, so that an attacker's own accounts, logging in again
-    and again, do not fill the lane ahead of an owner's rare login, and a heavy owner
-    still waits a bounded time. Then the longest-waiting other caller. Weights are this
+    """The hashing threads' turns: `limit` at once. When one is free it goes to a known
+    caller (likely an account's owner: `known`), the one that came first, where a caller
+    whose account or network has logged in again and again lately counts as having come
+    later (`delay`); then to the longest-waiting other caller.
+
+    An account's successful logins ahead weigh 1 each, halving every HALF_LIFE seconds;
+    a network's weigh the same, shared by NETWORK_SHARE accounts (a household). Past FREE
+    (a login lately: a typo, a second device) each unit of weight makes its next login
+    queue STEP seconds later, at most `handicap` (the longest a login waits). An attacker's
+    own accounts, each logging in again and again from its own network, or many accounts
+    from one network, so queue behind an owner's rare login: within the known lane it is
+    first come, first served only among callers of about the same weight, and a heavy
+    caller is passed only by lighter ones that came within its delay. Weights are this
     process's."""
 
     HALF_LIFE = 60.0
-    HEAVY = 2.5  # e.g. three logins ahead within ~30 s, or one every ~30 s or less
-    LIMIT = 4096  # accounts remembered; past it, down to half, the lightest first
+    FREE = 1.0
+    STEP = 1.0  # seconds later per unit of weight past FREE
+    NETWORK_SHARE = 4.0
+    LIMIT = 4096  # accounts (and networks) remembered; past it, down to half, lightest first
 
     def __init__(self, limit: int, handicap: float = 2.5) -> None:
         self.free = limit
         self.handicap = handicap
-        # known, others, known but heavy
-        self.waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]],
-                            deque[asyncio.Future[None]]] = (deque(), deque(), deque())
-        self.queued_at: dict[asyncio.Future[None], float] = {}  # known and heavy waiters
+        # known (a heap: as of when each counts as having come), others (in order)
+        self.waiting: tuple[list[tuple[float, int, asyncio.Future[None]]],
+                            deque[asyncio.Future[None]]] = ([], deque())
+        self.arrivals = itertools.count()  # ties in the heap: first come first
         self.turns: dict[str, tuple[float, float]] = {}  # account: (weight, as of)
+        self.networks: dict[str, tuple[float, float]] = {}  # network: (weight, as of)
 
-    def weight(self, account: str | None, now: float) -> float:
-        """`account`'s logins ahead, each halved every HALF_LIFE seconds since."""
-        if account is None or account not in self.turns:
+    def weight(self, account: str | None, now: float,
+               of: dict[str, tuple[float, float]] | None = None) -> float:
+        """`account`'s (or, `of=self.networks`, a network's) logins ahead, each halved
+        every HALF_LIFE seconds since."""
+        weights = self.turns if of is None else of
+        if account is None or account not in weights:
             return 0.0
-        weight, at = self.turns[account]
+        weight, at = weights[account]
         return float(weight * 0.5 ** ((now - at) / self.HALF_LIFE))
 
-    def had_turn(self, account: str) -> None:
-        """A login of `account` that went ahead succeeded (only its own successes weigh
-        on it: a stranger's failures with its device token or from its network do not)."""
-        now = time.monotonic()
-        self.turns[account] = (self.weight(account, now) + 1.0, now)
-        if len(self.turns) > self.LIMIT:  # down to half, the lightest let go first
-            kept = sorted(self.turns, key=lambda a: self.weight(a, now))[self.LIMIT // 2:]
-            self.turns = {a: self.turns[a] for a in kept}
+    def delay(self, account: str | None, network: str | None, now: float) -> float:
+        """How much later than it came a known login of `account` from `network` queues."""
+        weight = max(self.weight(account, now),
+                     self.weight(network, now, self.networks) / self.NETWORK_SHARE)
+        return min(self.handicap, max(0.0, weight - self.FREE) * self.STEP)
 
-    async def acquire(self, known: bool, account: str | None = None) -> None:
+    def had_turn(self, account: str, network: str | None = None) -> None:
+        """A login of `account` from `network` that went ahead succeeded (only its own
+        successes weigh on it: a stranger's failures with its device token or from its
+        network do not)."""
+        now = time.monotonic()
+        for key, weights in ((account, self.turns), (network, self.networks)):
+            if key is None:
+                continue
+            weights[key] = (self.weight(key, now, weights) + 1.0, now)
+            if len(weights) > self.LIMIT:
+                self._prune(weights, now)
+
+    def _prune(self, weights: dict[str, tuple[float, float]], now: float) -> None:
+        """Down to half of LIMIT, the lightest let go first."""
+        by_weight = sorted(weights, key=lambda key: self.weight(key, now, weights))
+        for gone in by_weight[:len(by_weight) - self.LIMIT // 2]:
+            del weights[gone]
+
+    async def acquire(self, known: bool, account: str | None = None,
+                      network: str | None = None) -> None:
         if self.free > 0:  # a free thread means no one is waiting: given at release
             self.free -= 1
             return
-        now = time.monotonic()
-        heavy = known and self.weight(account, now) >= self.HEAVY
-        lane = self.waiting[2 if heavy else 0 if known else 1]
         turn = asyncio.get_running_loop().create_future()
-        lane.append(turn)
         if known:
-            self.queued_at[turn] = now + (self.handicap if heavy else 0.0)
+            now = time.monotonic()
+            heapq.heappush(self.waiting[0], (now + self.delay(account, network, now),
+                                             next(self.arrivals), turn))
+        else:
+            self.waiting[1].append(turn)
         try:
             await turn
         except BaseException:
             if turn.done() and not turn.cancelled():
                 self.release()  # given, then cancelled (timed out): the next one's
-            elif turn in lane:  # a release may have passed over it already
-                lane.remove(turn)
+            elif not known and turn in self.waiting[1]:  # a release may have passed it
+                self.waiting[1].remove(turn)
+            # a known one stays in the heap, done: passed over when it comes up
             raise
-        finally:
-            self.queued_at.pop(turn, None)
-
-    def _next_known(self) -> asyncio.Future[None] | None:
-        """The known waiter that came first, a heavy one `handicap` seconds later than it
-        did (each lane is in that order: the earlier of their heads)."""
-        known, _, heavy = self.waiting
-        for lane in (known, heavy):
-            while lane and lane[0].done():
-                lane.popleft()
-        if not known and not heavy:
-            return None
-        if heavy and (not known or self.queued_at[heavy[0]] < self.queued_at[known[0]]):
-            return heavy.popleft()
-        return known.popleft()
 
     def release(self) -> None:
-        turn = self._next_known()
-        if turn is None:
-            others = self.waiting[1]
-            while others and turn is None:
-                turn = others.popleft()
-                if turn.done():
-                    turn = None
+        known, others = self.waiting
+        turn = None
+        while known and turn is None:
+            turn = heapq.heappop(known)[2]
+            if turn.done():
+                turn = None
+        while others and turn is None:
+            turn = others.popleft()
+            if turn.done():
+                turn = None
         if turn is None:
             self.free += 1
         else:
@@ -188,26 +211,30 @@ class Hashing:
         self.limit = settings.max_concurrent_hashes
         self.wait = settings.hash_wait_seconds
         self.refusals = refusals
-        # a heavy account's logins queue as if they came half the longest wait later
-        self.slots = Threads(self.limit, self.wait / 2)
+        # a heavy account's logins queue as if they came up to the longest wait later
+        self.slots = Threads(self.limit, self.wait)
         self.pool = ThreadPoolExecutor(self.limit, thread_name_prefix="giftgraph-hash",
                                        initializer=_yield_to_the_loop,
                                        initargs=(settings.hash_thread_niceness,))
         self.keys: dict[str, _Key] = {}  # only keys with a hash running or waiting
         self.refused = 0
 
-    def turn(self, key: str, known: bool = False, account: str | None = None) -> Turn:
+    def turn(self, key: str, known: bool = False, account: str | None = None,
+             network: str | None = None) -> Turn:
         """The gate of one caller (`family:<id>`, `ip:<network>`); `known`: a login from
         a network its account (`account`: its user's id) has signed in from, or with its
-        device token: ahead of the others, unless the account is heavy (`Threads`)."""
-        return Turn(self, key, known, account)
+        device token: ahead of the others, later among them as its account or its
+        client's `network` has logged in lately (`Threads`)."""
+        return Turn(self, key, known, account, network)
 
-    def logged_in(self, account: str) -> None:
-        """A login of `account` that went ahead succeeded: it weighs on its next ones."""
-        self.slots.had_turn(account)
+    def logged_in(self, account: str, network: str | None = None) -> None:
+        """A login of `account` from `network` that went ahead succeeded: it weighs on
+        the next ones of both."""
+        self.slots.had_turn(account, network)
 
     async def run(self, work: Callable[[], T], key: str | None = None, *,
-                  known: bool = False, account: str | None = None) -> T:
+                  known: bool = False, account: str | None = None,
+                  network: str | None = None) -> T:
         """`work()` in a hashing thread, once `key` has no other hash running or waiting
         and a thread is free (RATE_LIMITED after `hash_wait_seconds` in all); a free
         thread goes to a `known` caller first. A caller cancelled meanwhile (its client
@@ -232,7 +259,7 @@ class Hashing:
                 if entry is not None:
                     await entry.lock.acquire()
                     locked = True
-                await self.slots.acquire(known, account)
+                await self.slots.acquire(known, account, network)
         except TimeoutError:
             leave()
             self.refused += 1

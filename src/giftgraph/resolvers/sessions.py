@@ -117,7 +117,8 @@ async def login(
     known = known or device is not None
     if known and throttle is not None:
         known = await throttle.known_login(lowered, network, account=device is None)
-    # Weighed by user id (an email can change): a heavy account queues later (Threads).
+    # Weighed by user id (an email can change) and by the client's network: an account or
+    # a network that logged in again and again lately queues later (Threads).
     gate = await hashing_turn(info, known, str(found.id) if found is not None else None)
     if found is None:
         await auth.burn_password_check(settings, password, gate)
@@ -128,7 +129,7 @@ async def login(
             await throttle.known_login_failed(lowered, network, account=device is None)
         raise Unauthenticated(INVALID_LOGIN)
     if known and throttle is not None:  # its own logins ahead weigh on its next ones
-        throttle.hashing.logged_in(str(found.id))
+        throttle.hashing.logged_in(str(found.id), info.context.client_network)
     async with _anonymous_unit(info) as session:
         # Still the password just checked, and still active: a change committed meanwhile
         # is seen here, and one that commits later waits for this transaction and then
