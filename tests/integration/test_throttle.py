@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from giftgraph import auth
 from giftgraph.app import create_app
@@ -368,6 +369,56 @@ async def test_accounts_that_log_in_again_and_again_wait_behind_one_that_rarely_
         assert (await mine).errors == []
         assert all(r.errors == [] for r in await asyncio.gather(*logins))
         # right after the one that held the thread
+        assert checked.index("the owner's password") == 1, checked
+
+
+async def test_an_established_owner_goes_ahead_of_accounts_signed_up_lately(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five accounts signed up just now, each logging in for the first time from its own
+    network (light, known logins), wait for the hashing thread. The owner's account is
+    older than `login_established_seconds` and has logged in again and again (heavy): its
+    login, coming last, is checked as soon as the thread is free."""
+    async with serving(database_url, max_concurrent_hashes=1, hash_wait_seconds=30,
+                       login_established_seconds=3600) as app:
+        async with client(app, "192.0.2.77") as home:
+            owner = await sign_up(GQL(home), password="the owner's password")
+        engine = app.state.giftgraph.db().engine
+        async with engine.begin() as conn:  # signed up two hours ago
+            await conn.execute(text(
+                "UPDATE users SET created_at = created_at - interval '2 hours' "
+                "WHERE lower(email) = :email"), {"email": owner.email.lower()})
+        new = []
+        for n in range(1, 6):
+            async with client(app, f"203.0.113.{n}") as http:
+                new.append((f"203.0.113.{n}", await sign_up(
+                    GQL(http), password=f"new password {n}")))
+
+        async def login(ip: str, account: Account) -> Any:
+            async with client(app, ip) as http:
+                return await GQL(http)(LOGIN, {"email": account.email,
+                                               "password": account.password})
+
+        for _ in range(6):  # the owner's logins ahead, lately: heavy
+            assert (await login("192.0.2.77", owner)).errors == []
+        slots = app.state.giftgraph.throttle.hashing.slots
+        assert slots.delay(str(decode_id(owner.user_id, "User")), "192.0.2.77",
+                           time.monotonic()) > 0
+        gate, checked = threading.Event(), []
+        verify = auth._verify
+
+        def held_verify(settings: Any, password_hash: str, password: str) -> bool:
+            assert gate.wait(30), "never released"
+            checked.append(password)
+            return verify(settings, password_hash, password)
+
+        monkeypatch.setattr(auth, "_verify", held_verify)
+        logins = [asyncio.create_task(login(ip, account)) for ip, account in new]
+        await queued(slots.waiting[0], 4)  # one holds the thread, four wait
+        mine = asyncio.create_task(login("192.0.2.77", owner))
+        await queued(slots.waiting[0], 5)
+        gate.set()
+        assert (await mine).errors == []
+        assert all(r.errors == [] for r in await asyncio.gather(*logins))
         assert checked.index("the owner's password") == 1, checked
 
 

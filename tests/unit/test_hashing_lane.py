@@ -140,3 +140,30 @@ async def test_a_rare_login_goes_ahead_of_looping_accounts_that_came_before_it()
     assert threads.free == 1
     assert not threads.waiting[0]
     assert not threads.waiting[1]
+
+
+async def test_an_established_accounts_login_goes_ahead_of_new_accounts_whatever_its_weight(
+        ) -> None:
+    """Accounts signed up lately (a flood's), each light, queue behind an established
+    account's login, even one that logged in again and again and came last; they still
+    go ahead of the callers that are not known."""
+    threads = Threads(1, handicap=2.5, fresh=10.0)
+    for _ in range(30):
+        threads.had_turn("owner", "192.0.2.77")
+    await threads.acquire(True, "holder")
+    new = []
+    for n in range(3):
+        new.append(asyncio.create_task(
+            threads.acquire(True, f"new{n}", f"203.0.113.{n}", established=False)))
+        await asyncio.sleep(0.01)
+    stranger = asyncio.create_task(threads.acquire(False))
+    await asyncio.sleep(0)
+    owner = asyncio.create_task(threads.acquire(True, "owner", "192.0.2.77"))
+    await asyncio.sleep(0)
+    tasks = {"owner": owner, "stranger": stranger} | {f"new{n}": t for n, t in enumerate(new)}
+    order: list[str] = []
+    for _ in range(5):
+        threads.release()
+        await asyncio.sleep(0)
+        order += [name for name, task in tasks.items() if task.done() and name not in order]
+    assert order == ["owner", "new0", "new1", "new2", "stranger"]

@@ -72,35 +72,38 @@ class Turn:
     when `known`, later among those when `account` or `network` has logged in again and
     again lately: `Threads`)."""
 
-    __slots__ = ("account", "hashing", "key", "known", "network")
+    __slots__ = ("account", "established", "hashing", "key", "known", "network")
 
     def __init__(self, hashing: Hashing, key: str, known: bool = False,
-                 account: str | None = None, network: str | None = None) -> None:
+                 account: str | None = None, network: str | None = None,
+                 established: bool = True) -> None:
         self.hashing = hashing
         self.key = key
         self.known = known
         self.account = account
         self.network = network
+        self.established = established
 
     async def run(self, work: Callable[[], T]) -> T:
         return await self.hashing.run(work, self.key, known=self.known, account=self.account,
-                                      network=self.network)
+                                      network=self.network, established=self.established)
 
 
 class Threads:
     """The hashing threads' turns: `limit` at once. When one is free it goes to a known
     caller (likely an account's owner: `known`), the one that came first, where a caller
-    whose account or network has logged in again and again lately counts as having come
-    later (`delay`); then to the longest-waiting other caller.
+    counts as having come later (`delay`) when its account or network has logged in again
+    and again lately, or when its account is new; then to the longest-waiting other caller.
 
     An account's successful logins ahead weigh 1 each, halving every HALF_LIFE seconds;
     a network's weigh the same, shared by NETWORK_SHARE accounts (a household). Past FREE
     (a login lately: a typo, a second device) each unit of weight makes its next login
-    queue STEP seconds later, at most `handicap` (the longest a login waits). An attacker's
-    own accounts, each logging in again and again from its own network, or many accounts
-    from one network, so queue behind an owner's rare login: within the known lane it is
-    first come, first served only among callers of about the same weight, and a heavy
-    caller is passed only by lighter ones that came within its delay. Weights are this
+    queue STEP seconds later, at most `handicap` (half the longest wait: a heavy owner is
+    passed only by lighter logins that came within it). An account that is not yet
+    established (younger than `login_established_seconds`) queues `fresh` seconds later
+    (twice the longest wait): behind every established account's login, whatever its
+    weight, and still ahead of the other callers. Accounts signed up for an attack, and
+    rotated so that each stays light, so queue behind the owners'. Weights are this
     process's."""
 
     HALF_LIFE = 60.0
@@ -109,9 +112,10 @@ class Threads:
     NETWORK_SHARE = 4.0
     LIMIT = 4096  # accounts (and networks) remembered; past it, down to half, lightest first
 
-    def __init__(self, limit: int, handicap: float = 2.5) -> None:
+    def __init__(self, limit: int, handicap: float = 2.5, fresh: float | None = None) -> None:
         self.free = limit
         self.handicap = handicap
+        self.fresh = 4 * handicap if fresh is None else fresh
         # known (a heap: as of when each counts as having come), others (in order)
         self.waiting: tuple[list[tuple[float, int, asyncio.Future[None]]],
                             deque[asyncio.Future[None]]] = ([], deque())
@@ -129,11 +133,13 @@ class Threads:
         weight, at = weights[account]
         return float(weight * 0.5 ** ((now - at) / self.HALF_LIFE))
 
-    def delay(self, account: str | None, network: str | None, now: float) -> float:
+    def delay(self, account: str | None, network: str | None, now: float,
+              established: bool = True) -> float:
         """How much later than it came a known login of `account` from `network` queues."""
         weight = max(self.weight(account, now),
                      self.weight(network, now, self.networks) / self.NETWORK_SHARE)
-        return min(self.handicap, max(0.0, weight - self.FREE) * self.STEP)
+        later = min(self.handicap, max(0.0, weight - self.FREE) * self.STEP)
+        return later if established else later + self.fresh
 
     def had_turn(self, account: str, network: str | None = None) -> None:
         """A login of `account` from `network` that went ahead succeeded (only its own
@@ -154,15 +160,15 @@ class Threads:
             del weights[gone]
 
     async def acquire(self, known: bool, account: str | None = None,
-                      network: str | None = None) -> None:
+                      network: str | None = None, established: bool = True) -> None:
         if self.free > 0:  # a free thread means no one is waiting: given at release
             self.free -= 1
             return
         turn = asyncio.get_running_loop().create_future()
         if known:
             now = time.monotonic()
-            heapq.heappush(self.waiting[0], (now + self.delay(account, network, now),
-                                             next(self.arrivals), turn))
+            later = self.delay(account, network, now, established)
+            heapq.heappush(self.waiting[0], (now + later, next(self.arrivals), turn))
         else:
             self.waiting[1].append(turn)
         try:
@@ -211,8 +217,9 @@ class Hashing:
         self.limit = settings.max_concurrent_hashes
         self.wait = settings.hash_wait_seconds
         self.refusals = refusals
-        # a heavy account's logins queue as if they came up to the longest wait later
-        self.slots = Threads(self.limit, self.wait)
+        # a heavy account's logins queue up to half the longest wait later, a new account's
+        # twice the longest wait later
+        self.slots = Threads(self.limit, self.wait / 2, 2 * self.wait)
         self.pool = ThreadPoolExecutor(self.limit, thread_name_prefix="giftgraph-hash",
                                        initializer=_yield_to_the_loop,
                                        initargs=(settings.hash_thread_niceness,))
@@ -220,12 +227,13 @@ class Hashing:
         self.refused = 0
 
     def turn(self, key: str, known: bool = False, account: str | None = None,
-             network: str | None = None) -> Turn:
+             network: str | None = None, established: bool = True) -> Turn:
         """The gate of one caller (`family:<id>`, `ip:<network>`); `known`: a login from
         a network its account (`account`: its user's id) has signed in from, or with its
         device token: ahead of the others, later among them as its account or its
-        client's `network` has logged in lately (`Threads`)."""
-        return Turn(self, key, known, account, network)
+        client's `network` has logged in lately, or when the account is not `established`
+        (`Threads`)."""
+        return Turn(self, key, known, account, network, established)
 
     def logged_in(self, account: str, network: str | None = None) -> None:
         """A login of `account` from `network` that went ahead succeeded: it weighs on
@@ -234,7 +242,7 @@ class Hashing:
 
     async def run(self, work: Callable[[], T], key: str | None = None, *,
                   known: bool = False, account: str | None = None,
-                  network: str | None = None) -> T:
+                  network: str | None = None, established: bool = True) -> T:
         """`work()` in a hashing thread, once `key` has no other hash running or waiting
         and a thread is free (RATE_LIMITED after `hash_wait_seconds` in all); a free
         thread goes to a `known` caller first. A caller cancelled meanwhile (its client
@@ -259,7 +267,7 @@ class Hashing:
                 if entry is not None:
                     await entry.lock.acquire()
                     locked = True
-                await self.slots.acquire(known, account, network)
+                await self.slots.acquire(known, account, network, established)
         except TimeoutError:
             leave()
             self.refused += 1
