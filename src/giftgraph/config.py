@@ -175,7 +175,7 @@ class Settings(BaseSettings):
     known_login_rate: str = "10/hour"
     # An account at least this old is established: its known logins go ahead of those of
     # accounts signed up since (an attacker's, made for a flood). 0: every account is.
-    login_established_seconds: float = Field(default=86_400, ge=0)
+    login_established_seconds: float = Field(default=86_400, ge=0, allow_inf_nan=False)
     # Every per-IP bound keys an IPv6 client by its first this many bits (one host is
     # usually given a /64: a bound per address would be none); 128: by each address.
     ipv6_prefix_length: int = Field(default=64, ge=16, le=128)

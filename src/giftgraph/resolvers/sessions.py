@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 import strawberry
@@ -121,8 +121,8 @@ async def login(
     # Weighed by user id (an email can change) and by the client's network: an account or
     # a network that logged in again and again lately queues later, and an account signed
     # up lately (in a flood, for one) behind every older one (Threads).
-    established = found is not None and found.created_at <= datetime.now(UTC) - timedelta(
-        seconds=settings.login_established_seconds)
+    established = found is not None and (datetime.now(UTC) - found.created_at) \
+        .total_seconds() >= settings.login_established_seconds
     gate = await hashing_turn(info, known, str(found.id) if found is not None else None,
                               established)
     if found is None:
