@@ -503,6 +503,25 @@ async def test_a_login_with_its_device_token_goes_ahead_of_a_flood_from_any_netw
         assert done[-1] == "forged"
 
 
+async def test_failures_from_a_network_the_owner_once_used_spend_that_networks_lane_only(
+        database_url: str) -> None:
+    """A stranger at a cafe where the owner once signed in fails with the owner's email:
+    the failure goes ahead (a known network) and spends the cafe's lane, not the
+    account's: the owner's next login from home still goes ahead; from the cafe it waits
+    with the others."""
+    async with serving(database_url, known_login_rate="1/hour") as app, \
+            client(app, "192.0.2.77") as home, client(app, "198.51.100.9") as cafe:
+        account = await sign_up(GQL(home))
+        mine = {"email": account.email, "password": account.password}
+        assert (await GQL(cafe)(LOGIN, mine)).errors == []  # the cafe is known from now on
+        wrong = {"email": account.email, "password": "wrong"}
+        assert (await GQL(cafe)(LOGIN, wrong)).codes == ["UNAUTHENTICATED"]
+        assert (await GQL(home)(LOGIN, mine)).errors == []
+        assert await refusals(home, "known_login_rate") == 0  # home's lane: untouched
+        assert (await GQL(cafe)(LOGIN, mine)).errors == []
+        assert await refusals(home, "known_login_rate") == 1  # the cafe's, spent
+
+
 async def test_a_device_tokens_failures_spend_its_own_lane_not_the_accounts(
         database_url: str) -> None:
     """Whoever holds a copy of a device token (a shared computer) and fails with it spends

@@ -62,8 +62,9 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("login_ip_rate", "login_ip_rate", "login attempts per IP"),
     Bound("known_login_rate", "known_login_rate", "failed logins that went ahead of the "
           "hashing queue (because they came from a network the account has signed in "
-          "from: login, signUp, refreshToken, within refresh_token_ttl_seconds), per account "
-          "and per network: past it their logins wait their turn with the others"),
+          "from: login, signUp, refreshToken, within refresh_token_ttl_seconds, or with a "
+          "device token), per network (or device): past it their logins wait their turn "
+          "with the others"),
     Bound("signup_ip_rate", "signup_ip_rate", "signUp per IP"),
     Bound("token_ip_rate", "token_ip_rate", "refreshToken and logout per IP"),
     Bound("requests_per_caller", "max_requests_per_caller", "GraphQL requests over HTTP "

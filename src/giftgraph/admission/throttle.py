@@ -20,10 +20,10 @@ its own turn, within the same `hash_wait_seconds`. Without it, one ADMIN's burst
 of the process: each waited ~5 s, then was refused.
 
 A free thread goes first to a login that is likely its account owner's: from a network the
-account has signed in from (giftgraph.db.networks), at most `known_login_rate` of them per
-account, or with its device token (an account, or a network, that has logged in again
-and again lately queues as if it came later: `Threads`); then to the others, in the order
-they came.
+account has signed in from (giftgraph.db.networks), or with its device token, while that
+network's (or device's) failures ahead stay within `known_login_rate`. Among those, an
+account signed up lately, or an account or network that has logged in again and again
+lately, queues as if it came later (`Threads`). Then the others, in the order they came.
 Eighty addresses each sending a wrong password a second, within their own budgets, kept
 the queue full: the owner's correct login waited ~5 s and was refused in one try of two.
 No account is ever locked: others' attempts spend nothing of it, and every login still
@@ -324,17 +324,18 @@ class Throttle:
         await self._spend("login_ip_rate", ip)
         await self._spend("login_rate", ip, email.strip().lower())
 
-    async def known_login(self, email: str, network: str, account: bool = True) -> bool:
-        """Whether a login for `email` from a network its account has signed in from may
-        go ahead of the hashing queue: while neither the account nor the network has
-        spent `known_login_rate` (by failed logins ahead: `known_login_failed`). Past it
-        the login waits its turn with the others (counted). The owner's own logins spend
-        nothing (13 routine logins in an hour took an account's lane away), and a network
-        whose logins ahead fail (an attacker's own accounts, signed up from the flooding
-        addresses, with wrong passwords) loses the lane for all its logins."""
+    async def known_login(self, network: str) -> bool:
+        """Whether a login from a network its account has signed in from (or with its
+        device token: `network` names the device) may go ahead of the hashing queue: while
+        the network has not spent `known_login_rate` (by failed logins ahead:
+        `known_login_failed`). Past it the login waits its turn with the others (counted).
+        The owner's own logins spend nothing (13 routine logins in an hour took an
+        account's lane away), and a network whose logins ahead fail (an attacker's own
+        accounts, signed up from the flooding addresses, with wrong passwords) loses the
+        lane for all its logins. Nothing is spent per account: a stranger on a network the
+        owner once used (a cafe's) failing with the owner's email spent the account's lane
+        for an hour, and the owner's logins from home then waited behind a flood."""
         try:
-            if account:  # a device token's lane is its own (`account=False`): below
-                await self.limits.check("known_login_rate", "account", email.strip().lower())
             await self.limits.check("known_login_rate", "network", network)
         except RateLimited:
             if self.refusals is not None:
@@ -342,16 +343,11 @@ class Throttle:
             return False
         return True
 
-    async def known_login_failed(self, email: str, network: str,
-                                 account: bool = True) -> None:
-        """A login that went ahead failed: spend the account's and the network's lane. A
-        device token's failures (`account=False`, `network` naming the device) spend the
-        device's alone: whoever holds a copy of it (a shared computer) could otherwise take
-        the account's lane from its owner's other devices and networks for an hour."""
-        keys_of = [("account", email.strip().lower())] if account else []
-        for keys in (*keys_of, ("network", network)):
-            with contextlib.suppress(RateLimited):
-                await self.limits.hit("known_login_rate", *keys)
+    async def known_login_failed(self, network: str) -> None:
+        """A login that went ahead failed: spend its network's lane (a device token's
+        failures spend the device's alone: `network` names it)."""
+        with contextlib.suppress(RateLimited):
+            await self.limits.hit("known_login_rate", "network", network)
 
     async def sign_up(self, ip: str) -> None:
         await self._spend("signup_ip_rate", ip)

@@ -111,13 +111,13 @@ async def login(
     known = bool(await info.context.db.scalar(
         networks.known(settings, lowered, info.context.client_network)))
     device = auth.device_of(settings, device_token, found)
-    # The lane is spent by failures per account and per network, or per device alone: a
-    # device token works from any network, its failures are its own.
+    # The lane is spent by failures per network, or per device: a device token works from
+    # any network, its failures are its own.
     network = info.context.client_network if device is None \
         else "device:" + device.hex()
     known = known or device is not None
     if known and throttle is not None:
-        known = await throttle.known_login(lowered, network, account=device is None)
+        known = await throttle.known_login(network)
     # Weighed by user id (an email can change) and by the client's network: an account or
     # a network that logged in again and again lately queues later, and an account signed
     # up lately (in a flood, for one) behind every older one (Threads).
@@ -131,7 +131,7 @@ async def login(
     ok = await auth.verify_password(settings, found.password_hash, password, gate)
     if not ok or not found.is_active:
         if known and throttle is not None:
-            await throttle.known_login_failed(lowered, network, account=device is None)
+            await throttle.known_login_failed(network)
         raise Unauthenticated(INVALID_LOGIN)
     if known and throttle is not None:  # its own logins ahead weigh on its next ones
         throttle.hashing.logged_in(str(found.id), info.context.client_network)
