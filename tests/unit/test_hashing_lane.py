@@ -41,7 +41,7 @@ def test_the_accounts_remembered_are_bounded_and_the_heaviest_kept(
 
 
 async def test_heavy_accounts_wait_behind_the_other_known_callers_only() -> None:
-    threads = Threads(1)
+    threads = Threads(1, recent=0.0)  # the weights alone (recency: below)
     for _ in range(3):
         threads.had_turn("busy")
     threads.had_turn("retried")  # one login lately (a typo, a second device): not heavy
@@ -68,7 +68,7 @@ async def test_heavy_accounts_wait_behind_the_other_known_callers_only() -> None
 async def test_a_heavy_account_queues_later_not_last() -> None:
     """A heavy login that came more than the handicap before a known one still goes first:
     an owner who logged in again and again is not starved by a stream of others."""
-    threads = Threads(1, handicap=0.05)
+    threads = Threads(1, handicap=0.05, recent=0.0)
     for _ in range(3):
         threads.had_turn("owner")
     await threads.acquire(True, "holder")
@@ -86,7 +86,7 @@ async def test_a_heavy_account_queues_later_not_last() -> None:
 
 
 def test_the_delay_grows_with_an_accounts_or_a_networks_weight_up_to_the_handicap() -> None:
-    threads = Threads(1, handicap=5.0)
+    threads = Threads(1, handicap=5.0, recent=0.0)
 
     def delay(account: str | None, network: str | None) -> float:
         return threads.delay(account, network, time.monotonic())
@@ -150,7 +150,7 @@ async def test_an_established_accounts_login_goes_ahead_of_new_accounts_whatever
     """Accounts signed up lately (a flood's), each light, queue behind an established
     account's login, even one that logged in again and again and came last; they still
     go ahead of the callers that are not known."""
-    threads = Threads(1, handicap=2.5, fresh=10.0)
+    threads = Threads(1, handicap=2.5, fresh=20.0, recent=10.0)
     for _ in range(30):
         threads.had_turn("owner", "192.0.2.77")
     await threads.acquire(True, "holder")
@@ -194,3 +194,29 @@ async def test_a_known_login_that_times_out_in_the_lane_leaves_the_thread_to_the
     finally:
         release.set()
         hashing.close()
+
+
+async def test_an_account_with_a_login_in_the_last_hour_queues_behind_idle_ones() -> None:
+    """Accounts an attacker signed up a day ahead and logs in to again and again each had
+    a login ahead lately: an owner whose last login ahead was more than RECENT seconds ago
+    goes first, whatever came before it; a new account still goes after both."""
+    threads = Threads(1, handicap=2.5, fresh=20.0, recent=10.0)
+    now = time.monotonic()
+    threads.turns["owner"] = (0.5, now - Threads.RECENT - 60)  # a login ahead, long ago
+    threads.turns["prepared"] = (0.0001, now - 600)  # light, but within the hour
+    assert threads.delay("owner", None, now) == 0.0
+    assert threads.delay("prepared", None, now) == 10.0
+    await threads.acquire(True, "holder")
+    prepared = asyncio.create_task(threads.acquire(True, "prepared"))
+    await asyncio.sleep(0.01)
+    new = asyncio.create_task(threads.acquire(True, "new", established=False))
+    await asyncio.sleep(0.01)
+    owner = asyncio.create_task(threads.acquire(True, "owner"))
+    await asyncio.sleep(0)
+    tasks = {"prepared": prepared, "new": new, "owner": owner}
+    order: list[str] = []
+    for _ in range(3):
+        threads.release()
+        await asyncio.sleep(0)
+        order += [name for name, task in tasks.items() if task.done() and name not in order]
+    assert order == ["owner", "prepared", "new"]

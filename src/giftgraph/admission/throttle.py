@@ -101,21 +101,28 @@ class Threads:
     queue STEP seconds later, at most `handicap` (half the longest wait: a heavy owner is
     passed only by lighter logins that came within it). An account that is not yet
     established (younger than `login_established_seconds`) queues `fresh` seconds later
-    (twice the longest wait): behind every established account's login, whatever its
-    weight, and still ahead of the other callers. Accounts signed up for an attack, and
-    rotated so that each stays light, so queue behind the owners'. Weights are this
-    process's."""
+    (four times the longest wait), and an account with a login ahead in the last RECENT
+    seconds `recent` seconds later (twice the longest wait): each tier behind every login
+    of the one before, whatever its weight (established and idle, established and
+    recent, new and idle, new and recent), and all ahead of the other callers. Accounts
+    signed up for an attack, and rotated so that each stays light, queue behind the
+    owners'; accounts signed up a day ahead have one login an hour before they join the
+    recent. Weights are this process's; past LIMIT accounts, the least recent are
+    forgotten (an attack with more accounts than that has them counted idle again)."""
 
     HALF_LIFE = 60.0
     FREE = 1.0
     STEP = 1.0  # seconds later per unit of weight past FREE
     NETWORK_SHARE = 4.0
-    LIMIT = 4096  # accounts (and networks) remembered; past it, down to half, lightest first
+    RECENT = 3600.0
+    LIMIT = 16384  # accounts (and networks) remembered; past it, down to half, lightest first
 
-    def __init__(self, limit: int, handicap: float = 2.5, fresh: float | None = None) -> None:
+    def __init__(self, limit: int, handicap: float = 2.5, fresh: float | None = None,
+                 recent: float | None = None) -> None:
         self.free = limit
         self.handicap = handicap
-        self.fresh = 4 * handicap if fresh is None else fresh
+        self.fresh = 8 * handicap if fresh is None else fresh
+        self.recent = 4 * handicap if recent is None else recent
         # known (a heap: as of when each counts as having come), others (in order)
         self.waiting: tuple[list[tuple[float, int, asyncio.Future[None]]],
                             deque[asyncio.Future[None]]] = ([], deque())
@@ -139,6 +146,9 @@ class Threads:
         weight = max(self.weight(account, now),
                      self.weight(network, now, self.networks) / self.NETWORK_SHARE)
         later = min(self.handicap, max(0.0, weight - self.FREE) * self.STEP)
+        if account is not None and account in self.turns \
+                and now - self.turns[account][1] < self.RECENT:
+            later += self.recent
         return later if established else later + self.fresh
 
     def had_turn(self, account: str, network: str | None = None) -> None:
@@ -217,9 +227,10 @@ class Hashing:
         self.limit = settings.max_concurrent_hashes
         self.wait = settings.hash_wait_seconds
         self.refusals = refusals
-        # a heavy account's logins queue up to half the longest wait later, a new account's
-        # twice the longest wait later
-        self.slots = Threads(self.limit, self.wait / 2, 2 * self.wait)
+        # a heavy account's logins queue up to half the longest wait later, a recent one's
+        # twice the longest wait later, a new account's four times
+        self.slots = Threads(self.limit, self.wait / 2, fresh=4 * self.wait,
+                             recent=2 * self.wait)
         self.pool = ThreadPoolExecutor(self.limit, thread_name_prefix="giftgraph-hash",
                                        initializer=_yield_to_the_loop,
                                        initargs=(settings.hash_thread_niceness,))
