@@ -422,6 +422,58 @@ async def test_an_established_owner_goes_ahead_of_accounts_signed_up_lately(
         assert checked.index("the owner's password") == 1, checked
 
 
+async def test_an_account_that_logged_in_within_the_hour_queues_behind_an_idle_one_anywhere(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last login is kept in the database: a process that never saw the owner log in
+    (another instance, a restart) still puts its next login behind that of an established
+    account with no login within the hour, though the owner's came first."""
+    async with serving(database_url) as first:
+        accounts = {}
+        for name, ip in (("owner", "192.0.2.77"), ("idle", "192.0.2.88"),
+                         ("holder", "192.0.2.99")):
+            async with client(first, ip) as http:
+                accounts[name] = (ip, await sign_up(GQL(http), password=f"{name} password"))
+        engine = first.state.giftgraph.db().engine
+        async with engine.begin() as conn:  # all signed up two days ago
+            await conn.execute(text(
+                "UPDATE users SET created_at = created_at - interval '2 days' "
+                "WHERE lower(email) = ANY(:emails)"),
+                {"emails": [a.email.lower() for _, a in accounts.values()]})
+        ip, owner = accounts["owner"]
+        async with client(first, ip) as http:  # logged in, on the first instance
+            assert (await GQL(http)(LOGIN, {"email": owner.email,
+                                            "password": owner.password})).errors == []
+
+    async with serving(database_url, max_concurrent_hashes=1, hash_wait_seconds=30) as app:
+        async def login(name: str) -> Any:
+            ip, account = accounts[name]
+            async with client(app, ip) as http:
+                return await GQL(http)(LOGIN, {"email": account.email,
+                                               "password": account.password})
+
+        gate, checked = threading.Event(), []
+        verify = auth._verify
+
+        def held_verify(settings: Any, password_hash: str, password: str) -> bool:
+            assert gate.wait(30), "never released"
+            checked.append(password)
+            return verify(settings, password_hash, password)
+
+        monkeypatch.setattr(auth, "_verify", held_verify)
+        known = app.state.giftgraph.throttle.hashing.slots.waiting[0]
+        holder = asyncio.create_task(login("holder"))
+        while not app.state.giftgraph.throttle.hashing.keys:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # the holder's hash holds the one thread
+        mine = asyncio.create_task(login("owner"))
+        await queued(known, 1)
+        idle = asyncio.create_task(login("idle"))
+        await queued(known, 2)
+        gate.set()
+        assert all(r.errors == [] for r in await asyncio.gather(holder, mine, idle))
+        assert checked == ["holder password", "idle password", "owner password"]
+
+
 async def test_only_the_accounts_own_logins_ahead_weigh_on_it_by_its_id(
         database_url: str) -> None:
     """A wrong password from the owner's network (a known login) adds nothing to the

@@ -72,21 +72,23 @@ class Turn:
     when `known`, later among those when `account` or `network` has logged in again and
     again lately: `Threads`)."""
 
-    __slots__ = ("account", "established", "hashing", "key", "known", "network")
+    __slots__ = ("account", "established", "hashing", "key", "known", "network", "recent")
 
     def __init__(self, hashing: Hashing, key: str, known: bool = False,
                  account: str | None = None, network: str | None = None,
-                 established: bool = True) -> None:
+                 established: bool = True, recent: bool = False) -> None:
         self.hashing = hashing
         self.key = key
         self.known = known
         self.account = account
         self.network = network
         self.established = established
+        self.recent = recent
 
     async def run(self, work: Callable[[], T]) -> T:
         return await self.hashing.run(work, self.key, known=self.known, account=self.account,
-                                      network=self.network, established=self.established)
+                                      network=self.network, established=self.established,
+                                      recent=self.recent)
 
 
 class Threads:
@@ -101,14 +103,14 @@ class Threads:
     queue STEP seconds later, at most `handicap` (half the longest wait: a heavy owner is
     passed only by lighter logins that came within it). An account that is not yet
     established (younger than `login_established_seconds`) queues `fresh` seconds later
-    (four times the longest wait), and an account with a login ahead in the last RECENT
-    seconds `recent` seconds later (twice the longest wait): each tier behind every login
-    of the one before, whatever its weight (established and idle, established and
-    recent, new and idle, new and recent), and all ahead of the other callers. Accounts
-    signed up for an attack, and rotated so that each stays light, queue behind the
-    owners'; accounts signed up a day ahead have one login an hour before they join the
-    recent. Weights are this process's; past LIMIT accounts, the least recent are
-    forgotten (an attack with more accounts than that has them counted idle again)."""
+    (four times the longest wait), and an account that logged in within the last RECENT
+    seconds `recent` seconds later (twice the longest wait; the database keeps the last
+    login, giftgraph.db.networks, so any process and a restart know it): each tier
+    behind every login of the one before, whatever its weight (established and idle,
+    established and recent, new and idle, new and recent), and all ahead of the other
+    callers. Accounts signed up for an attack, and rotated so that each stays light,
+    queue behind the owners'; accounts signed up a day ahead have one idle login an hour.
+    Weights are this process's; past LIMIT accounts, the lightest are forgotten."""
 
     HALF_LIFE = 60.0
     FREE = 1.0
@@ -141,13 +143,15 @@ class Threads:
         return float(weight * 0.5 ** ((now - at) / self.HALF_LIFE))
 
     def delay(self, account: str | None, network: str | None, now: float,
-              established: bool = True) -> float:
-        """How much later than it came a known login of `account` from `network` queues."""
+              established: bool = True, recent: bool = False) -> float:
+        """How much later than it came a known login of `account` from `network` queues
+        (`recent`: the account logged in within RECENT seconds, as the database says;
+        this process's own memory of its logins ahead counts too)."""
         weight = max(self.weight(account, now),
                      self.weight(network, now, self.networks) / self.NETWORK_SHARE)
         later = min(self.handicap, max(0.0, weight - self.FREE) * self.STEP)
-        if account is not None and account in self.turns \
-                and now - self.turns[account][1] < self.RECENT:
+        if recent or (account is not None and account in self.turns
+                      and now - self.turns[account][1] < self.RECENT):
             later += self.recent
         return later if established else later + self.fresh
 
@@ -170,14 +174,15 @@ class Threads:
             del weights[gone]
 
     async def acquire(self, known: bool, account: str | None = None,
-                      network: str | None = None, established: bool = True) -> None:
+                      network: str | None = None, established: bool = True,
+                      recent: bool = False) -> None:
         if self.free > 0:  # a free thread means no one is waiting: given at release
             self.free -= 1
             return
         turn = asyncio.get_running_loop().create_future()
         if known:
             now = time.monotonic()
-            later = self.delay(account, network, now, established)
+            later = self.delay(account, network, now, established, recent)
             heapq.heappush(self.waiting[0], (now + later, next(self.arrivals), turn))
         else:
             self.waiting[1].append(turn)
@@ -238,13 +243,14 @@ class Hashing:
         self.refused = 0
 
     def turn(self, key: str, known: bool = False, account: str | None = None,
-             network: str | None = None, established: bool = True) -> Turn:
+             network: str | None = None, established: bool = True,
+             recent: bool = False) -> Turn:
         """The gate of one caller (`family:<id>`, `ip:<network>`); `known`: a login from
         a network its account (`account`: its user's id) has signed in from, or with its
         device token: ahead of the others, later among them as its account or its
-        client's `network` has logged in lately, or when the account is not `established`
-        (`Threads`)."""
-        return Turn(self, key, known, account, network, established)
+        client's `network` has logged in lately, or the account logged in within the hour
+        (`recent`), or is not `established` (`Threads`)."""
+        return Turn(self, key, known, account, network, established, recent)
 
     def logged_in(self, account: str, network: str | None = None) -> None:
         """A login of `account` from `network` that went ahead succeeded: it weighs on
@@ -253,7 +259,8 @@ class Hashing:
 
     async def run(self, work: Callable[[], T], key: str | None = None, *,
                   known: bool = False, account: str | None = None,
-                  network: str | None = None, established: bool = True) -> T:
+                  network: str | None = None, established: bool = True,
+                  recent: bool = False) -> T:
         """`work()` in a hashing thread, once `key` has no other hash running or waiting
         and a thread is free (RATE_LIMITED after `hash_wait_seconds` in all); a free
         thread goes to a `known` caller first. A caller cancelled meanwhile (its client
@@ -278,7 +285,7 @@ class Hashing:
                 if entry is not None:
                     await entry.lock.acquire()
                     locked = True
-                await self.slots.acquire(known, account, network, established)
+                await self.slots.acquire(known, account, network, established, recent)
         except TimeoutError:
             leave()
             self.refused += 1

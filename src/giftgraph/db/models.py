@@ -152,6 +152,8 @@ class KnownNetwork(Base):
         UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     network: Mapped[str] = mapped_column(String(32), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The last login from it (signUp and refreshToken leave it), if any.
+    login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Person(Owned, Base):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Select, delete, exists, func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -31,23 +31,29 @@ def _fresh(settings: Settings) -> ColumnElement[bool]:
         seconds=settings.refresh_token_ttl_seconds)
 
 
-def known(settings: Settings, email: str, network: str) -> Select[tuple[bool]]:
-    """Whether the account of `email` (lower-cased) has signed in from `network`: the same
-    statement whether or not there is such an account."""
+def known(settings: Settings, email: str,
+          network: str) -> Select[bool, datetime | None]:
+    """Whether the account of `email` (lower-cased) has signed in from `network`, and when
+    it last logged in from any network (None: not within `refresh_token_ttl_seconds`):
+    the same statement whether or not there is such an account."""
     user = select(m.User.id).where(func.lower(m.User.email) == email).scalar_subquery()
+    last_login = select(func.max(m.KnownNetwork.login_at)).where(
+        m.KnownNetwork.user_id == user).scalar_subquery()
     return select(exists().where(m.KnownNetwork.user_id == user,
                                  m.KnownNetwork.network == digest(settings, network),
-                                 _fresh(settings)))
+                                 _fresh(settings)), last_login)
 
 
 async def remember(session: AsyncSession, settings: Settings, user_id: uuid.UUID,
-                   network: str) -> None:
-    """`network` is the user's, seen now (in the sign-in's transaction); the user's
-    networks not seen for `refresh_token_ttl_seconds` are forgotten."""
+                   network: str, login: bool = False) -> None:
+    """`network` is the user's, seen now (in the sign-in's transaction; `login`: a login,
+    whose time is kept too); the user's networks not seen for `refresh_token_ttl_seconds`
+    are forgotten."""
+    now = func.now()
     stmt = insert(m.KnownNetwork).values(user_id=user_id, network=digest(settings, network),
-                                         seen_at=func.now())
+                                         seen_at=now, login_at=now if login else None)
     await session.execute(stmt.on_conflict_do_update(
         index_elements=[m.KnownNetwork.user_id, m.KnownNetwork.network],
-        set_={"seen_at": func.now()}))
+        set_={"seen_at": now, **({"login_at": now} if login else {})}))
     await session.execute(delete(m.KnownNetwork).where(
         m.KnownNetwork.user_id == user_id, ~_fresh(settings)))

@@ -46,11 +46,12 @@ async def unique_email() -> AsyncIterator[None]:
 
 
 async def hashing_turn(info: Info, known: bool = False, account: str | None = None,
-                       established: bool = True) -> Turn | None:
+                       established: bool = True, recent: bool = False) -> Turn | None:
     """The app's bounded hashing as this caller (its family, or its IP when anonymous:
     one hash of theirs at a time; `known`: ahead of the others, later among them when
     `account`, the login's user id, or the client's network has logged in again and again
-    lately, or when the account is not `established`), once the operation's
+    lately or logged in within the hour (`recent`), or when the account is not
+    `established`), once the operation's
     reads have given their connection back: none is held while argon2 runs, or waits for
     a thread (up to hash_wait_seconds)."""
     await info.context.db.close()
@@ -60,4 +61,4 @@ async def hashing_turn(info: Info, known: bool = False, account: str | None = No
     user = info.context.user
     key = f"family:{user.family_id}" if user is not None else f"ip:{info.context.client_network}"
     return throttle.hashing.turn(key, known, account, info.context.client_network,
-                                 established)
+                                 established, recent)

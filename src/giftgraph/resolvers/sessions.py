@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph import auth
+from giftgraph.admission.throttle import Threads
 from giftgraph.context import Info
 from giftgraph.db import models as m
 from giftgraph.db import networks
@@ -108,8 +109,9 @@ async def login(
     # Its owner's, likely: from a network the account has signed in from, or a device it
     # has (its device token). The same read whether or not the account exists; a flood of
     # others' wrong passwords waits behind.
-    known = bool(await info.context.db.scalar(
-        networks.known(settings, lowered, info.context.client_network)))
+    [(known_here, last_login)] = await info.context.db.rows(
+        networks.known(settings, lowered, info.context.client_network))
+    known = bool(known_here)
     device = auth.device_of(settings, device_token, found)
     # The lane is spent by failures per network, or per device: a device token works from
     # any network, its failures are its own.
@@ -121,10 +123,14 @@ async def login(
     # Weighed by user id (an email can change) and by the client's network: an account or
     # a network that logged in again and again lately queues later, and an account signed
     # up lately (in a flood, for one) behind every older one (Threads).
-    established = found is not None and (datetime.now(UTC) - found.created_at) \
+    now = datetime.now(UTC)
+    established = found is not None and (now - found.created_at) \
         .total_seconds() >= settings.login_established_seconds
+    # and one that logged in within the hour (from the database: any process's) behind
+    # the idle ones
+    recent = last_login is not None and (now - last_login).total_seconds() < Threads.RECENT
     gate = await hashing_turn(info, known, str(found.id) if found is not None else None,
-                              established)
+                              established, recent)
     if found is None:
         await auth.burn_password_check(settings, password, gate)
         raise Unauthenticated(INVALID_LOGIN)
@@ -142,7 +148,8 @@ async def login(
         user = await session.get(m.User, found.id, with_for_update={"read": True})
         if user is None or not user.is_active or user.password_hash != found.password_hash:
             raise Unauthenticated(INVALID_LOGIN)
-        await networks.remember(session, settings, user.id, info.context.client_network)
+        await networks.remember(session, settings, user.id, info.context.client_network,
+                                login=True)
         return await _payload(info, session, user, device=device)
 
 
