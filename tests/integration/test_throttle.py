@@ -474,6 +474,32 @@ async def test_an_account_that_logged_in_within_the_hour_queues_behind_an_idle_o
         assert checked == ["holder password", "idle password", "owner password"]
 
 
+async def test_only_a_successful_login_stamps_the_accounts_last_login(database_url: str) -> None:
+    """signUp, refreshToken and a wrong password leave `known_networks.login_at` as it
+    was; a login stamps it."""
+    async with serving(database_url) as app, client(app, "192.0.2.77") as home:
+        owner = await sign_up(GQL(home))
+        engine = app.state.giftgraph.db().engine
+        user = decode_id(owner.user_id, "User")
+
+        async def stamped() -> list[Any]:
+            async with engine.connect() as conn:
+                return list((await conn.execute(text(
+                    "SELECT login_at FROM known_networks WHERE user_id = :u"),
+                    {"u": user})).scalars())
+
+        assert await stamped() == [None]
+        wrong = await GQL(home)(LOGIN, {"email": owner.email, "password": "not it"})
+        assert wrong.codes == ["UNAUTHENTICATED"]
+        assert await stamped() == [None]
+        assert (await GQL(home)(REFRESH, {"t": owner.refresh})).errors == []
+        assert await stamped() == [None]
+        mine = await GQL(home)(LOGIN, {"email": owner.email, "password": owner.password})
+        assert mine.errors == []
+        [at] = await stamped()
+        assert at is not None
+
+
 async def test_only_the_accounts_own_logins_ahead_weigh_on_it_by_its_id(
         database_url: str) -> None:
     """A wrong password from the owner's network (a known login) adds nothing to the

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -220,3 +221,35 @@ async def test_an_account_with_a_login_in_the_last_hour_queues_behind_idle_ones(
         await asyncio.sleep(0)
         order += [name for name, task in tasks.items() if task.done() and name not in order]
     assert order == ["owner", "prepared", "new"]
+
+
+async def test_a_second_login_of_an_account_while_its_first_is_not_over_counts_as_recent(
+        ) -> None:
+    """Logins of one account sent at once (from many addresses, with its device token):
+    the first is idle, the others queue behind an idle account's login that came after
+    them, since the first's login is not yet recorded anywhere."""
+    hashing = Hashing(Settings(max_concurrent_hashes=1, hash_wait_seconds=10,
+                               hash_thread_niceness=0))
+    release, order = threading.Event(), []
+
+    def work(name: str) -> Callable[[], None]:
+        return lambda: order.append(name)
+
+    try:
+        holder = asyncio.create_task(hashing.run(lambda: release.wait(5), "ip:holder"))
+        await asyncio.sleep(0.05)
+        logins = []
+        for name, key, account in (("a1", "ip:1", "a"), ("a2", "ip:2", "a"),
+                                   ("b", "ip:3", "b")):
+            logins.append(asyncio.create_task(
+                hashing.run(work(name), key, known=True, account=account)))
+            await asyncio.sleep(0.01)
+        assert hashing.in_flight == {"a": 2, "b": 1}
+        release.set()
+        await asyncio.gather(holder, *logins)
+        assert order == ["a1", "b", "a2"]
+        assert hashing.in_flight == {}
+        assert hashing.slots.free == 1
+    finally:
+        release.set()
+        hashing.close()

@@ -109,8 +109,11 @@ class Threads:
     behind every login of the one before, whatever its weight (established and idle,
     established and recent, new and idle, new and recent), and all ahead of the other
     callers. Accounts signed up for an attack, and rotated so that each stays light,
-    queue behind the owners'; accounts signed up a day ahead have one idle login an hour.
-    Weights are this process's; past LIMIT accounts, the lightest are forgotten."""
+    queue behind the owners'; accounts signed up a day ahead have one idle login an hour
+    (in each process: logins of one account sent at once count as recent behind the
+    first, `Hashing.in_flight`, but another process does not see them until the first
+    commits). Weights are this process's; past LIMIT accounts, the lightest are
+    forgotten."""
 
     HALF_LIFE = 60.0
     FREE = 1.0
@@ -240,6 +243,9 @@ class Hashing:
                                        initializer=_yield_to_the_loop,
                                        initargs=(settings.hash_thread_niceness,))
         self.keys: dict[str, _Key] = {}  # only keys with a hash running or waiting
+        # accounts with a known login waiting or hashing: the next one counts as recent
+        # (the first one's login is not yet committed)
+        self.in_flight: dict[str, int] = {}
         self.refused = 0
 
     def turn(self, key: str, known: bool = False, account: str | None = None,
@@ -271,8 +277,16 @@ class Hashing:
             entry = self.keys.get(key) or self.keys.setdefault(key, _Key())
             entry.users += 1
         locked = False
+        flying = account if known else None
+        if flying is not None:  # another login of the account not yet over: recent
+            recent = recent or flying in self.in_flight
+            self.in_flight[flying] = self.in_flight.get(flying, 0) + 1
 
         def leave() -> None:
+            if flying is not None:
+                left = self.in_flight.pop(flying) - 1
+                if left:
+                    self.in_flight[flying] = left
             if entry is not None:
                 if locked:
                     entry.lock.release()

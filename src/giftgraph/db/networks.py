@@ -2,17 +2,18 @@
 
 A network (an IPv4 address, an IPv6 /64: giftgraph.admission.clients) is remembered for a
 user when they sign up, log in or refresh their session from it, as an HMAC of it under
-the JWT secret: the table holds no address. A login for that email from that network, the
-password not yet checked, is likely its owner's, and goes ahead in the hashing queue
-(giftgraph.admission.throttle). A network is forgotten when no sign-in has come from it for
-`refresh_token_ttl_seconds`.
+the JWT secret: the table holds no address. The time of the user's last login from it is
+kept too (`login_at`): an account that logged in within the hour queues behind idle ones.
+A login for that email from that network, the password not yet checked, is likely its
+owner's, and goes ahead in the hashing queue (giftgraph.admission.throttle). A network is
+forgotten when no sign-in has come from it for `refresh_token_ttl_seconds`.
 """
 
 from __future__ import annotations
 
 import hmac
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import ColumnElement, Select, delete, exists, func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -31,17 +32,17 @@ def _fresh(settings: Settings) -> ColumnElement[bool]:
         seconds=settings.refresh_token_ttl_seconds)
 
 
-def known(settings: Settings, email: str,
-          network: str) -> Select[bool, datetime | None]:
-    """Whether the account of `email` (lower-cased) has signed in from `network`, and when
-    it last logged in from any network (None: not within `refresh_token_ttl_seconds`):
-    the same statement whether or not there is such an account."""
+def known(settings: Settings, email: str, network: str,
+          recent: float) -> Select[bool, bool]:
+    """Whether the account of `email` (lower-cased) has signed in from `network`, and
+    whether it logged in (from any network) within the last `recent` seconds, by the
+    database's clock: the same statement whether or not there is such an account."""
     user = select(m.User.id).where(func.lower(m.User.email) == email).scalar_subquery()
-    last_login = select(func.max(m.KnownNetwork.login_at)).where(
-        m.KnownNetwork.user_id == user).scalar_subquery()
+    logged_in = exists().where(m.KnownNetwork.user_id == user,
+                               m.KnownNetwork.login_at > func.now() - timedelta(seconds=recent))
     return select(exists().where(m.KnownNetwork.user_id == user,
                                  m.KnownNetwork.network == digest(settings, network),
-                                 _fresh(settings)), last_login)
+                                 _fresh(settings)), logged_in)
 
 
 async def remember(session: AsyncSession, settings: Settings, user_id: uuid.UUID,

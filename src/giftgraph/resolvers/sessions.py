@@ -109,8 +109,8 @@ async def login(
     # Its owner's, likely: from a network the account has signed in from, or a device it
     # has (its device token). The same read whether or not the account exists; a flood of
     # others' wrong passwords waits behind.
-    [(known_here, last_login)] = await info.context.db.rows(
-        networks.known(settings, lowered, info.context.client_network))
+    [(known_here, recent)] = await info.context.db.rows(
+        networks.known(settings, lowered, info.context.client_network, Threads.RECENT))
     known = bool(known_here)
     device = auth.device_of(settings, device_token, found)
     # The lane is spent by failures per network, or per device: a device token works from
@@ -123,14 +123,12 @@ async def login(
     # Weighed by user id (an email can change) and by the client's network: an account or
     # a network that logged in again and again lately queues later, and an account signed
     # up lately (in a flood, for one) behind every older one (Threads).
-    now = datetime.now(UTC)
-    established = found is not None and (now - found.created_at) \
+    established = found is not None and (datetime.now(UTC) - found.created_at) \
         .total_seconds() >= settings.login_established_seconds
-    # and one that logged in within the hour (from the database: any process's) behind
-    # the idle ones
-    recent = last_login is not None and (now - last_login).total_seconds() < Threads.RECENT
+    # and one that logged in within the hour (`recent`, from the database: any process's)
+    # behind the idle ones
     gate = await hashing_turn(info, known, str(found.id) if found is not None else None,
-                              established, recent)
+                              established, bool(recent))
     if found is None:
         await auth.burn_password_check(settings, password, gate)
         raise Unauthenticated(INVALID_LOGIN)
@@ -139,8 +137,6 @@ async def login(
         if known and throttle is not None:
             await throttle.known_login_failed(network)
         raise Unauthenticated(INVALID_LOGIN)
-    if known and throttle is not None:  # its own logins ahead weigh on its next ones
-        throttle.hashing.logged_in(str(found.id), info.context.client_network)
     async with _anonymous_unit(info) as session:
         # Still the password just checked, and still active: a change committed meanwhile
         # is seen here, and one that commits later waits for this transaction and then
@@ -150,7 +146,10 @@ async def login(
             raise Unauthenticated(INVALID_LOGIN)
         await networks.remember(session, settings, user.id, info.context.client_network,
                                 login=True)
-        return await _payload(info, session, user, device=device)
+        payload = await _payload(info, session, user, device=device)
+    if known and throttle is not None:  # its own logins ahead weigh on its next ones
+        throttle.hashing.logged_in(str(found.id), info.context.client_network)
+    return payload
 
 
 def _close_chain_sockets_after_commit(info: Info, session: AsyncSession,
