@@ -272,6 +272,21 @@ def held_checks(gate: threading.Event) -> Callable[..., bool]:
     return held_verify
 
 
+def recorded_checks(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, list[str]]:
+    """Password checks held until the gate is set, then run in turn, each password
+    recorded in the order it was checked."""
+    gate, checked = threading.Event(), []
+    verify = auth._verify
+
+    def held_verify(settings: Any, password_hash: str, password: str) -> bool:
+        assert gate.wait(30), "never released"
+        checked.append(password)
+        return verify(settings, password_hash, password)
+
+    monkeypatch.setattr(auth, "_verify", held_verify)
+    return gate, checked
+
+
 async def queued(lane: Any, count: int) -> None:
     """Until `count` logins wait in a lane of the hashing queue."""
     while len(lane) < count:  # noqa: ASYNC110 - the waiters' queue has no event
@@ -351,15 +366,7 @@ async def test_accounts_that_log_in_again_and_again_wait_behind_one_that_rarely_
         for _ in range(4):  # each busy account's logins ahead, lately
             for ip, account in busy:
                 assert (await login(ip, account)).errors == []
-        gate, checked = threading.Event(), []
-        verify = auth._verify
-
-        def held_verify(settings: Any, password_hash: str, password: str) -> bool:
-            assert gate.wait(30), "never released"
-            checked.append(password)
-            return verify(settings, password_hash, password)
-
-        monkeypatch.setattr(auth, "_verify", held_verify)
+        gate, checked = recorded_checks(monkeypatch)
         known = app.state.giftgraph.throttle.hashing.slots.waiting[0]
         logins = [asyncio.create_task(login(ip, account)) for ip, account in busy]
         await queued(known, 4)  # one holds the thread, four wait
@@ -403,15 +410,7 @@ async def test_an_established_owner_goes_ahead_of_accounts_signed_up_lately(
         slots = app.state.giftgraph.throttle.hashing.slots
         assert slots.delay(str(decode_id(owner.user_id, "User")), "192.0.2.77",
                            time.monotonic()) > 0
-        gate, checked = threading.Event(), []
-        verify = auth._verify
-
-        def held_verify(settings: Any, password_hash: str, password: str) -> bool:
-            assert gate.wait(30), "never released"
-            checked.append(password)
-            return verify(settings, password_hash, password)
-
-        monkeypatch.setattr(auth, "_verify", held_verify)
+        gate, checked = recorded_checks(monkeypatch)
         logins = [asyncio.create_task(login(ip, account)) for ip, account in new]
         await queued(slots.waiting[0], 4)  # one holds the thread, four wait
         mine = asyncio.create_task(login("192.0.2.77", owner))
@@ -451,15 +450,7 @@ async def test_an_account_that_logged_in_within_the_hour_queues_behind_an_idle_o
                 return await GQL(http)(LOGIN, {"email": account.email,
                                                "password": account.password})
 
-        gate, checked = threading.Event(), []
-        verify = auth._verify
-
-        def held_verify(settings: Any, password_hash: str, password: str) -> bool:
-            assert gate.wait(30), "never released"
-            checked.append(password)
-            return verify(settings, password_hash, password)
-
-        monkeypatch.setattr(auth, "_verify", held_verify)
+        gate, checked = recorded_checks(monkeypatch)
         known = app.state.giftgraph.throttle.hashing.slots.waiting[0]
         holder = asyncio.create_task(login("holder"))
         while not app.state.giftgraph.throttle.hashing.keys:  # noqa: ASYNC110
