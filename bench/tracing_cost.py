@@ -61,6 +61,7 @@ def main(half: float = 3.0, rounds: int = 2) -> dict[str, Any]:
                 key = "cache off" if cache == "0" else "cache on"
                 results[key] = {n: {"rps": round(s["rps"], 1), "p50_ms": round(s["p50_ms"], 2),
                                     "errors": s["errors"],
+                                    "error_sample": s["error_sample"],
                                     "ratio_to_unset": round(s["rps"] / summary["unset"]["rps"],
                                                             3)}
                                 for n, s in summary.items()}
