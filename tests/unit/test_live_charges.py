@@ -1,5 +1,6 @@
 """What a live run is charged (giftgraph.live.queries.LiveQueries._refresh): its share of
-the time live runs were executing, not the wall time it waited behind the others."""
+the time live runs were executing, not the wall time it waited behind the others; a
+subscriber's first run (which takes no turn) to its family's budget only."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ class Recorded(TimeBudget):
         super().__init__("live_seconds", 0.1, 0.35, 0.5)
         self.charged: dict[str, float] = {}
 
-    def charge(self, key: str, seconds: float, estimate: float = 0.0) -> None:
+    def charge(self, key: str, seconds: float, estimate: float = 0.0, *,
+               process: bool = True) -> None:
         self.charged[key] = self.charged.get(key, 0.0) + seconds - estimate
-        super().charge(key, seconds, estimate)
+        super().charge(key, seconds, estimate, process=process)
 
 
-async def herd(n: int, each: float) -> Recorded:
+async def herd(n: int, each: float, joining: bool = True) -> Recorded:
     """`n` families' live queries joining at once, each run taking `each` seconds of wall
     time while all of them run together (as a herd's runs wait for the loop)."""
     budget = Recorded()
@@ -39,7 +41,7 @@ async def herd(n: int, each: float) -> Recorded:
         query = LiveQuery(key, plan=None, schema=None)  # type: ignore[arg-type]
         query.watchers.add(Watcher(ctx=None, interval=0))  # type: ignore[arg-type]
         queries.append(query)
-    await asyncio.gather(*(live._refresh(q, joining=True) for q in queries))
+    await asyncio.gather(*(live._refresh(q, joining=joining) for q in queries))
     return budget
 
 
@@ -50,8 +52,16 @@ async def test_a_herd_of_runs_is_charged_the_time_it_ran_not_each_runs_wait() ->
     # 50 runs overlapping for ~0.2 s: ~4 ms each (by wall time, 0.2 s each: 10 s in all,
     # the process's budget 2 s in debt and every family's later results held back)
     assert all(0.002 < v < 0.02 for v in families.values()), families
-    assert 0.15 < sum(families.values()) < 0.5  # the process's charge
-    assert budget.process.tokens("") > 0
+    assert 0.15 < sum(families.values()) < 0.5
+    # First runs take no turn: charged to the process's budget as well, one family
+    # starting live queries over and over put every other family's results behind it.
+    assert budget.process.tokens("") == budget.process.burst
+
+
+async def test_runs_after_changes_are_charged_to_the_process_too() -> None:
+    budget = await herd(20, 0.1, joining=False)  # 20 runs overlapping for ~0.1 s
+    spent = budget.process.burst - budget.process.tokens("")
+    assert 0.04 < spent < 0.3  # ~0.1 s charged, less what refilled meanwhile
 
 
 async def test_a_run_alone_is_charged_its_wall_time() -> None:

@@ -144,9 +144,11 @@ class TimeBudget:
                     await asyncio.sleep(min(1.0, -bucket.tokens / pace.rate + 0.001))
                 bucket.tokens -= estimate  # reserved: the next waiter sees it spent
 
-    def charge(self, key: str, seconds: float, estimate: float = 0.0) -> None:
+    def charge(self, key: str, seconds: float, estimate: float = 0.0, *,
+               process: bool = True) -> None:
+        """`process` False: the key's budget only (work that did not take a turn)."""
         now = time.monotonic()
-        for pace, k in ((self.keys, key), (self.process, "")):
+        for pace, k in ((self.keys, key), (self.process, ""))[:2 if process else 1]:
             bucket = self._bucket(pace, k, now)
             bucket.tokens = max(-self.max_debt, bucket.tokens - (seconds - estimate))
 

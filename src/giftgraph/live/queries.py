@@ -228,21 +228,24 @@ class LiveQueries:
         """Run the query (the caller holds its lock) in its family's turn (`budget`); a
         changed outcome goes to every watcher. A subscriber joining does not wait for the
         turn (its first result is due now; starts are paced per family already), but what
-        the run took is charged all the same."""
+        the run took is charged all the same, to its family's budget only: charged to the
+        process's too, one family starting live queries over and over kept every other
+        family's results waiting (over 10 s; bench/NOTES.md)."""
         family = str(query.key[0])
         estimate = query.took
         if not joining:
             await self.budget.turn(family, estimate)
         started = time.monotonic()
         if not query.watchers:
-            self.budget.charge(family, 0.0, 0.0 if joining else estimate)
+            self.budget.charge(family, 0.0, 0.0 if joining else estimate, process=not joining)
             return  # nobody left: the task is being stopped
         begun = self._shared_clock(1)
         try:
             outcome = await self._execute(query)
         finally:
             query.took = self._shared_clock(-1) - begun
-            self.budget.charge(family, query.took, 0.0 if joining else estimate)
+            self.budget.charge(family, query.took, 0.0 if joining else estimate,
+                               process=not joining)
         query.started, query.last_run = started, started
         if query.latest is None or outcome.digest != query.latest.digest:
             query.latest = outcome
@@ -271,12 +274,12 @@ class LiveQueries:
         if query.plan.per_user:
             user = await self._fresh(user)
         # Its own trace id, and no authentication of its own: the subscription's caller.
-        # Not one of the caller's requests in flight (`operation_turn`): a run is the
-        # server's work, paced by `budget`. Its wait for one of the family's slots (behind
-        # its own requests and other live queries) was charged as the run's execution.
+        # One of the caller's requests in flight while it runs (`operation_turn`), as a
+        # socket's query: a family's first runs, which do not wait for the budget, run two
+        # at a time, not as many as it can start (an adversary without the turn: 20 heavy
+        # first runs a second held the whole pool; bench/NOTES.md).
         run = dataclasses.replace(ctx, user=user, connection_params=ctx.connection_params or {},
-                                  trace_id=uuid.uuid4().hex, auth_error=None,
-                                  operation_turn=None)
+                                  trace_id=uuid.uuid4().hex, auth_error=None)
         self.executions += 1
         result = await query.schema.execute(query.plan.document,
                                             variable_values=query.plan.variables,
