@@ -72,6 +72,7 @@ def main(half: float = 3.0, rounds: int = 2) -> dict[str, Any]:
                                 for n, s in summary.items()}
     return results
 
+
 if __name__ == "__main__":
     args = [float(a) for a in sys.argv[1:]]
     out = main(args[0] if args else 3.0, int(args[1]) if len(args) > 1 else 2)

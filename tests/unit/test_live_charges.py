@@ -53,8 +53,8 @@ async def test_a_herd_of_runs_is_charged_the_time_it_ran_not_each_runs_wait() ->
     # the process's budget 2 s in debt and every family's later results held back)
     assert all(0.002 < v < 0.02 for v in families.values()), families
     assert 0.15 < sum(families.values()) < 0.5
-    # First runs take no turn: charged to the process's budget as well, one family
-    # starting live queries over and over put every other family's results behind it.
+    # First runs take no turn, and leave the process's budget alone: charged to it, one
+    # family starting live queries over and over put every other family's results behind.
     assert budget.process.tokens("") == budget.process.burst
 
 

@@ -148,7 +148,8 @@ class TimeBudget:
                process: bool = True) -> None:
         """`process` False: the key's budget only (work that did not take a turn)."""
         now = time.monotonic()
-        for pace, k in ((self.keys, key), (self.process, ""))[:2 if process else 1]:
+        paces = ((self.keys, key), (self.process, "")) if process else ((self.keys, key),)
+        for pace, k in paces:
             bucket = self._bucket(pace, k, now)
             bucket.tokens = max(-self.max_debt, bucket.tokens - (seconds - estimate))
 
