@@ -26,6 +26,7 @@ from giftgraph.accel import switch as accel
 from giftgraph.admission.answers import AnswerPace, RenderCharges
 from giftgraph.admission.requests import InFlight
 from giftgraph.admission.server import STATE_KEY as SERVER_REFUSALS
+from giftgraph.admission.sockets import Owing
 from giftgraph.admission.throttle import Throttle
 from giftgraph.config import Settings
 from giftgraph.db.embedded import EmbeddedPostgres
@@ -146,6 +147,7 @@ def create_app(settings: Settings, tracing: Tracing | None = None) -> Starlette:
         sockets={"/graphql": graphql.socket},
         throttle=state.throttle,
         fast=state.fast,
+        owing=Owing.of(settings, state.metrics.refusals, state.fast.reset),
         routes=[
             Route("/", dashboard, methods=["GET"]),
             Route("/favicon.ico", favicon, methods=["GET"]),

@@ -29,6 +29,7 @@ from typing import Any
 from starlette.types import Scope, Send
 
 from giftgraph.admission.server import SendWatch, limits
+from giftgraph.admission.server import reset as reset_transport
 from giftgraph.live.inbox import Inbox
 
 log = logging.getLogger("giftgraph.accel")
@@ -156,6 +157,14 @@ class Wire:
         self._transport.write(frames(head, bodies, tail))
         written += len(bodies)
         return True
+
+
+def reset(scope: Scope) -> None:
+    """Cut the WebSocket of `scope` with a reset (admission.server.reset): its transport's
+    buffer is let go, and its sends waiting for room wake to a closed connection."""
+    protocol = scope.get(SCOPE_KEY)
+    if protocol is not None:
+        reset_transport(protocol.transport)
 
 
 def release_scope_headers(scope: Scope) -> None:

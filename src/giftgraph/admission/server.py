@@ -396,10 +396,17 @@ class SendWatch:
         count(self._app_state, "send_timeout")
         log.info("connection cut: its client took %d of %d bytes in %g s "
                  "(http_send_timeout_seconds)", max(0, size - now), size, self._timeout)
-        sock = transport.get_extra_info("socket")
-        with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_NONE)
-        transport.abort()
+        reset(transport)
+
+
+def reset(transport: Any) -> None:
+    """Close a connection with a reset (`SO_LINGER` 0, then `abort`): what its buffers
+    hold, the kernel's send buffer too, is let go now, not once a client that does not
+    read has taken it."""
+    sock = transport.get_extra_info("socket")
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_NONE)
+    transport.abort()
 
 
 def _check_shape(protocol: Any) -> bool:

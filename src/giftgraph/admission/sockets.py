@@ -44,14 +44,19 @@
   when it starts and gives it back exactly once when it ends (completed, failed, its
   socket closed: `OperationSlot`). Each mutation of a family is one delivery per open
   subscription of its members: without it one user's 20 sockets held 2,000.
+- Bytes a socket owes its client (`socket_owed_bytes`): its messages waiting to be written
+  because its client takes nothing more now, per socket and for the whole process
+  (`Owing`); past either, the socket is cut.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +77,8 @@ if TYPE_CHECKING:
 # Levels of nesting one message may have: its envelope is 3 (message, payload, variables),
 # the deepest input object of the schema a few more. Well below the interpreter's recursion
 # limit (1000), which code walking the value (coercion, cache keys, logging) would reach.
+log = logging.getLogger("giftgraph.admission")
+
 MAX_DEPTH = 32
 MAX_ID_CHARS = 128  # a client's operation id (graphql-ws sends a UUID: 36)
 
@@ -420,3 +427,97 @@ class CostHold:
         costs, self.costs = self.costs, None
         if costs is not None:
             costs.give_back(self.family_id, self.cost)
+
+
+class SocketCut(OSError):
+    """A socket's send refused by `Owing`: Starlette's WebSocket takes an OSError from the
+    server's `send` as the client gone (WebSocketDisconnect 1006), as uvicorn's own
+    ClientDisconnected is."""
+
+
+class Owing:
+    """What the process's sockets owe their clients: the bytes (characters of a text
+    message) of the messages that wait in the server's `send` for a socket that takes
+    nothing more now (`socket_owed_bytes`). A socket whose client does not read would
+    otherwise hold every result its operations make for it: one user's 200 live
+    subscriptions on sockets it never read grew the process by 1.7 GB, and the moment such
+    a socket took a little, every waiting message was written at once and the event loop
+    stalled for seconds. A message that would take one socket past `per_socket`, or a
+    socket past the process's `total` while it owes the most, cuts that socket: reset
+    (`reset`: its buffers let go now) and every send of it refused from then on
+    (`SocketCut`); its client reconnects and catches up (`since`). Bounded below by one
+    answer (`max_response_bytes`): a socket that reads is sent any answer. Messages written
+    straight onto the transport (the fan-out's, accel.wire) are not waiting: they are
+    written only while its buffer is under `HIGH_WATER`."""
+
+    __slots__ = ("owing", "per_socket", "refusals", "reset", "total", "total_limit")
+
+    def __init__(self, per_socket: int, total: int, refusals: Refusals | None = None,
+                 reset: Callable[[Scope], None] | None = None) -> None:
+        self.per_socket, self.total_limit = per_socket, max(total, per_socket)
+        self.refusals, self.reset = refusals, reset
+        self.total = 0
+        self.owing: set[OwedSend] = set()  # sockets owing something now
+
+    @classmethod
+    def of(cls, settings: Settings, refusals: Refusals | None = None,
+           reset: Callable[[Scope], None] | None = None) -> Owing:
+        per_socket = max(settings.max_socket_owed_bytes, settings.max_response_bytes)
+        return cls(per_socket, settings.max_owed_bytes, refusals, reset)
+
+    def wrap(self, scope: Scope, send: Send) -> OwedSend:
+        """`send` of one WebSocket, counted."""
+        return OwedSend(self, scope, send)
+
+    def cut(self, socket: OwedSend, why: str) -> None:
+        if socket.cut:
+            return
+        socket.cut = True
+        if self.refusals is not None:
+            self.refusals.count("socket_owed_bytes")
+        log.info("socket cut: it owes its client %d bytes (%s)", socket.owed, why)
+        if self.reset is not None:
+            self.reset(socket.scope)  # its waiting sends wake to a closed connection
+
+
+class OwedSend:
+    """One WebSocket's ASGI `send`, with what it owes counted in its `Owing`."""
+
+    __slots__ = ("cut", "owed", "owing", "scope", "send")
+
+    def __init__(self, owing: Owing, scope: Scope, send: Send) -> None:
+        self.owing, self.scope, self.send = owing, scope, send
+        self.owed = 0
+        self.cut = False
+
+    async def __call__(self, message: Any) -> None:
+        if self.cut:
+            raise SocketCut("socket cut: it owed its client too much")
+        if message["type"] != "websocket.send":
+            await self.send(message)
+            return
+        body = message.get("text")
+        if body is None:
+            body = message.get("bytes") or b""
+        size = len(body)
+        owing = self.owing
+        if self.owed + size > owing.per_socket:
+            owing.cut(self, "max_socket_owed_bytes")
+            raise SocketCut("socket cut: it owed its client too much")
+        if owing.total + size > owing.total_limit:
+            largest = max(owing.owing, key=lambda s: s.owed, default=self)
+            if largest.owed <= self.owed + size:
+                largest = self
+            owing.cut(largest, "max_owed_bytes")
+            if largest is self:
+                raise SocketCut("socket cut: it owed its client too much")
+        self.owed += size
+        owing.total += size
+        owing.owing.add(self)
+        try:
+            await self.send(message)
+        finally:
+            self.owed -= size
+            owing.total -= size
+            if not self.owed:
+                owing.owing.discard(self)

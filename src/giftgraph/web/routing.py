@@ -39,20 +39,24 @@ class App(Starlette):
     is recorded first (`FastPaths.capture`, with the fast paths on), while `send` is still
     uvicorn's own. Every
     WebSocket first spends its IP's budget of new sockets (`admit_connection`), before
-    the handshake is accepted (an HTTP stream spends the same, in web/streams.py)."""
+    the handshake is accepted (an HTTP stream spends the same, in web/streams.py); its
+    `send` then counts what it owes its client (`owing`: admission.sockets.Owing)."""
 
     def __init__(self, *, sockets: dict[str, ASGIApp], throttle: Throttle, fast: FastPaths,
-                 **kwargs: Any) -> None:
+                 owing: admission.Owing | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sockets = sockets
         self.throttle = throttle
         self.fast = fast
+        self.owing = owing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             self.fast.capture(scope, send)
             if not await admission.admit_connection(scope, send, self.throttle):
                 return
+            if self.owing is not None:  # what it owes its client, bounded
+                send = self.owing.wrap(scope, send)
             socket_app = None if scope.get("root_path") else self.sockets.get(scope["path"])
             if socket_app is not None:
                 scope["app"] = self

@@ -1,0 +1,97 @@
+"""What sockets owe their clients (admission.sockets.Owing): per socket and per process,
+the messages waiting in `send`; the socket past a bound is cut, and nothing stays counted
+once its sends are over."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from giftgraph.admission.sockets import Owing, OwedSend, SocketCut
+
+
+class Stuck:
+    """A socket's server-side `send` whose client takes nothing until `free()`: each
+    message waits (as uvicorn's waits for room), or fails once the socket is reset."""
+
+    def __init__(self) -> None:
+        self.room = asyncio.Event()
+        self.reset = False
+        self.sent: list[Any] = []
+
+    async def __call__(self, message: Any) -> None:
+        await self.room.wait()
+        if self.reset:
+            raise OSError("connection lost")
+        self.sent.append(message)
+
+    def free(self) -> None:
+        self.room.set()
+
+
+def text(n: int) -> dict[str, Any]:
+    return {"type": "websocket.send", "text": "x" * n}
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_socket_past_its_bound_is_cut_and_its_next_sends_refused() -> None:
+    resets: list[object] = []
+    owing = Owing(per_socket=1000, total=10_000, reset=resets.append)
+    stuck = Stuck()
+    scope: dict[str, Any] = {"type": "websocket"}
+    send = owing.wrap(scope, stuck)
+    waiting = [asyncio.ensure_future(send(text(400))) for _ in range(2)]
+    await settle()
+    assert send.owed == 800 and owing.total == 800
+    with pytest.raises(SocketCut):
+        await send(text(400))  # 1,200 > 1,000
+    assert resets == [scope] and send.cut
+    with pytest.raises(SocketCut):
+        await send({"type": "websocket.close", "code": 1000})  # every send, once cut
+    stuck.reset = True
+    stuck.free()  # the reset wakes what waited, to a closed connection
+    for task in waiting:
+        with pytest.raises(OSError):
+            await task
+    assert send.owed == 0 and owing.total == 0 and not owing.owing
+
+
+async def test_the_process_bound_cuts_the_socket_that_owes_most() -> None:
+    resets: list[object] = []
+    owing = Owing(per_socket=5000, total=6000, reset=resets.append)
+    big, small = Stuck(), Stuck()
+    big_scope: dict[str, Any] = {"name": "big"}
+    big_send = owing.wrap(big_scope, big)
+    small_send = owing.wrap({"name": "small"}, small)
+    held = [asyncio.ensure_future(big_send(text(2500))) for _ in range(2)]
+    await settle()
+    assert owing.total == 5000
+    answered = asyncio.ensure_future(small_send(text(1500)))  # 6,500 > 6,000
+    await settle()
+    assert resets == [big_scope] and big_send.cut and not small_send.cut
+    small.free()
+    await answered  # the socket that reads is sent its message
+    assert small.sent == [text(1500)]
+    big.reset = True
+    big.free()
+    for task in held:
+        with pytest.raises(OSError):
+            await task
+    assert owing.total == 0 and not owing.owing
+
+
+async def test_a_socket_that_reads_is_sent_any_answer_up_to_its_bound() -> None:
+    owing = Owing(per_socket=1000, total=1000)
+    flowing = Stuck()
+    flowing.free()
+    send: OwedSend = owing.wrap({}, flowing)
+    for _ in range(20):  # 20,000 in all, one at a time: never more than 1,000 owed
+        await send(text(1000))
+    await send({"type": "websocket.close", "code": 1000})
+    assert len(flowing.sent) == 21 and owing.total == 0 and not send.cut
