@@ -7,6 +7,7 @@ An adversary (2026-11-27) had 15 aliases of 100 gifts with emoji descriptions an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -501,3 +502,63 @@ def test_a_socket_that_owes_its_client_too_much_is_cut(owing: str) -> None:
                     pass
     finally:
         hold.close()
+
+
+async def test_live_results_are_charged_to_their_caller_as_they_are_sent(
+        database_url: str) -> None:
+    """Eight subscribers of one family's live query of ~500 KB share each run, but every
+    result sent is its caller's answer (`answer_bytes`): with 1 MB a second after a burst
+    of 1 MB, changes for 4 s send the family about that much in 5 s, not eight times what
+    its runs cost (each run was charged once, its deliveries not at all)."""
+    rate = 1_000_000
+    with serving(database_url, **MUTATIONS_LIFTED,
+                 GIFTGRAPH_ANSWER_BYTES_RATE=str(rate),
+                 GIFTGRAPH_ANSWER_BYTES_BURST=str(rate)) as base:
+        token = sign_up(base)
+        hundred_gifts(base, token)
+        first = gql(base, token, "{ gifts(first: 1) { edges { node { id } } } }")
+        gift = first["data"]["gifts"]["edges"][0]["node"]["id"]  # type: ignore[index]
+        query = ("query Big @live { gifts(first: 100) { edges { node { price "
+                 "description } } } }")
+        url = base.replace("http", "ws", 1) + "/graphql"
+        received = 0
+        async with websockets.connect(url, subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+                                      max_size=None) as ws:
+            await ws.send(json.dumps({"type": "connection_init",
+                                      "payload": {"authorization": f"Bearer {token}"}}))
+            assert json.loads(await ws.recv())["type"] == "connection_ack"
+            for n in range(8):
+                await ws.send(json.dumps({"id": str(n), "type": "subscribe",
+                                          "payload": {"query": query}}))
+            firsts: set[str] = set()
+            while len(firsts) < 8:  # each subscriber's result now
+                message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                assert message["type"] == "next", message
+                firsts.add(message["id"])
+
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+
+            async def change() -> None:  # (each waits for the family's answers paid too)
+                async with httpx.AsyncClient(timeout=30) as http:
+                    k = 0
+                    while loop.time() < started + 4:
+                        k += 1
+                        r = await http.post(f"{base}/graphql", json={
+                            "query": "mutation($i: ID!, $p: Decimal) { updateGift(id: $i, "
+                                     "input: {price: $p}) { id } }",
+                            "variables": {"i": gift, "p": f"{k}.00"}},
+                            headers={"authorization": f"Bearer {token}"})
+                        assert "errors" not in r.json(), r.text
+                        await asyncio.sleep(0.1)
+
+            changing = asyncio.ensure_future(change())
+            try:
+                while loop.time() < started + 5:
+                    with contextlib.suppress(TimeoutError):
+                        received += len(await asyncio.wait_for(ws.recv(), 0.5))
+            finally:
+                await changing
+        # the burst, and the rate for the 5 s (and one result in flight per subscriber
+        # beyond it); without the charge, several times this
+        assert received < rate * 6 + 8 * 600_000, received

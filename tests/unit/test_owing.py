@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from giftgraph.admission.sockets import Owing, OwedSend, SocketCut
+from giftgraph.admission.sockets import OwedSend, Owing, SocketCut
 
 
 class Stuck:
@@ -48,18 +48,22 @@ async def test_a_socket_past_its_bound_is_cut_and_its_next_sends_refused() -> No
     send = owing.wrap(scope, stuck)
     waiting = [asyncio.ensure_future(send(text(400))) for _ in range(2)]
     await settle()
-    assert send.owed == 800 and owing.total == 800
+    assert send.owed == 800
+    assert owing.total == 800
     with pytest.raises(SocketCut):
         await send(text(400))  # 1,200 > 1,000
-    assert resets == [scope] and send.cut
+    assert resets == [scope]
+    assert send.cut
     with pytest.raises(SocketCut):
         await send({"type": "websocket.close", "code": 1000})  # every send, once cut
     stuck.reset = True
     stuck.free()  # the reset wakes what waited, to a closed connection
     for task in waiting:
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="connection lost"):
             await task
-    assert send.owed == 0 and owing.total == 0 and not owing.owing
+    assert send.owed == 0
+    assert owing.total == 0
+    assert not owing.owing
 
 
 async def test_the_process_bound_cuts_the_socket_that_owes_most() -> None:
@@ -74,16 +78,19 @@ async def test_the_process_bound_cuts_the_socket_that_owes_most() -> None:
     assert owing.total == 5000
     answered = asyncio.ensure_future(small_send(text(1500)))  # 6,500 > 6,000
     await settle()
-    assert resets == [big_scope] and big_send.cut and not small_send.cut
+    assert resets == [big_scope]
+    assert big_send.cut
+    assert not small_send.cut
     small.free()
     await answered  # the socket that reads is sent its message
     assert small.sent == [text(1500)]
     big.reset = True
     big.free()
     for task in held:
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="connection lost"):
             await task
-    assert owing.total == 0 and not owing.owing
+    assert owing.total == 0
+    assert not owing.owing
 
 
 async def test_a_socket_that_reads_is_sent_any_answer_up_to_its_bound() -> None:
@@ -94,4 +101,6 @@ async def test_a_socket_that_reads_is_sent_any_answer_up_to_its_bound() -> None:
     for _ in range(20):  # 20,000 in all, one at a time: never more than 1,000 owed
         await send(text(1000))
     await send({"type": "websocket.close", "code": 1000})
-    assert len(flowing.sent) == 21 and owing.total == 0 and not send.cut
+    assert len(flowing.sent) == 21
+    assert owing.total == 0
+    assert not send.cut

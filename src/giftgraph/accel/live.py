@@ -32,7 +32,7 @@ def park_live(ctx: Context, serve: Callable[[Send], Awaitable[None]]) -> bool:
     sink = DIRECT_SINK.get()
     if sink is None:
         return False
-    writer = LiveWriter(sink)
+    writer = LiveWriter(sink, ctx.charge_answer)
 
     async def run() -> None:
         try:
@@ -45,19 +45,25 @@ def park_live(ctx: Context, serve: Callable[[Send], Awaitable[None]]) -> bool:
 
 
 class LiveWriter:
-    """Writes a parked live subscription's frames to its socket."""
+    """Writes a parked live subscription's frames to its socket, each charged to its
+    caller's answers (`charge`: `answer_bytes`), as the plain path's JSON encoder charges
+    every message it writes."""
 
-    __slots__ = ("prefix", "sink")
+    __slots__ = ("charge", "prefix", "sink")
 
-    def __init__(self, sink: DirectSink) -> None:
+    def __init__(self, sink: DirectSink,
+                 charge: Callable[[int, int], None] | None = None) -> None:
         self.sink = sink
         self.prefix = sink.prefix()
+        self.charge = charge
 
     async def send(self, frame: LiveFrame) -> None:
         sink = self.sink
         if sink.closed:
             return
         payload = frame.payload()
+        if self.charge is not None:
+            self.charge(len(payload), 0)
         wire = sink.wire
         if wire is None or not wire.write_text(self.prefix, payload, b"}"):
             await send_or_wait(sink, self.prefix + payload + b"}")
