@@ -81,3 +81,26 @@ async def test_a_time_budget_charges_what_work_took_per_key_and_for_the_process(
         raise AssertionError("b went while the process owed ~1 s")
     except TimeoutError:
         pass
+
+
+async def test_the_process_budget_takes_families_in_turn() -> None:
+    """Ten runs of one family wait for the process's budget; another family's run, asked
+    for after them, goes second, not eleventh: a family has one run at a time waiting
+    for the process's budget."""
+    from giftgraph.admission.pace import TimeBudget
+
+    budget = TimeBudget("live_seconds", share=1000.0, total=1.0, burst=0.05, max_debt=2.0)
+    budget.charge("x", 0.3)  # the process owes ~0.25 s: every turn now waits
+    order: list[str] = []
+
+    async def run(key: str) -> None:
+        await budget.turn(key, 0.05)
+        order.append(key)
+
+    many = [asyncio.ensure_future(run("a")) for _ in range(10)]
+    await asyncio.sleep(0.01)  # all ten asked first
+    await asyncio.wait_for(run("b"), 5)
+    for task in many:
+        task.cancel()
+    await asyncio.gather(*many, return_exceptions=True)
+    assert order.index("b") <= 1, order

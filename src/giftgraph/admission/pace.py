@@ -15,6 +15,7 @@ counted under its bound. Per process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -132,17 +133,26 @@ class TimeBudget:
         return bucket
 
     async def turn(self, key: str, estimate: float = 0.0) -> None:
+        """The key's turn, then the process's, with the key's lock held until both are
+        taken: a key has at most one piece of work waiting for the process's budget, so
+        the process's queue takes keys in turn, not their pieces first come, first served
+        (four families' 17 live queries each, every family within its share, kept a fifth
+        family's one live query 1.5 s behind at the median: adversary, 2026-11-28)."""
         counted = False
-        for pace, k in ((self.keys, key), (self.process, "")):
-            bucket = self._bucket(pace, k, time.monotonic())
-            async with bucket.lock:
-                while (bucket := self._bucket(pace, k, time.monotonic())).tokens <= 0:
-                    if not counted and self.refusals is not None:
-                        self.refusals.count(self.bound)
-                        counted = True
-                    # Looked at again at least every second: a credit may come meanwhile.
-                    await asyncio.sleep(min(1.0, -bucket.tokens / pace.rate + 0.001))
-                bucket.tokens -= estimate  # reserved: the next waiter sees it spent
+        key_bucket = self._bucket(self.keys, key, time.monotonic())
+        async with key_bucket.lock:
+            for pace, k in ((self.keys, key), (self.process, "")):
+                bucket = self._bucket(pace, k, time.monotonic())
+                async with contextlib.AsyncExitStack() as held:
+                    if pace is self.process:
+                        await held.enter_async_context(bucket.lock)
+                    while (bucket := self._bucket(pace, k, time.monotonic())).tokens <= 0:
+                        if not counted and self.refusals is not None:
+                            self.refusals.count(self.bound)
+                            counted = True
+                        # Looked at again at least every second: a credit may come.
+                        await asyncio.sleep(min(1.0, -bucket.tokens / pace.rate + 0.001))
+                    bucket.tokens -= estimate  # reserved: the next waiter sees it spent
 
     def charge(self, key: str, seconds: float, estimate: float = 0.0, *,
                process: bool = True) -> None:
