@@ -222,10 +222,11 @@ class Settings(BaseSettings):
     # past it, QUERY_TOO_COMPLEX instead. Fields are bounded by max_query_cost; their bytes
     # are not (a 20 KB description is one field).
     max_response_bytes: int = Field(default=4 * 2**20, ge=16 * 1024)
-    # Bytes of messages one socket's client has not taken yet, waiting to be written (at
-    # least one answer: max_response_bytes), and all sockets' together; past either, the
-    # socket owing them is cut (admission.sockets.Owing).
-    max_socket_owed_bytes: int = Field(default=16 * 2**20, ge=64 * 1024)
+    # Bytes one socket's client has not taken yet: the memory of its messages waiting to be
+    # written, and its transport's buffer (at least 5 x max_response_bytes: one answer as a
+    # string of 4-byte characters and one in the buffer); the waiting messages of all
+    # sockets together. Past either, the socket owing them is cut (admission.sockets.Owing).
+    max_socket_owed_bytes: int = Field(default=20 * 2**20, ge=64 * 1024)
     max_owed_bytes: int = Field(default=256 * 2**20, ge=64 * 1024)
     # Bytes of answers one caller (a family, else an IP network) is sent a second, after a
     # burst: past it its next request (or socket operation) waits until it has paid.

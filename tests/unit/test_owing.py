@@ -5,6 +5,7 @@ once its sends are over."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import pytest
@@ -31,8 +32,13 @@ class Stuck:
         self.room.set()
 
 
-def text(n: int) -> dict[str, Any]:
-    return {"type": "websocket.send", "text": "x" * n}
+def text(n: int, char: str = "x") -> dict[str, Any]:
+    return {"type": "websocket.send", "text": char * n}
+
+
+def held(n: int, char: str = "x") -> int:
+    """What a waiting message of `n` characters holds."""
+    return sys.getsizeof(char * n)
 
 
 async def settle() -> None:
@@ -48,10 +54,10 @@ async def test_a_socket_past_its_bound_is_cut_and_its_next_sends_refused() -> No
     send = owing.wrap(scope, stuck)
     waiting = [asyncio.ensure_future(send(text(400))) for _ in range(2)]
     await settle()
-    assert send.owed == 800
-    assert owing.total == 800
+    assert send.owed == 2 * held(400)
+    assert owing.total == 2 * held(400)
     with pytest.raises(SocketCut):
-        await send(text(400))  # 1,200 > 1,000
+        await send(text(400))  # ~1,350 > 1,000
     assert resets == [scope]
     assert send.cut
     with pytest.raises(SocketCut):
@@ -68,15 +74,15 @@ async def test_a_socket_past_its_bound_is_cut_and_its_next_sends_refused() -> No
 
 async def test_the_process_bound_cuts_the_socket_that_owes_most() -> None:
     resets: list[object] = []
-    owing = Owing(per_socket=5000, total=6000, reset=resets.append)
+    owing = Owing(per_socket=6000, total=6000, reset=resets.append)
     big, small = Stuck(), Stuck()
     big_scope: dict[str, Any] = {"name": "big"}
     big_send = owing.wrap(big_scope, big)
     small_send = owing.wrap({"name": "small"}, small)
-    held = [asyncio.ensure_future(big_send(text(2500))) for _ in range(2)]
+    big_waiting = [asyncio.ensure_future(big_send(text(2500))) for _ in range(2)]
     await settle()
-    assert owing.total == 5000
-    answered = asyncio.ensure_future(small_send(text(1500)))  # 6,500 > 6,000
+    assert owing.total == 2 * held(2500)
+    answered = asyncio.ensure_future(small_send(text(1500)))  # ~6,600 > 6,000
     await settle()
     assert resets == [big_scope]
     assert big_send.cut
@@ -86,15 +92,33 @@ async def test_the_process_bound_cuts_the_socket_that_owes_most() -> None:
     assert small.sent == [text(1500)]
     big.reset = True
     big.free()
-    for task in held:
+    for task in big_waiting:
         with pytest.raises(OSError, match="connection lost"):
             await task
     assert owing.total == 0
     assert not owing.owing
 
 
+async def test_what_waits_is_counted_in_memory_and_with_the_transports_buffer() -> None:
+    """Counted in characters, a text of emoji held four times the bound; what the
+    socket's transport holds already counts too."""
+    owing = Owing(per_socket=10_000, total=100_000, buffered=lambda _: 5000)
+    stuck = Stuck()
+    send = owing.wrap({}, stuck)
+    waiting = asyncio.ensure_future(send(text(1000, "\N{GRINNING FACE}")))  # ~4,000
+    await settle()
+    assert send.owed == held(1000, "\N{GRINNING FACE}") > 4000
+    with pytest.raises(SocketCut):  # 5,000 + ~4,000 + ~1,050 > 10,000
+        await send(text(1000))
+    stuck.reset = True
+    stuck.free()
+    with pytest.raises(OSError, match="connection lost"):
+        await waiting
+    assert owing.total == 0
+
+
 async def test_a_socket_that_reads_is_sent_any_answer_up_to_its_bound() -> None:
-    owing = Owing(per_socket=1000, total=1000)
+    owing = Owing(per_socket=1100, total=1100)
     flowing = Stuck()
     flowing.free()
     send: OwedSend = owing.wrap({}, flowing)

@@ -181,7 +181,9 @@ async def send_error(ctx: Context, sink: DirectSink, exc: Exception) -> None:
 async def send_or_wait(sink: DirectSink, message: bytes) -> None:
     """Send through the ASGI `send` (waits while the socket drains); if the socket is gone,
     wait for the connection's shutdown to cancel this task."""
+    text = message.decode()
+    del message  # while it waits, the text alone is held
     try:
-        await sink.send_text(message.decode())
+        await sink.send_text(text)
     except (WebSocketDisconnect, RuntimeError, OSError):
         await asyncio.get_running_loop().create_future()

@@ -78,6 +78,15 @@ class FastPaths:
 
             reset(scope)
 
+    def buffered(self, scope: Scope) -> int:
+        """Bytes a WebSocket's transport holds unsent, where its uvicorn protocol was
+        recorded (`capture`); else 0 (not known here)."""
+        if self.wire:
+            from giftgraph.accel.wire import buffered
+
+            return buffered(scope)
+        return 0
+
     def release_handshake(self, scope: Scope) -> None:
         """Let go of an accepted socket's handshake headers (and uvicorn's copy)."""
         from giftgraph.accel import wire

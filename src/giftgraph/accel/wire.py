@@ -167,6 +167,12 @@ def reset(scope: Scope) -> None:
         reset_transport(protocol.transport)
 
 
+def buffered(scope: Scope) -> int:
+    """Bytes the transport of the WebSocket of `scope` holds unsent (0: not recorded)."""
+    protocol = scope.get(SCOPE_KEY)
+    return 0 if protocol is None else int(protocol.transport.get_write_buffer_size())
+
+
 def release_scope_headers(scope: Scope) -> None:
     """The plain part of `release_handshake`: the scope's own list of headers, emptied."""
     headers = scope.get("headers")

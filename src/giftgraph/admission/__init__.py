@@ -144,10 +144,10 @@ BOUNDS: tuple[Bound, ...] = (
           "numbers, booleans, nulls) of the executed answers one caller is sent, as "
           "answer_bytes: past a burst of answer_values_burst, answer_values_rate a second "
           "(a compiled read's answer, written by PostgreSQL, has none)"),
-    Bound("socket_owed_bytes", "max_socket_owed_bytes", "bytes of messages a WebSocket's "
-          "client has not taken, waiting to be written (at least one answer); with "
-          "max_owed_bytes, all sockets' together, of which the socket owing most is cut: "
-          "past either, the socket is cut (reset)"),
+    Bound("socket_owed_bytes", "max_socket_owed_bytes", "what a WebSocket's client has not "
+          "taken: its messages waiting to be written (their memory) and its transport's "
+          "buffer; with max_owed_bytes, all sockets' waiting messages together, of which "
+          "the socket owing most is cut: past either, the socket is cut (reset)"),
     Bound("response_bytes", "max_response_bytes", "one answer serialized (an HTTP "
           "response, one result of a subscription or live query): past it "
           "QUERY_TOO_COMPLEX instead (max_query_cost counts fields, not their bytes)"),

@@ -54,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -436,34 +437,40 @@ class SocketCut(OSError):
 
 
 class Owing:
-    """What the process's sockets owe their clients: the bytes (characters of a text
-    message) of the messages that wait in the server's `send` for a socket that takes
-    nothing more now (`socket_owed_bytes`). A socket whose client does not read would
-    otherwise hold every result its operations make for it: one user's 200 live
-    subscriptions on sockets it never read grew the process by 1.7 GB, and the moment such
-    a socket took a little, every waiting message was written at once and the event loop
-    stalled for seconds. A message that would take one socket past `per_socket`, or a
-    socket past the process's `total` while it owes the most, cuts that socket: reset
-    (`reset`: its buffers let go now) and every send of it refused from then on
-    (`SocketCut`); its client reconnects and catches up (`since`). Bounded below by one
-    answer (`max_response_bytes`): a socket that reads is sent any answer. Messages written
-    straight onto the transport (the fan-out's, accel.wire) are not waiting: they are
-    written only while its buffer is under `HIGH_WATER`."""
+    """What the process's sockets owe their clients: the memory of the messages that wait
+    in the server's `send` for a socket that takes nothing more now (a text message's
+    string, 1 to 4 bytes a character: `sys.getsizeof`), and, for the socket, what its
+    transport holds already (`buffered`: the fast paths' writes go there directly, only
+    while it holds under `HIGH_WATER`) (`socket_owed_bytes`). A socket whose client does
+    not read would otherwise hold every result its operations make for it: one user's 200
+    live subscriptions on sockets it never read grew the process by 1.7 GB, and the moment
+    such a socket took a little, every waiting message was written at once and the event
+    loop stalled for seconds. A message that would take one socket past `per_socket`, or
+    the process's waiting messages past `total` while that socket owes the most, cuts the
+    socket: reset (`reset`: its buffers let go now) and every send of it refused from then
+    on (`SocketCut`); its client reconnects and catches up (`since`). Bounded below by one
+    answer (`max_response_bytes`, as a string of 4-byte characters): a socket that reads
+    is sent any answer. Counted in characters, the bound let a socket of emoji results hold
+    166 MB (adversary, 2026-11-28)."""
 
-    __slots__ = ("owing", "per_socket", "refusals", "reset", "total", "total_limit")
+    __slots__ = ("buffered", "owing", "per_socket", "refusals", "reset", "total",
+                 "total_limit")
 
     def __init__(self, per_socket: int, total: int, refusals: Refusals | None = None,
-                 reset: Callable[[Scope], None] | None = None) -> None:
+                 reset: Callable[[Scope], None] | None = None,
+                 buffered: Callable[[Scope], int] | None = None) -> None:
         self.per_socket, self.total_limit = per_socket, max(total, per_socket)
-        self.refusals, self.reset = refusals, reset
+        self.refusals, self.reset, self.buffered = refusals, reset, buffered
         self.total = 0
         self.owing: set[OwedSend] = set()  # sockets owing something now
 
     @classmethod
     def of(cls, settings: Settings, refusals: Refusals | None = None,
-           reset: Callable[[Scope], None] | None = None) -> Owing:
-        per_socket = max(settings.max_socket_owed_bytes, settings.max_response_bytes)
-        return cls(per_socket, settings.max_owed_bytes, refusals, reset)
+           reset: Callable[[Scope], None] | None = None,
+           buffered: Callable[[Scope], int] | None = None) -> Owing:
+        # At least one answer of 4-byte characters waiting, beside one in the transport.
+        per_socket = max(settings.max_socket_owed_bytes, 5 * settings.max_response_bytes)
+        return cls(per_socket, settings.max_owed_bytes, refusals, reset, buffered)
 
     def wrap(self, scope: Scope, send: Send) -> OwedSend:
         """`send` of one WebSocket, counted."""
@@ -496,12 +503,11 @@ class OwedSend:
         if message["type"] != "websocket.send":
             await self.send(message)
             return
-        body = message.get("text")
-        if body is None:
-            body = message.get("bytes") or b""
-        size = len(body)
+        text = message.get("text")
+        size = sys.getsizeof(text) if text is not None else len(message.get("bytes") or b"")
         owing = self.owing
-        if self.owed + size > owing.per_socket:
+        buffered = owing.buffered(self.scope) if owing.buffered is not None else 0
+        if self.owed + buffered + size > owing.per_socket:
             owing.cut(self, "max_socket_owed_bytes")
             raise SocketCut("socket cut: it owed its client too much")
         if owing.total + size > owing.total_limit:
