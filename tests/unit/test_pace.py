@@ -104,3 +104,25 @@ async def test_the_process_budget_takes_families_in_turn() -> None:
         task.cancel()
     await asyncio.gather(*many, return_exceptions=True)
     assert order.index("b") <= 1, order
+
+
+async def test_the_process_budget_goes_first_to_the_family_that_used_least() -> None:
+    """Both wait for the process's budget: the family that has used less of its own goes
+    first though it asked later; and the process's debt is at most its burst, so a run
+    that took long holds every family back for at most that."""
+    from giftgraph.admission.pace import TimeBudget
+
+    budget = TimeBudget("live_seconds", share=0.1, total=1.0, burst=0.05, max_debt=2.0)
+    budget.charge("heavy", 0.04, process=False)  # heavy has 0.01 s of its own left
+    budget.charge("x", 100.0)  # a run of 100 s: the process owes its burst, not 100 s
+    assert budget.process.tokens("") == pytest.approx(-0.05, abs=0.01)
+    order: list[str] = []
+
+    async def run(key: str) -> None:
+        await budget.turn(key, 0.005)
+        order.append(key)
+
+    heavy = asyncio.ensure_future(run("heavy"))
+    await asyncio.sleep(0.01)
+    await asyncio.wait_for(asyncio.gather(heavy, run("light")), 2)
+    assert order == ["light", "heavy"]
