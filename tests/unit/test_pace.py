@@ -126,3 +126,27 @@ async def test_the_process_budget_goes_first_to_the_family_that_used_least() -> 
     await asyncio.sleep(0.01)
     await asyncio.wait_for(asyncio.gather(heavy, run("light")), 2)
     assert order == ["light", "heavy"]
+
+
+async def test_a_familys_next_piece_waits_until_its_last_is_charged() -> None:
+    """Let in on its estimate, a piece that took far longer is charged before the
+    family's next piece is let in: which then waits for the family's budget."""
+    from giftgraph.admission.pace import TimeBudget
+
+    budget = TimeBudget("live_seconds", share=0.1, total=1000.0, burst=0.05, max_debt=2.0)
+    order: list[str] = []
+
+    async def piece(name: str, took: float) -> None:
+        async with budget.held("a", 0.001):
+            order.append(name)
+            await asyncio.sleep(0.02)
+            budget.charge("a", took, 0.001)
+
+    first = asyncio.ensure_future(piece("first", 0.5))
+    second = asyncio.ensure_future(piece("second", 0.0))
+    await asyncio.sleep(0.2)
+    assert order == ["first"]  # a owes ~0.45 s: ~4.5 s of its share
+    assert first.done()
+    second.cancel()
+    await asyncio.gather(second, return_exceptions=True)
+    assert not budget._running  # nothing kept for a family with nothing running

@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,7 +225,8 @@ class LiveQueries:
                 backoff.reset()
 
     async def _refresh(self, query: LiveQuery, joining: bool = False) -> None:
-        """Run the query (the caller holds its lock) in its family's turn (`budget`); a
+        """Run the query (the caller holds its lock) in its family's turn (`budget`: one
+        of the family's runs at a time, between its turn and its charge); a
         changed outcome goes to every watcher. A subscriber joining does not wait for the
         turn (its first result is due now; starts are paced per family already), but what
         the run took is charged all the same, to its family's budget only: charged to the
@@ -233,19 +234,19 @@ class LiveQueries:
         family's results waiting (over 10 s; bench/NOTES.md)."""
         family = str(query.key[0])
         estimate = query.took
-        if not joining:
-            await self.budget.turn(family, estimate)
-        started = time.monotonic()
-        if not query.watchers:
-            self.budget.charge(family, 0.0, 0.0 if joining else estimate, process=not joining)
-            return  # nobody left: the task is being stopped
-        begun = self._shared_clock(1)
-        try:
-            outcome = await self._execute(query)
-        finally:
-            query.took = self._shared_clock(-1) - begun
-            self.budget.charge(family, query.took, 0.0 if joining else estimate,
-                               process=not joining)
+        async with nullcontext() if joining else self.budget.held(family, estimate):
+            started = time.monotonic()
+            if not query.watchers:
+                self.budget.charge(family, 0.0, 0.0 if joining else estimate,
+                                   process=not joining)
+                return  # nobody left: the task is being stopped
+            begun = self._shared_clock(1)
+            try:
+                outcome = await self._execute(query)
+            finally:
+                query.took = self._shared_clock(-1) - begun
+                self.budget.charge(family, query.took, 0.0 if joining else estimate,
+                                   process=not joining)
         query.started, query.last_run = started, started
         if query.latest is None or outcome.digest != query.latest.digest:
             query.latest = outcome
