@@ -59,6 +59,47 @@ def hundred_gifts(base: str, token: str) -> None:
         assert "errors" not in body, body
 
 
+def gifts_query(aliases: int, prefix: str = "") -> str:
+    """`aliases` pages of 100 gifts' descriptions (~490 KB each of `hundred_gifts`)."""
+    return prefix + "{ " + " ".join(
+        f"a{i}: gifts(first: 100) {{ edges {{ node {{ description }} }} }}"
+        for i in range(aliases)) + " }"
+
+
+def unread_socket(base: str, token: str) -> socket.socket:
+    """A WebSocket to `base`, acknowledged, whose client reads no more than that: a tiny
+    receive buffer, and nothing read past the ack."""
+    hold = socket.socket()
+    hold.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hold.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+    try:
+        hold.sendall(ws_upgrade())
+        hold.settimeout(10)
+        got = b""
+        while b"\r\n\r\n" not in got:  # the 101 first: bytes sent before it are not read
+            chunk = hold.recv(4096)
+            assert chunk, got
+            got += chunk
+        hold.sendall(text_frame(json.dumps({"type": "connection_init",
+                                            "payload": {"authorization": f"Bearer {token}"}})))
+        while b"connection_ack" not in got:
+            chunk = hold.recv(4096)
+            assert chunk, got
+            got += chunk
+    except BaseException:
+        hold.close()
+        raise
+    return hold
+
+
+def read_until_reset(hold: socket.socket) -> None:
+    """What the kernel took is read, then the server's reset."""
+    hold.settimeout(5)
+    with pytest.raises(ConnectionResetError):  # noqa: PT012 - read until the reset
+        while hold.recv(1 << 16):
+            pass
+
+
 @pytest.fixture(scope="module")
 def service(database_url: str) -> Iterator[str]:
     """A service whose answers may be 600 KB."""
@@ -219,37 +260,16 @@ def test_a_socket_that_takes_none_of_its_answer_is_cut(roomy: str) -> None:
     buffer drains, which it never does)."""
     base, token = roomy, sign_up(roomy)
     hundred_gifts(base, token)
-    query = "{ " + " ".join(f"a{i}: gifts(first: 100) {{ edges {{ node {{ description }} }} }}"
-                            for i in range(7)) + " }"
-    port = int(base.rsplit(":", 1)[1])
     before = refused(base, "send_timeout")
-    hold = socket.socket()
-    hold.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    hold.connect(("127.0.0.1", port))
+    hold = unread_socket(base, token)
     try:
-        hold.sendall(ws_upgrade())
-        hold.settimeout(10)
-        got = b""
-        while b"\r\n\r\n" not in got:  # the 101 first: bytes sent before it are not read
-            chunk = hold.recv(4096)
-            assert chunk, got
-            got += chunk
-        hold.sendall(text_frame(json.dumps({"type": "connection_init",
-                                        "payload": {"authorization": f"Bearer {token}"}})))
-        while b"connection_ack" not in got:
-            chunk = hold.recv(4096)
-            assert chunk, got
-            got += chunk
         hold.sendall(text_frame(json.dumps({"id": "1", "type": "subscribe",
-                                        "payload": {"query": query}})))
+                                            "payload": {"query": gifts_query(7)}})))
         deadline = time.monotonic() + 20
         while refused(base, "send_timeout") == before and time.monotonic() < deadline:
             time.sleep(0.2)
         assert refused(base, "send_timeout") == before + 1
-        hold.settimeout(5)
-        with pytest.raises(ConnectionResetError):  # noqa: PT012 - read until the reset
-            while hold.recv(1 << 16):
-                pass
+        read_until_reset(hold)
     finally:
         hold.close()
 
@@ -462,28 +482,10 @@ def test_a_socket_that_owes_its_client_too_much_is_cut(owing: str) -> None:
     base = owing
     token, other = sign_up(base), sign_up(base)
     hundred_gifts(base, token)
-    query = "query Big @live { " + " ".join(
-        f"a{i}: gifts(first: 100) {{ edges {{ node {{ description }} }} }}" for i in range(2)
-    ) + " }"
-    port = int(base.rsplit(":", 1)[1])
+    query = gifts_query(2, "query Big @live ")
     before = refused(base, "socket_owed_bytes")
-    hold = socket.socket()
-    hold.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    hold.connect(("127.0.0.1", port))
+    hold = unread_socket(base, token)
     try:
-        hold.sendall(ws_upgrade())
-        hold.settimeout(10)
-        got = b""
-        while b"\r\n\r\n" not in got:
-            chunk = hold.recv(4096)
-            assert chunk, got
-            got += chunk
-        hold.sendall(text_frame(json.dumps({"type": "connection_init",
-                                        "payload": {"authorization": f"Bearer {token}"}})))
-        while b"connection_ack" not in got:
-            chunk = hold.recv(4096)
-            assert chunk, got
-            got += chunk
         started = time.monotonic()
         for n in range(16):  # ~16 MB, of which the kernel's buffers take ~3 MB
             hold.sendall(text_frame(json.dumps({"id": str(n), "type": "subscribe",
@@ -496,11 +498,8 @@ def test_a_socket_that_owes_its_client_too_much_is_cut(owing: str) -> None:
         assert refused(base, "send_timeout") == 0  # cut by what it owed, not by the time
         me = gql(base, other, "{ me { id } }")
         assert "errors" not in me, me
-        if ACCEL:  # reset: the client reads what the kernel took, then the reset
-            hold.settimeout(5)
-            with pytest.raises(ConnectionResetError):  # noqa: PT012 - read until the reset
-                while hold.recv(1 << 16):
-                    pass
+        if ACCEL:  # reset
+            read_until_reset(hold)
     finally:
         hold.close()
 

@@ -109,7 +109,8 @@ class TimeBudget:
     use `share` of a second each second (after a `burst` of seconds), and all keys
     together `total`. `turn(key, estimate)` waits while the key's budget is spent (its
     waiters queue on one lock: one piece of a key's work at a time goes on to the
-    process), then while the process's is (counted under `bound`), then reserves
+    process; `held` keeps that lock until the piece is done), then while the process's
+    is (counted under `bound`), then reserves
     `estimate`; `charge(key, seconds, estimate)` settles what the work really took, so work
     priced wrongly in advance pays what it cost. A key's debt is capped at `max_debt`
     seconds, the process's at `burst`: a burst of work (a reconnect storm's first results)
@@ -158,7 +159,7 @@ class TimeBudget:
         running[1] += 1
         try:
             async with running[0]:
-                await self.turn(key, estimate)
+                await self._wait(key, estimate)
                 yield
         finally:
             running[1] -= 1
@@ -166,17 +167,22 @@ class TimeBudget:
                 del self._running[key]
 
     async def turn(self, key: str, estimate: float = 0.0) -> None:
+        """The key's turn and the process's, `estimate` reserved; the key's next piece
+        may be let in at once (`held` keeps it out until this one is done)."""
+        async with self.held(key, estimate):
+            pass
+
+    async def _wait(self, key: str, estimate: float) -> None:
+        """The key's budget, then the process's (the key's lock held: one piece a key)."""
         counted = False
-        key_bucket = self._bucket(self.keys, key, time.monotonic())
-        async with key_bucket.lock:
-            while (bucket := self._bucket(self.keys, key, time.monotonic())).tokens <= 0:
-                if not counted and self.refusals is not None:
-                    self.refusals.count(self.bound)
-                    counted = True
-                # Looked at again at least every second: a credit may come meanwhile.
-                await asyncio.sleep(min(1.0, -bucket.tokens / self.keys.rate + 0.001))
-            bucket.tokens -= estimate  # reserved: the key's next piece sees it spent
-            await self._process_turn(key, estimate, counted)
+        while (bucket := self._bucket(self.keys, key, time.monotonic())).tokens <= 0:
+            if not counted and self.refusals is not None:
+                self.refusals.count(self.bound)
+                counted = True
+            # Looked at again at least every second: a credit may come meanwhile.
+            await asyncio.sleep(min(1.0, -bucket.tokens / self.keys.rate + 0.001))
+        bucket.tokens -= estimate  # reserved: the key's next piece sees it spent
+        await self._process_turn(key, estimate, counted)
 
     async def _process_turn(self, key: str, estimate: float, counted: bool) -> None:
         """The process's budget for `key`'s piece (the key's lock held: one piece a key)."""

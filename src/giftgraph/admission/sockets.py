@@ -75,11 +75,11 @@ if TYPE_CHECKING:
     from giftgraph.config import Settings
     from giftgraph.live.hub import Hub
 
+log = logging.getLogger("giftgraph.admission")
+
 # Levels of nesting one message may have: its envelope is 3 (message, payload, variables),
 # the deepest input object of the schema a few more. Well below the interpreter's recursion
 # limit (1000), which code walking the value (coercion, cache keys, logging) would reach.
-log = logging.getLogger("giftgraph.admission")
-
 MAX_DEPTH = 32
 MAX_ID_CHARS = 128  # a client's operation id (graphql-ws sends a UUID: 36)
 
@@ -430,6 +430,9 @@ class CostHold:
             costs.give_back(self.family_id, self.cost)
 
 
+CUT = "socket cut: it owed its client too much"
+
+
 class SocketCut(OSError):
     """A socket's send refused by `Owing`: Starlette's WebSocket takes an OSError from the
     server's `send` as the client gone (WebSocketDisconnect 1006), as uvicorn's own
@@ -499,7 +502,7 @@ class OwedSend:
 
     async def __call__(self, message: Any) -> None:
         if self.cut:
-            raise SocketCut("socket cut: it owed its client too much")
+            raise SocketCut(CUT)
         if message["type"] != "websocket.send":
             await self.send(message)
             return
@@ -509,14 +512,14 @@ class OwedSend:
         buffered = owing.buffered(self.scope) if owing.buffered is not None else 0
         if self.owed + buffered + size > owing.per_socket:
             owing.cut(self, "max_socket_owed_bytes")
-            raise SocketCut("socket cut: it owed its client too much")
+            raise SocketCut(CUT)
         if owing.total + size > owing.total_limit:
             largest = max(owing.owing, key=lambda s: s.owed, default=self)
             if largest.owed <= self.owed + size:
                 largest = self
             owing.cut(largest, "max_owed_bytes")
             if largest is self:
-                raise SocketCut("socket cut: it owed its client too much")
+                raise SocketCut(CUT)
         self.owed += size
         owing.total += size
         owing.owing.add(self)
