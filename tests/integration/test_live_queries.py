@@ -686,3 +686,54 @@ async def test_a_comment_on_an_item_updates_a_live_item_comment_count(srv: Serve
                   "body: \"blue\"}) { id } }", {"t": item}, token)
     assert counts(await next_result(client, op)) == [1]
     await client.ws.close()
+
+
+async def test_the_bytes_a_familys_live_queries_keep_are_bounded(database_url: str) -> None:
+    # 64 KiB a family: each live query below keeps ~2 x 12 KB (its result and its payload).
+    settings = make_settings(database_url, live_interval_ms=50, max_response_bytes=16 * 1024,
+                             max_live_bytes_per_family=64 * 1024,
+                             live_seconds_per_family=1000.0, live_seconds_per_process=1000.0)
+    async with running(settings) as srv:
+        token, _ = await srv.signup("kept@example.com")
+        other, _ = await srv.signup("kept2@example.com")
+        create = "mutation($i: GiftInput!) { createGift(input: $i) { id } }"
+        for t in (token, other):
+            for k in range(3):
+                await srv.gql(create, {"i": {"name": f"g{k}", "description": "x" * 4000}}, t)
+        query = ("subscription($n: Int) { live { gifts(first: $n) { edges { node { "
+                 "description } } } } }")
+        client = await connect(srv, token)
+        kept = [await client.subscribe(query, {"n": n}) for n in (3, 4)]
+        for op in kept:
+            assert len(str((await next_result(client, op))["data"])) > 12_000
+        # A third, distinct one: its result would take the family past its bound.
+        over = await client.subscribe(query, {"n": 5})
+        refused = await next_result(client, over)
+        assert refused["data"] is None
+        assert refused["errors"][0]["extensions"]["code"] == "RATE_LIMITED", refused
+        assert "Traceback" not in str(refused)
+        family = next(iter(queries(srv).kept.by_family.values()))
+        assert family <= 64 * 1024
+        # Another family keeps its own.
+        elsewhere = await connect(srv, other)
+        theirs = await elsewhere.subscribe(query, {"n": 5})
+        assert (await next_result(elsewhere, theirs))["data"] is not None
+        # The refused one goes on: once one is closed and the family changes a gift, it fits.
+        await client.ws.send(json.dumps({"id": kept[0], "type": "complete"}))
+        await idle(srv)
+        await srv.gql(create, {"i": {"name": "g3"}}, token)
+        for _ in range(3):
+            message = await client.receive(5)
+            if message["id"] == over:
+                break
+        assert message["payload"]["data"]["live"]["gifts"]["edges"], message
+        metrics = (await srv.http.get("/metrics")).text
+        assert 'giftgraph_admission_refused_total{bound="live_bytes"} 1.0' in metrics
+        await client.ws.close()
+        await elsewhere.ws.close()
+        for _ in range(50):
+            if not queries(srv).kept.by_family:
+                break
+            await asyncio.sleep(0.05)
+        assert queries(srv).kept.by_family == {}
+        assert queries(srv).kept.total == 0

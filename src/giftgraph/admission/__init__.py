@@ -15,7 +15,7 @@ it protects (parsing, analysis, hashing, a query, a replay), and each refusal is
 - `server`: connections, header bytes, header and idle timeouts of `giftgraph serve`;
 - `requests`: GraphQL requests over HTTP in flight per caller (until their answers are
   sent), and the pace of a caller whose requests are refused;
-- `answers`: the bytes of one answer.
+- `answers`: the bytes of one answer, and of the results live queries keep.
 
 Replay (`since`), search and page sizes are bounded where those reads are built, under the
 names below. docs/hardening.md lists every bound with its default.
@@ -116,6 +116,11 @@ BOUNDS: tuple[Bound, ...] = (
           "family uses a second (wall time, charged after each run), and all families "
           "together `live_seconds_per_process`: past them its live queries run later, their "
           "changes folded into the next run"),
+    Bound("live_bytes", "max_live_bytes_per_family", "bytes of the results one family's "
+          "live queries keep between runs in one process (each its latest result and its "
+          "framed payload), and with max_live_bytes all families' together, past which a "
+          "family keeping more than an equal share is refused: a result past either is not "
+          "kept, its subscribers get RATE_LIMITED instead until a later one fits"),
     Bound("persisted_documents", "max_persisted_documents", "documents stored by hash "
           "(APQ) on every instance together: past it the oldest registrations give way"),
     Bound("persisted_register_rate", "persisted_register_rate", "documents one user (else "

@@ -9,6 +9,7 @@ every subscriber, embedded as an `orjson.Fragment`), its errors each subscriber'
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,9 @@ class Outcome:
 
     data: bytes  # JSON: an object, or null
     errors: tuple[dict[str, Any], ...]
-    digest: bytes  # what two results are compared by (errors without their traceId)
+    # What two results are compared by: a hash of the data and the errors without their
+    # traceId (the data itself here kept every result twice).
+    digest: bytes
     # The result's JSON per response key, made once for all the subscribers written to
     # directly (giftgraph.accel.live).
     payloads: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
@@ -51,7 +54,15 @@ class Outcome:
                 body, errors = b"null", [too_large(len(body), limit, refusals)]
         comparable = [{**e, "extensions": {k: v for k, v in (e.get("extensions") or {}).items()
                                            if k != "traceId"}} for e in errors]
-        return cls(body, tuple(errors), body + b"\n" + orjson.dumps(comparable))
+        digest = hashlib.blake2b(body, digest_size=32)
+        digest.update(b"\n" + orjson.dumps(comparable))
+        return cls(body, tuple(errors), digest.digest())
+
+    @property
+    def kept(self) -> int:
+        """The bytes a live query keeps of it: its data, and the same data in the payload
+        framed for the subscribers written to directly (admission.answers.Kept)."""
+        return 2 * len(self.data)
 
     def payload(self, key: str | None) -> bytes:
         """The subscription's result as JSON, `data` under the response key `key` (None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from giftgraph.accel.render import SharedRenderer
+from giftgraph.admission.answers import Kept
 from giftgraph.admission.pace import TimeBudget
 from giftgraph.admission.sockets import ReplayTurns, SubscriptionCosts
 from giftgraph.config import Settings
@@ -52,7 +53,10 @@ class Live:
                                 settings.max_live_queries_per_family,
                                 settings.max_live_cost_per_family,
                                 TimeBudget("live_seconds", settings.live_seconds_per_family,
-                                           settings.live_seconds_per_process, LIVE_BURST_S)),
+                                           settings.live_seconds_per_process, LIVE_BURST_S),
+                                Kept(max(settings.max_live_bytes_per_family,
+                                         4 * settings.max_response_bytes),
+                                     settings.max_live_bytes)),
             costs=SubscriptionCosts(settings.max_subscription_cost_per_family),
         )
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from giftgraph.admission.answers import Kept
 from giftgraph.admission.pace import TimeBudget
 from giftgraph.context import CALLER_COLUMNS, Caller, Context, operation_scope
 from giftgraph.db import models as m
@@ -94,6 +95,8 @@ class LiveQuery:
     took: float = 0.005  # seconds its last run took: what its next turn reserves
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
+    kept: int = 0  # the bytes of `latest` counted in LiveQueries.kept
+    stopped: bool = False
 
 
 class LiveQueries:
@@ -101,7 +104,7 @@ class LiveQueries:
 
     def __init__(self, hub: Hub, database: Database, interval: float = 0.25,
                  per_family: int = 50, cost_per_family: int = 100_000,
-                 budget: TimeBudget | None = None) -> None:
+                 budget: TimeBudget | None = None, kept: Kept | None = None) -> None:
         self.hub = hub
         self.database = database
         self.interval = interval
@@ -111,6 +114,8 @@ class LiveQueries:
         # after each run with what it took (a cost known in advance can be priced wrong),
         # as its share of the time live runs were executing (`_shared_clock`).
         self.budget = budget or TimeBudget("live_seconds", 0.1, 0.35, 0.5)
+        # The bytes of the results kept between runs, per family and in all.
+        self.kept = kept or Kept(32 * 2**20, 256 * 2**20)
         self._running = 0  # live runs executing now
         self._clock = 0.0  # `_shared_clock`'s reading
         self._clock_at = time.monotonic()
@@ -180,6 +185,9 @@ class LiveQueries:
     async def _stop(self, query: LiveQuery) -> None:
         if self.queries.get(query.key) is query:
             self._release(query.key[0], query.plan.cost)
+        query.stopped = True
+        self.kept.release(query.key[0], query.kept)
+        query.kept = 0
         await stop_worker(self.queries, query.key, query)
 
     async def _join(self, query: LiveQuery) -> Outcome:
@@ -249,9 +257,35 @@ class LiveQueries:
                                    process=not joining)
         query.started, query.last_run = started, started
         if query.latest is None or outcome.digest != query.latest.digest:
+            outcome = self._keep(query, outcome)
+            if query.latest is not None and outcome.digest == query.latest.digest:
+                return  # refused again, as last time
             query.latest = outcome
             for watcher in list(query.watchers):
                 watcher.put(outcome)
+
+    def _keep(self, query: LiveQuery, outcome: Outcome) -> Outcome:
+        """`outcome` if its family may keep it in place of the query's latest (`kept`:
+        `live_bytes`), else an outcome that says it may not: no data, one RATE_LIMITED
+        error (refused results alike compare equal, so it is sent once)."""
+        if query.stopped:
+            return outcome  # nobody left to send it to, and nothing counted for it
+        family = query.key[0]
+        if not self.kept.swap(family, query.kept, outcome.kept):
+            ctx = next(iter(query.watchers)).ctx if query.watchers else None
+            if ctx is not None:
+                ctx.count_refusal("live_bytes")
+            log.info("live result of %d bytes not kept: over live_bytes, family=%s",
+                     len(outcome.data), family)
+            outcome = Outcome.of(None, [{
+                "message": "Your family's live queries keep too large results on this "
+                           f"server (at most {self.kept.per_family:,} bytes together): "
+                           "close one or select less; this one is sent again when it fits",
+                "extensions": {"code": "RATE_LIMITED", "limit": self.kept.per_family,
+                               "traceId": uuid.uuid4().hex}}])
+            self.kept.swap(family, query.kept, outcome.kept, force=True)  # a few bytes
+        query.kept = outcome.kept
+        return outcome
 
     def _shared_clock(self, change: int) -> float:
         """A clock that runs at 1/n while n live runs execute (stopped while none does),
