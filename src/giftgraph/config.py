@@ -217,6 +217,10 @@ class Settings(BaseSettings):
     max_connections_per_ip: int = Field(default=256, ge=1)
     http_header_timeout_seconds: float = Field(default=10, gt=0)
     http_idle_timeout_seconds: float = Field(default=5, gt=0)
+    # On SIGTERM: how long `serve` waits for open connections to finish before it closes
+    # them (uvicorn's graceful shutdown). An HTTP subscription stream never finishes: it
+    # waited forever.
+    shutdown_timeout_seconds: float = Field(default=10, gt=0)
     # A request's line and headers as received (uvicorn's httptools protocol has no limit).
     max_header_bytes: int = Field(default=64 * 1024, ge=4096)
     # An answer the client does not read (HTTP; WebSockets on the lean protocol): less than

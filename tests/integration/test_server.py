@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
 import httpx
 import pytest
 from gql import Client, gql
@@ -9,6 +16,7 @@ from gql.transport.exceptions import TransportQueryError
 from gql.transport.httpx import HTTPXAsyncTransport
 
 from giftgraph.db.migrate import head_revisions
+from tests.support import free_port, service_env, stop, wait_healthy
 
 
 async def test_served_api_end_to_end(server: str) -> None:
@@ -42,3 +50,35 @@ async def test_served_api_end_to_end(server: str) -> None:
                       "schema": ",".join(sorted(head_revisions())), "broadcast": "connected"}
     assert ide.status_code == 200
     assert "graphiql" in ide.text.lower()
+
+
+def test_serve_exits_on_sigterm_while_a_subscription_stream_is_open(database_url: str) -> None:
+    """An HTTP subscription stream never ends by itself: on SIGTERM, `giftgraph serve`
+    waited for it forever (uvicorn's graceful shutdown has no bound unless given one);
+    it now closes it after GIFTGRAPH_SHUTDOWN_TIMEOUT_SECONDS and exits."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = service_env(database_url, GIFTGRAPH_SHUTDOWN_TIMEOUT_SECONDS="1")
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed args
+        [sys.executable, "-m", "giftgraph.cli", "serve", "--host", "127.0.0.1",
+         "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(base, proc, time.monotonic() + 60)
+        token = httpx.post(f"{base}/graphql", json={"query": (
+            'mutation { signUp(input: {familyName: "S", email: "sigterm@example.com", '
+            'password: "long enough pw", displayName: "S"}) { accessToken } }')}
+        ).json()["data"]["signUp"]["accessToken"]
+        body = json.dumps({"query": "subscription { familyEvents { seq } }"}).encode()
+        with socket.create_connection(("127.0.0.1", port)) as stream:
+            stream.sendall(
+                b"POST /graphql HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+                b'accept: multipart/mixed;subscriptionSpec="1.0", application/json\r\n'
+                b"authorization: Bearer " + token.encode() + b"\r\ncontent-length: "
+                + str(len(body)).encode() + b"\r\n\r\n" + body)
+            assert b"200" in stream.recv(4096).split(b"\r\n", 1)[0]  # the stream is open
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+            assert time.monotonic() - started < 10
+    finally:
+        stop(proc)

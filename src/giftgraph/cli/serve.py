@@ -53,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http=serve_protocol(),
         timeout_keep_alive=settings.http_idle_timeout_seconds,  # type: ignore[arg-type] # a float timer
         backlog=settings.listen_backlog,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,  # type: ignore[arg-type]
     )
     try:
         if not _alone_on_its_data(settings, workers):
