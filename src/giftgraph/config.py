@@ -151,9 +151,9 @@ class Settings(BaseSettings):
     # later (their changes fold into the next run): requests and deliveries keep the rest.
     live_seconds_per_family: float = Field(default=0.1, gt=0)
     live_seconds_per_process: float = Field(default=0.35, gt=0)
-    # Bytes of the results live queries keep between runs (each its latest result and its
-    # framed payload): one family's (at least two answers of max_response_bytes), and all
-    # families' in this process (admission: live_bytes).
+    # Bytes of the results live queries keep between runs (each its latest result): one
+    # family's (at least two answers of max_response_bytes), and all families' in this
+    # process (admission: live_bytes).
     max_live_bytes_per_family: int = Field(default=32 * 2**20, ge=64 * 1024)
     max_live_bytes: int = Field(default=256 * 2**20, ge=64 * 1024)
     presence_heartbeat_seconds: float = Field(default=5, gt=0)

@@ -689,8 +689,8 @@ async def test_a_comment_on_an_item_updates_a_live_item_comment_count(srv: Serve
 
 
 async def test_the_bytes_a_familys_live_queries_keep_are_bounded(database_url: str) -> None:
-    # 64 KiB a family: each live query below keeps ~2 x 12 KB (its result and its payload).
-    settings = make_settings(database_url, live_interval_ms=50, max_response_bytes=16 * 1024,
+    # 64 KiB a family: each live query below keeps its result of ~24 KB.
+    settings = make_settings(database_url, live_interval_ms=50, max_response_bytes=32 * 1024,
                              max_live_bytes_per_family=64 * 1024,
                              live_seconds_per_family=1000.0, live_seconds_per_process=1000.0)
     async with running(settings) as srv:
@@ -698,16 +698,16 @@ async def test_the_bytes_a_familys_live_queries_keep_are_bounded(database_url: s
         other, _ = await srv.signup("kept2@example.com")
         create = "mutation($i: GiftInput!) { createGift(input: $i) { id } }"
         for t in (token, other):
-            for k in range(3):
+            for k in range(6):
                 await srv.gql(create, {"i": {"name": f"g{k}", "description": "x" * 4000}}, t)
         query = ("subscription($n: Int) { live { gifts(first: $n) { edges { node { "
                  "description } } } } }")
         client = await connect(srv, token)
-        kept = [await client.subscribe(query, {"n": n}) for n in (3, 4)]
+        kept = [await client.subscribe(query, {"n": n}) for n in (6, 7)]
         for op in kept:
-            assert len(str((await next_result(client, op))["data"])) > 12_000
+            assert len(str((await next_result(client, op))["data"])) > 24_000
         # A third, distinct one: its result would take the family past its bound.
-        over = await client.subscribe(query, {"n": 5})
+        over = await client.subscribe(query, {"n": 8})
         refused = await next_result(client, over)
         assert refused["data"] is None
         assert refused["errors"][0]["extensions"]["code"] == "RATE_LIMITED", refused
@@ -716,7 +716,7 @@ async def test_the_bytes_a_familys_live_queries_keep_are_bounded(database_url: s
         assert family <= 64 * 1024
         # Another family keeps its own.
         elsewhere = await connect(srv, other)
-        theirs = await elsewhere.subscribe(query, {"n": 5})
+        theirs = await elsewhere.subscribe(query, {"n": 8})
         assert (await next_result(elsewhere, theirs))["data"] is not None
         # The refused one goes on: once one is closed and the family changes a gift, it fits.
         await client.ws.send(json.dumps({"id": kept[0], "type": "complete"}))

@@ -3,6 +3,8 @@ live query's result keeps of it (`Outcome.kept`)."""
 
 from __future__ import annotations
 
+import orjson
+
 from giftgraph.admission.answers import Kept
 from giftgraph.live.frames import Outcome
 
@@ -39,7 +41,7 @@ def test_past_the_process_bound_the_family_keeping_more_than_its_share_is_refuse
     assert kept.swap("small", 350, 400)  # 600 in all
 
 
-def test_a_live_result_is_compared_by_a_digest_and_kept_once_beside_its_payload() -> None:
+def test_a_live_result_is_compared_by_a_digest_and_kept_once() -> None:
     data = {"persons": {"totalCount": 1, "edges": [{"node": {"name": "Ann" * 1000}}]}}
     one = Outcome.of(data, [])
     two = Outcome.of(data, [{"message": "m", "extensions": {"traceId": "x"}}])
@@ -47,6 +49,22 @@ def test_a_live_result_is_compared_by_a_digest_and_kept_once_beside_its_payload(
     assert len(one.digest) == 32  # not the data again
     assert one.digest == Outcome.of(data, []).digest != two.digest
     assert two.digest == three.digest  # errors compared without their traceId
-    assert one.kept == 2 * len(one.data)
-    assert one.payload("live")
-    assert len(one.payload("live")) < one.kept
+    assert one.kept == len(one.data)
+
+
+def test_a_live_result_is_framed_around_the_shared_data_for_each_response_key() -> None:
+    data = {"persons": {"totalCount": 1}}
+    ok = Outcome.of(data, [])
+    failed = Outcome.of(None, [{"message": "m", "path": ["persons"],
+                                "extensions": {"code": "X", "traceId": "t"}}])
+    for outcome in (ok, failed):
+        for key in ("live", "mine", None):
+            head, body, tail = outcome.parts(key)
+            assert body is outcome.data  # the shared bytes, not a copy per key
+            shaped = outcome.data if outcome.data == b"null" or key is None \
+                else orjson.dumps({key: orjson.Fragment(outcome.data)})
+            expected = {"data": orjson.Fragment(shaped)}
+            if outcome.errors:
+                expected["errors"] = [{**e, "path": [*([key] if key else []), *e["path"]]}
+                                      for e in outcome.errors]
+            assert head + body + tail == orjson.dumps(expected)

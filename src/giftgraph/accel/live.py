@@ -2,8 +2,9 @@
 handler (giftgraph.accel.sockets) parks, as an event subscription does
 (giftgraph.accel.delivery): its resolver ends, Strawberry's execution state is freed, and
 the socket handler runs the rest, writing each result as the same bytes for every
-subscriber of the live query with the same response key (`LiveFrame.payload`), pre-framed
-onto the connection when it can take it (giftgraph.accel.wire), else through the ASGI send.
+subscriber of the live query between a head and a tail of its response key
+(`LiveFrame.parts`), framed onto the connection when it can take it (giftgraph.accel.wire),
+else through the ASGI send.
 
 Without the direct handler (GIFTGRAPH_ACCEL=false, multipart, graphql-sse) the resolver
 yields each `LiveFrame` and Strawberry sends it (giftgraph.schema.execution).
@@ -61,12 +62,13 @@ class LiveWriter:
         sink = self.sink
         if sink.closed:
             return
-        payload = frame.payload()
+        head, body, tail = frame.parts()
         if self.charge is not None:
-            self.charge(len(payload), 0)
+            self.charge(len(head) + len(body) + len(tail), 0)
         wire = sink.wire
-        if wire is None or not wire.write_text(self.prefix, payload, b"}"):
-            await send_or_wait(sink, self.prefix + payload + b"}")
+        head, tail = self.prefix + head, tail + b"}"
+        if wire is None or not wire.write_text(head, body, tail):
+            await send_or_wait(sink, head + body + tail)
 
     async def fail(self, ctx: Context, exc: Exception) -> None:
         """The subscription ends with a `next` carrying the error, formatted (the socket

@@ -117,10 +117,10 @@ BOUNDS: tuple[Bound, ...] = (
           "together `live_seconds_per_process`: past them its live queries run later, their "
           "changes folded into the next run"),
     Bound("live_bytes", "max_live_bytes_per_family", "bytes of the results one family's "
-          "live queries keep between runs in one process (each its latest result and its "
-          "framed payload), and with max_live_bytes all families' together, past which a "
-          "family keeping more than an equal share is refused: a result past either is not "
-          "kept, its subscribers get RATE_LIMITED instead until a later one fits"),
+          "live queries keep between runs in one process (each its latest result), and "
+          "with max_live_bytes all families' together, past which a family keeping more "
+          "than an equal share is refused: a result past either is not kept, its "
+          "subscribers get RATE_LIMITED instead until a later one fits"),
     Bound("persisted_documents", "max_persisted_documents", "documents stored by hash "
           "(APQ) on every instance together: past it the oldest registrations give way"),
     Bound("persisted_register_rate", "persisted_register_rate", "documents one user (else "

@@ -259,13 +259,15 @@ PREPAID_EVENTS = 64  # a family's events whose renders' prepaid values wait to b
 class Kept:
     """The bytes of the results live queries keep between runs (`live_bytes`): per family
     (`per_family`) and all families together (`total`). Each live query keeps its latest
-    result for the subscribers that join and for comparing the next one, and its framed
-    payload for the subscribers written to directly: within every other bound, four
-    families' 68 live queries of ~4 MB kept the process at 1.95 GB (an adversary,
-    2026-11-28). A result that would take its family past `per_family`, or the process
-    past `total` while its family keeps more than an equal share of it, is not kept:
-    the live query's subscribers get an error instead (`swap` says no), and its next
-    run may fit again."""
+    result, for the subscribers that join and to compare the next one with: within every
+    other bound, four families' 68 live queries of ~4 MB kept the process at 1.95 GB (an
+    adversary, 2026-11-28; each result was kept three times then). A result that would
+    take its family past `per_family`, or the process past `total` while its family keeps
+    more than an equal share of it, is not kept: the live query's subscribers get an
+    error instead (`swap` says no), and its next run may fit again. The process's bound
+    is soft: what a family keeps is not taken back when more families come, so each
+    newcomer may still add its equal share (about total x (1 + ln(families / 8)) with
+    results of a few MB, by the adversary's arithmetic)."""
 
     __slots__ = ("by_family", "per_family", "total", "total_limit")
 

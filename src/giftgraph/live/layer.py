@@ -55,7 +55,7 @@ class Live:
                                 TimeBudget("live_seconds", settings.live_seconds_per_family,
                                            settings.live_seconds_per_process, LIVE_BURST_S),
                                 Kept(max(settings.max_live_bytes_per_family,
-                                         4 * settings.max_response_bytes),
+                                         2 * settings.max_response_bytes),
                                      settings.max_live_bytes)),
             costs=SubscriptionCosts(settings.max_subscription_cost_per_family),
         )
