@@ -562,3 +562,68 @@ async def test_live_results_are_charged_to_their_caller_as_they_are_sent(
         # the burst, and the rate for the 5 s (and one result in flight per subscriber
         # beyond it); without the charge, several times this
         assert received < rate * 6 + 8 * 600_000, received
+
+
+def unread_stream(base: str, token: str, query: str) -> socket.socket:
+    """A multipart subscription stream of `query` whose client reads no more than its
+    response's head (a tiny receive buffer)."""
+    hold = socket.socket()
+    hold.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hold.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+    body = json.dumps({"query": query}).encode()
+    hold.sendall(b"POST /graphql HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+                 b'accept: multipart/mixed;subscriptionSpec="1.0", application/json\r\n'
+                 b"authorization: Bearer " + token.encode() + b"\r\ncontent-length: "
+                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+    hold.settimeout(10)
+    assert hold.recv(64).startswith(b"HTTP/1.1 200")
+    return hold
+
+
+def test_unread_subscription_streams_count_in_what_the_process_owes(database_url: str) -> None:
+    """Eight multipart streams of a ~1 MB live result, never read, and changes that give
+    each a new result: each stream holds a result in its connection's buffer while
+    uvicorn's `send` waits for it to drain. Counted with the sockets' (the process may owe
+    5 MiB here), the stream owing most is cut with a reset long before the 30 s send
+    timeout; another family is served meanwhile."""
+    with serving(database_url, **MUTATIONS_LIFTED,
+                 GIFTGRAPH_MAX_RESPONSE_BYTES=str(2**20),
+                 GIFTGRAPH_MAX_SOCKET_OWED_BYTES=str(64 * 1024),
+                 GIFTGRAPH_MAX_OWED_BYTES=str(64 * 1024),
+                 GIFTGRAPH_ANSWER_BYTES_RATE=str(2**30),
+                 GIFTGRAPH_ANSWER_BYTES_BURST=str(2**30)) as base:
+        token, other = sign_up(base), sign_up(base)
+        hundred_gifts(base, token)
+        query = "subscription { live " + gifts_query(2) + " }"
+        first = gql(base, token, "{ gifts(first: 1) { edges { node { id } } } }")
+        gift = first["data"]["gifts"]["edges"][0]["node"]["id"]  # type: ignore[index]
+        before = refused(base, "socket_owed_bytes")
+        streams = [unread_stream(base, token, query) for _ in range(8)]
+        try:
+            started = time.monotonic()
+            n = 0
+            while refused(base, "socket_owed_bytes") == before \
+                    and time.monotonic() < started + 20:
+                n += 1  # each change makes every stream a new result
+                body = gql(base, token, "mutation($i: ID!, $d: String!) { updateGift(id: $i, "
+                           "input: {description: $d}) { id } }", {"i": gift, "d": f"{n}"})
+                assert "errors" not in body, body
+                time.sleep(0.3)
+            assert refused(base, "socket_owed_bytes") > before
+            assert time.monotonic() - started < 20
+            assert refused(base, "send_timeout") == 0
+            me = gql(base, other, "{ me { id } }")
+            assert "errors" not in me, me
+            reset = 0
+            for stream in streams:
+                stream.settimeout(2)
+                with contextlib.suppress(TimeoutError):
+                    try:
+                        while stream.recv(1 << 16):
+                            pass
+                    except ConnectionResetError:
+                        reset += 1
+            assert reset >= 1
+        finally:
+            for stream in streams:
+                stream.close()

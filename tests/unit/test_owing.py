@@ -128,3 +128,50 @@ async def test_a_socket_that_reads_is_sent_any_answer_up_to_its_bound() -> None:
     assert len(flowing.sent) == 21
     assert owing.total == 0
     assert not send.cut
+
+
+class Transport:
+    """An HTTP connection's transport: what it holds unsent, and whether it was reset."""
+
+    def __init__(self, holds: int) -> None:
+        self.holds = holds
+        self.aborted = False
+
+    def get_write_buffer_size(self) -> int:
+        return self.holds
+
+    def get_extra_info(self, _: str) -> None:
+        return None
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def test_an_http_answer_is_counted_with_its_transport_and_its_connection_reset() -> None:
+    """A subscription stream's body waits in `send` while its transport drains; with what
+    the transport holds it counts against the same bounds, and a cut resets the
+    connection through the transport in its scope (no fast path needed)."""
+    from giftgraph.admission.server import TRANSPORT_KEY
+
+    transport = Transport(holds=600)
+    owing = Owing(per_socket=1000, total=10_000)
+    stuck = Stuck()
+    scope: dict[str, Any] = {"type": "http", TRANSPORT_KEY: transport}
+    send = owing.wrap(scope, stuck)
+    start = asyncio.ensure_future(send({"type": "http.response.start", "status": 200}))
+    await settle()
+    assert owing.total == 0  # headers are not counted
+    waiting = asyncio.ensure_future(send({"type": "http.response.body", "body": b"x" * 300,
+                                          "more_body": True}))
+    await settle()
+    assert send.owed == 300
+    with pytest.raises(SocketCut):  # 600 held + 300 waiting + 200 > 1,000
+        await send({"type": "http.response.body", "body": b"y" * 200, "more_body": True})
+    assert transport.aborted
+    stuck.reset = True
+    stuck.free()
+    with pytest.raises(OSError, match="connection lost"):
+        await start
+    with pytest.raises(OSError, match="connection lost"):
+        await waiting
+    assert owing.total == 0

@@ -8,7 +8,7 @@ it protects (parsing, analysis, hashing, a query, a replay), and each refusal is
   mutation fields, measured in one pass per fragment (linear in the document);
 - `sockets`: new sockets per IP (HTTP subscription streams too), socket message size and
   shape, sockets per user (streams too), subscriptions per socket and per user, replay
-  turns per user, the bytes a socket owes its client;
+  turns per user, the bytes a socket (or an HTTP answer) owes its client;
 - `pace`: what a family starts per second (mutation fields, socket operations);
 - `throttle`: per-IP budgets of the anonymous mutations and the bound on concurrent
   password hashing;
@@ -149,10 +149,11 @@ BOUNDS: tuple[Bound, ...] = (
           "numbers, booleans, nulls) of the executed answers one caller is sent, as "
           "answer_bytes: past a burst of answer_values_burst, answer_values_rate a second "
           "(a compiled read's answer, written by PostgreSQL, has none)"),
-    Bound("socket_owed_bytes", "max_socket_owed_bytes", "what a WebSocket's client has not "
-          "taken: its messages waiting to be written (their memory) and its transport's "
-          "buffer; with max_owed_bytes, all sockets' waiting messages together, of which "
-          "the socket owing most is cut: past either, the socket is cut (reset)"),
+    Bound("socket_owed_bytes", "max_socket_owed_bytes", "what a WebSocket's client, or an "
+          "HTTP answer's (a subscription stream's too), has not taken: its messages "
+          "waiting to be written (their memory) and its transport's buffer; with "
+          "max_owed_bytes, all sockets' and answers' waiting messages together, of which "
+          "the one owing most is cut: past either, the connection is cut (reset)"),
     Bound("response_bytes", "max_response_bytes", "one answer serialized (an HTTP "
           "response, one result of a subscription or live query): past it "
           "QUERY_TOO_COMPLEX instead (max_query_cost counts fields, not their bytes)"),

@@ -36,7 +36,8 @@ everyone.
   (`abort`: the buffer let go at once). uvicorn waits for such a buffer to drain before a
   later write, with no time limit, and holds it for as long as the client keeps the
   connection open. The connection's flow control is in its scope (`FLOW_KEY`) for the view,
-  which waits for it before a request leaves its caller's turn (admission.requests).
+  which waits for it before a request leaves its caller's turn (admission.requests); its
+  transport (`TRANSPORT_KEY`) for what an answer owes its client (admission.sockets.Owing).
 
 A WebSocket leaves this protocol at its upgrade (uvicorn hands the transport to its
 WebSocket protocol): its timers end there; pings and the connection_init timeout bound it.
@@ -78,6 +79,7 @@ HTTP_PROTOCOL = "giftgraph.admission.server:HttpProtocol"
 STATE_KEY = "giftgraph.refusals"
 LINGER_NONE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close with a reset
 FLOW_KEY = "giftgraph.flow"  # in an HTTP scope: its connection's uvicorn FlowControl
+TRANSPORT_KEY = "giftgraph.transport"  # in an HTTP scope: its connection's transport
 # Descriptors kept for what is not a client connection: the database pool (its size and
 # overflow are added), the broker, listening sockets, logs, files being served.
 RESERVED_FDS = 64
@@ -283,6 +285,7 @@ class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
             cycle = self.cycle
             if cycle is not None:  # before its app task first runs (it was only created)
                 cycle.scope[FLOW_KEY] = self.flow
+                cycle.scope[TRANSPORT_KEY] = self.transport
             self._track()
             if self._waiting is HEADERS and self._header_bytes > self._limits.max_header_bytes \
                     and not self.transport.is_closing():

@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from giftgraph.admission import server
 from giftgraph.admission.pace import KeyedPace
 from giftgraph.errors import AppError, RateLimited
 
@@ -454,7 +455,14 @@ class Owing:
     on (`SocketCut`); its client reconnects and catches up (`since`). Bounded below by one
     answer (`max_response_bytes`, as a string of 4-byte characters): a socket that reads
     is sent any answer. Counted in characters, the bound let a socket of emoji results hold
-    166 MB (adversary, 2026-11-28)."""
+    166 MB (adversary, 2026-11-28).
+
+    An answer over HTTP is counted the same way, its body while uvicorn's `send` waits for
+    its transport to drain (`App` wraps every answer of /graphql and /graphql/stream): a
+    subscription stream (multipart, graphql-sse) is a socket in all but name, and 68 such
+    streams of ~4 MB live results, never read, held 690 MB outside the bound (adversary,
+    2026-11-28). A cut connection is reset (admission.server: its transport is in its
+    scope, with or without the fast paths)."""
 
     __slots__ = ("buffered", "owing", "per_socket", "refusals", "reset", "total",
                  "total_limit")
@@ -485,13 +493,27 @@ class Owing:
         socket.cut = True
         if self.refusals is not None:
             self.refusals.count("socket_owed_bytes")
-        log.info("socket cut: it owes its client %d bytes (%s)", socket.owed, why)
-        if self.reset is not None:
+        http = socket.scope.get("type") == "http"
+        log.info("%s cut: it owes its client %d bytes (%s)", "connection" if http else "socket",
+                 socket.owed, why)
+        if http:
+            transport = socket.scope.get(server.TRANSPORT_KEY)
+            if transport is not None:
+                server.reset(transport)
+        elif self.reset is not None:
             self.reset(socket.scope)  # its waiting sends wake to a closed connection
+
+    def transport_holds(self, scope: Scope) -> int:
+        """What the transport of `scope`'s connection holds unsent (0: not known)."""
+        if scope.get("type") == "http":
+            transport = scope.get(server.TRANSPORT_KEY)
+            return 0 if transport is None else int(transport.get_write_buffer_size())
+        return self.buffered(scope) if self.buffered is not None else 0
 
 
 class OwedSend:
-    """One WebSocket's ASGI `send`, with what it owes counted in its `Owing`."""
+    """One WebSocket's or HTTP answer's ASGI `send`, with what it owes counted in its
+    `Owing`."""
 
     __slots__ = ("cut", "owed", "owing", "scope", "send")
 
@@ -503,13 +525,17 @@ class OwedSend:
     async def __call__(self, message: Any) -> None:
         if self.cut:
             raise SocketCut(CUT)
-        if message["type"] != "websocket.send":
+        kind = message["type"]
+        if kind == "websocket.send":
+            text = message.get("text")
+            size = sys.getsizeof(text) if text is not None else len(message.get("bytes") or b"")
+        elif kind == "http.response.body":
+            size = len(message.get("body") or b"")
+        else:
             await self.send(message)
             return
-        text = message.get("text")
-        size = sys.getsizeof(text) if text is not None else len(message.get("bytes") or b"")
         owing = self.owing
-        buffered = owing.buffered(self.scope) if owing.buffered is not None else 0
+        buffered = owing.transport_holds(self.scope)
         if self.owed + buffered + size > owing.per_socket:
             owing.cut(self, "max_socket_owed_bytes")
             raise SocketCut(CUT)

@@ -3,6 +3,7 @@ static pages."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,16 @@ class App(Starlette):
     """Starlette, but a WebSocket to one of `sockets`' paths goes straight to its app, past
     the middleware and the router: their coroutines (error handling, CORS, metrics,
     routing; all pass-throughs for a WebSocket) would otherwise stay suspended for the
-    socket's whole life, ~1 KB of each idle connection. Every WebSocket's uvicorn protocol
+    socket's whole life, ~1 KB of each idle connection. An HTTP answer of /graphql (a
+    subscription stream's too) counts what it owes its client in `owing` as well, and
+    ends quietly when cut. Every WebSocket's uvicorn protocol
     is recorded first (`FastPaths.capture`, with the fast paths on), while `send` is still
     uvicorn's own. Every
     WebSocket first spends its IP's budget of new sockets (`admit_connection`), before
     the handshake is accepted (an HTTP stream spends the same, in web/streams.py); its
     `send` then counts what it owes its client (`owing`: admission.sockets.Owing)."""
+
+    ANSWERED = frozenset({"/graphql", "/graphql/stream"})  # HTTP answers counted by `owing`
 
     def __init__(self, *, sockets: dict[str, ASGIApp], throttle: Throttle, fast: FastPaths,
                  owing: admission.Owing | None = None, **kwargs: Any) -> None:
@@ -62,4 +67,14 @@ class App(Starlette):
                 scope["app"] = self
                 await socket_app(scope, receive, send)
                 return
+        elif scope["type"] == "http" and self.owing is not None \
+                and scope["path"] in self.ANSWERED:
+            try:
+                await super().__call__(scope, receive, self.owing.wrap(scope, send))
+            except admission.SocketCut:
+                # Reset already: let uvicorn see the connection gone before this returns
+                # (a response it saw unfinished on an open connection, it logs as an error).
+                for _ in range(3):
+                    await asyncio.sleep(0)
+            return
         await super().__call__(scope, receive, send)
