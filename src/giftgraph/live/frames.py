@@ -32,6 +32,7 @@ class Outcome:
     # What two results are compared by: a hash of the data and the errors without their
     # traceId (the data itself here kept every result twice).
     digest: bytes
+
     @classmethod
     def of(cls, data: Any, errors: list[dict[str, Any]], limit: int | None = None,
            refusals: Refusals | None = None) -> Outcome:

@@ -279,8 +279,9 @@ class LiveQueries:
                      len(outcome.data), family)
             outcome = Outcome.of(None, [{
                 "message": "Your family's live queries keep too large results on this "
-                           f"server (at most {self.kept.per_family:,} bytes together): "
-                           "close one or select less; this one is sent again when it fits",
+                           f"server (at most {self.kept.per_family:,} bytes together, less "
+                           "while it keeps many families'): close one or select less; this "
+                           "one is sent again when it fits",
                 "extensions": {"code": "RATE_LIMITED", "limit": self.kept.per_family,
                                "traceId": uuid.uuid4().hex}}])
             self.kept.swap(family, query.kept, outcome.kept, force=True)  # a few bytes

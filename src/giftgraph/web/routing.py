@@ -36,14 +36,13 @@ class App(Starlette):
     """Starlette, but a WebSocket to one of `sockets`' paths goes straight to its app, past
     the middleware and the router: their coroutines (error handling, CORS, metrics,
     routing; all pass-throughs for a WebSocket) would otherwise stay suspended for the
-    socket's whole life, ~1 KB of each idle connection. An HTTP answer of /graphql (a
-    subscription stream's too) counts what it owes its client in `owing` as well, and
-    ends quietly when cut. Every WebSocket's uvicorn protocol
+    socket's whole life, ~1 KB of each idle connection. Every WebSocket's uvicorn protocol
     is recorded first (`FastPaths.capture`, with the fast paths on), while `send` is still
-    uvicorn's own. Every
-    WebSocket first spends its IP's budget of new sockets (`admit_connection`), before
-    the handshake is accepted (an HTTP stream spends the same, in web/streams.py); its
-    `send` then counts what it owes its client (`owing`: admission.sockets.Owing)."""
+    uvicorn's own. Every WebSocket first spends its IP's budget of new sockets
+    (`admit_connection`), before the handshake is accepted (an HTTP stream spends the same,
+    in web/streams.py); its `send` then counts what it owes its client (`owing`:
+    admission.sockets.Owing). So does an HTTP answer of /graphql and /graphql/stream (a
+    subscription stream above all), which ends quietly when cut."""
 
     ANSWERED = frozenset({"/graphql", "/graphql/stream"})  # HTTP answers counted by `owing`
 
