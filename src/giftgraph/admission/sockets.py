@@ -459,10 +459,12 @@ class Owing:
 
     An answer over HTTP is counted the same way, its body while uvicorn's `send` waits for
     its transport to drain (`App` wraps every answer of /graphql and /graphql/stream): a
-    subscription stream (multipart, graphql-sse) is a socket in all but name, and 68 such
-    streams of ~4 MB live results, never read, held 690 MB outside the bound (adversary,
-    2026-11-28). A cut connection is reset (admission.server: its transport is in its
-    scope, with or without the fast paths)."""
+    subscription stream (multipart, graphql-sse) is a socket in all but name. A cut
+    connection is reset (admission.server: its transport is in its scope, with or without
+    the fast paths). Not counted yet: what Strawberry's stream holds beside the body in
+    `send` (its queue and the next result: 68 unread streams of ~4 MB live results took
+    the process to ~1.2 GB until `send_timeout`), and a plain answer's body once `send`
+    has returned (adversary, 2026-11-28; bench/NOTES.md)."""
 
     __slots__ = ("buffered", "owing", "per_socket", "refusals", "reset", "total",
                  "total_limit")
