@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -232,3 +233,19 @@ def text_frame(text: str) -> bytes:
     n = len(data)
     head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0xFE]) + n.to_bytes(2, "big")
     return head + b"\0\0\0\0" + data
+
+
+def unread_stream(base: str, token: str, query: str) -> socket.socket:
+    """A multipart subscription stream of `query` (an HTTP POST to /graphql) whose client
+    reads no more than its response's first bytes, `200` asserted (a tiny receive buffer)."""
+    hold = socket.socket()
+    hold.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hold.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+    body = json.dumps({"query": query}).encode()
+    hold.sendall(b"POST /graphql HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+                 b'accept: multipart/mixed;subscriptionSpec="1.0", application/json\r\n'
+                 b"authorization: Bearer " + token.encode() + b"\r\ncontent-length: "
+                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+    hold.settimeout(10)
+    assert hold.recv(64).startswith(b"HTTP/1.1 200")
+    return hold

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.support import ACCEL, serving, text_frame, ws_upgrade
+from tests.support import ACCEL, serving, text_frame, unread_stream, ws_upgrade
 
 # A family's mutations, unpaced: the tests make their gifts in a burst.
 MUTATIONS_LIFTED = {"GIFTGRAPH_MUTATION_RATE": "100000/minute",
@@ -562,22 +562,6 @@ async def test_live_results_are_charged_to_their_caller_as_they_are_sent(
         # the burst, and the rate for the 5 s (and one result in flight per subscriber
         # beyond it); without the charge, several times this
         assert received < rate * 6 + 8 * 600_000, received
-
-
-def unread_stream(base: str, token: str, query: str) -> socket.socket:
-    """A multipart subscription stream of `query` whose client reads no more than its
-    response's head (a tiny receive buffer)."""
-    hold = socket.socket()
-    hold.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    hold.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
-    body = json.dumps({"query": query}).encode()
-    hold.sendall(b"POST /graphql HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
-                 b'accept: multipart/mixed;subscriptionSpec="1.0", application/json\r\n'
-                 b"authorization: Bearer " + token.encode() + b"\r\ncontent-length: "
-                 + str(len(body)).encode() + b"\r\n\r\n" + body)
-    hold.settimeout(10)
-    assert hold.recv(64).startswith(b"HTTP/1.1 200")
-    return hold
 
 
 def test_unread_subscription_streams_count_in_what_the_process_owes(database_url: str) -> None:

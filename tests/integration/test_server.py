@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +14,7 @@ from gql.transport.exceptions import TransportQueryError
 from gql.transport.httpx import HTTPXAsyncTransport
 
 from giftgraph.db.migrate import head_revisions
-from tests.support import free_port, service_env, stop, wait_healthy
+from tests.support import free_port, service_env, stop, unread_stream, wait_healthy
 
 
 async def test_served_api_end_to_end(server: str) -> None:
@@ -68,14 +66,7 @@ def test_serve_exits_on_sigterm_while_a_subscription_stream_is_open(database_url
             'mutation { signUp(input: {familyName: "S", email: "sigterm@example.com", '
             'password: "long enough pw", displayName: "S"}) { accessToken } }')}
         ).json()["data"]["signUp"]["accessToken"]
-        body = json.dumps({"query": "subscription { familyEvents { seq } }"}).encode()
-        with socket.create_connection(("127.0.0.1", port)) as stream:
-            stream.sendall(
-                b"POST /graphql HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
-                b'accept: multipart/mixed;subscriptionSpec="1.0", application/json\r\n'
-                b"authorization: Bearer " + token.encode() + b"\r\ncontent-length: "
-                + str(len(body)).encode() + b"\r\n\r\n" + body)
-            assert b"200" in stream.recv(4096).split(b"\r\n", 1)[0]  # the stream is open
+        with unread_stream(base, token, "subscription { familyEvents { seq } }"):
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=20)
