@@ -611,3 +611,55 @@ def test_unread_subscription_streams_count_in_what_the_process_owes(database_url
         finally:
             for stream in streams:
                 stream.close()
+
+
+def test_unread_plain_answers_count_in_what_the_process_owes(database_url: str) -> None:
+    """Answers of ~4 MB on eight connections whose clients read none of them (the kernel
+    takes the first MB or two of each): uvicorn's `send` returns once an answer is in its
+    transport, but it stays counted as owed, with the body its view holds, until its
+    client takes it (the process may owe 20 MiB here), so connections are cut with a reset
+    long before the 30 s send timeout; another family is served meanwhile."""
+    with serving(database_url, **MUTATIONS_LIFTED,
+                 GIFTGRAPH_MAX_RESPONSE_BYTES=str(4 * 2**20),
+                 GIFTGRAPH_MAX_SOCKET_OWED_BYTES=str(64 * 1024),
+                 GIFTGRAPH_MAX_OWED_BYTES=str(64 * 1024),
+                 GIFTGRAPH_MAX_REQUESTS_PER_CALLER="20",
+                 GIFTGRAPH_ANSWER_BYTES_RATE=str(2**30),
+                 GIFTGRAPH_ANSWER_BYTES_BURST=str(2**30)) as base:
+        token, other = sign_up(base), sign_up(base)
+        hundred_gifts(base, token)
+        port = int(base.rsplit(":", 1)[1])
+        body = json.dumps({"query": gifts_query(8)}).encode()
+        request = (b"POST /graphql HTTP/1.1\r\nHost: giftgraph\r\n"
+                   b"Content-Type: application/json\r\nAuthorization: Bearer "
+                   + token.encode() + b"\r\nContent-Length: " + str(len(body)).encode()
+                   + b"\r\n\r\n" + body)
+        before = refused(base, "socket_owed_bytes")
+        holds = []
+        try:
+            for _ in range(8):
+                hold = socket.socket()
+                hold.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                hold.connect(("127.0.0.1", port))
+                hold.sendall(request)
+                holds.append(hold)
+            deadline = time.monotonic() + 10
+            while refused(base, "socket_owed_bytes") == before and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert refused(base, "socket_owed_bytes") > before
+            assert refused(base, "send_timeout") == 0
+            me = gql(base, other, "{ me { id } }")
+            assert "errors" not in me, me
+            reset = 0
+            for hold in holds:
+                hold.settimeout(2)
+                with contextlib.suppress(TimeoutError):
+                    try:
+                        while hold.recv(1 << 16):
+                            pass
+                    except ConnectionResetError:
+                        reset += 1
+            assert reset >= 1
+        finally:
+            for hold in holds:
+                hold.close()

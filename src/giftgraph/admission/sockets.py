@@ -440,6 +440,9 @@ class SocketCut(OSError):
     ClientDisconnected is."""
 
 
+OWED_KEY = "giftgraph.owed"  # in a scope whose sends are counted: its OwedSend
+
+
 class Owing:
     """What the process's sockets owe their clients: the memory of the messages that wait
     in the server's `send` for a socket that takes nothing more now (a text message's
@@ -459,12 +462,14 @@ class Owing:
 
     An answer over HTTP is counted the same way, its body while uvicorn's `send` waits for
     its transport to drain (`App` wraps every answer of /graphql and /graphql/stream): a
-    subscription stream (multipart, graphql-sse) is a socket in all but name. A cut
-    connection is reset (admission.server: its transport is in its scope, with or without
-    the fast paths). Not counted yet: what Strawberry's stream holds beside the body in
-    `send` (its queue and the next result: 68 unread streams of ~4 MB live results took
-    the process to ~1.2 GB until `send_timeout`), and a plain answer's body once `send`
-    has returned (adversary, 2026-11-28; bench/NOTES.md)."""
+    subscription stream (multipart, graphql-sse) is a socket in all but name. uvicorn's
+    `send` returns once a body is in the transport, so an answer, and a stream's last
+    result, stay counted until the transport drains (`drained`, with the copy its view or
+    stream keeps meanwhile); a stream makes its next result only then (web/streams.py).
+    Uncounted, 68 unread streams of ~4 MB live results took the process to ~1.2 GB until
+    `send_timeout`, and 96 unread plain 4 MB answers to 534 MB (adversary, 2026-11-28;
+    bench/NOTES.md). A cut connection is reset (admission.server: its transport is in its
+    scope, with or without the fast paths)."""
 
     __slots__ = ("buffered", "owing", "per_socket", "refusals", "reset", "total",
                  "total_limit")
@@ -486,10 +491,15 @@ class Owing:
         return cls(per_socket, settings.max_owed_bytes, refusals, reset, buffered)
 
     def wrap(self, scope: Scope, send: Send) -> OwedSend:
-        """`send` of one WebSocket, counted."""
-        return OwedSend(self, scope, send)
+        """`send` of one WebSocket or HTTP answer, counted; an answer's also in its scope
+        (`OWED_KEY`), for what waits after `send` (`drained`)."""
+        owed = OwedSend(self, scope, send)
+        if scope.get("type") == "http":
+            scope[OWED_KEY] = owed  # let go by its caller at the answer's end
+        return owed
 
-    def cut(self, socket: OwedSend, why: str) -> None:
+    def cut(self, socket: OwedSend, why: str, adding: int = 0) -> None:
+        """Cut `socket` (`adding`: what it was about to owe more)."""
         if socket.cut:
             return
         socket.cut = True
@@ -497,7 +507,7 @@ class Owing:
             self.refusals.count("socket_owed_bytes")
         http = socket.scope.get("type") == "http"
         log.info("%s cut: it owes its client %d bytes (%s)", "connection" if http else "socket",
-                 socket.owed, why)
+                 socket.owed + adding, why)
         if http:
             transport = socket.scope.get(server.TRANSPORT_KEY)
             if transport is not None:
@@ -536,25 +546,66 @@ class OwedSend:
         else:
             await self.send(message)
             return
+        self._owe(size, self.owing.transport_holds(self.scope))
+        try:
+            await self.send(message)
+        finally:
+            self._paid(size)
+
+    async def drained(self, also: int = 0) -> None:
+        """Wait until an HTTP connection's transport takes more (its buffer under the
+        high-water mark), with what the transport holds and `also` (what the caller keeps
+        for its client meanwhile: an answer's body, a stream's last result) owed while it
+        waits. uvicorn's `send` returns once a body is in the transport: without this, an
+        answer or a stream's result its client does not read would be counted only while a
+        later `send` waits. Cut (`SocketCut`) past the bounds, or when cut meanwhile."""
+        if self.cut:
+            raise SocketCut(CUT)
+        flow = self.scope.get(server.FLOW_KEY)
+        if flow is None or not flow.write_paused:
+            return
+        size = also + self.owing.transport_holds(self.scope)
+        self._owe(size, 0)
+        try:
+            await flow.drain()
+        finally:
+            self._paid(size)
+        if self.cut:
+            raise SocketCut(CUT)
+
+    def _owe(self, size: int, buffered: int) -> None:
+        """`size` bytes more owed (`buffered`: what its transport holds beside them), or
+        cut: this socket past `per_socket`, or the one owing the most past `total`."""
         owing = self.owing
-        buffered = owing.transport_holds(self.scope)
         if self.owed + buffered + size > owing.per_socket:
-            owing.cut(self, "max_socket_owed_bytes")
+            owing.cut(self, "max_socket_owed_bytes", buffered + size)
             raise SocketCut(CUT)
         if owing.total + size > owing.total_limit:
             largest = max(owing.owing, key=lambda s: s.owed, default=self)
             if largest.owed <= self.owed + size:
                 largest = self
-            owing.cut(largest, "max_owed_bytes")
+            owing.cut(largest, "max_owed_bytes", size if largest is self else 0)
             if largest is self:
                 raise SocketCut(CUT)
         self.owed += size
         owing.total += size
         owing.owing.add(self)
-        try:
-            await self.send(message)
-        finally:
-            self.owed -= size
-            owing.total -= size
-            if not self.owed:
-                owing.owing.discard(self)
+
+    def _paid(self, size: int) -> None:
+        owing = self.owing
+        self.owed -= size
+        owing.total -= size
+        if not self.owed:
+            owing.owing.discard(self)
+
+
+async def drained(scope: Scope, also: int = 0) -> None:
+    """Until `scope`'s HTTP connection takes more, counted when its answer is
+    (`OwedSend.drained`), else only waited for."""
+    owed = scope.get(OWED_KEY)
+    if owed is not None:
+        await owed.drained(also)
+        return
+    flow = scope.get(server.FLOW_KEY)
+    if flow is not None and flow.write_paused:
+        await flow.drain()

@@ -75,5 +75,7 @@ class App(Starlette):
                 # (a response it saw unfinished on an open connection, it logs as an error).
                 for _ in range(3):
                     await asyncio.sleep(0)
+            finally:
+                scope.pop(admission.OWED_KEY, None)
             return
         await super().__call__(scope, receive, send)

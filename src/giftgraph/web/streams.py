@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+import sys
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -99,7 +100,7 @@ async def until_closed(source: AsyncIterable[Any], handle: Handle, end: str,
         while True:
             step = asyncio.ensure_future(anext(body))
             await asyncio.wait((step, closed), return_when=asyncio.FIRST_COMPLETED)
-            if step.done():
+            if step.done() and not closed.done():  # a source always ready ends too
                 try:
                     chunk = step.result()
                 except StopAsyncIteration:
@@ -122,24 +123,55 @@ async def until_closed(source: AsyncIterable[Any], handle: Handle, end: str,
             await release()
 
 
+async def one_at_a_time(source: AsyncIterator[Any],
+                         written: asyncio.Event) -> AsyncGenerator[Any, None]:
+    """`source`'s results, each asked for only once `written` is set (`Stream`: the last
+    one is written and taken, or counted as owed while it waits: admission.sockets). Else
+    Strawberry's stream runs ahead of a client that does not read: a result in its queue
+    and the next one made beside the one being written, three copies of each uncounted
+    (68 unread streams of ~4 MB live results took the process to ~1.2 GB, adversary
+    2026-11-28)."""
+    try:
+        while True:
+            await written.wait()
+            written.clear()
+            try:
+                result = await anext(source)
+            except StopAsyncIteration:
+                return
+            yield result
+            del result
+    finally:
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 class Stream:
     """A subscription's streamed response, sent by us alone: the only reader of `receive`
     is `_watch`. (Starlette's `StreamingResponse`, under a server of ASGI spec < 2.4 such as
     uvicorn, reads it too, to cancel its stream at the disconnect: two readers racing for
     one message, and a cancelled stream whose slots were given back, if at all, only at
-    the next heartbeat's failed write.)"""
+    the next heartbeat's failed write.) Once a result is written and its client has taken
+    it (or, while it waits, counted as owed: `admission.drained`), `written` lets the
+    subscription make its next one (`one_at_a_time`); `heartbeat` is the transport's
+    heartbeat, which is no result."""
 
     def __init__(self, response: StreamingResponse, handle: Handle, end: str,
-                 release: Callable[[], Awaitable[None]]) -> None:
+                 release: Callable[[], Awaitable[None]], heartbeat: str = "",
+                 written: asyncio.Event | None = None) -> None:
         self.response = response
         self.handle = handle
         self.end = end
         self.release = release
+        self.heartbeat = heartbeat
+        self.written = written
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = self.response
         chunks = until_closed(response.body_iterator, self.handle, self.end, self.release,
                               receive)
+        written, heartbeat = self.written, self.heartbeat
         try:
             await send({"type": "http.response.start", "status": response.status_code,
                         "headers": response.raw_headers})
@@ -147,6 +179,11 @@ class Stream:
                 data = chunk if isinstance(chunk, bytes | memoryview) \
                     else chunk.encode(response.charset)
                 await send({"type": "http.response.body", "body": data, "more_body": True})
+                del data
+                if written is not None and chunk != heartbeat:
+                    # Strawberry's stream keeps the text until its next part.
+                    await admission.drained(scope, sys.getsizeof(chunk))
+                    written.set()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:  # ASGI 2.4: a write to a client that has gone
             pass
@@ -276,9 +313,11 @@ async def open_stream(view: Any, request: Request, streaming: set[str],
         await release()
         return finish(response, request, JSON)
     # The transport's own completion, when the stream is ended here (expiry, revocation).
-    end = (SSETransport() if at_stream else MultipartSubscriptionTransport()) \
-        .encode_complete()
+    transport = SSETransport() if at_stream else MultipartSubscriptionTransport()
+    end = transport.encode_complete()
+    heartbeat = transport.heartbeat_message(view.encode_json_string)
     # A proxy passes each part on as it comes (nginx reads this header; SSE's has it).
     response.headers["X-Accel-Buffering"] = "no"
     response.headers.setdefault("Cache-Control", "no-cache, no-transform")
-    return Stream(response, handle, end, release)
+    return Stream(response, handle, end, release, heartbeat,
+                  getattr(request.state, "written", None))

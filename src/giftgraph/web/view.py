@@ -3,6 +3,7 @@ per-caller admission) and the socket's authentication in connection_init."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections import Counter
@@ -34,7 +35,6 @@ from strawberry.types.unset import UNSET, UnsetType
 from giftgraph.admission import sockets as admission
 from giftgraph.admission.answers import answer_json
 from giftgraph.admission.checks import REQUEST_CALLER, preparse
-from giftgraph.admission.server import FLOW_KEY
 from giftgraph.context import Context, operation_scope
 from giftgraph.db.models import Event
 from giftgraph.errors import RateLimited, ServiceUnavailable
@@ -210,9 +210,8 @@ class GraphQLApp(GraphQL[Context, None]):
                     # cut (http_send_timeout_seconds), so one caller's unread answers are
                     # at most max_requests_per_caller of them.
                     await response(scope, receive, send)
-                    flow = scope.get(FLOW_KEY)
-                    if flow is not None and flow.write_paused:
-                        await flow.drain()
+                    # Its body counted as owed until its client takes it (admission.sockets).
+                    await admission.drained(scope, len(getattr(response, "body", b"")))
                     return
             except RateLimited as exc:
                 response = rate_limited(exc, media)
@@ -227,11 +226,17 @@ class GraphQLApp(GraphQL[Context, None]):
     async def execute_operation(self, request: Request,
                                 *args: Any, **kwargs: Any) -> Any:
         """Strawberry's; a subscription's stream is kept on the request, for the stream's
-        end to close it (web/streams.py)."""
+        end to close it, with the event that lets it make its next result once its last
+        is written (web/streams.py)."""
         result = await super().execute_operation(request, *args, **kwargs)
-        if hasattr(result, "aclose"):
-            request.state.subscription = result
-        return result
+        if not hasattr(result, "aclose"):
+            return result
+        written = asyncio.Event()
+        written.set()
+        stream = streams.one_at_a_time(result, written)  # type: ignore[arg-type]
+        request.state.subscription = stream
+        request.state.written = written
+        return stream
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         """Strawberry's rule, but a GET naming its document by hash alone (APQ, a trusted
