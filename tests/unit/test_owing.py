@@ -175,3 +175,24 @@ async def test_an_http_answer_is_counted_with_its_transport_and_its_connection_r
     with pytest.raises(OSError, match="connection lost"):
         await waiting
     assert owing.total == 0
+
+
+async def test_what_an_answer_keeps_between_sends_is_counted_until_replaced() -> None:
+    """`keep`: a stream's last result, held between its parts, counts against both bounds
+    until the next `keep` replaces it; past the process's bound the one owing most is cut."""
+    owing = Owing(per_socket=1000, total=1500)
+    first = owing.wrap({"type": "http"}, Stuck())
+    second = owing.wrap({"type": "http"}, Stuck())
+    first.keep(800)
+    second.keep(600)
+    assert (first.owed, second.owed, owing.total) == (800, 600, 1400)
+    first.keep(300)  # its next part, smaller
+    assert (first.owed, owing.total) == (300, 900)
+    with pytest.raises(SocketCut):
+        first.keep(1200)  # past its own bound
+    assert first.cut
+    second.keep(0)
+    assert owing.total == 300  # the cut one still holds until it lets go
+    first.keep(0)
+    assert owing.total == 0
+    assert not owing.owing

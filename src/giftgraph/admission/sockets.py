@@ -527,11 +527,12 @@ class OwedSend:
     """One WebSocket's or HTTP answer's ASGI `send`, with what it owes counted in its
     `Owing`."""
 
-    __slots__ = ("cut", "owed", "owing", "scope", "send")
+    __slots__ = ("cut", "kept", "owed", "owing", "scope", "send")
 
     def __init__(self, owing: Owing, scope: Scope, send: Send) -> None:
         self.owing, self.scope, self.send = owing, scope, send
         self.owed = 0
+        self.kept = 0
         self.cut = False
 
     async def __call__(self, message: Any) -> None:
@@ -572,6 +573,16 @@ class OwedSend:
             self._paid(size)
         if self.cut:
             raise SocketCut(CUT)
+
+    def keep(self, size: int) -> None:
+        """`size` bytes owed from now until the next `keep` (0: none): what its caller
+        keeps for its client between sends (a stream's last result, which Strawberry's
+        stream holds until its next part). Cut past the bounds (`SocketCut`)."""
+        if size > self.kept:
+            self._owe(size - self.kept, 0)
+        elif size < self.kept:
+            self._paid(self.kept - size)
+        self.kept = size
 
     def _owe(self, size: int, buffered: int) -> None:
         """`size` bytes more owed (`buffered`: what its transport holds beside them), or

@@ -69,6 +69,7 @@ async def frames(ctx: Context, live: Live, plan: LivePlan,
         async with live.queries.watch(ctx, plan, schema) as (outcome, watcher):
             while True:
                 yield LiveFrame(plan.key, outcome)
+                del outcome  # not kept while it waits: a newer one may replace it
                 if pace is not None:
                     await paid(pace, caller)
                 outcome = await watcher.next()
