@@ -469,7 +469,8 @@ class Owing:
     Uncounted, 68 unread streams of ~4 MB live results took the process to ~1.2 GB until
     `send_timeout`, and 96 unread plain 4 MB answers to 534 MB (adversary, 2026-11-28;
     bench/NOTES.md). A cut connection is reset (admission.server: its transport is in its
-    scope, with or without the fast paths)."""
+    scope, with or without the fast paths). Not counted yet: results under the kernel's
+    send buffer that are never read, and what uvloop holds of a chunk partly sent."""
 
     __slots__ = ("buffered", "owing", "per_socket", "refusals", "reset", "total",
                  "total_limit")
