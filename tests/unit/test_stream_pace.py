@@ -103,7 +103,7 @@ class Client:
         await self.gone.wait()
         return {"type": "http.disconnect"}
 
-    def stream(self, owing: Owing | None = None) -> tuple[Stream, dict[str, Any]]:
+    def stream(self) -> tuple[Stream, dict[str, Any]]:
         async def release() -> None: ...
 
         scope: dict[str, Any] = {"type": "http", FLOW_KEY: self.flow,
