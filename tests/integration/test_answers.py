@@ -92,6 +92,20 @@ def unread_socket(base: str, token: str) -> socket.socket:
     return hold
 
 
+def unread_answer(base: str, token: str, query: str) -> socket.socket:
+    """A POST of `query` on a connection whose client reads nothing yet (a tiny receive
+    buffer)."""
+    body = json.dumps({"query": query}).encode()
+    hold = socket.socket()
+    hold.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hold.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+    hold.sendall(b"POST /graphql HTTP/1.1\r\nHost: giftgraph\r\n"
+                 b"Content-Type: application/json\r\nAuthorization: Bearer "
+                 + token.encode() + b"\r\nContent-Length: " + str(len(body)).encode()
+                 + b"\r\n\r\n" + body)
+    return hold
+
+
 def read_until_reset(hold: socket.socket) -> None:
     """What the kernel took is read, then the server's reset."""
     hold.settimeout(5)
@@ -634,21 +648,11 @@ def test_unread_plain_answers_count_in_what_the_process_owes(database_url: str) 
                  GIFTGRAPH_ANSWER_BYTES_BURST=str(2**30)) as base:
         token, other = sign_up(base), sign_up(base)
         hundred_gifts(base, token)
-        port = int(base.rsplit(":", 1)[1])
-        body = json.dumps({"query": gifts_query(8)}).encode()
-        request = (b"POST /graphql HTTP/1.1\r\nHost: giftgraph\r\n"
-                   b"Content-Type: application/json\r\nAuthorization: Bearer "
-                   + token.encode() + b"\r\nContent-Length: " + str(len(body)).encode()
-                   + b"\r\n\r\n" + body)
         before = refused(base, "socket_owed_bytes")
         holds = []
         try:
             for _ in range(8):
-                hold = socket.socket()
-                hold.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                hold.connect(("127.0.0.1", port))
-                hold.sendall(request)
-                holds.append(hold)
+                holds.append(unread_answer(base, token, gifts_query(8)))
             deadline = time.monotonic() + 10
             while refused(base, "socket_owed_bytes") == before and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -658,5 +662,51 @@ def test_unread_plain_answers_count_in_what_the_process_owes(database_url: str) 
             assert "errors" not in me, me
             assert resets(holds) >= 1
         finally:
+            for hold in holds:
+                hold.close()
+
+
+def test_the_process_bound_cuts_the_family_owing_most_not_the_largest_answer(
+        database_url: str) -> None:
+    """One family's unread answers of ~3.4 MB each, another family's one unread answer of
+    ~3.9 MB: past the process's bound the first family's connections are cut, and the
+    other family's answer, the largest, is read in full once its client reads. Counted by
+    connection, the larger answer was cut first (adversary, 2026-11-28)."""
+    with serving(database_url, **MUTATIONS_LIFTED,
+                 GIFTGRAPH_MAX_RESPONSE_BYTES=str(4 * 2**20),
+                 GIFTGRAPH_MAX_OWED_BYTES=str(12 * 2**20),
+                 GIFTGRAPH_MAX_REQUESTS_PER_CALLER="20",
+                 GIFTGRAPH_ANSWER_BYTES_RATE=str(2**30),
+                 GIFTGRAPH_ANSWER_BYTES_BURST=str(2**30)) as base:
+        many, one = sign_up(base), sign_up(base)
+        hundred_gifts(base, many)
+        hundred_gifts(base, one)
+        before = refused(base, "socket_owed_bytes")
+        reader = unread_answer(base, one, gifts_query(8))
+        holds = []
+        try:
+            time.sleep(1)  # its answer in its transport first, owed
+            for _ in range(6):
+                holds.append(unread_answer(base, many, gifts_query(7)))
+                time.sleep(0.3)
+            deadline = time.monotonic() + 10
+            while refused(base, "socket_owed_bytes") == before and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert refused(base, "socket_owed_bytes") > before
+            reader.settimeout(10)
+            got = b""
+            while chunk := reader.recv(1 << 16):  # the whole answer; a reset raises
+                got += chunk
+                if got.endswith(b"}") and b"\r\n\r\n" in got:
+                    head, _, answer = got.partition(b"\r\n\r\n")
+                    length = re.search(rb"content-length: (\d+)", head.lower())
+                    if length and len(answer) == int(length.group(1)):
+                        break
+            head, _, answer = got.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert len(json.loads(answer)["data"]) == 8
+            assert resets(holds) >= 1
+        finally:
+            reader.close()
             for hold in holds:
                 hold.close()

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from typing import Any
 
 import pytest
 
-from giftgraph.admission.sockets import OwedSend, Owing, SocketCut
+from giftgraph.admission.sockets import OwedSend, Owing, SocketCut, owed_by
 
 
 class Stuck:
@@ -70,6 +71,7 @@ async def test_a_socket_past_its_bound_is_cut_and_its_next_sends_refused() -> No
     assert send.owed == 0
     assert owing.total == 0
     assert not owing.owing
+    assert not owing.sums
 
 
 async def test_the_process_bound_cuts_the_socket_that_owes_most() -> None:
@@ -97,6 +99,87 @@ async def test_the_process_bound_cuts_the_socket_that_owes_most() -> None:
             await task
     assert owing.total == 0
     assert not owing.owing
+    assert not owing.sums
+
+
+async def test_the_process_bound_cuts_from_the_family_that_owes_most() -> None:
+    """Many small sockets of one family against one larger socket of another: the family
+    owing most loses a socket, however it spreads what it owes (counted by socket, the
+    larger reader was cut: adversary, 2026-11-28)."""
+    resets: list[object] = []
+    owing = Owing(per_socket=6000, total=8000, reset=resets.append)
+    many, one = uuid.uuid4(), uuid.uuid4()
+    stuck: list[Stuck] = []
+
+    def connect(family: uuid.UUID, n: int) -> tuple[dict[str, Any], OwedSend]:
+        scope: dict[str, Any] = {"type": "websocket", "client": (f"10.0.0.{n}", 1000)}
+        stuck.append(Stuck())
+        send = owing.wrap(scope, stuck[-1])
+        owed_by(scope, family)
+        return scope, send
+
+    spread = [connect(many, n) for n in range(5)]
+    waiting = [asyncio.ensure_future(send(text(1000))) for _, send in spread[:4]]
+    _, reader = connect(one, 9)
+    waiting.append(asyncio.ensure_future(reader(text(2500))))
+    waiting.append(asyncio.ensure_future(spread[4][1](text(1000))))
+    await settle()
+    assert owing.total == 5 * held(1000) + held(2500) < 8000
+    assert max(send.owed for _, send in spread) < reader.owed
+    waiting.append(asyncio.ensure_future(reader(text(1000))))  # past 8,000
+    await settle()
+    assert len(resets) == 1
+    assert resets[0] in [scope for scope, _ in spread]
+    assert not reader.cut
+    assert reader.owed == held(2500) + held(1000)
+    for socket in stuck:
+        socket.reset = socket is not stuck[-1]
+        socket.free()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    assert stuck[-1].sent == [text(2500), text(1000)]
+    assert owing.total == 0
+
+
+async def test_what_a_connection_owes_moves_to_its_family_when_it_authenticates() -> None:
+    owing = Owing(per_socket=6000, total=60_000)
+    stuck = Stuck()
+    scope: dict[str, Any] = {"type": "http", "client": ("192.0.2.7", 1000)}
+    send = owing.wrap(scope, stuck)
+    waiting = asyncio.ensure_future(send(text(1000)))
+    await settle()
+    assert owing.sums == {"ip:192.0.2.7": held(1000)}
+    family = uuid.uuid4()
+    owed_by(scope, family)
+    assert owing.sums == {family: held(1000)}
+    assert owing.owing == {family: {send}}
+    stuck.free()
+    await waiting
+    assert not owing.sums
+    assert not owing.owing
+
+
+async def test_before_authentication_a_network_is_one_party() -> None:
+    """Unauthenticated, an IPv6 host's addresses of one /64 owe together."""
+    resets: list[object] = []
+    owing = Owing(per_socket=6000, total=6000, reset=resets.append)
+    stuck = [Stuck() for _ in range(4)]
+    scopes: list[dict[str, Any]] = [
+        {"type": "http", "client": (f"2001:db8::{n}", 1000)} for n in range(1, 4)]
+    scopes.append({"type": "http", "client": ("2001:db9::1", 1000)})
+    sends = [owing.wrap(scope, s) for scope, s in zip(scopes, stuck, strict=True)]
+    waiting = [asyncio.ensure_future(send(text(1200))) for send in sends[:3]]
+    waiting.append(asyncio.ensure_future(sends[3](text(2000))))
+    await settle()
+    assert len(resets) == 0
+    waiting.append(asyncio.ensure_future(sends[3](text(500))))  # past 6,000
+    await settle()
+    assert any(send.cut for send in sends[:3])
+    assert not sends[3].cut
+    for socket in stuck:
+        socket.reset = socket is not stuck[3]
+        socket.free()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    assert len(stuck[3].sent) == 2
 
 
 async def test_what_waits_is_counted_in_memory_and_with_the_transports_buffer() -> None:
@@ -196,3 +279,4 @@ async def test_what_an_answer_keeps_between_sends_is_counted_until_replaced() ->
     first.keep(0)
     assert owing.total == 0
     assert not owing.owing
+    assert not owing.sums

@@ -152,8 +152,9 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("socket_owed_bytes", "max_socket_owed_bytes", "what a WebSocket's client, or an "
           "HTTP answer's (a subscription stream's too), has not taken: its messages "
           "waiting to be written (their memory) and its transport's buffer; with "
-          "max_owed_bytes, all sockets' and answers' waiting messages together, of which "
-          "the one owing most is cut: past either, the connection is cut (reset)"),
+          "max_owed_bytes, all sockets' and answers' waiting messages together: past "
+          "max_socket_owed_bytes that connection is cut (reset); past max_owed_bytes, the "
+          "connection owing most of the family (else client network) owing most"),
     Bound("response_bytes", "max_response_bytes", "one answer serialized (an HTTP "
           "response, one result of a subscription or live query): past it "
           "QUERY_TOO_COMPLEX instead (max_query_cost counts fields, not their bytes)"),

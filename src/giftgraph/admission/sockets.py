@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from giftgraph.admission import server
+from giftgraph.admission.clients import client_key
 from giftgraph.admission.pace import KeyedPace
 from giftgraph.errors import AppError, RateLimited
 
@@ -452,13 +453,17 @@ class Owing:
     not read would otherwise hold every result its operations make for it: one user's 200
     live subscriptions on sockets it never read grew the process by 1.7 GB, and the moment
     such a socket took a little, every waiting message was written at once and the event
-    loop stalled for seconds. A message that would take one socket past `per_socket`, or
-    the process's waiting messages past `total` while that socket owes the most, cuts the
-    socket: reset (`reset`: its buffers let go now) and every send of it refused from then
-    on (`SocketCut`); its client reconnects and catches up (`since`). Bounded below by one
-    answer (`max_response_bytes`, as a string of 4-byte characters): a socket that reads
-    is sent any answer. Counted in characters, the bound let a socket of emoji results hold
-    166 MB (adversary, 2026-11-28).
+    loop stalled for seconds. A message that would take one socket past `per_socket` cuts
+    that socket, one that would take the process's waiting messages past `total` the one
+    owing the most (below): reset (`reset`: its buffers let go now) and every send of it
+    refused from then on (`SocketCut`); its client reconnects and catches up (`since`).
+    The one owing the most is of the party owing the most (`heaviest`): the family a
+    connection is authenticated for (`owed_by`), else its client's network. Counted by
+    socket, an attacker's unread streams of ~3 MB each had three legitimate readers of a
+    large live query, each owing 11.8 MB, cut within a second (adversary, 2026-11-28).
+    Bounded below by one answer (`max_response_bytes`, as a string of 4-byte characters):
+    a socket that reads is sent any answer. Counted in characters, the bound let a socket
+    of emoji results hold 166 MB (adversary, 2026-11-28).
 
     An answer over HTTP is counted the same way, its body while uvicorn's `send` waits for
     its transport to drain (`App` wraps every answer of /graphql and /graphql/stream): a
@@ -472,16 +477,20 @@ class Owing:
     scope, with or without the fast paths). Not counted yet: results under the kernel's
     send buffer that are never read, and what uvloop holds of a chunk partly sent."""
 
-    __slots__ = ("buffered", "owing", "per_socket", "refusals", "reset", "total",
-                 "total_limit")
+    __slots__ = ("buffered", "ipv6_prefix_length", "owing", "per_socket", "refusals", "reset",
+                 "sums", "total", "total_limit")
 
     def __init__(self, per_socket: int, total: int, refusals: Refusals | None = None,
                  reset: Callable[[Scope], None] | None = None,
-                 buffered: Callable[[Scope], int] | None = None) -> None:
+                 buffered: Callable[[Scope], int] | None = None,
+                 ipv6_prefix_length: int = 64) -> None:
         self.per_socket, self.total_limit = per_socket, max(total, per_socket)
         self.refusals, self.reset, self.buffered = refusals, reset, buffered
+        self.ipv6_prefix_length = ipv6_prefix_length
         self.total = 0
-        self.owing: set[OwedSend] = set()  # sockets owing something now
+        # The sockets owing something now, by party, and what each party owes.
+        self.owing: dict[object, set[OwedSend]] = {}
+        self.sums: dict[object, int] = {}
 
     @classmethod
     def of(cls, settings: Settings, refusals: Refusals | None = None,
@@ -489,15 +498,70 @@ class Owing:
            buffered: Callable[[Scope], int] | None = None) -> Owing:
         # At least one answer of 4-byte characters waiting, beside one in the transport.
         per_socket = max(settings.max_socket_owed_bytes, 5 * settings.max_response_bytes)
-        return cls(per_socket, settings.max_owed_bytes, refusals, reset, buffered)
+        return cls(per_socket, settings.max_owed_bytes, refusals, reset, buffered,
+                   settings.ipv6_prefix_length)
 
     def wrap(self, scope: Scope, send: Send) -> OwedSend:
-        """`send` of one WebSocket or HTTP answer, counted; an answer's also in its scope
-        (`OWED_KEY`), for what waits after `send` (`drained`)."""
+        """`send` of one WebSocket or HTTP answer, counted; also in its scope (`OWED_KEY`),
+        for what waits after `send` (`drained`) and whose it is (`owed_by`); an HTTP
+        answer's caller lets it go at the answer's end."""
         owed = OwedSend(self, scope, send)
-        if scope.get("type") == "http":
-            scope[OWED_KEY] = owed  # let go by its caller at the answer's end
+        scope[OWED_KEY] = owed
         return owed
+
+    def party(self, socket: OwedSend) -> object:
+        """Whose `socket` is: its family once authenticated, else its client's network."""
+        if socket.party is not None:
+            return socket.party
+        return client_key(client_ip(socket.scope), self.ipv6_prefix_length)
+
+    def heaviest(self, adding: OwedSend, size: int) -> OwedSend:
+        """The socket to cut when `adding` would owe `size` more past `total`: of the party
+        owing the most (`adding`'s on a tie), the socket owing the most (`adding` on a
+        tie). Linear in the parties owing now, and in the sockets of the one chosen."""
+        mine = adding.key if adding.key is not None else self.party(adding)
+        sums = self.sums
+        worst, most = mine, sums.get(mine, 0) + size
+        for key, owed in sums.items():
+            if owed > most:
+                worst, most = key, owed
+        largest, owes = adding, adding.owed + size
+        if worst is not mine:
+            largest, owes = adding, -1
+        for socket in self.owing.get(worst, ()):
+            if socket.owed > owes:
+                largest, owes = socket, socket.owed
+        return largest
+
+    def _count(self, socket: OwedSend, size: int) -> None:
+        """`size` more (or less) owed by `socket`'s party; the socket among its party's
+        owing ones while it owes anything."""
+        key = socket.key
+        if key is None:
+            key = socket.key = self.party(socket)
+            self.owing.setdefault(key, set()).add(socket)
+        left = self.sums.get(key, 0) + size
+        if socket.owed:
+            self.sums[key] = left
+            return
+        members = self.owing[key]
+        members.discard(socket)
+        socket.key = None
+        if members:
+            self.sums[key] = left
+        else:
+            del self.owing[key], self.sums[key]
+
+    def move(self, socket: OwedSend, family_id: uuid.UUID) -> None:
+        """`socket` is `family_id`'s from now on, with what it owes already."""
+        socket.party = family_id
+        if socket.key is None or socket.key == family_id:
+            return
+        owed = socket.owed
+        socket.owed = 0
+        self._count(socket, -owed)  # out of its old party
+        socket.owed = owed
+        self._count(socket, owed)
 
     def cut(self, socket: OwedSend, why: str, adding: int = 0) -> None:
         """Cut `socket` (`adding`: what it was about to owe more)."""
@@ -528,13 +592,15 @@ class OwedSend:
     """One WebSocket's or HTTP answer's ASGI `send`, with what it owes counted in its
     `Owing`."""
 
-    __slots__ = ("cut", "kept", "owed", "owing", "scope", "send")
+    __slots__ = ("cut", "kept", "key", "owed", "owing", "party", "scope", "send")
 
     def __init__(self, owing: Owing, scope: Scope, send: Send) -> None:
         self.owing, self.scope, self.send = owing, scope, send
         self.owed = 0
         self.kept = 0
         self.cut = False
+        self.party: uuid.UUID | None = None  # its family, once authenticated (`owed_by`)
+        self.key: object = None  # the party it is counted in while it owes anything
 
     async def __call__(self, message: Any) -> None:
         if self.cut:
@@ -587,28 +653,32 @@ class OwedSend:
 
     def _owe(self, size: int, buffered: int) -> None:
         """`size` bytes more owed (`buffered`: what its transport holds beside them), or
-        cut: this socket past `per_socket`, or the one owing the most past `total`."""
+        cut: this socket past `per_socket`, or the heaviest past `total` (`heaviest`)."""
         owing = self.owing
         if self.owed + buffered + size > owing.per_socket:
             owing.cut(self, "max_socket_owed_bytes", buffered + size)
             raise SocketCut(CUT)
         if owing.total + size > owing.total_limit:
-            largest = max(owing.owing, key=lambda s: s.owed, default=self)
-            if largest.owed <= self.owed + size:
-                largest = self
+            largest = owing.heaviest(self, size)
             owing.cut(largest, "max_owed_bytes", size if largest is self else 0)
             if largest is self:
                 raise SocketCut(CUT)
         self.owed += size
         owing.total += size
-        owing.owing.add(self)
+        owing._count(self, size)
 
     def _paid(self, size: int) -> None:
         owing = self.owing
         self.owed -= size
         owing.total -= size
-        if not self.owed:
-            owing.owing.discard(self)
+        owing._count(self, -size)
+
+
+def owed_by(scope: Scope, family_id: uuid.UUID) -> None:
+    """What `scope`'s connection owes is its family's from now on (`Owing.heaviest`)."""
+    owed = scope.get(OWED_KEY)
+    if owed is not None:
+        owed.owing.move(owed, family_id)
 
 
 async def drained(scope: Scope, also: int = 0) -> None:

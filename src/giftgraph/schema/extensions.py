@@ -32,6 +32,7 @@ from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 from giftgraph import auth
 from giftgraph.accel import internals
 from giftgraph.admission import courtesy
+from giftgraph.admission.sockets import owed_by
 from giftgraph.context import (
     CALLER_COLUMNS,
     Caller,
@@ -123,6 +124,7 @@ async def authenticate(ctx: Context, reads: CallerReads | None = None) -> auth.A
         claims = auth.decode_access_token(ctx.settings, token)
         user, version = await caller_of(ctx, claims, reads)
         ctx.user = user
+        owed_by(ctx.request.scope, user.family_id)  # what it owes is its family's
         ctx.operation.family_version = (version,)
         return claims
     except AppError as exc:
