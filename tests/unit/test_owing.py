@@ -70,8 +70,7 @@ async def test_a_socket_past_its_bound_is_cut_and_its_next_sends_refused() -> No
             await task
     assert send.owed == 0
     assert owing.total == 0
-    assert not owing.owing
-    assert not owing.sums
+    assert not owing.parties
 
 
 async def test_the_process_bound_cuts_the_socket_that_owes_most() -> None:
@@ -98,8 +97,7 @@ async def test_the_process_bound_cuts_the_socket_that_owes_most() -> None:
         with pytest.raises(OSError, match="connection lost"):
             await task
     assert owing.total == 0
-    assert not owing.owing
-    assert not owing.sums
+    assert not owing.parties
 
 
 async def test_the_process_bound_cuts_from_the_family_that_owes_most() -> None:
@@ -147,15 +145,100 @@ async def test_what_a_connection_owes_moves_to_its_family_when_it_authenticates(
     send = owing.wrap(scope, stuck)
     waiting = asyncio.ensure_future(send(text(1000)))
     await settle()
-    assert owing.sums == {"ip:192.0.2.7": held(1000)}
+    assert list(owing.parties) == ["ip:192.0.2.7"]
     family = uuid.uuid4()
     owed_by(scope, family)
-    assert owing.sums == {family: held(1000)}
-    assert owing.owing == {family: {send}}
+    assert list(owing.parties) == [family]
+    assert owing.parties[family].owed == held(1000)
+    assert owing.parties[family].members == {send}
     stuck.free()
     await waiting
-    assert not owing.sums
-    assert not owing.owing
+    assert not owing.parties
+
+
+async def test_an_empty_send_owes_nothing() -> None:
+    """A body of no bytes from a connection owing nothing (an empty HTTP answer's body),
+    its party owing nothing (a KeyError in the party's count, adversary 2026-11-29)."""
+    owing = Owing(per_socket=6000, total=6000)
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    owed = owing.wrap({"type": "http", "client": ("10.0.0.1", 1)}, send)
+    await owed({"type": "http.response.body", "body": b""})
+    await owed({"type": "websocket.send", "bytes": b""})
+    assert len(sent) == 2
+    assert owing.total == 0
+    assert not owing.parties
+
+
+async def test_what_a_stream_keeps_of_results_taken_weighs_after_what_waits_unread() -> None:
+    """A family whose client took every result, its stream keeping the last one (twice its
+    text), owes more than another's unread answer: the unread answer is cut, not the
+    reading client's stream (adversary, 2026-11-29)."""
+    resets: list[object] = []
+    owing = Owing(per_socket=6000, total=6000, reset=resets.append)
+    reader_scope: dict[str, Any] = {"type": "websocket", "client": ("10.0.0.1", 1)}
+    reader = owing.wrap(reader_scope, Stuck())
+    owed_by(reader_scope, uuid.uuid4())
+    reader.keep(3500)  # its last result, taken, kept until the next
+    stuck = Stuck()
+    unread_scope: dict[str, Any] = {"type": "websocket", "client": ("10.0.0.2", 1)}
+    unread = owing.wrap(unread_scope, stuck)
+    owed_by(unread_scope, uuid.uuid4())
+    waiting = asyncio.ensure_future(unread(text(2000)))
+    await settle()
+    reader.keep(4000)  # its next result: past 6,000
+    assert resets == [unread_scope]
+    assert not reader.cut
+    stuck.reset = True
+    stuck.free()
+    with pytest.raises(OSError, match="connection lost"):
+        await waiting
+    reader.keep(0)
+    assert owing.total == 0
+    assert not owing.parties
+
+
+async def test_a_socket_cut_already_is_not_cut_again_in_place_of_another() -> None:
+    """While a cut socket's waiting sends have not woken yet, what it owes no longer counts
+    against the others, and the next crossing of the bound cuts a socket that is not cut
+    yet: chosen again (its cut a no-op), the cut one let every later send through
+    (adversary, 2026-11-29)."""
+    resets: list[object] = []
+    owing = Owing(per_socket=10_000, total=10_000, reset=resets.append)
+    family = uuid.uuid4()
+    stuck = [Stuck() for _ in range(3)]
+    scopes: list[dict[str, Any]] = [{"type": "websocket", "n": n} for n in range(3)]
+    sends = [owing.wrap(scope, s) for scope, s in zip(scopes, stuck, strict=True)]
+    for scope in scopes:
+        owed_by(scope, family)
+    waiting = [asyncio.ensure_future(sends[0](text(7000))),
+               asyncio.ensure_future(sends[1](text(1000))),
+               asyncio.ensure_future(sends[2](text(1000)))]
+    reader = Stuck()
+    reader.free()
+    other = owing.wrap({"type": "websocket", "n": "other"}, reader)
+    await settle()
+    await other(text(1000))  # past 10,000: the family owing most loses its largest
+    assert resets == [scopes[0]]
+    assert owing.cut_owed == held(7000)
+    waiting += [asyncio.ensure_future(sends[1](text(3000))),
+                asyncio.ensure_future(sends[2](text(3000)))]
+    await settle()
+    assert resets == [scopes[0]]  # under the bound, the cut one's debt aside
+    with pytest.raises(SocketCut):
+        await sends[2](text(2000))  # past it: the largest of those not cut yet
+    assert resets == [scopes[0], scopes[2]]
+    for s in stuck:
+        s.reset = s is not stuck[1]
+        s.free()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    assert len(stuck[1].sent) == 2
+    assert owing.total == 0
+    assert owing.cut_owed == 0
+    assert not owing.parties
 
 
 async def test_before_authentication_a_network_is_one_party() -> None:
@@ -278,5 +361,4 @@ async def test_what_an_answer_keeps_between_sends_is_counted_until_replaced() ->
     assert owing.total == 300  # the cut one still holds until it lets go
     first.keep(0)
     assert owing.total == 0
-    assert not owing.owing
-    assert not owing.sums
+    assert not owing.parties

@@ -477,8 +477,8 @@ class Owing:
     scope, with or without the fast paths). Not counted yet: results under the kernel's
     send buffer that are never read, and what uvloop holds of a chunk partly sent."""
 
-    __slots__ = ("buffered", "ipv6_prefix_length", "owing", "per_socket", "refusals", "reset",
-                 "sums", "total", "total_limit")
+    __slots__ = ("buffered", "cut_owed", "ipv6_prefix_length", "parties", "per_socket",
+                 "refusals", "reset", "total", "total_limit")
 
     def __init__(self, per_socket: int, total: int, refusals: Refusals | None = None,
                  reset: Callable[[Scope], None] | None = None,
@@ -488,9 +488,8 @@ class Owing:
         self.refusals, self.reset, self.buffered = refusals, reset, buffered
         self.ipv6_prefix_length = ipv6_prefix_length
         self.total = 0
-        # The sockets owing something now, by party, and what each party owes.
-        self.owing: dict[object, set[OwedSend]] = {}
-        self.sums: dict[object, int] = {}
+        self.parties: dict[object, Party] = {}  # those owing something now, by key
+        self.cut_owed = 0  # what sockets cut already still owe until their sends wake
 
     @classmethod
     def of(cls, settings: Settings, refusals: Refusals | None = None,
@@ -510,64 +509,101 @@ class Owing:
         return owed
 
     def party(self, socket: OwedSend) -> object:
-        """Whose `socket` is: its family once authenticated, else its client's network."""
+        """Whose `socket` is: its family once authenticated, else its client's network
+        (`CUT_PARTY` once cut)."""
+        if socket.cut:
+            return CUT_PARTY
         if socket.party is not None:
             return socket.party
         return client_key(client_ip(socket.scope), self.ipv6_prefix_length)
 
-    def heaviest(self, adding: OwedSend, size: int) -> OwedSend:
-        """The socket to cut when `adding` would owe `size` more past `total`: of the party
-        owing the most (`adding`'s on a tie), the socket owing the most (`adding` on a
-        tie). Linear in the parties owing now, and in the sockets of the one chosen."""
+    def over(self, size: int) -> bool:
+        """Whether `size` more would take the process past its bound (what sockets cut
+        already owe aside: it is let go as their sends wake)."""
+        return self.total - self.cut_owed + size > self.total_limit
+
+    def heaviest(self, adding: OwedSend, size: int, kept: bool) -> OwedSend:
+        """The socket to cut when `adding` would owe `size` more past `total` (`kept`:
+        what it keeps for its client, not what it waits to write): of the party owing the
+        most (`adding`'s on a tie), the socket owing the most (`adding` on a tie). What
+        waits to be written counts first, what a stream keeps of results its client has
+        taken only between equals: counted alike, a client that read every result of two
+        streams was cut for the attackers' unread answers (adversary, 2026-11-29). Linear
+        in the parties owing now, and in the sockets of the one chosen."""
         mine = adding.key if adding.key is not None else self.party(adding)
-        sums = self.sums
-        worst, most = mine, sums.get(mine, 0) + size
-        for key, owed in sums.items():
-            if owed > most:
-                worst, most = key, owed
-        largest, owes = adding, adding.owed + size
-        if worst is not mine:
-            largest, owes = adding, -1
-        for socket in self.owing.get(worst, ()):
-            if socket.owed > owes:
-                largest, owes = socket, socket.owed
+        unread = 0 if kept else size
+
+        def weight(owed: int, kept_now: int) -> tuple[int, int]:
+            return owed - kept_now, owed
+
+        own = self.parties.get(mine)
+        worst = mine
+        most = weight(size, size - unread) if own is None \
+            else weight(own.owed + size, own.kept + size - unread)
+        for key, party in self.parties.items():
+            if key != CUT_PARTY and key != mine and weight(party.owed, party.kept) > most:
+                worst, most = key, weight(party.owed, party.kept)
+        largest, heaviest = adding, (-1, -1)
+        if worst == mine:
+            heaviest = weight(adding.owed + size, adding.kept + size - unread)
+        chosen = self.parties.get(worst)
+        for socket in () if chosen is None else chosen.members:
+            if socket is not adding and weight(socket.owed, socket.kept) > heaviest:
+                largest, heaviest = socket, weight(socket.owed, socket.kept)
         return largest
 
-    def _count(self, socket: OwedSend, size: int) -> None:
-        """`size` more (or less) owed by `socket`'s party; the socket among its party's
-        owing ones while it owes anything."""
+    def _count(self, socket: OwedSend, size: int, kept: int = 0) -> None:
+        """`size` more (or less) owed by `socket`, `kept` more (or less) of it kept (both
+        already in its own counts), in its party's; the socket among its party's members
+        while it owes anything."""
+        if not size and not kept:
+            return
         key = socket.key
         if key is None:
             key = socket.key = self.party(socket)
-            self.owing.setdefault(key, set()).add(socket)
-        left = self.sums.get(key, 0) + size
-        if socket.owed:
-            self.sums[key] = left
-            return
-        members = self.owing[key]
-        members.discard(socket)
-        socket.key = None
-        if members:
-            self.sums[key] = left
+            party = self.parties.get(key)
+            if party is None:
+                party = self.parties[key] = Party()
+            party.members.add(socket)
         else:
-            del self.owing[key], self.sums[key]
+            party = self.parties[key]
+        party.owed += size
+        party.kept += kept
+        if key == CUT_PARTY:
+            self.cut_owed += size
+        if not socket.owed:
+            self._leave(socket, party)
+
+    def _leave(self, socket: OwedSend, party: Party) -> None:
+        party.members.discard(socket)
+        if not party.members:
+            del self.parties[socket.key]
+        socket.key = None
+
+    def _rekey(self, socket: OwedSend) -> None:
+        """`socket`'s debt to the party it is now (`party`), from the one it was in."""
+        key = self.party(socket)
+        if socket.key is None or socket.key == key:
+            return
+        old = self.parties[socket.key]
+        old.owed -= socket.owed
+        old.kept -= socket.kept
+        if socket.key == CUT_PARTY:
+            self.cut_owed -= socket.owed
+        self._leave(socket, old)
+        self._count(socket, socket.owed, socket.kept)
 
     def move(self, socket: OwedSend, family_id: uuid.UUID) -> None:
         """`socket` is `family_id`'s from now on, with what it owes already."""
         socket.party = family_id
-        if socket.key is None or socket.key == family_id:
-            return
-        owed = socket.owed
-        socket.owed = 0
-        self._count(socket, -owed)  # out of its old party
-        socket.owed = owed
-        self._count(socket, owed)
+        self._rekey(socket)
 
     def cut(self, socket: OwedSend, why: str, adding: int = 0) -> None:
         """Cut `socket` (`adding`: what it was about to owe more)."""
         if socket.cut:
             return
         socket.cut = True
+        self._rekey(socket)  # what it owes is let go as its sends wake
         if self.refusals is not None:
             self.refusals.count("socket_owed_bytes")
         http = socket.scope.get("type") == "http"
@@ -586,6 +622,21 @@ class Owing:
             transport = scope.get(server.TRANSPORT_KEY)
             return 0 if transport is None else int(transport.get_write_buffer_size())
         return self.buffered(scope) if self.buffered is not None else 0
+
+
+class Party:
+    """What one party's sockets owe (`owed`), of it what they keep (`kept`), and those
+    sockets (`members`)."""
+
+    __slots__ = ("kept", "members", "owed")
+
+    def __init__(self) -> None:
+        self.owed = 0
+        self.kept = 0
+        self.members: set[OwedSend] = set()
+
+
+CUT_PARTY = "(cut)"  # the party of sockets cut already: what they owe is let go
 
 
 class OwedSend:
@@ -645,21 +696,28 @@ class OwedSend:
         """`size` bytes owed from now until the next `keep` (0: none): what its caller
         keeps for its client between sends (a stream's last result, which Strawberry's
         stream holds until its next part). Cut past the bounds (`SocketCut`)."""
-        if size > self.kept:
-            self._owe(size - self.kept, 0)
-        elif size < self.kept:
-            self._paid(self.kept - size)
-        self.kept = size
+        more = size - self.kept
+        if more > 0:
+            self._owe(more, 0, kept=True)
+            self.kept = size
+            self.owing._count(self, 0, more)
+        elif more < 0:
+            self.kept = size
+            self.owing._count(self, 0, more)
+            self._paid(-more)
 
-    def _owe(self, size: int, buffered: int) -> None:
-        """`size` bytes more owed (`buffered`: what its transport holds beside them), or
-        cut: this socket past `per_socket`, or the heaviest past `total` (`heaviest`)."""
+    def _owe(self, size: int, buffered: int, kept: bool = False) -> None:
+        """`size` bytes more owed (`buffered`: what its transport holds beside them;
+        `kept`: what its caller keeps, `keep`), or cut: this socket past `per_socket`, or
+        the heaviest past `total` (`Owing.heaviest`)."""
         owing = self.owing
+        if self.cut:
+            raise SocketCut(CUT)
         if self.owed + buffered + size > owing.per_socket:
             owing.cut(self, "max_socket_owed_bytes", buffered + size)
             raise SocketCut(CUT)
-        if owing.total + size > owing.total_limit:
-            largest = owing.heaviest(self, size)
+        if owing.over(size):
+            largest = owing.heaviest(self, size, kept)
             owing.cut(largest, "max_owed_bytes", size if largest is self else 0)
             if largest is self:
                 raise SocketCut(CUT)
