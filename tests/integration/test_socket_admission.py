@@ -548,3 +548,31 @@ async def test_the_socket_budget_is_the_scope_clients(database_url: str) -> None
     assert sent == [{"type": "websocket.close", "code": 1013, "reason": ""}]
     assert await admit_connection({**scope, "client": ("198.51.100.8", 1)}, send, throttle)
     assert throttle.refusals.counter.labels("socket_connect_rate")._value.get() == 1
+
+
+async def test_a_socket_whose_client_leaves_while_it_waits_for_its_familys_answers_is_let_go(
+        database_url: str) -> None:
+    """A socket's subscribe waits, its socket unread, until its family has paid for its
+    answers (`answer_bytes`): its client leaving meanwhile ends the socket at once, and its
+    slot is its user's again, not once the debt is paid (a socket and 18 subscriptions
+    were held 10-20 s after their clients had gone, adversary 2026-11-28)."""
+    settings = make_settings(database_url, max_sockets_per_user=1,
+                             answer_bytes_rate=1024, answer_bytes_burst=1024)
+    async with running(settings) as srv:
+        token, _ = await srv.signup(f"debt-{time.monotonic_ns()}@example.com")
+        auth = {"authorization": f"Bearer {token}"}
+        # tens of KB: the family owes tens of seconds of its answer bytes
+        await srv.gql("{ __schema { types { name description fields { name description } } } }",
+                      None, token)
+        client = await WsClient.connect(srv.base, auth)
+        await client.subscribe(SUBSCRIPTION)
+        await asyncio.sleep(0.3)  # waiting for its family's answers to be paid for
+        assert await metric(srv.base, "giftgraph_websockets_active") == 1
+        await client.ws.close()
+
+        async def none_open() -> bool:
+            return await metric(srv.base, "giftgraph_websockets_active") == 0
+
+        await until(none_open, "the gone client's socket is still held", within=3)
+        again = await WsClient.connect(srv.base, auth)  # its user's one socket, free
+        await again.ws.close()

@@ -51,6 +51,8 @@ from giftgraph.admission.pace import Bucket, KeyedPace
 from giftgraph.tracing import current_trace_id
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from giftgraph.admission import Refusals
 
 log = logging.getLogger("giftgraph.admission")
@@ -203,10 +205,11 @@ class AnswerPace(KeyedPace):
             bucket = self.buckets[key] = Bucket(self.burst, now)
         bucket.tokens -= n
 
-    async def paid(self, key: str) -> bool:
+    async def paid(self, key: str,
+                   before_wait: Callable[[], Awaitable[None]] | None = None) -> bool:
         """Until `key` has paid what it owes (at once when it owes nothing); RateLimited
-        after `wait` seconds (None: no limit). Whether it waited."""
-        return await self.take(key, 0)
+        after `wait` seconds (None: no limit). Whether it waited (`before_wait` first)."""
+        return await self.take(key, 0, before_wait)
 
 
 class RenderCharges:

@@ -57,7 +57,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -342,15 +342,17 @@ class OpenOperations:
         self.starts: KeyedPace | None = None
 
     async def start_turn(self, family_id: uuid.UUID, settings: Settings,
-                         refusals: Refusals | None = None) -> None:
+                         refusals: Refusals | None = None,
+                         before_wait: Callable[[], Awaitable[None]] | None = None) -> None:
         """Wait until the family may start another operation over its sockets (the
         socket is not read meanwhile): `family_subscription_start_burst` at once, then
-        `family_subscription_start_rate` a second (giftgraph.admission.pace)."""
+        `family_subscription_start_rate` a second (giftgraph.admission.pace);
+        `before_wait` first when it waits."""
         if self.starts is None:
             self.starts = KeyedPace("subscription_starts_per_family",
                                     settings.family_subscription_start_rate,
                                     settings.family_subscription_start_burst, None, refusals)
-        await self.starts.take(str(family_id))
+        await self.starts.take(str(family_id), 1, before_wait)
 
     def count(self, user_id: uuid.UUID) -> int:
         return self.open.get(user_id, 0)

@@ -5,9 +5,10 @@ and GiftGraph's error codes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -45,7 +46,18 @@ class SocketAdapter(ASGIWebSocketAdapter):
     """Strawberry's, with the socket admission checks on every message (size, JSON, depth:
     `admission.sockets`), sends and closes that are no error once the socket is closed, and
     on_ws_connect choosing the close code of a rejection (Strawberry always says 4403):
-    1013 "try again later" while the database is down, 4429 for too many sockets."""
+    1013 "try again later" while the database is down, 4429 for too many sockets.
+
+    A wait of the read loop (its family's turn to start an operation, its answers paid
+    for: `TransportWSHandler.handle_subscribe`) ends as soon as its client leaves
+    (`watching`, `watch`): the socket's next message is read ahead for it, and kept for
+    `iter_json`. Else a socket whose client had gone was held, with its subscriptions
+    and its user's slot, until its family's debt was paid (a socket and 18
+    subscriptions 10-20 s after their clients had gone, adversary 2026-11-28)."""
+
+    _ahead: asyncio.Future[Any] | None = None  # the next message, read ahead
+    _waiter: asyncio.Task[Any] | None = None  # the read loop's task while it `watching`
+    _gone = False
 
     async def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object]:
         """Each message, parsed (`admission.sockets.parse_message`); a refused one closes
@@ -58,7 +70,7 @@ class SocketAdapter(ASGIWebSocketAdapter):
                                           state.settings.max_subscriptions_per_connection)
         try:
             while self.ws.application_state != WebSocketState.DISCONNECTED:
-                text = await self.ws.receive_text()
+                text = await self._receive_text()
                 wait = budget.take()
                 if wait:  # over the socket's rate: this socket is not read meanwhile
                     refusals.count("socket_message_rate")
@@ -76,6 +88,51 @@ class SocketAdapter(ASGIWebSocketAdapter):
         except WebSocketDisconnect as e:
             if e.code == admission.TOO_BIG:  # the server refused a frame over ws_max_size
                 refusals.count("socket_message_bytes")
+        finally:
+            if self._ahead is not None:
+                self._ahead.cancel()
+
+    async def _receive_text(self) -> str:
+        """Starlette's `receive_text`, the message read ahead first (`watch`)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return await self.ws.receive_text()
+        message = await ahead
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+        return str(message["text"])  # KeyError: not text, as Starlette's
+
+    @contextlib.asynccontextmanager
+    async def watching(self) -> AsyncIterator[None]:
+        """The block's waits that call `watch` first (`before_wait`) end with
+        WebSocketDisconnected as soon as the client leaves."""
+        self._waiter, self._gone = asyncio.current_task(), False
+        try:
+            yield
+        except asyncio.CancelledError:
+            if self._gone and self._waiter is not None and self._waiter.uncancel() == 0:
+                raise WebSocketDisconnected from None
+            raise
+        finally:
+            self._waiter = None
+            if self._ahead is not None:
+                self._ahead.remove_done_callback(self._left)
+
+    async def watch(self) -> None:
+        """Before a wait in `watching`: the next message read ahead, the wait cancelled if
+        it is the client's leaving (WebSocketDisconnected at once if it was already)."""
+        if self._ahead is None:
+            self._ahead = asyncio.ensure_future(self.ws.receive())
+        if self._ahead.done():
+            if _leaving(self._ahead):
+                raise WebSocketDisconnected
+            return  # a message waits: the next one is read only once the loop goes on
+        self._ahead.add_done_callback(self._left)
+
+    def _left(self, ahead: asyncio.Future[Any]) -> None:
+        if self._waiter is not None and _leaving(ahead):
+            self._gone = True
+            self._waiter.cancel()
 
     async def send_json(self, message: Mapping[str, object]) -> None:
         """Strawberry's; a send after the socket was closed (by another task: revocation,
@@ -91,6 +148,12 @@ class SocketAdapter(ASGIWebSocketAdapter):
             code, reason = override
         if self.ws.application_state != WebSocketState.DISCONNECTED:  # closed once
             await self.ws.close(code=code, reason=reason)
+
+
+def _leaving(ahead: asyncio.Future[Any]) -> bool:
+    """Whether a message read ahead says the client has gone (or could not be read)."""
+    return ahead.cancelled() or ahead.exception() is not None \
+        or ahead.result()["type"] == "websocket.disconnect"
 
 
 def _valid_subscribe_payload(payload: Any) -> bool:
@@ -215,18 +278,21 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             # document's lookup, a parse) is paced by it. Unknown hashes looked up before
             # it ran 600 statements a second for one family (adversary, 2026-11-26).
             refusals = self.context.metrics.refusals if self.context.metrics else None
-            await state.operations.start_turn(user.family_id, self.context.settings, refusals)
             # And its answers paid for (admission.answers): the operation's task, made
             # from this one, charges its answers to the family (the view's JSON encoder).
             caller = caller_key(self.context)
             REQUEST_CALLER.set(caller)
-            while True:  # a socket simply waits (its next messages are read later)
-                try:
-                    await state.answer_bytes.paid(caller)
-                    await state.answer_values.paid(caller)
-                    break
-                except RateLimited:
-                    continue
+            adapter: SocketAdapter = self.websocket  # type: ignore[assignment]
+            async with adapter.watching():  # a socket simply waits, unless its client goes
+                await state.operations.start_turn(user.family_id, self.context.settings,
+                                                  refusals, adapter.watch)
+                while True:  # (its next messages are read later)
+                    try:
+                        await state.answer_bytes.paid(caller, adapter.watch)
+                        await state.answer_values.paid(caller, adapter.watch)
+                        break
+                    except RateLimited:
+                        continue
         try:  # the document a hash names (APQ, trusted documents), before anything parses it
             resolved = await state.documents.resolve(
                 payload.get("query"), payload.get("extensions"), payload.get("documentId"),

@@ -1,0 +1,96 @@
+"""A wait in a socket's read loop ends when its client leaves (web/sockets.SocketAdapter:
+`watching`, `watch`), and a message read ahead meanwhile is the loop's next."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from starlette.websockets import WebSocket
+from strawberry.http.exceptions import WebSocketDisconnected
+
+from giftgraph.web.sockets import SocketAdapter
+
+
+async def accepted() -> tuple[SocketAdapter, asyncio.Queue[dict[str, Any]]]:
+    """An adapter over a real Starlette WebSocket whose client is `queue`."""
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    queue.put_nowait({"type": "websocket.connect"})
+
+    async def send(_: Any) -> None:
+        pass
+
+    ws = WebSocket({"type": "websocket", "path": "/graphql", "headers": []},
+                   queue.get, send)
+    await ws.accept()
+    settings = SimpleNamespace(max_socket_message_bytes=65536, socket_message_rate=1000,
+                               max_subscriptions_per_connection=100)
+    view = SimpleNamespace(state=SimpleNamespace(settings=settings,
+                                                 metrics=SimpleNamespace(refusals=None)))
+    return SocketAdapter(view, ws, ws), queue
+
+
+async def wait_for(never: asyncio.Event, adapter: SocketAdapter) -> None:
+    """A pace's wait: `before_wait` first, then the wait itself."""
+    await adapter.watch()
+    await never.wait()
+
+
+async def test_a_wait_ends_when_the_client_leaves() -> None:
+    adapter, client = await accepted()
+    never = asyncio.Event()
+
+    async def waiting() -> None:
+        async with adapter.watching():
+            await wait_for(never, adapter)
+
+    task = asyncio.ensure_future(waiting())
+    await asyncio.sleep(0.01)
+    assert not task.done()  # it waits
+    client.put_nowait({"type": "websocket.disconnect", "code": 1001})
+    with pytest.raises(WebSocketDisconnected):
+        await asyncio.wait_for(task, 1)
+
+
+async def test_a_message_read_ahead_is_the_loops_next_and_the_wait_goes_on() -> None:
+    adapter, client = await accepted()
+    done = asyncio.Event()
+    messages = adapter.iter_json()
+    client.put_nowait({"type": "websocket.receive", "text": '{"type": "subscribe"}'})
+    assert await anext(messages) == {"type": "subscribe"}
+
+    async def waiting() -> None:
+        async with adapter.watching():
+            await wait_for(done, adapter)
+
+    task = asyncio.ensure_future(waiting())
+    await asyncio.sleep(0.01)
+    client.put_nowait({"type": "websocket.receive", "text": '{"type": "ping"}'})
+    await asyncio.sleep(0.01)
+    assert not task.done()  # a message is no leaving: the wait goes on
+    done.set()
+    await asyncio.wait_for(task, 1)
+    assert await anext(messages) == {"type": "ping"}  # kept for the loop
+    client.put_nowait({"type": "websocket.receive", "text": json.dumps({"type": "pong"})})
+    assert await anext(messages) == {"type": "pong"}
+    client.put_nowait({"type": "websocket.disconnect", "code": 1000})
+    with pytest.raises(StopAsyncIteration):
+        await anext(messages)
+
+
+async def test_a_wait_cancelled_from_outside_stays_cancelled() -> None:
+    adapter, _ = await accepted()
+    never = asyncio.Event()
+
+    async def waiting() -> None:
+        async with adapter.watching():
+            await wait_for(never, adapter)
+
+    task = asyncio.ensure_future(waiting())
+    await asyncio.sleep(0.01)
+    task.cancel()  # the socket's own end (shutdown), not its client's leaving
+    with pytest.raises(asyncio.CancelledError):
+        await task
