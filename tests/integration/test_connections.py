@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -18,6 +20,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.test_answers import (
+    MUTATIONS_LIFTED,
+    gifts_query,
+    gql,
+    hundred_gifts,
+    sign_up,
+)
 from tests.integration.test_live import WsClient, signup
 from tests.support import (
     free_port,
@@ -261,3 +270,36 @@ async def test_one_address_holds_a_bounded_share_of_the_connections(database_url
         with connect_from(base, "127.0.0.2") as again:
             assert answer_to_get(again).startswith(b"HTTP/1.1 200")
         assert refused(base, "connections_per_ip") == before + 1
+
+
+def test_requests_behind_an_unread_answer_end_quietly_when_the_client_resets(
+        database_url: str, tmp_path: Path) -> None:
+    """Three requests pipelined on one connection, the first one's ~3.4 MB answer left
+    unread, then the client resets the connection: nothing more is written to it and
+    nothing is logged as an error. uvicorn tells only the newest request that its client
+    has gone: the one it had started next wrote to the closed connection, a traceback
+    logged for 5 of 5 such connections (adversary, 2026-11-29)."""
+    log = tmp_path / "service.log"
+    with serving_logged(database_url, log, **MUTATIONS_LIFTED,
+                        GIFTGRAPH_MAX_RESPONSE_BYTES=str(4 * 2**20),
+                        GIFTGRAPH_MAX_REQUESTS_PER_CALLER="20",
+                        GIFTGRAPH_ANSWER_BYTES_RATE=str(2**30),
+                        GIFTGRAPH_ANSWER_BYTES_BURST=str(2**30)) as base:
+        token = sign_up(base)
+        hundred_gifts(base, token)
+        for _ in range(3):
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
+                sock.connect(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+                for query in (gifts_query(7), "{ me { id } }", "{ me { id } }"):
+                    body = json.dumps({"query": query}).encode()
+                    sock.sendall(b"POST /graphql HTTP/1.1\r\nHost: giftgraph\r\n"
+                                 b"Content-Type: application/json\r\nAuthorization: Bearer "
+                                 + token.encode() + b"\r\nContent-Length: "
+                                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+                time.sleep(1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            time.sleep(0.5)
+        me = gql(base, token, "{ me { id } }")
+        assert "errors" not in me, me
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]

@@ -85,7 +85,8 @@ TRANSPORT_KEY = "giftgraph.transport"  # in an HTTP scope: its connection's tran
 RESERVED_FDS = 64
 # The uvicorn names relied on: methods of its HTTP protocol class, attributes its instances
 # set in __init__ (checked again on the first connection of each process).
-METHODS = ("connection_made", "connection_lost", "data_received", "timeout_keep_alive_handler")
+METHODS = ("connection_made", "connection_lost", "data_received", "timeout_keep_alive_handler",
+           "on_headers_complete")
 ATTRIBUTES = ("cycle", "transport", "connections", "timeout_keep_alive", "app_state", "loop",
               "flow")
 REFUSED = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -224,6 +225,7 @@ class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
         self._header_bytes = 0  # received while waiting for the current request's headers
         self._ip: str | None = None  # the client address counted in `per_ip`, until released
         self._sending: SendWatch | None = None  # made when writing first pauses
+        self._cycles: list[Any] = []  # its requests not answered yet (`connection_lost`)
         if _check_shape(self):
             self.timeout_keep_alive = self._limits.idle_timeout
 
@@ -270,11 +272,21 @@ class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
                 del per_ip[ip]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """uvicorn's, and every request of the connection not answered yet is told so:
+        uvicorn tells only the newest. Pipelined behind an unread answer, the request it
+        had started next wrote its answer to the closed transport once its client reset
+        the connection: an error and its traceback logged for each such connection
+        (adversary, 2026-11-29)."""
         if self._refused:
             return
         self._release_address()
         self._stop()
         self._stop_sending()
+        if _enabled:
+            for cycle in self._cycles:
+                if not cycle.response_complete:
+                    cycle.disconnected = True
+            self._cycles.clear()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -294,6 +306,14 @@ class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
                 count(self.app_state, "header_bytes")
                 self.transport.write(HEADERS_TOO_LARGE)
                 self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if _enabled:  # a request: its cycle made (a WebSocket's upgrade makes none)
+            cycle, cycles = self.cycle, self._cycles
+            if cycle is not None and (not cycles or cycles[-1] is not cycle):
+                cycles[:] = [c for c in cycles if not c.response_complete]
+                cycles.append(cycle)
 
     def pause_writing(self) -> None:
         super().pause_writing()
