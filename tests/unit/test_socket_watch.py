@@ -12,7 +12,7 @@ import pytest
 from starlette.websockets import WebSocket
 from strawberry.http.exceptions import WebSocketDisconnected
 
-from giftgraph.web.sockets import SocketAdapter
+from giftgraph.web.sockets import READ_AHEAD, SocketAdapter
 
 
 async def accepted() -> tuple[SocketAdapter, asyncio.Queue[dict[str, Any]]]:
@@ -79,6 +79,47 @@ async def test_a_message_read_ahead_is_the_loops_next_and_the_wait_goes_on() -> 
     client.put_nowait({"type": "websocket.disconnect", "code": 1000})
     with pytest.raises(StopAsyncIteration):
         await anext(messages)
+
+
+async def test_messages_before_the_leaving_are_read_past_and_kept_in_order() -> None:
+    """A client that sends more while the loop waits, then leaves: the wait ends at the
+    leaving (reading one message ahead only, such a socket was held 14 s, adversary
+    2026-11-29), and the messages before it are the loop's next, in order."""
+    adapter, client = await accepted()
+    messages = adapter.iter_json()
+    never = asyncio.Event()
+
+    async def waiting() -> None:
+        async with adapter.watching():
+            await wait_for(never, adapter)
+
+    task = asyncio.ensure_future(waiting())
+    for n in range(3):
+        client.put_nowait({"type": "websocket.receive", "text": json.dumps({"n": n})})
+    client.put_nowait({"type": "websocket.disconnect", "code": 1001})
+    with pytest.raises(WebSocketDisconnected):
+        await asyncio.wait_for(task, 1)
+    assert [await anext(messages) for _ in range(3)] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    with pytest.raises(StopAsyncIteration):
+        await anext(messages)
+
+
+async def test_no_more_is_read_ahead_than_its_bound() -> None:
+    adapter, client = await accepted()
+    never = asyncio.Event()
+
+    async def waiting() -> None:
+        async with adapter.watching():
+            await wait_for(never, adapter)
+
+    task = asyncio.ensure_future(waiting())
+    for n in range(READ_AHEAD + 5):
+        client.put_nowait({"type": "websocket.receive", "text": json.dumps({"n": n})})
+    await asyncio.sleep(0.05)
+    assert client.qsize() == 5  # the rest wait where they were: unread
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 async def test_a_wait_cancelled_from_outside_stays_cancelled() -> None:

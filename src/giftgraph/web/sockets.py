@@ -5,6 +5,7 @@ and GiftGraph's error codes."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import uuid
@@ -38,6 +39,8 @@ from giftgraph.web.reauth import renew
 
 log = logging.getLogger("giftgraph")
 
+READ_AHEAD = 16  # messages a waiting read loop reads ahead, at most (SocketAdapter)
+
 # The operation whose task this is (Strawberry runs each in its own task).
 RUNNING: ContextVar[Any] = ContextVar("giftgraph_running_operation", default=None)
 
@@ -50,12 +53,17 @@ class SocketAdapter(ASGIWebSocketAdapter):
 
     A wait of the read loop (its family's turn to start an operation, its answers paid
     for: `TransportWSHandler.handle_subscribe`) ends as soon as its client leaves
-    (`watching`, `watch`): the socket's next message is read ahead for it, and kept for
-    `iter_json`. Else a socket whose client had gone was held, with its subscriptions
-    and its user's slot, until its family's debt was paid (a socket and 18
-    subscriptions 10-20 s after their clients had gone, adversary 2026-11-28)."""
+    (`watching`, `watch`): meanwhile the socket's messages are read ahead, kept for
+    `iter_json` in order, up to `READ_AHEAD` of them and one message's bytes
+    (`max_socket_message_bytes`); past those it is read no more until the wait ends.
+    Else a socket whose client had gone was held, with its subscriptions and its user's
+    slot, until its family's debt was paid (a socket and 18 subscriptions 10-20 s after
+    their clients had gone, adversary 2026-11-28), and reading one message ahead only, a
+    client that sent a second subscribe before leaving was held 14 s (2026-11-29)."""
 
-    _ahead: asyncio.Future[Any] | None = None  # the next message, read ahead
+    _ahead: asyncio.Future[Any] | None = None  # the next message, being read ahead
+    _kept: collections.deque[dict[str, Any]] | None = None  # read ahead, not yet taken
+    _kept_bytes = 0
     _waiter: asyncio.Task[Any] | None = None  # the read loop's task while it `watching`
     _gone = False
 
@@ -93,11 +101,15 @@ class SocketAdapter(ASGIWebSocketAdapter):
                 self._ahead.cancel()
 
     async def _receive_text(self) -> str:
-        """Starlette's `receive_text`, the message read ahead first (`watch`)."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is None:
-            return await self.ws.receive_text()
-        message = await ahead
+        """Starlette's `receive_text`, the messages read ahead first (`watch`)."""
+        if self._kept:
+            message = self._kept.popleft()
+            self._kept_bytes -= _size(message)
+        else:
+            ahead, self._ahead = self._ahead, None
+            if ahead is None:
+                return await self.ws.receive_text()
+            message = await ahead
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
         return str(message["text"])  # KeyError: not text, as Starlette's
@@ -115,24 +127,45 @@ class SocketAdapter(ASGIWebSocketAdapter):
             raise
         finally:
             self._waiter = None
-            if self._ahead is not None:
-                self._ahead.remove_done_callback(self._left)
 
     async def watch(self) -> None:
-        """Before a wait in `watching`: the next message read ahead, the wait cancelled if
-        it is the client's leaving (WebSocketDisconnected at once if it was already)."""
-        if self._ahead is None:
-            self._ahead = asyncio.ensure_future(self.ws.receive())
-        if self._ahead.done():
-            if _leaving(self._ahead):
+        """Before a wait in `watching`: the socket read ahead, the wait cancelled when its
+        client leaves (WebSocketDisconnected at once if it has already)."""
+        ahead = self._ahead
+        if ahead is None:
+            self._read_on()
+        elif ahead.done():  # arrived while nothing watched
+            if _leaving(ahead):
                 raise WebSocketDisconnected
-            return  # a message waits: the next one is read only once the loop goes on
-        self._ahead.add_done_callback(self._left)
+            self._keep(ahead)
 
-    def _left(self, ahead: asyncio.Future[Any]) -> None:
-        if self._waiter is not None and _leaving(ahead):
+    def _read_on(self) -> None:
+        """Read the next message ahead, unless as many as may be kept are."""
+        limit = self.view.state.settings.max_socket_message_bytes  # type: ignore[attr-defined]
+        if self._kept is not None and (len(self._kept) >= READ_AHEAD
+                                       or self._kept_bytes >= limit):
+            return
+        ahead = self._ahead = asyncio.ensure_future(self.ws.receive())
+        ahead.add_done_callback(self._arrived)
+
+    def _arrived(self, ahead: asyncio.Future[Any]) -> None:
+        if ahead is not self._ahead or self._waiter is None:
+            return  # not watched now: the loop takes it where it is
+        if _leaving(ahead):
             self._gone = True
             self._waiter.cancel()
+            return
+        self._keep(ahead)
+
+    def _keep(self, ahead: asyncio.Future[Any]) -> None:
+        """A message read ahead, kept for the loop; and read on."""
+        message = ahead.result()
+        if self._kept is None:
+            self._kept = collections.deque()
+        self._kept.append(message)
+        self._kept_bytes += _size(message)
+        self._ahead = None
+        self._read_on()
 
     async def send_json(self, message: Mapping[str, object]) -> None:
         """Strawberry's; a send after the socket was closed (by another task: revocation,
@@ -148,6 +181,10 @@ class SocketAdapter(ASGIWebSocketAdapter):
             code, reason = override
         if self.ws.application_state != WebSocketState.DISCONNECTED:  # closed once
             await self.ws.close(code=code, reason=reason)
+
+
+def _size(message: dict[str, Any]) -> int:
+    return len(message.get("text") or message.get("bytes") or "")
 
 
 def _leaving(ahead: asyncio.Future[Any]) -> bool:
