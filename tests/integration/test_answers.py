@@ -710,3 +710,33 @@ def test_the_process_bound_cuts_the_family_owing_most_not_the_largest_answer(
             reader.close()
             for hold in holds:
                 hold.close()
+
+
+def test_a_sockets_unread_answers_hold_no_database_connection(database_url: str) -> None:
+    """Two sockets that read nothing, three ~3.4 MB queries each, on a pool of two
+    connections: each answer waits for its client while the operation's stage stays open
+    (Strawberry streams a socket's every operation), but its reads' connection has gone
+    back, so another family's request is answered at once. Held, 8 such sockets' 40
+    queries took the whole pool and every other request failed after 30 s (without the
+    fast paths; adversary, 2026-11-29)."""
+    with serving(database_url, **MUTATIONS_LIFTED, GIFTGRAPH_DB_POOL_SIZE="2",
+                 GIFTGRAPH_MAX_RESPONSE_BYTES=str(4 * 2**20),
+                 GIFTGRAPH_ANSWER_BYTES_RATE=str(2**30),
+                 GIFTGRAPH_ANSWER_BYTES_BURST=str(2**30)) as base:
+        token, other = sign_up(base), sign_up(base)
+        hundred_gifts(base, token)
+        holds = [unread_socket(base, token) for _ in range(2)]
+        try:
+            for hold in holds:
+                for n in range(3):
+                    hold.sendall(text_frame(json.dumps({
+                        "id": str(n), "type": "subscribe",
+                        "payload": {"query": gifts_query(7)}})))
+            time.sleep(3)  # the answers made, and waiting for their clients
+            started = time.monotonic()
+            me = gql(base, other, "{ me { id } }")
+            assert "errors" not in me, me
+            assert time.monotonic() - started < 5
+        finally:
+            for hold in holds:
+                hold.close()

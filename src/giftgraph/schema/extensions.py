@@ -173,6 +173,18 @@ class RequestScope(SchemaExtension):
                 await authenticate(ctx)
             yield
 
+    async def on_execute(self) -> AsyncIterator[None]:
+        yield
+        ctx: Context = self.execution_context.context
+        if ctx.connection_params is not None:
+            # A socket's or stream's operation is answered while its operation stage
+            # stays open (Strawberry streams every operation there): its reads'
+            # connection goes back now, not once a client that does not read has taken
+            # the answer. Held, 8 unread sockets' 40 queries took the whole pool and
+            # every other family's requests failed after 30 s (without the fast paths;
+            # adversary, 2026-11-29). A later read opens another.
+            await ctx.db.close()
+
 
 def _code(error: GraphQLError) -> str | None:
     original = error.original_error
