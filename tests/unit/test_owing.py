@@ -42,6 +42,19 @@ def held(n: int, char: str = "x") -> int:
     return sys.getsizeof(char * n)
 
 
+def release(stuck: list[Stuck], reading: Stuck) -> None:
+    """Every send waiting wakes: `reading`'s to a client that takes them, the others' to
+    a connection reset."""
+    for socket in stuck:
+        socket.reset = socket is not reading
+        socket.free()
+
+
+def settled(owing: Owing) -> bool:
+    """Nothing owed anywhere any more."""
+    return owing.total == 0 and owing.cut_owed == 0 and not owing.parties
+
+
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -69,8 +82,7 @@ async def test_a_socket_past_its_bound_is_cut_and_its_next_sends_refused() -> No
         with pytest.raises(OSError, match="connection lost"):
             await task
     assert send.owed == 0
-    assert owing.total == 0
-    assert not owing.parties
+    assert settled(owing)
 
 
 async def test_the_process_bound_cuts_the_socket_that_owes_most() -> None:
@@ -96,8 +108,7 @@ async def test_the_process_bound_cuts_the_socket_that_owes_most() -> None:
     for task in big_waiting:
         with pytest.raises(OSError, match="connection lost"):
             await task
-    assert owing.total == 0
-    assert not owing.parties
+    assert settled(owing)
 
 
 async def test_the_process_bound_cuts_from_the_family_that_owes_most() -> None:
@@ -130,9 +141,7 @@ async def test_the_process_bound_cuts_from_the_family_that_owes_most() -> None:
     assert resets[0] in [scope for scope, _ in spread]
     assert not reader.cut
     assert reader.owed == held(2500) + held(1000)
-    for socket in stuck:
-        socket.reset = socket is not stuck[-1]
-        socket.free()
+    release(stuck, stuck[-1])
     await asyncio.gather(*waiting, return_exceptions=True)
     assert stuck[-1].sent == [text(2500), text(1000)]
     assert owing.total == 0
@@ -169,8 +178,7 @@ async def test_an_empty_send_owes_nothing() -> None:
     await owed({"type": "http.response.body", "body": b""})
     await owed({"type": "websocket.send", "bytes": b""})
     assert len(sent) == 2
-    assert owing.total == 0
-    assert not owing.parties
+    assert settled(owing)
 
 
 async def test_what_a_stream_keeps_of_results_taken_weighs_after_what_waits_unread() -> None:
@@ -197,8 +205,7 @@ async def test_what_a_stream_keeps_of_results_taken_weighs_after_what_waits_unre
     with pytest.raises(OSError, match="connection lost"):
         await waiting
     reader.keep(0)
-    assert owing.total == 0
-    assert not owing.parties
+    assert settled(owing)
 
 
 async def test_a_socket_cut_already_is_not_cut_again_in_place_of_another() -> None:
@@ -231,14 +238,10 @@ async def test_a_socket_cut_already_is_not_cut_again_in_place_of_another() -> No
     with pytest.raises(SocketCut):
         await sends[2](text(2000))  # past it: the largest of those not cut yet
     assert resets == [scopes[0], scopes[2]]
-    for s in stuck:
-        s.reset = s is not stuck[1]
-        s.free()
+    release(stuck, stuck[1])
     await asyncio.gather(*waiting, return_exceptions=True)
     assert len(stuck[1].sent) == 2
-    assert owing.total == 0
-    assert owing.cut_owed == 0
-    assert not owing.parties
+    assert settled(owing)
 
 
 async def test_before_authentication_a_network_is_one_party() -> None:
@@ -258,9 +261,7 @@ async def test_before_authentication_a_network_is_one_party() -> None:
     await settle()
     assert any(send.cut for send in sends[:3])
     assert not sends[3].cut
-    for socket in stuck:
-        socket.reset = socket is not stuck[3]
-        socket.free()
+    release(stuck, stuck[3])
     await asyncio.gather(*waiting, return_exceptions=True)
     assert len(stuck[3].sent) == 2
 
@@ -360,5 +361,4 @@ async def test_what_an_answer_keeps_between_sends_is_counted_until_replaced() ->
     second.keep(0)
     assert owing.total == 300  # the cut one still holds until it lets go
     first.keep(0)
-    assert owing.total == 0
-    assert not owing.parties
+    assert settled(owing)

@@ -33,21 +33,23 @@ async def accepted() -> tuple[SocketAdapter, asyncio.Queue[dict[str, Any]]]:
     return SocketAdapter(view, ws, ws), queue
 
 
-async def wait_for(never: asyncio.Event, adapter: SocketAdapter) -> None:
-    """A pace's wait: `before_wait` first, then the wait itself."""
-    await adapter.watch()
-    await never.wait()
+def waiting(adapter: SocketAdapter, until: asyncio.Event) -> asyncio.Task[None]:
+    """The read loop's wait in `watching`, as a pace waits: `before_wait` (`watch`) first,
+    then the wait itself, until `until` is set."""
+
+    async def wait() -> None:
+        async with adapter.watching():
+            await adapter.watch()
+            await until.wait()
+
+    return asyncio.ensure_future(wait())
 
 
 async def test_a_wait_ends_when_the_client_leaves() -> None:
     adapter, client = await accepted()
     never = asyncio.Event()
 
-    async def waiting() -> None:
-        async with adapter.watching():
-            await wait_for(never, adapter)
-
-    task = asyncio.ensure_future(waiting())
+    task = waiting(adapter, never)
     await asyncio.sleep(0.01)
     assert not task.done()  # it waits
     client.put_nowait({"type": "websocket.disconnect", "code": 1001})
@@ -62,11 +64,7 @@ async def test_a_message_read_ahead_is_the_loops_next_and_the_wait_goes_on() -> 
     client.put_nowait({"type": "websocket.receive", "text": '{"type": "subscribe"}'})
     assert await anext(messages) == {"type": "subscribe"}
 
-    async def waiting() -> None:
-        async with adapter.watching():
-            await wait_for(done, adapter)
-
-    task = asyncio.ensure_future(waiting())
+    task = waiting(adapter, done)
     await asyncio.sleep(0.01)
     client.put_nowait({"type": "websocket.receive", "text": '{"type": "ping"}'})
     await asyncio.sleep(0.01)
@@ -89,11 +87,7 @@ async def test_messages_before_the_leaving_are_read_past_and_kept_in_order() -> 
     messages = adapter.iter_json()
     never = asyncio.Event()
 
-    async def waiting() -> None:
-        async with adapter.watching():
-            await wait_for(never, adapter)
-
-    task = asyncio.ensure_future(waiting())
+    task = waiting(adapter, never)
     for n in range(3):
         client.put_nowait({"type": "websocket.receive", "text": json.dumps({"n": n})})
     client.put_nowait({"type": "websocket.disconnect", "code": 1001})
@@ -108,11 +102,7 @@ async def test_no_more_is_read_ahead_than_its_bound() -> None:
     adapter, client = await accepted()
     never = asyncio.Event()
 
-    async def waiting() -> None:
-        async with adapter.watching():
-            await wait_for(never, adapter)
-
-    task = asyncio.ensure_future(waiting())
+    task = waiting(adapter, never)
     for n in range(READ_AHEAD + 5):
         client.put_nowait({"type": "websocket.receive", "text": json.dumps({"n": n})})
     await asyncio.sleep(0.05)
@@ -126,11 +116,7 @@ async def test_a_wait_cancelled_from_outside_stays_cancelled() -> None:
     adapter, _ = await accepted()
     never = asyncio.Event()
 
-    async def waiting() -> None:
-        async with adapter.watching():
-            await wait_for(never, adapter)
-
-    task = asyncio.ensure_future(waiting())
+    task = waiting(adapter, never)
     await asyncio.sleep(0.01)
     task.cancel()  # the socket's own end (shutdown), not its client's leaving
     with pytest.raises(asyncio.CancelledError):
