@@ -8,6 +8,7 @@ import logging
 import resource
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from uvicorn.config import Config
@@ -105,3 +106,41 @@ def test_open_file_limit_is_raised_to_the_hard_limit() -> None:
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
         capture_output=True, text=True, timeout=60, check=True).stdout.split()
     assert out == [str(hard), str(hard)]
+
+
+class Transport:
+    """A connection's transport, as much of it as a WebSocket protocol's start reads."""
+
+    def get_extra_info(self, _: str) -> None:
+        return None
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def abort(self) -> None: ...
+
+
+@pytest.mark.parametrize("accel", [True, False])
+async def test_a_websockets_transport_is_found_from_uvicorns_send(accel: bool) -> None:
+    """The WebSocket protocol `serve` runs (the lean one, or uvicorn's own without the fast
+    paths) keeps its connection's transport where `websocket_transport` reads it, so that a
+    socket cut for what it owes is reset in both modes; a wrapped `send` keeps none."""
+    from giftgraph.accel.switch import ws_protocol
+
+    config = Config(app=_app, ws=ws_protocol(accel), log_config=None, lifespan="off")
+    config.load()
+    assert config.ws_protocol_class is not None
+    protocol: Any = config.ws_protocol_class(config=config, server_state=ServerState(),
+                                             app_state={}, _loop=asyncio.get_running_loop())
+    transport = Transport()
+    protocol.connection_made(transport)
+    scope: dict[str, Any] = {"type": "websocket"}
+    server.websocket_transport(scope, protocol.send)
+    assert scope[server.TRANSPORT_KEY] is transport
+
+    async def wrapped(message: object) -> None:
+        await protocol.send(message)
+
+    other: dict[str, Any] = {"type": "websocket"}
+    server.websocket_transport(other, wrapped)
+    assert server.TRANSPORT_KEY not in other

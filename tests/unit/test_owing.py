@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from giftgraph.admission.server import TRANSPORT_KEY
 from giftgraph.admission.sockets import OwedSend, Owing, SocketCut, owed_by
 
 
@@ -31,6 +33,34 @@ class Stuck:
 
     def free(self) -> None:
         self.room.set()
+
+
+class Transport:
+    """A connection's transport: what it holds unsent, and whether it was reset (and then
+    `on_reset`)."""
+
+    def __init__(self, holds: int = 0, on_reset: Callable[[], None] | None = None) -> None:
+        self.holds = holds
+        self.aborted = False
+        self.on_reset = on_reset
+
+    def get_write_buffer_size(self) -> int:
+        return self.holds
+
+    def get_extra_info(self, _: str) -> None:
+        return None
+
+    def abort(self) -> None:
+        self.aborted = True
+        if self.on_reset is not None:
+            self.on_reset()
+
+
+def wired(scope: dict[str, Any], resets: list[object]) -> dict[str, Any]:
+    """`scope` with its connection's transport in it, as the server keeps it, whose reset
+    puts the scope in `resets`."""
+    scope[TRANSPORT_KEY] = Transport(on_reset=lambda: resets.append(scope))
+    return scope
 
 
 def text(n: int, char: str = "x") -> dict[str, Any]:
@@ -62,9 +92,9 @@ async def settle() -> None:
 
 async def test_a_socket_past_its_bound_is_cut_and_its_next_sends_refused() -> None:
     resets: list[object] = []
-    owing = Owing(per_socket=1000, total=10_000, reset=resets.append)
+    owing = Owing(per_socket=1000, total=10_000)
     stuck = Stuck()
-    scope: dict[str, Any] = {"type": "websocket"}
+    scope = wired({"type": "websocket"}, resets)
     send = owing.wrap(scope, stuck)
     waiting = [asyncio.ensure_future(send(text(400))) for _ in range(2)]
     await settle()
@@ -87,11 +117,11 @@ async def test_a_socket_past_its_bound_is_cut_and_its_next_sends_refused() -> No
 
 async def test_the_process_bound_cuts_the_socket_that_owes_most() -> None:
     resets: list[object] = []
-    owing = Owing(per_socket=6000, total=6000, reset=resets.append)
+    owing = Owing(per_socket=6000, total=6000)
     big, small = Stuck(), Stuck()
-    big_scope: dict[str, Any] = {"name": "big"}
+    big_scope = wired({"type": "websocket", "name": "big"}, resets)
     big_send = owing.wrap(big_scope, big)
-    small_send = owing.wrap({"name": "small"}, small)
+    small_send = owing.wrap(wired({"type": "websocket", "name": "small"}, resets), small)
     big_waiting = [asyncio.ensure_future(big_send(text(2500))) for _ in range(2)]
     await settle()
     assert owing.total == 2 * held(2500)
@@ -116,12 +146,12 @@ async def test_the_process_bound_cuts_from_the_family_that_owes_most() -> None:
     owing most loses a socket, however it spreads what it owes (counted by socket, the
     larger reader was cut: adversary, 2026-11-28)."""
     resets: list[object] = []
-    owing = Owing(per_socket=6000, total=8000, reset=resets.append)
+    owing = Owing(per_socket=6000, total=8000)
     many, one = uuid.uuid4(), uuid.uuid4()
     stuck: list[Stuck] = []
 
     def connect(family: uuid.UUID, n: int) -> tuple[dict[str, Any], OwedSend]:
-        scope: dict[str, Any] = {"type": "websocket", "client": (f"10.0.0.{n}", 1000)}
+        scope = wired({"type": "websocket", "client": (f"10.0.0.{n}", 1000)}, resets)
         stuck.append(Stuck())
         send = owing.wrap(scope, stuck[-1])
         owed_by(scope, family)
@@ -186,13 +216,13 @@ async def test_what_a_stream_keeps_of_results_taken_weighs_after_what_waits_unre
     text), owes more than another's unread answer: the unread answer is cut, not the
     reading client's stream (adversary, 2026-11-29)."""
     resets: list[object] = []
-    owing = Owing(per_socket=6000, total=6000, reset=resets.append)
-    reader_scope: dict[str, Any] = {"type": "websocket", "client": ("10.0.0.1", 1)}
+    owing = Owing(per_socket=6000, total=6000)
+    reader_scope = wired({"type": "websocket", "client": ("10.0.0.1", 1)}, resets)
     reader = owing.wrap(reader_scope, Stuck())
     owed_by(reader_scope, uuid.uuid4())
     reader.keep(3500)  # its last result, taken, kept until the next
     stuck = Stuck()
-    unread_scope: dict[str, Any] = {"type": "websocket", "client": ("10.0.0.2", 1)}
+    unread_scope = wired({"type": "websocket", "client": ("10.0.0.2", 1)}, resets)
     unread = owing.wrap(unread_scope, stuck)
     owed_by(unread_scope, uuid.uuid4())
     waiting = asyncio.ensure_future(unread(text(2000)))
@@ -214,10 +244,10 @@ async def test_a_socket_cut_already_is_not_cut_again_in_place_of_another() -> No
     yet: chosen again (its cut a no-op), the cut one let every later send through
     (adversary, 2026-11-29)."""
     resets: list[object] = []
-    owing = Owing(per_socket=10_000, total=10_000, reset=resets.append)
+    owing = Owing(per_socket=10_000, total=10_000)
     family = uuid.uuid4()
     stuck = [Stuck() for _ in range(3)]
-    scopes: list[dict[str, Any]] = [{"type": "websocket", "n": n} for n in range(3)]
+    scopes = [wired({"type": "websocket", "n": n}, resets) for n in range(3)]
     sends = [owing.wrap(scope, s) for scope, s in zip(scopes, stuck, strict=True)]
     for scope in scopes:
         owed_by(scope, family)
@@ -226,7 +256,7 @@ async def test_a_socket_cut_already_is_not_cut_again_in_place_of_another() -> No
                asyncio.ensure_future(sends[2](text(1000)))]
     reader = Stuck()
     reader.free()
-    other = owing.wrap({"type": "websocket", "n": "other"}, reader)
+    other = owing.wrap(wired({"type": "websocket", "n": "other"}, resets), reader)
     await settle()
     await other(text(1000))  # past 10,000: the family owing most loses its largest
     assert resets == [scopes[0]]
@@ -247,12 +277,12 @@ async def test_a_socket_cut_already_is_not_cut_again_in_place_of_another() -> No
 async def test_before_authentication_a_network_is_one_party() -> None:
     """Unauthenticated, an IPv6 host's addresses of one /64 owe together."""
     resets: list[object] = []
-    owing = Owing(per_socket=6000, total=6000, reset=resets.append)
+    owing = Owing(per_socket=6000, total=6000)
     stuck = [Stuck() for _ in range(4)]
     scopes: list[dict[str, Any]] = [
         {"type": "http", "client": (f"2001:db8::{n}", 1000)} for n in range(1, 4)]
     scopes.append({"type": "http", "client": ("2001:db9::1", 1000)})
-    sends = [owing.wrap(scope, s) for scope, s in zip(scopes, stuck, strict=True)]
+    sends = [owing.wrap(wired(scope, resets), s) for scope, s in zip(scopes, stuck, strict=True)]
     waiting = [asyncio.ensure_future(send(text(1200))) for send in sends[:3]]
     waiting.append(asyncio.ensure_future(sends[3](text(2000))))
     await settle()
@@ -269,9 +299,9 @@ async def test_before_authentication_a_network_is_one_party() -> None:
 async def test_what_waits_is_counted_in_memory_and_with_the_transports_buffer() -> None:
     """Counted in characters, a text of emoji held four times the bound; what the
     socket's transport holds already counts too."""
-    owing = Owing(per_socket=10_000, total=100_000, buffered=lambda _: 5000)
+    owing = Owing(per_socket=10_000, total=100_000)
     stuck = Stuck()
-    send = owing.wrap({}, stuck)
+    send = owing.wrap({"type": "websocket", TRANSPORT_KEY: Transport(holds=5000)}, stuck)
     waiting = asyncio.ensure_future(send(text(1000, "\N{GRINNING FACE}")))  # ~4,000
     await settle()
     assert send.owed == held(1000, "\N{GRINNING FACE}") > 4000
@@ -297,29 +327,10 @@ async def test_a_socket_that_reads_is_sent_any_answer_up_to_its_bound() -> None:
     assert not send.cut
 
 
-class Transport:
-    """An HTTP connection's transport: what it holds unsent, and whether it was reset."""
-
-    def __init__(self, holds: int) -> None:
-        self.holds = holds
-        self.aborted = False
-
-    def get_write_buffer_size(self) -> int:
-        return self.holds
-
-    def get_extra_info(self, _: str) -> None:
-        return None
-
-    def abort(self) -> None:
-        self.aborted = True
-
-
 async def test_an_http_answer_is_counted_with_its_transport_and_its_connection_reset() -> None:
     """A subscription stream's body waits in `send` while its transport drains; with what
     the transport holds it counts against the same bounds, and a cut resets the
     connection through the transport in its scope (no fast path needed)."""
-    from giftgraph.admission.server import TRANSPORT_KEY
-
     transport = Transport(holds=600)
     owing = Owing(per_socket=1000, total=10_000)
     stuck = Stuck()

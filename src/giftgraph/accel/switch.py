@@ -70,23 +70,6 @@ class FastPaths:
 
             capture(scope, send)
 
-    def reset(self, scope: Scope) -> None:
-        """Cut a WebSocket with a reset (its buffers let go), where its uvicorn protocol
-        was recorded (`capture`); else nothing here: its sends are refused."""
-        if self.wire:
-            from giftgraph.accel.wire import reset
-
-            reset(scope)
-
-    def buffered(self, scope: Scope) -> int:
-        """Bytes a WebSocket's transport holds unsent, where its uvicorn protocol was
-        recorded (`capture`); else 0 (not known here)."""
-        if self.wire:
-            from giftgraph.accel.wire import buffered
-
-            return buffered(scope)
-        return 0
-
     def release_handshake(self, scope: Scope) -> None:
         """Let go of an accepted socket's handshake headers (and uvicorn's copy)."""
         from giftgraph.accel import wire

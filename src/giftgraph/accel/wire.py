@@ -29,7 +29,6 @@ from typing import Any
 from starlette.types import Scope, Send
 
 from giftgraph.admission.server import SendWatch, limits
-from giftgraph.admission.server import reset as reset_transport
 from giftgraph.live.inbox import Inbox
 
 log = logging.getLogger("giftgraph.accel")
@@ -157,20 +156,6 @@ class Wire:
         self._transport.write(frames(head, bodies, tail))
         written += len(bodies)
         return True
-
-
-def reset(scope: Scope) -> None:
-    """Cut the WebSocket of `scope` with a reset (admission.server.reset): its transport's
-    buffer is let go, and its sends waiting for room wake to a closed connection."""
-    protocol = scope.get(SCOPE_KEY)
-    if protocol is not None:
-        reset_transport(protocol.transport)
-
-
-def buffered(scope: Scope) -> int:
-    """Bytes the transport of the WebSocket of `scope` holds unsent (0: not recorded)."""
-    protocol = scope.get(SCOPE_KEY)
-    return 0 if protocol is None else int(protocol.transport.get_write_buffer_size())
 
 
 def release_scope_headers(scope: Scope) -> None:

@@ -41,6 +41,9 @@ everyone.
 
 A WebSocket leaves this protocol at its upgrade (uvicorn hands the transport to its
 WebSocket protocol): its timers end there; pings and the connection_init timeout bound it.
+Its transport is found from uvicorn's WebSocket protocol (`websocket_transport`: its `send`
+is the protocol's bound method) and kept in its scope too (`TRANSPORT_KEY`), with or without
+the fast paths: a socket cut for what it owes its client is reset.
 
 Refusals are counted in the app's `giftgraph_admission_refused_total{bound}`: the app's
 lifespan puts its `Refusals` in the lifespan state (`STATE_KEY`), which uvicorn hands to
@@ -61,6 +64,7 @@ import resource
 import socket
 import struct
 import time
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -79,7 +83,8 @@ HTTP_PROTOCOL = "giftgraph.admission.server:HttpProtocol"
 STATE_KEY = "giftgraph.refusals"
 LINGER_NONE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close with a reset
 FLOW_KEY = "giftgraph.flow"  # in an HTTP scope: its connection's uvicorn FlowControl
-TRANSPORT_KEY = "giftgraph.transport"  # in an HTTP scope: its connection's transport
+TRANSPORT_KEY = "giftgraph.transport"  # in a scope: its connection's transport
+TRANSPORT_METHODS = ("abort", "get_write_buffer_size", "get_extra_info")  # what Owing uses
 # Descriptors kept for what is not a client connection: the database pool (its size and
 # overflow are added), the broker, listening sockets, logs, files being served.
 RESERVED_FDS = 64
@@ -420,6 +425,17 @@ class SendWatch:
         log.info("connection cut: its client took %d of %d bytes in %g s "
                  "(http_send_timeout_seconds)", max(0, size - now), size, self._timeout)
         reset(transport)
+
+
+def websocket_transport(scope: MutableMapping[str, Any], send: Any) -> None:
+    """Keep a WebSocket's transport in its scope (`TRANSPORT_KEY`), from uvicorn's own
+    `send` (a bound method of its WebSocket protocol, which holds the connection's
+    transport as `transport`): call it before any middleware wraps `send`. Nothing is kept
+    when `send` is not that (a wrapping middleware's): a cut socket's sends are then only
+    refused."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if all(callable(getattr(transport, name, None)) for name in TRANSPORT_METHODS):
+        scope[TRANSPORT_KEY] = transport
 
 
 def reset(transport: Any) -> None:

@@ -450,15 +450,17 @@ class Owing:
     """What the process's sockets owe their clients: the memory of the messages that wait
     in the server's `send` for a socket that takes nothing more now (a text message's
     string, 1 to 4 bytes a character: `sys.getsizeof`), and, for the socket, what its
-    transport holds already (`buffered`: the fast paths' writes go there directly, only
-    while it holds under `HIGH_WATER`) (`socket_owed_bytes`). A socket whose client does
+    transport holds already (`buffered`: uvicorn's `send` writes there until the transport
+    pauses, the fast paths' writes only while it holds under `HIGH_WATER`)
+    (`socket_owed_bytes`). A socket whose client does
     not read would otherwise hold every result its operations make for it: one user's 200
     live subscriptions on sockets it never read grew the process by 1.7 GB, and the moment
     such a socket took a little, every waiting message was written at once and the event
     loop stalled for seconds. A message that would take one socket past `per_socket` cuts
     that socket, one that would take the process's waiting messages past `total` the one
-    owing the most (below): reset (`reset`: its buffers let go now) and every send of it
-    refused from then on (`SocketCut`); its client reconnects and catches up (`since`).
+    owing the most (below): reset (`server.reset`: its buffers let go now, and its sends
+    waiting for room wake to a closed connection) and every send of it refused from then
+    on (`SocketCut`); its client reconnects and catches up (`since`).
     The one owing the most is of the party owing the most (`heaviest`): the family a
     connection is authenticated for (`owed_by`), else its client's network. Counted by
     socket, an attacker's unread streams of ~3 MB each had three legitimate readers of a
@@ -476,36 +478,36 @@ class Owing:
     Uncounted, 68 unread streams of ~4 MB live results took the process to ~1.2 GB until
     `send_timeout`, and 96 unread plain 4 MB answers to 534 MB (adversary, 2026-11-28;
     bench/NOTES.md). A cut connection is reset (admission.server: its transport is in its
-    scope, with or without the fast paths). Not counted yet: results under the kernel's
+    scope, with or without the fast paths; without a reset, uvicorn's own WebSocket
+    protocol kept a cut socket's waiting sends, 66-69 MB over a 32 MB bound, until its
+    client closed: adversary, 2026-11-29). Not counted yet: results under the kernel's
     send buffer that are never read, and what uvloop holds of a chunk partly sent."""
 
-    __slots__ = ("buffered", "cut_owed", "ipv6_prefix_length", "parties", "per_socket",
-                 "refusals", "reset", "total", "total_limit")
+    __slots__ = ("cut_owed", "ipv6_prefix_length", "parties", "per_socket", "refusals",
+                 "total", "total_limit")
 
     def __init__(self, per_socket: int, total: int, refusals: Refusals | None = None,
-                 reset: Callable[[Scope], None] | None = None,
-                 buffered: Callable[[Scope], int] | None = None,
                  ipv6_prefix_length: int = 64) -> None:
         self.per_socket, self.total_limit = per_socket, max(total, per_socket)
-        self.refusals, self.reset, self.buffered = refusals, reset, buffered
+        self.refusals = refusals
         self.ipv6_prefix_length = ipv6_prefix_length
         self.total = 0
         self.parties: dict[object, Party] = {}  # those owing something now, by key
         self.cut_owed = 0  # what sockets cut already still owe until their sends wake
 
     @classmethod
-    def of(cls, settings: Settings, refusals: Refusals | None = None,
-           reset: Callable[[Scope], None] | None = None,
-           buffered: Callable[[Scope], int] | None = None) -> Owing:
+    def of(cls, settings: Settings, refusals: Refusals | None = None) -> Owing:
         # At least one answer of 4-byte characters waiting, beside one in the transport.
         per_socket = max(settings.max_socket_owed_bytes, 5 * settings.max_response_bytes)
-        return cls(per_socket, settings.max_owed_bytes, refusals, reset, buffered,
-                   settings.ipv6_prefix_length)
+        return cls(per_socket, settings.max_owed_bytes, refusals, settings.ipv6_prefix_length)
 
     def wrap(self, scope: Scope, send: Send) -> OwedSend:
         """`send` of one WebSocket or HTTP answer, counted; also in its scope (`OWED_KEY`),
         for what waits after `send` (`drained`) and whose it is (`owed_by`); an HTTP
-        answer's caller lets it go at the answer's end."""
+        answer's caller lets it go at the answer's end. A WebSocket's `send` is uvicorn's
+        own here: its transport is kept in the scope (`server.websocket_transport`)."""
+        if scope.get("type") == "websocket":
+            server.websocket_transport(scope, send)
         owed = OwedSend(self, scope, send)
         scope[OWED_KEY] = owed
         return owed
@@ -611,19 +613,15 @@ class Owing:
         http = socket.scope.get("type") == "http"
         log.info("%s cut: it owes its client %d bytes (%s)", "connection" if http else "socket",
                  socket.owed + adding, why)
-        if http:
-            transport = socket.scope.get(server.TRANSPORT_KEY)
-            if transport is not None:
-                server.reset(transport)
-        elif self.reset is not None:
-            self.reset(socket.scope)  # its waiting sends wake to a closed connection
+        transport = socket.scope.get(server.TRANSPORT_KEY)
+        if transport is not None:
+            server.reset(transport)  # its waiting sends wake to a closed connection
 
-    def transport_holds(self, scope: Scope) -> int:
+    @staticmethod
+    def transport_holds(scope: Scope) -> int:
         """What the transport of `scope`'s connection holds unsent (0: not known)."""
-        if scope.get("type") == "http":
-            transport = scope.get(server.TRANSPORT_KEY)
-            return 0 if transport is None else int(transport.get_write_buffer_size())
-        return self.buffered(scope) if self.buffered is not None else 0
+        transport = scope.get(server.TRANSPORT_KEY)
+        return 0 if transport is None else int(transport.get_write_buffer_size())
 
 
 class Party:
