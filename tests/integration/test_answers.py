@@ -281,12 +281,11 @@ def roomy(database_url: str) -> Iterator[str]:
         yield base
 
 
-@pytest.mark.accel  # the lean WebSocket protocol's (uvicorn's own has no such bound)
 def test_a_socket_that_takes_none_of_its_answer_is_cut(roomy: str) -> None:
     """A ~3.4 MB answer on a WebSocket whose client reads nothing: past what the
     loopback's buffers take (~3 MB), the server's buffer stays full, and the socket is cut
     after `http_send_timeout_seconds` (uvicorn's ping timeout closes it only once its
-    buffer drains, which it never does)."""
+    buffer drains, which it never does), with or without the fast paths."""
     base, token = roomy, sign_up(roomy)
     hundred_gifts(base, token)
     before = refused(base, "send_timeout")

@@ -17,6 +17,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws import handlers as 
 
 from giftgraph.accel import executor, internals, sockets, wire
 from giftgraph.accel import switch as accel
+from giftgraph.admission import server
 from giftgraph.config import Settings
 from giftgraph.schema.execution import ExecutionContext
 from giftgraph.schema.schema import build_schema
@@ -33,7 +34,7 @@ def test_the_switch_turns_every_piece_off() -> None:
     assert not fast.any
     assert fast.execution_context_class(True) is ExecutionContext
     assert fast.socket_handler(TransportWSHandler) is TransportWSHandler
-    assert accel.ws_protocol(False) == wire.PLAIN_WS_PROTOCOL
+    assert accel.ws_protocol(False) == server.WS_PROTOCOL
     scope: dict[str, Any] = {"headers": [(b"a", b"b")]}
     fast.capture(scope, lambda _: None)  # type: ignore[arg-type,return-value]
     assert wire.SCOPE_KEY not in scope
@@ -109,7 +110,7 @@ def test_direct_writes_fall_back_when_uvicorns_protocol_changed(
     fast = accel.install(settings(accel=True))
     assert fast.sockets
     assert not fast.wire
-    assert accel.ws_protocol(True) == wire.PLAIN_WS_PROTOCOL
+    assert accel.ws_protocol(True) == server.WS_PROTOCOL
 
 
 def test_a_renamed_uvicorn_field_turns_direct_writes_off(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -144,3 +145,69 @@ async def test_a_websockets_transport_is_found_from_uvicorns_send(accel: bool) -
     other: dict[str, Any] = {"type": "websocket"}
     server.websocket_transport(other, wrapped)
     assert server.TRANSPORT_KEY not in other
+
+
+def test_sockets_get_the_send_timeout_in_both_modes() -> None:
+    """The send timeout is admission's, not a fast path's: without the fast paths `serve`
+    runs uvicorn's websockets-sansio protocol with it, and the fast paths' builds on it."""
+    from giftgraph.accel import wire
+    from giftgraph.accel.switch import ws_protocol
+
+    assert server.ws_unsupported() is None
+    assert ws_protocol(False) == server.WS_PROTOCOL
+    assert ws_protocol(True) == wire.WS_PROTOCOL
+    assert issubclass(wire.LeanWebSocketProtocol, server.WebSocketProtocol)
+
+
+def test_a_changed_websocket_protocol_is_served_plain_with_a_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.delattr(server._WsBase, "pause_writing")
+    with caplog.at_level(logging.WARNING, logger=server.log.name):
+        assert server.ws_protocol() == server.PLAIN_WS_PROTOCOL
+    assert "pause_writing" in caplog.text
+
+
+async def test_a_socket_whose_client_takes_nothing_is_reset_after_the_send_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Admission's WebSocket protocol arms a `SendWatch` when its transport pauses: with no
+    progress within the timeout the connection is reset and `send_timeout` counted."""
+    quick = server.Limits(max_connections=10, header_timeout=5, idle_timeout=5,
+                          send_timeout=0.05)
+    monkeypatch.setattr(server, "limits", lambda: quick)
+    config = Config(app=_app, ws=server.WS_PROTOCOL, log_config=None, lifespan="off")
+    config.load()
+    refusals: dict[str, int] = {}
+
+    class Counted:
+        def count(self, bound: str) -> None:
+            refusals[bound] = refusals.get(bound, 0) + 1
+
+    protocol: Any = server.WebSocketProtocol(
+        config=config, server_state=ServerState(), app_state={server.STATE_KEY: Counted()},
+        _loop=asyncio.get_running_loop())
+    transport = Held()
+    with transport.socket:
+        protocol.connection_made(transport)
+        protocol.pause_writing()
+        await asyncio.sleep(0.2)
+    assert transport.aborted
+    assert refusals == {"send_timeout": 1}
+
+
+class Held(Transport):
+    """A transport whose client takes nothing of what it holds (on a socket of its own,
+    not connected)."""
+
+    aborted = False
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+
+    def get_extra_info(self, name: str) -> object:
+        return self.socket if name == "socket" else None
+
+    def get_write_buffer_size(self) -> int:
+        return 1 << 20
+
+    def abort(self) -> None:
+        self.aborted = True

@@ -110,7 +110,8 @@ def _checked(shape_ok: Callable[[], bool]) -> bool:
 
 def ws_protocol(enabled: bool) -> str:
     """The `--ws` protocol for uvicorn: the lean one (accel.wire) when the fast paths are
-    on and uvicorn's protocol has the expected shape, else uvicorn's websockets-sansio."""
+    on and uvicorn's protocol has the expected shape, else admission's (uvicorn's
+    websockets-sansio with the send timeout)."""
     from giftgraph.accel.wire import ws_protocol as choose
 
     return choose(enabled)

@@ -28,7 +28,7 @@ from typing import Any
 
 from starlette.types import Scope, Send
 
-from giftgraph.admission.server import SendWatch, limits
+from giftgraph.admission import server
 from giftgraph.live.inbox import Inbox
 
 log = logging.getLogger("giftgraph.accel")
@@ -47,7 +47,6 @@ PROTOCOL_FIELDS = ("transport", "conn", "close_sent", "writable", "queue", "hand
                    "request", "response", "curr_msg_data_type", "frames", "logger", "client")
 PROTOCOL_METHODS = ("send_receive_event_to_app", "handle_parser_exception")
 CONNECTION_FIELDS = ("state", "extensions")
-PLAIN_WS_PROTOCOL = "websockets-sansio"  # uvicorn's own, for the plain path
 HIGH_WATER = 256 * 1024  # bytes buffered for one socket before it counts as not reading
 
 
@@ -250,8 +249,9 @@ def assigned_attributes(cls: type[Any]) -> tuple[str, ...]:
 
 if WebSocketsSansIOProtocol is not None:
 
-    class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
-        """uvicorn's websockets-sansio protocol with `Inbox` and `Flag` for its receive
+    class LeanWebSocketProtocol(server.WebSocketProtocol):
+        """uvicorn's websockets-sansio protocol with its send timeout (admission's
+        `WebSocketProtocol`), and with `Inbox` and `Flag` for its receive
         queue and its writable event: the same behaviour, ~4 KB less per open socket; and a
         text message that is not UTF-8 closed (1007) as uvicorn closes it, but logged in one
         line rather than with a traceback, which a client could have written per message.
@@ -262,35 +262,12 @@ if WebSocketsSansIOProtocol is not None:
         Its attributes are slots: uvicorn's protocol sets 37, past the 30 an instance
         dictionary shares its keys for, and that dictionary alone was ~1.6 KB a socket."""
 
-        __slots__ = (*assigned_attributes(WebSocketsSansIOProtocol), "_sending")
+        __slots__ = assigned_attributes(WebSocketsSansIOProtocol)
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.queue = Inbox()  # type: ignore[assignment]
             self.writable = Flag()  # type: ignore[assignment]
-            self._sending: SendWatch | None = None  # made when writing first pauses
-
-        # The HTTP connections' send timeout (admission.server.SendWatch): a socket whose
-        # client takes none of a large message was held for as long as the client kept it
-        # open (5 sockets of a 3.7 MB answer each, still open after 150 s; the ping
-        # timeout's close waits for the buffer to drain).
-
-        def pause_writing(self) -> None:
-            super().pause_writing()
-            if self._sending is None:
-                self._sending = SendWatch(self.transport, self.loop,
-                                          limits().send_timeout, self.app_state)
-            self._sending.paused()
-
-        def resume_writing(self) -> None:
-            super().resume_writing()
-            if self._sending is not None:
-                self._sending.resumed()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._sending is not None:
-                self._sending.resumed()
-            super().connection_lost(exc)
 
         def send_receive_event_to_app(self) -> None:
             if self.curr_msg_data_type == "text" and not self.close_sent \
@@ -326,6 +303,8 @@ def shape_ok() -> bool:
                                                                     m, None))]
     if not hasattr(State, "OPEN"):
         missing.append("websockets.protocol.State.OPEN")
+    if server.ws_unsupported() is not None:
+        missing.append(f"what admission's protocol uses ({server.ws_unsupported()})")
     if missing:
         log.warning("accel: uvicorn's websockets-sansio protocol changed shape (missing %s); "
                     "direct socket writes are off", ", ".join(missing))
@@ -335,9 +314,10 @@ def shape_ok() -> bool:
 
 def ws_protocol(enabled: bool) -> str:
     """The `--ws` protocol for uvicorn: the lean one when the fast paths are on and
-    uvicorn's protocol has the expected shape, else uvicorn's own."""
+    uvicorn's protocol has the expected shape, else admission's (uvicorn's own with the
+    send timeout: `server.ws_protocol`)."""
     return WS_PROTOCOL if enabled and WS_PROTOCOL != "auto" and shape_ok() \
-        else PLAIN_WS_PROTOCOL
+        else server.ws_protocol()
 
 
 def capture(scope: Scope, send: Send) -> None:

@@ -58,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 import logging
 import os
 import resource
@@ -76,6 +77,12 @@ try:
     from uvicorn.protocols.http.auto import AutoHTTPProtocol as _Base
 except ImportError:  # pragma: no cover - uvicorn moved it: `serve` falls back
     _Base = asyncio.Protocol  # type: ignore[misc,assignment,unused-ignore]
+try:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import (
+        WebSocketsSansIOProtocol as _WsBase,
+    )
+except ImportError:  # pragma: no cover - no websockets library: uvicorn picks what it has
+    _WsBase = None  # type: ignore[assignment,misc]
 
 log = logging.getLogger("giftgraph.admission.server")
 
@@ -425,6 +432,75 @@ class SendWatch:
         log.info("connection cut: its client took %d of %d bytes in %g s "
                  "(http_send_timeout_seconds)", max(0, size - now), size, self._timeout)
         reset(transport)
+
+
+# What `WebSocketProtocol` uses of uvicorn's websockets-sansio protocol: the fields its
+# __init__ and connection_made assign, and the flow-control callbacks it extends.
+WS_FIELDS = ("transport", "loop", "app_state")
+WS_METHODS = ("pause_writing", "resume_writing", "connection_lost")
+PLAIN_WS_PROTOCOL = "websockets-sansio"  # uvicorn's own, where `WebSocketProtocol` can't be
+
+
+def ws_unsupported() -> str | None:
+    """Why uvicorn's websockets-sansio protocol can't take `WebSocketProtocol`, or None."""
+    if _WsBase is None:
+        return "uvicorn's websockets-sansio protocol is not importable"
+    try:
+        source = inspect.getsource(_WsBase)
+    except (OSError, TypeError):
+        source = ""
+    missing = [f for f in WS_FIELDS if f"self.{f} =" not in source]
+    missing += [m for m in WS_METHODS if not callable(vars(_WsBase).get(m))]  # its own
+    return f"{_WsBase.__name__} has no {', '.join(missing)}" if missing else None
+
+
+def ws_protocol() -> str:
+    """The WebSocket protocol `serve` runs without the fast paths: `WebSocketProtocol`, or
+    uvicorn's own (warned) when the installed uvicorn changed shape."""
+    reason = ws_unsupported()
+    if reason is None:
+        return WS_PROTOCOL
+    log.warning("WebSocket send timeout off (http_send_timeout_seconds): %s; serving "
+                "sockets with uvicorn's own protocol", reason)
+    return PLAIN_WS_PROTOCOL
+
+
+if _WsBase is not None:
+
+    class WebSocketProtocol(_WsBase):
+        """uvicorn's websockets-sansio protocol with the HTTP connections' send timeout
+        (`SendWatch`): a socket whose client takes none of a large message was held for
+        as long as the client kept it open (5 sockets of a 3.7 MB answer each, still open
+        after 150 s; uvicorn's ping timeout closes a socket only once its buffer drains).
+        A bound, not a fast path: the fast paths' protocol (accel.wire) builds on it, and
+        `GIFTGRAPH_ACCEL=false` serves sockets with it."""
+
+        __slots__ = ("_sending",)
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._sending: SendWatch | None = None  # made when writing first pauses
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._sending is None:
+                self._sending = SendWatch(self.transport, self.loop, limits().send_timeout,
+                                          self.app_state)
+            self._sending.paused()
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self._sending is not None:
+                self._sending.resumed()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._sending is not None:
+                self._sending.resumed()
+            super().connection_lost(exc)
+
+    WS_PROTOCOL = f"{__name__}:WebSocketProtocol"
+else:  # pragma: no cover
+    WS_PROTOCOL = PLAIN_WS_PROTOCOL
 
 
 def websocket_transport(scope: MutableMapping[str, Any], send: Any) -> None:
