@@ -194,6 +194,35 @@ async def test_a_socket_whose_client_takes_nothing_is_reset_after_the_send_timeo
     assert refusals == {"send_timeout": 1}
 
 
+async def test_a_socket_whose_client_takes_nothing_of_its_close_is_reset(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After uvicorn's ping timeout the socket's close waits for its buffer to drain, also
+    one under the high-water mark that never paused writing: `send_timeout` later it is
+    reset. Meanwhile the app's sends are told the client has gone, not uvicorn's
+    "Unexpected ASGI message" error (adversary, 2026-11-29)."""
+    from uvicorn.protocols.utils import ClientDisconnected
+
+    quick = server.Limits(max_connections=10, header_timeout=5, idle_timeout=5,
+                          send_timeout=0.05)
+    monkeypatch.setattr(server, "limits", lambda: quick)
+    config = Config(app=_app, ws=server.WS_PROTOCOL, log_config=None, lifespan="off")
+    config.load()
+    protocol: Any = server.WebSocketProtocol(
+        config=config, server_state=ServerState(), app_state={},
+        _loop=asyncio.get_running_loop())
+    transport = Closing()
+    with transport.socket:
+        protocol.connection_made(transport)
+        protocol.handshake_complete = True  # as after the 101
+        protocol.keepalive_timeout()  # its pings unanswered: close sent, transport closing
+        assert protocol.close_sent
+        with pytest.raises(ClientDisconnected):
+            await protocol.send({"type": "websocket.send", "text": "a result"})
+        assert not transport.aborted
+        await asyncio.sleep(0.2)
+    assert transport.aborted
+
+
 class Held(Transport):
     """A transport whose client takes nothing of what it holds (on a socket of its own,
     not connected)."""
@@ -211,3 +240,21 @@ class Held(Transport):
 
     def abort(self) -> None:
         self.aborted = True
+
+
+class Closing(Held):
+    """A transport with a few bytes its client never takes (under the high-water mark:
+    writing never paused), which closes only once they are taken."""
+
+    closing = False
+
+    def get_write_buffer_size(self) -> int:
+        return 2048
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None:
+        self.closing = True

@@ -78,6 +78,7 @@ try:
 except ImportError:  # pragma: no cover - uvicorn moved it: `serve` falls back
     _Base = asyncio.Protocol  # type: ignore[misc,assignment,unused-ignore]
 try:
+    from uvicorn.protocols.utils import ClientDisconnected
     from uvicorn.protocols.websockets.websockets_sansio_impl import (
         WebSocketsSansIOProtocol as _WsBase,
     )
@@ -436,8 +437,9 @@ class SendWatch:
 
 # What `WebSocketProtocol` uses of uvicorn's websockets-sansio protocol: the fields its
 # __init__ and connection_made assign, and the flow-control callbacks it extends.
-WS_FIELDS = ("transport", "loop", "app_state")
-WS_METHODS = ("pause_writing", "resume_writing", "connection_lost")
+WS_FIELDS = ("transport", "loop", "app_state", "close_sent", "handshake_complete")
+WS_METHODS = ("pause_writing", "resume_writing", "connection_lost", "keepalive_timeout",
+              "handle_close", "send")
 PLAIN_WS_PROTOCOL = "websockets-sansio"  # uvicorn's own, where `WebSocketProtocol` can't be
 
 
@@ -473,13 +475,58 @@ if _WsBase is not None:
         as long as the client kept it open (5 sockets of a 3.7 MB answer each, still open
         after 150 s; uvicorn's ping timeout closes a socket only once its buffer drains).
         A bound, not a fast path: the fast paths' protocol (accel.wire) builds on it, and
-        `GIFTGRAPH_ACCEL=false` serves sockets with it."""
+        `GIFTGRAPH_ACCEL=false` serves sockets with it.
 
-        __slots__ = ("_sending",)
+        And a socket that is closing (its close sent or received, or its pings unanswered
+        for the ping timeout) is gone within `send_timeout` once its transport is closing,
+        else reset: uvicorn's close waits for the buffer to drain, also a buffer under the
+        high-water mark, which the watch above never sees. After the ping timeout, a
+        client that took none of ~3 MB of small answers held its socket, and its user's
+        slot, for as long as it kept the connection open (adversary, 2026-11-29); a send
+        of the app meanwhile raised uvicorn's "Unexpected ASGI message" error, logged with
+        a traceback: it is told the client has gone instead."""
+
+        __slots__ = ("_closing", "_sending")
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._sending: SendWatch | None = None  # made when writing first pauses
+            self._closing: asyncio.TimerHandle | None = None  # while closing
+
+        async def send(self, message: Any) -> None:
+            if self.close_sent and self.handshake_complete \
+                    and message["type"] in ("websocket.send", "websocket.close"):
+                raise ClientDisconnected  # closing: as good as gone
+            await super().send(message)
+            if message["type"] == "websocket.close":
+                self._watch_close()
+
+        def keepalive_timeout(self) -> None:
+            super().keepalive_timeout()
+            self._watch_close()
+
+        def handle_close(self, event: Any) -> None:
+            super().handle_close(event)
+            self._watch_close()
+
+        def _watch_close(self) -> None:
+            if self._closing is None:
+                self._closing = self.loop.call_later(limits().send_timeout, self._close_due)
+
+        def _close_due(self) -> None:
+            """`send_timeout` after the close began: reset if the transport is closing
+            still (its client not taking what it holds); if it is not closing yet (uvicorn
+            waits for the client's close), look again after as long."""
+            self._closing = None
+            transport = self.transport
+            if not transport.is_closing():
+                self._watch_close()
+                return
+            count(self.app_state, "send_timeout")
+            log.info("socket cut: closing, its client took nothing of the %d bytes left for "
+                     "%g s (http_send_timeout_seconds)", transport.get_write_buffer_size(),
+                     limits().send_timeout)
+            reset(transport)
 
         def pause_writing(self) -> None:
             super().pause_writing()
@@ -496,6 +543,9 @@ if _WsBase is not None:
         def connection_lost(self, exc: Exception | None) -> None:
             if self._sending is not None:
                 self._sending.resumed()
+            if self._closing is not None:
+                self._closing.cancel()
+                self._closing = None
             super().connection_lost(exc)
 
     WS_PROTOCOL = f"{__name__}:WebSocketProtocol"
