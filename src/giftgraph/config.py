@@ -227,6 +227,9 @@ class Settings(BaseSettings):
     # 64 KiB of it taken in this long while the connection's buffer is full, and the
     # connection is reset (its buffers let go).
     http_send_timeout_seconds: float = Field(default=30, gt=0)
+    # Pings one WebSocket's client may send a second (as many at once): each is parsed and
+    # answered with a pong by the event loop; past it the socket is reset.
+    max_ws_pings_per_second: float = Field(default=10, gt=0)
     # One answer serialized (an HTTP response, a subscription's or live query's result):
     # past it, QUERY_TOO_COMPLEX instead. Fields are bounded by max_query_cost; their bytes
     # are not (a 20 KB description is one field).

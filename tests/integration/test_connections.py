@@ -303,3 +303,54 @@ def test_requests_behind_an_unread_answer_end_quietly_when_the_client_resets(
         me = gql(base, token, "{ me { id } }")
         assert "errors" not in me, me
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+def ping_frame(payload: bytes = b"p") -> bytes:
+    """A client's masked ping frame (RFC 6455 5.5.2), with a zero mask."""
+    return bytes([0x89, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+
+
+def test_a_socket_flooding_pings_is_reset_and_one_within_the_rate_is_answered(
+        database_url: str) -> None:
+    """Every ping is parsed and answered on the event loop: past
+    `max_ws_pings_per_second` (as many at once) the socket is reset (`ws_pings`); a client
+    pinging within it gets its pongs (adversary, 2026-11-29: a ping flood stalled the loop
+    for 1.3 s, with both WebSocket protocols)."""
+    from tests.support import ws_upgrade
+
+    with serving(database_url, GIFTGRAPH_MAX_WS_PINGS_PER_SECOND="5") as base:
+        port = int(base.rsplit(":", 1)[1])
+
+        def opened() -> socket.socket:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=WITHIN)
+            sock.sendall(ws_upgrade())
+            got = b""
+            while b"\r\n\r\n" not in got:
+                chunk = sock.recv(4096)
+                assert chunk, got
+                got += chunk
+            assert got.startswith(b"HTTP/1.1 101"), got
+            return sock
+
+        polite = opened()
+        try:
+            for _ in range(4):  # within the 5 at once
+                polite.sendall(ping_frame(b"hi"))
+            got = b""
+            while got.count(b"\x8a\x02hi") < 4:  # four pongs, unmasked, echoing "hi"
+                chunk = polite.recv(4096)
+                assert chunk, got
+                got += chunk
+        finally:
+            polite.close()
+        assert refused(base, "ws_pings") == 0
+
+        flood = opened()
+        try:
+            flood.sendall(ping_frame() * 200)
+            with pytest.raises(ConnectionResetError):  # noqa: PT012 - a reset, not an EOF
+                while flood.recv(1 << 16):
+                    pass
+        finally:
+            flood.close()
+        assert refused(base, "ws_pings") == 1

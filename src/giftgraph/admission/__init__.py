@@ -137,6 +137,9 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("header_bytes", "max_header_bytes", "a request's line and headers as received "
           "(431, connection closed)"),
     Bound("idle_timeout", "http_idle_timeout_seconds", "an idle keep-alive connection"),
+    Bound("ws_pings", "max_ws_pings_per_second", "pings one WebSocket's client sends a "
+          "second (as many at once), each parsed and answered by the event loop: past them "
+          "the socket is reset"),
     Bound("send_timeout", "http_send_timeout_seconds", "an HTTP answer the client does not "
           "read: no byte of it taken for that long while the connection's buffer is full, "
           "and the connection is cut"),

@@ -122,6 +122,7 @@ class Limits:
     max_connections_per_ip: int = 256  # as the setting's default
     proxies: frozenset[str] = frozenset({"127.0.0.1"})  # not counted per IP; "*": none is
     ipv6_prefix_length: int = 64  # as the setting's default
+    ping_rate: float = 10.0  # as the setting's default
 
 
 def raise_nofile() -> int | None:
@@ -151,7 +152,8 @@ def limits() -> Limits:
     return Limits(cap, settings.http_header_timeout_seconds,
                   settings.http_idle_timeout_seconds, settings.max_header_bytes,
                   settings.http_send_timeout_seconds, settings.max_connections_per_ip,
-                  trusted_proxies(), settings.ipv6_prefix_length)
+                  trusted_proxies(), settings.ipv6_prefix_length,
+                  settings.max_ws_pings_per_second)
 
 
 def trusted_proxies() -> frozenset[str]:
@@ -439,7 +441,7 @@ class SendWatch:
 # __init__ and connection_made assign, and the flow-control callbacks it extends.
 WS_FIELDS = ("transport", "loop", "app_state", "close_sent", "handshake_complete")
 WS_METHODS = ("pause_writing", "resume_writing", "connection_lost", "keepalive_timeout",
-              "handle_close", "send")
+              "handle_close", "handle_ping", "send")
 PLAIN_WS_PROTOCOL = "websockets-sansio"  # uvicorn's own, where `WebSocketProtocol` can't be
 
 
@@ -486,12 +488,33 @@ if _WsBase is not None:
         of the app meanwhile raised uvicorn's "Unexpected ASGI message" error, logged with
         a traceback: it is told the client has gone instead."""
 
-        __slots__ = ("_closing", "_sending")
+        __slots__ = ("_closing", "_ping_at", "_pings", "_sending")
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._sending: SendWatch | None = None  # made when writing first pauses
             self._closing: asyncio.TimerHandle | None = None  # while closing
+            self._pings = limits().ping_rate  # pings its client may send now
+            self._ping_at = 0.0  # when `_pings` was last counted
+
+        def handle_ping(self) -> None:
+            """`max_ws_pings_per_second` (as many at once), else the socket is reset. No
+            other bound saw pings: one client's ~200 MB of pings in 8 s, its pongs read,
+            stalled the event loop 1.3 s, and 4 sockets' pongs never read took 126 MB of
+            transport buffers until the send timeout (adversary, 2026-11-29)."""
+            rate = limits().ping_rate
+            now = time.monotonic()
+            self._pings = min(rate, self._pings + (now - self._ping_at) * rate)
+            self._ping_at = now
+            if self._pings < 1:
+                if not self.transport.is_closing():  # once: the chunk's next pings too
+                    count(self.app_state, "ws_pings")
+                    log.info("socket cut: its client sent pings faster than %g a second "
+                             "(max_ws_pings_per_second)", rate)
+                reset(self.transport)
+                return
+            self._pings -= 1
+            super().handle_ping()
 
         async def send(self, message: Any) -> None:
             if self.close_sent and self.handshake_complete \
