@@ -333,10 +333,7 @@ class HttpProtocol(_Base):  # type: ignore[misc,valid-type]
     def pause_writing(self) -> None:
         super().pause_writing()
         if _enabled:
-            if self._sending is None:
-                self._sending = SendWatch(self.transport, self.loop, self._limits.send_timeout,
-                                          self.app_state)
-            self._sending.paused()
+            self._sending = paused(self._sending, self, self._limits.send_timeout)
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -435,6 +432,15 @@ class SendWatch:
         log.info("connection cut: its client took %d of %d bytes in %g s "
                  "(http_send_timeout_seconds)", max(0, size - now), size, self._timeout)
         reset(transport)
+
+
+def paused(watch: SendWatch | None, protocol: Any, timeout: float) -> SendWatch:
+    """`protocol`'s transport paused writing: its watch (`watch`, or one made now, at its
+    first pause: most connections never pause) armed."""
+    if watch is None:
+        watch = SendWatch(protocol.transport, protocol.loop, timeout, protocol.app_state)
+    watch.paused()
+    return watch
 
 
 # What `WebSocketProtocol` uses of uvicorn's websockets-sansio protocol: the fields its
@@ -553,10 +559,7 @@ if _WsBase is not None:
 
         def pause_writing(self) -> None:
             super().pause_writing()
-            if self._sending is None:
-                self._sending = SendWatch(self.transport, self.loop, limits().send_timeout,
-                                          self.app_state)
-            self._sending.paused()
+            self._sending = paused(self._sending, self, limits().send_timeout)
 
         def resume_writing(self) -> None:
             super().resume_writing()
