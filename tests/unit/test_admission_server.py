@@ -121,23 +121,30 @@ class Transport:
     def abort(self) -> None: ...
 
 
-@pytest.mark.parametrize("accel", [True, False])
-async def test_a_websockets_transport_is_found_from_uvicorns_send(accel: bool) -> None:
-    """The WebSocket protocol `serve` runs (the lean one, or uvicorn's own without the fast
-    paths) keeps its connection's transport where `websocket_transport` reads it, so that a
-    socket cut for what it owes is reset in both modes; a wrapped `send` keeps none."""
-    from giftgraph.accel.switch import ws_protocol
-
-    config = Config(app=_app, ws=ws_protocol(accel), log_config=None, lifespan="off")
+async def ws_connected(ws: str) -> Any:
+    """An instance of the WebSocket protocol `ws` (a `--ws` value), its connection made."""
+    config = Config(app=_app, ws=ws, log_config=None, lifespan="off")
     config.load()
     assert config.ws_protocol_class is not None
     protocol: Any = config.ws_protocol_class(config=config, server_state=ServerState(),
                                              app_state={}, _loop=asyncio.get_running_loop())
-    transport = Transport()
-    protocol.connection_made(transport)
+    protocol.connection_made(Transport())
+    return protocol
+
+
+@pytest.mark.parametrize("accel", [True, False])
+async def test_a_websockets_transport_is_found_from_uvicorns_send(accel: bool) -> None:
+    """The WebSocket protocol `serve` runs (the lean one, or admission's without the fast
+    paths) keeps its connection's transport where `websocket_transport` reads it, so that a
+    socket cut for what it owes is reset in both modes, and is itself the socket's flow
+    control; a wrapped `send` keeps neither, and uvicorn's own protocol no flow control."""
+    from giftgraph.accel.switch import ws_protocol
+
+    protocol = await ws_connected(ws_protocol(accel))
     scope: dict[str, Any] = {"type": "websocket"}
     server.websocket_transport(scope, protocol.send)
-    assert scope[server.TRANSPORT_KEY] is transport
+    assert scope[server.TRANSPORT_KEY] is protocol.transport
+    assert scope[server.FLOW_KEY] is protocol
 
     async def wrapped(message: object) -> None:
         await protocol.send(message)
@@ -145,6 +152,42 @@ async def test_a_websockets_transport_is_found_from_uvicorns_send(accel: bool) -
     other: dict[str, Any] = {"type": "websocket"}
     server.websocket_transport(other, wrapped)
     assert server.TRANSPORT_KEY not in other
+    assert server.FLOW_KEY not in other
+
+    plain = await ws_connected(server.PLAIN_WS_PROTOCOL)
+    uvicorns: dict[str, Any] = {"type": "websocket"}
+    server.websocket_transport(uvicorns, plain.send)
+    assert uvicorns[server.TRANSPORT_KEY] is plain.transport
+    assert server.FLOW_KEY not in uvicorns
+
+
+@pytest.mark.parametrize("accel", [True, False])
+async def test_a_sockets_protocol_is_its_flow_control(accel: bool) -> None:
+    """As uvicorn's FlowControl of an HTTP connection: `write_paused` while its transport
+    has paused writing, `drain()` until it resumes or the connection is lost. Its event
+    is made at the first pause (none for the sockets that never pause)."""
+    from giftgraph.accel.switch import ws_protocol
+
+    protocol = await ws_connected(ws_protocol(accel))
+    assert isinstance(protocol, server.WebSocketProtocol)
+    assert not protocol.write_paused
+    await asyncio.wait_for(protocol.drain(), 1)  # not paused: at once
+    assert protocol._drained is None
+    protocol.pause_writing()
+    assert protocol.write_paused
+    draining = asyncio.ensure_future(protocol.drain())
+    await asyncio.sleep(0.01)
+    assert not draining.done()
+    protocol.resume_writing()
+    await asyncio.wait_for(draining, 1)
+    assert not protocol.write_paused
+    protocol.pause_writing()  # again; and the client leaves meanwhile
+    draining = asyncio.ensure_future(protocol.drain())
+    await asyncio.sleep(0.01)
+    assert not draining.done()
+    protocol.connection_lost(ConnectionResetError())
+    await asyncio.wait_for(draining, 1)
+    assert not protocol.write_paused
 
 
 def test_sockets_get_the_send_timeout_in_both_modes() -> None:

@@ -35,15 +35,18 @@ everyone.
   within it, and again within it, until the buffer drains; else the connection is cut
   (`abort`: the buffer let go at once). uvicorn waits for such a buffer to drain before a
   later write, with no time limit, and holds it for as long as the client keeps the
-  connection open. The connection's flow control is in its scope (`FLOW_KEY`) for the view,
-  which waits for it before a request leaves its caller's turn (admission.requests); its
-  transport (`TRANSPORT_KEY`) for what an answer owes its client (admission.sockets.Owing).
+  connection open. The connection's flow control (uvicorn's FlowControl) is in its scope
+  (`FLOW_KEY`) for the view, which waits for it before a request leaves its caller's turn
+  (admission.requests); its transport (`TRANSPORT_KEY`) for what an answer owes its client
+  (admission.sockets.Owing).
 
 A WebSocket leaves this protocol at its upgrade (uvicorn hands the transport to its
 WebSocket protocol): its timers end there; pings and the connection_init timeout bound it.
 Its transport is found from uvicorn's WebSocket protocol (`websocket_transport`: its `send`
 is the protocol's bound method) and kept in its scope too (`TRANSPORT_KEY`), with or without
-the fast paths: a socket cut for what it owes its client is reset.
+the fast paths: a socket cut for what it owes its client is reset. So is its flow control
+(`FLOW_KEY`): admission's `WebSocketProtocol` itself, which says when its transport paused
+writing and waits for it to resume, so that what the transport holds stays owed until then.
 
 Refusals are counted in the app's `giftgraph_admission_refused_total{bound}`: the app's
 lifespan puts its `Refusals` in the lifespan state (`STATE_KEY`), which uvicorn hands to
@@ -90,7 +93,9 @@ log = logging.getLogger("giftgraph.admission.server")
 HTTP_PROTOCOL = "giftgraph.admission.server:HttpProtocol"
 STATE_KEY = "giftgraph.refusals"
 LINGER_NONE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close with a reset
-FLOW_KEY = "giftgraph.flow"  # in an HTTP scope: its connection's uvicorn FlowControl
+# In a scope: its connection's flow control (`write_paused`, `drain()`): in an HTTP scope
+# uvicorn's FlowControl, in a WebSocket scope its protocol (`WebSocketProtocol`).
+FLOW_KEY = "giftgraph.flow"
 TRANSPORT_KEY = "giftgraph.transport"  # in a scope: its connection's transport
 TRANSPORT_METHODS = ("abort", "get_write_buffer_size", "get_extra_info")  # what Owing uses
 # Descriptors kept for what is not a client connection: the database pool (its size and
@@ -492,13 +497,23 @@ if _WsBase is not None:
         client that took none of ~3 MB of small answers held its socket, and its user's
         slot, for as long as it kept the connection open (adversary, 2026-11-29); a send
         of the app meanwhile raised uvicorn's "Unexpected ASGI message" error, logged with
-        a traceback: it is told the client has gone instead."""
+        a traceback: it is told the client has gone instead.
 
-        __slots__ = ("_closing", "_ping_at", "_pings", "_sending")
+        And it is the socket's flow control, as uvicorn's FlowControl is an HTTP
+        connection's (`write_paused`, `drain`; in its scope as `FLOW_KEY`): uvicorn's
+        `send` returns once a message is in the transport, and what the transport holds
+        of a client that does not read stays owed (admission.sockets.Owing) until it
+        drains. Its event is made at the first pause, as its send watch is: most sockets
+        never pause, and an asyncio.Event is ~1 KB (its deque of waiters and its
+        dictionary)."""
+
+        __slots__ = ("_closing", "_drained", "_ping_at", "_pings", "_sending")
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._sending: SendWatch | None = None  # made when writing first pauses
+            # Cleared while writing is paused (`drain`), made at the first pause.
+            self._drained: asyncio.Event | None = None
             self._closing: asyncio.TimerHandle | None = None  # while closing
             self._pings = limits().ping_rate  # pings its client may send now
             self._ping_at = 0.0  # when `_pings` was last counted
@@ -557,18 +572,39 @@ if _WsBase is not None:
                      limits().send_timeout)
             reset(transport)
 
+        @property
+        def write_paused(self) -> bool:
+            """Whether its transport has paused writing (its client is not taking what
+            it holds), as uvicorn's FlowControl says it of an HTTP connection."""
+            drained = self._drained
+            return drained is not None and not drained.is_set()
+
+        async def drain(self) -> None:
+            """Until its transport resumes writing, or the connection is lost (asyncio
+            never resumes a transport lost while paused)."""
+            drained = self._drained
+            if drained is not None:
+                await drained.wait()
+
         def pause_writing(self) -> None:
             super().pause_writing()
             self._sending = paused(self._sending, self, limits().send_timeout)
+            if self._drained is None:
+                self._drained = asyncio.Event()
+            self._drained.clear()
 
         def resume_writing(self) -> None:
             super().resume_writing()
             if self._sending is not None:
                 self._sending.resumed()
+            if self._drained is not None:
+                self._drained.set()
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._sending is not None:
                 self._sending.resumed()
+            if self._drained is not None:
+                self._drained.set()
             if self._closing is not None:
                 self._closing.cancel()
                 self._closing = None
@@ -584,10 +620,15 @@ def websocket_transport(scope: MutableMapping[str, Any], send: Any) -> None:
     `send` (a bound method of its WebSocket protocol, which holds the connection's
     transport as `transport`): call it before any middleware wraps `send`. Nothing is kept
     when `send` is not that (a wrapping middleware's): a cut socket's sends are then only
-    refused."""
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    refused. And its flow control (`FLOW_KEY`) when the protocol is ours
+    (`WebSocketProtocol`: `write_paused`, `drain`); without it (uvicorn's own protocol),
+    what its transport holds is counted only while a later send waits."""
+    protocol = getattr(send, "__self__", None)
+    transport = getattr(protocol, "transport", None)
     if all(callable(getattr(transport, name, None)) for name in TRANSPORT_METHODS):
         scope[TRANSPORT_KEY] = transport
+    if callable(getattr(protocol, "drain", None)) and hasattr(protocol, "write_paused"):
+        scope[FLOW_KEY] = protocol
 
 
 def reset(transport: Any) -> None:
