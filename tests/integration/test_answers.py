@@ -114,12 +114,12 @@ def read_until_reset(hold: socket.socket) -> None:
             pass
 
 
-def resets(holds: list[socket.socket]) -> int:
-    """How many of `holds` the server reset: each read until its end, its reset, or 2 s
-    without anything."""
+def resets(holds: list[socket.socket], idle: float = 2) -> int:
+    """How many of `holds` the server reset: each read until its end, its reset, or `idle`
+    seconds without anything."""
     reset = 0
     for hold in holds:
-        hold.settimeout(2)
+        hold.settimeout(idle)
         with contextlib.suppress(TimeoutError):
             try:
                 while hold.recv(1 << 16):
@@ -660,6 +660,44 @@ def test_unread_plain_answers_count_in_what_the_process_owes(database_url: str) 
             me = gql(base, other, "{ me { id } }")
             assert "errors" not in me, me
             assert resets(holds) >= 1
+        finally:
+            for hold in holds:
+                hold.close()
+
+
+def test_unread_socket_answers_count_in_what_the_process_owes(database_url: str) -> None:
+    """One ~7.4 MB answer on each of twelve WebSockets whose clients read none of it:
+    uvicorn's `send` returns once an answer is in its socket's transport, but what the
+    transport holds (~4.6 MB: the kernel takes ~2.8 MB) stays owed until it drains (the
+    process may owe 40 MiB here), so sockets are cut with a reset long before the 30 s send
+    timeout, with or without the fast paths; another family is served meanwhile. Counted
+    only while a later send waited, 100 sockets of one unread answer each held ~106 MB in
+    their transports with ~8 KB counted (adversary, 2026-11-29)."""
+    with serving(database_url, **MUTATIONS_LIFTED,
+                 GIFTGRAPH_MAX_RESPONSE_BYTES=str(8 * 2**20),
+                 GIFTGRAPH_MAX_SOCKET_OWED_BYTES=str(64 * 1024),
+                 GIFTGRAPH_MAX_OWED_BYTES=str(64 * 1024),
+                 GIFTGRAPH_ANSWER_BYTES_RATE=str(2**30),
+                 GIFTGRAPH_ANSWER_BYTES_BURST=str(2**30),
+                 GIFTGRAPH_ANSWER_VALUES_RATE=str(2**30),
+                 GIFTGRAPH_ANSWER_VALUES_BURST=str(2**30)) as base:
+        token, other = sign_up(base), sign_up(base)
+        hundred_gifts(base, token)
+        before = refused(base, "socket_owed_bytes")
+        holds: list[socket.socket] = []
+        try:
+            for _ in range(12):
+                holds.append(unread_socket(base, token))
+                holds[-1].sendall(text_frame(json.dumps({
+                    "id": "1", "type": "subscribe", "payload": {"query": gifts_query(15)}})))
+            deadline = time.monotonic() + 20
+            while refused(base, "socket_owed_bytes") == before and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert refused(base, "socket_owed_bytes") > before
+            assert refused(base, "send_timeout") == 0
+            me = gql(base, other, "{ me { id } }")
+            assert "errors" not in me, me
+            assert resets(holds, idle=0.5) >= 1  # the cut reset already, the others read
         finally:
             for hold in holds:
                 hold.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from giftgraph.admission.server import TRANSPORT_KEY
+from giftgraph.admission.server import FLOW_KEY, TRANSPORT_KEY
 from giftgraph.admission.sockets import OwedSend, Owing, SocketCut, owed_by
 
 
@@ -54,6 +54,44 @@ class Transport:
         self.aborted = True
         if self.on_reset is not None:
             self.on_reset()
+
+
+class Flow:
+    """A connection's flow control (for a WebSocket, its protocol: admission.server keeps
+    it in the scope): paused until `resume()`."""
+
+    def __init__(self) -> None:
+        self.write_paused = False
+        self.resumed = asyncio.Event()
+
+    async def drain(self) -> None:
+        await self.resumed.wait()
+
+    def pause(self) -> None:
+        self.write_paused = True
+        self.resumed.clear()
+
+    def resume(self) -> None:
+        self.write_paused = False
+        self.resumed.set()
+
+
+class Unread:
+    """uvicorn's `send` of a socket whose client reads nothing (until `take()`): each
+    message goes into its transport, which pauses writing, and `send` returns."""
+
+    def __init__(self, scope: dict[str, Any]) -> None:
+        self.transport: Transport = scope[TRANSPORT_KEY]
+        self.flow = scope[FLOW_KEY] = Flow()
+
+    async def __call__(self, message: Any) -> None:
+        self.transport.holds += len(message["text"])
+        self.flow.pause()
+
+    def take(self) -> None:
+        """Its client takes all the transport holds."""
+        self.transport.holds = 0
+        self.flow.resume()
 
 
 def wired(scope: dict[str, Any], resets: list[object]) -> dict[str, Any]:
@@ -372,4 +410,69 @@ async def test_what_an_answer_keeps_between_sends_is_counted_until_replaced() ->
     second.keep(0)
     assert owing.total == 300  # the cut one still holds until it lets go
     first.keep(0)
+    assert settled(owing)
+
+
+async def test_a_sockets_message_stays_owed_in_its_transport_until_it_takes_more() -> None:
+    """uvicorn's `send` returns once a message is in the transport: while its transport is
+    paused (its client not reading), what it holds stays owed, and the send waits, until
+    it drains. Counted only while a later send waited, 100 sockets of one unread 3.9 MB
+    answer each held ~106 MB in their transports with ~8 KB counted (adversary,
+    2026-11-29)."""
+    resets: list[object] = []
+    owing = Owing(per_socket=10_000, total=100_000)
+    scope = wired({"type": "websocket"}, resets)
+    unread = Unread(scope)
+    send = owing.wrap(scope, unread)
+    sending = asyncio.ensure_future(send(text(4000)))
+    await settle()
+    assert unread.transport.holds == 4000
+    assert not sending.done()
+    assert send.owed == owing.total == 4000
+    unread.take()
+    await sending
+    assert settled(owing)
+    assert not resets
+
+
+async def test_a_socket_past_its_bound_by_what_its_transport_holds_is_cut() -> None:
+    """Its own bound, and the process's: the sockets holding an answer each in their
+    transports are counted together, and the one taking them past the bound is cut."""
+    resets: list[object] = []
+    owing = Owing(per_socket=4000, total=8000)
+    scope = wired({"type": "websocket", "n": "large"}, resets)
+    with pytest.raises(SocketCut):  # 4,500 in its transport > 4,000
+        await owing.wrap(scope, Unread(scope))(text(4500))
+    assert resets == [scope]
+    scopes = [wired({"type": "websocket", "n": n}, resets) for n in range(3)]
+    unread = [Unread(scope) for scope in scopes]
+    sends = [owing.wrap(scope, u) for scope, u in zip(scopes, unread, strict=True)]
+    waiting = [asyncio.ensure_future(send(text(3000))) for send in sends[:2]]
+    await settle()
+    assert owing.total == 6000
+    with pytest.raises(SocketCut):  # 9,500 > 8,000: the one owing most is cut
+        await sends[2](text(3500))
+    assert resets == [scope, scopes[2]]
+    for u in unread[:2]:
+        u.take()
+    await asyncio.gather(*waiting)
+    assert settled(owing)
+
+
+async def test_a_sockets_transport_is_counted_once_however_many_sends_wait_on_it() -> None:
+    """A socket's operations each wait for its transport after their send (woken together
+    by the resume before, each wrote): what it holds is counted once, not once a wait."""
+    owing = Owing(per_socket=10_000, total=10_000)
+    scope = wired({"type": "websocket"}, [])
+    unread = Unread(scope)
+    send = owing.wrap(scope, unread)
+    waiting = [asyncio.ensure_future(send(text(2000))) for _ in range(3)]
+    await settle()
+    assert unread.transport.holds == 6000
+    assert send.owed == owing.total == 6000  # each counting it: 12,000, past the bound
+    waiting[0].cancel()  # the first wait gone: the others count the transport still
+    await settle()
+    assert send.owed == 6000
+    unread.take()
+    await asyncio.gather(*waiting[1:])
     assert settled(owing)

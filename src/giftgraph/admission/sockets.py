@@ -45,8 +45,8 @@
   socket closed: `OperationSlot`). Each mutation of a family is one delivery per open
   subscription of its members: without it one user's 20 sockets held 2,000.
 - Bytes a socket owes its client (`socket_owed_bytes`): its messages waiting to be written
-  because its client takes nothing more now, per socket and for the whole process
-  (`Owing`); past either, the socket is cut.
+  because its client takes nothing more now, and what its transport holds until it drains,
+  per socket and for the whole process (`Owing`); past either, the socket is cut.
 """
 
 from __future__ import annotations
@@ -469,12 +469,20 @@ class Owing:
     a socket that reads is sent any answer. Counted in characters, the bound let a socket
     of emoji results hold 166 MB (adversary, 2026-11-28).
 
+    uvicorn's `send` returns once a message is in the transport, so a socket's message
+    stays counted, as what its transport holds, until the transport drains (`drained`,
+    from the socket's flow control: admission.server.WebSocketProtocol); the send that
+    wrote it returns only then. Counted only while a later send waited, 100 sockets with
+    one unread 3.9 MB answer each held 105-108 MB in their transports with ~8 KB counted,
+    until the send timeout (adversary, 2026-11-29). What the transport holds is counted
+    once however many of the socket's sends wait on it (`held`).
+
     An answer over HTTP is counted the same way, its body while uvicorn's `send` waits for
     its transport to drain (`App` wraps every answer of /graphql and /graphql/stream): a
-    subscription stream (multipart, graphql-sse) is a socket in all but name. uvicorn's
-    `send` returns once a body is in the transport, so an answer, and a stream's last
-    result, stay counted until the transport drains (`drained`, with the copy its view or
-    stream keeps meanwhile); a stream makes its next result only then (web/streams.py).
+    subscription stream (multipart, graphql-sse) is a socket in all but name. An answer,
+    and a stream's last result, stay counted until the transport drains (`drained`, with
+    the copy its view or stream keeps meanwhile); a stream makes its next result only then
+    (web/streams.py).
     Uncounted, 68 unread streams of ~4 MB live results took the process to ~1.2 GB until
     `send_timeout`, and 96 unread plain 4 MB answers to 534 MB (adversary, 2026-11-28;
     bench/NOTES.md). A cut connection is reset (admission.server: its transport is in its
@@ -643,12 +651,15 @@ class OwedSend:
     """One WebSocket's or HTTP answer's ASGI `send`, with what it owes counted in its
     `Owing`."""
 
-    __slots__ = ("cut", "kept", "key", "owed", "owing", "party", "scope", "send")
+    __slots__ = ("cut", "held", "kept", "key", "owed", "owing", "party", "scope", "send",
+                 "waits")
 
     def __init__(self, owing: Owing, scope: Scope, send: Send) -> None:
         self.owing, self.scope, self.send = owing, scope, send
         self.owed = 0
         self.kept = 0
+        self.held = 0  # of what it owes, what its transport holds (`drained`)
+        self.waits = 0  # its `drained` waiting now
         self.cut = False
         self.party: uuid.UUID | None = None  # its family, once authenticated (`owed_by`)
         self.key: object = None  # the party it is counted in while it owes anything
@@ -665,30 +676,42 @@ class OwedSend:
         else:
             await self.send(message)
             return
-        self._owe(size, self.owing.transport_holds(self.scope))
+        self._owe(size, max(0, self.owing.transport_holds(self.scope) - self.held))
         try:
             await self.send(message)
         finally:
             self._paid(size)
+        if kind == "websocket.send":  # an HTTP answer's caller waits, with what it keeps
+            await self.drained()
 
     async def drained(self, also: int = 0) -> None:
-        """Wait until an HTTP connection's transport takes more (its buffer under the
+        """Wait until the connection's transport takes more (its buffer under the
         high-water mark), with what the transport holds and `also` (what the caller keeps
         for its client meanwhile: an answer's body, a stream's last result) owed while it
-        waits. uvicorn's `send` returns once a body is in the transport: without this, an
-        answer or a stream's result its client does not read would be counted only while a
-        later `send` waits. Cut (`SocketCut`) past the bounds, or when cut meanwhile."""
+        waits. uvicorn's `send` returns once a message or a body is in the transport:
+        without this, what its client does not read would be counted only while a later
+        `send` waits. Returns at once when the transport is not paused (or its flow control
+        is not known). The transport is counted once: a socket's operations each wait here
+        after their send (all woken together by the resume before, each wrote), each
+        adding what it holds past what is counted (`held`), let go when the last wait ends.
+        Cut (`SocketCut`) past the bounds, or when cut meanwhile."""
         if self.cut:
             raise SocketCut(CUT)
         flow = self.scope.get(server.FLOW_KEY)
         if flow is None or not flow.write_paused:
             return
-        size = also + self.owing.transport_holds(self.scope)
-        self._owe(size, 0)
+        more = max(0, self.owing.transport_holds(self.scope) - self.held)
+        self._owe(also + more, 0)
+        self.held += more
+        self.waits += 1
         try:
             await flow.drain()
         finally:
-            self._paid(size)
+            self.waits -= 1
+            if not self.waits:
+                also += self.held
+                self.held = 0
+            self._paid(also)
         if self.cut:
             raise SocketCut(CUT)
 
@@ -740,7 +763,7 @@ def owed_by(scope: Scope, family_id: uuid.UUID) -> None:
 
 
 async def drained(scope: Scope, also: int = 0) -> None:
-    """Until `scope`'s HTTP connection takes more, counted when its answer is
+    """Until `scope`'s connection takes more, counted when its answer is
     (`OwedSend.drained`), else only waited for."""
     owed = scope.get(OWED_KEY)
     if owed is not None:
