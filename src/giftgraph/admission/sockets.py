@@ -682,7 +682,9 @@ class OwedSend:
         finally:
             self._paid(size)
         if kind == "websocket.send":  # an HTTP answer's caller waits, with what it keeps
-            await self.drained()
+            flow = self.scope.get(server.FLOW_KEY)
+            if self.cut or (flow is not None and flow.write_paused):
+                await self.drained()
 
     async def drained(self, also: int = 0) -> None:
         """Wait until the connection's transport takes more (its buffer under the
