@@ -191,6 +191,31 @@ async def test_a_closed_socket_takes_no_more_sends_or_closes_without_an_error() 
     assert sent[1]["code"] == 4403
 
 
+async def test_a_close_to_a_client_gone_says_disconnected() -> None:
+    """A close the server sends when its client has gone (a cut socket, a reset) is a
+    disconnected socket to Strawberry's handler, as a send is: Starlette's 1006
+    WebSocketDisconnect escaped the handler as a logged error (a second connection_init,
+    closed 4429, on a socket whose client had left: adversary, 2026-11-29)."""
+    from starlette.websockets import WebSocket, WebSocketState
+    from strawberry.http.exceptions import WebSocketDisconnected
+
+    from giftgraph.web.sockets import SocketAdapter
+
+    async def send(message: dict[str, Any]) -> None:
+        raise OSError("connection lost")
+
+    async def receive() -> dict[str, Any]:  # pragma: no cover
+        return {"type": "websocket.disconnect", "code": 1006}
+
+    ws = WebSocket({"type": "websocket", "path": "/graphql", "headers": []}, receive, send)
+    ws.application_state = WebSocketState.CONNECTED
+    view = type("View", (), {"encode_json": staticmethod(json.dumps)})()
+    adapter = SocketAdapter(view, ws, ws)  # type: ignore[arg-type]
+    with pytest.raises(WebSocketDisconnected):
+        await adapter.close(4429, "Too many initialisation requests")
+    await adapter.close(4400, "again")  # gone: nothing more to send, no error
+
+
 async def test_replay_turns_are_one_per_user_and_kept_only_while_held_or_awaited() -> None:
     """A user's second replay waits for the first's turn, another user's does not; a waiter
     cancelled meanwhile, and a holder done, leave nothing behind."""

@@ -180,7 +180,10 @@ class SocketAdapter(ASGIWebSocketAdapter):
         if override is not None:
             code, reason = override
         if self.ws.application_state != WebSocketState.DISCONNECTED:  # closed once
-            await self.ws.close(code=code, reason=reason)
+            try:
+                await self.ws.close(code=code, reason=reason)
+            except WebSocketDisconnect as exc:  # the client has gone (or the socket was cut)
+                raise WebSocketDisconnected from exc
 
 
 def _size(message: dict[str, Any]) -> int:
