@@ -667,10 +667,11 @@ def test_unread_plain_answers_count_in_what_the_process_owes(database_url: str) 
 
 def test_unread_socket_answers_count_in_what_the_process_owes(database_url: str) -> None:
     """One ~7.4 MB answer on each of twelve WebSockets whose clients read none of it:
-    uvicorn's `send` returns once an answer is in its socket's transport, but what the
-    transport holds (~4.6 MB: the kernel takes ~2.8 MB) stays owed until it drains (the
-    process may owe 40 MiB here), so sockets are cut with a reset long before the 30 s send
-    timeout, with or without the fast paths; another family is served meanwhile. Counted
+    uvicorn's `send` returns once an answer is in its socket's transport, but the answer
+    stays owed, whole, while the transport holds any of it (uvloop keeps the write's
+    chunk; the process may owe 40 MiB here), so sockets are cut with a reset long before
+    the 30 s send timeout, with or without the fast paths; another family is served
+    meanwhile. Counted
     only while a later send waited, 100 sockets of one unread answer each held ~106 MB in
     their transports with ~8 KB counted (adversary, 2026-11-29)."""
     with serving(database_url, **MUTATIONS_LIFTED,

@@ -164,30 +164,39 @@ async def test_a_websockets_transport_is_found_from_uvicorns_send(accel: bool) -
 @pytest.mark.parametrize("accel", [True, False])
 async def test_a_sockets_protocol_is_its_flow_control(accel: bool) -> None:
     """As uvicorn's FlowControl of an HTTP connection: `write_paused` while its transport
-    has paused writing, `drain()` until it resumes or the connection is lost. Its event
-    is made at the first pause (none for the sockets that never pause)."""
+    has paused writing, `drain()` until it resumes or the connection is lost; and
+    `when_drained` calls back then (at once when not paused), each callback once."""
     from giftgraph.accel.switch import ws_protocol
 
     protocol = await ws_connected(ws_protocol(accel))
     assert isinstance(protocol, server.WebSocketProtocol)
+    called: list[str] = []
     assert not protocol.write_paused
     await asyncio.wait_for(protocol.drain(), 1)  # not paused: at once
-    assert protocol._drained is None
+    protocol.when_drained(lambda: called.append("now"))
+    assert called == ["now"]
     protocol.pause_writing()
     assert protocol.write_paused
     draining = asyncio.ensure_future(protocol.drain())
+    protocol.when_drained(lambda: called.append("resumed"))
     await asyncio.sleep(0.01)
     assert not draining.done()
+    assert called == ["now"]
     protocol.resume_writing()
     await asyncio.wait_for(draining, 1)
     assert not protocol.write_paused
+    assert called == ["now", "resumed"]
     protocol.pause_writing()  # again; and the client leaves meanwhile
     draining = asyncio.ensure_future(protocol.drain())
+    protocol.when_drained(lambda: called.append("lost"))
     await asyncio.sleep(0.01)
     assert not draining.done()
     protocol.connection_lost(ConnectionResetError())
     await asyncio.wait_for(draining, 1)
     assert not protocol.write_paused
+    assert called == ["now", "resumed", "lost"]
+    protocol.resume_writing()  # (never after a loss; nothing is called twice)
+    assert called == ["now", "resumed", "lost"]
 
 
 def test_sockets_get_the_send_timeout_in_both_modes() -> None:

@@ -58,14 +58,22 @@ class Transport:
 
 class Flow:
     """A connection's flow control (for a WebSocket, its protocol: admission.server keeps
-    it in the scope): paused until `resume()`."""
+    it in the scope): paused until `resume()`, which calls back whoever waits for it (as
+    the connection lost does)."""
 
     def __init__(self) -> None:
         self.write_paused = False
         self.resumed = asyncio.Event()
+        self.callbacks: list[Callable[[], None]] = []
 
     async def drain(self) -> None:
         await self.resumed.wait()
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        if self.write_paused:
+            self.callbacks.append(callback)
+        else:
+            callback()
 
     def pause(self) -> None:
         self.write_paused = True
@@ -74,11 +82,15 @@ class Flow:
     def resume(self) -> None:
         self.write_paused = False
         self.resumed.set()
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            callback()
 
 
 class Unread:
     """uvicorn's `send` of a socket whose client reads nothing (until `take()`): each
-    message goes into its transport, which pauses writing, and `send` returns."""
+    message goes into its transport, which pauses writing past 1,000 bytes, and `send`
+    returns."""
 
     def __init__(self, scope: dict[str, Any]) -> None:
         self.transport: Transport = scope[TRANSPORT_KEY]
@@ -86,10 +98,11 @@ class Unread:
 
     async def __call__(self, message: Any) -> None:
         self.transport.holds += len(message["text"])
-        self.flow.pause()
+        if self.transport.holds > 1000:  # its high-water mark
+            self.flow.pause()
 
     def take(self) -> None:
-        """Its client takes all the transport holds."""
+        """Its client takes all the transport holds (or its connection is lost)."""
         self.transport.holds = 0
         self.flow.resume()
 
@@ -415,64 +428,69 @@ async def test_what_an_answer_keeps_between_sends_is_counted_until_replaced() ->
 
 async def test_a_sockets_message_stays_owed_in_its_transport_until_it_takes_more() -> None:
     """uvicorn's `send` returns once a message is in the transport: while its transport is
-    paused (its client not reading), what it holds stays owed, and the send waits, until
-    it drains. Counted only while a later send waited, 100 sockets of one unread 3.9 MB
-    answer each held ~106 MB in their transports with ~8 KB counted (adversary,
-    2026-11-29)."""
+    paused (its client not reading), the message stays owed, whole, until it drains; the
+    sender is not held meanwhile (it lets go of the message). Counted only while a later
+    send waited, 100 sockets of one unread 3.9 MB answer each held ~106 MB in their
+    transports with ~8 KB counted (adversary, 2026-11-29)."""
     resets: list[object] = []
     owing = Owing(per_socket=10_000, total=100_000)
     scope = wired({"type": "websocket"}, resets)
     unread = Unread(scope)
     send = owing.wrap(scope, unread)
-    sending = asyncio.ensure_future(send(text(4000)))
-    await settle()
+    await asyncio.wait_for(send(text(4000)), 1)  # returns: the sender goes on
     assert unread.transport.holds == 4000
-    assert not sending.done()
-    assert send.owed == owing.total == 4000
+    assert send.owed == owing.total == held(4000)  # the whole message, as uvloop keeps it
     unread.take()
-    await sending
+    assert settled(owing)
+    await send(text(100))  # under the high-water mark: nothing stays owed after the send
     assert settled(owing)
     assert not resets
 
 
 async def test_a_socket_past_its_bound_by_what_its_transport_holds_is_cut() -> None:
     """Its own bound, and the process's: the sockets holding an answer each in their
-    transports are counted together, and the one taking them past the bound is cut."""
+    transports are counted together, and the one taking them past the bound is cut; what
+    a cut socket's transport kept is let go when its connection is lost (its reset)."""
     resets: list[object] = []
     owing = Owing(per_socket=4000, total=8000)
     scope = wired({"type": "websocket", "n": "large"}, resets)
-    with pytest.raises(SocketCut):  # 4,500 in its transport > 4,000
-        await owing.wrap(scope, Unread(scope))(text(4500))
+    unread = Unread(scope)
+    send = owing.wrap(scope, unread)
+    await send(text(2500))
+    with pytest.raises(SocketCut):  # 2,549 kept in its transport + 2,049 > 4,000
+        await send(text(2000))
     assert resets == [scope]
+    unread.take()  # the reset: its connection lost
+    assert settled(owing)
     scopes = [wired({"type": "websocket", "n": n}, resets) for n in range(3)]
-    unread = [Unread(scope) for scope in scopes]
-    sends = [owing.wrap(scope, u) for scope, u in zip(scopes, unread, strict=True)]
-    waiting = [asyncio.ensure_future(send(text(3000))) for send in sends[:2]]
-    await settle()
-    assert owing.total == 6000
-    with pytest.raises(SocketCut):  # 9,500 > 8,000: the one owing most is cut
+    unreads = [Unread(scope) for scope in scopes]
+    sends = [owing.wrap(scope, u) for scope, u in zip(scopes, unreads, strict=True)]
+    for send in sends[:2]:
+        await send(text(3000))
+    assert owing.total == 2 * held(3000)
+    with pytest.raises(SocketCut):  # 9,647 > 8,000: the one owing most is cut
         await sends[2](text(3500))
     assert resets == [scope, scopes[2]]
-    for u in unread[:2]:
+    for u in unreads[:2]:
         u.take()
-    await asyncio.gather(*waiting)
     assert settled(owing)
 
 
-async def test_a_sockets_transport_is_counted_once_however_many_sends_wait_on_it() -> None:
-    """A socket's operations each wait for its transport after their send (woken together
-    by the resume before, each wrote): what it holds is counted once, not once a wait."""
+async def test_each_message_a_paused_transport_keeps_is_counted_once() -> None:
+    """Messages written one after another into a paused transport (a socket's operations
+    each sending) are each counted once, however much of them the transport says it holds,
+    and all let go at the one drain."""
     owing = Owing(per_socket=10_000, total=10_000)
     scope = wired({"type": "websocket"}, [])
     unread = Unread(scope)
     send = owing.wrap(scope, unread)
-    waiting = [asyncio.ensure_future(send(text(2000))) for _ in range(3)]
-    await settle()
+    for _ in range(3):
+        await send(text(2000))
     assert unread.transport.holds == 6000
-    assert send.owed == owing.total == 6000  # each counting it: 12,000, past the bound
-    waiting[0].cancel()  # the first wait gone: the others count the transport still
-    await settle()
-    assert send.owed == 6000
+    assert send.owed == owing.total == 3 * held(2000)  # not the transport again per message
+    unread.transport.holds = 7000  # it says more than was counted: what it says counts
+    await send(text(10))
+    assert send.owed == 7010
     unread.take()
-    await asyncio.gather(*waiting[1:])
     assert settled(owing)
+

@@ -46,7 +46,8 @@ Its transport is found from uvicorn's WebSocket protocol (`websocket_transport`:
 is the protocol's bound method) and kept in its scope too (`TRANSPORT_KEY`), with or without
 the fast paths: a socket cut for what it owes its client is reset. So is its flow control
 (`FLOW_KEY`): admission's `WebSocketProtocol` itself, which says when its transport paused
-writing and waits for it to resume, so that what the transport holds stays owed until then.
+writing and calls back when it resumes, so that what the transport holds stays owed until
+then.
 
 Refusals are counted in the app's `giftgraph_admission_refused_total{bound}`: the app's
 lifespan puts its `Refusals` in the lifespan state (`STATE_KEY`), which uvicorn hands to
@@ -68,7 +69,7 @@ import resource
 import socket
 import struct
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -450,7 +451,7 @@ def paused(watch: SendWatch | None, protocol: Any, timeout: float) -> SendWatch:
 
 # What `WebSocketProtocol` uses of uvicorn's websockets-sansio protocol: the fields its
 # __init__ and connection_made assign, and the flow-control callbacks it extends.
-WS_FIELDS = ("transport", "loop", "app_state", "close_sent", "handshake_complete")
+WS_FIELDS = ("transport", "loop", "app_state", "close_sent", "handshake_complete", "writable")
 WS_METHODS = ("pause_writing", "resume_writing", "connection_lost", "keepalive_timeout",
               "handle_close", "handle_ping", "send")
 PLAIN_WS_PROTOCOL = "websockets-sansio"  # uvicorn's own, where `WebSocketProtocol` can't be
@@ -500,20 +501,19 @@ if _WsBase is not None:
         a traceback: it is told the client has gone instead.
 
         And it is the socket's flow control, as uvicorn's FlowControl is an HTTP
-        connection's (`write_paused`, `drain`; in its scope as `FLOW_KEY`): uvicorn's
-        `send` returns once a message is in the transport, and what the transport holds
-        of a client that does not read stays owed (admission.sockets.Owing) until it
-        drains. Its event is made at the first pause, as its send watch is: most sockets
-        never pause, and an asyncio.Event is ~1 KB (its deque of waiters and its
-        dictionary)."""
+        connection's (`write_paused`, `drain`; in its scope as `FLOW_KEY`), read off
+        uvicorn's own `writable` (cleared at a pause, set at the resume and when the
+        connection is lost): uvicorn's `send` returns once a message is in the transport,
+        and what the transport holds of a client that does not read stays owed
+        (admission.sockets.Owing) until it drains (`when_drained`)."""
 
-        __slots__ = ("_closing", "_drained", "_ping_at", "_pings", "_sending")
+        __slots__ = ("_closing", "_on_drained", "_ping_at", "_pings", "_sending")
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._sending: SendWatch | None = None  # made when writing first pauses
-            # Cleared while writing is paused (`drain`), made at the first pause.
-            self._drained: asyncio.Event | None = None
+            # Called once its transport drains (`when_drained`); a list only while any wait.
+            self._on_drained: list[Callable[[], None]] | None = None
             self._closing: asyncio.TimerHandle | None = None  # while closing
             self._pings = limits().ping_rate  # pings its client may send now
             self._ping_at = 0.0  # when `_pings` was last counted
@@ -576,39 +576,45 @@ if _WsBase is not None:
         def write_paused(self) -> bool:
             """Whether its transport has paused writing (its client is not taking what
             it holds), as uvicorn's FlowControl says it of an HTTP connection."""
-            drained = self._drained
-            return drained is not None and not drained.is_set()
+            return not self.writable.is_set()
 
         async def drain(self) -> None:
-            """Until its transport resumes writing, or the connection is lost (asyncio
-            never resumes a transport lost while paused)."""
-            drained = self._drained
-            if drained is not None:
-                await drained.wait()
+            """Until its transport resumes writing, or the connection is lost."""
+            await self.writable.wait()
+
+        def when_drained(self, callback: Callable[[], None]) -> None:
+            """Call `callback` once its transport resumes writing or the connection is
+            lost; now if it is not paused."""
+            if not self.write_paused:
+                callback()
+            elif self._on_drained is None:
+                self._on_drained = [callback]
+            else:
+                self._on_drained.append(callback)
+
+        def _drained(self) -> None:
+            callbacks, self._on_drained = self._on_drained, None
+            for callback in callbacks or ():
+                callback()
 
         def pause_writing(self) -> None:
             super().pause_writing()
             self._sending = paused(self._sending, self, limits().send_timeout)
-            if self._drained is None:
-                self._drained = asyncio.Event()
-            self._drained.clear()
 
         def resume_writing(self) -> None:
             super().resume_writing()
             if self._sending is not None:
                 self._sending.resumed()
-            if self._drained is not None:
-                self._drained.set()
+            self._drained()
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._sending is not None:
                 self._sending.resumed()
-            if self._drained is not None:
-                self._drained.set()
             if self._closing is not None:
                 self._closing.cancel()
                 self._closing = None
             super().connection_lost(exc)
+            self._drained()  # (asyncio never resumes a transport lost while paused)
 
     WS_PROTOCOL = f"{__name__}:WebSocketProtocol"
 else:  # pragma: no cover
@@ -621,13 +627,13 @@ def websocket_transport(scope: MutableMapping[str, Any], send: Any) -> None:
     transport as `transport`): call it before any middleware wraps `send`. Nothing is kept
     when `send` is not that (a wrapping middleware's): a cut socket's sends are then only
     refused. And its flow control (`FLOW_KEY`) when the protocol is ours
-    (`WebSocketProtocol`: `write_paused`, `drain`); without it (uvicorn's own protocol),
-    what its transport holds is counted only while a later send waits."""
+    (`WebSocketProtocol`: `write_paused`, `drain`, `when_drained`); without it (uvicorn's
+    own protocol), what its transport holds is counted only while a later send waits."""
     protocol = getattr(send, "__self__", None)
     transport = getattr(protocol, "transport", None)
     if all(callable(getattr(transport, name, None)) for name in TRANSPORT_METHODS):
         scope[TRANSPORT_KEY] = transport
-    if callable(getattr(protocol, "drain", None)) and hasattr(protocol, "write_paused"):
+    if callable(getattr(protocol, "when_drained", None)) and hasattr(protocol, "write_paused"):
         scope[FLOW_KEY] = protocol
 
 

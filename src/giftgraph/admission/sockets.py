@@ -469,13 +469,13 @@ class Owing:
     a socket that reads is sent any answer. Counted in characters, the bound let a socket
     of emoji results hold 166 MB (adversary, 2026-11-28).
 
-    uvicorn's `send` returns once a message is in the transport, so a socket's message
-    stays counted, as what its transport holds, until the transport drains (`drained`,
-    from the socket's flow control: admission.server.WebSocketProtocol); the send that
-    wrote it returns only then. Counted only while a later send waited, 100 sockets with
-    one unread 3.9 MB answer each held 105-108 MB in their transports with ~8 KB counted,
-    until the send timeout (adversary, 2026-11-29). What the transport holds is counted
-    once however many of the socket's sends wait on it (`held`).
+    uvicorn's `send` returns once a message is in the transport, so a message written
+    while its transport has paused stays counted, whole, until the transport drains
+    (`OwedSend._hold`, told by the socket's flow control:
+    admission.server.WebSocketProtocol); its sender goes on meanwhile, and its next send
+    waits in uvicorn's `send`, counted. Counted only while a later send waited, 100
+    sockets with one unread 3.9 MB answer each held 105-108 MB in their transports with
+    ~8 KB counted, until the send timeout (adversary, 2026-11-29).
 
     An answer over HTTP is counted the same way, its body while uvicorn's `send` waits for
     its transport to drain (`App` wraps every answer of /graphql and /graphql/stream): a
@@ -652,14 +652,14 @@ class OwedSend:
     `Owing`."""
 
     __slots__ = ("cut", "held", "kept", "key", "owed", "owing", "party", "scope", "send",
-                 "waits")
+                 "watching")
 
     def __init__(self, owing: Owing, scope: Scope, send: Send) -> None:
         self.owing, self.scope, self.send = owing, scope, send
         self.owed = 0
         self.kept = 0
-        self.held = 0  # of what it owes, what its transport holds (`drained`)
-        self.waits = 0  # its `drained` waiting now
+        self.held = 0  # of what it owes, what its paused transport keeps (`_hold`)
+        self.watching = False  # told when its transport drains (`_released`)
         self.cut = False
         self.party: uuid.UUID | None = None  # its family, once authenticated (`owed_by`)
         self.key: object = None  # the party it is counted in while it owes anything
@@ -683,39 +683,54 @@ class OwedSend:
             self._paid(size)
         if kind == "websocket.send":  # an HTTP answer's caller waits, with what it keeps
             flow = self.scope.get(server.FLOW_KEY)
-            if self.cut or (flow is not None and flow.write_paused):
-                await self.drained()
+            if flow is not None and flow.write_paused:
+                self._hold(flow, size)
 
     async def drained(self, also: int = 0) -> None:
-        """Wait until the connection's transport takes more (its buffer under the
+        """Wait until an HTTP connection's transport takes more (its buffer under the
         high-water mark), with what the transport holds and `also` (what the caller keeps
         for its client meanwhile: an answer's body, a stream's last result) owed while it
-        waits. uvicorn's `send` returns once a message or a body is in the transport:
-        without this, what its client does not read would be counted only while a later
-        `send` waits. Returns at once when the transport is not paused (or its flow control
-        is not known). The transport is counted once: a socket's operations each wait here
-        after their send (all woken together by the resume before, each wrote), each
-        adding what it holds past what is counted (`held`), let go when the last wait ends.
-        Cut (`SocketCut`) past the bounds, or when cut meanwhile."""
+        waits. uvicorn's `send` returns once a body is in the transport: without this, an
+        answer or a stream's result its client does not read would be counted only while a
+        later `send` waits. Cut (`SocketCut`) past the bounds, or when cut meanwhile."""
         if self.cut:
             raise SocketCut(CUT)
         flow = self.scope.get(server.FLOW_KEY)
         if flow is None or not flow.write_paused:
             return
-        more = max(0, self.owing.transport_holds(self.scope) - self.held)
-        self._owe(also + more, 0)
-        self.held += more
-        self.waits += 1
+        size = also + max(0, self.owing.transport_holds(self.scope) - self.held)
+        self._owe(size, 0)
         try:
             await flow.drain()
         finally:
-            self.waits -= 1
-            if not self.waits:
-                also += self.held
-                self.held = 0
-            self._paid(also)
+            self._paid(size)
         if self.cut:
             raise SocketCut(CUT)
+
+    def _hold(self, flow: Any, size: int) -> None:
+        """A WebSocket message of `size` has just gone into a transport that has paused
+        writing (its client takes nothing more now): it stays owed, as the transport keeps
+        it, until the transport drains or the connection is lost (`flow.when_drained`),
+        without holding up the sender, whose callers let go of the message itself. The
+        whole message is counted, not what the transport says it holds unsent: uvloop
+        keeps a write's whole chunk until all of it is sent. Waiting in `send` instead
+        kept each message's text alive beside its frame (~8 MB a socket of one unread
+        3.9 MB answer, ~1.1 MB of it counted; a reading client of another family was cut
+        as the heaviest: adversary, 2026-11-29). Cut past the bounds (`SocketCut`)."""
+        if not self.watching:  # first: a cut's reset (connection lost) lets go of `held`
+            self.watching = True
+            flow.when_drained(self._released)
+        more = max(self.owing.transport_holds(self.scope), self.held + size) - self.held
+        if more > 0:
+            self._owe(more, 0)
+            self.held += more
+
+    def _released(self) -> None:
+        """Its transport drained, or its connection was lost: what it kept is paid."""
+        self.watching = False
+        held, self.held = self.held, 0
+        if held:
+            self._paid(held)
 
     def keep(self, size: int) -> None:
         """`size` bytes owed from now until the next `keep` (0: none): what its caller
