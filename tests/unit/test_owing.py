@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from giftgraph.admission.server import FLOW_KEY, TRANSPORT_KEY
-from giftgraph.admission.sockets import OwedSend, Owing, SocketCut, owed_by
+from giftgraph.admission.sockets import STALLED_AFTER, OwedSend, Owing, SocketCut, owed_by
 
 
 class Stuck:
@@ -494,3 +494,44 @@ async def test_each_message_a_paused_transport_keeps_is_counted_once() -> None:
     unread.take()
     assert settled(owing)
 
+
+
+async def test_past_the_process_bound_a_stalled_socket_is_cut_before_a_reading_one() -> None:
+    """Weighed by bytes alone, 50 families' unread answers held the process at its bound
+    and a reading client of another family, heavier with its one larger answer, was cut as
+    it began (adversary, 2026-11-29): a socket whose transport has held its message for
+    `STALLED_AFTER` is cut first, the longest stalled first; one paused for less is not
+    told apart from a reader."""
+    resets: list[object] = []
+    owing = Owing(per_socket=4000, total=8000)
+    scopes = [wired({"type": "websocket", "n": n}, resets) for n in range(3)]
+    unread = [Unread(scope) for scope in scopes]
+    sends = [owing.wrap(scope, u) for scope, u in zip(scopes, unread, strict=True)]
+    for scope in scopes:
+        owed_by(scope, uuid.uuid4())  # a family each
+    for send in sends[:2]:
+        await send(text(2500))
+    assert list(owing.stalled) == sends[:2]
+    reader_scope = wired({"type": "websocket", "n": "reader"}, resets)
+    reader = owing.wrap(reader_scope, Stuck())
+    owed_by(reader_scope, uuid.uuid4())
+    waiting = asyncio.ensure_future(reader(text(3200)))  # past the bound: heaviest, not stalled
+    await settle()
+    assert resets == [reader_scope]  # (the two were paused for less than STALLED_AFTER)
+    with pytest.raises(SocketCut):
+        await waiting
+    for send in sends[:2]:
+        owing.stalled[send] -= STALLED_AFTER  # as if paused that long
+    reader_scope = wired({"type": "websocket", "n": "reader again"}, resets)
+    reader = owing.wrap(reader_scope, Stuck())
+    owed_by(reader_scope, uuid.uuid4())
+    waiting = asyncio.ensure_future(reader(text(3200)))
+    await settle()
+    assert resets[1:] == [scopes[0]]  # the longest stalled, not the heaviest
+    unread[0].take()  # its reset: its connection lost
+    assert list(owing.stalled) == [sends[1]]
+    reader.send.free()  # type: ignore[attr-defined]
+    await waiting
+    unread[1].take()
+    assert settled(owing)
+    assert not owing.stalled

@@ -492,7 +492,7 @@ class Owing:
     send buffer that are never read, and what uvloop holds of a chunk partly sent."""
 
     __slots__ = ("cut_owed", "ipv6_prefix_length", "parties", "per_socket", "refusals",
-                 "total", "total_limit")
+                 "stalled", "total", "total_limit")
 
     def __init__(self, per_socket: int, total: int, refusals: Refusals | None = None,
                  ipv6_prefix_length: int = 64) -> None:
@@ -502,6 +502,9 @@ class Owing:
         self.total = 0
         self.parties: dict[object, Party] = {}  # those owing something now, by key
         self.cut_owed = 0  # what sockets cut already still owe until their sends wake
+        # The sockets whose transport has paused with a message owed (`OwedSend._hold`),
+        # oldest first, and since when: its client has taken none of it since.
+        self.stalled: dict[OwedSend, float] = {}
 
     @classmethod
     def of(cls, settings: Settings, refusals: Refusals | None = None) -> Owing:
@@ -534,14 +537,33 @@ class Owing:
         already owe aside: it is let go as their sends wake)."""
         return self.total - self.cut_owed + size > self.total_limit
 
+    def longest_stalled(self) -> OwedSend | None:
+        """The socket whose client has taken nothing of what its transport holds for the
+        longest, `STALLED_AFTER` or more (not cut yet), or None. Cut before any client
+        still taking what it is sent: weighed by bytes alone, 50 families' unread answers
+        of ~3.4 MB each held the process at its bound, and a reading client of another
+        family, the heaviest party with its one 3.9 MB answer, was cut as it began
+        (adversary, 2026-11-29)."""
+        now = time.monotonic()
+        for socket, since in self.stalled.items():  # oldest first
+            if now - since < STALLED_AFTER:
+                return None
+            if not socket.cut:
+                return socket
+        return None
+
     def heaviest(self, adding: OwedSend, size: int, kept: bool) -> OwedSend:
         """The socket to cut when `adding` would owe `size` more past `total` (`kept`:
-        what it keeps for its client, not what it waits to write): of the party owing the
+        what it keeps for its client, not what it waits to write): a socket stalled for
+        `STALLED_AFTER` (`longest_stalled`); else, of the party owing the
         most (`adding`'s on a tie), the socket owing the most (`adding` on a tie). What
         waits to be written counts first, what a stream keeps of results its client has
         taken only between equals: counted alike, a client that read every result of two
         streams was cut for the attackers' unread answers (adversary, 2026-11-29). Linear
         in the parties owing now, and in the sockets of the one chosen."""
+        stalled = self.longest_stalled()
+        if stalled is not None:
+            return stalled
         mine = adding.key if adding.key is not None else self.party(adding)
         unread = 0 if kept else size
 
@@ -645,6 +667,9 @@ class Party:
 
 
 CUT_PARTY = "(cut)"  # the party of sockets cut already: what they owe is let go
+# Seconds a socket's transport stays paused with a message owed before, past the process's
+# bound, it is cut ahead of any client that still takes what it is sent (`longest_stalled`).
+STALLED_AFTER = 1.0
 
 
 class OwedSend:
@@ -719,6 +744,7 @@ class OwedSend:
         as the heaviest: adversary, 2026-11-29). Cut past the bounds (`SocketCut`)."""
         if not self.watching:  # first: a cut's reset (connection lost) lets go of `held`
             self.watching = True
+            self.owing.stalled[self] = time.monotonic()
             flow.when_drained(self._released)
         more = max(self.owing.transport_holds(self.scope), self.held + size) - self.held
         if more > 0:
@@ -728,6 +754,7 @@ class OwedSend:
     def _released(self) -> None:
         """Its transport drained, or its connection was lost: what it kept is paid."""
         self.watching = False
+        self.owing.stalled.pop(self, None)
         held, self.held = self.held, 0
         if held:
             self._paid(held)
