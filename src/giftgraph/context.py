@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -59,7 +60,13 @@ def begin_operation(state: OperationState) -> object:
 
 
 def end_operation(token: object) -> None:
-    _OPERATION.reset(token)  # type: ignore[arg-type]
+    """The operation before `begin_operation`'s current again; nothing to restore when the
+    block ends in another context than it began in (an async generator left unfinished,
+    closed by the event loop's finalizer in a task of its own once its socket was cut):
+    the reset raised there, and what followed it in a `finally` (a shared scope's count of
+    its users, so that it was never let go) did not run."""
+    with contextlib.suppress(ValueError):  # "created in a different Context": it is gone
+        _OPERATION.reset(token)  # type: ignore[arg-type]
 
 
 @asynccontextmanager
