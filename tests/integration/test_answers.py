@@ -652,17 +652,25 @@ def test_unread_plain_answers_count_in_what_the_process_owes(database_url: str) 
         try:
             for _ in range(8):
                 holds.append(unread_answer(base, token, gifts_query(8)))
-            deadline = time.monotonic() + 10
-            while refused(base, "socket_owed_bytes") == before and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert refused(base, "socket_owed_bytes") > before
-            assert refused(base, "send_timeout") == 0
-            me = gql(base, other, "{ me { id } }")
-            assert "errors" not in me, me
-            assert resets(holds) >= 1
+            cut_and_others_served(base, other, before, holds, within=10)
         finally:
             for hold in holds:
                 hold.close()
+
+
+def cut_and_others_served(base: str, other: str, before: float, holds: list[socket.socket],
+                          within: float, idle: float = 2.0) -> None:
+    """Within `within` seconds a socket is cut for what it owes (`socket_owed_bytes` past
+    `before`), by its bound and not by the send timeout; the `other` family is answered;
+    and at least one of `holds` was reset."""
+    deadline = time.monotonic() + within
+    while refused(base, "socket_owed_bytes") == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert refused(base, "socket_owed_bytes") > before
+    assert refused(base, "send_timeout") == 0
+    me = gql(base, other, "{ me { id } }")
+    assert "errors" not in me, me
+    assert resets(holds, idle=idle) >= 1
 
 
 def test_unread_socket_answers_count_in_what_the_process_owes(database_url: str) -> None:
@@ -671,9 +679,8 @@ def test_unread_socket_answers_count_in_what_the_process_owes(database_url: str)
     stays owed, whole, while the transport holds any of it (uvloop keeps the write's
     chunk; the process may owe 40 MiB here), so sockets are cut with a reset long before
     the 30 s send timeout, with or without the fast paths; another family is served
-    meanwhile. Counted
-    only while a later send waited, 100 sockets of one unread answer each held ~106 MB in
-    their transports with ~8 KB counted (adversary, 2026-11-29)."""
+    meanwhile. Counted only while a later send waited, 100 sockets of one unread answer
+    each held ~106 MB in their transports with ~8 KB counted (adversary, 2026-11-29)."""
     with serving(database_url, **MUTATIONS_LIFTED,
                  GIFTGRAPH_MAX_RESPONSE_BYTES=str(8 * 2**20),
                  GIFTGRAPH_MAX_SOCKET_OWED_BYTES=str(64 * 1024),
@@ -691,14 +698,8 @@ def test_unread_socket_answers_count_in_what_the_process_owes(database_url: str)
                 holds.append(unread_socket(base, token))
                 holds[-1].sendall(text_frame(json.dumps({
                     "id": "1", "type": "subscribe", "payload": {"query": gifts_query(15)}})))
-            deadline = time.monotonic() + 20
-            while refused(base, "socket_owed_bytes") == before and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert refused(base, "socket_owed_bytes") > before
-            assert refused(base, "send_timeout") == 0
-            me = gql(base, other, "{ me { id } }")
-            assert "errors" not in me, me
-            assert resets(holds, idle=0.5) >= 1  # the cut reset already, the others read
+            # (the cut reset already, the others read: a short idle)
+            cut_and_others_served(base, other, before, holds, within=20, idle=0.5)
         finally:
             for hold in holds:
                 hold.close()

@@ -161,19 +161,12 @@ def test_giftgraph_serve_caps_messages_in_the_protocol(monkeypatch: pytest.Monke
     assert protocol.conn.max_message_size == 5000
 
 
-async def test_a_closed_socket_takes_no_more_sends_or_closes_without_an_error() -> None:
-    """Closed by another task (revocation, a refused message), the socket's adapter says
-    "disconnected" to a send (Strawberry's handler ends quietly) and closes only once;
-    Starlette's own RuntimeError would escape the handler with a traceback."""
+def connected_adapter(send: Any) -> Any:
+    """The socket adapter of a Starlette WebSocket accepted already, whose server-side
+    `send` is `send`."""
     from starlette.websockets import WebSocket, WebSocketState
-    from strawberry.http.exceptions import WebSocketDisconnected
 
     from giftgraph.web.sockets import SocketAdapter
-
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
 
     async def receive() -> dict[str, Any]:  # pragma: no cover
         return {"type": "websocket.disconnect", "code": 1000}
@@ -181,7 +174,21 @@ async def test_a_closed_socket_takes_no_more_sends_or_closes_without_an_error() 
     ws = WebSocket({"type": "websocket", "path": "/graphql", "headers": []}, receive, send)
     ws.application_state = WebSocketState.CONNECTED
     view = type("View", (), {"encode_json": staticmethod(json.dumps)})()
-    adapter = SocketAdapter(view, ws, ws)  # type: ignore[arg-type]
+    return SocketAdapter(view, ws, ws)  # type: ignore[arg-type]
+
+
+async def test_a_closed_socket_takes_no_more_sends_or_closes_without_an_error() -> None:
+    """Closed by another task (revocation, a refused message), the socket's adapter says
+    "disconnected" to a send (Strawberry's handler ends quietly) and closes only once;
+    Starlette's own RuntimeError would escape the handler with a traceback."""
+    from strawberry.http.exceptions import WebSocketDisconnected
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    adapter = connected_adapter(send)
     await adapter.send_json({"type": "pong"})
     await adapter.close(4403, "Forbidden")
     await adapter.close(4400, "again")  # closed already: nothing sent
@@ -196,21 +203,12 @@ async def test_a_close_to_a_client_gone_says_disconnected() -> None:
     disconnected socket to Strawberry's handler, as a send is: Starlette's 1006
     WebSocketDisconnect escaped the handler as a logged error (a second connection_init,
     closed 4429, on a socket whose client had left: adversary, 2026-11-29)."""
-    from starlette.websockets import WebSocket, WebSocketState
     from strawberry.http.exceptions import WebSocketDisconnected
-
-    from giftgraph.web.sockets import SocketAdapter
 
     async def send(message: dict[str, Any]) -> None:
         raise OSError("connection lost")
 
-    async def receive() -> dict[str, Any]:  # pragma: no cover
-        return {"type": "websocket.disconnect", "code": 1006}
-
-    ws = WebSocket({"type": "websocket", "path": "/graphql", "headers": []}, receive, send)
-    ws.application_state = WebSocketState.CONNECTED
-    view = type("View", (), {"encode_json": staticmethod(json.dumps)})()
-    adapter = SocketAdapter(view, ws, ws)  # type: ignore[arg-type]
+    adapter = connected_adapter(send)
     with pytest.raises(WebSocketDisconnected):
         await adapter.close(4429, "Too many initialisation requests")
     await adapter.close(4400, "again")  # gone: nothing more to send, no error

@@ -489,7 +489,8 @@ class Owing:
     scope, with or without the fast paths; without a reset, uvicorn's own WebSocket
     protocol kept a cut socket's waiting sends, 66-69 MB over a 32 MB bound, until its
     client closed: adversary, 2026-11-29). Not counted yet: results under the kernel's
-    send buffer that are never read, and what uvloop holds of a chunk partly sent."""
+    send buffer that are never read (they never pause the transport), and what uvloop
+    holds of an HTTP body partly sent beyond the copy its view keeps."""
 
     __slots__ = ("cut_owed", "ipv6_prefix_length", "parties", "per_socket", "refusals",
                  "stalled", "total", "total_limit")
