@@ -105,6 +105,7 @@ def create_app(settings: Settings, tracing: Tracing | None = None) -> Starlette:
             state.answer_bytes, state.answer_values)
         await state.live.start()
         hub = state.live.hub
+        state.fast.install_hub(hub)
         if tracing is not None:
             trace_fan_out(tracing, hub)
         hub.on_fanout = lambda event, count: state.metrics.delivered(event.at, count)

@@ -563,3 +563,157 @@ async def test_a_plan_offers_finished_renders_only_while_it_keeps_them() -> None
     assert plan.ready(1) is None  # dropped together with its result
     assert plan.ready(RESULTS_KEPT + 1) is not None
     assert set(plan.made) <= set(plan.results)
+
+
+# -- the fan-out's loop over parked, caught-up subscribers (accel.delivery.write_caught_up) ---
+
+HEAD = b'{"id":"1","type":"next","payload":'
+
+
+class Transport:
+    """What the wire reads and writes of uvloop's transport, recording each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closing = False
+        self.buffered = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+def parked(last: int, made_messages: dict[int, bytes]) -> tuple[Subscriber, Transport, Any]:
+    """A subscriber at `last` delivered through a real `Parked` and `Wire` (over a fake
+    protocol and transport), whose messages of `made_messages` are made; its sink."""
+    from types import SimpleNamespace
+
+    from websockets.protocol import State
+
+    from giftgraph.accel.delivery import Parked
+    from giftgraph.accel.sockets import DirectSink
+    from giftgraph.accel.wire import Flag, Wire
+
+    transport = Transport()
+    protocol = SimpleNamespace(transport=transport, close_sent=False, writable=Flag(),
+                               conn=SimpleNamespace(state=State.OPEN, extensions=[]))
+
+    async def render(row: m.Event) -> bytes:
+        made_messages[row.seq] = b'{"seq":%d}' % row.seq
+        return made_messages[row.seq]
+
+    async def send_text(text: str) -> None:
+        raise AssertionError("not through the ASGI send here")
+
+    operation = SimpleNamespace(id="1", completed=False, task=asyncio.current_task())
+    sink = DirectSink(operation, send_text, Wire(protocol))
+    path = Parked.__new__(Parked)
+    path.plan, path.sink, path.wire, path.prefix = SimpleNamespace(render=render), sink, \
+        sink.wire, HEAD
+    path.ready = made_messages.get
+    sub = Subscriber(10)
+    sub.last, sub.direct = last, path
+    return sub, transport, sink
+
+
+def sent(transport: Transport) -> list[list[bytes]]:
+    """Each write's messages (the payloads of its text frames)."""
+    from tests.unit.test_wire_lean import _messages
+
+    return [_messages(data) for data in transport.writes]
+
+
+async def test_the_fan_out_loop_writes_each_caught_up_socket_once_and_hands_back_the_rest(
+) -> None:
+    """With `write_caught_up` installed, every parked subscriber that is caught up, whose
+    message is made and whose socket takes it gets it in one write; each of the others
+    (its socket closing, busy, its close sent, its operation stopped, a gap, a queued
+    resync, not parked) goes its own way as without it: queued in order, or not at all
+    for a stopped operation; and the hub counts only what was written."""
+    from giftgraph.accel.delivery import write_caught_up
+    from giftgraph.live.hub import Feed, Hub
+
+    hub = Hub("memory://", "postgresql://unused")
+    hub.write_caught_up = write_caught_up
+    counted: list[int] = []
+    hub.on_fanout = lambda item, n: counted.append(n)
+    messages = {6: b'{"seq":6}'}
+    feed = Feed()
+    ready = [parked(5, messages) for _ in range(70)]  # more than two FANOUT_SLICEs
+    closing, busy, close_sent, stopped, gap, behind = (parked(last, messages)
+                                                      for last in (5, 5, 5, 5, 4, 5))
+    closing[1].closing = True
+    busy[1].buffered = 300 * 1024
+    close_sent[0].direct.wire._protocol.close_sent = True
+    stopped[2].stop()
+    behind[0].offer(RESYNC)
+    plain, plain_written = Subscriber(10), []
+    plain.last, plain.direct = 5, made(plain_written)
+    others = [closing, busy, close_sent, stopped, gap, behind]
+    feed.subscribers.update([s for s, _, _ in [*ready, *others]] + [plain])
+    await hub._fan_out(feed, event(6, 5))
+    for sub, transport, _ in ready:
+        assert (sent(transport), sub.last, list(sub.items)) == (
+            [[HEAD + b'{"seq":6}}']], 6, [])
+    assert plain_written == [6]  # its own Direct's write (deliver_now)
+    for sub, transport, _ in others:
+        assert transport.writes == []
+    for sub, _, _ in (closing, busy, close_sent, stopped, gap):
+        assert (sub.last, [i.seq for i in sub.items]) == (sub.last, [6])  # its stream's turn
+    assert [i if i is RESYNC else i.seq for i in behind[0].items] == [RESYNC, 6]
+    assert counted == [71]
+
+
+async def test_the_fan_out_loop_writes_a_backlog_in_one_write_or_not_at_all() -> None:
+    from giftgraph.accel.delivery import write_caught_up
+    from giftgraph.live.hub import Feed, Hub
+
+    hub = Hub("memory://", "postgresql://unused")
+    hub.write_caught_up = write_caught_up
+    counted: dict[int, int] = {}
+    hub.on_fanout = lambda item, n: counted.__setitem__(item.seq, counted.get(item.seq, 0) + n)
+    messages = {6: b'{"seq":6}', 7: b'{"seq":7}', 8: b'{"seq":8}'}
+    feed = Feed()
+    first, second = parked(5, messages), parked(5, messages)
+    midway = parked(6, messages)  # has 6: gets 7 and 8 (the hub's path per subscriber)
+    gap = parked(4, messages)
+    feed.subscribers.update([first[0], second[0], midway[0], gap[0]])
+    rows, _, _ = backlog((6, 5), (7, 6), (8, 7))
+    await hub._fan_out_many(feed, rows)
+    run = [HEAD + b'{"seq":%d}}' % n for n in (6, 7, 8)]
+    assert sent(first[1]) == sent(second[1]) == [run]
+    assert first[1].writes[0] is second[1].writes[0]  # framed once
+    assert (first[0].last, midway[0].last) == (8, 8)
+    assert [msg for write in sent(midway[1]) for msg in write] == run[1:]  # in order
+    assert (gap[0].last, [i.seq for i in gap[0].items], gap[1].writes) == (4, [6, 7, 8], [])
+    assert counted == {6: 2, 7: 3, 8: 3}
+
+
+async def test_a_dropped_operation_stops_its_sink_and_wire_before_its_task_is_cancelled() -> None:
+    """`DirectOperations.cleanup_operation` (the client's `complete`, the socket's end):
+    the fan-out's loop asks the wire, not the operation's task, so the sink is stopped
+    first, and Strawberry's own cleanup (cancelling the task) still runs."""
+    from giftgraph.accel.sockets import direct_operations
+
+    class Base:
+        def __init__(self) -> None:
+            self.cleaned: list[str] = []
+
+        async def cleanup_operation(self, operation_id: str) -> None:
+            self.cleaned.append(operation_id)
+
+    handler = direct_operations(Base)()
+    sub, transport, sink = parked(5, {6: b"{}"})
+    handler.sinks["1"] = sink
+    assert sink.wire.put(HEAD, b"{}")
+    await handler.cleanup_operation("1")
+    await handler.cleanup_operation("2")  # none running: nothing to stop
+    assert handler.cleaned == ["1", "2"]
+    assert sink.stopped and sink.closed and sink.wire.stopped
+    assert not sink.wire.put(HEAD, b"{}") and not sink.wire.put_many(HEAD, [b"{}"])
+    assert len(transport.writes) == 1

@@ -78,13 +78,23 @@ class DirectSink:
     # subscription, run by the socket handler once Strawberry's execution (its extension
     # hooks, graphql-core's context, the resolver's generators) has ended and been freed.
     park: Callable[[], Awaitable[None]] | None = None
+    # Set by `stop`: the operation was dropped (the client sent `complete`).
+    stopped: bool = False
 
     @property
     def closed(self) -> bool:
         """Completed, or being cancelled (the client sent `complete`: Strawberry has
         dropped the operation and cancelled its task, which has not run since)."""
         task = self.operation.task
-        return bool(self.operation.completed) or task is None or task.cancelling() > 0
+        return self.stopped or bool(self.operation.completed) or task is None \
+            or task.cancelling() > 0
+
+    def stop(self) -> None:
+        """The operation is being dropped (`DirectOperations.cleanup_operation`): nothing
+        more is written for it, by the fan-out's loop either (`Wire.stopped`)."""
+        self.stopped = True
+        if self.wire is not None:
+            self.wire.stopped = True
 
     def prefix(self) -> bytes:
         return b'{"id":' + orjson.dumps(self.operation.id) + b',"type":"next","payload":'
@@ -102,6 +112,19 @@ def direct_operations(base: type[Any]) -> type[Any]:
     `DirectSink` in its task's context."""
 
     class DirectOperations(base):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.sinks: dict[str, DirectSink] = {}  # each running operation's, by its id
+
+        async def cleanup_operation(self, operation_id: str) -> None:
+            """Strawberry's (the client's `complete`, or the socket's end: the operation is
+            dropped and its task cancelled), after its sink is stopped: the fan-out writes
+            to a socket without asking the operation's task (`Wire.put`)."""
+            sink = self.sinks.get(operation_id)
+            if sink is not None:
+                sink.stop()
+            await super().cleanup_operation(operation_id)
+
         async def send_message(self, message: Any) -> None:
             """A `connection_ack` without payload goes out pre-framed, straight onto the
             transport (every socket of a reconnect herd gets one); everything else, and an
@@ -123,6 +146,7 @@ def direct_operations(base: type[Any]) -> type[Any]:
             assert isinstance(adapter, ASGIWebSocketAdapter)
             sink = DirectSink(operation, adapter.ws.send_text, Wire.of(adapter.ws.scope))
             DIRECT_SINK.set(sink)  # this task's context
+            self.sinks[operation.id] = sink
             try:
                 result_source = await self.schema.stream(
                     operation.query, variable_values=operation.variables,
@@ -155,6 +179,8 @@ def direct_operations(base: type[Any]) -> type[Any]:
                 self.operations.pop(operation.id, None)
                 raise
             finally:  # the task ends: so does the operation's hold on its user's count
+                if self.sinks.get(operation.id) is sink:
+                    del self.sinks[operation.id]
                 self.give_back(operation.id, ended=operation)
 
     DirectOperations.__name__ = DirectOperations.__qualname__ = f"Direct{base.__name__}"

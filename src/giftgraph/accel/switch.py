@@ -62,6 +62,13 @@ class FastPaths:
 
         return direct_operations(base)
 
+    def install_hub(self, hub: Any) -> None:
+        """The hub's fan-out writes each event to a slice's parked, caught-up subscribers
+        in one loop (accel.delivery.write_caught_up), with the direct operation runner."""
+        if self.sockets:
+            from giftgraph.accel.delivery import write_caught_up
+            hub.write_caught_up = write_caught_up
+
     def capture(self, scope: Scope, send: Send) -> None:
         """Record a WebSocket's uvicorn protocol (for direct writes); call before any
         middleware wraps `send`."""

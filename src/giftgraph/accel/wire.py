@@ -98,7 +98,7 @@ class Wire:
 
     # The protocol's transport and websockets connection, read once (they are the
     # connection's for its whole life): a write reads them per socket of every fan-out.
-    __slots__ = ("_conn", "_flag", "_protocol", "_transport")
+    __slots__ = ("_conn", "_flag", "_protocol", "_transport", "stopped")
 
     def __init__(self, protocol: Any) -> None:
         self._protocol = protocol
@@ -107,6 +107,9 @@ class Wire:
         # The lean protocol's writable `Flag`, read as an attribute; None for uvicorn's
         # own protocol (an asyncio.Event, asked `is_set()`).
         self._flag = protocol.writable if type(protocol.writable) is Flag else None
+        # Set when the operation this wire writes for is over (`DirectSink.stop`): `put`
+        # and `put_many` write nothing more.
+        self.stopped = False
 
     @classmethod
     def of(cls, scope: Scope) -> Wire | None:
@@ -144,6 +147,44 @@ class Wire:
         transport.write(last[3] if body is last[1] and head == last[0] and tail == last[2]
                         else frame(head, body, tail))
         written += 1
+        return True
+
+    def _open(self) -> bool:
+        """What `put` asks before writing (see there)."""
+        protocol, transport, flag = self._protocol, self._transport, self._flag
+        return not (self.stopped or protocol.close_sent or transport.is_closing()
+                    or not (flag._set if flag is not None else protocol.writable.is_set())
+                    or transport.get_write_buffer_size() > HIGH_WATER)
+
+    def put(self, head: bytes, body: bytes) -> bool:
+        """`write_text(head, body, b"}")` for the fan-out's loop over a channel's caught-up
+        subscribers (`accel.delivery.write_caught_up`), asking only what lives on this
+        wire, its protocol and its transport: whether its operation is over (`stopped`,
+        not the operation's task), its close sent, its transport closing or paused, its
+        buffer over `HIGH_WATER`. Not the websockets connection's `state`: uvicorn's
+        protocol leaves OPEN only in callbacks that also set `close_sent` or close the
+        transport (a close received, sent, a parser error, the ping timeout, shutdown),
+        so no fan-out runs between the two. (`_open`, written out here: the fan-out's path,
+        once per socket per event.)"""
+        global written
+        protocol, transport, flag = self._protocol, self._transport, self._flag
+        if (self.stopped or protocol.close_sent or transport.is_closing()
+                or not (flag._set if flag is not None else protocol.writable.is_set())
+                or transport.get_write_buffer_size() > HIGH_WATER):
+            return False
+        last = _last
+        transport.write(last[3] if body is last[1] and head == last[0] and last[2] == b"}"
+                        else frame(head, body, b"}"))
+        written += 1
+        return True
+
+    def put_many(self, head: bytes, bodies: list[bytes]) -> bool:
+        """`put` of each of `bodies`, in order, in one write (one system call)."""
+        global written
+        if not self._open():
+            return False
+        self._transport.write(frames(head, bodies, b"}"))
+        written += len(bodies)
         return True
 
     def write_texts(self, head: bytes, bodies: list[bytes], tail: bytes = b"") -> bool:

@@ -29,6 +29,7 @@ from giftgraph.live.workers import Ready, stop_worker
 
 log = logging.getLogger("giftgraph.live")
 
+CaughtUpWriter = Callable[[list[Subscriber], list[int], list[int]], list[Subscriber]]
 CONTROL = "giftgraph:control"
 FANOUT_SLICE = 32  # subscribers written between two yields to the event loop (~1 ms)
 BATCH_MAX = 64  # events already waiting on a channel that are fanned out together
@@ -127,6 +128,10 @@ class Hub(Publisher):
         self.on_resync: list[Callable[[], None]] = []
         # Called after an event went to its caught-up subscribers, with how many.
         self.on_fanout: Callable[[m.Event, int], None] | None = None
+        # Writes a run of events to the caught-up subscribers of a slice in one loop and
+        # returns the others (the fast paths' `accel.delivery.write_caught_up`); None: each
+        # subscriber on its own path.
+        self.write_caught_up: CaughtUpWriter | None = None
         self._control_ready = asyncio.Event()
 
     @property
@@ -317,18 +322,36 @@ class Hub(Publisher):
         if type(item) is m.Event:  # read once here, not once per subscriber (ORM attributes)
             seq = item.seq
             prev = prev_of(item)
-        for k, sub in enumerate(list(feed.subscribers), 1):
-            try:
-                # No coroutine per subscriber when it can simply be written now.
-                if seq >= 0 and sub.deliver_now(item, seq, prev):
-                    delivered += 1
-                else:
-                    delivered += await sub.accept(item)
-            except Exception:
-                self._failed(sub)
-            if k % FANOUT_SLICE == 0:
+        subs = list(feed.subscribers)
+        for start in range(0, len(subs), FANOUT_SLICE):
+            if start:
                 await asyncio.sleep(0)  # let requests (and other feeds) run between slices
+            part = self._write_caught_up(subs[start:start + FANOUT_SLICE], [seq], [prev]) \
+                if seq >= 0 else subs[start:start + FANOUT_SLICE]
+            delivered += min(FANOUT_SLICE, len(subs) - start) - len(part)
+            for sub in part:
+                try:
+                    # No coroutine per subscriber when it can simply be written now.
+                    if seq >= 0 and sub.deliver_now(item, seq, prev):
+                        delivered += 1
+                    else:
+                        delivered += await sub.accept(item)
+                except Exception:
+                    self._failed(sub)
         self._fanned_out(item, delivered)
+
+    def _write_caught_up(self, subs: list[Subscriber], seqs: list[int],
+                         prevs: list[int]) -> list[Subscriber]:
+        """`write_caught_up(subs, seqs, prevs)`, if set: those of `subs` it did not write
+        the run to (all of them when it failed)."""
+        write = self.write_caught_up
+        if write is None:
+            return subs
+        try:
+            return write(subs, seqs, prevs)
+        except Exception:  # those it wrote to have the run: their own path drops it again
+            log.exception("writing to the caught-up subscribers failed")
+            return subs
 
     async def _fan_out_many(self, feed: Feed, items: list[Any]) -> None:
         self.backlog_events += len(items)
@@ -341,19 +364,26 @@ class Hub(Publisher):
         events = all(type(item) is m.Event for item in items)
         seqs = [item.seq for item in items] if events else []  # read once (ORM attributes)
         prevs = [prev_of(item) for item in items] if events else []
-        for k, sub in enumerate(list(feed.subscribers), 1):
-            try:
-                # No coroutine per subscriber when the backlog can simply be written now.
-                done = sub.deliver_many_now(items, seqs, prevs) if events else 0
-                for i in range(done):
-                    delivered[i] += 1
-                if done < len(items):
-                    for i, direct in enumerate(await sub.accept_many(items[done:]), done):
-                        delivered[i] += direct
-            except Exception:
-                self._failed(sub)
-            if k % FANOUT_SLICE == 0:
+        subs = list(feed.subscribers)
+        for start in range(0, len(subs), FANOUT_SLICE):
+            if start:
                 await asyncio.sleep(0)
+            part = self._write_caught_up(subs[start:start + FANOUT_SLICE], seqs, prevs) \
+                if events else subs[start:start + FANOUT_SLICE]
+            written = min(FANOUT_SLICE, len(subs) - start) - len(part)
+            for i in range(len(items)):
+                delivered[i] += written
+            for sub in part:
+                try:
+                    # No coroutine per subscriber when the backlog can simply be written now.
+                    done = sub.deliver_many_now(items, seqs, prevs) if events else 0
+                    for i in range(done):
+                        delivered[i] += 1
+                    if done < len(items):
+                        for i, direct in enumerate(await sub.accept_many(items[done:]), done):
+                            delivered[i] += direct
+                except Exception:
+                    self._failed(sub)
         for item, count in zip(items, delivered, strict=True):
             self._fanned_out(item, count)
 
