@@ -661,7 +661,7 @@ async def test_the_fan_out_loop_writes_each_caught_up_socket_once_and_hands_back
         assert (sent(transport), sub.last, list(sub.items)) == (
             [[HEAD + b'{"seq":6}}']], 6, [])
     assert plain_written == [6]  # its own Direct's write (deliver_now)
-    for sub, transport, _ in others:
+    for _, transport, _ in others:
         assert transport.writes == []
     for sub, _, _ in (closing, busy, close_sent, stopped, gap):
         assert (sub.last, [i.seq for i in sub.items]) == (sub.last, [6])  # its stream's turn
@@ -708,12 +708,15 @@ async def test_a_dropped_operation_stops_its_sink_and_wire_before_its_task_is_ca
             self.cleaned.append(operation_id)
 
     handler = direct_operations(Base)()
-    sub, transport, sink = parked(5, {6: b"{}"})
+    _, transport, sink = parked(5, {6: b"{}"})
     handler.sinks["1"] = sink
     assert sink.wire.put(HEAD, b"{}")
     await handler.cleanup_operation("1")
     await handler.cleanup_operation("2")  # none running: nothing to stop
     assert handler.cleaned == ["1", "2"]
-    assert sink.stopped and sink.closed and sink.wire.stopped
-    assert not sink.wire.put(HEAD, b"{}") and not sink.wire.put_many(HEAD, [b"{}"])
+    assert sink.stopped
+    assert sink.closed
+    assert sink.wire.stopped
+    assert not sink.wire.put(HEAD, b"{}")
+    assert not sink.wire.put_many(HEAD, [b"{}"])
     assert len(transport.writes) == 1

@@ -192,3 +192,90 @@ def test_assigned_attributes_are_the_ones_the_source_assigns() -> None:
     the class itself left out; a class without source gives none (all in `__dict__`)."""
     assert assigned_attributes(_Assigns) == ("annotated", "count", "first", "plain", "second")
     assert assigned_attributes(type("Dynamic", (), {})) == ()
+
+
+class _Closable(_Transport):
+    """A transport that records its close (`is_closing` after it), for uvicorn's protocol."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def set_write_buffer_limits(self, *args: Any, **kwargs: Any) -> None: ...
+
+
+HANDSHAKE = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def _client_frame(opcode: int, payload: bytes, masked: bool = True) -> bytes:
+    """A final client frame of `payload` (under 126 bytes), masked with a zero key."""
+    return bytes([0x80 | opcode, (0x80 if masked else 0) | len(payload)]) \
+        + (b"\0\0\0\0" if masked else b"") + payload
+
+
+@pytest.mark.parametrize("how", ["close received", "app's close", "parser error",
+                                 "ping timeout", "shutdown"])
+async def test_a_connection_that_leaves_open_has_its_close_sent_or_its_transport_closing(
+        how: str) -> None:
+    """`Wire.put` (the fan-out's loop) does not ask the websockets connection's state: with
+    the installed uvicorn, each way a connection leaves OPEN also sends its close or closes
+    its transport within the same callback, so the wire refuses to write from then on."""
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+    from websockets.protocol import State
+
+    from giftgraph.accel.switch import ws_protocol
+    from giftgraph.accel.wire import Wire
+
+    close_now = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        await close_now.wait()
+        await send({"type": "websocket.close", "code": 1000})
+
+    config = Config(app=app, ws=ws_protocol(True), log_config=None, lifespan="off")
+    config.load()
+    assert config.ws_protocol_class is not None
+    protocol: Any = config.ws_protocol_class(config=config, server_state=ServerState(),
+                                             app_state={}, _loop=asyncio.get_running_loop())
+    transport = _Closable()
+    protocol.connection_made(transport)
+    protocol.data_received(HANDSHAKE)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert protocol.conn.state is State.OPEN
+    assert transport.writes  # the 101 was sent
+    wire = Wire(protocol)
+    assert wire.put(b"{", b"}")
+    if how == "close received":
+        protocol.data_received(_client_frame(0x8, (1000).to_bytes(2, "big")))
+    elif how == "app's close":
+        close_now.set()
+        for _ in range(20):
+            await asyncio.sleep(0)
+    elif how == "parser error":
+        protocol.data_received(_client_frame(0x1, b"unmasked", masked=False))
+    elif how == "ping timeout":
+        protocol.keepalive_timeout()
+    else:
+        protocol.shutdown()
+    assert protocol.conn.state is not State.OPEN
+    assert protocol.close_sent or transport.is_closing()
+    before = len(transport.writes)
+    assert not wire.put(b"{", b"}")
+    assert len(transport.writes) == before
+    protocol.connection_lost(None)
+    for _ in range(20):
+        await asyncio.sleep(0)
