@@ -945,13 +945,18 @@ async def test_a_backlog_of_events_reaches_each_socket_in_one_write(
         for status in ("SELECTED", "PURCHASED", "RECEIVED"):
             await _status(srv, token, item, status)
     writes: list[int] = []
-    write_texts = wire.Wire.write_texts
+    write_texts, put_many = wire.Wire.write_texts, wire.Wire.put_many
 
     def spy(self: Any, head: bytes, bodies: list[bytes], tail: bytes = b"") -> bool:
         writes.append(len(bodies))
         return write_texts(self, head, bodies, tail)
 
+    def spy_loop(self: Any, head: bytes, bodies: list[bytes]) -> bool:  # the hub's loop
+        writes.append(len(bodies))
+        return put_many(self, head, bodies)
+
     monkeypatch.setattr(wire.Wire, "write_texts", spy)
+    monkeypatch.setattr(wire.Wire, "put_many", spy_loop)
     backlog, written = hub.backlog_events, wire.written
     await hub.publish(held)  # all at once: the channel's fan-out finds them waiting
     for c in clients:

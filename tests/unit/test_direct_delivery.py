@@ -720,3 +720,35 @@ async def test_a_dropped_operation_stops_its_sink_and_wire_before_its_task_is_ca
     assert not sink.wire.put(HEAD, b"{}")
     assert not sink.wire.put_many(HEAD, [b"{}"])
     assert len(transport.writes) == 1
+
+
+async def test_a_few_sockets_get_a_new_message_from_the_loop_once_the_first_has_made_it(
+) -> None:
+    """An event's message is made by the first subscriber that renders it (its own path);
+    the loop then writes it to the others of the slice (a family's few sockets), once
+    each, in one pass more."""
+    from giftgraph.accel.delivery import write_caught_up
+    from giftgraph.live.hub import Feed, Hub
+
+    hub = Hub("memory://", "postgresql://unused")
+    by_loop: list[Subscriber] = []
+
+    def counting(subs: list[Subscriber], seqs: list[int],
+                 prevs: list[int]) -> list[Subscriber]:
+        rest = write_caught_up(subs, seqs, prevs)
+        by_loop.extend(s for s in subs if s not in rest)
+        return rest
+
+    hub.write_caught_up = counting
+    counted: list[int] = []
+    hub.on_fanout = lambda item, n: counted.append(n)
+    messages: dict[int, bytes] = {}  # nothing made yet
+    feed = Feed()
+    family = [parked(5, messages) for _ in range(5)]
+    feed.subscribers.update(s for s, _, _ in family)
+    await hub._fan_out(feed, event(6, 5))
+    for sub, transport, _ in family:
+        assert ([m for w in sent(transport) for m in w], sub.last) == (
+            [HEAD + b'{"seq":6}}'], 6)
+    assert len(by_loop) == 4
+    assert counted == [5]

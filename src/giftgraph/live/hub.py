@@ -9,7 +9,7 @@ import contextvars
 import logging
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -322,36 +322,21 @@ class Hub(Publisher):
         if type(item) is m.Event:  # read once here, not once per subscriber (ORM attributes)
             seq = item.seq
             prev = prev_of(item)
-        subs = list(feed.subscribers)
-        for start in range(0, len(subs), FANOUT_SLICE):
-            if start:
-                await asyncio.sleep(0)  # let requests (and other feeds) run between slices
-            part = self._write_caught_up(subs[start:start + FANOUT_SLICE], [seq], [prev]) \
-                if seq >= 0 else subs[start:start + FANOUT_SLICE]
-            delivered += min(FANOUT_SLICE, len(subs) - start) - len(part)
-            for sub in part:
-                try:
-                    # No coroutine per subscriber when it can simply be written now.
-                    if seq >= 0 and sub.deliver_now(item, seq, prev):
-                        delivered += 1
-                    else:
-                        delivered += await sub.accept(item)
-                except Exception:
-                    self._failed(sub)
-        self._fanned_out(item, delivered)
 
-    def _write_caught_up(self, subs: list[Subscriber], seqs: list[int],
-                         prevs: list[int]) -> list[Subscriber]:
-        """`write_caught_up(subs, seqs, prevs)`, if set: those of `subs` it did not write
-        the run to (all of them when it failed)."""
-        write = self.write_caught_up
-        if write is None:
-            return subs
-        try:
-            return write(subs, seqs, prevs)
-        except Exception:  # those it wrote to have the run: their own path drops it again
-            log.exception("writing to the caught-up subscribers failed")
-            return subs
+        async def each(sub: Subscriber) -> None:
+            nonlocal delivered
+            try:
+                # No coroutine per subscriber when it can simply be written now.
+                if seq >= 0 and sub.deliver_now(item, seq, prev):
+                    delivered += 1
+                else:
+                    delivered += await sub.accept(item)
+            except Exception:
+                self._failed(sub)
+
+        written = await self._slices(list(feed.subscribers), [seq] if seq >= 0 else [], [prev],
+                                     each)
+        self._fanned_out(item, delivered + written)
 
     async def _fan_out_many(self, feed: Feed, items: list[Any]) -> None:
         self.backlog_events += len(items)
@@ -364,28 +349,61 @@ class Hub(Publisher):
         events = all(type(item) is m.Event for item in items)
         seqs = [item.seq for item in items] if events else []  # read once (ORM attributes)
         prevs = [prev_of(item) for item in items] if events else []
-        subs = list(feed.subscribers)
+
+        async def each(sub: Subscriber) -> None:
+            try:
+                # No coroutine per subscriber when the backlog can simply be written now.
+                done = sub.deliver_many_now(items, seqs, prevs) if events else 0
+                for i in range(done):
+                    delivered[i] += 1
+                if done < len(items):
+                    for i, direct in enumerate(await sub.accept_many(items[done:]), done):
+                        delivered[i] += direct
+            except Exception:
+                self._failed(sub)
+
+        written = await self._slices(list(feed.subscribers), seqs, prevs, each)
+        for item, count in zip(items, delivered, strict=True):
+            self._fanned_out(item, count + written)
+
+    async def _slices(self, subs: list[Subscriber], seqs: list[int], prevs: list[int],
+                      each: Callable[[Subscriber], Awaitable[None]]) -> int:
+        """`subs` a slice of `FANOUT_SLICE` at a time, yielding to the event loop between
+        slices: `write_caught_up` writes the run of events (`seqs`, none: not events) to
+        the caught-up ones, `each` delivers to the others. A run's messages are made by
+        the first subscriber that renders them (`each`'s `accept`), so when the writer
+        hands some back, the first of them goes its own way and the writer is asked again
+        for the rest (an event's first slice; a family's few sockets). How many the writer
+        wrote to."""
+        written = 0
+        writer = self.write_caught_up if seqs else None
         for start in range(0, len(subs), FANOUT_SLICE):
             if start:
-                await asyncio.sleep(0)
-            part = self._write_caught_up(subs[start:start + FANOUT_SLICE], seqs, prevs) \
-                if events else subs[start:start + FANOUT_SLICE]
-            written = min(FANOUT_SLICE, len(subs) - start) - len(part)
-            for i in range(len(items)):
-                delivered[i] += written
+                await asyncio.sleep(0)  # let requests (and other feeds) run between slices
+            part = subs[start:start + FANOUT_SLICE]
+            if writer is not None:
+                rest = self._write_caught_up(writer, part, seqs, prevs)
+                written += len(part) - len(rest)
+                if rest:
+                    await each(rest[0])
+                    part = rest[1:]
+                    rest = self._write_caught_up(writer, part, seqs, prevs)
+                    written += len(part) - len(rest)
+                part = rest
             for sub in part:
-                try:
-                    # No coroutine per subscriber when the backlog can simply be written now.
-                    done = sub.deliver_many_now(items, seqs, prevs) if events else 0
-                    for i in range(done):
-                        delivered[i] += 1
-                    if done < len(items):
-                        for i, direct in enumerate(await sub.accept_many(items[done:]), done):
-                            delivered[i] += direct
-                except Exception:
-                    self._failed(sub)
-        for item, count in zip(items, delivered, strict=True):
-            self._fanned_out(item, count)
+                await each(sub)
+        return written
+
+    @staticmethod
+    def _write_caught_up(writer: CaughtUpWriter, subs: list[Subscriber], seqs: list[int],
+                         prevs: list[int]) -> list[Subscriber]:
+        """`writer(subs, seqs, prevs)`: those of `subs` it did not write the run to (all of
+        them when it failed)."""
+        try:
+            return writer(subs, seqs, prevs)
+        except Exception:  # those it wrote to have the run: their own path drops it again
+            log.exception("writing to the caught-up subscribers failed")
+            return subs
 
     @staticmethod
     def _failed(sub: Subscriber) -> None:
