@@ -48,7 +48,7 @@ from websockets.exceptions import ConnectionClosed
 from giftgraph.db.engine import Database, create_database
 from giftgraph.db.migrate import upgrade
 from giftgraph.db.models import Family
-from giftgraph.db.session import OperationDb, unavailable
+from giftgraph.db.session import OperationDb, Prepared, execute_in, unavailable
 from giftgraph.errors import AppliedUnanswered, OutcomeUnknown
 from tests.conftest import make_settings
 from tests.integration.test_live import WsClient, listeners, listening, signup
@@ -866,6 +866,48 @@ async def test_a_commit_lost_to_a_frozen_database_is_not_called_retryable(
         # A statement that fails before the COMMIT is the body's error, as before.
         with pytest.raises(DBAPIError):
             await insert("no_such_table")
+    finally:
+        await database.watchdog.stop()
+        await database.dispose()
+
+
+async def test_a_direct_units_commit_lost_to_a_frozen_database_is_not_called_retryable(
+        own_pg: OwnPostgres, own_db: str) -> None:
+    """`write_direct` (no ORM session) as `write` above: a COMMIT cut by the watchdog on a
+    frozen database is OutcomeUnknown, a statement cut before it the body's error (the
+    client may retry), and the connection goes back to no pool inside its transaction."""
+    database = create_database(own_db, make_settings(own_db, statement_timeout_ms=500))
+    database.watch()
+    probe = Prepared(text("INSERT INTO commit_probe VALUES ('lost') RETURNING note"))
+    try:
+        async with database.engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE IF NOT EXISTS commit_probe (note text)"))
+            await connection.execute(text("TRUNCATE commit_probe"))
+
+        async def insert(freeze_at: str, freeze: contextlib.ExitStack) -> None:
+            db = OperationDb(database)
+            try:
+                async with db.write_direct() as unit:
+                    if freeze_at == "statement":
+                        freeze.enter_context(frozen(own_pg))
+                    await execute_in(unit, probe, {})
+                    if freeze_at == "commit":
+                        freeze.enter_context(frozen(own_pg))
+            finally:
+                await db.end()
+
+        with contextlib.ExitStack() as freeze, pytest.raises(OutcomeUnknown) as lost:
+            await insert("commit", freeze)
+        assert lost.value.extensions.get("retryable") is False
+        await wait_answering(database)
+        with contextlib.ExitStack() as freeze, pytest.raises(DBAPIError) as unsent:
+            await insert("statement", freeze)
+        assert unavailable(unsent.value)
+        await wait_answering(database)
+        async with database.engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert driver is not None
+            assert not driver.is_in_transaction()
     finally:
         await database.watchdog.stop()
         await database.dispose()

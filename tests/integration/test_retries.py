@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
+from giftgraph.db.session import Prepared, execute_in
 from giftgraph.ids import decode_id
 from tests.conftest import Account, _dsn
 
@@ -102,9 +103,9 @@ async def test_a_mutation_that_keeps_colliding_fails_retryable_and_changes_nothi
         nonlocal attempts
         attempts += 1
         await original(info, session, *args, **kwargs)
-        await session.execute(text(
+        await execute_in(session, Prepared(text(
             "DO $$ BEGIN RAISE EXCEPTION 'could not serialize access' "
-            "USING ERRCODE = 'serialization_failure'; END $$"))
+            "USING ERRCODE = 'serialization_failure'; END $$")), {})
 
     monkeypatch.setattr(lists, "_record_item", collide)
     r = await alice.client(SET_STATUS, {"i": item, "s": "SELECTED"})
@@ -120,7 +121,7 @@ async def test_a_mutation_that_keeps_colliding_fails_retryable_and_changes_nothi
     async def fail(info: Any, session: Any, *args: Any, **kwargs: Any) -> None:
         nonlocal attempts
         attempts += 1
-        await session.execute(text("SELECT 1/0"))
+        await execute_in(session, Prepared(text("SELECT 1/0")), {})
 
     attempts = 0
     monkeypatch.setattr(lists, "_record_item", fail)

@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql import sqltypes
 
 from giftgraph.db.engine import Database
 from giftgraph.db.models import Event
@@ -55,8 +56,7 @@ class Prepared:
                                     for n in self.names)
         columns = list(stmt.selected_columns) if isinstance(stmt, Select | TextualSelect) \
             else []
-        self.results = tuple(c.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None)
-                             for c in columns)
+        self.results = tuple(_result_processor(c.type) for c in columns)
         self.row: Any = namedtuple("Row", [str(c.key) for c in columns], rename=True) \
             if columns else None
 
@@ -76,6 +76,20 @@ class Prepared:
         return [self.row._make([v if p is None or v is None else p(v)
                                 for v, p in zip(r, processors, strict=True)])
                 for r in records]
+
+
+def _result_processor(type_: Any) -> Any:
+    """A column type's result processor for this dialect. asyncpg's numeric ones ask for
+    the column's PostgreSQL type: a `Numeric` column's own (NUMERIC, or FLOAT8 for a
+    `Float`), the OIDs asyncpg's adapter would be given."""
+    impl = type_.dialect_impl(_DIALECT)
+    coltype = None
+    if isinstance(impl, sqltypes.Numeric):
+        coltype = FLOAT8_OID if isinstance(impl, sqltypes.Float) else NUMERIC_OID
+    return impl.result_processor(_DIALECT, coltype)
+
+
+NUMERIC_OID, FLOAT8_OID = 1700, 701
 
 
 class OperationDb:
@@ -236,6 +250,55 @@ class OperationDb:
         for hook in hooks:
             await hook()
 
+    @asynccontextmanager
+    async def write_direct(self) -> AsyncIterator[AsyncSession | DirectUnit]:
+        """`write` for a unit of work whose statements are all `Prepared` ones run through
+        `execute_in`: its transaction on the asyncpg connection alone, with no ORM session
+        (a session's begin, commit and close were ~0.3 ms of CPU a mutation: bench/NOTES.md
+        2026-11-29 14:18). The same lock, connection, commit count, events and after-commit
+        hooks as `write`, and the same errors (the driver's as SQLAlchemy's `DBAPIError`).
+        Where statements must go through SQLAlchemy (`Database.direct_statements` off), a
+        session, as `write`."""
+        database = self._database
+        if not database.direct_statements:
+            async with self.write() as session:
+                yield session
+            return
+        async with self._lock:
+            self._check_open()
+            await self._close_reads()  # one connection at a time, as `write`
+            connection = database.engine.connect()
+            committing = False
+            try:
+                await connection.start()
+                driver = (await connection.get_raw_connection()).driver_connection
+                unit = DirectUnit(connection, database, driver)
+                await unit.command("BEGIN")
+                try:
+                    yield unit
+                    committing = True
+                    await unit.command("COMMIT")
+                    self.commits += 1
+                except BaseException as exc:
+                    await unit.rollback()
+                    take_pending(unit)  # rolled-back work publishes nothing
+                    take_after_commit(unit)
+                    if committing and _lost(exc):
+                        log.warning("the connection was lost during a COMMIT: it may have "
+                                    "been applied")
+                        raise OutcomeUnknown from exc
+                    self._unanswered_after_commit(exc)
+                    raise
+                events = take_pending(unit)
+                hooks = take_after_commit(unit)
+            finally:
+                if connection.sync_connection is not None:  # not when none was had
+                    await _close(connection)
+        if events and self._publish is not None:
+            await self._publish(events)
+        for hook in hooks:
+            await hook()
+
     async def recover(self) -> None:
         """After a failed read, before the operation's reads run again: the session is
         closed (a connection that broke goes back to the pool, which replaces it) and the
@@ -303,6 +366,60 @@ class OperationDb:
         such request (adversary, 2026-11-26: 20 requests took the whole pool)."""
         self._closed = True
         await self.close()
+
+
+class DirectUnit:
+    """`OperationDb.write_direct`'s unit of work: what `execute_in` and the event log ask of
+    a session (`info`, `flush`, `connection`), over a transaction begun on the asyncpg
+    connection itself. It holds no ORM state: nothing to flush."""
+
+    __slots__ = ("_connection", "database", "driver", "info")
+
+    def __init__(self, connection: AsyncConnection, database: Database, driver: Any) -> None:
+        self._connection, self.database, self.driver = connection, database, driver
+        self.info: dict[str, Any] = {DIRECT_KEY: database, _DRIVER_KEY: driver}
+
+    async def flush(self) -> None:
+        """Nothing to write: every statement of the unit has run already."""
+
+    async def connection(self) -> AsyncConnection:
+        return self._connection
+
+    async def command(self, sql: str) -> None:
+        """BEGIN, COMMIT: told to the watchdog, and a driver's error raised as a
+        `DBAPIError` (a lost connection invalidated), as `execute_in` raises it."""
+        watchdog = self.database.watchdog
+        watchdog.asking(self.driver)
+        try:
+            await self.driver.execute(sql)
+        except DRIVER_ERRORS as exc:
+            if isinstance(exc, asyncpg.PostgresError):
+                watchdog.answered(self.driver)  # an error is an answer
+            else:
+                watchdog.idle(self.driver)
+            broken = _broken(exc)
+            if broken:
+                await self._connection.invalidate()
+            raise DBAPIError(sql, None, exc, connection_invalidated=broken) from exc
+        except BaseException:
+            watchdog.idle(self.driver)
+            raise
+        watchdog.answered(self.driver)
+
+    async def rollback(self) -> None:
+        """After a failure: the transaction rolled back, or the connection invalidated (the
+        pool then closes it) when that is not possible, so that it never goes back to the
+        pool inside a transaction."""
+        try:
+            if not self._connection.invalidated and self.driver.is_in_transaction():
+                await self.driver.execute("ROLLBACK")
+        except BaseException:
+            if not self._connection.invalidated:
+                await self._connection.invalidate()
+            raise
+
+
+Unit = AsyncSession | DirectUnit  # what `execute_in` runs a statement in
 
 
 class OperationOver(asyncio.CancelledError):
@@ -450,7 +567,7 @@ DIRECT_KEY = "giftgraph.direct"  # session.info: the Database whose statements m
 _DRIVER_KEY = "giftgraph.driver"  # session.info: its transaction's asyncpg connection
 
 
-async def execute_in(session: AsyncSession, prepared: Prepared,
+async def execute_in(session: Unit, prepared: Prepared,
                      params: Mapping[str, Any]) -> list[Any]:
     """The rows of a `Prepared` statement run in a unit of work's transaction: on its
     asyncpg connection directly, without SQLAlchemy's execution layer (~100 µs of CPU a
@@ -466,6 +583,9 @@ async def execute_in(session: AsyncSession, prepared: Prepared,
     # asyncpg's view of the server's state: BEGIN has been sent by SQLAlchemy's adapter
     # (it begins at the first statement, not at `session.connection()`)
     if database is None or driver is None or not driver.is_in_transaction():
+        if isinstance(session, DirectUnit):  # its transaction ended (an error ended it)
+            raise DBAPIError(prepared.sql, None,
+                             asyncpg.InterfaceError("no transaction in progress"))
         return list((await session.execute(prepared.statement, params)).all())
     for hook in database.statement_hooks:
         hook(prepared.sql)
@@ -485,7 +605,7 @@ EVENT_LOCK_KEY = "giftgraph.event_lock"  # the family's event lock is held
 AFTER_COMMIT_KEY = "giftgraph.after_commit"
 
 
-def take_pending(session: AsyncSession) -> list[Event]:
+def take_pending(session: Unit) -> list[Event]:
     """Events written by the transaction just committed (cleared for the next one)."""
     session.info.pop(EVENT_LOCK_KEY, None)
     session.info.pop(_DRIVER_KEY, None)  # that transaction's connection (`execute_in`)
@@ -493,12 +613,12 @@ def take_pending(session: AsyncSession) -> list[Event]:
     return pending
 
 
-def after_commit(session: AsyncSession, hook: Callable[[], Awaitable[None]]) -> None:
+def after_commit(session: Unit, hook: Callable[[], Awaitable[None]]) -> None:
     """Run `hook` once the current transaction has committed (never after a rollback)."""
     session.info.setdefault(AFTER_COMMIT_KEY, []).append(hook)
 
 
-def take_after_commit(session: AsyncSession) -> list[Callable[[], Awaitable[None]]]:
+def take_after_commit(session: Unit) -> list[Callable[[], Awaitable[None]]]:
     hooks: list[Callable[[], Awaitable[None]]] = session.info.pop(AFTER_COMMIT_KEY, [])
     return hooks
 

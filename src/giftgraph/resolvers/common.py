@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, bindparam, func, select
@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from giftgraph.context import Info
 from giftgraph.db import models as m
 from giftgraph.db.pagination import Order, page_from_rows, page_statement
+from giftgraph.db.session import Unit
 from giftgraph.errors import NotFound
 from giftgraph.ids import decode_id
 from giftgraph.schema.connection import Connection, connection
@@ -21,6 +22,7 @@ from giftgraph.schema.types import page_args
 
 M = TypeVar("M", bound=m.Owned)
 T = TypeVar("T")
+U = TypeVar("U", bound=Unit)
 # get_owned's `lock` for a row about to be referenced: FOR KEY SHARE (see get_referenced).
 KEY_SHARE = "key_share"
 
@@ -61,11 +63,25 @@ def _owned_statement(model: type[m.Owned], lock: bool | str) -> Select[Any]:
 @asynccontextmanager
 async def unit_of_work(info: Info) -> AsyncIterator[AsyncSession]:
     """One transaction for one mutation, scoped to the caller's family."""
+    async with _unit(info, info.context.db.write()) as session:
+        yield session
+
+
+@asynccontextmanager
+async def direct_unit_of_work(info: Info) -> AsyncIterator[Unit]:
+    """`unit_of_work` for a mutation whose statements all run through `execute_in`
+    (`OperationDb.write_direct`: no ORM session)."""
+    async with _unit(info, info.context.db.write_direct()) as unit:
+        yield unit
+
+
+@asynccontextmanager
+async def _unit(info: Info, opened: AbstractAsyncContextManager[U]) -> AsyncIterator[U]:
     ctx = info.context
     user = ctx.require_user()
-    async with ctx.db.write() as session:
-        session.info["family_id"] = user.family_id
-        yield session
+    async with opened as unit:
+        unit.info["family_id"] = user.family_id
+        yield unit
     if ctx.operation.loaders is not None:
         ctx.operation.loaders.clear()
 

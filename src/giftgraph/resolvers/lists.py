@@ -6,12 +6,13 @@ import uuid
 from typing import Annotated, Any
 
 import strawberry
-from sqlalchemy import and_, bindparam, delete, select
+from sqlalchemy import and_, bindparam, delete, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.context import Info
 from giftgraph.db import models as m
 from giftgraph.db import orders
+from giftgraph.db.session import Prepared, Unit, execute_in
 from giftgraph.errors import BadInput, Forbidden, InvalidTransition, NotFound
 from giftgraph.events import (
     LIST_ITEMS_TOPIC,
@@ -24,6 +25,7 @@ from giftgraph.events import (
 from giftgraph.ids import decode_id
 from giftgraph.resolvers import crud
 from giftgraph.resolvers.common import (
+    direct_unit_of_work,
     get_owned,
     get_referenced,
     list_connection,
@@ -174,6 +176,38 @@ ITEM_AND_LIST = (
 )
 
 
+def _columns(model: type[m.Owned]) -> tuple[tuple[Any, ...], tuple[str, ...]]:
+    """A model's table columns and the attributes they map to."""
+    mapper = inspect(model)
+    columns = tuple(mapper.local_table.c)
+    return columns, tuple(mapper.get_property_by_column(c).key for c in columns)
+
+
+_ITEM, _ITEM_KEYS = _columns(m.ListItem)
+_LIST, _LIST_KEYS = _columns(m.GiftList)
+# ITEM_AND_LIST as columns, for a unit of work with no ORM session (`write_direct`), which
+# builds the two entities from the row itself (`_get_item_row`).
+ITEM_AND_LIST_ROW = Prepared(
+    select(*_ITEM, *_LIST)
+    .join_from(m.ListItem, m.GiftList, and_(m.GiftList.id == m.ListItem.list_id,
+                                            m.GiftList.family_id == bindparam("family_id")))
+    .where(m.ListItem.id == bindparam("id"), m.ListItem.family_id == bindparam("family_id"))
+    .with_for_update(of=m.ListItem)
+)
+
+
+async def _get_item_row(unit: Unit, gid: str) -> tuple[m.ListItem, m.GiftList]:
+    """`_get_item` in a unit of work with no ORM session: the entities are built from the
+    row, not attached to any session (the unit writes with `execute_in` only)."""
+    rows = await execute_in(unit, ITEM_AND_LIST_ROW, {
+        "id": decode_id(gid, "ListItem"), "family_id": unit.info["family_id"]})
+    if not rows:
+        raise NotFound("ListItem")
+    row, n = rows[0], len(_ITEM)
+    return (m.ListItem(**dict(zip(_ITEM_KEYS, row[:n], strict=True))),
+            m.GiftList(**dict(zip(_LIST_KEYS, row[n:], strict=True))))
+
+
 async def _get_item(session: AsyncSession, gid: str) -> tuple[m.ListItem, m.GiftList]:
     row = (await session.execute(ITEM_AND_LIST, {
         "id": decode_id(gid, "ListItem"), "family_id": session.info["family_id"]})).first()
@@ -182,7 +216,7 @@ async def _get_item(session: AsyncSession, gid: str) -> tuple[m.ListItem, m.Gift
     return row[0], row[1]
 
 
-async def _record_item(info: Info, session: AsyncSession, item: m.ListItem,
+async def _record_item(info: Info, session: Unit, item: m.ListItem,
                        gift_list: m.GiftList, kind: m.EventKind,
                        changes: dict[str, Any] | None = None) -> None:
     user = info.context.require_user()
@@ -269,8 +303,8 @@ async def set_list_item_status(
     status: Annotated[ItemStatus, strawberry.argument(
         description="The status one step before or after its current one.")],
 ) -> ListItem:
-    async with unit_of_work(info) as session:
-        item, gift_list = await _get_item(session, id)
+    async with direct_unit_of_work(info) as unit:
+        item, gift_list = await _get_item_row(unit, id)
         new = m.ItemStatus(status)
         if new not in TRANSITIONS[item.status]:
             allowed = sorted(s.value for s in TRANSITIONS[item.status])
@@ -278,7 +312,7 @@ async def set_list_item_status(
                 f"Cannot move an item from {item.status.value} to {new.value}",
                 current=item.status.value, requested=new.value, allowed=allowed,
             )
-        await _record_item(info, session, item, gift_list, m.EventKind.STATUS_CHANGED,
+        await _record_item(info, unit, item, gift_list, m.EventKind.STATUS_CHANGED,
                            changes={"status": new})
     return ListItem.from_model(item)
 
