@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Select, bindparam, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.context import Info
 from giftgraph.db import models as m
 from giftgraph.db.pagination import Order, page_from_rows, page_statement
-from giftgraph.db.session import Unit
+from giftgraph.db.session import DirectUnit, Prepared, Unit, execute_in
 from giftgraph.errors import NotFound
 from giftgraph.ids import decode_id
 from giftgraph.schema.connection import Connection, connection
@@ -28,19 +28,25 @@ KEY_SHARE = "key_share"
 
 
 async def get_owned(
-    session: AsyncSession, model: type[M], gid: str, type_name: str, *,
+    session: Unit, model: type[M], gid: str, type_name: str, *,
     lock: bool | str = True,
 ) -> M:
-    """The caller's family's row for a global ID; anything else is NOT_FOUND."""
+    """The caller's family's row for a global ID; anything else is NOT_FOUND. In a unit of
+    work with no ORM session (`direct_unit_of_work`), an entity built from the row."""
     pk = decode_id(gid, type_name)
-    row = await session.scalar(_owned_statement(model, lock),
-                               {"id": pk, "family_id": session.info["family_id"]})
+    params = {"id": pk, "family_id": session.info["family_id"]}
+    if isinstance(session, DirectUnit):
+        rows = await execute_in(session, _owned_row(model, lock), params)
+        if not rows:
+            raise NotFound(type_name)
+        return entity_of(model, rows[0])
+    row = await session.scalar(_owned_statement(model, lock), params)
     if row is None:
         raise NotFound(type_name)
     return row  # type: ignore[no-any-return]
 
 
-async def get_referenced(session: AsyncSession, model: type[M], gid: str, type_name: str) -> M:
+async def get_referenced(session: Unit, model: type[M], gid: str, type_name: str) -> M:
     """The caller's family's row that a write is about to point a foreign key at, locked
     FOR KEY SHARE until COMMIT: a concurrent delete of it either waits for this transaction
     or has committed, and then the row is NOT_FOUND here, exactly as an unknown ID (where
@@ -58,6 +64,37 @@ def _owned_statement(model: type[m.Owned], lock: bool | str) -> Select[Any]:
     if lock == KEY_SHARE:
         return stmt.with_for_update(read=True, key_share=True)
     return stmt.with_for_update() if lock else stmt
+
+
+@functools.cache
+def _owned_row(model: type[m.Owned], lock: bool | str) -> Prepared:
+    """`_owned_statement` as the table's columns (`entity_of` builds the entity)."""
+    table = _columns(model)[0]
+    stmt = select(*table).where(model.id == bindparam("id"),
+                                model.family_id == bindparam("family_id"))
+    if lock == KEY_SHARE:
+        return Prepared(stmt.with_for_update(read=True, key_share=True))
+    return Prepared(stmt.with_for_update() if lock else stmt)
+
+
+@functools.cache
+def _columns(model: type[m.Owned]) -> tuple[tuple[Any, ...], tuple[str, ...]]:
+    """A model's table columns and the attributes they map to."""
+    mapper = inspect(model)
+    columns = tuple(mapper.local_table.c)
+    return columns, tuple(mapper.get_property_by_column(c).key for c in columns)
+
+
+def columns_of(model: type[m.Owned]) -> tuple[Any, ...]:
+    """The columns `entity_of` builds a `model` from, in its order."""
+    return _columns(model)[0]
+
+
+def entity_of(model: type[M], values: Sequence[Any]) -> M:
+    """A `model` entity of a row of its `columns_of`, attached to no session: for a unit
+    of work that writes with `execute_in` only (its attributes are the row's; nothing of
+    it is ever flushed)."""
+    return model(**dict(zip(_columns(model)[1], values, strict=True)))
 
 
 @asynccontextmanager

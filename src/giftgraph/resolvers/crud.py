@@ -14,7 +14,7 @@ from giftgraph.context import Info
 from giftgraph.db import models as m
 from giftgraph.events import Cascaded, comments_topic, record, record_many
 from giftgraph.ids import encode_id
-from giftgraph.resolvers.common import get_owned, unit_of_work
+from giftgraph.resolvers.common import direct_unit_of_work, get_owned, unit_of_work
 from giftgraph.schema.inputs import provided
 from giftgraph.schema.types import TARGET_TYPES
 from giftgraph.validation import validate
@@ -51,7 +51,7 @@ async def create(info: Info, model: type[M], data_model: type[BaseModel], inp: o
 async def update(info: Info, model: type[M], type_name: str, data_model: type[BaseModel],
                  gid: str, patch: object, topics: Topics, convert: Callable[[M], T]) -> T:
     user = info.context.require_user()
-    async with unit_of_work(info) as session:
+    async with direct_unit_of_work(info) as session:
         row = await get_owned(session, model, gid, type_name)
         data = validate(data_model, {**current_values(row, data_model), **provided(patch)})
         await record(session, family_id=user.family_id, actor_id=user.id,

@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 import strawberry
-from sqlalchemy import and_, bindparam, delete, inspect, select
+from sqlalchemy import and_, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from giftgraph.context import Info
@@ -25,7 +25,9 @@ from giftgraph.events import (
 from giftgraph.ids import decode_id
 from giftgraph.resolvers import crud
 from giftgraph.resolvers.common import (
+    columns_of,
     direct_unit_of_work,
+    entity_of,
     get_owned,
     get_referenced,
     list_connection,
@@ -87,7 +89,7 @@ async def lists(info: Info, first: First = None, after: After = None,
                                  first, after, last, before, list_relations(loaders))
 
 
-async def _list_values(session: AsyncSession, data: dict[str, Any]) -> dict[str, Any]:
+async def _list_values(session: Unit, data: dict[str, Any]) -> dict[str, Any]:
     values = validate(GiftListData, data).model_dump()
     for key, model, type_name in (("person_id", m.Person, "Person"),
                                   ("occasion_id", m.Occasion, "Occasion")):
@@ -117,7 +119,7 @@ async def update_list(
     input: Annotated[GiftListPatch, strawberry.argument(description="The changes.")],
 ) -> GiftList:
     user = info.context.require_user()
-    async with unit_of_work(info) as session:
+    async with direct_unit_of_work(info) as session:
         row = await get_owned(session, m.GiftList, id, "GiftList")
         before = list_topics(row)
         patch = provided(input)
@@ -176,15 +178,7 @@ ITEM_AND_LIST = (
 )
 
 
-def _columns(model: type[m.Owned]) -> tuple[tuple[Any, ...], tuple[str, ...]]:
-    """A model's table columns and the attributes they map to."""
-    mapper = inspect(model)
-    columns = tuple(mapper.local_table.c)
-    return columns, tuple(mapper.get_property_by_column(c).key for c in columns)
-
-
-_ITEM, _ITEM_KEYS = _columns(m.ListItem)
-_LIST, _LIST_KEYS = _columns(m.GiftList)
+_ITEM, _LIST = columns_of(m.ListItem), columns_of(m.GiftList)
 # ITEM_AND_LIST as columns, for a unit of work with no ORM session (`write_direct`), which
 # builds the two entities from the row itself (`_get_item_row`).
 ITEM_AND_LIST_ROW = Prepared(
@@ -204,8 +198,7 @@ async def _get_item_row(unit: Unit, gid: str) -> tuple[m.ListItem, m.GiftList]:
     if not rows:
         raise NotFound("ListItem")
     row, n = rows[0], len(_ITEM)
-    return (m.ListItem(**dict(zip(_ITEM_KEYS, row[:n], strict=True))),
-            m.GiftList(**dict(zip(_LIST_KEYS, row[n:], strict=True))))
+    return entity_of(m.ListItem, row[:n]), entity_of(m.GiftList, row[n:])
 
 
 async def _get_item(session: AsyncSession, gid: str) -> tuple[m.ListItem, m.GiftList]:
@@ -324,8 +317,8 @@ async def assign_list_item(
         description="An active member of the family to take care of it; null or omitted "
                     "unassigns it.")] = None,
 ) -> ListItem:
-    async with unit_of_work(info) as session:
-        item, gift_list = await _get_item(session, id)
+    async with direct_unit_of_work(info) as session:
+        item, gift_list = await _get_item_row(session, id)
         assignee_id = None
         if user_id is not None:
             assignee = await get_referenced(session, m.User, user_id, "User")
