@@ -54,6 +54,7 @@ async def _clean(database: Database) -> None:
     async with database.engine.connect() as conn:
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None
+        assert await driver.fetchval("SELECT 1") == 1  # after whatever was in flight on it
         assert not driver.is_in_transaction()
 
 
@@ -167,6 +168,43 @@ async def test_a_cancelled_unit_leaves_no_transaction_behind(database: Database)
     await op.end()
     assert await _names(database) == []
     await _clean(database)
+
+
+async def test_a_unit_cancelled_while_its_begin_is_in_flight_leaves_no_transaction(
+        database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled once BEGIN is sent and before its answer (a client's `complete` or reset
+    at that moment, adversary 2026-11-29): the server still begins the transaction, so the
+    unit rolls back (or drops the connection) all the same."""
+    command = DirectUnit.command
+
+    async def cancelled_in_flight(self: DirectUnit, sql: str) -> None:
+        if sql == "BEGIN":
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # delivered at the first wait: BEGIN's answer
+        await command(self, sql)
+
+    monkeypatch.setattr(DirectUnit, "command", cancelled_in_flight)
+    op = OperationDb(database)
+
+    async def unit() -> None:
+        async with op.write_direct() as unit:
+            await _add(unit, "never")
+
+    with pytest.raises(asyncio.CancelledError):
+        await unit()
+    await op.end()
+    monkeypatch.undo()
+    await _clean(database)
+    op = OperationDb(database)
+    try:
+        async with op.write_direct() as unit:  # the pool's connections all usable
+            await _add(unit, "a")
+        async with op.write() as session:
+            await session.execute(text("SELECT 1"))
+    finally:
+        await op.end()
+    assert await _names(database) == ["a"]
 
 
 async def test_without_direct_statements_the_unit_is_a_session(database: Database) -> None:

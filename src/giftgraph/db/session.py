@@ -273,8 +273,8 @@ class OperationDb:
                 await connection.start()
                 driver = (await connection.get_raw_connection()).driver_connection
                 unit = DirectUnit(connection, database, driver)
-                await unit.command("BEGIN")
                 try:
+                    await unit.command("BEGIN")  # cancelled in flight, it may still begin
                     yield unit
                     committing = True
                     await unit.command("COMMIT")
@@ -407,16 +407,22 @@ class DirectUnit:
         watchdog.answered(self.driver)
 
     async def rollback(self) -> None:
-        """After a failure: the transaction rolled back, or the connection invalidated (the
-        pool then closes it) when that is not possible, so that it never goes back to the
-        pool inside a transaction."""
+        """After a failure, whatever the transaction's state (not begun, a BEGIN or a
+        statement cancelled in flight, failed, open): ROLLBACK, asked unconditionally (asyncpg
+        learns the state only from the server's answer, and a command cancelled in flight
+        may still begin, or hold, a transaction), or, when that fails, the connection
+        invalidated (the pool then closes it). Either way it never goes back to the pool
+        inside a transaction (the pool's own rollback does not know of this one). A failed
+        ROLLBACK is not the unit's error: the caller raises that one."""
+        if self._connection.invalidated:
+            return
         try:
-            if not self._connection.invalidated and self.driver.is_in_transaction():
-                await self.driver.execute("ROLLBACK")
-        except BaseException:
+            await self.command("ROLLBACK")
+        except BaseException as exc:
             if not self._connection.invalidated:
                 await self._connection.invalidate()
-            raise
+            if not isinstance(exc, Exception):  # cancelled again meanwhile
+                raise
 
 
 Unit = AsyncSession | DirectUnit  # what `execute_in` runs a statement in
