@@ -232,23 +232,13 @@ class OperationDb:
                     self.commits += 1
                 except BaseException as exc:
                     await session.rollback()
-                    take_pending(session)  # rolled-back work publishes nothing
-                    take_after_commit(session)
-                    if committing and _lost(exc):
-                        log.warning("the connection was lost during a COMMIT: it may have "
-                                    "been applied")
-                        raise OutcomeUnknown from exc
-                    self._unanswered_after_commit(exc)
+                    self._rolled_back(session, exc, committing)
                     raise
                 events = take_pending(session)
                 hooks = take_after_commit(session)
             finally:
                 await _close(session)
-        # Publish only after COMMIT, outside the lock.
-        if events and self._publish is not None:
-            await self._publish(events)
-        for hook in hooks:
-            await hook()
+        await self._committed(events, hooks)  # after COMMIT, outside the lock
 
     @asynccontextmanager
     async def write_direct(self) -> AsyncIterator[AsyncSession | DirectUnit]:
@@ -281,19 +271,30 @@ class OperationDb:
                     self.commits += 1
                 except BaseException as exc:
                     await unit.rollback()
-                    take_pending(unit)  # rolled-back work publishes nothing
-                    take_after_commit(unit)
-                    if committing and _lost(exc):
-                        log.warning("the connection was lost during a COMMIT: it may have "
-                                    "been applied")
-                        raise OutcomeUnknown from exc
-                    self._unanswered_after_commit(exc)
+                    self._rolled_back(unit, exc, committing)
                     raise
                 events = take_pending(unit)
                 hooks = take_after_commit(unit)
             finally:
                 if connection.sync_connection is not None:  # not when none was had
                     await _close(connection)
+        await self._committed(events, hooks)
+
+    def _rolled_back(self, unit: Unit, exc: BaseException, committing: bool) -> None:
+        """After a unit of work failed with `exc` and rolled back: its events and hooks
+        dropped (rolled-back work publishes nothing); `OutcomeUnknown` when the connection
+        was lost during its COMMIT (it may have been applied), `AppliedUnanswered` when an
+        earlier unit of the operation committed. Otherwise the caller raises `exc`."""
+        take_pending(unit)
+        take_after_commit(unit)
+        if committing and _lost(exc):
+            log.warning("the connection was lost during a COMMIT: it may have been applied")
+            raise OutcomeUnknown from exc
+        self._unanswered_after_commit(exc)
+
+    async def _committed(self, events: list[Event],
+                         hooks: list[Callable[[], Awaitable[None]]]) -> None:
+        """A committed unit's events published and its after-commit hooks run."""
         if events and self._publish is not None:
             await self._publish(events)
         for hook in hooks:

@@ -69,12 +69,7 @@ def _owned_statement(model: type[m.Owned], lock: bool | str) -> Select[Any]:
 @functools.cache
 def _owned_row(model: type[m.Owned], lock: bool | str) -> Prepared:
     """`_owned_statement` as the table's columns (`entity_of` builds the entity)."""
-    table = _columns(model)[0]
-    stmt = select(*table).where(model.id == bindparam("id"),
-                                model.family_id == bindparam("family_id"))
-    if lock == KEY_SHARE:
-        return Prepared(stmt.with_for_update(read=True, key_share=True))
-    return Prepared(stmt.with_for_update() if lock else stmt)
+    return Prepared(_owned_statement(model, lock).with_only_columns(*_columns(model)[0]))
 
 
 @functools.cache
