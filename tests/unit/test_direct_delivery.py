@@ -694,6 +694,47 @@ async def test_the_fan_out_loop_writes_a_backlog_in_one_write_or_not_at_all() ->
     assert counted == {6: 2, 7: 3, 8: 3}
 
 
+async def test_a_runs_messages_are_looked_up_once_per_plan_and_each_subscriber_asks_its_own_first(
+) -> None:
+    """Subscribers sharing a selection (a plan) share its run of messages; one whose
+    plan lacks a message of the run, whose run's first event is not its next one, or
+    whose run is not consecutive within itself is handed back whole and written nothing,
+    whatever the subscribers before it got."""
+    from types import SimpleNamespace
+
+    from giftgraph.accel.delivery import write_caught_up
+
+    whole = {6: b'{"seq":6}', 7: b'{"seq":7}', 8: b'{"seq":8}'}
+    partial = {6: b'{"seq":6}', 8: b'{"seq":8}'}  # 7 not made (yet) for this selection
+    made_plan, partial_plan = SimpleNamespace(), SimpleNamespace()
+
+    def on(plan: Any, messages: dict[int, bytes], last: int) -> tuple[Subscriber, Transport]:
+        sub, transport, _ = parked(last, messages)
+        sub.direct.plan = plan
+        return sub, transport
+
+    a, b = on(made_plan, whole, 5), on(made_plan, whole, 5)
+    c = on(partial_plan, partial, 5)
+    d = on(made_plan, whole, 5)
+    e = on(made_plan, whole, 6)  # has 6 already: the run's first is not its next
+    f = on(made_plan, whole, 5)
+    lookups: list[int] = []
+    for sub, _ in (a, b, d, e, f):  # every subscriber of the made plan counts its lookups
+        sub.direct.ready = lambda seq: lookups.append(seq) or whole.get(seq)
+    rest = write_caught_up([s for s, _ in (a, b, c, d, e, f)], [6, 7, 8], [5, 6, 7])
+    run = [HEAD + b'{"seq":%d}}' % n for n in (6, 7, 8)]
+    for sub, transport in (a, b, d, f):
+        assert (sent(transport), sub.last) == ([run], 8)
+    assert rest == [c[0], e[0]]
+    assert (c[1].writes, c[0].last, e[1].writes, e[0].last) == ([], 5, [], 6)
+    # the made plan's run worked out again only after the other plan's subscriber
+    assert lookups == [6, 7, 8, 6, 7, 8]
+    # a run with a gap inside it (7 names 6, 9 names 8, which is not in it)
+    g = on(made_plan, {6: b"x", 7: b"y", 9: b"z"}, 5)
+    assert write_caught_up([g[0]], [6, 7, 9], [5, 6, 8]) == [g[0]]
+    assert (g[1].writes, g[0].last) == ([], 5)
+
+
 async def test_a_dropped_operation_stops_its_sink_and_wire_before_its_task_is_cancelled() -> None:
     """`DirectOperations.cleanup_operation` (the client's `complete`, the socket's end):
     the fan-out's loop asks the wire, not the operation's task, so the sink is stopped

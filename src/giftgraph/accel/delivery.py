@@ -72,21 +72,41 @@ def write_caught_up(subs: list[Subscriber], seqs: list[int],
             else:
                 rest.append(sub)
         return rest
+    # A run's messages depend on the subscriber's selection only (its plan), and whether
+    # each event after the first is simply the next one depends on the run only: both are
+    # worked out once per plan (`_run_of`), not once per subscriber; a subscriber asks only
+    # whether the run's first event is its next one.
+    seq, prev = seqs[0], prevs[0]
+    plan: SharedSelection | None = None
+    messages: list[bytes] = []
+    whole = False
     for sub in subs:
         direct = sub.direct
-        if type(direct) is Parked and not sub.items and (wire := direct.wire) is not None:
-            ready, last, messages = direct.ready, sub.last, []
-            for seq, prev in zip(seqs, prevs, strict=True):
-                if not in_order(seq, prev, last) or (message := ready(seq)) is None:
-                    break
-                messages.append(message)
-                last = seq
-            else:
-                if wire.put_many(direct.prefix, messages):
-                    sub.last = last
-                    continue
+        if (type(direct) is Parked and not sub.items and (wire := direct.wire) is not None
+                and in_order(seq, prev, sub.last)):
+            if direct.plan is not plan:
+                plan = direct.plan
+                messages = _run_of(direct.ready, seqs, prevs)
+                whole = len(messages) == len(seqs)
+            if whole and wire.put_many(direct.prefix, messages):
+                sub.last = seqs[-1]
+                continue
         rest.append(sub)
     return rest
+
+
+def _run_of(ready: Callable[[int], bytes | None], seqs: list[int],
+            prevs: list[int]) -> list[bytes]:
+    """The messages (`ready`: one plan's) of the leading part of a run of events in which
+    each is made already and each after the first is simply the next one after the one
+    before it."""
+    messages: list[bytes] = []
+    for i, seq in enumerate(seqs):
+        if (i and not in_order(seq, prevs[i], seqs[i - 1])) \
+                or (message := ready(seq)) is None:
+            break
+        messages.append(message)
+    return messages
 
 
 class Parked:

@@ -149,13 +149,6 @@ class Wire:
         written += 1
         return True
 
-    def _open(self) -> bool:
-        """What `put` asks before writing (see there)."""
-        protocol, transport, flag = self._protocol, self._transport, self._flag
-        return not (self.stopped or protocol.close_sent or transport.is_closing()
-                    or not (flag._set if flag is not None else protocol.writable.is_set())
-                    or transport.get_write_buffer_size() > HIGH_WATER)
-
     def put(self, head: bytes, body: bytes) -> bool:
         """`write_text(head, body, b"}")` for the fan-out's loop over a channel's caught-up
         subscribers (`accel.delivery.write_caught_up`), asking only what lives on this
@@ -164,8 +157,8 @@ class Wire:
         buffer over `HIGH_WATER`. Not the websockets connection's `state`: uvicorn's
         protocol leaves OPEN only in callbacks that also set `close_sent` or close the
         transport (a close received, sent, a parser error, the ping timeout, shutdown),
-        so no fan-out runs between the two. (`_open`, written out here: the fan-out's path,
-        once per socket per event.)"""
+        so no fan-out runs between the two. (Written out here, not a shared helper: the
+        fan-out's path, once per socket per event.)"""
         global written
         protocol, transport, flag = self._protocol, self._transport, self._flag
         if (self.stopped or protocol.close_sent or transport.is_closing()
@@ -179,11 +172,18 @@ class Wire:
         return True
 
     def put_many(self, head: bytes, bodies: list[bytes]) -> bool:
-        """`put` of each of `bodies`, in order, in one write (one system call)."""
+        """`put` of each of `bodies`, in order, in one write (one system call), asking what
+        `put` asks; the frames made once for a run of equal backlogs (`frames`' reuse,
+        written out here as `put` writes out `frame`'s)."""
         global written
-        if not self._open():
+        protocol, transport, flag = self._protocol, self._transport, self._flag
+        if (self.stopped or protocol.close_sent or transport.is_closing()
+                or not (flag._set if flag is not None else protocol.writable.is_set())
+                or transport.get_write_buffer_size() > HIGH_WATER):
             return False
-        self._transport.write(frames(head, bodies, b"}"))
+        last = _last_many
+        transport.write(last[3] if bodies == last[0] and head == last[1] and last[2] == b"}"
+                        else frames(head, bodies, b"}"))
         written += len(bodies)
         return True
 
