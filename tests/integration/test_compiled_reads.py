@@ -584,7 +584,10 @@ async def test_a_failing_statement_falls_back_to_the_executor(
 
 async def test_a_statement_that_timed_out_is_not_run_again(app: Any, alice: Account) -> None:
     """A compiled statement canceled (here by itself: 57014, as `statement_timeout`
-    cancels one) is answered with its error; the executor does not read it all again."""
+    cancels one) is answered with its error, retryable as any statement that ran out of
+    time; the executor does not read it all again."""
+    from giftgraph.schema.extensions import TIMED_OUT
+
     query = "{ lists(first: 5) { edges { node { name } } } }"
     assert "errors" not in (await alice.client(query)).body
     keys = [k for k in PLANS.plans if k[0] == query]
@@ -601,6 +604,8 @@ async def test_a_statement_that_timed_out_is_not_run_again(app: Any, alice: Acco
         assert error["path"] == ["lists"]
         assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
         assert "statement" not in error["message"].lower()  # nothing of the SQL or its cause
+        assert error["message"] == TIMED_OUT
+        assert error["extensions"]["retryable"] is True
         after = outcomes(app)
         assert after.get("timeout", 0) == before.get("timeout", 0) + 1
         assert after.get("fallback", 0) == before.get("fallback", 0)

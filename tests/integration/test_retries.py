@@ -4,6 +4,7 @@ serialization failure) runs again; one that keeps colliding fails cleanly, retry
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import asyncpg
@@ -133,6 +134,55 @@ async def test_a_mutation_that_keeps_colliding_fails_retryable_and_changes_nothi
     r = await alice.client(SET_STATUS, {"i": item, "s": "SELECTED"})
     assert r.data["setListItemStatus"]["status"] == "SELECTED"
     assert await _events(database_url, item) == 1
+
+
+async def test_a_statement_that_runs_out_of_time_answers_retryable_and_changes_nothing(
+        app: Any, alice: Account, database_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL cancels a statement of the mutation's transaction for its
+    `statement_timeout` (57014, as a wait on a row another transaction holds would be):
+    the unit rolls back, and the client gets INTERNAL_SERVER_ERROR, retryable, saying it
+    took too long and nothing of it was applied, with nothing of the SQL; no event is
+    written or published, and the server logs a warning, not an unexpected error with its
+    traceback. It is not run again (a timeout is not a collision)."""
+    from giftgraph.resolvers import lists
+    from giftgraph.schema.extensions import TIMED_OUT
+
+    item, _ = await _item(alice)
+    attempts = 0
+    original = lists._record_item
+
+    async def slow(info: Any, session: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal attempts
+        attempts += 1
+        await original(info, session, *args, **kwargs)
+        await execute_in(session, Prepared(text(
+            "SELECT set_config('statement_timeout', '50', true)")), {})
+        await execute_in(session, Prepared(text("SELECT pg_sleep(2)")), {})
+
+    monkeypatch.setattr(lists, "_record_item", slow)
+    logger = logging.getLogger("giftgraph")
+    logger.addHandler(caplog.handler)
+    try:
+        r = await alice.client(SET_STATUS, {"i": item, "s": "SELECTED"})
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert attempts == 1
+    (error,) = r.body["errors"]
+    assert error["message"] == TIMED_OUT
+    assert error["extensions"] == {"code": "INTERNAL_SERVER_ERROR", "retryable": True,
+                                   "traceId": error["extensions"]["traceId"]}
+    assert "pg_sleep" not in str(r.body)
+    assert "canceling statement" not in str(r.body)
+    assert await _events(database_url, item) == 0
+    mine = [rec for rec in caplog.records if error["extensions"]["traceId"] in rec.getMessage()
+            and rec.levelno >= logging.WARNING]
+    assert [rec.levelno for rec in mine] == [logging.WARNING]
+    assert not mine[0].exc_info
+    monkeypatch.undo()
+    listed = await alice.client("query($i: ID!) { node(id: $i) { ... on ListItem { status } } }",
+                                {"i": item})
+    assert listed.data["node"]["status"] == "IDEA"
 
 
 async def test_a_collision_after_the_commit_is_not_retried(

@@ -69,6 +69,7 @@ from giftgraph.accel.values import (
     leaf_value,
 )
 from giftgraph.admission.answers import Refused, refusal
+from giftgraph.db.session import timed_out
 from giftgraph.errors import AppError, QueryTooComplex
 from giftgraph.schema.execution import ExecutionContext
 from giftgraph.schema.loaders import held_loads
@@ -121,18 +122,6 @@ def expected(exc: Exception) -> bool:
     starts again (`before_rerun`)."""
     return isinstance(exc, AppError) or (isinstance(exc, GraphQLError)
                                          and isinstance(exc.original_error, AppError))
-
-
-def timed_out(exc: BaseException | None) -> bool:
-    """Whether `exc` is, or wraps, a statement that ran out its time: PostgreSQL's
-    `statement_timeout` (57014) or the watchdog's (db/watchdog.py: TimeoutError)."""
-    for _ in range(8):  # the error, what it wraps (a DBAPIError's `orig`), its cause
-        if exc is None:
-            return False
-        if isinstance(exc, TimeoutError) or getattr(exc, "sqlstate", None) == "57014":
-            return True
-        exc = getattr(exc, "orig", None) or exc.__cause__
-    return False
 
 
 class LeanExecutionContext(ExecutionContext):

@@ -554,6 +554,18 @@ def log_outage(logger: logging.Logger, what: str, exc: BaseException | None,
                    "not logged" if left_out else "")
 
 
+def timed_out(exc: BaseException | None) -> bool:
+    """Whether `exc` is, or wraps, a statement that ran out its time: PostgreSQL's
+    `statement_timeout` (57014) or the watchdog's (db/watchdog.py: TimeoutError)."""
+    for _ in range(8):  # the error, what it wraps (a DBAPIError's `orig`), its cause
+        if exc is None:
+            return False
+        if isinstance(exc, TimeoutError) or getattr(exc, "sqlstate", None) == "57014":
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__
+    return False
+
+
 def _lost(exc: BaseException) -> bool:
     """The connection itself was lost under a statement (not the statement's error, nor a
     connection that could not be had)."""

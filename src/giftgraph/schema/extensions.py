@@ -40,7 +40,7 @@ from giftgraph.context import (
     operation_scope,
 )
 from giftgraph.db.engine import Database
-from giftgraph.db.session import Prepared, log_outage, unavailable
+from giftgraph.db.session import Prepared, log_outage, timed_out, unavailable
 from giftgraph.db.session import fetch as session_fetch
 from giftgraph.errors import AppError, BadInput, ServiceUnavailable, Unauthenticated
 from giftgraph.schema.cache import USER_AND_VERSION, USERS_AND_VERSIONS
@@ -266,6 +266,12 @@ def format_error(error: GraphQLError, trace_id: str | None) -> GraphQLError:
     if code is None and unavailable(error.original_error):
         log_outage(log, "an operation", error.original_error, trace_id)
         return _retryable(error, ServiceUnavailable().message, trace_id)
+    if code is None and timed_out(error.original_error):
+        # PostgreSQL's statement_timeout (the watchdog's is `unavailable`, above): the
+        # statement was cancelled and its transaction rolled back, as PostgreSQL said.
+        log.warning("%s: a statement ran out of time, nothing of it applied (traceId=%s)",
+                    ".".join(map(str, error.path or [])), trace_id)
+        return _retryable(error, TIMED_OUT, trace_id)
     if code is None and (reason := transient(error.original_error)) is not None:
         log.warning("%s: aborted for a concurrent transaction (%s), not retried further "
                     "(traceId=%s)", ".".join(map(str, error.path or [])), reason, trace_id)
@@ -287,6 +293,7 @@ def format_error(error: GraphQLError, trace_id: str | None) -> GraphQLError:
     return error
 
 
+TIMED_OUT = "The operation took too long and was cancelled, nothing of it applied; please retry"
 COLLIDED = "The operation collided with concurrent changes and was not applied, please retry"
 
 
