@@ -96,6 +96,36 @@ async def capped_http(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+async def test_an_answer_without_errors_goes_out_as_written_and_one_with_errors_is_told(
+        http: httpx.AsyncClient, alice: Account, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer with no errors goes out as `encode_json` wrote it, neither searched nor
+    decoded again, even where its data spells `"errors"` (an alias), and it is not counted
+    as a refusal; an answer with errors is still decoded, its request errors told apart
+    (400 under graphql-response+json) and its refusals counted."""
+    from giftgraph.web import http as web_http
+
+    decoded: list[bytes] = []
+    loads = web_http.orjson.loads
+
+    def spy(raw: Any) -> Any:  # (orjson's own `loads`: requests' bodies are read by it too)
+        if not bytes(raw).startswith(b'{"query"'):
+            decoded.append(bytes(raw))
+        return loads(raw)
+
+    monkeypatch.setattr(web_http.orjson, "loads", spy)
+    headers = {"authorization": f"Bearer {alice.token}"}
+    r = await http.post("/graphql", json={"query": "{ errors: me { id } }"}, headers=headers)
+    assert r.status_code == 200
+    assert r.content.startswith(b'{"data":{"errors":{"id":')
+    assert b'"errors":[' not in r.content
+    assert decoded == []  # nothing of the answer decoded again
+    r = await http.post("/graphql", json={"query": "{ me { nope } }"},
+                        headers={**headers, "accept": "application/graphql-response+json"})
+    assert r.status_code == 400
+    assert "data" not in r.json()
+    assert len(decoded) == 1  # `finish` reads the errors (a 400 is a refusal as it stands)
+
+
 async def test_http_request_errors_carry_a_logged_trace_id(
     capped_http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture,
 ) -> None:

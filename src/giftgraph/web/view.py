@@ -53,6 +53,7 @@ from giftgraph.tracing import publishing, socket_trace
 from giftgraph.web import streams
 from giftgraph.web.headers import graphiql_policy, new_nonce
 from giftgraph.web.http import (
+    CLEAN_ANSWERS,
     finish,
     is_json_body,
     is_refusal,
@@ -104,9 +105,14 @@ class GraphQLApp(GraphQL[Context, None]):
         a WebSocket message must go out as a text frame. Every answer Strawberry sends (an
         HTTP response, a socket's or stream's message) is encoded here: one over
         `max_response_bytes` becomes QUERY_TOO_COMPLEX (giftgraph.admission.answers)."""
-        encoded, cost, values = answer_json(data, self.state.settings.max_response_bytes,
-                                            self.state.metrics.refusals)
+        limit = self.state.settings.max_response_bytes
+        encoded, cost, values = answer_json(data, limit, self.state.metrics.refusals)
         self.charge_answer(cost, values)  # what building it cost, refused or not
+        clean = CLEAN_ANSWERS.get()
+        # Within its bound (refused: the cost is over it), a result without errors.
+        if clean is not None and cost <= limit and isinstance(data, dict) and "data" in data \
+                and not data.get("errors"):
+            clean.append(encoded)
         return encoded.decode()
 
     def charge_answer(self, size: int, values: int = 0) -> None:
@@ -198,6 +204,7 @@ class GraphQLApp(GraphQL[Context, None]):
                     await self.state.answer_bytes.paid(key)
                     await self.state.answer_values.paid(key)
                     try:
+                        CLEAN_ANSWERS.set([])  # this request's (web/http.py)
                         response = finish(await self.run(request), request, media)
                         refused = is_refusal(response)
                     except REFUSED as exc:  # giftgraph.persisted, before any parsing
