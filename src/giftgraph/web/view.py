@@ -103,8 +103,13 @@ class GraphQLApp(GraphQL[Context, None]):
     def encode_json(self, data: object) -> str:
         """orjson (several times faster than json.dumps on a large result); text, because
         a WebSocket message must go out as a text frame. Every answer Strawberry sends (an
-        HTTP response, a socket's or stream's message) is encoded here: one over
-        `max_response_bytes` becomes QUERY_TOO_COMPLEX (giftgraph.admission.answers)."""
+        HTTP response, a socket's or stream's message) is encoded here or, an HTTP
+        response, by `encode_answer`: one over `max_response_bytes` becomes
+        QUERY_TOO_COMPLEX (giftgraph.admission.answers)."""
+        return self.encode_answer(data).decode()
+
+    def encode_answer(self, data: object) -> bytes:
+        """`encode_json`'s bytes (an HTTP response's body)."""
         limit = self.state.settings.max_response_bytes
         encoded, cost, values = answer_json(data, limit, self.state.metrics.refusals)
         self.charge_answer(cost, values)  # what building it cost, refused or not
@@ -113,7 +118,20 @@ class GraphQLApp(GraphQL[Context, None]):
         if clean is not None and cost <= limit and isinstance(data, dict) and "data" in data \
                 and not data.get("errors"):
             clean.append(encoded)
-        return encoded.decode()
+        return encoded
+
+    def create_response(self, response_data: Any,
+                        sub_response: Response) -> Response:
+        """Strawberry's, with the body as `encode_answer` wrote it: Strawberry's response
+        takes `encode_json`'s text and encodes it again (a 52 KB nested read with a few
+        names outside ASCII: ~12 µs to decode, ~70 µs to encode again)."""
+        response = Response(self.encode_answer(response_data),
+                            status_code=sub_response.status_code or 200,
+                            media_type="application/json")
+        response.headers.raw.extend(sub_response.headers.raw)
+        if sub_response.background:
+            response.background = sub_response.background
+        return response
 
     def charge_answer(self, size: int, values: int = 0) -> None:
         """`size` bytes of answers to the current request's caller (`answer_bytes`), and
