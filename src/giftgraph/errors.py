@@ -98,6 +98,20 @@ class AppliedUnanswered(AppError):
                          "applied. Read it back before trying again", retryable=False)
 
 
+class AppliedThenFailed(AppError):
+    """A statement ran out of `statement_timeout`, or a root field's transaction kept
+    colliding, after a change of the operation was committed (its payload's reads, or a
+    later root field): as `AppliedUnanswered`, resending the operation would apply that
+    change again, so not the retryable answer either gets otherwise (adversary,
+    2026-11-29: three `createList`s resent as a timeout's 'retryable' answer told)."""
+
+    code = "INTERNAL_SERVER_ERROR"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} after this operation's change was applied. Read it back "
+                         "before trying again", retryable=False)
+
+
 class ServiceUnavailable(AppError):
     """A dependency (the database) is down; the client may retry shortly."""
 

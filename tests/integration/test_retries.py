@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from sqlalchemy import text
 
 from giftgraph.db.session import Prepared, execute_in
 from giftgraph.ids import decode_id
-from tests.conftest import Account, _dsn
+from tests.conftest import GQL, Account, _dsn, make_settings, sign_up
 
 SET_STATUS = ("mutation($i: ID!, $s: ItemStatus!) { setListItemStatus(id: $i, status: $s)"
               " { id status } }")
@@ -221,3 +223,103 @@ def test_sign_in_mutations_are_not_retried() -> None:
     assert {"signUp", "login", "refreshToken", "logout"} == NOT_RETRIED
     assert wrapped == set(fields) - NOT_RETRIED
     assert "setListItemStatus" in wrapped
+
+
+@pytest.fixture
+async def hasty(database_url: str) -> AsyncIterator[Account]:
+    """An account on an app whose statements run out of time after 300 ms."""
+    from giftgraph.app import create_app
+
+    app = create_app(make_settings(database_url, statement_timeout_ms=300))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        yield await sign_up(GQL(http), "Hasty")
+
+
+async def _locked(database_url: str, sql: str, *args: Any) -> tuple[Any, Any]:
+    """Another session holding what `sql` locks, in its open transaction."""
+    other = await asyncpg.connect(_dsn(database_url))
+    tx = other.transaction()
+    await tx.start()
+    await other.execute(sql, *args)
+    return other, tx
+
+
+def _applied_then_failed(error: dict[str, Any]) -> bool:
+    return (error["extensions"]["code"], error["extensions"]["retryable"]) == (
+        "INTERNAL_SERVER_ERROR", False) and error["message"].endswith(
+        "after this operation's change was applied. Read it back before trying again")
+
+
+async def test_a_timeout_after_the_change_is_applied_is_not_called_retryable(
+        hasty: Account, database_url: str) -> None:
+    """A mutation that committed, then whose payload's read ran out of time (another
+    transaction holds the items' table): the answer says the change was applied, not
+    retryable (it said "nothing applied, please retry": a client that did made the change
+    again, adversary). The same for a later root field whose own unit of work ran out of
+    time after an earlier one committed."""
+    item, _ = await _item(hasty)
+    gl = (await hasty.client("query($i: ID!) { node(id: $i) { ... on ListItem { list { id } }"
+                             " } }", {"i": item})).data["node"]["list"]["id"]
+    person = (await hasty.client('mutation { createPerson(input: {name: "P"}) { id } }')
+              ).data["createPerson"]["id"]
+    other, tx = await _locked(database_url, "LOCK TABLE list_items IN ACCESS EXCLUSIVE MODE")
+    try:
+        r = await hasty.client('mutation($l: ID!) { updateList(id: $l, input: {name: "Renamed"})'
+                               " { id name items(first: 5) { totalCount } } }", {"l": gl})
+    finally:
+        await tx.rollback()
+        await other.close()
+    (error,) = r.body["errors"]
+    assert _applied_then_failed(error), error
+    listed = await hasty.client("query($l: ID!) { node(id: $l) { ... on GiftList { name } } }",
+                                {"l": gl})
+    assert listed.data["node"]["name"] == "Renamed"
+    other, tx = await _locked(database_url, "SELECT id FROM list_items WHERE id = $1 FOR UPDATE",
+                              decode_id(item, "ListItem"))
+    try:
+        r = await hasty.client(
+            'mutation($p: ID!, $i: ID!) { a: updatePerson(id: $p, input: {name: "Changed"})'
+            " { id } b: setListItemStatus(id: $i, status: SELECTED) { id } }",
+            {"p": person, "i": item})
+    finally:
+        await tx.rollback()
+        await other.close()
+    (error,) = r.body["errors"]
+    assert error["path"] == ["b"]
+    assert _applied_then_failed(error), error
+    named = await hasty.client("query($p: ID!) { node(id: $p) { ... on Person { name } } }",
+                               {"p": person})
+    assert named.data["node"]["name"] == "Changed"
+    assert await _events(database_url, item) == 0
+
+
+async def test_a_field_that_keeps_colliding_after_an_earlier_one_committed_says_so(
+        app: Any, alice: Account, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second root field keeps colliding (retried, then given up) after the first
+    committed: not "not applied, please retry" but that the operation's change was
+    applied."""
+    from giftgraph.resolvers import lists
+
+    item, _ = await _item(alice)
+    person = (await alice.client('mutation { createPerson(input: {name: "P"}) { id } }')
+              ).data["createPerson"]["id"]
+    original = lists._record_item
+
+    async def collide(info: Any, session: Any, *args: Any, **kwargs: Any) -> None:
+        await original(info, session, *args, **kwargs)
+        await execute_in(session, Prepared(text(
+            "DO $$ BEGIN RAISE EXCEPTION 'could not serialize access' "
+            "USING ERRCODE = 'serialization_failure'; END $$")), {})
+
+    monkeypatch.setattr(lists, "_record_item", collide)
+    r = await alice.client(
+        'mutation($p: ID!, $i: ID!) { a: updatePerson(id: $p, input: {name: "Changed"})'
+        " { id } b: setListItemStatus(id: $i, status: SELECTED) { id } }",
+        {"p": person, "i": item})
+    (error,) = r.body["errors"]
+    assert error["path"] == ["b"]
+    assert _applied_then_failed(error), error
+    assert "serialize" not in error["message"]
+    assert retries(app, "serialization") == 2
+    assert await _events(database_url, item) == 0

@@ -20,7 +20,7 @@ from sqlalchemy.sql import sqltypes
 
 from giftgraph.db.engine import Database
 from giftgraph.db.models import Event
-from giftgraph.errors import AppliedUnanswered, OutcomeUnknown
+from giftgraph.errors import AppliedThenFailed, AppliedUnanswered, OutcomeUnknown
 
 T = TypeVar("T")
 log = logging.getLogger("giftgraph.db")
@@ -333,10 +333,16 @@ class OperationDb:
         self._unanswered_after_commit(exc)
 
     def _unanswered_after_commit(self, exc: BaseException) -> None:
-        """Raises `AppliedUnanswered` for a lost database once a unit of work committed:
-        resending the operation would apply that change again."""
+        """Raises `AppliedUnanswered` for a lost database, `AppliedThenFailed` for a
+        statement that ran out of time, once a unit of work committed: resending the
+        operation would apply that change again (not the retryable answers either gets
+        otherwise)."""
         if self.commits and unavailable(exc):
             raise _applied_unanswered() from exc
+        if self.commits and timed_out(exc):
+            log.warning("a statement ran out of time after a change of the operation was "
+                        "applied")
+            raise AppliedThenFailed("A statement ran out of time") from exc
 
     async def _close_reads(self) -> None:
         session, self._session = self._session, None

@@ -268,7 +268,9 @@ def format_error(error: GraphQLError, trace_id: str | None) -> GraphQLError:
         return _retryable(error, ServiceUnavailable().message, trace_id)
     if code is None and timed_out(error.original_error):
         # PostgreSQL's statement_timeout (the watchdog's is `unavailable`, above): the
-        # statement was cancelled and its transaction rolled back, as PostgreSQL said.
+        # statement was cancelled and its transaction rolled back, as PostgreSQL said;
+        # after a change of the operation committed, OperationDb answers
+        # `AppliedThenFailed` instead.
         log.warning("%s: a statement ran out of time, nothing of it applied (traceId=%s)",
                     ".".join(map(str, error.path or [])), trace_id)
         return _retryable(error, TIMED_OUT, trace_id)

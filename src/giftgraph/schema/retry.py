@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from giftgraph.accel import internals
-from giftgraph.errors import AppError, NotFound, Unauthenticated
+from giftgraph.errors import AppError, AppliedThenFailed, NotFound, Unauthenticated
 from giftgraph.events import ENTITY_TYPES
 
 log = logging.getLogger("giftgraph.db")
@@ -104,6 +104,10 @@ def retrying(resolve: Callable[..., Any]) -> Callable[..., Any]:
                 if reason is not None and db.commits != committed:
                     # The change is in: not "not applied, retry" (an unexpected error).
                     raise RuntimeError(f"{reason} after the mutation committed") from exc
+                if reason is not None and attempt >= ATTEMPTS and db.commits:
+                    # An earlier root field's change is in: not "not applied, retry".
+                    raise AppliedThenFailed("A later part of it kept colliding with "
+                                            "concurrent changes") from exc
                 if reason is None or attempt >= ATTEMPTS:
                     raise
                 metrics = getattr(info.context, "metrics", None)
