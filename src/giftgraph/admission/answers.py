@@ -75,8 +75,8 @@ def refusal(size: int, limit: int, refusals: Refusals | None = None, *,
     log.info("answer of %s%d bytes refused: over max_response_bytes (%d), traceId=%s",
              "" if exact else "at least ", size, limit, trace_id)
     return (f"The answer is {'' if exact else 'at least '}{size:,} bytes, over the "
-            f"{limit:,} allowed: select fewer fields or smaller pages (changes a mutation "
-            "made were applied)")
+            f"{limit:,} allowed: select fewer fields or smaller pages (a mutation's changes, if "
+            "any, were applied)")
 
 
 def too_large(size: int, limit: int, refusals: Refusals | None = None, *,
