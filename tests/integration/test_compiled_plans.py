@@ -33,7 +33,8 @@ async def compiled_statement(url: str) -> tuple[str, tuple[Any, ...]]:
     from bench.plans import ours
 
     statement, params = await ours(url, make_settings(url, result_cache_bytes=0))
-    assert statement.startswith("SELECT CASE WHEN octet_length(q.j) <= $1 THEN q.j END"), \
+    assert statement.startswith("SELECT CASE WHEN octet_length(q.j) <= $1 "
+                                "THEN convert_to(q.j, 'UTF8') END"), \
         statement
     assert """(SELECT ('{"lists":' || """ in statement, statement
     return statement, params
