@@ -50,6 +50,28 @@ async def _events(database_url: str, item: str) -> int:
         await conn.close()
 
 
+SERIALIZATION_FAILURE = ("DO $$ BEGIN RAISE EXCEPTION 'could not serialize access' "
+                         "USING ERRCODE = 'serialization_failure'; END $$")
+
+
+def _after_recording(monkeypatch: pytest.MonkeyPatch, *statements: str) -> list[int]:
+    """setListItemStatus runs `statements` in its transaction once it has recorded the
+    change; the list counts its attempts (one entry each)."""
+    from giftgraph.resolvers import lists
+
+    attempts: list[int] = []
+    original = lists._record_item
+
+    async def record(info: Any, session: Any, *args: Any, **kwargs: Any) -> None:
+        attempts.append(1)
+        await original(info, session, *args, **kwargs)
+        for sql in statements:
+            await execute_in(session, Prepared(text(sql)), {})
+
+    monkeypatch.setattr(lists, "_record_item", record)
+    return attempts
+
+
 async def test_a_mutation_chosen_as_a_deadlock_victim_runs_again(
         app: Any, alice: Account, database_url: str) -> None:
     """A real deadlock: another transaction holds the family's event lock and then asks
@@ -99,20 +121,9 @@ async def test_a_mutation_that_keeps_colliding_fails_retryable_and_changes_nothi
     from giftgraph.resolvers import lists
 
     item, _ = await _item(alice)
-    attempts = 0
-    original = lists._record_item
-
-    async def collide(info: Any, session: Any, *args: Any, **kwargs: Any) -> None:
-        nonlocal attempts
-        attempts += 1
-        await original(info, session, *args, **kwargs)
-        await execute_in(session, Prepared(text(
-            "DO $$ BEGIN RAISE EXCEPTION 'could not serialize access' "
-            "USING ERRCODE = 'serialization_failure'; END $$")), {})
-
-    monkeypatch.setattr(lists, "_record_item", collide)
+    attempts = _after_recording(monkeypatch, SERIALIZATION_FAILURE)
     r = await alice.client(SET_STATUS, {"i": item, "s": "SELECTED"})
-    assert attempts == 3
+    assert len(attempts) == 3
     assert retries(app, "serialization") == 2
     error = r.body["errors"][0]
     assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
@@ -121,12 +132,13 @@ async def test_a_mutation_that_keeps_colliding_fails_retryable_and_changes_nothi
     assert "RAISE" not in str(r.body)
     assert await _events(database_url, item) == 0
 
+    attempts = 0
+
     async def fail(info: Any, session: Any, *args: Any, **kwargs: Any) -> None:
         nonlocal attempts
         attempts += 1
         await execute_in(session, Prepared(text("SELECT 1/0")), {})
 
-    attempts = 0
     monkeypatch.setattr(lists, "_record_item", fail)
     r = await alice.client(SET_STATUS, {"i": item, "s": "SELECTED"})
     assert attempts == 1
@@ -147,29 +159,18 @@ async def test_a_statement_that_runs_out_of_time_answers_retryable_and_changes_n
     took too long and nothing of it was applied, with nothing of the SQL; no event is
     written or published, and the server logs a warning, not an unexpected error with its
     traceback. It is not run again (a timeout is not a collision)."""
-    from giftgraph.resolvers import lists
     from giftgraph.schema.extensions import TIMED_OUT
 
     item, _ = await _item(alice)
-    attempts = 0
-    original = lists._record_item
-
-    async def slow(info: Any, session: Any, *args: Any, **kwargs: Any) -> None:
-        nonlocal attempts
-        attempts += 1
-        await original(info, session, *args, **kwargs)
-        await execute_in(session, Prepared(text(
-            "SELECT set_config('statement_timeout', '50', true)")), {})
-        await execute_in(session, Prepared(text("SELECT pg_sleep(2)")), {})
-
-    monkeypatch.setattr(lists, "_record_item", slow)
+    attempts = _after_recording(monkeypatch, "SELECT set_config('statement_timeout', '50', true)",
+                                "SELECT pg_sleep(2)")
     logger = logging.getLogger("giftgraph")
     logger.addHandler(caplog.handler)
     try:
         r = await alice.client(SET_STATUS, {"i": item, "s": "SELECTED"})
     finally:
         logger.removeHandler(caplog.handler)
-    assert attempts == 1
+    assert len(attempts) == 1
     (error,) = r.body["errors"]
     assert error["message"] == TIMED_OUT
     assert error["extensions"] == {"code": "INTERNAL_SERVER_ERROR", "retryable": True,
@@ -299,20 +300,10 @@ async def test_a_field_that_keeps_colliding_after_an_earlier_one_committed_says_
     """The second root field keeps colliding (retried, then given up) after the first
     committed: not "not applied, please retry" but that the operation's change was
     applied."""
-    from giftgraph.resolvers import lists
-
     item, _ = await _item(alice)
     person = (await alice.client('mutation { createPerson(input: {name: "P"}) { id } }')
               ).data["createPerson"]["id"]
-    original = lists._record_item
-
-    async def collide(info: Any, session: Any, *args: Any, **kwargs: Any) -> None:
-        await original(info, session, *args, **kwargs)
-        await execute_in(session, Prepared(text(
-            "DO $$ BEGIN RAISE EXCEPTION 'could not serialize access' "
-            "USING ERRCODE = 'serialization_failure'; END $$")), {})
-
-    monkeypatch.setattr(lists, "_record_item", collide)
+    attempts = _after_recording(monkeypatch, SERIALIZATION_FAILURE)
     r = await alice.client(
         'mutation($p: ID!, $i: ID!) { a: updatePerson(id: $p, input: {name: "Changed"})'
         " { id } b: setListItemStatus(id: $i, status: SELECTED) { id } }",
@@ -321,5 +312,6 @@ async def test_a_field_that_keeps_colliding_after_an_earlier_one_committed_says_
     assert error["path"] == ["b"]
     assert _applied_then_failed(error), error
     assert "serialize" not in error["message"]
+    assert len(attempts) == 3
     assert retries(app, "serialization") == 2
     assert await _events(database_url, item) == 0

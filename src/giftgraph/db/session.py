@@ -283,8 +283,9 @@ class OperationDb:
     def _rolled_back(self, unit: Unit, exc: BaseException, committing: bool) -> None:
         """After a unit of work failed with `exc` and rolled back: its events and hooks
         dropped (rolled-back work publishes nothing); `OutcomeUnknown` when the connection
-        was lost during its COMMIT (it may have been applied), `AppliedUnanswered` when an
-        earlier unit of the operation committed. Otherwise the caller raises `exc`."""
+        was lost during its COMMIT (it may have been applied), `AppliedUnanswered` or
+        `AppliedThenFailed` when an earlier unit of the operation committed
+        (`_unanswered_after_commit`). Otherwise the caller raises `exc`."""
         take_pending(unit)
         take_after_commit(unit)
         if committing and _lost(exc):
