@@ -92,28 +92,37 @@ class Trail:
 
     def __init__(self, page: Any) -> None:
         self.page = page
-        self.seen: collections.deque[str] = collections.deque(maxlen=24)
+        self.seen: collections.deque[str] = collections.deque(maxlen=60)
+        self.started = time.monotonic()
+        # Sent as well as finished: a request still in flight at the failure shows as sent.
+        page.on("request", lambda r: self._note(f"sent {_op(r)}")
+                if r.url.endswith("/graphql") else None)
         page.on("requestfinished", self._finished)
-        page.on("requestfailed", lambda r: self.seen.append(f"FAILED {r.failure} {_op(r)}"))
+        page.on("requestfailed", lambda r: self._note(f"FAILED {r.failure} {_op(r)}"))
         page.on("websocket", lambda ws: ws.on(
-            "framereceived", lambda f: self.seen.append(f"ws < {str(f)[:160]}")))
+            "framereceived", lambda f: self._note(f"ws < {str(f)[:160]}")))
 
     async def _finished(self, request: Any) -> None:
         if request.url.endswith("/graphql"):
             response = await request.response()
             body = await response.text() if response is not None else ""
-            self.seen.append(f"{response.status if response else '-'} {_op(request)} -> "
-                             f"{body[:200]}")
+            self._note(f"{response.status if response else '-'} {_op(request)} -> {body[:200]}")
+
+    def _note(self, line: str) -> None:
+        self.seen.append(f"{time.monotonic() - self.started:7.2f} {line}")
 
     @contextlib.asynccontextmanager
-    async def on_failure(self) -> AsyncIterator[None]:
+    async def on_failure(self, state: str = "null") -> AsyncIterator[None]:
+        """Adds the alerts, the trail and `state` (a script's value in the page) to an
+        assertion's failure."""
         try:
             yield
         except AssertionError as exc:
             alerts = await self.page.locator("[role=alert]").all_text_contents()
+            seen = await self.page.evaluate(state)
             lines = "\n".join(self.seen)
-            raise AssertionError(f"{exc}\nalerts: {[a for a in alerts if a]}\n{lines}") \
-                from exc
+            raise AssertionError(f"{exc}\nalerts: {[a for a in alerts if a]}\npage: {seen}\n"
+                                 f"{lines}") from exc
 
 
 def _op(request: Any) -> str:
@@ -206,7 +215,11 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     await item.get_by_role("button", name="Comment").click()
     await item.get_by_label("Message").fill("Wrapped, in the attic")
     await item.get_by_role("button", name="Post").click()
-    async with trail.on_failure():
+    panel = ("[...document.querySelectorAll('.comments-panel')].map(p => ({hidden: p.hidden, "
+             "connected: p.isConnected, body: p.querySelector('textarea').value, "
+             "errors: p.querySelector('.field-error').textContent, "
+             "posting: p.querySelector('button[type=submit]').disabled}))")
+    async with trail.on_failure(panel):
         await expect(item.locator(".comments")).to_contain_text("Ann: Wrapped, in the attic")
     await audit(page, "list")
     await item.get_by_role("button", name="Edit Scarf").click()
@@ -426,7 +439,14 @@ async def test_two_browsers_of_one_family_and_a_stranger(service: Service, brows
     # A change to the item itself redraws Bob's row; his comment box and text stay.
     await item_of(ann, "Kite").get_by_role("combobox", name="Status").select_option("PURCHASED")
     await expect(item_of(bob, "Kite").locator(".badge")).to_have_text("Purchased", timeout=1_000)
-    await expect(item_of(bob, "Kite").get_by_label("Message")).to_have_value("half-typed")
+    message = item_of(bob, "Kite").get_by_label("Message")
+    await expect(message).to_have_value("half-typed")
+    # And the focus, with the caret: what Bob types next goes on in the box. (The redraws
+    # used to move the box out of the document and back, and his keys went nowhere; a
+    # Playwright `fill` racing one typed nothing, and a Post said "Message is required".)
+    await expect(message).to_be_focused()
+    await bob.keyboard.type(", in blue")
+    await expect(message).to_have_value("half-typed, in blue")
 
     await bob.get_by_role("link", name="Overview").click()
     await expect(bob.locator("#activity")).to_contain_text("Bob moved Kite to Selected")

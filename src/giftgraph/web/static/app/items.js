@@ -101,18 +101,25 @@ function oneList(app, id) {
       l.budget ? ` · budget ${money(l.budget)}` : '');
     const seen = new Set();
     const order = edges(l.items);
-    for (const it of order) {
-      seen.add(it.id);
-      const sig = JSON.stringify([it, app.members.map((m) => m.id)]);
-      const row = rows.get(it.id);
-      if (row && row.sig === sig) continue;
-      const fresh = itemRow(app, it, refresh, row);
-      if (row) row.el.replaceWith(fresh.el);
-      rows.set(it.id, { ...fresh, sig });
-    }
-    for (const [k, row] of rows) if (!seen.has(k)) { row.el.remove(); rows.delete(k); }
-    items.replaceChildren(...order.map((it) => rows.get(it.id).el));
-    if (!order.length) items.append(empty('No gifts yet: add the first one.'));
+    keepingFocus(() => {
+      for (const it of order) {
+        seen.add(it.id);
+        const sig = JSON.stringify([it, app.members.map((m) => m.id)]);
+        const row = rows.get(it.id);
+        if (row && row.sig === sig) continue;
+        const fresh = itemRow(app, it, refresh, row);
+        if (row) row.el.replaceWith(fresh.el);
+        rows.set(it.id, { ...fresh, sig });
+      }
+      for (const [k, row] of rows) if (!seen.has(k)) { row.el.remove(); rows.delete(k); }
+      // Only rows out of place move: a redraw that changes nothing touches nothing.
+      order.forEach((it, i) => {
+        const el = rows.get(it.id).el;
+        if (items.children[i] !== el) items.insertBefore(el, items.children[i] || null);
+      });
+      while (items.children.length > order.length) items.lastElementChild.remove();
+      if (!order.length) items.append(empty('No gifts yet: add the first one.'));
+    });
   });
   function onEvent(e) {
     if (e.entityType !== 'Comment' || !e.node) return;
@@ -125,6 +132,19 @@ function oneList(app, id) {
   } }, 'Add a gift');
   return { el: h('div', {}, h('p.crumbs', {}, h('a', { href: '#/lists', text: 'Lists' })), head, about, jump,
     h('div.split', {}, section('Gifts', items), h('div.stack', {}, add, h('div.card', {}, editList.button, editList.panel)))), refresh, onEvent };
+}
+
+// A node taken out of the document loses the focus inside it: a row redrawn around a kept
+// comment box or gift editor while someone types in it (on a phone, the keyboard closes,
+// and what is typed next goes nowhere). The focus and the caret go back where they were.
+function keepingFocus(change) {
+  const had = document.activeElement;
+  let caret = null;
+  try { caret = had && had.setSelectionRange ? [had.selectionStart, had.selectionEnd] : null; } catch { caret = null; }
+  change();
+  if (!had || had === document.activeElement || !had.isConnected || had === document.body) return;
+  had.focus({ preventScroll: true });
+  try { if (caret && caret[0] !== null) had.setSelectionRange(caret[0], caret[1]); } catch { /* not a text field */ }
 }
 
 function itemRow(app, it, refresh, prior) {
