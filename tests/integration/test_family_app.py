@@ -437,7 +437,11 @@ async def test_two_browsers_of_one_family_and_a_stranger(service: Service, brows
     await expect(item_of(bob, "Kite").locator(".comments")).to_contain_text("No comments yet")
     await expect(item_of(bob, "Kite").get_by_label("Message")).to_have_value("half-typed")
     # A change to the item itself redraws Bob's row; his comment box and text stay.
-    await item_of(ann, "Kite").get_by_role("combobox", name="Status").select_option("PURCHASED")
+    anns = item_of(ann, "Kite").get_by_role("combobox", name="Status")
+    await anns.focus()  # as from the keyboard: her row is redrawn around her new status,
+    await anns.select_option("PURCHASED")
+    await expect(item_of(ann, "Kite").locator(".badge")).to_have_text("Purchased")
+    await expect(anns).to_be_focused()  # and the focus is on its Status again, not lost
     await expect(item_of(bob, "Kite").locator(".badge")).to_have_text("Purchased", timeout=1_000)
     message = item_of(bob, "Kite").get_by_label("Message")
     await expect(message).to_have_value("half-typed")

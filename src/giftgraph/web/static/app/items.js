@@ -136,15 +136,19 @@ function oneList(app, id) {
 
 // A node taken out of the document loses the focus inside it: a row redrawn around a kept
 // comment box or gift editor while someone types in it (on a phone, the keyboard closes,
-// and what is typed next goes nowhere). The focus and the caret go back where they were.
+// and what is typed next goes nowhere). The focus and the caret go back where they were;
+// a control redrawn anew (a row's Status or Assign) hands the focus to its successor, the
+// control of the same id.
 function keepingFocus(change) {
   const had = document.activeElement;
   let caret = null;
   try { caret = had && had.setSelectionRange ? [had.selectionStart, had.selectionEnd] : null; } catch { caret = null; }
   change();
-  if (!had || had === document.activeElement || !had.isConnected || had === document.body) return;
-  had.focus({ preventScroll: true });
-  try { if (caret && caret[0] !== null) had.setSelectionRange(caret[0], caret[1]); } catch { /* not a text field */ }
+  if (!had || had === document.activeElement || had === document.body) return;
+  const now = had.isConnected ? had : had.id && document.getElementById(had.id);
+  if (!now) return;
+  now.focus({ preventScroll: true });
+  try { if (now === had && caret && caret[0] !== null) had.setSelectionRange(caret[0], caret[1]); } catch { /* not a text field */ }
 }
 
 function itemRow(app, it, refresh, prior) {
