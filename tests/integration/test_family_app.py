@@ -221,6 +221,8 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
              "posting: p.querySelector('button[type=submit]').disabled}))")
     async with trail.on_failure(panel):
         await expect(item.locator(".comments")).to_contain_text("Ann: Wrapped, in the attic")
+    # The button, disabled while it sent, has the focus again (it fell to the page).
+    await expect(item.get_by_role("button", name="Post")).to_be_focused()
     await audit(page, "list")
     await item.get_by_role("button", name="Edit Scarf").click()
     await item.get_by_label("Price").fill("55,50")  # a decimal comma is the same amount
@@ -500,6 +502,8 @@ async def test_a_rate_limited_login_says_when_to_retry(database_url: str, browse
             await page.wait_for_timeout(200)
         await expect(page.locator("#auth-error")).to_contain_text(
             re.compile(r"try again in \d+ s"))
+        # Disabled while it sent, the button has the focus again (it fell to the page).
+        await expect(page.get_by_role("button", name="Log in", exact=True)).to_be_focused()
     finally:
         svc.stop()
 

@@ -5,7 +5,7 @@
 // live query of the family and its members (names, currency, who can be assigned).
 import { post, saveTokens, clearTokens, deviceToken, loggedIn, connect, onSessionEnded, ApiError } from './api.js';
 import { $, h, activityLine, ago, noteEvents, noteItem, oneLinePerChange, removalOf, sameAddition, setCurrency,
-  showErrors } from './ui.js';
+  sending, showErrors } from './ui.js';
 import { VIEWS } from './views.js';
 
 const NODE = `node { id ... on ListItem { status gift { id name } list { name } assignee { id displayName } }
@@ -298,28 +298,27 @@ loginForm.addEventListener('submit', async (ev) => {
     authInputs[first].focus();
     return;
   }
-  loginButton.disabled = true;
-  try {
-    let payload;
-    if (signingUp()) {
-      const input = { email: v.email, password: v.password, familyName: v.familyName, displayName: v.displayName };
-      if (!currencyField.hidden && v.currency) input.currency = v.currency.toUpperCase();
-      payload = (await post(`mutation($i: SignUpInput!) { signUp(input: $i)
-        { accessToken refreshToken expiresIn deviceToken } }`, { i: input }, false)).signUp;
-    } else {
-      payload = (await post(`mutation($e: String!, $p: String!, $d: String) {
-        login(email: $e, password: $p, deviceToken: $d) { accessToken refreshToken expiresIn deviceToken } }`,
-      { e: v.email, p: v.password, d: deviceToken(v.email) }, false)).login;
+  await sending(loginButton, async () => {
+    try {
+      let payload;
+      if (signingUp()) {
+        const input = { email: v.email, password: v.password, familyName: v.familyName, displayName: v.displayName };
+        if (!currencyField.hidden && v.currency) input.currency = v.currency.toUpperCase();
+        payload = (await post(`mutation($i: SignUpInput!) { signUp(input: $i)
+          { accessToken refreshToken expiresIn deviceToken } }`, { i: input }, false)).signUp;
+      } else {
+        payload = (await post(`mutation($e: String!, $p: String!, $d: String) {
+          login(email: $e, password: $p, deviceToken: $d) { accessToken refreshToken expiresIn deviceToken } }`,
+        { e: v.email, p: v.password, d: deviceToken(v.email) }, false)).login;
+      }
+      saveTokens(payload, v.email);
+      loginForm.reset();
+      await start();
+    } catch (err) {
+      if (!(err instanceof ApiError)) console.error(err);
+      showErrors(err, authErrors, authInputs, authError);
     }
-    saveTokens(payload, v.email);
-    loginForm.reset();
-    await start();
-  } catch (err) {
-    if (!(err instanceof ApiError)) console.error(err);
-    showErrors(err, authErrors, authInputs, authError);
-  } finally {
-    loginButton.disabled = false;
-  }
+  });
 });
 
 $('logout').addEventListener('click', () => {

@@ -226,21 +226,35 @@ export function form({ title, fields, submit, onSubmit, cls = 'card-form', reset
       }
     }
     if (missing) { el.querySelector('[aria-invalid]').focus(); return; }
-    button.disabled = true;
-    try {
-      await onSubmit(values);
-      if (reset) el.reset();
-      if (done) said.textContent = done(values);
-    } catch (err) {
-      showErrors(err, errors, inputs, general);
-    } finally {
-      button.disabled = false;
-    }
+    await sending(button, async () => {
+      try {
+        await onSubmit(values);
+        if (reset) el.reset();
+        if (done) said.textContent = done(values);
+      } catch (err) {
+        showErrors(err, errors, inputs, general);
+      }
+    });
   });
   el.inputs = inputs;
   el.errors = errors;
   el.general = general;
   return el;
+}
+
+// work() with `button` disabled (no second send meanwhile). Disabled, a focused button
+// loses the focus to the page: a keyboard or screen reader user who pressed it gets it
+// back, unless its form is gone or something else took the focus (a field with an error).
+export async function sending(button, work) {
+  const pressed = document.activeElement === button;
+  button.disabled = true;
+  try {
+    await work();
+  } finally {
+    button.disabled = false;
+    const lost = !document.activeElement || document.activeElement === document.body;
+    if (pressed && lost && button.isConnected) button.focus();
+  }
 }
 
 // An amount as people type it, as the API takes it ("19.99"), or null: a currency sign or
