@@ -475,6 +475,16 @@ async def test_two_browsers_of_one_family_and_a_stranger(service: Service, brows
                             'currency: "EUR"}) { name } }', None, admin)
     await expect(bob.locator("#family")).to_have_text("The Ones · Bob", timeout=1_000)
 
+    # A live list of links is redrawn on each change; the link Bob is on keeps his focus.
+    add_person = 'mutation($n: String!) { createPerson(input: {name: $n}) { id } }'
+    await asyncio.to_thread(post, base, add_person, {"n": "Gran"}, admin)
+    await open_section(bob, "People")
+    gran = bob.get_by_role("link", name="Gran", exact=True)
+    await gran.focus()
+    await asyncio.to_thread(post, base, add_person, {"n": "Zed"}, admin)
+    await expect(bob.get_by_role("link", name="Zed", exact=True)).to_be_visible(timeout=1_000)
+    await expect(gran).to_be_focused()
+
     # Eve, of another family, saw none of it.
     await eve.get_by_role("link", name="Lists", exact=True).click()
     await expect(eve.locator("section", has_text="All lists")).to_contain_text("No lists yet")

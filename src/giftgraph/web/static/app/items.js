@@ -1,7 +1,7 @@
 // Lists: every list with a "New list" form, and one list with its items, each with
 // Status (one step back or forward), Assign, Comment, edit and remove controls.
 import { post } from './api.js';
-import { h, money, ago, day, form, reveal, statusWord, STATUSES, serialized, noteItem } from './ui.js';
+import { h, money, ago, day, form, reveal, statusWord, STATUSES, serialized, noteItem, keepingFocus, redraw } from './ui.js';
 import { deleteButton } from './views.js';
 
 const edges = (c) => c.edges.map((e) => e.node);
@@ -43,7 +43,7 @@ function allLists(person) {
     const [d, c] = await Promise.all([
       post('{ lists(first: 100) { edges { node { id name kind person { name } occasion { name } items { totalCount } } } } }'), choices()]);
     const rows = edges(d.lists).map(listRow);
-    list.replaceChildren(...(rows.length ? rows : [empty('No lists yet')]));
+    redraw(list, ...(rows.length ? rows : [empty('No lists yet')]));
     if (slot.firstChild) {
       // New people or occasions: new choices, keeping what is typed and chosen.
       for (const [name, options] of [['personId', c.persons], ['occasionId', c.occasions]]) {
@@ -132,23 +132,6 @@ function oneList(app, id) {
   } }, 'Add a gift');
   return { el: h('div', {}, h('p.crumbs', {}, h('a', { href: '#/lists', text: 'Lists' })), head, about, jump,
     h('div.split', {}, section('Gifts', items), h('div.stack', {}, add, h('div.card', {}, editList.button, editList.panel)))), refresh, onEvent };
-}
-
-// A node taken out of the document loses the focus inside it: a row redrawn around a kept
-// comment box or gift editor while someone types in it (on a phone, the keyboard closes,
-// and what is typed next goes nowhere). The focus and the caret go back where they were;
-// a control redrawn anew (a row's Status or Assign) hands the focus to its successor, the
-// control of the same id.
-function keepingFocus(change) {
-  const had = document.activeElement;
-  let caret = null;
-  try { caret = had && had.setSelectionRange ? [had.selectionStart, had.selectionEnd] : null; } catch { caret = null; }
-  change();
-  if (!had || had === document.activeElement || had === document.body) return;
-  const now = had.isConnected ? had : had.id && document.getElementById(had.id);
-  if (!now) return;
-  now.focus({ preventScroll: true });
-  try { if (now === had && caret && caret[0] !== null) had.setSelectionRange(caret[0], caret[1]); } catch { /* not a text field */ }
 }
 
 function itemRow(app, it, refresh, prior) {

@@ -154,6 +154,36 @@ export function activityLine(e) {
     h('time', { datetime: e.at, 'data-at': e.at, title: new Date(e.at).toLocaleString(), text: ago(e.at) }));
 }
 
+// A node taken out of the document loses the focus inside it: a row redrawn around a kept
+// comment box or gift editor while someone types in it (on a phone, the keyboard closes,
+// and what is typed next goes nowhere), a list of links rebuilt by a live refresh. The
+// focus and the caret go back where they were; a control redrawn anew hands the focus to
+// its successor: the element of the same id (a row's Status or Assign), or within
+// `scope`, the link to the same place with the same words.
+export function keepingFocus(change, scope = null) {
+  const had = document.activeElement;
+  let caret = null;
+  try { caret = had && had.setSelectionRange ? [had.selectionStart, had.selectionEnd] : null; } catch { caret = null; }
+  change();
+  if (!had || had === document.activeElement || had === document.body) return;
+  const now = had.isConnected ? had : successor(had, scope);
+  if (!now) return;
+  now.focus({ preventScroll: true });
+  try { if (now === had && caret && caret[0] !== null) had.setSelectionRange(caret[0], caret[1]); } catch { /* not a text field */ }
+}
+
+function successor(el, scope) {
+  if (el.id) return document.getElementById(el.id);
+  const href = el.getAttribute('href');
+  if (!href || !scope) return null;
+  return [...scope.querySelectorAll('a[href]')].find((a) => a.getAttribute('href') === href && a.textContent === el.textContent) || null;
+}
+
+// `container`'s children replaced (a live refresh's redraw), the focus kept (keepingFocus).
+export function redraw(container, ...children) {
+  keepingFocus(() => container.replaceChildren(...children), container);
+}
+
 let uid = 0;
 // A form: fields [{name, label, type, required, minLength, options:[[value, text]], value,
 // hint}], `submit` names its button; onSubmit(values) may throw an ApiError whose `fields`

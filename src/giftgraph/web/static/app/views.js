@@ -2,7 +2,7 @@
 // Each view is { el, refresh(event?), onDashboard? }: forms are built once, the data
 // parts are redrawn on every change so typing is never lost.
 import { post } from './api.js';
-import { h, money, moneyList, day, activityLine, statusWord, setCurrency, reveal, serialized } from './ui.js';
+import { h, money, moneyList, day, activityLine, statusWord, setCurrency, reveal, serialized, redraw } from './ui.js';
 import { form } from './ui.js';
 import { listView, listRow } from './items.js';
 
@@ -47,14 +47,14 @@ function overview(app) {
   return {
     el,
     onDashboard(d) {
-      counts.replaceChildren(...['idea', 'selected', 'purchased', 'received'].map((k) => h('div.stage', {},
+      redraw(counts, ...['idea', 'selected', 'purchased', 'received'].map((k) => h('div.stage', {},
         h('span.count', { id: `pipeline-${k}`, text: String(d.pipeline[k]) }),
         h('span', { text: `${d.pipeline[k] === 1 ? 'item' : 'items'} at ${statusWord(k.toUpperCase())}` }))));
-      spent.replaceChildren(h('span', { text: 'Spent on upcoming occasions: ' }),
+      redraw(spent, h('span', { text: 'Spent on upcoming occasions: ' }),
         h('b', { id: 'spent', text: moneyList(d.spentByCurrency, d.spent) }),
         h('span', { text: d.budget == null ? ' (no budget set)' : ' of a budget of ' }),
         d.budget == null ? '' : h('b', { id: 'budget', text: money(d.budget) }));
-      occasions.replaceChildren(...d.nextOccasions.map((o) => {
+      redraw(occasions, ...d.nextOccasions.map((o) => {
         const pct = o.budget ? Math.min(100, (Number(o.summary.spent) / Number(o.budget)) * 100) : 0;
         return h('li', {}, h('div.grow', {}, h('a', { href: `#/occasion/${o.id}`, text: o.name }), ' ',
           h('small.nowrap', { text: day(o.date) }),
@@ -62,11 +62,11 @@ function overview(app) {
         h('small.nowrap', { text: `${moneyList(o.summary.spentByCurrency, o.summary.spent)} ${o.budget == null ? 'spent (no budget)' : `of ${money(o.budget)}`}` }));
       }));
       if (!d.nextOccasions.length) occasions.append(empty('No upcoming occasions'));
-      people.replaceChildren(...d.people.map((p) => h('li', {},
+      redraw(people, ...d.people.map((p) => h('li', {},
         h('a', { href: `#/person/${p.person.id}`, text: p.person.name }),
         h('small', { text: `${pipelineWords(p.pipeline)} · spent ${moneyList(p.spentByCurrency, p.spent)}` }))));
       if (!d.people.length) people.append(empty('No people yet'));
-      ideas.replaceChildren(...d.recentIdeas.map((i) => h('li', {}, h('span', { text: i.gift.name }),
+      redraw(ideas, ...d.recentIdeas.map((i) => h('li', {}, h('span', { text: i.gift.name }),
         h('a', { href: `#/list/${i.list.id}`, text: i.list.name }))));
       if (!d.recentIdeas.length) ideas.append(empty('No ideas yet'));
       if (!activity.children.length) activity.replaceChildren(...app.activity.map(activityLine));
@@ -95,7 +95,7 @@ function people() {
     const d = await post('{ persons(first: 100) { edges { node { id name relationship birthday interests } } } }');
     const rows = edges(d.persons).map((p) => h('li', {}, h('a', { href: `#/person/${p.id}`, text: p.name }),
       h('small', { text: [p.relationship, p.birthday && `born ${day(p.birthday)}`, p.interests.join(', ')].filter(Boolean).join(' · ') })));
-    list.replaceChildren(...(rows.length ? rows : [empty('Nobody yet: add the people you give gifts to.')]));
+    redraw(list, ...(rows.length ? rows : [empty('Nobody yet: add the people you give gifts to.')]));
   });
   return { el: h('div', {}, h('h2', { text: 'People' }), h('div.split', {}, section('Everyone', list), add)), refresh };
 }
@@ -122,9 +122,9 @@ function person(app, id) {
     const items = edges(p.giftHistory).map((i) => h('li', {}, h('span', {}, h('b', { text: i.gift.name }),
       ` · ${statusWord(i.status)}`, i.gift.store ? ` · ${i.gift.store}` : ''),
       h('small', { text: `${i.list.occasion ? `${i.list.occasion.name} ${day(i.list.occasion.date)} · ` : ''}${money(i.gift.price, i.gift.currency)}` })));
-    history.replaceChildren(...(items.length ? items : [empty('Nothing purchased or received yet')]));
+    redraw(history, ...(items.length ? items : [empty('Nothing purchased or received yet')]));
     const ls = edges(d.lists).map(listRow);
-    lists.replaceChildren(...(ls.length ? ls : [empty('No lists for them yet')]));
+    redraw(lists, ...(ls.length ? ls : [empty('No lists for them yet')]));
     start.textContent = `Start a list for ${p.name}`;
     if (!built) {
       built = true;
@@ -155,7 +155,7 @@ function occasions() {
     const d = await post('{ occasions(first: 100) { edges { node { id name kind date budget } } } }');
     const rows = edges(d.occasions).map((o) => h('li', {}, h('a', { href: `#/occasion/${o.id}`, text: o.name }),
       h('small.nowrap', { text: `${day(o.date)}${o.budget ? ` · budget ${money(o.budget)}` : ''}` })));
-    list.replaceChildren(...(rows.length ? rows : [empty('No occasions yet')]));
+    redraw(list, ...(rows.length ? rows : [empty('No occasions yet')]));
   });
   return { el: h('div', {}, h('h2', { text: 'Occasions' }), h('div.split', {}, section('All occasions', list), add)), refresh };
 }
@@ -181,7 +181,7 @@ function occasion(app, id) {
       h('small', { text: `${pipelineWords(p.pipeline)} · spent ${moneyList(p.spentByCurrency, p.spent)}` })))
       : [empty('No lists for a person yet')])));
     const ls = edges(d.lists).map(listRow);
-    lists.replaceChildren(...(ls.length ? ls : [empty('No lists for this occasion yet')]));
+    redraw(lists, ...(ls.length ? ls : [empty('No lists for this occasion yet')]));
     if (!built) {
       built = true;
       slot.replaceChildren(form({ title: 'Edit', fields: OCCASION_FIELDS(o), submit: 'Save occasion', reset: false,
@@ -231,7 +231,7 @@ function family(app) {
   const refresh = serialized(async () => {
     const d = await post('{ users(first: 100) { edges { node { id displayName email role isActive } } } }');
     app.members = edges(d.users);
-    list.replaceChildren(...app.members.map((u) => h('li', {}, h('span', { text: u.displayName }),
+    redraw(list, ...app.members.map((u) => h('li', {}, h('span', { text: u.displayName }),
       h('small', { text: `${u.email} · ${u.role === 'ADMIN' ? 'admin' : 'member'}${u.isActive ? '' : ' · inactive'}` }))));
   });
   return { el: h('div', {}, h('h2', { text: `Family: ${app.me.family.name}` }), h('div.split', {}, section('Members', list), h('div.stack', {}, invite, settings ? h('div.card', {}, settings.button, settings.panel) : '',
