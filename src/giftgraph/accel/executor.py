@@ -57,6 +57,7 @@ from graphql.pyutils import Path
 
 from giftgraph.accel.plans import PLANS, CompiledRead
 from giftgraph.accel.resolvers import attribute_of, plain_fields
+from giftgraph.accel.source import source_of
 from giftgraph.accel.values import (
     AS_IS,
     Decline,
@@ -94,10 +95,7 @@ def shape_ok() -> bool:
     False: logged, and graphql-core's executor (Strawberry's context) runs every query."""
     missing = [m for m in EXECUTOR_METHODS
                if not callable(getattr(GraphQLCoreExecutionContext, m, None))]
-    try:
-        source = inspect.getsource(GraphQLCoreExecutionContext.__init__)
-    except (OSError, TypeError):
-        source = ""
+    source = source_of(GraphQLCoreExecutionContext.__init__)
     missing += [f for f in EXECUTOR_FIELDS if f"self.{f}" not in source]
     parameters = list(inspect.signature(collect_fields).parameters)[:6]
     if parameters != ["schema", "fragments", "variable_values", "runtime_type", "operation",

@@ -11,7 +11,6 @@ operation and event subscriptions yield their events (plain delivery).
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -26,6 +25,7 @@ from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws import handlers as strawberry_ws
 from strawberry.utils.aio import aclosing
 
+from giftgraph.accel.source import source_of
 from giftgraph.accel.wire import Wire
 from giftgraph.schema.extensions import format_error
 
@@ -56,7 +56,7 @@ def shape_ok() -> bool:
     slots = set(getattr(strawberry_ws.Operation, "__slots__", ()))
     missing += [f for f in OPERATION_FIELDS if f not in slots]
     if not hasattr(ASGIWebSocketAdapter, "__init__") \
-            or "self.ws" not in inspect.getsource(ASGIWebSocketAdapter.__init__):
+            or "self.ws" not in source_of(ASGIWebSocketAdapter.__init__):
         missing.append("ASGIWebSocketAdapter.ws")
     if missing:
         log.warning("accel: Strawberry's socket handler changed shape (missing %s); "

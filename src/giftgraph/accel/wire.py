@@ -21,13 +21,13 @@ WebSocket's ASGI `send`; `Wire.of(scope)` finds it again.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import re
 from typing import Any
 
 from starlette.types import Scope, Send
 
+from giftgraph.accel.source import source_of
 from giftgraph.admission import server
 from giftgraph.live.inbox import Inbox
 
@@ -280,9 +280,8 @@ def assigned_attributes(cls: type[Any]) -> tuple[str, ...]:
     but none that is also a name of the class (a method, a property): what a subclass may
     keep in `__slots__`. An attribute left out (its source unreadable, a new one assigned
     some other way) still works: it goes to the instance's `__dict__`."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
+    source = source_of(cls)
+    if not source:
         return ()
     names = set(re.findall(r"self\.(\w+)\s*(?::[^=\n]+)?=(?!=)", source))
     return tuple(sorted(n for n in names if not hasattr(cls, n)))
@@ -335,10 +334,7 @@ def shape_ok() -> bool:
         log.warning("accel: uvicorn's websockets-sansio protocol is not importable; "
                     "direct socket writes are off")
         return False
-    try:
-        source = inspect.getsource(WebSocketsSansIOProtocol)
-    except (OSError, TypeError):
-        source = ""
+    source = source_of(WebSocketsSansIOProtocol)
     missing = [f for f in PROTOCOL_FIELDS if f"self.{f}" not in source]
     missing += [m for m in PROTOCOL_METHODS if not callable(getattr(WebSocketsSansIOProtocol,
                                                                     m, None))]

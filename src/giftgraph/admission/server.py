@@ -62,7 +62,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import inspect
 import logging
 import os
 import resource
@@ -74,6 +73,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from giftgraph.accel.source import source_of
 from giftgraph.admission.clients import client_network
 from giftgraph.config import get_settings
 
@@ -461,10 +461,7 @@ def ws_unsupported() -> str | None:
     """Why uvicorn's websockets-sansio protocol can't take `WebSocketProtocol`, or None."""
     if _WsBase is None:
         return "uvicorn's websockets-sansio protocol is not importable"
-    try:
-        source = inspect.getsource(_WsBase)
-    except (OSError, TypeError):
-        source = ""
+    source = source_of(_WsBase)
     missing = [f for f in WS_FIELDS if f"self.{f} =" not in source]
     missing += [m for m in WS_METHODS if not callable(vars(_WsBase).get(m))]  # its own
     return f"{_WsBase.__name__} has no {', '.join(missing)}" if missing else None
