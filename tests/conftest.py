@@ -1,7 +1,7 @@
 """Real-PostgreSQL fixtures: embedded (pgserver) by default, or GIFTGRAPH_TEST_DATABASE_URL.
 
 One database is created and migrated per test session; every test starts from empty
-tables (TRUNCATE), so tests never see each other's rows.
+tables (every row deleted), so tests never see each other's rows.
 """
 
 from __future__ import annotations
@@ -206,7 +206,9 @@ async def clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     url = request.getfixturevalue("database_url")
     conn = await asyncpg.connect(_dsn(url))
     try:
-        await conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+        # DELETE, children before parents (TABLES' order): a test leaves a few rows, and
+        # TRUNCATE's new files cost ~30 ms a test (51 s of a run of the suite).
+        await conn.execute("; ".join(f"DELETE FROM {table}" for table in TABLES))  # noqa: S608 - fixed names
     finally:
         await conn.close()
     yield
