@@ -5,7 +5,7 @@
 // live query of the family and its members (names, currency, who can be assigned).
 import { post, saveTokens, clearTokens, deviceToken, loggedIn, connect, onSessionEnded, ApiError } from './api.js';
 import { $, h, activityLine, ago, noteEvents, noteItem, oneLinePerChange, removalOf, sameAddition, setCurrency,
-  sending, showErrors } from './ui.js';
+  busy, sending, showErrors } from './ui.js';
 import { VIEWS } from './views.js';
 
 const NODE = `node { id ... on ListItem { status gift { id name } list { name } assignee { id displayName } }
@@ -280,6 +280,7 @@ toggleButton.addEventListener('click', () => { setMode(!signingUp()); (signingUp
 
 loginForm.addEventListener('submit', async (ev) => {
   ev.preventDefault();
+  if (busy(loginButton)) return; // still sending the last press
   clearAuthErrors();
   const v = Object.fromEntries(Object.entries(authInputs).map(([k, el]) => [k, el.value.trim()]));
   v.password = authInputs.password.value;

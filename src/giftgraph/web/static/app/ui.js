@@ -224,6 +224,7 @@ export function form({ title, fields, submit, onSubmit, cls = 'card-form', reset
   el.addEventListener('input', () => { said.textContent = ''; });
   el.addEventListener('submit', async (ev) => {
     ev.preventDefault();
+    if (busy(button)) return; // still sending the last press
     general.textContent = '';
     said.textContent = '';
     for (const [name, e] of Object.entries(errors)) { e.textContent = ''; inputs[name].removeAttribute('aria-invalid'); }
@@ -272,20 +273,19 @@ export function form({ title, fields, submit, onSubmit, cls = 'card-form', reset
   return el;
 }
 
-// work() with `button` disabled (no second send meanwhile). Disabled, a focused button
-// loses the focus to the page: a keyboard or screen reader user who pressed it gets it
-// back, unless its form is gone or something else took the focus (a field with an error).
+// work() with `button` busy: marked aria-disabled, and a press meanwhile does nothing
+// (`busy`). Not `disabled`: a disabled button loses the focus to the page, and a keyboard
+// or screen reader user who pressed it would be sent to its top.
 export async function sending(button, work) {
-  const pressed = document.activeElement === button;
-  button.disabled = true;
+  button.setAttribute('aria-disabled', 'true');
   try {
     await work();
   } finally {
-    button.disabled = false;
-    const lost = !document.activeElement || document.activeElement === document.body;
-    if (pressed && lost && button.isConnected) button.focus();
+    button.removeAttribute('aria-disabled');
   }
 }
+
+export const busy = (button) => button.getAttribute('aria-disabled') === 'true';
 
 // An amount as people type it, as the API takes it ("19.99"), or null: a currency sign or
 // ISO 4217 code (capitals) before or after it goes ("$150", "150 €", "EUR 150"), and so do

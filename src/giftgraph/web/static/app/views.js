@@ -2,7 +2,7 @@
 // Each view is { el, refresh(event?), onDashboard? }: forms are built once, the data
 // parts are redrawn on every change so typing is never lost.
 import { post } from './api.js';
-import { h, money, moneyList, day, activityLine, statusWord, setCurrency, reveal, serialized, redraw } from './ui.js';
+import { h, money, moneyList, day, activityLine, statusWord, setCurrency, reveal, serialized, redraw, busy, sending } from './ui.js';
 import { form } from './ui.js';
 import { listView, listRow } from './items.js';
 
@@ -20,11 +20,11 @@ export function deleteButton(label, run) {
   const b = h('button.danger', { type: 'button', text: `Delete ${label}` });
   let armed = false;
   b.addEventListener('click', async () => {
+    if (busy(b)) return;
     if (!armed) { armed = true; b.textContent = `Really delete ${label}?`; return; }
-    b.disabled = true;
-    try { await run(); } catch (err) { b.disabled = false; b.textContent = err.message; }
+    await sending(b, async () => { try { await run(); } catch (err) { b.textContent = err.message; } });
   });
-  b.addEventListener('blur', () => { if (armed && !b.disabled) { armed = false; b.textContent = `Delete ${label}`; } });
+  b.addEventListener('blur', () => { if (armed && !busy(b)) { armed = false; b.textContent = `Delete ${label}`; } });
   return b;
 }
 
