@@ -651,11 +651,20 @@ async def test_an_answer_over_the_bound_leaves_postgresql_as_its_size(
     body, missing, length = rows[-1]
     assert body is None
     assert not missing
-    assert length > 16 * 1024
-    assert f"The answer is {length:,} bytes" in error["message"]
+    envelope = len('{"data":}')  # the answer is its data's JSON in `{"data":...}`
+    assert length > 16 * 1024 - envelope
+    assert f"The answer is {length + envelope:,} bytes" in error["message"]
     after = outcomes(app)
     assert after.get("compiled", 0) == before.get("compiled", 0) + 1
     assert after.get("fallback", 0) == before.get("fallback", 0)
+    # The size said is the answer's (`{"data":...}`, as the executor's path weighs it),
+    # the bytes it is once allowed.
+    monkeypatch.setattr(app.state.giftgraph.settings, "max_response_bytes", 1 << 20)
+    allowed = await alice.client.http.post(
+        "/graphql", json={"query": f"{{ a0: {one} a1: {one} }}"},
+        headers={"Authorization": f"Bearer {alice.token}"})
+    assert allowed.json()["data"]["a0"]
+    assert f"The answer is {len(allowed.content):,} bytes" in error["message"]
 
 
 async def test_a_missing_root_object_is_the_executors(app: Any, alice: Account) -> None:

@@ -207,7 +207,7 @@ class LeanExecutionContext(ExecutionContext):
         return await result if self.is_awaitable(result) else result
 
     def refuse(self, plan: CompiledRead, size: int) -> ExecutionResult:
-        """The answer to a compiled read whose JSON is `size` bytes, over the bound: no
+        """The answer to a compiled read that is `size` bytes, over the bound: no
         data, and QUERY_TOO_COMPLEX at its first root field, as admission.answers writes
         for an executed one. Its caller pays what was built (`answer_bytes`)."""
         ctx = self.context_value

@@ -34,18 +34,23 @@ class CompiledRead:
         transports write it into the response as it is, as they do a cached result), or
         None where the executor must serve (a root object or a relation that may not be
         null is missing: it reports the error). `Refused` where the JSON is over
-        `max_response_bytes`: PostgreSQL sent its size, not the JSON."""
+        `max_response_bytes`: PostgreSQL sent its size, not the JSON. The bound is the
+        answer's, `{"data":...}` (`ENVELOPE`), as the executor's path counts it."""
         ctx = ec.context_value
         user = ctx.user
         params = {**self.params, "gg_family": user.family_id, "gg_user": user.id,
                   "gg_today": datetime.now(UTC).date(),
-                  "gg_limit": ctx.settings.max_response_bytes}
+                  "gg_limit": ctx.settings.max_response_bytes - ENVELOPE}
         ((body, missing, size),) = await ctx.db.fetch(self.prepared, params)
         if missing:
             return None
         if body is None:
-            raise Refused(size)
+            raise Refused(size + ENVELOPE)
         return orjson.Fragment(body)
+
+
+# What an answer adds to its data's JSON: `{"data":` and `}`.
+ENVELOPE = len(b'{"data":}')
 
 
 class CompiledReads:
