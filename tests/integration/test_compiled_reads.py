@@ -664,7 +664,19 @@ async def test_an_answer_over_the_bound_leaves_postgresql_as_its_size(
         "/graphql", json={"query": f"{{ a0: {one} a1: {one} }}"},
         headers={"Authorization": f"Bearer {alice.token}"})
     assert allowed.json()["data"]["a0"]
-    assert f"The answer is {len(allowed.content):,} bytes" in error["message"]
+    size = len(allowed.content)
+    assert f"The answer is {size:,} bytes" in error["message"]
+    # And the bound is exact: an answer of as many bytes as allowed goes out, one more not.
+    for limit, refused in ((size, False), (size - 1, True)):
+        monkeypatch.setattr(app.state.giftgraph.settings, "max_response_bytes", limit)
+        counted = outcomes(app).get("compiled", 0)
+        answer = await alice.client(f"{{ a0: {one} a1: {one} }}")
+        assert outcomes(app).get("compiled", 0) == counted + 1  # the statement's answer
+        if refused:
+            assert answer.codes == ["QUERY_TOO_COMPLEX"], answer.body
+            assert f"The answer is {size:,} bytes" in answer.errors[0]["message"]
+        else:
+            assert answer.body == allowed.json()
 
 
 async def test_a_missing_root_object_is_the_executors(app: Any, alice: Account) -> None:
