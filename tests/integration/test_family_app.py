@@ -221,7 +221,7 @@ async def test_a_family_on_a_phone(service: Service, browser: Any) -> None:
     panel = ("[...document.querySelectorAll('.comments-panel')].map(p => ({hidden: p.hidden, "
              "connected: p.isConnected, body: p.querySelector('textarea').value, "
              "errors: p.querySelector('.field-error').textContent, "
-             "posting: p.querySelector('button[type=submit]').disabled}))")
+             "posting: p.querySelector('button[type=submit]').ariaDisabled === 'true'}))")
     async with trail.on_failure(panel):
         await expect(item.locator(".comments")).to_contain_text("Ann: Wrapped, in the attic")
     # The button, busy while it sent, has the focus (redraws of the row hand it back).
